@@ -1,0 +1,41 @@
+# thinghub developer targets; CI (.ci/run) runs `make test`, the same command as the README.
+PY ?= python3
+PYTEST ?= $(PY) -m pytest
+
+.PHONY: all deps install fmt check test unit e2e contract bench clean
+
+all: check test
+
+deps:  ## Debian packages the tests need (PostgreSQL server); no-op when present
+	bash scripts/install-deps.sh
+
+install:  ## the package with its test extras
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+
+fmt:
+	$(PY) -m ruff format src tests bench
+	$(PY) -m ruff check --fix src tests bench
+
+check:
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy src
+
+test: deps install check  ## everything: unit, contract (SQLite + PostgreSQL) and e2e
+	$(PYTEST) -q
+
+unit: install
+	$(PYTEST) -q tests/unit
+
+contract: deps install
+	$(PYTEST) -q tests/contract
+
+e2e: deps install
+	$(PYTEST) -q tests/e2e
+
+bench: deps install  ## benchmarks (not tests); results go to docs/performance.md
+	bash scripts/install-deps.sh bench
+	$(PY) -m bench.run
+
+clean:
+	rm -rf thinghub-data .pytest_cache .mypy_cache .ruff_cache

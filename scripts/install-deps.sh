@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages thinghub's tests (and, with "bench", benchmarks) need.
+# Idempotent: does nothing when everything is already there. Needs root or sudo for apt-get.
+set -euo pipefail
+
+want=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then want+=(postgresql); fi
+if [ "${1:-}" = "bench" ]; then
+  command -v wrk >/dev/null 2>&1 || want+=(wrk)
+  command -v mosquitto >/dev/null 2>&1 || want+=(mosquitto)
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing Debian packages: ${want[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+# The Debian package starts a cluster on 5432; tests run their own servers, so stop it.
+if command -v service >/dev/null 2>&1; then $SUDO service postgresql stop >/dev/null 2>&1 || true; fi

@@ -1,0 +1,5 @@
+"""`python -m thinghub` runs the CLI."""
+
+from thinghub.cli import main
+
+main()

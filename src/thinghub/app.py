@@ -1,0 +1,224 @@
+"""Composition root: the only module that picks concrete adapters and wires them together.
+
+`ThingHub` is an async context manager: entering it creates the data directory, the CA, the
+schema and the services, binds every listener (port 0 means ephemeral) and starts serving;
+`addresses` then holds what was bound. Leaving it stops the listeners, lets in-flight writes
+commit and closes the store, so a SIGTERM loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Generator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from thinghub import __version__
+from thinghub.config import Settings
+from thinghub.devices import http_ingest
+from thinghub.domain.errors import NotFound
+from thinghub.faces import st
+from thinghub.faces._http import OrjsonResponse, error_body
+from thinghub.ports import Store
+from thinghub.security.ca import CertificateAuthority
+from thinghub.services.bus import MemoryBus
+from thinghub.services.clock import SystemClock
+from thinghub.services.core import Core, CoreOptions
+from thinghub.storage.migrate import upgrade
+from thinghub.storage.sql_store import SqlStore
+from thinghub.storage.sqlite import SqliteDatabase
+
+__all__ = ["FACES", "ThingHub", "open_store"]
+
+logger = logging.getLogger(__name__)
+
+# Faces that can be served at the root of their own port with --face-listen FACE=HOST:PORT.
+FACES: dict[str, Callable[[Core], FastAPI]] = {"st": st.create_app}
+FACE_PREFIXES = {"st": "/v1"}
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured backend: SQLite in the data directory, or PostgreSQL."""
+    if settings.is_postgres:
+        from thinghub.storage.postgres import PostgresDatabase, PostgresStore
+
+        return PostgresStore(PostgresDatabase(settings.database_url,
+                                              batch_max=settings.batch_max_rows))
+    path = settings.data_dir / "thinghub.db"
+    return SqlStore(SqliteDatabase(path, batch_max=settings.batch_max_rows))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: thinghub owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _address(sock: socket.socket, scheme: str | None = None) -> dict[str, Any]:
+    host, port = sock.getsockname()[:2]
+    out: dict[str, Any] = {"host": host, "port": port}
+    if scheme:
+        shown = f"[{host}]" if ":" in host else host
+        out["url"] = f"{scheme}://{shown}:{port}"
+    return out
+
+
+def _parse_face_listen(item: str) -> tuple[str, str, int]:
+    face, _, where = item.partition("=")
+    host, _, port = where.rpartition(":")
+    if face not in FACES or not host or not port.isdigit():
+        raise ValueError(
+            f"face_listen {item!r}: expected FACE=HOST:PORT with FACE one of {', '.join(FACES)}")
+    return face, host.strip("[]"), int(port)
+
+
+def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    return OrjsonResponse(error_body(NotFound(f"no route for {request.url.path}")),
+                          status_code=status)
+
+
+class ThingHub:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.addresses: dict[str, Any] = {}
+        self.core: Core | None = None
+        self.ca: CertificateAuthority | None = None
+        self._servers: list[_Server] = []
+        self._delivery: asyncio.Task[None] | None = None
+        self._exit = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> ThingHub:
+        try:
+            await self._start()
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._exit.aclose()
+
+    async def _start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        hostnames = [s.hub_hostname, *s.hostnames]
+        self.ca = await asyncio.to_thread(
+            CertificateAuthority.load_or_create, s.data_dir / "certs", hostnames=hostnames)
+        await asyncio.to_thread(upgrade, s.database_url)
+        store = open_store(s)
+        core = Core(store, MemoryBus(), SystemClock(), CoreOptions(
+            jwt_ttl_s=s.jwt_ttl_s, max_payload_bytes=s.max_payload_bytes,
+            method_timeout_max_s=s.method_timeout_max_s, command_ttl_s=s.command_ttl_s,
+            page_max=s.page_max, hub_hostname=s.hub_hostname,
+        ))
+        await core.start()
+        self._exit.push_async_callback(store.close)
+        self.core = core
+        account = await core.auth.ensure_account()
+        if s.admin_token:
+            await core.auth.bootstrap_admin_token(account, s.admin_token)
+
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._exit.push_async_exit(tasks.__aexit__)
+        self._exit.push_async_callback(self._stop_servers)
+        self._delivery = tasks.create_task(core.commands.run(), name="commands.delivery")
+
+        http_sock = _bind(s.host, s.http_port)
+        self.addresses["http"] = _address(http_sock, "http")
+        self._serve(tasks, self._root_app(core), http_sock, "http")
+        faces: dict[str, Any] = {}
+        for item in s.face_listen:
+            face, host, port = _parse_face_listen(item)
+            sock = _bind(host, port)
+            faces[face] = _address(sock, "http")
+            app = FACES[face](core)
+            self._serve(tasks, app, sock, f"face[{face}]")
+        self.addresses.update(
+            faces=faces,
+            version=__version__,
+            pid=os.getpid(),
+            data_dir=str(s.data_dir.resolve()),
+            database="postgresql" if s.is_postgres else "sqlite",
+            ca_file=str(self.ca.ca_path),
+            id_scope=account.id_scope,
+            hub_hostname=s.hub_hostname,
+        )
+        await self._wait_started()
+
+    def _root_app(self, core: Core) -> Starlette:
+        routes: list[BaseRoute] = [
+            Route("/", self._index, methods=["GET"]),
+            Route("/healthz", self._health, methods=["GET"]),
+            *http_ingest.routes(core),
+        ]
+        routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in
+                   FACES.items()]
+        return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+
+    async def _index(self, request: Request) -> Response:
+        return OrjsonResponse({
+            "name": "thinghub", "version": __version__,
+            "faces": {name: FACE_PREFIXES[name] for name in FACES},
+            "docs": {name: FACE_PREFIXES[name] + "/docs" for name in FACES},
+        })
+
+    async def _health(self, request: Request) -> Response:
+        return OrjsonResponse({"status": "ok"})
+
+    def _serve(self, tasks: asyncio.TaskGroup, app: Any, sock: socket.socket, name: str) -> None:
+        config = uvicorn.Config(
+            app, http="httptools", loop="none", lifespan="off", log_config=None,
+            access_log=False, server_header=False, timeout_graceful_shutdown=5,
+            limit_concurrency=None, backlog=2048,
+        )
+        server = _Server(config)
+        self._servers.append(server)
+        tasks.create_task(server.serve(sockets=[sock]), name=f"{name}.serve")
+
+    async def _wait_started(self) -> None:
+        async with asyncio.timeout(30):
+            while not all(server.started for server in self._servers):
+                await asyncio.sleep(0.01)
+
+    async def _stop_servers(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+        # Cancelling the delivery loop lets the TaskGroup end once the servers have drained.
+        if self._delivery is not None:
+            self._delivery.cancel()
+
+
+def write_ready_file(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

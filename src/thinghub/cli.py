@@ -1,0 +1,244 @@
+"""The `thinghub` command: serve, token, account, user, ca."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from thinghub import __version__
+from thinghub.config import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("thinghub")
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    config: Path | None = ctx.obj.get("config") if ctx.obj else None
+    try:
+        return load_settings(config_file=config, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group()
+@click.version_option(__version__, prog_name="thinghub")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML settings file (also THINGHUB_CONFIG).")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """thinghub: a self-hosted IoT device cloud."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+                               help="Data directory (default ./thinghub-data).")
+database_option = click.option("--database", help="postgresql://... (default: SQLite).")
+
+
+@cli.command()
+@data_dir_option
+@database_option
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--http-port", type=int, help="HTTP port (default 8080; 0 = ephemeral).")
+@click.option("--mqtt-port", type=int, help="MQTT/TLS port (default 8883; 0 = ephemeral).")
+@click.option("--hub-hostname", help="Host name devices connect to (DPS assignedHub).")
+@click.option("--hostname", "hostnames", multiple=True,
+              help="Extra host name for the server certificate (repeatable).")
+@click.option("--face-listen", multiple=True, help="FACE=HOST:PORT (repeatable).")
+@click.option("--ready-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the ready JSON here.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def serve(ctx: click.Context, hostnames: tuple[str, ...], face_listen: tuple[str, ...],
+          **options: Any) -> None:
+    """Run the device cloud until SIGTERM or SIGINT."""
+    overrides = dict(options)
+    if hostnames:
+        overrides["hostnames"] = list(hostnames)
+    if face_listen:
+        overrides["face_listen"] = list(face_listen)
+    settings = _settings(ctx, **overrides)
+    _setup_logging(settings.log_level)
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[None]], None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    try:
+        runner(_serve(settings))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _serve(settings: Settings) -> None:
+    from thinghub.app import ThingHub, write_ready_file
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with ThingHub(settings) as hub:
+        text = json.dumps(hub.addresses, separators=(",", ":"))
+        if settings.ready_file is not None:
+            write_ready_file(settings.ready_file, text)
+        print(f"thinghub ready {text}", flush=True)
+        http = hub.addresses["http"]["url"]
+        logger.info("serving: REST faces under %s (docs %s/v1/docs)", http, http)
+        if not settings.admin_token:
+            logger.info("get an admin token with: thinghub token create --role admin "
+                        "--data-dir %s", settings.data_dir)
+        await stop.wait()
+        logger.info("shutting down")
+    logger.info("stopped")
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the core on the configured store (no listeners), run `work(core)`, close."""
+    from thinghub.app import open_store
+    from thinghub.services.bus import MemoryBus
+    from thinghub.services.clock import SystemClock
+    from thinghub.services.core import Core, CoreOptions
+    from thinghub.storage.migrate import upgrade
+
+    async def go() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(upgrade, settings.database_url)
+        store = open_store(settings)
+        core = Core(store, MemoryBus(), SystemClock(), CoreOptions())
+        await core.start()
+        try:
+            return await work(core)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@cli.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@data_dir_option
+@database_option
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin",
+              show_default=True)
+@click.option("--account", default="default", show_default=True, help="Account name.")
+@click.option("--label", default="", help="A note to tell tokens apart.")
+@click.pass_context
+def token_create(ctx: click.Context, role: str, account: str, label: str, **options: Any) -> None:
+    """Create an API token and print it (it is shown only once)."""
+    from thinghub.domain.model import Role
+
+    settings = _settings(ctx, **options)
+
+    async def work(core: Any) -> str:
+        acct = await core.store.get_account_by_name(account)
+        if acct is None:
+            if account != "default":
+                raise click.ClickException(f"no account named {account!r}")
+            acct = await core.auth.ensure_account()
+        issued = await core.auth.create_token(acct.id, Role(role), label=label)
+        return str(issued.secret)
+
+    click.echo(_run(settings, work))
+
+
+@cli.group()
+def account() -> None:
+    """Accounts (tenants)."""
+
+
+@account.command("create")
+@click.argument("name")
+@data_dir_option
+@database_option
+@click.pass_context
+def account_create(ctx: click.Context, name: str, **options: Any) -> None:
+    """Create an account and print it as JSON (id, name, idScope)."""
+    from thinghub.domain.errors import Error
+
+    settings = _settings(ctx, **options)
+
+    async def work(core: Any) -> dict[str, str]:
+        try:
+            acct = await core.auth.create_account(name)
+        except Error as exc:
+            raise click.ClickException(exc.message) from exc
+        return {"id": acct.id, "name": acct.name, "idScope": acct.id_scope}
+
+    click.echo(json.dumps(_run(settings, work)))
+
+
+@cli.group()
+def user() -> None:
+    """Users (for the OAuth2 password grant)."""
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="operator",
+              show_default=True)
+@click.option("--account", default="default", show_default=True)
+@data_dir_option
+@database_option
+@click.pass_context
+def user_create(ctx: click.Context, username: str, password: str, role: str, account: str,
+                **options: Any) -> None:
+    """Create a user who can get access tokens with the password grant."""
+    from thinghub.domain.errors import Error
+    from thinghub.domain.model import Role
+
+    settings = _settings(ctx, **options)
+
+    async def work(core: Any) -> str:
+        acct = await core.store.get_account_by_name(account) or (
+            await core.auth.ensure_account() if account == "default" else None)
+        if acct is None:
+            raise click.ClickException(f"no account named {account!r}")
+        try:
+            created = await core.auth.create_user(acct.id, username, password, Role(role))
+        except Error as exc:
+            raise click.ClickException(exc.message) from exc
+        return str(created.id)
+
+    click.echo(_run(settings, work))
+
+
+@cli.command()
+@data_dir_option
+@click.pass_context
+def ca(ctx: click.Context, **options: Any) -> None:
+    """Print the hub CA certificate (PEM); devices trust it to reach the MQTT port."""
+    from thinghub.security.ca import CertificateAuthority
+
+    settings = _settings(ctx, **options)
+    authority = CertificateAuthority.load_or_create(
+        settings.data_dir / "certs", hostnames=[settings.hub_hostname, *settings.hostnames])
+    click.echo(authority.ca_pem, nl=False)
+
+
+def main() -> None:
+    cli(prog_name="thinghub")

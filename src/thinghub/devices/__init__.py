@@ -1,0 +1,1 @@
+"""Device-side adapters: the MQTT hub and DPS, and the HTTPS device ingest."""

@@ -1,0 +1,72 @@
+"""HTTPS device ingest compatible with IoT Hub's device REST API (send device event).
+
+POST /devices/{id}/messages/events?api-version=... (and /devices/{d}/modules/{m}/...) with
+`Authorization: SharedAccessSignature sr=...&sig=...&se=...`; message properties come from
+`iothub-app-*`, `iothub-messageid`, `iothub-correlationid`, `iothub-contenttype` and
+`iothub-contentencoding` headers. Success is 204. Errors use IoT Hub's shape
+{"Message": "ErrorCode:<code>;<text>", "ExceptionMessage": ""}.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from thinghub.domain import errors
+from thinghub.faces._http import OrjsonResponse, status_of
+from thinghub.services.core import Core
+from thinghub.services.device_auth import DeviceAuth
+
+__all__ = ["routes"]
+
+HUB_CODES = {
+    401: "IotHubUnauthorizedAccess",
+    400: "ArgumentInvalid",
+    404: "DeviceNotFound",
+    413: "MessageTooLarge",
+    429: "ThrottlingException",
+}
+
+
+def _error(error: errors.Error) -> Response:
+    status = status_of(error)
+    code = HUB_CODES.get(status, "ServerError")
+    return OrjsonResponse({"Message": f"ErrorCode:{code};{error.message}",
+                           "ExceptionMessage": ""}, status_code=status)
+
+
+def routes(core: Core) -> list[Route]:
+    auth = DeviceAuth(core.registry, core.clock)
+
+    async def send_event(request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        module_id = request.path_params.get("module_id")
+        try:
+            header = request.headers.get("authorization")
+            if not header:
+                raise errors.Unauthorized("missing Authorization header", field="Authorization")
+            device = await auth.with_sas(device_id, module_id, header)
+            raw = await request.body()
+            props = {k[len("iothub-app-"):]: v for k, v in request.headers.items()
+                     if k.startswith("iothub-app-")}
+            content_type = request.headers.get("iothub-contenttype") or (
+                request.headers.get("content-type"))
+            message = core.ingest.build(
+                device, raw, properties=props,
+                message_id=request.headers.get("iothub-messageid"),
+                correlation_id=request.headers.get("iothub-correlationid"),
+                content_type=content_type,
+                content_encoding=request.headers.get("iothub-contentencoding"),
+                component=props.pop("$.sub", None), source="http",
+            )
+            await core.ingest.ingest(device, message)
+        except errors.Error as exc:
+            return _error(exc)
+        return Response(status_code=204)
+
+    return [
+        Route("/devices/{device_id}/messages/events", send_event, methods=["POST"]),
+        Route("/devices/{device_id}/modules/{module_id}/messages/events", send_event,
+              methods=["POST"]),
+    ]

@@ -1,0 +1,1 @@
+"""The core model: plain data and rules, no I/O, no framework imports."""

@@ -1,0 +1,50 @@
+"""Time on the wire: epoch seconds inside, ISO-8601 UTC strings at the edges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from thinghub.domain.errors import Invalid
+
+__all__ = ["format_ts", "format_ts_short", "parse_ts"]
+
+
+def format_ts(ts: float) -> str:
+    """Azure's seven-digit form: 2025-08-13T13:12:29.6760000Z (as in the ST AIoT Craft seed)."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def format_ts_short(ts: float) -> str:
+    """Second-precision form, e.g. 2023-10-26T15:00:00Z (IoT Central seed)."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(value: str, field: str) -> float:
+    """Parse an ISO-8601 time (a trailing Z, up to 7 fraction digits) or epoch seconds.
+
+    Raises:
+        Invalid: naming the field.
+    """
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    main, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        frac, tail = rest[:digits], rest[digits:]
+        text = f"{main}.{frac[:6].ljust(6, '0')}{tail}"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise Invalid(f"{field} must be an ISO-8601 time, got {value!r}", field=field) from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

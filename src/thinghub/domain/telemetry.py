@@ -1,0 +1,92 @@
+"""Telemetry messages, stored once whole, and the observations derived from their numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+import json
+
+
+
+__all__ = ["Observation", "TelemetryMessage", "decode_body", "observations_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryMessage:
+    """One device-to-cloud message.
+
+    `body` is the decoded JSON value when the payload is JSON, else the text (or None when
+    the payload is not UTF-8; `raw` keeps the bytes either way).
+    """
+
+    account_id: str
+    device_id: str
+    enqueued_at: float
+    body: Any
+    raw: bytes
+    properties: dict[str, str] = field(default_factory=dict)
+    message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    component: str | None = None
+    project: str | None = None
+    deployment: str | None = None
+    source: str = "mqtt"  # mqtt | http | central | ...
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One numeric value of one metric of one entity at one time."""
+
+    account_id: str
+    entity_id: str
+    metric: str
+    ts: float
+    value: float
+
+
+def decode_body(raw: bytes, content_type: str | None = None) -> Any:
+    """JSON when the payload parses as JSON, else UTF-8 text, else None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[", '"') or (content_type or "").endswith("json") or _looks_scalar(
+        stripped
+    ):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return text
+    return text
+
+
+def _looks_scalar(text: str) -> bool:
+    return text in ("true", "false", "null") or text[:1].isdigit() or text[:1] == "-"
+
+
+def observations_of(message: TelemetryMessage) -> list[Observation]:
+    """Every finite numeric field of a flat object body (bools are not numbers here).
+
+    A component's fields are named `component.field`, so PnP components stay apart.
+    """
+    body = message.body
+    if not isinstance(body, dict):
+        return []
+    prefix = f"{message.component}." if message.component else ""
+    out = []
+    for key, value in body.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        number = float(value)
+        if math.isfinite(number):
+            out.append(
+                Observation(
+                    message.account_id, message.device_id, prefix + key, message.enqueued_at,
+                    number,
+                )
+            )
+    return out

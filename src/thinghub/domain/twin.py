@@ -1,0 +1,126 @@
+"""Twins: desired and reported state kept apart, each with $version and per-property $metadata.
+
+A section holds user properties (JSON, no `$` keys), its version and metadata mirroring the
+property tree, where every node carries `$lastUpdated` (Azure IoT Hub twin conventions).
+Patches merge: an object merges into an object, `null` deletes, anything else replaces.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from thinghub.domain.clock import format_ts
+from thinghub.domain.errors import Invalid
+
+__all__ = [
+    "MAX_TWIN_DEPTH",
+    "MAX_TWIN_PATCH_BYTES",
+    "Twin",
+    "TwinSection",
+    "validate_patch",
+]
+
+# IoT Hub limits twin documents to 10 levels of nesting and 32 KiB per section.
+MAX_TWIN_DEPTH = 10
+MAX_TWIN_PATCH_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TwinSection:
+    properties: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    last_updated: float | None = None
+
+    def apply(self, patch: dict[str, Any], now: float) -> TwinSection:
+        """Merge a validated patch; the version goes up by one."""
+        props = _merge(self.properties, patch)
+        meta = _merge_metadata(self.metadata, patch, format_ts(now))
+        return replace(
+            self, properties=props, version=self.version + 1, metadata=meta, last_updated=now
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The wire form: properties plus `$metadata` and `$version`."""
+        meta: dict[str, Any] = {}
+        if self.last_updated is not None:
+            meta["$lastUpdated"] = format_ts(self.last_updated)
+        meta.update(self.metadata)
+        return {**self.properties, "$metadata": meta, "$version": self.version}
+
+    def with_version(self) -> dict[str, Any]:
+        """Properties plus `$version` only (the MQTT twin GET shape)."""
+        return {**self.properties, "$version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
+class Twin:
+    device_id: str
+    desired: TwinSection = field(default_factory=TwinSection)
+    reported: TwinSection = field(default_factory=TwinSection)
+    # The whole twin's version: up by one on every change to either section.
+    version: int = 1
+
+    def patch_desired(self, patch: dict[str, Any], now: float) -> Twin:
+        return replace(self, desired=self.desired.apply(patch, now), version=self.version + 1)
+
+    def patch_reported(self, patch: dict[str, Any], now: float) -> Twin:
+        return replace(self, reported=self.reported.apply(patch, now), version=self.version + 1)
+
+
+def validate_patch(patch: Any, field_name: str = "properties") -> dict[str, Any]:
+    """Check a twin patch: a JSON object, no `$` keys (a top-level `$version` is dropped).
+
+    Raises:
+        Invalid: naming the offending key.
+    """
+    if not isinstance(patch, dict):
+        raise Invalid(f"{field_name} must be a JSON object", field=field_name)
+    cleaned = {k: v for k, v in patch.items() if k != "$version"}
+    _check(cleaned, field_name, 1)
+    return cleaned
+
+
+def _check(node: dict[str, Any], path: str, depth: int) -> None:
+    if depth > MAX_TWIN_DEPTH:
+        raise Invalid(f"{path} nests deeper than {MAX_TWIN_DEPTH} levels", field=path)
+    for key, value in node.items():
+        where = f"{path}.{key}"
+        if not isinstance(key, str) or not key or key.startswith("$") or "." in key or " " in key:
+            raise Invalid(f"{where}: property names must not be empty or hold $ . or space",
+                          field=where)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Invalid(f"{where} must be a finite number", field=where)
+        if isinstance(value, dict):
+            _check(value, where, depth + 1)
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = _merge({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _merge_metadata(base: dict[str, Any], patch: dict[str, Any], stamp: str) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            prior = out.get(key)
+            node = _merge_metadata(prior if isinstance(prior, dict) else {}, value, stamp)
+            node["$lastUpdated"] = stamp
+            out[key] = node
+        else:
+            out[key] = {"$lastUpdated": stamp}
+    return out

@@ -1,0 +1,172 @@
+"""HTTP plumbing shared by the REST faces: the one error body, status mapping and auth.
+
+Every REST face answers errors as {"error": {"code", "message", "field"}} with the status
+from STATUS_OF; faces with a documented shape of their own pass `render` to install_errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from thinghub.domain import errors
+from thinghub.domain.model import Principal
+from thinghub.services.core import Core
+
+__all__ = [
+    "STATUS_OF",
+    "ErrorRenderer",
+    "JsonBodies",
+    "OrjsonResponse",
+    "core_of",
+    "error_body",
+    "install_errors",
+    "principal_of",
+]
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[errors.Error], int] = {
+    errors.Invalid: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.DeviceOffline: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.RateLimited: 429,
+    errors.TimedOut: 504,
+}
+
+ErrorRenderer = Callable[[errors.Error, int], Response]
+
+
+class OrjsonResponse(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_body(error: errors.Error) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.field is not None:
+        body["field"] = error.field
+    return {"error": body}
+
+
+def _default_render(error: errors.Error, status: int) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return OrjsonResponse(error_body(error), status_code=status, headers=headers)
+
+
+def status_of(error: errors.Error) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]  # type: ignore[index]
+    return 400
+
+
+def _validation_error(exc: RequestValidationError) -> errors.Invalid:
+    problems = exc.errors()
+    if not problems:
+        return errors.Invalid("the request is invalid")
+    first = problems[0]
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path",
+                                                                     "header")]
+    field = ".".join(loc) or None
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return errors.Invalid("the body is not valid JSON", field="body")
+    if kind == "missing":
+        return errors.Invalid(f"{field} is required", field=field)
+    if not loc and kind in ("model_attributes_type", "dict_type"):
+        return errors.Invalid("the body must be a JSON object", field="body")
+    return errors.Invalid(f"{field or 'body'}: {first.get('msg', 'invalid')}", field=field or
+                          "body")
+
+
+def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> None:
+    """Map domain errors, validation errors and HTTP errors to the face's error body."""
+
+    async def on_domain(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.Error)
+        return render(exc, status_of(exc))
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return render(_validation_error(exc), 400)
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kinds: dict[int, type[errors.Error]] = {
+            401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
+            405: errors.Invalid, 409: errors.Conflict, 413: errors.TooLarge,
+        }
+        kind = kinds.get(exc.status_code, errors.Invalid)
+        message = str(exc.detail) if exc.detail else "request failed"
+        if exc.status_code == 404:
+            message = "no such route"
+        if exc.status_code == 405:
+            message = "method not allowed on this route"
+        return render(kind(message), exc.status_code)
+
+    async def on_crash(_: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error in %s", app.title)
+        error = errors.Error("internal error; it has been logged")
+        error.code = "InternalError"
+        return render(error, 500)
+
+    app.add_exception_handler(errors.Error, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+class JsonBodies:
+    """ASGI middleware: a body sent without a JSON content type is still read as JSON.
+
+    `curl -d '{...}'` sends application/x-www-form-urlencoded; our JSON routes should parse it
+    (and answer malformed JSON with 400) rather than call a valid object "not an object".
+    Paths in `form_paths` keep their form bodies (the OAuth2 token endpoint).
+    """
+
+    def __init__(self, app: Any, form_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.form_paths = form_paths
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE") \
+                and not scope["path"].endswith(self.form_paths or ("\0",)):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            original = dict(scope["headers"]).get(b"content-type", b"")
+            if b"json" not in original:
+                scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def core_of(request: Request) -> Core:
+    core: Core = request.app.state.core
+    return core
+
+
+def principal_of(
+    authenticate: Callable[[Core, str | None], Awaitable[Principal]] | None = None,
+) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: the caller's principal from `Authorization: Bearer ...`."""
+
+    async def dependency(request: Request) -> Principal:
+        core = core_of(request)
+        header = request.headers.get("authorization")
+        if authenticate is not None:
+            return await authenticate(core, header)
+        return await core.auth.authenticate_header(header)
+
+    return dependency

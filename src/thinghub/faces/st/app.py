@@ -1,0 +1,500 @@
+"""Routes of the /v1 face: devices, gateways and modules, telemetries, events, methods, auth.
+
+Field names, shapes and status codes follow the ST AIoT Craft IoT API (seeds/000).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.security import HTTPBearer
+
+from thinghub.domain.clock import format_ts, parse_ts
+from thinghub.domain.errors import Invalid, Unauthorized
+from thinghub.domain.events import EventType
+from thinghub.domain.model import Device, DeviceKind, Principal, Role
+from thinghub.faces._http import JsonBodies, OrjsonResponse, core_of, install_errors, principal_of
+from thinghub.faces.st.schemas import (
+    C2DSend,
+    DeviceCreate,
+    DeviceUpdate,
+    MethodRequest,
+    ModuleCreate,
+    TokenCreate,
+    UserCreate,
+)
+from thinghub.ports import EventQuery, TelemetryQuery
+from thinghub.services.auth import authorize
+from thinghub.services.core import Core
+
+__all__ = ["create_app"]
+
+Caller = Annotated[Principal, Depends(principal_of())]
+# Only for the OpenAPI document: tells /v1/docs that routes take a bearer token.
+_bearer = HTTPBearer(auto_error=False, description="An API token or a JWT access token")
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+async def _device_json(core: Core, principal: Principal, device: Device) -> dict[str, Any]:
+    account = await core.account(device.account_id)
+    twin = await core.twins.get(device)
+    modules: list[dict[str, Any]] | None = None
+    if device.is_gateway:
+        modules = [await _module_json(core, principal, m)
+                   for m in await core.registry.list_modules(principal, device.id)]
+    return {
+        "id": device.id,
+        "idScope": account.id_scope,
+        "provisioningStatus": "enabled" if device.enabled else "disabled",
+        "tags": {
+            "name": device.name,
+            "project": device.project,
+            "deployment": device.deployment,
+            "user": device.created_by,
+        },
+        "isIoTEdgeCapable": device.is_gateway,
+        "connectionState": "Connected" if core.links.is_connected(device.id) else "Disconnected",
+        "credentials": _credentials(principal, device),
+        "properties": {"desired": twin.desired.properties},
+        "lastActivityTime": _ts(device.last_activity_at),
+        "modelId": device.model_id,
+        "modules": modules,
+    }
+
+
+def _credentials(principal: Principal, device: Device) -> dict[str, Any]:
+    # Viewers see that a device has keys, not the keys.
+    keys = None
+    if principal.role.can_write:
+        keys = {"primaryKey": device.primary_key, "secondaryKey": device.secondary_key}
+    return {"type": "symmetricKey", "symmetricKey": keys}
+
+
+async def _module_json(core: Core, principal: Principal, module: Device) -> dict[str, Any]:
+    twin = await core.twins.get(module)
+    return {
+        "moduleId": module.module_id,
+        "deviceId": module.parent_id,
+        "connectionState": "Connected" if core.links.is_connected(module.id) else "Disconnected",
+        "credentials": _credentials(principal, module),
+        "properties": {"desired": twin.desired.properties},
+        "lastActivityTime": _ts(module.last_activity_at),
+        "modelId": module.model_id,
+    }
+
+
+def _twin_json(core: Core, twin: Any, device: Device) -> dict[str, Any]:
+    return {
+        "deviceId": device.parent_id or device.id,
+        "moduleId": device.module_id,
+        "version": twin.version,
+        "properties": {"desired": twin.desired.document(), "reported": twin.reported.document()},
+    }
+
+
+def _range(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    start = parse_ts(since, "from") if since else None
+    end = parse_ts(until, "to") if until else None
+    if start is not None and end is not None and start > end:
+        raise Invalid("from must not be after to", field="from")
+    return start, end
+
+
+def _page_response(items: list[Any], cursor: str | None) -> Response:
+    headers = {"x-continuation-token": cursor} if cursor else None
+    return OrjsonResponse(items, headers=headers)
+
+
+def _limit(core: Core, limit: int | None) -> int:
+    if limit is None:
+        return min(100, core.options.page_max)
+    if not 1 <= limit <= core.options.page_max:
+        raise Invalid(f"limit must be 1 to {core.options.page_max}", field="limit")
+    return limit
+
+
+router = APIRouter(dependencies=[Depends(_bearer)])
+public = APIRouter()
+
+
+@public.post("/auth/token", tags=["auth"], summary="OAuth2 token endpoint (RFC 6749)")
+async def issue_token(request: Request) -> Response:
+    """password and client_credentials grants; form-encoded (or JSON) as OAuth2 clients send.
+
+    Errors use the OAuth2 shape {"error", "error_description"} (RFC 6749 §5.2).
+    """
+    core = core_of(request)
+    raw = await request.body()
+    try:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            form = orjson.loads(raw)
+            if not isinstance(form, dict):
+                raise ValueError
+        else:
+            form = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+    except (ValueError, UnicodeDecodeError):
+        return _oauth_error("invalid_request", "the body is not a valid form or JSON object")
+    form = {k: v for k, v in form.items() if isinstance(v, str)}
+    grant = form.get("grant_type")
+    try:
+        if grant == "password":
+            if not form.get("username") or not form.get("password"):
+                return _oauth_error("invalid_request", "username and password are required")
+            token, ttl = await core.auth.password_grant(form["username"], form["password"])
+        elif grant == "client_credentials":
+            client_id, secret = _client_credentials(request, form)
+            token, ttl = await core.auth.client_credentials_grant(client_id, secret)
+        elif not grant:
+            return _oauth_error("invalid_request", "grant_type is required")
+        else:
+            return _oauth_error("unsupported_grant_type", f"grant_type {grant!r} is not supported")
+    except Unauthorized as exc:
+        code = "invalid_client" if grant == "client_credentials" else "invalid_grant"
+        return _oauth_error(code, exc.message, 401 if code == "invalid_client" else 400)
+    return OrjsonResponse(
+        {"access_token": token, "token_type": "Bearer", "expires_in": ttl},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
+    import base64
+    import binascii
+    from urllib.parse import unquote
+
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("malformed Basic credentials", field="Authorization") from exc
+        client_id, _, secret = decoded.partition(":")
+        return unquote(client_id), unquote(secret)
+    if not form.get("client_id") or not form.get("client_secret"):
+        raise Unauthorized("client_id and client_secret are required", field="client_id")
+    return form["client_id"], form["client_secret"]
+
+
+def _oauth_error(code: str, description: str, status: int = 400) -> Response:
+    return OrjsonResponse({"error": code, "error_description": description}, status_code=status,
+                          headers={"Cache-Control": "no-store"})
+
+
+# -- tokens and users -------------------------------------------------------------------------
+
+
+@router.post("/tokens", status_code=201, tags=["auth"])
+async def create_token(body: TokenCreate, request: Request, caller: Caller) -> Response:
+    """Create an API token in the caller's account (admin). The token is shown only here."""
+    core = core_of(request)
+    authorize(caller, "admin")
+    issued = await core.auth.create_token(caller.account_id, Role(body.role), label=body.label)
+    return OrjsonResponse(
+        {"id": issued.token.id, "role": issued.token.role.value, "label": issued.token.label,
+         "token": issued.secret, "createdAt": format_ts(issued.token.created_at)},
+        status_code=201,
+    )
+
+
+@router.get("/tokens", tags=["auth"])
+async def list_tokens(request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    authorize(caller, "admin")
+    tokens = await core.store.list_api_tokens(caller.account_id)
+    return OrjsonResponse([
+        {"id": t.id, "role": t.role.value, "label": t.label, "createdAt": format_ts(t.created_at)}
+        for t in tokens
+    ])
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["auth"])
+async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
+    authorize(caller, "admin")
+    await core_of(request).auth.revoke_token(caller.account_id, token_id)
+    return Response(status_code=204)
+
+
+@router.post("/users", status_code=201, tags=["auth"])
+async def create_user(body: UserCreate, request: Request, caller: Caller) -> Response:
+    authorize(caller, "admin")
+    user = await core_of(request).auth.create_user(
+        caller.account_id, body.username, body.password, Role(body.role))
+    return OrjsonResponse({"id": user.id, "username": user.username, "role": user.role.value},
+                          status_code=201)
+
+
+# -- projects -----------------------------------------------------------------------------
+
+
+@router.get("/projects", tags=["projects"])
+async def list_projects(request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    projects = await core.registry.list_projects(caller)
+    out = []
+    for project in projects:
+        deployments = await core.registry.list_deployments(caller, project.name)
+        out.append({"name": project.name, "createdTime": format_ts(project.created_at),
+                    "deployments": [d.name for d in deployments]})
+    return OrjsonResponse(out)
+
+
+@router.get("/projects/{project}/deployments", tags=["projects"])
+async def list_deployments(project: str, request: Request, caller: Caller) -> Response:
+    deployments = await core_of(request).registry.list_deployments(caller, project)
+    return OrjsonResponse([
+        {"name": d.name, "project": d.project, "createdTime": format_ts(d.created_at)}
+        for d in deployments
+    ])
+
+
+# -- devices ------------------------------------------------------------------------------
+
+
+@router.post("/devices", tags=["devices"])
+async def create_device(body: DeviceCreate, request: Request, caller: Caller) -> Response:
+    """Register a device (or, with isIoTEdgeCapable, a gateway) in a project and deployment."""
+    core = core_of(request)
+    device = await core.registry.create_device(
+        caller, name=body.name, project=body.project, deployment=body.deployment,
+        kind=DeviceKind.GATEWAY if body.isIoTEdgeCapable else DeviceKind.DEVICE,
+    )
+    return OrjsonResponse(await _device_json(core, caller, device))
+
+
+@router.get("/devices", tags=["devices"])
+async def list_devices(
+    request: Request,
+    caller: Caller,
+    projectID: Annotated[str | None, Query()] = None,
+    deploymentID: Annotated[str | None, Query()] = None,
+) -> Response:
+    core = core_of(request)
+    devices = await core.registry.list_devices(caller, project=projectID, deployment=deploymentID)
+    return OrjsonResponse([await _device_json(core, caller, d) for d in devices])
+
+
+@router.get("/devices/{device_id}", tags=["devices"])
+async def get_device(device_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    device = await core.registry.get_device(caller, device_id)
+    return OrjsonResponse(await _device_json(core, caller, device))
+
+
+@router.put("/devices/{device_id}", tags=["devices"])
+async def update_device(
+    device_id: str, body: DeviceUpdate, request: Request, caller: Caller
+) -> Response:
+    """Patch desired properties (`properties`), rename, or enable/disable the device."""
+    core = core_of(request)
+    authorize(caller, "write")
+    device = await core.registry.get_device(caller, device_id)
+    changes: dict[str, Any] = {}
+    name = body.name or (body.tags.name if body.tags else None)
+    if name:
+        changes["name"] = name
+    if body.provisioningStatus is not None:
+        changes["enabled"] = body.provisioningStatus == "enabled"
+    if changes:
+        device = await core.registry.update_device(caller, device, **changes)
+    if body.properties is not None:
+        await core.twins.patch_desired(device, body.properties)
+    return OrjsonResponse(await _device_json(core, caller, device))
+
+
+@router.delete("/devices/{device_id}", status_code=204, tags=["devices"])
+async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    await core.registry.delete_device(caller, device_id)
+    await core.disconnect(device_id)
+    return Response(status_code=204)
+
+
+@router.get("/devices/{device_id}/twin", tags=["devices"])
+async def get_twin(device_id: str, request: Request, caller: Caller) -> Response:
+    """The whole twin: desired and reported with `$metadata` and `$version`."""
+    core = core_of(request)
+    device = await core.registry.get_device(caller, device_id)
+    return OrjsonResponse(_twin_json(core, await core.twins.get(device), device))
+
+
+@router.post("/devices/{device_id}/method", tags=["devices"])
+async def invoke_method(
+    device_id: str, body: MethodRequest, request: Request, caller: Caller
+) -> Response:
+    """Call a direct method and answer with the device's response body.
+
+    The device's status code is in the `x-method-status` header. 404 DeviceNotOnline when the
+    device is not connected, 504 GatewayTimeout when it does not answer in time.
+    """
+    core = core_of(request)
+    device = await core.registry.get_device(caller, device_id)
+    result = await core.commands.invoke(
+        caller, device, body.name, body.payload, body.responseTimeoutInSeconds)
+    return OrjsonResponse(result.payload, headers={"x-method-status": str(result.status)})
+
+
+@router.post("/devices/{device_id}/messages", status_code=202, tags=["devices"])
+async def send_c2d(device_id: str, body: C2DSend, request: Request, caller: Caller) -> Response:
+    """Send a cloud-to-device message; queued until the device is connected."""
+    core = core_of(request)
+    device = await core.registry.get_device(caller, device_id)
+    message = await core.c2d.send(caller, device, body.body, body.properties, body.ttlInSeconds)
+    return OrjsonResponse(
+        {"messageId": message.id, "expiryTime": format_ts(message.expires_at)}, status_code=202)
+
+
+# -- modules ------------------------------------------------------------------------------
+
+
+@router.get("/devices/{device_id}/modules", tags=["modules"])
+async def list_modules(device_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    modules = await core.registry.list_modules(caller, device_id)
+    return OrjsonResponse([await _module_json(core, caller, m) for m in modules])
+
+
+@router.post("/devices/{device_id}/modules", tags=["modules"])
+async def create_module(
+    device_id: str, body: ModuleCreate, request: Request, caller: Caller
+) -> Response:
+    core = core_of(request)
+    module = await core.registry.create_module(caller, device_id, body.moduleId)
+    return OrjsonResponse(await _module_json(core, caller, module))
+
+
+@router.get("/devices/{device_id}/modules/{module_id}", tags=["modules"])
+async def get_module(device_id: str, module_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    module = await core.registry.get_module(caller, device_id, module_id)
+    return OrjsonResponse(await _module_json(core, caller, module))
+
+
+@router.put("/devices/{device_id}/modules/{module_id}", tags=["modules"])
+async def update_module(
+    device_id: str, module_id: str, body: DeviceUpdate, request: Request, caller: Caller
+) -> Response:
+    core = core_of(request)
+    authorize(caller, "write")
+    module = await core.registry.get_module(caller, device_id, module_id)
+    if body.properties is not None:
+        await core.twins.patch_desired(module, body.properties)
+    return OrjsonResponse(await _module_json(core, caller, module))
+
+
+@router.delete("/devices/{device_id}/modules/{module_id}", status_code=204, tags=["modules"])
+async def delete_module(
+    device_id: str, module_id: str, request: Request, caller: Caller
+) -> Response:
+    core = core_of(request)
+    await core.registry.delete_module(caller, device_id, module_id)
+    await core.disconnect(f"{device_id}/{module_id}")
+    return Response(status_code=204)
+
+
+@router.get("/devices/{device_id}/modules/{module_id}/twin", tags=["modules"])
+async def get_module_twin(
+    device_id: str, module_id: str, request: Request, caller: Caller
+) -> Response:
+    core = core_of(request)
+    module = await core.registry.get_module(caller, device_id, module_id)
+    return OrjsonResponse(_twin_json(core, await core.twins.get(module), module))
+
+
+@router.post("/devices/{device_id}/modules/{module_id}/method", tags=["modules"])
+async def invoke_module_method(
+    device_id: str, module_id: str, body: MethodRequest, request: Request, caller: Caller
+) -> Response:
+    core = core_of(request)
+    module = await core.registry.get_module(caller, device_id, module_id)
+    result = await core.commands.invoke(
+        caller, module, body.name, body.payload, body.responseTimeoutInSeconds)
+    return OrjsonResponse(result.payload, headers={"x-method-status": str(result.status)})
+
+
+# -- telemetries and events ---------------------------------------------------------------
+
+
+def _device_ref(device_id: str) -> dict[str, Any]:
+    device, _, module = device_id.partition("/")
+    return {"deviceID": device, "moduleID": module} if module else {"deviceID": device}
+
+
+@router.get("/telemetries", tags=["telemetries"])
+async def list_telemetries(
+    request: Request,
+    caller: Caller,
+    projectID: Annotated[str | None, Query()] = None,
+    deploymentID: Annotated[str | None, Query()] = None,
+    deviceID: Annotated[str | None, Query()] = None,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: Annotated[str | None, Query()] = None,
+    limit: Annotated[int | None, Query()] = None,
+    continuationToken: Annotated[str | None, Query()] = None,
+) -> Response:
+    """Telemetry of the account, newest first; filter by project, deployment, device, time.
+
+    Pages hold `limit` items (default 100); `x-continuation-token` names the next page.
+    """
+    core = core_of(request)
+    since, until = _range(from_, to)
+    page = await core.queries.telemetry(caller, TelemetryQuery(
+        caller.account_id, projectID, deploymentID, deviceID, since, until, _limit(core, limit),
+        continuationToken))
+    items = [{**_device_ref(m.device_id), "timestamp": format_ts(m.enqueued_at), "body": m.body}
+             for m in page.items]
+    return _page_response(items, page.next_cursor)
+
+
+@router.get("/events", tags=["events"])
+async def list_events(
+    request: Request,
+    caller: Caller,
+    projectID: Annotated[str | None, Query()] = None,
+    deploymentID: Annotated[str | None, Query()] = None,
+    deviceID: Annotated[str | None, Query()] = None,
+    eventType: Annotated[str | None, Query()] = None,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: Annotated[str | None, Query()] = None,
+    limit: Annotated[int | None, Query()] = None,
+    continuationToken: Annotated[str | None, Query()] = None,
+) -> Response:
+    """Events (connection_state_event, change_event, ...), newest first, paged like telemetry."""
+    core = core_of(request)
+    kind = None
+    if eventType is not None:
+        try:
+            kind = EventType(eventType)
+        except ValueError:
+            raise Invalid(
+                f"eventType must be one of {', '.join(t.value for t in EventType)}",
+                field="eventType") from None
+    since, until = _range(from_, to)
+    page = await core.queries.events(caller, EventQuery(
+        caller.account_id, projectID, deploymentID, deviceID, kind, since, until,
+        _limit(core, limit), continuationToken))
+    items = [{"eventType": e.type.value, **_device_ref(e.device_id),
+              "timestamp": format_ts(e.ts), "body": e.body} for e in page.items]
+    return _page_response(items, page.next_cursor)
+
+
+def create_app(core: Core) -> FastAPI:
+    app = FastAPI(
+        title="thinghub /v1 (ST AIoT Craft IoT API)",
+        version="1",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.core = core
+    install_errors(app)
+    app.add_middleware(JsonBodies, form_paths=("/auth/token",))
+    app.include_router(public)
+    app.include_router(router)
+    return app

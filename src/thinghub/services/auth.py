@@ -1,0 +1,212 @@
+"""Authentication and authorization: API tokens, users, OAuth2 grants, roles and accounts.
+
+One check for every face: `authorize(principal, action)` by role, and `visible(principal,
+account_id)` so that anything of another account looks absent (404, never 403).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets as pysecrets
+from dataclasses import dataclass
+from typing import Literal
+
+from thinghub.domain.errors import Forbidden, Invalid, NotFound, Unauthorized
+from thinghub.domain.ids import new_id_scope, new_uuid
+from thinghub.domain.model import Account, ApiToken, Principal, Role, User
+from thinghub.ports import Clock, Store
+from thinghub.security.jwt import JwtError, JwtIssuer
+from thinghub.security.passwords import hash_password, verify_password
+from thinghub.security.secrets import hash_secret
+
+__all__ = ["Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["read", "write", "admin"]
+DEFAULT_ACCOUNT = "default"
+TOKEN_PREFIX = "thk_"
+TOKEN_CACHE_S = 5.0
+SYSTEM_ACCOUNT = ""
+
+
+def token_hash(token: str) -> str:
+    """The stored form of an API token, also its lookup key (see security.secrets)."""
+    return hash_secret(token)
+
+
+def authorize(principal: Principal, action: Action) -> None:
+    """Raise Forbidden unless the principal's role allows the action."""
+    if action == "read":
+        return
+    if action == "write" and principal.role.can_write:
+        return
+    if action == "admin" and principal.role.can_admin:
+        return
+    raise Forbidden(f"role {principal.role.value!r} may not {action} here", field="role")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str  # shown once
+
+
+class AuthService:
+    def __init__(self, store: Store, clock: Clock, *, jwt_ttl_s: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.jwt_ttl_s = jwt_ttl_s
+        self._jwt: JwtIssuer | None = None
+        self._cache: dict[str, tuple[ApiToken, float]] = {}
+
+    async def start(self) -> None:
+        secret = await self.store.get_document(SYSTEM_ACCOUNT, "system", "jwt_secret")
+        if secret is None:
+            secret = pysecrets.token_hex(32)
+            await self.store.put_document(
+                SYSTEM_ACCOUNT, "system", "jwt_secret", secret, self.clock.now()
+            )
+        self._jwt = JwtIssuer(bytes.fromhex(secret), ttl_s=self.jwt_ttl_s)
+
+    @property
+    def jwt(self) -> JwtIssuer:
+        if self._jwt is None:
+            raise RuntimeError("AuthService.start() was not called")
+        return self._jwt
+
+    # -- accounts ------------------------------------------------------------------------
+
+    async def ensure_account(self, name: str = DEFAULT_ACCOUNT) -> Account:
+        account = await self.store.get_account_by_name(name)
+        if account is None:
+            account = Account(new_uuid(), name, new_id_scope(), self.clock.now())
+            await self.store.insert_account(account)
+            logger.info("created account %s (id scope %s)", name, account.id_scope)
+        return account
+
+    async def create_account(self, name: str) -> Account:
+        if not name or len(name) > 200:
+            raise Invalid("account name must be 1 to 200 characters", field="name")
+        account = Account(new_uuid(), name, new_id_scope(), self.clock.now())
+        await self.store.insert_account(account)
+        return account
+
+    # -- API tokens ----------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        account_id: str,
+        role: Role,
+        *,
+        label: str = "",
+        secret: str | None = None,
+        token_id: str | None = None,
+        face: str = "st",
+        face_role: str | None = None,
+        expires_at: float | None = None,
+    ) -> IssuedToken:
+        """Create an API token; only its hash is stored, the secret is returned once."""
+        value = secret or TOKEN_PREFIX + pysecrets.token_urlsafe(32)
+        token = ApiToken(
+            id=token_id or new_uuid(),
+            account_id=account_id,
+            secret_hash=token_hash(value),
+            role=role,
+            created_at=self.clock.now(),
+            label=label,
+            expires_at=expires_at,
+            face=face,
+            face_role=face_role,
+        )
+        await self.store.insert_api_token(token)
+        return IssuedToken(token, value)
+
+    async def revoke_token(self, account_id: str, token_id: str) -> None:
+        token = await self.store.get_api_token(token_id)
+        if token is None or token.account_id != account_id:
+            raise NotFound(f"API token {token_id!r} not found", field="id")
+        await self.store.delete_api_token(account_id, token_id)
+        self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
+
+    async def bootstrap_admin_token(self, account: Account, value: str) -> None:
+        """THINGHUB_ADMIN_TOKEN: make sure a token with this value exists (idempotent)."""
+        if await self._lookup_token(value) is None:
+            await self.create_token(account.id, Role.ADMIN, label="bootstrap", secret=value)
+
+    async def _lookup_token(self, value: str) -> ApiToken | None:
+        digest = token_hash(value)
+        now = self.clock.now()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[1] < TOKEN_CACHE_S:
+            return cached[0]
+        token = await self.store.get_api_token_by_hash(digest)
+        if token is not None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (token, now)
+        return token
+
+    # -- authentication ------------------------------------------------------------------
+
+    async def authenticate_bearer(self, value: str) -> Principal:
+        """A bearer credential: an API token, or a JWT from POST /v1/auth/token."""
+        value = value.strip()
+        if not value:
+            raise Unauthorized("empty bearer token", field="Authorization")
+        if value.count(".") == 2 and not value.startswith(TOKEN_PREFIX):
+            try:
+                claims = self.jwt.verify(value, now=self.clock.now())
+            except JwtError as exc:
+                raise Unauthorized(f"access token rejected: {exc}", field="Authorization") from exc
+            return Principal(claims.account_id, Role(claims.role), claims.subject, "user")
+        token = await self._lookup_token(value)
+        if token is None or not hmac.compare_digest(token.secret_hash, token_hash(value)):
+            raise Unauthorized("unknown API token", field="Authorization")
+        if token.expires_at is not None and token.expires_at <= self.clock.now():
+            raise Unauthorized("API token expired", field="Authorization")
+        return Principal(token.account_id, token.role, token.id, "token", token.face_role)
+
+    async def authenticate_header(self, header: str | None) -> Principal:
+        if not header:
+            raise Unauthorized("missing Authorization header", field="Authorization")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise Unauthorized("Authorization must be 'Bearer <token>'", field="Authorization")
+        return await self.authenticate_bearer(value)
+
+    # -- users and OAuth2 grants ---------------------------------------------------------
+
+    async def create_user(self, account_id: str, username: str, password: str, role: Role) -> User:
+        if not username or len(username) > 200:
+            raise Invalid("username must be 1 to 200 characters", field="username")
+        if len(password) < 8:
+            raise Invalid("password must be at least 8 characters", field="password")
+        user = User(new_uuid(), account_id, username, hash_password(password), role,
+                    self.clock.now())
+        await self.store.insert_user(user)
+        return user
+
+    async def password_grant(self, username: str, password: str) -> tuple[str, int]:
+        user = await self.store.get_user_by_name(username)
+        # Verify against a dummy hash when the user is unknown, so timing does not tell.
+        if user is None:
+            verify_password(_DUMMY_HASH, password)
+            raise Unauthorized("invalid username or password", field="username")
+        if not verify_password(user.password_hash, password):
+            raise Unauthorized("invalid username or password", field="password")
+        return self.jwt.issue(user.id, user.account_id, user.role.value, now=self.clock.now())
+
+    async def client_credentials_grant(self, client_id: str, secret: str) -> tuple[str, int]:
+        """OAuth2 client credentials: the client is an API token (id + the token itself)."""
+        token = await self._lookup_token(secret)
+        if token is None or token.id != client_id:
+            raise Unauthorized("invalid client credentials", field="client_secret")
+        if token.expires_at is not None and token.expires_at <= self.clock.now():
+            raise Unauthorized("client credentials expired", field="client_secret")
+        return self.jwt.issue(token.id, token.account_id, token.role.value,
+                              now=self.clock.now())
+
+
+_DUMMY_HASH = hash_password(pysecrets.token_hex(16))

@@ -1,0 +1,75 @@
+"""The core: every service wired over one store, bus, clock and link registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thinghub.domain.errors import NotFound
+from thinghub.domain.model import Account
+from thinghub.ports import Bus, Clock, Store
+from thinghub.services.auth import AuthService
+from thinghub.services.c2d import C2DService
+from thinghub.services.commands import CommandService
+from thinghub.services.events import EventService
+from thinghub.services.ingest import IngestService
+from thinghub.services.links import LinkRegistry
+from thinghub.services.queries import QueryService
+from thinghub.services.registry import Registry
+from thinghub.services.twins import TwinService
+
+__all__ = ["Core", "CoreOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreOptions:
+    jwt_ttl_s: int = 3600
+    max_payload_bytes: int = 262_144
+    method_timeout_max_s: float = 300.0
+    command_ttl_s: float = 86_400.0
+    page_max: int = 1000
+    hub_hostname: str = "localhost"
+
+
+class Core:
+    def __init__(self, store: Store, bus: Bus, clock: Clock, options: CoreOptions) -> None:
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.options = options
+        self.links = LinkRegistry()
+        self.auth = AuthService(store, clock, jwt_ttl_s=options.jwt_ttl_s)
+        self.events = EventService(store, bus, clock)
+        self.registry = Registry(store, clock, self.events)
+        self.twins = TwinService(store, clock, self.events, self.links, bus)
+        self.ingest = IngestService(
+            store, clock, bus, self.registry, self.events,
+            max_payload_bytes=options.max_payload_bytes,
+        )
+        self.queries = QueryService(store)
+        self.commands = CommandService(
+            store, clock, self.links, max_timeout_s=options.method_timeout_max_s,
+            ttl_s=options.command_ttl_s,
+        )
+
+        self.c2d = C2DService(store, clock, self.links)
+        self._accounts: dict[str, Account] = {}
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.auth.start()
+
+    async def account(self, account_id: str) -> Account:
+        """An account by id (cached: accounts do not change once created)."""
+        account = self._accounts.get(account_id)
+        if account is None:
+            account = await self.store.get_account(account_id)
+            if account is None:
+                raise NotFound(f"account {account_id!r} not found", field="account")
+            self._accounts[account_id] = account
+        return account
+
+    async def disconnect(self, device_id: str) -> None:
+        """Close the device's live connection, if any (after it is deleted or disabled)."""
+        link = self.links.get(device_id)
+        if link is not None:
+            await link.close()

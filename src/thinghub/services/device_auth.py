@@ -1,0 +1,67 @@
+"""Device authentication: SAS tokens signed with a device's (or module's) keys, X.509 by CN."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from thinghub.domain.errors import Unauthorized
+from thinghub.domain.ids import ID_PATTERN, entity_id
+from thinghub.domain.model import Device, DeviceKind
+from thinghub.ports import Clock
+from thinghub.security import sas
+from thinghub.services.registry import Registry
+
+__all__ = ["DeviceAuth", "hub_resource"]
+
+
+def hub_resource(host: str, device_id: str, module_id: str | None = None) -> str:
+    """The SAS resource URI of a device or module (specs/azure-device-protocol.md §2)."""
+    path = f"{host}/devices/{device_id}"
+    return f"{path}/modules/{module_id}" if module_id else path
+
+
+class DeviceAuth:
+    def __init__(self, registry: Registry, clock: Clock) -> None:
+        self.registry = registry
+        self.clock = clock
+
+    async def device(self, device_id: str, module_id: str | None = None) -> Device:
+        """The enabled device or module an id names, else Unauthorized (never NotFound)."""
+        if not ID_PATTERN.fullmatch(device_id) or (
+            module_id is not None and not ID_PATTERN.fullmatch(module_id)
+        ):
+            raise Unauthorized("malformed device id", field="deviceId")
+        device = await self.registry.find(entity_id(device_id, module_id))
+        expected = DeviceKind.MODULE if module_id else None
+        if device is None or (expected is not None and device.kind is not expected) or (
+            expected is None and device.kind is DeviceKind.MODULE
+        ):
+            raise Unauthorized("unknown device or bad credentials", field="deviceId")
+        if not device.enabled:
+            raise Unauthorized(f"device {device.id!r} is disabled", field="deviceId")
+        return device
+
+    async def with_sas(
+        self, device_id: str, module_id: str | None, token: str, host: str | None = None
+    ) -> Device:
+        """Check a `SharedAccessSignature sr=...&sig=...&se=...` against either device key.
+
+        The host part of `sr` must equal `host` when given (case-insensitive); with no host
+        (HTTP ingest behind any name) only the path must match.
+        """
+        device = await self.device(device_id, module_id)
+        try:
+            parsed = sas.parse(token)
+        except sas.SasError as exc:
+            raise Unauthorized(f"bad SAS token: {exc.reason}", field="password") from exc
+        token_host = unquote(parsed.resource).split("/", 1)[0]
+        expected = hub_resource(host or token_host, device_id, module_id)
+        failure = "signature mismatch"
+        for key in (device.primary_key, device.secondary_key):
+            try:
+                sas.verify(parsed, key_b64=key, expected_resource=expected, now=self.clock.now())
+            except sas.SasError as exc:
+                failure = exc.reason
+                continue
+            return device
+        raise Unauthorized(f"SAS token rejected: {failure}", field="password")

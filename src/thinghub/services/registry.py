@@ -1,0 +1,213 @@
+"""The device registry: projects, deployments, devices, gateways and their modules."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from thinghub.domain.errors import Invalid, NotFound
+from thinghub.domain.events import EventType
+from thinghub.domain.ids import entity_id, new_uuid, parse_id
+from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Project
+from thinghub.domain.twin import Twin
+from thinghub.ports import Clock, Store
+from thinghub.security.sas import generate_key
+from thinghub.services.auth import authorize
+from thinghub.services.events import EventService
+
+__all__ = ["ACTIVITY_FLUSH_S", "Registry"]
+
+logger = logging.getLogger(__name__)
+
+# lastActivityTime is kept in memory on every message and written at most this often.
+ACTIVITY_FLUSH_S = 10.0
+
+
+class Registry:
+    def __init__(self, store: Store, clock: Clock, events: EventService) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = events
+        self._activity: dict[str, float] = {}
+        self._flushed: dict[str, float] = {}
+
+    # -- projects ------------------------------------------------------------------------
+
+    async def list_projects(self, principal: Principal) -> list[Project]:
+        return await self.store.list_projects(principal.account_id)
+
+    async def list_deployments(self, principal: Principal, project: str) -> list[Deployment]:
+        projects = {p.name for p in await self.store.list_projects(principal.account_id)}
+        if project not in projects:
+            raise NotFound(f"project {project!r} not found", field="project")
+        return await self.store.list_deployments(principal.account_id, project)
+
+    # -- devices -------------------------------------------------------------------------
+
+    async def create_device(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        device_id: str | None = None,
+        project: str | None = None,
+        deployment: str | None = None,
+        kind: DeviceKind = DeviceKind.DEVICE,
+        template: str | None = None,
+        simulated: bool = False,
+        enabled: bool = True,
+        attributes: dict[str, Any] | None = None,
+    ) -> Device:
+        authorize(principal, "write")
+        return await self.register(
+            principal.account_id, name=name, device_id=device_id, project=project,
+            deployment=deployment, kind=kind, template=template, simulated=simulated,
+            enabled=enabled, attributes=attributes, created_by=principal.subject,
+        )
+
+    async def register(
+        self,
+        account_id: str,
+        *,
+        name: str,
+        device_id: str | None = None,
+        project: str | None = None,
+        deployment: str | None = None,
+        kind: DeviceKind = DeviceKind.DEVICE,
+        template: str | None = None,
+        simulated: bool = False,
+        enabled: bool = True,
+        attributes: dict[str, Any] | None = None,
+        created_by: str | None = None,
+        primary_key: str | None = None,
+        provisioned: bool = False,
+    ) -> Device:
+        """Create a device in an account (also used by DPS group enrollment)."""
+        did = parse_id(device_id, "id") if device_id is not None else new_uuid()
+        if project is not None:
+            parse_id(project, "project")
+        if deployment is not None:
+            parse_id(deployment, "deployment")
+            if project is None:
+                raise Invalid("a deployment needs a project", field="project")
+        now = self.clock.now()
+        if project is not None and deployment is not None:
+            await self.store.ensure_deployment(account_id, project, deployment, now)
+        elif project is not None:
+            await self.store.ensure_project(account_id, project, now)
+        device = Device(
+            id=did, account_id=account_id, kind=kind, name=name,
+            primary_key=primary_key or generate_key(), secondary_key=generate_key(),
+            created_at=now, updated_at=now, project=project, deployment=deployment,
+            template=template, simulated=simulated, enabled=enabled, provisioned=provisioned,
+            created_by=created_by, attributes=attributes or {},
+        )
+        await self.store.insert_device(device, Twin(did))
+        await self.events.record(device, EventType.LIFECYCLE, {"operation": "createDevice"}, now)
+        logger.info("device %s created (account %s)", did, account_id)
+        return device
+
+    async def get_device(self, principal: Principal, device_id: str) -> Device:
+        device = await self.store.get_device(device_id)
+        if device is None or device.account_id != principal.account_id or \
+                device.kind is DeviceKind.MODULE:
+            raise NotFound(f"device {device_id!r} not found", field="deviceId")
+        return self._with_activity(device)
+
+    async def find(self, device_id: str) -> Device | None:
+        """A device by id, with no principal: for device-side authentication."""
+        device = await self.store.get_device(device_id)
+        return None if device is None else self._with_activity(device)
+
+    async def list_devices(
+        self, principal: Principal, *, project: str | None = None, deployment: str | None = None,
+        kinds: tuple[DeviceKind, ...] = (DeviceKind.DEVICE, DeviceKind.GATEWAY),
+    ) -> list[Device]:
+        devices = await self.store.list_devices(
+            principal.account_id, project=project, deployment=deployment, kinds=kinds
+        )
+        return [self._with_activity(d) for d in devices]
+
+    async def update_device(self, principal: Principal, device: Device, **changes: Any) -> Device:
+        authorize(principal, "write")
+        return await self.save(device, **changes)
+
+    async def save(self, device: Device, **changes: Any) -> Device:
+        updated = replace(device, **changes, updated_at=self.clock.now())
+        await self.store.update_device(updated)
+        return updated
+
+    async def delete_device(self, principal: Principal, device_id: str) -> None:
+        authorize(principal, "write")
+        device = await self.get_device(principal, device_id)
+        await self.store.delete_device(device.id)
+        await self.events.record(device, EventType.LIFECYCLE, {"operation": "deleteDevice"})
+        self._activity.pop(device.id, None)
+
+    # -- modules of gateways -------------------------------------------------------------
+
+    async def create_module(self, principal: Principal, gateway_id: str, module_id: str) -> Device:
+        authorize(principal, "write")
+        gateway = await self.get_device(principal, gateway_id)
+        if not gateway.is_gateway:
+            raise Invalid(
+                f"device {gateway_id!r} is not IoT Edge capable, so it has no modules",
+                field="isIoTEdgeCapable",
+            )
+        module_id = parse_id(module_id, "moduleId")
+        now = self.clock.now()
+        key = entity_id(gateway.id, module_id)
+        module = Device(
+            id=key, account_id=gateway.account_id, kind=DeviceKind.MODULE, name=module_id,
+            primary_key=generate_key(), secondary_key=generate_key(), created_at=now,
+            updated_at=now, project=gateway.project, deployment=gateway.deployment,
+            parent_id=gateway.id, module_id=module_id, created_by=principal.subject,
+        )
+        await self.store.insert_device(module, Twin(key))
+        return module
+
+    async def list_modules(self, principal: Principal, gateway_id: str) -> list[Device]:
+        gateway = await self.get_device(principal, gateway_id)
+        modules = await self.store.list_devices(
+            principal.account_id, parent_id=gateway.id, kinds=(DeviceKind.MODULE,)
+        )
+        return [self._with_activity(m) for m in modules]
+
+    async def get_module(self, principal: Principal, gateway_id: str, module_id: str) -> Device:
+        gateway = await self.get_device(principal, gateway_id)
+        module = await self.store.get_device(entity_id(gateway.id, module_id))
+        if module is None or module.kind is not DeviceKind.MODULE:
+            raise NotFound(f"module {module_id!r} of {gateway_id!r} not found", field="moduleId")
+        return self._with_activity(module)
+
+    async def delete_module(self, principal: Principal, gateway_id: str, module_id: str) -> None:
+        authorize(principal, "write")
+        module = await self.get_module(principal, gateway_id, module_id)
+        await self.store.delete_device(module.id)
+
+    # -- connection state and activity ---------------------------------------------------
+
+    async def set_connected(self, device: Device, connected: bool) -> Device:
+        now = self.clock.now()
+        self._activity[device.id] = now
+        self._flushed[device.id] = now
+        state = "Connected" if connected else "Disconnected"
+        await self.store.touch_device(device.id, now, state)
+        updated = replace(device, connection_state=state, last_activity_at=now, provisioned=True)
+        await self.events.connection_changed(updated, connected)
+        return updated
+
+    async def touch(self, device: Device) -> None:
+        """Note activity; persist lastActivityTime at most every ACTIVITY_FLUSH_S."""
+        now = self.clock.now()
+        self._activity[device.id] = now
+        if now - self._flushed.get(device.id, 0.0) >= ACTIVITY_FLUSH_S:
+            self._flushed[device.id] = now
+            await self.store.touch_device(device.id, now)
+
+    def _with_activity(self, device: Device) -> Device:
+        seen = self._activity.get(device.id)
+        if seen is not None and (device.last_activity_at or 0.0) < seen:
+            return replace(device, last_activity_at=seen)
+        return device

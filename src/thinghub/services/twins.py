@@ -1,0 +1,91 @@
+"""Twins: desired patches from applications, reported patches from devices.
+
+Every change bumps the section's `$version`, records a change_event whose body carries the
+patched properties with their `$metadata` and the section `$version` (as IoT Hub's twin change
+events do), and desired patches are pushed to the device when it is connected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thinghub.domain.clock import format_ts
+from thinghub.domain.errors import Conflict, NotFound
+from thinghub.domain.events import EventType
+from thinghub.domain.model import Device
+from thinghub.domain.twin import Twin, TwinSection, validate_patch
+from thinghub.ports import Bus, Clock, DeviceLinks, Store
+from thinghub.services.events import EventService
+
+__all__ = ["TwinService"]
+
+CAS_RETRIES = 20
+
+
+def _patch_document(section: TwinSection, patch: dict[str, Any]) -> dict[str, Any]:
+    """The patch as it landed: values, `$metadata` of the patched keys, the new `$version`."""
+    meta: dict[str, Any] = {}
+    if section.last_updated is not None:
+        meta["$lastUpdated"] = format_ts(section.last_updated)
+    for key in patch:
+        if key in section.metadata:
+            meta[key] = section.metadata[key]
+    return {**patch, "$metadata": meta, "$version": section.version}
+
+
+class TwinService:
+    def __init__(
+        self, store: Store, clock: Clock, events: EventService, links: DeviceLinks, bus: Bus
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = events
+        self.links = links
+        self.bus = bus
+
+    async def get(self, device: Device) -> Twin:
+        twin = await self.store.get_twin(device.id)
+        if twin is None:
+            raise NotFound(f"twin of {device.id!r} not found", field="deviceId")
+        return twin
+
+    async def patch_desired(self, device: Device, patch: Any) -> Twin:
+        """Apply an application's desired patch and send it to the device if connected."""
+        clean = validate_patch(patch)
+        twin = await self._update(device, lambda t, now: t.patch_desired(clean, now))
+        version = twin.desired.version
+        await self.events.record(
+            device, EventType.CHANGE,
+            {"version": twin.version,
+             "properties": {"desired": _patch_document(twin.desired, clean)}},
+        )
+        await self.bus.publish(
+            f"twin.{device.account_id}", {"deviceId": device.id, "section": "desired",
+                                          "patch": clean, "version": version},
+        )
+        if self.links.is_connected(device.id):
+            await self.links.push_desired(device.id, clean, version)
+        return twin
+
+    async def patch_reported(self, device: Device, patch: Any) -> Twin:
+        """Apply a device's reported patch (null deletes); returns the new twin."""
+        clean = validate_patch(patch, "reported")
+        twin = await self._update(device, lambda t, now: t.patch_reported(clean, now))
+        await self.events.record(
+            device, EventType.CHANGE,
+            {"version": twin.version,
+             "properties": {"reported": _patch_document(twin.reported, clean)}},
+        )
+        await self.bus.publish(
+            f"twin.{device.account_id}", {"deviceId": device.id, "section": "reported",
+                                          "patch": clean, "version": twin.reported.version},
+        )
+        return twin
+
+    async def _update(self, device: Device, change: Any) -> Twin:
+        for _ in range(CAS_RETRIES):
+            twin = await self.get(device)
+            updated: Twin = change(twin, self.clock.now())
+            if await self.store.put_twin(updated, twin.version):
+                return updated
+        raise Conflict(f"twin of {device.id!r} is changing too fast; retry", field="$version")

@@ -1,0 +1,42 @@
+"""The database driver contract the SQL store runs on: atomic write units and reads.
+
+A write unit is a list of steps executed atomically; the SQLite driver group-commits many
+units in one transaction, the PostgreSQL driver runs each in its own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+__all__ = ["Database", "DuplicateKeyError", "Step"]
+
+StepKind = Literal["exec", "each", "one", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One statement of a write unit.
+
+    kind: exec -> rowcount; each -> the statement once per row of `params`, a rowcount each;
+    one -> the first row or None; all -> every row.
+    """
+
+    kind: StepKind
+    sql: str
+    params: Sequence[Any] = ()
+
+
+class DuplicateKeyError(Exception):
+    """A unique constraint refused the write."""
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def write(self, steps: Sequence[Step]) -> list[Any]: ...
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...

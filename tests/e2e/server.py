@@ -1,0 +1,108 @@
+"""A real `thinghub serve` subprocess on ephemeral ports, for black-box tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+START_TIMEOUT_S = 60.0
+
+
+class ServerProcess:
+    """Starts the server, reads its `thinghub ready {json}` line, stops it on demand."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 admin_token: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.admin_token = admin_token or "adm_" + secrets.token_urlsafe(24)
+        self.env = {**os.environ, "THINGHUB_ADMIN_TOKEN": self.admin_token, **(env or {})}
+        self.env.pop("THINGHUB_CONFIG", None)
+        self.proc: subprocess.Popen[str] | None = None
+        self.addresses: dict[str, Any] = {}
+        self.log_path = data_dir / "server.log"
+        self._lines: list[str] = []
+
+    def start(self) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "thinghub", "serve", "--data-dir", str(self.data_dir),
+               "--http-port", "0", "--mqtt-port", "0", "--log-level", "info", *self.args]
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                     env=self.env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        ready: list[str] = []
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self._lines.append(line)
+                if line.startswith("thinghub ready ") and not ready:
+                    ready.append(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        while not ready:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"server not ready in {START_TIMEOUT_S}s:\n{self.log()}")
+            time.sleep(0.02)
+        self.addresses = json.loads(ready[0][len("thinghub ready "):])
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-8000:]
+        except OSError:
+            return ""
+
+    @property
+    def http_url(self) -> str:
+        return str(self.addresses["http"]["url"])
+
+    @property
+    def mqtt_port(self) -> int:
+        return int(self.addresses["mqtt"]["port"])
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.addresses["ca_file"])
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.http_url, headers=headers, timeout=30, **kwargs)
+
+    def cli(self, *args: str) -> str:
+        """Run `thinghub <args> --data-dir <dir>` and return its stdout."""
+        out = subprocess.run(
+            [sys.executable, "-m", "thinghub", *args, "--data-dir", str(self.data_dir)],
+            capture_output=True, text=True, env=self.env, timeout=60, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"thinghub {' '.join(args)} failed: {out.stderr}")
+        return out.stdout.strip()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

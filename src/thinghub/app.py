@@ -29,8 +29,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from thinghub import __version__
 from thinghub.config import Settings
 from thinghub.devices import http_ingest
+from thinghub.devices.dps import Dps
+from thinghub.devices.hub import Hub
+from thinghub.devices.mqtt_server import MqttServer
+from thinghub.devices.router import DeviceRouter
 from thinghub.domain.errors import NotFound
-from thinghub.faces import st
+from thinghub.faces import central, st
 from thinghub.faces._http import OrjsonResponse, error_body
 from thinghub.ports import Store
 from thinghub.security.ca import CertificateAuthority
@@ -46,8 +50,8 @@ __all__ = ["FACES", "ThingHub", "open_store"]
 logger = logging.getLogger(__name__)
 
 # Faces that can be served at the root of their own port with --face-listen FACE=HOST:PORT.
-FACES: dict[str, Callable[[Core], FastAPI]] = {"st": st.create_app}
-FACE_PREFIXES = {"st": "/v1"}
+FACES: dict[str, Callable[[Core], FastAPI]] = {"st": st.create_app, "central": central.create_app}
+FACE_PREFIXES = {"st": "/v1", "central": "/central/api"}
 
 
 def open_store(settings: Settings) -> Store:
@@ -111,6 +115,7 @@ class ThingHub:
         self.ca: CertificateAuthority | None = None
         self._servers: list[_Server] = []
         self._delivery: asyncio.Task[None] | None = None
+        self.mqtt: MqttServer | None = None
         self._exit = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> ThingHub:
@@ -140,6 +145,7 @@ class ThingHub:
             method_timeout_max_s=s.method_timeout_max_s, command_ttl_s=s.command_ttl_s,
             page_max=s.page_max, hub_hostname=s.hub_hostname,
         ))
+        core.certificate_issuer = self.ca
         await core.start()
         self._exit.push_async_callback(store.close)
         self.core = core
@@ -152,6 +158,14 @@ class ThingHub:
         self._exit.push_async_exit(tasks.__aexit__)
         self._exit.push_async_callback(self._stop_servers)
         self._delivery = tasks.create_task(core.commands.run(), name="commands.delivery")
+
+        mqtt = MqttServer(
+            DeviceRouter(Hub(core), Dps(core, core.provisioning, s.hub_hostname)),
+            self.ca.server_ssl_context(), s.host, s.mqtt_port)
+        mqtt_host, mqtt_port = await mqtt.start()
+        self._exit.push_async_callback(mqtt.close)
+        self.mqtt = mqtt
+        self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
         http_sock = _bind(s.host, s.http_port)
         self.addresses["http"] = _address(http_sock, "http")

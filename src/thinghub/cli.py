@@ -240,5 +240,87 @@ def ca(ctx: click.Context, **options: Any) -> None:
     click.echo(authority.ca_pem, nl=False)
 
 
+@cli.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+              help="thinghub HTTP base URL (devices are registered through /v1).")
+@click.option("--token", envvar="THINGHUB_TOKEN", required=True,
+              help="API token with operator or admin role (or THINGHUB_TOKEN).")
+@click.option("--mqtt", "mqtt_address", default="127.0.0.1:8883", show_default=True,
+              help="HOST:PORT of the device port.")
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False),
+              help="CA file to trust (default: <data-dir>/certs/ca.pem).")
+@data_dir_option
+@click.option("--devices", "count", type=int, default=10, show_default=True)
+@click.option("--rate", type=float, default=1.0, show_default=True,
+              help="Messages per second per device (0 = as fast as acks allow).")
+@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds.")
+@click.option("--messages", type=int, default=None, help="Stop each device after N messages.")
+@click.option("--qos", type=click.IntRange(0, 1), default=1, show_default=True)
+@click.option("--project", default="simulation", show_default=True)
+@click.option("--deployment", default="sim", show_default=True)
+@click.option("--proxy", is_flag=True, help="Send an HTTP CONNECT line first (as MQTT_PROXY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def simulate(ctx: click.Context, url: str, token: str, mqtt_address: str, ca_file: str | None,
+             count: int, rate: float, duration: float, messages: int | None, qos: int,
+             project: str, deployment: str, proxy: bool, as_json: bool,
+             **options: Any) -> None:
+    """Simulate devices: register, connect over MQTT/TLS, send telemetry, answer methods."""
+    import ssl
+    import time
+
+    import httpx
+    from rich.progress import Progress
+
+    from thinghub.security import sas
+    from thinghub.simulator import DeviceSpec, SimStats, run_devices
+
+    settings = _settings(ctx, **options)
+    host, _, port = mqtt_address.rpartition(":")
+    ca_path = ca_file or str(settings.data_dir / "certs" / "ca.pem")
+    context = ssl.create_default_context(cafile=ca_path)
+    specs = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as http:
+        for i in range(count):
+            response = http.post("/v1/devices", json={
+                "name": f"sim-{i}", "project": project, "deployment": deployment})
+            if response.status_code != 200:
+                raise click.ClickException(f"registering a device failed: {response.text}")
+            device = response.json()
+            key = device["credentials"]["symmetricKey"]["primaryKey"]
+            did = device["id"]
+            expiry = int(time.time()) + 3600 + int(duration)
+            specs.append(DeviceSpec(
+                did, f"localhost/{did}/?api-version=2021-04-12",
+                sas.sign(key, f"localhost/devices/{did}", expiry),
+                f"devices/{did}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8"))
+
+    with Progress(transient=as_json) as progress:
+        bar = progress.add_task("simulating", total=None)
+
+        def show(stats: SimStats) -> None:
+            progress.update(bar, completed=stats.acked, description=(
+                f"{stats.connected}/{count} connected, {stats.sent} sent, {stats.acked} acked, "
+                f"{stats.methods} methods"))
+
+        stats = asyncio.run(run_devices(
+            specs, host, int(port), context, rate_per_s=rate, duration_s=duration,
+            count=messages, qos=qos, proxy=proxy, on_progress=show))
+    result = {
+        "devices": count, "connected": stats.connected, "failed": stats.failed,
+        "sent": stats.sent, "acked": stats.acked, "methods": stats.methods,
+        "seconds": round(stats.elapsed_s, 3),
+        "acked_per_s": round(stats.acked / stats.elapsed_s, 1) if stats.elapsed_s else 0,
+        "puback_p50_ms": _ms(stats.percentile(0.5)), "puback_p99_ms": _ms(stats.percentile(0.99)),
+        "errors": stats.errors[:10],
+    }
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 3)
+
+
 def main() -> None:
     cli(prog_name="thinghub")

@@ -37,18 +37,21 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "thinghub", "serve", "--data-dir", str(self.data_dir),
                "--http-port", "0", "--mqtt-port", "0", "--log-level", "info", *self.args]
-        log = self.log_path.open("a")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+        self._log = self.log_path.open("a")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      env=self.env, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         ready: list[str] = []
 
         def read() -> None:
             assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self._lines.append(line)
-                if line.startswith("thinghub ready ") and not ready:
-                    ready.append(line)
+            try:
+                for line in self.proc.stdout:
+                    self._lines.append(line)
+                    if line.startswith("thinghub ready ") and not ready:
+                        ready.append(line)
+            except (ValueError, OSError):
+                pass  # the pipe was closed by stop()/kill()
 
         threading.Thread(target=read, daemon=True).start()
         while not ready:
@@ -94,15 +97,26 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:
+            self._close_handles()
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
+        self._close_handles()
+        return code
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._close_handles()
+
+    def _close_handles(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()

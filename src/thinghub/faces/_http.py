@@ -86,6 +86,8 @@ def _validation_error(exc: RequestValidationError) -> errors.Invalid:
     if kind == "json_invalid":
         return errors.Invalid("the body is not valid JSON", field="body")
     if kind == "missing":
+        if field is None:  # no body at all
+            return errors.Invalid("a JSON object body is required", field="body")
         return errors.Invalid(f"{field} is required", field=field)
     if not loc and kind in ("model_attributes_type", "dict_type"):
         return errors.Invalid("the body must be a JSON object", field="body")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from thinghub.domain.errors import NotFound
 from thinghub.domain.model import Account
@@ -13,8 +15,10 @@ from thinghub.services.commands import CommandService
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.links import LinkRegistry
+from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
+from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
 
 __all__ = ["Core", "CoreOptions"]
@@ -52,6 +56,10 @@ class Core:
         )
 
         self.c2d = C2DService(store, clock, self.links)
+        # Device templates (DTDL): telemetry of a templated device must match its template.
+        self.templates = TemplateService(store, clock, self.registry)
+        self.ingest.policies.append(self.templates.policy)
+        self.provisioning = ProvisioningService(store, clock, self.registry)
         self._accounts: dict[str, Account] = {}
 
     async def start(self) -> None:
@@ -67,6 +75,21 @@ class Core:
                 raise NotFound(f"account {account_id!r} not found", field="account")
             self._accounts[account_id] = account
         return account
+
+    # The hub CA, when the composition root provides one (issue_certificate needs it).
+    certificate_issuer: Any = None
+
+    @property
+    def ca_pem(self) -> str | None:
+        return None if self.certificate_issuer is None else str(self.certificate_issuer.ca_pem)
+
+    async def issue_certificate(self, device_id: str) -> tuple[str, str]:
+        """An X.509 client certificate + key for a device, signed by the hub CA."""
+        if self.certificate_issuer is None:
+            raise RuntimeError("no certificate authority configured")
+        issue = self.certificate_issuer.issue_device_certificate
+        cert, key = await asyncio.to_thread(issue, device_id)
+        return str(cert), str(key)
 
     async def disconnect(self, device_id: str) -> None:
         """Close the device's live connection, if any (after it is deleted or disabled)."""

@@ -81,7 +81,9 @@ class Registry:
         attributes: dict[str, Any] | None = None,
         created_by: str | None = None,
         primary_key: str | None = None,
+        secondary_key: str | None = None,
         provisioned: bool = False,
+        model_id: str | None = None,
     ) -> Device:
         """Create a device in an account (also used by DPS group enrollment)."""
         did = parse_id(device_id, "id") if device_id is not None else new_uuid()
@@ -98,7 +100,8 @@ class Registry:
             await self.store.ensure_project(account_id, project, now)
         device = Device(
             id=did, account_id=account_id, kind=kind, name=name,
-            primary_key=primary_key or generate_key(), secondary_key=generate_key(),
+            primary_key=primary_key or generate_key(),
+            secondary_key=secondary_key or generate_key(), model_id=model_id,
             created_at=now, updated_at=now, project=project, deployment=deployment,
             template=template, simulated=simulated, enabled=enabled, provisioned=provisioned,
             created_by=created_by, attributes=attributes or {},

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Conflict, NotFound
+from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device
 from thinghub.domain.twin import Twin, TwinSection, validate_patch
@@ -33,6 +35,15 @@ def _patch_document(section: TwinSection, patch: dict[str, Any]) -> dict[str, An
     return {**patch, "$metadata": meta, "$version": section.version}
 
 
+def _storable(patch: dict[str, Any], field: str) -> dict[str, Any]:
+    """A patch must also serialize: orjson refuses integers beyond 64 bits (else a 500)."""
+    try:
+        orjson.dumps(patch)
+    except orjson.JSONEncodeError as exc:
+        raise Invalid(f"{field}: {exc}", field=field) from None
+    return patch
+
+
 class TwinService:
     def __init__(
         self, store: Store, clock: Clock, events: EventService, links: DeviceLinks, bus: Bus
@@ -51,7 +62,7 @@ class TwinService:
 
     async def patch_desired(self, device: Device, patch: Any) -> Twin:
         """Apply an application's desired patch and send it to the device if connected."""
-        clean = validate_patch(patch)
+        clean = _storable(validate_patch(patch), "properties")
         twin = await self._update(device, lambda t, now: t.patch_desired(clean, now))
         version = twin.desired.version
         await self.events.record(
@@ -69,7 +80,7 @@ class TwinService:
 
     async def patch_reported(self, device: Device, patch: Any) -> Twin:
         """Apply a device's reported patch (null deletes); returns the new twin."""
-        clean = validate_patch(patch, "reported")
+        clean = _storable(validate_patch(patch, "reported"), "reported")
         twin = await self._update(device, lambda t, now: t.patch_reported(clean, now))
         await self.events.record(
             device, EventType.CHANGE,

@@ -548,14 +548,14 @@ class SqlStore:
 
     # -- MQTT sessions -------------------------------------------------------------------
 
-    async def save_session(self, client_id: str, subscriptions: dict[str, int]) -> None:
+    async def save_session(self, client_id: str, state: dict[str, Any]) -> None:
         await self._write(
             Step("exec", "INSERT INTO mqtt_sessions (client_id, subscriptions, updated_at) "
                  "VALUES (?,?,?) ON CONFLICT (client_id) DO UPDATE SET "
                  "subscriptions = excluded.subscriptions, updated_at = excluded.updated_at",
-                 (client_id, _dumps(subscriptions), 0)))
+                 (client_id, _dumps(state), 0)))
 
-    async def load_session(self, client_id: str) -> dict[str, int] | None:
+    async def load_session(self, client_id: str) -> dict[str, Any] | None:
         row = await self.db.fetch_one(
             "SELECT subscriptions FROM mqtt_sessions WHERE client_id = ?", (client_id,))
         return None if row is None else dict(orjson.loads(row[0]))

@@ -21,6 +21,7 @@ from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
     DeviceUpdate,
+    EnrollmentGroupCreate,
     MethodRequest,
     ModuleCreate,
     TokenCreate,
@@ -98,9 +99,21 @@ def _twin_json(core: Core, twin: Any, device: Device) -> dict[str, Any]:
     }
 
 
+def _time(value: str, field: str) -> float:
+    ts = parse_ts(value, field)
+    # Epoch seconds may parse to inf, nan or far past what a timestamp column can hold.
+    if not _MIN_TS <= ts <= _MAX_TS:
+        raise Invalid(f"{field} is out of range, got {value!r}", field=field)
+    return ts
+
+
+_MIN_TS = -62135596800.0  # 0001-01-01T00:00:00Z
+_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
 def _range(since: str | None, until: str | None) -> tuple[float | None, float | None]:
-    start = parse_ts(since, "from") if since else None
-    end = parse_ts(until, "to") if until else None
+    start = _time(since, "from") if since else None
+    end = _time(until, "to") if until else None
     if start is not None and end is not None and start > end:
         raise Invalid("from must not be after to", field="from")
     return start, end
@@ -347,6 +360,56 @@ async def send_c2d(device_id: str, body: C2DSend, request: Request, caller: Call
     message = await core.c2d.send(caller, device, body.body, body.properties, body.ttlInSeconds)
     return OrjsonResponse(
         {"messageId": message.id, "expiryTime": format_ts(message.expires_at)}, status_code=202)
+
+
+@router.post("/devices/{device_id}/certificates", status_code=201, tags=["devices"])
+async def issue_certificate(device_id: str, request: Request, caller: Caller) -> Response:
+    """Issue an X.509 client certificate (CN = device id) signed by the hub CA.
+
+    The device can then connect over MQTT with the certificate instead of a SAS token.
+    """
+    core = core_of(request)
+    authorize(caller, "admin")
+    device = await core.registry.get_device(caller, device_id)
+    cert, key = await core.issue_certificate(device.id)
+    return OrjsonResponse({"deviceId": device.id, "certificate": cert, "privateKey": key,
+                           "caCertificate": core.ca_pem}, status_code=201)
+
+
+# -- enrollment groups (DPS) --------------------------------------------------------------
+
+
+@router.post("/enrollmentGroups", status_code=201, tags=["provisioning"])
+async def create_enrollment_group(
+    body: EnrollmentGroupCreate, request: Request, caller: Caller
+) -> Response:
+    """A DPS group: devices signing with HMAC(group key, registration id) register into it."""
+    core = core_of(request)
+    group = await core.provisioning.create_group(
+        caller, body.enrollmentGroupId, project=body.project, deployment=body.deployment,
+        is_edge=body.isIoTEdgeCapable)
+    account = await core.account(caller.account_id)
+    return OrjsonResponse({**group, "idScope": account.id_scope}, status_code=201)
+
+
+@router.get("/enrollmentGroups", tags=["provisioning"])
+async def list_enrollment_groups(request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    authorize(caller, "admin")
+    return OrjsonResponse(await core.provisioning.list_groups(caller))
+
+
+@router.get("/enrollmentGroups/{group_id}", tags=["provisioning"])
+async def get_enrollment_group(group_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    authorize(caller, "admin")
+    return OrjsonResponse(await core.provisioning.get_group(caller, group_id))
+
+
+@router.delete("/enrollmentGroups/{group_id}", status_code=204, tags=["provisioning"])
+async def delete_enrollment_group(group_id: str, request: Request, caller: Caller) -> Response:
+    await core_of(request).provisioning.delete_group(caller, group_id)
+    return Response(status_code=204)
 
 
 # -- modules ------------------------------------------------------------------------------

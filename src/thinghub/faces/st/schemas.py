@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 __all__ = [
     "DeviceCreate",
     "DeviceUpdate",
+    "EnrollmentGroupCreate",
     "MethodRequest",
     "ModuleCreate",
     "TokenCreate",
     "UserCreate",
 ]
+
+
+def _storable(value: Any) -> Any:
+    # json.loads takes integers of any size; orjson (responses, the store, the MQTT link) does
+    # not, so such a value would otherwise fail later as a 500.
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# Any JSON value the server can store and send on.
+JsonValue = Annotated[Any, AfterValidator(_storable)]
 
 
 class _Body(BaseModel):
@@ -42,8 +67,10 @@ class DeviceUpdate(_Body):
 
 class MethodRequest(_Body):
     name: StrictStr = Field(min_length=1, max_length=128)
-    payload: Any = None
-    responseTimeoutInSeconds: StrictInt | StrictFloat | None = None
+    payload: JsonValue = None
+    # One float type, not int | float: a union would name the member in the error's field
+    # ("responseTimeoutInSeconds.int"). Strict floats still take integers.
+    responseTimeoutInSeconds: StrictFloat | None = None
 
 
 class ModuleCreate(_Body):
@@ -51,9 +78,16 @@ class ModuleCreate(_Body):
 
 
 class C2DSend(_Body):
-    body: Any = None
+    body: JsonValue = None
     properties: dict[str, StrictStr] = Field(default_factory=dict)
     ttlInSeconds: StrictInt | None = Field(default=None, ge=1, le=7 * 86400)
+
+
+class EnrollmentGroupCreate(_Body):
+    enrollmentGroupId: StrictStr = Field(min_length=1, max_length=128)
+    project: StrictStr = Field(min_length=1, max_length=128)
+    deployment: StrictStr = Field(min_length=1, max_length=128)
+    isIoTEdgeCapable: StrictBool = False
 
 
 class TokenCreate(_Body):

@@ -1,0 +1,147 @@
+"""DPS over MQTT: register -> 202 assigning -> poll -> 200 assigned (spec §7).
+
+Shares the device port with the hub; a CONNECT whose username is
+`{idScope}/registrations/{registrationId}/api-version=...` lands here. The result body is the
+RegistrationOperationStatus the SDK reads, with `assignedHub` = the configured hub host name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from thinghub.devices.hub_topics import parse_dps_username, parse_query
+from thinghub.devices.mqtt_server import Connection, DropConnection
+from thinghub.domain.clock import format_ts
+from thinghub.domain.errors import Error, Unauthorized
+from thinghub.mqtt import Publish
+from thinghub.mqtt.packets import Connect
+from thinghub.security.ca import common_name_of
+from thinghub.services.core import Core
+from thinghub.services.provisioning import Enrollment, ProvisioningService, new_operation_id
+
+__all__ = ["Dps"]
+
+logger = logging.getLogger(__name__)
+
+REGISTER = "$dps/registrations/PUT/iotdps-register/"
+POLL = "$dps/registrations/GET/iotdps-get-operationstatus/"
+RESPONSES = "$dps/registrations/res/#"
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class _DpsState:
+    enrollment: Enrollment
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Dps:
+    def __init__(self, core: Core, provisioning: ProvisioningService, hub_hostname: str) -> None:
+        self.core = core
+        self.provisioning = provisioning
+        self.hub_hostname = hub_hostname
+
+    async def on_connect(self, conn: Connection, connect: Connect) -> int:
+        identity = parse_dps_username(connect.username or "")
+        if identity is None:
+            return 4
+        if connect.client_id != identity.registration_id:
+            return 2
+        token = None if connect.password is None else connect.password.decode("utf-8", "replace")
+        cn = common_name_of(conn.peer_cert) if conn.peer_cert is not None else None
+        try:
+            enrollment = await self.provisioning.authenticate(
+                identity.id_scope, identity.registration_id, token, cn)
+        except Unauthorized as exc:
+            logger.info("dps %s: authentication failed: %s", connect.client_id, exc.message)
+            return 5
+        conn.state = _DpsState(enrollment)
+        conn.session.accept(session_present=False)  # DPS keeps no session (§7)
+        return 0
+
+    async def on_accepted(self, conn: Connection) -> None:
+        logger.info("dps %s: connected from %s", conn.client_id, conn.peer)
+
+    async def on_subscribe(self, conn: Connection, filters: tuple[tuple[str, int], ...]
+                           ) -> list[int]:
+        for topic_filter, _ in filters:
+            if topic_filter != RESPONSES:
+                raise DropConnection(f"DPS subscribe to {topic_filter!r} is not allowed")
+        return [min(qos, 1) for _, qos in filters]
+
+    async def on_unsubscribe(self, conn: Connection, filters: tuple[str, ...]) -> None:
+        return None
+
+    async def on_puback(self, conn: Connection, publish: Publish) -> None:
+        return None
+
+    async def on_close(self, conn: Connection) -> None:
+        return None
+
+    async def on_publish(self, conn: Connection, publish: Publish) -> None:
+        state: _DpsState = conn.state
+        query = parse_query(publish.topic)
+        rid = query.get("$rid", "")
+        if publish.topic.startswith(REGISTER):
+            await self._register(conn, state, publish.payload, rid)
+        elif publish.topic.startswith(POLL):
+            operation = state.operations.get(query.get("operationId", ""))
+            if operation is None:
+                self._respond(conn, 404, rid, {"errorCode": 404202, "message":
+                                               "unknown operationId", "trackingId": rid})
+            else:
+                self._respond(conn, 200, rid, operation)
+        else:
+            raise DropConnection(f"DPS publish to {publish.topic!r} is not allowed")
+        return None
+
+    async def _register(self, conn: Connection, state: _DpsState, payload: bytes,
+                        rid: str) -> None:
+        try:
+            request = json.loads(payload) if payload.strip() else {}
+            if not isinstance(request, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as exc:
+            self._respond(conn, 400, rid, {"errorCode": 400004, "message": str(exc)})
+            return
+        reg_id = request.get("registrationId", state.enrollment.registration_id)
+        if reg_id != state.enrollment.registration_id:
+            self._respond(conn, 400, rid, {"errorCode": 400208, "message":
+                                           "registrationId does not match the connection"})
+            return
+        try:
+            device = await self.provisioning.register(state.enrollment, request.get("payload"))
+        except Error as exc:
+            self._respond(conn, 400, rid, {"errorCode": 400004, "message": exc.message})
+            return
+        now = format_ts(self.core.clock.now())
+        op_id = new_operation_id()
+        state.operations[op_id] = {
+            "operationId": op_id,
+            "status": "assigned",
+            "registrationState": {
+                "registrationId": reg_id,
+                "createdDateTimeUtc": format_ts(device.created_at),
+                "assignedHub": self.hub_hostname,
+                "deviceId": device.id,
+                "status": "assigned",
+                "substatus": "initialAssignment",
+                "lastUpdatedDateTimeUtc": now,
+                "etag": op_id.rsplit(".", 1)[-1][:16],
+            },
+        }
+        logger.info("dps %s: assigned to %s", reg_id, self.hub_hostname)
+        self._respond(conn, 202, rid, {"operationId": op_id, "status": "assigning"},
+                      retry_after=RETRY_AFTER_S)
+
+    @staticmethod
+    def _respond(conn: Connection, status: int, rid: str, body: dict[str, Any],
+                 retry_after: int | None = None) -> None:
+        # No `$` but the one in `$rid`: the SDK splits DPS response topics on `$` (§7).
+        topic = f"$dps/registrations/res/{status}/?$rid={rid}"
+        if retry_after is not None:
+            topic += f"&retry-after={retry_after}"
+        conn.publish(topic, json.dumps(body).encode(), 0)

@@ -1,0 +1,177 @@
+"""Provisioning (DPS): individual enrollments and enrollment groups, authentication, assignment.
+
+An individual enrollment is a device registered through an API: its registration id is the
+device id, in its account's id scope, signed with the device key. An enrollment group holds a
+group key; a device's key is HMAC-SHA256(group key, registration id) and the device is created
+in the group's project and deployment on its first registration.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from thinghub.domain.clock import format_ts
+from thinghub.domain.errors import Conflict, Invalid, NotFound, Unauthorized
+from thinghub.domain.ids import ID_PATTERN, parse_id
+from thinghub.domain.model import Account, Device, DeviceKind, Principal
+from thinghub.ports import Clock, Store
+from thinghub.security import sas
+from thinghub.services.auth import authorize
+from thinghub.services.registry import Registry
+
+__all__ = ["Enrollment", "ProvisioningService", "dps_resource"]
+
+GROUPS = "enrollmentGroup"
+
+
+def dps_resource(id_scope: str, registration_id: str) -> str:
+    """The SAS resource URI of a registration (specs/azure-device-protocol.md §7)."""
+    return f"{id_scope}/registrations/{registration_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """Who is registering: an account plus the device (individual) or the group."""
+
+    account: Account
+    registration_id: str
+    device: Device | None = None
+    group: dict[str, Any] | None = None
+    derived_keys: tuple[str, str] | None = None
+
+
+class ProvisioningService:
+    def __init__(self, store: Store, clock: Clock, registry: Registry) -> None:
+        self.store = store
+        self.clock = clock
+        self.registry = registry
+
+    # -- enrollment groups ---------------------------------------------------------------
+
+    async def create_group(
+        self, principal: Principal, group_id: str, *, project: str, deployment: str,
+        is_edge: bool = False,
+    ) -> dict[str, Any]:
+        authorize(principal, "admin")
+        parse_id(group_id, "enrollmentGroupId")
+        parse_id(project, "project")
+        parse_id(deployment, "deployment")
+        if await self.store.get_document(principal.account_id, GROUPS, group_id) is not None:
+            raise Conflict(f"enrollment group {group_id!r} already exists",
+                           field="enrollmentGroupId")
+        group = {
+            "enrollmentGroupId": group_id,
+            "project": project,
+            "deployment": deployment,
+            "isIoTEdgeCapable": is_edge,
+            "attestation": {"type": "symmetricKey", "symmetricKey": {
+                "primaryKey": sas.generate_key(), "secondaryKey": sas.generate_key()}},
+            "provisioningStatus": "enabled",
+            "createdDateTimeUtc": format_ts(self.clock.now()),
+        }
+        await self.store.put_document(principal.account_id, GROUPS, group_id, group,
+                                      self.clock.now())
+        return group
+
+    async def list_groups(self, principal: Principal) -> list[dict[str, Any]]:
+        return [g for _, g in await self.store.list_documents(principal.account_id, GROUPS)]
+
+    async def get_group(self, principal: Principal, group_id: str) -> dict[str, Any]:
+        group = await self.store.get_document(principal.account_id, GROUPS, group_id)
+        if group is None:
+            raise NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
+        return dict(group)
+
+    async def delete_group(self, principal: Principal, group_id: str) -> None:
+        authorize(principal, "admin")
+        if not await self.store.delete_document(principal.account_id, GROUPS, group_id):
+            raise NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
+
+    # -- registration --------------------------------------------------------------------
+
+    async def authenticate(self, id_scope: str, registration_id: str, token: str | None,
+                           certificate_cn: str | None = None) -> Enrollment:
+        """Check a DPS SAS token (signed with the device or derived group key) or a cert CN."""
+        account = await self.store.get_account_by_scope(id_scope)
+        if account is None or not ID_PATTERN.fullmatch(registration_id):
+            raise Unauthorized("unknown id scope or registration id", field="username")
+        device = await self.store.get_device(registration_id)
+        if device is not None and device.account_id != account.id:
+            raise Unauthorized("unknown registration id", field="username")
+        if token is None:
+            if certificate_cn == registration_id and device is not None and device.enabled:
+                return Enrollment(account, registration_id, device=device)
+            raise Unauthorized("a SAS token or a client certificate is required",
+                               field="password")
+        try:
+            parsed = sas.parse(token)
+        except sas.SasError as exc:
+            raise Unauthorized(f"bad SAS token: {exc.reason}", field="password") from exc
+        resource = dps_resource(id_scope, registration_id)
+        now = self.clock.now()
+        if device is not None:
+            if not device.enabled:
+                raise Unauthorized(f"device {device.id!r} is disabled", field="username")
+            if _verifies(parsed, (device.primary_key, device.secondary_key), resource, now):
+                return Enrollment(account, registration_id, device=device)
+        for _, group in await self.store.list_documents(account.id, GROUPS):
+            if group.get("provisioningStatus") != "enabled":
+                continue
+            keys = group["attestation"]["symmetricKey"]
+            derived = (sas.derive_group_key(keys["primaryKey"], registration_id),
+                       sas.derive_group_key(keys["secondaryKey"], registration_id))
+            if _verifies(parsed, derived, resource, now):
+                return Enrollment(account, registration_id, device=device, group=group,
+                                  derived_keys=derived)
+        raise Unauthorized("SAS token rejected", field="password")
+
+    async def register(self, enrollment: Enrollment, payload: Any) -> Device:
+        """Assign the registration: create the device of a group on first use, note its model."""
+        model_id = payload.get("modelId") if isinstance(payload, dict) else None
+        if model_id is not None and not isinstance(model_id, str):
+            raise Invalid("payload.modelId must be a string", field="payload.modelId")
+        device = enrollment.device
+        if device is None:
+            group = enrollment.group
+            if group is None or enrollment.derived_keys is None:
+                raise Unauthorized("not enrolled", field="registrationId")
+            try:
+                device = await self.registry.register(
+                    enrollment.account.id, name=enrollment.registration_id,
+                    device_id=enrollment.registration_id, project=group["project"],
+                    deployment=group["deployment"],
+                    kind=DeviceKind.GATEWAY if group.get("isIoTEdgeCapable") else
+                    DeviceKind.DEVICE,
+                    primary_key=enrollment.derived_keys[0],
+                    secondary_key=enrollment.derived_keys[1], provisioned=True,
+                    model_id=model_id, created_by=f"enrollmentGroup:{group['enrollmentGroupId']}",
+                )
+            except Conflict:
+                found = await self.store.get_device(enrollment.registration_id)
+                if found is None:
+                    raise
+                device = found
+        changes: dict[str, Any] = {}
+        if model_id and model_id != device.model_id:
+            changes["model_id"] = model_id
+        if not device.provisioned:
+            changes["provisioned"] = True
+        if changes:
+            device = await self.registry.save(device, **changes)
+        return device
+
+
+def _verifies(token: sas.SasToken, keys: tuple[str, str], resource: str, now: float) -> bool:
+    for key in keys:
+        try:
+            sas.verify(token, key_b64=key, expected_resource=resource, now=now)
+        except sas.SasError:
+            continue
+        return True
+    return False
+
+
+def new_operation_id() -> str:
+    return "4.0000000000000000." + secrets.token_hex(16)

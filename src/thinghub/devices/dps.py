@@ -59,7 +59,7 @@ class Dps:
             logger.info("dps %s: authentication failed: %s", connect.client_id, exc.message)
             return 5
         conn.state = _DpsState(enrollment)
-        conn.session.accept(session_present=False)  # DPS keeps no session (§7)
+        conn.session_present = False  # DPS keeps no session (§7)
         return 0
 
     async def on_accepted(self, conn: Connection) -> None:

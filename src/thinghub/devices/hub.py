@@ -171,7 +171,7 @@ class Hub:
         if identity.model_id and identity.model_id != device.model_id:
             device = await self.core.registry.save(device, model_id=identity.model_id)
         conn.state = HubLink(self, conn, device, session)
-        conn.session.accept(session_present=saved is not None)
+        conn.session_present = saved is not None
         return 0
 
     async def on_accepted(self, conn: Connection) -> None:

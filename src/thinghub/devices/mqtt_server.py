@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from thinghub.domain.errors import DeviceOffline
 from thinghub.mqtt import (
     ConnectRequested,
     DisconnectRequested,
@@ -59,7 +60,8 @@ class Dialect(Protocol):
     """What speaks on an authenticated connection (the hub or DPS)."""
 
     async def on_connect(self, conn: Connection, connect: Connect) -> int:
-        """Authenticate; return 0 to accept or a CONNACK refusal code (1..5)."""
+        """Authenticate; return 0 to accept (setting conn.session_present) or a CONNACK
+        refusal code (1..5)."""
 
     async def on_accepted(self, conn: Connection) -> None: ...
 
@@ -94,6 +96,7 @@ class Connection:
         self.client_id = ""
         self.dialect: Dialect | None = None
         self.state: Any = None  # the dialect's per-connection state
+        self.session_present = False  # set by the dialect's on_connect
         self.closed = asyncio.Event()
         self._acks: asyncio.Queue[tuple[int, Awaitable[Any] | None]] = asyncio.Queue()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -131,6 +134,10 @@ class Connection:
             logger.warning("mqtt %s (%s): %s; closing", self.client_id or "-", self.peer, exc)
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
             logger.debug("mqtt %s (%s): %r", self.client_id or "-", self.peer, exc)
+        except DeviceOffline:
+            logger.info("mqtt %s (%s): closed while busy", self.client_id or "-", self.peer)
+        except Exception:
+            logger.exception("mqtt %s (%s): connection failed", self.client_id or "-", self.peer)
         finally:
             self.closed.set()
             pump.cancel()
@@ -188,10 +195,14 @@ class Connection:
             case SubscribeRequested(subscribe=sub):
                 assert self.dialect is not None
                 codes = await self.dialect.on_subscribe(self, sub.filters)
+                if self.closed.is_set():  # taken over while we awaited
+                    return False
                 self.session.suback(sub.packet_id, codes)
             case UnsubscribeRequested(unsubscribe=unsub):
                 assert self.dialect is not None
                 await self.dialect.on_unsubscribe(self, unsub.filters)
+                if self.closed.is_set():
+                    return False
                 self.session.unsuback(unsub.packet_id)
             case PubackReceived(publish=publish):
                 assert self.dialect is not None
@@ -212,11 +223,14 @@ class Connection:
         self.client_id = connect.client_id
         dialect = self.router.dialect_for(connect)
         code = await dialect.on_connect(self, connect)
+        if self.closed.is_set():
+            return False
         if code:
             logger.info("mqtt %s (%s): refused with CONNACK %d", connect.client_id, self.peer,
                         code)
             self.session.reject(code)
             return False
+        self.session.accept(session_present=self.session_present)
         self.dialect = dialect
         await dialect.on_accepted(self)
         return True

@@ -59,8 +59,9 @@ def open_store(settings: Settings) -> Store:
     if settings.is_postgres:
         from thinghub.storage.postgres import PostgresDatabase, PostgresStore
 
-        return PostgresStore(PostgresDatabase(settings.database_url,
-                                              batch_max=settings.batch_max_rows))
+        return PostgresStore(
+            PostgresDatabase(settings.database_url, batch_max=settings.batch_max_rows)
+        )
     path = settings.data_dir / "thinghub.db"
     return SqlStore(SqliteDatabase(path, batch_max=settings.batch_max_rows))
 
@@ -97,14 +98,16 @@ def _parse_face_listen(item: str) -> tuple[str, str, int]:
     host, _, port = where.rpartition(":")
     if face not in FACES or not host or not port.isdigit():
         raise ValueError(
-            f"face_listen {item!r}: expected FACE=HOST:PORT with FACE one of {', '.join(FACES)}")
+            f"face_listen {item!r}: expected FACE=HOST:PORT with FACE one of {', '.join(FACES)}"
+        )
     return face, host.strip("[]"), int(port)
 
 
 def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 404
-    return OrjsonResponse(error_body(NotFound(f"no route for {request.url.path}")),
-                          status_code=status)
+    return OrjsonResponse(
+        error_body(NotFound(f"no route for {request.url.path}")), status_code=status
+    )
 
 
 class ThingHub:
@@ -127,7 +130,9 @@ class ThingHub:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self._exit.aclose()
@@ -137,14 +142,23 @@ class ThingHub:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         hostnames = [s.hub_hostname, *s.hostnames]
         self.ca = await asyncio.to_thread(
-            CertificateAuthority.load_or_create, s.data_dir / "certs", hostnames=hostnames)
+            CertificateAuthority.load_or_create, s.data_dir / "certs", hostnames=hostnames
+        )
         await asyncio.to_thread(upgrade, s.database_url)
         store = open_store(s)
-        core = Core(store, MemoryBus(), SystemClock(), CoreOptions(
-            jwt_ttl_s=s.jwt_ttl_s, max_payload_bytes=s.max_payload_bytes,
-            method_timeout_max_s=s.method_timeout_max_s, command_ttl_s=s.command_ttl_s,
-            page_max=s.page_max, hub_hostname=s.hub_hostname,
-        ))
+        core = Core(
+            store,
+            MemoryBus(),
+            SystemClock(),
+            CoreOptions(
+                jwt_ttl_s=s.jwt_ttl_s,
+                max_payload_bytes=s.max_payload_bytes,
+                method_timeout_max_s=s.method_timeout_max_s,
+                command_ttl_s=s.command_ttl_s,
+                page_max=s.page_max,
+                hub_hostname=s.hub_hostname,
+            ),
+        )
         core.certificate_issuer = self.ca
         await core.start()
         self._exit.push_async_callback(store.close)
@@ -161,7 +175,10 @@ class ThingHub:
 
         mqtt = MqttServer(
             DeviceRouter(Hub(core), Dps(core, core.provisioning, s.hub_hostname)),
-            self.ca.server_ssl_context(), s.host, s.mqtt_port)
+            self.ca.server_ssl_context(),
+            s.host,
+            s.mqtt_port,
+        )
         mqtt_host, mqtt_port = await mqtt.start()
         self._exit.push_async_callback(mqtt.close)
         self.mqtt = mqtt
@@ -195,25 +212,34 @@ class ThingHub:
             Route("/healthz", self._health, methods=["GET"]),
             *http_ingest.routes(core),
         ]
-        routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in
-                   FACES.items()]
+        routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in FACES.items()]
         return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
 
     async def _index(self, request: Request) -> Response:
-        return OrjsonResponse({
-            "name": "thinghub", "version": __version__,
-            "faces": {name: FACE_PREFIXES[name] for name in FACES},
-            "docs": {name: FACE_PREFIXES[name] + "/docs" for name in FACES},
-        })
+        return OrjsonResponse(
+            {
+                "name": "thinghub",
+                "version": __version__,
+                "faces": {name: FACE_PREFIXES[name] for name in FACES},
+                "docs": {name: FACE_PREFIXES[name] + "/docs" for name in FACES},
+            }
+        )
 
     async def _health(self, request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
 
     def _serve(self, tasks: asyncio.TaskGroup, app: Any, sock: socket.socket, name: str) -> None:
         config = uvicorn.Config(
-            app, http="httptools", loop="none", lifespan="off", log_config=None,
-            access_log=False, server_header=False, timeout_graceful_shutdown=5,
-            limit_concurrency=None, backlog=2048,
+            app,
+            http="httptools",
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+            limit_concurrency=None,
+            backlog=2048,
         )
         server = _Server(config)
         self._servers.append(server)
@@ -221,7 +247,8 @@ class ThingHub:
 
     async def _wait_started(self) -> None:
         async with asyncio.timeout(30):
-            while not all(server.started for server in self._servers):
+            # uvicorn exposes `started` as a flag only, so poll it (bounded by the timeout).
+            while not all(server.started for server in self._servers):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
     async def _stop_servers(self) -> None:

@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,15 +33,19 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
+        level=level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
 @click.group()
 @click.version_option(__version__, prog_name="thinghub")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False),
-              help="TOML settings file (also THINGHUB_CONFIG).")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML settings file (also THINGHUB_CONFIG).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
     """thinghub: a self-hosted IoT device cloud."""
@@ -49,8 +53,11 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     ctx.obj["config"] = config
 
 
-data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
-                               help="Data directory (default ./thinghub-data).")
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Data directory (default ./thinghub-data).",
+)
 database_option = click.option("--database", help="postgresql://... (default: SQLite).")
 
 
@@ -61,15 +68,23 @@ database_option = click.option("--database", help="postgresql://... (default: SQ
 @click.option("--http-port", type=int, help="HTTP port (default 8080; 0 = ephemeral).")
 @click.option("--mqtt-port", type=int, help="MQTT/TLS port (default 8883; 0 = ephemeral).")
 @click.option("--hub-hostname", help="Host name devices connect to (DPS assignedHub).")
-@click.option("--hostname", "hostnames", multiple=True,
-              help="Extra host name for the server certificate (repeatable).")
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Extra host name for the server certificate (repeatable).",
+)
 @click.option("--face-listen", multiple=True, help="FACE=HOST:PORT (repeatable).")
-@click.option("--ready-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also write the ready JSON here.")
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the ready JSON here.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
-def serve(ctx: click.Context, hostnames: tuple[str, ...], face_listen: tuple[str, ...],
-          **options: Any) -> None:
+def serve(
+    ctx: click.Context, /, hostnames: tuple[str, ...], face_listen: tuple[str, ...], **options: Any
+) -> None:
     """Run the device cloud until SIGTERM or SIGINT."""
     overrides = dict(options)
     if hostnames:
@@ -81,7 +96,7 @@ def serve(ctx: click.Context, hostnames: tuple[str, ...], face_listen: tuple[str
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[None]], None] = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
     try:
@@ -105,8 +120,10 @@ async def _serve(settings: Settings) -> None:
         http = hub.addresses["http"]["url"]
         logger.info("serving: REST faces under %s (docs %s/v1/docs)", http, http)
         if not settings.admin_token:
-            logger.info("get an admin token with: thinghub token create --role admin "
-                        "--data-dir %s", settings.data_dir)
+            logger.info(
+                "get an admin token with: thinghub token create --role admin --data-dir %s",
+                settings.data_dir,
+            )
         await stop.wait()
         logger.info("shutting down")
     logger.info("stopped")
@@ -142,12 +159,15 @@ def token() -> None:
 @token.command("create")
 @data_dir_option
 @database_option
-@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin",
-              show_default=True)
+@click.option(
+    "--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin", show_default=True
+)
 @click.option("--account", default="default", show_default=True, help="Account name.")
 @click.option("--label", default="", help="A note to tell tokens apart.")
 @click.pass_context
-def token_create(ctx: click.Context, role: str, account: str, label: str, **options: Any) -> None:
+def token_create(
+    ctx: click.Context, /, role: str, account: str, label: str, **options: Any
+) -> None:
     """Create an API token and print it (it is shown only once)."""
     from thinghub.domain.model import Role
 
@@ -175,7 +195,7 @@ def account() -> None:
 @data_dir_option
 @database_option
 @click.pass_context
-def account_create(ctx: click.Context, name: str, **options: Any) -> None:
+def account_create(ctx: click.Context, /, name: str, **options: Any) -> None:
     """Create an account and print it as JSON (id, name, idScope)."""
     from thinghub.domain.errors import Error
 
@@ -199,14 +219,19 @@ def user() -> None:
 @user.command("create")
 @click.argument("username")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="operator",
-              show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "operator", "viewer"]),
+    default="operator",
+    show_default=True,
+)
 @click.option("--account", default="default", show_default=True)
 @data_dir_option
 @database_option
 @click.pass_context
-def user_create(ctx: click.Context, username: str, password: str, role: str, account: str,
-                **options: Any) -> None:
+def user_create(
+    ctx: click.Context, /, username: str, password: str, role: str, account: str, **options: Any
+) -> None:
     """Create a user who can get access tokens with the password grant."""
     from thinghub.domain.errors import Error
     from thinghub.domain.model import Role
@@ -215,7 +240,8 @@ def user_create(ctx: click.Context, username: str, password: str, role: str, acc
 
     async def work(core: Any) -> str:
         acct = await core.store.get_account_by_name(account) or (
-            await core.auth.ensure_account() if account == "default" else None)
+            await core.auth.ensure_account() if account == "default" else None
+        )
         if acct is None:
             raise click.ClickException(f"no account named {account!r}")
         try:
@@ -230,29 +256,52 @@ def user_create(ctx: click.Context, username: str, password: str, role: str, acc
 @cli.command()
 @data_dir_option
 @click.pass_context
-def ca(ctx: click.Context, **options: Any) -> None:
+def ca(ctx: click.Context, /, **options: Any) -> None:
     """Print the hub CA certificate (PEM); devices trust it to reach the MQTT port."""
     from thinghub.security.ca import CertificateAuthority
 
     settings = _settings(ctx, **options)
     authority = CertificateAuthority.load_or_create(
-        settings.data_dir / "certs", hostnames=[settings.hub_hostname, *settings.hostnames])
+        settings.data_dir / "certs", hostnames=[settings.hub_hostname, *settings.hostnames]
+    )
     click.echo(authority.ca_pem, nl=False)
 
 
 @cli.command()
-@click.option("--url", default="http://127.0.0.1:8080", show_default=True,
-              help="thinghub HTTP base URL (devices are registered through /v1).")
-@click.option("--token", envvar="THINGHUB_TOKEN", required=True,
-              help="API token with operator or admin role (or THINGHUB_TOKEN).")
-@click.option("--mqtt", "mqtt_address", default="127.0.0.1:8883", show_default=True,
-              help="HOST:PORT of the device port.")
-@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False),
-              help="CA file to trust (default: <data-dir>/certs/ca.pem).")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="thinghub HTTP base URL (devices are registered through /v1).",
+)
+@click.option(
+    "--token",
+    envvar="THINGHUB_TOKEN",
+    required=True,
+    help="API token with operator or admin role (or THINGHUB_TOKEN).",
+)
+@click.option(
+    "--mqtt",
+    "mqtt_address",
+    default="127.0.0.1:8883",
+    show_default=True,
+    help="HOST:PORT of the device port.",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA file to trust (default: <data-dir>/certs/ca.pem).",
+)
 @data_dir_option
 @click.option("--devices", "count", type=int, default=10, show_default=True)
-@click.option("--rate", type=float, default=1.0, show_default=True,
-              help="Messages per second per device (0 = as fast as acks allow).")
+@click.option(
+    "--rate",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Messages per second per device (0 = as fast as acks allow).",
+)
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds.")
 @click.option("--messages", type=int, default=None, help="Stop each device after N messages.")
 @click.option("--qos", type=click.IntRange(0, 1), default=1, show_default=True)
@@ -261,10 +310,24 @@ def ca(ctx: click.Context, **options: Any) -> None:
 @click.option("--proxy", is_flag=True, help="Send an HTTP CONNECT line first (as MQTT_PROXY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def simulate(ctx: click.Context, url: str, token: str, mqtt_address: str, ca_file: str | None,
-             count: int, rate: float, duration: float, messages: int | None, qos: int,
-             project: str, deployment: str, proxy: bool, as_json: bool,
-             **options: Any) -> None:
+def simulate(
+    ctx: click.Context,
+    /,
+    url: str,
+    token: str,
+    mqtt_address: str,
+    ca_file: str | None,
+    count: int,
+    rate: float,
+    duration: float,
+    messages: int | None,
+    qos: int,
+    project: str,
+    deployment: str,
+    proxy: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
     """Simulate devices: register, connect over MQTT/TLS, send telemetry, answer methods."""
     import ssl
     import time
@@ -280,39 +343,67 @@ def simulate(ctx: click.Context, url: str, token: str, mqtt_address: str, ca_fil
     ca_path = ca_file or str(settings.data_dir / "certs" / "ca.pem")
     context = ssl.create_default_context(cafile=ca_path)
     specs = []
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30) as http:
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         for i in range(count):
-            response = http.post("/v1/devices", json={
-                "name": f"sim-{i}", "project": project, "deployment": deployment})
+            response = http.post(
+                "/v1/devices",
+                json={"name": f"sim-{i}", "project": project, "deployment": deployment},
+            )
             if response.status_code != 200:
                 raise click.ClickException(f"registering a device failed: {response.text}")
             device = response.json()
             key = device["credentials"]["symmetricKey"]["primaryKey"]
             did = device["id"]
             expiry = int(time.time()) + 3600 + int(duration)
-            specs.append(DeviceSpec(
-                did, f"localhost/{did}/?api-version=2021-04-12",
-                sas.sign(key, f"localhost/devices/{did}", expiry),
-                f"devices/{did}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8"))
+            specs.append(
+                DeviceSpec(
+                    did,
+                    f"localhost/{did}/?api-version=2021-04-12",
+                    sas.sign(key, f"localhost/devices/{did}", expiry),
+                    f"devices/{did}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8",
+                )
+            )
 
     with Progress(transient=as_json) as progress:
         bar = progress.add_task("simulating", total=None)
 
         def show(stats: SimStats) -> None:
-            progress.update(bar, completed=stats.acked, description=(
-                f"{stats.connected}/{count} connected, {stats.sent} sent, {stats.acked} acked, "
-                f"{stats.methods} methods"))
+            progress.update(
+                bar,
+                completed=stats.acked,
+                description=(
+                    f"{stats.connected}/{count} connected, {stats.sent} sent, {stats.acked} acked, "
+                    f"{stats.methods} methods"
+                ),
+            )
 
-        stats = asyncio.run(run_devices(
-            specs, host, int(port), context, rate_per_s=rate, duration_s=duration,
-            count=messages, qos=qos, proxy=proxy, on_progress=show))
+        stats = asyncio.run(
+            run_devices(
+                specs,
+                host,
+                int(port),
+                context,
+                rate_per_s=rate,
+                duration_s=duration,
+                count=messages,
+                qos=qos,
+                proxy=proxy,
+                on_progress=show,
+            )
+        )
     result = {
-        "devices": count, "connected": stats.connected, "failed": stats.failed,
-        "sent": stats.sent, "acked": stats.acked, "methods": stats.methods,
+        "devices": count,
+        "connected": stats.connected,
+        "failed": stats.failed,
+        "sent": stats.sent,
+        "acked": stats.acked,
+        "methods": stats.methods,
         "seconds": round(stats.elapsed_s, 3),
         "acked_per_s": round(stats.acked / stats.elapsed_s, 1) if stats.elapsed_s else 0,
-        "puback_p50_ms": _ms(stats.percentile(0.5)), "puback_p99_ms": _ms(stats.percentile(0.99)),
+        "puback_p50_ms": _ms(stats.percentile(0.5)),
+        "puback_p99_ms": _ms(stats.percentile(0.99)),
         "errors": stats.errors[:10],
     }
     click.echo(json.dumps(result, indent=None if as_json else 2))

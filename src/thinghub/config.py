@@ -1,4 +1,7 @@
-"""Settings: one table, loaded once into a frozen object (defaults < TOML < THINGHUB_* env < CLI)."""
+"""Settings: one table, loaded once into a frozen object.
+
+Precedence: defaults < TOML file < THINGHUB_* environment < CLI flags.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +74,9 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", Path, Path("thinghub-data"), "Folder for the database, files and certificates."),
+    Setting(
+        "data_dir", Path, Path("thinghub-data"), "Folder for the database, files and certificates."
+    ),
     Setting("host", str, "127.0.0.1", "Address every listener binds to."),
     Setting("http_port", _port, 8080, "HTTP port: REST faces and OpenAPI docs (0 = ephemeral)."),
     Setting("mqtt_port", _port, 8883, "MQTT over TLS port for devices and DPS (0 = ephemeral)."),
@@ -79,7 +84,8 @@ SETTINGS: tuple[Setting, ...] = (
         "database",
         _optional_str,
         None,
-        "Database URL; empty means SQLite in the data directory, postgresql://... selects PostgreSQL.",
+        "Database URL; empty means SQLite in the data directory, postgresql://... selects "
+        "PostgreSQL.",
     ),
     Setting(
         "hub_hostname",
@@ -108,7 +114,9 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "FACE=HOST:PORT pairs: also serve a face at the root of its own port.",
     ),
-    Setting("jwt_ttl_s", _positive_int, 3600, "Lifetime of access tokens from POST /v1/auth/token."),
+    Setting(
+        "jwt_ttl_s", _positive_int, 3600, "Lifetime of access tokens from POST /v1/auth/token."
+    ),
     Setting(
         "commit_interval_ms",
         _positive,

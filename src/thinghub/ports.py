@@ -137,8 +137,13 @@ class Store(Protocol):
         self, account_id: str, entity_id: str
     ) -> dict[str, Observation]: ...
     async def query_observations(
-        self, account_id: str, entity_id: str, metric: str, since: float | None,
-        until: float | None, limit: int,
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        limit: int,
     ) -> list[Observation]: ...
 
     # events
@@ -162,8 +167,9 @@ class Store(Protocol):
     async def delete_session(self, client_id: str) -> None: ...
 
     # named documents per account (device templates and other face-specific records)
-    async def put_document(self, account_id: str, kind: str, key: str, body: Any,
-                           now: float) -> None: ...
+    async def put_document(
+        self, account_id: str, kind: str, key: str, body: Any, now: float
+    ) -> None: ...
     async def get_document(self, account_id: str, kind: str, key: str) -> Any | None: ...
     async def list_documents(self, account_id: str, kind: str) -> list[tuple[str, Any]]: ...
     async def delete_document(self, account_id: str, kind: str, key: str) -> bool: ...

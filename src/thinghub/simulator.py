@@ -60,9 +60,19 @@ class SimStats:
 
 
 class SimulatedDevice:
-    def __init__(self, spec: DeviceSpec, host: str, port: int, ssl_context: ssl.SSLContext,
-                 stats: SimStats, *, server_hostname: str = "localhost", qos: int = 1,
-                 proxy: bool = False, body: Callable[[int], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        stats: SimStats,
+        *,
+        server_hostname: str = "localhost",
+        qos: int = 1,
+        proxy: bool = False,
+        body: Callable[[int], bytes] | None = None,
+    ) -> None:
         self.spec = spec
         self.host = host
         self.port = port
@@ -71,8 +81,11 @@ class SimulatedDevice:
         self.stats = stats
         self.qos = qos
         self.proxy = proxy
-        self.body = body or (lambda n: json.dumps(
-            {"temperature": round(random.uniform(10, 40), 2), "seq": n}).encode())
+        self.body = body or (
+            lambda n: json.dumps(
+                {"temperature": round(random.uniform(10, 40), 2), "seq": n}
+            ).encode()
+        )
         self.session = ClientSession()
         self._writer: asyncio.StreamWriter | None = None
         self._sent_at: dict[int, float] = {}
@@ -82,19 +95,27 @@ class SimulatedDevice:
     async def connect(self) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         if self.proxy:
-            writer.write(f"CONNECT {self.server_hostname}:8883 HTTP/1.1\r\n"
-                         f"Host: {self.server_hostname}\r\n\r\n".encode())
+            writer.write(
+                f"CONNECT {self.server_hostname}:8883 HTTP/1.1\r\n"
+                f"Host: {self.server_hostname}\r\n\r\n".encode()
+            )
             await writer.drain()
             reply = await reader.readuntil(b"\r\n\r\n")
             if b" 200 " not in reply.split(b"\r\n", 1)[0]:
                 raise ConnectionError(f"proxy refused: {reply[:60]!r}")
         await writer.start_tls(self.ssl_context, server_hostname=self.server_hostname)
         self._writer = writer
-        self._reader_task = asyncio.create_task(self._read(reader),
-                                                name=f"sim[{self.spec.client_id}].read")
+        self._reader_task = asyncio.create_task(
+            self._read(reader), name=f"sim[{self.spec.client_id}].read"
+        )
         password = None if self.spec.password is None else self.spec.password.encode()
-        self.session.connect(self.spec.client_id, username=self.spec.username,
-                             password=password, keepalive_s=KEEPALIVE_S, clean_session=False)
+        self.session.connect(
+            self.spec.client_id,
+            username=self.spec.username,
+            password=password,
+            keepalive_s=KEEPALIVE_S,
+            clean_session=False,
+        )
         self._flush()
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await self._connacked.wait()
@@ -168,7 +189,7 @@ class SimulatedDevice:
     async def drain(self, timeout_s: float = 30.0) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while self._sent_at:
+                while self._sent_at:  # noqa: ASYNC110 - acks arrive on the reader task
                     await asyncio.sleep(0.01)
 
     async def close(self) -> None:
@@ -185,15 +206,28 @@ class SimulatedDevice:
 
 
 async def run_devices(
-    specs: Sequence[DeviceSpec], host: str, port: int, ssl_context: ssl.SSLContext, *,
-    rate_per_s: float, duration_s: float, count: int | None = None, qos: int = 1,
-    proxy: bool = False, server_hostname: str = "localhost", connect_concurrency: int = 100,
+    specs: Sequence[DeviceSpec],
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    count: int | None = None,
+    qos: int = 1,
+    proxy: bool = False,
+    server_hostname: str = "localhost",
+    connect_concurrency: int = 100,
     on_progress: Callable[[SimStats], None] | None = None,
 ) -> SimStats:
     """Connect every device, run them all, drain acks, disconnect. Returns the stats."""
     stats = SimStats()
-    devices = [SimulatedDevice(s, host, port, ssl_context, stats, qos=qos, proxy=proxy,
-                               server_hostname=server_hostname) for s in specs]
+    devices = [
+        SimulatedDevice(
+            s, host, port, ssl_context, stats, qos=qos, proxy=proxy, server_hostname=server_hostname
+        )
+        for s in specs
+    ]
     gate = asyncio.Semaphore(connect_concurrency)
 
     async def connect(device: SimulatedDevice) -> bool:

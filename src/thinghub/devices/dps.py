@@ -54,7 +54,8 @@ class Dps:
         cn = common_name_of(conn.peer_cert) if conn.peer_cert is not None else None
         try:
             enrollment = await self.provisioning.authenticate(
-                identity.id_scope, identity.registration_id, token, cn)
+                identity.id_scope, identity.registration_id, token, cn
+            )
         except Unauthorized as exc:
             logger.info("dps %s: authentication failed: %s", connect.client_id, exc.message)
             return 5
@@ -65,8 +66,9 @@ class Dps:
     async def on_accepted(self, conn: Connection) -> None:
         logger.info("dps %s: connected from %s", conn.client_id, conn.peer)
 
-    async def on_subscribe(self, conn: Connection, filters: tuple[tuple[str, int], ...]
-                           ) -> list[int]:
+    async def on_subscribe(
+        self, conn: Connection, filters: tuple[tuple[str, int], ...]
+    ) -> list[int]:
         for topic_filter, _ in filters:
             if topic_filter != RESPONSES:
                 raise DropConnection(f"DPS subscribe to {topic_filter!r} is not allowed")
@@ -90,16 +92,19 @@ class Dps:
         elif publish.topic.startswith(POLL):
             operation = state.operations.get(query.get("operationId", ""))
             if operation is None:
-                self._respond(conn, 404, rid, {"errorCode": 404202, "message":
-                                               "unknown operationId", "trackingId": rid})
+                self._respond(
+                    conn,
+                    404,
+                    rid,
+                    {"errorCode": 404202, "message": "unknown operationId", "trackingId": rid},
+                )
             else:
                 self._respond(conn, 200, rid, operation)
         else:
             raise DropConnection(f"DPS publish to {publish.topic!r} is not allowed")
         return None
 
-    async def _register(self, conn: Connection, state: _DpsState, payload: bytes,
-                        rid: str) -> None:
+    async def _register(self, conn: Connection, state: _DpsState, payload: bytes, rid: str) -> None:
         try:
             request = json.loads(payload) if payload.strip() else {}
             if not isinstance(request, dict):
@@ -109,8 +114,12 @@ class Dps:
             return
         reg_id = request.get("registrationId", state.enrollment.registration_id)
         if reg_id != state.enrollment.registration_id:
-            self._respond(conn, 400, rid, {"errorCode": 400208, "message":
-                                           "registrationId does not match the connection"})
+            self._respond(
+                conn,
+                400,
+                rid,
+                {"errorCode": 400208, "message": "registrationId does not match the connection"},
+            )
             return
         try:
             device = await self.provisioning.register(state.enrollment, request.get("payload"))
@@ -134,12 +143,18 @@ class Dps:
             },
         }
         logger.info("dps %s: assigned to %s", reg_id, self.hub_hostname)
-        self._respond(conn, 202, rid, {"operationId": op_id, "status": "assigning"},
-                      retry_after=RETRY_AFTER_S)
+        self._respond(
+            conn, 202, rid, {"operationId": op_id, "status": "assigning"}, retry_after=RETRY_AFTER_S
+        )
 
     @staticmethod
-    def _respond(conn: Connection, status: int, rid: str, body: dict[str, Any],
-                 retry_after: int | None = None) -> None:
+    def _respond(
+        conn: Connection,
+        status: int,
+        rid: str,
+        body: dict[str, Any],
+        retry_after: int | None = None,
+    ) -> None:
         # No `$` but the one in `$rid`: the SDK splits DPS response topics on `$` (§7).
         topic = f"$dps/registrations/res/{status}/?$rid={rid}"
         if retry_after is not None:

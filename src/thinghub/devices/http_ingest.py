@@ -35,8 +35,9 @@ HUB_CODES = {
 def _error(error: errors.Error) -> Response:
     status = status_of(error)
     code = HUB_CODES.get(status, "ServerError")
-    return OrjsonResponse({"Message": f"ErrorCode:{code};{error.message}",
-                           "ExceptionMessage": ""}, status_code=status)
+    return OrjsonResponse(
+        {"Message": f"ErrorCode:{code};{error.message}", "ExceptionMessage": ""}, status_code=status
+    )
 
 
 def routes(core: Core) -> list[Route]:
@@ -51,17 +52,24 @@ def routes(core: Core) -> list[Route]:
                 raise errors.Unauthorized("missing Authorization header", field="Authorization")
             device = await auth.with_sas(device_id, module_id, header)
             raw = await request.body()
-            props = {k[len("iothub-app-"):]: v for k, v in request.headers.items()
-                     if k.startswith("iothub-app-")}
+            props = {
+                k[len("iothub-app-") :]: v
+                for k, v in request.headers.items()
+                if k.startswith("iothub-app-")
+            }
             content_type = request.headers.get("iothub-contenttype") or (
-                request.headers.get("content-type"))
+                request.headers.get("content-type")
+            )
             message = core.ingest.build(
-                device, raw, properties=props,
+                device,
+                raw,
+                properties=props,
                 message_id=request.headers.get("iothub-messageid"),
                 correlation_id=request.headers.get("iothub-correlationid"),
                 content_type=content_type,
                 content_encoding=request.headers.get("iothub-contentencoding"),
-                component=props.pop("$.sub", None), source="http",
+                component=props.pop("$.sub", None),
+                source="http",
             )
             try:
                 orjson.dumps(message.body)
@@ -75,6 +83,7 @@ def routes(core: Core) -> list[Route]:
 
     return [
         Route("/devices/{device_id}/messages/events", send_event, methods=["POST"]),
-        Route("/devices/{device_id}/modules/{module_id}/messages/events", send_event,
-              methods=["POST"]),
+        Route(
+            "/devices/{device_id}/modules/{module_id}/messages/events", send_event, methods=["POST"]
+        ),
     ]

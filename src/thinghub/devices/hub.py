@@ -31,7 +31,7 @@ from thinghub.devices.mqtt_server import Connection, DropConnection
 from thinghub.domain.errors import DeviceOffline, Error, Invalid, TimedOut, Unauthorized
 from thinghub.domain.ids import entity_id
 from thinghub.domain.model import Device
-from thinghub.mqtt import SUBACK_FAILURE, Publish, topic_matches
+from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect
 from thinghub.ports import C2DMessage, MethodResult
 from thinghub.security.ca import common_name_of
@@ -53,8 +53,11 @@ METHODS = "$iothub/methods/POST/#"
 
 def _filters_for(device: Device) -> tuple[str, ...]:
     """The topic filters a device (or module) may subscribe to."""
-    root = f"devices/{device.parent_id}/modules/{device.module_id}" if device.module_id \
+    root = (
+        f"devices/{device.parent_id}/modules/{device.module_id}"
+        if device.module_id
         else f"devices/{device.id}"
+    )
     own = (f"{root}/inputs/#",) if device.module_id else (f"{root}/messages/devicebound/#",)
     return (TWIN_RES, TWIN_DESIRED, METHODS, *own)
 
@@ -121,8 +124,9 @@ class HubLink:
         try:
             self.conn.publish(topic, payload, qos)
         except ConnectionError as exc:
-            raise DeviceOffline(f"device {self.device_id!r} disconnected",
-                                field="deviceId") from exc
+            raise DeviceOffline(
+                f"device {self.device_id!r} disconnected", field="deviceId"
+            ) from exc
 
 
 class Hub:
@@ -148,18 +152,21 @@ class Hub:
         try:
             if connect.password is not None:
                 device = await self.auth.with_sas(
-                    identity.device_id, identity.module_id,
-                    connect.password.decode("utf-8", "replace"), host=identity.host)
-            elif conn.peer_cert is not None and \
-                    common_name_of(conn.peer_cert) == expected_client:
+                    identity.device_id,
+                    identity.module_id,
+                    connect.password.decode("utf-8", "replace"),
+                    host=identity.host,
+                )
+            elif conn.peer_cert is not None and common_name_of(conn.peer_cert) == expected_client:
                 device = await self.auth.device(identity.device_id, identity.module_id)
             else:
                 raise Unauthorized("no SAS token and no matching client certificate")
         except Unauthorized as exc:
             logger.info("mqtt %s: authentication failed: %s", connect.client_id, exc.message)
             return CONNACK_NOT_AUTHORIZED
-        saved = None if connect.clean_session else \
-            await self.core.store.load_session(connect.client_id)
+        saved = (
+            None if connect.clean_session else await self.core.store.load_session(connect.client_id)
+        )
         if connect.clean_session:
             await self.core.store.delete_session(connect.client_id)
             self._inflight.pop(connect.client_id, None)
@@ -196,8 +203,10 @@ class Hub:
         session = link.session
         if session.has(TWIN_DESIRED):
             twin = await self.core.twins.get(link.device)
-            if session.desired_version is not None and \
-                    twin.desired.version != session.desired_version:
+            if (
+                session.desired_version is not None
+                and twin.desired.version != session.desired_version
+            ):
                 await link.push_desired(twin.desired.properties, twin.desired.version)
         if session.has(METHODS):
             await self._methods_ready(link)
@@ -225,8 +234,9 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------------
 
-    async def on_subscribe(self, conn: Connection, filters: tuple[tuple[str, int], ...]
-                           ) -> list[int]:
+    async def on_subscribe(
+        self, conn: Connection, filters: tuple[tuple[str, int], ...]
+    ) -> list[int]:
         link: HubLink = conn.state
         allowed = _filters_for(link.device)
         codes = []
@@ -272,7 +282,9 @@ class Hub:
         system = telemetry.system
         try:
             message = self.core.ingest.build(
-                link.device, publish.payload, properties=telemetry.properties,
+                link.device,
+                publish.payload,
+                properties=telemetry.properties,
                 message_id=system.get("message_id"),
                 correlation_id=system.get("correlation_id"),
                 content_type=system.get("content_type"),
@@ -296,8 +308,10 @@ class Hub:
         rid = query.get("$rid", "")
         if topic.startswith("$iothub/twin/GET/"):
             twin = await self.core.twins.get(link.device)
-            body = {"desired": twin.desired.with_version(),
-                    "reported": twin.reported.with_version()}
+            body = {
+                "desired": twin.desired.with_version(),
+                "reported": twin.reported.with_version(),
+            }
             link._publish(f"$iothub/twin/res/200/?$rid={rid}", json.dumps(body).encode(), 0)
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             await self._patch_reported(link, publish.payload, rid)
@@ -314,20 +328,21 @@ class Hub:
             logger.info("device %s: bad reported patch: %s", link.device_id, exc)
             link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
             return
-        link._publish(
-            f"$iothub/twin/res/204/?$rid={rid}&$version={twin.reported.version}", b"", 0)
+        link._publish(f"$iothub/twin/res/204/?$rid={rid}&$version={twin.reported.version}", b"", 0)
 
     # -- direct methods ------------------------------------------------------------------
 
-    async def call_method(self, device: Device, name: str, payload: Any,
-                          timeout_s: float) -> MethodResult:
+    async def call_method(
+        self, device: Device, name: str, payload: Any, timeout_s: float
+    ) -> MethodResult:
         link = self.core.links.get(device.id)
         if not isinstance(link, HubLink):
             raise DeviceOffline(f"device {device.id!r} is not connected", field="deviceId")
         if not link.session.has(METHODS):
             raise DeviceOffline(
                 f"device {device.id!r} is connected but not listening for direct methods",
-                field="deviceId")
+                field="deviceId",
+            )
         rid = format(next(self._rids), "x")
         body = b"" if payload is None else json.dumps(payload).encode()
         future: asyncio.Future[MethodResult] = asyncio.get_running_loop().create_future()
@@ -340,7 +355,8 @@ class Hub:
         except TimeoutError:
             raise TimedOut(
                 f"device {device.id!r} did not answer {name!r} within {timeout_s:g} s",
-                field="responseTimeoutInSeconds") from None
+                field="responseTimeoutInSeconds",
+            ) from None
         finally:
             pending.pop(rid, None)
             if not pending:
@@ -354,8 +370,7 @@ class Hub:
             raise DropConnection(f"bad method response topic {topic!r}") from None
         pending = self._pending.get(link.device_id, {}).get(rid)
         if pending is None or pending.future.done():
-            logger.info("device %s answered unknown or late method request %s",
-                        link.device_id, rid)
+            logger.info("device %s answered unknown or late method request %s", link.device_id, rid)
             return
         pending.future.set_result(MethodResult(status, _decode_payload(payload)))
 

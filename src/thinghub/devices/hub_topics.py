@@ -68,8 +68,13 @@ def parse_hub_username(username: str) -> HubIdentity | None:
 def parse_dps_username(username: str) -> DpsIdentity | None:
     """`{idScope}/registrations/{registrationId}/api-version=...` (§7); None otherwise."""
     parts = username.split("/", 3)
-    if len(parts) < 3 or parts[1] != "registrations" or not parts[0] or not parts[2] \
-            or parts[2].startswith("?"):
+    if (
+        len(parts) < 3
+        or parts[1] != "registrations"
+        or not parts[0]
+        or not parts[2]
+        or parts[2].startswith("?")
+    ):
         return None
     query = parts[3] if len(parts) == 4 else ""
     if query and not query.startswith("api-version="):
@@ -112,8 +117,12 @@ def parse_telemetry_topic(topic: str) -> Telemetry | None:
     parts = topic.split("/", 6)
     if len(parts) >= 4 and parts[0] == "devices" and parts[2:4] == ["messages", "events"]:
         device, module, bag = parts[1], None, "/".join(parts[4:])
-    elif (len(parts) >= 6 and parts[0] == "devices" and parts[2] == "modules"
-          and parts[4:6] == ["messages", "events"]):
+    elif (
+        len(parts) >= 6
+        and parts[0] == "devices"
+        and parts[2] == "modules"
+        and parts[4:6] == ["messages", "events"]
+    ):
         device, module, bag = parts[1], parts[3], "/".join(parts[6:])
     else:
         return None

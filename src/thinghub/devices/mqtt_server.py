@@ -22,7 +22,6 @@ import logging
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -68,8 +67,9 @@ class Dialect(Protocol):
     async def on_publish(self, conn: Connection, publish: Publish) -> Awaitable[Any] | None:
         """Handle a PUBLISH in order; work it returns runs concurrently, before the PUBACK."""
 
-    async def on_subscribe(self, conn: Connection, filters: tuple[tuple[str, int], ...]
-                           ) -> list[int]: ...
+    async def on_subscribe(
+        self, conn: Connection, filters: tuple[tuple[str, int], ...]
+    ) -> list[int]: ...
 
     async def on_unsubscribe(self, conn: Connection, filters: tuple[str, ...]) -> None: ...
 
@@ -85,8 +85,14 @@ class DialectRouter(Protocol):
 class Connection:
     """One device connection: drives the session, owns the ack pump, flushes bytes."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 router: DialectRouter, peer: str, peer_cert: bytes | None) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        router: DialectRouter,
+        peer: str,
+        peer_cert: bytes | None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.router = router
@@ -214,8 +220,9 @@ class Connection:
             case DisconnectRequested():
                 return False
             case ProtocolViolation(error=error):
-                logger.warning("mqtt %s (%s): protocol violation: %s", self.client_id or "-",
-                               self.peer, error)
+                logger.warning(
+                    "mqtt %s (%s): protocol violation: %s", self.client_id or "-", self.peer, error
+                )
                 return False
         return True
 
@@ -226,8 +233,7 @@ class Connection:
         if self.closed.is_set():
             return False
         if code:
-            logger.info("mqtt %s (%s): refused with CONNACK %d", connect.client_id, self.peer,
-                        code)
+            logger.info("mqtt %s (%s): refused with CONNACK %d", connect.client_id, self.peer, code)
             self.session.reject(code)
             return False
         self.session.accept(session_present=self.session_present)
@@ -253,8 +259,9 @@ class Connection:
                     return
                 except Exception:
                     # Not durable, so not acknowledged: close and let the device resend.
-                    logger.exception("mqtt %s: message not stored; closing unacknowledged",
-                                     self.client_id)
+                    logger.exception(
+                        "mqtt %s: message not stored; closing unacknowledged", self.client_id
+                    )
                     self.close()
                     return
             if self.closed.is_set():
@@ -266,8 +273,9 @@ class Connection:
 class MqttServer:
     """Listens on one port; proxy CONNECT + TLS + MQTT; routes by CONNECT username."""
 
-    def __init__(self, router: DialectRouter, ssl_context: ssl.SSLContext, host: str,
-                 port: int) -> None:
+    def __init__(
+        self, router: DialectRouter, ssl_context: ssl.SSLContext, host: str, port: int
+    ) -> None:
         self.router = router
         self.ssl_context = ssl_context
         self.host = host
@@ -332,8 +340,11 @@ class MqttServer:
                 reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES * 4)
                 protocol = asyncio.StreamReaderProtocol(reader)
                 transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol, client, ssl=self.ssl_context,
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+                    lambda: protocol,
+                    client,
+                    ssl=self.ssl_context,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                )
         except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
             logger.info("device connection from %s failed before MQTT: %s", peer, exc)
             client.close()
@@ -356,8 +367,9 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int)
             data = sock.recv(size, socket.MSG_PEEK)
         except BlockingIOError:
             data = None
-        if data is not None and (len(data) >= size or data == b"" or
-                                 not b"CONNECT "[: len(data)] == data):
+        if data is not None and (
+            len(data) >= size or data == b"" or b"CONNECT "[: len(data)] != data
+        ):
             return data
         ready = loop.create_future()
         loop.add_reader(sock.fileno(), ready.set_result, None)

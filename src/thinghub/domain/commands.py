@@ -47,8 +47,9 @@ class Command:
     response_code: int | None = None
     result: Any = None
 
-    def finish(self, status: CommandStatus, now: float, code: int | None = None,
-               result: Any = None) -> Command:
+    def finish(
+        self, status: CommandStatus, now: float, code: int | None = None, result: Any = None
+    ) -> Command:
         if self.status.is_final:
             raise Conflict(f"command {self.id} is already {self.status}", field="status")
         if not status.is_final:

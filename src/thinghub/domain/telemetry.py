@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
-import json
-
-
 
 __all__ = ["Observation", "TelemetryMessage", "decode_body", "observations_of"]
 
@@ -54,8 +52,10 @@ def decode_body(raw: bytes, content_type: str | None = None) -> Any:
     except UnicodeDecodeError:
         return None
     stripped = text.strip()
-    if stripped[:1] in ("{", "[", '"') or (content_type or "").endswith("json") or _looks_scalar(
-        stripped
+    if (
+        stripped[:1] in ("{", "[", '"')
+        or (content_type or "").endswith("json")
+        or _looks_scalar(stripped)
     ):
         try:
             return json.loads(stripped)
@@ -85,7 +85,10 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
         if math.isfinite(number):
             out.append(
                 Observation(
-                    message.account_id, message.device_id, prefix + key, message.enqueued_at,
+                    message.account_id,
+                    message.device_id,
+                    prefix + key,
+                    message.enqueued_at,
                     number,
                 )
             )

@@ -89,8 +89,9 @@ def _check(node: dict[str, Any], path: str, depth: int) -> None:
     for key, value in node.items():
         where = f"{path}.{key}"
         if not isinstance(key, str) or not key or key.startswith("$") or "." in key or " " in key:
-            raise Invalid(f"{where}: property names must not be empty or hold $ . or space",
-                          field=where)
+            raise Invalid(
+                f"{where}: property names must not be empty or hold $ . or space", field=where
+            )
         if isinstance(value, float) and not math.isfinite(value):
             raise Invalid(f"{where} must be a finite number", field=where)
         if isinstance(value, dict):

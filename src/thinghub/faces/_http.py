@@ -70,7 +70,7 @@ def _default_render(error: errors.Error, status: int) -> Response:
 def status_of(error: errors.Error) -> int:
     for kind in type(error).__mro__:
         if kind in STATUS_OF:
-            return STATUS_OF[kind]  # type: ignore[index]
+            return STATUS_OF[kind]
     return 400
 
 
@@ -79,8 +79,11 @@ def _validation_error(exc: RequestValidationError) -> errors.Invalid:
     if not problems:
         return errors.Invalid("the request is invalid")
     first = problems[0]
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path",
-                                                                     "header")]
+    loc = [
+        str(part)
+        for part in first.get("loc", ())
+        if part not in ("body", "query", "path", "header")
+    ]
     field = ".".join(loc) or None
     kind = first.get("type", "")
     if kind == "json_invalid":
@@ -91,8 +94,9 @@ def _validation_error(exc: RequestValidationError) -> errors.Invalid:
         return errors.Invalid(f"{field} is required", field=field)
     if not loc and kind in ("model_attributes_type", "dict_type"):
         return errors.Invalid("the body must be a JSON object", field="body")
-    return errors.Invalid(f"{field or 'body'}: {first.get('msg', 'invalid')}", field=field or
-                          "body")
+    return errors.Invalid(
+        f"{field or 'body'}: {first.get('msg', 'invalid')}", field=field or "body"
+    )
 
 
 def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> None:
@@ -109,8 +113,12 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
     async def on_http(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         kinds: dict[int, type[errors.Error]] = {
-            401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
-            405: errors.Invalid, 409: errors.Conflict, 413: errors.TooLarge,
+            401: errors.Unauthorized,
+            403: errors.Forbidden,
+            404: errors.NotFound,
+            405: errors.Invalid,
+            409: errors.Conflict,
+            413: errors.TooLarge,
         }
         kind = kinds.get(exc.status_code, errors.Invalid)
         message = str(exc.detail) if exc.detail else "request failed"
@@ -145,8 +153,11 @@ class JsonBodies:
         self.form_paths = form_paths
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE") \
-                and not scope["path"].endswith(self.form_paths or ("\0",)):
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+            and not scope["path"].endswith(self.form_paths or ("\0",))
+        ):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             original = dict(scope["headers"]).get(b"content-type", b"")
             if b"json" not in original:

@@ -29,7 +29,7 @@ __all__ = [
     "verify_secret",
 ]
 
-API_TOKEN_PREFIX = "thk_"  # noqa: S105 -- a format marker, not a secret
+API_TOKEN_PREFIX = "thk_"
 TOKEN_ID_CHARS = 12
 SECRET_BYTES = 32
 

@@ -183,8 +183,9 @@ class AuthService:
             raise Invalid("username must be 1 to 200 characters", field="username")
         if len(password) < 8:
             raise Invalid("password must be at least 8 characters", field="password")
-        user = User(new_uuid(), account_id, username, hash_password(password), role,
-                    self.clock.now())
+        user = User(
+            new_uuid(), account_id, username, hash_password(password), role, self.clock.now()
+        )
         await self.store.insert_user(user)
         return user
 
@@ -205,8 +206,7 @@ class AuthService:
             raise Unauthorized("invalid client credentials", field="client_secret")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("client credentials expired", field="client_secret")
-        return self.jwt.issue(token.id, token.account_id, token.role.value,
-                              now=self.clock.now())
+        return self.jwt.issue(token.id, token.account_id, token.role.value, now=self.clock.now())
 
 
 _DUMMY_HASH = hash_password(pysecrets.token_hex(16))

@@ -26,20 +26,26 @@ class C2DService:
         self.links = links
 
     async def send(
-        self, principal: Principal, device: Device, body: Any, properties: dict[str, str],
+        self,
+        principal: Principal,
+        device: Device,
+        body: Any,
+        properties: dict[str, str],
         ttl_s: float | None = None,
     ) -> C2DMessage:
         authorize(principal, "write")
         raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
         if len(raw) > MAX_C2D_BYTES:
-            raise TooLarge(f"message is {len(raw)} bytes; the limit is {MAX_C2D_BYTES}",
-                           field="body")
+            raise TooLarge(
+                f"message is {len(raw)} bytes; the limit is {MAX_C2D_BYTES}", field="body"
+            )
         for key in properties:
             if not key or key.startswith("$"):
                 raise Invalid(f"property name {key!r} is reserved or empty", field="properties")
         now = self.clock.now()
-        message = C2DMessage(new_uuid(), device.id, raw, dict(properties), now,
-                             now + (ttl_s or DEFAULT_C2D_TTL_S))
+        message = C2DMessage(
+            new_uuid(), device.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)
+        )
         await self.store.enqueue_c2d(message)
         if await self.links.push_c2d(message):
             await self.store.delete_c2d(message.id)

@@ -32,7 +32,12 @@ MIN_TIMEOUT_S = 5.0
 
 class CommandService:
     def __init__(
-        self, store: Store, clock: Clock, links: DeviceLinks, *, max_timeout_s: float,
+        self,
+        store: Store,
+        clock: Clock,
+        links: DeviceLinks,
+        *,
+        max_timeout_s: float,
         ttl_s: float,
     ) -> None:
         self.store = store
@@ -47,18 +52,25 @@ class CommandService:
         if value is None:
             return DEFAULT_TIMEOUT_S
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Invalid("responseTimeoutInSeconds must be a number",
-                          field="responseTimeoutInSeconds")
+            raise Invalid(
+                "responseTimeoutInSeconds must be a number", field="responseTimeoutInSeconds"
+            )
         if not MIN_TIMEOUT_S <= value <= self.max_timeout_s:
             raise Invalid(
                 f"responseTimeoutInSeconds must be {MIN_TIMEOUT_S:g} to "
-                f"{self.max_timeout_s:g}, got {value}", field="responseTimeoutInSeconds")
+                f"{self.max_timeout_s:g}, got {value}",
+                field="responseTimeoutInSeconds",
+            )
         return float(value)
 
     # -- awaited -------------------------------------------------------------------------
 
     async def invoke(
-        self, principal: Principal, device: Device, name: str, payload: Any,
+        self,
+        principal: Principal,
+        device: Device,
+        name: str,
+        payload: Any,
         timeout_s: Any = None,
     ) -> MethodResult:
         """Call a direct method and wait for the device's answer."""
@@ -73,15 +85,26 @@ class CommandService:
     # -- queued --------------------------------------------------------------------------
 
     async def submit(
-        self, principal: Principal, device: Device, name: str, payload: Any,
-        timeout_s: Any = None, ttl_s: float | None = None,
+        self,
+        principal: Principal,
+        device: Device,
+        name: str,
+        payload: Any,
+        timeout_s: Any = None,
+        ttl_s: float | None = None,
     ) -> Command:
         authorize(principal, "write")
         now = self.clock.now()
         command = Command(
-            id=new_uuid(), account_id=device.account_id, device_id=device.id, name=name,
-            payload=payload, mode=CommandMode.QUEUED, status=CommandStatus.PENDING,
-            created_at=now, expires_at=now + (ttl_s or self.ttl_s),
+            id=new_uuid(),
+            account_id=device.account_id,
+            device_id=device.id,
+            name=name,
+            payload=payload,
+            mode=CommandMode.QUEUED,
+            status=CommandStatus.PENDING,
+            created_at=now,
+            expires_at=now + (ttl_s or self.ttl_s),
             response_timeout_s=self._timeout(timeout_s),
         )
         await self.store.insert_command(command)
@@ -91,8 +114,11 @@ class CommandService:
 
     async def get(self, principal: Principal, device: Device, command_id: str) -> Command:
         command = await self.store.get_command(command_id)
-        if command is None or command.device_id != device.id or \
-                command.account_id != principal.account_id:
+        if (
+            command is None
+            or command.device_id != device.id
+            or command.account_id != principal.account_id
+        ):
             raise NotFound(f"command {command_id!r} not found", field="commandId")
         return await self._expire_if_due(command)
 
@@ -104,8 +130,11 @@ class CommandService:
                 self._deliveries.put_nowait(command)
 
     async def _expire_if_due(self, command: Command) -> Command:
-        if command.status is CommandStatus.PENDING and self.clock.now() >= command.expires_at \
-                and command.id not in self._in_flight:
+        if (
+            command.status is CommandStatus.PENDING
+            and self.clock.now() >= command.expires_at
+            and command.id not in self._in_flight
+        ):
             command = command.finish(CommandStatus.EXPIRED, self.clock.now())
             await self.store.update_command(command)
         return command
@@ -127,14 +156,16 @@ class CommandService:
                 return
             try:
                 result = await self.links.call_method(
-                    command.device_id, command.name, command.payload, command.response_timeout_s)
+                    command.device_id, command.name, command.payload, command.response_timeout_s
+                )
             except DeviceOffline:
                 return  # stays Pending; delivered on the next connect
             except TimedOut:
                 command = command.finish(CommandStatus.TIMED_OUT, self.clock.now())
             else:
-                status = (CommandStatus.COMPLETED if 200 <= result.status < 300
-                          else CommandStatus.FAILED)
+                status = (
+                    CommandStatus.COMPLETED if 200 <= result.status < 300 else CommandStatus.FAILED
+                )
                 command = command.finish(status, self.clock.now(), result.status, result.payload)
             await self.store.update_command(command)
         except Exception:

@@ -46,12 +46,19 @@ class Core:
         self.registry = Registry(store, clock, self.events)
         self.twins = TwinService(store, clock, self.events, self.links, bus)
         self.ingest = IngestService(
-            store, clock, bus, self.registry, self.events,
+            store,
+            clock,
+            bus,
+            self.registry,
+            self.events,
             max_payload_bytes=options.max_payload_bytes,
         )
         self.queries = QueryService(store)
         self.commands = CommandService(
-            store, clock, self.links, max_timeout_s=options.method_timeout_max_s,
+            store,
+            clock,
+            self.links,
+            max_timeout_s=options.method_timeout_max_s,
             ttl_s=options.command_ttl_s,
         )
 

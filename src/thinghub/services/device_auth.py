@@ -33,8 +33,10 @@ class DeviceAuth:
             raise Unauthorized("malformed device id", field="deviceId")
         device = await self.registry.find(entity_id(device_id, module_id))
         expected = DeviceKind.MODULE if module_id else None
-        if device is None or (expected is not None and device.kind is not expected) or (
-            expected is None and device.kind is DeviceKind.MODULE
+        if (
+            device is None
+            or (expected is not None and device.kind is not expected)
+            or (expected is None and device.kind is DeviceKind.MODULE)
         ):
             raise Unauthorized("unknown device or bad credentials", field="deviceId")
         if not device.enabled:

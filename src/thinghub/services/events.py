@@ -23,8 +23,13 @@ class EventService:
         self, device: Device, type_: EventType, body: dict[str, Any], ts: float | None = None
     ) -> Event:
         event = Event(
-            device.account_id, device.id, type_, self.clock.now() if ts is None else ts, body,
-            device.project, device.deployment,
+            device.account_id,
+            device.id,
+            type_,
+            self.clock.now() if ts is None else ts,
+            body,
+            device.project,
+            device.deployment,
         )
         await self.store.append_event(event)
         await self.bus.publish(

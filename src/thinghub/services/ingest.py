@@ -94,7 +94,8 @@ class IngestService:
             reason = await policy.check(device, message)
             if reason is not None:
                 await self.events.record(
-                    device, EventType.TELEMETRY_REJECTED,
+                    device,
+                    EventType.TELEMETRY_REJECTED,
                     {"reason": reason, "messageId": message.message_id, "body": message.body},
                 )
                 raise Invalid(reason, field="body")
@@ -104,7 +105,12 @@ class IngestService:
         if is_new:
             await self.bus.publish(
                 f"telemetry.{device.account_id}",
-                {"deviceId": device.id, "ts": message.enqueued_at, "body": message.body,
-                 "properties": message.properties, "component": message.component},
+                {
+                    "deviceId": device.id,
+                    "ts": message.enqueued_at,
+                    "body": message.body,
+                    "properties": message.properties,
+                    "component": message.component,
+                },
             )
         return is_new

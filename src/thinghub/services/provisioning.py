@@ -51,7 +51,12 @@ class ProvisioningService:
     # -- enrollment groups ---------------------------------------------------------------
 
     async def create_group(
-        self, principal: Principal, group_id: str, *, project: str, deployment: str,
+        self,
+        principal: Principal,
+        group_id: str,
+        *,
+        project: str,
+        deployment: str,
         is_edge: bool = False,
     ) -> dict[str, Any]:
         authorize(principal, "admin")
@@ -59,20 +64,27 @@ class ProvisioningService:
         parse_id(project, "project")
         parse_id(deployment, "deployment")
         if await self.store.get_document(principal.account_id, GROUPS, group_id) is not None:
-            raise Conflict(f"enrollment group {group_id!r} already exists",
-                           field="enrollmentGroupId")
+            raise Conflict(
+                f"enrollment group {group_id!r} already exists", field="enrollmentGroupId"
+            )
         group = {
             "enrollmentGroupId": group_id,
             "project": project,
             "deployment": deployment,
             "isIoTEdgeCapable": is_edge,
-            "attestation": {"type": "symmetricKey", "symmetricKey": {
-                "primaryKey": sas.generate_key(), "secondaryKey": sas.generate_key()}},
+            "attestation": {
+                "type": "symmetricKey",
+                "symmetricKey": {
+                    "primaryKey": sas.generate_key(),
+                    "secondaryKey": sas.generate_key(),
+                },
+            },
             "provisioningStatus": "enabled",
             "createdDateTimeUtc": format_ts(self.clock.now()),
         }
-        await self.store.put_document(principal.account_id, GROUPS, group_id, group,
-                                      self.clock.now())
+        await self.store.put_document(
+            principal.account_id, GROUPS, group_id, group, self.clock.now()
+        )
         return group
 
     async def list_groups(self, principal: Principal) -> list[dict[str, Any]]:
@@ -91,8 +103,13 @@ class ProvisioningService:
 
     # -- registration --------------------------------------------------------------------
 
-    async def authenticate(self, id_scope: str, registration_id: str, token: str | None,
-                           certificate_cn: str | None = None) -> Enrollment:
+    async def authenticate(
+        self,
+        id_scope: str,
+        registration_id: str,
+        token: str | None,
+        certificate_cn: str | None = None,
+    ) -> Enrollment:
         """Check a DPS SAS token (signed with the device or derived group key) or a cert CN."""
         account = await self.store.get_account_by_scope(id_scope)
         if account is None or not ID_PATTERN.fullmatch(registration_id):
@@ -103,8 +120,7 @@ class ProvisioningService:
         if token is None:
             if certificate_cn == registration_id and device is not None and device.enabled:
                 return Enrollment(account, registration_id, device=device)
-            raise Unauthorized("a SAS token or a client certificate is required",
-                               field="password")
+            raise Unauthorized("a SAS token or a client certificate is required", field="password")
         try:
             parsed = sas.parse(token)
         except sas.SasError as exc:
@@ -120,11 +136,14 @@ class ProvisioningService:
             if group.get("provisioningStatus") != "enabled":
                 continue
             keys = group["attestation"]["symmetricKey"]
-            derived = (sas.derive_group_key(keys["primaryKey"], registration_id),
-                       sas.derive_group_key(keys["secondaryKey"], registration_id))
+            derived = (
+                sas.derive_group_key(keys["primaryKey"], registration_id),
+                sas.derive_group_key(keys["secondaryKey"], registration_id),
+            )
             if _verifies(parsed, derived, resource, now):
-                return Enrollment(account, registration_id, device=device, group=group,
-                                  derived_keys=derived)
+                return Enrollment(
+                    account, registration_id, device=device, group=group, derived_keys=derived
+                )
         raise Unauthorized("SAS token rejected", field="password")
 
     async def register(self, enrollment: Enrollment, payload: Any) -> Device:
@@ -139,14 +158,17 @@ class ProvisioningService:
                 raise Unauthorized("not enrolled", field="registrationId")
             try:
                 device = await self.registry.register(
-                    enrollment.account.id, name=enrollment.registration_id,
-                    device_id=enrollment.registration_id, project=group["project"],
+                    enrollment.account.id,
+                    name=enrollment.registration_id,
+                    device_id=enrollment.registration_id,
+                    project=group["project"],
                     deployment=group["deployment"],
-                    kind=DeviceKind.GATEWAY if group.get("isIoTEdgeCapable") else
-                    DeviceKind.DEVICE,
+                    kind=DeviceKind.GATEWAY if group.get("isIoTEdgeCapable") else DeviceKind.DEVICE,
                     primary_key=enrollment.derived_keys[0],
-                    secondary_key=enrollment.derived_keys[1], provisioned=True,
-                    model_id=model_id, created_by=f"enrollmentGroup:{group['enrollmentGroupId']}",
+                    secondary_key=enrollment.derived_keys[1],
+                    provisioned=True,
+                    model_id=model_id,
+                    created_by=f"enrollmentGroup:{group['enrollmentGroupId']}",
                 )
             except Conflict:
                 found = await self.store.get_device(enrollment.registration_id)

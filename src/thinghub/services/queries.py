@@ -16,7 +16,9 @@ class QueryService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def telemetry(self, principal: Principal, query: TelemetryQuery) -> Page[TelemetryMessage]:
+    async def telemetry(
+        self, principal: Principal, query: TelemetryQuery
+    ) -> Page[TelemetryMessage]:
         return await self.store.query_telemetry(replace(query, account_id=principal.account_id))
 
     async def events(self, principal: Principal, query: EventQuery) -> Page[Event]:

@@ -61,9 +61,17 @@ class Registry:
     ) -> Device:
         authorize(principal, "write")
         return await self.register(
-            principal.account_id, name=name, device_id=device_id, project=project,
-            deployment=deployment, kind=kind, template=template, simulated=simulated,
-            enabled=enabled, attributes=attributes, created_by=principal.subject,
+            principal.account_id,
+            name=name,
+            device_id=device_id,
+            project=project,
+            deployment=deployment,
+            kind=kind,
+            template=template,
+            simulated=simulated,
+            enabled=enabled,
+            attributes=attributes,
+            created_by=principal.subject,
         )
 
     async def register(
@@ -99,12 +107,23 @@ class Registry:
         elif project is not None:
             await self.store.ensure_project(account_id, project, now)
         device = Device(
-            id=did, account_id=account_id, kind=kind, name=name,
+            id=did,
+            account_id=account_id,
+            kind=kind,
+            name=name,
             primary_key=primary_key or generate_key(),
-            secondary_key=secondary_key or generate_key(), model_id=model_id,
-            created_at=now, updated_at=now, project=project, deployment=deployment,
-            template=template, simulated=simulated, enabled=enabled, provisioned=provisioned,
-            created_by=created_by, attributes=attributes or {},
+            secondary_key=secondary_key or generate_key(),
+            model_id=model_id,
+            created_at=now,
+            updated_at=now,
+            project=project,
+            deployment=deployment,
+            template=template,
+            simulated=simulated,
+            enabled=enabled,
+            provisioned=provisioned,
+            created_by=created_by,
+            attributes=attributes or {},
         )
         await self.store.insert_device(device, Twin(did))
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "createDevice"}, now)
@@ -113,8 +132,11 @@ class Registry:
 
     async def get_device(self, principal: Principal, device_id: str) -> Device:
         device = await self.store.get_device(device_id)
-        if device is None or device.account_id != principal.account_id or \
-                device.kind is DeviceKind.MODULE:
+        if (
+            device is None
+            or device.account_id != principal.account_id
+            or device.kind is DeviceKind.MODULE
+        ):
             raise NotFound(f"device {device_id!r} not found", field="deviceId")
         return self._with_activity(device)
 
@@ -124,7 +146,11 @@ class Registry:
         return None if device is None else self._with_activity(device)
 
     async def list_devices(
-        self, principal: Principal, *, project: str | None = None, deployment: str | None = None,
+        self,
+        principal: Principal,
+        *,
+        project: str | None = None,
+        deployment: str | None = None,
         kinds: tuple[DeviceKind, ...] = (DeviceKind.DEVICE, DeviceKind.GATEWAY),
     ) -> list[Device]:
         devices = await self.store.list_devices(
@@ -162,10 +188,19 @@ class Registry:
         now = self.clock.now()
         key = entity_id(gateway.id, module_id)
         module = Device(
-            id=key, account_id=gateway.account_id, kind=DeviceKind.MODULE, name=module_id,
-            primary_key=generate_key(), secondary_key=generate_key(), created_at=now,
-            updated_at=now, project=gateway.project, deployment=gateway.deployment,
-            parent_id=gateway.id, module_id=module_id, created_by=principal.subject,
+            id=key,
+            account_id=gateway.account_id,
+            kind=DeviceKind.MODULE,
+            name=module_id,
+            primary_key=generate_key(),
+            secondary_key=generate_key(),
+            created_at=now,
+            updated_at=now,
+            project=gateway.project,
+            deployment=gateway.deployment,
+            parent_id=gateway.id,
+            module_id=module_id,
+            created_by=principal.subject,
         )
         await self.store.insert_device(module, Twin(key))
         return module

@@ -66,13 +66,16 @@ class TwinService:
         twin = await self._update(device, lambda t, now: t.patch_desired(clean, now))
         version = twin.desired.version
         await self.events.record(
-            device, EventType.CHANGE,
-            {"version": twin.version,
-             "properties": {"desired": _patch_document(twin.desired, clean)}},
+            device,
+            EventType.CHANGE,
+            {
+                "version": twin.version,
+                "properties": {"desired": _patch_document(twin.desired, clean)},
+            },
         )
         await self.bus.publish(
-            f"twin.{device.account_id}", {"deviceId": device.id, "section": "desired",
-                                          "patch": clean, "version": version},
+            f"twin.{device.account_id}",
+            {"deviceId": device.id, "section": "desired", "patch": clean, "version": version},
         )
         if self.links.is_connected(device.id):
             await self.links.push_desired(device.id, clean, version)
@@ -83,13 +86,21 @@ class TwinService:
         clean = _storable(validate_patch(patch, "reported"), "reported")
         twin = await self._update(device, lambda t, now: t.patch_reported(clean, now))
         await self.events.record(
-            device, EventType.CHANGE,
-            {"version": twin.version,
-             "properties": {"reported": _patch_document(twin.reported, clean)}},
+            device,
+            EventType.CHANGE,
+            {
+                "version": twin.version,
+                "properties": {"reported": _patch_document(twin.reported, clean)},
+            },
         )
         await self.bus.publish(
-            f"twin.{device.account_id}", {"deviceId": device.id, "section": "reported",
-                                          "patch": clean, "version": twin.reported.version},
+            f"twin.{device.account_id}",
+            {
+                "deviceId": device.id,
+                "section": "reported",
+                "patch": clean,
+                "version": twin.reported.version,
+            },
         )
         return twin
 

@@ -60,7 +60,9 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
         ts, _, row = raw.partition(":")
         return int(ts), int(row)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise Invalid(f"continuation token {cursor!r} is not valid", field="continuationToken") from exc
+        raise Invalid(
+            f"continuation token {cursor!r} is not valid", field="continuationToken"
+        ) from exc
 
 
 _DEVICE_COLUMNS = (
@@ -76,29 +78,58 @@ _TELEMETRY_COLUMNS = (
     "account_id, device_id, project, deployment, enqueued_at, body, raw, properties, "
     "message_id, correlation_id, content_type, content_encoding, component, source"
 )
-_TOKEN_COLUMNS = (
-    "id, account_id, secret_hash, role, label, face, face_role, created_at, expires_at"
-)
+_TOKEN_COLUMNS = "id, account_id, secret_hash, role, label, face, face_role, created_at, expires_at"
 
 
 def _device(row: Sequence[Any]) -> Device:
     return Device(
-        id=row[0], account_id=row[1], kind=DeviceKind(row[2]), name=row[3], primary_key=row[4],
-        secondary_key=row[5], project=row[6], deployment=row[7], parent_id=row[8],
-        module_id=row[9], enabled=bool(row[10]), simulated=bool(row[11]),
-        provisioned=bool(row[12]), template=row[13], model_id=row[14], connection_state=row[15],
-        last_activity_at=from_us(row[16]), created_by=row[17], attributes=_loads(row[18]) or {},
-        created_at=from_us(row[19]) or 0.0, updated_at=from_us(row[20]) or 0.0,
+        id=row[0],
+        account_id=row[1],
+        kind=DeviceKind(row[2]),
+        name=row[3],
+        primary_key=row[4],
+        secondary_key=row[5],
+        project=row[6],
+        deployment=row[7],
+        parent_id=row[8],
+        module_id=row[9],
+        enabled=bool(row[10]),
+        simulated=bool(row[11]),
+        provisioned=bool(row[12]),
+        template=row[13],
+        model_id=row[14],
+        connection_state=row[15],
+        last_activity_at=from_us(row[16]),
+        created_by=row[17],
+        attributes=_loads(row[18]) or {},
+        created_at=from_us(row[19]) or 0.0,
+        updated_at=from_us(row[20]) or 0.0,
     )
 
 
 def _device_params(d: Device) -> tuple[Any, ...]:
     return (
-        d.id, d.account_id, d.kind.value, d.name, d.primary_key, d.secondary_key, d.project,
-        d.deployment, d.parent_id, d.module_id, int(d.enabled), int(d.simulated),
-        int(d.provisioned), d.template, d.model_id, d.connection_state,
-        None if d.last_activity_at is None else to_us(d.last_activity_at), d.created_by,
-        _dumps(d.attributes), to_us(d.created_at), to_us(d.updated_at),
+        d.id,
+        d.account_id,
+        d.kind.value,
+        d.name,
+        d.primary_key,
+        d.secondary_key,
+        d.project,
+        d.deployment,
+        d.parent_id,
+        d.module_id,
+        int(d.enabled),
+        int(d.simulated),
+        int(d.provisioned),
+        d.template,
+        d.model_id,
+        d.connection_state,
+        None if d.last_activity_at is None else to_us(d.last_activity_at),
+        d.created_by,
+        _dumps(d.attributes),
+        to_us(d.created_at),
+        to_us(d.updated_at),
     )
 
 
@@ -116,25 +147,41 @@ def _section_json(section: TwinSection) -> str:
 def _section(text: str) -> TwinSection:
     data = orjson.loads(text)
     return TwinSection(
-        properties=data["properties"], version=data["version"], metadata=data["metadata"],
+        properties=data["properties"],
+        version=data["version"],
+        metadata=data["metadata"],
         last_updated=data["last_updated"],
     )
 
 
 def _command(row: Sequence[Any]) -> Command:
     return Command(
-        id=row[0], account_id=row[1], device_id=row[2], name=row[3], payload=_loads(row[4]),
-        mode=CommandMode(row[5]), status=CommandStatus(row[6]),
-        created_at=from_us(row[7]) or 0.0, expires_at=from_us(row[8]) or 0.0,
-        response_timeout_s=row[9], completed_at=from_us(row[10]), response_code=row[11],
+        id=row[0],
+        account_id=row[1],
+        device_id=row[2],
+        name=row[3],
+        payload=_loads(row[4]),
+        mode=CommandMode(row[5]),
+        status=CommandStatus(row[6]),
+        created_at=from_us(row[7]) or 0.0,
+        expires_at=from_us(row[8]) or 0.0,
+        response_timeout_s=row[9],
+        completed_at=from_us(row[10]),
+        response_code=row[11],
         result=_loads(row[12]),
     )
 
 
 def _token(row: Sequence[Any]) -> ApiToken:
     return ApiToken(
-        id=row[0], account_id=row[1], secret_hash=row[2], role=Role(row[3]), label=row[4],
-        face=row[5], face_role=row[6], created_at=from_us(row[7]) or 0.0,
+        id=row[0],
+        account_id=row[1],
+        secret_hash=row[2],
+        role=Role(row[3]),
+        label=row[4],
+        face=row[5],
+        face_role=row[6],
+        created_at=from_us(row[7]) or 0.0,
         expires_at=from_us(row[8]),
     )
 
@@ -142,19 +189,39 @@ def _token(row: Sequence[Any]) -> ApiToken:
 def _telemetry_params(m: TelemetryMessage) -> tuple[Any, ...]:
     body = None if m.body is None else _dumps(m.body)
     return (
-        m.account_id, m.device_id, m.project, m.deployment, to_us(m.enqueued_at), body,
-        m.raw if m.body is None else None, _dumps(m.properties) if m.properties else None,
-        m.message_id, m.correlation_id, m.content_type, m.content_encoding, m.component,
+        m.account_id,
+        m.device_id,
+        m.project,
+        m.deployment,
+        to_us(m.enqueued_at),
+        body,
+        m.raw if m.body is None else None,
+        _dumps(m.properties) if m.properties else None,
+        m.message_id,
+        m.correlation_id,
+        m.content_type,
+        m.content_encoding,
+        m.component,
         m.source,
     )
 
 
 def _telemetry(row: Sequence[Any]) -> TelemetryMessage:
     return TelemetryMessage(
-        account_id=row[0], device_id=row[1], project=row[2], deployment=row[3],
-        enqueued_at=from_us(row[4]) or 0.0, body=_loads(row[5]), raw=bytes(row[6] or b""),
-        properties=_loads(row[7]) or {}, message_id=row[8], correlation_id=row[9],
-        content_type=row[10], content_encoding=row[11], component=row[12], source=row[13],
+        account_id=row[0],
+        device_id=row[1],
+        project=row[2],
+        deployment=row[3],
+        enqueued_at=from_us(row[4]) or 0.0,
+        body=_loads(row[5]),
+        raw=bytes(row[6] or b""),
+        properties=_loads(row[7]) or {},
+        message_id=row[8],
+        correlation_id=row[9],
+        content_type=row[10],
+        content_encoding=row[11],
+        component=row[12],
+        source=row[13],
     )
 
 
@@ -180,8 +247,11 @@ class SqlStore:
 
     async def insert_account(self, account: Account) -> None:
         await self._write(
-            Step("exec", "INSERT INTO accounts (id, name, id_scope, created_at) VALUES (?,?,?,?)",
-                 (account.id, account.name, account.id_scope, to_us(account.created_at))),
+            Step(
+                "exec",
+                "INSERT INTO accounts (id, name, id_scope, created_at) VALUES (?,?,?,?)",
+                (account.id, account.name, account.id_scope, to_us(account.created_at)),
+            ),
             conflict=f"account {account.name!r} already exists",
         )
 
@@ -202,38 +272,62 @@ class SqlStore:
 
     async def insert_user(self, user: User) -> None:
         await self._write(
-            Step("exec", "INSERT INTO users (id, account_id, username, password_hash, role, "
-                 "created_at) VALUES (?,?,?,?,?,?)",
-                 (user.id, user.account_id, user.username, user.password_hash, user.role.value,
-                  to_us(user.created_at))),
+            Step(
+                "exec",
+                "INSERT INTO users (id, account_id, username, password_hash, role, "
+                "created_at) VALUES (?,?,?,?,?,?)",
+                (
+                    user.id,
+                    user.account_id,
+                    user.username,
+                    user.password_hash,
+                    user.role.value,
+                    to_us(user.created_at),
+                ),
+            ),
             conflict=f"user {user.username!r} already exists",
         )
 
     async def get_user_by_name(self, username: str) -> User | None:
         row = await self.db.fetch_one(
             "SELECT id, account_id, username, password_hash, role, created_at FROM users "
-            "WHERE username = ?", (username,))
+            "WHERE username = ?",
+            (username,),
+        )
         if row is None:
             return None
         return User(row[0], row[1], row[2], row[3], Role(row[4]), from_us(row[5]) or 0.0)
 
     async def insert_api_token(self, token: ApiToken) -> None:
         await self._write(
-            Step("exec", f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                 (token.id, token.account_id, token.secret_hash, token.role.value, token.label,
-                  token.face, token.face_role, to_us(token.created_at),
-                  None if token.expires_at is None else to_us(token.expires_at))),
+            Step(
+                "exec",
+                f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    token.id,
+                    token.account_id,
+                    token.secret_hash,
+                    token.role.value,
+                    token.label,
+                    token.face,
+                    token.face_role,
+                    to_us(token.created_at),
+                    None if token.expires_at is None else to_us(token.expires_at),
+                ),
+            ),
             conflict=f"API token {token.id!r} already exists",
         )
 
     async def get_api_token(self, token_id: str) -> ApiToken | None:
         row = await self.db.fetch_one(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,))
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+        )
         return None if row is None else _token(row)
 
     async def get_api_token_by_hash(self, secret_hash: str) -> ApiToken | None:
         row = await self.db.fetch_one(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = ?", (secret_hash,))
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = ?", (secret_hash,)
+        )
         return None if row is None else _token(row)
 
     async def list_api_tokens(self, account_id: str, face: str | None = None) -> list[ApiToken]:
@@ -247,56 +341,83 @@ class SqlStore:
 
     async def delete_api_token(self, account_id: str, token_id: str) -> bool:
         (count,) = await self._write(
-            Step("exec", "DELETE FROM api_tokens WHERE account_id = ? AND id = ?",
-                 (account_id, token_id)))
+            Step(
+                "exec",
+                "DELETE FROM api_tokens WHERE account_id = ? AND id = ?",
+                (account_id, token_id),
+            )
+        )
         return bool(count)
 
     # -- projects and deployments --------------------------------------------------------
 
     async def ensure_project(self, account_id: str, name: str, now: float) -> None:
         await self._write(
-            Step("exec", "INSERT INTO projects (account_id, name, created_at) VALUES (?,?,?) "
-                 "ON CONFLICT DO NOTHING", (account_id, name, to_us(now))))
+            Step(
+                "exec",
+                "INSERT INTO projects (account_id, name, created_at) VALUES (?,?,?) "
+                "ON CONFLICT DO NOTHING",
+                (account_id, name, to_us(now)),
+            )
+        )
 
-    async def ensure_deployment(
-        self, account_id: str, project: str, name: str, now: float
-    ) -> None:
+    async def ensure_deployment(self, account_id: str, project: str, name: str, now: float) -> None:
         await self._write(
-            Step("exec", "INSERT INTO projects (account_id, name, created_at) VALUES (?,?,?) "
-                 "ON CONFLICT DO NOTHING", (account_id, project, to_us(now))),
-            Step("exec", "INSERT INTO deployments (account_id, project, name, created_at) "
-                 "VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                 (account_id, project, name, to_us(now))),
+            Step(
+                "exec",
+                "INSERT INTO projects (account_id, name, created_at) VALUES (?,?,?) "
+                "ON CONFLICT DO NOTHING",
+                (account_id, project, to_us(now)),
+            ),
+            Step(
+                "exec",
+                "INSERT INTO deployments (account_id, project, name, created_at) "
+                "VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                (account_id, project, name, to_us(now)),
+            ),
         )
 
     async def list_projects(self, account_id: str) -> list[Project]:
         rows = await self.db.fetch_all(
-            "SELECT account_id, name, created_at FROM projects WHERE account_id = ? "
-            "ORDER BY name", (account_id,))
+            "SELECT account_id, name, created_at FROM projects WHERE account_id = ? ORDER BY name",
+            (account_id,),
+        )
         return [Project(r[0], r[1], from_us(r[2]) or 0.0) for r in rows]
 
     async def list_deployments(self, account_id: str, project: str) -> list[Deployment]:
         rows = await self.db.fetch_all(
             "SELECT account_id, project, name, created_at FROM deployments "
-            "WHERE account_id = ? AND project = ? ORDER BY name", (account_id, project))
+            "WHERE account_id = ? AND project = ? ORDER BY name",
+            (account_id, project),
+        )
         return [Deployment(r[0], r[1], r[2], from_us(r[3]) or 0.0) for r in rows]
 
     # -- devices -------------------------------------------------------------------------
 
     async def insert_device(self, device: Device, twin: Twin) -> None:
         await self._write(
-            Step("exec", f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES "
-                 f"({','.join('?' * 21)})", _device_params(device)),
-            Step("exec", "INSERT INTO twins (device_id, version, desired, reported) "
-                 "VALUES (?,?,?,?)",
-                 (twin.device_id, twin.version, _section_json(twin.desired),
-                  _section_json(twin.reported))),
+            Step(
+                "exec",
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({','.join('?' * 21)})",
+                _device_params(device),
+            ),
+            Step(
+                "exec",
+                "INSERT INTO twins (device_id, version, desired, reported) VALUES (?,?,?,?)",
+                (
+                    twin.device_id,
+                    twin.version,
+                    _section_json(twin.desired),
+                    _section_json(twin.reported),
+                ),
+            ),
             conflict=f"device {device.id!r} already exists",
         )
 
     async def get_device(self, device_id: str) -> Device | None:
         row = await self.db.fetch_one(
-            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,))
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)
+        )
         return None if row is None else _device(row)
 
     async def list_devices(
@@ -310,8 +431,11 @@ class SqlStore:
     ) -> list[Device]:
         sql = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account_id = ?"
         params: list[Any] = [account_id]
-        for column, value in (("project", project), ("deployment", deployment),
-                              ("parent_id", parent_id)):
+        for column, value in (
+            ("project", project),
+            ("deployment", deployment),
+            ("parent_id", parent_id),
+        ):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
@@ -325,19 +449,29 @@ class SqlStore:
         params = _device_params(device)
         columns = _DEVICE_COLUMNS.split(", ")[1:]
         await self._write(
-            Step("exec", f"UPDATE devices SET {', '.join(c + ' = ?' for c in columns)} "
-                 "WHERE id = ?", (*params[1:], device.id)))
+            Step(
+                "exec",
+                f"UPDATE devices SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?",
+                (*params[1:], device.id),
+            )
+        )
 
     async def touch_device(
         self, device_id: str, last_activity_at: float, connection_state: str | None = None
     ) -> None:
         if connection_state is None:
-            step = Step("exec", "UPDATE devices SET last_activity_at = ? WHERE id = ?",
-                        (to_us(last_activity_at), device_id))
+            step = Step(
+                "exec",
+                "UPDATE devices SET last_activity_at = ? WHERE id = ?",
+                (to_us(last_activity_at), device_id),
+            )
         else:
-            step = Step("exec", "UPDATE devices SET last_activity_at = ?, connection_state = ?, "
-                        "provisioned = 1 WHERE id = ?",
-                        (to_us(last_activity_at), connection_state, device_id))
+            step = Step(
+                "exec",
+                "UPDATE devices SET last_activity_at = ?, connection_state = ?, "
+                "provisioned = 1 WHERE id = ?",
+                (to_us(last_activity_at), connection_state, device_id),
+            )
         await self._write(step)
 
     async def delete_device(self, device_id: str) -> bool:
@@ -358,17 +492,27 @@ class SqlStore:
     async def get_twin(self, device_id: str) -> Twin | None:
         row = await self.db.fetch_one(
             "SELECT device_id, version, desired, reported FROM twins WHERE device_id = ?",
-            (device_id,))
+            (device_id,),
+        )
         if row is None:
             return None
         return Twin(row[0], _section(row[2]), _section(row[3]), row[1])
 
     async def put_twin(self, twin: Twin, expected_version: int) -> bool:
         (count,) = await self._write(
-            Step("exec", "UPDATE twins SET version = ?, desired = ?, reported = ? "
-                 "WHERE device_id = ? AND version = ?",
-                 (twin.version, _section_json(twin.desired), _section_json(twin.reported),
-                  twin.device_id, expected_version)))
+            Step(
+                "exec",
+                "UPDATE twins SET version = ?, desired = ?, reported = ? "
+                "WHERE device_id = ? AND version = ?",
+                (
+                    twin.version,
+                    _section_json(twin.desired),
+                    _section_json(twin.reported),
+                    twin.device_id,
+                    expected_version,
+                ),
+            )
+        )
         return bool(count)
 
     # -- telemetry and observations ------------------------------------------------------
@@ -376,8 +520,10 @@ class SqlStore:
     async def append_telemetry(
         self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
     ) -> list[bool]:
-        insert = (f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) VALUES "
-                  f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING")
+        insert = (
+            f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) VALUES "
+            f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
+        )
         steps = [Step("each", insert, [_telemetry_params(m) for m in messages])]
         if observations:
             steps += self._observation_steps(observations)
@@ -388,20 +534,36 @@ class SqlStore:
     def _observation_steps(observations: Sequence[Observation]) -> list[Step]:
         rows = [(o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value) for o in observations]
         return [
-            Step("each", "INSERT INTO observations (account_id, entity_id, metric, ts, value) "
-                 "VALUES (?,?,?,?,?)", rows),
-            Step("each", "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
-                 "value) VALUES (?,?,?,?,?) ON CONFLICT (entity_id, metric) DO UPDATE SET "
-                 "ts = excluded.ts, value = excluded.value "
-                 "WHERE excluded.ts >= latest_observations.ts", rows),
+            Step(
+                "each",
+                "INSERT INTO observations (account_id, entity_id, metric, ts, value) "
+                "VALUES (?,?,?,?,?)",
+                rows,
+            ),
+            Step(
+                "each",
+                "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
+                "value) VALUES (?,?,?,?,?) ON CONFLICT (entity_id, metric) DO UPDATE SET "
+                "ts = excluded.ts, value = excluded.value "
+                "WHERE excluded.ts >= latest_observations.ts",
+                rows,
+            ),
         ]
 
     async def query_telemetry(self, query: TelemetryQuery) -> Page[TelemetryMessage]:
         sql = f"SELECT id, {_TELEMETRY_COLUMNS} FROM telemetry WHERE account_id = ?"
         params: list[Any] = [query.account_id]
         sql, params = self._scope_filters(
-            sql, params, query.project, query.deployment, query.device_id, query.since,
-            query.until, query.cursor, "enqueued_at")
+            sql,
+            params,
+            query.project,
+            query.deployment,
+            query.device_id,
+            query.since,
+            query.until,
+            query.cursor,
+            "enqueued_at",
+        )
         sql += " ORDER BY enqueued_at DESC, id DESC LIMIT ?"
         params.append(query.limit + 1)
         rows = await self.db.fetch_all(sql, params)
@@ -414,12 +576,21 @@ class SqlStore:
 
     @staticmethod
     def _scope_filters(
-        sql: str, params: list[Any], project: str | None, deployment: str | None,
-        device_id: str | None, since: float | None, until: float | None, cursor: str | None,
+        sql: str,
+        params: list[Any],
+        project: str | None,
+        deployment: str | None,
+        device_id: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
         ts_column: str,
     ) -> tuple[str, list[Any]]:
-        for column, value in (("project", project), ("deployment", deployment),
-                              ("device_id", device_id)):
+        for column, value in (
+            ("project", project),
+            ("deployment", deployment),
+            ("device_id", device_id),
+        ):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
@@ -438,16 +609,26 @@ class SqlStore:
     async def latest_observations(self, account_id: str, entity_id: str) -> dict[str, Observation]:
         rows = await self.db.fetch_all(
             "SELECT metric, ts, value FROM latest_observations "
-            "WHERE account_id = ? AND entity_id = ?", (account_id, entity_id))
-        return {r[0]: Observation(account_id, entity_id, r[0], from_us(r[1]) or 0.0, r[2])
-                for r in rows}
+            "WHERE account_id = ? AND entity_id = ?",
+            (account_id, entity_id),
+        )
+        return {
+            r[0]: Observation(account_id, entity_id, r[0], from_us(r[1]) or 0.0, r[2]) for r in rows
+        }
 
     async def query_observations(
-        self, account_id: str, entity_id: str, metric: str, since: float | None,
-        until: float | None, limit: int,
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        limit: int,
     ) -> list[Observation]:
-        sql = ("SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
-               "AND metric = ?")
+        sql = (
+            "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
+            "AND metric = ?"
+        )
         params: list[Any] = [account_id, entity_id, metric]
         if since is not None:
             sql += " AND ts >= ?"
@@ -456,35 +637,56 @@ class SqlStore:
             sql += " AND ts <= ?"
             params.append(to_us(until))
         rows = await self.db.fetch_all(sql + " ORDER BY ts DESC LIMIT ?", [*params, limit])
-        return [Observation(account_id, entity_id, metric, from_us(r[0]) or 0.0, r[1])
-                for r in rows]
+        return [
+            Observation(account_id, entity_id, metric, from_us(r[0]) or 0.0, r[1]) for r in rows
+        ]
 
     # -- events --------------------------------------------------------------------------
 
     async def append_event(self, event: Event) -> int:
         (row,) = await self._write(
-            Step("one", "INSERT INTO events (account_id, device_id, project, deployment, type, "
-                 "ts, body) VALUES (?,?,?,?,?,?,?) RETURNING id",
-                 (event.account_id, event.device_id, event.project, event.deployment,
-                  event.type.value, to_us(event.ts), _dumps(event.body))))
+            Step(
+                "one",
+                "INSERT INTO events (account_id, device_id, project, deployment, type, "
+                "ts, body) VALUES (?,?,?,?,?,?,?) RETURNING id",
+                (
+                    event.account_id,
+                    event.device_id,
+                    event.project,
+                    event.deployment,
+                    event.type.value,
+                    to_us(event.ts),
+                    _dumps(event.body),
+                ),
+            )
+        )
         return int(row[0])
 
     async def query_events(self, query: EventQuery) -> Page[Event]:
-        sql = ("SELECT id, account_id, device_id, project, deployment, type, ts, body "
-               "FROM events WHERE account_id = ?")
+        sql = (
+            "SELECT id, account_id, device_id, project, deployment, type, ts, body "
+            "FROM events WHERE account_id = ?"
+        )
         params: list[Any] = [query.account_id]
         if query.event_type is not None:
             sql += " AND type = ?"
             params.append(query.event_type.value)
         sql, params = self._scope_filters(
-            sql, params, query.project, query.deployment, query.device_id, query.since,
-            query.until, query.cursor, "ts")
+            sql,
+            params,
+            query.project,
+            query.deployment,
+            query.device_id,
+            query.since,
+            query.until,
+            query.cursor,
+            "ts",
+        )
         sql += " ORDER BY ts DESC, id DESC LIMIT ?"
         params.append(query.limit + 1)
         rows = await self.db.fetch_all(sql, params)
         items = [
-            Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0, orjson.loads(r[7]), r[3],
-                  r[4])
+            Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0, orjson.loads(r[7]), r[3], r[4])
             for r in rows[: query.limit]
         ]
         cursor = None
@@ -498,32 +700,57 @@ class SqlStore:
     async def insert_command(self, command: Command) -> None:
         c = command
         await self._write(
-            Step("exec", f"INSERT INTO commands ({_COMMAND_COLUMNS}) VALUES "
-                 f"({','.join('?' * 13)})",
-                 (c.id, c.account_id, c.device_id, c.name, _dumps(c.payload), c.mode.value,
-                  c.status.value, to_us(c.created_at), to_us(c.expires_at),
-                  c.response_timeout_s, None if c.completed_at is None else to_us(c.completed_at),
-                  c.response_code, None if c.result is None else _dumps(c.result))),
+            Step(
+                "exec",
+                f"INSERT INTO commands ({_COMMAND_COLUMNS}) VALUES ({','.join('?' * 13)})",
+                (
+                    c.id,
+                    c.account_id,
+                    c.device_id,
+                    c.name,
+                    _dumps(c.payload),
+                    c.mode.value,
+                    c.status.value,
+                    to_us(c.created_at),
+                    to_us(c.expires_at),
+                    c.response_timeout_s,
+                    None if c.completed_at is None else to_us(c.completed_at),
+                    c.response_code,
+                    None if c.result is None else _dumps(c.result),
+                ),
+            ),
             conflict=f"command {c.id!r} already exists",
         )
 
     async def get_command(self, command_id: str) -> Command | None:
         row = await self.db.fetch_one(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE id = ?", (command_id,))
+            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE id = ?", (command_id,)
+        )
         return None if row is None else _command(row)
 
     async def update_command(self, command: Command) -> None:
         c = command
         await self._write(
-            Step("exec", "UPDATE commands SET status = ?, completed_at = ?, response_code = ?, "
-                 "result = ? WHERE id = ?",
-                 (c.status.value, None if c.completed_at is None else to_us(c.completed_at),
-                  c.response_code, None if c.result is None else _dumps(c.result), c.id)))
+            Step(
+                "exec",
+                "UPDATE commands SET status = ?, completed_at = ?, response_code = ?, "
+                "result = ? WHERE id = ?",
+                (
+                    c.status.value,
+                    None if c.completed_at is None else to_us(c.completed_at),
+                    c.response_code,
+                    None if c.result is None else _dumps(c.result),
+                    c.id,
+                ),
+            )
+        )
 
     async def pending_commands(self, device_id: str) -> list[Command]:
         rows = await self.db.fetch_all(
             f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE device_id = ? AND status = ? "
-            "ORDER BY created_at", (device_id, CommandStatus.PENDING.value))
+            "ORDER BY created_at",
+            (device_id, CommandStatus.PENDING.value),
+        )
         return [_command(r) for r in rows]
 
     # -- cloud-to-device messages --------------------------------------------------------
@@ -531,17 +758,38 @@ class SqlStore:
     async def enqueue_c2d(self, message: C2DMessage) -> None:
         m = message
         await self._write(
-            Step("exec", "INSERT INTO c2d_messages (id, device_id, body, properties, created_at, "
-                 "expires_at) VALUES (?,?,?,?,?,?)",
-                 (m.id, m.device_id, m.body, _dumps(m.properties), to_us(m.created_at),
-                  to_us(m.expires_at))))
+            Step(
+                "exec",
+                "INSERT INTO c2d_messages (id, device_id, body, properties, created_at, "
+                "expires_at) VALUES (?,?,?,?,?,?)",
+                (
+                    m.id,
+                    m.device_id,
+                    m.body,
+                    _dumps(m.properties),
+                    to_us(m.created_at),
+                    to_us(m.expires_at),
+                ),
+            )
+        )
 
     async def pending_c2d(self, device_id: str) -> list[C2DMessage]:
         rows = await self.db.fetch_all(
             "SELECT id, device_id, body, properties, created_at, expires_at FROM c2d_messages "
-            "WHERE device_id = ? ORDER BY created_at", (device_id,))
-        return [C2DMessage(r[0], r[1], bytes(r[2]), orjson.loads(r[3]), from_us(r[4]) or 0.0,
-                           from_us(r[5]) or 0.0) for r in rows]
+            "WHERE device_id = ? ORDER BY created_at",
+            (device_id,),
+        )
+        return [
+            C2DMessage(
+                r[0],
+                r[1],
+                bytes(r[2]),
+                orjson.loads(r[3]),
+                from_us(r[4]) or 0.0,
+                from_us(r[5]) or 0.0,
+            )
+            for r in rows
+        ]
 
     async def delete_c2d(self, message_id: str) -> None:
         await self._write(Step("exec", "DELETE FROM c2d_messages WHERE id = ?", (message_id,)))
@@ -550,19 +798,25 @@ class SqlStore:
 
     async def save_session(self, client_id: str, state: dict[str, Any]) -> None:
         await self._write(
-            Step("exec", "INSERT INTO mqtt_sessions (client_id, subscriptions, updated_at) "
-                 "VALUES (?,?,?) ON CONFLICT (client_id) DO UPDATE SET "
-                 "subscriptions = excluded.subscriptions, updated_at = excluded.updated_at",
-                 (client_id, _dumps(state), 0)))
+            Step(
+                "exec",
+                "INSERT INTO mqtt_sessions (client_id, subscriptions, updated_at) "
+                "VALUES (?,?,?) ON CONFLICT (client_id) DO UPDATE SET "
+                "subscriptions = excluded.subscriptions, updated_at = excluded.updated_at",
+                (client_id, _dumps(state), 0),
+            )
+        )
 
     async def load_session(self, client_id: str) -> dict[str, Any] | None:
         row = await self.db.fetch_one(
-            "SELECT subscriptions FROM mqtt_sessions WHERE client_id = ?", (client_id,))
+            "SELECT subscriptions FROM mqtt_sessions WHERE client_id = ?", (client_id,)
+        )
         return None if row is None else dict(orjson.loads(row[0]))
 
     async def delete_session(self, client_id: str) -> None:
         await self._write(
-            Step("exec", "DELETE FROM mqtt_sessions WHERE client_id = ?", (client_id,)))
+            Step("exec", "DELETE FROM mqtt_sessions WHERE client_id = ?", (client_id,))
+        )
 
     # -- documents -----------------------------------------------------------------------
 
@@ -570,25 +824,35 @@ class SqlStore:
         self, account_id: str, kind: str, key: str, body: Any, now: float
     ) -> None:
         await self._write(
-            Step("exec", "INSERT INTO documents (account_id, kind, key, body, updated_at) "
-                 "VALUES (?,?,?,?,?) ON CONFLICT (account_id, kind, key) DO UPDATE SET "
-                 "body = excluded.body, updated_at = excluded.updated_at",
-                 (account_id, kind, key, _dumps(body), to_us(now))))
+            Step(
+                "exec",
+                "INSERT INTO documents (account_id, kind, key, body, updated_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (account_id, kind, key) DO UPDATE SET "
+                "body = excluded.body, updated_at = excluded.updated_at",
+                (account_id, kind, key, _dumps(body), to_us(now)),
+            )
+        )
 
     async def get_document(self, account_id: str, kind: str, key: str) -> Any | None:
         row = await self.db.fetch_one(
             "SELECT body FROM documents WHERE account_id = ? AND kind = ? AND key = ?",
-            (account_id, kind, key))
+            (account_id, kind, key),
+        )
         return None if row is None else orjson.loads(row[0])
 
     async def list_documents(self, account_id: str, kind: str) -> list[tuple[str, Any]]:
         rows = await self.db.fetch_all(
             "SELECT key, body FROM documents WHERE account_id = ? AND kind = ? ORDER BY key",
-            (account_id, kind))
+            (account_id, kind),
+        )
         return [(r[0], orjson.loads(r[1])) for r in rows]
 
     async def delete_document(self, account_id: str, kind: str, key: str) -> bool:
         (count,) = await self._write(
-            Step("exec", "DELETE FROM documents WHERE account_id = ? AND kind = ? AND key = ?",
-                 (account_id, kind, key)))
+            Step(
+                "exec",
+                "DELETE FROM documents WHERE account_id = ? AND kind = ? AND key = ?",
+                (account_id, kind, key),
+            )
+        )
         return bool(count)

@@ -156,9 +156,10 @@ class SqliteDatabase:
             logger.error("group commit of %d units failed: %s", len(batch), exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(unit, None, exc) for unit in batch]
-        for (_steps, future, loop), result, error in outcomes:
-            loop.call_soon_threadsafe(_settle, future, result, error)
+            failed: BaseException = exc
+            outcomes = [(unit, None, failed) for unit in batch]
+        for (_steps, future, loop), value, problem in outcomes:
+            loop.call_soon_threadsafe(_settle, future, value, problem)
 
     @staticmethod
     def _run(conn: sqlite3.Connection, step: Step) -> Any:

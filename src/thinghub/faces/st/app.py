@@ -47,8 +47,10 @@ async def _device_json(core: Core, principal: Principal, device: Device) -> dict
     twin = await core.twins.get(device)
     modules: list[dict[str, Any]] | None = None
     if device.is_gateway:
-        modules = [await _module_json(core, principal, m)
-                   for m in await core.registry.list_modules(principal, device.id)]
+        modules = [
+            await _module_json(core, principal, m)
+            for m in await core.registry.list_modules(principal, device.id)
+        ]
     return {
         "id": device.id,
         "idScope": account.id_scope,
@@ -195,8 +197,11 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, st
 
 
 def _oauth_error(code: str, description: str, status: int = 400) -> Response:
-    return OrjsonResponse({"error": code, "error_description": description}, status_code=status,
-                          headers={"Cache-Control": "no-store"})
+    return OrjsonResponse(
+        {"error": code, "error_description": description},
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 # -- tokens and users -------------------------------------------------------------------------
@@ -209,8 +214,13 @@ async def create_token(body: TokenCreate, request: Request, caller: Caller) -> R
     authorize(caller, "admin")
     issued = await core.auth.create_token(caller.account_id, Role(body.role), label=body.label)
     return OrjsonResponse(
-        {"id": issued.token.id, "role": issued.token.role.value, "label": issued.token.label,
-         "token": issued.secret, "createdAt": format_ts(issued.token.created_at)},
+        {
+            "id": issued.token.id,
+            "role": issued.token.role.value,
+            "label": issued.token.label,
+            "token": issued.secret,
+            "createdAt": format_ts(issued.token.created_at),
+        },
         status_code=201,
     )
 
@@ -220,10 +230,17 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
     core = core_of(request)
     authorize(caller, "admin")
     tokens = await core.store.list_api_tokens(caller.account_id)
-    return OrjsonResponse([
-        {"id": t.id, "role": t.role.value, "label": t.label, "createdAt": format_ts(t.created_at)}
-        for t in tokens
-    ])
+    return OrjsonResponse(
+        [
+            {
+                "id": t.id,
+                "role": t.role.value,
+                "label": t.label,
+                "createdAt": format_ts(t.created_at),
+            }
+            for t in tokens
+        ]
+    )
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["auth"])
@@ -237,9 +254,11 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
 async def create_user(body: UserCreate, request: Request, caller: Caller) -> Response:
     authorize(caller, "admin")
     user = await core_of(request).auth.create_user(
-        caller.account_id, body.username, body.password, Role(body.role))
-    return OrjsonResponse({"id": user.id, "username": user.username, "role": user.role.value},
-                          status_code=201)
+        caller.account_id, body.username, body.password, Role(body.role)
+    )
+    return OrjsonResponse(
+        {"id": user.id, "username": user.username, "role": user.role.value}, status_code=201
+    )
 
 
 # -- projects -----------------------------------------------------------------------------
@@ -252,18 +271,25 @@ async def list_projects(request: Request, caller: Caller) -> Response:
     out = []
     for project in projects:
         deployments = await core.registry.list_deployments(caller, project.name)
-        out.append({"name": project.name, "createdTime": format_ts(project.created_at),
-                    "deployments": [d.name for d in deployments]})
+        out.append(
+            {
+                "name": project.name,
+                "createdTime": format_ts(project.created_at),
+                "deployments": [d.name for d in deployments],
+            }
+        )
     return OrjsonResponse(out)
 
 
 @router.get("/projects/{project}/deployments", tags=["projects"])
 async def list_deployments(project: str, request: Request, caller: Caller) -> Response:
     deployments = await core_of(request).registry.list_deployments(caller, project)
-    return OrjsonResponse([
-        {"name": d.name, "project": d.project, "createdTime": format_ts(d.created_at)}
-        for d in deployments
-    ])
+    return OrjsonResponse(
+        [
+            {"name": d.name, "project": d.project, "createdTime": format_ts(d.created_at)}
+            for d in deployments
+        ]
+    )
 
 
 # -- devices ------------------------------------------------------------------------------
@@ -274,7 +300,10 @@ async def create_device(body: DeviceCreate, request: Request, caller: Caller) ->
     """Register a device (or, with isIoTEdgeCapable, a gateway) in a project and deployment."""
     core = core_of(request)
     device = await core.registry.create_device(
-        caller, name=body.name, project=body.project, deployment=body.deployment,
+        caller,
+        name=body.name,
+        project=body.project,
+        deployment=body.deployment,
         kind=DeviceKind.GATEWAY if body.isIoTEdgeCapable else DeviceKind.DEVICE,
     )
     return OrjsonResponse(await _device_json(core, caller, device))
@@ -348,7 +377,8 @@ async def invoke_method(
     core = core_of(request)
     device = await core.registry.get_device(caller, device_id)
     result = await core.commands.invoke(
-        caller, device, body.name, body.payload, body.responseTimeoutInSeconds)
+        caller, device, body.name, body.payload, body.responseTimeoutInSeconds
+    )
     return OrjsonResponse(result.payload, headers={"x-method-status": str(result.status)})
 
 
@@ -359,7 +389,8 @@ async def send_c2d(device_id: str, body: C2DSend, request: Request, caller: Call
     device = await core.registry.get_device(caller, device_id)
     message = await core.c2d.send(caller, device, body.body, body.properties, body.ttlInSeconds)
     return OrjsonResponse(
-        {"messageId": message.id, "expiryTime": format_ts(message.expires_at)}, status_code=202)
+        {"messageId": message.id, "expiryTime": format_ts(message.expires_at)}, status_code=202
+    )
 
 
 @router.post("/devices/{device_id}/certificates", status_code=201, tags=["devices"])
@@ -372,8 +403,15 @@ async def issue_certificate(device_id: str, request: Request, caller: Caller) ->
     authorize(caller, "admin")
     device = await core.registry.get_device(caller, device_id)
     cert, key = await core.issue_certificate(device.id)
-    return OrjsonResponse({"deviceId": device.id, "certificate": cert, "privateKey": key,
-                           "caCertificate": core.ca_pem}, status_code=201)
+    return OrjsonResponse(
+        {
+            "deviceId": device.id,
+            "certificate": cert,
+            "privateKey": key,
+            "caCertificate": core.ca_pem,
+        },
+        status_code=201,
+    )
 
 
 # -- enrollment groups (DPS) --------------------------------------------------------------
@@ -386,8 +424,12 @@ async def create_enrollment_group(
     """A DPS group: devices signing with HMAC(group key, registration id) register into it."""
     core = core_of(request)
     group = await core.provisioning.create_group(
-        caller, body.enrollmentGroupId, project=body.project, deployment=body.deployment,
-        is_edge=body.isIoTEdgeCapable)
+        caller,
+        body.enrollmentGroupId,
+        project=body.project,
+        deployment=body.deployment,
+        is_edge=body.isIoTEdgeCapable,
+    )
     account = await core.account(caller.account_id)
     return OrjsonResponse({**group, "idScope": account.id_scope}, status_code=201)
 
@@ -476,7 +518,8 @@ async def invoke_module_method(
     core = core_of(request)
     module = await core.registry.get_module(caller, device_id, module_id)
     result = await core.commands.invoke(
-        caller, module, body.name, body.payload, body.responseTimeoutInSeconds)
+        caller, module, body.name, body.payload, body.responseTimeoutInSeconds
+    )
     return OrjsonResponse(result.payload, headers={"x-method-status": str(result.status)})
 
 
@@ -506,11 +549,23 @@ async def list_telemetries(
     """
     core = core_of(request)
     since, until = _range(from_, to)
-    page = await core.queries.telemetry(caller, TelemetryQuery(
-        caller.account_id, projectID, deploymentID, deviceID, since, until, _limit(core, limit),
-        continuationToken))
-    items = [{**_device_ref(m.device_id), "timestamp": format_ts(m.enqueued_at), "body": m.body}
-             for m in page.items]
+    page = await core.queries.telemetry(
+        caller,
+        TelemetryQuery(
+            caller.account_id,
+            projectID,
+            deploymentID,
+            deviceID,
+            since,
+            until,
+            _limit(core, limit),
+            continuationToken,
+        ),
+    )
+    items = [
+        {**_device_ref(m.device_id), "timestamp": format_ts(m.enqueued_at), "body": m.body}
+        for m in page.items
+    ]
     return _page_response(items, page.next_cursor)
 
 
@@ -536,13 +591,32 @@ async def list_events(
         except ValueError:
             raise Invalid(
                 f"eventType must be one of {', '.join(t.value for t in EventType)}",
-                field="eventType") from None
+                field="eventType",
+            ) from None
     since, until = _range(from_, to)
-    page = await core.queries.events(caller, EventQuery(
-        caller.account_id, projectID, deploymentID, deviceID, kind, since, until,
-        _limit(core, limit), continuationToken))
-    items = [{"eventType": e.type.value, **_device_ref(e.device_id),
-              "timestamp": format_ts(e.ts), "body": e.body} for e in page.items]
+    page = await core.queries.events(
+        caller,
+        EventQuery(
+            caller.account_id,
+            projectID,
+            deploymentID,
+            deviceID,
+            kind,
+            since,
+            until,
+            _limit(core, limit),
+            continuationToken,
+        ),
+    )
+    items = [
+        {
+            "eventType": e.type.value,
+            **_device_ref(e.device_id),
+            "timestamp": format_ts(e.ts),
+            "body": e.body,
+        }
+        for e in page.items
+    ]
     return _page_response(items, page.next_cursor)
 
 

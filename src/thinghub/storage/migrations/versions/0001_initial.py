@@ -120,9 +120,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_telemetry_device", "telemetry", ["device_id", "enqueued_at"])
     # A redelivered QoS 1 message (same message id) is stored once.
-    op.create_index(
-        "ux_telemetry_message", "telemetry", ["device_id", "message_id"], unique=True
-    )
+    op.create_index("ux_telemetry_message", "telemetry", ["device_id", "message_id"], unique=True)
     op.create_table(
         "observations",
         sa.Column("account_id", ID, nullable=False),
@@ -197,8 +195,20 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "documents", "mqtt_sessions", "c2d_messages", "commands", "events",
-        "latest_observations", "observations", "telemetry", "twins", "devices", "deployments",
-        "projects", "api_tokens", "users", "accounts",
+        "documents",
+        "mqtt_sessions",
+        "c2d_messages",
+        "commands",
+        "events",
+        "latest_observations",
+        "observations",
+        "telemetry",
+        "twins",
+        "devices",
+        "deployments",
+        "projects",
+        "api_tokens",
+        "users",
+        "accounts",
     ):
         op.drop_table(table)

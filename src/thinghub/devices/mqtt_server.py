@@ -48,7 +48,8 @@ HANDSHAKE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 30.0  # TCP accept to CONNECT packet
 PROXY_HEADER_MAX_BYTES = 8192
 READ_CHUNK_BYTES = 65_536
-IDLE_NO_KEEPALIVE_S = 3600.0  # keep-alive 0 disables the timer; still bound idle sockets
+IDLE_NO_KEEPALIVE_S = 3600.0
+CLOSE_DRAIN_S = 10.0  # how long a closing connection waits for its messages to be stored  # keep-alive 0 disables the timer; still bound idle sockets
 
 
 class DropConnection(Exception):
@@ -149,8 +150,8 @@ class Connection:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-            for task in list(self._tasks):
-                task.cancel()
+            if self._tasks:  # let accepted work (e.g. QoS 0 telemetry) finish storing
+                await asyncio.wait(list(self._tasks), timeout=CLOSE_DRAIN_S)
             self.session.close()
             self.writer.close()
             if self.dialect is not None:
@@ -249,6 +250,8 @@ class Connection:
     async def _ack_pump(self) -> None:
         """PUBACK in arrival order, each after its work is done (§4.6)."""
         while True:
+            if self._acks.empty():
+                self.flush()  # one write for every PUBACK that is ready
             packet_id, work = await self._acks.get()
             if work is not None:
                 try:
@@ -267,7 +270,6 @@ class Connection:
             if self.closed.is_set():
                 return
             self.session.puback(packet_id)
-            self.flush()
 
 
 class MqttServer:

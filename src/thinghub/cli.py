@@ -164,9 +164,16 @@ def token() -> None:
 )
 @click.option("--account", default="default", show_default=True, help="Account name.")
 @click.option("--label", default="", help="A note to tell tokens apart.")
+@click.option("--project", default=None, help="Limit the token to this project.")
 @click.pass_context
 def token_create(
-    ctx: click.Context, /, role: str, account: str, label: str, **options: Any
+    ctx: click.Context,
+    /,
+    role: str,
+    account: str,
+    label: str,
+    project: str | None,
+    **options: Any,
 ) -> None:
     """Create an API token and print it (it is shown only once)."""
     from thinghub.domain.model import Role
@@ -179,7 +186,7 @@ def token_create(
             if account != "default":
                 raise click.ClickException(f"no account named {account!r}")
             acct = await core.auth.ensure_account()
-        issued = await core.auth.create_token(acct.id, Role(role), label=label)
+        issued = await core.auth.create_token(acct.id, Role(role), label=label, project=project)
         return str(issued.secret)
 
     click.echo(_run(settings, work))

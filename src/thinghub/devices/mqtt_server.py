@@ -48,8 +48,8 @@ HANDSHAKE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 30.0  # TCP accept to CONNECT packet
 PROXY_HEADER_MAX_BYTES = 8192
 READ_CHUNK_BYTES = 65_536
-IDLE_NO_KEEPALIVE_S = 3600.0
-CLOSE_DRAIN_S = 10.0  # how long a closing connection waits for its messages to be stored  # keep-alive 0 disables the timer; still bound idle sockets
+IDLE_NO_KEEPALIVE_S = 3600.0  # keep-alive 0 disables the timer; still bound idle sockets
+CLOSE_DRAIN_S = 10.0  # how long a closing connection waits for its messages to be stored
 
 
 class DropConnection(Exception):

@@ -77,6 +77,8 @@ class ApiToken:
     # Which face's role vocabulary created it, e.g. "central" keeps its role name in `face_role`.
     face: str = "st"
     face_role: str | None = None
+    # When set, the token sees and changes only this project's devices and data.
+    project: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,11 @@ class Principal:
     subject: str
     kind: str = "token"  # token | user | client
     face_role: str | None = None
+    project: str | None = None  # limited to one project (see ApiToken.project)
+
+    def sees(self, project: str | None) -> bool:
+        """Whether a thing in `project` is visible to this principal."""
+        return self.project is None or self.project == project
 
 
 @dataclass(frozen=True, slots=True)

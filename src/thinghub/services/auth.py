@@ -106,6 +106,7 @@ class AuthService:
         face: str = "st",
         face_role: str | None = None,
         expires_at: float | None = None,
+        project: str | None = None,
     ) -> IssuedToken:
         """Create an API token; only its hash is stored, the secret is returned once."""
         value = secret or TOKEN_PREFIX + pysecrets.token_urlsafe(32)
@@ -119,6 +120,7 @@ class AuthService:
             expires_at=expires_at,
             face=face,
             face_role=face_role,
+            project=project,
         )
         await self.store.insert_api_token(token)
         return IssuedToken(token, value)
@@ -160,13 +162,18 @@ class AuthService:
                 claims = self.jwt.verify(value, now=self.clock.now())
             except JwtError as exc:
                 raise Unauthorized(f"access token rejected: {exc}", field="Authorization") from exc
-            return Principal(claims.account_id, Role(claims.role), claims.subject, "user")
+            project = claims.extra.get("project") if claims.extra else None
+            return Principal(
+                claims.account_id, Role(claims.role), claims.subject, "user", None, project
+            )
         token = await self._lookup_token(value)
         if token is None or not hmac.compare_digest(token.secret_hash, token_hash(value)):
             raise Unauthorized("unknown API token", field="Authorization")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("API token expired", field="Authorization")
-        return Principal(token.account_id, token.role, token.id, "token", token.face_role)
+        return Principal(
+            token.account_id, token.role, token.id, "token", token.face_role, token.project
+        )
 
     async def authenticate_header(self, header: str | None) -> Principal:
         if not header:
@@ -206,7 +213,10 @@ class AuthService:
             raise Unauthorized("invalid client credentials", field="client_secret")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("client credentials expired", field="client_secret")
-        return self.jwt.issue(token.id, token.account_id, token.role.value, now=self.clock.now())
+        extra = {"project": token.project} if token.project else None
+        return self.jwt.issue(
+            token.id, token.account_id, token.role.value, extra=extra, now=self.clock.now()
+        )
 
 
 _DUMMY_HASH = hash_password(pysecrets.token_hex(16))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Conflict, Invalid, NotFound, Unauthorized
+from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Account, Device, DeviceKind, Principal
 from thinghub.ports import Clock, Store
@@ -60,6 +60,10 @@ class ProvisioningService:
         is_edge: bool = False,
     ) -> dict[str, Any]:
         authorize(principal, "admin")
+        if not principal.sees(project):
+            raise Forbidden(
+                f"this token is limited to project {principal.project!r}", field="project"
+            )
         parse_id(group_id, "enrollmentGroupId")
         parse_id(project, "project")
         parse_id(deployment, "deployment")
@@ -88,18 +92,19 @@ class ProvisioningService:
         return group
 
     async def list_groups(self, principal: Principal) -> list[dict[str, Any]]:
-        return [g for _, g in await self.store.list_documents(principal.account_id, GROUPS)]
+        groups = await self.store.list_documents(principal.account_id, GROUPS)
+        return [g for _, g in groups if principal.sees(g.get("project"))]
 
     async def get_group(self, principal: Principal, group_id: str) -> dict[str, Any]:
         group = await self.store.get_document(principal.account_id, GROUPS, group_id)
-        if group is None:
+        if group is None or not principal.sees(group.get("project")):
             raise NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
         return dict(group)
 
     async def delete_group(self, principal: Principal, group_id: str) -> None:
         authorize(principal, "admin")
-        if not await self.store.delete_document(principal.account_id, GROUPS, group_id):
-            raise NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
+        await self.get_group(principal, group_id)
+        await self.store.delete_document(principal.account_id, GROUPS, group_id)
 
     # -- registration --------------------------------------------------------------------
 

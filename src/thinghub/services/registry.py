@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from thinghub.domain.errors import Invalid, NotFound
+from thinghub.domain.errors import Forbidden, Invalid, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
 from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Project
@@ -35,11 +35,12 @@ class Registry:
     # -- projects ------------------------------------------------------------------------
 
     async def list_projects(self, principal: Principal) -> list[Project]:
-        return await self.store.list_projects(principal.account_id)
+        projects = await self.store.list_projects(principal.account_id)
+        return [p for p in projects if principal.sees(p.name)]
 
     async def list_deployments(self, principal: Principal, project: str) -> list[Deployment]:
         projects = {p.name for p in await self.store.list_projects(principal.account_id)}
-        if project not in projects:
+        if project not in projects or not principal.sees(project):
             raise NotFound(f"project {project!r} not found", field="project")
         return await self.store.list_deployments(principal.account_id, project)
 
@@ -60,6 +61,10 @@ class Registry:
         attributes: dict[str, Any] | None = None,
     ) -> Device:
         authorize(principal, "write")
+        if not principal.sees(project):
+            raise Forbidden(
+                f"this token is limited to project {principal.project!r}", field="project"
+            )
         return await self.register(
             principal.account_id,
             name=name,
@@ -136,6 +141,7 @@ class Registry:
             device is None
             or device.account_id != principal.account_id
             or device.kind is DeviceKind.MODULE
+            or not principal.sees(device.project)
         ):
             raise NotFound(f"device {device_id!r} not found", field="deviceId")
         return self._with_activity(device)
@@ -153,6 +159,10 @@ class Registry:
         deployment: str | None = None,
         kinds: tuple[DeviceKind, ...] = (DeviceKind.DEVICE, DeviceKind.GATEWAY),
     ) -> list[Device]:
+        if principal.project is not None:
+            if project not in (None, principal.project):
+                return []
+            project = principal.project
         devices = await self.store.list_devices(
             principal.account_id, project=project, deployment=deployment, kinds=kinds
         )

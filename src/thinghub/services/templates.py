@@ -706,12 +706,12 @@ def parse_template(template_id: str, body: Any) -> tuple[dict[str, Any], Interfa
     if not isinstance(display, str) or not display or len(display) > 200:
         raise Invalid("displayName must be a string of 1 to 200 characters", field="displayName")
     document = {
-        **wrapper,
         "@id": template_id,
         "@type": wrapper.get("@type", MODEL_TYPES),
         "displayName": display,
-        "capabilityModel": inlined,
+        **wrapper,
     }
+    document.update({"@id": template_id, "displayName": display, "capabilityModel": inlined})
     return document, model
 
 

@@ -78,7 +78,9 @@ _TELEMETRY_COLUMNS = (
     "account_id, device_id, project, deployment, enqueued_at, body, raw, properties, "
     "message_id, correlation_id, content_type, content_encoding, component, source"
 )
-_TOKEN_COLUMNS = "id, account_id, secret_hash, role, label, face, face_role, created_at, expires_at"
+_TOKEN_COLUMNS = (
+    "id, account_id, secret_hash, role, label, face, face_role, created_at, expires_at, project"
+)
 
 
 def _device(row: Sequence[Any]) -> Device:
@@ -183,6 +185,7 @@ def _token(row: Sequence[Any]) -> ApiToken:
         face_role=row[6],
         created_at=from_us(row[7]) or 0.0,
         expires_at=from_us(row[8]),
+        project=row[9],
     )
 
 
@@ -302,7 +305,7 @@ class SqlStore:
         await self._write(
             Step(
                 "exec",
-                f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO api_tokens ({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     token.id,
                     token.account_id,
@@ -313,6 +316,7 @@ class SqlStore:
                     token.face_role,
                     to_us(token.created_at),
                     None if token.expires_at is None else to_us(token.expires_at),
+                    token.project,
                 ),
             ),
             conflict=f"API token {token.id!r} already exists",

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.security import HTTPBearer
 
 from thinghub.domain.clock import format_ts, parse_ts
-from thinghub.domain.errors import Invalid, Unauthorized
+from thinghub.domain.errors import Forbidden, Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.faces._http import JsonBodies, OrjsonResponse, core_of, install_errors, principal_of
@@ -209,15 +209,25 @@ def _oauth_error(code: str, description: str, status: int = 400) -> Response:
 
 @router.post("/tokens", status_code=201, tags=["auth"])
 async def create_token(body: TokenCreate, request: Request, caller: Caller) -> Response:
-    """Create an API token in the caller's account (admin). The token is shown only here."""
+    """Create an API token in the caller's account (admin). The token is shown only here.
+
+    `project` limits the token to one project; a project-limited caller can only create
+    tokens for its own project.
+    """
     core = core_of(request)
     authorize(caller, "admin")
-    issued = await core.auth.create_token(caller.account_id, Role(body.role), label=body.label)
+    project = body.project if body.project is not None else caller.project
+    if not caller.sees(project):
+        raise Forbidden(f"this token is limited to project {caller.project!r}", field="project")
+    issued = await core.auth.create_token(
+        caller.account_id, Role(body.role), label=body.label, project=project
+    )
     return OrjsonResponse(
         {
             "id": issued.token.id,
             "role": issued.token.role.value,
             "label": issued.token.label,
+            "project": issued.token.project,
             "token": issued.secret,
             "createdAt": format_ts(issued.token.created_at),
         },

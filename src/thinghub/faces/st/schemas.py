@@ -93,6 +93,7 @@ class EnrollmentGroupCreate(_Body):
 class TokenCreate(_Body):
     role: Literal["admin", "operator", "viewer"]
     label: StrictStr = Field(default="", max_length=200)
+    project: StrictStr | None = Field(default=None, min_length=1, max_length=128)
 
 
 class UserCreate(_Body):

@@ -26,6 +26,7 @@ __all__ = [
     "JsonBodies",
     "OrjsonResponse",
     "core_of",
+    "document_bearer",
     "error_body",
     "install_errors",
     "principal_of",
@@ -163,6 +164,29 @@ class JsonBodies:
             if b"json" not in original:
                 scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
         await self.app(scope, receive, send)
+
+
+def document_bearer(app: FastAPI, description: str) -> None:
+    """Declare bearer auth in the OpenAPI document without a per-request dependency.
+
+    (A router-level `Depends(HTTPBearer())` would run on every request just for the docs.)
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, description=app.description
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": description}
+            }
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def core_of(request: Request) -> Core:

@@ -45,6 +45,7 @@ class Core:
         self.events = EventService(store, bus, clock)
         self.registry = Registry(store, clock, self.events)
         self.twins = TwinService(store, clock, self.events, self.links, bus)
+        self.registry.on_delete.append(self.twins.forget)
         self.ingest = IngestService(
             store,
             clock,

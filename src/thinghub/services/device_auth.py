@@ -13,6 +13,8 @@ from thinghub.services.registry import Registry
 
 __all__ = ["DeviceAuth", "hub_resource"]
 
+VERIFIED_CACHE_MAX = 100_000
+
 
 def hub_resource(host: str, device_id: str, module_id: str | None = None) -> str:
     """The SAS resource URI of a device or module (specs/azure-device-protocol.md §2)."""
@@ -24,6 +26,9 @@ class DeviceAuth:
     def __init__(self, registry: Registry, clock: Clock) -> None:
         self.registry = registry
         self.clock = clock
+        # Tokens already verified: (device, module, token, host) -> (signing key, expiry).
+        # HTTP ingest sends the same token on every request; an HMAC per request is waste.
+        self._verified: dict[tuple[str, str | None, str, str | None], tuple[str, float]] = {}
 
     async def device(self, device_id: str, module_id: str | None = None) -> Device:
         """The enabled device or module an id names, else Unauthorized (never NotFound)."""
@@ -52,6 +57,14 @@ class DeviceAuth:
         (HTTP ingest behind any name) only the path must match.
         """
         device = await self.device(device_id, module_id)
+        cache_key = (device_id, module_id, token, host)
+        verified = self._verified.get(cache_key)
+        if verified is not None:
+            key, expiry = verified
+            # Still valid only while the key that signed it is one of the device's keys.
+            if expiry > self.clock.now() and key in (device.primary_key, device.secondary_key):
+                return device
+            del self._verified[cache_key]
         try:
             parsed = sas.parse(token)
         except sas.SasError as exc:
@@ -65,5 +78,8 @@ class DeviceAuth:
             except sas.SasError as exc:
                 failure = exc.reason
                 continue
+            if len(self._verified) >= VERIFIED_CACHE_MAX:
+                self._verified.clear()
+            self._verified[cache_key] = (key, float(parsed.expiry))
             return device
         raise Unauthorized(f"SAS token rejected: {failure}", field="password")

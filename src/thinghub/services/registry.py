@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 # lastActivityTime is kept in memory on every message and written at most this often.
 ACTIVITY_FLUSH_S = 10.0
+# Devices are cached by id. Changes made through this registry replace the cached copy at
+# once; a change made by another node (PostgreSQL scale-out) is seen within this time.
+DEVICE_CACHE_S = 5.0
+DEVICE_CACHE_MAX = 100_000
 
 
 class Registry:
@@ -31,6 +36,25 @@ class Registry:
         self.events = events
         self._activity: dict[str, float] = {}
         self._flushed: dict[str, float] = {}
+        self._cache: dict[str, tuple[Device | None, float]] = {}
+        # Called with a device key after it (and its modules) is deleted, so that other
+        # services drop what they cache for it.
+        self.on_delete: list[Callable[[str], None]] = []
+
+    async def load(self, device_id: str) -> Device | None:
+        """A device (or module) by key, from the cache when fresh."""
+        now = self.clock.now()
+        hit = self._cache.get(device_id)
+        if hit is not None and now - hit[1] < DEVICE_CACHE_S:
+            return hit[0]
+        device = await self.store.get_device(device_id)
+        if len(self._cache) >= DEVICE_CACHE_MAX:
+            self._cache.clear()
+        self._cache[device_id] = (device, now)
+        return device
+
+    def forget(self, device_id: str) -> None:
+        self._cache.pop(device_id, None)
 
     # -- projects ------------------------------------------------------------------------
 
@@ -131,12 +155,13 @@ class Registry:
             attributes=attributes or {},
         )
         await self.store.insert_device(device, Twin(did))
+        self.forget(did)  # drop a cached "not found"
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "createDevice"}, now)
         logger.info("device %s created (account %s)", did, account_id)
         return device
 
     async def get_device(self, principal: Principal, device_id: str) -> Device:
-        device = await self.store.get_device(device_id)
+        device = await self.load(device_id)
         if (
             device is None
             or device.account_id != principal.account_id
@@ -148,7 +173,7 @@ class Registry:
 
     async def find(self, device_id: str) -> Device | None:
         """A device by id, with no principal: for device-side authentication."""
-        device = await self.store.get_device(device_id)
+        device = await self.load(device_id)
         return None if device is None else self._with_activity(device)
 
     async def list_devices(
@@ -175,12 +200,14 @@ class Registry:
     async def save(self, device: Device, **changes: Any) -> Device:
         updated = replace(device, **changes, updated_at=self.clock.now())
         await self.store.update_device(updated)
+        self.forget(updated.id)
         return updated
 
     async def delete_device(self, principal: Principal, device_id: str) -> None:
         authorize(principal, "write")
         device = await self.get_device(principal, device_id)
         await self.store.delete_device(device.id)
+        self._forget_tree(device.id)
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "deleteDevice"})
         self._activity.pop(device.id, None)
 
@@ -213,6 +240,7 @@ class Registry:
             created_by=principal.subject,
         )
         await self.store.insert_device(module, Twin(key))
+        self.forget(key)
         return module
 
     async def list_modules(self, principal: Principal, gateway_id: str) -> list[Device]:
@@ -224,7 +252,7 @@ class Registry:
 
     async def get_module(self, principal: Principal, gateway_id: str, module_id: str) -> Device:
         gateway = await self.get_device(principal, gateway_id)
-        module = await self.store.get_device(entity_id(gateway.id, module_id))
+        module = await self.load(entity_id(gateway.id, module_id))
         if module is None or module.kind is not DeviceKind.MODULE:
             raise NotFound(f"module {module_id!r} of {gateway_id!r} not found", field="moduleId")
         return self._with_activity(module)
@@ -233,6 +261,7 @@ class Registry:
         authorize(principal, "write")
         module = await self.get_module(principal, gateway_id, module_id)
         await self.store.delete_device(module.id)
+        self._forget_tree(module.id)
 
     # -- connection state and activity ---------------------------------------------------
 
@@ -242,6 +271,7 @@ class Registry:
         self._flushed[device.id] = now
         state = "Connected" if connected else "Disconnected"
         await self.store.touch_device(device.id, now, state)
+        self.forget(device.id)
         updated = replace(device, connection_state=state, last_activity_at=now, provisioned=True)
         await self.events.connection_changed(updated, connected)
         return updated
@@ -253,6 +283,13 @@ class Registry:
         if now - self._flushed.get(device.id, 0.0) >= ACTIVITY_FLUSH_S:
             self._flushed[device.id] = now
             await self.store.touch_device(device.id, now)
+
+    def _forget_tree(self, device_id: str) -> None:
+        """Forget a device and its modules (their keys start with `device/`)."""
+        for key in [k for k in self._cache if k == device_id or k.startswith(device_id + "/")]:
+            del self._cache[key]
+        for callback in self.on_delete:
+            callback(device_id)
 
     def _with_activity(self, device: Device) -> Device:
         seen = self._activity.get(device.id)

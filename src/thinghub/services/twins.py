@@ -22,6 +22,10 @@ from thinghub.services.events import EventService
 __all__ = ["TwinService"]
 
 CAS_RETRIES = 20
+# Twins are cached by device; a put through this service replaces the cached copy, a stale
+# copy makes the compare-and-set fail and is re-read, and other nodes' changes show within:
+TWIN_CACHE_S = 5.0
+TWIN_CACHE_MAX = 100_000
 
 
 def _patch_document(section: TwinSection, patch: dict[str, Any]) -> dict[str, Any]:
@@ -53,12 +57,30 @@ class TwinService:
         self.events = events
         self.links = links
         self.bus = bus
+        self._cache: dict[str, tuple[Twin, float]] = {}
 
-    async def get(self, device: Device) -> Twin:
+    async def get(self, device: Device, *, fresh: bool = False) -> Twin:
+        now = self.clock.now()
+        hit = None if fresh else self._cache.get(device.id)
+        if hit is not None and now - hit[1] < TWIN_CACHE_S:
+            return hit[0]
         twin = await self.store.get_twin(device.id)
         if twin is None:
+            self._cache.pop(device.id, None)
             raise NotFound(f"twin of {device.id!r} not found", field="deviceId")
+        self._remember(twin, now)
         return twin
+
+    def forget(self, device_id: str) -> None:
+        """Drop the cached twins of a device and of its modules."""
+        prefix = device_id + "/"
+        for key in [k for k in self._cache if k == device_id or k.startswith(prefix)]:
+            del self._cache[key]
+
+    def _remember(self, twin: Twin, now: float) -> None:
+        if len(self._cache) >= TWIN_CACHE_MAX:
+            self._cache.clear()
+        self._cache[twin.device_id] = (twin, now)
 
     async def patch_desired(self, device: Device, patch: Any) -> Twin:
         """Apply an application's desired patch and send it to the device if connected."""
@@ -105,9 +127,10 @@ class TwinService:
         return twin
 
     async def _update(self, device: Device, change: Any) -> Twin:
-        for _ in range(CAS_RETRIES):
-            twin = await self.get(device)
+        for attempt in range(CAS_RETRIES):
+            twin = await self.get(device, fresh=attempt > 0)
             updated: Twin = change(twin, self.clock.now())
             if await self.store.put_twin(updated, twin.version):
+                self._remember(updated, self.clock.now())
                 return updated
         raise Conflict(f"twin of {device.id!r} is changing too fast; retry", field="$version")

@@ -135,31 +135,43 @@ class SqliteDatabase:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Unit]) -> None:
         outcomes: list[tuple[_Unit, list[Any] | None, BaseException | None]] = []
+        # A lone unit needs no savepoint: its failure rolls back the whole transaction.
+        isolate = len(batch) > 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for unit in batch:
-                conn.execute("SAVEPOINT unit")
+                if isolate:
+                    conn.execute("SAVEPOINT unit")
                 try:
                     result = [self._run(conn, step) for step in unit[0]]
                 except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
+                    if isolate:
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                    else:
+                        conn.execute("ROLLBACK")
                     error: BaseException = exc
                     if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
                         error = DuplicateKeyError(str(exc))
                     outcomes.append((unit, None, error))
                 else:
-                    conn.execute("RELEASE unit")
+                    if isolate:
+                        conn.execute("RELEASE unit")
                     outcomes.append((unit, result, None))
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             logger.error("group commit of %d units failed: %s", len(batch), exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             failed: BaseException = exc
             outcomes = [(unit, None, failed) for unit in batch]
+        # One hop per event loop for the whole batch, not one per unit.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_steps, future, loop), value, problem in outcomes:
-            loop.call_soon_threadsafe(_settle, future, value, problem)
+            by_loop.setdefault(loop, []).append((future, value, problem))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     @staticmethod
     def _run(conn: sqlite3.Connection, step: Step) -> Any:
@@ -177,6 +189,13 @@ class SqliteDatabase:
             return cursor.fetchall()
         finally:
             cursor.close()
+
+
+def _settle_all(
+    settled: list[tuple[asyncio.Future[list[Any]], list[Any] | None, BaseException | None]],
+) -> None:
+    for future, result, error in settled:
+        _settle(future, result, error)
 
 
 def _settle(

@@ -10,13 +10,19 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.security import HTTPBearer
 
 from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Forbidden, Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
-from thinghub.faces._http import JsonBodies, OrjsonResponse, core_of, install_errors, principal_of
+from thinghub.faces._http import (
+    JsonBodies,
+    OrjsonResponse,
+    core_of,
+    document_bearer,
+    install_errors,
+    principal_of,
+)
 from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
@@ -34,8 +40,6 @@ from thinghub.services.core import Core
 __all__ = ["create_app"]
 
 Caller = Annotated[Principal, Depends(principal_of())]
-# Only for the OpenAPI document: tells /v1/docs that routes take a bearer token.
-_bearer = HTTPBearer(auto_error=False, description="An API token or a JWT access token")
 
 
 def _ts(value: float | None) -> str | None:
@@ -134,7 +138,7 @@ def _limit(core: Core, limit: int | None) -> int:
     return limit
 
 
-router = APIRouter(dependencies=[Depends(_bearer)])
+router = APIRouter()
 public = APIRouter()
 
 
@@ -641,6 +645,7 @@ def create_app(core: Core) -> FastAPI:
     )
     app.state.core = core
     install_errors(app)
+    document_bearer(app, "An API token, or an access token from POST /v1/auth/token")
     app.add_middleware(JsonBodies, form_paths=("/auth/token",))
     app.include_router(public)
     app.include_router(router)

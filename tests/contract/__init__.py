@@ -1,0 +1,1 @@
+"""The storage contract suite: every Store backend passes the same tests."""

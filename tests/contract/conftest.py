@@ -1,0 +1,159 @@
+"""Store fixtures for the contract suite: every test runs once per backend.
+
+SQLite: a fresh file in tmp_path per test, a copy of one migrated (migrate.upgrade) per
+session. PostgreSQL (marker `postgres`): one throwaway server per session (tests/pg.py, or
+THINGHUB_TEST_POSTGRES_DSN), one database on it made by CREATE DATABASE and migrate.upgrade,
+emptied (TRUNCATE ... RESTART IDENTITY) before each test. Migrating per test costs ~0.5 s a
+test, a CREATE DATABASE from a template about as much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from tests.pg import PostgresUnavailableError, postgres_server
+from thinghub.ports import Store
+from thinghub.storage.migrate import upgrade
+from thinghub.storage.postgres import PostgresDatabase, PostgresStore
+from thinghub.storage.sql_store import SqlStore
+from thinghub.storage.sqlite import SqliteDatabase
+
+T = TypeVar("T")
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    # The plain SqlStore on the PostgreSQL driver: the shared SQL (telemetry included) and
+    # the driver's step kinds, without PostgresStore's COPY batching.
+    pytest.param("postgres-sql", id="postgres-sql", marks=pytest.mark.postgres),
+]
+
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """Run blocking setup (asyncio.run inside) on its own thread, away from pytest's loop."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="contract-setup")
+    thread.start()
+    thread.join(120)
+    if thread.is_alive():
+        raise TimeoutError("contract database setup took longer than 120 s")
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a database on a PostgreSQL server that lives for the session."""
+    with contextlib.ExitStack() as stack:
+        try:
+            dsn = stack.enter_context(postgres_server())
+        except PostgresUnavailableError as exc:
+            pytest.fail(f"PostgreSQL for the contract tests: {exc}", pytrace=False)
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_dsn: str) -> Iterator[str]:
+    """A database of its own, migrated once; yields its DSN. Tests empty it (`_truncate`)."""
+    name = f"thinghub_contract_{uuid.uuid4().hex[:12]}"
+    _in_thread(lambda: asyncio.run(_admin(postgres_dsn, f'CREATE DATABASE "{name}"')))
+    dsn = _with_database(postgres_dsn, name)
+    _in_thread(lambda: upgrade(dsn))
+    yield dsn
+    _in_thread(lambda: asyncio.run(_admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}"')))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; every test gets a copy of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "thinghub.db"
+    _in_thread(lambda: upgrade(f"sqlite:///{path}"))
+    return path
+
+
+async def _truncate(dsn: str) -> None:
+    """Empty every table but Alembic's and restart the id sequences: a fresh database."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> 'alembic_version'"
+        )
+        await conn.execute(f"TRUNCATE {', '.join(t[0] for t in tables)} RESTART IDENTITY")
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Backend:
+    """One backend's fresh database; `open()` gives started stores on it."""
+
+    name: str
+    url: str
+    opened: list[Store] = field(default_factory=list)
+
+    async def open(self) -> Store:
+        store: Store
+        if self.name == "sqlite":
+            store = SqlStore(SqliteDatabase(Path(self.url.removeprefix("sqlite:///"))))
+        elif self.name == "postgres-sql":
+            store = SqlStore(PostgresDatabase(self.url))
+        else:
+            store = PostgresStore(PostgresDatabase(self.url))
+        await store.start()
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "thinghub.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+        await _truncate(url)
+    backend = Backend(request.param, url)
+    yield backend
+    for store in backend.opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> Store:
+    return await backend.open()

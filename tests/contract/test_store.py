@@ -1,0 +1,742 @@
+"""The Store contract: every backend (SQLite, PostgreSQL) must pass every test here."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from tests.contract.conftest import Backend
+from thinghub.domain.commands import Command, CommandMode, CommandStatus
+from thinghub.domain.errors import Conflict, Invalid
+from thinghub.domain.events import Event, EventType
+from thinghub.domain.model import (
+    Account,
+    ApiToken,
+    Deployment,
+    Device,
+    DeviceKind,
+    Project,
+    Role,
+    User,
+)
+from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.twin import Twin, TwinSection
+from thinghub.ports import C2DMessage, EventQuery, Store, TelemetryQuery
+
+# Timestamps with all six decimals in use: they must come back exactly.
+T0 = 1_700_000_000.123456
+ACC = "acc-1"
+
+
+def at(seconds: float) -> float:
+    """T0 plus `seconds`, kept at microsecond precision."""
+    return round(T0 + seconds, 6)
+
+
+def device(device_id: str = "dev-1", **fields: Any) -> Device:
+    base: dict[str, Any] = dict(
+        id=device_id,
+        account_id=ACC,
+        kind=DeviceKind.DEVICE,
+        name=f"name of {device_id}",
+        primary_key="pk==",
+        secondary_key="sk==",
+        created_at=T0,
+        updated_at=T0,
+    )
+    base.update(fields)
+    return Device(**base)
+
+
+def message(
+    device_id: str = "dev-1", seconds: float = 0.0, body: Any = None, **fields: Any
+) -> TelemetryMessage:
+    base: dict[str, Any] = dict(
+        account_id=ACC,
+        device_id=device_id,
+        enqueued_at=at(seconds),
+        body={"temp": 21.5} if body is None else body,
+        raw=b"",
+    )
+    base.update(fields)
+    return TelemetryMessage(**base)
+
+
+def command(command_id: str, device_id: str = "dev-1", **fields: Any) -> Command:
+    base: dict[str, Any] = dict(
+        id=command_id,
+        account_id=ACC,
+        device_id=device_id,
+        name="reboot",
+        payload={"delay": 5},
+        mode=CommandMode.QUEUED,
+        status=CommandStatus.PENDING,
+        created_at=T0,
+        expires_at=at(3600),
+        response_timeout_s=30.0,
+    )
+    base.update(fields)
+    return Command(**base)
+
+
+def c2d(message_id: str, device_id: str = "dev-1", seconds: float = 0.0) -> C2DMessage:
+    return C2DMessage(
+        id=message_id,
+        device_id=device_id,
+        body=b"\x00\xffbinary",
+        properties={"k": "v"},
+        created_at=at(seconds),
+        expires_at=at(seconds + 3600),
+    )
+
+
+async def all_telemetry(store: Store, query: TelemetryQuery) -> list[TelemetryMessage]:
+    """Every page of a query, following continuation tokens."""
+    items: list[TelemetryMessage] = []
+    cursor: str | None = None
+    for _ in range(1000):
+        page = await store.query_telemetry(dataclasses.replace(query, cursor=cursor))
+        items += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return items
+    raise AssertionError("paging did not end")
+
+
+# -- accounts and principals -----------------------------------------------------------------
+
+
+async def test_accounts_by_id_name_and_scope(store: Store) -> None:
+    account = Account("acc-1", "Contoso", "0ne000AAAA1", T0)
+    other = Account("acc-2", "Fabrikam", "0ne000BBBB2", at(1))
+    await store.insert_account(account)
+    await store.insert_account(other)
+
+    assert await store.get_account("acc-1") == account
+    assert await store.get_account_by_name("Fabrikam") == other
+    assert await store.get_account_by_scope("0ne000AAAA1") == account
+    assert await store.get_account("nope") is None
+    assert await store.get_account_by_name("nope") is None
+    assert await store.get_account_by_scope("nope") is None
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [
+        Account("acc-1", "Other", "scope-x", T0),  # same id
+        Account("acc-9", "Contoso", "scope-y", T0),  # same name
+        Account("acc-8", "Other2", "0ne000AAAA1", T0),  # same id scope
+    ],
+    ids=["id", "name", "scope"],
+)
+async def test_duplicate_account_is_conflict(store: Store, duplicate: Account) -> None:
+    await store.insert_account(Account("acc-1", "Contoso", "0ne000AAAA1", T0))
+    with pytest.raises(Conflict):
+        await store.insert_account(duplicate)
+    assert await store.get_account_by_name("Contoso") == Account(
+        "acc-1", "Contoso", "0ne000AAAA1", T0
+    )
+
+
+async def test_users(store: Store) -> None:
+    user = User("u-1", ACC, "alice", "$argon2id$hash", Role.OPERATOR, T0)
+    await store.insert_user(user)
+    assert await store.get_user_by_name("alice") == user
+    assert await store.get_user_by_name("bob") is None
+    with pytest.raises(Conflict):
+        await store.insert_user(dataclasses.replace(user, id="u-2"))
+    with pytest.raises(Conflict):
+        await store.insert_user(dataclasses.replace(user, username="carol"))
+
+
+async def test_api_tokens(store: Store) -> None:
+    t1 = ApiToken("tok-1", ACC, "hash-1", Role.ADMIN, T0)
+    t2 = ApiToken(
+        "tok-2", ACC, "hash-2", Role.VIEWER, at(1), label="ci", expires_at=at(86400),
+        face="central", face_role="Operator",
+    )  # fmt: skip
+    t3 = ApiToken("tok-3", ACC, "hash-3", Role.OPERATOR, at(2), face="central", project="p1")
+    foreign = ApiToken("tok-4", "acc-2", "hash-4", Role.ADMIN, T0)
+    for token in (t3, t1, t2, foreign):
+        await store.insert_api_token(token)
+
+    assert await store.get_api_token("tok-2") == t2
+    assert await store.get_api_token("nope") is None
+    assert await store.get_api_token_by_hash("hash-1") == t1
+    assert await store.get_api_token_by_hash("nope") is None
+    assert await store.list_api_tokens(ACC) == [t1, t2, t3]
+    assert await store.list_api_tokens(ACC, face="central") == [t2, t3]
+    assert await store.list_api_tokens(ACC, face="st") == [t1]
+    assert await store.list_api_tokens("acc-3") == []
+
+    with pytest.raises(Conflict):
+        await store.insert_api_token(dataclasses.replace(t1, secret_hash="hash-9"))
+    with pytest.raises(Conflict):
+        await store.insert_api_token(dataclasses.replace(t1, id="tok-9"))
+
+    assert await store.delete_api_token("acc-2", "tok-1") is False  # not its account
+    assert await store.delete_api_token(ACC, "tok-1") is True
+    assert await store.delete_api_token(ACC, "tok-1") is False
+    assert await store.get_api_token("tok-1") is None
+    assert await store.list_api_tokens(ACC) == [t2, t3]
+
+
+# -- projects and deployments ----------------------------------------------------------------
+
+
+async def test_projects_and_deployments(store: Store) -> None:
+    await store.ensure_project(ACC, "plant-b", T0)
+    await store.ensure_project(ACC, "plant-a", at(1))
+    await store.ensure_project(ACC, "plant-a", at(5))  # idempotent: the first one stays
+    await store.ensure_project("acc-2", "elsewhere", T0)
+    assert await store.list_projects(ACC) == [
+        Project(ACC, "plant-a", at(1)),
+        Project(ACC, "plant-b", T0),
+    ]
+
+    await store.ensure_deployment(ACC, "plant-c", "line-2", at(2))  # makes the project too
+    await store.ensure_deployment(ACC, "plant-c", "line-1", at(3))
+    await store.ensure_deployment(ACC, "plant-c", "line-1", at(9))
+    await store.ensure_deployment(ACC, "plant-a", "line-1", at(4))
+    assert [p.name for p in await store.list_projects(ACC)] == ["plant-a", "plant-b", "plant-c"]
+    assert await store.list_deployments(ACC, "plant-c") == [
+        Deployment(ACC, "plant-c", "line-1", at(3)),
+        Deployment(ACC, "plant-c", "line-2", at(2)),
+    ]
+    assert await store.list_deployments(ACC, "plant-b") == []
+    assert await store.list_deployments("acc-2", "plant-c") == []
+    assert await store.list_projects("acc-3") == []
+
+
+# -- devices ---------------------------------------------------------------------------------
+
+
+async def test_insert_and_get_device(store: Store) -> None:
+    d = device()
+    await store.insert_device(d, Twin(d.id))
+    assert await store.get_device("dev-1") == d
+    assert await store.get_twin("dev-1") == Twin("dev-1")
+    assert await store.get_device("nope") is None
+    with pytest.raises(Conflict):
+        await store.insert_device(dataclasses.replace(d, name="again"), Twin(d.id))
+    assert await store.get_device("dev-1") == d
+
+
+async def test_list_devices_filters(store: Store) -> None:
+    devices = [
+        device("d1", project="p1", deployment="x", created_at=at(1)),
+        device("d2", project="p1", deployment="y", created_at=at(2)),
+        device("gw", project="p2", kind=DeviceKind.GATEWAY, created_at=at(3)),
+        device("gw/m1", kind=DeviceKind.MODULE, parent_id="gw", module_id="m1",
+               created_at=at(4)),
+        device("gw/m2", kind=DeviceKind.MODULE, parent_id="gw", module_id="m2",
+               created_at=at(4)),
+        device("node", kind=DeviceKind.NODE, created_at=at(0)),
+        device("other", account_id="acc-2", project="p1"),
+    ]  # fmt: skip
+    for d in devices:
+        await store.insert_device(d, Twin(d.id))
+
+    async def ids(**filters: Any) -> list[str]:
+        return [d.id for d in await store.list_devices(ACC, **filters)]
+
+    assert await ids() == ["node", "d1", "d2", "gw", "gw/m1", "gw/m2"]
+    assert await ids(project="p1") == ["d1", "d2"]
+    assert await ids(project="p1", deployment="y") == ["d2"]
+    assert await ids(deployment="x") == ["d1"]
+    assert await ids(parent_id="gw") == ["gw/m1", "gw/m2"]
+    assert await ids(kinds=[DeviceKind.GATEWAY, DeviceKind.NODE]) == ["node", "gw"]
+    assert await ids(kinds=[DeviceKind.MODULE], parent_id="gw") == ["gw/m1", "gw/m2"]
+    assert await ids(kinds=[DeviceKind.SENSOR]) == []
+    assert await ids(kinds=[]) == await ids()  # empty means no filter
+    assert await store.list_devices(ACC, project="p1") == devices[:2]
+    assert [d.id for d in await store.list_devices("acc-2")] == ["other"]
+
+
+async def test_update_device_round_trips_every_field(store: Store) -> None:
+    before = device("gw/m", kind=DeviceKind.MODULE)
+    await store.insert_device(before, Twin(before.id))
+    after = Device(
+        id="gw/m",
+        account_id=ACC,
+        kind=DeviceKind.SENSOR,
+        name="renamed ✓",
+        primary_key="pk2==",
+        secondary_key="sk2==",
+        created_at=at(-10),
+        updated_at=at(10.000001),
+        project="proj",
+        deployment="dep",
+        parent_id="gw",
+        module_id="m",
+        enabled=False,
+        simulated=True,
+        provisioned=True,
+        template="tmpl-1",
+        model_id="dtmi:com:example:Thermostat;1",
+        connection_state="Connected",
+        last_activity_at=at(9.999999),
+        created_by="alice",
+        attributes={"tags": {"floor": 3, "ok": True}, "list": [1, 2.5, None, "x"]},
+    )
+    await store.update_device(after)
+    assert await store.get_device("gw/m") == after
+
+    # ...and back: None, False and empty values round-trip too.
+    await store.update_device(before)
+    assert await store.get_device("gw/m") == before
+
+
+async def test_touch_device(store: Store) -> None:
+    await store.insert_device(device(), Twin("dev-1"))
+    await store.touch_device("dev-1", at(5))
+    d = await store.get_device("dev-1")
+    assert d is not None
+    assert (d.last_activity_at, d.connection_state, d.provisioned) == (at(5), "Disconnected", False)
+    await store.touch_device("dev-1", at(6.5), "Connected")
+    d = await store.get_device("dev-1")
+    assert d is not None
+    assert (d.last_activity_at, d.connection_state, d.provisioned) == (at(6.5), "Connected", True)
+    await store.touch_device("nope", at(7))  # no such device: nothing happens
+    assert await store.get_device("nope") is None
+
+
+async def test_delete_device_cascades_to_modules_twins_commands_and_c2d(store: Store) -> None:
+    for d in (
+        device("gw", kind=DeviceKind.GATEWAY),
+        device("gw/m1", kind=DeviceKind.MODULE, parent_id="gw", module_id="m1"),
+        device("gw/m2", kind=DeviceKind.MODULE, parent_id="gw", module_id="m2"),
+        device("keep"),
+    ):
+        await store.insert_device(d, Twin(d.id))
+    for i, owner in enumerate(("gw", "gw/m1", "gw/m2", "keep")):
+        await store.insert_command(command(f"cmd-{i}", owner))
+    await store.enqueue_c2d(c2d("c2d-gw", "gw"))
+    await store.enqueue_c2d(c2d("c2d-keep", "keep"))
+
+    assert await store.delete_device("gw") is True
+    for gone in ("gw", "gw/m1", "gw/m2"):
+        assert await store.get_device(gone) is None
+        assert await store.get_twin(gone) is None
+        assert await store.pending_commands(gone) == []
+    assert await store.get_command("cmd-1") is None
+    assert await store.pending_c2d("gw") == []
+    assert await store.delete_device("gw") is False
+
+    assert await store.get_device("keep") is not None
+    assert await store.get_twin("keep") is not None
+    assert [c.id for c in await store.pending_commands("keep")] == ["cmd-3"]
+    assert [m.id for m in await store.pending_c2d("keep")] == ["c2d-keep"]
+
+
+# -- twins -----------------------------------------------------------------------------------
+
+
+async def test_twin_compare_and_set(store: Store) -> None:
+    await store.insert_device(device(), Twin("dev-1"))
+    twin = await store.get_twin("dev-1")
+    assert twin == Twin("dev-1")
+    assert twin is not None
+    assert await store.get_twin("nope") is None
+
+    v2 = twin.patch_desired({"fan": {"speed": 3}, "mode": "eco"}, at(1.5))
+    assert await store.put_twin(v2, expected_version=1) is True
+    assert await store.get_twin("dev-1") == v2
+
+    stale = twin.patch_reported({"temp": 20}, at(2))  # built on version 1 as well
+    assert await store.put_twin(stale, expected_version=1) is False
+    assert await store.get_twin("dev-1") == v2
+
+    v3 = v2.patch_reported({"temp": 20.25, "nested": {"a": [1, "b", None]}}, at(2.000001))
+    assert await store.put_twin(v3, expected_version=2) is True
+    got = await store.get_twin("dev-1")
+    assert got == v3
+    assert got is not None
+    assert got.version == 3
+    assert got.desired.metadata["fan"]["speed"]["$lastUpdated"]
+    assert got.reported.last_updated == at(2.000001)
+    assert got.reported.properties == {"temp": 20.25, "nested": {"a": [1, "b", None]}}
+    assert await store.put_twin(Twin("nope", version=2), expected_version=1) is False
+
+
+async def test_twin_sections_round_trip(store: Store) -> None:
+    twin = Twin(
+        "dev-1",
+        desired=TwinSection({"a": 1}, 4, {"a": {"$lastUpdated": "2023-11-14T22:13:20Z"}}, T0),
+        reported=TwinSection({"b": {"c": "d"}}, 7, {"b": {"c": {"$lastUpdated": "x"}}}, None),
+        version=11,
+    )
+    await store.insert_device(device(), twin)
+    assert await store.get_twin("dev-1") == twin
+
+
+# -- telemetry -------------------------------------------------------------------------------
+
+
+async def test_append_telemetry_dedupes_by_device_and_message_id(store: Store) -> None:
+    first = [message(message_id="m1"), message(message_id="m2"), message(message_id=None)]
+    assert await store.append_telemetry(first, []) == [True, True, True]
+    again = [
+        message(message_id="m1", seconds=1),  # redelivery
+        message(message_id=None, seconds=1),  # no id: always new
+        message("dev-2", message_id="m1", seconds=1),  # same id, other device: new
+        message(message_id="m3", seconds=1),
+        message(message_id="m3", seconds=2),  # duplicate inside one call
+    ]
+    assert await store.append_telemetry(again, []) == [False, True, True, True, False]
+    assert await store.append_telemetry([], []) == []
+
+    stored = await all_telemetry(store, TelemetryQuery(ACC, limit=100))
+    assert len(stored) == 6
+    assert sorted(m.message_id or "-" for m in stored) == ["-", "-", "m1", "m1", "m2", "m3"]
+    # The first copy of a duplicate is the one kept.
+    m3 = [m for m in stored if m.message_id == "m3"]
+    assert [m.enqueued_at for m in m3] == [at(1)]
+
+
+async def test_telemetry_round_trips_every_field(store: Store) -> None:
+    full = TelemetryMessage(
+        account_id=ACC,
+        device_id="gw/mod",
+        enqueued_at=at(0.000001),
+        body={"temp": 21.5, "ok": True, "tags": ["a", None], "nested": {"x": -1}},
+        raw=b"",
+        properties={"alert": "high", "unicode": "ü✓"},
+        message_id="mid-1",
+        correlation_id="corr-1",
+        content_type="application/json",
+        content_encoding="utf-8",
+        component="thermostat1",
+        project="p",
+        deployment="d",
+        source="http",
+    )
+    binary = message(seconds=1, body=None, raw=b"\x00\x01\xfe\xff", content_type="x/bin")
+    binary = dataclasses.replace(binary, body=None)
+    text = message(seconds=2, body="plain text, not JSON")
+    scalar = message(seconds=3, body=42)
+    assert await store.append_telemetry([full, binary, text, scalar], []) == [True] * 4
+
+    got = await all_telemetry(store, TelemetryQuery(ACC))
+    assert got == [
+        scalar,
+        text,
+        binary,
+        full,
+    ]
+    assert got[2].body is None
+    assert got[2].raw == b"\x00\x01\xfe\xff"
+    assert isinstance(got[2].raw, bytes)
+
+
+async def test_query_telemetry_filters(store: Store) -> None:
+    batch = [
+        message("a", 0, project="p1", deployment="d1"),
+        message("a", 1, project="p1", deployment="d2"),
+        message("b", 2, project="p2"),
+        message("c", 3),
+        message("c", 4, account_id="acc-2"),
+    ]
+    await store.append_telemetry(batch, [])
+
+    async def devices(**filters: Any) -> list[tuple[str, float]]:
+        page = await store.query_telemetry(TelemetryQuery(ACC, **filters))
+        assert page.next_cursor is None
+        return [(m.device_id, m.enqueued_at) for m in page.items]
+
+    assert await devices() == [("c", at(3)), ("b", at(2)), ("a", at(1)), ("a", at(0))]
+    assert await devices(project="p1") == [("a", at(1)), ("a", at(0))]
+    assert await devices(project="p1", deployment="d1") == [("a", at(0))]
+    assert await devices(deployment="d2") == [("a", at(1))]
+    assert await devices(device_id="b") == [("b", at(2))]
+    assert await devices(since=at(1), until=at(2)) == [("b", at(2)), ("a", at(1))]
+    assert await devices(since=at(1.000001)) == [("c", at(3)), ("b", at(2))]
+    assert await devices(until=at(0.999999)) == [("a", at(0))]
+    assert await devices(device_id="zzz") == []
+    other = await store.query_telemetry(TelemetryQuery("acc-2"))
+    assert [(m.device_id, m.account_id) for m in other.items] == [("c", "acc-2")]
+
+
+async def test_query_telemetry_pages_newest_first_through_equal_timestamps(store: Store) -> None:
+    # 23 messages over 5 distinct timestamps, appended in several calls.
+    sent = [message("dev-1", seconds=i // 5, message_id=f"m{i:02d}") for i in range(23)]
+    for chunk in (sent[:4], sent[4:11], sent[11:12], sent[12:]):
+        await store.append_telemetry(chunk, [])
+
+    pages = []
+    cursor = None
+    while True:
+        page = await store.query_telemetry(TelemetryQuery(ACC, limit=4, cursor=cursor))
+        pages.append(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [4, 4, 4, 4, 4, 3]
+    got = [m for p in pages for m in p]
+    # Newest first; on equal timestamps the later insert first.
+    assert [m.message_id for m in got] == [m.message_id for m in reversed(sent)]
+    assert [m.enqueued_at for m in got] == sorted((m.enqueued_at for m in sent), reverse=True)
+
+    # An exact multiple of the page size leaves no dangling cursor.
+    page = await store.query_telemetry(TelemetryQuery(ACC, limit=23))
+    assert len(page.items) == 23
+    assert page.next_cursor is None
+    # A cursor composes with filters.
+    first = await store.query_telemetry(TelemetryQuery(ACC, since=at(2), limit=7))
+    assert first.next_cursor is not None
+    rest = await store.query_telemetry(
+        TelemetryQuery(ACC, since=at(2), limit=7, cursor=first.next_cursor)
+    )
+    assert [m.message_id for m in first.items + rest.items] == [
+        f"m{i:02d}" for i in range(22, 9, -1)
+    ]
+    assert rest.next_cursor is None
+
+
+@pytest.mark.parametrize("cursor", ["%%%", "bm90LWEtY3Vyc29y", "MTpub3Q", "_w"])
+async def test_invalid_cursor_is_invalid(store: Store, cursor: str) -> None:
+    with pytest.raises(Invalid):
+        await store.query_telemetry(TelemetryQuery(ACC, cursor=cursor))
+    with pytest.raises(Invalid):
+        await store.query_events(EventQuery(ACC, cursor=cursor))
+
+
+async def test_observations_and_latest(store: Store) -> None:
+    def obs(entity: str, metric: str, seconds: float, value: float) -> Observation:
+        return Observation(ACC, entity, metric, at(seconds), value)
+
+    await store.append_telemetry(
+        [message()],
+        [obs("dev-1", "temp", 10, 21.5), obs("dev-1", "hum", 10, 40.0),
+         obs("dev-2", "temp", 10, 5.0)],
+    )  # fmt: skip
+    # Older values land in history but do not replace the latest.
+    await store.append_telemetry([], [obs("dev-1", "temp", 5, 19.0)])
+    # Newer ones do, also when a call carries several for the same metric.
+    await store.append_telemetry([], [obs("dev-1", "hum", 12, 41.0), obs("dev-1", "hum", 11, 40.5)])
+
+    latest = await store.latest_observations(ACC, "dev-1")
+    assert latest == {"temp": obs("dev-1", "temp", 10, 21.5), "hum": obs("dev-1", "hum", 12, 41.0)}
+    assert await store.latest_observations(ACC, "dev-2") == {"temp": obs("dev-2", "temp", 10, 5.0)}
+    assert await store.latest_observations(ACC, "nope") == {}
+    assert await store.latest_observations("acc-2", "dev-1") == {}
+
+    # An equal timestamp written later wins.
+    await store.append_telemetry([], [obs("dev-1", "temp", 10, 22.0)])
+    assert (await store.latest_observations(ACC, "dev-1"))["temp"].value == 22.0
+
+    history = await store.query_observations(ACC, "dev-1", "temp", None, None, 100)
+    assert [o.ts for o in history] == [at(10), at(10), at(5)]  # newest first
+    assert sorted((o.ts, o.value) for o in history) == [
+        (at(5), 19.0), (at(10), 21.5), (at(10), 22.0),
+    ]  # fmt: skip
+    hum = await store.query_observations(ACC, "dev-1", "hum", None, None, 100)
+    assert [(o.ts, o.value) for o in hum] == [(at(12), 41.0), (at(11), 40.5), (at(10), 40.0)]
+    assert hum[0] == obs("dev-1", "hum", 12, 41.0)
+    assert [o.value for o in await store.query_observations(
+        ACC, "dev-1", "hum", at(10.5), at(11.5), 100)] == [40.5]  # fmt: skip
+    assert [o.value for o in await store.query_observations(
+        ACC, "dev-1", "hum", at(11), None, 1)] == [41.0]  # fmt: skip
+    assert await store.query_observations(ACC, "dev-1", "hum", None, at(9), 100) == []
+    assert await store.query_observations("acc-2", "dev-1", "hum", None, None, 100) == []
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+async def test_events_append_and_query(store: Store) -> None:
+    events = [
+        Event(ACC, "dev-1", EventType.CONNECTION_STATE, at(i), {"n": i, "state": "Connected"},
+              project="p1" if i % 2 else None, deployment="d1" if i % 3 == 0 else None)
+        for i in range(7)
+    ] + [
+        Event(ACC, "dev-2", EventType.CHANGE, at(3), {"twin": {"a": 1}}),
+        Event(ACC, "dev-2", EventType.LIFECYCLE, at(3), {"op": "create"}),
+        Event("acc-2", "dev-1", EventType.CHANGE, at(3), {}),
+    ]  # fmt: skip
+    ids = [await store.append_event(e) for e in events]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+    page = await store.query_events(EventQuery(ACC))
+    assert page.next_cursor is None
+    # Newest first, and on equal timestamps the later append first.
+    assert page.items == [events[6], events[5], events[4], events[8], events[7], events[3],
+                          events[2], events[1], events[0]]  # fmt: skip
+
+    async def query(**filters: Any) -> list[Event]:
+        return (await store.query_events(EventQuery(ACC, **filters))).items
+
+    assert await query(event_type=EventType.CHANGE) == [events[7]]
+    assert await query(device_id="dev-2") == [events[8], events[7]]
+    assert await query(project="p1") == [events[5], events[3], events[1]]
+    assert await query(deployment="d1") == [events[6], events[3], events[0]]
+    assert await query(since=at(2), until=at(3), device_id="dev-1") == [events[3], events[2]]
+    assert await query(event_type=EventType.CONNECTION_STATE, since=at(6)) == [events[6]]
+
+    got: list[Event] = []
+    cursor = None
+    for _ in range(10):
+        page = await store.query_events(
+            EventQuery(ACC, event_type=EventType.CONNECTION_STATE, limit=3, cursor=cursor)
+        )
+        got += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert got == events[6::-1]
+    assert (await store.query_events(EventQuery("acc-2"))).items == [events[9]]
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+async def test_commands(store: Store) -> None:
+    c1 = command("c1", created_at=at(2))
+    c2 = command("c2", created_at=at(1), payload=None, mode=CommandMode.AWAITED,
+                 response_timeout_s=7)  # fmt: skip
+    c3 = command("c3", device_id="dev-2")
+    for c in (c1, c2, c3):
+        await store.insert_command(c)
+    with pytest.raises(Conflict):
+        await store.insert_command(c1)
+
+    assert await store.get_command("c1") == c1
+    assert await store.get_command("c2") == c2
+    assert await store.get_command("nope") is None
+    assert await store.pending_commands("dev-1") == [c2, c1]
+
+    done = c1.finish(CommandStatus.COMPLETED, at(3.000001), 200, {"ok": [1, 2]})
+    await store.update_command(done)
+    assert await store.get_command("c1") == done
+    failed = c2.finish(CommandStatus.FAILED, at(4), None, None)
+    await store.update_command(failed)
+    assert await store.get_command("c2") == failed
+    assert await store.pending_commands("dev-1") == []
+    assert await store.pending_commands("dev-2") == [c3]
+
+
+# -- cloud-to-device messages ----------------------------------------------------------------
+
+
+async def test_c2d_messages(store: Store) -> None:
+    m1, m2, m3 = c2d("m1", seconds=2), c2d("m2", seconds=1), c2d("m3", "dev-2")
+    for m in (m1, m2, m3):
+        await store.enqueue_c2d(m)
+    pending = await store.pending_c2d("dev-1")
+    assert pending == [m2, m1]
+    assert isinstance(pending[0].body, bytes)
+    await store.delete_c2d("m2")
+    await store.delete_c2d("nope")
+    assert await store.pending_c2d("dev-1") == [m1]
+    assert await store.pending_c2d("dev-2") == [m3]
+    assert await store.pending_c2d("dev-3") == []
+
+
+# -- MQTT sessions ---------------------------------------------------------------------------
+
+
+async def test_mqtt_sessions(store: Store) -> None:
+    state = {
+        "subscriptions": {"devices/dev-1/messages/devicebound/#": 1},
+        "expiry_s": 3600,
+        "pending": [{"topic": "t", "qos": 1, "payload": "aGk="}],
+    }
+    assert await store.load_session("client-1") is None
+    await store.save_session("client-1", state)
+    await store.save_session("client-2", {})
+    assert await store.load_session("client-1") == state
+    assert await store.load_session("client-2") == {}
+    await store.save_session("client-1", {"subscriptions": {"$iothub/twin/res/#": 0}})
+    assert await store.load_session("client-1") == {"subscriptions": {"$iothub/twin/res/#": 0}}
+    await store.delete_session("client-1")
+    await store.delete_session("client-1")
+    assert await store.load_session("client-1") is None
+    assert await store.load_session("client-2") == {}
+
+
+# -- documents -------------------------------------------------------------------------------
+
+
+async def test_documents(store: Store) -> None:
+    await store.put_document(ACC, "template", "b", {"v": 1, "list": [1, None]}, T0)
+    await store.put_document(ACC, "template", "a", ["x", 2.5], T0)
+    await store.put_document(ACC, "other", "a", "scalar", T0)
+    await store.put_document("acc-2", "template", "a", {"foreign": True}, T0)
+
+    assert await store.get_document(ACC, "template", "b") == {"v": 1, "list": [1, None]}
+    assert await store.get_document(ACC, "template", "zz") is None
+    assert await store.list_documents(ACC, "template") == [
+        ("a", ["x", 2.5]), ("b", {"v": 1, "list": [1, None]}),
+    ]  # fmt: skip
+    assert await store.list_documents("acc-2", "template") == [("a", {"foreign": True})]
+    assert await store.list_documents(ACC, "none") == []
+
+    await store.put_document(ACC, "template", "b", {"v": 2}, at(1))  # replaces
+    assert await store.get_document(ACC, "template", "b") == {"v": 2}
+
+    assert await store.delete_document("acc-2", "template", "b") is False
+    assert await store.delete_document(ACC, "template", "b") is True
+    assert await store.delete_document(ACC, "template", "b") is False
+    assert await store.get_document(ACC, "template", "b") is None
+    assert await store.get_document("acc-2", "template", "a") == {"foreign": True}
+    assert await store.get_document(ACC, "other", "a") == "scalar"
+
+
+# -- concurrency and durability --------------------------------------------------------------
+
+
+async def test_concurrent_appends_land_exactly_once(store: Store) -> None:
+    calls = 500
+    # Every message twice, plus id-less ones, all at once from separate tasks.
+    results = await asyncio.gather(
+        *(
+            store.append_telemetry(
+                [message(f"dev-{i % 7}", seconds=i / 1000, message_id=f"m{i}")],
+                [Observation(ACC, f"dev-{i % 7}", "n", at(i / 1000), float(i))],
+            )
+            for i in list(range(calls)) * 2
+        ),
+        *(store.append_telemetry([message("dev-x", seconds=i)], []) for i in range(50)),
+    )
+    flat = [r for result in results for r in result]
+    assert len(flat) == 2 * calls + 50
+    assert flat[:calls].count(True) + flat[calls : 2 * calls].count(True) == calls
+    assert all(flat[i] != flat[i + calls] for i in range(calls))  # exactly one copy is new
+    assert all(flat[2 * calls :])
+
+    stored = await all_telemetry(store, TelemetryQuery(ACC, limit=333))
+    assert len(stored) == calls + 50
+    assert sorted(m.message_id for m in stored if m.message_id) == sorted(
+        f"m{i}" for i in range(calls)
+    )
+    latest = await store.latest_observations(ACC, "dev-0")
+    assert latest["n"].value == float(max(i for i in range(calls) if i % 7 == 0))
+
+
+async def test_failing_call_does_not_fail_others(store: Store) -> None:
+    good = [store.append_telemetry([message(message_id=f"ok{i}")], []) for i in range(20)]
+    bad = store.append_telemetry([message(message_id="bad", account_id=None)], [])
+    results = await asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
+    assert isinstance(results[10], Exception)
+    assert not isinstance(results[10], Conflict)
+    assert [r for i, r in enumerate(results) if i != 10] == [[True]] * 20
+    stored = await all_telemetry(store, TelemetryQuery(ACC))
+    assert sorted(m.message_id or "" for m in stored) == sorted(f"ok{i}" for i in range(20))
+
+
+async def test_close_writes_everything_queued(backend: Backend) -> None:
+    store = await backend.open()
+    tasks = [
+        asyncio.create_task(store.append_telemetry([message(message_id=f"m{i}")], []))
+        for i in range(100)
+    ]
+    await asyncio.sleep(0)  # every call is queued
+    await store.close()
+    assert [await t for t in tasks] == [[True]] * 100
+
+    reopened = await backend.open()
+    assert len(await all_telemetry(reopened, TelemetryQuery(ACC))) == 100

@@ -5,6 +5,7 @@ Precedence: defaults < TOML file < THINGHUB_* environment < CLI flags.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -19,22 +20,31 @@ class ConfigError(ValueError):
     """A setting has a bad value; the message names the key and the value."""
 
 
+def _integer(value: Any) -> int:
+    """An int from an int or a string of digits; no bools, no fractions."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
 def _port(value: Any) -> int:
-    port = int(value)
+    port = _integer(value)
     if not 0 <= port <= 65535:
         raise ValueError("a port is 0 (ephemeral) to 65535")
     return port
 
 
 def _positive(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
     number = float(value)
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ValueError("must be greater than 0")
     return number
 
 
 def _positive_int(value: Any) -> int:
-    number = int(value)
+    number = _integer(value)
     if number <= 0:
         raise ValueError("must be greater than 0")
     return number

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from thinghub.domain.errors import Invalid
 
-__all__ = ["format_ts", "format_ts_short", "parse_ts"]
+__all__ = ["MAX_EPOCH_S", "format_ts", "format_ts_short", "parse_ts"]
+
+MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time ISO-8601 can name
 
 
 def format_ts(ts: float) -> str:
@@ -31,9 +34,15 @@ def parse_ts(value: str, field: str) -> float:
     """
     text = value.strip()
     try:
-        return float(text)
+        epoch = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(epoch) or abs(epoch) > MAX_EPOCH_S:
+            raise Invalid(
+                f"{field} must be a finite epoch or ISO-8601 time, got {value!r}", field=field
+            )
+        return epoch
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     main, dot, rest = text.partition(".")

@@ -81,7 +81,10 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
     for key, value in body.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past the float range: not an observation
+            continue
         if math.isfinite(number):
             out.append(
                 Observation(

@@ -92,10 +92,19 @@ def _check(node: dict[str, Any], path: str, depth: int) -> None:
             raise Invalid(
                 f"{where}: property names must not be empty or hold $ . or space", field=where
             )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise Invalid(f"{where} must be a finite number", field=where)
-        if isinstance(value, dict):
-            _check(value, where, depth + 1)
+        _check_value(value, where, depth)
+
+
+def _check_value(value: Any, where: str, depth: int) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Invalid(f"{where} must be a finite number", field=where)
+    if isinstance(value, dict):
+        _check(value, where, depth + 1)
+    elif isinstance(value, list):
+        if depth + 1 > MAX_TWIN_DEPTH:
+            raise Invalid(f"{where} nests deeper than {MAX_TWIN_DEPTH} levels", field=where)
+        for index, item in enumerate(value):
+            _check_value(item, f"{where}[{index}]", depth + 1)
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ account_id)` so that anything of another account looks absent (404, never 403).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets as pysecrets
@@ -191,7 +192,12 @@ class AuthService:
         if len(password) < 8:
             raise Invalid("password must be at least 8 characters", field="password")
         user = User(
-            new_uuid(), account_id, username, hash_password(password), role, self.clock.now()
+            new_uuid(),
+            account_id,
+            username,
+            await asyncio.to_thread(hash_password, password),
+            role,
+            self.clock.now(),
         )
         await self.store.insert_user(user)
         return user
@@ -200,9 +206,10 @@ class AuthService:
         user = await self.store.get_user_by_name(username)
         # Verify against a dummy hash when the user is unknown, so timing does not tell.
         if user is None:
-            verify_password(_DUMMY_HASH, password)
+            await asyncio.to_thread(verify_password, _DUMMY_HASH, password)
             raise Unauthorized("invalid username or password", field="username")
-        if not verify_password(user.password_hash, password):
+        # argon2 takes tens of milliseconds: never on the event loop.
+        if not await asyncio.to_thread(verify_password, user.password_hash, password):
             raise Unauthorized("invalid username or password", field="password")
         return self.jwt.issue(user.id, user.account_id, user.role.value, now=self.clock.now())
 

@@ -38,12 +38,22 @@ class MemoryBus:
                     queue.get_nowait()
                 queue.put_nowait((subject, message))
 
-    async def subscribe(self, pattern: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    def subscribe(self, pattern: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Subscribe now (not at the first read): nothing published after this call is missed.
+
+        Close the iterator (aclose, or leave an `async for`) to unsubscribe.
+        """
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(SUBSCRIBER_QUEUE)
         entry = (pattern, queue)
         self._subscribers.append(entry)
+        return self._iterate(entry)
+
+    async def _iterate(
+        self, entry: tuple[str, asyncio.Queue[tuple[str, dict[str, Any]]]]
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         try:
             while True:
-                yield await queue.get()
+                yield await entry[1].get()
         finally:
-            self._subscribers.remove(entry)
+            if entry in self._subscribers:
+                self._subscribers.remove(entry)

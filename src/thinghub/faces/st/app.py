@@ -5,6 +5,7 @@ Field names, shapes and status codes follow the ST AIoT Craft IoT API (seeds/000
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -33,7 +34,7 @@ from thinghub.faces.st.schemas import (
     TokenCreate,
     UserCreate,
 )
-from thinghub.ports import EventQuery, TelemetryQuery
+from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.auth import authorize
 from thinghub.services.core import Core
 
@@ -175,7 +176,16 @@ async def issue_token(request: Request) -> Response:
             return _oauth_error("unsupported_grant_type", f"grant_type {grant!r} is not supported")
     except Unauthorized as exc:
         code = "invalid_client" if grant == "client_credentials" else "invalid_grant"
-        return _oauth_error(code, exc.message, 401 if code == "invalid_client" else 400)
+        if code == "invalid_client":  # RFC 6749 §5.2: 401 with the scheme the client tried
+            scheme = (
+                "Basic"
+                if request.headers.get("authorization", "").lower().startswith("basic")
+                else "Bearer"
+            )
+            response = _oauth_error(code, exc.message, 401)
+            response.headers["WWW-Authenticate"] = f'{scheme} realm="thinghub"'
+            return response
+        return _oauth_error(code, exc.message, 400)
     return OrjsonResponse(
         {"access_token": token, "token_type": "Bearer", "expires_in": ttl},
         headers={"Cache-Control": "no-store"},
@@ -393,7 +403,21 @@ async def invoke_method(
     result = await core.commands.invoke(
         caller, device, body.name, body.payload, body.responseTimeoutInSeconds
     )
-    return OrjsonResponse(result.payload, headers={"x-method-status": str(result.status)})
+    return _method_response(result)
+
+
+def _method_response(result: MethodResult) -> Response:
+    """The device's answer as the response body.
+
+    The Azure SDK's samples serialize their answer themselves and the SDK serializes it again,
+    so the wire carries a JSON string holding JSON (specs/azure-device-protocol.md §8); the
+    seed shows the object, so a string that holds a JSON object or array is unwrapped.
+    """
+    payload = result.payload
+    if isinstance(payload, str) and payload.lstrip()[:1] in ("{", "["):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            payload = orjson.loads(payload)
+    return OrjsonResponse(payload, headers={"x-method-status": str(result.status)})
 
 
 @router.post("/devices/{device_id}/messages", status_code=202, tags=["devices"])
@@ -534,7 +558,7 @@ async def invoke_module_method(
     result = await core.commands.invoke(
         caller, module, body.name, body.payload, body.responseTimeoutInSeconds
     )
-    return OrjsonResponse(result.payload, headers={"x-method-status": str(result.status)})
+    return _method_response(result)
 
 
 # -- telemetries and events ---------------------------------------------------------------

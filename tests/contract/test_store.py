@@ -504,6 +504,28 @@ async def test_invalid_cursor_is_invalid(store: Store, cursor: str) -> None:
         await store.query_events(EventQuery(ACC, cursor=cursor))
 
 
+async def test_a_duplicate_message_adds_no_observations(store: Store) -> None:
+    first = message(message_id="dup", seconds=1, body={"temp": 20.0})
+    await store.append_telemetry([first], [Observation(ACC, "dev-1", "temp", at(1), 20.0)])
+    again = message(message_id="dup", seconds=2, body={"temp": 99.0})
+    fresh = message(message_id="new", seconds=3, body={"temp": 30.0})
+    result = await store.append_telemetry(
+        [again, fresh],
+        [Observation(ACC, "dev-1", "temp", at(2), 99.0),
+         Observation(ACC, "dev-1", "temp", at(3), 30.0)],
+    )  # fmt: skip
+    assert result == [False, True]
+    history = await store.query_observations(ACC, "dev-1", "temp", None, None, 100)
+    assert [o.value for o in history] == [30.0, 20.0]  # the duplicate's 99 never landed
+    assert (await store.latest_observations(ACC, "dev-1"))["temp"].value == 30.0
+    # Redelivered alone (newest of all), it still changes nothing.
+    late = message(message_id="dup", seconds=9, body={"temp": 99.0})
+    assert await store.append_telemetry(
+        [late], [Observation(ACC, "dev-1", "temp", at(9), 99.0)]
+    ) == [False]
+    assert (await store.latest_observations(ACC, "dev-1"))["temp"].value == 30.0
+
+
 async def test_observations_and_latest(store: Store) -> None:
     def obs(entity: str, metric: str, seconds: float, value: float) -> Observation:
         return Observation(ACC, entity, metric, at(seconds), value)

@@ -367,7 +367,6 @@ class PostgresStore(SqlStore):
         # batch has the same (device_id, message_id) and so it is a duplicate already.
         slots: list[list[int | None]] = []
         first_seen: set[tuple[str, str]] = set()
-        observations: list[_Row] = []
         for call in calls:
             call_slots: list[int | None] = []
             for m in call.messages:
@@ -380,10 +379,6 @@ class PostgresStore(SqlStore):
                 call_slots.append(len(staged))
                 staged.append(_staged_row(len(staged), m))
             slots.append(call_slots)
-            observations.extend(
-                (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
-                for o in call.observations
-            )
         async with self.db.transaction() as conn:
             inserted: set[tuple[str, str]] = set()
             if staged:
@@ -392,6 +387,19 @@ class PostgresStore(SqlStore):
                 )
                 rows = await conn.fetch(_MOVE_STAGED)
                 inserted = {(r[0], r[1]) for r in rows if r[1] is not None}
+            # Observations of messages that landed only: a duplicate adds none.
+            observations: list[_Row] = []
+            for call, call_slots in zip(calls, slots, strict=True):
+                landed = {
+                    (m.device_id, to_us(m.enqueued_at)): slot is not None
+                    and (m.message_id is None or (m.device_id, m.message_id) in inserted)
+                    for m, slot in zip(call.messages, call_slots, strict=True)
+                }
+                observations.extend(
+                    (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
+                    for o in call.observations
+                    if landed.get((o.entity_id, to_us(o.ts)), True)
+                )
             if observations:
                 await conn.copy_records_to_table(
                     "observations", records=observations, columns=_OBSERVATION_COLUMNS

@@ -530,29 +530,60 @@ class SqlStore:
         )
         steps = [Step("each", insert, [_telemetry_params(m) for m in messages])]
         if observations:
-            steps += self._observation_steps(observations)
+            steps += self._observation_steps(messages, observations)
         result = await self._write(*steps)
         return [bool(n) for n in result[0]]
 
     @staticmethod
-    def _observation_steps(observations: Sequence[Observation]) -> list[Step]:
-        rows = [(o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value) for o in observations]
-        return [
-            Step(
-                "each",
-                "INSERT INTO observations (account_id, entity_id, metric, ts, value) "
-                "VALUES (?,?,?,?,?)",
-                rows,
-            ),
-            Step(
-                "each",
-                "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
-                "value) VALUES (?,?,?,?,?) ON CONFLICT (entity_id, metric) DO UPDATE SET "
-                "ts = excluded.ts, value = excluded.value "
-                "WHERE excluded.ts >= latest_observations.ts",
-                rows,
-            ),
-        ]
+    def _observation_steps(
+        messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+    ) -> list[Step]:
+        """Observations of new messages only: a redelivered duplicate adds none.
+
+        An observation of a message with an id is written only if the stored row for that id
+        is this message's (same enqueued time), i.e. this insert is the one that landed.
+        """
+        ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
+        plain: list[tuple[Any, ...]] = []
+        guarded: list[tuple[Any, ...]] = []
+        for o in observations:
+            row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
+            message_id = ids.get((o.entity_id, row[3]))
+            if message_id is None:
+                plain.append(row)
+            else:
+                guarded.append((*row, o.entity_id, message_id, row[3]))
+        latest = (
+            " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
+            "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
+        )
+        landed = (
+            " WHERE EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND message_id = ? "
+            "AND enqueued_at = ?)"
+        )
+        columns = "(account_id, entity_id, metric, ts, value)"
+        steps = []
+        if plain:
+            steps += [
+                Step("each", f"INSERT INTO observations {columns} VALUES (?,?,?,?,?)", plain),
+                Step(
+                    "each",
+                    f"INSERT INTO latest_observations {columns} VALUES (?,?,?,?,?){latest}",
+                    plain,
+                ),
+            ]
+        if guarded:
+            steps += [
+                Step(
+                    "each", f"INSERT INTO observations {columns} SELECT ?,?,?,?,?{landed}", guarded
+                ),
+                Step(
+                    "each",
+                    f"INSERT INTO latest_observations {columns} SELECT ?,?,?,?,?{landed}{latest}",
+                    guarded,
+                ),
+            ]
+        return steps
 
     async def query_telemetry(self, query: TelemetryQuery) -> Page[TelemetryMessage]:
         sql = f"SELECT id, {_TELEMETRY_COLUMNS} FROM telemetry WHERE account_id = ?"

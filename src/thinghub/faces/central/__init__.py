@@ -1,0 +1,5 @@
+"""The Azure IoT Central face, at /central/api."""
+
+from thinghub.faces.central.app import create_app
+
+__all__ = ["create_app"]

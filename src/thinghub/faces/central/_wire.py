@@ -1,0 +1,200 @@
+"""Wire conventions of the IoT Central face: errors, api-version, credentials, object shapes."""
+
+from __future__ import annotations
+
+import math
+from email.utils import formatdate
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Query
+from fastapi.responses import Response
+
+from thinghub.domain import errors
+from thinghub.domain.clock import format_ts_short, parse_ts
+from thinghub.domain.commands import Command
+from thinghub.domain.ids import new_uuid
+from thinghub.domain.model import ApiToken, Device, Principal
+from thinghub.domain.twin import TwinSection
+from thinghub.faces._http import OrjsonResponse
+from thinghub.services.core import Core
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "SUPPORTED_API_VERSIONS",
+    "api_version",
+    "authenticate",
+    "command_json",
+    "device_json",
+    "device_record",
+    "parse_time",
+    "render_error",
+    "section_time",
+    "to_json",
+    "token_json",
+]
+
+# Oldest first; a request without api-version gets the newest.
+SUPPORTED_API_VERSIONS = ("2022-07-31", "2022-10-31-preview", "2023-07-31-preview")
+DEFAULT_API_VERSION = SUPPORTED_API_VERSIONS[-1]
+
+# IoT Central's error codes by status (its body is {"error": {code, message, requestId, time}}).
+_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    504: "GatewayTimeout",
+}
+# Times before 1970 or after 9999 are mistakes, not data.
+_MAX_TS = 253_402_300_799.0
+
+
+def render_error(error: errors.Error, status: int) -> Response:
+    """IoT Central's error body; the request id is also in the x-ms-request-id header."""
+    request_id = new_uuid()
+    body = {
+        "error": {
+            "code": _CODES.get(status, error.code),
+            "message": error.message,
+            "requestId": request_id,
+            "time": formatdate(usegmt=True),
+        }
+    }
+    headers = {"x-ms-request-id": request_id}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer, SharedAccessSignature"
+    return OrjsonResponse(body, status_code=status, headers=headers)
+
+
+async def api_version(
+    version: Annotated[
+        str | None,
+        Query(
+            alias="api-version",
+            description=f"One of {', '.join(SUPPORTED_API_VERSIONS)}; default "
+            f"{DEFAULT_API_VERSION}",
+        ),
+    ] = None,
+) -> str:
+    """The request's api-version: missing means the newest; unknown is a 400."""
+    if version is None:
+        return DEFAULT_API_VERSION
+    if version not in SUPPORTED_API_VERSIONS:
+        raise errors.Invalid(
+            f"api-version {version!r} is not supported; supported versions are "
+            f"{', '.join(SUPPORTED_API_VERSIONS)}",
+            field="api-version",
+        )
+    return version
+
+
+async def authenticate(core: Core, header: str | None) -> Principal:
+    """`Bearer <token>`, or the token itself (IoT Central sends `SharedAccessSignature sr=...`)."""
+    value = (header or "").strip()
+    if not value:
+        raise errors.Unauthorized(
+            "missing Authorization header; send the API token, or Bearer <token>",
+            field="Authorization",
+        )
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "bearer":
+        value = rest.strip()
+    return await core.auth.authenticate_bearer(value)
+
+
+def parse_time(value: Any, field: str) -> float:
+    """An ISO-8601 time string from a body, bounded to years 1970..9999."""
+    if not isinstance(value, str):
+        raise errors.Invalid(f"{field} must be an ISO-8601 time string", field=field)
+    ts = parse_ts(value, field)
+    if not math.isfinite(ts) or not 0 <= ts <= _MAX_TS:
+        raise errors.Invalid(f"{field} is out of range: {value!r}", field=field)
+    return ts
+
+
+def to_json(value: Any, field: str) -> bytes:
+    """Serialize a request value, or 400: bodies parse with Python's json, which takes integers
+    beyond 64 bits and deeper nesting than storage (orjson) writes."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise errors.Invalid(f"{field} cannot be stored: {exc}", field=field) from None
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else format_ts_short(value)
+
+
+def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": token.id, "roles": [{"role": token.face_role}]}
+    if token.expires_at is not None:
+        out["expiry"] = format_ts_short(token.expires_at)
+    if secret is not None:
+        out["token"] = secret
+    return out
+
+
+def device_record(device: Device) -> dict[str, Any]:
+    """The seed's device fields, also what $filter sees."""
+    return {
+        "id": device.id,
+        "displayName": device.name,
+        "template": device.template,
+        "simulated": device.simulated,
+        "provisioned": device.provisioned,
+        "enabled": device.enabled,
+    }
+
+
+def _firmware(reported: dict[str, Any]) -> str | None:
+    """firmwareVersion as devices report it: flat, or as PnP deviceInformation.swVersion."""
+    for node in (reported, reported.get("deviceInformation")):
+        if isinstance(node, dict):
+            for key in ("firmwareVersion", "swVersion"):
+                if isinstance(node.get(key), str):
+                    return str(node[key])
+    return None
+
+
+async def device_json(core: Core, device: Device) -> dict[str, Any]:
+    out = device_record(device)
+    if device.last_activity_at is not None:
+        out["lastSeen"] = format_ts_short(device.last_activity_at)
+    twin = await core.twins.get(device)
+    firmware = _firmware(twin.reported.properties)
+    if firmware is not None:
+        out["firmwareVersion"] = firmware
+    return out
+
+
+def command_json(command: Command) -> dict[str, Any]:
+    out: dict[str, Any] = {"commandId": command.id, "status": command.status.value}
+    if command.result is not None:
+        out["result"] = command.result
+    if command.response_code is not None:
+        out["responseCode"] = command.response_code
+    if command.completed_at is not None:
+        out["completedTime"] = format_ts_short(command.completed_at)
+    return out
+
+
+def section_time(section: TwinSection, component: str | None, name: str) -> str | None:
+    """When a twin property last changed, from its `$metadata`, in the seed's time format."""
+    meta: Any = section.metadata
+    for key in (component, name):
+        if key is None:
+            continue
+        meta = meta.get(key) if isinstance(meta, dict) else None
+    stamp = meta.get("$lastUpdated") if isinstance(meta, dict) else None
+    if not isinstance(stamp, str):
+        return _ts(section.last_updated)
+    try:
+        return format_ts_short(parse_ts(stamp, "$lastUpdated"))
+    except errors.Invalid:
+        return stamp

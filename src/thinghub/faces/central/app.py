@@ -1,0 +1,605 @@
+"""Routes of the IoT Central face at /central/api: app, API tokens, devices, device templates,
+telemetry, commands and properties.
+
+Field names, paths and status codes follow the Azure IoT Central REST API (seeds/001); where the
+seed is silent, the real IoT Central API. Decisions are written down in docs/faces/central.md.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi.security import HTTPBearer
+
+from thinghub.domain.clock import format_ts_short
+from thinghub.domain.errors import Invalid, NotFound
+from thinghub.domain.ids import parse_id
+from thinghub.domain.model import ApiToken, Device, Principal
+from thinghub.faces._http import JsonBodies, OrjsonResponse, core_of, install_errors, principal_of
+from thinghub.faces.central._wire import (
+    api_version,
+    authenticate,
+    command_json,
+    device_json,
+    device_record,
+    parse_time,
+    render_error,
+    section_time,
+    to_json,
+    token_json,
+)
+from thinghub.faces.central.odata import FieldType, parse_filter
+from thinghub.faces.central.roles import parse_role, require
+from thinghub.faces.central.schemas import (
+    ApiTokenCreate,
+    DeviceCreate,
+    DevicePatch,
+    PropertyPatch,
+)
+from thinghub.services.core import Core
+from thinghub.services.templates import (
+    DeviceTemplate,
+    ObjectSchema,
+    PropertyDef,
+    parse_template_id,
+)
+
+__all__ = ["create_app"]
+
+Caller = Annotated[Principal, Depends(principal_of(authenticate))]
+AnyBody = Annotated[Any, Body()]
+# Only for the OpenAPI document: the docs page sends `Bearer <token>`, which is accepted too.
+_bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
+
+TOKEN_TTL_S = 365 * 86_400.0  # IoT Central's default API token lifetime: one year
+FILTER_FIELDS: dict[str, FieldType] = {
+    "id": "string",
+    "displayName": "string",
+    "template": "string",
+    "simulated": "boolean",
+    "provisioned": "boolean",
+    "enabled": "boolean",
+}
+# A command body holding only these keys is IoT Central's envelope, not the arguments.
+COMMAND_ENVELOPE = frozenset({"request", "connectionTimeout", "responseTimeout"})
+MIN_RESPONSE_TIMEOUT_S = 5.0
+# The name becomes an MQTT topic level ($iothub/methods/POST/{name}/?$rid=), so no / + # ? etc.
+COMMAND_NAME = re.compile(r"[A-Za-z0-9_.:*-]{1,128}")
+
+router = APIRouter(dependencies=[Depends(api_version), Depends(_bearer)])
+
+
+# -- application --------------------------------------------------------------------------------
+
+
+@router.get("/apps/app", tags=["apps"], summary="Get the application")
+async def get_app(request: Request, caller: Caller) -> Response:
+    require(caller, "read")
+    account = await core_of(request).account(caller.account_id)
+    created = format_ts_short(account.created_at)
+    return OrjsonResponse(
+        {
+            "id": account.id,
+            "displayName": account.name,
+            "template": "iotc-default",
+            "location": "self-hosted",
+            "state": "Running",
+            "createdTime": created,
+            "lastUpdatedTime": created,
+        }
+    )
+
+
+# -- API tokens ---------------------------------------------------------------------------------
+
+
+def _sas_token(account_id: str, token_id: str, expiry: float) -> str:
+    """An opaque secret shaped like IoT Central's API tokens (only its hash is stored)."""
+    sig = quote(secrets.token_urlsafe(32), safe="")
+    return (
+        f"SharedAccessSignature sr={account_id}&sig={sig}&skn={quote(token_id, safe='')}"
+        f"&se={int(expiry * 1000)}"
+    )
+
+
+async def _central_token(core: Core, caller: Principal, token_id: str) -> ApiToken:
+    token = await core.store.get_api_token(token_id)
+    if token is None or token.account_id != caller.account_id or token.face != "central":
+        raise NotFound(f"API token {token_id!r} not found", field="tokenId")
+    return token
+
+
+@router.put("/apiTokens/{token_id}", tags=["apiTokens"], summary="Create an API token")
+async def create_token(
+    token_id: str, body: ApiTokenCreate, request: Request, caller: Caller
+) -> Response:
+    """The response holds `token`, the secret, this once. 409 when the id is taken."""
+    core = core_of(request)
+    require(caller, "tokens")
+    parse_id(token_id, "tokenId")
+    role = parse_role(body.roles[0].role)
+    now = core.clock.now()
+    expiry = now + TOKEN_TTL_S if body.expiry is None else parse_time(body.expiry, "expiry")
+    if expiry <= now:
+        raise Invalid("expiry must be in the future", field="expiry")
+    issued = await core.auth.create_token(
+        caller.account_id,
+        role.core,
+        label=f"central:{token_id}",
+        secret=_sas_token(caller.account_id, token_id, expiry),
+        token_id=token_id,
+        face="central",
+        face_role=role.id,
+        expires_at=expiry,
+    )
+    return OrjsonResponse(token_json(issued.token, issued.secret))
+
+
+@router.get("/apiTokens", tags=["apiTokens"], summary="List API tokens (without secrets)")
+async def list_tokens(request: Request, caller: Caller) -> Response:
+    require(caller, "tokens")
+    tokens = await core_of(request).store.list_api_tokens(caller.account_id, face="central")
+    return OrjsonResponse({"value": [token_json(t) for t in tokens]})
+
+
+@router.get("/apiTokens/{token_id}", tags=["apiTokens"], summary="Get an API token")
+async def get_token(token_id: str, request: Request, caller: Caller) -> Response:
+    require(caller, "tokens")
+    return OrjsonResponse(token_json(await _central_token(core_of(request), caller, token_id)))
+
+
+@router.delete(
+    "/apiTokens/{token_id}", status_code=204, tags=["apiTokens"], summary="Revoke an API token"
+)
+async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    require(caller, "tokens")
+    await _central_token(core, caller, token_id)
+    await core.auth.revoke_token(caller.account_id, token_id)
+    return Response(status_code=204)
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+async def _template_or_400(core: Core, caller: Principal, template_id: str) -> None:
+    try:
+        await core.templates.get(caller, parse_template_id(template_id, "template"))
+    except NotFound:
+        raise Invalid(
+            f"template {template_id!r} is not a device template of this application",
+            field="template",
+        ) from None
+
+
+@router.get("/devices", tags=["devices"], summary="List devices")
+async def list_devices(
+    request: Request,
+    caller: Caller,
+    filter_: Annotated[
+        str | None,
+        Query(alias="$filter", description="OData filter, e.g. simulated eq true"),
+    ] = None,
+    top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
+    skiptoken: Annotated[
+        str | None, Query(alias="$skiptoken", description="From a nextLink")
+    ] = None,
+) -> Response:
+    """Devices ordered by id; `nextLink` (the full URL of the next page) when `$top` cut."""
+    core = core_of(request)
+    require(caller, "read")
+    page_max = core.options.page_max
+    if top is not None and not 1 <= top <= page_max:
+        raise Invalid(f"$top must be 1 to {page_max}", field="$top")
+    size = top or page_max
+    matcher = None if filter_ is None else parse_filter(filter_, FILTER_FIELDS)
+    devices = sorted(await core.registry.list_devices(caller), key=lambda d: d.id)
+    chosen: list[Device] = []
+    more = False
+    for device in devices:
+        if skiptoken is not None and device.id <= skiptoken:
+            continue
+        if matcher is not None and not matcher.matches(device_record(device)):
+            continue
+        if len(chosen) == size:
+            more = True
+            break
+        chosen.append(device)
+    out: dict[str, Any] = {"devices": [await device_json(core, d) for d in chosen]}
+    if more:
+        out["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": chosen[-1].id}))
+    return OrjsonResponse(out)
+
+
+@router.put("/devices/{device_id}", tags=["devices"], summary="Create a device")
+async def create_device(
+    device_id: str, request: Request, caller: Caller, body: DeviceCreate | None = None
+) -> Response:
+    """200 with the device; 409 when a device with this id exists (ids are global)."""
+    core = core_of(request)
+    require(caller, "devices.write")
+    parse_id(device_id, "deviceId")
+    body = body or DeviceCreate()
+    if body.template is not None:
+        await _template_or_400(core, caller, body.template)
+    device = await core.registry.create_device(
+        caller,
+        name=body.displayName or device_id,
+        device_id=device_id,
+        template=body.template,
+        simulated=body.simulated,
+        enabled=body.enabled,
+    )
+    return OrjsonResponse(await device_json(core, device))
+
+
+@router.get("/devices/{device_id}", tags=["devices"], summary="Get a device")
+async def get_device(device_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    require(caller, "read")
+    device = await core.registry.get_device(caller, device_id)
+    return OrjsonResponse(await device_json(core, device))
+
+
+@router.patch("/devices/{device_id}", tags=["devices"], summary="Update a device")
+async def update_device(
+    device_id: str, body: DevicePatch, request: Request, caller: Caller
+) -> Response:
+    """displayName, enabled, simulated, template (null unassigns). Disabling disconnects."""
+    core = core_of(request)
+    require(caller, "devices.write")
+    device = await core.registry.get_device(caller, device_id)
+    changes: dict[str, Any] = {}
+    if body.displayName is not None:
+        changes["name"] = body.displayName
+    if body.enabled is not None:
+        changes["enabled"] = body.enabled
+    if body.simulated is not None:
+        changes["simulated"] = body.simulated
+    if "template" in body.model_fields_set:
+        if body.template is not None:
+            await _template_or_400(core, caller, body.template)
+        changes["template"] = body.template
+    if changes:
+        device = await core.registry.update_device(caller, device, **changes)
+    if not device.enabled:
+        await core.disconnect(device.id)
+    return OrjsonResponse(await device_json(core, device))
+
+
+@router.delete("/devices/{device_id}", status_code=204, tags=["devices"], summary="Delete a device")
+async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    require(caller, "devices.write")
+    await core.registry.delete_device(caller, device_id)
+    await core.disconnect(device_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/devices/{device_id}/credentials",
+    tags=["devices"],
+    summary="Get a device's connection credentials",
+)
+async def get_credentials(device_id: str, request: Request, caller: Caller) -> Response:
+    """DPS id scope and symmetric keys, as IoT Central's device connect dialog shows them."""
+    core = core_of(request)
+    require(caller, "devices.write")
+    device = await core.registry.get_device(caller, device_id)
+    account = await core.account(device.account_id)
+    return OrjsonResponse(
+        {
+            "idScope": account.id_scope,
+            "symmetricKey": {
+                "primaryKey": device.primary_key,
+                "secondaryKey": device.secondary_key,
+            },
+        }
+    )
+
+
+# -- telemetry ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/devices/{device_id}/telemetry",
+    status_code=204,
+    tags=["telemetry"],
+    summary="Send telemetry as the device",
+)
+async def send_telemetry(
+    device_id: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    """Stored like MQTT telemetry. A `timestamp` string sets the message time (unless the
+    template declares a telemetry named timestamp). 400 when the template does not match."""
+    core = core_of(request)
+    require(caller, "devices.write")
+    device = await core.registry.get_device(caller, device_id)
+    if not isinstance(body, dict):
+        raise Invalid("telemetry must be a JSON object", field="body")
+    template = await core.templates.for_device(device)
+    ts = None
+    if "timestamp" in body and not (template and "timestamp" in template.model.telemetry):
+        body = dict(body)
+        ts = parse_time(body.pop("timestamp"), "timestamp")
+    message = core.ingest.build(
+        device,
+        to_json(body, "body"),
+        body=body,
+        content_type="application/json",
+        source="central",
+        enqueued_at=ts,
+    )
+    await core.ingest.ingest(device, message)
+    return Response(status_code=204)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _command_body(core: Core, body: Any) -> tuple[Any, float | None, float | None]:
+    """(arguments, response timeout, TTL) from the seed's bare arguments or IoT Central's
+    {"request", "connectionTimeout", "responseTimeout"} envelope."""
+    if not (isinstance(body, dict) and body and set(body) <= COMMAND_ENVELOPE):
+        return body, None, None
+    timeout = _seconds(
+        body.get("responseTimeout"),
+        "responseTimeout",
+        MIN_RESPONSE_TIMEOUT_S,
+        core.options.method_timeout_max_s,
+    )
+    ttl = _seconds(
+        body.get("connectionTimeout"), "connectionTimeout", 1.0, core.options.command_ttl_s
+    )
+    return body.get("request"), timeout, ttl
+
+
+def _seconds(value: Any, field: str, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise Invalid(f"{field} must be a number of seconds from {low:g} to {high:g}", field=field)
+    return float(value)
+
+
+def _unwrap_request(template: DeviceTemplate, name: str, payload: Any) -> Any:
+    """Accept {"<request name>": value} for a command whose request is `value` (the seed's
+    example body), unless the request is an object that has a field of that name."""
+    _, command = template.command(name)
+    request = command.request
+    if request is None or not isinstance(payload, dict) or list(payload) != [request.name]:
+        return payload
+    if isinstance(request.schema, ObjectSchema) and request.name in request.schema.fields:
+        return payload
+    return payload[request.name]
+
+
+async def _submit(
+    request: Request, caller: Principal, device_id: str, name: str, body: Any
+) -> Response:
+    core = core_of(request)
+    require(caller, "devices.write")
+    if not COMMAND_NAME.fullmatch(name):
+        raise Invalid(
+            "commandName must be 1 to 128 characters from A-Z a-z 0-9 _ . : - and * (between "
+            f"component and command), got {name!r}",
+            field="commandName",
+        )
+    device = await core.registry.get_device(caller, device_id)
+    payload, timeout, ttl = _command_body(core, body)
+    to_json(payload, "request")
+    template = await core.templates.for_device(device)
+    if template is not None:
+        payload = _unwrap_request(template, name, payload)
+        template.command(name)[1].check_request(payload)
+    command = await core.commands.submit(caller, device, name, payload, timeout, ttl)
+    return OrjsonResponse({"commandId": command.id, "status": command.status.value})
+
+
+@router.post(
+    "/devices/{device_id}/commands/{command_name}",
+    tags=["commands"],
+    summary="Run a command (queued until the device is connected)",
+)
+async def run_command(
+    device_id: str, command_name: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    """At once `{commandId, status: "Pending"}`. The body is the arguments, or IoT Central's
+    envelope {request, responseTimeout, connectionTimeout}. `component*command` names a
+    component's command; the device receives a direct method of that name."""
+    return await _submit(request, caller, device_id, command_name, body)
+
+
+@router.post(
+    "/devices/{device_id}/components/{component}/commands/{command_name}",
+    tags=["commands"],
+    summary="Run a component command",
+)
+async def run_component_command(
+    device_id: str,
+    component: str,
+    command_name: str,
+    request: Request,
+    caller: Caller,
+    body: AnyBody = None,
+) -> Response:
+    return await _submit(request, caller, device_id, f"{component}*{command_name}", body)
+
+
+@router.get(
+    "/devices/{device_id}/commands/{command_id}/status",
+    tags=["commands"],
+    summary="Get a command's status",
+)
+async def command_status(
+    device_id: str, command_id: str, request: Request, caller: Caller
+) -> Response:
+    """Pending, Completed (result, completedTime), Failed, TimedOut or Expired."""
+    core = core_of(request)
+    require(caller, "read")
+    device = await core.registry.get_device(caller, device_id)
+    command = await core.commands.get(caller, device, command_id)
+    return OrjsonResponse(command_json(command))
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+
+async def _property(
+    core: Core, device: Device, name: str
+) -> tuple[str | None, str, PropertyDef | None]:
+    """(component, property name, definition) for `name` or `component*name`."""
+    template = await core.templates.for_device(device)
+    if template is not None:
+        component, definition = template.property(name)
+        return component, definition.name, definition
+    component, star, short = name.partition("*")
+    if not star:
+        return None, name, None
+    if not component or not short:
+        raise Invalid("a component property is named component*property", field="propertyName")
+    return component, short, None
+
+
+@router.get(
+    "/devices/{device_id}/properties/{property_name}",
+    tags=["properties"],
+    summary="Get a reported property",
+)
+async def get_property(
+    device_id: str, property_name: str, request: Request, caller: Caller
+) -> Response:
+    """{value, lastReportedTime} from the reported twin; 404 when never reported."""
+    core = core_of(request)
+    require(caller, "read")
+    device = await core.registry.get_device(caller, device_id)
+    component, name, definition = await _property(core, device, property_name)
+    reported = (await core.twins.get(device)).reported
+    node: Any = reported.properties
+    if component is not None:
+        node = node.get(component)
+    if not isinstance(node, dict) or name not in node:
+        raise NotFound(
+            f"property {property_name!r} of device {device_id!r} has not been reported",
+            field="propertyName",
+        )
+    value = node[name]
+    # A PnP device acknowledges a writable property as {"value", "ac", "av"}.
+    if (
+        definition is not None
+        and definition.writable
+        and isinstance(value, dict)
+        and "value" in value
+        and "ac" in value
+    ):
+        value = value["value"]
+    return OrjsonResponse(
+        {"value": value, "lastReportedTime": section_time(reported, component, name)}
+    )
+
+
+@router.patch(
+    "/devices/{device_id}/properties/{property_name}",
+    tags=["properties"],
+    summary="Set a desired property",
+)
+async def update_property(
+    device_id: str, property_name: str, body: PropertyPatch, request: Request, caller: Caller
+) -> Response:
+    """Patches the desired twin, which reaches the device (now, or when it reconnects)."""
+    core = core_of(request)
+    require(caller, "devices.write")
+    device = await core.registry.get_device(caller, device_id)
+    component, name, definition = await _property(core, device, property_name)
+    if body.value is None:
+        raise Invalid("value must not be null", field="value")
+    if definition is not None:
+        definition.check_value(body.value)
+    # PnP: a component's desired patch is marked with "__t": "c".
+    patch = {name: body.value} if component is None else {component: {"__t": "c", name: body.value}}
+    twin = await core.twins.patch_desired(device, patch)
+    return OrjsonResponse(
+        {"value": body.value, "lastUpdatedTime": section_time(twin.desired, component, name)}
+    )
+
+
+# -- device templates ---------------------------------------------------------------------------
+
+
+@router.put(
+    "/deviceTemplates/{template_id}",
+    tags=["deviceTemplates"],
+    summary="Create or replace a device template",
+)
+async def put_template(
+    template_id: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    """IoT Central's template document, a bare DTDL Interface, or an array of Interfaces
+    (root first). Answers with the stored document."""
+    core = core_of(request)
+    require(caller, "templates.write")
+    template = await core.templates.put(caller, template_id, body)
+    return OrjsonResponse(template.document)
+
+
+@router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
+async def list_templates(request: Request, caller: Caller) -> Response:
+    require(caller, "read")
+    templates = await core_of(request).templates.list(caller)
+    return OrjsonResponse({"value": [t.document for t in templates]})
+
+
+@router.get(
+    "/deviceTemplates/{template_id}", tags=["deviceTemplates"], summary="Get a device template"
+)
+async def get_template(template_id: str, request: Request, caller: Caller) -> Response:
+    require(caller, "read")
+    template = await core_of(request).templates.get(caller, template_id)
+    return OrjsonResponse(template.document)
+
+
+@router.patch(
+    "/deviceTemplates/{template_id}",
+    tags=["deviceTemplates"],
+    summary="Update a device template (JSON merge patch)",
+)
+async def patch_template(
+    template_id: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    core = core_of(request)
+    require(caller, "templates.write")
+    template = await core.templates.patch(caller, template_id, body)
+    return OrjsonResponse(template.document)
+
+
+@router.delete(
+    "/deviceTemplates/{template_id}",
+    status_code=204,
+    tags=["deviceTemplates"],
+    summary="Delete a device template (409 while devices use it)",
+)
+async def delete_template(template_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
+    require(caller, "templates.write")
+    await core.templates.delete(caller, template_id)
+    return Response(status_code=204)
+
+
+def create_app(core: Core) -> FastAPI:
+    app = FastAPI(
+        title="thinghub /central/api (Azure IoT Central REST API)",
+        version="2023-07-31-preview",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.core = core
+    install_errors(app, render_error)
+    app.add_middleware(JsonBodies)
+    app.include_router(router)
+    return app

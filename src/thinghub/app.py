@@ -60,7 +60,8 @@ def open_store(settings: Settings) -> Store:
         from thinghub.storage.postgres import PostgresDatabase, PostgresStore
 
         return PostgresStore(
-            PostgresDatabase(settings.database_url, batch_max=settings.batch_max_rows)
+            PostgresDatabase(settings.database_url, batch_max=settings.batch_max_rows),
+            flush_interval_s=settings.commit_interval_ms / 1000,
         )
     path = settings.data_dir / "thinghub.db"
     return SqlStore(SqliteDatabase(path, batch_max=settings.batch_max_rows))

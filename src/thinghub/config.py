@@ -131,7 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
         "commit_interval_ms",
         _positive,
         2.0,
-        "Longest a write waits for others to share its commit (group commit window).",
+        "PostgreSQL: longest a telemetry write waits for others to share its COPY batch "
+        "(SQLite commits what is queued without waiting).",
     ),
     Setting("batch_max_rows", _positive_int, 2000, "Most writes committed in one transaction."),
     Setting(

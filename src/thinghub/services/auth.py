@@ -126,6 +126,25 @@ class AuthService:
         await self.store.insert_api_token(token)
         return IssuedToken(token, value)
 
+    async def list_tokens(self, principal: Principal, face: str | None = None) -> list[ApiToken]:
+        """The account's API tokens (admin); a project-limited admin sees its project's."""
+        authorize(principal, "admin")
+        tokens = await self.store.list_api_tokens(principal.account_id, face)
+        return [t for t in tokens if principal.project is None or t.project == principal.project]
+
+    async def get_token(
+        self, principal: Principal, token_id: str, face: str | None = None
+    ) -> ApiToken:
+        token = await self.store.get_api_token(token_id)
+        if (
+            token is None
+            or token.account_id != principal.account_id
+            or (face is not None and token.face != face)
+            or (principal.project is not None and token.project != principal.project)
+        ):
+            raise NotFound(f"API token {token_id!r} not found", field="tokenId")
+        return token
+
     async def revoke_token(self, account_id: str, token_id: str) -> None:
         token = await self.store.get_api_token(token_id)
         if token is None or token.account_id != account_id:

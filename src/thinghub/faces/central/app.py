@@ -107,10 +107,7 @@ def _sas_token(account_id: str, token_id: str, expiry: float) -> str:
 
 
 async def _central_token(core: Core, caller: Principal, token_id: str) -> ApiToken:
-    token = await core.store.get_api_token(token_id)
-    if token is None or token.account_id != caller.account_id or token.face != "central":
-        raise NotFound(f"API token {token_id!r} not found", field="tokenId")
-    return token
+    return await core.auth.get_token(caller, token_id, face="central")
 
 
 @router.put("/apiTokens/{token_id}", tags=["apiTokens"], summary="Create an API token")
@@ -142,7 +139,7 @@ async def create_token(
 @router.get("/apiTokens", tags=["apiTokens"], summary="List API tokens (without secrets)")
 async def list_tokens(request: Request, caller: Caller) -> Response:
     require(caller, "tokens")
-    tokens = await core_of(request).store.list_api_tokens(caller.account_id, face="central")
+    tokens = await core_of(request).auth.list_tokens(caller, face="central")
     return OrjsonResponse({"value": [token_json(t) for t in tokens]})
 
 

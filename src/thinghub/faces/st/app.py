@@ -253,7 +253,7 @@ async def create_token(body: TokenCreate, request: Request, caller: Caller) -> R
 async def list_tokens(request: Request, caller: Caller) -> Response:
     core = core_of(request)
     authorize(caller, "admin")
-    tokens = await core.store.list_api_tokens(caller.account_id)
+    tokens = await core.auth.list_tokens(caller)
     return OrjsonResponse(
         [
             {
@@ -269,8 +269,10 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["auth"])
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
+    core = core_of(request)
     authorize(caller, "admin")
-    await core_of(request).auth.revoke_token(caller.account_id, token_id)
+    await core.auth.get_token(caller, token_id)  # 404 outside the caller's account/project
+    await core.auth.revoke_token(caller.account_id, token_id)
     return Response(status_code=204)
 
 

@@ -40,6 +40,8 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class TelemetryQuery:
+    """`device_id` "d" matches the device and its modules; "d/m" only that module."""
+
     account_id: str
     project: str | None = None
     deployment: str | None = None

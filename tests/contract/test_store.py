@@ -504,6 +504,15 @@ async def test_invalid_cursor_is_invalid(store: Store, cursor: str) -> None:
         await store.query_events(EventQuery(ACC, cursor=cursor))
 
 
+async def test_a_device_filter_includes_its_modules_only(store: Store) -> None:
+    ids = ["gw", "gw/m1", "gw/m2", "gw0", "gw2", "gw.x", "gw-1", "g"]
+    await store.append_telemetry([message(d, seconds=i) for i, d in enumerate(ids)], [])
+    found = await all_telemetry(store, TelemetryQuery(ACC, device_id="gw", limit=100))
+    assert sorted(m.device_id for m in found) == ["gw", "gw/m1", "gw/m2"]
+    one = await all_telemetry(store, TelemetryQuery(ACC, device_id="gw/m2", limit=100))
+    assert [m.device_id for m in one] == ["gw/m2"]
+
+
 async def test_a_duplicate_message_adds_no_observations(store: Store) -> None:
     first = message(message_id="dup", seconds=1, body={"temp": 20.0})
     await store.append_telemetry([first], [Observation(ACC, "dev-1", "temp", at(1), 20.0)])

@@ -56,6 +56,7 @@ class ServerProcess:
         threading.Thread(target=read, daemon=True).start()
         while not ready:
             if self.proc.poll() is not None:
+                self._close_handles()
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 self.kill()

@@ -404,6 +404,12 @@ def test_gateway_modules_lifecycle(
         "body": {"temperature": 21},
     }
     assert len(telemetry) == 2
+    # deviceID=<gateway> holds its modules' messages too; moduleID narrows to one module.
+    by_gateway = admin.get("/v1/telemetries", params={"deviceID": gw}).json()
+    assert [t.get("moduleID") for t in by_gateway] == [None, "sensor"]
+    by_module = admin.get("/v1/telemetries", params={"deviceID": gw, "moduleID": "sensor"})
+    assert [t["body"] for t in by_module.json()] == [{"temperature": 21}]
+    assert_error(admin.get("/v1/telemetries", params={"moduleID": "sensor"}), 400, field="moduleID")
 
     deleted = admin.delete(f"/v1/devices/{gw}/modules/sensor")
     assert deleted.status_code == 204, deleted.text

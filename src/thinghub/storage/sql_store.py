@@ -621,14 +621,18 @@ class SqlStore:
         cursor: str | None,
         ts_column: str,
     ) -> tuple[str, list[Any]]:
-        for column, value in (
-            ("project", project),
-            ("deployment", deployment),
-            ("device_id", device_id),
-        ):
+        for column, value in (("project", project), ("deployment", deployment)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
+        if device_id is not None and "/" in device_id:
+            sql += " AND device_id = ?"
+            params.append(device_id)
+        elif device_id is not None:
+            # A device and its modules (`device/module`): the keys from `device/` up to, not
+            # including, `device0` ('0' follows '/'), a range the index serves.
+            sql += " AND (device_id = ? OR (device_id >= ? AND device_id < ?))"
+            params += [device_id, device_id + "/", device_id + "0"]
         if since is not None:
             sql += f" AND {ts_column} >= ?"
             params.append(to_us(since))

@@ -566,6 +566,15 @@ async def invoke_module_method(
 # -- telemetries and events ---------------------------------------------------------------
 
 
+def _entity(device_id: str | None, module_id: str | None) -> str | None:
+    """The entity key a deviceID/moduleID filter names (a module needs its device)."""
+    if module_id is None:
+        return device_id
+    if device_id is None:
+        raise Invalid("moduleID needs deviceID", field="moduleID")
+    return f"{device_id}/{module_id}"
+
+
 def _device_ref(device_id: str) -> dict[str, Any]:
     device, _, module = device_id.partition("/")
     return {"deviceID": device, "moduleID": module} if module else {"deviceID": device}
@@ -578,6 +587,7 @@ async def list_telemetries(
     projectID: Annotated[str | None, Query()] = None,
     deploymentID: Annotated[str | None, Query()] = None,
     deviceID: Annotated[str | None, Query()] = None,
+    moduleID: Annotated[str | None, Query()] = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
     limit: Annotated[int | None, Query()] = None,
@@ -595,7 +605,7 @@ async def list_telemetries(
             caller.account_id,
             projectID,
             deploymentID,
-            deviceID,
+            _entity(deviceID, moduleID),
             since,
             until,
             _limit(core, limit),
@@ -616,6 +626,7 @@ async def list_events(
     projectID: Annotated[str | None, Query()] = None,
     deploymentID: Annotated[str | None, Query()] = None,
     deviceID: Annotated[str | None, Query()] = None,
+    moduleID: Annotated[str | None, Query()] = None,
     eventType: Annotated[str | None, Query()] = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
@@ -640,7 +651,7 @@ async def list_events(
             caller.account_id,
             projectID,
             deploymentID,
-            deviceID,
+            _entity(deviceID, moduleID),
             kind,
             since,
             until,

@@ -28,8 +28,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(*args: str, data_dir: Path | None = None, **kwargs: object) -> ServerProcess:
-        proc = ServerProcess(data_dir or tmp_path / f"srv{len(started)}", *args,
-                             **kwargs).start()  # type: ignore[arg-type]
+        proc = ServerProcess(data_dir or tmp_path / f"srv{len(started)}", *args, **kwargs).start()  # type: ignore[arg-type]
         started.append(proc)
         return proc
 

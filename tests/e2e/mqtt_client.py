@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from typing import Any
@@ -14,14 +15,16 @@ from thinghub.security import sas
 
 
 def register(client: httpx.Client, project: str = "raw", deployment: str = "d") -> dict[str, Any]:
-    response = client.post("/v1/devices", json={"name": "raw", "project": project,
-                                                "deployment": deployment})
+    response = client.post(
+        "/v1/devices", json={"name": "raw", "project": project, "deployment": deployment}
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
-def credentials(device: dict[str, Any], host: str = "localhost", ttl: int = 3600
-                ) -> tuple[str, str]:
+def credentials(
+    device: dict[str, Any], host: str = "localhost", ttl: int = 3600
+) -> tuple[str, str]:
     did = device["id"]
     key = device["credentials"]["symmetricKey"]["primaryKey"]
     token = sas.sign(key, f"{host}/devices/{did}", int(time.time()) + ttl)
@@ -42,14 +45,17 @@ class RawDevice:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def connect(self, client_id: str, username: str, password: str | None,
-                      clean: bool = False) -> int:
+    async def connect(
+        self, client_id: str, username: str, password: str | None, clean: bool = False
+    ) -> int:
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", self.port, ssl=self.context, server_hostname="localhost")
+            "127.0.0.1", self.port, ssl=self.context, server_hostname="localhost"
+        )
         self._writer = writer
         self._task = asyncio.create_task(self._read(reader))
-        self.session.connect(client_id, username, None if password is None else
-                             password.encode(), 60, clean)
+        self.session.connect(
+            client_id, username, None if password is None else password.encode(), 60, clean
+        )
         self.flush()
         async with asyncio.timeout(15):
             while self.connack is None and not self.closed.is_set():
@@ -93,7 +99,5 @@ class RawDevice:
                 pass
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass

@@ -21,8 +21,13 @@ START_TIMEOUT_S = 60.0
 class ServerProcess:
     """Starts the server, reads its `thinghub ready {json}` line, stops it on demand."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.args = list(args)
         self.admin_token = admin_token or "adm_" + secrets.token_urlsafe(24)
@@ -35,11 +40,30 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "thinghub", "serve", "--data-dir", str(self.data_dir),
-               "--http-port", "0", "--mqtt-port", "0", "--log-level", "info", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "thinghub",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--http-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--log-level",
+            "info",
+            *self.args,
+        ]
         self._log = self.log_path.open("a")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=self.env, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         ready: list[str] = []
 
@@ -62,7 +86,7 @@ class ServerProcess:
                 self.kill()
                 raise RuntimeError(f"server not ready in {START_TIMEOUT_S}s:\n{self.log()}")
             time.sleep(0.02)
-        self.addresses = json.loads(ready[0][len("thinghub ready "):])
+        self.addresses = json.loads(ready[0][len("thinghub ready ") :])
         return self
 
     def log(self) -> str:
@@ -91,7 +115,12 @@ class ServerProcess:
         """Run `thinghub <args> --data-dir <dir>` and return its stdout."""
         out = subprocess.run(
             [sys.executable, "-m", "thinghub", *args, "--data-dir", str(self.data_dir)],
-            capture_output=True, text=True, env=self.env, timeout=60, check=False)
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"thinghub {' '.join(args)} failed: {out.stderr}")
         return out.stdout.strip()

@@ -31,8 +31,9 @@ def _telemetry_seqs(client: httpx.Client, device_id: str) -> list[int]:
             return seqs
 
 
-async def _blast(port: int, ca: str, devices: list[dict[str, Any]], proc: ServerProcess
-                 ) -> dict[str, dict[int, int]]:
+async def _blast(
+    port: int, ca: str, devices: list[dict[str, Any]], proc: ServerProcess
+) -> dict[str, dict[int, int]]:
     """Publish QoS 1 from every device; kill -9 the server once a third is acked.
 
     Returns per device {packet id: seq} of the messages whose PUBACK arrived.
@@ -51,8 +52,10 @@ async def _blast(port: int, ca: str, devices: list[dict[str, Any]], proc: Server
             if raw.closed.is_set():
                 continue
             body = json.dumps({"seq": seq, "temperature": seq % 40}).encode()
-            topic = (f"devices/{device['id']}/messages/events/"
-                     f"%24.mid={device['id']}-{seq}&%24.ct=application%2Fjson")
+            topic = (
+                f"devices/{device['id']}/messages/events/"
+                f"%24.mid={device['id']}-{seq}&%24.ct=application%2Fjson"
+            )
             packet_id = raw.publish(topic, body)
             assert packet_id is not None
             ids[packet_id] = seq
@@ -81,8 +84,10 @@ async def _redeliver(port: int, ca: str, device: dict[str, Any], seqs: list[int]
     username, password = credentials(device)
     assert await raw.connect(device["id"], username, password) == 0
     for seq in seqs:
-        topic = (f"devices/{device['id']}/messages/events/"
-                 f"%24.mid={device['id']}-{seq}&%24.ct=application%2Fjson")
+        topic = (
+            f"devices/{device['id']}/messages/events/"
+            f"%24.mid={device['id']}-{seq}&%24.ct=application%2Fjson"
+        )
         raw.publish(topic, json.dumps({"seq": seq, "temperature": seq % 40}).encode())
     async with asyncio.timeout(30):
         while len(raw.acked) < len(seqs):
@@ -90,8 +95,7 @@ async def _redeliver(port: int, ca: str, device: dict[str, Any], seqs: list[int]
     await raw.close()
 
 
-def test_kill_minus_nine_loses_no_acknowledged_message(start_server: Any, tmp_path: Path
-                                                       ) -> None:
+def test_kill_minus_nine_loses_no_acknowledged_message(start_server: Any, tmp_path: Path) -> None:
     data_dir = tmp_path / "crash"
     proc = start_server(data_dir=data_dir)
     with proc.client() as client:

@@ -50,7 +50,8 @@ async def _attack(port: int, ca: str, payloads: list[bytes]) -> None:
     for payload in payloads:
         try:
             _, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=context, server_hostname="localhost")
+                "127.0.0.1", port, ssl=context, server_hostname="localhost"
+            )
         except (OSError, ssl.SSLError):
             continue
         try:

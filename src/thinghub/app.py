@@ -143,7 +143,9 @@ class ThingHub:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         hostnames = [s.hub_hostname, *s.hostnames]
         self.ca = await asyncio.to_thread(
-            CertificateAuthority.load_or_create, s.data_dir / "certs", hostnames=hostnames
+            CertificateAuthority.load_or_create,
+            (s.data_dir / "certs").resolve(),
+            hostnames=hostnames,
         )
         await asyncio.to_thread(upgrade, s.database_url)
         store = open_store(s)

@@ -37,6 +37,9 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Migrations at start-up are routine; their step-by-step notes only at debug level.
+    if level != "debug":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @click.group()

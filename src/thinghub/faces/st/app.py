@@ -370,6 +370,8 @@ async def update_device(
         changes["enabled"] = body.provisioningStatus == "enabled"
     if changes:
         device = await core.registry.update_device(caller, device, **changes)
+        if not device.enabled:
+            await core.disconnect(device.id)  # a disabled device may not stay connected
     if body.properties is not None:
         await core.twins.patch_desired(device, body.properties)
     return OrjsonResponse(await _device_json(core, caller, device))

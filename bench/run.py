@@ -1,8 +1,10 @@
 """`python -m bench.run`: run the benchmarks, print a table, record them and update the docs.
 
-Writes bench/results/latest.json and rewrites the generated HTTP section of
-docs/performance.md (between the `bench:http` markers); the rest of that page is prose kept by
-hand. Exits 1 with the reason when a measurement is invalid (see bench.http).
+Runs the HTTP part (bench.http) and the MQTT part (bench.mqtt), or one of them with --only.
+Writes bench/results/latest.json (a part not run keeps its last results there) and rewrites
+the generated sections of docs/performance.md (between the `bench:http` and `bench:mqtt`
+markers); the rest of that page is prose kept by hand. Exits 1 with the reason when a
+measurement is invalid (see bench.http and bench.mqtt).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import mqtt
 from bench.http import INGEST_BODY, BenchError, WrkResult, run_http, wrk_version
+from bench.mosquitto import mosquitto_version
 from thinghub import __version__
 
 __all__ = ["main"]
@@ -31,7 +35,7 @@ HTTP_END = "<!-- bench:http:end -->"
 TARGET_RATIO = 0.5
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(*, http: bool = True, mqtt: bool = False) -> dict[str, Any]:
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -40,17 +44,21 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {
+    info = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu or platform.processor() or "unknown",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "wrk": wrk_version(),
         "thinghub": __version__,
         "commit": _git_commit(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if http:
+        info["wrk"] = wrk_version()
+    if mqtt:
+        info["mosquitto"] = mosquitto_version()
+    return info
 
 
 def _git_commit() -> str:
@@ -166,12 +174,12 @@ def _goal_line(results: list[WrkResult]) -> str:
     return f"**Below the {TARGET_RATIO}x goal of issue 2:** " + "; ".join(below) + "."
 
 
-def update_doc(section: str) -> None:
+def update_doc(section: str, start_marker: str = HTTP_START, end_marker: str = HTTP_END) -> None:
     text = DOC.read_text() if DOC.exists() else ""
-    start, end = text.find(HTTP_START), text.find(HTTP_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        raise BenchError(f"{DOC} has no {HTTP_START!r} ... {HTTP_END!r} section to rewrite")
-    new = text[:start] + section + text[end + len(HTTP_END) :]
+        raise BenchError(f"{DOC} has no {start_marker!r} ... {end_marker!r} section to rewrite")
+    new = text[:start] + section + text[end + len(end_marker) :]
     _write(DOC, new)
 
 
@@ -186,8 +194,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per point")
-    parser.add_argument("--connections", default="32,128", help="comma-separated counts")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", default="32,128", help="HTTP: comma-separated counts")
+    parser.add_argument("--threads", type=int, default=2, help="HTTP: wrk threads")
+    parser.add_argument(
+        "--devices", default="100,1000", help="MQTT throughput: comma-separated device counts"
+    )
+    parser.add_argument(
+        "--idle-devices",
+        type=int,
+        default=10_000,
+        help="MQTT: idle TLS connections for the memory figure (0 skips it)",
+    )
+    parser.add_argument(
+        "--method-calls",
+        type=int,
+        default=500,
+        help="MQTT: sequential direct-method calls through /v1 (0 skips them)",
+    )
+    parser.add_argument(
+        "--only", choices=["http", "mqtt"], help="run one part; the other keeps its last results"
+    )
     parser.add_argument(
         "--no-write",
         action="store_true",
@@ -200,11 +226,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.render:
-        saved = json.loads(RESULTS.read_text())
+        return _render()
+    saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    try:
+        if args.only in (None, "http"):
+            saved.update(_http_part(args))
+        if args.only in (None, "mqtt"):
+            saved["mqtt"] = _mqtt_part(args)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    if not args.no_write:
+        _write(RESULTS, json.dumps(saved, indent=2) + "\n")
+        _render(quiet=True)
+        print(f"\nwrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
+    return 0
+
+
+def _render(*, quiet: bool = False) -> int:
+    """Rewrite the generated sections of the docs from latest.json."""
+    saved = json.loads(RESULTS.read_text())
+    if "http" in saved:
         results = [WrkResult(**r) for r in saved["http"]]
         update_doc(markdown_section(results, saved["machine"], saved["params"]))
-        print(format_table(results))
-        return 0
+        if not quiet:
+            print(format_table(results))
+    if "mqtt" in saved:
+        part = saved["mqtt"]
+        mqtt_results = mqtt.MqttResults.from_json(part["results"])
+        update_doc(
+            mqtt.markdown_section(mqtt_results, part["machine"], part["params"]),
+            mqtt.MQTT_START,
+            mqtt.MQTT_END,
+        )
+        if not quiet:
+            print(mqtt.format_table(mqtt_results))
+    return 0
+
+
+def _http_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the HTTP benchmark; what latest.json keeps of it (top-level keys)."""
     connections = [int(c) for c in args.connections.split(",") if c.strip()]
     params = {
         "duration_s": args.duration,
@@ -213,23 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         "connections": connections,
         "ingest_body": INGEST_BODY,
     }
-    try:
-        machine = machine_info()
-        print(
-            f"HTTP benchmark: {machine['nproc']} CPUs shared by wrk and the server, "
-            f"{args.duration:g} s per point",
-            flush=True,
-        )
-        results = run_http(
-            connections=connections,
-            duration_s=args.duration,
-            threads=args.threads,
-            warmup_s=args.warmup,
-            progress=lambda line: print(line, flush=True),
-        )
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+    machine = machine_info()
+    print(
+        f"HTTP benchmark: {machine['nproc']} CPUs shared by wrk and the server, "
+        f"{args.duration:g} s per point",
+        flush=True,
+    )
+    results = run_http(
+        connections=connections,
+        duration_s=args.duration,
+        threads=args.threads,
+        warmup_s=args.warmup,
+        progress=lambda line: print(line, flush=True),
+    )
     machine["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print()
     print(format_table(results))
@@ -241,17 +298,50 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if below:
         print(f"\nbelow the {TARGET_RATIO}x goal of issue 2: {', '.join(below)}")
-    if not args.no_write:
-        payload = {
-            "machine": machine,
-            "params": params,
-            "http": [r.to_json() for r in results],
-            "ratios": {f"{s} c={c}": round(v, 3) for (s, c), v in sorted(ratio.items())},
-        }
-        _write(RESULTS, json.dumps(payload, indent=2) + "\n")
-        update_doc(markdown_section(results, machine, params))
-        print(f"\nwrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
-    return 0
+    return {
+        "machine": machine,
+        "params": params,
+        "http": [r.to_json() for r in results],
+        "ratios": {f"{s} c={c}": round(v, 3) for (s, c), v in sorted(ratio.items())},
+    }
+
+
+def _mqtt_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the MQTT benchmark; what latest.json keeps of it (under "mqtt")."""
+    devices = [int(n) for n in args.devices.split(",") if n.strip()]
+    params = {
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "devices": devices,
+        "idle_devices": args.idle_devices,
+        "method_calls": args.method_calls,
+    }
+    machine = machine_info(http=False, mqtt=True)
+    print(
+        f"MQTT benchmark: {machine['nproc']} CPUs shared by the load generator and the broker, "
+        f"{args.duration:g} s per throughput point",
+        flush=True,
+    )
+    results = mqtt.run_mqtt(
+        devices=devices,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        idle_devices=args.idle_devices,
+        method_calls=args.method_calls,
+        progress=lambda line: print(line, flush=True),
+    )
+    machine["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    print()
+    print(mqtt.format_table(results))
+    misses = mqtt.goal_misses(results)
+    if misses:
+        print(f"\nbelow the goals of issue 3: {'; '.join(misses)}")
+    return {
+        "machine": machine,
+        "params": params,
+        "results": results.to_json(),
+        "ratios": {k: round(v, 3) for k, v in results.ratios().items()},
+    }
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ from thinghub.storage.sqlite import SqliteDatabase
 
 __all__ = ["FACES", "ThingHub", "open_store"]
 
+SHUTDOWN_GRACE_S = 10.0  # requests in flight at SIGTERM get this long to finish
+
 logger = logging.getLogger(__name__)
 
 # Faces that can be served at the root of their own port with --face-listen FACE=HOST:PORT.
@@ -119,6 +121,7 @@ class ThingHub:
         self.ca: CertificateAuthority | None = None
         self._servers: list[_Server] = []
         self._delivery: asyncio.Task[None] | None = None
+        self._server_tasks: list[asyncio.Task[None]] = []
         self.mqtt: MqttServer | None = None
         self._exit = contextlib.AsyncExitStack()
 
@@ -175,6 +178,7 @@ class ThingHub:
         self._exit.push_async_exit(tasks.__aexit__)
         self._exit.push_async_callback(self._stop_servers)
         self._delivery = tasks.create_task(core.commands.run(), name="commands.delivery")
+        tasks.create_task(core.ingest.run(), name="ingest.batches")
 
         mqtt = MqttServer(
             DeviceRouter(Hub(core), Dps(core, core.provisioning, s.hub_hostname)),
@@ -246,7 +250,9 @@ class ThingHub:
         )
         server = _Server(config)
         self._servers.append(server)
-        tasks.create_task(server.serve(sockets=[sock]), name=f"{name}.serve")
+        self._server_tasks.append(
+            tasks.create_task(server.serve(sockets=[sock]), name=f"{name}.serve")
+        )
 
     async def _wait_started(self) -> None:
         async with asyncio.timeout(30):
@@ -255,9 +261,14 @@ class ThingHub:
                 await asyncio.sleep(0.01)
 
     async def _stop_servers(self) -> None:
+        """Stop accepting, let requests in flight finish, then end the background loops:
+        the ingest loop writes everything queued before it returns."""
         for server in self._servers:
             server.should_exit = True
-        # Cancelling the delivery loop lets the TaskGroup end once the servers have drained.
+        if self._server_tasks:
+            await asyncio.wait(self._server_tasks, timeout=SHUTDOWN_GRACE_S)
+        assert self.core is not None
+        self.core.ingest.stop()
         if self._delivery is not None:
             self._delivery.cancel()
 

@@ -9,9 +9,6 @@ POST /devices/{id}/messages/events?api-version=... (and /devices/{d}/modules/{m}
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -71,11 +68,6 @@ def routes(core: Core) -> list[Route]:
                 component=props.pop("$.sub", None),
                 source="http",
             )
-            try:
-                orjson.dumps(message.body)
-            except orjson.JSONEncodeError:
-                # Valid JSON that orjson cannot store (integers beyond 64 bits): keep the text.
-                message = replace(message, body=raw.decode("utf-8"))
             await core.ingest.ingest(device, message)
         except errors.Error as exc:
             return _error(exc)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thinghub.devices.hub_topics import (
+    Telemetry,
     encode_bag,
     parse_hub_username,
     parse_query,
@@ -98,6 +99,7 @@ class HubLink:
         self.device = device
         self.device_id = device.id
         self.session = session
+        self.last_topic: tuple[str, Telemetry] | None = None
 
     async def call_method(self, name: str, payload: Any, timeout_s: float) -> MethodResult:
         return await self.hub.call_method(self.device, name, payload, timeout_s)
@@ -274,11 +276,16 @@ class Hub:
         if topic.startswith("$iothub/"):
             await self._iothub_request(link, publish)
             return None
-        telemetry = parse_telemetry_topic(topic)
-        if telemetry is None:
-            raise DropConnection(f"publish to {topic!r} is not allowed")
-        if entity_id(telemetry.device_id, telemetry.module_id) != link.device_id:
-            raise DropConnection(f"publish to another device's topic {topic!r}")
+        if link.last_topic is not None and link.last_topic[0] == topic:
+            telemetry = link.last_topic[1]  # devices repeat their topic: parse it once
+        else:
+            parsed = parse_telemetry_topic(topic)
+            if parsed is None:
+                raise DropConnection(f"publish to {topic!r} is not allowed")
+            if entity_id(parsed.device_id, parsed.module_id) != link.device_id:
+                raise DropConnection(f"publish to another device's topic {topic!r}")
+            telemetry = parsed
+            link.last_topic = (topic, parsed)
         system = telemetry.system
         try:
             message = self.core.ingest.build(
@@ -293,14 +300,9 @@ class Hub:
             )
         except Error as exc:
             raise DropConnection(f"telemetry refused: {exc.message}") from exc
-        return self._ingest(link, message)
-
-    async def _ingest(self, link: HubLink, message: Any) -> None:
-        try:
-            await self.core.ingest.ingest(link.device, message)
-        except Invalid as exc:
-            # Rejected by a policy (recorded as an event): acknowledged, not stored.
-            logger.info("device %s telemetry rejected: %s", link.device_id, exc.message)
+        # Resolves after the batch holding it commits; a message a policy rejects is
+        # recorded as an event and still acknowledged (resending it would not help).
+        return self.core.ingest.submit(link.device, message)
 
     async def _iothub_request(self, link: HubLink, publish: Publish) -> None:
         topic = publish.topic

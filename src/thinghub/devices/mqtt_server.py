@@ -22,6 +22,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -105,7 +106,7 @@ class Connection:
         self.state: Any = None  # the dialect's per-connection state
         self.session_present = False  # set by the dialect's on_connect
         self.closed = asyncio.Event()
-        self._acks: asyncio.Queue[tuple[int, Awaitable[Any] | None]] = asyncio.Queue()
+        self._acks: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
         self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- bytes out -----------------------------------------------------------------------
@@ -134,7 +135,6 @@ class Connection:
     # -- the read loop -------------------------------------------------------------------
 
     async def run(self) -> None:
-        pump = asyncio.create_task(self._ack_pump(), name=f"mqtt[{self.peer}].acks")
         try:
             await self._read_loop()
         except DropConnection as exc:
@@ -147,9 +147,6 @@ class Connection:
             logger.exception("mqtt %s (%s): connection failed", self.client_id or "-", self.peer)
         finally:
             self.closed.set()
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
             if self._tasks:  # let accepted work (e.g. QoS 0 telemetry) finish storing
                 await asyncio.wait(list(self._tasks), timeout=CLOSE_DRAIN_S)
             self.session.close()
@@ -193,12 +190,13 @@ class Connection:
             case PublishReceived(publish=publish):
                 assert self.dialect is not None
                 work = await self.dialect.on_publish(self, publish)
+                future = None if work is None else self._track(asyncio.ensure_future(work))
                 if publish.qos and publish.packet_id is not None:
-                    if work is not None:
-                        work = self._track(asyncio.ensure_future(work))
-                    self._acks.put_nowait((publish.packet_id, work))
-                elif work is not None:
-                    self._track(asyncio.ensure_future(work))
+                    self._acks.append((publish.packet_id, future))
+                    if future is None or future.done():
+                        self._drain_acks()
+                    else:
+                        future.add_done_callback(self._drain_acks)
             case SubscribeRequested(subscribe=sub):
                 assert self.dialect is not None
                 codes = await self.dialect.on_subscribe(self, sub.filters)
@@ -247,29 +245,40 @@ class Connection:
         future.add_done_callback(self._tasks.discard)
         return future
 
-    async def _ack_pump(self) -> None:
-        """PUBACK in arrival order, each after its work is done (§4.6)."""
-        while True:
-            if self._acks.empty():
-                self.flush()  # one write for every PUBACK that is ready
-            packet_id, work = await self._acks.get()
-            if work is not None:
-                try:
-                    await work
-                except DropConnection as exc:
-                    logger.warning("mqtt %s: %s; closing", self.client_id, exc)
+    def _drain_acks(self, _: object = None) -> None:
+        """PUBACK in arrival order (§4.6), each once its work is done; one write for all.
+
+        Runs when a message's work completes; the head of the queue decides. Work that failed
+        is not durable, so it is not acknowledged: the connection closes and the device
+        resends.
+        """
+        sent = False
+        while self._acks:
+            packet_id, future = self._acks[0]
+            if future is not None:
+                if not future.done():
+                    break
+                error = None if future.cancelled() else future.exception()
+                if future.cancelled() or error is not None:
+                    if isinstance(error, DropConnection):
+                        logger.warning("mqtt %s: %s; closing", self.client_id, error)
+                    elif not self.closed.is_set():
+                        logger.error(
+                            "mqtt %s: message not stored (%r); closing unacknowledged",
+                            self.client_id,
+                            error,
+                        )
+                    self._acks.clear()
                     self.close()
                     return
-                except Exception:
-                    # Not durable, so not acknowledged: close and let the device resend.
-                    logger.exception(
-                        "mqtt %s: message not stored; closing unacknowledged", self.client_id
-                    )
-                    self.close()
-                    return
+            self._acks.popleft()
             if self.closed.is_set():
+                self._acks.clear()
                 return
             self.session.puback(packet_id)
+            sent = True
+        if sent:
+            self.flush()
 
 
 class MqttServer:

@@ -7,8 +7,12 @@ with the reason, not stored as telemetry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.events import EventType
@@ -18,9 +22,23 @@ from thinghub.ports import Bus, Clock, Store
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 
-__all__ = ["IngestService", "TelemetryPolicy"]
+__all__ = ["BATCH_MAX", "IngestService", "Outcome", "TelemetryPolicy"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a submitted message."""
+
+    is_new: bool  # False: a duplicate (same message id), or rejected
+    rejected: str | None  # the policy's reason, when rejected
+
+
+_Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
+
+# Most messages in one write unit.
+BATCH_MAX = 2000
 
 
 class TelemetryPolicy(Protocol):
@@ -46,6 +64,11 @@ class IngestService:
         self.events = events
         self.max_payload_bytes = max_payload_bytes
         self.policies: list[TelemetryPolicy] = []
+        self.batch_max = BATCH_MAX
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._running = False
+        self._stopping = False
 
     def build(
         self,
@@ -67,11 +90,19 @@ class IngestService:
                 f"telemetry is {len(raw)} bytes; the limit is {self.max_payload_bytes}",
                 field="body",
             )
+        if body is None:
+            body = decode_body(raw, content_type)
+            try:
+                orjson.dumps(body)
+            except orjson.JSONEncodeError:
+                # Valid JSON that cannot be stored as JSON (an integer beyond 64 bits, NaN):
+                # keep the text, so one odd message never fails the batch it shares.
+                body = raw.decode("utf-8")
         return TelemetryMessage(
             account_id=device.account_id,
             device_id=device.id,
             enqueued_at=self.clock.now() if enqueued_at is None else enqueued_at,
-            body=decode_body(raw, content_type) if body is None else body,
+            body=body,
             raw=raw,
             properties=properties or {},
             message_id=message_id,
@@ -90,6 +121,95 @@ class IngestService:
         Returns False when it was a duplicate (same message id) and so not stored again.
         Raises Invalid when a policy rejects it (the rejection is recorded as an event).
         """
+        if self._running:
+            outcome = await self.submit(device, message)
+        else:  # no batching loop (one-shot tools): write it directly
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            await self._write([(device, message, future)])
+            outcome = await future
+        if outcome.rejected is not None:
+            raise Invalid(outcome.rejected, field="body")
+        return outcome.is_new
+
+    def submit(self, device: Device, message: TelemetryMessage) -> asyncio.Future[Outcome]:
+        """Queue a message for the next batch; the future resolves after its commit.
+
+        Every message submitted during one pass of the event loop (from any connection or
+        request) goes to storage as one write unit, so concurrent devices share commits.
+        The future never raises for a rejected message; it says so in the Outcome.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._pending.append((device, message, future))
+        if len(self._pending) == 1:
+            self._wake.set()
+        return future
+
+    async def run(self) -> None:
+        """The batching loop, until stop(): then it writes what is queued and returns."""
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                while not (self._stopping and not self._pending):
+                    await self._wake.wait()
+                    self._wake.clear()
+                    await asyncio.sleep(0)  # let this loop pass's other submitters join
+                    batch = self._pending[: self.batch_max]
+                    del self._pending[: self.batch_max]
+                    if self._pending:
+                        self._wake.set()
+                    if batch:
+                        tasks.create_task(self._write(batch), name="ingest.batch")
+        finally:
+            self._running = False
+
+    def stop(self) -> None:
+        """Finish: write what is queued and in flight, then let run() return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        accepted: list[_Pending] = []
+        for item in batch:
+            reason = await self._check(item[0], item[1])
+            if reason is None:
+                accepted.append(item)
+            else:
+                _resolve(item[2], Outcome(False, reason))
+        if not accepted:
+            return
+        messages = [message for _, message, _ in accepted]
+        observations = [o for m in messages for o in observations_of(m)]
+        try:
+            results = await self.store.append_telemetry(messages, observations)
+        except Exception as exc:  # not stored, so not acknowledged: every caller hears it
+            if len(accepted) > 1:  # find the one that failed; the others still land
+                logger.warning("a batch of %d messages failed (%s); writing each alone",
+                               len(accepted), exc)  # fmt: skip
+                for item in accepted:
+                    await self._write([item])
+                return
+            logger.error("storing telemetry of %s failed: %s", accepted[0][0].id, exc)
+            if not accepted[0][2].done():
+                accepted[0][2].set_exception(exc)
+            return
+        for (_, _, future), is_new in zip(accepted, results, strict=True):
+            _resolve(future, Outcome(is_new, None))
+        for (device, message, _), is_new in zip(accepted, results, strict=True):
+            await self.registry.touch(device)
+            if is_new:
+                await self.bus.publish(
+                    f"telemetry.{device.account_id}",
+                    {
+                        "deviceId": device.id,
+                        "ts": message.enqueued_at,
+                        "body": message.body,
+                        "properties": message.properties,
+                        "component": message.component,
+                    },
+                )
+
+    async def _check(self, device: Device, message: TelemetryMessage) -> str | None:
         for policy in self.policies:
             reason = await policy.check(device, message)
             if reason is not None:
@@ -98,19 +218,10 @@ class IngestService:
                     EventType.TELEMETRY_REJECTED,
                     {"reason": reason, "messageId": message.message_id, "body": message.body},
                 )
-                raise Invalid(reason, field="body")
-        observations = observations_of(message)
-        (is_new,) = await self.store.append_telemetry([message], observations)
-        await self.registry.touch(device)
-        if is_new:
-            await self.bus.publish(
-                f"telemetry.{device.account_id}",
-                {
-                    "deviceId": device.id,
-                    "ts": message.enqueued_at,
-                    "body": message.body,
-                    "properties": message.properties,
-                    "component": message.component,
-                },
-            )
-        return is_new
+                return reason
+        return None
+
+
+def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)

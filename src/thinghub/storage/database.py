@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = ["Database", "DuplicateKeyError", "Step"]
 
-StepKind = Literal["exec", "each", "one", "all"]
+StepKind = Literal["exec", "each", "many", "one", "all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class Step:
     """One statement of a write unit.
 
     kind: exec -> rowcount; each -> the statement once per row of `params`, a rowcount each;
+    many -> the same as one executemany (faster, no per-row counts, returns None);
     one -> the first row or None; all -> every row.
     """
 

@@ -161,6 +161,10 @@ class PostgresDatabase:
             return _rowcount(await conn.execute(sql, *step.params))
         if step.kind == "each":
             return [_rowcount(await conn.execute(sql, *row)) for row in step.params]
+        if step.kind == "many":
+            if step.params:
+                await conn.executemany(sql, step.params)
+            return None
         if step.kind == "one":
             row = await conn.fetchrow(sql, *step.params)
             return None if row is None else tuple(row)

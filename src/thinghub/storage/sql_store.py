@@ -524,15 +524,26 @@ class SqlStore:
     async def append_telemetry(
         self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
     ) -> list[bool]:
+        """One write unit for the whole batch.
+
+        Messages without an id are always new: one executemany. Messages with an id may be
+        redeliveries: inserted one by one (ON CONFLICT DO NOTHING) to learn which landed.
+        """
         insert = (
             f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) VALUES "
             f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
         )
-        steps = [Step("each", insert, [_telemetry_params(m) for m in messages])]
+        with_id = [m for m in messages if m.message_id is not None]
+        without_id = [m for m in messages if m.message_id is None]
+        steps = [
+            Step("each", insert, [_telemetry_params(m) for m in with_id]),
+            Step("many", insert, [_telemetry_params(m) for m in without_id]),
+        ]
         if observations:
             steps += self._observation_steps(messages, observations)
         result = await self._write(*steps)
-        return [bool(n) for n in result[0]]
+        landed = iter(bool(n) for n in result[0])
+        return [True if m.message_id is None else next(landed) for m in messages]
 
     @staticmethod
     def _observation_steps(
@@ -541,16 +552,21 @@ class SqlStore:
         """Observations of new messages only: a redelivered duplicate adds none.
 
         An observation of a message with an id is written only if the stored row for that id
-        is this message's (same enqueued time), i.e. this insert is the one that landed.
+        is this message's (same enqueued time), i.e. this insert is the one that landed. The
+        latest value per (entity, metric) is upserted once per batch for plain rows.
         """
         ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
         plain: list[tuple[Any, ...]] = []
         guarded: list[tuple[Any, ...]] = []
+        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
         for o in observations:
             row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
             message_id = ids.get((o.entity_id, row[3]))
             if message_id is None:
                 plain.append(row)
+                prior = newest.get((o.entity_id, o.metric))
+                if prior is None or row[3] >= prior[3]:
+                    newest[(o.entity_id, o.metric)] = row
             else:
                 guarded.append((*row, o.entity_id, message_id, row[3]))
         latest = (
@@ -565,20 +581,20 @@ class SqlStore:
         steps = []
         if plain:
             steps += [
-                Step("each", f"INSERT INTO observations {columns} VALUES (?,?,?,?,?)", plain),
+                Step("many", f"INSERT INTO observations {columns} VALUES (?,?,?,?,?)", plain),
                 Step(
-                    "each",
+                    "many",
                     f"INSERT INTO latest_observations {columns} VALUES (?,?,?,?,?){latest}",
-                    plain,
+                    list(newest.values()),
                 ),
             ]
         if guarded:
             steps += [
                 Step(
-                    "each", f"INSERT INTO observations {columns} SELECT ?,?,?,?,?{landed}", guarded
+                    "many", f"INSERT INTO observations {columns} SELECT ?,?,?,?,?{landed}", guarded
                 ),
                 Step(
-                    "each",
+                    "many",
                     f"INSERT INTO latest_observations {columns} SELECT ?,?,?,?,?{landed}{latest}",
                     guarded,
                 ),

@@ -180,6 +180,9 @@ class SqliteDatabase:
             for row in step.params:
                 counts.append(conn.execute(step.sql, tuple(row)).rowcount)
             return counts
+        if step.kind == "many":
+            conn.executemany(step.sql, step.params)
+            return None
         cursor = conn.execute(step.sql, tuple(step.params))
         try:
             if step.kind == "exec":

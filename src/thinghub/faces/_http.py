@@ -28,6 +28,7 @@ __all__ = [
     "core_of",
     "document_bearer",
     "error_body",
+    "face_app",
     "install_errors",
     "principal_of",
 ]
@@ -187,6 +188,29 @@ def document_bearer(app: FastAPI, description: str) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def face_app(
+    core: Core,
+    *,
+    title: str,
+    version: str,
+    render: ErrorRenderer | None = None,
+    form_paths: tuple[str, ...] = (),
+) -> FastAPI:
+    """A REST face's FastAPI app: docs at /docs, one error body, JSON bodies, the core."""
+    app = FastAPI(
+        title=title,
+        version=version,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.core = core
+    install_errors(app) if render is None else install_errors(app, render)
+    app.add_middleware(JsonBodies, form_paths=form_paths)
+    return app
 
 
 def core_of(request: Request) -> Core:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -32,6 +32,8 @@ from thinghub.ports import C2DMessage, EventQuery, Page, TelemetryQuery
 from thinghub.storage.database import Database, DuplicateKeyError, Step
 
 __all__ = ["SqlStore", "from_us", "to_us"]
+
+T = TypeVar("T")
 
 
 def to_us(ts: float) -> int:
@@ -603,27 +605,32 @@ class SqlStore:
 
     async def query_telemetry(self, query: TelemetryQuery) -> Page[TelemetryMessage]:
         sql = f"SELECT id, {_TELEMETRY_COLUMNS} FROM telemetry WHERE account_id = ?"
-        params: list[Any] = [query.account_id]
-        sql, params = self._scope_filters(
-            sql,
-            params,
-            query.project,
-            query.deployment,
-            query.device_id,
-            query.since,
-            query.until,
-            query.cursor,
-            "enqueued_at",
+        return await self._page(
+            sql, [query.account_id], query, "enqueued_at", 5, lambda r: _telemetry(r[1:])
         )
-        sql += " ORDER BY enqueued_at DESC, id DESC LIMIT ?"
+
+    async def _page(
+        self,
+        sql: str,
+        params: list[Any],
+        query: TelemetryQuery | EventQuery,
+        ts_column: str,
+        ts_index: int,
+        item: Callable[[Sequence[Any]], T],
+    ) -> Page[T]:
+        """Newest first, `query.limit` rows, and a cursor (time, id) when more remain."""
+        sql, params = self._scope_filters(
+            sql, params, query.project, query.deployment, query.device_id, query.since,
+            query.until, query.cursor, ts_column,
+        )  # fmt: skip
+        sql += f" ORDER BY {ts_column} DESC, id DESC LIMIT ?"
         params.append(query.limit + 1)
         rows = await self.db.fetch_all(sql, params)
-        items = [_telemetry(r[1:]) for r in rows[: query.limit]]
         cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
-            cursor = _encode_cursor(last[5], last[0])
-        return Page(items, cursor)
+            cursor = _encode_cursor(last[ts_index], last[0])
+        return Page([item(r) for r in rows[: query.limit]], cursor)
 
     @staticmethod
     def _scope_filters(
@@ -726,29 +733,11 @@ class SqlStore:
         if query.event_type is not None:
             sql += " AND type = ?"
             params.append(query.event_type.value)
-        sql, params = self._scope_filters(
-            sql,
-            params,
-            query.project,
-            query.deployment,
-            query.device_id,
-            query.since,
-            query.until,
-            query.cursor,
-            "ts",
-        )
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        params.append(query.limit + 1)
-        rows = await self.db.fetch_all(sql, params)
-        items = [
-            Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0, orjson.loads(r[7]), r[3], r[4])
-            for r in rows[: query.limit]
-        ]
-        cursor = None
-        if len(rows) > query.limit:
-            last = rows[query.limit - 1]
-            cursor = _encode_cursor(last[6], last[0])
-        return Page(items, cursor)
+        return await self._page(
+            sql, params, query, "ts", 6,
+            lambda r: Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0,
+                            orjson.loads(r[7]), r[3], r[4]),
+        )  # fmt: skip
 
     # -- commands ------------------------------------------------------------------------
 

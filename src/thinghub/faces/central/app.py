@@ -19,7 +19,7 @@ from thinghub.domain.clock import format_ts_short
 from thinghub.domain.errors import Invalid, NotFound
 from thinghub.domain.ids import parse_id
 from thinghub.domain.model import ApiToken, Device, Principal
-from thinghub.faces._http import JsonBodies, OrjsonResponse, core_of, install_errors, principal_of
+from thinghub.faces._http import OrjsonResponse, core_of, face_app, principal_of
 from thinghub.faces.central._wire import (
     api_version,
     authenticate,
@@ -587,16 +587,11 @@ async def delete_template(template_id: str, request: Request, caller: Caller) ->
 
 
 def create_app(core: Core) -> FastAPI:
-    app = FastAPI(
+    app = face_app(
+        core,
         title="thinghub /central/api (Azure IoT Central REST API)",
         version="2023-07-31-preview",
-        docs_url="/docs",
-        openapi_url="/openapi.json",
-        redoc_url=None,
-        default_response_class=OrjsonResponse,
+        render=render_error,
     )
-    app.state.core = core
-    install_errors(app, render_error)
-    app.add_middleware(JsonBodies)
     app.include_router(router)
     return app

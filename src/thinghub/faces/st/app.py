@@ -17,11 +17,10 @@ from thinghub.domain.errors import Forbidden, Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.faces._http import (
-    JsonBodies,
     OrjsonResponse,
     core_of,
     document_bearer,
-    install_errors,
+    face_app,
     principal_of,
 )
 from thinghub.faces.st.schemas import (
@@ -674,18 +673,11 @@ async def list_events(
 
 
 def create_app(core: Core) -> FastAPI:
-    app = FastAPI(
-        title="thinghub /v1 (ST AIoT Craft IoT API)",
-        version="1",
-        docs_url="/docs",
-        openapi_url="/openapi.json",
-        redoc_url=None,
-        default_response_class=OrjsonResponse,
-    )
-    app.state.core = core
-    install_errors(app)
+    app = face_app(
+        core, title="thinghub /v1 (ST AIoT Craft IoT API)", version="1",
+        form_paths=("/auth/token",),
+    )  # fmt: skip
     document_bearer(app, "An API token, or an access token from POST /v1/auth/token")
-    app.add_middleware(JsonBodies, form_paths=("/auth/token",))
     app.include_router(public)
     app.include_router(router)
     return app

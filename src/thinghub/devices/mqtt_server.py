@@ -147,8 +147,9 @@ class Connection:
             logger.exception("mqtt %s (%s): connection failed", self.client_id or "-", self.peer)
         finally:
             self.closed.set()
-            if self._tasks:  # let accepted work (e.g. QoS 0 telemetry) finish storing
-                await asyncio.wait(list(self._tasks), timeout=CLOSE_DRAIN_S)
+            pending = [*self._tasks, *(f for _, f in self._acks if f is not None)]
+            if pending:  # let accepted work (telemetry of any QoS) finish storing
+                await asyncio.wait(pending, timeout=CLOSE_DRAIN_S)
             self.session.close()
             self.writer.close()
             if self.dialect is not None:
@@ -190,13 +191,16 @@ class Connection:
             case PublishReceived(publish=publish):
                 assert self.dialect is not None
                 work = await self.dialect.on_publish(self, publish)
-                future = None if work is None else self._track(asyncio.ensure_future(work))
+                future = None if work is None else asyncio.ensure_future(work)
                 if publish.qos and publish.packet_id is not None:
+                    # The ack queue holds it (and closing waits for it): no tracking needed.
                     self._acks.append((publish.packet_id, future))
                     if future is None or future.done():
                         self._drain_acks()
                     else:
                         future.add_done_callback(self._drain_acks)
+                elif future is not None:
+                    self._track(future)
             case SubscribeRequested(subscribe=sub):
                 assert self.dialect is not None
                 codes = await self.dialect.on_subscribe(self, sub.filters)
@@ -236,6 +240,7 @@ class Connection:
             self.session.reject(code)
             return False
         self.session.accept(session_present=self.session_present)
+        self.flush()  # the CONNACK goes now, not after on_accepted's bookkeeping
         self.dialect = dialect
         await dialect.on_accepted(self)
         return True
@@ -382,8 +387,9 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int)
             len(data) >= size or data == b"" or b"CONNECT "[: len(data)] != data
         ):
             return data
-        ready = loop.create_future()
-        loop.add_reader(sock.fileno(), ready.set_result, None)
+        ready: asyncio.Future[None] = loop.create_future()
+        # The reader may fire again before we remove it: settle the future only once.
+        loop.add_reader(sock.fileno(), _settle_once, ready)
         try:
             await ready
         finally:
@@ -392,13 +398,26 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int)
             await asyncio.sleep(0.005)  # a partial first line: let the rest arrive
 
 
+def _settle_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def _answer_proxy(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
     """Consume `CONNECT host:port HTTP/1.1 ...\\r\\n\\r\\n` exactly; answer 200 in one write."""
-    buffered = b""
-    while b"\r\n\r\n" not in buffered:
-        if len(buffered) > PROXY_HEADER_MAX_BYTES:
+    while True:  # peek until the blank line is in, then take exactly the header
+        peeked = await _peek(loop, sock, PROXY_HEADER_MAX_BYTES)
+        end = peeked.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if not peeked:
+            raise ConnectionError("closed during proxy CONNECT")
+        if len(peeked) >= PROXY_HEADER_MAX_BYTES:
             raise ValueError("proxy CONNECT header too long")
-        chunk = await loop.sock_recv(sock, 1)
+        await asyncio.sleep(0.005)  # the client sends nothing more until it has our answer
+    buffered = b""
+    while len(buffered) < end + 4:
+        chunk = await loop.sock_recv(sock, end + 4 - len(buffered))
         if not chunk:
             raise ConnectionError("closed during proxy CONNECT")
         buffered += chunk

@@ -32,6 +32,9 @@ class TelemetryMessage:
     project: str | None = None
     deployment: str | None = None
     source: str = "mqtt"  # mqtt | http | central | ...
+    # The body's JSON text when the payload itself was that JSON: stored as is, so the body
+    # is not serialized a second time (None: serialize `body`).
+    body_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,9 @@ def _looks_scalar(text: str) -> bool:
     return text in ("true", "false", "null") or text[:1].isdigit() or text[:1] == "-"
 
 
+_NUMBERS = (int, float)
+
+
 def observations_of(message: TelemetryMessage) -> list[Observation]:
     """Every finite numeric field of a flat object body (bools are not numbers here).
 
@@ -79,13 +85,13 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
     prefix = f"{message.component}." if message.component else ""
     out = []
     for key, value in body.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if value.__class__ is bool or not isinstance(value, _NUMBERS):
             continue
         try:
             number = float(value)
         except OverflowError:  # an integer past the float range: not an observation
             continue
-        if math.isfinite(number):
+        if value.__class__ is int or math.isfinite(number):
             out.append(
                 Observation(
                     message.account_id,

@@ -90,19 +90,25 @@ class IngestService:
                 f"telemetry is {len(raw)} bytes; the limit is {self.max_payload_bytes}",
                 field="body",
             )
+        body_json = None
         if body is None:
-            body = decode_body(raw, content_type)
             try:
-                orjson.dumps(body)
-            except orjson.JSONEncodeError:
-                # Valid JSON that cannot be stored as JSON (an integer beyond 64 bits, NaN):
-                # keep the text, so one odd message never fails the batch it shares.
-                body = raw.decode("utf-8")
+                # orjson accepts only what it can write back (no NaN, no integer past 64
+                # bits), so a payload that parses is stored as its own text.
+                body = orjson.loads(raw)
+                body_json = raw
+            except orjson.JSONDecodeError:
+                body = decode_body(raw, content_type)
+                if not isinstance(body, str | None):
+                    # JSON that orjson refuses to store (NaN, huge integers): keep the text,
+                    # so one odd message never fails the batch it shares.
+                    body = raw.decode("utf-8")
         return TelemetryMessage(
             account_id=device.account_id,
             device_id=device.id,
             enqueued_at=self.clock.now() if enqueued_at is None else enqueued_at,
             body=body,
+            body_json=body_json,
             raw=raw,
             properties=properties or {},
             message_id=message_id,
@@ -195,8 +201,9 @@ class IngestService:
             return
         for (_, _, future), is_new in zip(accepted, results, strict=True):
             _resolve(future, Outcome(is_new, None))
+        for device in {item[0].id: item[0] for item in accepted}.values():
+            await self.registry.touch(device)  # once per device per batch
         for (device, message, _), is_new in zip(accepted, results, strict=True):
-            await self.registry.touch(device)
             if is_new:
                 await self.bus.publish(
                     f"telemetry.{device.account_id}",

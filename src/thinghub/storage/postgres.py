@@ -30,7 +30,7 @@ import orjson
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.storage.database import DuplicateKeyError, Step
-from thinghub.storage.sql_store import SqlStore, to_us
+from thinghub.storage.sql_store import SqlStore, body_text, to_us
 
 __all__ = ["PostgresDatabase", "PostgresStore"]
 
@@ -232,7 +232,7 @@ class _Batch:
 
 def _staged_row(ord_: int, m: TelemetryMessage) -> _Row:
     # The same encoding as SqlStore: JSON text body, else the raw bytes.
-    body = None if m.body is None else orjson.dumps(m.body).decode()
+    body = body_text(m)
     return (
         ord_, m.account_id, m.device_id, m.project, m.deployment, to_us(m.enqueued_at), body,
         m.raw if m.body is None else None,

@@ -31,7 +31,7 @@ from thinghub.domain.twin import Twin, TwinSection
 from thinghub.ports import C2DMessage, EventQuery, Page, TelemetryQuery
 from thinghub.storage.database import Database, DuplicateKeyError, Step
 
-__all__ = ["SqlStore", "from_us", "to_us"]
+__all__ = ["SqlStore", "body_text", "from_us", "to_us"]
 
 T = TypeVar("T")
 
@@ -191,8 +191,15 @@ def _token(row: Sequence[Any]) -> ApiToken:
     )
 
 
+def body_text(m: TelemetryMessage) -> str | None:
+    """The body column: the payload's own JSON text when it was JSON, else serialized."""
+    if m.body_json is not None:
+        return m.body_json.decode("utf-8")
+    return None if m.body is None else _dumps(m.body)
+
+
 def _telemetry_params(m: TelemetryMessage) -> tuple[Any, ...]:
-    body = None if m.body is None else _dumps(m.body)
+    body = body_text(m)
     return (
         m.account_id,
         m.device_id,

@@ -15,12 +15,12 @@ leaks: see `paho_socket_leaks`.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import gc
 import hashlib
 import hmac
 import os
-import queue
 import socket
 import ssl
 import subprocess
@@ -406,43 +406,48 @@ class RawClient:
             context.load_cert_chain(str(cert[0]), str(cert[1]))
         self.sock = context.wrap_socket(raw, server_hostname=name)
         self.session = ClientSession()
-        self.events: queue.Queue[Any] = queue.Queue()
+        self.events: collections.deque[Any] = collections.deque()
         self.closed = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
+    # One thread only: an OpenSSL connection must not be read and written concurrently, and
+    # a socket closed under another thread's blocking recv() sends no FIN until it returns.
+
+    def _pump(self, timeout: float) -> None:
+        """Read what arrives within `timeout` (at least one chunk, or EOF, or nothing)."""
+        if self.closed.is_set():
+            return
+        self.sock.settimeout(max(timeout, 0.001))
         try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                self.session.receive_data(data)
-                while (event := self.session.next_event()) is not None:
-                    self.events.put(event)
-                self._flush()
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return
         except (OSError, ValueError):
-            pass
-        finally:
+            data = b""
+        if not data:
             self.closed.set()
+            return
+        self.session.receive_data(data)
+        while (event := self.session.next_event()) is not None:
+            self.events.append(event)
+        self._flush()
 
     def _flush(self) -> None:
         data = self.session.data_to_send()
         if data:
+            self.sock.settimeout(10)
             self.sock.sendall(data)
 
     def next_event(self, kind: type[T], timeout: float = 10.0) -> T:
         deadline = time.monotonic() + timeout
         while True:
+            while self.events:
+                event = self.events.popleft()
+                if isinstance(event, kind):
+                    return event
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.closed.is_set():
                 raise AssertionError(f"no {kind.__name__} within {timeout:g} s")
-            try:
-                event = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if isinstance(event, kind):
-                return event
+            self._pump(remaining)
 
     def connect(self, client_id: str, username: str, password: str | None) -> Connacked:
         self.session.connect(
@@ -466,12 +471,14 @@ class RawClient:
         return self.next_event(PublishReceived, timeout)
 
     def wait_closed(self, timeout: float = 10.0) -> bool:
-        return self.closed.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.closed.is_set() and time.monotonic() < deadline:
+            self._pump(deadline - time.monotonic())
+        return self.closed.is_set()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-        self._reader.join(5)
 
     def __enter__(self) -> RawClient:
         return self

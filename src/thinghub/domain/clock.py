@@ -14,8 +14,8 @@ MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time ISO-8601 ca
 
 def format_ts(ts: float) -> str:
     """Azure's seven-digit form: 2025-08-13T13:12:29.6760000Z (as in the ST AIoT Craft seed)."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    # isoformat is done in C and much faster than strftime; its offset is always +00:00.
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "0Z"
 
 
 def format_ts_short(ts: float) -> str:

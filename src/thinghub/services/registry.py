@@ -172,9 +172,11 @@ class Registry:
         return self._with_activity(device)
 
     async def find(self, device_id: str) -> Device | None:
-        """A device by id, with no principal: for device-side authentication."""
-        device = await self.load(device_id)
-        return None if device is None else self._with_activity(device)
+        """A device by id, with no principal: for device-side authentication.
+
+        lastActivityTime is as stored (authentication does not need the live value).
+        """
+        return await self.load(device_id)
 
     async def list_devices(
         self,

@@ -46,7 +46,6 @@ import httpx
 
 from bench.http import BenchError, _ServerProcess, thinghub_server
 from bench.mosquitto import mosquitto_server
-from thinghub.mqtt import ClientState
 from thinghub.security import sas
 from thinghub.simulator import DeviceSpec, SimStats, SimulatedDevice, run_devices
 
@@ -391,15 +390,13 @@ async def _hold(
 
 @contextlib.asynccontextmanager
 async def _pinging(devices: Sequence[SimulatedDevice]) -> Any:
-    """PINGREQ every device now and then while the block runs (the simulator sends none)."""
+    """PINGREQ every idle device now and then while the block runs."""
 
     async def ping() -> None:
         while True:
             await asyncio.sleep(PING_INTERVAL_S)
             for device in devices:
-                if device.session.state is ClientState.CONNECTED:
-                    device.session.ping()
-                    device._flush()  # the simulator has no public flush
+                device.keep_alive()
 
     task = asyncio.create_task(ping(), name="bench.ping")
     try:

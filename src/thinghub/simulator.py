@@ -20,6 +20,7 @@ from typing import Any
 
 from thinghub.mqtt import (
     ClientSession,
+    ClientState,
     Connacked,
     PubackReceived,
     PublishReceived,
@@ -116,14 +117,15 @@ class SimulatedDevice:
             keepalive_s=KEEPALIVE_S,
             clean_session=False,
         )
-        self._flush()
+        self.flush()
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await self._connacked.wait()
         if self.spec.methods:
             self.session.subscribe([("$iothub/methods/POST/#", 1)])
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write whatever the session has queued."""
         data = self.session.data_to_send()
         if data and self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
@@ -134,7 +136,7 @@ class SimulatedDevice:
                 self.session.receive_data(data)
                 while (event := self.session.next_event()) is not None:
                     self._on_event(event)
-                self._flush()
+                self.flush()
         except (ConnectionError, ssl.SSLError) as exc:
             self.stats.errors.append(f"{self.spec.client_id}: {exc!r}")
         finally:
@@ -172,7 +174,7 @@ class SimulatedDevice:
         self.stats.sent += 1
         if self.qos and packet_id is not None:
             self._sent_at[packet_id] = time.perf_counter()
-        self._flush()
+        self.flush()
 
     async def run(self, rate_per_s: float, duration_s: float, count: int | None) -> None:
         interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
@@ -192,10 +194,16 @@ class SimulatedDevice:
                 while self._sent_at:  # noqa: ASYNC110 - acks arrive on the reader task
                     await asyncio.sleep(0.01)
 
+    def keep_alive(self) -> None:
+        """Send a PINGREQ if connected (the server drops clients silent for 1.5 x keep-alive)."""
+        if self.session.state is ClientState.CONNECTED:
+            self.session.ping()
+            self.flush()
+
     async def close(self) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self.session.disconnect()
-            self._flush()
+            self.flush()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self._writer.drain()
             self._writer.close()
@@ -245,9 +253,14 @@ async def run_devices(
     stop = asyncio.Event()
 
     async def progress() -> None:
+        last_ping = time.monotonic()
         while not stop.is_set():
             if on_progress is not None:
                 on_progress(stats)
+            if time.monotonic() - last_ping > KEEPALIVE_S / 2:
+                last_ping = time.monotonic()
+                for device in live:
+                    device.keep_alive()
             await asyncio.sleep(0.5)
 
     reporter = asyncio.create_task(progress(), name="sim.progress")

@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 # Faces that can be served at the root of their own port with --face-listen FACE=HOST:PORT.
 FACES: dict[str, Callable[[Core], FastAPI]] = {"st": st.create_app, "central": central.create_app}
 FACE_PREFIXES = {"st": "/v1", "central": "/central/api"}
+# On a face's own port (--face-listen) it answers at `/` and at the prefix its real clients
+# hard-code: ST AIoT Craft's `/v1/...`, IoT Central's `/api/...`.
+NATIVE_PREFIXES = {"st": "/v1", "central": "/api"}
 
 
 def open_store(settings: Settings) -> Store:
@@ -200,7 +203,10 @@ class ThingHub:
             sock = _bind(host, port)
             faces[face] = _address(sock, "http")
             app = FACES[face](core)
-            self._serve(tasks, app, sock, f"face[{face}]")
+            own = Starlette(
+                routes=[Mount(NATIVE_PREFIXES[face], app=app), Mount("/", app=app)],
+            )
+            self._serve(tasks, own, sock, f"face[{face}]")
         self.addresses.update(
             faces=faces,
             version=__version__,

@@ -830,4 +830,8 @@ def test_face_listen_serves_central_at_the_root(start_server: Callable[..., Serv
         assert [d["id"] for d in client.get(page["nextLink"]).json()["devices"]] == ["own-2"]
         assert_error(client.get("/apps/app", params={"api-version": "x"}), 400)
         assert client.get("/docs").status_code == 200
+        # Real IoT Central clients hard-code /api/...: the same face answers there too.
+        native = client.get("/api/apps/app", params={"api-version": VERSION})
+        assert native.status_code == 200, native.text
+        assert native.json() == app.json()
     assert proc.stop() == 0

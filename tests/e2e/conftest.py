@@ -9,18 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, running
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("thinghub")).start()
-    yield proc
-    code = proc.stop()
-    assert code == 0, f"server exited {code} on SIGTERM:\n{proc.log()}"
-    assert "Traceback" not in proc.log(), proc.log()
+    with running(ServerProcess(tmp_path_factory.mktemp("thinghub"))) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -10,8 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -150,3 +152,18 @@ class ServerProcess:
         log = getattr(self, "_log", None)
         if log is not None:
             log.close()
+
+
+S = TypeVar("S", bound=ServerProcess)
+
+
+@contextlib.contextmanager
+def running(proc: S) -> Iterator[S]:
+    """Start a server; on exit stop it and check it shut down cleanly, with no traceback."""
+    proc.start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, f"server exited {code} on SIGTERM:\n{proc.log()}"
+    assert "Traceback" not in proc.log(), proc.log()

@@ -28,7 +28,7 @@ from tests.e2e.azure import (
     wait_event,
     wait_for,
 )
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, running
 from tests.e2e.test_central_api import API, TIME_RE, VERSION, template_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -37,13 +37,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module, with the fake hub and DPS names in its certificate."""
-    proc = ServerProcess(tmp_path_factory.mktemp("thinghub-central"), *SERVER_ARGS).start()
-    try:
-        yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, f"server exited {code} on SIGTERM:\n{proc.log()}"
-    assert "Traceback" not in proc.log(), proc.log()
+    with running(ServerProcess(tmp_path_factory.mktemp("thinghub-central"), *SERVER_ARGS)) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")

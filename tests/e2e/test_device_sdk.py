@@ -51,6 +51,7 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
     wait_telemetry,
 )
 from tests.e2e.helpers_st import TS_RE, StServer, create_device
+from tests.e2e.server import running
 from thinghub.mqtt import PubackReceived
 
 pytestmark = [
@@ -66,13 +67,8 @@ REPORT_KEYS = {"avgTemp", "maxTemp", "minTemp", "startTime", "endTime"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StServer]:
     """One server for the module, with the fake hub and DPS names in its certificate."""
-    proc = StServer(tmp_path_factory.mktemp("thinghub-sdk"), *SERVER_ARGS).start()
-    try:
+    with running(StServer(tmp_path_factory.mktemp("thinghub-sdk"), *SERVER_ARGS)) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, f"server exited {code} on SIGTERM:\n{proc.log()}"
-    assert "Traceback" not in proc.log(), proc.log()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from starlette.routing import Route
 from thinghub.domain import errors
 from thinghub.faces._http import OrjsonResponse, status_of
 from thinghub.services.core import Core
-from thinghub.services.device_auth import DeviceAuth
 
 __all__ = ["routes"]
 
@@ -38,7 +37,7 @@ def _error(error: errors.Error) -> Response:
 
 
 def routes(core: Core) -> list[Route]:
-    auth = DeviceAuth(core.registry, core.clock)
+    auth = core.device_auth
 
     async def send_event(request: Request) -> Response:
         device_id = request.path_params["device_id"]

@@ -37,7 +37,6 @@ from thinghub.mqtt.packets import Connect
 from thinghub.ports import C2DMessage, MethodResult
 from thinghub.security.ca import common_name_of
 from thinghub.services.core import Core
-from thinghub.services.device_auth import DeviceAuth
 
 __all__ = ["Hub", "HubLink"]
 
@@ -136,7 +135,7 @@ class Hub:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.auth = DeviceAuth(core.registry, core.clock)
+        self.auth = core.device_auth
         self._rids = itertools.count(1)
         self._pending: dict[str, dict[str, _PendingMethod]] = {}
         self._inflight: dict[str, tuple[tuple[Publish, ...], tuple[Publish, ...]]] = {}

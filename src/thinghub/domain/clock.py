@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from thinghub.domain.errors import Invalid
 
-__all__ = ["MAX_EPOCH_S", "format_ts", "format_ts_short", "parse_ts"]
+__all__ = ["MAX_EPOCH_S", "MIN_EPOCH_S", "format_ts", "format_ts_short", "parse_ts"]
 
-MAX_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time ISO-8601 can name
+# The times ISO-8601 (and so every face) can name: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+MIN_EPOCH_S = -62_135_596_800
+MAX_EPOCH_S = 253_402_300_799
 
 
 def format_ts(ts: float) -> str:
@@ -30,7 +32,7 @@ def parse_ts(value: str, field: str) -> float:
     """Parse an ISO-8601 time (a trailing Z, up to 7 fraction digits) or epoch seconds.
 
     Raises:
-        Invalid: naming the field.
+        Invalid: naming the field, also for a time outside years 1..9999 (nan, inf, 1e999).
     """
     text = value.strip()
     try:
@@ -38,9 +40,10 @@ def parse_ts(value: str, field: str) -> float:
     except ValueError:
         pass
     else:
-        if not math.isfinite(epoch) or abs(epoch) > MAX_EPOCH_S:
+        if not (math.isfinite(epoch) and MIN_EPOCH_S <= epoch <= MAX_EPOCH_S):
             raise Invalid(
-                f"{field} must be a finite epoch or ISO-8601 time, got {value!r}", field=field
+                f"{field} must be an epoch or ISO-8601 time in years 1..9999, got {value!r}",
+                field=field,
             )
         return epoch
     if text.endswith(("Z", "z")):

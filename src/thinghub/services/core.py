@@ -12,6 +12,7 @@ from thinghub.ports import Bus, Clock, Store
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
 from thinghub.services.commands import CommandService
+from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.links import LinkRegistry
@@ -68,6 +69,8 @@ class Core:
         self.templates = TemplateService(store, clock, self.registry)
         self.ingest.policies.append(self.templates.policy)
         self.provisioning = ProvisioningService(store, clock, self.registry)
+        # One device authenticator for every device adapter, so its verified-token cache is one.
+        self.device_auth = DeviceAuth(self.registry, clock)
         self._accounts: dict[str, Account] = {}
 
     async def start(self) -> None:

@@ -105,21 +105,9 @@ def _twin_json(core: Core, twin: Any, device: Device) -> dict[str, Any]:
     }
 
 
-def _time(value: str, field: str) -> float:
-    ts = parse_ts(value, field)
-    # Epoch seconds may parse to inf, nan or far past what a timestamp column can hold.
-    if not _MIN_TS <= ts <= _MAX_TS:
-        raise Invalid(f"{field} is out of range, got {value!r}", field=field)
-    return ts
-
-
-_MIN_TS = -62135596800.0  # 0001-01-01T00:00:00Z
-_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
-
-
 def _range(since: str | None, until: str | None) -> tuple[float | None, float | None]:
-    start = _time(since, "from") if since else None
-    end = _time(until, "to") if until else None
+    start = parse_ts(since, "from") if since else None
+    end = parse_ts(until, "to") if until else None
     if start is not None and end is not None and start > end:
         raise Invalid("from must not be after to", field="from")
     return start, end

@@ -546,7 +546,10 @@ class ThermostatProcess:
 
     def quit(self, timeout: float = DEFAULT_WAIT_S) -> int:
         self.send("Q\n")
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        # The process has exited; let the reader take its last lines (stdout hits EOF now).
+        self._reader.join(timeout)
+        return code
 
     def close(self) -> None:
         if self.proc.poll() is None:

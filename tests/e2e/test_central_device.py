@@ -261,7 +261,9 @@ def test_disabled_devices_are_refused(
 ) -> None:
     device_id = device["id"]
     client = target.device_client({"id": device_id}, key=device["key"])
-    with connected(client):
+    # The server drops this connection; the SDK's shutdown may then race its own reconnect.
+    with closing_client(client):
+        client.connect()
         wait_connection_state(admin, device_id, "deviceConnected")
         response = central.patch(f"/devices/{device_id}", json={"enabled": False})
         assert response.status_code == 200, response.text

@@ -54,11 +54,13 @@ class TelemetryQuery:
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
+    """`event_types` None matches every type; a set matches any of its types."""
+
     account_id: str
     project: str | None = None
     deployment: str | None = None
     device_id: str | None = None
-    event_type: EventType | None = None
+    event_types: frozenset[EventType] | None = None
     since: float | None = None
     until: float | None = None
     limit: int = 100

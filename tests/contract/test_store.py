@@ -601,18 +601,24 @@ async def test_events_append_and_query(store: Store) -> None:
     async def query(**filters: Any) -> list[Event]:
         return (await store.query_events(EventQuery(ACC, **filters))).items
 
-    assert await query(event_type=EventType.CHANGE) == [events[7]]
+    assert await query(event_types=frozenset({EventType.CHANGE})) == [events[7]]
+    both = frozenset({EventType.CHANGE, EventType.LIFECYCLE})
+    assert await query(event_types=both, device_id="dev-2") == [events[8], events[7]]
+    assert await query(event_types=frozenset({EventType.CHANGE, EventType.CONNECTION_STATE}),
+                       device_id="dev-2") == [events[7]]  # fmt: skip
+    assert await query(event_types=frozenset()) == []
     assert await query(device_id="dev-2") == [events[8], events[7]]
     assert await query(project="p1") == [events[5], events[3], events[1]]
     assert await query(deployment="d1") == [events[6], events[3], events[0]]
     assert await query(since=at(2), until=at(3), device_id="dev-1") == [events[3], events[2]]
-    assert await query(event_type=EventType.CONNECTION_STATE, since=at(6)) == [events[6]]
+    connections = frozenset({EventType.CONNECTION_STATE})
+    assert await query(event_types=connections, since=at(6)) == [events[6]]
 
     got: list[Event] = []
     cursor = None
     for _ in range(10):
         page = await store.query_events(
-            EventQuery(ACC, event_type=EventType.CONNECTION_STATE, limit=3, cursor=cursor)
+            EventQuery(ACC, event_types=connections, limit=3, cursor=cursor)
         )
         got += page.items
         cursor = page.next_cursor

@@ -106,6 +106,14 @@ def test_requests_without_a_valid_bearer_are_401(
         )
         _assert_unauthorized(api.delete("/v1/devices/whatever"))
         _assert_unauthorized(api.post("/v1/tokens", json={"role": "admin"}))
+        # Authentication comes before the body is judged, even a body that is not JSON.
+        for method, path in (
+            ("POST", "/v1/devices"),
+            ("PUT", "/v1/devices/whatever"),
+            ("POST", "/v1/devices/whatever/method"),
+            ("POST", "/v1/tokens"),
+        ):
+            _assert_unauthorized(api.request(method, path, content=b'{"name": "x",'))
 
 
 def test_the_admin_token_also_works_with_a_lowercase_scheme(server: ServerProcess) -> None:
@@ -295,6 +303,12 @@ def test_client_credentials_grant(
     )
     _assert_oauth_error(_oauth(server, {"grant_type": "client_credentials"}), 401, "invalid_client")
 
+    # Revoking the API token also ends the access tokens minted from it.
+    with _bearer(server, access) as api:
+        assert api.get("/v1/devices").status_code == 200
+        assert admin.delete(f"/v1/tokens/{issued['id']}").status_code == 204
+        _assert_unauthorized(api.get("/v1/devices"))
+
 
 def test_password_grant(
     server: ServerProcess, admin: httpx.Client, unique: Callable[[str], str]
@@ -312,6 +326,7 @@ def test_password_grant(
             "/v1/users", json={"username": api_user, "password": "s3cret-pass", "role": "viewer"}
         ),
         409,
+        field="username",
     )
     # (`thinghub user create NAME --password P --role operator` makes the same user; the API
     # is used here because each CLI run costs seconds.)
@@ -424,6 +439,7 @@ def test_accounts_cannot_see_each_other(
         # The same project name in B is B's own, and A cannot see B's device.
         theirs = create_device(other, "theirs", project, deployment)
         assert theirs["idScope"] == other_account["idScope"] != mine["idScope"]
+        other.put(f"/v1/devices/{theirs['id']}", json={"properties": {"b": 2}}).raise_for_status()
         assert (
             post_telemetry(
                 server.http_url, theirs["id"], {"from": "B"}, device_sas(theirs)

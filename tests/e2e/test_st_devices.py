@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -176,9 +177,9 @@ def test_desired_properties_twin_and_change_event(
     scope = {"projectID": project, "deploymentID": deployment}
     events = admin.get("/v1/events", params=scope)
     assert events.status_code == 200, events.text
-    changes = [e for e in events.json() if e["eventType"] == "change_event"]
-    assert len(changes) == 1
-    change = changes[0]
+    # Only the seed's kinds by default: the device's creation is not one of its events.
+    assert [e["eventType"] for e in events.json()] == ["change_event"]
+    change = events.json()[0]
     assert set(change) == {"eventType", "deviceID", "timestamp", "body"}
     assert change["deviceID"] == did
     assert TS_RE.fullmatch(change["timestamp"])
@@ -217,6 +218,72 @@ def test_desired_properties_twin_and_change_event(
     assert newest[0]["body"]["properties"]["desired"]["targetTemperature"] is None
 
 
+def test_empty_desired_patch_changes_nothing(
+    admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    did = create_device(admin, "quiet", unique("p"), unique("d"))["id"]
+    admin.put(f"/v1/devices/{did}", json={"properties": {"a": 1}}).raise_for_status()
+    bodies: list[dict[str, Any]] = [
+        {"properties": {}},
+        {"properties": {"$version": 7}},
+        {},
+        {"properties": None},
+    ]
+    for body in bodies:
+        response = admin.put(f"/v1/devices/{did}", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["properties"] == {"desired": {"a": 1}}
+    twin = admin.get(f"/v1/devices/{did}/twin").json()
+    assert twin["version"] == 2
+    assert twin["properties"]["desired"]["$version"] == 2
+    changes = admin.get("/v1/events", params={"deviceID": did, "eventType": "change_event"})
+    assert len(changes.json()) == 1
+
+
+def test_desired_patch_over_the_twin_limit_is_413_and_changes_nothing(
+    admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    did = create_device(admin, "before", unique("p"), unique("d"))["id"]
+    big = {"name": "after", "properties": {"blob": "x" * (32 * 1024)}}
+    assert_error(admin.put(f"/v1/devices/{did}", json=big), 413, field="properties")
+    bad = {"name": "after", "properties": {"$nope": 1}}
+    assert_error(admin.put(f"/v1/devices/{did}", json=bad), 400, field="properties.$nope")
+    shown = admin.get(f"/v1/devices/{did}").json()
+    assert shown["tags"]["name"] == "before"  # a rejected PUT renames nothing either
+    assert shown["properties"] == {"desired": {}}
+    fits = admin.put(f"/v1/devices/{did}", json={"properties": {"blob": "x" * 32000}})
+    assert fits.status_code == 200, fits.text
+
+
+def test_seed_method_path_with_spaces_names_the_device(
+    admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """The seed's call reads `POST .../v1/devices/  c8dc6706-.../method`."""
+    did = create_device(admin, "thermostat", unique("p"), unique("d"))["id"]
+    response = admin.post(f"/v1/devices/  {did}/method", json={"name": "getMaxMinReport"})
+    assert_error(response, 404, code="DeviceNotOnline")  # found, just not connected
+    assert did in response.json()["error"]["message"]
+    shown = admin.get(f"/v1/devices/%20{did}%20")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["id"] == did
+
+
+def test_empty_filters_are_filters_not_given(
+    admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    project = unique("p")
+    device = create_device(admin, "one", project, unique("d"))
+    admin.put(f"/v1/devices/{device['id']}", json={"properties": {"a": 1}}).raise_for_status()
+    listed = admin.get("/v1/devices", params={"projectID": project, "deploymentID": ""})
+    assert [d["id"] for d in listed.json()] == [device["id"]]
+    events = admin.get(
+        "/v1/events", params={"projectID": project, "deploymentID": "", "eventType": ""}
+    )
+    assert [e["deviceID"] for e in events.json()] == [device["id"]]
+    telemetry = admin.get("/v1/telemetries", params={"projectID": project, "deviceID": ""})
+    assert telemetry.status_code == 200, telemetry.text
+
+
 def test_rename_and_disable_device(
     server: ServerProcess, admin: httpx.Client, unique: Callable[[str], str]
 ) -> None:
@@ -248,7 +315,8 @@ def test_method_on_offline_device(admin: httpx.Client, unique: Callable[[str], s
         },
     )
     assert_error(with_payload, 404, code="DeviceNotOnline")
-    for bad in ("x", "10", 1, 4.9, 100000, True, [], {}):
+    timeouts: tuple[object, ...] = ("x", "10", 1, 4.9, 100000, True, [], {})
+    for bad in timeouts:
         response = admin.post(
             f"/v1/devices/{did}/method",
             json={"name": "getMaxMinReport", "responseTimeoutInSeconds": bad},
@@ -505,6 +573,7 @@ BAD_BODIES: list[tuple[str, str, object, int, str | None]] = [
     ("PUT", "/v1/devices/{dev}", {"name": 5}, 400, "name"),
     ("PUT", "/v1/devices/{dev}", {"provisioningStatus": "maybe"}, 400, "provisioningStatus"),
     ("PUT", "/v1/devices/{dev}", {"tags": {"name": 5}}, 400, "tags.name"),
+    ("PUT", "/v1/devices/{dev}", {"properties": {"a": "x" * 40000}}, 413, "properties"),
     ("PUT", "/v1/devices/no-such-device", {"properties": {"a": 1}}, 404, "deviceId"),
     ("GET", "/v1/devices/no-such-device", None, 404, "deviceId"),
     ("GET", "/v1/devices/no-such-device/twin", None, 404, "deviceId"),
@@ -551,9 +620,11 @@ BAD_BODIES: list[tuple[str, str, object, int, str | None]] = [
     ("POST", "/v1/devices/{gw}/modules", {}, 400, "moduleId"),
     ("POST", "/v1/devices/{gw}/modules", {"moduleId": 5}, 400, "moduleId"),
     ("POST", "/v1/devices/{gw}/modules", {"moduleId": "a/b"}, 400, "moduleId"),
+    ("POST", "/v1/devices/{gw}/modules", {"moduleId": "m"}, 409, "moduleId"),
     ("POST", "/v1/devices/{dev}/modules", {"moduleId": "m"}, 400, "isIoTEdgeCapable"),
     ("PUT", "/v1/devices/{gw}/modules/m", {"properties": []}, 400, "properties"),
     ("PUT", "/v1/devices/{gw}/modules/m", [], 400, "body"),
+    ("PUT", "/v1/devices/{gw}/modules/m", {"properties": {"$x": 1}}, 400, "properties.$x"),
     ("PUT", "/v1/devices/{gw}/modules/nope", {"properties": {"a": 1}}, 404, "moduleId"),
     ("GET", "/v1/devices/{gw}/modules/nope", None, 404, "moduleId"),
     ("GET", "/v1/devices/{gw}/modules/nope/twin", None, 404, "moduleId"),

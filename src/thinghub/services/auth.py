@@ -61,6 +61,7 @@ class AuthService:
         self.jwt_ttl_s = jwt_ttl_s
         self._jwt: JwtIssuer | None = None
         self._cache: dict[str, tuple[ApiToken, float]] = {}
+        self._alive: dict[str, float] = {}  # token id -> when it was last seen to exist
 
     async def start(self) -> None:
         secret = await self.store.get_document(SYSTEM_ACCOUNT, "system", "jwt_secret")
@@ -151,11 +152,26 @@ class AuthService:
             raise NotFound(f"API token {token_id!r} not found", field="id")
         await self.store.delete_api_token(account_id, token_id)
         self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
+        self._alive.pop(token_id, None)
 
     async def bootstrap_admin_token(self, account: Account, value: str) -> None:
         """THINGHUB_ADMIN_TOKEN: make sure a token with this value exists (idempotent)."""
         if await self._lookup_token(value) is None:
             await self.create_token(account.id, Role.ADMIN, label="bootstrap", secret=value)
+
+    async def _token_alive(self, token_id: str) -> bool:
+        """Whether an API token still exists (for JWTs minted from it); cached briefly."""
+        now = self.clock.now()
+        seen = self._alive.get(token_id)
+        if seen is not None and now - seen < TOKEN_CACHE_S:
+            return True
+        token = await self.store.get_api_token(token_id)
+        if token is None or (token.expires_at is not None and token.expires_at <= now):
+            return False
+        if len(self._alive) > 10_000:
+            self._alive.clear()
+        self._alive[token_id] = now
+        return True
 
     async def _lookup_token(self, value: str) -> ApiToken | None:
         digest = token_hash(value)
@@ -182,9 +198,16 @@ class AuthService:
                 claims = self.jwt.verify(value, now=self.clock.now())
             except JwtError as exc:
                 raise Unauthorized(f"access token rejected: {exc}", field="Authorization") from exc
-            project = claims.extra.get("project") if claims.extra else None
+            extra = claims.extra or {}
+            if extra.get("src") == "token" and not await self._token_alive(claims.subject):
+                raise Unauthorized("access token's API token was revoked", field="Authorization")
             return Principal(
-                claims.account_id, Role(claims.role), claims.subject, "user", None, project
+                claims.account_id,
+                Role(claims.role),
+                claims.subject,
+                "user",
+                None,
+                extra.get("project"),
             )
         token = await self._lookup_token(value)
         if token is None or not hmac.compare_digest(token.secret_hash, token_hash(value)):
@@ -239,7 +262,8 @@ class AuthService:
             raise Unauthorized("invalid client credentials", field="client_secret")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("client credentials expired", field="client_secret")
-        extra = {"project": token.project} if token.project else None
+        # "src": the JWT dies with its API token (checked on use, see _token_alive).
+        extra = {"src": "token", **({"project": token.project} if token.project else {})}
         return self.jwt.issue(
             token.id, token.account_id, token.role.value, extra=extra, now=self.clock.now()
         )

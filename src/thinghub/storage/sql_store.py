@@ -737,9 +737,10 @@ class SqlStore:
             "FROM events WHERE account_id = ?"
         )
         params: list[Any] = [query.account_id]
-        if query.event_type is not None:
-            sql += " AND type = ?"
-            params.append(query.event_type.value)
+        if query.event_types is not None:
+            types = sorted(t.value for t in query.event_types)
+            sql += f" AND type IN ({','.join('?' * len(types))})" if types else " AND 0 = 1"
+            params.extend(types)
         return await self._page(
             sql, params, query, "ts", 6,
             lambda r: Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0,

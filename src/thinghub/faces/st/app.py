@@ -10,12 +10,15 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator
 
 from thinghub.domain.clock import format_ts, parse_ts
-from thinghub.domain.errors import Forbidden, Invalid, Unauthorized
+from thinghub.domain.errors import Conflict, Error, Forbidden, Invalid, TooLarge, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
+from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, validate_patch
 from thinghub.faces._http import (
     OrjsonResponse,
     core_of,
@@ -40,6 +43,15 @@ from thinghub.services.core import Core
 __all__ = ["create_app"]
 
 Caller = Annotated[Principal, Depends(principal_of())]
+# The seed's method call reads `/v1/devices/  c8dc6706-.../method`; ids never hold spaces, so
+# a path id copied with them still names the device.
+DeviceId = Annotated[str, Path(), AfterValidator(str.strip)]
+# A filter sent empty (`?deploymentID=`) is a filter not given, as an empty `from` already is.
+Filter = Annotated[str | None, Query(), AfterValidator(lambda value: value or None)]
+
+# The seed's events are property changes: connection state and twin changes. thinghub's own
+# kinds (device lifecycle, rejected telemetry) are listed when `eventType` names them.
+SEED_EVENT_TYPES = frozenset({EventType.CONNECTION_STATE, EventType.CHANGE})
 
 
 def _ts(value: float | None) -> str | None:
@@ -266,9 +278,12 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
 @router.post("/users", status_code=201, tags=["auth"])
 async def create_user(body: UserCreate, request: Request, caller: Caller) -> Response:
     authorize(caller, "admin")
-    user = await core_of(request).auth.create_user(
-        caller.account_id, body.username, body.password, Role(body.role)
-    )
+    try:
+        user = await core_of(request).auth.create_user(
+            caller.account_id, body.username, body.password, Role(body.role)
+        )
+    except Conflict as exc:
+        raise Conflict(exc.message, field="username") from exc
     return OrjsonResponse(
         {"id": user.id, "username": user.username, "role": user.role.value}, status_code=201
     )
@@ -326,8 +341,8 @@ async def create_device(body: DeviceCreate, request: Request, caller: Caller) ->
 async def list_devices(
     request: Request,
     caller: Caller,
-    projectID: Annotated[str | None, Query()] = None,
-    deploymentID: Annotated[str | None, Query()] = None,
+    projectID: Filter = None,
+    deploymentID: Filter = None,
 ) -> Response:
     core = core_of(request)
     devices = await core.registry.list_devices(caller, project=projectID, deployment=deploymentID)
@@ -335,7 +350,7 @@ async def list_devices(
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
-async def get_device(device_id: str, request: Request, caller: Caller) -> Response:
+async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> Response:
     core = core_of(request)
     device = await core.registry.get_device(caller, device_id)
     return OrjsonResponse(await _device_json(core, caller, device))
@@ -343,12 +358,13 @@ async def get_device(device_id: str, request: Request, caller: Caller) -> Respon
 
 @router.put("/devices/{device_id}", tags=["devices"])
 async def update_device(
-    device_id: str, body: DeviceUpdate, request: Request, caller: Caller
+    device_id: DeviceId, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
     """Patch desired properties (`properties`), rename, or enable/disable the device."""
     core = core_of(request)
     authorize(caller, "write")
     device = await core.registry.get_device(caller, device_id)
+    patch = _desired_patch(body.properties)  # checked before anything changes
     changes: dict[str, Any] = {}
     name = body.name or (body.tags.name if body.tags else None)
     if name:
@@ -359,13 +375,33 @@ async def update_device(
         device = await core.registry.update_device(caller, device, **changes)
         if not device.enabled:
             await core.disconnect(device.id)  # a disabled device may not stay connected
-    if body.properties is not None:
-        await core.twins.patch_desired(device, body.properties)
+    if patch:
+        await core.twins.patch_desired(device, patch)
     return OrjsonResponse(await _device_json(core, caller, device))
 
 
+def _desired_patch(properties: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The desired patch of a PUT, validated; None when it changes nothing.
+
+    An empty patch (`{}`, or only `$version`) is not sent: it would bump the twin's version
+    and push an empty change to the device. IoT Hub caps a twin section at 32 KiB.
+    """
+    if properties is None:
+        return None
+    patch = validate_patch(properties)
+    try:
+        size = len(orjson.dumps(patch))
+    except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits
+        raise Invalid(f"properties: {exc}", field="properties") from None
+    if size > MAX_TWIN_PATCH_BYTES:
+        raise TooLarge(
+            f"properties is {size} bytes; the limit is {MAX_TWIN_PATCH_BYTES}", field="properties"
+        )
+    return patch or None
+
+
 @router.delete("/devices/{device_id}", status_code=204, tags=["devices"])
-async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
+async def delete_device(device_id: DeviceId, request: Request, caller: Caller) -> Response:
     core = core_of(request)
     await core.registry.delete_device(caller, device_id)
     await core.disconnect(device_id)
@@ -373,7 +409,7 @@ async def delete_device(device_id: str, request: Request, caller: Caller) -> Res
 
 
 @router.get("/devices/{device_id}/twin", tags=["devices"])
-async def get_twin(device_id: str, request: Request, caller: Caller) -> Response:
+async def get_twin(device_id: DeviceId, request: Request, caller: Caller) -> Response:
     """The whole twin: desired and reported with `$metadata` and `$version`."""
     core = core_of(request)
     device = await core.registry.get_device(caller, device_id)
@@ -382,7 +418,7 @@ async def get_twin(device_id: str, request: Request, caller: Caller) -> Response
 
 @router.post("/devices/{device_id}/method", tags=["devices"])
 async def invoke_method(
-    device_id: str, body: MethodRequest, request: Request, caller: Caller
+    device_id: DeviceId, body: MethodRequest, request: Request, caller: Caller
 ) -> Response:
     """Call a direct method and answer with the device's response body.
 
@@ -412,7 +448,9 @@ def _method_response(result: MethodResult) -> Response:
 
 
 @router.post("/devices/{device_id}/messages", status_code=202, tags=["devices"])
-async def send_c2d(device_id: str, body: C2DSend, request: Request, caller: Caller) -> Response:
+async def send_c2d(
+    device_id: DeviceId, body: C2DSend, request: Request, caller: Caller
+) -> Response:
     """Send a cloud-to-device message; queued until the device is connected."""
     core = core_of(request)
     device = await core.registry.get_device(caller, device_id)
@@ -423,7 +461,7 @@ async def send_c2d(device_id: str, body: C2DSend, request: Request, caller: Call
 
 
 @router.post("/devices/{device_id}/certificates", status_code=201, tags=["devices"])
-async def issue_certificate(device_id: str, request: Request, caller: Caller) -> Response:
+async def issue_certificate(device_id: DeviceId, request: Request, caller: Caller) -> Response:
     """Issue an X.509 client certificate (CN = device id) signed by the hub CA.
 
     The device can then connect over MQTT with the certificate instead of a SAS token.
@@ -487,7 +525,7 @@ async def delete_enrollment_group(group_id: str, request: Request, caller: Calle
 
 
 @router.get("/devices/{device_id}/modules", tags=["modules"])
-async def list_modules(device_id: str, request: Request, caller: Caller) -> Response:
+async def list_modules(device_id: DeviceId, request: Request, caller: Caller) -> Response:
     core = core_of(request)
     modules = await core.registry.list_modules(caller, device_id)
     return OrjsonResponse([await _module_json(core, caller, m) for m in modules])
@@ -495,15 +533,22 @@ async def list_modules(device_id: str, request: Request, caller: Caller) -> Resp
 
 @router.post("/devices/{device_id}/modules", tags=["modules"])
 async def create_module(
-    device_id: str, body: ModuleCreate, request: Request, caller: Caller
+    device_id: DeviceId, body: ModuleCreate, request: Request, caller: Caller
 ) -> Response:
     core = core_of(request)
-    module = await core.registry.create_module(caller, device_id, body.moduleId)
+    try:
+        module = await core.registry.create_module(caller, device_id, body.moduleId)
+    except Conflict as exc:
+        raise Conflict(
+            f"module {body.moduleId!r} of {device_id!r} already exists", field="moduleId"
+        ) from exc
     return OrjsonResponse(await _module_json(core, caller, module))
 
 
 @router.get("/devices/{device_id}/modules/{module_id}", tags=["modules"])
-async def get_module(device_id: str, module_id: str, request: Request, caller: Caller) -> Response:
+async def get_module(
+    device_id: DeviceId, module_id: str, request: Request, caller: Caller
+) -> Response:
     core = core_of(request)
     module = await core.registry.get_module(caller, device_id, module_id)
     return OrjsonResponse(await _module_json(core, caller, module))
@@ -511,19 +556,20 @@ async def get_module(device_id: str, module_id: str, request: Request, caller: C
 
 @router.put("/devices/{device_id}/modules/{module_id}", tags=["modules"])
 async def update_module(
-    device_id: str, module_id: str, body: DeviceUpdate, request: Request, caller: Caller
+    device_id: DeviceId, module_id: str, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
     core = core_of(request)
     authorize(caller, "write")
     module = await core.registry.get_module(caller, device_id, module_id)
-    if body.properties is not None:
-        await core.twins.patch_desired(module, body.properties)
+    patch = _desired_patch(body.properties)
+    if patch:
+        await core.twins.patch_desired(module, patch)
     return OrjsonResponse(await _module_json(core, caller, module))
 
 
 @router.delete("/devices/{device_id}/modules/{module_id}", status_code=204, tags=["modules"])
 async def delete_module(
-    device_id: str, module_id: str, request: Request, caller: Caller
+    device_id: DeviceId, module_id: str, request: Request, caller: Caller
 ) -> Response:
     core = core_of(request)
     await core.registry.delete_module(caller, device_id, module_id)
@@ -533,7 +579,7 @@ async def delete_module(
 
 @router.get("/devices/{device_id}/modules/{module_id}/twin", tags=["modules"])
 async def get_module_twin(
-    device_id: str, module_id: str, request: Request, caller: Caller
+    device_id: DeviceId, module_id: str, request: Request, caller: Caller
 ) -> Response:
     core = core_of(request)
     module = await core.registry.get_module(caller, device_id, module_id)
@@ -542,7 +588,7 @@ async def get_module_twin(
 
 @router.post("/devices/{device_id}/modules/{module_id}/method", tags=["modules"])
 async def invoke_module_method(
-    device_id: str, module_id: str, body: MethodRequest, request: Request, caller: Caller
+    device_id: DeviceId, module_id: str, body: MethodRequest, request: Request, caller: Caller
 ) -> Response:
     core = core_of(request)
     module = await core.registry.get_module(caller, device_id, module_id)
@@ -573,10 +619,10 @@ def _device_ref(device_id: str) -> dict[str, Any]:
 async def list_telemetries(
     request: Request,
     caller: Caller,
-    projectID: Annotated[str | None, Query()] = None,
-    deploymentID: Annotated[str | None, Query()] = None,
-    deviceID: Annotated[str | None, Query()] = None,
-    moduleID: Annotated[str | None, Query()] = None,
+    projectID: Filter = None,
+    deploymentID: Filter = None,
+    deviceID: Filter = None,
+    moduleID: Filter = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
     limit: Annotated[int | None, Query()] = None,
@@ -612,22 +658,26 @@ async def list_telemetries(
 async def list_events(
     request: Request,
     caller: Caller,
-    projectID: Annotated[str | None, Query()] = None,
-    deploymentID: Annotated[str | None, Query()] = None,
-    deviceID: Annotated[str | None, Query()] = None,
-    moduleID: Annotated[str | None, Query()] = None,
-    eventType: Annotated[str | None, Query()] = None,
+    projectID: Filter = None,
+    deploymentID: Filter = None,
+    deviceID: Filter = None,
+    moduleID: Filter = None,
+    eventType: Filter = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
     limit: Annotated[int | None, Query()] = None,
     continuationToken: Annotated[str | None, Query()] = None,
 ) -> Response:
-    """Events (connection_state_event, change_event, ...), newest first, paged like telemetry."""
+    """Events, newest first, paged like telemetry.
+
+    connection_state_event and change_event, as in the seed; `eventType` picks one type,
+    thinghub's device_lifecycle_event and telemetry_rejected_event included.
+    """
     core = core_of(request)
-    kind = None
+    kinds = SEED_EVENT_TYPES
     if eventType is not None:
         try:
-            kind = EventType(eventType)
+            kinds = frozenset({EventType(eventType)})
         except ValueError:
             raise Invalid(
                 f"eventType must be one of {', '.join(t.value for t in EventType)}",
@@ -641,7 +691,7 @@ async def list_events(
             projectID,
             deploymentID,
             _entity(deviceID, moduleID),
-            kind,
+            kinds,
             since,
             until,
             _limit(core, limit),
@@ -660,11 +710,33 @@ async def list_events(
     return _page_response(items, page.next_cursor)
 
 
+def _authenticate_before_validation(app: FastAPI) -> None:
+    """A caller without a valid credential gets 401, whatever its body.
+
+    FastAPI parses a JSON body before it runs dependencies, so malformed JSON would otherwise
+    answer 400 to a caller that was never authenticated.
+    """
+    render_invalid = app.exception_handlers[RequestValidationError]
+    render_error = app.exception_handlers[Error]
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        try:
+            await core_of(request).auth.authenticate_header(request.headers.get("authorization"))
+        except Error as denied:
+            answer = render_error(request, denied)
+        else:
+            answer = render_invalid(request, exc)
+        return answer if isinstance(answer, Response) else await answer
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+
+
 def create_app(core: Core) -> FastAPI:
     app = face_app(
         core, title="thinghub /v1 (ST AIoT Craft IoT API)", version="1",
         form_paths=("/auth/token",),
     )  # fmt: skip
+    _authenticate_before_validation(app)
     document_bearer(app, "An API token, or an access token from POST /v1/auth/token")
     app.include_router(public)
     app.include_router(router)

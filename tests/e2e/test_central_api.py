@@ -27,7 +27,16 @@ pytestmark = pytest.mark.e2e
 
 API = "/central/api"
 VERSION = "2022-07-31"
-SUPPORTED = ("2022-07-31", "2022-10-31-preview", "2023-07-31-preview")
+SUPPORTED = (
+    "1.0",
+    "1.1-preview",
+    "1.2-preview",
+    "2022-05-31",
+    "2022-06-30-preview",
+    "2022-07-31",
+    "2022-10-31-preview",
+    "2023-07-31-preview",
+)
 SEED_DEVICE_KEYS = {"id", "displayName", "template", "simulated", "provisioned", "enabled"}
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 
@@ -282,15 +291,104 @@ def test_create_defaults_and_bad_bodies(
         ({"enabled": 1}, "enabled"),
         ({"displayName": 5}, "displayName"),
         ({"displayName": ""}, "displayName"),
-        ({"template": "dtmi:nowhere;1"}, "template"),
+        ({"template": "not a template id!"}, "template"),
+        ({"template": 5}, "template"),
         ([1], "body"),
     ]:
         assert_error(central.put(f"/devices/{unique('dev')}", json=body), 400, needle)
     assert_error(central.put(f"/devices/{unique('dev')}", content=b"{nope"), 400, "JSON")
     assert_error(central.patch(f"/devices/{device_id}", json={"enabled": "no"}), 400, "enabled")
     assert_error(
-        central.patch(f"/devices/{device_id}", json={"template": "dtmi:x;1"}), 400, "template"
+        central.patch(f"/devices/{device_id}", json={"template": "bad id!"}), 400, "template"
     )
+
+
+def test_seed_examples_verbatim(central: httpx.Client, unique: Callable[[str], str]) -> None:
+    """Every request body of seeds/001, as written: its device names a template the
+    application does not have (the seed has no template routes), which must be accepted."""
+    device_id = unique("device001")
+    created = central.put(
+        f"/devices/{device_id}",
+        json={
+            "displayName": "New IoT Device",
+            "template": "dtmi:com:example:genericDevice;1",
+            "simulated": False,
+        },
+    )
+    assert created.status_code == 200, created.text
+    assert created.json() == {
+        "id": device_id,
+        "displayName": "New IoT Device",
+        "template": "dtmi:com:example:genericDevice;1",
+        "simulated": False,
+        "provisioned": False,
+        "enabled": True,
+    }
+    assert_error(central.put(f"/devices/{device_id}", json=created.json()), 409)
+    listed = central.get(
+        "/devices", params={"$filter": "template eq 'dtmi:com:example:genericDevice;1'"}
+    )
+    assert device_id in [d["id"] for d in listed.json()["devices"]]
+
+    telemetry = central.post(
+        f"/devices/{device_id}/telemetry",
+        json={"temperature": 25.5, "humidity": 60.2, "timestamp": "2023-10-26T15:05:10Z"},
+    )
+    assert telemetry.status_code == 204, telemetry.text
+
+    command = central.post(f"/devices/{device_id}/commands/reboot", json={"rebootInterval": 60})
+    assert command.status_code == 200, command.text
+    assert command.json() == {"commandId": command.json()["commandId"], "status": "Pending"}
+    status = central.get(f"/devices/{device_id}/commands/{command.json()['commandId']}/status")
+    assert status.json() == command.json()
+
+    # The property object: PATCH answers it, and GET shows the value set until the device
+    # reports a newer one.
+    base = f"/devices/{device_id}/properties/firmwareVersion"
+    assert_error(central.get(base), 404, "firmwareVersion")
+    patched = central.patch(base, json={"value": "1.3.0"})
+    assert patched.status_code == 200, patched.text
+    assert set(patched.json()) == {"value", "lastReportedTime"}
+    assert patched.json()["value"] == "1.3.0"
+    assert TIME_RE.fullmatch(patched.json()["lastReportedTime"])
+    assert central.get(base).json() == patched.json()
+
+    updated = central.patch(
+        f"/devices/{device_id}", json={"displayName": "Updated Sensor Alpha", "enabled": False}
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["displayName"] == "Updated Sensor Alpha"
+    assert updated.json()["enabled"] is False
+    assert central.delete(f"/devices/{device_id}").status_code == 204
+    assert_error(central.get(f"/devices/{device_id}"), 404)
+
+
+def test_a_template_created_later_applies_to_its_devices(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    tid = f"dtmi:thinghub:later:{unique('t').replace('-', '_')};1"
+    device_id = unique("dev")
+    make_device(central, device_id, template=tid)
+    # No such template yet: nothing is checked.
+    free = central.post(f"/devices/{device_id}/telemetry", json={"anything": "goes"})
+    assert free.status_code == 204, free.text
+    assert central.put(f"/deviceTemplates/{tid}", json=template_body(tid)).status_code == 200
+    assert_error(
+        central.post(f"/devices/{device_id}/telemetry", json={"anything": "goes"}),
+        400,
+        "anything",
+    )
+    assert_error(central.post(f"/devices/{device_id}/commands/explode", json={}), 404)
+    assert_error(central.delete(f"/deviceTemplates/{tid}"), 409, device_id)
+
+
+def test_the_seed_base_url_with_v1_works_too(bare: httpx.Client) -> None:
+    """The seed sends requests to https://<app>.azureiotcentral.com/api/v1."""
+    plain = bare.get(f"{API}/apps/app", params={"api-version": VERSION})
+    v1 = bare.get(f"{API}/v1/apps/app", params={"api-version": VERSION})
+    assert v1.status_code == 200, v1.text
+    assert v1.json() == plain.json()
+    assert_error(bare.get(f"{API}/v1/devices", params={"api-version": "x"}), 400, "api-version")
 
 
 def test_device_ids_are_global(
@@ -579,6 +677,13 @@ def test_templated_telemetry_is_validated(
         ({"status": "bad"}, "status must be one of"),
     ]:
         assert_error(central.post(f"/devices/{device_id}/telemetry", json=body), 400, needle)
+    for raw in (b'{"temperature": NaN}', b'{"temperature": -Infinity}'):
+        response = central.post(
+            f"/devices/{device_id}/telemetry",
+            content=raw,
+            headers={"Content-Type": "application/json"},
+        )
+        assert_error(response, 400, "not a JSON number")
     assert [t["body"] for t in telemetries(admin, device_id)] == [
         {"temperature": 21, "humidity": 40.5, "status": "ok"}
     ]
@@ -699,9 +804,11 @@ def test_commands_are_queued_and_checked(
     other = unique("dev")
     make_device(central, other)
     assert_error(central.get(f"/devices/{other}/commands/{ids[0]}/status"), 404)
-    # Without a template any command and payload is accepted.
+    # Without a template any command and payload is accepted, up to IoT Hub's 128 KiB.
     free = central.post(f"/devices/{other}/commands/anything", json={"a": [1, None]})
     assert free.status_code == 200, free.text
+    huge = central.post(f"/devices/{other}/commands/anything", json={"a": "x" * 200_000})
+    assert_error(huge, 413, "limit")
 
 
 def test_queued_commands_expire(central: httpx.Client, unique: Callable[[str], str]) -> None:
@@ -732,15 +839,17 @@ def test_properties(
     device_id = unique("dev")
     make_device(central, device_id, template=template_id)
     base = f"/devices/{device_id}/properties"
-    assert_error(central.get(f"{base}/targetTemperature"), 404, "has not been reported")
+    assert_error(central.get(f"{base}/targetTemperature"), 404, "has no value yet")
     assert_error(central.get(f"{base}/colour"), 404, "colour")
 
     response = central.patch(f"{base}/targetTemperature", json={"value": 21.5})
     assert response.status_code == 200, response.text
     result = response.json()
-    assert set(result) == {"value", "lastUpdatedTime"}
+    assert set(result) == {"value", "lastReportedTime"}
     assert result["value"] == 21.5
-    assert TIME_RE.fullmatch(result["lastUpdatedTime"])
+    assert TIME_RE.fullmatch(result["lastReportedTime"])
+    # Until the device reports, GET shows the value set here.
+    assert central.get(f"{base}/targetTemperature").json() == result
     component = central.patch(f"{base}/thermostat1*targetTemperature", json={"value": 18})
     assert component.status_code == 200, component.text
     desired = admin.get(f"/v1/devices/{device_id}/twin").json()["properties"]["desired"]
@@ -764,9 +873,23 @@ def test_properties(
     make_device(central, free)
     ok = central.patch(f"/devices/{free}/properties/setpoint", json={"value": {"a": [1]}})
     assert ok.status_code == 200, ok.text
-    assert_error(central.patch(f"/devices/{free}/properties/$bad", json={"value": 1}), 400)
+    assert central.get(f"/devices/{free}/properties/setpoint").json()["value"] == {"a": [1]}
+    assert_error(central.get(f"/devices/{free}/properties/other"), 404, "other")
+    for name in ("$bad", "$version", "$metadata"):
+        assert_error(central.patch(f"/devices/{free}/properties/{name}", json={"value": 1}), 400)
     assert_error(central.patch(f"/devices/{free}/properties/big", json={"value": 2**70}), 400)
-    assert_error(central.get(f"/devices/{free}/properties/setpoint"), 404)
+    huge = central.patch(f"/devices/{free}/properties/big", json={"value": "x" * 40_000})
+    assert_error(huge, 413, "limit")
+    for raw in (b'{"value": NaN}', b'{"value": [Infinity]}'):
+        assert_error(
+            central.patch(
+                f"/devices/{free}/properties/setpoint",
+                content=raw,
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+            "not a JSON number",
+        )
 
 
 # -- no 500s -----------------------------------------------------------------------------------
@@ -834,4 +957,8 @@ def test_face_listen_serves_central_at_the_root(start_server: Callable[..., Serv
         native = client.get("/api/apps/app", params={"api-version": VERSION})
         assert native.status_code == 200, native.text
         assert native.json() == app.json()
+        # ... and at the seed's base URL, /api/v1; a nextLink keeps the path it was asked on.
+        v1 = client.get("/api/v1/devices", params={"$top": 2, "api-version": VERSION})
+        assert v1.status_code == 200, v1.text
+        assert urlsplit(v1.json()["nextLink"]).path == "/api/v1/devices"
     assert proc.stop() == 0

@@ -189,6 +189,25 @@ def test_queued_commands_reach_a_device_that_connects_late(
     )
 
 
+def test_a_command_the_device_does_not_answer_times_out(
+    target: Target, central: httpx.Client, device: dict[str, Any]
+) -> None:
+    calls = Inbox()
+    client = target.device_client({"id": device["id"]}, key=device["key"])
+    with connected(client):
+        client.on_method_request_received = calls  # receives, never answers
+        response = central.post(
+            f"/devices/{device['id']}/commands/reboot",
+            json={"request": 1, "responseTimeout": 5},
+        )
+        assert response.status_code == 200, response.text
+        status = wait_final(central, device["id"], response.json()["commandId"])
+        assert [r.name for r in calls.items] == ["reboot"]
+    assert status["status"] == "TimedOut", status
+    assert set(status) == {"commandId", "status", "completedTime"}
+    assert TIME_RE.fullmatch(status["completedTime"])
+
+
 def test_properties_both_ways_and_device_fields(
     target: Target, central: httpx.Client, admin: httpx.Client, device: dict[str, Any]
 ) -> None:
@@ -214,7 +233,7 @@ def test_properties_both_ways_and_device_fields(
         # The device acknowledges as PnP does and reports its firmware.
         client.patch_twin_reported_properties(
             {
-                "targetTemperature": {"value": 22.5, "ac": 200, "av": version, "ad": "ok"},
+                "targetTemperature": {"value": 22.0, "ac": 200, "av": version, "ad": "clamped"},
                 "firmwareVersion": "1.2.0",
                 "thermostat1": {
                     "__t": "c",
@@ -225,10 +244,14 @@ def test_properties_both_ways_and_device_fields(
         reported = central.get(f"{base}/targetTemperature")
         assert reported.status_code == 200, reported.text
         assert set(reported.json()) == {"value", "lastReportedTime"}
-        assert reported.json()["value"] == 22.5
+        assert reported.json()["value"] == 22.0  # the device's word is newer than the 22.5 set
         assert TIME_RE.fullmatch(reported.json()["lastReportedTime"])
         assert central.get(f"{base}/firmwareVersion").json()["value"] == "1.2.0"
         assert central.get(f"{base}/thermostat1*targetTemperature").json()["value"] == 19
+        # A value set after the device's report is what GET shows, until the device answers.
+        again = central.patch(f"{base}/targetTemperature", json={"value": 23.5})
+        assert central.get(f"{base}/targetTemperature").json() == again.json()
+        assert again.json()["value"] == 23.5
 
         shown = central.get(f"/devices/{device_id}").json()
         assert shown["firmwareVersion"] == "1.2.0"

@@ -234,7 +234,7 @@ def test_every_route_needs_credentials_and_a_known_api_version(
                 method,
                 url,
                 json=body,
-                params={"api-version": "1.0"},
+                params={"api-version": "2019-01-01"},
                 headers={"Authorization": world.headers["operator"]},
             ),
             400,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from email.utils import formatdate
 from typing import Annotated, Any
 
@@ -28,13 +29,24 @@ __all__ = [
     "device_record",
     "parse_time",
     "render_error",
+    "section_stamp",
     "section_time",
     "to_json",
     "token_json",
 ]
 
-# Oldest first; a request without api-version gets the newest.
-SUPPORTED_API_VERSIONS = ("2022-07-31", "2022-10-31-preview", "2023-07-31-preview")
+# IoT Central's published versions, oldest first; they all behave the same here. A request
+# without api-version gets the newest.
+SUPPORTED_API_VERSIONS = (
+    "1.0",
+    "1.1-preview",
+    "1.2-preview",
+    "2022-05-31",
+    "2022-06-30-preview",
+    "2022-07-31",
+    "2022-10-31-preview",
+    "2023-07-31-preview",
+)
 DEFAULT_API_VERSION = SUPPORTED_API_VERSIONS[-1]
 
 # IoT Central's error codes by status (its body is {"error": {code, message, requestId, time}}).
@@ -117,8 +129,18 @@ def parse_time(value: Any, field: str) -> float:
 
 
 def to_json(value: Any, field: str) -> bytes:
-    """Serialize a request value, or 400: bodies parse with Python's json, which takes integers
-    beyond 64 bits and deeper nesting than storage (orjson) writes."""
+    """Serialize a request value, or 400: bodies parse with Python's json, which takes NaN and
+    Infinity (orjson would store them as null), integers beyond 64 bits and deeper nesting than
+    storage (orjson) writes."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise errors.Invalid(f"{field} holds {item!r}, which is not a JSON number", field=field)
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
@@ -182,8 +204,8 @@ def command_json(command: Command) -> dict[str, Any]:
     return out
 
 
-def section_time(section: TwinSection, component: str | None, name: str) -> str | None:
-    """When a twin property last changed, from its `$metadata`, in the seed's time format."""
+def section_stamp(section: TwinSection, component: str | None, name: str) -> float | None:
+    """When a twin property last changed (epoch seconds), from its `$metadata`."""
     meta: Any = section.metadata
     for key in (component, name):
         if key is None:
@@ -191,8 +213,13 @@ def section_time(section: TwinSection, component: str | None, name: str) -> str 
         meta = meta.get(key) if isinstance(meta, dict) else None
     stamp = meta.get("$lastUpdated") if isinstance(meta, dict) else None
     if not isinstance(stamp, str):
-        return _ts(section.last_updated)
+        return section.last_updated
     try:
-        return format_ts_short(parse_ts(stamp, "$lastUpdated"))
+        return parse_ts(stamp, "$lastUpdated")
     except errors.Invalid:
-        return stamp
+        return section.last_updated
+
+
+def section_time(section: TwinSection, component: str | None, name: str) -> str | None:
+    """When a twin property last changed, in the seed's time format."""
+    return _ts(section_stamp(section, component, name))

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.security import HTTPBearer
 
 from thinghub.domain.clock import format_ts_short
-from thinghub.domain.errors import Invalid, NotFound
+from thinghub.domain.errors import Invalid, NotFound, TooLarge
 from thinghub.domain.ids import parse_id
 from thinghub.domain.model import ApiToken, Device, Principal
+from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, TwinSection
 from thinghub.faces._http import OrjsonResponse, core_of, face_app, principal_of
 from thinghub.faces.central._wire import (
     api_version,
@@ -28,6 +29,7 @@ from thinghub.faces.central._wire import (
     device_record,
     parse_time,
     render_error,
+    section_stamp,
     section_time,
     to_json,
     token_json,
@@ -69,6 +71,8 @@ COMMAND_ENVELOPE = frozenset({"request", "connectionTimeout", "responseTimeout"}
 MIN_RESPONSE_TIMEOUT_S = 5.0
 # The name becomes an MQTT topic level ($iothub/methods/POST/{name}/?$rid=), so no / + # ? etc.
 COMMAND_NAME = re.compile(r"[A-Za-z0-9_.:*-]{1,128}")
+PNP_ACK_KEYS = frozenset({"value", "ac", "av", "ad"})
+MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024  # IoT Hub's limit on a direct method's payload
 
 router = APIRouter(dependencies=[Depends(api_version), Depends(_bearer)])
 
@@ -163,16 +167,6 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
 # -- devices ------------------------------------------------------------------------------------
 
 
-async def _template_or_400(core: Core, caller: Principal, template_id: str) -> None:
-    try:
-        await core.templates.get(caller, parse_template_id(template_id, "template"))
-    except NotFound:
-        raise Invalid(
-            f"template {template_id!r} is not a device template of this application",
-            field="template",
-        ) from None
-
-
 @router.get("/devices", tags=["devices"], summary="List devices")
 async def list_devices(
     request: Request,
@@ -222,7 +216,9 @@ async def create_device(
     parse_id(device_id, "deviceId")
     body = body or DeviceCreate()
     if body.template is not None:
-        await _template_or_400(core, caller, body.template)
+        # The seed's example names a template the application need not have: the device keeps
+        # the id and is checked against that template once it exists.
+        parse_template_id(body.template, "template")
     device = await core.registry.create_device(
         caller,
         name=body.displayName or device_id,
@@ -259,7 +255,7 @@ async def update_device(
         changes["simulated"] = body.simulated
     if "template" in body.model_fields_set:
         if body.template is not None:
-            await _template_or_400(core, caller, body.template)
+            parse_template_id(body.template, "template")
         changes["template"] = body.template
     if changes:
         device = await core.registry.update_device(caller, device, **changes)
@@ -388,7 +384,11 @@ async def _submit(
         )
     device = await core.registry.get_device(caller, device_id)
     payload, timeout, ttl = _command_body(core, body)
-    to_json(payload, "request")
+    size = len(to_json(payload, "request"))
+    if size > MAX_COMMAND_PAYLOAD_BYTES:
+        raise TooLarge(
+            f"request is {size} bytes; the limit is {MAX_COMMAND_PAYLOAD_BYTES}", field="request"
+        )
     template = await core.templates.for_device(device)
     if template is not None:
         payload = _unwrap_request(template, name, payload)
@@ -456,58 +456,76 @@ async def _property(
         return component, definition.name, definition
     component, star, short = name.partition("*")
     if not star:
-        return None, name, None
-    if not component or not short:
+        component, short = None, name
+    elif not component or not short:
         raise Invalid("a component property is named component*property", field="propertyName")
+    if short.startswith("$") or (component or "").startswith("$"):
+        # $version and $metadata are the twin's bookkeeping, not properties.
+        raise Invalid(f"propertyName must not start with $, got {name!r}", field="propertyName")
     return component, short, None
+
+
+def _lookup(section: TwinSection, component: str | None, name: str) -> tuple[bool, Any]:
+    node: Any = section.properties
+    if component is not None:
+        node = node.get(component)
+    if not isinstance(node, dict) or name not in node:
+        return False, None
+    return True, node[name]
+
+
+def _acknowledged(value: Any) -> Any:
+    """A PnP device acknowledges a writable property as {"value", "ac", "av", "ad"?}."""
+    if isinstance(value, dict) and {"value", "ac"} <= set(value) <= PNP_ACK_KEYS:
+        return value["value"]
+    return value
 
 
 @router.get(
     "/devices/{device_id}/properties/{property_name}",
     tags=["properties"],
-    summary="Get a reported property",
+    summary="Get a property",
 )
 async def get_property(
     device_id: str, property_name: str, request: Request, caller: Caller
 ) -> Response:
-    """{value, lastReportedTime} from the reported twin; 404 when never reported."""
+    """{value, lastReportedTime}: the newer of what the device reported and (for a writable
+    property) what was last set here; 404 when neither exists."""
     core = core_of(request)
     require(caller, "read")
     device = await core.registry.get_device(caller, device_id)
     component, name, definition = await _property(core, device, property_name)
-    reported = (await core.twins.get(device)).reported
-    node: Any = reported.properties
-    if component is not None:
-        node = node.get(component)
-    if not isinstance(node, dict) or name not in node:
+    twin = await core.twins.get(device)
+    has_reported, reported = _lookup(twin.reported, component, name)
+    has_desired, desired = _lookup(twin.desired, component, name)
+    if definition is not None and not definition.writable:
+        has_desired = False
+    reported_at = section_stamp(twin.reported, component, name) if has_reported else None
+    desired_at = section_stamp(twin.desired, component, name) if has_desired else None
+    if has_desired and (not has_reported or (desired_at or 0.0) > (reported_at or 0.0)):
+        value, stamp = desired, desired_at
+    elif has_reported:
+        value, stamp = _acknowledged(reported), reported_at
+    else:
         raise NotFound(
-            f"property {property_name!r} of device {device_id!r} has not been reported",
+            f"property {property_name!r} of device {device_id!r} has no value yet",
             field="propertyName",
         )
-    value = node[name]
-    # A PnP device acknowledges a writable property as {"value", "ac", "av"}.
-    if (
-        definition is not None
-        and definition.writable
-        and isinstance(value, dict)
-        and "value" in value
-        and "ac" in value
-    ):
-        value = value["value"]
     return OrjsonResponse(
-        {"value": value, "lastReportedTime": section_time(reported, component, name)}
+        {"value": value, "lastReportedTime": None if stamp is None else format_ts_short(stamp)}
     )
 
 
 @router.patch(
     "/devices/{device_id}/properties/{property_name}",
     tags=["properties"],
-    summary="Set a desired property",
+    summary="Set a writable property",
 )
 async def update_property(
     device_id: str, property_name: str, body: PropertyPatch, request: Request, caller: Caller
 ) -> Response:
-    """Patches the desired twin, which reaches the device (now, or when it reconnects)."""
+    """Patches the desired twin, which reaches the device (now, or when it reconnects), and
+    answers the updated property object, as GET shows it."""
     core = core_of(request)
     require(caller, "devices.write")
     device = await core.registry.get_device(caller, device_id)
@@ -518,9 +536,12 @@ async def update_property(
         definition.check_value(body.value)
     # PnP: a component's desired patch is marked with "__t": "c".
     patch = {name: body.value} if component is None else {component: {"__t": "c", name: body.value}}
+    size = len(to_json(patch, "value"))
+    if size > MAX_TWIN_PATCH_BYTES:
+        raise TooLarge(f"value is {size} bytes; the limit is {MAX_TWIN_PATCH_BYTES}", field="value")
     twin = await core.twins.patch_desired(device, patch)
     return OrjsonResponse(
-        {"value": body.value, "lastUpdatedTime": section_time(twin.desired, component, name)}
+        {"value": body.value, "lastReportedTime": section_time(twin.desired, component, name)}
     )
 
 
@@ -594,4 +615,6 @@ def create_app(core: Core) -> FastAPI:
         render=render_error,
     )
     app.include_router(router)
+    # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
+    app.include_router(router, prefix="/v1", include_in_schema=False)
     return app

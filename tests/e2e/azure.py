@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -46,8 +47,10 @@ from azure.iot.device import (
 from thinghub.mqtt import (
     ClientSession,
     Connacked,
+    Publish,
     PublishReceived,
     SubackReceived,
+    Will,
 )
 
 HUB_HOST = "hub.iothub.test"
@@ -308,6 +311,21 @@ def telemetries(api: httpx.Client, device_id: str) -> list[dict[str, Any]]:
     return list(response.json())
 
 
+def stored_telemetry(server: Any, device_id: str) -> list[dict[str, Any]]:
+    """Telemetry rows as stored (no API exposes the decoded property bag; the DB does)."""
+    db = Path(server.addresses["data_dir"]) / "thinghub.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT body, properties, message_id, correlation_id, content_type, "
+            "content_encoding FROM telemetry WHERE device_id = ? ORDER BY id",
+            (device_id,),
+        )
+        out = [dict(row) for row in rows]
+    conn.close()
+    return out
+
+
 def events(
     api: httpx.Client, device_id: str, event_type: str | None = None
 ) -> list[dict[str, Any]]:
@@ -449,12 +467,40 @@ class RawClient:
                 raise AssertionError(f"no {kind.__name__} within {timeout:g} s")
             self._pump(remaining)
 
-    def connect(self, client_id: str, username: str, password: str | None) -> Connacked:
+    def connect(
+        self,
+        client_id: str,
+        username: str,
+        password: str | None,
+        *,
+        clean: bool = False,
+        will: Will | None = None,
+    ) -> Connacked:
         self.session.connect(
-            client_id, username, None if password is None else password.encode(), 30, False
+            client_id, username, None if password is None else password.encode(), 30, clean, will
         )
         self._flush()
         return self.next_event(Connacked)
+
+    def publishes(self, within: float) -> list[Publish]:
+        """Every PUBLISH that arrives within `within` seconds (other events are dropped)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and not self.closed.is_set():
+            self._pump(deadline - time.monotonic())
+        found = [e.publish for e in self.events if isinstance(e, PublishReceived)]
+        self.events.clear()
+        return found
+
+    def disconnect(self) -> None:
+        """DISCONNECT, then close the socket (the clean way out: no Will).
+
+        Waits for the server to close first: closing with unread bytes (a TLS session
+        ticket) sends a reset, which can make the server drop the DISCONNECT unread.
+        """
+        self.session.disconnect()
+        self._flush()
+        self.wait_closed(10)
+        self.close()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.session.publish(topic, payload, qos)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from thinghub.devices.hub_topics import parse_dps_username, parse_query
+from thinghub.devices.hub_topics import parse_dps_username, parse_query, request_id
 from thinghub.devices.mqtt_server import Connection, DropConnection
 from thinghub.domain.clock import format_ts
 from thinghub.domain.errors import Error, Unauthorized
@@ -85,19 +85,16 @@ class Dps:
 
     async def on_publish(self, conn: Connection, publish: Publish) -> None:
         state: _DpsState = conn.state
+        if publish.qos == 2:
+            raise DropConnection("QoS 2 publish: DPS supports QoS 0 and 1")
         query = parse_query(publish.topic)
-        rid = query.get("$rid", "")
+        rid = request_id(publish.topic)
         if publish.topic.startswith(REGISTER):
             await self._register(conn, state, publish.payload, rid)
         elif publish.topic.startswith(POLL):
             operation = state.operations.get(query.get("operationId", ""))
             if operation is None:
-                self._respond(
-                    conn,
-                    404,
-                    rid,
-                    {"errorCode": 404202, "message": "unknown operationId", "trackingId": rid},
-                )
+                self._error(conn, 404, 404202, rid, "unknown operationId")
             else:
                 self._respond(conn, 200, rid, operation)
         else:
@@ -110,21 +107,16 @@ class Dps:
             if not isinstance(request, dict):
                 raise ValueError("the body is not a JSON object")
         except ValueError as exc:
-            self._respond(conn, 400, rid, {"errorCode": 400004, "message": str(exc)})
+            self._error(conn, 400, 400004, rid, f"the request body is not valid JSON: {exc}")
             return
         reg_id = request.get("registrationId", state.enrollment.registration_id)
         if reg_id != state.enrollment.registration_id:
-            self._respond(
-                conn,
-                400,
-                rid,
-                {"errorCode": 400208, "message": "registrationId does not match the connection"},
-            )
+            self._error(conn, 400, 400208, rid, "registrationId does not match the connection")
             return
         try:
             device = await self.provisioning.register(state.enrollment, request.get("payload"))
         except Error as exc:
-            self._respond(conn, 400, rid, {"errorCode": 400004, "message": exc.message})
+            self._error(conn, 400, 400004, rid, exc.message)
             return
         now = format_ts(self.core.clock.now())
         op_id = new_operation_id()
@@ -146,6 +138,16 @@ class Dps:
         self._respond(
             conn, 202, rid, {"operationId": op_id, "status": "assigning"}, retry_after=RETRY_AFTER_S
         )
+
+    def _error(self, conn: Connection, status: int, code: int, rid: str, message: str) -> None:
+        """An error body in DPS's shape (errorCode, trackingId, message, timestampUtc)."""
+        body = {
+            "errorCode": code,
+            "trackingId": new_operation_id().rsplit(".", 1)[-1],
+            "message": message,
+            "timestampUtc": format_ts(self.core.clock.now()),
+        }
+        self._respond(conn, status, rid, body)
 
     @staticmethod
     def _respond(

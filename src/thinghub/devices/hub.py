@@ -7,9 +7,17 @@ else closes its connection.
 
 Sessions persist per client id (the SDK never re-subscribes after a reconnect, §1.1): the
 subscriptions and the last desired version the device was sent are stored; unacknowledged
-QoS 1 publishes are kept in memory and redelivered on the next connection. When a device
+QoS 1 publishes are kept in memory and redelivered on the next connection. A clean-session
+CONNECT gets a session that ends with its connection (MQTT 3.1.1 §3.1.2.4). When a device
 (re)connects, it gets the desired properties that changed while it was away, pending
-direct-method requests, queued commands and cloud-to-device messages.
+direct-method requests (each once per connection), queued commands and cloud-to-device
+messages.
+
+Where IoT Hub departs from a general broker, we do as it documents ("Communicate with an IoT
+hub using the MQTT protocol"): a QoS 2 PUBLISH closes the connection, RETAIN is not kept but
+marks the message with the `mqtt-retain` property, a Will on the device's own telemetry topic
+becomes a telemetry message with `iothub-MessageType: Will`, and `devices/+/messages/
+devicebound/#` (the filter azure-sdk-for-c subscribes) is the device's own C2D filter.
 """
 
 from __future__ import annotations
@@ -20,20 +28,22 @@ import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from thinghub.devices.hub_topics import (
     Telemetry,
     encode_bag,
     parse_hub_username,
-    parse_query,
     parse_telemetry_topic,
+    request_id,
 )
 from thinghub.devices.mqtt_server import Connection, DropConnection
 from thinghub.domain.errors import DeviceOffline, Error, Invalid, TimedOut, Unauthorized
 from thinghub.domain.ids import entity_id
 from thinghub.domain.model import Device
+from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES
 from thinghub.mqtt import Publish
-from thinghub.mqtt.packets import Connect
+from thinghub.mqtt.packets import Connect, Will
 from thinghub.ports import C2DMessage, MethodResult
 from thinghub.security.ca import common_name_of
 from thinghub.services.core import Core
@@ -49,10 +59,14 @@ CONNACK_IDENTIFIER_REJECTED = 2
 TWIN_RES = "$iothub/twin/res/#"
 TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/#"
 METHODS = "$iothub/methods/POST/#"
+METHOD_REQUESTS = "$iothub/methods/POST/"
+# azure-sdk-for-c (and the Arduino and FreeRTOS libraries on it) subscribe C2D with this
+# filter; IoT Hub accepts it and delivers only the device's own messages.
+C2D_ANY_DEVICE = "devices/+/messages/devicebound/#"
 
 
 def _filters_for(device: Device) -> tuple[str, ...]:
-    """The topic filters a device (or module) may subscribe to."""
+    """The topic filters a device (or module) may subscribe to, in their canonical form."""
     root = (
         f"devices/{device.parent_id}/modules/{device.module_id}"
         if device.module_id
@@ -66,11 +80,19 @@ def _c2d_topic(device: Device) -> str:
     return f"devices/{device.id}/messages/devicebound/"
 
 
+def _canonical_filter(device: Device, topic_filter: str) -> str:
+    """The session key of a filter: the `+` form of the C2D filter is the device's own."""
+    if topic_filter == C2D_ANY_DEVICE and not device.module_id:
+        return f"{_c2d_topic(device)}#"
+    return topic_filter
+
+
 @dataclass
 class _PendingMethod:
     name: str
     payload: bytes
     future: asyncio.Future[MethodResult]
+    sent_on: Connection | None = None  # the connection the request last went out on
 
 
 @dataclass
@@ -92,12 +114,24 @@ class _Session:
 class HubLink:
     """One device's live connection, as the services see it (the DeviceLink port)."""
 
-    def __init__(self, hub: Hub, conn: Connection, device: Device, session: _Session) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        conn: Connection,
+        device: Device,
+        session: _Session,
+        *,
+        persistent: bool = True,
+        will: Will | None = None,
+    ) -> None:
         self.hub = hub
         self.conn = conn
         self.device = device
         self.device_id = device.id
         self.session = session
+        self.persistent = persistent  # clean session 0: the session outlives the connection
+        self.will = will  # only a Will on the device's own telemetry topic is kept
+        self.handed_over = False  # a newer connection took what this one left unacknowledged
         self.last_topic: tuple[str, Telemetry] | None = None
 
     async def call_method(self, name: str, payload: Any, timeout_s: float) -> MethodResult:
@@ -106,10 +140,10 @@ class HubLink:
     async def push_desired(self, patch: dict[str, Any], version: int) -> None:
         if not self.session.has(TWIN_DESIRED):
             return
-        body = json.dumps({**patch, "$version": version}).encode()
+        body = json.dumps({"$version": version, **patch}).encode()
         self._publish(f"$iothub/twin/PATCH/properties/desired/?$version={version}", body)
         self.session.desired_version = version
-        await self.hub.save_session(self.conn.client_id, self.session)
+        await self.hub.save_session(self)
 
     async def push_c2d(self, message: C2DMessage) -> bool:
         if not self.session.has(f"{_c2d_topic(self.device)}#"):
@@ -178,23 +212,47 @@ class Hub:
             session.inflight = self._inflight.pop(connect.client_id, ((), ()))
         if identity.model_id and identity.model_id != device.model_id:
             device = await self.core.registry.save(device, model_id=identity.model_id)
-        conn.state = HubLink(self, conn, device, session)
+        conn.state = HubLink(
+            self,
+            conn,
+            device,
+            session,
+            persistent=not connect.clean_session,
+            will=self._own_will(device, connect),
+        )
         conn.session_present = saved is not None
         return 0
+
+    @staticmethod
+    def _own_will(device: Device, connect: Connect) -> Will | None:
+        will = connect.will
+        if will is None:
+            return None
+        parsed = parse_telemetry_topic(will.topic)
+        if parsed is None or entity_id(parsed.device_id, parsed.module_id) != device.id:
+            logger.info("mqtt %s: ignoring a Will on %r", connect.client_id, will.topic)
+            return None
+        return will
 
     async def on_accepted(self, conn: Connection) -> None:
         link: HubLink = conn.state
         sent, queued = link.session.inflight
+        # Method requests are not redelivered from here: _catch_up sends those still
+        # awaited (once), and an expired one must not reach the device at all.
+        sent = tuple(p for p in sent if not p.topic.startswith(METHOD_REQUESTS))
         if sent:
             conn.session.redeliver(sent)  # same packet ids, DUP set (§4.4)
         for publish in queued:
-            conn.session.publish(publish.topic, publish.payload, publish.qos)
+            if not publish.topic.startswith(METHOD_REQUESTS):
+                conn.session.publish(publish.topic, publish.payload, publish.qos)
         link.session.inflight = ((), ())
         conn.flush()
         previous = self.core.links.attach(link)
         if previous is not None and previous is not link:
             logger.info("mqtt %s: new connection replaces the old one", conn.client_id)
             await previous.close()
+            if isinstance(previous, HubLink):
+                self._take_over(previous, link)
         link.device = await self.core.registry.set_connected(link.device, True)
         logger.info("device %s connected from %s", link.device_id, conn.peer)
         await self._catch_up(link)
@@ -215,23 +273,75 @@ class Hub:
             await self.core.c2d.deliver_pending(link.device_id)
 
     async def _methods_ready(self, link: HubLink) -> None:
+        """Send the awaited method requests this connection has not had yet (a device may
+        subscribe twice, §6; the SDK forgets unanswered requests when it reconnects, §2)."""
         for rid, pending in list(self._pending.get(link.device_id, {}).items()):
-            link._publish(f"$iothub/methods/POST/{pending.name}/?$rid={rid}", pending.payload)
+            if pending.sent_on is link.conn or pending.future.done():
+                continue
+            link._publish(f"{METHOD_REQUESTS}{pending.name}/?$rid={rid}", pending.payload)
+            pending.sent_on = link.conn
         await self.core.commands.device_connected(link.device_id)
 
     async def on_close(self, conn: Connection) -> None:
         link = conn.state
         if not isinstance(link, HubLink):
             return
-        sent, queued = conn.session.inflight(), conn.session.queued()
-        if sent or queued:
-            self._inflight[conn.client_id] = (sent, queued)
+        if link.persistent:  # a clean session was never stored and ends here (§3.1.2.4)
+            self._keep_unacknowledged(conn, link)
+        if link.will is not None and not conn.will_discarded:
+            await self._publish_will(link, link.will)
         if self.core.links.detach(link):
             await self.core.registry.set_connected(link.device, False)
             logger.info("device %s disconnected", link.device_id)
 
-    async def save_session(self, client_id: str, session: _Session) -> None:
-        await self.core.store.save_session(client_id, session.state())
+    def _keep_unacknowledged(self, conn: Connection, link: HubLink) -> None:
+        """Keep what the device did not acknowledge for its next connection (§4.4)."""
+        sent, queued = conn.session.inflight(), conn.session.queued()
+        if (sent or queued) and not link.handed_over:
+            self._inflight[conn.client_id] = (sent, queued)
+
+    @staticmethod
+    def _take_over(old: HubLink, new: HubLink) -> None:
+        """Resend on the new connection what the one it replaces left unacknowledged.
+
+        Done at once, not when the old connection's close completes (a TLS shutdown can
+        take its time). Sent as new messages: the old packet ids mean nothing here. Method
+        requests are left to _catch_up, which sends those still awaited.
+        """
+        old.handed_over = True
+        if not (old.persistent and new.persistent):
+            return  # a clean session on either side: nothing carries over (§3.1.2.4)
+        for publish in (*old.conn.session.inflight(), *old.conn.session.queued()):
+            if not publish.topic.startswith(METHOD_REQUESTS):
+                new.conn.publish(publish.topic, publish.payload, publish.qos)
+
+    async def _publish_will(self, link: HubLink, will: Will) -> None:
+        """Send the Will as telemetry, as IoT Hub does (`iothub-MessageType: Will`)."""
+        telemetry = parse_telemetry_topic(will.topic)
+        if telemetry is None:
+            return
+        system = telemetry.system
+        try:
+            message = self.core.ingest.build(
+                link.device,
+                will.payload,
+                properties={**telemetry.properties, "iothub-MessageType": "Will"},
+                message_id=system.get("message_id"),
+                correlation_id=system.get("correlation_id"),
+                content_type=system.get("content_type"),
+                content_encoding=system.get("content_encoding"),
+                component=system.get("component"),
+            )
+            await self.core.ingest.ingest(link.device, message)
+        except Error as exc:
+            logger.warning("device %s: will not stored: %s", link.device_id, exc.message)
+        else:
+            logger.info("device %s: connection lost, will sent as telemetry", link.device_id)
+
+    async def save_session(self, link: HubLink) -> None:
+        """Store a persistent session; a clean one lives only as long as its connection."""
+        if link.persistent:
+            await self.core.store.save_session(link.conn.client_id, link.session.state())
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -241,28 +351,33 @@ class Hub:
         link: HubLink = conn.state
         allowed = _filters_for(link.device)
         codes = []
+        canonical = []
         for topic_filter, qos in filters:
-            if topic_filter not in allowed:
+            key = _canonical_filter(link.device, topic_filter)
+            if key not in allowed:
+                # IoT Hub closes the connection rather than answer 0x80 (it "only supports
+                # the documented topic filters"); azure-iot-middleware-freertos relies on it.
                 raise DropConnection(f"subscribe to {topic_filter!r} is not allowed")
-            link.session.subscriptions[topic_filter] = min(qos, 1)
+            link.session.subscriptions[key] = min(qos, 1)  # at most QoS 1 is granted
             codes.append(min(qos, 1))
-        await self.save_session(conn.client_id, link.session)
-        for topic_filter, _ in filters:
-            if topic_filter == METHODS:
+            canonical.append(key)
+        await self.save_session(link)
+        for key in canonical:
+            if key == METHODS:
                 await self._methods_ready(link)
-            elif topic_filter == TWIN_DESIRED and link.session.desired_version is None:
+            elif key == TWIN_DESIRED and link.session.desired_version is None:
                 twin = await self.core.twins.get(link.device)
                 link.session.desired_version = twin.desired.version
-                await self.save_session(conn.client_id, link.session)
-            elif topic_filter.endswith("/messages/devicebound/#"):
+                await self.save_session(link)
+            elif key.endswith("/messages/devicebound/#"):
                 await self.core.c2d.deliver_pending(link.device_id)
         return codes
 
     async def on_unsubscribe(self, conn: Connection, filters: tuple[str, ...]) -> None:
         link: HubLink = conn.state
         for topic_filter in filters:
-            link.session.subscriptions.pop(topic_filter, None)
-        await self.save_session(conn.client_id, link.session)
+            link.session.subscriptions.pop(_canonical_filter(link.device, topic_filter), None)
+        await self.save_session(link)
 
     async def on_puback(self, conn: Connection, publish: Publish) -> None:
         return None
@@ -272,6 +387,8 @@ class Hub:
     async def on_publish(self, conn: Connection, publish: Publish) -> Any:
         link: HubLink = conn.state
         topic = publish.topic
+        if publish.qos == 2:
+            raise DropConnection(f"QoS 2 publish to {topic!r}: IoT Hub supports QoS 0 and 1")
         if topic.startswith("$iothub/"):
             await self._iothub_request(link, publish)
             return None
@@ -286,11 +403,14 @@ class Hub:
             telemetry = parsed
             link.last_topic = (topic, parsed)
         system = telemetry.system
+        properties = telemetry.properties
+        if publish.retain:  # not retained: marked, as IoT Hub does
+            properties = {**properties, "mqtt-retain": "true"}
         try:
             message = self.core.ingest.build(
                 link.device,
                 publish.payload,
-                properties=telemetry.properties,
+                properties=properties,
                 message_id=system.get("message_id"),
                 correlation_id=system.get("correlation_id"),
                 content_type=system.get("content_type"),
@@ -305,8 +425,7 @@ class Hub:
 
     async def _iothub_request(self, link: HubLink, publish: Publish) -> None:
         topic = publish.topic
-        query = parse_query(topic)
-        rid = query.get("$rid", "")
+        rid = request_id(topic)
         if topic.startswith("$iothub/twin/GET/"):
             twin = await self.core.twins.get(link.device)
             body = {
@@ -322,6 +441,10 @@ class Hub:
             raise DropConnection(f"publish to {topic!r} is not allowed")
 
     async def _patch_reported(self, link: HubLink, payload: bytes, rid: str) -> None:
+        if len(payload) > MAX_TWIN_PATCH_BYTES:
+            logger.info("device %s: reported patch of %d bytes", link.device_id, len(payload))
+            link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
+            return
         try:
             patch = json.loads(payload)
             twin = await self.core.twins.patch_reported(link.device, patch)
@@ -348,9 +471,9 @@ class Hub:
         body = b"" if payload is None else json.dumps(payload).encode()
         future: asyncio.Future[MethodResult] = asyncio.get_running_loop().create_future()
         pending = self._pending.setdefault(device.id, {})
-        pending[rid] = _PendingMethod(name, body, future)
+        pending[rid] = _PendingMethod(name, body, future, sent_on=link.conn)
         try:
-            link._publish(f"$iothub/methods/POST/{name}/?$rid={rid}", body)
+            link._publish(f"{METHOD_REQUESTS}{name}/?$rid={rid}", body)
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
@@ -369,7 +492,7 @@ class Hub:
             status = int(parts[3])
         except (IndexError, ValueError):
             raise DropConnection(f"bad method response topic {topic!r}") from None
-        pending = self._pending.get(link.device_id, {}).get(rid)
+        pending = self._pending.get(link.device_id, {}).get(unquote(rid))
         if pending is None or pending.future.done():
             logger.info("device %s answered unknown or late method request %s", link.device_id, rid)
             return

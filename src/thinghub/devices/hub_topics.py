@@ -18,6 +18,7 @@ __all__ = [
     "parse_hub_username",
     "parse_query",
     "parse_telemetry_topic",
+    "request_id",
 ]
 
 # System properties of the telemetry property bag (§3) and the message fields they set.
@@ -51,12 +52,14 @@ class DpsIdentity:
 
 
 def parse_hub_username(username: str) -> HubIdentity | None:
-    """`{host}/{device}[/{module}]/?{query}` (§2); None when it is not that shape."""
+    """`{host}/{device}[/{module}]/?{query}` (§2); None when it is not that shape.
+
+    The query (api-version, DeviceClientType, model-id) is informational, so it may be left
+    out: IoT Hub's first MQTT clients sent `{host}/{device}` and the hub still accepts that.
+    """
     left, sep, query = username.partition("/?")
     if not sep:
-        if not username.endswith("/"):
-            return None
-        left, query = username[:-1], ""
+        left, query = username.removesuffix("/"), ""
     parts = left.split("/")
     if len(parts) not in (2, 3) or not all(parts):
         return None
@@ -94,14 +97,31 @@ def parse_bag(bag: str) -> dict[str, str]:
 
 
 def encode_bag(properties: dict[str, str]) -> str:
-    """Encode a bag so that `/`, `&` and `=` inside keys and values survive (§4)."""
-    return "&".join(f"{quote(k, safe='$.')}={quote(v, safe='')}" for k, v in properties.items())
+    """Encode a bag so that `/`, `&` and `=` inside keys and values survive (§4).
+
+    `$` is sent as `%24`, as IoT Hub does (`%24.mid=...`): the Python SDK unquotes either
+    form, but azure-sdk-for-c looks its system properties up by the encoded name.
+    """
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in properties.items())
 
 
 def parse_query(topic: str) -> dict[str, str]:
     """The `?$rid=...&...` part of a twin/method/DPS topic; `$` kept on keys."""
     _, _, query = topic.partition("?")
     return parse_bag(query)
+
+
+def request_id(topic: str) -> str:
+    """The `$rid` of a request topic exactly as sent, to echo it unchanged (§5).
+
+    Not percent-decoded: a decoded `%26` or `%3D` would break the response topic's query.
+    """
+    _, _, query = topic.partition("?")
+    for pair in query.split("&"):
+        key, sep, value = pair.partition("=")
+        if sep and unquote(key) == "$rid":
+            return value
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,10 @@ class Connection:
         self.dialect: Dialect | None = None
         self.state: Any = None  # the dialect's per-connection state
         self.session_present = False  # set by the dialect's on_connect
+        # The will is published when the client's side ends the connection without
+        # DISCONNECT (EOF, keep-alive expiry, protocol error: MQTT 3.1.1 §3.1.2.5); not after
+        # DISCONNECT (§3.14.4) nor when we close it (takeover, shutdown, device disabled).
+        self.will_discarded = False
         self.closed = asyncio.Event()
         self._acks: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -128,6 +132,7 @@ class Connection:
 
     def close(self) -> None:
         """Close from outside (takeover, device deleted or disabled)."""
+        self.will_discarded = True
         self.session.close()
         self.closed.set()
         self.writer.close()
@@ -221,6 +226,7 @@ class Connection:
             case ConnectRequested(connect=connect):
                 return await self._connect(connect)
             case DisconnectRequested():
+                self.will_discarded = True
                 return False
             case ProtocolViolation(error=error):
                 logger.warning(

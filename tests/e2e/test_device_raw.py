@@ -1,0 +1,307 @@
+"""The hub and DPS dialects, driven byte by byte where the SDK never goes (raw MQTT over TLS).
+
+Each test pins one rule of specs/azure-device-protocol.md or of IoT Hub's documented MQTT
+behaviour that the Azure SDK itself never exercises: other client libraries' topic filters,
+QoS 2, RETAIN, Will, clean sessions, request ids, duplicate method deliveries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.azure import (
+    SERVER_ARGS,
+    RawClient,
+    Target,
+    primary_key,
+    sign_sas,
+    stored_telemetry,
+    telemetries,
+    wait_for,
+    wait_telemetry,
+)
+from tests.e2e.helpers_st import StServer, create_device
+from tests.e2e.server import running
+from thinghub.mqtt import (
+    ProtocolViolation,
+    PubackReceived,
+    Publish,
+    SubackReceived,
+    UnsubackReceived,
+    Will,
+    encode,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StServer]:
+    with running(StServer(tmp_path_factory.mktemp("thinghub-raw"), *SERVER_ARGS)) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def target(server: StServer) -> Target:
+    return Target.of(server.addresses)
+
+
+@pytest.fixture
+def device(admin: httpx.Client, unique: Callable[[str], str]) -> dict[str, Any]:
+    return create_device(admin, "raw device", unique("proj"), unique("dep"))
+
+
+def hub_client(
+    target: Target,
+    device: dict[str, Any],
+    *,
+    clean: bool = False,
+    will: Will | None = None,
+    auto_ack: bool = True,
+) -> RawClient:
+    raw = RawClient(target)
+    if not auto_ack:
+        raw.session = type(raw.session)(auto_ack=False)
+    token = target.hub_sas(device["id"], primary_key(device), int(time.time()) + 600)
+    connack = raw.connect(
+        device["id"], target.hub_username(device["id"]), token, clean=clean, will=will
+    )
+    assert connack.return_code == 0, connack
+    return raw
+
+
+def test_c2d_with_the_plus_filter_of_azure_sdk_for_c(
+    target: Target, admin: httpx.Client, device: dict[str, Any], unique: Callable[[str], str]
+) -> None:
+    """azure-sdk-for-c subscribes `devices/+/messages/devicebound/#`; IoT Hub accepts it and
+    sends the device its own messages only. The subscription persists like the usual one."""
+    other = create_device(admin, "other", unique("proj"), unique("dep"))
+    with hub_client(target, device) as raw:
+        raw.subscribe("devices/+/messages/devicebound/#")
+        assert raw.wait_suback().return_codes == (1,)
+        for to, body in ((other, "not yours"), (device, "yours")):
+            sent = admin.post(f"/v1/devices/{to['id']}/messages", json={"body": body})
+            assert sent.status_code == 202, sent.text
+        [got] = raw.publishes(within=2)
+        assert got.topic.startswith(f"devices/{device['id']}/messages/devicebound/")
+        assert got.payload == b"yours"
+    # Clean session 0 and no SUBSCRIBE this time: the stored subscription still delivers.
+    with hub_client(target, device) as raw:
+        sent = admin.post(f"/v1/devices/{device['id']}/messages", json={"body": "later"})
+        assert sent.status_code == 202, sent.text
+        assert [p.payload for p in raw.publishes(within=2)] == [b"later"]
+        # Unsubscribing with the same + filter ends delivery.
+        raw.session.unsubscribe(["devices/+/messages/devicebound/#"])
+        raw._flush()
+        raw.next_event(UnsubackReceived)
+        admin.post(f"/v1/devices/{device['id']}/messages", json={"body": "queued"})
+        assert raw.publishes(within=1.5) == []
+
+
+def test_qos2_publish_closes_the_connection(
+    server: StServer, target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """IoT Hub does not support QoS 2: such a PUBLISH closes the connection, unstored."""
+    topic = f"devices/{device['id']}/messages/events/"
+    with hub_client(target, device) as raw:
+        raw.sock.sendall(encode(Publish(topic, b'{"qos": 2}', 2, packet_id=9)))
+        assert raw.wait_closed(10)
+        # Closed without a PUBREC (which our QoS 0/1 client session would call a violation).
+        assert not any(isinstance(e, ProtocolViolation) for e in raw.events)
+    with hub_client(target, device) as raw:  # the device itself may go on, with QoS 1
+        raw.publish(topic, b'{"qos": 1}')
+        raw.next_event(PubackReceived)
+    wait_telemetry(admin, device["id"], lambda t: t["body"] == {"qos": 1})
+    assert [t["body"] for t in telemetries(admin, device["id"])] == [{"qos": 1}]
+    assert "QoS 2 publish" in server.log_path.read_text()
+
+
+def test_retained_telemetry_is_marked_not_kept(
+    server: StServer, target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    with hub_client(target, device) as raw:
+        raw.session.publish(
+            f"devices/{device['id']}/messages/events/k=v", b'{"r": 1}', 1, retain=True
+        )
+        raw._flush()
+        raw.next_event(PubackReceived)
+    wait_telemetry(admin, device["id"], lambda t: t["body"] == {"r": 1})
+    [row] = stored_telemetry(server, device["id"])
+    assert json.loads(row["properties"]) == {"k": "v", "mqtt-retain": "true"}
+
+
+def test_will_is_sent_as_telemetry_when_the_connection_drops(
+    server: StServer, target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    did = device["id"]
+    will = Will(f"devices/{did}/messages/events/%24.ct=application%2Fjson&why=lost", b'{"w": 1}')
+    # DISCONNECT discards the Will (§3.14.4).
+    hub_client(target, device, will=will).disconnect()
+    # A Will on another device's topic is ignored, even when the connection drops.
+    other = create_device(admin, "other", "p-will", "d-will")
+    forged = Will(f"devices/{other['id']}/messages/events/", b'{"forged": 1}')
+    hub_client(target, device, will=forged).close()
+    # Dropped without DISCONNECT: the Will becomes telemetry marked as such.
+    hub_client(target, device, will=will).close()
+    wait_telemetry(admin, did, lambda t: t["body"] == {"w": 1})
+    time.sleep(0.5)  # nothing else is on its way
+    [row] = stored_telemetry(server, did)
+    assert row["content_type"] == "application/json"
+    assert json.loads(row["properties"]) == {"why": "lost", "iothub-MessageType": "Will"}
+    assert telemetries(admin, other["id"]) == []
+
+
+def test_clean_session_state_is_not_resumed(target: Target, device: dict[str, Any]) -> None:
+    """MQTT 3.1.1 §3.1.2.4: a clean session ends with its connection; clean 0 persists."""
+    token = target.hub_sas(device["id"], primary_key(device), int(time.time()) + 600)
+    username = target.hub_username(device["id"])
+
+    def session_present(*, clean: bool, subscribe: bool = False) -> bool:
+        with RawClient(target) as raw:
+            connack = raw.connect(device["id"], username, token, clean=clean)
+            assert connack.return_code == 0
+            if subscribe:
+                raw.subscribe("$iothub/methods/POST/#")
+                raw.wait_suback()
+            return connack.session_present
+
+    assert session_present(clean=True, subscribe=True) is False
+    assert session_present(clean=False, subscribe=True) is False  # the clean one left nothing
+    assert session_present(clean=False) is True
+    assert session_present(clean=True) is False  # discards the stored session
+    assert session_present(clean=False) is False
+
+
+def test_a_method_request_reaches_the_device_once_per_connection(
+    server: StServer, target: Target, device: dict[str, Any]
+) -> None:
+    """The PnP sample subscribes `$iothub/methods/POST/#` twice (§8), and the SDK forgets
+    unanswered requests when it reconnects (§2): each connection gets the request once."""
+    did = device["id"]
+    raw = hub_client(target, device, auto_ack=False)  # never PUBACKs: the request stays in flight
+    raw.subscribe("$iothub/methods/POST/#")
+    raw.wait_suback()
+    result: dict[str, httpx.Response] = {}
+
+    def call() -> None:
+        with server.client() as api:
+            result["response"] = api.post(
+                f"/v1/devices/{did}/method",
+                json={"name": "reboot", "payload": 3, "responseTimeoutInSeconds": 30},
+            )
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        [request] = raw.publishes(within=3)
+        assert request.topic.startswith("$iothub/methods/POST/reboot/?$rid=")
+        assert request.payload == b"3"
+        raw.subscribe("$iothub/methods/POST/#")  # again, as the sample does
+        assert raw.publishes(within=1.5) == []
+        raw.close()  # dropped before PUBACK and before answering
+
+        with hub_client(target, device) as again:
+            [resent] = again.publishes(within=3)
+            assert resent.topic == request.topic and not resent.dup
+            rid = resent.topic.split("$rid=", 1)[1]
+            again.publish(f"$iothub/methods/res/201/?$rid={rid}", b'{"ok": true}')
+            caller.join(30)
+            assert again.publishes(within=0.5) == []
+    finally:
+        caller.join(30)
+    response = result["response"]
+    assert response.status_code == 200, response.text
+    assert response.headers["x-method-status"] == "201"
+    assert response.json() == {"ok": True}
+
+
+def test_takeover_hands_unacknowledged_messages_to_the_new_connection(
+    target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """A new connection replaces the old one (§1.1) and gets, at once, the C2D message the
+    old one never acknowledged (the old socket is left open: its close may take long)."""
+    old = hub_client(target, device, auto_ack=False)
+    with old:
+        old.subscribe(f"devices/{device['id']}/messages/devicebound/#")
+        old.wait_suback()
+        sent = admin.post(f"/v1/devices/{device['id']}/messages", json={"body": "c2d-1"})
+        assert sent.status_code == 202, sent.text
+        assert [p.payload for p in old.publishes(within=2)] == [b"c2d-1"]
+        with hub_client(target, device) as new:
+            assert [p.payload for p in new.publishes(within=3)] == [b"c2d-1"]
+            assert old.wait_closed(5)
+    with hub_client(target, device) as later:  # acknowledged by `new`: not sent again
+        assert later.publishes(within=1.5) == []
+
+
+def test_twin_requests_echo_the_request_id_unchanged(
+    target: Target, device: dict[str, Any]
+) -> None:
+    with hub_client(target, device) as raw:
+        # Answered even before SUBSCRIBE (paho delivers it anyway, §1.1); the id as sent.
+        raw.publish("$iothub/twin/GET/?$rid=a%26b%3Dc", b" ")
+        [got] = raw.publishes(within=3)
+        assert got.topic == "$iothub/twin/res/200/?$rid=a%26b%3Dc"
+        twin = json.loads(got.payload)
+        assert twin["desired"]["$version"] >= 1 and "$version" in twin["reported"]
+
+        raw.publish("$iothub/twin/PATCH/properties/reported/?$rid=7", b'{"x": 1}')
+        [ok] = raw.publishes(within=3)
+        assert (
+            ok.topic == f"$iothub/twin/res/204/?$rid=7&$version={twin['reported']['$version'] + 1}"
+        )
+        # Over IoT Hub's 32 KiB for reported properties: 400, as for malformed JSON.
+        big = json.dumps({"x": "y" * 33_000}).encode()
+        raw.publish("$iothub/twin/PATCH/properties/reported/?$rid=8", big)
+        raw.publish("$iothub/twin/PATCH/properties/reported/?$rid=9", b"{not json")
+        assert [p.topic for p in raw.publishes(within=3)] == [
+            "$iothub/twin/res/400/?$rid=8",
+            "$iothub/twin/res/400/?$rid=9",
+        ]
+        assert not raw.closed.is_set()
+
+
+def test_username_without_query_is_accepted(
+    target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """The query (api-version, DeviceClientType, model-id) is informational (§2)."""
+    token = target.hub_sas(device["id"], primary_key(device), int(time.time()) + 600)
+    for username in (f"{target.hub_host}/{device['id']}", f"{target.hub_host}/{device['id']}/"):
+        with RawClient(target) as raw:
+            assert raw.connect(device["id"], username, token).return_code == 0
+            raw.publish(f"devices/{device['id']}/messages/events/", b'{"u": 1}')
+            raw.next_event(PubackReceived)
+    wait_for(lambda: len(telemetries(admin, device["id"])) == 2, what="both messages")
+
+
+def test_dps_errors_and_qos2(target: Target, device: dict[str, Any]) -> None:
+    reg = device["id"]
+    token = sign_sas(
+        primary_key(device), f"{target.id_scope}/registrations/{reg}", int(time.time()) + 600
+    )
+    username = f"{target.id_scope}/registrations/{reg}/api-version=2019-03-31"
+    with RawClient(target, server_name=target.dps_host) as raw:
+        assert raw.connect(reg, username, token).return_code == 0
+        raw.subscribe("$dps/registrations/res/#")
+        assert isinstance(raw.wait_suback(), SubackReceived)
+        raw.publish("$dps/registrations/PUT/iotdps-register/?$rid=r%201", b"{oops")
+        [bad] = raw.publishes(within=3)
+        assert bad.topic == "$dps/registrations/res/400/?$rid=r%201"
+        body = json.loads(bad.payload)
+        assert body["errorCode"] == 400004
+        assert set(body) == {"errorCode", "trackingId", "message", "timestampUtc"}
+        raw.publish("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=x", b" ")
+        [unknown] = raw.publishes(within=3)
+        assert unknown.topic == "$dps/registrations/res/404/?$rid=2"
+        assert json.loads(unknown.payload)["errorCode"] == 404202
+        qos2 = Publish("$dps/registrations/PUT/iotdps-register/?$rid=3", b"{}", 2, packet_id=5)
+        raw.sock.sendall(encode(qos2))  # our client session would refuse to build it
+        assert raw.wait_closed(10)
+        assert not any(isinstance(e, ProtocolViolation) for e in raw.events)

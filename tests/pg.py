@@ -10,6 +10,7 @@ binaries are an error, because `make test` installs them (scripts/install-deps.s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -18,11 +19,25 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["DSN_ENV", "PostgresUnavailableError", "find_bindir", "postgres_server"]
+import asyncpg
+
+__all__ = [
+    "DSN_ENV",
+    "PostgresUnavailableError",
+    "create_database",
+    "drop_database",
+    "fetch",
+    "find_bindir",
+    "postgres_server",
+]
 
 DSN_ENV = "THINGHUB_TEST_POSTGRES_DSN"
 START_TIMEOUT_S = 30
@@ -191,3 +206,51 @@ def postgres_server() -> Iterator[str]:
                     "pg_ctl stop",
                 )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fetch(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Run one statement on a connection of its own and return its rows as dicts.
+
+    On a thread of its own with its own event loop: callers may already be inside one
+    (pytest-asyncio's) or be plain synchronous tests.
+    """
+    rows: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, timeout=COMMAND_TIMEOUT_S)
+        try:
+            rows.extend(dict(row) for row in await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    def target() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="pg-fetch")
+    thread.start()
+    thread.join(COMMAND_TIMEOUT_S * 2)
+    if thread.is_alive():
+        raise PostgresUnavailableError(f"{sql!r} took longer than {COMMAND_TIMEOUT_S * 2} s")
+    if errors:
+        raise errors[0]
+    return rows
+
+
+def create_database(dsn: str, prefix: str) -> str:
+    """CREATE DATABASE <prefix>_<random> on dsn's server; the new database's DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    fetch(dsn, f'CREATE DATABASE "{name}"')
+    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(dsn: str) -> None:
+    """DROP DATABASE of a DSN from create_database (connecting to the server's `postgres`)."""
+    name = urlsplit(dsn).path.lstrip("/")
+    fetch(
+        urlsplit(dsn)._replace(path="/postgres").geturl(),
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+    )

@@ -162,6 +162,7 @@ class ThingHub:
             CoreOptions(
                 jwt_ttl_s=s.jwt_ttl_s,
                 max_payload_bytes=s.max_payload_bytes,
+                max_request_bytes=s.max_request_bytes,
                 method_timeout_max_s=s.method_timeout_max_s,
                 command_ttl_s=s.command_ttl_s,
                 page_max=s.page_max,

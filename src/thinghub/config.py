@@ -142,6 +142,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest telemetry body accepted (the Azure SDK's own limit is 256 KiB).",
     ),
     Setting(
+        "max_request_bytes",
+        _positive_int,
+        4_194_304,
+        "Largest HTTP request body a REST face reads (larger: 413 in the face's error shape).",
+    ),
+    Setting(
         "method_timeout_max_s",
         _positive,
         300.0,
@@ -176,6 +182,7 @@ class Settings:
     commit_interval_ms: float = 2.0
     batch_max_rows: int = 2000
     max_payload_bytes: int = 262_144
+    max_request_bytes: int = 4_194_304
     method_timeout_max_s: float = 300.0
     command_ttl_s: float = 86_400.0
     page_max: int = 1000

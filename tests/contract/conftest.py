@@ -9,21 +9,17 @@ test, a CREATE DATABASE from a template about as much.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from tests.pg import PostgresUnavailableError, postgres_server
+from tests.pg import create_database, drop_database
 from thinghub.ports import Store
 from thinghub.storage.migrate import upgrade
 from thinghub.storage.postgres import PostgresDatabase, PostgresStore
@@ -62,39 +58,16 @@ def _in_thread(fn: Callable[[], T]) -> T:
     return value
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
-
-
-async def _admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=30)
-    try:
-        for sql in statements:
-            await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """The DSN of a database on a PostgreSQL server that lives for the session."""
-    with contextlib.ExitStack() as stack:
-        try:
-            dsn = stack.enter_context(postgres_server())
-        except PostgresUnavailableError as exc:
-            pytest.fail(f"PostgreSQL for the contract tests: {exc}", pytrace=False)
-        yield dsn
-
-
 @pytest.fixture(scope="session")
 def postgres_database(postgres_dsn: str) -> Iterator[str]:
-    """A database of its own, migrated once; yields its DSN. Tests empty it (`_truncate`)."""
-    name = f"thinghub_contract_{uuid.uuid4().hex[:12]}"
-    _in_thread(lambda: asyncio.run(_admin(postgres_dsn, f'CREATE DATABASE "{name}"')))
-    dsn = _with_database(postgres_dsn, name)
+    """A database of its own, migrated once; yields its DSN. Tests empty it (`_truncate`).
+
+    (`postgres_dsn`, the session's server, is in tests/conftest.py.)
+    """
+    dsn = create_database(postgres_dsn, "thinghub_contract")
     _in_thread(lambda: upgrade(dsn))
     yield dsn
-    _in_thread(lambda: asyncio.run(_admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}"')))
+    drop_database(dsn)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ from azure.iot.device import (
     ProxyOptions,
 )
 
+from tests.pg import fetch
 from thinghub.mqtt import (
     ClientSession,
     Connacked,
@@ -311,14 +312,21 @@ def telemetries(api: httpx.Client, device_id: str) -> list[dict[str, Any]]:
     return list(response.json())
 
 
+STORED_COLUMNS = (
+    "body, properties, message_id, correlation_id, content_type, content_encoding FROM telemetry"
+)
+
+
 def stored_telemetry(server: Any, device_id: str) -> list[dict[str, Any]]:
     """Telemetry rows as stored (no API exposes the decoded property bag; the DB does)."""
+    if "--database" in server.args:  # PostgreSQL
+        dsn = server.args[server.args.index("--database") + 1]
+        return fetch(dsn, f"SELECT {STORED_COLUMNS} WHERE device_id = $1 ORDER BY id", device_id)
     db = Path(server.addresses["data_dir"]) / "thinghub.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         conn.row_factory = sqlite3.Row
         rows = conn.execute(
-            "SELECT body, properties, message_id, correlation_id, content_type, "
-            "content_encoding FROM telemetry WHERE device_id = ? ORDER BY id",
+            f"SELECT {STORED_COLUMNS} WHERE device_id = ? ORDER BY id",
             (device_id,),
         )
         out = [dict(row) for row in rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import time
 import uuid
@@ -192,7 +193,17 @@ def test_api_version_is_checked(bare: httpx.Client) -> None:
 
 def test_unknown_routes_and_methods(central: httpx.Client) -> None:
     assert_error(central.get("/nope"), 404)
-    assert_error(central.post("/apps/app", json={}), 405)
+    refused = central.post("/apps/app", json={})
+    assert_error(refused, 405)
+    assert refused.json()["error"]["code"] == "MethodNotAllowed"
+    assert "GET" in refused.headers["allow"]
+
+
+def test_bodies_over_the_request_limit_are_413(central: httpx.Client) -> None:
+    big = json.dumps({"displayName": "x" * (5 << 20)}).encode()
+    response = central.put("/devices/too-big", content=big)
+    assert_error(response, 413)
+    assert_error(central.get("/devices/too-big"), 404)
 
 
 def test_credentials_are_required(server: ServerProcess) -> None:

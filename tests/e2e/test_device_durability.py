@@ -1,16 +1,23 @@
-"""An acknowledged QoS 1 message survives `kill -9`, and redelivery stores it exactly once."""
+"""An acknowledged QoS 1 message survives `kill -9`, and redelivery stores it exactly once.
+
+Run on both backends: SQLite in the data directory, and PostgreSQL (the session's real server,
+a database of its own) where telemetry goes through the COPY batcher.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.mqtt_client import RawDevice, credentials, register
 from tests.e2e.server import ServerProcess
+from tests.pg import create_database, drop_database
 
 DEVICES = 8
 MESSAGES = 300  # per device; the kill lands mid-stream
@@ -95,9 +102,22 @@ async def _redeliver(port: int, ca: str, device: dict[str, Any], seqs: list[int]
     await raw.close()
 
 
-def test_kill_minus_nine_loses_no_acknowledged_message(start_server: Any, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_args(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
+    """Server arguments choosing the backend: none for SQLite, --database for PostgreSQL."""
+    if request.param == "sqlite":
+        yield ()
+        return
+    dsn = create_database(request.getfixturevalue("postgres_dsn"), "thinghub_e2e_crash")
+    yield ("--database", dsn)
+    drop_database(dsn)
+
+
+def test_kill_minus_nine_loses_no_acknowledged_message(
+    database_args: tuple[str, ...], start_server: Any, tmp_path: Path
+) -> None:
     data_dir = tmp_path / "crash"
-    proc = start_server(data_dir=data_dir)
+    proc = start_server(*database_args, data_dir=data_dir)
     with proc.client() as client:
         devices = [register(client, "crash") for _ in range(DEVICES)]
     acked = asyncio.run(_blast(proc.mqtt_port, proc.ca_file, devices, proc))
@@ -105,7 +125,7 @@ def test_kill_minus_nine_loses_no_acknowledged_message(start_server: Any, tmp_pa
     assert total_acked >= DEVICES * MESSAGES // 3
 
     # Same data directory, same admin token: the restarted server sees the committed rows.
-    again = start_server(data_dir=data_dir, admin_token=proc.admin_token)
+    again = start_server(*database_args, data_dir=data_dir, admin_token=proc.admin_token)
     with again.client() as client:
         for device in devices:
             stored = _telemetry_seqs(client, device["id"])

@@ -52,6 +52,7 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
 )
 from tests.e2e.helpers_st import TS_RE, StServer, create_device
 from tests.e2e.server import running
+from tests.pg import create_database, drop_database
 from thinghub.mqtt import PubackReceived
 
 pytestmark = [
@@ -64,11 +65,26 @@ pytestmark = [
 REPORT_KEYS = {"avgTemp", "maxTemp", "minTemp", "startTime", "endTime"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StServer]:
-    """One server for the module, with the fake hub and DPS names in its certificate."""
-    with running(StServer(tmp_path_factory.mktemp("thinghub-sdk"), *SERVER_ARGS)) as proc:
-        yield proc
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StServer]:
+    """One server per backend for the module, with the fake hub and DPS names in its
+    certificate: every test here runs on SQLite and on PostgreSQL (a database of its own
+    on the session's server)."""
+    database: tuple[str, ...] = ()
+    if request.param == "postgres":
+        dsn = create_database(request.getfixturevalue("postgres_dsn"), "thinghub_e2e_sdk")
+        database = ("--database", dsn)
+    data_dir = tmp_path_factory.mktemp("thinghub-sdk")
+    try:
+        with running(StServer(data_dir, *SERVER_ARGS, *database)) as proc:
+            yield proc
+    finally:
+        if database:
+            drop_database(database[1])
 
 
 @pytest.fixture(scope="module")

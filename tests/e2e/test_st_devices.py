@@ -682,6 +682,33 @@ def test_bad_input_gets_a_4xx_naming_the_field(
     assert_error(response, status, field=field)
 
 
+def test_method_not_allowed_names_the_allowed_ones(
+    admin: httpx.Client, targets: dict[str, str]
+) -> None:
+    response = admin.patch(f"/v1/devices/{targets['dev']}", json={"name": "n"})
+    assert_error(response, 405, code="MethodNotAllowed")
+    assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT", "DELETE"}
+
+
+def test_request_bodies_over_the_limit_are_413_before_they_are_read(
+    admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """max_request_bytes (4 MiB by default): declared or streamed, the face's 413."""
+    project = unique("big")
+    big = json.dumps({"name": "x" * (5 << 20), "project": project, "deployment": "d"}).encode()
+    assert_error(admin.post("/v1/devices", content=big), 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield big[: 1 << 20]
+        yield big[1 << 20 :]
+
+    assert_error(admin.post("/v1/devices", content=chunks()), 413)
+    assert admin.get("/v1/devices", params={"projectID": project}).json() == []
+    # Just under the limit is judged on its merits, not its size.
+    fine = {"name": "x" * 100, "project": project, "deployment": "d"}
+    assert admin.post("/v1/devices", json=fine).status_code == 200
+
+
 @pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
 def test_json_bodies_parse_without_a_json_content_type(
     admin: httpx.Client, unique: Callable[[str], str], content_type: str | None

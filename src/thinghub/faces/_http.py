@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from thinghub.domain import errors
 from thinghub.domain.model import Principal
@@ -22,6 +23,7 @@ from thinghub.services.core import Core
 
 __all__ = [
     "STATUS_OF",
+    "BodyLimit",
     "ErrorRenderer",
     "JsonBodies",
     "OrjsonResponse",
@@ -101,6 +103,16 @@ def _validation_error(exc: RequestValidationError) -> errors.Invalid:
     )
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route of this path takes (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> None:
     """Map domain errors, validation errors and HTTP errors to the face's error body."""
 
@@ -112,7 +124,7 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         assert isinstance(exc, RequestValidationError)
         return render(_validation_error(exc), 400)
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         kinds: dict[int, type[errors.Error]] = {
             401: errors.Unauthorized,
@@ -126,9 +138,15 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         message = str(exc.detail) if exc.detail else "request failed"
         if exc.status_code == 404:
             message = "no such route"
+        error = kind(message)
         if exc.status_code == 405:
-            message = "method not allowed on this route"
-        return render(kind(message), exc.status_code)
+            error = kind("method not allowed on this route")
+            error.code = "MethodNotAllowed"
+        response = render(error, exc.status_code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = _allowed_methods(app, request)
+        return response
 
     async def on_crash(_: Request, exc: Exception) -> Response:
         logger.exception("unhandled error in %s", app.title)
@@ -140,6 +158,46 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused with 413.
+
+    Raised as an HTTPException from `receive`, so it reaches the face's own error handler
+    (FastAPI lets HTTPException through its body parsing); a declared Content-Length over the
+    limit is refused before anything is read.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        too_large = StarletteHTTPException(413, f"request body over {limit} bytes")
+        if declared.isdigit() and int(declared) > limit:
+
+            async def refuse() -> Any:
+                raise too_large
+
+            await self.app(scope, refuse, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class JsonBodies:
@@ -210,6 +268,7 @@ def face_app(
     app.state.core = core
     install_errors(app) if render is None else install_errors(app, render)
     app.add_middleware(JsonBodies, form_paths=form_paths)
+    app.add_middleware(BodyLimit, limit=core.options.max_request_bytes)
     return app
 
 

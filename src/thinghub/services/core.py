@@ -29,6 +29,7 @@ __all__ = ["Core", "CoreOptions"]
 class CoreOptions:
     jwt_ttl_s: int = 3600
     max_payload_bytes: int = 262_144
+    max_request_bytes: int = 4_194_304
     method_timeout_max_s: float = 300.0
     command_ttl_s: float = 86_400.0
     page_max: int = 1000

@@ -38,8 +38,10 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Migrations at start-up are routine; their step-by-step notes only at debug level.
+    # uvicorn's start/stop notes repeat per listener what the ready line already says.
     if level != "debug":
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 @click.group()

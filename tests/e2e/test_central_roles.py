@@ -349,6 +349,8 @@ def test_project_limited_tokens_stay_in_their_project(world: World) -> None:
     with world.server.client() as v1:
         made = v1.post("/v1/tokens", json={"role": "admin", "project": project})
         assert made.status_code == 201, made.text
+        listed_tokens = {t["id"]: t for t in v1.get("/v1/tokens").json()}
+        assert listed_tokens[made.json()["id"]]["project"] == project
         mine = v1.post("/v1/devices", json={"name": "in", "project": project, "deployment": "d"})
         assert mine.status_code == 200, mine.text
     headers = {"Authorization": f"Bearer {made.json()['token']}"}

@@ -240,6 +240,12 @@ def test_thermostat_through_an_enrollment_group(
     assert created.status_code == 201, created.text
     group = created.json()
     assert group["idScope"] == target.id_scope
+    shown = admin.get(f"/v1/enrollmentGroups/{group['enrollmentGroupId']}").json()
+    assert shown["idScope"] == target.id_scope
+    assert shown["attestation"] == group["attestation"]
+    listed_groups = admin.get("/v1/enrollmentGroups").json()
+    assert group["enrollmentGroupId"] in {g["enrollmentGroupId"] for g in listed_groups}
+    assert {g["idScope"] for g in listed_groups} == {target.id_scope}
     group_key = group["attestation"]["symmetricKey"]["primaryKey"]
     registration_id = unique("thermo")
     assert admin.get("/v1/devices", params={"projectID": project}).json() == []

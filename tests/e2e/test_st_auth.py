@@ -250,6 +250,7 @@ def test_created_token_is_shown_once_works_and_revocation_is_immediate(
     assert listed.status_code == 200, listed.text
     mine = [t for t in listed.json() if t["id"] == token["id"]]
     assert len(mine) == 1
+    assert mine[0]["project"] is None  # not limited to a project
     assert "token" not in mine[0]
     assert {k: mine[0][k] for k in ("id", "role", "label", "createdAt")} == {
         k: token[k] for k in ("id", "role", "label", "createdAt")
@@ -302,6 +303,9 @@ def test_client_credentials_grant(
         _oauth(server, {**grant, "client_id": "someone-else"}), 401, "invalid_client"
     )
     _assert_oauth_error(_oauth(server, {"grant_type": "client_credentials"}), 401, "invalid_client")
+    # A body over max_request_bytes is refused in the OAuth2 shape too.
+    huge = {**grant, "padding": "x" * (5 << 20)}
+    _assert_oauth_error(_oauth(server, huge), 413, "invalid_request")
 
     # Revoking the API token also ends the access tokens minted from it.
     with _bearer(server, access) as api:

@@ -5,14 +5,17 @@ Field names, shapes and status codes follow the ST AIoT Craft IoT API (seeds/000
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Conflict, Error, Forbidden, Invalid, TooLarge, Unauthorized
@@ -149,7 +152,10 @@ async def issue_token(request: Request) -> Response:
     Errors use the OAuth2 shape {"error", "error_description"} (RFC 6749 §5.2).
     """
     core = core_of(request)
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except StarletteHTTPException as exc:  # over max_request_bytes (faces._http.BodyLimit)
+        return _oauth_error("invalid_request", str(exc.detail), exc.status_code)
     try:
         if request.headers.get("content-type", "").startswith("application/json"):
             form = orjson.loads(raw)
@@ -192,10 +198,6 @@ async def issue_token(request: Request) -> Response:
 
 
 def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
-    import base64
-    import binascii
-    from urllib.parse import unquote
-
     header = request.headers.get("authorization", "")
     if header.lower().startswith("basic "):
         try:
@@ -259,6 +261,7 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
                 "id": t.id,
                 "role": t.role.value,
                 "label": t.label,
+                "project": t.project,
                 "createdAt": format_ts(t.created_at),
             }
             for t in tokens
@@ -505,14 +508,18 @@ async def create_enrollment_group(
 async def list_enrollment_groups(request: Request, caller: Caller) -> Response:
     core = core_of(request)
     authorize(caller, "admin")
-    return OrjsonResponse(await core.provisioning.list_groups(caller))
+    account = await core.account(caller.account_id)
+    groups = await core.provisioning.list_groups(caller)
+    return OrjsonResponse([{**group, "idScope": account.id_scope} for group in groups])
 
 
 @router.get("/enrollmentGroups/{group_id}", tags=["provisioning"])
 async def get_enrollment_group(group_id: str, request: Request, caller: Caller) -> Response:
     core = core_of(request)
     authorize(caller, "admin")
-    return OrjsonResponse(await core.provisioning.get_group(caller, group_id))
+    account = await core.account(caller.account_id)
+    group = await core.provisioning.get_group(caller, group_id)
+    return OrjsonResponse({**group, "idScope": account.id_scope})
 
 
 @router.delete("/enrollmentGroups/{group_id}", status_code=204, tags=["provisioning"])
@@ -626,7 +633,7 @@ async def list_telemetries(
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
     limit: Annotated[int | None, Query()] = None,
-    continuationToken: Annotated[str | None, Query()] = None,
+    continuationToken: Filter = None,
 ) -> Response:
     """Telemetry of the account, newest first; filter by project, deployment, device, time.
 
@@ -666,7 +673,7 @@ async def list_events(
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
     limit: Annotated[int | None, Query()] = None,
-    continuationToken: Annotated[str | None, Query()] = None,
+    continuationToken: Filter = None,
 ) -> Response:
     """Events, newest first, paged like telemetry.
 

@@ -173,8 +173,8 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)  # no body to judge (nor to read)
             return
         limit = self.limit
         declared = dict(scope["headers"]).get(b"content-length", b"")

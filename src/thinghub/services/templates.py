@@ -412,6 +412,38 @@ def _walk_ids(node: Any, index: dict[str, dict[str, Any]], depth: int = 0) -> No
             _walk_ids(value, index, depth + 1)
 
 
+def _read_only(name: str, schema: str) -> dict[str, Any]:
+    return {"@type": "Property", "name": name, "schema": schema}
+
+
+# Interfaces that published models name by id without including them (IoT Central resolves
+# them from its model repository, which is not reachable here). The Azure PnP "Device
+# Information" interface is the component of most sample and certified models.
+WELL_KNOWN_INTERFACES: dict[str, dict[str, Any]] = {
+    "dtmi:azure:DeviceManagement:DeviceInformation;1": {
+        "@id": "dtmi:azure:DeviceManagement:DeviceInformation;1",
+        "@type": "Interface",
+        "displayName": "Device Information",
+        "@context": "dtmi:dtdl:context;2",
+        "contents": [
+            *(
+                _read_only(name, "string")
+                for name in (
+                    "manufacturer",
+                    "model",
+                    "swVersion",
+                    "osName",
+                    "processorArchitecture",
+                    "processorManufacturer",
+                )
+            ),
+            _read_only("totalStorage", "double"),
+            _read_only("totalMemory", "double"),
+        ],
+    },
+}
+
+
 class _ModelParser:
     def __init__(self, index: dict[str, dict[str, Any]]) -> None:
         self.index = index
@@ -421,6 +453,8 @@ class _ModelParser:
             return ref
         if isinstance(ref, str) and isinstance(self.index.get(ref), dict):
             return self.index[ref]
+        if isinstance(ref, str) and ref in WELL_KNOWN_INTERFACES:
+            return copy.deepcopy(WELL_KNOWN_INTERFACES[ref])
         raise Invalid(f"{where}: {_show(ref)} is not an interface of this template", field=where)
 
     def inline(self, node: dict[str, Any], where: str, depth: int = 0) -> dict[str, Any]:

@@ -191,6 +191,28 @@ def test_bare_interface_is_wrapped() -> None:
     assert "temperature" in model.telemetry
 
 
+def test_the_azure_device_information_interface_is_known_by_id() -> None:
+    """Published models (the TemperatureController sample) name it without including it."""
+    iface = template_body()["capabilityModel"]
+    iface["contents"].append(
+        {
+            "@type": "Component",
+            "name": "deviceInformation",
+            "schema": "dtmi:azure:DeviceManagement:DeviceInformation;1",
+        }
+    )
+    document, model = parse_template("with-device-info", iface)
+    info = model.components["deviceInformation"]
+    assert set(info.properties) >= {"manufacturer", "model", "swVersion", "totalMemory"}
+    assert not info.properties["manufacturer"].writable
+    inlined = document["capabilityModel"]["contents"][-1]["schema"]
+    assert inlined["@id"] == "dtmi:azure:DeviceManagement:DeviceInformation;1"
+    # Any other interface that is neither included nor known is still refused, by name.
+    iface["contents"][-1]["schema"] = "dtmi:com:example:Missing;1"
+    with pytest.raises(Invalid, match="Missing;1"):
+        parse_template("missing", iface)
+
+
 def test_array_of_interfaces_inlines_references() -> None:
     root = {
         "@id": "dtmi:com:example:TemperatureController;1",

@@ -29,8 +29,12 @@ class ServerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         admin_token: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        """`data_dir` also holds the server's log. With `cwd`, the server runs there with no
+        --data-dir, as a user's first `thinghub serve` does (data in `cwd/thinghub-data`)."""
         self.data_dir = data_dir
+        self.cwd = cwd
         self.args = list(args)
         self.admin_token = admin_token or "adm_" + secrets.token_urlsafe(24)
         self.env = {**os.environ, "THINGHUB_ADMIN_TOKEN": self.admin_token, **(env or {})}
@@ -47,8 +51,7 @@ class ServerProcess:
             "-m",
             "thinghub",
             "serve",
-            "--data-dir",
-            str(self.data_dir),
+            *(() if self.cwd else ("--data-dir", str(self.data_dir))),
             "--http-port",
             "0",
             "--mqtt-port",
@@ -65,6 +68,7 @@ class ServerProcess:
             text=True,
             env=self.env,
             stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         ready: list[str] = []

@@ -219,6 +219,10 @@ def test_credentials_are_required(server: ServerProcess) -> None:
             "Basic dXNlcjpwYXNz",
         ):
             assert_error(client.get("/devices", headers={"Authorization": header}), 401)
+        # Authentication comes before the body is judged: malformed or oversized, still 401.
+        for body in (b'{"displayName": ', b"x" * (5 << 20)):
+            assert_error(client.put("/devices/anon", content=body), 401)
+            assert_error(client.post("/devices/anon/telemetry", content=body), 401)
 
 
 def test_openapi_docs(bare: httpx.Client) -> None:

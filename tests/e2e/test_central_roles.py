@@ -367,3 +367,30 @@ def test_project_limited_tokens_stay_in_their_project(world: World) -> None:
         ("PUT", f"/devices/{world.fresh('dev')}", {}),
     ]:
         assert_error(world.admin.request(method, url, json=json, headers=headers), 403)
+
+
+def test_access_tokens_die_with_their_api_token_even_if_its_id_comes_back(world: World) -> None:
+    """IoT Central lets the caller choose token ids: a new token under a revoked one's id must
+    not revive the access tokens (JWTs) minted from the old one, nor their role."""
+    token_id = world.fresh("tok")
+    first = create_token(world.admin, token_id, ADMIN_ID)
+    assert first.status_code == 200, first.text
+    grant = httpx.post(
+        f"{world.server.http_url}/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": token_id,
+            "client_secret": first.json()["token"],
+        },
+        timeout=30,
+    )
+    assert grant.status_code == 200, grant.text
+    bearer = {"Authorization": f"Bearer {grant.json()['access_token']}"}
+    with httpx.Client(base_url=world.server.http_url, headers=bearer, timeout=30) as v1:
+        assert v1.get("/v1/tokens").status_code == 200  # an admin's
+        assert world.admin.delete(f"/apiTokens/{token_id}").status_code == 204
+        assert v1.get("/v1/tokens").status_code == 401
+        again = create_token(world.admin, token_id, OPERATOR_ID)
+        assert again.status_code == 200, again.text
+        assert v1.get("/v1/tokens").status_code == 401
+        assert v1.get("/v1/devices").status_code == 401

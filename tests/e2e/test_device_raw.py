@@ -65,8 +65,10 @@ def hub_client(
     clean: bool = False,
     will: Will | None = None,
     auto_ack: bool = True,
+    raw: RawClient | None = None,
 ) -> RawClient:
-    raw = RawClient(target)
+    """Connected as the device; `raw` is a client whose TLS is already up (for races)."""
+    raw = raw or RawClient(target)
     if not auto_ack:
         raw.session = type(raw.session)(auto_ack=False)
     token = target.hub_sas(device["id"], primary_key(device), int(time.time()) + 600)
@@ -305,3 +307,69 @@ def test_dps_errors_and_qos2(target: Target, device: dict[str, Any]) -> None:
         raw.sock.sendall(encode(qos2))  # our client session would refuse to build it
         assert raw.wait_closed(10)
         assert not any(isinstance(e, ProtocolViolation) for e in raw.events)
+
+
+def test_a_dropped_connection_with_a_will_hands_its_messages_over_once(
+    server: StServer, target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """Dropped without DISCONNECT and reconnected at once, while the Will is being stored:
+    the unacknowledged C2D message reaches the new connection exactly once, and the Will is
+    stored once per dropped connection."""
+    did = device["id"]
+    will = Will(f"devices/{did}/messages/events/", b'{"will": true}')
+    rounds = 6
+    for n in range(rounds):
+        old = hub_client(target, device, will=will, auto_ack=False)
+        old.subscribe(f"devices/{did}/messages/devicebound/#")
+        old.wait_suback()
+        assert admin.post(f"/v1/devices/{did}/messages", json={"body": f"m{n}"}).status_code == 202
+        assert old.wait_publish().publish.payload == f"m{n}".encode()
+        ready = RawClient(target)  # TLS up first, so CONNECT follows the drop at once
+        old.close()  # no DISCONNECT: the Will stands
+        with hub_client(target, device, raw=ready) as new:
+            assert [p.payload for p in new.publishes(within=1)] == [f"m{n}".encode()]
+            new.disconnect()
+    wills = lambda: [t for t in telemetries(admin, did) if t["body"] == {"will": True}]  # noqa: E731
+    wait_for(lambda: len(wills()) >= rounds, what="a will per dropped connection")
+    time.sleep(0.5)
+    assert len(wills()) == rounds
+
+
+def test_a_will_survives_a_reconnect_during_the_old_connections_drain(
+    server: StServer, target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """The old connection still stores its last messages when the device is back: the new
+    connection's takeover must not discard the Will of a connection the client broke."""
+    did = device["id"]
+    will = Will(f"devices/{did}/messages/events/", b'{"will": "last"}')
+    old = hub_client(target, device, will=will)
+    for seq in range(200):
+        old.publish(f"devices/{did}/messages/events/", json.dumps({"seq": seq}).encode())
+    ready = RawClient(target)  # TLS up first, so CONNECT follows the drop at once
+    old.close()  # mid-stream, no DISCONNECT
+    with hub_client(target, device, raw=ready) as new:
+        wait_for(
+            lambda: any(t["body"] == {"will": "last"} for t in telemetries(admin, did)),
+            what="the will of the dropped connection",
+        )
+        new.disconnect()
+
+
+def test_a_reported_patch_that_would_overfill_the_section_is_400(
+    target: Target, device: dict[str, Any]
+) -> None:
+    """IoT Hub caps the reported section at 32 KiB: each patch fits, the second overfills."""
+    with hub_client(target, device) as raw:
+        raw.subscribe("$iothub/twin/res/#")
+        raw.wait_suback()
+        statuses = []
+        for rid, key in ((1, "a"), (2, "b")):
+            body = json.dumps({key: "x" * 20_000}).encode()
+            raw.publish(f"$iothub/twin/PATCH/properties/reported/?$rid={rid}", body)
+            answer = raw.wait_publish().publish
+            assert f"$rid={rid}" in answer.topic
+            statuses.append(answer.topic.split("/")[3])
+        assert statuses == ["204", "400"]
+        raw.publish("$iothub/twin/GET/?$rid=3", b"")
+        twin = raw.wait_publish().publish
+        assert set(json.loads(twin.payload)["reported"]) == {"a", "$version"}

@@ -114,6 +114,7 @@ def test_requests_without_a_valid_bearer_are_401(
             ("POST", "/v1/tokens"),
         ):
             _assert_unauthorized(api.request(method, path, content=b'{"name": "x",'))
+            _assert_unauthorized(api.request(method, path, content=b"x" * (5 << 20)))
 
 
 def test_the_admin_token_also_works_with_a_lowercase_scheme(server: ServerProcess) -> None:

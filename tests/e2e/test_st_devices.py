@@ -253,6 +253,15 @@ def test_desired_patch_over_the_twin_limit_is_413_and_changes_nothing(
     assert shown["properties"] == {"desired": {}}
     fits = admin.put(f"/v1/devices/{did}", json={"properties": {"blob": "x" * 32000}})
     assert fits.status_code == 200, fits.text
+    # Patches that fit one by one but would overfill the section: 413, and nothing changes.
+    more = {"name": "renamed", "properties": {"more": "y" * 2000}}
+    assert_error(admin.put(f"/v1/devices/{did}", json=more), 413, field="properties")
+    shown = admin.get(f"/v1/devices/{did}").json()
+    assert shown["tags"]["name"] == "before"
+    assert set(shown["properties"]["desired"]) == {"blob"}
+    # Replacing (or deleting) within the limit still works.
+    smaller = {"properties": {"blob": None, "more": "y" * 2000}}
+    assert admin.put(f"/v1/devices/{did}", json=smaller).status_code == 200
 
 
 def test_seed_method_path_with_spaces_names_the_device(

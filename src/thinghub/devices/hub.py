@@ -38,7 +38,14 @@ from thinghub.devices.hub_topics import (
     request_id,
 )
 from thinghub.devices.mqtt_server import Connection, DropConnection
-from thinghub.domain.errors import DeviceOffline, Error, Invalid, TimedOut, Unauthorized
+from thinghub.domain.errors import (
+    DeviceOffline,
+    Error,
+    Invalid,
+    TimedOut,
+    TooLarge,
+    Unauthorized,
+)
 from thinghub.domain.ids import entity_id
 from thinghub.domain.model import Device
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES
@@ -131,7 +138,9 @@ class HubLink:
         self.session = session
         self.persistent = persistent  # clean session 0: the session outlives the connection
         self.will = will  # only a Will on the device's own telemetry topic is kept
-        self.handed_over = False  # a newer connection took what this one left unacknowledged
+        # Set once a newer connection took over or this one closed: from then on it no longer
+        # speaks for the client id (its unacknowledged messages went to exactly one place).
+        self.handed_over = False
         self.last_topic: tuple[str, Telemetry] | None = None
 
     async def call_method(self, name: str, payload: Any, timeout_s: float) -> MethodResult:
@@ -286,13 +295,19 @@ class Hub:
         link = conn.state
         if not isinstance(link, HubLink):
             return
+        # Keep what is unacknowledged and detach at once (no await in between), so a new
+        # connection either finds the messages kept or takes them over, never both.
         if link.persistent:  # a clean session was never stored and ends here (§3.1.2.4)
             self._keep_unacknowledged(conn, link)
-        if link.will is not None and not conn.will_discarded:
-            await self._publish_will(link, link.will)
+        link.handed_over = True
         if self.core.links.detach(link):
             await self.core.registry.set_connected(link.device, False)
             logger.info("device %s disconnected", link.device_id)
+        if link.will is not None and not conn.will_discarded:
+            try:
+                await self._publish_will(link, link.will)
+            except Exception:  # the connection is gone either way; say what was lost
+                logger.exception("device %s: the will could not be stored", link.device_id)
 
     def _keep_unacknowledged(self, conn: Connection, link: HubLink) -> None:
         """Keep what the device did not acknowledge for its next connection (§4.4)."""
@@ -308,6 +323,8 @@ class Hub:
         take its time). Sent as new messages: the old packet ids mean nothing here. Method
         requests are left to _catch_up, which sends those still awaited.
         """
+        if old.handed_over:  # its on_close already kept them for the next connection
+            return
         old.handed_over = True
         if not (old.persistent and new.persistent):
             return  # a clean session on either side: nothing carries over (§3.1.2.4)
@@ -339,8 +356,9 @@ class Hub:
             logger.info("device %s: connection lost, will sent as telemetry", link.device_id)
 
     async def save_session(self, link: HubLink) -> None:
-        """Store a persistent session; a clean one lives only as long as its connection."""
-        if link.persistent:
+        """Store a persistent session; a clean one lives only as long as its connection, and
+        a connection that is over or taken over no longer speaks for the client id."""
+        if link.persistent and not link.handed_over:
             await self.core.store.save_session(link.conn.client_id, link.session.state())
 
     # -- subscriptions -------------------------------------------------------------------
@@ -448,7 +466,7 @@ class Hub:
         try:
             patch = json.loads(payload)
             twin = await self.core.twins.patch_reported(link.device, patch)
-        except (ValueError, Invalid) as exc:
+        except (ValueError, Invalid, TooLarge) as exc:  # TooLarge: the section is full
             logger.info("device %s: bad reported patch: %s", link.device_id, exc)
             link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
             return

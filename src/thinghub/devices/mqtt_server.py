@@ -109,6 +109,7 @@ class Connection:
         # DISCONNECT (EOF, keep-alive expiry, protocol error: MQTT 3.1.1 §3.1.2.5); not after
         # DISCONNECT (§3.14.4) nor when we close it (takeover, shutdown, device disabled).
         self.will_discarded = False
+        self._ended = False  # the read loop is over (whoever ended it)
         self.closed = asyncio.Event()
         self._acks: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -132,7 +133,8 @@ class Connection:
 
     def close(self) -> None:
         """Close from outside (takeover, device deleted or disabled)."""
-        self.will_discarded = True
+        if not self._ended:  # the client broke it first: its Will still stands
+            self.will_discarded = True
         self.session.close()
         self.closed.set()
         self.writer.close()
@@ -151,6 +153,7 @@ class Connection:
         except Exception:
             logger.exception("mqtt %s (%s): connection failed", self.client_id or "-", self.peer)
         finally:
+            self._ended = True
             self.closed.set()
             pending = [*self._tasks, *(f for _, f in self._acks if f is not None)]
             if pending:  # let accepted work (telemetry of any QoS) finish storing

@@ -7,24 +7,28 @@ Patches merge: an object merges into an object, `null` deletes, anything else re
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Invalid
+from thinghub.domain.errors import Invalid, TooLarge
 
 __all__ = [
     "MAX_TWIN_DEPTH",
     "MAX_TWIN_PATCH_BYTES",
+    "MAX_TWIN_SECTION_BYTES",
     "Twin",
     "TwinSection",
     "validate_patch",
 ]
 
-# IoT Hub limits twin documents to 10 levels of nesting and 32 KiB per section.
+# IoT Hub limits twin documents to 10 levels of nesting and 32 KiB per section; a patch can
+# be no larger than the section it lands in.
 MAX_TWIN_DEPTH = 10
-MAX_TWIN_PATCH_BYTES = 32 * 1024
+MAX_TWIN_SECTION_BYTES = 32 * 1024
+MAX_TWIN_PATCH_BYTES = MAX_TWIN_SECTION_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +39,19 @@ class TwinSection:
     last_updated: float | None = None
 
     def apply(self, patch: dict[str, Any], now: float) -> TwinSection:
-        """Merge a validated patch; the version goes up by one."""
+        """Merge a validated patch; the version goes up by one.
+
+        Raises:
+            TooLarge: the section would hold more than MAX_TWIN_SECTION_BYTES of JSON.
+        """
         props = _merge(self.properties, patch)
+        size = len(json.dumps(props, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_TWIN_SECTION_BYTES:
+            raise TooLarge(
+                f"the section would hold {size} bytes of properties; the limit is "
+                f"{MAX_TWIN_SECTION_BYTES}",
+                field="properties",
+            )
         meta = _merge_metadata(self.metadata, patch, format_ts(now))
         return replace(
             self, properties=props, version=self.version + 1, metadata=meta, last_updated=now

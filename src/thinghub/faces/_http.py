@@ -27,6 +27,7 @@ __all__ = [
     "ErrorRenderer",
     "JsonBodies",
     "OrjsonResponse",
+    "authenticate_before_body",
     "core_of",
     "document_bearer",
     "error_body",
@@ -290,3 +291,41 @@ def principal_of(
         return await core.auth.authenticate_header(header)
 
     return dependency
+
+
+def authenticate_before_body(
+    app: FastAPI,
+    authenticate: Callable[[Core, str | None], Awaitable[Principal]] | None = None,
+) -> None:
+    """A caller without a valid credential gets 401, whatever its body.
+
+    FastAPI reads and parses a body before it runs dependencies, so malformed JSON (400) or a
+    body over max_request_bytes (413) would otherwise answer a caller that was never
+    authenticated. Install after install_errors: it wraps the face's own renderers.
+    """
+    render_invalid = app.exception_handlers[RequestValidationError]
+    render_http = app.exception_handlers[StarletteHTTPException]
+    render_error = app.exception_handlers[errors.Error]
+    check = principal_of(authenticate)
+
+    async def answer(request: Request, exc: Exception, render: Any) -> Response:
+        try:
+            await check(request)
+        except errors.Error as denied:
+            result = render_error(request, denied)
+        else:
+            result = render(request, exc)
+        return result if isinstance(result, Response) else await result
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        return await answer(request, exc, render_invalid)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 413:
+            return await answer(request, exc, render_http)
+        result = render_http(request, exc)
+        return result if isinstance(result, Response) else await result
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

@@ -7,11 +7,12 @@ account_id)` so that anything of another account looks absent (404, never 403).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import secrets as pysecrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from thinghub.domain.errors import Forbidden, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import new_id_scope, new_uuid
@@ -61,7 +62,8 @@ class AuthService:
         self.jwt_ttl_s = jwt_ttl_s
         self._jwt: JwtIssuer | None = None
         self._cache: dict[str, tuple[ApiToken, float]] = {}
-        self._alive: dict[str, float] = {}  # token id -> when it was last seen to exist
+        # (token id, account id, fingerprint) -> when that token was last seen to exist
+        self._alive: dict[tuple[str, str, str], float] = {}
 
     async def start(self) -> None:
         secret = await self.store.get_document(SYSTEM_ACCOUNT, "system", "jwt_secret")
@@ -152,25 +154,35 @@ class AuthService:
             raise NotFound(f"API token {token_id!r} not found", field="id")
         await self.store.delete_api_token(account_id, token_id)
         self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
-        self._alive.pop(token_id, None)
+        self._alive = {k: v for k, v in self._alive.items() if k[0] != token_id}
 
     async def bootstrap_admin_token(self, account: Account, value: str) -> None:
         """THINGHUB_ADMIN_TOKEN: make sure a token with this value exists (idempotent)."""
         if await self._lookup_token(value) is None:
             await self.create_token(account.id, Role.ADMIN, label="bootstrap", secret=value)
 
-    async def _token_alive(self, token_id: str) -> bool:
-        """Whether an API token still exists (for JWTs minted from it); cached briefly."""
+    async def _token_alive(self, token_id: str, account_id: str, fingerprint: Any) -> bool:
+        """Whether the very API token a JWT was minted from still exists; cached briefly.
+
+        The same id may name a new token later (IoT Central's PUT /apiTokens/{id} chooses
+        ids), so the JWT carries the token's fingerprint and account, and both must match.
+        """
         now = self.clock.now()
-        seen = self._alive.get(token_id)
+        key = (token_id, account_id, str(fingerprint))
+        seen = self._alive.get(key)
         if seen is not None and now - seen < TOKEN_CACHE_S:
             return True
         token = await self.store.get_api_token(token_id)
-        if token is None or (token.expires_at is not None and token.expires_at <= now):
+        if (
+            token is None
+            or token.account_id != account_id
+            or not hmac.compare_digest(_fingerprint(token), str(fingerprint))
+            or (token.expires_at is not None and token.expires_at <= now)
+        ):
             return False
         if len(self._alive) > 10_000:
             self._alive.clear()
-        self._alive[token_id] = now
+        self._alive[key] = now
         return True
 
     async def _lookup_token(self, value: str) -> ApiToken | None:
@@ -199,7 +211,9 @@ class AuthService:
             except JwtError as exc:
                 raise Unauthorized(f"access token rejected: {exc}", field="Authorization") from exc
             extra = claims.extra or {}
-            if extra.get("src") == "token" and not await self._token_alive(claims.subject):
+            if extra.get("src") == "token" and not await self._token_alive(
+                claims.subject, claims.account_id, extra.get("tfp")
+            ):
                 raise Unauthorized("access token's API token was revoked", field="Authorization")
             return Principal(
                 claims.account_id,
@@ -262,11 +276,20 @@ class AuthService:
             raise Unauthorized("invalid client credentials", field="client_secret")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("client credentials expired", field="client_secret")
-        # "src": the JWT dies with its API token (checked on use, see _token_alive).
-        extra = {"src": "token", **({"project": token.project} if token.project else {})}
+        # "src" and "tfp": the JWT dies with its API token (checked on use, _token_alive).
+        extra = {
+            "src": "token",
+            "tfp": _fingerprint(token),
+            **({"project": token.project} if token.project else {}),
+        }
         return self.jwt.issue(
             token.id, token.account_id, token.role.value, extra=extra, now=self.clock.now()
         )
+
+
+def _fingerprint(token: ApiToken) -> str:
+    """Tells one API token from a later one with the same id; reveals nothing of its secret."""
+    return hashlib.sha256(token.secret_hash.encode()).hexdigest()[:32]
 
 
 _DUMMY_HASH = hash_password(pysecrets.token_hex(16))

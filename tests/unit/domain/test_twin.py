@@ -12,8 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Invalid
-from thinghub.domain.twin import MAX_TWIN_DEPTH, Twin, TwinSection, validate_patch
+from thinghub.domain.errors import Invalid, TooLarge
+from thinghub.domain.twin import (
+    MAX_TWIN_DEPTH,
+    MAX_TWIN_SECTION_BYTES,
+    Twin,
+    TwinSection,
+    validate_patch,
+)
 
 T0 = 1_755_090_409.0139609  # 2025-08-13T13:06:49Z, near the seed's timestamps
 T1 = T0 + 60.0
@@ -237,3 +243,16 @@ def test_validate_patch_rejects_non_finite_numbers(number: float) -> None:
 def test_validate_patch_accepts_json_values() -> None:
     patch = {"s": "x", "i": -1, "f": 2.5, "b": False, "n": None, "l": [1, "a"], "o": {"p": 1}}
     assert validate_patch(patch) == patch
+
+
+def test_a_section_holds_at_most_32_kib_of_properties() -> None:
+    """IoT Hub's limit is per section: patches that each fit may not overfill it."""
+    half = "x" * (MAX_TWIN_SECTION_BYTES // 2)
+    section = TwinSection().apply({"a": half}, 1.0)
+    with pytest.raises(TooLarge, match="limit is 32768"):
+        section.apply({"b": half}, 2.0)
+    assert section.apply({"a": None, "b": half}, 2.0).properties == {"b": half}
+    twin = Twin("d").patch_reported({"a": half}, 1.0)
+    with pytest.raises(TooLarge):
+        twin.patch_reported({"b": half}, 2.0)
+    assert twin.patch_desired({"b": half}, 2.0).desired.properties == {"b": half}  # apart

@@ -20,7 +20,13 @@ from thinghub.domain.errors import Invalid, NotFound, TooLarge
 from thinghub.domain.ids import parse_id
 from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, TwinSection
-from thinghub.faces._http import OrjsonResponse, core_of, face_app, principal_of
+from thinghub.faces._http import (
+    OrjsonResponse,
+    authenticate_before_body,
+    core_of,
+    face_app,
+    principal_of,
+)
 from thinghub.faces.central._wire import (
     api_version,
     authenticate,
@@ -614,6 +620,7 @@ def create_app(core: Core) -> FastAPI:
         version="2023-07-31-preview",
         render=render_error,
     )
+    authenticate_before_body(app, authenticate)
     app.include_router(router)
     # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)

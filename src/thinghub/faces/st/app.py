@@ -13,17 +13,17 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from thinghub.domain.clock import format_ts, parse_ts
-from thinghub.domain.errors import Conflict, Error, Forbidden, Invalid, TooLarge, Unauthorized
+from thinghub.domain.errors import Conflict, Forbidden, Invalid, TooLarge, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, validate_patch
 from thinghub.faces._http import (
     OrjsonResponse,
+    authenticate_before_body,
     core_of,
     document_bearer,
     face_app,
@@ -374,12 +374,12 @@ async def update_device(
         changes["name"] = name
     if body.provisioningStatus is not None:
         changes["enabled"] = body.provisioningStatus == "enabled"
+    if patch:  # first: a full twin section (413) must leave the rest unchanged too
+        await core.twins.patch_desired(device, patch)
     if changes:
         device = await core.registry.update_device(caller, device, **changes)
         if not device.enabled:
             await core.disconnect(device.id)  # a disabled device may not stay connected
-    if patch:
-        await core.twins.patch_desired(device, patch)
     return OrjsonResponse(await _device_json(core, caller, device))
 
 
@@ -717,33 +717,12 @@ async def list_events(
     return _page_response(items, page.next_cursor)
 
 
-def _authenticate_before_validation(app: FastAPI) -> None:
-    """A caller without a valid credential gets 401, whatever its body.
-
-    FastAPI parses a JSON body before it runs dependencies, so malformed JSON would otherwise
-    answer 400 to a caller that was never authenticated.
-    """
-    render_invalid = app.exception_handlers[RequestValidationError]
-    render_error = app.exception_handlers[Error]
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        try:
-            await core_of(request).auth.authenticate_header(request.headers.get("authorization"))
-        except Error as denied:
-            answer = render_error(request, denied)
-        else:
-            answer = render_invalid(request, exc)
-        return answer if isinstance(answer, Response) else await answer
-
-    app.add_exception_handler(RequestValidationError, on_validation)
-
-
 def create_app(core: Core) -> FastAPI:
     app = face_app(
         core, title="thinghub /v1 (ST AIoT Craft IoT API)", version="1",
         form_paths=("/auth/token",),
     )  # fmt: skip
-    _authenticate_before_validation(app)
+    authenticate_before_body(app)
     document_bearer(app, "An API token, or an access token from POST /v1/auth/token")
     app.include_router(public)
     app.include_router(router)

@@ -2,7 +2,7 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: all deps install fmt check test unit e2e contract bench clean
+.PHONY: all deps install fmt check test unit e2e e2e-postgres contract bench clean
 
 all: check test
 
@@ -21,8 +21,9 @@ check:
 	$(PY) -m ruff check src tests bench
 	$(PY) -m mypy src
 
-test: deps install check  ## everything: unit, contract (SQLite + PostgreSQL) and e2e
+test: deps install check  ## everything: unit, contract (SQLite + PostgreSQL), e2e on both
 	$(PYTEST) -q
+	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q tests/e2e
 
 unit: install
 	$(PYTEST) -q tests/unit
@@ -32,6 +33,9 @@ contract: deps install
 
 e2e: deps install
 	$(PYTEST) -q tests/e2e
+
+e2e-postgres: deps install  ## the whole e2e suite with every server on PostgreSQL
+	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q tests/e2e
 
 bench: deps install  ## benchmarks (not tests); results go to docs/performance.md
 	bash scripts/install-deps.sh bench

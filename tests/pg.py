@@ -18,6 +18,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -254,3 +255,17 @@ def drop_database(dsn: str) -> None:
         urlsplit(dsn)._replace(path="/postgres").geturl(),
         f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
     )
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.pg ENV_NAME COMMAND...`: run COMMAND with ENV_NAME set to the DSN of a
+    throwaway PostgreSQL server (e.g. the e2e suite on PostgreSQL, `make e2e-postgres`)."""
+    if len(argv) < 2:
+        print("usage: python -m tests.pg ENV_NAME COMMAND...", file=sys.stderr)
+        return 2
+    with postgres_server() as dsn:
+        return subprocess.run(argv[1:], env={**os.environ, argv[0]: dsn}, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -319,9 +319,9 @@ STORED_COLUMNS = (
 
 def stored_telemetry(server: Any, device_id: str) -> list[dict[str, Any]]:
     """Telemetry rows as stored (no API exposes the decoded property bag; the DB does)."""
-    if "--database" in server.args:  # PostgreSQL
-        dsn = server.args[server.args.index("--database") + 1]
-        return fetch(dsn, f"SELECT {STORED_COLUMNS} WHERE device_id = $1 ORDER BY id", device_id)
+    if server.database:  # PostgreSQL
+        sql = f"SELECT {STORED_COLUMNS} WHERE device_id = $1 ORDER BY id"
+        return fetch(server.database, sql, device_id)
     db = Path(server.addresses["data_dir"]) / "thinghub.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         conn.row_factory = sqlite3.Row

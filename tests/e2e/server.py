@@ -18,6 +18,18 @@ from typing import Any, TypeVar
 import httpx
 
 START_TIMEOUT_S = 60.0
+# Set to a PostgreSQL DSN to run every e2e server on PostgreSQL (a database of its own per
+# data directory, so a restart sees the same data): `make e2e-postgres` does.
+POSTGRES_ENV = "THINGHUB_E2E_POSTGRES_DSN"
+_DATABASES: dict[Path, str] = {}
+
+
+def _database_for(data_dir: Path) -> str:
+    from tests.pg import create_database
+
+    if data_dir not in _DATABASES:
+        _DATABASES[data_dir] = create_database(os.environ[POSTGRES_ENV], "thinghub_e2e")
+    return _DATABASES[data_dir]
 
 
 class ServerProcess:
@@ -35,6 +47,13 @@ class ServerProcess:
         --data-dir, as a user's first `thinghub serve` does (data in `cwd/thinghub-data`)."""
         self.data_dir = data_dir
         self.cwd = cwd
+        if "--database" in args:
+            self.database: str | None = args[list(args).index("--database") + 1]
+        elif os.environ.get(POSTGRES_ENV) and cwd is None:
+            self.database = _database_for(data_dir)
+            args = (*args, "--database", self.database)
+        else:
+            self.database = None  # SQLite in the data directory
         self.args = list(args)
         self.admin_token = admin_token or "adm_" + secrets.token_urlsafe(24)
         self.env = {**os.environ, "THINGHUB_ADMIN_TOKEN": self.admin_token, **(env or {})}
@@ -118,9 +137,11 @@ class ServerProcess:
         return httpx.Client(base_url=self.http_url, headers=headers, timeout=30, **kwargs)
 
     def cli(self, *args: str) -> str:
-        """Run `thinghub <args> --data-dir <dir>` and return its stdout."""
+        """Run `thinghub <args> --data-dir <dir>` (on the server's database) and return its
+        stdout."""
+        database = ("--database", self.database) if self.database else ()
         out = subprocess.run(
-            [sys.executable, "-m", "thinghub", *args, "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "thinghub", *args, "--data-dir", str(self.data_dir), *database],
             capture_output=True,
             text=True,
             env=self.env,

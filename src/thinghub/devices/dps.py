@@ -18,7 +18,7 @@ from thinghub.domain.clock import format_ts
 from thinghub.domain.errors import Error, Unauthorized
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect
-from thinghub.security.ca import common_name_of
+from thinghub.security.ca import device_identity_of
 from thinghub.services.core import Core
 from thinghub.services.provisioning import Enrollment, ProvisioningService, new_operation_id
 
@@ -51,10 +51,10 @@ class Dps:
         if connect.client_id != identity.registration_id:
             return 2
         token = None if connect.password is None else connect.password.decode("utf-8", "replace")
-        cn = common_name_of(conn.peer_cert) if conn.peer_cert is not None else None
+        cn, ou = device_identity_of(conn.peer_cert) if conn.peer_cert is not None else (None, None)
         try:
             enrollment = await self.provisioning.authenticate(
-                identity.id_scope, identity.registration_id, token, cn
+                identity.id_scope, identity.registration_id, token, cn, ou
             )
         except Unauthorized as exc:
             logger.info("dps %s: authentication failed: %s", connect.client_id, exc.message)

@@ -9,6 +9,8 @@ POST /devices/{id}/messages/events?api-version=... (and /devices/{d}/modules/{m}
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,6 +20,8 @@ from thinghub.faces._http import OrjsonResponse, status_of
 from thinghub.services.core import Core
 
 __all__ = ["routes"]
+
+logger = logging.getLogger(__name__)
 
 HUB_CODES = {
     401: "IotHubUnauthorizedAccess",
@@ -68,6 +72,13 @@ def routes(core: Core) -> list[Route]:
                 source="http",
             )
             await core.ingest.ingest(device, message)
+        except errors.Unauthorized as exc:
+            # One answer for an unknown id, a disabled device and a bad or expired token, so
+            # nobody can learn which device ids exist (the detail goes to the log only).
+            logger.info("https ingest for %r refused: %s", device_id, exc.message)
+            if exc.field != "Authorization":
+                exc = errors.Unauthorized("unknown device or bad credentials", field="deviceId")
+            return _error(exc)
         except errors.Error as exc:
             return _error(exc)
         return Response(status_code=204)

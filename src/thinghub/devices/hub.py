@@ -52,7 +52,7 @@ from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect, Will
 from thinghub.ports import C2DMessage, MethodResult
-from thinghub.security.ca import common_name_of
+from thinghub.security.ca import device_identity_of
 from thinghub.services.core import Core
 
 __all__ = ["Hub", "HubLink"]
@@ -182,6 +182,14 @@ class Hub:
         self._rids = itertools.count(1)
         self._pending: dict[str, dict[str, _PendingMethod]] = {}
         self._inflight: dict[str, tuple[tuple[Publish, ...], tuple[Publish, ...]]] = {}
+        core.registry.on_delete.append(self._forget)
+
+    def _forget(self, device_id: str) -> None:
+        """A deleted device (and its modules) leaves nothing here for a later holder of the id:
+        no unacknowledged messages to redeliver, no method requests to resend."""
+        for table in (self._inflight, self._pending):
+            for key in [k for k in table if k == device_id or k.startswith(device_id + "/")]:
+                del table[key]
 
     # -- connect -------------------------------------------------------------------------
 
@@ -201,8 +209,15 @@ class Hub:
                     connect.password.decode("utf-8", "replace"),
                     host=identity.host,
                 )
-            elif conn.peer_cert is not None and common_name_of(conn.peer_cert) == expected_client:
+            elif conn.peer_cert is not None:
+                # CN the device id, OU the account it was issued for: a certificate for an
+                # id another account once held is no key to this device.
+                cn, ou = device_identity_of(conn.peer_cert)
+                if cn != expected_client:
+                    raise Unauthorized(f"certificate CN {cn!r} is not {expected_client!r}")
                 device = await self.auth.device(identity.device_id, identity.module_id)
+                if ou != device.account_id:
+                    raise Unauthorized("certificate was issued for another account")
             else:
                 raise Unauthorized("no SAS token and no matching client certificate")
         except Unauthorized as exc:

@@ -1,7 +1,13 @@
 """Security: the hub's CA and certificates, SAS signatures, passwords, API tokens and JWTs."""
 
 from thinghub.security import sas
-from thinghub.security.ca import CaError, CertificateAuthority, common_name_of, fingerprint_sha256
+from thinghub.security.ca import (
+    CaError,
+    CertificateAuthority,
+    common_name_of,
+    device_identity_of,
+    fingerprint_sha256,
+)
 from thinghub.security.jwt import Claims, JwtError, JwtIssuer
 from thinghub.security.passwords import hash_password, needs_rehash, verify_password
 from thinghub.security.sas import SasError, SasToken, derive_group_key, generate_key
@@ -24,6 +30,7 @@ __all__ = [
     "SasToken",
     "common_name_of",
     "derive_group_key",
+    "device_identity_of",
     "fingerprint_sha256",
     "generate_key",
     "hash_password",

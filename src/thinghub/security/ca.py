@@ -162,12 +162,18 @@ class CertificateAuthority:
         return context
 
     def issue_device_certificate(
-        self, common_name: str, *, days: int = DEVICE_VALIDITY_DAYS
+        self,
+        common_name: str,
+        *,
+        days: int = DEVICE_VALIDITY_DAYS,
+        organizational_unit: str | None = None,
     ) -> tuple[str, str]:
         """Issue a client certificate for X.509 device authentication.
 
         By IoT Hub convention the CN is the device id, or the registration id for DPS
-        (spec §1.3, §7).
+        (spec §1.3, §7). `organizational_unit` (OU) binds the certificate to more than the
+        id: thinghub puts the device's account there, so a certificate for an id some
+        account deleted is no key to the same id in another account.
 
         Returns:
             (certificate PEM, unencrypted PKCS#8 private key PEM). The key is not kept.
@@ -189,6 +195,7 @@ class CertificateAuthority:
             days=days,
             usage=ExtendedKeyUsageOID.CLIENT_AUTH,
             names=(),
+            organizational_unit=organizational_unit,
         )
         return (
             cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
@@ -258,10 +265,16 @@ class CertificateAuthority:
         days: int,
         usage: x509.ObjectIdentifier,
         names: Sequence[x509.GeneralName],
+        organizational_unit: str | None = None,
     ) -> x509.Certificate:
+        subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organizational_unit is not None:
+            subject.append(
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, organizational_unit)
+            )
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(x509.Name(subject))
             .issuer_name(self._ca_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
@@ -304,9 +317,23 @@ def common_name_of(der: bytes) -> str | None:
     Raises:
         ValueError: not a DER certificate.
     """
-    attributes = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(
-        NameOID.COMMON_NAME
-    )
+    return _single(x509.load_der_x509_certificate(der).subject, NameOID.COMMON_NAME)
+
+
+def device_identity_of(der: bytes) -> tuple[str | None, str | None]:
+    """(CN, OU) of a DER device certificate: the device id and the account it was issued for.
+
+    Either is None when absent or given more than once (ambiguous).
+
+    Raises:
+        ValueError: not a DER certificate.
+    """
+    subject = x509.load_der_x509_certificate(der).subject
+    return _single(subject, NameOID.COMMON_NAME), _single(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+
+
+def _single(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+    attributes = name.get_attributes_for_oid(oid)
     if len(attributes) != 1:
         return None
     value = attributes[0].value

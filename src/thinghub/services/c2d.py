@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 import orjson
@@ -24,6 +26,8 @@ class C2DService:
         self.store = store
         self.clock = clock
         self.links = links
+        # Held only while delivering: weak values, so idle devices keep no lock.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def send(
         self,
@@ -47,18 +51,25 @@ class C2DService:
             new_uuid(), device.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)
         )
         await self.store.enqueue_c2d(message)
-        if await self.links.push_c2d(message):
-            await self.store.delete_c2d(message.id)
+        await self.deliver_pending(device.id)  # the one way out, so nothing goes twice
         return message
 
     async def deliver_pending(self, device_id: str) -> int:
-        """Send what waited for this device; expired messages are dropped. Returns the count."""
-        sent = 0
-        now = self.clock.now()
-        for message in await self.store.pending_c2d(device_id):
-            if message.expires_at <= now:
-                await self.store.delete_c2d(message.id)
-            elif await self.links.push_c2d(message):
-                await self.store.delete_c2d(message.id)
-                sent += 1
-        return sent
+        """Send what waited for this device; expired messages are dropped. Returns the count.
+
+        One delivery per device at a time, reading the queue afresh under its lock: a message
+        sent while the device (re)connects is pushed by exactly one of the two deliveries.
+        """
+        lock = self._locks.get(device_id)
+        if lock is None:
+            lock = self._locks[device_id] = asyncio.Lock()
+        async with lock:
+            sent = 0
+            now = self.clock.now()
+            for message in await self.store.pending_c2d(device_id):
+                if message.expires_at <= now:
+                    await self.store.delete_c2d(message.id)
+                elif await self.links.push_c2d(message):
+                    await self.store.delete_c2d(message.id)
+                    sent += 1
+            return sent

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinghub.domain.errors import NotFound
-from thinghub.domain.model import Account
+from thinghub.domain.model import Account, Device
 from thinghub.ports import Bus, Clock, Store
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
@@ -95,12 +95,13 @@ class Core:
     def ca_pem(self) -> str | None:
         return None if self.certificate_issuer is None else str(self.certificate_issuer.ca_pem)
 
-    async def issue_certificate(self, device_id: str) -> tuple[str, str]:
-        """An X.509 client certificate + key for a device, signed by the hub CA."""
+    async def issue_certificate(self, device: Device) -> tuple[str, str]:
+        """An X.509 client certificate + key for a device, signed by the hub CA: CN the device
+        id, OU its account (the hub and DPS check both)."""
         if self.certificate_issuer is None:
             raise RuntimeError("no certificate authority configured")
         issue = self.certificate_issuer.issue_device_certificate
-        cert, key = await asyncio.to_thread(issue, device_id)
+        cert, key = await asyncio.to_thread(issue, device.id, organizational_unit=device.account_id)
         return str(cert), str(key)
 
     async def disconnect(self, device_id: str) -> None:

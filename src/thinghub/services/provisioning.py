@@ -114,8 +114,10 @@ class ProvisioningService:
         registration_id: str,
         token: str | None,
         certificate_cn: str | None = None,
+        certificate_ou: str | None = None,
     ) -> Enrollment:
-        """Check a DPS SAS token (signed with the device or derived group key) or a cert CN."""
+        """Check a DPS SAS token (signed with the device or derived group key), or a client
+        certificate: CN the registration id, OU the account (Core.issue_certificate)."""
         account = await self.store.get_account_by_scope(id_scope)
         if account is None or not ID_PATTERN.fullmatch(registration_id):
             raise Unauthorized("unknown id scope or registration id", field="username")
@@ -123,7 +125,12 @@ class ProvisioningService:
         if device is not None and device.account_id != account.id:
             raise Unauthorized("unknown registration id", field="username")
         if token is None:
-            if certificate_cn == registration_id and device is not None and device.enabled:
+            if (
+                certificate_cn == registration_id
+                and certificate_ou == account.id
+                and device is not None
+                and device.enabled
+            ):
                 return Enrollment(account, registration_id, device=device)
             raise Unauthorized("a SAS token or a client certificate is required", field="password")
         try:
@@ -176,9 +183,20 @@ class ProvisioningService:
                     created_by=f"enrollmentGroup:{group['enrollmentGroupId']}",
                 )
             except Conflict:
+                # Made meanwhile (a concurrent registration, or another face): it is this
+                # registration's only if it is the group's device, i.e. in the group's account
+                # with the keys derived from the group key. Anything else is not ours to
+                # assign (device ids are global, another account may hold this one).
                 found = await self.store.get_device(enrollment.registration_id)
                 if found is None:
                     raise
+                if found.account_id != enrollment.account.id or (
+                    found.primary_key,
+                    found.secondary_key,
+                ) != tuple(enrollment.derived_keys):
+                    raise Unauthorized(
+                        "registration id is taken by another device", field="registrationId"
+                    ) from None
                 device = found
         changes: dict[str, Any] = {}
         if model_id and model_id != device.model_id:

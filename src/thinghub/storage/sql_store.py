@@ -488,10 +488,17 @@ class SqlStore:
         await self._write(step)
 
     async def delete_device(self, device_id: str) -> bool:
+        """The device, its modules and what waits for them: twins, commands, C2D messages and
+        MQTT sessions (client id = device key), so an id used again starts with nothing."""
         children = "SELECT id FROM devices WHERE parent_id = ?"
         results = await self._write(
             Step("exec", f"DELETE FROM twins WHERE device_id IN ({children})", (device_id,)),
             Step("exec", f"DELETE FROM commands WHERE device_id IN ({children})", (device_id,)),
+            Step("exec", f"DELETE FROM c2d_messages WHERE device_id IN ({children})", (device_id,)),
+            Step(
+                "exec", f"DELETE FROM mqtt_sessions WHERE client_id IN ({children})", (device_id,)
+            ),
+            Step("exec", "DELETE FROM mqtt_sessions WHERE client_id = ?", (device_id,)),
             Step("exec", "DELETE FROM devices WHERE parent_id = ?", (device_id,)),
             Step("exec", "DELETE FROM twins WHERE device_id = ?", (device_id,)),
             Step("exec", "DELETE FROM commands WHERE device_id = ?", (device_id,)),

@@ -281,6 +281,11 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
 @router.post("/users", status_code=201, tags=["auth"])
 async def create_user(body: UserCreate, request: Request, caller: Caller) -> Response:
     authorize(caller, "admin")
+    if caller.project is not None:  # a user sees the whole account: beyond this caller's reach
+        raise Forbidden(
+            f"this token is limited to project {caller.project!r}; users see the whole account",
+            field="project",
+        )
     try:
         user = await core_of(request).auth.create_user(
             caller.account_id, body.username, body.password, Role(body.role)
@@ -472,7 +477,7 @@ async def issue_certificate(device_id: DeviceId, request: Request, caller: Calle
     core = core_of(request)
     authorize(caller, "admin")
     device = await core.registry.get_device(caller, device_id)
-    cert, key = await core.issue_certificate(device.id)
+    cert, key = await core.issue_certificate(device)
     return OrjsonResponse(
         {
             "deviceId": device.id,

@@ -1,0 +1,80 @@
+"""C2DService on a real SQLite store: each queued message reaches the device exactly once,
+even when a send races the delivery of a (re)connect."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from thinghub.domain.model import Device, DeviceKind, Principal, Role
+from thinghub.ports import C2DMessage, MethodResult
+from thinghub.services.c2d import C2DService
+from thinghub.storage.migrate import upgrade
+from thinghub.storage.sql_store import SqlStore
+from thinghub.storage.sqlite import SqliteDatabase
+
+ADMIN = Principal("acc-1", Role.ADMIN, "tok-1", "token")
+
+
+class Clock:
+    def now(self) -> float:
+        return 1_700_000_000.0
+
+
+class Links:
+    """A connected device whose pushes take a few loop passes (as a real write does)."""
+
+    def __init__(self) -> None:
+        self.pushed: list[str] = []
+
+    def is_connected(self, device_id: str) -> bool:
+        return True
+
+    async def call_method(
+        self, device_id: str, name: str, payload: Any, timeout_s: float
+    ) -> MethodResult:
+        raise NotImplementedError
+
+    async def push_desired(self, device_id: str, patch: dict[str, Any], version: int) -> None:
+        return None
+
+    async def push_c2d(self, message: C2DMessage) -> bool:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.pushed.append(message.id)
+        return True
+
+
+def device() -> Device:
+    return Device(
+        id="d1",
+        account_id="acc-1",
+        name="d1",
+        kind=DeviceKind.DEVICE,
+        primary_key="k1",
+        secondary_key="k2",
+        created_at=1.0,
+        updated_at=1.0,
+    )
+
+
+async def test_a_send_racing_a_reconnect_delivers_each_message_once(tmp_path: Path) -> None:
+    path = tmp_path / "c2d.db"
+    upgrade(f"sqlite:///{path}")
+    store = SqlStore(SqliteDatabase(path))
+    await store.start()
+    try:
+        links = Links()
+        c2d = C2DService(store, Clock(), links)  # type: ignore[arg-type]
+        sent = []
+        for n in range(20):
+            # The device (re)connects (deliver_pending) while a message is being sent.
+            message, _ = await asyncio.gather(
+                c2d.send(ADMIN, device(), {"n": n}, {}), c2d.deliver_pending("d1")
+            )
+            sent.append(message.id)
+        assert sorted(links.pushed) == sorted(sent)  # each once, none twice
+        assert await store.pending_c2d("d1") == []
+    finally:
+        await store.close()

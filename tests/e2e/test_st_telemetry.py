@@ -309,3 +309,21 @@ def test_limit_bounds_are_inclusive(admin: httpx.Client) -> None:
             response = admin.get(route, params={"limit": limit})
             assert response.status_code == 200, response.text
             assert len(response.json()) <= int(limit)
+
+
+def test_nul_characters_are_never_a_500(admin: httpx.Client) -> None:
+    """PostgreSQL text cannot hold U+0000 (SQLite can): either backend answers, never 500."""
+    for params in ({"projectID": "\x00"}, {"deviceID": "a\x00b"}, {"deploymentID": "\x00"}):
+        for path in ("/v1/telemetries", "/v1/events", "/v1/devices"):
+            if path == "/v1/devices" and "deviceID" in params:
+                continue  # not a filter of the device list
+            response = admin.get(path, params=params)
+            if response.status_code != 200:
+                assert_error(response, 400)
+            else:
+                assert response.json() == []
+    made = admin.post(
+        "/v1/devices", json={"name": "nul\x00name", "project": "p", "deployment": "d"}
+    )
+    if made.status_code != 200:
+        assert_error(made, 400)

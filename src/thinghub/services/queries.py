@@ -15,14 +15,15 @@ __all__ = ["QueryService"]
 
 Q = TypeVar("Q", TelemetryQuery, EventQuery)
 
-_NOWHERE = "\x00"  # a project name no id can have: an empty result
 
-
-def _scoped(principal: Principal, query: Q) -> Q:
-    """Pin the query to the principal's account, and to its project if it has one."""
+def _scoped(principal: Principal, query: Q) -> Q | None:
+    """Pin the query to the principal's account, and to its project if it has one; None when
+    it asks for another project than the principal's (an empty answer, never a query)."""
     project = query.project
     if principal.project is not None:
-        project = principal.project if project in (None, principal.project) else _NOWHERE
+        if project not in (None, principal.project):
+            return None
+        project = principal.project
     return replace(query, account_id=principal.account_id, project=project)
 
 
@@ -33,7 +34,9 @@ class QueryService:
     async def telemetry(
         self, principal: Principal, query: TelemetryQuery
     ) -> Page[TelemetryMessage]:
-        return await self.store.query_telemetry(_scoped(principal, query))
+        scoped = _scoped(principal, query)
+        return Page([], None) if scoped is None else await self.store.query_telemetry(scoped)
 
     async def events(self, principal: Principal, query: EventQuery) -> Page[Event]:
-        return await self.store.query_events(_scoped(principal, query))
+        scoped = _scoped(principal, query)
+        return Page([], None) if scoped is None else await self.store.query_events(scoped)

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from thinghub.domain.errors import Invalid
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.storage.database import DuplicateKeyError, Step
 from thinghub.storage.sql_store import SqlStore, body_text, to_us
@@ -149,6 +150,8 @@ class PostgresDatabase:
                 yield conn
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateKeyError(str(exc)) from exc
+        except asyncpg.CharacterNotInRepertoireError as exc:
+            raise _no_nul(exc) from exc
 
     async def write(self, steps: Sequence[Step]) -> list[Any]:
         async with self.transaction() as conn:
@@ -173,13 +176,26 @@ class PostgresDatabase:
         raise ValueError(f"unknown step kind {step.kind!r}")
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._operation() as pool:
-            return [tuple(r) for r in await pool.fetch(numbered(sql), *params)]
+        try:
+            async with self._operation() as pool:
+                return [tuple(r) for r in await pool.fetch(numbered(sql), *params)]
+        except asyncpg.CharacterNotInRepertoireError as exc:
+            raise _no_nul(exc) from exc
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        async with self._operation() as pool:
-            row = await pool.fetchrow(numbered(sql), *params)
+        try:
+            async with self._operation() as pool:
+                row = await pool.fetchrow(numbered(sql), *params)
+        except asyncpg.CharacterNotInRepertoireError as exc:
+            raise _no_nul(exc) from exc
         return None if row is None else tuple(row)
+
+
+def _no_nul(exc: Exception) -> Invalid:
+    """PostgreSQL text cannot hold NUL (U+0000), which SQLite and JSON allow: the same input
+    is then a 400 on either backend's faces, not a 500 on this one."""
+    logger.info("refused text PostgreSQL cannot store: %s", exc)
+    return Invalid("text may not contain the NUL character (U+0000)")
 
 
 # -- telemetry batching ----------------------------------------------------------------------

@@ -44,10 +44,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+from bench._table import text_table
 from bench.http import BenchError, _ServerProcess, thinghub_server
 from bench.mosquitto import mosquitto_server
 from thinghub.security import sas
-from thinghub.simulator import DeviceSpec, SimStats, SimulatedDevice, run_devices
+from thinghub.simulator import DeviceSpec, SimStats, SimulatedDevice, connect_all, run_devices
 
 __all__ = [
     "IdleResult",
@@ -373,18 +374,8 @@ async def _hold(
     context = _client_context(ca_file)
     stats = SimStats()
     devices = [SimulatedDevice(s, host, port, context, stats) for s in specs]
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def connect(device: SimulatedDevice) -> None:
-        async with gate:
-            try:
-                await device.connect()
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
-                stats.failed += 1
-                stats.errors.append(f"{device.spec.client_id}: {exc!r}")
-
     start = time.perf_counter()
-    await asyncio.gather(*(connect(d) for d in devices))
+    await connect_all(devices, stats, CONNECT_CONCURRENCY)  # failures land in stats
     return devices, stats, time.perf_counter() - start
 
 
@@ -804,17 +795,7 @@ def _load_notes(results: MqttResults) -> list[str]:
 
 
 def format_table(results: MqttResults) -> str:
-    rows = [HEADER, *table_rows(results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = [
-        "  ".join(
-            cell.rjust(w) if i else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(HEADER, table_rows(results))
 
 
 def goal_misses(results: MqttResults) -> list[str]:

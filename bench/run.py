@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import mqtt
+from bench._table import text_table
 from bench.http import INGEST_BODY, BenchError, WrkResult, run_http, wrk_version
 from bench.mosquitto import mosquitto_version
 from thinghub import __version__
@@ -112,17 +113,7 @@ HEADER = ["scenario", "connections", "req/s", "p50", "p99", "vs bare (same metho
 
 
 def format_table(results: list[WrkResult]) -> str:
-    rows = [HEADER, *_rows(results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = [
-        "  ".join(
-            cell.rjust(w) if i else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(HEADER, _rows(results))
 
 
 def markdown_section(

@@ -27,7 +27,7 @@ from thinghub.mqtt import (
     SubackReceived,
 )
 
-__all__ = ["DeviceSpec", "SimStats", "SimulatedDevice", "run_devices"]
+__all__ = ["DeviceSpec", "SimStats", "SimulatedDevice", "connect_all", "run_devices"]
 
 CONNECT_TIMEOUT_S = 30.0
 KEEPALIVE_S = 60
@@ -213,6 +213,29 @@ class SimulatedDevice:
                 await self._reader_task
 
 
+async def connect_all(
+    devices: Sequence[SimulatedDevice], stats: SimStats, concurrency: int
+) -> list[SimulatedDevice]:
+    """Connect the devices, at most `concurrency` handshakes at a time; the ones that made it.
+
+    A device that cannot connect is counted in `stats.failed` with its error, not raised.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def connect(device: SimulatedDevice) -> bool:
+        async with gate:
+            try:
+                await device.connect()
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                stats.failed += 1
+                stats.errors.append(f"{device.spec.client_id}: {exc!r}")
+                return False
+        return True
+
+    ok = await asyncio.gather(*(connect(d) for d in devices))
+    return [d for d, good in zip(devices, ok, strict=True) if good]
+
+
 async def run_devices(
     specs: Sequence[DeviceSpec],
     host: str,
@@ -236,20 +259,7 @@ async def run_devices(
         )
         for s in specs
     ]
-    gate = asyncio.Semaphore(connect_concurrency)
-
-    async def connect(device: SimulatedDevice) -> bool:
-        async with gate:
-            try:
-                await device.connect()
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
-                stats.failed += 1
-                stats.errors.append(f"{device.spec.client_id}: {exc!r}")
-                return False
-        return True
-
-    ok = await asyncio.gather(*(connect(d) for d in devices))
-    live = [d for d, good in zip(devices, ok, strict=True) if good]
+    live = await connect_all(devices, stats, connect_concurrency)
     stop = asyncio.Event()
 
     async def progress() -> None:

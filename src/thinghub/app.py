@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -34,7 +35,9 @@ from thinghub.devices.hub import Hub
 from thinghub.devices.mqtt_server import MqttServer
 from thinghub.devices.router import DeviceRouter
 from thinghub.domain.errors import NotFound
+from thinghub.domain.model import Retention
 from thinghub.faces import central, st
+from thinghub.faces._disconnect import CancelOnDisconnect
 from thinghub.faces._http import OrjsonResponse, error_body
 from thinghub.ports import Store
 from thinghub.security.ca import CertificateAuthority
@@ -65,11 +68,23 @@ def open_store(settings: Settings) -> Store:
         from thinghub.storage.postgres import PostgresDatabase, PostgresStore
 
         return PostgresStore(
-            PostgresDatabase(settings.database_url, batch_max=settings.batch_max_rows),
+            PostgresDatabase(
+                settings.database_url,
+                batch_max=settings.batch_max_rows,
+                query_pool_size=settings.query_readers,
+                query_timeout_s=settings.query_timeout_s,
+            ),
             flush_interval_s=settings.commit_interval_ms / 1000,
         )
     path = settings.data_dir / "thinghub.db"
-    return SqlStore(SqliteDatabase(path, batch_max=settings.batch_max_rows))
+    return SqlStore(
+        SqliteDatabase(
+            path,
+            batch_max=settings.batch_max_rows,
+            query_readers=settings.query_readers,
+            query_timeout_s=settings.query_timeout_s,
+        )
+    )
 
 
 class _Server(uvicorn.Server):
@@ -124,6 +139,7 @@ class ThingHub:
         self.ca: CertificateAuthority | None = None
         self._servers: list[_Server] = []
         self._delivery: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._server_tasks: list[asyncio.Task[None]] = []
         self.mqtt: MqttServer | None = None
         self._exit = contextlib.AsyncExitStack()
@@ -167,6 +183,12 @@ class ThingHub:
                 command_ttl_s=s.command_ttl_s,
                 page_max=s.page_max,
                 hub_hostname=s.hub_hostname,
+                retention=Retention(
+                    telemetry_days=s.retention_telemetry_days,
+                    events_days=s.retention_events_days,
+                ),
+                retention_interval_s=s.retention_interval_s,
+                retention_batch_rows=s.retention_batch_rows,
             ),
         )
         core.certificate_issuer = self.ca
@@ -183,6 +205,7 @@ class ThingHub:
         self._exit.push_async_callback(self._stop_servers)
         self._delivery = tasks.create_task(core.commands.run(), name="commands.delivery")
         tasks.create_task(core.ingest.run(), name="ingest.batches")
+        self._retention = tasks.create_task(core.retention.run(), name="retention.purge")
 
         mqtt = MqttServer(
             DeviceRouter(Hub(core), Dps(core, core.provisioning, s.hub_hostname)),
@@ -206,6 +229,7 @@ class ThingHub:
             app = FACES[face](core)
             own = Starlette(
                 routes=[Mount(NATIVE_PREFIXES[face], app=app), Mount("/", app=app)],
+                middleware=[Middleware(CancelOnDisconnect)],
             )
             self._serve(tasks, own, sock, f"face[{face}]")
         self.addresses.update(
@@ -227,7 +251,11 @@ class ThingHub:
             *http_ingest.routes(core),
         ]
         routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in FACES.items()]
-        return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+        return Starlette(
+            routes=routes,
+            exception_handlers={404: _not_found, 405: _not_found},
+            middleware=[Middleware(CancelOnDisconnect)],
+        )
 
     async def _index(self, request: Request) -> Response:
         return OrjsonResponse(
@@ -279,6 +307,8 @@ class ThingHub:
         self.core.ingest.stop()
         if self._delivery is not None:
             self._delivery.cancel()
+        if self._retention is not None:
+            self._retention.cancel()
 
 
 def write_ready_file(path: Path, text: str) -> None:

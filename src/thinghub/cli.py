@@ -137,6 +137,7 @@ async def _serve(settings: Settings) -> None:
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Open the core on the configured store (no listeners), run `work(core)`, close."""
     from thinghub.app import open_store
+    from thinghub.domain.model import Retention
     from thinghub.services.bus import MemoryBus
     from thinghub.services.clock import SystemClock
     from thinghub.services.core import Core, CoreOptions
@@ -146,7 +147,11 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade, settings.database_url)
         store = open_store(settings)
-        core = Core(store, MemoryBus(), SystemClock(), CoreOptions())
+        retention = Retention(
+            telemetry_days=settings.retention_telemetry_days,
+            events_days=settings.retention_events_days,
+        )
+        core = Core(store, MemoryBus(), SystemClock(), CoreOptions(retention=retention))
         await core.start()
         try:
             return await work(core)
@@ -219,6 +224,72 @@ def account_create(ctx: click.Context, /, name: str, **options: Any) -> None:
         except Error as exc:
             raise click.ClickException(exc.message) from exc
         return {"id": acct.id, "name": acct.name, "idScope": acct.id_scope}
+
+    click.echo(json.dumps(_run(settings, work)))
+
+
+def _days_option(value: str | None) -> float | str | None:
+    """A --*-days value: a number of days, or `default` (the server's setting)."""
+    if value is None or value == "default":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of days or 'default'") from None
+
+
+@account.command("retention")
+@click.argument("name")
+@click.option(
+    "--telemetry-days",
+    help="Days telemetry is kept (0 = forever, `default` = the server's setting).",
+)
+@click.option(
+    "--events-days", help="Days events are kept (0 = forever, `default` = the server's setting)."
+)
+@data_dir_option
+@database_option
+@click.pass_context
+def account_retention(
+    ctx: click.Context,
+    /,
+    name: str,
+    telemetry_days: str | None,
+    events_days: str | None,
+    **options: Any,
+) -> None:
+    """Show, or with options set, how long an account keeps telemetry and events."""
+    from thinghub.domain.errors import Error
+    from thinghub.domain.model import Retention
+
+    settings = _settings(ctx, **options)
+    changes: dict[str, Any] = {}
+    for key, raw in (("telemetry_days", telemetry_days), ("events_days", events_days)):
+        value = _days_option(raw)
+        if value is not None:
+            changes[key] = None if value == "default" else value
+
+    async def work(core: Any) -> dict[str, Any]:
+        acct = await core.store.get_account_by_name(name)
+        if acct is None:
+            raise click.ClickException(f"no account named {name!r}")
+        try:
+            if changes:
+                view = await core.retention.set_account(acct.id, **changes)
+            else:
+                view = core.retention.view(acct)
+        except Error as exc:
+            raise click.ClickException(exc.message) from exc
+
+        def days(r: Retention) -> dict[str, float | None]:
+            return {"telemetryDays": r.telemetry_days, "eventsDays": r.events_days}
+
+        return {
+            "name": acct.name,
+            **days(view.effective),
+            "account": days(view.account),
+            "server": days(view.server),
+        }
 
     click.echo(json.dumps(_run(settings, work)))
 

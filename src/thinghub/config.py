@@ -43,6 +43,16 @@ def _positive(value: Any) -> float:
     return number
 
 
+def _days(value: Any) -> float:
+    """Retention days: 0 (keep forever) up to a century; fractions allowed."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number of days")
+    number = float(value)
+    if not math.isfinite(number) or not 0 <= number <= 36_500:
+        raise ValueError("must be 0 (keep forever) to 36500 days")
+    return number
+
+
 def _positive_int(value: Any) -> int:
     number = _integer(value)
     if number <= 0:
@@ -160,6 +170,45 @@ SETTINGS: tuple[Setting, ...] = (
         "How long a queued command waits for its device before it expires.",
     ),
     Setting("page_max", _positive_int, 1000, "Most items one list request returns."),
+    Setting(
+        "query_readers",
+        _positive_int,
+        2,
+        "Telemetry and event queries run on this many database readers (SQLite threads, "
+        "PostgreSQL connections) of their own, apart from those device login needs.",
+    ),
+    Setting(
+        "query_timeout_s",
+        _positive,
+        30.0,
+        "Longest a telemetry or event query may take, waiting for a reader included; then it "
+        "is stopped and answered 504.",
+    ),
+    Setting(
+        "retention_telemetry_days",
+        _days,
+        30.0,
+        "Days telemetry (and its observations) is kept, unless the account sets its own; "
+        "0 keeps it forever.",
+    ),
+    Setting(
+        "retention_events_days",
+        _days,
+        30.0,
+        "Days events are kept, unless the account sets its own; 0 keeps them forever.",
+    ),
+    Setting(
+        "retention_interval_s",
+        _positive,
+        3600.0,
+        "How often expired telemetry and events are deleted (also once at start).",
+    ),
+    Setting(
+        "retention_batch_rows",
+        _positive_int,
+        5000,
+        "Rows deleted per transaction when data expires or a device's data is deleted.",
+    ),
 )
 
 
@@ -186,6 +235,12 @@ class Settings:
     method_timeout_max_s: float = 300.0
     command_ttl_s: float = 86_400.0
     page_max: int = 1000
+    query_readers: int = 2
+    query_timeout_s: float = 30.0
+    retention_telemetry_days: float = 30.0
+    retention_events_days: float = 30.0
+    retention_interval_s: float = 3600.0
+    retention_batch_rows: int = 5000
 
     @property
     def database_url(self) -> str:

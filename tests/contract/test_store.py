@@ -163,8 +163,9 @@ async def test_api_tokens(store: Store) -> None:
     for token in (t3, t1, t2, foreign):
         await store.insert_api_token(token)
 
-    assert await store.get_api_token("tok-2") == t2
-    assert await store.get_api_token("nope") is None
+    assert await store.get_api_token(ACC, "tok-2") == t2
+    assert await store.get_api_token(ACC, "nope") is None
+    assert await store.get_api_token(ACC, "tok-4") is None  # another account's id
     assert await store.get_api_token_by_hash("hash-1") == t1
     assert await store.get_api_token_by_hash("nope") is None
     assert await store.list_api_tokens(ACC) == [t1, t2, t3]
@@ -176,11 +177,18 @@ async def test_api_tokens(store: Store) -> None:
         await store.insert_api_token(dataclasses.replace(t1, secret_hash="hash-9"))
     with pytest.raises(Conflict):
         await store.insert_api_token(dataclasses.replace(t1, id="tok-9"))
+    # Token ids are per account: another account may use the same id (issue 11: a 409
+    # there told that the id exists somewhere).
+    twin = ApiToken("tok-1", "acc-2", "hash-5", Role.VIEWER, at(3))
+    await store.insert_api_token(twin)
+    assert await store.get_api_token("acc-2", "tok-1") == twin
+    assert await store.get_api_token(ACC, "tok-1") == t1
 
-    assert await store.delete_api_token("acc-2", "tok-1") is False  # not its account
+    assert await store.delete_api_token("acc-2", "tok-3") is False  # not its account
     assert await store.delete_api_token(ACC, "tok-1") is True
     assert await store.delete_api_token(ACC, "tok-1") is False
-    assert await store.get_api_token("tok-1") is None
+    assert await store.get_api_token(ACC, "tok-1") is None
+    assert await store.get_api_token("acc-2", "tok-1") == twin  # the other account's stays
     assert await store.list_api_tokens(ACC) == [t2, t3]
 
 

@@ -661,6 +661,27 @@ def _(w: World, p: str) -> list[Probe]:
     return [_v1("DELETE", f"/devices/{d}") for d in _a_devices(w, p)]
 
 
+@route("v1", "DELETE", "/devices/{device_id}/telemetries")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/devices/{d}/telemetries") for d in _a_devices(w, p)]
+
+
+@route("v1", "DELETE", "/devices/{device_id}/events")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/devices/{d}/events") for d in _a_devices(w, p)]
+
+
+@route("v1", "GET", "/account/retention")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", "/account/retention", "2xx")]  # the caller's own account's
+
+
+@route("v1", "PUT", "/account/retention")
+def _(w: World, p: str) -> list[Probe]:
+    # B sets its own account's (to what it is); a project-limited admin may not (account-wide).
+    return [_v1("PUT", "/account/retention", "2xx" if _is_b(p) else "403", {})]
+
+
 @route("v1", "GET", "/devices/{device_id}/twin")
 def _(w: World, p: str) -> list[Probe]:
     return [_v1("GET", f"/devices/{d}/twin") for d in _a_devices(w, p)]
@@ -853,9 +874,25 @@ def _(w: World, p: str) -> list[Probe]:
 
 @route("central", "PUT", "/apiTokens/{token_id}")
 def _(w: World, p: str) -> list[Probe]:
-    # Token ids are global (central.md): B gets 409 for A's id; a scoped token 403.
+    # Token ids are per account (central.md): B makes a token of its own under A's id (a 409
+    # told B that the id exists in another account); a scoped token gets 403.
     body = {"roles": [{"role": "App Administrator"}]}
-    return [_central_denied(w, p, "409", "PUT", f"/apiTokens/{w.a_ctoken}", body)]
+    central = {"api-version": VERSION}
+
+    def b_own_token(response: httpx.Response) -> None:
+        assert response.json()["id"] == w.a_ctoken, response.text
+        assert w.b.delete(f"{API}/apiTokens/{w.a_ctoken}", params=central).status_code == 204
+        # A's token of that id is still A's, and still works.
+        mine = _json(w.a.get(f"{API}/apiTokens/{w.a_ctoken}", params=central))
+        assert mine["id"] == w.a_ctoken
+        with anonymous(w.server, {"Authorization": w.a_ctoken_secret}) as a_central:
+            assert (
+                _json(a_central.get(f"{API}/apps/app", params=central))["id"] == (w.a_account["id"])
+            )
+
+    if _is_b(p):
+        return [_c("PUT", f"/apiTokens/{w.a_ctoken}", "2xx", body, then=b_own_token)]
+    return [_c("PUT", f"/apiTokens/{w.a_ctoken}", "403", body)]
 
 
 @route("central", "GET", "/apiTokens/{token_id}")

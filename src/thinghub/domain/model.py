@@ -14,6 +14,7 @@ __all__ = [
     "DeviceKind",
     "Principal",
     "Project",
+    "Retention",
     "Role",
     "User",
 ]
@@ -44,6 +45,19 @@ class DeviceKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How many days an account keeps each kind of data: None = the server's default
+    (retention_telemetry_days, retention_events_days), 0 = forever.
+
+    Telemetry covers the messages and their observations. Device uploads (files) will be a
+    third kind here, `files_days`, stored the same way (Account.retention is one JSON text).
+    """
+
+    telemetry_days: float | None = None
+    events_days: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     """A tenant. Everything else belongs to exactly one account."""
 
@@ -51,6 +65,7 @@ class Account:
     name: str
     id_scope: str
     created_at: float
+    retention: Retention = Retention()
 
 
 @dataclass(frozen=True, slots=True)

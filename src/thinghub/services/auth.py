@@ -138,7 +138,7 @@ class AuthService:
     async def get_token(
         self, principal: Principal, token_id: str, face: str | None = None
     ) -> ApiToken:
-        token = await self.store.get_api_token(token_id)
+        token = await self.store.get_api_token(principal.account_id, token_id)
         if (
             token is None
             or token.account_id != principal.account_id
@@ -149,12 +149,16 @@ class AuthService:
         return token
 
     async def revoke_token(self, account_id: str, token_id: str) -> None:
-        token = await self.store.get_api_token(token_id)
+        token = await self.store.get_api_token(account_id, token_id)
         if token is None or token.account_id != account_id:
             raise NotFound(f"API token {token_id!r} not found", field="id")
         await self.store.delete_api_token(account_id, token_id)
-        self._cache = {k: v for k, v in self._cache.items() if v[0].id != token_id}
-        self._alive = {k: v for k, v in self._alive.items() if k[0] != token_id}
+        self._cache = {
+            k: v
+            for k, v in self._cache.items()
+            if (v[0].account_id, v[0].id) != (account_id, token_id)
+        }
+        self._alive = {k: v for k, v in self._alive.items() if k[:2] != (token_id, account_id)}
 
     async def bootstrap_admin_token(self, account: Account, value: str) -> None:
         """THINGHUB_ADMIN_TOKEN: make sure a token with this value exists (idempotent)."""
@@ -164,15 +168,16 @@ class AuthService:
     async def _token_alive(self, token_id: str, account_id: str, fingerprint: Any) -> bool:
         """Whether the very API token a JWT was minted from still exists; cached briefly.
 
-        The same id may name a new token later (IoT Central's PUT /apiTokens/{id} chooses
-        ids), so the JWT carries the token's fingerprint and account, and both must match.
+        Token ids are per account, and the same id may name a new token later (IoT Central's
+        PUT /apiTokens/{id} chooses ids), so the JWT carries the token's fingerprint and
+        account, and both must match.
         """
         now = self.clock.now()
         key = (token_id, account_id, str(fingerprint))
         seen = self._alive.get(key)
         if seen is not None and now - seen < TOKEN_CACHE_S:
             return True
-        token = await self.store.get_api_token(token_id)
+        token = await self.store.get_api_token(account_id, token_id)
         if (
             token is None
             or token.account_id != account_id

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinghub.domain.errors import NotFound
-from thinghub.domain.model import Account, Device
+from thinghub.domain.model import Account, Device, Retention
 from thinghub.ports import Bus, Clock, Store
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
@@ -19,10 +19,14 @@ from thinghub.services.links import LinkRegistry
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
+from thinghub.services.retention import RetentionService
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
 
 __all__ = ["Core", "CoreOptions"]
+
+
+DEFAULT_RETENTION = Retention(telemetry_days=30.0, events_days=30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,9 @@ class CoreOptions:
     command_ttl_s: float = 86_400.0
     page_max: int = 1000
     hub_hostname: str = "localhost"
+    retention: Retention = DEFAULT_RETENTION
+    retention_interval_s: float = 3600.0
+    retention_batch_rows: int = 5000
 
 
 class Core:
@@ -72,6 +79,14 @@ class Core:
         self.provisioning = ProvisioningService(store, clock, self.registry)
         # One device authenticator for every device adapter, so its verified-token cache is one.
         self.device_auth = DeviceAuth(self.registry, clock)
+        self.retention = RetentionService(
+            store,
+            clock,
+            self.registry,
+            options.retention,
+            interval_s=options.retention_interval_s,
+            batch_rows=options.retention_batch_rows,
+        )
         self._accounts: dict[str, Account] = {}
 
     async def start(self) -> None:
@@ -79,7 +94,8 @@ class Core:
         await self.auth.start()
 
     async def account(self, account_id: str) -> Account:
-        """An account by id (cached: accounts do not change once created)."""
+        """An account by id (cached: its id, name and id scope never change; read its
+        retention through `retention`, which asks the store)."""
         account = self._accounts.get(account_id)
         if account is None:
             account = await self.store.get_account(account_id)

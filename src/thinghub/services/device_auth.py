@@ -14,6 +14,10 @@ from thinghub.services.registry import Registry
 __all__ = ["DeviceAuth", "hub_resource"]
 
 VERIFIED_CACHE_MAX = 100_000
+# Keys no token is signed with. A token for an id that names no usable device is checked
+# against these, so it costs the same two HMACs as a wrong token for a real device: the time
+# of the 401 does not tell whether the id exists (issue 11).
+DUMMY_KEYS = (sas.generate_key(), sas.generate_key())
 
 
 def hub_resource(host: str, device_id: str, module_id: str | None = None) -> str:
@@ -32,6 +36,15 @@ class DeviceAuth:
 
     async def device(self, device_id: str, module_id: str | None = None) -> Device:
         """The enabled device or module an id names, else Unauthorized (never NotFound)."""
+        device, refusal = await self._lookup(device_id, module_id)
+        if refusal is not None or device is None:
+            raise refusal or Unauthorized("unknown device", field="deviceId")
+        return device
+
+    async def _lookup(
+        self, device_id: str, module_id: str | None
+    ) -> tuple[Device | None, Unauthorized | None]:
+        """The device an id names, and why it may not connect (None when it may)."""
         if not ID_PATTERN.fullmatch(device_id) or (
             module_id is not None and not ID_PATTERN.fullmatch(module_id)
         ):
@@ -43,10 +56,10 @@ class DeviceAuth:
             or (expected is not None and device.kind is not expected)
             or (expected is None and device.kind is DeviceKind.MODULE)
         ):
-            raise Unauthorized("unknown device or bad credentials", field="deviceId")
+            return None, Unauthorized("unknown device or bad credentials", field="deviceId")
         if not device.enabled:
-            raise Unauthorized(f"device {device.id!r} is disabled", field="deviceId")
-        return device
+            return device, Unauthorized(f"device {device.id!r} is disabled", field="deviceId")
+        return device, None
 
     async def with_sas(
         self, device_id: str, module_id: str | None, token: str, host: str | None = None
@@ -54,32 +67,37 @@ class DeviceAuth:
         """Check a `SharedAccessSignature sr=...&sig=...&se=...` against either device key.
 
         The host part of `sr` must equal `host` when given (case-insensitive); with no host
-        (HTTP ingest behind any name) only the path must match.
+        (HTTP ingest behind any name) only the path must match. An unknown or disabled device
+        is refused only after the same checks a wrong token of a real device gets.
         """
-        device = await self.device(device_id, module_id)
+        device, refusal = await self._lookup(device_id, module_id)
         cache_key = (device_id, module_id, token, host)
-        verified = self._verified.get(cache_key)
-        if verified is not None:
-            key, expiry = verified
-            # Still valid only while the key that signed it is one of the device's keys.
-            if expiry > self.clock.now() and key in (device.primary_key, device.secondary_key):
-                return device
-            del self._verified[cache_key]
+        if device is not None and refusal is None:
+            verified = self._verified.get(cache_key)
+            if verified is not None:
+                key, expiry = verified
+                # Still valid only while the key that signed it is one of the device's keys.
+                if expiry > self.clock.now() and key in (device.primary_key, device.secondary_key):
+                    return device
+                del self._verified[cache_key]
         try:
             parsed = sas.parse(token)
         except sas.SasError as exc:
-            raise Unauthorized(f"bad SAS token: {exc.reason}", field="password") from exc
+            raise refusal or Unauthorized(f"bad SAS token: {exc.reason}", field="password") from exc
         token_host = unquote(parsed.resource).split("/", 1)[0]
         expected = hub_resource(host or token_host, device_id, module_id)
+        keys = DUMMY_KEYS if device is None else (device.primary_key, device.secondary_key)
         failure = "signature mismatch"
-        for key in (device.primary_key, device.secondary_key):
+        for key in keys:
             try:
                 sas.verify(parsed, key_b64=key, expected_resource=expected, now=self.clock.now())
             except sas.SasError as exc:
                 failure = exc.reason
                 continue
+            if refusal is not None or device is None:
+                break  # a disabled device, even with a good token
             if len(self._verified) >= VERIFIED_CACHE_MAX:
                 self._verified.clear()
             self._verified[cache_key] = (key, float(parsed.expiry))
             return device
-        raise Unauthorized(f"SAS token rejected: {failure}", field="password")
+        raise refusal or Unauthorized(f"SAS token rejected: {failure}", field="password")

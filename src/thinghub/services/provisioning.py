@@ -8,6 +8,7 @@ in the group's project and deployment on its first registration.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,14 @@ from thinghub.domain.model import Account, Device, DeviceKind, Principal
 from thinghub.ports import Clock, Store
 from thinghub.security import sas
 from thinghub.services.auth import authorize
+from thinghub.services.device_auth import DUMMY_KEYS
 from thinghub.services.registry import Registry
 
 __all__ = ["Enrollment", "ProvisioningService", "dps_resource"]
 
 GROUPS = "enrollmentGroup"
+
+logger = logging.getLogger(__name__)
 
 
 def dps_resource(id_scope: str, registration_id: str) -> str:
@@ -117,21 +121,26 @@ class ProvisioningService:
         certificate_ou: str | None = None,
     ) -> Enrollment:
         """Check a DPS SAS token (signed with the device or derived group key), or a client
-        certificate: CN the registration id, OU the account (Core.issue_certificate)."""
+        certificate: CN the registration id, OU the account (Core.issue_certificate).
+
+        A group assigns only a registration id that names no device yet, or the device that
+        group created itself: never an individual device, another group's, or another
+        account's (issue 12). An id that names no usable device of this account is refused
+        after the same key checks as a wrong token for one that does (issue 11).
+        """
         account = await self.store.get_account_by_scope(id_scope)
         if account is None or not ID_PATTERN.fullmatch(registration_id):
             raise Unauthorized("unknown id scope or registration id", field="username")
         device = await self.store.get_device(registration_id)
-        if device is not None and device.account_id != account.id:
-            raise Unauthorized("unknown registration id", field="username")
+        own = device if device is not None and device.account_id == account.id else None
         if token is None:
             if (
                 certificate_cn == registration_id
                 and certificate_ou == account.id
-                and device is not None
-                and device.enabled
+                and own is not None
+                and own.enabled
             ):
-                return Enrollment(account, registration_id, device=device)
+                return Enrollment(account, registration_id, device=own)
             raise Unauthorized("a SAS token or a client certificate is required", field="password")
         try:
             parsed = sas.parse(token)
@@ -139,23 +148,33 @@ class ProvisioningService:
             raise Unauthorized(f"bad SAS token: {exc.reason}", field="password") from exc
         resource = dps_resource(id_scope, registration_id)
         now = self.clock.now()
-        if device is not None:
-            if not device.enabled:
-                raise Unauthorized(f"device {device.id!r} is disabled", field="username")
-            if _verifies(parsed, (device.primary_key, device.secondary_key), resource, now):
-                return Enrollment(account, registration_id, device=device)
+        usable = own is not None and own.enabled
+        keys = (own.primary_key, own.secondary_key) if own is not None else DUMMY_KEYS
+        if _verifies(parsed, keys, resource, now) and usable:
+            return Enrollment(account, registration_id, device=own)
         for _, group in await self.store.list_documents(account.id, GROUPS):
             if group.get("provisioningStatus") != "enabled":
                 continue
-            keys = group["attestation"]["symmetricKey"]
+            group_keys = group["attestation"]["symmetricKey"]
             derived = (
-                sas.derive_group_key(keys["primaryKey"], registration_id),
-                sas.derive_group_key(keys["secondaryKey"], registration_id),
+                sas.derive_group_key(group_keys["primaryKey"], registration_id),
+                sas.derive_group_key(group_keys["secondaryKey"], registration_id),
             )
-            if _verifies(parsed, derived, resource, now):
+            if not _verifies(parsed, derived, resource, now):
+                continue
+            made_here = own is not None and own.created_by == _made_by(group)
+            if device is None or (usable and made_here):
                 return Enrollment(
-                    account, registration_id, device=device, group=group, derived_keys=derived
+                    account, registration_id, device=own, group=group, derived_keys=derived
                 )
+            logger.info(
+                "dps %s: enrollment group %s may not assign an existing device it did not create",
+                registration_id,
+                group.get("enrollmentGroupId"),
+            )
+            break
+        if own is not None and not own.enabled:
+            raise Unauthorized(f"device {own.id!r} is disabled", field="username")
         raise Unauthorized("SAS token rejected", field="password")
 
     async def register(self, enrollment: Enrollment, payload: Any) -> Device:
@@ -180,7 +199,7 @@ class ProvisioningService:
                     secondary_key=enrollment.derived_keys[1],
                     provisioned=True,
                     model_id=model_id,
-                    created_by=f"enrollmentGroup:{group['enrollmentGroupId']}",
+                    created_by=_made_by(group),
                 )
             except Conflict:
                 # Made meanwhile (a concurrent registration, or another face): it is this
@@ -206,6 +225,11 @@ class ProvisioningService:
         if changes:
             device = await self.registry.save(device, **changes)
         return device
+
+
+def _made_by(group: dict[str, Any]) -> str:
+    """`created_by` of the devices an enrollment group creates."""
+    return f"enrollmentGroup:{group['enrollmentGroupId']}"
 
 
 def _verifies(token: sas.SasToken, keys: tuple[str, str], resource: str, now: float) -> bool:

@@ -2,6 +2,12 @@
 
 A write unit is a list of steps executed atomically; the SQLite driver group-commits many
 units in one transaction, the PostgreSQL driver runs each in its own transaction.
+
+Reads are point reads (by key: what authentication and device login need) or `bulk` reads
+(telemetry, event and observation queries that may scan many rows). A driver runs bulk reads
+apart from point reads, so they can never take all the connections or threads point reads
+need, stops them after its query timeout (raising `TimedOut`), and stops the statement in the
+database when the awaiting task is cancelled.
 """
 
 from __future__ import annotations
@@ -39,5 +45,7 @@ class Database(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def write(self, steps: Sequence[Step]) -> list[Any]: ...
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    async def fetch_all(
+        self, sql: str, params: Sequence[Any] = (), *, bulk: bool = False
+    ) -> list[tuple[Any, ...]]: ...
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...

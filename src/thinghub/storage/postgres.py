@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from thinghub.domain.errors import Invalid
+from thinghub.domain.errors import Invalid, TimedOut
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.storage.database import DuplicateKeyError, Step
 from thinghub.storage.sql_store import SqlStore, body_text, to_us
@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
+# Bulk reads (telemetry and event queries) get a pool of their own, so they never hold the
+# connections device login and authentication need (issue 7).
+QUERY_POOL_SIZE = 2
+QUERY_TIMEOUT_S = 30.0
 # How long the first queued telemetry call waits for company before its batch is written.
 FLUSH_INTERVAL_S = 0.002
 
@@ -86,11 +90,21 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, batch_max: int = 2000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_max: int = 2000,
+        query_pool_size: int = QUERY_POOL_SIZE,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+    ) -> None:
         self.url = url
         self.batch_max = batch_max
+        self.query_pool_size = query_pool_size
+        self.query_timeout_s = query_timeout_s
         self._session_setup: list[str] = []
         self._pool: asyncpg.Pool | None = None
+        self._query_pool: asyncpg.Pool | None = None
         self._closing = False
         self._busy = 0  # operations in flight; close() waits for them
         self._idle = asyncio.Event()
@@ -111,15 +125,28 @@ class PostgresDatabase:
             init=self._init_connection,
             connection_class=_Connection,
         )
+        # The server stops a bulk read by itself too (statement_timeout), should this
+        # process be unable to (a lost cancel request).
+        timeout_ms = max(1, round(self.query_timeout_s * 1000))
+        self._query_pool = await asyncpg.create_pool(
+            self.url,
+            min_size=0,
+            max_size=self.query_pool_size,
+            connection_class=_Connection,
+            server_settings={"statement_timeout": str(timeout_ms)},
+        )
 
     async def close(self) -> None:
-        """Refuse new work, let writes in flight commit, then close the pool."""
+        """Refuse new work, let writes in flight commit, then close the pools."""
         if self._pool is None:
             return
         self._closing = True
         await self._idle.wait()
         pool, self._pool = self._pool, None
+        query_pool, self._query_pool = self._query_pool, None
         await pool.close()
+        if query_pool is not None:
+            await query_pool.close()
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         for sql in self._session_setup:
@@ -175,12 +202,36 @@ class PostgresDatabase:
             return [tuple(r) for r in await conn.fetch(sql, *step.params)]
         raise ValueError(f"unknown step kind {step.kind!r}")
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch_all(
+        self, sql: str, params: Sequence[Any] = (), *, bulk: bool = False
+    ) -> list[tuple[Any, ...]]:
         try:
             async with self._operation() as pool:
+                if bulk:
+                    return await self._bulk(sql, params)
                 return [tuple(r) for r in await pool.fetch(numbered(sql), *params)]
         except asyncpg.CharacterNotInRepertoireError as exc:
             raise _no_nul(exc) from exc
+
+    async def _bulk(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A bulk read on the query pool within query_timeout_s, waiting included. asyncpg
+        sends PostgreSQL a cancel request when the awaiting task is cancelled (its HTTP
+        client went away, or the timeout passed), so the statement stops in the server."""
+        if self._query_pool is None:
+            raise RuntimeError("database is not started")
+        try:
+            async with asyncio.timeout(self.query_timeout_s):
+                rows = await self._query_pool.fetch(numbered(sql), *params)
+        except (TimeoutError, asyncpg.QueryCanceledError):
+            logger.info("query stopped after %.1f s (query_timeout_s)", self.query_timeout_s)
+            raise TimedOut(
+                f"the query did not finish within {self.query_timeout_s:g} s "
+                "(query_timeout_s); narrow it with a time range or a device",
+            ) from None
+        except asyncio.CancelledError:
+            logger.debug("query cancelled: its caller is gone")
+            raise
+        return [tuple(r) for r in rows]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         try:

@@ -23,6 +23,7 @@ from thinghub.domain.model import (
     Device,
     DeviceKind,
     Project,
+    Retention,
     Role,
     User,
 )
@@ -34,6 +35,9 @@ from thinghub.storage.database import Database, DuplicateKeyError, Step
 __all__ = ["SqlStore", "body_text", "from_us", "to_us"]
 
 T = TypeVar("T")
+
+# Past every stored time: the upper bound of a range with no end.
+_END_US = 2**62
 
 
 def to_us(ts: float) -> int:
@@ -50,6 +54,26 @@ def _dumps(value: Any) -> str:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+def _account_term(device_id: str | None) -> str:
+    """The account column as a query filtered by device should test it.
+
+    `account_id || ''` is the same value, but no index can serve it, so the planner reads the
+    device's own index (device_id, time) instead of walking every row of the account on
+    (account_id, time) looking for the device's (which SQLite, without statistics, would
+    otherwise pick for its order). Device ids are global, so the device picks few rows; the
+    account test stays, for rows of an id another account held before.
+    """
+    return "account_id" if device_id is None else "account_id || ''"
+
+
+def _range_us(since: float | None, until: float | None) -> tuple[int, int]:
+    """[since, until] in microseconds; an open end is the whole past or future."""
+    return (
+        -_END_US if since is None else to_us(since),
+        _END_US if until is None else to_us(until),
+    )
 
 
 def _encode_cursor(ts_us: int, row_id: int) -> str:
@@ -83,6 +107,23 @@ _TELEMETRY_COLUMNS = (
 _TOKEN_COLUMNS = (
     "id, account_id, secret_hash, role, label, face, face_role, created_at, expires_at, project"
 )
+_ACCOUNT_COLUMNS = "id, name, id_scope, created_at, retention"
+
+
+def _retention_json(retention: Retention) -> str | None:
+    """One JSON object per account (kind -> days), so a new kind (files) needs no migration."""
+    days = {"telemetry": retention.telemetry_days, "events": retention.events_days}
+    kept = {kind: value for kind, value in days.items() if value is not None}
+    return _dumps(kept) if kept else None
+
+
+def _retention(text: str | None) -> Retention:
+    days = _loads(text) or {}
+    return Retention(telemetry_days=days.get("telemetry"), events_days=days.get("events"))
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(row[0], row[1], row[2], from_us(row[3]) or 0.0, _retention(row[4]))
 
 
 def _device(row: Sequence[Any]) -> Device:
@@ -261,17 +302,40 @@ class SqlStore:
         await self._write(
             Step(
                 "exec",
-                "INSERT INTO accounts (id, name, id_scope, created_at) VALUES (?,?,?,?)",
-                (account.id, account.name, account.id_scope, to_us(account.created_at)),
+                "INSERT INTO accounts (id, name, id_scope, created_at, retention) "
+                "VALUES (?,?,?,?,?)",
+                (
+                    account.id,
+                    account.name,
+                    account.id_scope,
+                    to_us(account.created_at),
+                    _retention_json(account.retention),
+                ),
             ),
             conflict=f"account {account.name!r} already exists",
         )
 
     async def _account(self, where: str, value: str) -> Account | None:
         row = await self.db.fetch_one(
-            f"SELECT id, name, id_scope, created_at FROM accounts WHERE {where} = ?", (value,)
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE {where} = ?", (value,)
         )
-        return None if row is None else Account(row[0], row[1], row[2], from_us(row[3]) or 0.0)
+        return None if row is None else _account(row)
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self.db.fetch_all(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"
+        )
+        return [_account(r) for r in rows]
+
+    async def set_retention(self, account_id: str, retention: Retention) -> bool:
+        (count,) = await self._write(
+            Step(
+                "exec",
+                "UPDATE accounts SET retention = ? WHERE id = ?",
+                (_retention_json(retention), account_id),
+            )
+        )
+        return bool(count)
 
     async def get_account(self, account_id: str) -> Account | None:
         return await self._account("id", account_id)
@@ -331,9 +395,10 @@ class SqlStore:
             conflict=f"API token {token.id!r} already exists",
         )
 
-    async def get_api_token(self, token_id: str) -> ApiToken | None:
+    async def get_api_token(self, account_id: str, token_id: str) -> ApiToken | None:
         row = await self.db.fetch_one(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE account_id = ? AND id = ?",
+            (account_id, token_id),
         )
         return None if row is None else _token(row)
 
@@ -618,7 +683,8 @@ class SqlStore:
         return steps
 
     async def query_telemetry(self, query: TelemetryQuery) -> Page[TelemetryMessage]:
-        sql = f"SELECT id, {_TELEMETRY_COLUMNS} FROM telemetry WHERE account_id = ?"
+        account = _account_term(query.device_id)
+        sql = f"SELECT id, {_TELEMETRY_COLUMNS} FROM telemetry WHERE {account} = ?"
         return await self._page(
             sql, [query.account_id], query, "enqueued_at", 5, lambda r: _telemetry(r[1:])
         )
@@ -639,7 +705,7 @@ class SqlStore:
         )  # fmt: skip
         sql += f" ORDER BY {ts_column} DESC, id DESC LIMIT ?"
         params.append(query.limit + 1)
-        rows = await self.db.fetch_all(sql, params)
+        rows = await self.db.fetch_all(sql, params, bulk=True)
         cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
@@ -712,7 +778,9 @@ class SqlStore:
         if until is not None:
             sql += " AND ts <= ?"
             params.append(to_us(until))
-        rows = await self.db.fetch_all(sql + " ORDER BY ts DESC LIMIT ?", [*params, limit])
+        rows = await self.db.fetch_all(
+            sql + " ORDER BY ts DESC LIMIT ?", [*params, limit], bulk=True
+        )
         return [
             Observation(account_id, entity_id, metric, from_us(r[0]) or 0.0, r[1]) for r in rows
         ]
@@ -741,7 +809,7 @@ class SqlStore:
     async def query_events(self, query: EventQuery) -> Page[Event]:
         sql = (
             "SELECT id, account_id, device_id, project, deployment, type, ts, body "
-            "FROM events WHERE account_id = ?"
+            f"FROM events WHERE {_account_term(query.device_id)} = ?"
         )
         params: list[Any] = [query.account_id]
         if query.event_types is not None:
@@ -753,6 +821,155 @@ class SqlStore:
             lambda r: Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0,
                             orjson.loads(r[7]), r[3], r[4]),
         )  # fmt: skip
+
+    # -- retention and deletion ----------------------------------------------------------
+    # Rows go oldest first, `batch_rows` at a time, each batch its own write unit: the SQLite
+    # writer is never held for more than one batch (ingest commits between batches), and on
+    # PostgreSQL no transaction locks more than one batch of rows.
+
+    async def purge_telemetry(self, account_id: str, before: float, batch_rows: int) -> int:
+        """An account's telemetry and observations older than `before`; returns the number
+        of messages deleted. The latest value of each metric stays."""
+        where = "account_id = ? AND {ts} < ?"
+        count = await self._delete_batches(
+            "telemetry", "enqueued_at", where, [account_id, to_us(before)], batch_rows
+        )
+        await self._delete_batches(
+            "observations", "ts", where, [account_id, to_us(before)], batch_rows
+        )
+        return count
+
+    async def purge_events(self, account_id: str, before: float, batch_rows: int) -> int:
+        return await self._delete_batches(
+            "events", "ts", "account_id = ? AND {ts} < ?", [account_id, to_us(before)], batch_rows
+        )
+
+    async def delete_device_telemetry(
+        self,
+        account_id: str,
+        device_id: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> int:
+        """A device's telemetry in [since, until] (a device id includes its modules), with
+        its observations; a latest value in the range gives way to the newest one left.
+        Returns the number of messages deleted."""
+        low, high = _range_us(since, until)
+        where = f"{_account_term(device_id)} = ? AND device_id = ? AND {{ts}} >= ? AND {{ts}} <= ?"
+        count = 0
+        for entity in await self._entities("telemetry", device_id):
+            count += await self._delete_batches(
+                "telemetry", "enqueued_at", where, [account_id, entity, low, high], batch_rows
+            )
+        sql, params = self._device_filter(
+            "SELECT entity_id, metric, ts FROM latest_observations WHERE account_id = ?",
+            [account_id],
+            "entity_id",
+            device_id,
+        )
+        for entity, metric, latest_us in await self.db.fetch_all(sql, params):
+            await self._delete_batches(
+                "observations",
+                "ts",
+                f"{_account_term(device_id)} = ? AND entity_id = ? AND metric = ? "
+                "AND {ts} >= ? AND {ts} <= ?",
+                [account_id, entity, metric, low, high],
+                batch_rows,
+            )
+            if low <= latest_us <= high:
+                await self._write(
+                    Step(
+                        "exec",
+                        "DELETE FROM latest_observations WHERE entity_id = ? AND metric = ? "
+                        "AND ts >= ? AND ts <= ?",
+                        (entity, metric, low, high),
+                    ),
+                    Step(
+                        "exec",
+                        "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
+                        "value) SELECT account_id, entity_id, metric, ts, value FROM "
+                        "observations WHERE account_id = ? AND entity_id = ? AND metric = ? "
+                        "ORDER BY ts DESC LIMIT 1 ON CONFLICT (entity_id, metric) DO UPDATE "
+                        "SET ts = excluded.ts, value = excluded.value "
+                        "WHERE excluded.ts >= latest_observations.ts",
+                        (account_id, entity, metric),
+                    ),
+                )
+        return count
+
+    async def delete_device_events(
+        self,
+        account_id: str,
+        device_id: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> int:
+        """A device's events in [since, until] (a device id includes its modules)."""
+        low, high = _range_us(since, until)
+        where = f"{_account_term(device_id)} = ? AND device_id = ? AND {{ts}} >= ? AND {{ts}} <= ?"
+        count = 0
+        for entity in await self._entities("events", device_id):
+            count += await self._delete_batches(
+                "events", "ts", where, [account_id, entity, low, high], batch_rows
+            )
+        return count
+
+    async def _entities(self, table: str, device_id: str) -> list[str]:
+        """The device and each module key (`device/module`) with rows in `table`, one index
+        seek per key rather than a scan of the modules' rows."""
+        if "/" in device_id:
+            return [device_id]
+        found = [device_id]
+        low, above = device_id + "/", ">="
+        while True:
+            row = await self.db.fetch_one(
+                f"SELECT min(device_id) FROM {table} WHERE device_id {above} ? AND device_id < ?",
+                (low, device_id + "0"),
+            )
+            if row is None or row[0] is None:
+                return found
+            found.append(row[0])
+            low, above = row[0], ">"
+
+    @staticmethod
+    def _device_filter(
+        sql: str, params: list[Any], column: str, device_id: str
+    ) -> tuple[str, list[Any]]:
+        if "/" in device_id:
+            return f"{sql} AND {column} = ?", [*params, device_id]
+        return (
+            f"{sql} AND ({column} = ? OR ({column} >= ? AND {column} < ?))",
+            [*params, device_id, device_id + "/", device_id + "0"],
+        )
+
+    async def _delete_batches(
+        self, table: str, ts_column: str, where: str, params: list[Any], batch_rows: int
+    ) -> int:
+        """Delete the rows `where` ({ts} = `ts_column`) matches, oldest first.
+
+        Each batch ends at the time of the batch_rows-th oldest row (found on an index that
+        leads with the filter's equality columns and then the time), so it deletes that many
+        rows plus any sharing its last microsecond; with fewer left, it deletes them all.
+        """
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        match = where.format(ts=ts_column)
+        sql = (
+            f"DELETE FROM {table} WHERE {match} AND {ts_column} <= COALESCE("
+            f"(SELECT {ts_column} FROM {table} WHERE {match} ORDER BY {ts_column} "
+            "LIMIT 1 OFFSET ?), ?)"
+        )
+        total = 0
+        while True:
+            (deleted,) = await self._write(
+                Step("exec", sql, (*params, *params, batch_rows - 1, _END_US))
+            )
+            count = int(deleted)
+            total += count
+            if count < batch_rows:
+                return total
 
     # -- commands ------------------------------------------------------------------------
 

@@ -6,8 +6,15 @@ inside a SAVEPOINT of one transaction and commits once; only after COMMIT return
 callers' futures resolved. While a commit is running, new units pile up in the queue and
 share the next commit, so throughput grows with load while a lone write pays one commit.
 A failing unit rolls back to its savepoint without disturbing the others. Readers use their
-own connections (WAL lets them run beside the writer) on a small thread pool, never on the
-event loop.
+own connections (WAL lets them run beside the writer), never on the event loop.
+
+Two reader pools: point reads (a device, a token, an account: what device login and every
+request's authentication need) have READER_THREADS of their own, and `bulk` reads (telemetry,
+event and observation queries, which may scan) have `query_readers` others, so no number of
+slow queries can make a device CONNECT wait for a thread (issue 7). A bulk read has a
+deadline (`query_timeout_s`); when it passes, or the awaiting task is cancelled (its HTTP
+client went away), the statement is stopped with `sqlite3.Connection.interrupt()` and its
+reader is free again at once. A bulk read still waiting for a reader is simply dropped.
 """
 
 from __future__ import annotations
@@ -17,18 +24,22 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from thinghub.domain.errors import TimedOut
 from thinghub.storage.database import DuplicateKeyError, Step
 
 __all__ = ["SqliteDatabase"]
 
 logger = logging.getLogger(__name__)
 
-READER_THREADS = 4
+READER_THREADS = 4  # point reads: device login, authentication, registry lookups
+QUERY_READERS = 2  # bulk reads (telemetry and event queries), apart from the point readers
+QUERY_TIMEOUT_S = 30.0
 BUSY_TIMEOUT_MS = 10_000
 # Telemetry dirties one index leaf per device (and per device metric) in every group commit.
 # SQLite's default checkpoint every 1,000 WAL pages (4 MiB) then copies those hot pages back
@@ -40,6 +51,31 @@ WAL_AUTOCHECKPOINT_PAGES = 16_384
 WRITER_CACHE_KIB = 65_536
 
 _Unit = tuple[Sequence[Step], "asyncio.Future[list[Any]]", asyncio.AbstractEventLoop]
+
+
+class _BulkRead:
+    """One bulk read, cancellable from the event loop while a reader thread runs it.
+
+    `lock` orders the reader's start and end of the statement against `cancel()`, so an
+    interrupt only ever reaches the connection while this read's statement is on it (never a
+    later read that reuses the connection).
+    """
+
+    __slots__ = ("cancelled", "conn", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cancelled = False
+        self.conn: sqlite3.Connection | None = None
+
+    def cancel(self) -> bool:
+        """Stop the read; True if its statement was running (and is now interrupted)."""
+        with self.lock:
+            self.cancelled = True
+            if self.conn is None:
+                return False
+            self.conn.interrupt()
+            return True
 
 
 def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
@@ -60,12 +96,21 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
 class SqliteDatabase:
     dialect = "sqlite"
 
-    def __init__(self, path: Path, *, batch_max: int = 2000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_max: int = 2000,
+        query_readers: int = QUERY_READERS,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+    ) -> None:
         self.path = path
         self.batch_max = batch_max
+        self.query_timeout_s = query_timeout_s
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
+        self._query_readers = ThreadPoolExecutor(query_readers, thread_name_prefix="sqlite-query")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -83,6 +128,7 @@ class SqliteDatabase:
             await asyncio.to_thread(self._writer.join)
             self._writer = None
         self._readers.shutdown(wait=True)
+        self._query_readers.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for conn in self._reader_conns:
                 conn.close()
@@ -96,9 +142,40 @@ class SqliteDatabase:
         self._queue.put((steps, future, loop))
         return await future
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch_all(
+        self, sql: str, params: Sequence[Any] = (), *, bulk: bool = False
+    ) -> list[tuple[Any, ...]]:
         loop = asyncio.get_running_loop()
+        if bulk:
+            return await self._bulk(loop, sql, params)
         return await loop.run_in_executor(self._readers, self._read, sql, params, False)
+
+    async def _bulk(
+        self, loop: asyncio.AbstractEventLoop, sql: str, params: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        """A bulk read on the query readers, within query_timeout_s (waiting included)."""
+        read = _BulkRead()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.query_timeout_s):
+                return await loop.run_in_executor(
+                    self._query_readers, self._read_bulk, read, sql, params
+                )
+        except TimeoutError:
+            read.cancel()
+            logger.info("query stopped after %.1f s (query_timeout_s)", self.query_timeout_s)
+            raise TimedOut(
+                f"the query did not finish within {self.query_timeout_s:g} s "
+                "(query_timeout_s); narrow it with a time range or a device",
+            ) from None
+        except asyncio.CancelledError:
+            running = read.cancel()
+            logger.debug(
+                "query cancelled after %.3f s (%s)",
+                time.monotonic() - started,
+                "interrupted" if running else "not started",
+            )
+            raise
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         loop = asyncio.get_running_loop()
@@ -107,13 +184,33 @@ class SqliteDatabase:
 
     # -- reader threads ------------------------------------------------------------------
 
-    def _read(self, sql: str, params: Sequence[Any], first: bool) -> list[tuple[Any, ...]]:
+    def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect(self.path, read_only=True)
             self._local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)
+        return conn
+
+    def _read_bulk(self, read: _BulkRead, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        conn = self._reader_conn()
+        with read.lock:
+            if read.cancelled:
+                return []  # abandoned while it waited for a reader; nobody reads this
+            read.conn = conn
+        try:
+            return self._read(sql, params, False)
+        except sqlite3.OperationalError:
+            if read.cancelled:
+                return []  # interrupted: the caller is gone (cancelled or timed out)
+            raise
+        finally:
+            with read.lock:
+                read.conn = None
+
+    def _read(self, sql: str, params: Sequence[Any], first: bool) -> list[tuple[Any, ...]]:
+        conn = self._reader_conn()
         cursor = conn.execute(sql, tuple(params))
         try:
             if first:

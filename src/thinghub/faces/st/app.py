@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, TooLarge, Unauthorized
 from thinghub.domain.events import EventType
-from thinghub.domain.model import Device, DeviceKind, Principal, Role
+from thinghub.domain.model import Device, DeviceKind, Principal, Retention, Role
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, validate_patch
 from thinghub.faces._http import (
     OrjsonResponse,
@@ -36,12 +36,14 @@ from thinghub.faces.st.schemas import (
     EnrollmentGroupCreate,
     MethodRequest,
     ModuleCreate,
+    RetentionUpdate,
     TokenCreate,
     UserCreate,
 )
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.auth import authorize
 from thinghub.services.core import Core
+from thinghub.services.retention import RetentionView
 
 __all__ = ["create_app"]
 
@@ -720,6 +722,74 @@ async def list_events(
         for e in page.items
     ]
     return _page_response(items, page.next_cursor)
+
+
+# -- retention and deleting a device's data -----------------------------------------------
+
+
+def _days(retention: Retention) -> dict[str, float | None]:
+    return {"telemetryDays": retention.telemetry_days, "eventsDays": retention.events_days}
+
+
+def _retention_json(view: RetentionView) -> dict[str, Any]:
+    return {**_days(view.effective), "account": _days(view.account), "server": _days(view.server)}
+
+
+@router.get("/account/retention", tags=["retention"])
+async def get_retention(request: Request, caller: Caller) -> Response:
+    """How many days the account keeps telemetry and events (0 = forever): the days that
+    apply, the account's own setting (`null` = the server's default) and the server's."""
+    return OrjsonResponse(_retention_json(await core_of(request).retention.get(caller)))
+
+
+@router.put("/account/retention", tags=["retention"])
+async def put_retention(body: RetentionUpdate, request: Request, caller: Caller) -> Response:
+    """Set the account's retention (admin, not limited to a project). A field left out stays
+    as it is; `null` returns to the server's default; `0` keeps that data forever."""
+    given = body.model_fields_set
+    changes: dict[str, float | None] = {}
+    if "telemetryDays" in given:
+        changes["telemetry_days"] = body.telemetryDays
+    if "eventsDays" in given:
+        changes["events_days"] = body.eventsDays
+    view = await core_of(request).retention.set(caller, **changes)
+    return OrjsonResponse(_retention_json(view))
+
+
+@router.delete("/devices/{device_id}/telemetries", tags=["telemetries"])
+async def delete_device_telemetries(
+    device_id: DeviceId,
+    request: Request,
+    caller: Caller,
+    moduleID: Filter = None,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: Annotated[str | None, Query()] = None,
+) -> Response:
+    """Delete a device's telemetry (its modules' too, or only `moduleID`'s), with its
+    observations, optionally only `from`..`to`; answers how many messages went."""
+    since, until = _range(from_, to)
+    count = await core_of(request).retention.delete_device_data(
+        caller, "telemetry", device_id, moduleID, since, until
+    )
+    return OrjsonResponse({"deleted": count})
+
+
+@router.delete("/devices/{device_id}/events", tags=["events"])
+async def delete_device_events(
+    device_id: DeviceId,
+    request: Request,
+    caller: Caller,
+    moduleID: Filter = None,
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: Annotated[str | None, Query()] = None,
+) -> Response:
+    """Delete a device's events of every type (its modules' too, or only `moduleID`'s),
+    optionally only `from`..`to`; answers how many events went."""
+    since, until = _range(from_, to)
+    count = await core_of(request).retention.delete_device_data(
+        caller, "events", device_id, moduleID, since, until
+    )
+    return OrjsonResponse({"deleted": count})
 
 
 def create_app(core: Core) -> FastAPI:

@@ -22,6 +22,7 @@ __all__ = [
     "EnrollmentGroupCreate",
     "MethodRequest",
     "ModuleCreate",
+    "RetentionUpdate",
     "TokenCreate",
     "UserCreate",
 ]
@@ -100,3 +101,11 @@ class UserCreate(_Body):
     username: StrictStr = Field(min_length=1, max_length=200)
     password: StrictStr = Field(min_length=8, max_length=1000)
     role: Literal["admin", "operator", "viewer"]
+
+
+class RetentionUpdate(_Body):
+    """PUT /v1/account/retention: days per kind; an absent field stays, null is the server's
+    default, 0 keeps forever."""
+
+    telemetryDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
+    eventsDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)

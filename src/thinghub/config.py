@@ -187,14 +187,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "retention_telemetry_days",
         _days,
-        30.0,
+        0.0,
         "Days telemetry (and its observations) is kept, unless the account sets its own; "
         "0 keeps it forever.",
     ),
     Setting(
         "retention_events_days",
         _days,
-        30.0,
+        0.0,
         "Days events are kept, unless the account sets its own; 0 keeps them forever.",
     ),
     Setting(
@@ -237,8 +237,8 @@ class Settings:
     page_max: int = 1000
     query_readers: int = 2
     query_timeout_s: float = 30.0
-    retention_telemetry_days: float = 30.0
-    retention_events_days: float = 30.0
+    retention_telemetry_days: float = 0.0
+    retention_events_days: float = 0.0
     retention_interval_s: float = 3600.0
     retention_batch_rows: int = 5000
 

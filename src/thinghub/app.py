@@ -33,9 +33,10 @@ from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
 from thinghub.devices.mqtt_server import MqttServer
 from thinghub.devices.router import DeviceRouter
-from thinghub.domain.errors import NotFound
+from thinghub.domain.errors import Error, NotFound
 from thinghub.faces import central, st
 from thinghub.faces._http import OrjsonResponse, error_body
+from thinghub.http_server import HttpLimits, protocol_class
 from thinghub.ports import Store
 from thinghub.security.ca import CertificateAuthority
 from thinghub.services.bus import MemoryBus
@@ -116,6 +117,14 @@ def _not_found(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _crashed(request: Request, exc: Exception) -> Response:
+    """A bug outside the faces (they answer their own): logged by the server, 500 here, and
+    the connection ends after it (uvicorn closes it once the error has passed through)."""
+    error = Error("internal error; it has been logged")
+    error.code = "InternalError"
+    return OrjsonResponse(error_body(error), status_code=500, headers={"Connection": "close"})
+
+
 class ThingHub:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -167,6 +176,7 @@ class ThingHub:
                 command_ttl_s=s.command_ttl_s,
                 page_max=s.page_max,
                 hub_hostname=s.hub_hostname,
+                public_url=s.public_url,
             ),
         )
         core.certificate_issuer = self.ca
@@ -227,7 +237,10 @@ class ThingHub:
             *http_ingest.routes(core),
         ]
         routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in FACES.items()]
-        return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+        return Starlette(
+            routes=routes,
+            exception_handlers={404: _not_found, 405: _not_found, 500: _crashed},
+        )
 
     async def _index(self, request: Request) -> Response:
         return OrjsonResponse(
@@ -243,9 +256,18 @@ class ThingHub:
         return OrjsonResponse({"status": "ok"})
 
     def _serve(self, tasks: asyncio.TaskGroup, app: Any, sock: socket.socket, name: str) -> None:
+        s = self.settings
+        limits = HttpLimits(
+            max_head_bytes=s.http_max_header_bytes,
+            max_headers=s.http_max_headers,
+            head_timeout_s=s.http_header_timeout_s,
+            body_timeout_s=s.http_body_timeout_s,
+            keepalive_timeout_s=s.http_keepalive_timeout_s,
+            max_connections=s.http_max_connections,
+        )
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=protocol_class(limits),  # httptools, with the limits of docs/limits.md
             loop="none",
             lifespan="off",
             log_config=None,
@@ -254,6 +276,7 @@ class ThingHub:
             proxy_headers=False,  # no proxy in front by default; saves a layer per request
             timeout_graceful_shutdown=5,
             limit_concurrency=None,
+            timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
             backlog=2048,
         )
         server = _Server(config)

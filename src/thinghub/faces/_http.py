@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from thinghub.domain import errors
@@ -153,9 +154,20 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         logger.exception("unhandled error in %s", app.title)
         error = errors.Error("internal error; it has been logged")
         error.code = "InternalError"
-        return render(error, 500)
+        response = render(error, 500)
+        # The error escapes to the server after this answer, which then ends the connection:
+        # say so, so a keep-alive client does not send its next request into a closing socket.
+        response.headers["Connection"] = "close"
+        return response
+
+    async def on_gone(request: Request, exc: Exception) -> Response:
+        # The client left, or the server gave up on its body (http_body_timeout_s): there
+        # is nobody to answer, and nothing went wrong here.
+        logger.debug("%s: the client of %s went away", app.title, request.url.path)
+        return Response(status_code=400)
 
     app.add_exception_handler(errors.Error, on_domain)
+    app.add_exception_handler(ClientDisconnect, on_gone)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)

@@ -34,6 +34,7 @@ class CoreOptions:
     command_ttl_s: float = 86_400.0
     page_max: int = 1000
     hub_hostname: str = "localhost"
+    public_url: str | None = None  # base of absolute links; None: links are relative
 
 
 class Core:

@@ -7,7 +7,7 @@ from email.utils import formatdate
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Query
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from thinghub.domain import errors
@@ -27,6 +27,7 @@ __all__ = [
     "command_json",
     "device_json",
     "device_record",
+    "page_link",
     "parse_time",
     "render_error",
     "section_stamp",
@@ -115,6 +116,16 @@ async def authenticate(core: Core, header: str | None) -> Principal:
     if scheme.lower() == "bearer":
         value = rest.strip()
     return await core.auth.authenticate_bearer(value)
+
+
+def page_link(core: Core, request: Request, **params: str) -> str:
+    """A link to this route with `params` set (a nextLink): relative to the server, or under
+    the `public_url` setting when one is set. Never built from the Host header, which is
+    whatever the client sent."""
+    url = request.url.include_query_params(**params)
+    relative = f"{url.path}?{url.query}" if url.query else url.path
+    base = core.options.public_url
+    return f"{base}{relative}" if base else relative
 
 
 def parse_time(value: Any, field: str) -> float:

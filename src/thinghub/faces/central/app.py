@@ -7,7 +7,6 @@ seed is silent, the real IoT Central API. Decisions are written down in docs/fac
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.security import HTTPBearer
 
 from thinghub.domain.clock import format_ts_short
+from thinghub.domain.commands import parse_method_name
 from thinghub.domain.errors import Invalid, NotFound, TooLarge
 from thinghub.domain.ids import parse_id
 from thinghub.domain.model import ApiToken, Device, Principal
@@ -33,6 +33,7 @@ from thinghub.faces.central._wire import (
     command_json,
     device_json,
     device_record,
+    page_link,
     parse_time,
     render_error,
     section_stamp,
@@ -58,7 +59,8 @@ from thinghub.services.templates import (
 
 __all__ = ["create_app"]
 
-Caller = Annotated[Principal, Depends(principal_of(authenticate))]
+_caller = principal_of(authenticate)
+Caller = Annotated[Principal, Depends(_caller)]
 AnyBody = Annotated[Any, Body()]
 # Only for the OpenAPI document: the docs page sends `Bearer <token>`, which is accepted too.
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
@@ -75,12 +77,12 @@ FILTER_FIELDS: dict[str, FieldType] = {
 # A command body holding only these keys is IoT Central's envelope, not the arguments.
 COMMAND_ENVELOPE = frozenset({"request", "connectionTimeout", "responseTimeout"})
 MIN_RESPONSE_TIMEOUT_S = 5.0
-# The name becomes an MQTT topic level ($iothub/methods/POST/{name}/?$rid=), so no / + # ? etc.
-COMMAND_NAME = re.compile(r"[A-Za-z0-9_.:*-]{1,128}")
 PNP_ACK_KEYS = frozenset({"value", "ac", "av", "ad"})
 MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024  # IoT Hub's limit on a direct method's payload
 
-router = APIRouter(dependencies=[Depends(api_version), Depends(_bearer)])
+# Credentials first (401), then api-version (400): a caller without credentials learns
+# nothing else. FastAPI runs a route's dependencies once each, in this order.
+router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 
 
 # -- application --------------------------------------------------------------------------------
@@ -186,7 +188,8 @@ async def list_devices(
         str | None, Query(alias="$skiptoken", description="From a nextLink")
     ] = None,
 ) -> Response:
-    """Devices ordered by id; `nextLink` (the full URL of the next page) when `$top` cut."""
+    """Devices ordered by id; `nextLink` (the link to the next page: relative, or under the
+    public_url setting) when `$top` cut."""
     core = core_of(request)
     require(caller, "read")
     page_max = core.options.page_max
@@ -208,7 +211,7 @@ async def list_devices(
         chosen.append(device)
     out: dict[str, Any] = {"devices": [await device_json(core, d) for d in chosen]}
     if more:
-        out["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": chosen[-1].id}))
+        out["nextLink"] = page_link(core, request, **{"$skiptoken": chosen[-1].id})
     return OrjsonResponse(out)
 
 
@@ -382,12 +385,7 @@ async def _submit(
 ) -> Response:
     core = core_of(request)
     require(caller, "devices.write")
-    if not COMMAND_NAME.fullmatch(name):
-        raise Invalid(
-            "commandName must be 1 to 128 characters from A-Z a-z 0-9 _ . : - and * (between "
-            f"component and command), got {name!r}",
-            field="commandName",
-        )
+    parse_method_name(name, "commandName")  # `component*command` for a component's command
     device = await core.registry.get_device(caller, device_id)
     payload, timeout, ttl = _command_body(core, body)
     size = len(to_json(payload, "request"))

@@ -35,7 +35,7 @@ from thinghub.devices.mqtt_server import MqttServer
 from thinghub.devices.router import DeviceRouter
 from thinghub.domain.errors import Error, NotFound
 from thinghub.faces import central, st
-from thinghub.faces._http import OrjsonResponse, error_body
+from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
 from thinghub.http_server import HttpLimits, protocol_class
 from thinghub.ports import Store
 from thinghub.security.ca import CertificateAuthority
@@ -110,11 +110,36 @@ def _parse_face_listen(item: str) -> tuple[str, str, int]:
     return face, host.strip("[]"), int(port)
 
 
-def _not_found(request: Request, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 404
-    return OrjsonResponse(
-        error_body(NotFound(f"no route for {request.url.path}")), status_code=status
-    )
+def _render_default(error: Error, status: int) -> Response:
+    return OrjsonResponse(error_body(error), status_code=status)
+
+
+# Each face's error body: a path under a face's prefix that no route takes (one with a control
+# character never even reaches the face's mount) still gets that face's shape.
+FACE_RENDERERS: dict[str, ErrorRenderer] = {"st": _render_default, "central": central.render_error}
+
+
+def _not_found_in(render_for: Callable[[str], ErrorRenderer]) -> Any:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        path = request.url.path
+        return render_for(path)(NotFound(f"no route for {path}"), status)
+
+    return not_found
+
+
+def _root_renderer(path: str) -> ErrorRenderer:
+    for face, prefix in FACE_PREFIXES.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return FACE_RENDERERS[face]
+    return _render_default
+
+
+def _always(render: ErrorRenderer) -> Callable[[str], ErrorRenderer]:
+    return lambda _path: render
+
+
+_not_found = _not_found_in(_root_renderer)
 
 
 async def _crashed(request: Request, exc: Exception) -> Response:
@@ -214,8 +239,10 @@ class ThingHub:
             sock = _bind(host, port)
             faces[face] = _address(sock, "http")
             app = FACES[face](core)
+            not_found = _not_found_in(_always(FACE_RENDERERS[face]))
             own = Starlette(
                 routes=[Mount(NATIVE_PREFIXES[face], app=app), Mount("/", app=app)],
+                exception_handlers={404: not_found, 405: not_found, 500: _crashed},
             )
             self._serve(tasks, own, sock, f"face[{face}]")
         self.addresses.update(

@@ -21,6 +21,7 @@ from thinghub.services.core import Core
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "ERROR_SCHEMA",
     "SUPPORTED_API_VERSIONS",
     "api_version",
     "authenticate",
@@ -65,6 +66,25 @@ _CODES = {
 }
 
 
+# What render_error writes, as a JSON Schema (for the OpenAPI document).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "requestId", "time"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "requestId": {"type": "string"},
+                "time": {"type": "string"},
+            },
+        }
+    },
+}
+
+
 def render_error(error: errors.Error, status: int) -> Response:
     """IoT Central's error body; the request id is also in the x-ms-request-id header."""
     request_id = new_uuid()
@@ -89,6 +109,7 @@ async def api_version(
             alias="api-version",
             description=f"One of {', '.join(SUPPORTED_API_VERSIONS)}; default "
             f"{DEFAULT_API_VERSION}",
+            json_schema_extra={"enum": list(SUPPORTED_API_VERSIONS)},
         ),
     ] = None,
 ) -> str:

@@ -11,23 +11,25 @@ import secrets
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 
 from thinghub.domain.clock import format_ts_short
-from thinghub.domain.commands import parse_method_name
+from thinghub.domain.commands import METHOD_NAME_PATTERN, parse_method_name
 from thinghub.domain.errors import Invalid, NotFound, TooLarge
-from thinghub.domain.ids import parse_id
+from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, TwinSection
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
     core_of,
+    document_page_size,
     face_app,
     principal_of,
 )
 from thinghub.faces.central._wire import (
+    ERROR_SCHEMA,
     api_version,
     authenticate,
     command_json,
@@ -44,6 +46,7 @@ from thinghub.faces.central._wire import (
 from thinghub.faces.central.odata import FieldType, parse_filter
 from thinghub.faces.central.roles import parse_role, require
 from thinghub.faces.central.schemas import (
+    TEMPLATE_ID_SCHEMA,
     ApiTokenCreate,
     DeviceCreate,
     DevicePatch,
@@ -62,6 +65,42 @@ __all__ = ["create_app"]
 _caller = principal_of(authenticate)
 Caller = Annotated[Principal, Depends(_caller)]
 AnyBody = Annotated[Any, Body()]
+# Ids a PUT creates: the services check them (naming the rule); the document states it.
+NewId = Annotated[str, Path(json_schema_extra={"pattern": "^" + ID_PATTERN.pattern + "$"})]
+# A template is IoT Central's document (with a capabilityModel), a DTDL Interface, or an array
+# of Interfaces, root first; templates.parse_template checks the rest.
+TEMPLATE_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["capabilityModel"],
+                            "properties": {"capabilityModel": {"type": "object"}},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["@type"],
+                            "properties": {"@type": {"const": "Interface"}},
+                        },
+                        {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                    ]
+                }
+            }
+        },
+    }
+}
+NewTemplateId = Annotated[str, Path(json_schema_extra=TEMPLATE_ID_SCHEMA)]
+CommandName = Annotated[str, Path(json_schema_extra={"pattern": METHOD_NAME_PATTERN})]
+OBJECT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 # Only for the OpenAPI document: the docs page sends `Bearer <token>`, which is accepted too.
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
 
@@ -124,7 +163,7 @@ async def _central_token(core: Core, caller: Principal, token_id: str) -> ApiTok
 
 @router.put("/apiTokens/{token_id}", tags=["apiTokens"], summary="Create an API token")
 async def create_token(
-    token_id: str, body: ApiTokenCreate, request: Request, caller: Caller
+    token_id: NewId, body: ApiTokenCreate, request: Request, caller: Caller
 ) -> Response:
     """The response holds `token`, the secret, this once. 409 when the id is taken."""
     core = core_of(request)
@@ -181,7 +220,11 @@ async def list_devices(
     caller: Caller,
     filter_: Annotated[
         str | None,
-        Query(alias="$filter", description="OData filter, e.g. simulated eq true"),
+        Query(
+            alias="$filter",
+            description="OData filter, e.g. simulated eq true",
+            json_schema_extra={"minLength": 1},
+        ),
     ] = None,
     top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
     skiptoken: Annotated[
@@ -217,7 +260,7 @@ async def list_devices(
 
 @router.put("/devices/{device_id}", tags=["devices"], summary="Create a device")
 async def create_device(
-    device_id: str, request: Request, caller: Caller, body: DeviceCreate | None = None
+    device_id: NewId, request: Request, caller: Caller, body: DeviceCreate | None = None
 ) -> Response:
     """200 with the device; 409 when a device with this id exists (ids are global)."""
     core = core_of(request)
@@ -312,6 +355,7 @@ async def get_credentials(device_id: str, request: Request, caller: Caller) -> R
     status_code=204,
     tags=["telemetry"],
     summary="Send telemetry as the device",
+    openapi_extra=OBJECT_BODY_DOC,
 )
 async def send_telemetry(
     device_id: str, request: Request, caller: Caller, body: AnyBody = None
@@ -407,7 +451,11 @@ async def _submit(
     summary="Run a command (queued until the device is connected)",
 )
 async def run_command(
-    device_id: str, command_name: str, request: Request, caller: Caller, body: AnyBody = None
+    device_id: str,
+    command_name: CommandName,
+    request: Request,
+    caller: Caller,
+    body: AnyBody = None,
 ) -> Response:
     """At once `{commandId, status: "Pending"}`. The body is the arguments, or IoT Central's
     envelope {request, responseTimeout, connectionTimeout}. `component*command` names a
@@ -422,8 +470,8 @@ async def run_command(
 )
 async def run_component_command(
     device_id: str,
-    component: str,
-    command_name: str,
+    component: CommandName,
+    command_name: CommandName,
     request: Request,
     caller: Caller,
     body: AnyBody = None,
@@ -556,9 +604,10 @@ async def update_property(
     "/deviceTemplates/{template_id}",
     tags=["deviceTemplates"],
     summary="Create or replace a device template",
+    openapi_extra=TEMPLATE_BODY_DOC,
 )
 async def put_template(
-    template_id: str, request: Request, caller: Caller, body: AnyBody = None
+    template_id: NewTemplateId, request: Request, caller: Caller, body: AnyBody = None
 ) -> Response:
     """IoT Central's template document, a bare DTDL Interface, or an array of Interfaces
     (root first). Answers with the stored document."""
@@ -588,6 +637,7 @@ async def get_template(template_id: str, request: Request, caller: Caller) -> Re
     "/deviceTemplates/{template_id}",
     tags=["deviceTemplates"],
     summary="Update a device template (JSON merge patch)",
+    openapi_extra=OBJECT_BODY_DOC,
 )
 async def patch_template(
     template_id: str, request: Request, caller: Caller, body: AnyBody = None
@@ -617,8 +667,10 @@ def create_app(core: Core) -> FastAPI:
         title="thinghub /central/api (Azure IoT Central REST API)",
         version="2023-07-31-preview",
         render=render_error,
+        error_schema=ERROR_SCHEMA,
     )
     authenticate_before_body(app, authenticate)
+    app.state.openapi_patches.append(document_page_size("$top", core.options.page_max))
     app.include_router(router)
     # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)

@@ -323,7 +323,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_started:
             cycle.disconnected = True  # the application's answer is not sent any more
             cycle.message_event.set()
-            self._refuse(REQUEST_TIMEOUT, "408", "request body timed out")
+            logger.debug("HTTP 408 to %s: request body timed out", self.client)
+            self.transport.write(REQUEST_TIMEOUT)
+            self._linger()
         else:
             if cycle is not None:
                 cycle.disconnected = True
@@ -331,8 +333,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, response: bytes, status: str, why: str) -> None:
-        """Answer with `response` (it says Connection: close), then linger and close."""
+        """Answer a request head with `response` (it says Connection: close), then linger and
+        close. `self.cycle`, if any, is an earlier request's."""
         logger.debug("HTTP %s to %s: %s", status, self.client, why)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # A pipelined request broke the rules while earlier ones are still being answered:
+            # their answers go out whole and in order, then the connection closes.
+            self._cancel_timers()
+            self._head_open = self._body_open = False
+            self.evictable.pop(self, None)
+            cycle.keep_alive = False
+            self._dropping = 0
+            return
         self.transport.write(response)
         self._linger()
 

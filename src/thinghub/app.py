@@ -34,11 +34,12 @@ from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
 from thinghub.devices.mqtt_server import MqttServer
 from thinghub.devices.router import DeviceRouter
-from thinghub.domain.errors import NotFound
+from thinghub.domain.errors import Error, NotFound
 from thinghub.domain.model import Retention
 from thinghub.faces import central, st
 from thinghub.faces._disconnect import CancelOnDisconnect
-from thinghub.faces._http import OrjsonResponse, error_body
+from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
+from thinghub.http_server import HttpLimits, protocol_class
 from thinghub.ports import Store
 from thinghub.security.ca import CertificateAuthority
 from thinghub.services.bus import MemoryBus
@@ -124,11 +125,44 @@ def _parse_face_listen(item: str) -> tuple[str, str, int]:
     return face, host.strip("[]"), int(port)
 
 
-def _not_found(request: Request, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 404
-    return OrjsonResponse(
-        error_body(NotFound(f"no route for {request.url.path}")), status_code=status
-    )
+def _render_default(error: Error, status: int) -> Response:
+    return OrjsonResponse(error_body(error), status_code=status)
+
+
+# Each face's error body: a path under a face's prefix that no route takes (one with a control
+# character never even reaches the face's mount) still gets that face's shape.
+FACE_RENDERERS: dict[str, ErrorRenderer] = {"st": _render_default, "central": central.render_error}
+
+
+def _not_found_in(render_for: Callable[[str], ErrorRenderer]) -> Any:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        path = request.url.path
+        return render_for(path)(NotFound(f"no route for {path}"), status)
+
+    return not_found
+
+
+def _root_renderer(path: str) -> ErrorRenderer:
+    for face, prefix in FACE_PREFIXES.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return FACE_RENDERERS[face]
+    return _render_default
+
+
+def _always(render: ErrorRenderer) -> Callable[[str], ErrorRenderer]:
+    return lambda _path: render
+
+
+_not_found = _not_found_in(_root_renderer)
+
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    """A bug outside the faces (they answer their own): logged by the server, 500 here, and
+    the connection ends after it (uvicorn closes it once the error has passed through)."""
+    error = Error("internal error; it has been logged")
+    error.code = "InternalError"
+    return OrjsonResponse(error_body(error), status_code=500, headers={"Connection": "close"})
 
 
 class ThingHub:
@@ -189,6 +223,7 @@ class ThingHub:
                 ),
                 retention_interval_s=s.retention_interval_s,
                 retention_batch_rows=s.retention_batch_rows,
+                public_url=s.public_url,
             ),
         )
         core.certificate_issuer = self.ca
@@ -227,9 +262,11 @@ class ThingHub:
             sock = _bind(host, port)
             faces[face] = _address(sock, "http")
             app = FACES[face](core)
+            not_found = _not_found_in(_always(FACE_RENDERERS[face]))
             own = Starlette(
                 routes=[Mount(NATIVE_PREFIXES[face], app=app), Mount("/", app=app)],
                 middleware=[Middleware(CancelOnDisconnect)],
+                exception_handlers={404: not_found, 405: not_found, 500: _crashed},
             )
             self._serve(tasks, own, sock, f"face[{face}]")
         self.addresses.update(
@@ -253,7 +290,7 @@ class ThingHub:
         routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in FACES.items()]
         return Starlette(
             routes=routes,
-            exception_handlers={404: _not_found, 405: _not_found},
+            exception_handlers={404: _not_found, 405: _not_found, 500: _crashed},
             middleware=[Middleware(CancelOnDisconnect)],
         )
 
@@ -271,9 +308,18 @@ class ThingHub:
         return OrjsonResponse({"status": "ok"})
 
     def _serve(self, tasks: asyncio.TaskGroup, app: Any, sock: socket.socket, name: str) -> None:
+        s = self.settings
+        limits = HttpLimits(
+            max_head_bytes=s.http_max_header_bytes,
+            max_headers=s.http_max_headers,
+            head_timeout_s=s.http_header_timeout_s,
+            body_timeout_s=s.http_body_timeout_s,
+            keepalive_timeout_s=s.http_keepalive_timeout_s,
+            max_connections=s.http_max_connections,
+        )
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=protocol_class(limits),  # httptools, with the limits of docs/limits.md
             loop="none",
             lifespan="off",
             log_config=None,
@@ -282,6 +328,7 @@ class ThingHub:
             proxy_headers=False,  # no proxy in front by default; saves a layer per request
             timeout_graceful_shutdown=5,
             limit_concurrency=None,
+            timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
             backlog=2048,
         )
         server = _Server(config)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
 
@@ -74,6 +75,16 @@ def _optional_str(value: Any) -> str | None:
 
 def _optional_path(value: Any) -> Path | None:
     return None if value in (None, "") else Path(value)
+
+
+def _optional_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    url = str(value).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("expected http(s)://host[:port][/path], without query or fragment")
+    return url
 
 
 def _log_level(value: Any) -> str:
@@ -209,6 +220,52 @@ SETTINGS: tuple[Setting, ...] = (
         5000,
         "Rows deleted per transaction when data expires or a device's data is deleted.",
     ),
+    Setting(
+        "public_url",
+        _optional_url,
+        None,
+        "The server's public base URL (https://iot.example.com) for absolute links it writes, "
+        "such as IoT Central's nextLink; empty: links are relative. The Host header is never "
+        "used.",
+    ),
+    Setting(
+        "http_max_header_bytes",
+        _positive_int,
+        65_536,
+        "Largest request line plus headers of one HTTP request (larger: 431 and close).",
+    ),
+    Setting(
+        "http_max_headers",
+        _positive_int,
+        100,
+        "Most header lines in one HTTP request (more: 431 and close).",
+    ),
+    Setting(
+        "http_header_timeout_s",
+        _positive,
+        10.0,
+        "Time a client has to send a request's headers, from connecting (or from the first "
+        "byte of a later request); then 408 and close.",
+    ),
+    Setting(
+        "http_body_timeout_s",
+        _positive,
+        60.0,
+        "Time a client has to send a request body once its headers are in; then 408 and close.",
+    ),
+    Setting(
+        "http_keepalive_timeout_s",
+        _positive,
+        5.0,
+        "An idle keep-alive HTTP connection is closed after this long without a request.",
+    ),
+    Setting(
+        "http_max_connections",
+        _positive_int,
+        512,
+        "Most open connections per HTTP listener; over it the longest-idle connection is "
+        "closed, or the new one gets 503 when all are busy.",
+    ),
 )
 
 
@@ -241,6 +298,13 @@ class Settings:
     retention_events_days: float = 0.0
     retention_interval_s: float = 3600.0
     retention_batch_rows: int = 5000
+    public_url: str | None = None
+    http_max_header_bytes: int = 65_536
+    http_max_headers: int = 100
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 60.0
+    http_keepalive_timeout_s: float = 5.0
+    http_max_connections: int = 512
 
     @property
     def database_url(self) -> str:

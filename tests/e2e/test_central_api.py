@@ -460,7 +460,7 @@ def test_list_filter_and_paging(
         f"{prefix}-4",
     ]
 
-    # $top pages with nextLink (an absolute URL keeping $filter, $top and api-version).
+    # $top pages with nextLink (a relative link keeping $filter, $top and api-version).
     first = central.get("/devices", params={"$filter": f"startswith(id,'{prefix}')", "$top": 2})
     assert first.status_code == 200, first.text
     seen, page = [], first.json()

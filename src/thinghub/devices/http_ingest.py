@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from thinghub.domain import errors
 from thinghub.faces._http import OrjsonResponse, status_of
 from thinghub.services.core import Core
+from thinghub.services.ingest import message_size
 
 __all__ = ["routes"]
 
@@ -40,6 +41,30 @@ def _error(error: errors.Error) -> Response:
     )
 
 
+# Headers whose values are system properties of the message (their size counts).
+SYSTEM_HEADERS = ("iothub-messageid", "iothub-correlationid", "iothub-contentencoding")
+
+
+async def _read_body(request: Request, budget: int, limit: int) -> bytes:
+    """The body, or TooLarge as soon as it is over `budget` bytes (a declared Content-Length
+    is judged before anything is read; a chunked body after at most one chunk too many)."""
+    too_large = errors.TooLarge(
+        f"the message is over {limit} bytes with its properties",
+        field="body",
+    )
+    declared = request.headers.get("content-length", "")
+    if budget < 0 or (declared.isdigit() and int(declared) > budget):
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > budget:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def routes(core: Core) -> list[Route]:
     auth = core.device_auth
 
@@ -51,7 +76,6 @@ def routes(core: Core) -> list[Route]:
             if not header:
                 raise errors.Unauthorized("missing Authorization header", field="Authorization")
             device = await auth.with_sas(device_id, module_id, header)
-            raw = await request.body()
             props = {
                 k[len("iothub-app-") :]: v
                 for k, v in request.headers.items()
@@ -60,6 +84,14 @@ def routes(core: Core) -> list[Route]:
             content_type = request.headers.get("iothub-contenttype") or (
                 request.headers.get("content-type")
             )
+            # The properties count toward the message size (ingest.message_size): the body
+            # may use what they leave, and reading stops as soon as it is over.
+            budget = core.ingest.max_payload_bytes - message_size(
+                b"",
+                props,
+                (*(request.headers.get(h) for h in SYSTEM_HEADERS), content_type),
+            )
+            raw = await _read_body(request, budget, core.ingest.max_payload_bytes)
             message = core.ingest.build(
                 device,
                 raw,
@@ -81,6 +113,8 @@ def routes(core: Core) -> list[Route]:
             return _error(exc)
         except errors.Error as exc:
             return _error(exc)
+        except ClientDisconnect:  # gone (or timed out) before its body arrived: nobody to answer
+            return Response(status_code=400)
         return Response(status_code=204)
 
     return [

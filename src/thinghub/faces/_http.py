@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from thinghub.domain import errors
@@ -22,14 +23,18 @@ from thinghub.domain.model import Principal
 from thinghub.services.core import Core
 
 __all__ = [
+    "ERROR_SCHEMA",
     "STATUS_OF",
     "BodyLimit",
     "ErrorRenderer",
     "JsonBodies",
+    "OpenApiPatch",
     "OrjsonResponse",
     "authenticate_before_body",
     "core_of",
     "document_bearer",
+    "document_errors",
+    "document_page_size",
     "error_body",
     "face_app",
     "install_errors",
@@ -153,9 +158,20 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         logger.exception("unhandled error in %s", app.title)
         error = errors.Error("internal error; it has been logged")
         error.code = "InternalError"
-        return render(error, 500)
+        response = render(error, 500)
+        # The error escapes to the server after this answer, which then ends the connection:
+        # say so, so a keep-alive client does not send its next request into a closing socket.
+        response.headers["Connection"] = "close"
+        return response
+
+    async def on_gone(request: Request, exc: Exception) -> Response:
+        # The client left, or the server gave up on its body (http_body_timeout_s): there
+        # is nobody to answer, and nothing went wrong here.
+        logger.debug("%s: the client of %s went away", app.title, request.url.path)
+        return Response(status_code=400)
 
     app.add_exception_handler(errors.Error, on_domain)
+    app.add_exception_handler(ClientDisconnect, on_gone)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)
@@ -226,23 +242,116 @@ class JsonBodies:
         await self.app(scope, receive, send)
 
 
+# The one error body of install_errors' default renderer, as a JSON Schema.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: a parameter or the body is invalid (the error names the field)",
+    401: "Missing or invalid credentials",
+    403: "The credentials do not allow this",
+    404: "Not found, or not visible to the caller",
+    409: "Conflict with the current state (an id that exists, a resource in use)",
+    413: "The request body is over the limit",
+}
+BODY_METHODS = frozenset({"post", "put", "patch"})
+OpenApiPatch = Callable[[dict[str, Any]], None]
+
+
+def document_errors(schema: dict[str, Any], error_schema: dict[str, Any]) -> None:
+    """Declare the error answers every operation can give, in the face's error shape.
+
+    FastAPI declares 422, which no face sends (validation errors are 400s), and none of the
+    errors the handlers do send: drop the one, add the others. Operations whose `security`
+    is `[]` (public: the OAuth2 token endpoint) declare their own errors and are left alone;
+    statuses a route declares itself are kept.
+    """
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = error_schema
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path_item in schema.get("paths", {}).values():
+        for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if operation.get("security") == []:
+                continue
+            statuses = [400, 401, 403, 404]
+            if method in BODY_METHODS:
+                statuses += [409, 413]
+            elif method == "delete":
+                statuses.append(409)
+            for status in statuses:
+                responses.setdefault(
+                    str(status), {"description": ERROR_DESCRIPTIONS[status], "content": ref}
+                )
+            for status, response in responses.items():
+                if status[:1] in ("4", "5") and "content" not in response:
+                    response["content"] = ref
+
+
+def document_page_size(name: str, maximum: int) -> OpenApiPatch:
+    """A page-size query parameter takes 1 to `maximum` (page_max, a setting: so the route's
+    signature cannot say it)."""
+
+    def patch(schema: dict[str, Any]) -> None:
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                for parameter in operation.get("parameters", ()):
+                    if parameter["name"] == name:
+                        parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": maximum}
+
+    return patch
+
+
 def document_bearer(app: FastAPI, description: str) -> None:
     """Declare bearer auth in the OpenAPI document without a per-request dependency.
 
     (A router-level `Depends(HTTPBearer())` would run on every request just for the docs.)
     """
 
+    def bearer(schema: dict[str, Any]) -> None:
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": description}
+        }
+        schema["security"] = [{"bearer": []}]
+
+    app.state.openapi_patches.append(bearer)
+
+
+def _install_openapi(app: FastAPI, error_schema: dict[str, Any]) -> None:
+    """The face's OpenAPI document: FastAPI's, with `servers` (the prefix the face is mounted
+    under, so generated clients call /v1/devices, not /devices), the errors the routes really
+    send, and each patch in app.state.openapi_patches (the face's own corrections)."""
+    app.state.openapi_patches = []
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(
-                title=app.title, version=app.version, routes=app.routes, description=app.description
+                title=app.title,
+                version=app.version,
+                routes=app.routes,
+                description=app.description,
+                servers=app.servers or None,  # FastAPI adds the mount prefix on first request
             )
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer", "description": description}
-            }
-            schema["security"] = [{"bearer": []}]
+            document_errors(schema, error_schema)
+            for patch in app.state.openapi_patches:
+                patch(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -255,9 +364,13 @@ def face_app(
     title: str,
     version: str,
     render: ErrorRenderer | None = None,
+    error_schema: dict[str, Any] = ERROR_SCHEMA,
     form_paths: tuple[str, ...] = (),
 ) -> FastAPI:
-    """A REST face's FastAPI app: docs at /docs, one error body, JSON bodies, the core."""
+    """A REST face's FastAPI app: docs at /docs, one error body, JSON bodies, the core.
+
+    `error_schema` is the JSON Schema of what `render` writes, for the OpenAPI document.
+    """
     app = FastAPI(
         title=title,
         version=version,
@@ -267,6 +380,7 @@ def face_app(
         default_response_class=OrjsonResponse,
     )
     app.state.core = core
+    _install_openapi(app, error_schema)
     install_errors(app) if render is None else install_errors(app, render)
     app.add_middleware(JsonBodies, form_paths=form_paths)
     app.add_middleware(BodyLimit, limit=core.options.max_request_bytes)

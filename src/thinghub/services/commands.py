@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-from thinghub.domain.commands import Command, CommandMode, CommandStatus
+from thinghub.domain.commands import Command, CommandMode, CommandStatus, parse_method_name
 from thinghub.domain.errors import DeviceOffline, Invalid, NotFound, TimedOut
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
@@ -75,8 +75,7 @@ class CommandService:
     ) -> MethodResult:
         """Call a direct method and wait for the device's answer."""
         authorize(principal, "write")
-        if not isinstance(name, str) or not name or len(name) > 128 or "/" in name:
-            raise Invalid("method name must be 1 to 128 characters without '/'", field="name")
+        parse_method_name(name)
         timeout = self._timeout(timeout_s)
         if not self.links.is_connected(device.id):
             raise DeviceOffline(f"device {device.id!r} is not connected", field="deviceId")
@@ -94,6 +93,7 @@ class CommandService:
         ttl_s: float | None = None,
     ) -> Command:
         authorize(principal, "write")
+        parse_method_name(name, "commandName")
         now = self.clock.now()
         command = Command(
             id=new_uuid(),

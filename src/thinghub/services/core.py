@@ -41,6 +41,7 @@ class CoreOptions:
     retention: Retention = DEFAULT_RETENTION
     retention_interval_s: float = 3600.0
     retention_batch_rows: int = 5000
+    public_url: str | None = None  # base of absolute links; None: links are relative
 
 
 class Core:

@@ -22,7 +22,7 @@ from thinghub.ports import Bus, Clock, Store
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 
-__all__ = ["BATCH_MAX", "IngestService", "Outcome", "TelemetryPolicy"]
+__all__ = ["BATCH_MAX", "IngestService", "Outcome", "TelemetryPolicy", "message_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,18 @@ _Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
 
 # Most messages in one write unit.
 BATCH_MAX = 2000
+
+
+def message_size(
+    raw: bytes, properties: dict[str, str] | None, system: tuple[str | None, ...] = ()
+) -> int:
+    """A message's size as IoT Hub counts it against its 256 KiB limit: the body, plus the
+    names and values of the application properties, plus the values of the system
+    properties (IoT Hub developer guide, "Create and read IoT Hub messages", Message size)."""
+    size = len(raw)
+    if properties:
+        size += sum(len(k.encode()) + len(v.encode()) for k, v in properties.items())
+    return size + sum(len(value.encode()) for value in system if value)
 
 
 class TelemetryPolicy(Protocol):
@@ -85,9 +97,15 @@ class IngestService:
         body: Any = None,
         enqueued_at: float | None = None,
     ) -> TelemetryMessage:
-        if len(raw) > self.max_payload_bytes:
+        size = message_size(
+            raw,
+            properties,
+            (message_id, correlation_id, content_type, content_encoding, component),
+        )
+        if size > self.max_payload_bytes:
             raise TooLarge(
-                f"telemetry is {len(raw)} bytes; the limit is {self.max_payload_bytes}",
+                f"telemetry is {size} bytes with its properties; the limit is "
+                f"{self.max_payload_bytes}",
                 field="body",
             )
         body_json = None

@@ -1,11 +1,19 @@
-"""Tests for thinghub.domain.commands: the queued command lifecycle."""
+"""Tests for thinghub.domain.commands: the queued command lifecycle, method names."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from thinghub.domain.commands import Command, CommandMode, CommandStatus
-from thinghub.domain.errors import Conflict
+from thinghub.domain.commands import (
+    METHOD_NAME_PATTERN,
+    Command,
+    CommandMode,
+    CommandStatus,
+    parse_method_name,
+)
+from thinghub.domain.errors import Conflict, Invalid
 
 NOW = 1_755_090_000.0
 FINAL = [s for s in CommandStatus if s is not CommandStatus.PENDING]
@@ -75,3 +83,36 @@ def test_finishing_twice_is_a_conflict(first: CommandStatus, second: CommandStat
 def test_finish_needs_a_final_status() -> None:
     with pytest.raises(ValueError, match="final status"):
         pending().finish(CommandStatus.PENDING, NOW)
+
+
+# -- method names: one rule for every face ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["reboot", "getMaxMinReport", "thermostat1*getMaxMinReport", "a.b-c_d!~", "x" * 128]
+)
+def test_method_names_iot_hub_allows_pass(name: str) -> None:
+    assert parse_method_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "x" * 129, "a?$rid=evil", "a/b", "a b", "a\tb", "a+b", "a#", "a:b", "ä", "a\x00", None, 7],
+)
+def test_other_method_names_are_invalid_naming_the_field(name: object) -> None:
+    with pytest.raises(Invalid) as caught:
+        parse_method_name(name, "commandName")
+    assert caught.value.field == "commandName"
+
+
+def test_the_documented_pattern_is_the_same_rule() -> None:
+    pattern = re.compile(METHOD_NAME_PATTERN)
+    for code in range(0x110):
+        ch = chr(code)
+        try:
+            parse_method_name(ch)
+            valid = True
+        except Invalid:
+            valid = False
+        assert bool(pattern.fullmatch(ch)) is valid, repr(ch)
+    assert pattern.fullmatch("x" * 128) and not pattern.fullmatch("x" * 129)

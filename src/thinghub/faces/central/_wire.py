@@ -7,7 +7,7 @@ from email.utils import formatdate
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Query
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from thinghub.domain import errors
@@ -21,12 +21,14 @@ from thinghub.services.core import Core
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "ERROR_SCHEMA",
     "SUPPORTED_API_VERSIONS",
     "api_version",
     "authenticate",
     "command_json",
     "device_json",
     "device_record",
+    "page_link",
     "parse_time",
     "render_error",
     "section_stamp",
@@ -64,6 +66,25 @@ _CODES = {
 }
 
 
+# What render_error writes, as a JSON Schema (for the OpenAPI document).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "requestId", "time"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "requestId": {"type": "string"},
+                "time": {"type": "string"},
+            },
+        }
+    },
+}
+
+
 def render_error(error: errors.Error, status: int) -> Response:
     """IoT Central's error body; the request id is also in the x-ms-request-id header."""
     request_id = new_uuid()
@@ -88,6 +109,7 @@ async def api_version(
             alias="api-version",
             description=f"One of {', '.join(SUPPORTED_API_VERSIONS)}; default "
             f"{DEFAULT_API_VERSION}",
+            json_schema_extra={"enum": list(SUPPORTED_API_VERSIONS)},
         ),
     ] = None,
 ) -> str:
@@ -115,6 +137,16 @@ async def authenticate(core: Core, header: str | None) -> Principal:
     if scheme.lower() == "bearer":
         value = rest.strip()
     return await core.auth.authenticate_bearer(value)
+
+
+def page_link(core: Core, request: Request, **params: str) -> str:
+    """A link to this route with `params` set (a nextLink): relative to the server, or under
+    the `public_url` setting when one is set. Never built from the Host header, which is
+    whatever the client sent."""
+    url = request.url.include_query_params(**params)
+    relative = f"{url.path}?{url.query}" if url.query else url.path
+    base = core.options.public_url
+    return f"{base}{relative}" if base else relative
 
 
 def parse_time(value: Any, field: str) -> float:

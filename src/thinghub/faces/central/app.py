@@ -7,32 +7,35 @@ seed is silent, the real IoT Central API. Decisions are written down in docs/fac
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 
 from thinghub.domain.clock import format_ts_short
+from thinghub.domain.commands import METHOD_NAME_PATTERN, parse_method_name
 from thinghub.domain.errors import Invalid, NotFound, TooLarge
-from thinghub.domain.ids import parse_id
+from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, TwinSection
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
     core_of,
+    document_page_size,
     face_app,
     principal_of,
 )
 from thinghub.faces.central._wire import (
+    ERROR_SCHEMA,
     api_version,
     authenticate,
     command_json,
     device_json,
     device_record,
+    page_link,
     parse_time,
     render_error,
     section_stamp,
@@ -43,6 +46,7 @@ from thinghub.faces.central._wire import (
 from thinghub.faces.central.odata import FieldType, parse_filter
 from thinghub.faces.central.roles import parse_role, require
 from thinghub.faces.central.schemas import (
+    TEMPLATE_ID_SCHEMA,
     ApiTokenCreate,
     DeviceCreate,
     DevicePatch,
@@ -58,8 +62,45 @@ from thinghub.services.templates import (
 
 __all__ = ["create_app"]
 
-Caller = Annotated[Principal, Depends(principal_of(authenticate))]
+_caller = principal_of(authenticate)
+Caller = Annotated[Principal, Depends(_caller)]
 AnyBody = Annotated[Any, Body()]
+# Ids a PUT creates: the services check them (naming the rule); the document states it.
+NewId = Annotated[str, Path(json_schema_extra={"pattern": "^" + ID_PATTERN.pattern + "$"})]
+# A template is IoT Central's document (with a capabilityModel), a DTDL Interface, or an array
+# of Interfaces, root first; templates.parse_template checks the rest.
+TEMPLATE_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["capabilityModel"],
+                            "properties": {"capabilityModel": {"type": "object"}},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["@type"],
+                            "properties": {"@type": {"const": "Interface"}},
+                        },
+                        {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                    ]
+                }
+            }
+        },
+    }
+}
+NewTemplateId = Annotated[str, Path(json_schema_extra=TEMPLATE_ID_SCHEMA)]
+CommandName = Annotated[str, Path(json_schema_extra={"pattern": METHOD_NAME_PATTERN})]
+OBJECT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 # Only for the OpenAPI document: the docs page sends `Bearer <token>`, which is accepted too.
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
 
@@ -75,12 +116,12 @@ FILTER_FIELDS: dict[str, FieldType] = {
 # A command body holding only these keys is IoT Central's envelope, not the arguments.
 COMMAND_ENVELOPE = frozenset({"request", "connectionTimeout", "responseTimeout"})
 MIN_RESPONSE_TIMEOUT_S = 5.0
-# The name becomes an MQTT topic level ($iothub/methods/POST/{name}/?$rid=), so no / + # ? etc.
-COMMAND_NAME = re.compile(r"[A-Za-z0-9_.:*-]{1,128}")
 PNP_ACK_KEYS = frozenset({"value", "ac", "av", "ad"})
 MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024  # IoT Hub's limit on a direct method's payload
 
-router = APIRouter(dependencies=[Depends(api_version), Depends(_bearer)])
+# Credentials first (401), then api-version (400): a caller without credentials learns
+# nothing else. FastAPI runs a route's dependencies once each, in this order.
+router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 
 
 # -- application --------------------------------------------------------------------------------
@@ -122,7 +163,7 @@ async def _central_token(core: Core, caller: Principal, token_id: str) -> ApiTok
 
 @router.put("/apiTokens/{token_id}", tags=["apiTokens"], summary="Create an API token")
 async def create_token(
-    token_id: str, body: ApiTokenCreate, request: Request, caller: Caller
+    token_id: NewId, body: ApiTokenCreate, request: Request, caller: Caller
 ) -> Response:
     """The response holds `token`, the secret, this once. 409 when the id is taken."""
     core = core_of(request)
@@ -179,14 +220,19 @@ async def list_devices(
     caller: Caller,
     filter_: Annotated[
         str | None,
-        Query(alias="$filter", description="OData filter, e.g. simulated eq true"),
+        Query(
+            alias="$filter",
+            description="OData filter, e.g. simulated eq true",
+            json_schema_extra={"minLength": 1},
+        ),
     ] = None,
     top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
     skiptoken: Annotated[
         str | None, Query(alias="$skiptoken", description="From a nextLink")
     ] = None,
 ) -> Response:
-    """Devices ordered by id; `nextLink` (the full URL of the next page) when `$top` cut."""
+    """Devices ordered by id; `nextLink` (the link to the next page: relative, or under the
+    public_url setting) when `$top` cut."""
     core = core_of(request)
     require(caller, "read")
     page_max = core.options.page_max
@@ -208,13 +254,13 @@ async def list_devices(
         chosen.append(device)
     out: dict[str, Any] = {"devices": [await device_json(core, d) for d in chosen]}
     if more:
-        out["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": chosen[-1].id}))
+        out["nextLink"] = page_link(core, request, **{"$skiptoken": chosen[-1].id})
     return OrjsonResponse(out)
 
 
 @router.put("/devices/{device_id}", tags=["devices"], summary="Create a device")
 async def create_device(
-    device_id: str, request: Request, caller: Caller, body: DeviceCreate | None = None
+    device_id: NewId, request: Request, caller: Caller, body: DeviceCreate | None = None
 ) -> Response:
     """200 with the device; 409 when a device with this id exists (ids are global)."""
     core = core_of(request)
@@ -309,6 +355,7 @@ async def get_credentials(device_id: str, request: Request, caller: Caller) -> R
     status_code=204,
     tags=["telemetry"],
     summary="Send telemetry as the device",
+    openapi_extra=OBJECT_BODY_DOC,
 )
 async def send_telemetry(
     device_id: str, request: Request, caller: Caller, body: AnyBody = None
@@ -382,12 +429,7 @@ async def _submit(
 ) -> Response:
     core = core_of(request)
     require(caller, "devices.write")
-    if not COMMAND_NAME.fullmatch(name):
-        raise Invalid(
-            "commandName must be 1 to 128 characters from A-Z a-z 0-9 _ . : - and * (between "
-            f"component and command), got {name!r}",
-            field="commandName",
-        )
+    parse_method_name(name, "commandName")  # `component*command` for a component's command
     device = await core.registry.get_device(caller, device_id)
     payload, timeout, ttl = _command_body(core, body)
     size = len(to_json(payload, "request"))
@@ -409,7 +451,11 @@ async def _submit(
     summary="Run a command (queued until the device is connected)",
 )
 async def run_command(
-    device_id: str, command_name: str, request: Request, caller: Caller, body: AnyBody = None
+    device_id: str,
+    command_name: CommandName,
+    request: Request,
+    caller: Caller,
+    body: AnyBody = None,
 ) -> Response:
     """At once `{commandId, status: "Pending"}`. The body is the arguments, or IoT Central's
     envelope {request, responseTimeout, connectionTimeout}. `component*command` names a
@@ -424,8 +470,8 @@ async def run_command(
 )
 async def run_component_command(
     device_id: str,
-    component: str,
-    command_name: str,
+    component: CommandName,
+    command_name: CommandName,
     request: Request,
     caller: Caller,
     body: AnyBody = None,
@@ -558,9 +604,10 @@ async def update_property(
     "/deviceTemplates/{template_id}",
     tags=["deviceTemplates"],
     summary="Create or replace a device template",
+    openapi_extra=TEMPLATE_BODY_DOC,
 )
 async def put_template(
-    template_id: str, request: Request, caller: Caller, body: AnyBody = None
+    template_id: NewTemplateId, request: Request, caller: Caller, body: AnyBody = None
 ) -> Response:
     """IoT Central's template document, a bare DTDL Interface, or an array of Interfaces
     (root first). Answers with the stored document."""
@@ -590,6 +637,7 @@ async def get_template(template_id: str, request: Request, caller: Caller) -> Re
     "/deviceTemplates/{template_id}",
     tags=["deviceTemplates"],
     summary="Update a device template (JSON merge patch)",
+    openapi_extra=OBJECT_BODY_DOC,
 )
 async def patch_template(
     template_id: str, request: Request, caller: Caller, body: AnyBody = None
@@ -619,8 +667,10 @@ def create_app(core: Core) -> FastAPI:
         title="thinghub /central/api (Azure IoT Central REST API)",
         version="2023-07-31-preview",
         render=render_error,
+        error_schema=ERROR_SCHEMA,
     )
     authenticate_before_body(app, authenticate)
+    app.state.openapi_patches.append(document_page_size("$top", core.options.page_max))
     app.include_router(router)
     # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic.config import JsonDict
+
+from thinghub.faces.central.roles import ROLES
+from thinghub.services.templates import TEMPLATE_ID
 
 __all__ = [
     "ApiTokenCreate",
@@ -15,26 +19,40 @@ __all__ = [
 ]
 
 
+# The services check these (with messages naming the rule); the document states the rule.
+TEMPLATE_ID_SCHEMA: JsonDict = {"pattern": "^" + TEMPLATE_ID.pattern + "$"}
+ROLE_SCHEMA: JsonDict = {
+    "enum": [name for role in ROLES for name in (role.id, role.name, *role.aliases)]
+}
+
+
 class _Body(BaseModel):
     # IoT Central objects carry fields we do not model (etag, organizations, ...): ignore them.
     model_config = ConfigDict(extra="ignore")
 
 
 class RoleAssignment(_Body):
-    role: StrictStr = Field(description="An IoT Central role id, or its name (App Builder)")
+    role: StrictStr = Field(
+        description="An IoT Central role id, or its name (App Builder)",
+        json_schema_extra=ROLE_SCHEMA,
+    )
     organization: StrictStr | None = None
 
 
 class ApiTokenCreate(_Body):
     roles: list[RoleAssignment] = Field(min_length=1, max_length=1)
     expiry: StrictStr | None = Field(
-        default=None, description="ISO-8601 expiry time; default one year from now"
+        default=None,
+        description="ISO-8601 expiry time; default one year from now",
+        json_schema_extra={"format": "date-time"},
     )
 
 
 class DeviceCreate(_Body):
     displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
-    template: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+    template: StrictStr | None = Field(
+        default=None, min_length=1, max_length=256, json_schema_extra=TEMPLATE_ID_SCHEMA
+    )
     simulated: StrictBool = False
     enabled: StrictBool = True
 
@@ -42,11 +60,17 @@ class DeviceCreate(_Body):
 class DevicePatch(_Body):
     displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     template: StrictStr | None = Field(
-        default=None, min_length=1, max_length=256, description="null unassigns the template"
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="null unassigns the template",
+        json_schema_extra=TEMPLATE_ID_SCHEMA,
     )
     simulated: StrictBool | None = None
     enabled: StrictBool | None = None
 
 
 class PropertyPatch(_Body):
-    value: Any = Field(description="The new desired value")
+    value: Any = Field(
+        description="The new desired value (not null)", json_schema_extra={"not": {"type": "null"}}
+    )

@@ -26,6 +26,7 @@ from thinghub.faces._http import (
     authenticate_before_body,
     core_of,
     document_bearer,
+    document_page_size,
     face_app,
     principal_of,
 )
@@ -53,6 +54,17 @@ Caller = Annotated[Principal, Depends(principal_of())]
 DeviceId = Annotated[str, Path(), AfterValidator(str.strip)]
 # A filter sent empty (`?deploymentID=`) is a filter not given, as an empty `from` already is.
 Filter = Annotated[str | None, Query(), AfterValidator(lambda value: value or None)]
+_TIME_DOC: dict[str, Any] = {
+    "description": "ISO-8601 time (or epoch seconds)",
+    "json_schema_extra": {"format": "date-time"},
+}
+FromTime = Annotated[str | None, Query(alias="from", **_TIME_DOC)]
+ToTime = Annotated[str | None, Query(**_TIME_DOC)]
+EventTypeFilter = Annotated[
+    str | None,
+    Query(json_schema_extra={"enum": [t.value for t in EventType]}),
+    AfterValidator(lambda value: value or None),
+]
 
 # The seed's events are property changes: connection state and twin changes. thinghub's own
 # kinds (device lifecycle, rejected telemetry) are listed when `eventType` names them.
@@ -147,7 +159,85 @@ router = APIRouter()
 public = APIRouter()
 
 
-@public.post("/auth/token", tags=["auth"], summary="OAuth2 token endpoint (RFC 6749)")
+# The token endpoint reads its body itself (form or JSON), so its document is written here.
+_OAUTH_ERROR = {
+    "description": "OAuth2 error (RFC 6749 §5.2)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error", "error_description"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "error_description": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+_NON_EMPTY = {"type": "string", "minLength": 1}
+_TOKEN_FORM = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["grant_type", "username", "password"],
+            "properties": {
+                "grant_type": {"const": "password"},
+                "username": _NON_EMPTY,
+                "password": _NON_EMPTY,
+            },
+        },
+        {
+            "type": "object",
+            "required": ["grant_type", "client_id", "client_secret"],
+            "properties": {
+                "grant_type": {"const": "client_credentials"},
+                "client_id": _NON_EMPTY,
+                "client_secret": _NON_EMPTY,
+            },
+            "description": "or client_id and client_secret in an Authorization: Basic header",
+        },
+    ]
+}
+_TOKEN_DOC: dict[str, Any] = {
+    "security": [],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _TOKEN_FORM},
+            "application/json": {"schema": _TOKEN_FORM},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "An access token",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in"],
+                        "properties": {
+                            "access_token": {"type": "string"},
+                            "token_type": {"type": "string", "enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        "400": _OAUTH_ERROR,
+        "401": _OAUTH_ERROR,
+        "413": _OAUTH_ERROR,
+    },
+}
+
+
+@public.post(
+    "/auth/token",
+    tags=["auth"],
+    summary="OAuth2 token endpoint (RFC 6749)",
+    openapi_extra=_TOKEN_DOC,
+)
 async def issue_token(request: Request) -> Response:
     """password and client_credentials grants; form-encoded (or JSON) as OAuth2 clients send.
 
@@ -637,8 +727,8 @@ async def list_telemetries(
     deploymentID: Filter = None,
     deviceID: Filter = None,
     moduleID: Filter = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: Annotated[str | None, Query()] = None,
+    from_: FromTime = None,
+    to: ToTime = None,
     limit: Annotated[int | None, Query()] = None,
     continuationToken: Filter = None,
 ) -> Response:
@@ -676,9 +766,9 @@ async def list_events(
     deploymentID: Filter = None,
     deviceID: Filter = None,
     moduleID: Filter = None,
-    eventType: Filter = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: Annotated[str | None, Query()] = None,
+    eventType: EventTypeFilter = None,
+    from_: FromTime = None,
+    to: ToTime = None,
     limit: Annotated[int | None, Query()] = None,
     continuationToken: Filter = None,
 ) -> Response:
@@ -799,6 +889,7 @@ def create_app(core: Core) -> FastAPI:
     )  # fmt: skip
     authenticate_before_body(app)
     document_bearer(app, "An API token, or an access token from POST /v1/auth/token")
+    app.state.openapi_patches.append(document_page_size("limit", core.options.page_max))
     app.include_router(public)
     app.include_router(router)
     return app

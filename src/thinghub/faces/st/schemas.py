@@ -8,6 +8,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -15,6 +16,10 @@ from pydantic import (
     StrictInt,
     StrictStr,
 )
+from pydantic.config import JsonDict
+
+from thinghub.domain.commands import METHOD_NAME_PATTERN
+from thinghub.domain.ids import ID_PATTERN
 
 __all__ = [
     "DeviceCreate",
@@ -40,6 +45,13 @@ def _storable(value: Any) -> Any:
 
 # Any JSON value the server can store and send on.
 JsonValue = Annotated[Any, AfterValidator(_storable)]
+# Ids are checked by the services (with a message naming the rule); the documents say the rule.
+ID_SCHEMA: JsonDict = {"pattern": "^" + ID_PATTERN.pattern + "$"}
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema's integer includes 3600.0; pydantic's strict int does not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class _Body(BaseModel):
@@ -48,8 +60,8 @@ class _Body(BaseModel):
 
 class DeviceCreate(_Body):
     name: StrictStr = Field(min_length=1, max_length=200)
-    project: StrictStr = Field(min_length=1, max_length=128)
-    deployment: StrictStr = Field(min_length=1, max_length=128)
+    project: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
+    deployment: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
     isIoTEdgeCapable: StrictBool = False
 
 
@@ -67,7 +79,9 @@ class DeviceUpdate(_Body):
 
 
 class MethodRequest(_Body):
-    name: StrictStr = Field(min_length=1, max_length=128)
+    name: StrictStr = Field(
+        min_length=1, max_length=128, json_schema_extra={"pattern": METHOD_NAME_PATTERN}
+    )
     payload: JsonValue = None
     # One float type, not int | float: a union would name the member in the error's field
     # ("responseTimeoutInSeconds.int"). Strict floats still take integers.
@@ -75,26 +89,30 @@ class MethodRequest(_Body):
 
 
 class ModuleCreate(_Body):
-    moduleId: StrictStr = Field(min_length=1, max_length=128)
+    moduleId: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
 
 
 class C2DSend(_Body):
     body: JsonValue = None
     properties: dict[str, StrictStr] = Field(default_factory=dict)
-    ttlInSeconds: StrictInt | None = Field(default=None, ge=1, le=7 * 86400)
+    ttlInSeconds: (
+        Annotated[Annotated[StrictInt, Field(ge=1, le=7 * 86400)], BeforeValidator(_whole)] | None
+    ) = None
 
 
 class EnrollmentGroupCreate(_Body):
-    enrollmentGroupId: StrictStr = Field(min_length=1, max_length=128)
-    project: StrictStr = Field(min_length=1, max_length=128)
-    deployment: StrictStr = Field(min_length=1, max_length=128)
+    enrollmentGroupId: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
+    project: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
+    deployment: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
     isIoTEdgeCapable: StrictBool = False
 
 
 class TokenCreate(_Body):
     role: Literal["admin", "operator", "viewer"]
     label: StrictStr = Field(default="", max_length=200)
-    project: StrictStr | None = Field(default=None, min_length=1, max_length=128)
+    project: StrictStr | None = Field(
+        default=None, min_length=1, max_length=128, json_schema_extra=ID_SCHEMA
+    )
 
 
 class UserCreate(_Body):

@@ -301,10 +301,10 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         shown = api.get("/v1/account/retention")
         assert shown.status_code == 200, shown.text
         assert shown.json() == {
-            "telemetryDays": 30.0,
-            "eventsDays": 30.0,
+            "telemetryDays": 0.0,
+            "eventsDays": 0.0,
             "account": {"telemetryDays": None, "eventsDays": None},
-            "server": {"telemetryDays": 30.0, "eventsDays": 30.0},
+            "server": {"telemetryDays": 0.0, "eventsDays": 0.0},
         }
         assert_error(api.put("/v1/account/retention", json={"eventsDays": -1}), 400)
         assert_error(api.put("/v1/account/retention", json={"telemetryDays": "7"}), 400)
@@ -341,7 +341,7 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
             30,
             what="the account's telemetry and events to age out",
         )
-        # The other account keeps the server's 30 days.
+        # The other account keeps the server's default: everything, forever.
         assert len(_listed(b, "/v1/telemetries", deviceID=theirs["id"])) == 2
         assert len(_listed(b, "/v1/events", deviceID=theirs["id"], **LIFECYCLE)) == 1
 
@@ -350,7 +350,7 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         assert out["eventsDays"] == 7.0 and out["account"]["eventsDays"] == 7.0
         assert b.get("/v1/account/retention").json()["account"]["eventsDays"] == 7.0
         reset = api.put("/v1/account/retention", json={"telemetryDays": None})
-        assert reset.json()["telemetryDays"] == 30.0
+        assert reset.json()["telemetryDays"] == 0.0
         assert reset.json()["account"] == {"telemetryDays": None, "eventsDays": two_seconds}
     assert "telemetry older than" in server.log_path.read_text()  # the purge says so
 

@@ -34,6 +34,7 @@ class CoreOptions:
     command_ttl_s: float = 86_400.0
     page_max: int = 1000
     hub_hostname: str = "localhost"
+    ingest_queue_max_bytes: int = 67_108_864
 
 
 class Core:
@@ -55,6 +56,7 @@ class Core:
             self.registry,
             self.events,
             max_payload_bytes=options.max_payload_bytes,
+            max_queued_bytes=options.ingest_queue_max_bytes,
         )
         self.queries = QueryService(store)
         self.commands = CommandService(

@@ -175,6 +175,8 @@ class Connection:
             limits.messages_per_s, limits.bytes_per_s, asyncio.get_running_loop().time()
         )
         self._window = asyncio.Event()  # set whenever in-flight work finished (or closing)
+        self._interrupt = asyncio.Event()  # stop waiting in _admit: closing, or the peer left
+        self.is_peer_gone = False  # the socket is closed (by the peer, or after our close)
         self._is_throttle_logged = False
         self._abort: asyncio.TimerHandle | None = None
 
@@ -197,12 +199,21 @@ class Connection:
 
     def close(self) -> None:
         """Close from outside (takeover, device deleted or disabled, shutdown)."""
-        if not self._ended:  # the client broke it first: its Will still stands
-            self.will_discarded = True
+        if not (self._ended or self.is_peer_gone):  # the client broke it first: its Will
+            self.will_discarded = True  # still stands (even if our read loop lags behind)
         self.session.close()
         self.closed.set()
-        self._window.set()  # wake a read loop waiting for its window
+        self._wake()
         self._close_transport()
+
+    def peer_gone(self) -> None:
+        """The socket is closed: what is buffered needs no backpressure any more."""
+        self.is_peer_gone = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._interrupt.set()
+        self._window.set()
 
     def _close_transport(self) -> None:
         """Close the socket; abort it if the peer has not taken our last bytes in time."""
@@ -277,27 +288,27 @@ class Connection:
         """
         loop = asyncio.get_running_loop()
         while len(self._acks) + len(self._tasks) >= self.limits.max_inflight:
+            if self.closed.is_set() or self.is_peer_gone:
+                break
             self._window.clear()  # set again when a message's work ends (or on close)
             await self._window.wait()
-            if self.closed.is_set():
-                return False
         delay = self._throughput.delay_s(loop.time())
-        if delay > 0:  # over its rate: wait the debt off (IoT Hub's "traffic shaping")
-            self._log_throttled(loop.time())
+        if delay > 0 and not self.is_peer_gone:  # over its rate: wait the debt off (IoT
+            self._log_throttled(loop.time())  # Hub's "traffic shaping")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
-                    await self.closed.wait()
-            if self.closed.is_set():
-                return False
+                    await self._interrupt.wait()
         self._throughput.take(len(publish.payload) + len(publish.topic), loop.time())
-        if self._gate.is_full:  # every reader waits while the ingest queue is full
+        if self._gate.is_full and not self.is_peer_gone:  # all readers wait while it is full
             room = asyncio.ensure_future(self._gate.wait_for_room())
-            closing = asyncio.ensure_future(self.closed.wait())
+            interrupted = asyncio.ensure_future(self._interrupt.wait())
             try:
-                await asyncio.wait((room, closing), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((room, interrupted), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 room.cancel()
-                closing.cancel()
+                interrupted.cancel()
+        # A peer that left sent all it will send: the rest of its buffer (bounded) is handled
+        # at once, so a DISCONNECT in it is seen and the connection ends as it would have.
         return not self.closed.is_set()
 
     def _log_throttled(self, now: float) -> None:
@@ -553,7 +564,7 @@ class MqttServer:
                     if await _peek(loop, client, 1) == b"C":  # TLS starts with 0x16
                         await _answer_proxy(loop, client)
                     reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES * 4)
-                    protocol = asyncio.StreamReaderProtocol(reader)
+                    protocol = _StreamProtocol(reader)
                     transport, _ = await loop.connect_accepted_socket(
                         lambda: protocol,
                         client,
@@ -583,6 +594,9 @@ class MqttServer:
                 gate=self.gate,
                 on_connect=connect_arrived,
             )
+            protocol.on_lost = conn.peer_gone
+            if protocol.is_lost:
+                conn.peer_gone()
             self._connections.add(conn)
             try:
                 await conn.run()
@@ -591,6 +605,21 @@ class MqttServer:
         finally:
             connect_arrived()
             self._open -= 1
+
+
+class _StreamProtocol(asyncio.StreamReaderProtocol):
+    """A StreamReaderProtocol that says when the socket is gone, even while nobody reads."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self.is_lost = False
+        self.on_lost: Callable[[], None] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_lost = True
+        if self.on_lost is not None:
+            self.on_lost()
+        super().connection_lost(exc)
 
 
 def _connection_cap(configured: int) -> int:

@@ -2,8 +2,15 @@
 
 `ThingHub` is an async context manager: entering it creates the data directory, the CA, the
 schema and the services, binds every listener (port 0 means ephemeral) and starts serving;
-`addresses` then holds what was bound. Leaving it stops the listeners, lets in-flight writes
-commit and closes the store, so a SIGTERM loses nothing that was acknowledged.
+`addresses` then holds what was bound. Leaving it shuts down in this order, so a SIGTERM
+loses nothing that was acknowledged and no bookkeeping runs against a closed store:
+
+1. the device listener stops accepting and closes every device connection, and waits until
+   each one has stored what it accepted and run its on_close bookkeeping (disconnect events,
+   sessions, Wills);
+2. the HTTP servers stop accepting and let requests in flight finish;
+3. the background loops end: ingest writes everything still queued, delivery stops;
+4. the store closes.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from thinghub.config import Settings
 from thinghub.devices import http_ingest
 from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
-from thinghub.devices.mqtt_server import MqttServer
+from thinghub.devices.mqtt_server import ListenerLimits, MqttServer
 from thinghub.devices.router import DeviceRouter
+from thinghub.devices.throttle import ConnectLimiter
 from thinghub.domain.errors import Error, NotFound
 from thinghub.domain.model import Retention
 from thinghub.faces import central, st
@@ -224,6 +232,7 @@ class ThingHub:
                 retention_interval_s=s.retention_interval_s,
                 retention_batch_rows=s.retention_batch_rows,
                 public_url=s.public_url,
+                ingest_queue_max_bytes=s.ingest_queue_max_bytes,
             ),
         )
         core.certificate_issuer = self.ca
@@ -237,20 +246,33 @@ class ThingHub:
         tasks = asyncio.TaskGroup()
         await tasks.__aenter__()
         self._exit.push_async_exit(tasks.__aexit__)
-        self._exit.push_async_callback(self._stop_servers)
+        self._exit.push_async_callback(self._shutdown)  # steps 1 to 3 of the order above
         self._delivery = tasks.create_task(core.commands.run(), name="commands.delivery")
         tasks.create_task(core.ingest.run(), name="ingest.batches")
         self._retention = tasks.create_task(core.retention.run(), name="retention.purge")
 
+        hub = Hub(
+            core,
+            connects=ConnectLimiter(s.mqtt_device_connects_per_min, s.mqtt_device_connect_burst),
+        )
         mqtt = MqttServer(
-            DeviceRouter(Hub(core), Dps(core, core.provisioning, s.hub_hostname)),
+            DeviceRouter(hub, Dps(core, core.provisioning, s.hub_hostname)),
             self.ca.server_ssl_context(),
             s.host,
             s.mqtt_port,
+            limits=ListenerLimits(
+                max_connections=s.mqtt_max_connections,
+                max_handshakes=s.mqtt_max_handshakes,
+                handshake_timeout_s=s.mqtt_handshake_timeout_s,
+                connect_timeout_s=s.mqtt_connect_timeout_s,
+                max_inflight=s.mqtt_device_max_inflight,
+                messages_per_s=s.mqtt_device_messages_per_s,
+                bytes_per_s=s.mqtt_device_bytes_per_s,
+            ),
+            gate=core.ingest,
         )
+        self.mqtt = mqtt  # set before start: _shutdown closes whatever was started
         mqtt_host, mqtt_port = await mqtt.start()
-        self._exit.push_async_callback(mqtt.close)
-        self.mqtt = mqtt
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
         http_sock = _bind(s.host, s.http_port)
@@ -343,9 +365,11 @@ class ThingHub:
             while not all(server.started for server in self._servers):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
-    async def _stop_servers(self) -> None:
-        """Stop accepting, let requests in flight finish, then end the background loops:
+    async def _shutdown(self) -> None:
+        """Devices first (their on_close needs every service), then HTTP, then the loops:
         the ingest loop writes everything queued before it returns."""
+        if self.mqtt is not None:
+            await self.mqtt.close()
         for server in self._servers:
             server.should_exit = True
         if self._server_tasks:

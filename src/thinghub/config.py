@@ -94,6 +94,20 @@ def _log_level(value: Any) -> str:
     return level
 
 
+# Device listener and ingest limits (docs/limits.md, "MQTT device limits"): each default is
+# written once, here, and used by both the table and the Settings object.
+MQTT_MAX_CONNECTIONS = 15_000  # the benchmark's 10,000 idle devices, ~40 KiB of TLS each
+MQTT_MAX_HANDSHAKES = 1024
+MQTT_HANDSHAKE_TIMEOUT_S = 10.0
+MQTT_CONNECT_TIMEOUT_S = 30.0  # IoT Hub: CONNECT within 30 s of the TLS handshake
+MQTT_DEVICE_MAX_INFLIGHT = 64
+MQTT_DEVICE_MESSAGES_PER_S = 2000.0  # twice the benchmarks' 1,000 messages/s per device
+MQTT_DEVICE_BYTES_PER_S = 2_097_152.0  # 2 MiB/s: 1,000 messages/s of 2 KiB
+MQTT_DEVICE_CONNECTS_PER_MIN = 12.0
+MQTT_DEVICE_CONNECT_BURST = 30
+INGEST_QUEUE_MAX_BYTES = 67_108_864  # 64 MiB
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One row of the settings table."""
@@ -266,6 +280,68 @@ SETTINGS: tuple[Setting, ...] = (
         "Most open connections per HTTP listener; over it the longest-idle connection is "
         "closed, or the new one gets 503 when all are busy.",
     ),
+    Setting(
+        "mqtt_max_connections",
+        _positive_int,
+        MQTT_MAX_CONNECTIONS,
+        "Most open sockets on the MQTT port (also capped below the open-file limit); more are "
+        "closed at once.",
+    ),
+    Setting(
+        "mqtt_max_handshakes",
+        _positive_int,
+        MQTT_MAX_HANDSHAKES,
+        "Most MQTT sockets still before their CONNECT (proxy line, TLS); more are closed at once.",
+    ),
+    Setting(
+        "mqtt_handshake_timeout_s",
+        _positive,
+        MQTT_HANDSHAKE_TIMEOUT_S,
+        "Longest a device may take for the proxy CONNECT line and the TLS handshake.",
+    ),
+    Setting(
+        "mqtt_connect_timeout_s",
+        _positive,
+        MQTT_CONNECT_TIMEOUT_S,
+        "Longest a device may take to send its MQTT CONNECT after the TLS handshake.",
+    ),
+    Setting(
+        "mqtt_device_max_inflight",
+        _positive_int,
+        MQTT_DEVICE_MAX_INFLIGHT,
+        "Messages one connection may have received but not yet stored (QoS 1: not yet "
+        "acknowledged); at the limit its socket is not read.",
+    ),
+    Setting(
+        "mqtt_device_messages_per_s",
+        _positive,
+        MQTT_DEVICE_MESSAGES_PER_S,
+        "PUBLISH packets per second one device connection may send before it is slowed.",
+    ),
+    Setting(
+        "mqtt_device_bytes_per_s",
+        _positive,
+        MQTT_DEVICE_BYTES_PER_S,
+        "Topic and payload bytes per second one device connection may send before it is slowed.",
+    ),
+    Setting(
+        "mqtt_device_connects_per_min",
+        _positive,
+        MQTT_DEVICE_CONNECTS_PER_MIN,
+        "Accepted connects per minute per device after its burst; more get CONNACK 3.",
+    ),
+    Setting(
+        "mqtt_device_connect_burst",
+        _positive_int,
+        MQTT_DEVICE_CONNECT_BURST,
+        "Connects a device may make at once before mqtt_device_connects_per_min applies.",
+    ),
+    Setting(
+        "ingest_queue_max_bytes",
+        _positive_int,
+        INGEST_QUEUE_MAX_BYTES,
+        "Telemetry bytes queued for storage at most; when full, device sockets are not read.",
+    ),
 )
 
 
@@ -305,6 +381,16 @@ class Settings:
     http_body_timeout_s: float = 60.0
     http_keepalive_timeout_s: float = 5.0
     http_max_connections: int = 512
+    mqtt_max_connections: int = MQTT_MAX_CONNECTIONS
+    mqtt_max_handshakes: int = MQTT_MAX_HANDSHAKES
+    mqtt_handshake_timeout_s: float = MQTT_HANDSHAKE_TIMEOUT_S
+    mqtt_connect_timeout_s: float = MQTT_CONNECT_TIMEOUT_S
+    mqtt_device_max_inflight: int = MQTT_DEVICE_MAX_INFLIGHT
+    mqtt_device_messages_per_s: float = MQTT_DEVICE_MESSAGES_PER_S
+    mqtt_device_bytes_per_s: float = MQTT_DEVICE_BYTES_PER_S
+    mqtt_device_connects_per_min: float = MQTT_DEVICE_CONNECTS_PER_MIN
+    mqtt_device_connect_burst: int = MQTT_DEVICE_CONNECT_BURST
+    ingest_queue_max_bytes: int = INGEST_QUEUE_MAX_BYTES
 
     @property
     def database_url(self) -> str:

@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -37,7 +38,8 @@ from thinghub.devices.hub_topics import (
     parse_telemetry_topic,
     request_id,
 )
-from thinghub.devices.mqtt_server import Connection, DropConnection
+from thinghub.devices.mqtt_server import REFUSAL_LOG_INTERVAL_S, Connection, DropConnection
+from thinghub.devices.throttle import ConnectLimiter
 from thinghub.domain.errors import (
     DeviceOffline,
     Error,
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 CONNACK_BAD_CREDENTIALS = 4
 CONNACK_NOT_AUTHORIZED = 5
 CONNACK_IDENTIFIER_REJECTED = 2
+CONNACK_SERVER_UNAVAILABLE = 3  # connecting too often (IoT Hub's MQTT 5: 159 rate exceeded)
 
 TWIN_RES = "$iothub/twin/res/#"
 TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/#"
@@ -176,9 +179,12 @@ class HubLink:
 class Hub:
     """The hub dialect for every device connection (one instance per server)."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, *, connects: ConnectLimiter | None = None) -> None:
         self.core = core
         self.auth = core.device_auth
+        self.connects = connects  # accepted connects per client id; None: unlimited
+        self._refused = 0  # connects refused since the last log line
+        self._refused_logged_at = -REFUSAL_LOG_INTERVAL_S
         self._rids = itertools.count(1)
         self._pending: dict[str, dict[str, _PendingMethod]] = {}
         self._inflight: dict[str, tuple[tuple[Publish, ...], tuple[Publish, ...]]] = {}
@@ -223,6 +229,14 @@ class Hub:
         except Unauthorized as exc:
             logger.info("mqtt %s: authentication failed: %s", connect.client_id, exc.message)
             return CONNACK_NOT_AUTHORIZED
+        # Counted only once authenticated (nobody else can use up a device's budget), and
+        # checked before anything is recorded: a device reconnecting in a loop is refused
+        # before it writes connection events or touches its session.
+        if self.connects is not None and not self.connects.allow(
+            connect.client_id, time.monotonic()
+        ):
+            self._log_connect_refused(connect.client_id)
+            return CONNACK_SERVER_UNAVAILABLE
         saved = (
             None if connect.clean_session else await self.core.store.load_session(connect.client_id)
         )
@@ -246,6 +260,22 @@ class Hub:
         )
         conn.session_present = saved is not None
         return 0
+
+    def _log_connect_refused(self, client_id: str) -> None:
+        """One line per REFUSAL_LOG_INTERVAL_S: a device in a reconnect loop would flood it."""
+        self._refused += 1
+        now = time.monotonic()
+        if self.connects is not None and now - self._refused_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            logger.warning(
+                "mqtt %s: connecting too often (over %d at once, then %g a minute); refused "
+                "with CONNACK 3 (%d refused in all since the last such line)",
+                client_id,
+                self.connects.burst,
+                self.connects.per_min,
+                self._refused,
+            )
+            self._refused = 0
+            self._refused_logged_at = now
 
     @staticmethod
     def _own_will(device: Device, connect: Connect) -> Will | None:

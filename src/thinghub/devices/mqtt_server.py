@@ -1,17 +1,30 @@
 """The device listener: MQTT 3.1.1 over TLS, optionally behind an HTTP CONNECT first line.
 
-Theory of operation: the accept loop hands each socket to `_handle`, which peeks at the first
-bytes without consuming them. `CONNECT host:port HTTP/1.1` (what PySocks sends for
-MQTT_PROXY, specs/azure-device-protocol.md §1.2) is read up to its blank line and answered
-`200` in one write; then TLS starts on the same socket. Anything else goes straight to TLS.
-The TLS connection is driven by a `Connection`: bytes go into the sans-IO ServerSession, its
-events go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT
-username), and every byte the session wants sent is flushed after each round.
+Theory of operation: the accept loop hands each socket to `_handle`, which looks at its first
+byte without consuming it. A `C` starts `CONNECT host:port HTTP/1.1` (what PySocks sends for
+MQTT_PROXY, specs/azure-device-protocol.md §1.2): the header is taken up to its blank line and
+answered `200` in one write; then TLS starts on the same socket. Anything else (a TLS record
+starts with 0x16) goes straight to TLS. Waiting for the proxy header is event-driven: what is
+peeked at is consumed before waiting again, so a readable socket always means new bytes. The
+TLS connection is driven by a `Connection`: bytes go into the sans-IO ServerSession, its events
+go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT username), and
+every byte the session wants sent is flushed after each round.
 
 QoS 1 from the device is acknowledged in order and only after its work is durable: the
 dialect returns an awaitable per PUBLISH, and the ack pump awaits them first-in first-out
 before each PUBACK. Telemetry work runs concurrently (so one device's messages share group
 commits); twin, method and DPS requests are handled in order on the read loop.
+
+Limits (ListenerLimits, docs/limits.md). The listener never grows memory to keep up with a
+device; it stops reading from it instead, and the device's own TCP buffers hold the rest:
+- at most `max_connections` open sockets (also kept under the open-file limit) and at most
+  `max_handshakes` of them before their CONNECT; a socket over either is closed at once;
+- the proxy line and TLS within `handshake_timeout_s`, the CONNECT `connect_timeout_s` after;
+- before each PUBLISH is handled, `_admit` waits (1) for a slot in the connection's in-flight
+  window (`max_inflight` messages received and not yet stored or acknowledged), (2) for the
+  device's message and byte budgets (throttle.ThroughputLimiter: traffic shaping, as IoT Hub
+  does it), and (3) for room in the ingest queue (the global memory bound, shared by every
+  connection). Acknowledged messages are never dropped; what is waiting is simply not read.
 """
 
 from __future__ import annotations
@@ -19,13 +32,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from thinghub.devices.throttle import ThroughputLimiter
 from thinghub.domain.errors import DeviceOffline
 from thinghub.mqtt import (
     ConnectRequested,
@@ -41,16 +57,51 @@ from thinghub.mqtt import (
 )
 from thinghub.mqtt.packets import Connect
 
-__all__ = ["Connection", "Dialect", "DialectRouter", "MqttServer"]
+__all__ = [
+    "Connection",
+    "Dialect",
+    "DialectRouter",
+    "IngestGate",
+    "ListenerLimits",
+    "MqttServer",
+]
 
 logger = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0
-CONNECT_TIMEOUT_S = 30.0  # TCP accept to CONNECT packet
 PROXY_HEADER_MAX_BYTES = 8192
 READ_CHUNK_BYTES = 65_536
 IDLE_NO_KEEPALIVE_S = 3600.0  # keep-alive 0 disables the timer; still bound idle sockets
 CLOSE_DRAIN_S = 10.0  # how long a closing connection waits for its messages to be stored
+#: A connection we close gets this long to take its last bytes (TLS close_notify); then it is
+#: aborted, so a peer that stopped reading cannot keep its task (and shutdown) waiting.
+CLOSE_ABORT_S = 2.0
+#: Open files kept for everything but device sockets (HTTP, the database, logs): the
+#: connection limit stays this far under the process's open-file limit (at most a quarter).
+FD_RESERVE = 256
+#: Refused sockets are logged at most once per this many seconds (with a count).
+REFUSAL_LOG_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """The device listener's limits; each is a setting (mqtt_*, see docs/limits.md)."""
+
+    max_connections: int  # open sockets on the port
+    max_handshakes: int  # sockets before their CONNECT (proxy line, TLS, CONNECT wait)
+    handshake_timeout_s: float  # proxy line and TLS handshake
+    connect_timeout_s: float  # TLS handshake done to CONNECT received
+    max_inflight: int  # per connection: PUBLISHes received, not yet stored or acknowledged
+    messages_per_s: float  # per connection, sustained (burst: throttle.THROTTLE_BURST_S)
+    bytes_per_s: float  # topic + payload bytes, per connection, sustained
+
+
+class IngestGate(Protocol):
+    """The global bound on queued telemetry (IngestService): readers wait while it is full."""
+
+    @property
+    def is_full(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
 
 
 class DropConnection(Exception):
@@ -94,6 +145,10 @@ class Connection:
         router: DialectRouter,
         peer: str,
         peer_cert: bytes | None,
+        *,
+        limits: ListenerLimits,
+        gate: IngestGate,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -113,6 +168,17 @@ class Connection:
         self.closed = asyncio.Event()
         self._acks: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
         self._tasks: set[asyncio.Future[Any]] = set()
+        self.limits = limits
+        self._gate = gate
+        self._on_connect = on_connect  # the server's handshake count: CONNECT has arrived
+        self._throughput = ThroughputLimiter(
+            limits.messages_per_s, limits.bytes_per_s, asyncio.get_running_loop().time()
+        )
+        self._window = asyncio.Event()  # set whenever in-flight work finished (or closing)
+        self._interrupt = asyncio.Event()  # stop waiting in _admit: closing, or the peer left
+        self.is_peer_gone = False  # the socket is closed (by the peer, or after our close)
+        self._is_throttle_logged = False
+        self._abort: asyncio.TimerHandle | None = None
 
     # -- bytes out -----------------------------------------------------------------------
 
@@ -132,12 +198,29 @@ class Connection:
         self.flush()
 
     def close(self) -> None:
-        """Close from outside (takeover, device deleted or disabled)."""
-        if not self._ended:  # the client broke it first: its Will still stands
-            self.will_discarded = True
+        """Close from outside (takeover, device deleted or disabled, shutdown)."""
+        if not (self._ended or self.is_peer_gone):  # the client broke it first: its Will
+            self.will_discarded = True  # still stands (even if our read loop lags behind)
         self.session.close()
         self.closed.set()
+        self._wake()
+        self._close_transport()
+
+    def peer_gone(self) -> None:
+        """The socket is closed: what is buffered needs no backpressure any more."""
+        self.is_peer_gone = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._interrupt.set()
+        self._window.set()
+
+    def _close_transport(self) -> None:
+        """Close the socket; abort it if the peer has not taken our last bytes in time."""
         self.writer.close()
+        if self._abort is None:
+            transport = self.writer.transport
+            self._abort = asyncio.get_running_loop().call_later(CLOSE_ABORT_S, transport.abort)
 
     # -- the read loop -------------------------------------------------------------------
 
@@ -156,19 +239,21 @@ class Connection:
             self._ended = True
             self.closed.set()
             pending = [*self._tasks, *(f for _, f in self._acks if f is not None)]
-            if pending:  # let accepted work (telemetry of any QoS) finish storing
-                await asyncio.wait(pending, timeout=CLOSE_DRAIN_S)
-            self.session.close()
-            self.writer.close()
-            if self.dialect is not None:
-                try:
-                    await self.dialect.on_close(self)
-                except Exception:
-                    logger.exception("mqtt %s: closing failed", self.client_id)
+            try:
+                if pending:  # let accepted work (telemetry of any QoS) finish storing
+                    await asyncio.wait(pending, timeout=CLOSE_DRAIN_S)
+            finally:  # even when cancelled: the bookkeeping below must run
+                self.session.close()
+                self._close_transport()
+                if self.dialect is not None:
+                    try:
+                        await self.dialect.on_close(self)
+                    except Exception:
+                        logger.exception("mqtt %s: closing failed", self.client_id)
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CONNECT_TIMEOUT_S
+        deadline = loop.time() + self.limits.connect_timeout_s
         while not self.closed.is_set():
             try:
                 async with asyncio.timeout_at(deadline):
@@ -180,6 +265,8 @@ class Connection:
                 return
             self.session.receive_data(data, time.monotonic())
             while (event := self.session.next_event()) is not None:
+                if isinstance(event, PublishReceived) and not await self._admit(event.publish):
+                    return  # closed while it waited
                 if not await self._dispatch(event):
                     self.flush()
                     return
@@ -192,6 +279,50 @@ class Connection:
                 deadline = loop.time() + IDLE_NO_KEEPALIVE_S
             else:
                 deadline = loop.time() + (keepalive - time.monotonic())
+
+    async def _admit(self, publish: Publish) -> bool:
+        """Wait until `publish` may be handled; False if the connection closed meanwhile.
+
+        While this waits the socket is not read: the device's further packets stay in its
+        own buffers, and our memory does not grow with its rate.
+        """
+        loop = asyncio.get_running_loop()
+        while len(self._acks) + len(self._tasks) >= self.limits.max_inflight:
+            if self.closed.is_set() or self.is_peer_gone:
+                break
+            self._window.clear()  # set again when a message's work ends (or on close)
+            await self._window.wait()
+        delay = self._throughput.delay_s(loop.time())
+        if delay > 0 and not self.is_peer_gone:  # over its rate: wait the debt off (IoT
+            self._log_throttled(loop.time())  # Hub's "traffic shaping")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._interrupt.wait()
+        self._throughput.take(len(publish.payload) + len(publish.topic), loop.time())
+        if self._gate.is_full and not self.is_peer_gone:  # all readers wait while it is full
+            room = asyncio.ensure_future(self._gate.wait_for_room())
+            interrupted = asyncio.ensure_future(self._interrupt.wait())
+            try:
+                await asyncio.wait((room, interrupted), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                room.cancel()
+                interrupted.cancel()
+        # A peer that left sent all it will send: the rest of its buffer (bounded) is handled
+        # at once, so a DISCONNECT in it is seen and the connection ends as it would have.
+        return not self.closed.is_set()
+
+    def _log_throttled(self, now: float) -> None:
+        over = self._throughput.over(now)
+        if over is None or self._is_throttle_logged:
+            return
+        self._is_throttle_logged = True  # once per connection: a flood would flood the log
+        logger.warning(
+            "mqtt %s (%s): over %d %s/s; reading it at that rate",
+            self.client_id or "-",
+            self.peer,
+            round(over.per_s),
+            over.limit,
+        )
 
     async def _dispatch(self, event: Any) -> bool:
         """Handle one session event; False ends the connection."""
@@ -227,6 +358,8 @@ class Connection:
             case PingReceived():
                 pass
             case ConnectRequested(connect=connect):
+                if self._on_connect is not None:
+                    self._on_connect()
                 return await self._connect(connect)
             case DisconnectRequested():
                 self.will_discarded = True
@@ -256,8 +389,12 @@ class Connection:
 
     def _track(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
         self._tasks.add(future)
-        future.add_done_callback(self._tasks.discard)
+        future.add_done_callback(self._untrack)
         return future
+
+    def _untrack(self, future: asyncio.Future[Any]) -> None:
+        self._tasks.discard(future)
+        self._window.set()
 
     def _drain_acks(self, _: object = None) -> None:
         """PUBACK in arrival order (§4.6), each once its work is done; one write for all.
@@ -293,22 +430,38 @@ class Connection:
             sent = True
         if sent:
             self.flush()
+            self._window.set()
 
 
 class MqttServer:
     """Listens on one port; proxy CONNECT + TLS + MQTT; routes by CONNECT username."""
 
     def __init__(
-        self, router: DialectRouter, ssl_context: ssl.SSLContext, host: str, port: int
+        self,
+        router: DialectRouter,
+        ssl_context: ssl.SSLContext,
+        host: str,
+        port: int,
+        *,
+        limits: ListenerLimits,
+        gate: IngestGate,
     ) -> None:
         self.router = router
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
+        self.limits = limits
+        self.gate = gate
+        self.max_connections = limits.max_connections  # lowered to fit the open-file limit
         self._sock: socket.socket | None = None
         self._connections: set[Connection] = set()
         self._accepting: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._handshaking: set[asyncio.Task[None]] = set()  # before TLS is up: cancel on close
+        self._open = 0  # sockets accepted and not yet closed
+        self._before_connect = 0  # of those, the ones whose CONNECT has not arrived
+        self._refused = 0  # refused since the last log line
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
 
     async def start(self) -> tuple[str, int]:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -318,22 +471,41 @@ class MqttServer:
         sock.listen(4096)
         sock.setblocking(False)
         self._sock = sock
+        self.max_connections = _connection_cap(self.limits.max_connections)
         self._accepting = asyncio.create_task(self._accept_loop(), name="mqtt.accept")
         host, port = sock.getsockname()[:2]
-        logger.info("MQTT/TLS listening on %s:%d", host, port)
+        logger.info(
+            "MQTT/TLS listening on %s:%d (at most %d connections)",
+            host,
+            port,
+            self.max_connections,
+        )
         return host, port
 
     async def close(self) -> None:
+        """Stop accepting, close every connection and wait for each one's bookkeeping.
+
+        Returns only once every connection's dialect on_close has run (or, past every
+        deadline, its task was cancelled and awaited), so callers can stop the services after.
+        """
         if self._accepting is not None:
             self._accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accepting
         if self._sock is not None:
             self._sock.close()
+        for task in self._handshaking:  # nothing to keep: no device behind them yet
+            task.cancel()
         for conn in list(self._connections):
-            conn.close()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=10)
+            conn.close()  # aborted after CLOSE_ABORT_S if the peer stopped reading
+        if not self._handlers:
+            return
+        _, late = await asyncio.wait(self._handlers, timeout=CLOSE_DRAIN_S + CLOSE_ABORT_S + 1)
+        if late:
+            logger.warning("%d device connections did not close in time; cancelling", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=CLOSE_ABORT_S)
 
     @property
     def connection_count(self) -> int:
@@ -349,62 +521,148 @@ class MqttServer:
                 logger.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
+            if self._open >= self.max_connections:
+                self._refuse(client, f"{self._open} connections open (the limit)")
+                continue
+            if self._before_connect >= self.limits.max_handshakes:
+                self._refuse(client, f"{self._before_connect} handshakes pending (the limit)")
+                continue
+            self._open += 1
+            self._before_connect += 1
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = asyncio.create_task(self._handle(client, address), name=f"mqtt[{address}]")
             self._handlers.add(task)
+            self._handshaking.add(task)
             task.add_done_callback(self._handlers.discard)
+            task.add_done_callback(self._handshaking.discard)
+
+    def _refuse(self, client: socket.socket, why: str) -> None:
+        """Close a new socket at once: no TLS, no task, no buffers."""
+        client.close()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            logger.warning("MQTT: closed %d new connection(s) at once: %s", self._refused, why)
+            self._refused = 0
+            self._refusal_logged_at = now
 
     async def _handle(self, client: socket.socket, address: Any) -> None:
         peer = f"{address[0]}:{address[1]}"
         loop = asyncio.get_running_loop()
+        before_connect = True
+
+        def connect_arrived() -> None:
+            nonlocal before_connect
+            if before_connect:
+                before_connect = False
+                self._before_connect -= 1
+
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                if await _peek(loop, client, 8) == b"CONNECT ":
-                    await _answer_proxy(loop, client)
-                reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES * 4)
-                protocol = asyncio.StreamReaderProtocol(reader)
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol,
-                    client,
-                    ssl=self.ssl_context,
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-                )
-        except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
-            logger.info("device connection from %s failed before MQTT: %s", peer, exc)
-            client.close()
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        ssl_object = transport.get_extra_info("ssl_object")
-        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        conn = Connection(reader, writer, self.router, peer, cert)
-        self._connections.add(conn)
-        try:
-            await conn.run()
+            try:
+                async with asyncio.timeout(self.limits.handshake_timeout_s):
+                    if await _peek(loop, client, 1) == b"C":  # TLS starts with 0x16
+                        await _answer_proxy(loop, client)
+                    reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES * 4)
+                    protocol = _StreamProtocol(reader)
+                    transport, _ = await loop.connect_accepted_socket(
+                        lambda: protocol,
+                        client,
+                        ssl=self.ssl_context,
+                        ssl_handshake_timeout=self.limits.handshake_timeout_s,
+                    )
+            except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+                logger.info("device connection from %s failed before MQTT: %s", peer, exc)
+                client.close()
+                return
+            except asyncio.CancelledError:
+                client.close()
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                self._handshaking.discard(task)  # a Connection from here: close() ends it
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            ssl_object = transport.get_extra_info("ssl_object")
+            cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            conn = Connection(
+                reader,
+                writer,
+                self.router,
+                peer,
+                cert,
+                limits=self.limits,
+                gate=self.gate,
+                on_connect=connect_arrived,
+            )
+            protocol.on_lost = conn.peer_gone
+            if protocol.is_lost:
+                conn.peer_gone()
+            self._connections.add(conn)
+            try:
+                await conn.run()
+            finally:
+                self._connections.discard(conn)
         finally:
-            self._connections.discard(conn)
+            connect_arrived()
+            self._open -= 1
+
+
+class _StreamProtocol(asyncio.StreamReaderProtocol):
+    """A StreamReaderProtocol that says when the socket is gone, even while nobody reads."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self.is_lost = False
+        self.on_lost: Callable[[], None] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_lost = True
+        if self.on_lost is not None:
+            self.on_lost()
+        super().connection_lost(exc)
+
+
+def _connection_cap(configured: int) -> int:
+    """`configured`, lowered to leave FD_RESERVE (at most a quarter) of the open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - min(FD_RESERVE, soft // 4)))
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Wait until the socket has bytes (or EOF) to read."""
+    ready: asyncio.Future[None] = loop.create_future()
+    # The reader may fire again before we remove it: settle the future only once.
+    loop.add_reader(sock.fileno(), _settle_once, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    """The first bytes of a socket, left in place for whoever reads next."""
+    """Up to `size` bytes the socket holds, left in place; waits for one (b"" at EOF)."""
     while True:
         try:
-            data = sock.recv(size, socket.MSG_PEEK)
+            return sock.recv(size, socket.MSG_PEEK)
         except BlockingIOError:
-            data = None
-        if data is not None and (
-            len(data) >= size or data == b"" or b"CONNECT "[: len(data)] != data
-        ):
-            return data
-        ready: asyncio.Future[None] = loop.create_future()
-        # The reader may fire again before we remove it: settle the future only once.
-        loop.add_reader(sock.fileno(), _settle_once, ready)
+            await _readable(loop, sock)
+
+
+async def _take(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    """Exactly `size` bytes from the socket."""
+    out = bytearray()
+    while len(out) < size:
         try:
-            await ready
-        finally:
-            loop.remove_reader(sock.fileno())
-        if data is not None and len(data) < size:
-            await asyncio.sleep(0.005)  # a partial first line: let the rest arrive
+            chunk = sock.recv(size - len(out))
+        except BlockingIOError:
+            await _readable(loop, sock)
+            continue
+        if not chunk:
+            raise ConnectionError("closed during proxy CONNECT")
+        out += chunk
+    return bytes(out)
 
 
 def _settle_once(future: asyncio.Future[None]) -> None:
@@ -413,26 +671,29 @@ def _settle_once(future: asyncio.Future[None]) -> None:
 
 
 async def _answer_proxy(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Consume `CONNECT host:port HTTP/1.1 ...\\r\\n\\r\\n` exactly; answer 200 in one write."""
-    while True:  # peek until the blank line is in, then take exactly the header
-        peeked = await _peek(loop, sock, PROXY_HEADER_MAX_BYTES)
-        end = peeked.find(b"\r\n\r\n")
-        if end >= 0:
-            break
-        if not peeked:
-            raise ConnectionError("closed during proxy CONNECT")
-        if len(peeked) >= PROXY_HEADER_MAX_BYTES:
+    """Consume `CONNECT host:port HTTP/1.1 ...\r\n\r\n` exactly; answer 200 in one write.
+
+    Event-driven: whatever is waiting is taken (never past the blank line, so the TLS bytes
+    that follow stay for TLS), and then it waits for the socket to be readable again, which
+    with nothing left unread means new bytes. A client that stops half-way costs nothing until
+    the handshake timeout closes it.
+    """
+    header = bytearray()
+    while True:
+        if len(header) >= PROXY_HEADER_MAX_BYTES:
             raise ValueError("proxy CONNECT header too long")
-        await asyncio.sleep(0.005)  # the client sends nothing more until it has our answer
-    buffered = b""
-    while len(buffered) < end + 4:
-        chunk = await loop.sock_recv(sock, end + 4 - len(buffered))
-        if not chunk:
+        waiting = await _peek(loop, sock, PROXY_HEADER_MAX_BYTES - len(header))
+        if not waiting:
             raise ConnectionError("closed during proxy CONNECT")
-        buffered += chunk
-    request_line = buffered.split(b"\r\n", 1)[0].decode("latin-1")
+        tail = bytes(header[-3:])  # the blank line may straddle what we took and what waits
+        end = (tail + waiting).find(b"\r\n\r\n")
+        if end >= 0:
+            header += await _take(loop, sock, end + 4 - len(tail))
+            break
+        header += await _take(loop, sock, len(waiting))
+    request_line = bytes(header).split(b"\r\n", 1)[0].decode("latin-1")
     parts = request_line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+    if len(parts) != 3 or parts[0] != "CONNECT" or not parts[2].startswith("HTTP/1."):
         await loop.sock_sendall(sock, b"HTTP/1.1 400 Bad Request\r\n\r\n")
         raise ValueError(f"bad proxy request line {request_line!r}")
     await loop.sock_sendall(sock, b"HTTP/1.1 200 Connection established\r\n\r\n")

@@ -42,6 +42,7 @@ class CoreOptions:
     retention_interval_s: float = 3600.0
     retention_batch_rows: int = 5000
     public_url: str | None = None  # base of absolute links; None: links are relative
+    ingest_queue_max_bytes: int = 67_108_864
 
 
 class Core:
@@ -63,6 +64,7 @@ class Core:
             self.registry,
             self.events,
             max_payload_bytes=options.max_payload_bytes,
+            max_queued_bytes=options.ingest_queue_max_bytes,
         )
         self.queries = QueryService(store)
         self.commands = CommandService(

@@ -3,6 +3,12 @@
 A message is stored once, whole; its numeric fields also become observations. A policy (e.g.
 a device template) may reject a message: it is then recorded as a rejected-telemetry event
 with the reason, not stored as telemetry.
+
+Memory is bounded: what is queued or being written counts against `max_queued_bytes` (each
+message its raw bytes plus MESSAGE_OVERHEAD_BYTES) from submit() until its write ends. Over
+the bound the service is full: nothing is refused or dropped, but adapters that read from
+devices wait_for_room() before taking more (the MQTT listener stops reading its sockets), and
+ingest() waits for room before it queues.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from thinghub.ports import Bus, Clock, Store
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 
-__all__ = ["BATCH_MAX", "IngestService", "Outcome", "TelemetryPolicy", "message_size"]
+__all__ = [
+    "BATCH_MAX",
+    "MESSAGE_OVERHEAD_BYTES",
+    "IngestService",
+    "Outcome",
+    "TelemetryPolicy",
+    "message_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +52,10 @@ _Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
 
 # Most messages in one write unit.
 BATCH_MAX = 2000
+
+#: What a queued message costs besides its raw bytes (the message, its future, its parsed
+#: body's objects), so that many tiny messages also count against the queue bound.
+MESSAGE_OVERHEAD_BYTES = 1024
 
 
 def message_size(
@@ -68,6 +85,7 @@ class IngestService:
         events: EventService,
         *,
         max_payload_bytes: int,
+        max_queued_bytes: int,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -81,6 +99,10 @@ class IngestService:
         self._wake = asyncio.Event()
         self._running = False
         self._stopping = False
+        self.max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0  # submitted and not yet written (or failed)
+        self._room = asyncio.Event()  # set while queued bytes are under the bound
+        self._room.set()
 
     def build(
         self,
@@ -146,6 +168,7 @@ class IngestService:
         Raises Invalid when a policy rejects it (the rejection is recorded as an event).
         """
         if self._running:
+            await self.wait_for_room()
             outcome = await self.submit(device, message)
         else:  # no batching loop (one-shot tools): write it directly
             future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -164,10 +187,34 @@ class IngestService:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
+        cost = len(message.raw) + MESSAGE_OVERHEAD_BYTES
+        self._queued_bytes += cost
+        if self._queued_bytes >= self.max_queued_bytes:
+            self._room.clear()
+        future.add_done_callback(lambda _: self._release(cost))
         self._pending.append((device, message, future))
         if len(self._pending) == 1:
             self._wake.set()
         return future
+
+    @property
+    def is_full(self) -> bool:
+        """True while the queued messages' bytes are at or over `max_queued_bytes`."""
+        return not self._room.is_set()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    async def wait_for_room(self) -> None:
+        """Return once the queue is under its bound (at once when it already is)."""
+        if not self._room.is_set():
+            await self._room.wait()
+
+    def _release(self, cost: int) -> None:
+        self._queued_bytes -= cost
+        if self._queued_bytes < self.max_queued_bytes:
+            self._room.set()
 
     async def run(self) -> None:
         """The batching loop, until stop(): then it writes what is queued and returns."""

@@ -252,6 +252,19 @@ MALFORMED: list[tuple[str, bytes, str, int | None]] = [
     ("CONNECT unknown protocol", _connect_bytes(name=b"MQTX"), "§3.1.2-1", None),
     ("CONNECT protocol not UTF-8", _connect_bytes(name=b"MQ\xff"), "UTF-8", None),
     ("CONNECT reserved flag", _connect_bytes(flags=0x03), "§3.1.2-3", None),
+    ("CONNECT reserved flag only", _connect_bytes(flags=0x01), "§3.1.2-3", None),
+    (
+        "CONNECT reserved flag, SDK's other flags",  # what the Azure SDK sends, plus bit 0
+        _connect_bytes(flags=0xC1, payload=_s(b"id") + _s(b"u") + _s(b"p")),
+        "§3.1.2-3",
+        None,
+    ),
+    (
+        "CONNECT 3.1 reserved flag",
+        _connect_bytes(name=b"MQIsdp", level=3, flags=0x03),
+        "§3.1.2-3",
+        None,
+    ),
     ("CONNECT password only", _connect_bytes(flags=0x42), "§3.1.2-22", None),
     ("CONNECT will QoS 3", _connect_bytes(flags=0x1E), "§3.1.2-14", None),
     ("CONNECT will QoS, no will", _connect_bytes(flags=0x0A), "§3.1.2-13", None),

@@ -504,6 +504,19 @@ def test_malformed_connect_is_closed_without_connack() -> None:
     assert server.data_to_send() == b""
 
 
+def test_connect_with_the_reserved_flag_is_refused_before_any_event() -> None:
+    """§3.1.2-3: the server must validate the reserved flag and disconnect (no CONNACK)."""
+    data = bytearray(encode(Connect("dev", "hub/dev/?api-version=1", b"sas", 60, False)))
+    data[9] |= 0x01  # fixed header (2) + protocol name (6) + level (1): the connect flags
+    server = ServerSession()
+    server.receive_data(bytes(data), 0.0)
+    events = server_events(server)
+    assert not any(isinstance(e, ConnectRequested) for e in events)
+    assert "§3.1.2-3" in _violation(events).error.reason
+    assert server.data_to_send() == b""
+    assert server.state is ServerState.CLOSED
+
+
 @pytest.mark.parametrize(
     ("packet", "reason"),
     [

@@ -55,12 +55,6 @@ _SQUARE = bytes.maketrans(b"{}", b"[]")
 _STEPS = bytes.maketrans(b"[]", b"\x01\xff")  # +1 and -1 as signed bytes
 
 
-def _bytes_of(document: bytes | bytearray | memoryview | str) -> bytes:
-    if isinstance(document, str):
-        return document.encode("utf-8", "surrogatepass")
-    return document if isinstance(document, bytes) else bytes(document)
-
-
 def _brackets(data: bytes) -> bytes:
     """The document's brackets outside strings, as `[` and `]` only."""
     if b"\\" in data:
@@ -81,9 +75,14 @@ def exceeds_depth(document: bytes | bytearray | memoryview | str, limit: int) ->
     """
     if limit < 0:
         raise ValueError(f"limit must be 0 or more, got {limit}")
-    data = _bytes_of(document)
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False
+    if isinstance(document, str):  # stored text: count before paying for the encoding
+        if document.count("[") + document.count("{") <= limit:
+            return False
+        data = document.encode("utf-8", "surrogatepass")
+    else:
+        data = document if isinstance(document, bytes) else bytes(document)
+        if data.count(b"[") + data.count(b"{") <= limit:
+            return False
     brackets = _brackets(data)
     if brackets.count(b"[") <= limit:
         return False
@@ -120,7 +119,6 @@ def check_depth(
     """
     if exceeds_depth(document, limit):
         raise Invalid(
-            f"{field} nests deeper than {limit} levels of arrays and objects "
-            f"(max_json_depth)",
+            f"{field} nests deeper than {limit} levels of arrays and objects (max_json_depth)",
             field=field,
         )

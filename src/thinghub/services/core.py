@@ -57,6 +57,7 @@ class Core:
             self.registry,
             self.events,
             max_payload_bytes=options.max_payload_bytes,
+            max_json_depth=options.max_json_depth,
         )
         self.queries = QueryService(store)
         self.commands = CommandService(

@@ -90,8 +90,10 @@ def test_depth_of_examples(text: str, depth: int) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\ \n\u00e9'),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(alphabet='k[{"\\', max_size=3), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet='k[{"\\', max_size=3), children, max_size=4)
+    ),
     max_leaves=60,
 )
 

@@ -16,6 +16,7 @@ import orjson
 from thinghub.domain.commands import Command, CommandMode, CommandStatus
 from thinghub.domain.errors import Conflict, Invalid
 from thinghub.domain.events import Event, EventType
+from thinghub.domain.json_depth import JSON_DEPTH_CEILING, exceeds_depth
 from thinghub.domain.model import (
     Account,
     ApiToken,
@@ -50,6 +51,21 @@ def _dumps(value: Any) -> str:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+def _body(text: str | None) -> Any:
+    """A stored body (telemetry, event, command payload or result), to be answered.
+
+    Rows written before bodies were depth-checked may nest deeper than anything can render
+    (orjson writes at most 254 levels, and answers wrap a body in a few more): such a body
+    is answered as its stored text, a JSON string, never parsed. Nothing written now nests
+    deeper than JSON_DEPTH_CEILING (max_json_depth is at most that).
+    """
+    if text is None:
+        return None
+    if exceeds_depth(text, JSON_DEPTH_CEILING):
+        return text
+    return orjson.loads(text)
 
 
 def _encode_cursor(ts_us: int, row_id: int) -> str:
@@ -164,7 +180,7 @@ def _command(row: Sequence[Any]) -> Command:
         account_id=row[1],
         device_id=row[2],
         name=row[3],
-        payload=_loads(row[4]),
+        payload=_body(row[4]),
         mode=CommandMode(row[5]),
         status=CommandStatus(row[6]),
         created_at=from_us(row[7]) or 0.0,
@@ -172,7 +188,7 @@ def _command(row: Sequence[Any]) -> Command:
         response_timeout_s=row[9],
         completed_at=from_us(row[10]),
         response_code=row[11],
-        result=_loads(row[12]),
+        result=_body(row[12]),
     )
 
 
@@ -225,7 +241,7 @@ def _telemetry(row: Sequence[Any]) -> TelemetryMessage:
         project=row[2],
         deployment=row[3],
         enqueued_at=from_us(row[4]) or 0.0,
-        body=_loads(row[5]),
+        body=_body(row[5]),
         raw=bytes(row[6] or b""),
         properties=_loads(row[7]) or {},
         message_id=row[8],
@@ -751,7 +767,7 @@ class SqlStore:
         return await self._page(
             sql, params, query, "ts", 6,
             lambda r: Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0,
-                            orjson.loads(r[7]), r[3], r[4]),
+                            _body(r[7]), r[3], r[4]),
         )  # fmt: skip
 
     # -- commands ------------------------------------------------------------------------

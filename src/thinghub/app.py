@@ -221,6 +221,7 @@ class ThingHub:
                 jwt_ttl_s=s.jwt_ttl_s,
                 max_payload_bytes=s.max_payload_bytes,
                 max_request_bytes=s.max_request_bytes,
+                max_json_depth=s.max_json_depth,
                 method_timeout_max_s=s.method_timeout_max_s,
                 command_ttl_s=s.command_ttl_s,
                 page_max=s.page_max,

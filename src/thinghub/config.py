@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, JSON_DEPTH_CEILING
+
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
 
 
@@ -59,6 +61,15 @@ def _positive_int(value: Any) -> int:
     if number <= 0:
         raise ValueError("must be greater than 0")
     return number
+
+
+def _json_depth(value: Any) -> int:
+    depth = _integer(value)
+    if not 1 <= depth <= JSON_DEPTH_CEILING:
+        # Above the ceiling, bodies wrapped for an answer could reach what orjson refuses to
+        # write (254 levels).
+        raise ValueError(f"must be 1 to {JSON_DEPTH_CEILING}")
+    return depth
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -181,6 +192,14 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         4_194_304,
         "Largest HTTP request body a REST face reads (larger: 413 in the face's error shape).",
+    ),
+    Setting(
+        "max_json_depth",
+        _json_depth,
+        DEFAULT_MAX_JSON_DEPTH,
+        f"Deepest nesting of arrays and objects in a JSON document: HTTP bodies of every face, "
+        f"twin patches, DPS requests (deeper: 400); deeper device telemetry is kept as text "
+        f"(1 to {JSON_DEPTH_CEILING}).",
     ),
     Setting(
         "method_timeout_max_s",
@@ -365,6 +384,7 @@ class Settings:
     batch_max_rows: int = 2000
     max_payload_bytes: int = 262_144
     max_request_bytes: int = 4_194_304
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     method_timeout_max_s: float = 300.0
     command_ttl_s: float = 86_400.0
     page_max: int = 1000

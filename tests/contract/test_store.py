@@ -12,6 +12,7 @@ from tests.contract.conftest import Backend
 from thinghub.domain.commands import Command, CommandMode, CommandStatus
 from thinghub.domain.errors import Conflict, Invalid
 from thinghub.domain.events import Event, EventType
+from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import (
     Account,
     ApiToken,
@@ -438,6 +439,25 @@ async def test_telemetry_round_trips_every_field(store: Store) -> None:
     assert got[2].body is None
     assert got[2].raw == b"\x00\x01\xfe\xff"
     assert isinstance(got[2].raw, bytes)
+
+
+async def test_bodies_too_deep_to_render_are_read_back_as_their_text(store: Store) -> None:
+    """Older versions stored a payload's own JSON text whatever its depth (`body_json`); a body
+    deeper than JSON_DEPTH_CEILING could not be rendered (orjson writes at most 254 levels),
+    so it is read back as that text, never parsed. Anything at the ceiling still parses."""
+    too_deep = "[" * 300 + "]" * 300
+    at_ceiling = "[" * JSON_DEPTH_CEILING + "]" * JSON_DEPTH_CEILING
+    stored = [
+        message(seconds=1, body="unused", body_json=too_deep.encode()),
+        message(seconds=2, body="unused", body_json=at_ceiling.encode()),
+        message(seconds=3, body="[[[ text, not JSON"),
+    ]
+    assert await store.append_telemetry(stored, []) == [True] * 3
+    found = await all_telemetry(store, TelemetryQuery(ACC))
+    bodies = {m.enqueued_at: m.body for m in found}
+    assert bodies[at(1)] == too_deep
+    assert isinstance(bodies[at(2)], list)
+    assert bodies[at(3)] == "[[[ text, not JSON"
 
 
 async def test_query_telemetry_filters(store: Store) -> None:

@@ -10,7 +10,13 @@ from typing import Any
 
 import httpx
 
-from thinghub.mqtt import ClientSession, Connacked, PubackReceived, PublishReceived
+from thinghub.mqtt import (
+    ClientSession,
+    Connacked,
+    PubackReceived,
+    PublishReceived,
+    SubackReceived,
+)
 from thinghub.security import sas
 
 
@@ -39,6 +45,7 @@ class RawDevice:
         self.context = ssl.create_default_context(cafile=ca_file)
         self.session = ClientSession()
         self.acked: set[int] = set()
+        self.subacked: set[int] = set()
         self.received: list[Any] = []
         self.connack: Connacked | None = None
         self.closed = asyncio.Event()
@@ -78,6 +85,8 @@ class RawDevice:
                         self.acked.add(event.packet_id)
                     elif isinstance(event, PublishReceived):
                         self.received.append(event.publish)
+                    elif isinstance(event, SubackReceived):
+                        self.subacked.add(event.packet_id)
                 self.flush()
         except (ConnectionError, ssl.SSLError, OSError):
             pass
@@ -88,6 +97,15 @@ class RawDevice:
         packet_id = self.session.publish(topic, payload, qos)
         self.flush()
         return packet_id
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """SUBSCRIBE and wait for the SUBACK (AssertionError if the connection closes)."""
+        packet_id = self.session.subscribe([(topic_filter, qos)])
+        self.flush()
+        async with asyncio.timeout(15):
+            while packet_id not in self.subacked and not self.closed.is_set():
+                await asyncio.sleep(0.005)
+        assert packet_id in self.subacked, f"no SUBACK for {topic_filter!r}"
 
     async def close(self) -> None:
         if self._writer is not None:

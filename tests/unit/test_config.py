@@ -187,6 +187,9 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("command_ttl_s", -1),
     ("page_max", 0),
     ("hostnames", 5),
+    ("max_json_depth", 0),
+    ("max_json_depth", 129),  # over JSON_DEPTH_CEILING: orjson could no longer write answers
+    ("max_json_depth", "deep"),
 ]
 
 
@@ -285,3 +288,11 @@ def test_docs_name_no_setting_that_does_not_exist(config_docs: str) -> None:
     documented = set(re.findall(r"\bTHINGHUB_[A-Z0-9_]+\b", config_docs))
     known = {f"THINGHUB_{s.name.upper()}" for s in SETTINGS} | NON_SETTING_ENV
     assert documented <= known, f"unknown variables in {DOCS.name}: {documented - known}"
+
+
+def test_max_json_depth_defaults_to_64_and_takes_1_to_128() -> None:
+    assert load_settings(environ={}).max_json_depth == 64
+    for depth in (1, 128):
+        assert load_settings(environ={"THINGHUB_MAX_JSON_DEPTH": str(depth)}).max_json_depth == (
+            depth
+        )

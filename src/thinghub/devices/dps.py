@@ -15,7 +15,8 @@ from typing import Any
 from thinghub.devices.hub_topics import parse_dps_username, parse_query, request_id
 from thinghub.devices.mqtt_server import Connection, DropConnection
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Error, Unauthorized
+from thinghub.domain.errors import Error, Invalid, Unauthorized
+from thinghub.domain.json_depth import check_depth
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect
 from thinghub.security.ca import device_identity_of
@@ -102,6 +103,11 @@ class Dps:
         return None
 
     async def _register(self, conn: Connection, state: _DpsState, payload: bytes, rid: str) -> None:
+        try:  # the depth first: json.loads recurses into what it parses
+            check_depth(payload, self.core.options.max_json_depth, "the request body")
+        except Invalid as exc:
+            self._error(conn, 400, 400004, rid, exc.message)
+            return
         try:
             request = json.loads(payload) if payload.strip() else {}
             if not isinstance(request, dict):

@@ -49,6 +49,7 @@ from thinghub.domain.errors import (
     Unauthorized,
 )
 from thinghub.domain.ids import entity_id
+from thinghub.domain.json_depth import exceeds_depth
 from thinghub.domain.model import Device
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES
 from thinghub.mqtt import Publish
@@ -508,6 +509,10 @@ class Hub:
             logger.info("device %s: reported patch of %d bytes", link.device_id, len(payload))
             link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
             return
+        if exceeds_depth(payload, self.core.options.max_json_depth):  # before json.loads
+            logger.info("device %s: reported patch nests too deep", link.device_id)
+            link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
+            return
         try:
             patch = json.loads(payload)
             twin = await self.core.twins.patch_reported(link.device, patch)
@@ -559,13 +564,18 @@ class Hub:
         if pending is None or pending.future.done():
             logger.info("device %s answered unknown or late method request %s", link.device_id, rid)
             return
-        pending.future.set_result(MethodResult(status, _decode_payload(payload)))
+        depth = self.core.options.max_json_depth
+        pending.future.set_result(MethodResult(status, _decode_payload(payload, depth)))
 
 
-def _decode_payload(payload: bytes) -> Any:
+def _decode_payload(payload: bytes, max_depth: int) -> Any:
+    """A method answer: its JSON value, else its text (also when it nests deeper than
+    `max_depth`: it is then never parsed), else None."""
     if not payload:
         return None
     try:
+        if exceeds_depth(payload, max_depth):
+            raise ValueError("nested too deep to parse")
         return json.loads(payload)
     except ValueError:
         try:

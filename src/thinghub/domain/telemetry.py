@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
+
 __all__ = ["Observation", "TelemetryMessage", "decode_body", "observations_of"]
 
 
@@ -15,7 +17,9 @@ class TelemetryMessage:
     """One device-to-cloud message.
 
     `body` is the decoded JSON value when the payload is JSON, else the text (or None when
-    the payload is not UTF-8; `raw` keeps the bytes either way).
+    the payload is not UTF-8; `raw` keeps the bytes either way). A payload nested deeper than
+    max_json_depth is never parsed: its body is the text and `depth_limit` the limit it
+    exceeded.
     """
 
     account_id: str
@@ -35,6 +39,7 @@ class TelemetryMessage:
     # The body's JSON text when the payload itself was that JSON: stored as is, so the body
     # is not serialized a second time (None: serialize `body`).
     body_json: bytes | None = None
+    depth_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +53,18 @@ class Observation:
     value: float
 
 
-def decode_body(raw: bytes, content_type: str | None = None) -> Any:
-    """JSON when the payload parses as JSON, else UTF-8 text, else None."""
+def decode_body(
+    raw: bytes, content_type: str | None = None, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> Any:
+    """JSON when the payload parses as JSON (and nests at most `max_depth` levels), else UTF-8
+    text, else None."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
     stripped = text.strip()
+    if exceeds_depth(raw, max_depth):
+        return text
     if (
         stripped[:1] in ("{", "[", '"')
         or (content_type or "").endswith("json")

@@ -2,6 +2,11 @@
 
 Every REST face answers errors as {"error": {"code", "message", "field"}} with the status
 from STATUS_OF; faces with a documented shape of their own pass `render` to install_errors.
+
+Bodies are judged while they are read, before FastAPI parses them: over max_request_bytes is
+413 (BodyLimit), JSON nested deeper than max_json_depth is 400 (JsonDepth). Both raise from
+the ASGI `receive`, so the route's error handling answers in the face's shape, after the
+caller is authenticated (authenticate_before_body).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from thinghub.domain import errors
+from thinghub.domain.json_depth import check_depth
 from thinghub.domain.model import Principal
 from thinghub.services.core import Core
 
@@ -26,8 +32,10 @@ __all__ = [
     "ERROR_SCHEMA",
     "STATUS_OF",
     "BodyLimit",
+    "BodyRejected",
     "ErrorRenderer",
     "JsonBodies",
+    "JsonDepth",
     "OpenApiPatch",
     "OrjsonResponse",
     "authenticate_before_body",
@@ -132,6 +140,8 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc, BodyRejected):
+            return render(exc.error, exc.status_code)
         kinds: dict[int, type[errors.Error]] = {
             401: errors.Unauthorized,
             403: errors.Forbidden,
@@ -215,6 +225,57 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class BodyRejected(StarletteHTTPException):
+    """A body refused while it is read, carrying the domain error to answer with.
+
+    An HTTPException, because FastAPI lets those out of its body parsing as they are (any
+    other exception there becomes a bare "There was an error parsing the body").
+    """
+
+    def __init__(self, error: errors.Error) -> None:
+        super().__init__(status_of(error), error.message)
+        self.error = error
+
+
+class JsonDepth:
+    """ASGI middleware: a JSON body nested deeper than `limit` is refused with 400.
+
+    The body is passed on as it arrives; before its last part is handed over, the whole of it
+    is measured (domain.json_depth, no recursion), so no parser ever sees a deeper document.
+    Bodies sent as something other than JSON (the OAuth2 token endpoint's forms) are left
+    alone: nothing parses them as JSON.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type")
+        if content_type is not None and b"json" not in content_type.lower():
+            await self.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+
+        async def checked() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body = b"".join(parts)
+                    parts.clear()
+                    try:
+                        check_depth(body, self.limit, "body")
+                    except errors.Invalid as exc:
+                        raise BodyRejected(exc) from None
+            return message
+
+        await self.app(scope, checked, send)
 
 
 class JsonBodies:
@@ -382,6 +443,8 @@ def face_app(
     app.state.core = core
     _install_openapi(app, error_schema)
     install_errors(app) if render is None else install_errors(app, render)
+    # Added first, so it runs innermost: it sees the content type JsonBodies sets.
+    app.add_middleware(JsonDepth, limit=core.options.max_json_depth)
     app.add_middleware(JsonBodies, form_paths=form_paths)
     app.add_middleware(BodyLimit, limit=core.options.max_request_bytes)
     return app
@@ -436,7 +499,7 @@ def authenticate_before_body(
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 413:
+        if exc.status_code == 413 or isinstance(exc, BodyRejected):
             return await answer(request, exc, render_http)
         result = render_http(request, exc)
         return result if isinstance(result, Response) else await result

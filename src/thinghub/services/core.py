@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinghub.domain.errors import NotFound
+from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Account, Device, Retention
 from thinghub.ports import Bus, Clock, Store
 from thinghub.services.auth import AuthService
@@ -34,6 +35,7 @@ class CoreOptions:
     jwt_ttl_s: int = 3600
     max_payload_bytes: int = 262_144
     max_request_bytes: int = 4_194_304
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     method_timeout_max_s: float = 300.0
     command_ttl_s: float = 86_400.0
     page_max: int = 1000
@@ -65,6 +67,7 @@ class Core:
             self.events,
             max_payload_bytes=options.max_payload_bytes,
             max_queued_bytes=options.ingest_queue_max_bytes,
+            max_json_depth=options.max_json_depth,
         )
         self.queries = QueryService(store)
         self.commands = CommandService(

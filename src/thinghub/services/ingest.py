@@ -9,6 +9,11 @@ message its raw bytes plus MESSAGE_OVERHEAD_BYTES) from submit() until its write
 the bound the service is full: nothing is refused or dropped, but adapters that read from
 devices wait_for_room() before taking more (the MQTT listener stops reading its sockets), and
 ingest() waits for room before it queues.
+A payload nested deeper than max_json_depth is never parsed (IoT Hub takes any bytes as a
+message body, so it is not refused either): it is stored as its text, with no observations.
+
+What goes wrong with one message fails that message only: the batching task never lets an
+exception out, since that would end the TaskGroup it runs in, and with it the server.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import orjson
 
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.events import EventType
+from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
 from thinghub.ports import Bus, Clock, Store
@@ -86,6 +92,7 @@ class IngestService:
         *,
         max_payload_bytes: int,
         max_queued_bytes: int,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -93,6 +100,7 @@ class IngestService:
         self.registry = registry
         self.events = events
         self.max_payload_bytes = max_payload_bytes
+        self.max_json_depth = max_json_depth
         self.policies: list[TelemetryPolicy] = []
         self.batch_max = BATCH_MAX
         self._pending: list[_Pending] = []
@@ -131,14 +139,18 @@ class IngestService:
                 field="body",
             )
         body_json = None
-        if body is None:
+        depth_limit = None
+        if body is None and exceeds_depth(raw, self.max_json_depth):
+            depth_limit = self.max_json_depth  # kept as text: never parsed
+            body = _text(raw)
+        elif body is None:
             try:
                 # orjson accepts only what it can write back (no NaN, no integer past 64
                 # bits), so a payload that parses is stored as its own text.
                 body = orjson.loads(raw)
                 body_json = raw
             except orjson.JSONDecodeError:
-                body = decode_body(raw, content_type)
+                body = decode_body(raw, content_type, self.max_json_depth)
                 if not isinstance(body, str | None):
                     # JSON that orjson refuses to store (NaN, huge integers): keep the text,
                     # so one odd message never fails the batch it shares.
@@ -159,6 +171,7 @@ class IngestService:
             project=device.project,
             deployment=device.deployment,
             source=source,
+            depth_limit=depth_limit,
         )
 
     async def ingest(self, device: Device, message: TelemetryMessage) -> bool:
@@ -172,7 +185,7 @@ class IngestService:
             outcome = await self.submit(device, message)
         else:  # no batching loop (one-shot tools): write it directly
             future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-            await self._write([(device, message, future)])
+            await self._write_batch([(device, message, future)])
             outcome = await future
         if outcome.rejected is not None:
             raise Invalid(outcome.rejected, field="body")
@@ -230,7 +243,7 @@ class IngestService:
                     if self._pending:
                         self._wake.set()
                     if batch:
-                        tasks.create_task(self._write(batch), name="ingest.batch")
+                        tasks.create_task(self._write_batch(batch), name="ingest.batch")
         finally:
             self._running = False
 
@@ -239,10 +252,27 @@ class IngestService:
         self._stopping = True
         self._wake.set()
 
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        """The top of a batch task: whatever fails here fails the batch's messages that are
+        still waiting, never the TaskGroup (and so never the server)."""
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            logger.exception("ingest: a batch of %d messages failed", len(batch))
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+
     async def _write(self, batch: list[_Pending]) -> None:
         accepted: list[_Pending] = []
         for item in batch:
-            reason = await self._check(item[0], item[1])
+            try:
+                reason = await self._check(item[0], item[1])
+            except Exception as exc:  # our bug, for this message: it alone is not stored
+                logger.exception("ingest: checking a message of %s failed", item[0].id)
+                if not item[2].done():
+                    item[2].set_exception(exc)
+                continue
             if reason is None:
                 accepted.append(item)
             else:
@@ -291,6 +321,13 @@ class IngestService:
                     {"reason": reason, "messageId": message.message_id, "body": message.body},
                 )
                 return reason
+        return None
+
+
+def _text(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
         return None
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import Clock, Store
@@ -73,6 +74,8 @@ TEMPLATE_CACHE_S = 5.0
 # DTDL v3 limits: complex schemas nest at most 8 deep, `extends` chains at most 10.
 MAX_SCHEMA_DEPTH = 8
 MAX_EXTENDS_DEPTH = 10
+# A template document as a whole (its schemas, interfaces and annotations) nests at most:
+MAX_DOCUMENT_DEPTH = 64
 MAX_TEMPLATE_ID_CHARS = 256
 TEMPLATE_ID = re.compile(r"[A-Za-z0-9._:;-]{1,256}")
 # DTDL names: a letter, then letters, digits and underscores, not ending in an underscore.
@@ -159,6 +162,8 @@ def _show(value: Any) -> str:
         text = json.dumps(value, default=str)
     except (TypeError, ValueError):
         text = repr(value)
+    except RecursionError:  # bodies are depth-checked before they get here; be sure anyway
+        text = "(a value nested too deep to show)"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -399,8 +404,10 @@ def _types(node: Mapping[str, Any]) -> list[str]:
 
 def _walk_ids(node: Any, index: dict[str, dict[str, Any]], depth: int = 0) -> None:
     """Index every object with an `@id` (interfaces and reusable schemas) for references."""
-    if depth > 64:
-        raise Invalid("the template nests deeper than 64 levels", field="capabilityModel")
+    if depth > MAX_DOCUMENT_DEPTH:
+        raise Invalid(
+            f"the template nests deeper than {MAX_DOCUMENT_DEPTH} levels", field="capabilityModel"
+        )
     if isinstance(node, dict):
         ident = node.get("@id")
         if isinstance(ident, str) and ident not in index:
@@ -749,8 +756,15 @@ def parse_template(template_id: str, body: Any) -> tuple[dict[str, Any], Interfa
     return document, model
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
+def merge_patch(target: Any, patch: Any, depth: int = 0) -> Any:
+    """RFC 7386 JSON merge patch. It recurses along the patch, which came in as a request
+    body (at most max_json_depth deep); past JSON_DEPTH_CEILING it is refused all the same.
+
+    Raises:
+        Invalid: the patch nests deeper than JSON_DEPTH_CEILING.
+    """
+    if depth > JSON_DEPTH_CEILING:
+        raise Invalid(f"the patch nests deeper than {JSON_DEPTH_CEILING} levels", field="body")
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     out = dict(target) if isinstance(target, dict) else {}
@@ -758,7 +772,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             out.pop(key, None)
         else:
-            out[key] = merge_patch(out.get(key), value)
+            out[key] = merge_patch(out.get(key), value, depth + 1)
     return out
 
 
@@ -775,6 +789,11 @@ class TemplatePolicy:
         template = await self.templates.for_device(device)
         if template is None:
             return None
+        if message.depth_limit is not None:  # kept as text, unparsed: it cannot match
+            return (
+                f"telemetry nests deeper than {message.depth_limit} levels of arrays and "
+                "objects (max_json_depth)"
+            )
         try:
             template.check_telemetry(message.body, message.component)
         except Invalid as exc:

@@ -16,6 +16,7 @@ import orjson
 from thinghub.domain.commands import Command, CommandMode, CommandStatus
 from thinghub.domain.errors import Conflict, Invalid
 from thinghub.domain.events import Event, EventType
+from thinghub.domain.json_depth import JSON_DEPTH_CEILING, exceeds_depth
 from thinghub.domain.model import (
     Account,
     ApiToken,
@@ -74,6 +75,21 @@ def _range_us(since: float | None, until: float | None) -> tuple[int, int]:
         -_END_US if since is None else to_us(since),
         _END_US if until is None else to_us(until),
     )
+
+
+def _body(text: str | None) -> Any:
+    """A stored body (telemetry, event, command payload or result), to be answered.
+
+    Rows written before bodies were depth-checked may nest deeper than anything can render
+    (orjson writes at most 254 levels, and answers wrap a body in a few more): such a body
+    is answered as its stored text, a JSON string, never parsed. Nothing written now nests
+    deeper than JSON_DEPTH_CEILING (max_json_depth is at most that).
+    """
+    if text is None:
+        return None
+    if exceeds_depth(text, JSON_DEPTH_CEILING):
+        return text
+    return orjson.loads(text)
 
 
 def _encode_cursor(ts_us: int, row_id: int) -> str:
@@ -205,7 +221,7 @@ def _command(row: Sequence[Any]) -> Command:
         account_id=row[1],
         device_id=row[2],
         name=row[3],
-        payload=_loads(row[4]),
+        payload=_body(row[4]),
         mode=CommandMode(row[5]),
         status=CommandStatus(row[6]),
         created_at=from_us(row[7]) or 0.0,
@@ -213,7 +229,7 @@ def _command(row: Sequence[Any]) -> Command:
         response_timeout_s=row[9],
         completed_at=from_us(row[10]),
         response_code=row[11],
-        result=_loads(row[12]),
+        result=_body(row[12]),
     )
 
 
@@ -266,7 +282,7 @@ def _telemetry(row: Sequence[Any]) -> TelemetryMessage:
         project=row[2],
         deployment=row[3],
         enqueued_at=from_us(row[4]) or 0.0,
-        body=_loads(row[5]),
+        body=_body(row[5]),
         raw=bytes(row[6] or b""),
         properties=_loads(row[7]) or {},
         message_id=row[8],
@@ -819,7 +835,7 @@ class SqlStore:
         return await self._page(
             sql, params, query, "ts", 6,
             lambda r: Event(r[1], r[2], EventType(r[5]), from_us(r[6]) or 0.0,
-                            orjson.loads(r[7]), r[3], r[4]),
+                            _body(r[7]), r[3], r[4]),
         )  # fmt: skip
 
     # -- retention and deletion ----------------------------------------------------------

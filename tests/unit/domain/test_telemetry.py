@@ -125,3 +125,12 @@ def test_bodies_that_are_not_objects_have_no_observations(body: Any) -> None:
 def test_integers_too_large_for_a_float_are_skipped() -> None:
     body = decode_body(b'{"big": 1' + b"0" * 400 + b', "ok": 1}')
     assert [o.metric for o in observations_of(message(body))] == ["ok"]
+
+
+def test_decode_body_never_parses_text_deeper_than_max_depth() -> None:
+    """json.loads recurses: a body deeper than the limit stays text (no RecursionError)."""
+    deep = b"[" * 5000 + b"]" * 5000
+    assert decode_body(deep) == deep.decode()
+    assert decode_body(b'{"a": [1]}', max_depth=2) == {"a": [1]}
+    assert decode_body(b'{"a": [1]}', max_depth=1) == '{"a": [1]}'
+    assert decode_body(b"\xff" + deep) is None

@@ -1,114 +1,220 @@
-"""Tests for thinghub.services.ingest: the memory bound on queued telemetry (queued bytes are
-counted, and a full queue says so) and a message's size as IoT Hub counts it."""
+"""Tests for thinghub.services.ingest: deep payloads are never parsed, and one message's
+failure fails that message only (never the batching task, and so never the server)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from thinghub.domain.model import Device, DeviceKind
+import orjson
+import pytest
+
+from thinghub.domain.events import Event
+from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
+from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports import Bus, Store
 from thinghub.services.bus import MemoryBus
 from thinghub.services.events import EventService
-from thinghub.services.ingest import MESSAGE_OVERHEAD_BYTES, IngestService, message_size
+from thinghub.services.ingest import IngestService
 from thinghub.services.registry import Registry
+from thinghub.services.templates import TemplateService
+
+ACCOUNT = "acc-1"
+# The report's 1.8 KB message: one telemetry field holding 300 nested objects.
+DEEP_MESSAGE = b'{"x":' + b'{"a":' * 300 + b"1}" + b"}" * 300
+WAIT_S = 10.0  # a batching loop that died never answers: fail instead of hanging
 
 
-class SlowStore:
-    """append_telemetry waits until the test opens the gate; everything it got is kept."""
+class FakeStore:
+    """The parts of the Store port ingest uses; JSON goes through orjson as in SqlStore."""
 
     def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.stored: list[TelemetryMessage] = []
+        self.telemetry: list[TelemetryMessage] = []
+        self.events: list[Event] = []
+        self.documents: dict[tuple[str, str, str], Any] = {}
 
     async def append_telemetry(
         self, messages: list[TelemetryMessage], observations: list[Observation]
     ) -> list[bool]:
-        await self.gate.wait()
-        self.stored += messages
+        for message in messages:
+            orjson.dumps(message.body)
+        self.telemetry.extend(messages)
         return [True] * len(messages)
 
-    async def touch_device(self, device_id: str, now: float) -> None:
+    async def append_event(self, event: Event) -> int:
+        orjson.dumps(event.body)  # what the SQL stores do: TypeError past 254 levels
+        self.events.append(event)
+        return len(self.events)
+
+    async def touch_device(self, device_id: str, now: float, state: str | None = None) -> None:
         return None
 
+    async def put_document(
+        self, account_id: str, kind: str, key: str, body: Any, now: float
+    ) -> None:
+        self.documents[(account_id, kind, key)] = orjson.loads(orjson.dumps(body))
 
-class Clock:
+    async def get_document(self, account_id: str, kind: str, key: str) -> Any | None:
+        return self.documents.get((account_id, kind, key))
+
+
+class FakeClock:
     def now(self) -> float:
         return 1_700_000_000.0
 
 
-DEVICE = Device("d1", "acc-1", DeviceKind.DEVICE, "d1", "k1", "k2", 0.0, 0.0)
-
-
-def service(store: SlowStore, max_queued_bytes: int) -> IngestService:
-    port = cast(Store, store)
-    bus = cast(Bus, MemoryBus())
-    events = EventService(port, bus, Clock())
-    return IngestService(
-        port,
-        Clock(),
-        bus,
-        Registry(port, Clock(), events),
-        events,
-        max_payload_bytes=262_144,
-        max_queued_bytes=max_queued_bytes,
+def device(template: str | None = None, device_id: str = "d1") -> Device:
+    return Device(
+        device_id, ACCOUNT, DeviceKind.DEVICE, device_id, "k1", "k2", 0.0, 0.0, template=template
     )
 
 
-def message(ingest: IngestService, size: int) -> TelemetryMessage:
-    return ingest.build(DEVICE, b"x" * size)
+def one_double_template(template_id: str) -> dict[str, Any]:
+    return {
+        "@id": template_id,
+        "capabilityModel": {
+            "@type": "Interface",
+            "contents": [{"@type": "Telemetry", "name": "x", "schema": "double"}],
+        },
+    }
 
 
-async def test_queued_bytes_fill_the_queue_and_writes_empty_it() -> None:
-    store = SlowStore()
-    cost = 10_000 + MESSAGE_OVERHEAD_BYTES
-    ingest = service(store, max_queued_bytes=3 * cost)
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(ingest.run())
-        futures = [ingest.submit(DEVICE, message(ingest, 10_000)) for _ in range(2)]
-        assert ingest.queued_bytes == 2 * cost
-        assert not ingest.is_full
-        futures.append(ingest.submit(DEVICE, message(ingest, 10_000)))
-        assert ingest.is_full  # nothing refused: the third is queued like the others
-        waiter = asyncio.ensure_future(ingest.wait_for_room())
-        await asyncio.sleep(0.01)
-        assert not waiter.done()  # the store has not written anything yet
-        store.gate.set()
-        await asyncio.wait_for(waiter, timeout=5)
-        outcomes = await asyncio.gather(*futures)
-        assert [o.is_new for o in outcomes] == [True, True, True]
-        await asyncio.sleep(0)  # the futures' done callbacks release their bytes
-        assert ingest.queued_bytes == 0
-        assert not ingest.is_full
-        ingest.stop()
-    assert len(store.stored) == 3
+class World:
+    def __init__(self) -> None:
+        self.store = FakeStore()
+        store = cast(Store, self.store)
+        clock = FakeClock()
+        bus = cast(Bus, MemoryBus())
+        events = EventService(store, bus, clock)
+        registry = Registry(store, clock, events)
+        self.ingest = IngestService(
+            store, clock, bus, registry, events, max_payload_bytes=262_144, max_queued_bytes=1 << 26
+        )
+        self.templates = TemplateService(store, clock, registry)
+        self.ingest.policies.append(self.templates.policy)
 
 
-async def test_ingest_waits_for_room_before_queueing() -> None:
-    store = SlowStore()
-    ingest = service(store, max_queued_bytes=1)  # any one message fills it
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(ingest.run())
-        first = ingest.submit(DEVICE, message(ingest, 10))
-        assert ingest.is_full
-        second: asyncio.Task[Any] = tasks.create_task(ingest.ingest(DEVICE, message(ingest, 10)))
-        await asyncio.sleep(0.01)
-        assert ingest.queued_bytes == 10 + MESSAGE_OVERHEAD_BYTES  # the second is not queued
-        store.gate.set()
-        assert (await first).is_new
-        assert await asyncio.wait_for(second, timeout=5) is True
-        ingest.stop()
-    assert len(store.stored) == 2
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    """A World whose batching loop runs for the test; it must still be running at the end."""
+    w = World()
+    run = asyncio.create_task(w.ingest.run())
+    await asyncio.sleep(0)
+    yield w
+    assert not run.done(), run.exception() if run.done() else None
+    w.ingest.stop()
+    await asyncio.wait_for(run, WAIT_S)
 
 
-def test_the_size_is_the_body_plus_property_names_and_values_plus_system_values() -> None:
-    assert message_size(b"12345", None) == 5
-    assert message_size(b"12345", {"ab": "cde"}) == 10
-    assert message_size(b"", {"k": "é"}) == 3  # UTF-8 bytes, not characters
-    assert message_size(b"x", {}, ("id-1", None, "application/json")) == 1 + 4 + 16
+# -- building: deep payloads are kept as text ----------------------------------------------------
 
 
-def test_many_small_properties_add_up() -> None:
-    props = {f"p{i}": "v" for i in range(100_000)}
-    assert message_size(b"{}", props) > 262_144
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 131072 + b"]" * 131072,  # segfaulted orjson 3.8.3
+        b'{"":' * 52428,  # a RecursionError in json.loads (it is not valid JSON either)
+        DEEP_MESSAGE,
+    ],
+    ids=["arrays", "open-objects", "templated-report"],
+)
+def test_payloads_deeper_than_the_limit_are_kept_as_text(raw: bytes) -> None:
+    message = World().ingest.build(device(), raw)
+    assert message.body == raw.decode()
+    assert message.body_json is None
+    assert message.depth_limit == DEFAULT_MAX_JSON_DEPTH
+
+
+def test_payloads_at_the_limit_are_parsed() -> None:
+    levels = DEFAULT_MAX_JSON_DEPTH - 1
+    raw = b'{"x":' + b'{"a":' * levels + b"1" + b"}" * levels + b"}"
+    message = World().ingest.build(device(), raw)
+    assert isinstance(message.body, dict)
+    assert message.depth_limit is None
+    deeper = World().ingest.build(device(), b"[" + raw + b"]")
+    assert deeper.body == "[" + raw.decode() + "]"
+
+
+def test_the_limit_follows_the_setting() -> None:
+    ingest = World().ingest
+    ingest.max_json_depth = 2
+    assert ingest.build(device(), b"[[1]]").body == [[1]]
+    assert ingest.build(device(), b"[[[1]]]").body == "[[[1]]]"
+    assert ingest.build(device(), b"[[[NaN]]]").body == "[[[NaN]]]"  # the json.loads path
+
+
+def test_deep_binary_payloads_stay_undecoded() -> None:
+    raw = b"\xff" + b"[" * 100
+    message = World().ingest.build(device(), raw)
+    assert message.body is None
+    assert message.raw == raw
+
+
+# -- batching: a failure stays with its message ------------------------------------------------
+
+
+async def test_a_templated_devices_deep_message_is_rejected_and_recorded(world: World) -> None:
+    """The report: the rejection event of a 301-level body failed to save (orjson's
+    recursion limit) inside the batch task, and the error ended the server."""
+    principal = Principal(ACCOUNT, Role.ADMIN, "admin")
+    await world.templates.put(principal, "tpl", one_double_template("tpl"))
+    templated = device("tpl")
+    async with asyncio.timeout(WAIT_S):
+        outcome = await world.ingest.submit(templated, world.ingest.build(templated, DEEP_MESSAGE))
+    assert outcome.is_new is False
+    assert outcome.rejected is not None
+    assert "nests deeper than 64 levels" in outcome.rejected
+    [event] = world.store.events
+    assert event.body["body"] == DEEP_MESSAGE.decode()
+    async with asyncio.timeout(WAIT_S):
+        fine = await world.ingest.submit(templated, world.ingest.build(templated, b'{"x": 1.5}'))
+    assert fine.is_new is True
+    assert [m.body for m in world.store.telemetry] == [{"x": 1.5}]
+
+
+class Exploding:
+    """A policy with a bug: it raises for the device named `boom`."""
+
+    async def check(self, device: Device, message: TelemetryMessage) -> str | None:
+        if device.id == "boom":
+            raise RuntimeError("a bug in a policy")
+        return None
+
+
+async def test_an_error_checking_one_message_fails_that_message_only(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.ingest.policies.append(Exploding())
+    bad, good = device(device_id="boom"), device(device_id="fine")
+    with caplog.at_level(logging.ERROR, logger="thinghub.services.ingest"):
+        failing = world.ingest.submit(bad, world.ingest.build(bad, b'{"t": 1}'))
+        passing = world.ingest.submit(good, world.ingest.build(good, b'{"t": 2}'))
+        async with asyncio.timeout(WAIT_S):
+            with pytest.raises(RuntimeError, match="a bug in a policy"):
+                await failing
+            assert (await passing).is_new is True
+    assert [m.device_id for m in world.store.telemetry] == ["fine"]
+    assert any(r.exc_info and "checking a message of boom" in r.message for r in caplog.records)
+    async with asyncio.timeout(WAIT_S):
+        later = await world.ingest.submit(good, world.ingest.build(good, b'{"t": 3}'))
+    assert later.is_new is True  # the batching loop is still there
+
+
+async def test_an_error_after_storing_never_ends_the_batching_loop(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the store (touch, live publish) nothing may escape the task either."""
+
+    async def broken_touch(device: Device) -> None:
+        raise RuntimeError("touch failed")
+
+    world.ingest.registry.touch = broken_touch  # type: ignore[method-assign]
+    target = device()
+    with caplog.at_level(logging.ERROR, logger="thinghub.services.ingest"):
+        async with asyncio.timeout(WAIT_S):
+            outcome = await world.ingest.submit(target, world.ingest.build(target, b'{"t": 1}'))
+    assert outcome.is_new is True  # stored and acknowledged before the failure
+    assert any("a batch of 1 messages failed" in r.message for r in caplog.records)

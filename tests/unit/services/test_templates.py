@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import Bus, Store
@@ -712,6 +713,30 @@ def test_merge_patch() -> None:
         "f": [1],
     }
     assert merge_patch({"a": 1}, [1]) == [1]
+
+
+def nested_value(levels: int) -> Any:
+    """{"a": {"a": ... 1}} `levels` deep, built without recursion."""
+    node: Any = 1
+    for _ in range(levels):
+        node = {"a": node}
+    return node
+
+
+def test_merge_patch_is_bounded_in_depth() -> None:
+    """It recurses along the patch: bounded, whatever reaches it."""
+    assert merge_patch({}, nested_value(JSON_DEPTH_CEILING)) == nested_value(JSON_DEPTH_CEILING)
+    with pytest.raises(Invalid) as info:
+        merge_patch({}, nested_value(JSON_DEPTH_CEILING + 2))
+    assert info.value.field == "body"
+
+
+def test_a_value_too_deep_to_show_is_still_an_invalid() -> None:
+    """Error messages quote the bad value (json.dumps, which recurses): never a RecursionError."""
+    with pytest.raises(Invalid) as info:
+        check_value(Primitive("double"), nested_value(5000), "x")
+    assert info.value.field == "x"
+    assert "nested too deep to show" in info.value.message
 
 
 # -- the service --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, TooLarge, Unauthorized
 from thinghub.domain.events import EventType
+from thinghub.domain.json_depth import exceeds_depth
 from thinghub.domain.model import Device, DeviceKind, Principal, Retention, Role
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, validate_patch
 from thinghub.faces._http import (
@@ -530,18 +531,23 @@ async def invoke_method(
     result = await core.commands.invoke(
         caller, device, body.name, body.payload, body.responseTimeoutInSeconds
     )
-    return _method_response(result)
+    return _method_response(core, result)
 
 
-def _method_response(result: MethodResult) -> Response:
+def _method_response(core: Core, result: MethodResult) -> Response:
     """The device's answer as the response body.
 
     The Azure SDK's samples serialize their answer themselves and the SDK serializes it again,
     so the wire carries a JSON string holding JSON (specs/azure-device-protocol.md §8); the
-    seed shows the object, so a string that holds a JSON object or array is unwrapped.
+    seed shows the object, so a string that holds a JSON object or array is unwrapped (unless
+    it nests deeper than max_json_depth: then it stays the string it is).
     """
     payload = result.payload
-    if isinstance(payload, str) and payload.lstrip()[:1] in ("{", "["):
+    if (
+        isinstance(payload, str)
+        and payload.lstrip()[:1] in ("{", "[")
+        and not exceeds_depth(payload, core.options.max_json_depth)
+    ):
         with contextlib.suppress(orjson.JSONDecodeError):
             payload = orjson.loads(payload)
     return OrjsonResponse(payload, headers={"x-method-status": str(result.status)})
@@ -699,7 +705,7 @@ async def invoke_module_method(
     result = await core.commands.invoke(
         caller, module, body.name, body.payload, body.responseTimeoutInSeconds
     )
-    return _method_response(result)
+    return _method_response(core, result)
 
 
 # -- telemetries and events ---------------------------------------------------------------

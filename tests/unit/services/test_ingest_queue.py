@@ -1,0 +1,114 @@
+"""Tests for thinghub.services.ingest: the memory bound on queued telemetry (queued bytes are
+counted, and a full queue says so) and a message's size as IoT Hub counts it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from thinghub.domain.model import Device, DeviceKind
+from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.ports import Bus, Store
+from thinghub.services.bus import MemoryBus
+from thinghub.services.events import EventService
+from thinghub.services.ingest import MESSAGE_OVERHEAD_BYTES, IngestService, message_size
+from thinghub.services.registry import Registry
+
+
+class SlowStore:
+    """append_telemetry waits until the test opens the gate; everything it got is kept."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.stored: list[TelemetryMessage] = []
+
+    async def append_telemetry(
+        self, messages: list[TelemetryMessage], observations: list[Observation]
+    ) -> list[bool]:
+        await self.gate.wait()
+        self.stored += messages
+        return [True] * len(messages)
+
+    async def touch_device(self, device_id: str, now: float) -> None:
+        return None
+
+
+class Clock:
+    def now(self) -> float:
+        return 1_700_000_000.0
+
+
+DEVICE = Device("d1", "acc-1", DeviceKind.DEVICE, "d1", "k1", "k2", 0.0, 0.0)
+
+
+def service(store: SlowStore, max_queued_bytes: int) -> IngestService:
+    port = cast(Store, store)
+    bus = cast(Bus, MemoryBus())
+    events = EventService(port, bus, Clock())
+    return IngestService(
+        port,
+        Clock(),
+        bus,
+        Registry(port, Clock(), events),
+        events,
+        max_payload_bytes=262_144,
+        max_queued_bytes=max_queued_bytes,
+    )
+
+
+def message(ingest: IngestService, size: int) -> TelemetryMessage:
+    return ingest.build(DEVICE, b"x" * size)
+
+
+async def test_queued_bytes_fill_the_queue_and_writes_empty_it() -> None:
+    store = SlowStore()
+    cost = 10_000 + MESSAGE_OVERHEAD_BYTES
+    ingest = service(store, max_queued_bytes=3 * cost)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(ingest.run())
+        futures = [ingest.submit(DEVICE, message(ingest, 10_000)) for _ in range(2)]
+        assert ingest.queued_bytes == 2 * cost
+        assert not ingest.is_full
+        futures.append(ingest.submit(DEVICE, message(ingest, 10_000)))
+        assert ingest.is_full  # nothing refused: the third is queued like the others
+        waiter = asyncio.ensure_future(ingest.wait_for_room())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()  # the store has not written anything yet
+        store.gate.set()
+        await asyncio.wait_for(waiter, timeout=5)
+        outcomes = await asyncio.gather(*futures)
+        assert [o.is_new for o in outcomes] == [True, True, True]
+        await asyncio.sleep(0)  # the futures' done callbacks release their bytes
+        assert ingest.queued_bytes == 0
+        assert not ingest.is_full
+        ingest.stop()
+    assert len(store.stored) == 3
+
+
+async def test_ingest_waits_for_room_before_queueing() -> None:
+    store = SlowStore()
+    ingest = service(store, max_queued_bytes=1)  # any one message fills it
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(ingest.run())
+        first = ingest.submit(DEVICE, message(ingest, 10))
+        assert ingest.is_full
+        second: asyncio.Task[Any] = tasks.create_task(ingest.ingest(DEVICE, message(ingest, 10)))
+        await asyncio.sleep(0.01)
+        assert ingest.queued_bytes == 10 + MESSAGE_OVERHEAD_BYTES  # the second is not queued
+        store.gate.set()
+        assert (await first).is_new
+        assert await asyncio.wait_for(second, timeout=5) is True
+        ingest.stop()
+    assert len(store.stored) == 2
+
+
+def test_the_size_is_the_body_plus_property_names_and_values_plus_system_values() -> None:
+    assert message_size(b"12345", None) == 5
+    assert message_size(b"12345", {"ab": "cde"}) == 10
+    assert message_size(b"", {"k": "é"}) == 3  # UTF-8 bytes, not characters
+    assert message_size(b"x", {}, ("id-1", None, "application/json")) == 1 + 4 + 16
+
+
+def test_many_small_properties_add_up() -> None:
+    props = {f"p{i}": "v" for i in range(100_000)}
+    assert message_size(b"{}", props) > 262_144

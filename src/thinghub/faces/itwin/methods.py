@@ -242,9 +242,11 @@ class Invocation(Generic[Ctx]):
             if self.kind is MethodKind.STREAM:
                 yield jsonrpc.finished(request_id)
         except RpcError as exc:
-            yield jsonrpc.error_message(exc.with_id(request_id))
+            if not is_silent:
+                yield jsonrpc.error_message(exc.with_id(request_id))
         except errors.Error as exc:
-            yield jsonrpc.error_message(jsonrpc.rpc_error_for(exc, request_id))
+            if not is_silent:
+                yield jsonrpc.error_message(jsonrpc.rpc_error_for(exc, request_id))
 
 
 def bind(model: type[P], params: Mapping[str, Any], request_id: jsonrpc.RequestId = None) -> P:

@@ -208,17 +208,17 @@ class CreateSensorParams(RpcParams):
 
 
 class UpdateNodeParams(RpcParams):
-    node: EntityId
+    node: EntityId = Field(description="the node id")
     props: Props = Field(description="props to overwrite")
 
 
 class UpdateDeviceParams(RpcParams):
-    device: EntityId
+    device: EntityId = Field(description="the device id")
     props: Props = Field(description="props to overwrite")
 
 
 class UpdateSensorParams(RpcParams):
-    sensor: EntityId
+    sensor: EntityId = Field(description="the sensor id")
     props: Props = Field(description="props to overwrite")
 
 
@@ -320,9 +320,11 @@ class SummaryParams(_Range):
 
 
 class SubscribeDataParams(RpcParams):
-    sensors: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS_PER_REQUEST)]
-    metric: Name
-    unit: Name
+    sensors: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS_PER_REQUEST)] = Field(
+        description="sensor ids"
+    )
+    metric: Name = Field(description="a metric id of the sensors")
+    unit: Name = Field(description="the unit pushes are converted to")
     params: dict[str, Any] | None = Field(default=None, description="metric params")
 
 

@@ -264,6 +264,8 @@ async def test_notifications_get_no_message() -> None:
     note = {"jsonrpc": "2.0", "method": "getSensors", "params": {"sensors": ["/a/sensor"]}}
     assert await run(table, conn, note) == []
     assert conn.log == ["getSensors project=None"]  # a call still runs
+    failing = {"jsonrpc": "2.0", "method": "getSensors", "params": {"sensors": ["/missing/sensor"]}}
+    assert await run(table, conn, failing) == []  # even its error is not answered
     assert await run(table, conn, {"jsonrpc": "2.0", "method": "nope"}) == []
     stream = {
         "jsonrpc": "2.0",

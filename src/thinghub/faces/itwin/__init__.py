@@ -1,0 +1,205 @@
+"""The Bentley iTwin IoT (sensemetrics) face: JSON-RPC over TCP and WebSocket, REST, SDE.
+
+This package holds the face's pure parts, each usable and tested on its own; the adapters
+(listeners, routes, handlers over the core services) build on them. Module by module
+(docs/faces/itwin-internals.md has the design notes):
+
+| module | concept |
+| --- | --- |
+| framing | sans-IO TCP stream of concatenated JSON values; one WS message; brace-safe encoder |
+| jsonrpc | JSON-RPC 2.0 requests, id echo rules, error codes, result/chunk/finished builders |
+| methods | the method table: params binding (-32602 naming the param), dispatch, help |
+| params | params models of every socket method; uploadData entries read one by one |
+| utility | authenticate, help and time |
+| ids | the fixed id mapping of thinghub devices to nodes, devices and sensors |
+| entities | node, device and sensor objects in the seed's shapes |
+| catalog | metric, unit and template objects (getMetrics, getUnits, /metrics/types, ...) |
+| series | (time, value) points into `{ISO: value}` chunks, converted |
+| timestamps | ISO ms times on the wire |
+| schemas | REST and Sensor Data Service bodies and their error shapes |
+| body | bounded JSON bodies, tolerating the seed's trailing commas |
+"""
+
+from thinghub.faces.itwin.body import MAX_BODY_BYTES, BodyError, read_json_body
+from thinghub.faces.itwin.catalog import (
+    DEVICE_TYPES,
+    SENSOR_TYPES,
+    device_types_body,
+    metric_json,
+    metric_type_json,
+    metrics_by_sensor_body,
+    metrics_types_body,
+    sensor_metric_json,
+    sensor_types_body,
+    unit_json,
+    units_by_metric,
+)
+from thinghub.faces.itwin.entities import (
+    THINGHUB_TYPES,
+    DeviceInfo,
+    EntityInfo,
+    LastObservation,
+    Location,
+    NodeInfo,
+    SensorInfo,
+    TimeStyle,
+    device_json,
+    entity_json,
+    integration_json,
+    node_json,
+    sensor_json,
+)
+from thinghub.faces.itwin.framing import (
+    MAX_CONTAINERS,
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
+    NEED_DATA,
+    FrameDecoder,
+    FrameError,
+    NeedData,
+    decode_message,
+    encode_frame,
+)
+from thinghub.faces.itwin.ids import (
+    DEFAULT_COMPONENT,
+    DeviceRef,
+    EntityKind,
+    EntityRef,
+    NodeRef,
+    SensorRef,
+    check_itwin_id,
+    derived_core_id,
+    format_ref,
+    kind_of,
+    parse_ref,
+)
+from thinghub.faces.itwin.jsonrpc import (
+    AUTH_FAILED,
+    AUTH_REQUIRED,
+    CONFLICT,
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    LIMIT_EXCEEDED,
+    METHOD_NOT_FOUND,
+    NOT_FOUND,
+    PARSE_ERROR,
+    UNAVAILABLE,
+    Request,
+    RequestId,
+    RpcError,
+    data_chunk,
+    error_message,
+    finished,
+    internal_error,
+    invalid_params,
+    parse_request,
+    reply_id,
+    result,
+    rpc_error_for,
+    status,
+)
+from thinghub.faces.itwin.methods import (
+    ACKNOWLEDGED,
+    Invocation,
+    MethodKind,
+    MethodSpec,
+    MethodTable,
+    bind,
+    param_error,
+)
+from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, chunk_points, data_chunks, stream_chunks
+from thinghub.faces.itwin.timestamps import format_time, format_time_offset, parse_time
+from thinghub.faces.itwin.utility import MAX_AUTH_FAILURES, add_utility_methods
+
+__all__ = [
+    "ACKNOWLEDGED",
+    "AUTH_FAILED",
+    "AUTH_REQUIRED",
+    "CONFLICT",
+    "DEFAULT_COMPONENT",
+    "DEVICE_TYPES",
+    "FORBIDDEN",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "LIMIT_EXCEEDED",
+    "MAX_AUTH_FAILURES",
+    "MAX_BODY_BYTES",
+    "MAX_CHUNK_POINTS",
+    "MAX_CONTAINERS",
+    "MAX_DEPTH",
+    "MAX_FRAME_BYTES",
+    "METHOD_NOT_FOUND",
+    "NEED_DATA",
+    "NOT_FOUND",
+    "PARSE_ERROR",
+    "SENSOR_TYPES",
+    "THINGHUB_TYPES",
+    "UNAVAILABLE",
+    "BodyError",
+    "DeviceInfo",
+    "DeviceRef",
+    "EntityInfo",
+    "EntityKind",
+    "EntityRef",
+    "FrameDecoder",
+    "FrameError",
+    "Invocation",
+    "LastObservation",
+    "Location",
+    "MethodKind",
+    "MethodSpec",
+    "MethodTable",
+    "NeedData",
+    "NodeInfo",
+    "NodeRef",
+    "Request",
+    "RequestId",
+    "RpcError",
+    "SensorInfo",
+    "SensorRef",
+    "TimeStyle",
+    "add_utility_methods",
+    "bind",
+    "check_itwin_id",
+    "chunk_points",
+    "data_chunk",
+    "data_chunks",
+    "decode_message",
+    "derived_core_id",
+    "device_json",
+    "device_types_body",
+    "encode_frame",
+    "entity_json",
+    "error_message",
+    "finished",
+    "format_ref",
+    "format_time",
+    "format_time_offset",
+    "integration_json",
+    "internal_error",
+    "invalid_params",
+    "kind_of",
+    "metric_json",
+    "metric_type_json",
+    "metrics_by_sensor_body",
+    "metrics_types_body",
+    "node_json",
+    "param_error",
+    "parse_ref",
+    "parse_request",
+    "parse_time",
+    "read_json_body",
+    "reply_id",
+    "result",
+    "rpc_error_for",
+    "sensor_json",
+    "sensor_metric_json",
+    "sensor_types_body",
+    "status",
+    "stream_chunks",
+    "unit_json",
+    "units_by_metric",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,12 +54,11 @@ class Canned:
     body: bytes = b""
 
 
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
+class _Raw(io.BytesIO):
+    """What urllib3 gives botocore: stream() for parsed bodies, read() for streaming ones."""
 
     def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
+        yield self.getvalue()
 
 
 def freeze_botocore_clock(monkeypatch: Any, now: float) -> None:

@@ -1,7 +1,7 @@
 """Tests for thinghub.devices.ioto_topics with payloads as the Ioto agent sends them.
 
-Payloads are copied from the agent's wire behaviour (the spec's section 3.4) and from the
-agent's own format strings (sync.c ioSyncDown / ioFlushSync, mqtt.c ioSetMetric /
+Payloads are copied from the agent's observed wire behaviour (docs/faces/ioto-internals.md)
+and from the agent's own format strings (sync.c ioSyncDown / ioFlushSync, mqtt.c ioSetMetric /
 ioGetMetric / ioSet / ioSetNum / ioSetBool).
 """
 

@@ -19,10 +19,11 @@ from thinghub.storage.sql._rows import as_telemetry, from_us, range_us, telemetr
 
 __all__ = ["MemoryTelemetryStore"]
 
-# Columns of a telemetry row (TELEMETRY_COLUMNS) and of an observation row.
+# Columns of a telemetry row (TELEMETRY_COLUMNS), and the time and value of an observation
+# row (account_id, entity_id, metric, ts, value).
 _ACCOUNT, _DEVICE, _TS, _MESSAGE_ID = 0, 1, 4, 8
 _NOT_NULL = {"account_id": 0, "device_id": 1, "enqueued_at": 4, "source": 13}
-_ENTITY, _METRIC, _OBSERVED = 1, 2, 3
+_OBSERVED, _VALUE = 3, 4
 
 
 class MemoryTelemetryStore(MemoryArea):
@@ -34,9 +35,11 @@ class MemoryTelemetryStore(MemoryArea):
         rows = [telemetry_params(m) for m in messages]
         for row in rows:
             not_null("telemetry", row, _NOT_NULL)
-        landed = {i: self._insert(row) for i, row in enumerate(rows) if row[_MESSAGE_ID]}
+        landed = {
+            i: self._insert(row) for i, row in enumerate(rows) if row[_MESSAGE_ID] is not None
+        }
         for i, row in enumerate(rows):
-            if not row[_MESSAGE_ID]:
+            if row[_MESSAGE_ID] is None:
                 landed[i] = self._insert(row)
         self._observe(messages, observations)
         return [landed[i] for i in range(len(rows))]
@@ -120,7 +123,7 @@ class MemoryTelemetryStore(MemoryArea):
         low, high = range_us(since, until)
         found = sorted(
             (
-                (row[_OBSERVED], row_id, row[4])
+                (row[_OBSERVED], row_id, row[_VALUE])
                 for row_id, row in self.tables.observations.items()
                 if row[:3] == (account_id, entity_id, metric) and low <= row[_OBSERVED] <= high
             ),
@@ -177,7 +180,7 @@ class MemoryTelemetryStore(MemoryArea):
                 left = [r for r in t.observations.values() if r[:3] == key]
                 if left:
                     newest = max(left, key=lambda r: r[_OBSERVED])
-                    t.latest[(entity, metric)] = (account_id, newest[_OBSERVED], newest[4])
+                    t.latest[(entity, metric)] = (account_id, newest[_OBSERVED], newest[_VALUE])
         return count
 
     def _delete_messages(self, doomed: Callable[[Row], bool]) -> int:

@@ -410,6 +410,15 @@ async def test_append_telemetry_dedupes_by_device_and_message_id(stores: Stores)
     assert [m.enqueued_at for m in m3] == [at(1)]
 
 
+async def test_an_empty_message_id_is_an_id(stores: Stores) -> None:
+    sent = [message(message_id=""), message(message_id="", seconds=1), message("dev-2", 2,
+            message_id="")]  # fmt: skip
+    assert await stores.telemetry.append(sent, []) == [True, False, True]
+    assert await stores.telemetry.append([message(message_id="", seconds=3)], []) == [False]
+    stored = await all_telemetry(stores, TelemetryQuery(ACC))
+    assert [(m.device_id, m.enqueued_at) for m in stored] == [("dev-2", at(2)), ("dev-1", T0)]
+
+
 async def test_telemetry_round_trips_every_field(stores: Stores) -> None:
     full = TelemetryMessage(
         account_id=ACC,

@@ -48,16 +48,14 @@ from thinghub.faces import central, st
 from thinghub.faces._disconnect import CancelOnDisconnect
 from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
 from thinghub.http_server import HttpLimits, protocol_class
-from thinghub.ports import Store
 from thinghub.security.ca import CertificateAuthority
 from thinghub.services.bus import MemoryBus
 from thinghub.services.clock import SystemClock
 from thinghub.services.core import Core, CoreOptions
+from thinghub.storage import open_stores
 from thinghub.storage.migrate import upgrade
-from thinghub.storage.sql_store import SqlStore
-from thinghub.storage.sqlite import SqliteDatabase
 
-__all__ = ["FACES", "ThingHub", "open_store"]
+__all__ = ["FACES", "ThingHub"]
 
 SHUTDOWN_GRACE_S = 10.0  # requests in flight at SIGTERM get this long to finish
 
@@ -69,31 +67,6 @@ FACE_PREFIXES = {"st": "/v1", "central": "/central/api"}
 # On a face's own port (--face-listen) it answers at `/` and at the prefix its real clients
 # hard-code: ST AIoT Craft's `/v1/...`, IoT Central's `/api/...`.
 NATIVE_PREFIXES = {"st": "/v1", "central": "/api"}
-
-
-def open_store(settings: Settings) -> Store:
-    """The configured backend: SQLite in the data directory, or PostgreSQL."""
-    if settings.is_postgres:
-        from thinghub.storage.postgres import PostgresDatabase, PostgresStore
-
-        return PostgresStore(
-            PostgresDatabase(
-                settings.database_url,
-                batch_max=settings.batch_max_rows,
-                query_pool_size=settings.query_readers,
-                query_timeout_s=settings.query_timeout_s,
-            ),
-            flush_interval_s=settings.commit_interval_ms / 1000,
-        )
-    path = settings.data_dir / "thinghub.db"
-    return SqlStore(
-        SqliteDatabase(
-            path,
-            batch_max=settings.batch_max_rows,
-            query_readers=settings.query_readers,
-            query_timeout_s=settings.query_timeout_s,
-        )
-    )
 
 
 class _Server(uvicorn.Server):
@@ -212,9 +185,9 @@ class ThingHub:
             hostnames=hostnames,
         )
         await asyncio.to_thread(upgrade, s.database_url)
-        store = open_store(s)
+        stores = open_stores(s)
         core = Core(
-            store,
+            stores,
             MemoryBus(),
             SystemClock(),
             CoreOptions(
@@ -238,7 +211,7 @@ class ThingHub:
         )
         core.certificate_issuer = self.ca
         await core.start()
-        self._exit.push_async_callback(store.close)
+        self._exit.push_async_callback(stores.close)
         self.core = core
         account = await core.auth.ensure_account()
         if s.admin_token:

@@ -136,27 +136,27 @@ async def _serve(settings: Settings) -> None:
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Open the core on the configured store (no listeners), run `work(core)`, close."""
-    from thinghub.app import open_store
     from thinghub.domain.model import Retention
     from thinghub.services.bus import MemoryBus
     from thinghub.services.clock import SystemClock
     from thinghub.services.core import Core, CoreOptions
+    from thinghub.storage import open_stores
     from thinghub.storage.migrate import upgrade
 
     async def go() -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade, settings.database_url)
-        store = open_store(settings)
+        stores = open_stores(settings)
         retention = Retention(
             telemetry_days=settings.retention_telemetry_days,
             events_days=settings.retention_events_days,
         )
-        core = Core(store, MemoryBus(), SystemClock(), CoreOptions(retention=retention))
+        core = Core(stores, MemoryBus(), SystemClock(), CoreOptions(retention=retention))
         await core.start()
         try:
             return await work(core)
         finally:
-            await store.close()
+            await stores.close()
 
     return asyncio.run(go())
 
@@ -191,7 +191,7 @@ def token_create(
     settings = _settings(ctx, **options)
 
     async def work(core: Any) -> str:
-        acct = await core.store.get_account_by_name(account)
+        acct = await core.stores.accounts.get_by_name(account)
         if acct is None:
             if account != "default":
                 raise click.ClickException(f"no account named {account!r}")
@@ -270,7 +270,7 @@ def account_retention(
             changes[key] = None if value == "default" else value
 
     async def work(core: Any) -> dict[str, Any]:
-        acct = await core.store.get_account_by_name(name)
+        acct = await core.stores.accounts.get_by_name(name)
         if acct is None:
             raise click.ClickException(f"no account named {name!r}")
         try:
@@ -322,7 +322,7 @@ def user_create(
     settings = _settings(ctx, **options)
 
     async def work(core: Any) -> str:
-        acct = await core.store.get_account_by_name(account) or (
+        acct = await core.stores.accounts.get_by_name(account) or (
             await core.auth.ensure_account() if account == "default" else None
         )
         if acct is None:

@@ -1,7 +1,8 @@
-"""Store fixtures for the contract suite: every test runs once per backend.
+"""Storage fixtures for the contract suite: every test runs once per backend.
 
-SQLite: a fresh file in tmp_path per test, a copy of one migrated (migrate.upgrade) per
-session. PostgreSQL (marker `postgres`): one throwaway server per session (tests/pg.py, or
+Memory: a fresh `Tables` per test (every `open()` in the test sees the same one). SQLite: a
+fresh file in tmp_path per test, a copy of one migrated (migrate.upgrade) per session.
+PostgreSQL (marker `postgres`): one throwaway server per session (tests/pg.py, or
 THINGHUB_TEST_POSTGRES_DSN), one database on it made by CREATE DATABASE and migrate.upgrade,
 emptied (TRUNCATE ... RESTART IDENTITY) before each test. Migrating per test costs ~0.5 s a
 test, a CREATE DATABASE from a template about as much.
@@ -20,21 +21,23 @@ import asyncpg
 import pytest
 
 from tests.pg import create_database, drop_database
-from thinghub.ports import Store
+from thinghub.ports import Stores
+from thinghub.storage.memory import Tables, memory_stores
 from thinghub.storage.migrate import upgrade
-from thinghub.storage.postgres import PostgresDatabase, PostgresStore
-from thinghub.storage.sql_store import SqlStore
+from thinghub.storage.postgres import PostgresDatabase, PostgresTelemetryStore
+from thinghub.storage.sql import sql_stores
 from thinghub.storage.sqlite import SqliteDatabase
 
 T = TypeVar("T")
 
-BACKENDS = [
+SQL_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    # The plain SqlStore on the PostgreSQL driver: the shared SQL (telemetry included) and
-    # the driver's step kinds, without PostgresStore's COPY batching.
+    # The plain SQL areas on the PostgreSQL driver: the shared SQL (telemetry included) and
+    # the driver's step kinds, without PostgresTelemetryStore's COPY batching.
     pytest.param("postgres-sql", id="postgres-sql", marks=pytest.mark.postgres),
 ]
+BACKENDS = [pytest.param("memory", id="memory"), *SQL_BACKENDS]
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
@@ -97,24 +100,28 @@ class Backend:
 
     name: str
     url: str
-    opened: list[Store] = field(default_factory=list)
+    tables: Tables = field(default_factory=Tables)  # the memory backend's
+    opened: list[Stores] = field(default_factory=list)
 
-    async def open(self) -> Store:
-        store: Store
-        if self.name == "sqlite":
-            store = SqlStore(SqliteDatabase(Path(self.url.removeprefix("sqlite:///"))))
+    async def open(self) -> Stores:
+        if self.name == "memory":
+            stores = memory_stores(self.tables)
+        elif self.name == "sqlite":
+            stores = sql_stores(SqliteDatabase(Path(self.url.removeprefix("sqlite:///"))))
         elif self.name == "postgres-sql":
-            store = SqlStore(PostgresDatabase(self.url))
+            stores = sql_stores(PostgresDatabase(self.url))
         else:
-            store = PostgresStore(PostgresDatabase(self.url))
-        await store.start()
-        self.opened.append(store)
-        return store
+            db = PostgresDatabase(self.url)
+            stores = sql_stores(db, telemetry=PostgresTelemetryStore(db))
+        await stores.start()
+        self.opened.append(stores)
+        return stores
 
 
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
+async def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        url = ""
+    elif request.param == "sqlite":
         path = tmp_path / "thinghub.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         url = f"sqlite:///{path}"
@@ -123,10 +130,25 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await _truncate(url)
     backend = Backend(request.param, url)
     yield backend
-    for store in backend.opened:
-        await store.close()
+    for stores in backend.opened:
+        await stores.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Each backend: memory, SQLite, PostgreSQL (COPY telemetry) and the plain SQL areas on
+    PostgreSQL."""
+    async for backend in _backend(request, tmp_path):
+        yield backend
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+async def sql_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """The SQL backends only: for tests of the database drivers under the SQL areas."""
+    async for backend in _backend(request, tmp_path):
+        yield backend
 
 
 @pytest.fixture
-async def store(backend: Backend) -> Store:
+async def stores(backend: Backend) -> Stores:
     return await backend.open()

@@ -1,4 +1,4 @@
-"""The Store contract: every backend (SQLite, PostgreSQL) must pass every test here."""
+"""The storage contract: every backend (memory, SQLite, PostgreSQL) must pass every test here."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from thinghub.domain.model import (
 )
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.domain.twin import Twin, TwinSection
-from thinghub.ports import C2DMessage, EventQuery, Store, TelemetryQuery
+from thinghub.ports import C2DMessage, EventQuery, Stores, TelemetryQuery
 
 # Timestamps with all six decimals in use: they must come back exactly.
 T0 = 1_700_000_000.123456
@@ -94,12 +94,12 @@ def c2d(message_id: str, device_id: str = "dev-1", seconds: float = 0.0) -> C2DM
     )
 
 
-async def all_telemetry(store: Store, query: TelemetryQuery) -> list[TelemetryMessage]:
+async def all_telemetry(stores: Stores, query: TelemetryQuery) -> list[TelemetryMessage]:
     """Every page of a query, following continuation tokens."""
     items: list[TelemetryMessage] = []
     cursor: str | None = None
     for _ in range(1000):
-        page = await store.query_telemetry(dataclasses.replace(query, cursor=cursor))
+        page = await stores.telemetry.query(dataclasses.replace(query, cursor=cursor))
         items += page.items
         cursor = page.next_cursor
         if cursor is None:
@@ -110,18 +110,18 @@ async def all_telemetry(store: Store, query: TelemetryQuery) -> list[TelemetryMe
 # -- accounts and principals -----------------------------------------------------------------
 
 
-async def test_accounts_by_id_name_and_scope(store: Store) -> None:
+async def test_accounts_by_id_name_and_scope(stores: Stores) -> None:
     account = Account("acc-1", "Contoso", "0ne000AAAA1", T0)
     other = Account("acc-2", "Fabrikam", "0ne000BBBB2", at(1))
-    await store.insert_account(account)
-    await store.insert_account(other)
+    await stores.accounts.insert(account)
+    await stores.accounts.insert(other)
 
-    assert await store.get_account("acc-1") == account
-    assert await store.get_account_by_name("Fabrikam") == other
-    assert await store.get_account_by_scope("0ne000AAAA1") == account
-    assert await store.get_account("nope") is None
-    assert await store.get_account_by_name("nope") is None
-    assert await store.get_account_by_scope("nope") is None
+    assert await stores.accounts.get("acc-1") == account
+    assert await stores.accounts.get_by_name("Fabrikam") == other
+    assert await stores.accounts.get_by_scope("0ne000AAAA1") == account
+    assert await stores.accounts.get("nope") is None
+    assert await stores.accounts.get_by_name("nope") is None
+    assert await stores.accounts.get_by_scope("nope") is None
 
 
 @pytest.mark.parametrize(
@@ -133,27 +133,27 @@ async def test_accounts_by_id_name_and_scope(store: Store) -> None:
     ],
     ids=["id", "name", "scope"],
 )
-async def test_duplicate_account_is_conflict(store: Store, duplicate: Account) -> None:
-    await store.insert_account(Account("acc-1", "Contoso", "0ne000AAAA1", T0))
+async def test_duplicate_account_is_conflict(stores: Stores, duplicate: Account) -> None:
+    await stores.accounts.insert(Account("acc-1", "Contoso", "0ne000AAAA1", T0))
     with pytest.raises(Conflict):
-        await store.insert_account(duplicate)
-    assert await store.get_account_by_name("Contoso") == Account(
+        await stores.accounts.insert(duplicate)
+    assert await stores.accounts.get_by_name("Contoso") == Account(
         "acc-1", "Contoso", "0ne000AAAA1", T0
     )
 
 
-async def test_users(store: Store) -> None:
+async def test_users(stores: Stores) -> None:
     user = User("u-1", ACC, "alice", "$argon2id$hash", Role.OPERATOR, T0)
-    await store.insert_user(user)
-    assert await store.get_user_by_name("alice") == user
-    assert await store.get_user_by_name("bob") is None
+    await stores.credentials.insert_user(user)
+    assert await stores.credentials.get_user("alice") == user
+    assert await stores.credentials.get_user("bob") is None
     with pytest.raises(Conflict):
-        await store.insert_user(dataclasses.replace(user, id="u-2"))
+        await stores.credentials.insert_user(dataclasses.replace(user, id="u-2"))
     with pytest.raises(Conflict):
-        await store.insert_user(dataclasses.replace(user, username="carol"))
+        await stores.credentials.insert_user(dataclasses.replace(user, username="carol"))
 
 
-async def test_api_tokens(store: Store) -> None:
+async def test_api_tokens(stores: Stores) -> None:
     t1 = ApiToken("tok-1", ACC, "hash-1", Role.ADMIN, T0)
     t2 = ApiToken(
         "tok-2", ACC, "hash-2", Role.VIEWER, at(1), label="ci", expires_at=at(86400),
@@ -162,79 +162,83 @@ async def test_api_tokens(store: Store) -> None:
     t3 = ApiToken("tok-3", ACC, "hash-3", Role.OPERATOR, at(2), face="central", project="p1")
     foreign = ApiToken("tok-4", "acc-2", "hash-4", Role.ADMIN, T0)
     for token in (t3, t1, t2, foreign):
-        await store.insert_api_token(token)
+        await stores.credentials.insert_token(token)
 
-    assert await store.get_api_token(ACC, "tok-2") == t2
-    assert await store.get_api_token(ACC, "nope") is None
-    assert await store.get_api_token(ACC, "tok-4") is None  # another account's id
-    assert await store.get_api_token_by_hash("hash-1") == t1
-    assert await store.get_api_token_by_hash("nope") is None
-    assert await store.list_api_tokens(ACC) == [t1, t2, t3]
-    assert await store.list_api_tokens(ACC, face="central") == [t2, t3]
-    assert await store.list_api_tokens(ACC, face="st") == [t1]
-    assert await store.list_api_tokens("acc-3") == []
+    assert await stores.credentials.get_token(ACC, "tok-2") == t2
+    assert await stores.credentials.get_token(ACC, "nope") is None
+    assert await stores.credentials.get_token(ACC, "tok-4") is None  # another account's id
+    assert await stores.credentials.get_token_by_hash("hash-1") == t1
+    assert await stores.credentials.get_token_by_hash("nope") is None
+    assert await stores.credentials.list_tokens(ACC) == [t1, t2, t3]
+    assert await stores.credentials.list_tokens(ACC, face="central") == [t2, t3]
+    assert await stores.credentials.list_tokens(ACC, face="st") == [t1]
+    assert await stores.credentials.list_tokens("acc-3") == []
 
     with pytest.raises(Conflict):
-        await store.insert_api_token(dataclasses.replace(t1, secret_hash="hash-9"))
+        await stores.credentials.insert_token(dataclasses.replace(t1, secret_hash="hash-9"))
     with pytest.raises(Conflict):
-        await store.insert_api_token(dataclasses.replace(t1, id="tok-9"))
+        await stores.credentials.insert_token(dataclasses.replace(t1, id="tok-9"))
     # Token ids are per account: another account may use the same id (issue 11: a 409
     # there told that the id exists somewhere).
     twin = ApiToken("tok-1", "acc-2", "hash-5", Role.VIEWER, at(3))
-    await store.insert_api_token(twin)
-    assert await store.get_api_token("acc-2", "tok-1") == twin
-    assert await store.get_api_token(ACC, "tok-1") == t1
+    await stores.credentials.insert_token(twin)
+    assert await stores.credentials.get_token("acc-2", "tok-1") == twin
+    assert await stores.credentials.get_token(ACC, "tok-1") == t1
 
-    assert await store.delete_api_token("acc-2", "tok-3") is False  # not its account
-    assert await store.delete_api_token(ACC, "tok-1") is True
-    assert await store.delete_api_token(ACC, "tok-1") is False
-    assert await store.get_api_token(ACC, "tok-1") is None
-    assert await store.get_api_token("acc-2", "tok-1") == twin  # the other account's stays
-    assert await store.list_api_tokens(ACC) == [t2, t3]
+    assert await stores.credentials.delete_token("acc-2", "tok-3") is False  # not its account
+    assert await stores.credentials.delete_token(ACC, "tok-1") is True
+    assert await stores.credentials.delete_token(ACC, "tok-1") is False
+    assert await stores.credentials.get_token(ACC, "tok-1") is None
+    assert await stores.credentials.get_token("acc-2", "tok-1") == twin  # the other account's stays
+    assert await stores.credentials.list_tokens(ACC) == [t2, t3]
 
 
 # -- projects and deployments ----------------------------------------------------------------
 
 
-async def test_projects_and_deployments(store: Store) -> None:
-    await store.ensure_project(ACC, "plant-b", T0)
-    await store.ensure_project(ACC, "plant-a", at(1))
-    await store.ensure_project(ACC, "plant-a", at(5))  # idempotent: the first one stays
-    await store.ensure_project("acc-2", "elsewhere", T0)
-    assert await store.list_projects(ACC) == [
+async def test_projects_and_deployments(stores: Stores) -> None:
+    await stores.devices.ensure_project(ACC, "plant-b", T0)
+    await stores.devices.ensure_project(ACC, "plant-a", at(1))
+    await stores.devices.ensure_project(ACC, "plant-a", at(5))  # idempotent: the first one stays
+    await stores.devices.ensure_project("acc-2", "elsewhere", T0)
+    assert await stores.devices.list_projects(ACC) == [
         Project(ACC, "plant-a", at(1)),
         Project(ACC, "plant-b", T0),
     ]
 
-    await store.ensure_deployment(ACC, "plant-c", "line-2", at(2))  # makes the project too
-    await store.ensure_deployment(ACC, "plant-c", "line-1", at(3))
-    await store.ensure_deployment(ACC, "plant-c", "line-1", at(9))
-    await store.ensure_deployment(ACC, "plant-a", "line-1", at(4))
-    assert [p.name for p in await store.list_projects(ACC)] == ["plant-a", "plant-b", "plant-c"]
-    assert await store.list_deployments(ACC, "plant-c") == [
+    await stores.devices.ensure_deployment(ACC, "plant-c", "line-2", at(2))  # makes the project too
+    await stores.devices.ensure_deployment(ACC, "plant-c", "line-1", at(3))
+    await stores.devices.ensure_deployment(ACC, "plant-c", "line-1", at(9))
+    await stores.devices.ensure_deployment(ACC, "plant-a", "line-1", at(4))
+    assert [p.name for p in await stores.devices.list_projects(ACC)] == [
+        "plant-a",
+        "plant-b",
+        "plant-c",
+    ]
+    assert await stores.devices.list_deployments(ACC, "plant-c") == [
         Deployment(ACC, "plant-c", "line-1", at(3)),
         Deployment(ACC, "plant-c", "line-2", at(2)),
     ]
-    assert await store.list_deployments(ACC, "plant-b") == []
-    assert await store.list_deployments("acc-2", "plant-c") == []
-    assert await store.list_projects("acc-3") == []
+    assert await stores.devices.list_deployments(ACC, "plant-b") == []
+    assert await stores.devices.list_deployments("acc-2", "plant-c") == []
+    assert await stores.devices.list_projects("acc-3") == []
 
 
 # -- devices ---------------------------------------------------------------------------------
 
 
-async def test_insert_and_get_device(store: Store) -> None:
+async def test_insert_and_get_device(stores: Stores) -> None:
     d = device()
-    await store.insert_device(d, Twin(d.id))
-    assert await store.get_device("dev-1") == d
-    assert await store.get_twin("dev-1") == Twin("dev-1")
-    assert await store.get_device("nope") is None
+    await stores.devices.insert(d, Twin(d.id))
+    assert await stores.devices.get("dev-1") == d
+    assert await stores.twins.get("dev-1") == Twin("dev-1")
+    assert await stores.devices.get("nope") is None
     with pytest.raises(Conflict):
-        await store.insert_device(dataclasses.replace(d, name="again"), Twin(d.id))
-    assert await store.get_device("dev-1") == d
+        await stores.devices.insert(dataclasses.replace(d, name="again"), Twin(d.id))
+    assert await stores.devices.get("dev-1") == d
 
 
-async def test_list_devices_filters(store: Store) -> None:
+async def test_list_devices_filters(stores: Stores) -> None:
     devices = [
         device("d1", project="p1", deployment="x", created_at=at(1)),
         device("d2", project="p1", deployment="y", created_at=at(2)),
@@ -247,10 +251,10 @@ async def test_list_devices_filters(store: Store) -> None:
         device("other", account_id="acc-2", project="p1"),
     ]  # fmt: skip
     for d in devices:
-        await store.insert_device(d, Twin(d.id))
+        await stores.devices.insert(d, Twin(d.id))
 
     async def ids(**filters: Any) -> list[str]:
-        return [d.id for d in await store.list_devices(ACC, **filters)]
+        return [d.id for d in await stores.devices.find(ACC, **filters)]
 
     assert await ids() == ["node", "d1", "d2", "gw", "gw/m1", "gw/m2"]
     assert await ids(project="p1") == ["d1", "d2"]
@@ -261,13 +265,13 @@ async def test_list_devices_filters(store: Store) -> None:
     assert await ids(kinds=[DeviceKind.MODULE], parent_id="gw") == ["gw/m1", "gw/m2"]
     assert await ids(kinds=[DeviceKind.SENSOR]) == []
     assert await ids(kinds=[]) == await ids()  # empty means no filter
-    assert await store.list_devices(ACC, project="p1") == devices[:2]
-    assert [d.id for d in await store.list_devices("acc-2")] == ["other"]
+    assert await stores.devices.find(ACC, project="p1") == devices[:2]
+    assert [d.id for d in await stores.devices.find("acc-2")] == ["other"]
 
 
-async def test_update_device_round_trips_every_field(store: Store) -> None:
+async def test_update_device_round_trips_every_field(stores: Stores) -> None:
     before = device("gw/m", kind=DeviceKind.MODULE)
-    await store.insert_device(before, Twin(before.id))
+    await stores.devices.insert(before, Twin(before.id))
     after = Device(
         id="gw/m",
         account_id=ACC,
@@ -291,103 +295,103 @@ async def test_update_device_round_trips_every_field(store: Store) -> None:
         created_by="alice",
         attributes={"tags": {"floor": 3, "ok": True}, "list": [1, 2.5, None, "x"]},
     )
-    await store.update_device(after)
-    assert await store.get_device("gw/m") == after
+    await stores.devices.update(after)
+    assert await stores.devices.get("gw/m") == after
 
     # ...and back: None, False and empty values round-trip too.
-    await store.update_device(before)
-    assert await store.get_device("gw/m") == before
+    await stores.devices.update(before)
+    assert await stores.devices.get("gw/m") == before
 
 
-async def test_touch_device(store: Store) -> None:
-    await store.insert_device(device(), Twin("dev-1"))
-    await store.touch_device("dev-1", at(5))
-    d = await store.get_device("dev-1")
+async def test_touch_device(stores: Stores) -> None:
+    await stores.devices.insert(device(), Twin("dev-1"))
+    await stores.devices.touch("dev-1", at(5))
+    d = await stores.devices.get("dev-1")
     assert d is not None
     assert (d.last_activity_at, d.connection_state, d.provisioned) == (at(5), "Disconnected", False)
-    await store.touch_device("dev-1", at(6.5), "Connected")
-    d = await store.get_device("dev-1")
+    await stores.devices.touch("dev-1", at(6.5), "Connected")
+    d = await stores.devices.get("dev-1")
     assert d is not None
     assert (d.last_activity_at, d.connection_state, d.provisioned) == (at(6.5), "Connected", True)
-    await store.touch_device("nope", at(7))  # no such device: nothing happens
-    assert await store.get_device("nope") is None
+    await stores.devices.touch("nope", at(7))  # no such device: nothing happens
+    assert await stores.devices.get("nope") is None
 
 
-async def test_delete_device_cascades_to_modules_twins_commands_and_c2d(store: Store) -> None:
+async def test_delete_device_cascades_to_modules_twins_commands_and_c2d(stores: Stores) -> None:
     for d in (
         device("gw", kind=DeviceKind.GATEWAY),
         device("gw/m1", kind=DeviceKind.MODULE, parent_id="gw", module_id="m1"),
         device("gw/m2", kind=DeviceKind.MODULE, parent_id="gw", module_id="m2"),
         device("keep"),
     ):
-        await store.insert_device(d, Twin(d.id))
+        await stores.devices.insert(d, Twin(d.id))
     for i, owner in enumerate(("gw", "gw/m1", "gw/m2", "keep")):
-        await store.insert_command(command(f"cmd-{i}", owner))
-    await store.enqueue_c2d(c2d("c2d-gw", "gw"))
-    await store.enqueue_c2d(c2d("c2d-keep", "keep"))
+        await stores.commands.insert(command(f"cmd-{i}", owner))
+    await stores.c2d.enqueue(c2d("c2d-gw", "gw"))
+    await stores.c2d.enqueue(c2d("c2d-keep", "keep"))
 
-    assert await store.delete_device("gw") is True
+    assert await stores.devices.delete("gw") is True
     for gone in ("gw", "gw/m1", "gw/m2"):
-        assert await store.get_device(gone) is None
-        assert await store.get_twin(gone) is None
-        assert await store.pending_commands(gone) == []
-    assert await store.get_command("cmd-1") is None
-    assert await store.pending_c2d("gw") == []
-    assert await store.delete_device("gw") is False
+        assert await stores.devices.get(gone) is None
+        assert await stores.twins.get(gone) is None
+        assert await stores.commands.pending(gone) == []
+    assert await stores.commands.get("cmd-1") is None
+    assert await stores.c2d.pending("gw") == []
+    assert await stores.devices.delete("gw") is False
 
-    assert await store.get_device("keep") is not None
-    assert await store.get_twin("keep") is not None
-    assert [c.id for c in await store.pending_commands("keep")] == ["cmd-3"]
-    assert [m.id for m in await store.pending_c2d("keep")] == ["c2d-keep"]
+    assert await stores.devices.get("keep") is not None
+    assert await stores.twins.get("keep") is not None
+    assert [c.id for c in await stores.commands.pending("keep")] == ["cmd-3"]
+    assert [m.id for m in await stores.c2d.pending("keep")] == ["c2d-keep"]
 
 
 # -- twins -----------------------------------------------------------------------------------
 
 
-async def test_twin_compare_and_set(store: Store) -> None:
-    await store.insert_device(device(), Twin("dev-1"))
-    twin = await store.get_twin("dev-1")
+async def test_twin_compare_and_set(stores: Stores) -> None:
+    await stores.devices.insert(device(), Twin("dev-1"))
+    twin = await stores.twins.get("dev-1")
     assert twin == Twin("dev-1")
     assert twin is not None
-    assert await store.get_twin("nope") is None
+    assert await stores.twins.get("nope") is None
 
     v2 = twin.patch_desired({"fan": {"speed": 3}, "mode": "eco"}, at(1.5))
-    assert await store.put_twin(v2, expected_version=1) is True
-    assert await store.get_twin("dev-1") == v2
+    assert await stores.twins.put(v2, expected_version=1) is True
+    assert await stores.twins.get("dev-1") == v2
 
     stale = twin.patch_reported({"temp": 20}, at(2))  # built on version 1 as well
-    assert await store.put_twin(stale, expected_version=1) is False
-    assert await store.get_twin("dev-1") == v2
+    assert await stores.twins.put(stale, expected_version=1) is False
+    assert await stores.twins.get("dev-1") == v2
 
     v3 = v2.patch_reported({"temp": 20.25, "nested": {"a": [1, "b", None]}}, at(2.000001))
-    assert await store.put_twin(v3, expected_version=2) is True
-    got = await store.get_twin("dev-1")
+    assert await stores.twins.put(v3, expected_version=2) is True
+    got = await stores.twins.get("dev-1")
     assert got == v3
     assert got is not None
     assert got.version == 3
     assert got.desired.metadata["fan"]["speed"]["$lastUpdated"]
     assert got.reported.last_updated == at(2.000001)
     assert got.reported.properties == {"temp": 20.25, "nested": {"a": [1, "b", None]}}
-    assert await store.put_twin(Twin("nope", version=2), expected_version=1) is False
+    assert await stores.twins.put(Twin("nope", version=2), expected_version=1) is False
 
 
-async def test_twin_sections_round_trip(store: Store) -> None:
+async def test_twin_sections_round_trip(stores: Stores) -> None:
     twin = Twin(
         "dev-1",
         desired=TwinSection({"a": 1}, 4, {"a": {"$lastUpdated": "2023-11-14T22:13:20Z"}}, T0),
         reported=TwinSection({"b": {"c": "d"}}, 7, {"b": {"c": {"$lastUpdated": "x"}}}, None),
         version=11,
     )
-    await store.insert_device(device(), twin)
-    assert await store.get_twin("dev-1") == twin
+    await stores.devices.insert(device(), twin)
+    assert await stores.twins.get("dev-1") == twin
 
 
 # -- telemetry -------------------------------------------------------------------------------
 
 
-async def test_append_telemetry_dedupes_by_device_and_message_id(store: Store) -> None:
+async def test_append_telemetry_dedupes_by_device_and_message_id(stores: Stores) -> None:
     first = [message(message_id="m1"), message(message_id="m2"), message(message_id=None)]
-    assert await store.append_telemetry(first, []) == [True, True, True]
+    assert await stores.telemetry.append(first, []) == [True, True, True]
     again = [
         message(message_id="m1", seconds=1),  # redelivery
         message(message_id=None, seconds=1),  # no id: always new
@@ -395,10 +399,10 @@ async def test_append_telemetry_dedupes_by_device_and_message_id(store: Store) -
         message(message_id="m3", seconds=1),
         message(message_id="m3", seconds=2),  # duplicate inside one call
     ]
-    assert await store.append_telemetry(again, []) == [False, True, True, True, False]
-    assert await store.append_telemetry([], []) == []
+    assert await stores.telemetry.append(again, []) == [False, True, True, True, False]
+    assert await stores.telemetry.append([], []) == []
 
-    stored = await all_telemetry(store, TelemetryQuery(ACC, limit=100))
+    stored = await all_telemetry(stores, TelemetryQuery(ACC, limit=100))
     assert len(stored) == 6
     assert sorted(m.message_id or "-" for m in stored) == ["-", "-", "m1", "m1", "m2", "m3"]
     # The first copy of a duplicate is the one kept.
@@ -406,7 +410,16 @@ async def test_append_telemetry_dedupes_by_device_and_message_id(store: Store) -
     assert [m.enqueued_at for m in m3] == [at(1)]
 
 
-async def test_telemetry_round_trips_every_field(store: Store) -> None:
+async def test_an_empty_message_id_is_an_id(stores: Stores) -> None:
+    sent = [message(message_id=""), message(message_id="", seconds=1), message("dev-2", 2,
+            message_id="")]  # fmt: skip
+    assert await stores.telemetry.append(sent, []) == [True, False, True]
+    assert await stores.telemetry.append([message(message_id="", seconds=3)], []) == [False]
+    stored = await all_telemetry(stores, TelemetryQuery(ACC))
+    assert [(m.device_id, m.enqueued_at) for m in stored] == [("dev-2", at(2)), ("dev-1", T0)]
+
+
+async def test_telemetry_round_trips_every_field(stores: Stores) -> None:
     full = TelemetryMessage(
         account_id=ACC,
         device_id="gw/mod",
@@ -427,9 +440,9 @@ async def test_telemetry_round_trips_every_field(store: Store) -> None:
     binary = dataclasses.replace(binary, body=None)
     text = message(seconds=2, body="plain text, not JSON")
     scalar = message(seconds=3, body=42)
-    assert await store.append_telemetry([full, binary, text, scalar], []) == [True] * 4
+    assert await stores.telemetry.append([full, binary, text, scalar], []) == [True] * 4
 
-    got = await all_telemetry(store, TelemetryQuery(ACC))
+    got = await all_telemetry(stores, TelemetryQuery(ACC))
     assert got == [
         scalar,
         text,
@@ -441,7 +454,7 @@ async def test_telemetry_round_trips_every_field(store: Store) -> None:
     assert isinstance(got[2].raw, bytes)
 
 
-async def test_bodies_too_deep_to_render_are_read_back_as_their_text(store: Store) -> None:
+async def test_bodies_too_deep_to_render_are_read_back_as_their_text(stores: Stores) -> None:
     """Older versions stored a payload's own JSON text whatever its depth (`body_json`); a body
     deeper than JSON_DEPTH_CEILING could not be rendered (orjson writes at most 254 levels),
     so it is read back as that text, never parsed. Anything at the ceiling still parses."""
@@ -452,15 +465,15 @@ async def test_bodies_too_deep_to_render_are_read_back_as_their_text(store: Stor
         message(seconds=2, body="unused", body_json=at_ceiling.encode()),
         message(seconds=3, body="[[[ text, not JSON"),
     ]
-    assert await store.append_telemetry(stored, []) == [True] * 3
-    found = await all_telemetry(store, TelemetryQuery(ACC))
+    assert await stores.telemetry.append(stored, []) == [True] * 3
+    found = await all_telemetry(stores, TelemetryQuery(ACC))
     bodies = {m.enqueued_at: m.body for m in found}
     assert bodies[at(1)] == too_deep
     assert isinstance(bodies[at(2)], list)
     assert bodies[at(3)] == "[[[ text, not JSON"
 
 
-async def test_query_telemetry_filters(store: Store) -> None:
+async def test_query_telemetry_filters(stores: Stores) -> None:
     batch = [
         message("a", 0, project="p1", deployment="d1"),
         message("a", 1, project="p1", deployment="d2"),
@@ -468,10 +481,10 @@ async def test_query_telemetry_filters(store: Store) -> None:
         message("c", 3),
         message("c", 4, account_id="acc-2"),
     ]
-    await store.append_telemetry(batch, [])
+    await stores.telemetry.append(batch, [])
 
     async def devices(**filters: Any) -> list[tuple[str, float]]:
-        page = await store.query_telemetry(TelemetryQuery(ACC, **filters))
+        page = await stores.telemetry.query(TelemetryQuery(ACC, **filters))
         assert page.next_cursor is None
         return [(m.device_id, m.enqueued_at) for m in page.items]
 
@@ -484,20 +497,20 @@ async def test_query_telemetry_filters(store: Store) -> None:
     assert await devices(since=at(1.000001)) == [("c", at(3)), ("b", at(2))]
     assert await devices(until=at(0.999999)) == [("a", at(0))]
     assert await devices(device_id="zzz") == []
-    other = await store.query_telemetry(TelemetryQuery("acc-2"))
+    other = await stores.telemetry.query(TelemetryQuery("acc-2"))
     assert [(m.device_id, m.account_id) for m in other.items] == [("c", "acc-2")]
 
 
-async def test_query_telemetry_pages_newest_first_through_equal_timestamps(store: Store) -> None:
+async def test_query_telemetry_pages_newest_first_through_equal_timestamps(stores: Stores) -> None:
     # 23 messages over 5 distinct timestamps, appended in several calls.
     sent = [message("dev-1", seconds=i // 5, message_id=f"m{i:02d}") for i in range(23)]
     for chunk in (sent[:4], sent[4:11], sent[11:12], sent[12:]):
-        await store.append_telemetry(chunk, [])
+        await stores.telemetry.append(chunk, [])
 
     pages = []
     cursor = None
     while True:
-        page = await store.query_telemetry(TelemetryQuery(ACC, limit=4, cursor=cursor))
+        page = await stores.telemetry.query(TelemetryQuery(ACC, limit=4, cursor=cursor))
         pages.append(page.items)
         cursor = page.next_cursor
         if cursor is None:
@@ -509,13 +522,13 @@ async def test_query_telemetry_pages_newest_first_through_equal_timestamps(store
     assert [m.enqueued_at for m in got] == sorted((m.enqueued_at for m in sent), reverse=True)
 
     # An exact multiple of the page size leaves no dangling cursor.
-    page = await store.query_telemetry(TelemetryQuery(ACC, limit=23))
+    page = await stores.telemetry.query(TelemetryQuery(ACC, limit=23))
     assert len(page.items) == 23
     assert page.next_cursor is None
     # A cursor composes with filters.
-    first = await store.query_telemetry(TelemetryQuery(ACC, since=at(2), limit=7))
+    first = await stores.telemetry.query(TelemetryQuery(ACC, since=at(2), limit=7))
     assert first.next_cursor is not None
-    rest = await store.query_telemetry(
+    rest = await stores.telemetry.query(
         TelemetryQuery(ACC, since=at(2), limit=7, cursor=first.next_cursor)
     )
     assert [m.message_id for m in first.items + rest.items] == [
@@ -525,88 +538,90 @@ async def test_query_telemetry_pages_newest_first_through_equal_timestamps(store
 
 
 @pytest.mark.parametrize("cursor", ["%%%", "bm90LWEtY3Vyc29y", "MTpub3Q", "_w"])
-async def test_invalid_cursor_is_invalid(store: Store, cursor: str) -> None:
+async def test_invalid_cursor_is_invalid(stores: Stores, cursor: str) -> None:
     with pytest.raises(Invalid):
-        await store.query_telemetry(TelemetryQuery(ACC, cursor=cursor))
+        await stores.telemetry.query(TelemetryQuery(ACC, cursor=cursor))
     with pytest.raises(Invalid):
-        await store.query_events(EventQuery(ACC, cursor=cursor))
+        await stores.events.query(EventQuery(ACC, cursor=cursor))
 
 
-async def test_a_device_filter_includes_its_modules_only(store: Store) -> None:
+async def test_a_device_filter_includes_its_modules_only(stores: Stores) -> None:
     ids = ["gw", "gw/m1", "gw/m2", "gw0", "gw2", "gw.x", "gw-1", "g"]
-    await store.append_telemetry([message(d, seconds=i) for i, d in enumerate(ids)], [])
-    found = await all_telemetry(store, TelemetryQuery(ACC, device_id="gw", limit=100))
+    await stores.telemetry.append([message(d, seconds=i) for i, d in enumerate(ids)], [])
+    found = await all_telemetry(stores, TelemetryQuery(ACC, device_id="gw", limit=100))
     assert sorted(m.device_id for m in found) == ["gw", "gw/m1", "gw/m2"]
-    one = await all_telemetry(store, TelemetryQuery(ACC, device_id="gw/m2", limit=100))
+    one = await all_telemetry(stores, TelemetryQuery(ACC, device_id="gw/m2", limit=100))
     assert [m.device_id for m in one] == ["gw/m2"]
 
 
-async def test_a_duplicate_message_adds_no_observations(store: Store) -> None:
+async def test_a_duplicate_message_adds_no_observations(stores: Stores) -> None:
     first = message(message_id="dup", seconds=1, body={"temp": 20.0})
-    await store.append_telemetry([first], [Observation(ACC, "dev-1", "temp", at(1), 20.0)])
+    await stores.telemetry.append([first], [Observation(ACC, "dev-1", "temp", at(1), 20.0)])
     again = message(message_id="dup", seconds=2, body={"temp": 99.0})
     fresh = message(message_id="new", seconds=3, body={"temp": 30.0})
-    result = await store.append_telemetry(
+    result = await stores.telemetry.append(
         [again, fresh],
         [Observation(ACC, "dev-1", "temp", at(2), 99.0),
          Observation(ACC, "dev-1", "temp", at(3), 30.0)],
     )  # fmt: skip
     assert result == [False, True]
-    history = await store.query_observations(ACC, "dev-1", "temp", None, None, 100)
+    history = await stores.telemetry.observations(ACC, "dev-1", "temp", None, None, 100)
     assert [o.value for o in history] == [30.0, 20.0]  # the duplicate's 99 never landed
-    assert (await store.latest_observations(ACC, "dev-1"))["temp"].value == 30.0
+    assert (await stores.telemetry.latest(ACC, "dev-1"))["temp"].value == 30.0
     # Redelivered alone (newest of all), it still changes nothing.
     late = message(message_id="dup", seconds=9, body={"temp": 99.0})
-    assert await store.append_telemetry(
+    assert await stores.telemetry.append(
         [late], [Observation(ACC, "dev-1", "temp", at(9), 99.0)]
     ) == [False]
-    assert (await store.latest_observations(ACC, "dev-1"))["temp"].value == 30.0
+    assert (await stores.telemetry.latest(ACC, "dev-1"))["temp"].value == 30.0
 
 
-async def test_observations_and_latest(store: Store) -> None:
+async def test_observations_and_latest(stores: Stores) -> None:
     def obs(entity: str, metric: str, seconds: float, value: float) -> Observation:
         return Observation(ACC, entity, metric, at(seconds), value)
 
-    await store.append_telemetry(
+    await stores.telemetry.append(
         [message()],
         [obs("dev-1", "temp", 10, 21.5), obs("dev-1", "hum", 10, 40.0),
          obs("dev-2", "temp", 10, 5.0)],
     )  # fmt: skip
     # Older values land in history but do not replace the latest.
-    await store.append_telemetry([], [obs("dev-1", "temp", 5, 19.0)])
+    await stores.telemetry.append([], [obs("dev-1", "temp", 5, 19.0)])
     # Newer ones do, also when a call carries several for the same metric.
-    await store.append_telemetry([], [obs("dev-1", "hum", 12, 41.0), obs("dev-1", "hum", 11, 40.5)])
+    await stores.telemetry.append(
+        [], [obs("dev-1", "hum", 12, 41.0), obs("dev-1", "hum", 11, 40.5)]
+    )
 
-    latest = await store.latest_observations(ACC, "dev-1")
+    latest = await stores.telemetry.latest(ACC, "dev-1")
     assert latest == {"temp": obs("dev-1", "temp", 10, 21.5), "hum": obs("dev-1", "hum", 12, 41.0)}
-    assert await store.latest_observations(ACC, "dev-2") == {"temp": obs("dev-2", "temp", 10, 5.0)}
-    assert await store.latest_observations(ACC, "nope") == {}
-    assert await store.latest_observations("acc-2", "dev-1") == {}
+    assert await stores.telemetry.latest(ACC, "dev-2") == {"temp": obs("dev-2", "temp", 10, 5.0)}
+    assert await stores.telemetry.latest(ACC, "nope") == {}
+    assert await stores.telemetry.latest("acc-2", "dev-1") == {}
 
     # An equal timestamp written later wins.
-    await store.append_telemetry([], [obs("dev-1", "temp", 10, 22.0)])
-    assert (await store.latest_observations(ACC, "dev-1"))["temp"].value == 22.0
+    await stores.telemetry.append([], [obs("dev-1", "temp", 10, 22.0)])
+    assert (await stores.telemetry.latest(ACC, "dev-1"))["temp"].value == 22.0
 
-    history = await store.query_observations(ACC, "dev-1", "temp", None, None, 100)
+    history = await stores.telemetry.observations(ACC, "dev-1", "temp", None, None, 100)
     assert [o.ts for o in history] == [at(10), at(10), at(5)]  # newest first
     assert sorted((o.ts, o.value) for o in history) == [
         (at(5), 19.0), (at(10), 21.5), (at(10), 22.0),
     ]  # fmt: skip
-    hum = await store.query_observations(ACC, "dev-1", "hum", None, None, 100)
+    hum = await stores.telemetry.observations(ACC, "dev-1", "hum", None, None, 100)
     assert [(o.ts, o.value) for o in hum] == [(at(12), 41.0), (at(11), 40.5), (at(10), 40.0)]
     assert hum[0] == obs("dev-1", "hum", 12, 41.0)
-    assert [o.value for o in await store.query_observations(
+    assert [o.value for o in await stores.telemetry.observations(
         ACC, "dev-1", "hum", at(10.5), at(11.5), 100)] == [40.5]  # fmt: skip
-    assert [o.value for o in await store.query_observations(
+    assert [o.value for o in await stores.telemetry.observations(
         ACC, "dev-1", "hum", at(11), None, 1)] == [41.0]  # fmt: skip
-    assert await store.query_observations(ACC, "dev-1", "hum", None, at(9), 100) == []
-    assert await store.query_observations("acc-2", "dev-1", "hum", None, None, 100) == []
+    assert await stores.telemetry.observations(ACC, "dev-1", "hum", None, at(9), 100) == []
+    assert await stores.telemetry.observations("acc-2", "dev-1", "hum", None, None, 100) == []
 
 
 # -- events ----------------------------------------------------------------------------------
 
 
-async def test_events_append_and_query(store: Store) -> None:
+async def test_events_append_and_query(stores: Stores) -> None:
     events = [
         Event(ACC, "dev-1", EventType.CONNECTION_STATE, at(i), {"n": i, "state": "Connected"},
               project="p1" if i % 2 else None, deployment="d1" if i % 3 == 0 else None)
@@ -616,18 +631,18 @@ async def test_events_append_and_query(store: Store) -> None:
         Event(ACC, "dev-2", EventType.LIFECYCLE, at(3), {"op": "create"}),
         Event("acc-2", "dev-1", EventType.CHANGE, at(3), {}),
     ]  # fmt: skip
-    ids = [await store.append_event(e) for e in events]
+    ids = [await stores.events.append(e) for e in events]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
 
-    page = await store.query_events(EventQuery(ACC))
+    page = await stores.events.query(EventQuery(ACC))
     assert page.next_cursor is None
     # Newest first, and on equal timestamps the later append first.
     assert page.items == [events[6], events[5], events[4], events[8], events[7], events[3],
                           events[2], events[1], events[0]]  # fmt: skip
 
     async def query(**filters: Any) -> list[Event]:
-        return (await store.query_events(EventQuery(ACC, **filters))).items
+        return (await stores.events.query(EventQuery(ACC, **filters))).items
 
     assert await query(event_types=frozenset({EventType.CHANGE})) == [events[7]]
     both = frozenset({EventType.CHANGE, EventType.LIFECYCLE})
@@ -645,7 +660,7 @@ async def test_events_append_and_query(store: Store) -> None:
     got: list[Event] = []
     cursor = None
     for _ in range(10):
-        page = await store.query_events(
+        page = await stores.events.query(
             EventQuery(ACC, event_types=connections, limit=3, cursor=cursor)
         )
         got += page.items
@@ -653,119 +668,119 @@ async def test_events_append_and_query(store: Store) -> None:
         if cursor is None:
             break
     assert got == events[6::-1]
-    assert (await store.query_events(EventQuery("acc-2"))).items == [events[9]]
+    assert (await stores.events.query(EventQuery("acc-2"))).items == [events[9]]
 
 
 # -- commands --------------------------------------------------------------------------------
 
 
-async def test_commands(store: Store) -> None:
+async def test_commands(stores: Stores) -> None:
     c1 = command("c1", created_at=at(2))
     c2 = command("c2", created_at=at(1), payload=None, mode=CommandMode.AWAITED,
                  response_timeout_s=7)  # fmt: skip
     c3 = command("c3", device_id="dev-2")
     for c in (c1, c2, c3):
-        await store.insert_command(c)
+        await stores.commands.insert(c)
     with pytest.raises(Conflict):
-        await store.insert_command(c1)
+        await stores.commands.insert(c1)
 
-    assert await store.get_command("c1") == c1
-    assert await store.get_command("c2") == c2
-    assert await store.get_command("nope") is None
-    assert await store.pending_commands("dev-1") == [c2, c1]
+    assert await stores.commands.get("c1") == c1
+    assert await stores.commands.get("c2") == c2
+    assert await stores.commands.get("nope") is None
+    assert await stores.commands.pending("dev-1") == [c2, c1]
 
     done = c1.finish(CommandStatus.COMPLETED, at(3.000001), 200, {"ok": [1, 2]})
-    await store.update_command(done)
-    assert await store.get_command("c1") == done
+    await stores.commands.update(done)
+    assert await stores.commands.get("c1") == done
     failed = c2.finish(CommandStatus.FAILED, at(4), None, None)
-    await store.update_command(failed)
-    assert await store.get_command("c2") == failed
-    assert await store.pending_commands("dev-1") == []
-    assert await store.pending_commands("dev-2") == [c3]
+    await stores.commands.update(failed)
+    assert await stores.commands.get("c2") == failed
+    assert await stores.commands.pending("dev-1") == []
+    assert await stores.commands.pending("dev-2") == [c3]
 
 
 # -- cloud-to-device messages ----------------------------------------------------------------
 
 
-async def test_c2d_messages(store: Store) -> None:
+async def test_c2d_messages(stores: Stores) -> None:
     m1, m2, m3 = c2d("m1", seconds=2), c2d("m2", seconds=1), c2d("m3", "dev-2")
     for m in (m1, m2, m3):
-        await store.enqueue_c2d(m)
-    pending = await store.pending_c2d("dev-1")
+        await stores.c2d.enqueue(m)
+    pending = await stores.c2d.pending("dev-1")
     assert pending == [m2, m1]
     assert isinstance(pending[0].body, bytes)
-    await store.delete_c2d("m2")
-    await store.delete_c2d("nope")
-    assert await store.pending_c2d("dev-1") == [m1]
-    assert await store.pending_c2d("dev-2") == [m3]
-    assert await store.pending_c2d("dev-3") == []
+    await stores.c2d.delete("m2")
+    await stores.c2d.delete("nope")
+    assert await stores.c2d.pending("dev-1") == [m1]
+    assert await stores.c2d.pending("dev-2") == [m3]
+    assert await stores.c2d.pending("dev-3") == []
 
 
 # -- MQTT sessions ---------------------------------------------------------------------------
 
 
-async def test_mqtt_sessions(store: Store) -> None:
+async def test_mqtt_sessions(stores: Stores) -> None:
     state = {
         "subscriptions": {"devices/dev-1/messages/devicebound/#": 1},
         "expiry_s": 3600,
         "pending": [{"topic": "t", "qos": 1, "payload": "aGk="}],
     }
-    assert await store.load_session("client-1") is None
-    await store.save_session("client-1", state)
-    await store.save_session("client-2", {})
-    assert await store.load_session("client-1") == state
-    assert await store.load_session("client-2") == {}
-    await store.save_session("client-1", {"subscriptions": {"$iothub/twin/res/#": 0}})
-    assert await store.load_session("client-1") == {"subscriptions": {"$iothub/twin/res/#": 0}}
-    await store.delete_session("client-1")
-    await store.delete_session("client-1")
-    assert await store.load_session("client-1") is None
-    assert await store.load_session("client-2") == {}
+    assert await stores.sessions.load("client-1") is None
+    await stores.sessions.save("client-1", state)
+    await stores.sessions.save("client-2", {})
+    assert await stores.sessions.load("client-1") == state
+    assert await stores.sessions.load("client-2") == {}
+    await stores.sessions.save("client-1", {"subscriptions": {"$iothub/twin/res/#": 0}})
+    assert await stores.sessions.load("client-1") == {"subscriptions": {"$iothub/twin/res/#": 0}}
+    await stores.sessions.delete("client-1")
+    await stores.sessions.delete("client-1")
+    assert await stores.sessions.load("client-1") is None
+    assert await stores.sessions.load("client-2") == {}
 
 
 # -- documents -------------------------------------------------------------------------------
 
 
-async def test_documents(store: Store) -> None:
-    await store.put_document(ACC, "template", "b", {"v": 1, "list": [1, None]}, T0)
-    await store.put_document(ACC, "template", "a", ["x", 2.5], T0)
-    await store.put_document(ACC, "other", "a", "scalar", T0)
-    await store.put_document("acc-2", "template", "a", {"foreign": True}, T0)
+async def test_documents(stores: Stores) -> None:
+    await stores.documents.put(ACC, "template", "b", {"v": 1, "list": [1, None]}, T0)
+    await stores.documents.put(ACC, "template", "a", ["x", 2.5], T0)
+    await stores.documents.put(ACC, "other", "a", "scalar", T0)
+    await stores.documents.put("acc-2", "template", "a", {"foreign": True}, T0)
 
-    assert await store.get_document(ACC, "template", "b") == {"v": 1, "list": [1, None]}
-    assert await store.get_document(ACC, "template", "zz") is None
-    assert await store.list_documents(ACC, "template") == [
+    assert await stores.documents.get(ACC, "template", "b") == {"v": 1, "list": [1, None]}
+    assert await stores.documents.get(ACC, "template", "zz") is None
+    assert await stores.documents.all(ACC, "template") == [
         ("a", ["x", 2.5]), ("b", {"v": 1, "list": [1, None]}),
     ]  # fmt: skip
-    assert await store.list_documents("acc-2", "template") == [("a", {"foreign": True})]
-    assert await store.list_documents(ACC, "none") == []
+    assert await stores.documents.all("acc-2", "template") == [("a", {"foreign": True})]
+    assert await stores.documents.all(ACC, "none") == []
 
-    await store.put_document(ACC, "template", "b", {"v": 2}, at(1))  # replaces
-    assert await store.get_document(ACC, "template", "b") == {"v": 2}
+    await stores.documents.put(ACC, "template", "b", {"v": 2}, at(1))  # replaces
+    assert await stores.documents.get(ACC, "template", "b") == {"v": 2}
 
-    assert await store.delete_document("acc-2", "template", "b") is False
-    assert await store.delete_document(ACC, "template", "b") is True
-    assert await store.delete_document(ACC, "template", "b") is False
-    assert await store.get_document(ACC, "template", "b") is None
-    assert await store.get_document("acc-2", "template", "a") == {"foreign": True}
-    assert await store.get_document(ACC, "other", "a") == "scalar"
+    assert await stores.documents.delete("acc-2", "template", "b") is False
+    assert await stores.documents.delete(ACC, "template", "b") is True
+    assert await stores.documents.delete(ACC, "template", "b") is False
+    assert await stores.documents.get(ACC, "template", "b") is None
+    assert await stores.documents.get("acc-2", "template", "a") == {"foreign": True}
+    assert await stores.documents.get(ACC, "other", "a") == "scalar"
 
 
 # -- concurrency and durability --------------------------------------------------------------
 
 
-async def test_concurrent_appends_land_exactly_once(store: Store) -> None:
+async def test_concurrent_appends_land_exactly_once(stores: Stores) -> None:
     calls = 500
     # Every message twice, plus id-less ones, all at once from separate tasks.
     results = await asyncio.gather(
         *(
-            store.append_telemetry(
+            stores.telemetry.append(
                 [message(f"dev-{i % 7}", seconds=i / 1000, message_id=f"m{i}")],
                 [Observation(ACC, f"dev-{i % 7}", "n", at(i / 1000), float(i))],
             )
             for i in list(range(calls)) * 2
         ),
-        *(store.append_telemetry([message("dev-x", seconds=i)], []) for i in range(50)),
+        *(stores.telemetry.append([message("dev-x", seconds=i)], []) for i in range(50)),
     )
     flat = [r for result in results for r in result]
     assert len(flat) == 2 * calls + 50
@@ -773,34 +788,34 @@ async def test_concurrent_appends_land_exactly_once(store: Store) -> None:
     assert all(flat[i] != flat[i + calls] for i in range(calls))  # exactly one copy is new
     assert all(flat[2 * calls :])
 
-    stored = await all_telemetry(store, TelemetryQuery(ACC, limit=333))
+    stored = await all_telemetry(stores, TelemetryQuery(ACC, limit=333))
     assert len(stored) == calls + 50
     assert sorted(m.message_id for m in stored if m.message_id) == sorted(
         f"m{i}" for i in range(calls)
     )
-    latest = await store.latest_observations(ACC, "dev-0")
+    latest = await stores.telemetry.latest(ACC, "dev-0")
     assert latest["n"].value == float(max(i for i in range(calls) if i % 7 == 0))
 
 
-async def test_failing_call_does_not_fail_others(store: Store) -> None:
-    good = [store.append_telemetry([message(message_id=f"ok{i}")], []) for i in range(20)]
-    bad = store.append_telemetry([message(message_id="bad", account_id=None)], [])
+async def test_failing_call_does_not_fail_others(stores: Stores) -> None:
+    good = [stores.telemetry.append([message(message_id=f"ok{i}")], []) for i in range(20)]
+    bad = stores.telemetry.append([message(message_id="bad", account_id=None)], [])
     results = await asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
     assert isinstance(results[10], Exception)
     assert not isinstance(results[10], Conflict)
     assert [r for i, r in enumerate(results) if i != 10] == [[True]] * 20
-    stored = await all_telemetry(store, TelemetryQuery(ACC))
+    stored = await all_telemetry(stores, TelemetryQuery(ACC))
     assert sorted(m.message_id or "" for m in stored) == sorted(f"ok{i}" for i in range(20))
 
 
 async def test_close_writes_everything_queued(backend: Backend) -> None:
-    store = await backend.open()
+    stores = await backend.open()
     tasks = [
-        asyncio.create_task(store.append_telemetry([message(message_id=f"m{i}")], []))
+        asyncio.create_task(stores.telemetry.append([message(message_id=f"m{i}")], []))
         for i in range(100)
     ]
     await asyncio.sleep(0)  # every call is queued
-    await store.close()
+    await stores.close()
     assert [await t for t in tasks] == [[True]] * 100
 
     reopened = await backend.open()

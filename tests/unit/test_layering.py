@@ -55,8 +55,9 @@ RULES: tuple[Rule, ...] = (
          "mqtt/ is a sans-IO codec: stdlib only, and not even the domain (STYLE §2)"),
     Rule("mqtt-is-sans-io", ("thinghub.mqtt",), "never", ("asyncio", "socket", "logging", "time"),
          "mqtt/ owns no sockets, tasks, logs or clocks; time is an argument (STYLE §2)"),
-    Rule("ports-over-domain", ("thinghub.ports",), "only", (STDLIB, "thinghub.domain"),
-         "ports.py names interfaces in domain terms only (DESIGN §3)"),
+    Rule("ports-over-domain", ("thinghub.ports",), "only",
+         (STDLIB, "thinghub.domain", "thinghub.ports"),
+         "ports/ names interfaces in domain terms only (DESIGN §3)"),
     Rule("services-inward", ("thinghub.services",), "only",
          (STDLIB, THIRD_PARTY, "thinghub.domain", "thinghub.ports", "thinghub.security",
           "thinghub.services"),
@@ -75,6 +76,10 @@ RULES: tuple[Rule, ...] = (
          ("thinghub.faces", "thinghub.devices", "thinghub.services", "thinghub.bus",
           "thinghub.app", "thinghub.cli"),
          "a backend implements a port; it knows the domain and ports, not its callers"),
+    Rule("memory-store-has-no-database", ("thinghub.storage.memory",), "never",
+         ("sqlite3", "asyncpg", "sqlalchemy", "alembic", "thinghub.storage.database",
+          "thinghub.storage.sqlite", "thinghub.storage.postgres", "thinghub.storage.migrate"),
+         "the memory backend is plain dicts: it shares the SQL row encoding, never a database"),
     Rule("backends-wired-at-root", (PACKAGE,), "never", ("thinghub.storage", "thinghub.bus"),
          "app.py (and cli.py for offline commands) is the only place that picks adapters",
          exempt=("thinghub.app", "thinghub.cli", "thinghub.storage", "thinghub.bus")),
@@ -226,7 +231,7 @@ def test_only_rule_flags_third_party_and_other_layers() -> None:
     assert _check("domain-is-pure", "thinghub.domain.x", "import orjson") == [
         "thinghub.domain.x:1 imports orjson"
     ]
-    assert _check("domain-is-pure", "thinghub.domain.x", "\n\nfrom thinghub.ports import Store")
+    assert _check("domain-is-pure", "thinghub.domain.x", "\n\nfrom thinghub.ports import Stores")
     assert _check("domain-is-pure", "thinghub.domain.x", "from thinghub.mqtt import codec")
     assert not _check(
         "domain-is-pure",
@@ -278,7 +283,20 @@ def test_faces_apart_allows_own_face_and_http_only() -> None:
 def test_exempt_modules_may_wire_backends() -> None:
     source = "from thinghub.storage.sqlite import SqliteDatabase"
     assert not _check("backends-wired-at-root", "thinghub.app", source)
-    assert not _check("backends-wired-at-root", "thinghub.storage.sql_store", source)
+    assert not _check("backends-wired-at-root", "thinghub.storage.sql.devices", source)
     assert _check("backends-wired-at-root", "thinghub.devices.x", source) == [
         "thinghub.devices.x:1 imports thinghub.storage.sqlite"
     ]
+
+
+def test_the_memory_backend_may_share_rows_but_not_a_database() -> None:
+    module = "thinghub.storage.memory.telemetry"
+    assert not _check(
+        "memory-store-has-no-database", module, "from thinghub.storage.sql._rows import to_us"
+    )
+    assert _check("memory-store-has-no-database", module, "import sqlite3") == [
+        f"{module}:1 imports sqlite3"
+    ]
+    assert _check(
+        "memory-store-has-no-database", module, "from thinghub.storage.sqlite import X"
+    ) == [f"{module}:1 imports thinghub.storage.sqlite"]

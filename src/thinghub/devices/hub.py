@@ -239,10 +239,12 @@ class Hub:
             self._log_connect_refused(connect.client_id)
             return CONNACK_SERVER_UNAVAILABLE
         saved = (
-            None if connect.clean_session else await self.core.store.load_session(connect.client_id)
+            None
+            if connect.clean_session
+            else await self.core.stores.sessions.load(connect.client_id)
         )
         if connect.clean_session:
-            await self.core.store.delete_session(connect.client_id)
+            await self.core.stores.sessions.delete(connect.client_id)
             self._inflight.pop(connect.client_id, None)
         session = _Session()
         if saved is not None:
@@ -405,7 +407,7 @@ class Hub:
         """Store a persistent session; a clean one lives only as long as its connection, and
         a connection that is over or taken over no longer speaks for the client id."""
         if link.persistent and not link.handed_over:
-            await self.core.store.save_session(link.conn.client_id, link.session.state())
+            await self.core.stores.sessions.save(link.conn.client_id, link.session.state())
 
     # -- subscriptions -------------------------------------------------------------------
 

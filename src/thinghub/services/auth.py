@@ -17,7 +17,7 @@ from typing import Any, Literal
 from thinghub.domain.errors import Forbidden, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import new_id_scope, new_uuid
 from thinghub.domain.model import Account, ApiToken, Principal, Role, User
-from thinghub.ports import Clock, Store
+from thinghub.ports import Clock, Stores
 from thinghub.security.jwt import JwtError, JwtIssuer
 from thinghub.security.passwords import hash_password, verify_password
 from thinghub.security.secrets import hash_secret
@@ -56,8 +56,8 @@ class IssuedToken:
 
 
 class AuthService:
-    def __init__(self, store: Store, clock: Clock, *, jwt_ttl_s: int) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, clock: Clock, *, jwt_ttl_s: int) -> None:
+        self.stores = stores
         self.clock = clock
         self.jwt_ttl_s = jwt_ttl_s
         self._jwt: JwtIssuer | None = None
@@ -66,10 +66,10 @@ class AuthService:
         self._alive: dict[tuple[str, str, str], float] = {}
 
     async def start(self) -> None:
-        secret = await self.store.get_document(SYSTEM_ACCOUNT, "system", "jwt_secret")
+        secret = await self.stores.documents.get(SYSTEM_ACCOUNT, "system", "jwt_secret")
         if secret is None:
             secret = pysecrets.token_hex(32)
-            await self.store.put_document(
+            await self.stores.documents.put(
                 SYSTEM_ACCOUNT, "system", "jwt_secret", secret, self.clock.now()
             )
         self._jwt = JwtIssuer(bytes.fromhex(secret), ttl_s=self.jwt_ttl_s)
@@ -83,10 +83,10 @@ class AuthService:
     # -- accounts ------------------------------------------------------------------------
 
     async def ensure_account(self, name: str = DEFAULT_ACCOUNT) -> Account:
-        account = await self.store.get_account_by_name(name)
+        account = await self.stores.accounts.get_by_name(name)
         if account is None:
             account = Account(new_uuid(), name, new_id_scope(), self.clock.now())
-            await self.store.insert_account(account)
+            await self.stores.accounts.insert(account)
             logger.info("created account %s (id scope %s)", name, account.id_scope)
         return account
 
@@ -94,7 +94,7 @@ class AuthService:
         if not name or len(name) > 200:
             raise Invalid("account name must be 1 to 200 characters", field="name")
         account = Account(new_uuid(), name, new_id_scope(), self.clock.now())
-        await self.store.insert_account(account)
+        await self.stores.accounts.insert(account)
         return account
 
     # -- API tokens ----------------------------------------------------------------------
@@ -126,19 +126,19 @@ class AuthService:
             face_role=face_role,
             project=project,
         )
-        await self.store.insert_api_token(token)
+        await self.stores.credentials.insert_token(token)
         return IssuedToken(token, value)
 
     async def list_tokens(self, principal: Principal, face: str | None = None) -> list[ApiToken]:
         """The account's API tokens (admin); a project-limited admin sees its project's."""
         authorize(principal, "admin")
-        tokens = await self.store.list_api_tokens(principal.account_id, face)
+        tokens = await self.stores.credentials.list_tokens(principal.account_id, face)
         return [t for t in tokens if principal.project is None or t.project == principal.project]
 
     async def get_token(
         self, principal: Principal, token_id: str, face: str | None = None
     ) -> ApiToken:
-        token = await self.store.get_api_token(principal.account_id, token_id)
+        token = await self.stores.credentials.get_token(principal.account_id, token_id)
         if (
             token is None
             or token.account_id != principal.account_id
@@ -149,10 +149,10 @@ class AuthService:
         return token
 
     async def revoke_token(self, account_id: str, token_id: str) -> None:
-        token = await self.store.get_api_token(account_id, token_id)
+        token = await self.stores.credentials.get_token(account_id, token_id)
         if token is None or token.account_id != account_id:
             raise NotFound(f"API token {token_id!r} not found", field="id")
-        await self.store.delete_api_token(account_id, token_id)
+        await self.stores.credentials.delete_token(account_id, token_id)
         self._cache = {
             k: v
             for k, v in self._cache.items()
@@ -177,7 +177,7 @@ class AuthService:
         seen = self._alive.get(key)
         if seen is not None and now - seen < TOKEN_CACHE_S:
             return True
-        token = await self.store.get_api_token(account_id, token_id)
+        token = await self.stores.credentials.get_token(account_id, token_id)
         if (
             token is None
             or token.account_id != account_id
@@ -196,7 +196,7 @@ class AuthService:
         cached = self._cache.get(digest)
         if cached is not None and now - cached[1] < TOKEN_CACHE_S:
             return cached[0]
-        token = await self.store.get_api_token_by_hash(digest)
+        token = await self.stores.credentials.get_token_by_hash(digest)
         if token is not None:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -260,11 +260,11 @@ class AuthService:
             role,
             self.clock.now(),
         )
-        await self.store.insert_user(user)
+        await self.stores.credentials.insert_user(user)
         return user
 
     async def password_grant(self, username: str, password: str) -> tuple[str, int]:
-        user = await self.store.get_user_by_name(username)
+        user = await self.stores.credentials.get_user(username)
         # Verify against a dummy hash when the user is unknown, so timing does not tell.
         if user is None:
             await asyncio.to_thread(verify_password, _DUMMY_HASH, password)

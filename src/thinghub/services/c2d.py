@@ -11,7 +11,7 @@ import orjson
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
-from thinghub.ports import C2DMessage, Clock, DeviceLinks, Store
+from thinghub.ports import C2DMessage, Clock, DeviceLinks, Stores
 from thinghub.services.auth import authorize
 
 __all__ = ["DEFAULT_C2D_TTL_S", "MAX_C2D_BYTES", "C2DService"]
@@ -22,8 +22,8 @@ MAX_C2D_BYTES = 65_536
 
 
 class C2DService:
-    def __init__(self, store: Store, clock: Clock, links: DeviceLinks) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, clock: Clock, links: DeviceLinks) -> None:
+        self.stores = stores
         self.clock = clock
         self.links = links
         # Held only while delivering: weak values, so idle devices keep no lock.
@@ -50,7 +50,7 @@ class C2DService:
         message = C2DMessage(
             new_uuid(), device.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)
         )
-        await self.store.enqueue_c2d(message)
+        await self.stores.c2d.enqueue(message)
         await self.deliver_pending(device.id)  # the one way out, so nothing goes twice
         return message
 
@@ -66,10 +66,10 @@ class C2DService:
         async with lock:
             sent = 0
             now = self.clock.now()
-            for message in await self.store.pending_c2d(device_id):
+            for message in await self.stores.c2d.pending(device_id):
                 if message.expires_at <= now:
-                    await self.store.delete_c2d(message.id)
+                    await self.stores.c2d.delete(message.id)
                 elif await self.links.push_c2d(message):
-                    await self.store.delete_c2d(message.id)
+                    await self.stores.c2d.delete(message.id)
                     sent += 1
             return sent

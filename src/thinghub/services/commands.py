@@ -19,7 +19,7 @@ from thinghub.domain.commands import Command, CommandMode, CommandStatus, parse_
 from thinghub.domain.errors import DeviceOffline, Invalid, NotFound, TimedOut
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
-from thinghub.ports import Clock, DeviceLinks, MethodResult, Store
+from thinghub.ports import Clock, DeviceLinks, MethodResult, Stores
 from thinghub.services.auth import authorize
 
 __all__ = ["DEFAULT_TIMEOUT_S", "CommandService"]
@@ -33,14 +33,14 @@ MIN_TIMEOUT_S = 5.0
 class CommandService:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         clock: Clock,
         links: DeviceLinks,
         *,
         max_timeout_s: float,
         ttl_s: float,
     ) -> None:
-        self.store = store
+        self.stores = stores
         self.clock = clock
         self.links = links
         self.max_timeout_s = max_timeout_s
@@ -107,13 +107,13 @@ class CommandService:
             expires_at=now + (ttl_s or self.ttl_s),
             response_timeout_s=self._timeout(timeout_s),
         )
-        await self.store.insert_command(command)
+        await self.stores.commands.insert(command)
         if self.links.is_connected(device.id):
             self._deliveries.put_nowait(command)
         return command
 
     async def get(self, principal: Principal, device: Device, command_id: str) -> Command:
-        command = await self.store.get_command(command_id)
+        command = await self.stores.commands.get(command_id)
         if (
             command is None
             or command.device_id != device.id
@@ -124,7 +124,7 @@ class CommandService:
 
     async def device_connected(self, device_id: str) -> None:
         """Hand the device's pending commands to the delivery loop."""
-        for command in await self.store.pending_commands(device_id):
+        for command in await self.stores.commands.pending(device_id):
             command = await self._expire_if_due(command)
             if command.status is CommandStatus.PENDING and command.id not in self._in_flight:
                 self._deliveries.put_nowait(command)
@@ -136,7 +136,7 @@ class CommandService:
             and command.id not in self._in_flight
         ):
             command = command.finish(CommandStatus.EXPIRED, self.clock.now())
-            await self.store.update_command(command)
+            await self.stores.commands.update(command)
         return command
 
     async def run(self) -> None:
@@ -167,7 +167,7 @@ class CommandService:
                     CommandStatus.COMPLETED if 200 <= result.status < 300 else CommandStatus.FAILED
                 )
                 command = command.finish(status, self.clock.now(), result.status, result.payload)
-            await self.store.update_command(command)
+            await self.stores.commands.update(command)
         except Exception:
             logger.exception("delivering command %s to %s failed", command.id, command.device_id)
         finally:

@@ -9,7 +9,7 @@ from typing import Any
 from thinghub.domain.errors import NotFound
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Account, Device, Retention
-from thinghub.ports import Bus, Clock, Store
+from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
 from thinghub.services.commands import CommandService
@@ -48,19 +48,19 @@ class CoreOptions:
 
 
 class Core:
-    def __init__(self, store: Store, bus: Bus, clock: Clock, options: CoreOptions) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, bus: Bus, clock: Clock, options: CoreOptions) -> None:
+        self.stores = stores
         self.bus = bus
         self.clock = clock
         self.options = options
         self.links = LinkRegistry()
-        self.auth = AuthService(store, clock, jwt_ttl_s=options.jwt_ttl_s)
-        self.events = EventService(store, bus, clock)
-        self.registry = Registry(store, clock, self.events)
-        self.twins = TwinService(store, clock, self.events, self.links, bus)
+        self.auth = AuthService(stores, clock, jwt_ttl_s=options.jwt_ttl_s)
+        self.events = EventService(stores, bus, clock)
+        self.registry = Registry(stores, clock, self.events)
+        self.twins = TwinService(stores, clock, self.events, self.links, bus)
         self.registry.on_delete.append(self.twins.forget)
         self.ingest = IngestService(
-            store,
+            stores,
             clock,
             bus,
             self.registry,
@@ -69,24 +69,24 @@ class Core:
             max_queued_bytes=options.ingest_queue_max_bytes,
             max_json_depth=options.max_json_depth,
         )
-        self.queries = QueryService(store)
+        self.queries = QueryService(stores)
         self.commands = CommandService(
-            store,
+            stores,
             clock,
             self.links,
             max_timeout_s=options.method_timeout_max_s,
             ttl_s=options.command_ttl_s,
         )
 
-        self.c2d = C2DService(store, clock, self.links)
+        self.c2d = C2DService(stores, clock, self.links)
         # Device templates (DTDL): telemetry of a templated device must match its template.
-        self.templates = TemplateService(store, clock, self.registry)
+        self.templates = TemplateService(stores, clock, self.registry)
         self.ingest.policies.append(self.templates.policy)
-        self.provisioning = ProvisioningService(store, clock, self.registry)
+        self.provisioning = ProvisioningService(stores, clock, self.registry)
         # One device authenticator for every device adapter, so its verified-token cache is one.
         self.device_auth = DeviceAuth(self.registry, clock)
         self.retention = RetentionService(
-            store,
+            stores,
             clock,
             self.registry,
             options.retention,
@@ -96,7 +96,7 @@ class Core:
         self._accounts: dict[str, Account] = {}
 
     async def start(self) -> None:
-        await self.store.start()
+        await self.stores.start()
         await self.auth.start()
 
     async def account(self, account_id: str) -> Account:
@@ -104,7 +104,7 @@ class Core:
         retention through `retention`, which asks the store)."""
         account = self._accounts.get(account_id)
         if account is None:
-            account = await self.store.get_account(account_id)
+            account = await self.stores.accounts.get(account_id)
             if account is None:
                 raise NotFound(f"account {account_id!r} not found", field="account")
             self._accounts[account_id] = account

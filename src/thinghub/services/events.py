@@ -7,14 +7,14 @@ from typing import Any
 
 from thinghub.domain.events import Event, EventType, sequence_number
 from thinghub.domain.model import Device
-from thinghub.ports import Bus, Clock, Store
+from thinghub.ports import Bus, Clock, Stores
 
 __all__ = ["EventService"]
 
 
 class EventService:
-    def __init__(self, store: Store, bus: Bus, clock: Clock) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, bus: Bus, clock: Clock) -> None:
+        self.stores = stores
         self.bus = bus
         self.clock = clock
         self._counter = itertools.count(1)
@@ -31,7 +31,7 @@ class EventService:
             device.project,
             device.deployment,
         )
-        await self.store.append_event(event)
+        await self.stores.events.append(event)
         await self.bus.publish(
             f"event.{device.account_id}.{_subject_token(device.id)}",
             {"type": type_.value, "deviceId": device.id, "ts": event.ts, "body": body},

@@ -30,7 +30,7 @@ from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
-from thinghub.ports import Bus, Clock, Store
+from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 
@@ -84,7 +84,7 @@ class TelemetryPolicy(Protocol):
 class IngestService:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         clock: Clock,
         bus: Bus,
         registry: Registry,
@@ -94,7 +94,7 @@ class IngestService:
         max_queued_bytes: int,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     ) -> None:
-        self.store = store
+        self.stores = stores
         self.clock = clock
         self.bus = bus
         self.registry = registry
@@ -282,7 +282,7 @@ class IngestService:
         messages = [message for _, message, _ in accepted]
         observations = [o for m in messages for o in observations_of(m)]
         try:
-            results = await self.store.append_telemetry(messages, observations)
+            results = await self.stores.telemetry.append(messages, observations)
         except Exception as exc:  # not stored, so not acknowledged: every caller hears it
             if len(accepted) > 1:  # find the one that failed; the others still land
                 logger.warning("a batch of %d messages failed (%s); writing each alone",

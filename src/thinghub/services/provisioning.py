@@ -17,7 +17,7 @@ from thinghub.domain.clock import format_ts
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Account, Device, DeviceKind, Principal
-from thinghub.ports import Clock, Store
+from thinghub.ports import Clock, Stores
 from thinghub.security import sas
 from thinghub.services.auth import authorize
 from thinghub.services.device_auth import DUMMY_KEYS
@@ -47,8 +47,8 @@ class Enrollment:
 
 
 class ProvisioningService:
-    def __init__(self, store: Store, clock: Clock, registry: Registry) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, clock: Clock, registry: Registry) -> None:
+        self.stores = stores
         self.clock = clock
         self.registry = registry
 
@@ -71,7 +71,7 @@ class ProvisioningService:
         parse_id(group_id, "enrollmentGroupId")
         parse_id(project, "project")
         parse_id(deployment, "deployment")
-        if await self.store.get_document(principal.account_id, GROUPS, group_id) is not None:
+        if await self.stores.documents.get(principal.account_id, GROUPS, group_id) is not None:
             raise Conflict(
                 f"enrollment group {group_id!r} already exists", field="enrollmentGroupId"
             )
@@ -90,17 +90,17 @@ class ProvisioningService:
             "provisioningStatus": "enabled",
             "createdDateTimeUtc": format_ts(self.clock.now()),
         }
-        await self.store.put_document(
+        await self.stores.documents.put(
             principal.account_id, GROUPS, group_id, group, self.clock.now()
         )
         return group
 
     async def list_groups(self, principal: Principal) -> list[dict[str, Any]]:
-        groups = await self.store.list_documents(principal.account_id, GROUPS)
+        groups = await self.stores.documents.all(principal.account_id, GROUPS)
         return [g for _, g in groups if principal.sees(g.get("project"))]
 
     async def get_group(self, principal: Principal, group_id: str) -> dict[str, Any]:
-        group = await self.store.get_document(principal.account_id, GROUPS, group_id)
+        group = await self.stores.documents.get(principal.account_id, GROUPS, group_id)
         if group is None or not principal.sees(group.get("project")):
             raise NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
         return dict(group)
@@ -108,7 +108,7 @@ class ProvisioningService:
     async def delete_group(self, principal: Principal, group_id: str) -> None:
         authorize(principal, "admin")
         await self.get_group(principal, group_id)
-        await self.store.delete_document(principal.account_id, GROUPS, group_id)
+        await self.stores.documents.delete(principal.account_id, GROUPS, group_id)
 
     # -- registration --------------------------------------------------------------------
 
@@ -128,10 +128,10 @@ class ProvisioningService:
         account's (issue 12). An id that names no usable device of this account is refused
         after the same key checks as a wrong token for one that does (issue 11).
         """
-        account = await self.store.get_account_by_scope(id_scope)
+        account = await self.stores.accounts.get_by_scope(id_scope)
         if account is None or not ID_PATTERN.fullmatch(registration_id):
             raise Unauthorized("unknown id scope or registration id", field="username")
-        device = await self.store.get_device(registration_id)
+        device = await self.stores.devices.get(registration_id)
         own = device if device is not None and device.account_id == account.id else None
         if token is None:
             if (
@@ -152,7 +152,7 @@ class ProvisioningService:
         keys = (own.primary_key, own.secondary_key) if own is not None else DUMMY_KEYS
         if _verifies(parsed, keys, resource, now) and usable:
             return Enrollment(account, registration_id, device=own)
-        for _, group in await self.store.list_documents(account.id, GROUPS):
+        for _, group in await self.stores.documents.all(account.id, GROUPS):
             if group.get("provisioningStatus") != "enabled":
                 continue
             group_keys = group["attestation"]["symmetricKey"]
@@ -206,7 +206,7 @@ class ProvisioningService:
                 # registration's only if it is the group's device, i.e. in the group's account
                 # with the keys derived from the group key. Anything else is not ours to
                 # assign (device ids are global, another account may hold this one).
-                found = await self.store.get_device(enrollment.registration_id)
+                found = await self.stores.devices.get(enrollment.registration_id)
                 if found is None:
                     raise
                 if found.account_id != enrollment.account.id or (

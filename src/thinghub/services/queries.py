@@ -8,7 +8,7 @@ from typing import TypeVar
 from thinghub.domain.events import Event
 from thinghub.domain.model import Principal
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import EventQuery, Page, Store, TelemetryQuery
+from thinghub.ports import EventQuery, Page, Stores, TelemetryQuery
 
 __all__ = ["QueryService"]
 
@@ -28,15 +28,15 @@ def _scoped(principal: Principal, query: Q) -> Q | None:
 
 
 class QueryService:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
 
     async def telemetry(
         self, principal: Principal, query: TelemetryQuery
     ) -> Page[TelemetryMessage]:
         scoped = _scoped(principal, query)
-        return Page([], None) if scoped is None else await self.store.query_telemetry(scoped)
+        return Page([], None) if scoped is None else await self.stores.telemetry.query(scoped)
 
     async def events(self, principal: Principal, query: EventQuery) -> Page[Event]:
         scoped = _scoped(principal, query)
-        return Page([], None) if scoped is None else await self.store.query_events(scoped)
+        return Page([], None) if scoped is None else await self.stores.events.query(scoped)

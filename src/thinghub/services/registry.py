@@ -12,7 +12,7 @@ from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
 from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Project
 from thinghub.domain.twin import Twin
-from thinghub.ports import Clock, Store
+from thinghub.ports import Clock, Stores
 from thinghub.security.sas import generate_key
 from thinghub.services.auth import authorize
 from thinghub.services.events import EventService
@@ -30,8 +30,8 @@ DEVICE_CACHE_MAX = 100_000
 
 
 class Registry:
-    def __init__(self, store: Store, clock: Clock, events: EventService) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, clock: Clock, events: EventService) -> None:
+        self.stores = stores
         self.clock = clock
         self.events = events
         self._activity: dict[str, float] = {}
@@ -47,7 +47,7 @@ class Registry:
         hit = self._cache.get(device_id)
         if hit is not None and now - hit[1] < DEVICE_CACHE_S:
             return hit[0]
-        device = await self.store.get_device(device_id)
+        device = await self.stores.devices.get(device_id)
         if len(self._cache) >= DEVICE_CACHE_MAX:
             self._cache.clear()
         self._cache[device_id] = (device, now)
@@ -59,14 +59,14 @@ class Registry:
     # -- projects ------------------------------------------------------------------------
 
     async def list_projects(self, principal: Principal) -> list[Project]:
-        projects = await self.store.list_projects(principal.account_id)
+        projects = await self.stores.devices.list_projects(principal.account_id)
         return [p for p in projects if principal.sees(p.name)]
 
     async def list_deployments(self, principal: Principal, project: str) -> list[Deployment]:
-        projects = {p.name for p in await self.store.list_projects(principal.account_id)}
+        projects = {p.name for p in await self.stores.devices.list_projects(principal.account_id)}
         if project not in projects or not principal.sees(project):
             raise NotFound(f"project {project!r} not found", field="project")
-        return await self.store.list_deployments(principal.account_id, project)
+        return await self.stores.devices.list_deployments(principal.account_id, project)
 
     # -- devices -------------------------------------------------------------------------
 
@@ -132,9 +132,9 @@ class Registry:
                 raise Invalid("a deployment needs a project", field="project")
         now = self.clock.now()
         if project is not None and deployment is not None:
-            await self.store.ensure_deployment(account_id, project, deployment, now)
+            await self.stores.devices.ensure_deployment(account_id, project, deployment, now)
         elif project is not None:
-            await self.store.ensure_project(account_id, project, now)
+            await self.stores.devices.ensure_project(account_id, project, now)
         device = Device(
             id=did,
             account_id=account_id,
@@ -154,7 +154,7 @@ class Registry:
             created_by=created_by,
             attributes=attributes or {},
         )
-        await self.store.insert_device(device, Twin(did))
+        await self.stores.devices.insert(device, Twin(did))
         self.forget(did)  # drop a cached "not found"
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "createDevice"}, now)
         logger.info("device %s created (account %s)", did, account_id)
@@ -190,7 +190,7 @@ class Registry:
             if project not in (None, principal.project):
                 return []
             project = principal.project
-        devices = await self.store.list_devices(
+        devices = await self.stores.devices.find(
             principal.account_id, project=project, deployment=deployment, kinds=kinds
         )
         return [self._with_activity(d) for d in devices]
@@ -201,14 +201,14 @@ class Registry:
 
     async def save(self, device: Device, **changes: Any) -> Device:
         updated = replace(device, **changes, updated_at=self.clock.now())
-        await self.store.update_device(updated)
+        await self.stores.devices.update(updated)
         self.forget(updated.id)
         return updated
 
     async def delete_device(self, principal: Principal, device_id: str) -> None:
         authorize(principal, "write")
         device = await self.get_device(principal, device_id)
-        await self.store.delete_device(device.id)
+        await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "deleteDevice"})
         self._activity.pop(device.id, None)
@@ -241,13 +241,13 @@ class Registry:
             module_id=module_id,
             created_by=principal.subject,
         )
-        await self.store.insert_device(module, Twin(key))
+        await self.stores.devices.insert(module, Twin(key))
         self.forget(key)
         return module
 
     async def list_modules(self, principal: Principal, gateway_id: str) -> list[Device]:
         gateway = await self.get_device(principal, gateway_id)
-        modules = await self.store.list_devices(
+        modules = await self.stores.devices.find(
             principal.account_id, parent_id=gateway.id, kinds=(DeviceKind.MODULE,)
         )
         return [self._with_activity(m) for m in modules]
@@ -262,7 +262,7 @@ class Registry:
     async def delete_module(self, principal: Principal, gateway_id: str, module_id: str) -> None:
         authorize(principal, "write")
         module = await self.get_module(principal, gateway_id, module_id)
-        await self.store.delete_device(module.id)
+        await self.stores.devices.delete(module.id)
         self._forget_tree(module.id)
 
     # -- connection state and activity ---------------------------------------------------
@@ -272,7 +272,7 @@ class Registry:
         self._activity[device.id] = now
         self._flushed[device.id] = now
         state = "Connected" if connected else "Disconnected"
-        await self.store.touch_device(device.id, now, state)
+        await self.stores.devices.touch(device.id, now, state)
         self.forget(device.id)
         updated = replace(device, connection_state=state, last_activity_at=now, provisioned=True)
         await self.events.connection_changed(updated, connected)
@@ -284,7 +284,7 @@ class Registry:
         self._activity[device.id] = now
         if now - self._flushed.get(device.id, 0.0) >= ACTIVITY_FLUSH_S:
             self._flushed[device.id] = now
-            await self.store.touch_device(device.id, now)
+            await self.stores.devices.touch(device.id, now)
 
     def _forget_tree(self, device_id: str) -> None:
         """Forget a device and its modules (their keys start with `device/`)."""

@@ -24,7 +24,7 @@ from typing import Any
 from thinghub.domain.errors import Forbidden, Invalid
 from thinghub.domain.ids import entity_id
 from thinghub.domain.model import Account, Principal, Retention
-from thinghub.ports import Clock, Store
+from thinghub.ports import Clock, Stores
 from thinghub.services.auth import authorize
 from thinghub.services.registry import Registry
 
@@ -78,7 +78,7 @@ class RetentionView:
 class RetentionService:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         clock: Clock,
         registry: Registry,
         defaults: Retention,
@@ -86,7 +86,7 @@ class RetentionService:
         interval_s: float,
         batch_rows: int,
     ) -> None:
-        self.store = store
+        self.stores = stores
         self.clock = clock
         self.registry = registry
         self.defaults = defaults
@@ -145,12 +145,12 @@ class RetentionService:
         if events_days is not _UNSET:
             changes["events_days"] = check_days(events_days, "eventsDays")
         retention = replace(account.retention, **changes)
-        await self.store.set_retention(account.id, retention)
+        await self.stores.accounts.set_retention(account.id, retention)
         logger.info("account %s: retention %s", account.id, retention)
         return self.view(replace(account, retention=retention))
 
     async def _account(self, account_id: str) -> Account:
-        account = await self.store.get_account(account_id)
+        account = await self.stores.accounts.get(account_id)
         if account is None:
             raise Invalid(f"account {account_id!r} does not exist", field="account")
         return account
@@ -175,11 +175,11 @@ class RetentionService:
         # Nothing newer than the request: a device still sending is not chased forever.
         until = now if until is None else min(until, now)
         if kind == "telemetry":
-            count = await self.store.delete_device_telemetry(
+            count = await self.stores.telemetry.delete_for_device(
                 device.account_id, entity, since, until, self.batch_rows
             )
         elif kind == "events":
-            count = await self.store.delete_device_events(
+            count = await self.stores.events.delete_for_device(
                 device.account_id, entity, since, until, self.batch_rows
             )
         else:
@@ -193,7 +193,7 @@ class RetentionService:
         """One pass over every account; returns how many rows of each kind went."""
         now = self.clock.now()
         totals = dict.fromkeys(KINDS, 0)
-        for account in await self.store.list_accounts():
+        for account in await self.stores.accounts.all():
             effective = self.effective(account)
             for kind in KINDS:
                 days = days_of(effective, kind)
@@ -201,9 +201,9 @@ class RetentionService:
                     continue  # None or 0: kept forever
                 before = now - days * DAY_S
                 if kind == "telemetry":
-                    count = await self.store.purge_telemetry(account.id, before, self.batch_rows)
+                    count = await self.stores.telemetry.purge(account.id, before, self.batch_rows)
                 else:
-                    count = await self.store.purge_events(account.id, before, self.batch_rows)
+                    count = await self.stores.events.purge(account.id, before, self.batch_rows)
                 if count:
                     logger.info(
                         "retention: %d %s older than %g days deleted (account %s)",

@@ -41,7 +41,7 @@ from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import Clock, Store
+from thinghub.ports import Clock, Stores
 from thinghub.services.auth import authorize
 from thinghub.services.registry import Registry
 
@@ -802,8 +802,8 @@ class TemplatePolicy:
 
 
 class TemplateService:
-    def __init__(self, store: Store, clock: Clock, registry: Registry) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, clock: Clock, registry: Registry) -> None:
+        self.stores = stores
         self.clock = clock
         self.registry = registry
         self.policy = TemplatePolicy(self)
@@ -814,9 +814,9 @@ class TemplateService:
         authorize(principal, "write")
         document, model = parse_template(template_id, body)
         now = self.clock.now()
-        prior = await self.store.get_document(principal.account_id, DOCUMENT_KIND, template_id)
+        prior = await self.stores.documents.get(principal.account_id, DOCUMENT_KIND, template_id)
         created = prior["createdAt"] if isinstance(prior, dict) else now
-        await self.store.put_document(
+        await self.stores.documents.put(
             principal.account_id,
             DOCUMENT_KIND,
             template_id,
@@ -842,7 +842,7 @@ class TemplateService:
         return template
 
     async def list(self, principal: Principal) -> list[DeviceTemplate]:
-        rows = await self.store.list_documents(principal.account_id, DOCUMENT_KIND)
+        rows = await self.stores.documents.all(principal.account_id, DOCUMENT_KIND)
         return [self._load(key, row) for key, row in rows]
 
     async def delete(self, principal: Principal, template_id: str) -> None:
@@ -858,7 +858,7 @@ class TemplateService:
                 f"device(s), e.g. {users[0]!r}",
                 field="deviceTemplateId",
             )
-        await self.store.delete_document(principal.account_id, DOCUMENT_KIND, template_id)
+        await self.stores.documents.delete(principal.account_id, DOCUMENT_KIND, template_id)
         self._cache.pop((principal.account_id, template_id), None)
 
     async def find(self, account_id: str, template_id: str) -> DeviceTemplate | None:
@@ -868,7 +868,7 @@ class TemplateService:
         cached = self._cache.get(key)
         if cached is not None and now - cached[1] < TEMPLATE_CACHE_S:
             return cached[0]
-        row = await self.store.get_document(account_id, DOCUMENT_KIND, template_id)
+        row = await self.stores.documents.get(account_id, DOCUMENT_KIND, template_id)
         template = None if row is None else self._load(template_id, row)
         if len(self._cache) > 10_000:
             self._cache.clear()

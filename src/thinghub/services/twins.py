@@ -16,7 +16,7 @@ from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.model import Device
 from thinghub.domain.twin import Twin, TwinSection, validate_patch
-from thinghub.ports import Bus, Clock, DeviceLinks, Store
+from thinghub.ports import Bus, Clock, DeviceLinks, Stores
 from thinghub.services.events import EventService
 
 __all__ = ["TwinService"]
@@ -50,9 +50,9 @@ def _storable(patch: dict[str, Any], field: str) -> dict[str, Any]:
 
 class TwinService:
     def __init__(
-        self, store: Store, clock: Clock, events: EventService, links: DeviceLinks, bus: Bus
+        self, stores: Stores, clock: Clock, events: EventService, links: DeviceLinks, bus: Bus
     ) -> None:
-        self.store = store
+        self.stores = stores
         self.clock = clock
         self.events = events
         self.links = links
@@ -64,7 +64,7 @@ class TwinService:
         hit = None if fresh else self._cache.get(device.id)
         if hit is not None and now - hit[1] < TWIN_CACHE_S:
             return hit[0]
-        twin = await self.store.get_twin(device.id)
+        twin = await self.stores.twins.get(device.id)
         if twin is None:
             self._cache.pop(device.id, None)
             raise NotFound(f"twin of {device.id!r} not found", field="deviceId")
@@ -130,7 +130,7 @@ class TwinService:
         for attempt in range(CAS_RETRIES):
             twin = await self.get(device, fresh=attempt > 0)
             updated: Twin = change(twin, self.clock.now())
-            if await self.store.put_twin(updated, twin.version):
+            if await self.stores.twins.put(updated, twin.version):
                 self._remember(updated, self.clock.now())
                 return updated
         raise Conflict(f"twin of {device.id!r} is changing too fast; retry", field="$version")

@@ -1,7 +1,7 @@
-"""PostgreSQL backend: an asyncpg driver for the SQL store, and a store that COPYs telemetry.
+"""PostgreSQL backend: an asyncpg driver for the SQL areas, and a telemetry area that COPYs.
 
-Theory of operation (telemetry): `PostgresStore.append_telemetry` does not write. It queues
-the call with a future and wakes the batcher, one named task owned by the store (started in
+Theory of operation (telemetry): `PostgresTelemetryStore.append` does not write. It queues
+the call with a future and wakes the batcher, one named task owned by the area (started in
 start(), drained and stopped in close()). The batcher waits until calls are queued, lingers
 up to `flush_interval_s` for more (or less, once `batch_max` messages are queued), then writes
 the batch in ONE transaction: the messages are COPYed into a per-connection TEMP staging
@@ -31,9 +31,10 @@ import orjson
 from thinghub.domain.errors import Invalid, TimedOut
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.storage.database import DuplicateKeyError, Step
-from thinghub.storage.sql_store import SqlStore, body_text, to_us
+from thinghub.storage.sql._rows import body_text, to_us
+from thinghub.storage.sql.telemetry import SqlTelemetryStore
 
-__all__ = ["PostgresDatabase", "PostgresStore"]
+__all__ = ["PostgresDatabase", "PostgresTelemetryStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ _Row = tuple[Any, ...]
 
 @dataclass(slots=True)
 class _Append:
-    """One queued append_telemetry call."""
+    """One queued append call."""
 
     messages: Sequence[TelemetryMessage]
     observations: Sequence[Observation]
@@ -298,7 +299,7 @@ class _Batch:
 
 
 def _staged_row(ord_: int, m: TelemetryMessage) -> _Row:
-    # The same encoding as SqlStore: JSON text body, else the raw bytes.
+    # The same encoding as the SQL rows: JSON text body, else the raw bytes.
     body = body_text(m)
     return (
         ord_, m.account_id, m.device_id, m.project, m.deployment, to_us(m.enqueued_at), body,
@@ -317,8 +318,9 @@ def _settle(future: asyncio.Future[list[bool]], result: list[bool] | BaseExcepti
         future.set_result(result)
 
 
-class PostgresStore(SqlStore):
-    """The SQL store on PostgreSQL, with batched COPY for telemetry."""
+class PostgresTelemetryStore(SqlTelemetryStore):
+    """The SQL telemetry area on PostgreSQL, with batched COPY for appends. Start it after
+    the database and close it before (close writes what is still queued)."""
 
     db: PostgresDatabase
 
@@ -335,7 +337,6 @@ class PostgresStore(SqlStore):
         self._batcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await super().start()
         self._closing = False
         self._batcher = asyncio.create_task(self._run_batcher(), name="postgres.telemetry")
 
@@ -346,13 +347,12 @@ class PostgresStore(SqlStore):
             self._full.set()
             await self._batcher  # writes everything still queued
             self._batcher = None
-        await super().close()
 
-    async def append_telemetry(
+    async def append(
         self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
     ) -> list[bool]:
         if self._batcher is None or self._closing:
-            raise RuntimeError("store is not started, or closing")
+            raise RuntimeError("the telemetry writer is not started, or closing")
         if not messages and not observations:
             return []
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()

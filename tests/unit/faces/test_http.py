@@ -24,9 +24,10 @@ from thinghub.faces._http import (
     face_app,
     principal_of,
 )
-from thinghub.ports import Bus, Clock, Store
+from thinghub.ports import Bus, Clock
 from thinghub.services.bus import MemoryBus
 from thinghub.services.core import Core, CoreOptions
+from thinghub.storage.memory import memory_stores
 
 LIMIT = 3
 CALLER = Principal("acc-1", Role.ADMIN, "tester")
@@ -40,7 +41,7 @@ async def authenticate(core: Core, header: str | None) -> Principal:
 
 def app_with_routes() -> Any:
     core = Core(
-        cast(Store, object()),
+        memory_stores(),
         cast(Bus, MemoryBus()),
         cast(Clock, object()),
         CoreOptions(max_json_depth=LIMIT),

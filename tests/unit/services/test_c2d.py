@@ -11,7 +11,7 @@ from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.ports import C2DMessage, MethodResult
 from thinghub.services.c2d import C2DService
 from thinghub.storage.migrate import upgrade
-from thinghub.storage.sql_store import SqlStore
+from thinghub.storage.sql import sql_stores
 from thinghub.storage.sqlite import SqliteDatabase
 
 ADMIN = Principal("acc-1", Role.ADMIN, "tok-1", "token")
@@ -62,11 +62,11 @@ def device() -> Device:
 async def test_a_send_racing_a_reconnect_delivers_each_message_once(tmp_path: Path) -> None:
     path = tmp_path / "c2d.db"
     upgrade(f"sqlite:///{path}")
-    store = SqlStore(SqliteDatabase(path))
-    await store.start()
+    stores = sql_stores(SqliteDatabase(path))
+    await stores.start()
     try:
         links = Links()
-        c2d = C2DService(store, Clock(), links)  # type: ignore[arg-type]
+        c2d = C2DService(stores, Clock(), links)
         sent = []
         for n in range(20):
             # The device (re)connects (deliver_pending) while a message is being sent.
@@ -75,6 +75,6 @@ async def test_a_send_racing_a_reconnect_delivers_each_message_once(tmp_path: Pa
             )
             sent.append(message.id)
         assert sorted(links.pushed) == sorted(sent)  # each once, none twice
-        assert await store.pending_c2d("d1") == []
+        assert await stores.c2d.pending("d1") == []
     finally:
-        await store.close()
+        await stores.close()

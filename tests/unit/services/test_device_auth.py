@@ -7,17 +7,22 @@ Timing is checked as work, not wall-clock time: every refusal must compute the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
 
 from thinghub.domain.errors import Unauthorized
 from thinghub.domain.model import Account, Device, DeviceKind
-from thinghub.ports import Store
+from thinghub.domain.twin import Twin
+from thinghub.ports import Bus, Stores
 from thinghub.security import sas
+from thinghub.services.bus import MemoryBus
 from thinghub.services.device_auth import DeviceAuth, hub_resource
+from thinghub.services.events import EventService
 from thinghub.services.provisioning import GROUPS, ProvisioningService, dps_resource
 from thinghub.services.registry import Registry
+from thinghub.storage.memory import memory_stores
 
 NOW = 1_700_000_000.0
 HOST = "hub.example"
@@ -38,29 +43,20 @@ def device(device_id: str, account: str = "acc-1", **fields: Any) -> Device:
     )  # fmt: skip
 
 
-class FakeStore:
-    """The parts of the Store port device login and DPS read."""
-
-    def __init__(self, *devices: Device) -> None:
-        self.devices = {d.id: d for d in devices}
-        self.documents: dict[tuple[str, str, str], Any] = {}
-
-    async def get_device(self, device_id: str) -> Device | None:
-        return self.devices.get(device_id)
-
-    async def get_account_by_scope(self, id_scope: str) -> Account | None:
-        return {a.id_scope: a for a in (ACCOUNT, OTHER)}.get(id_scope)
-
-    async def list_documents(self, account_id: str, kind: str) -> list[tuple[str, Any]]:
-        return sorted((k[2], v) for k, v in self.documents.items() if k[:2] == (account_id, kind))
+async def seeded(*devices: Device, groups: Sequence[dict[str, Any]] = ()) -> Stores:
+    """Memory stores holding both accounts, `devices` and the first account's `groups`."""
+    stores = memory_stores()
+    for account in (ACCOUNT, OTHER):
+        await stores.accounts.insert(account)
+    for d in devices:
+        await stores.devices.insert(d, Twin(d.id))
+    for group in groups:
+        await stores.documents.put("acc-1", GROUPS, group["enrollmentGroupId"], group, NOW)
+    return stores
 
 
-class FakeRegistry:
-    def __init__(self, store: FakeStore) -> None:
-        self.store = store
-
-    async def find(self, device_id: str) -> Device | None:
-        return await self.store.get_device(device_id)
+def registry(stores: Stores) -> Registry:
+    return Registry(stores, Clock(), EventService(stores, cast(Bus, MemoryBus()), Clock()))
 
 
 @pytest.fixture
@@ -98,13 +94,13 @@ async def test_an_unknown_id_costs_the_same_checks_as_a_wrong_key(
     hmacs: list[tuple[int, int]],
 ) -> None:
     # Ids of one length, so the signed strings are alike too.
-    store = FakeStore(
+    stores = await seeded(
         device("known-01"),
         device("disable1", enabled=False),
         device("gw-00001", kind=DeviceKind.GATEWAY),
         device("gw-00001/m1", kind=DeviceKind.MODULE, parent_id="gw-00001", module_id="m1"),
     )
-    auth = DeviceAuth(cast(Registry, FakeRegistry(store)), Clock())
+    auth = DeviceAuth(registry(stores), Clock())
     wrong_key = await refusal_work(auth, hmacs, "known-01")
     assert len(wrong_key) == 2  # both of the device's keys were tried
     assert await refusal_work(auth, hmacs, "unknown1") == wrong_key
@@ -118,7 +114,7 @@ async def test_an_unknown_id_costs_the_same_checks_as_a_wrong_key(
 
 async def test_the_real_key_still_signs_in_and_a_disabled_device_is_still_refused() -> None:
     good, off = device("dev-1"), device("dev-2", enabled=False)
-    auth = DeviceAuth(cast(Registry, FakeRegistry(FakeStore(good, off))), Clock())
+    auth = DeviceAuth(registry(await seeded(good, off)), Clock())
     token = token_for(hub_resource(HOST, "dev-1"), good.secondary_key)
     assert await auth.with_sas("dev-1", None, token, HOST) == good
     assert await auth.with_sas("dev-1", None, token, HOST) == good  # from the cache
@@ -146,8 +142,8 @@ def group_document(group_id: str) -> dict[str, Any]:
     }
 
 
-def provisioning(store: FakeStore) -> ProvisioningService:
-    return ProvisioningService(cast(Store, store), Clock(), cast(Registry, None))
+def provisioning(stores: Stores) -> ProvisioningService:
+    return ProvisioningService(stores, Clock(), registry(stores))
 
 
 def group_token(group: dict[str, Any], registration_id: str) -> str:
@@ -156,9 +152,10 @@ def group_token(group: dict[str, Any], registration_id: str) -> str:
 
 
 async def test_dps_refusals_cost_the_same_checks(hmacs: list[tuple[int, int]]) -> None:
-    store = FakeStore(device("dev-0001"), device("far-0001", account="acc-2"))
-    store.documents[("acc-1", GROUPS, "g1")] = group_document("g1")
-    service = provisioning(store)
+    stores = await seeded(
+        device("dev-0001"), device("far-0001", account="acc-2"), groups=[group_document("g1")]
+    )
+    service = provisioning(stores)
 
     async def work(registration_id: str) -> list[tuple[int, int]]:
         token = token_for(dps_resource(SCOPE, registration_id))
@@ -178,11 +175,11 @@ async def test_a_group_never_takes_over_an_individual_device() -> None:
     made = device("dev-2", created_by="enrollmentGroup:g1")
     other_group = device("dev-3", created_by="enrollmentGroup:g2")
     elsewhere = device("dev-4", account="acc-2")
-    store = FakeStore(individual, made, other_group, elsewhere)
     g1 = group_document("g1")
-    store.documents[("acc-1", GROUPS, "g1")] = g1
-    store.documents[("acc-1", GROUPS, "g2")] = group_document("g2")
-    service = provisioning(store)
+    stores = await seeded(
+        individual, made, other_group, elsewhere, groups=[g1, group_document("g2")]
+    )
+    service = provisioning(stores)
 
     for refused in ("dev-1", "dev-3", "dev-4"):
         with pytest.raises(Unauthorized):

@@ -8,57 +8,23 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import orjson
 import pytest
 
-from thinghub.domain.events import Event
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
-from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports import Bus, Store
+from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.ports import Bus, EventQuery, TelemetryQuery
 from thinghub.services.bus import MemoryBus
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.registry import Registry
 from thinghub.services.templates import TemplateService
+from thinghub.storage.memory import memory_stores
 
 ACCOUNT = "acc-1"
 # The report's 1.8 KB message: one telemetry field holding 300 nested objects.
 DEEP_MESSAGE = b'{"x":' + b'{"a":' * 300 + b"1}" + b"}" * 300
 WAIT_S = 10.0  # a batching loop that died never answers: fail instead of hanging
-
-
-class FakeStore:
-    """The parts of the Store port ingest uses; JSON goes through orjson as in SqlStore."""
-
-    def __init__(self) -> None:
-        self.telemetry: list[TelemetryMessage] = []
-        self.events: list[Event] = []
-        self.documents: dict[tuple[str, str, str], Any] = {}
-
-    async def append_telemetry(
-        self, messages: list[TelemetryMessage], observations: list[Observation]
-    ) -> list[bool]:
-        for message in messages:
-            orjson.dumps(message.body)
-        self.telemetry.extend(messages)
-        return [True] * len(messages)
-
-    async def append_event(self, event: Event) -> int:
-        orjson.dumps(event.body)  # what the SQL stores do: TypeError past 254 levels
-        self.events.append(event)
-        return len(self.events)
-
-    async def touch_device(self, device_id: str, now: float, state: str | None = None) -> None:
-        return None
-
-    async def put_document(
-        self, account_id: str, kind: str, key: str, body: Any, now: float
-    ) -> None:
-        self.documents[(account_id, kind, key)] = orjson.loads(orjson.dumps(body))
-
-    async def get_document(self, account_id: str, kind: str, key: str) -> Any | None:
-        return self.documents.get((account_id, kind, key))
 
 
 class FakeClock:
@@ -84,17 +50,27 @@ def one_double_template(template_id: str) -> dict[str, Any]:
 
 class World:
     def __init__(self) -> None:
-        self.store = FakeStore()
-        store = cast(Store, self.store)
+        self.stores = stores = memory_stores()
         clock = FakeClock()
         bus = cast(Bus, MemoryBus())
-        events = EventService(store, bus, clock)
-        registry = Registry(store, clock, events)
+        events = EventService(stores, bus, clock)
+        registry = Registry(stores, clock, events)
         self.ingest = IngestService(
-            store, clock, bus, registry, events, max_payload_bytes=262_144, max_queued_bytes=1 << 26
+            stores,
+            clock,
+            bus,
+            registry,
+            events,
+            max_payload_bytes=262_144,
+            max_queued_bytes=1 << 26,
         )
-        self.templates = TemplateService(store, clock, registry)
+        self.templates = TemplateService(stores, clock, registry)
         self.ingest.policies.append(self.templates.policy)
+
+    async def stored(self) -> list[TelemetryMessage]:
+        """The account's telemetry, oldest first."""
+        page = await self.stores.telemetry.query(TelemetryQuery(ACCOUNT))
+        return page.items[::-1]
 
 
 @pytest.fixture
@@ -167,12 +143,12 @@ async def test_a_templated_devices_deep_message_is_rejected_and_recorded(world: 
     assert outcome.is_new is False
     assert outcome.rejected is not None
     assert "nests deeper than 64 levels" in outcome.rejected
-    [event] = world.store.events
+    [event] = (await world.stores.events.query(EventQuery(ACCOUNT))).items
     assert event.body["body"] == DEEP_MESSAGE.decode()
     async with asyncio.timeout(WAIT_S):
         fine = await world.ingest.submit(templated, world.ingest.build(templated, b'{"x": 1.5}'))
     assert fine.is_new is True
-    assert [m.body for m in world.store.telemetry] == [{"x": 1.5}]
+    assert [m.body for m in await world.stored()] == [{"x": 1.5}]
 
 
 class Exploding:
@@ -196,7 +172,7 @@ async def test_an_error_checking_one_message_fails_that_message_only(
             with pytest.raises(RuntimeError, match="a bug in a policy"):
                 await failing
             assert (await passing).is_new is True
-    assert [m.device_id for m in world.store.telemetry] == ["fine"]
+    assert [m.device_id for m in await world.stored()] == ["fine"]
     assert any(r.exc_info and "checking a message of boom" in r.message for r in caplog.records)
     async with asyncio.timeout(WAIT_S):
         later = await world.ingest.submit(good, world.ingest.build(good, b'{"t": 3}'))

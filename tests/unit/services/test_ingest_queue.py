@@ -4,33 +4,34 @@ counted, and a full queue says so) and a message's size as IoT Hub counts it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, cast
 
 from thinghub.domain.model import Device, DeviceKind
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports import Bus, Store
+from thinghub.ports import Bus, TelemetryQuery
 from thinghub.services.bus import MemoryBus
 from thinghub.services.events import EventService
 from thinghub.services.ingest import MESSAGE_OVERHEAD_BYTES, IngestService, message_size
 from thinghub.services.registry import Registry
+from thinghub.storage.memory import MemoryTelemetryStore, Tables, memory_stores
 
 
-class SlowStore:
-    """append_telemetry waits until the test opens the gate; everything it got is kept."""
+class GatedTelemetry(MemoryTelemetryStore):
+    """The memory telemetry area, whose appends wait until the test opens the gate."""
 
-    def __init__(self) -> None:
+    def __init__(self, tables: Tables) -> None:
+        super().__init__(tables)
         self.gate = asyncio.Event()
-        self.stored: list[TelemetryMessage] = []
 
-    async def append_telemetry(
-        self, messages: list[TelemetryMessage], observations: list[Observation]
+    async def append(
+        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
     ) -> list[bool]:
         await self.gate.wait()
-        self.stored += messages
-        return [True] * len(messages)
+        return await super().append(messages, observations)
 
-    async def touch_device(self, device_id: str, now: float) -> None:
-        return None
+    async def stored(self) -> int:
+        return len((await self.query(TelemetryQuery("acc-1", limit=1000))).items)
 
 
 class Clock:
@@ -41,19 +42,21 @@ class Clock:
 DEVICE = Device("d1", "acc-1", DeviceKind.DEVICE, "d1", "k1", "k2", 0.0, 0.0)
 
 
-def service(store: SlowStore, max_queued_bytes: int) -> IngestService:
-    port = cast(Store, store)
+def service(max_queued_bytes: int) -> tuple[IngestService, GatedTelemetry]:
+    tables = Tables()
+    telemetry = GatedTelemetry(tables)
+    stores = memory_stores(tables, telemetry=telemetry)
     bus = cast(Bus, MemoryBus())
-    events = EventService(port, bus, Clock())
+    events = EventService(stores, bus, Clock())
     return IngestService(
-        port,
+        stores,
         Clock(),
         bus,
-        Registry(port, Clock(), events),
+        Registry(stores, Clock(), events),
         events,
         max_payload_bytes=262_144,
         max_queued_bytes=max_queued_bytes,
-    )
+    ), telemetry
 
 
 def message(ingest: IngestService, size: int) -> TelemetryMessage:
@@ -61,9 +64,8 @@ def message(ingest: IngestService, size: int) -> TelemetryMessage:
 
 
 async def test_queued_bytes_fill_the_queue_and_writes_empty_it() -> None:
-    store = SlowStore()
     cost = 10_000 + MESSAGE_OVERHEAD_BYTES
-    ingest = service(store, max_queued_bytes=3 * cost)
+    ingest, store = service(max_queued_bytes=3 * cost)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(ingest.run())
         futures = [ingest.submit(DEVICE, message(ingest, 10_000)) for _ in range(2)]
@@ -82,12 +84,11 @@ async def test_queued_bytes_fill_the_queue_and_writes_empty_it() -> None:
         assert ingest.queued_bytes == 0
         assert not ingest.is_full
         ingest.stop()
-    assert len(store.stored) == 3
+    assert await store.stored() == 3
 
 
 async def test_ingest_waits_for_room_before_queueing() -> None:
-    store = SlowStore()
-    ingest = service(store, max_queued_bytes=1)  # any one message fills it
+    ingest, store = service(max_queued_bytes=1)  # any one message fills it
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(ingest.run())
         first = ingest.submit(DEVICE, message(ingest, 10))
@@ -99,7 +100,7 @@ async def test_ingest_waits_for_room_before_queueing() -> None:
         assert (await first).is_new
         assert await asyncio.wait_for(second, timeout=5) is True
         ingest.stop()
-    assert len(store.stored) == 2
+    assert await store.stored() == 2
 
 
 def test_the_size_is_the_body_plus_property_names_and_values_plus_system_values() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 from typing import Any, cast
 
 import pytest
@@ -14,7 +14,8 @@ from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import Bus, Store
+from thinghub.domain.twin import Twin
+from thinghub.ports import Bus, Stores
 from thinghub.services.bus import MemoryBus
 from thinghub.services.core import Core, CoreOptions
 from thinghub.services.events import EventService
@@ -32,6 +33,7 @@ from thinghub.services.templates import (
     merge_patch,
     parse_template,
 )
+from thinghub.storage.memory import MemoryDocumentStore, Tables, memory_stores
 
 TID = "dtmi:com:example:thermostat;1"
 
@@ -742,35 +744,16 @@ def test_a_value_too_deep_to_show_is_still_an_invalid() -> None:
 # -- the service --------------------------------------------------------------------------------
 
 
-class FakeStore:
-    """The documents and devices parts of the Store port, in memory."""
+class CountingDocuments(MemoryDocumentStore):
+    """The memory documents area, counting reads of one document."""
 
-    def __init__(self) -> None:
-        self.documents: dict[tuple[str, str, str], Any] = {}
-        self.devices: list[Device] = []
+    def __init__(self, tables: Tables) -> None:
+        super().__init__(tables)
         self.reads = 0
 
-    async def put_document(
-        self, account_id: str, kind: str, key: str, body: Any, now: float
-    ) -> None:
-        self.documents[(account_id, kind, key)] = copy.deepcopy(body)
-
-    async def get_document(self, account_id: str, kind: str, key: str) -> Any | None:
+    async def get(self, account_id: str, kind: str, key: str) -> Any | None:
         self.reads += 1
-        return copy.deepcopy(self.documents.get((account_id, kind, key)))
-
-    async def list_documents(self, account_id: str, kind: str) -> list[tuple[str, Any]]:
-        return sorted(
-            (k[2], copy.deepcopy(v))
-            for k, v in self.documents.items()
-            if k[:2] == (account_id, kind)
-        )
-
-    async def delete_document(self, account_id: str, kind: str, key: str) -> bool:
-        return self.documents.pop((account_id, kind, key), None) is not None
-
-    async def list_devices(self, account_id: str, **_: Any) -> list[Device]:
-        return [d for d in self.devices if d.account_id == account_id]
+        return await super().get(account_id, kind, key)
 
 
 class FakeClock:
@@ -792,15 +775,20 @@ def device(template_id: str | None, account: str = "acc-1") -> Device:
     )
 
 
-def service() -> tuple[TemplateService, FakeStore, FakeClock]:
-    store, clock = FakeStore(), FakeClock()
-    store_port = cast(Store, store)
-    registry = Registry(store_port, clock, EventService(store_port, cast(Bus, MemoryBus()), clock))
-    return TemplateService(store_port, clock, registry), store, clock
+def service() -> tuple[TemplateService, Stores, FakeClock]:
+    """The service on memory stores whose documents area counts reads."""
+    tables, clock = Tables(), FakeClock()
+    stores = dataclasses.replace(memory_stores(tables), documents=CountingDocuments(tables))
+    registry = Registry(stores, clock, EventService(stores, cast(Bus, MemoryBus()), clock))
+    return TemplateService(stores, clock, registry), stores, clock
+
+
+async def stored_template(stores: Stores) -> Any:
+    return await stores.documents.get("acc-1", DOCUMENT_KIND, TID)
 
 
 async def test_service_crud_is_per_account() -> None:
-    templates, store, clock = service()
+    templates, stores, clock = service()
     created = await templates.put(ADMIN, TID, template_body())
     assert created.created_at == created.updated_at == clock.t
     assert (await templates.get(ADMIN, TID)).document == created.document
@@ -813,7 +801,7 @@ async def test_service_crud_is_per_account() -> None:
     assert patched.display_name == "Renamed"
     assert patched.created_at == created.created_at
     assert patched.updated_at == clock.t
-    assert store.documents[("acc-1", DOCUMENT_KIND, TID)]["document"]["displayName"] == "Renamed"
+    assert (await stored_template(stores))["document"]["displayName"] == "Renamed"
     with pytest.raises(Invalid, match="differs from the template id"):
         await templates.patch(ADMIN, TID, {"@id": "dtmi:other;1"})
     with pytest.raises(Invalid, match="merge patch"):
@@ -834,15 +822,15 @@ async def test_viewers_cannot_write() -> None:
 
 
 async def test_templates_in_use_cannot_be_deleted() -> None:
-    templates, store, _ = service()
+    templates, stores, _ = service()
     await templates.put(ADMIN, TID, template_body())
-    store.devices.append(device(TID))
+    await stores.devices.insert(device(TID), Twin("d1"))
     with pytest.raises(Conflict, match="used by 1 device"):
         await templates.delete(ADMIN, TID)
 
 
 async def test_policy_checks_templated_devices_only() -> None:
-    templates, store, clock = service()
+    templates, _, clock = service()
     await templates.put(ADMIN, TID, template_body())
 
     def message(body: Any, component: str | None = None) -> TelemetryMessage:
@@ -864,24 +852,27 @@ async def test_policy_checks_templated_devices_only() -> None:
 
 
 async def test_lookups_are_cached_and_writes_invalidate() -> None:
-    templates, store, clock = service()
+    templates, stores, clock = service()
+    documents = cast(CountingDocuments, stores.documents)
     await templates.put(ADMIN, TID, template_body())
     await templates.find("acc-1", TID)
-    reads = store.reads
+    reads = documents.reads
     for _ in range(5):
         assert await templates.find("acc-1", TID) is not None
-    assert store.reads == reads
+    assert documents.reads == reads
     body = template_body()
     body["displayName"] = "v2"
     await templates.put(ADMIN, TID, body)
     assert (await templates.find("acc-1", TID)).display_name == "v2"  # type: ignore[union-attr]
     # A write elsewhere (another node) is seen once the cache entry ages out.
-    store.documents[("acc-1", DOCUMENT_KIND, TID)]["document"]["displayName"] = "v3"
+    changed = await stored_template(stores)
+    changed["document"]["displayName"] = "v3"
+    await stores.documents.put("acc-1", DOCUMENT_KIND, TID, changed, clock.t)
     assert (await templates.find("acc-1", TID)).display_name == "v2"  # type: ignore[union-attr]
     clock.t += 60
     assert (await templates.find("acc-1", TID)).display_name == "v3"  # type: ignore[union-attr]
 
 
 def test_core_wires_the_policy_into_ingest() -> None:
-    core = Core(cast(Store, FakeStore()), MemoryBus(), FakeClock(), CoreOptions())
+    core = Core(memory_stores(), MemoryBus(), FakeClock(), CoreOptions())
     assert core.templates.policy in core.ingest.policies

@@ -1,5 +1,6 @@
-"""The driver contract for bulk reads (telemetry and event queries): readers of their own, a
-timeout, and a statement that really stops when its caller is cancelled (issue 7)."""
+"""The SQL backends only: the driver contract for bulk reads (telemetry and event queries):
+readers of their own, a timeout, and a statement that really stops when its caller is
+cancelled (issue 7); and the query plan SQLite picks for a listing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from thinghub.domain.errors import TimedOut
 from thinghub.ports import EventQuery, TelemetryQuery
 from thinghub.storage.database import Database
 from thinghub.storage.postgres import PostgresDatabase
-from thinghub.storage.sql_store import SqlStore
+from thinghub.storage.sql import SqlEventStore, SqlTelemetryStore
 from thinghub.storage.sqlite import SqliteDatabase
 
 # Counts to a billion: minutes on either database, unless it is stopped.
@@ -81,44 +82,44 @@ async def wait_stopped(backend: Backend) -> None:
 
 
 async def test_a_bulk_read_past_its_timeout_is_stopped(
-    backend: Backend, opened: list[Database]
+    sql_backend: Backend, opened: list[Database]
 ) -> None:
-    db = await open_db(backend, timeout_s=0.5)
+    db = await open_db(sql_backend, timeout_s=0.5)
     opened.append(db)
     started = time.monotonic()
     with pytest.raises(TimedOut) as caught:
         await db.fetch_all(SLOW, bulk=True)
     assert 0.4 < time.monotonic() - started < FREED_WITHIN_S
     assert "query_timeout_s" in caught.value.message
-    await wait_stopped(backend)
+    await wait_stopped(sql_backend)
     # The only bulk reader is free again: the statement stopped, it did not run on.
     assert await timed(db.fetch_all("SELECT 1", bulk=True)) < FREED_WITHIN_S
     assert await db.fetch_all("SELECT 2", bulk=True) == [(2,)]
 
 
 async def test_a_cancelled_bulk_read_stops_its_statement(
-    backend: Backend, opened: list[Database]
+    sql_backend: Backend, opened: list[Database]
 ) -> None:
-    db = await open_db(backend, timeout_s=600)
+    db = await open_db(sql_backend, timeout_s=600)
     opened.append(db)
     slow = asyncio.create_task(db.fetch_all(SLOW, bulk=True))
-    if backend.name != "sqlite":
+    if sql_backend.name != "sqlite":
         async with asyncio.timeout(10):
-            while not await running_on_postgres(backend):
+            while not await running_on_postgres(sql_backend):
                 await asyncio.sleep(0.02)
     else:
         await asyncio.sleep(0.3)  # let the reader thread start it
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
-    await wait_stopped(backend)
+    await wait_stopped(sql_backend)
     assert await timed(db.fetch_all("SELECT 1", bulk=True)) < FREED_WITHIN_S
 
 
 async def test_a_queued_bulk_read_that_is_cancelled_never_runs(
-    backend: Backend, opened: list[Database]
+    sql_backend: Backend, opened: list[Database]
 ) -> None:
-    db = await open_db(backend, timeout_s=2.0)
+    db = await open_db(sql_backend, timeout_s=2.0)
     opened.append(db)
     busy = asyncio.create_task(db.fetch_all(SLOW, bulk=True))  # takes the one reader
     await asyncio.sleep(0.2)
@@ -134,9 +135,9 @@ async def test_a_queued_bulk_read_that_is_cancelled_never_runs(
 
 
 async def test_point_reads_are_not_held_up_by_bulk_reads(
-    backend: Backend, opened: list[Database]
+    sql_backend: Backend, opened: list[Database]
 ) -> None:
-    db = await open_db(backend, timeout_s=600)
+    db = await open_db(sql_backend, timeout_s=600)
     opened.append(db)
     hogs = [asyncio.create_task(db.fetch_all(SLOW, bulk=True)) for _ in range(8)]
     try:
@@ -148,7 +149,7 @@ async def test_point_reads_are_not_held_up_by_bulk_reads(
         for hog in hogs:
             hog.cancel()
         await asyncio.gather(*hogs, return_exceptions=True)
-    await wait_stopped(backend)
+    await wait_stopped(sql_backend)
 
 
 class Recording(SqliteDatabase):
@@ -175,16 +176,15 @@ async def test_an_unfiltered_listing_reads_an_index_in_order(
     path = tmp_path / "thinghub.db"
     shutil.copyfile(sqlite_template, path)
     db = Recording(path)
-    store = SqlStore(db)
-    await store.start()
+    await db.start()
     try:
         if kind == "telemetry":
-            await store.query_telemetry(TelemetryQuery("acc-1", limit=1000))
+            await SqlTelemetryStore(db).query(TelemetryQuery("acc-1", limit=1000))
         else:
-            await store.query_events(EventQuery("acc-1", event_types=None, limit=1000))
+            await SqlEventStore(db).query(EventQuery("acc-1", event_types=None, limit=1000))
         ((sql, params),) = db.bulk_reads
     finally:
-        await store.close()
+        await db.close()
     with sqlite3.connect(path) as conn:
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert "TEMP B-TREE" not in plan, plan

@@ -1,0 +1,283 @@
+"""The storage ports: one Protocol per area of durable data, bundled as `Stores`.
+
+Each area is what changes together: an account and its retention; the users and API tokens
+that act for it; the registry (projects, deployments, devices); twins; telemetry with its
+observations; events; commands; cloud-to-device messages; MQTT sessions; named documents.
+Every backend (SQL on SQLite or PostgreSQL, in memory) implements every area and passes the
+contract suite in tests/contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from thinghub.domain.commands import Command
+from thinghub.domain.events import Event, EventType
+from thinghub.domain.model import (
+    Account,
+    ApiToken,
+    Deployment,
+    Device,
+    DeviceKind,
+    Project,
+    Retention,
+    User,
+)
+from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.twin import Twin
+
+__all__ = [
+    "AccountStore",
+    "C2DMessage",
+    "C2DStore",
+    "CommandStore",
+    "CredentialStore",
+    "DeviceStore",
+    "DocumentStore",
+    "EventQuery",
+    "EventStore",
+    "Lifecycle",
+    "Page",
+    "SessionStore",
+    "Stores",
+    "TelemetryQuery",
+    "TelemetryStore",
+    "TwinStore",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryQuery:
+    """`device_id` "d" matches the device and its modules; "d/m" only that module."""
+
+    account_id: str
+    project: str | None = None
+    deployment: str | None = None
+    device_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """`event_types` None matches every type; a set matches any of its types."""
+
+    account_id: str
+    project: str | None = None
+    deployment: str | None = None
+    device_id: str | None = None
+    event_types: frozenset[EventType] | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class C2DMessage:
+    id: str
+    device_id: str
+    body: bytes
+    properties: dict[str, str]
+    created_at: float
+    expires_at: float
+
+
+class AccountStore(Protocol):
+    """Accounts (tenants) and their retention setting. Names and id scopes are unique."""
+
+    async def insert(self, account: Account) -> None: ...
+    async def get(self, account_id: str) -> Account | None: ...
+    async def get_by_name(self, name: str) -> Account | None: ...
+    async def get_by_scope(self, id_scope: str) -> Account | None: ...
+    async def all(self) -> list[Account]: ...
+    async def set_retention(self, account_id: str, retention: Retention) -> bool: ...
+
+
+class CredentialStore(Protocol):
+    """Who may act for an account: users (unique user names) and API tokens (ids unique per
+    account, secret hashes unique everywhere)."""
+
+    async def insert_user(self, user: User) -> None: ...
+    async def get_user(self, username: str) -> User | None: ...
+    async def insert_token(self, token: ApiToken) -> None: ...
+    async def get_token(self, account_id: str, token_id: str) -> ApiToken | None: ...
+    async def get_token_by_hash(self, secret_hash: str) -> ApiToken | None: ...
+    async def list_tokens(self, account_id: str, face: str | None = None) -> list[ApiToken]: ...
+    async def delete_token(self, account_id: str, token_id: str) -> bool: ...
+
+
+class DeviceStore(Protocol):
+    """The registry: projects, deployments and devices (a module is a device row with kind
+    module and id gateway/module)."""
+
+    async def ensure_project(self, account_id: str, name: str, now: float) -> None: ...
+    async def ensure_deployment(
+        self, account_id: str, project: str, name: str, now: float
+    ) -> None: ...
+    async def list_projects(self, account_id: str) -> list[Project]: ...
+    async def list_deployments(self, account_id: str, project: str) -> list[Deployment]: ...
+    async def insert(self, device: Device, twin: Twin) -> None:
+        """The device and its first twin, in one write."""
+
+    async def get(self, device_id: str) -> Device | None: ...
+    async def find(
+        self,
+        account_id: str,
+        *,
+        project: str | None = None,
+        deployment: str | None = None,
+        parent_id: str | None = None,
+        kinds: Sequence[DeviceKind] | None = None,
+    ) -> list[Device]: ...
+    async def update(self, device: Device) -> None: ...
+    async def touch(
+        self, device_id: str, last_activity_at: float, connection_state: str | None = None
+    ) -> None: ...
+    async def delete(self, device_id: str) -> bool:
+        """The device, its modules and what waits for them: twins, commands, C2D messages and
+        MQTT sessions (client id = device key), so an id used again starts with nothing."""
+
+
+class TwinStore(Protocol):
+    """Twins, written optimistically: put returns False when `expected_version` is stale."""
+
+    async def get(self, device_id: str) -> Twin | None: ...
+    async def put(self, twin: Twin, expected_version: int) -> bool: ...
+
+
+class TelemetryStore(Protocol):
+    """Telemetry messages and the numbers in them (observations, and the latest value per
+    metric). The deletes go in batches of `batch_rows` (each its own transaction) and count
+    the messages deleted."""
+
+    async def append(
+        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+    ) -> list[bool]:
+        """Per message, whether it was new (False: a duplicate message id of its device)."""
+
+    async def query(self, query: TelemetryQuery) -> Page[TelemetryMessage]: ...
+    async def latest(self, account_id: str, entity_id: str) -> dict[str, Observation]: ...
+    async def observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        limit: int,
+    ) -> list[Observation]: ...
+    async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
+        """The account's messages and observations older than `before`; the latest value of
+        each metric stays."""
+
+    async def delete_for_device(
+        self,
+        account_id: str,
+        device_id: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> int:
+        """A device's messages in [since, until] (with its modules'), and their observations;
+        a latest value in the range gives way to the newest one left."""
+
+
+class EventStore(Protocol):
+    """Events, numbered in the order they were appended."""
+
+    async def append(self, event: Event) -> int: ...
+    async def query(self, query: EventQuery) -> Page[Event]: ...
+    async def purge(self, account_id: str, before: float, batch_rows: int) -> int: ...
+    async def delete_for_device(
+        self,
+        account_id: str,
+        device_id: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> int: ...
+
+
+class CommandStore(Protocol):
+    async def insert(self, command: Command) -> None: ...
+    async def get(self, command_id: str) -> Command | None: ...
+    async def update(self, command: Command) -> None:
+        """Its outcome: status, completed_at, response_code and result."""
+
+    async def pending(self, device_id: str) -> list[Command]: ...
+
+
+class C2DStore(Protocol):
+    """Cloud-to-device messages waiting for their device."""
+
+    async def enqueue(self, message: C2DMessage) -> None: ...
+    async def pending(self, device_id: str) -> list[C2DMessage]: ...
+    async def delete(self, message_id: str) -> None: ...
+
+
+class SessionStore(Protocol):
+    """MQTT persistent sessions: per client id, the adapter's JSON state (subscriptions, ...)."""
+
+    async def save(self, client_id: str, state: dict[str, Any]) -> None: ...
+    async def load(self, client_id: str) -> dict[str, Any] | None: ...
+    async def delete(self, client_id: str) -> None: ...
+
+
+class DocumentStore(Protocol):
+    """Named JSON documents per account and kind (templates, enrollment groups, ...)."""
+
+    async def put(self, account_id: str, kind: str, key: str, body: Any, now: float) -> None: ...
+    async def get(self, account_id: str, kind: str, key: str) -> Any | None: ...
+    async def all(self, account_id: str, kind: str) -> list[tuple[str, Any]]:
+        """Every (key, body) of the kind, by key."""
+
+    async def delete(self, account_id: str, kind: str, key: str) -> bool: ...
+
+
+class Lifecycle(Protocol):
+    """Something a backend starts before use and closes after (a connection pool, a task)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every storage area of one backend. Every backend passes tests/contract.
+
+    `resources` is what `start()` starts, in order, and `close()` closes, in reverse (e.g. the
+    database, then the telemetry writer that runs on it).
+    """
+
+    accounts: AccountStore
+    credentials: CredentialStore
+    devices: DeviceStore
+    twins: TwinStore
+    telemetry: TelemetryStore
+    events: EventStore
+    commands: CommandStore
+    c2d: C2DStore
+    sessions: SessionStore
+    documents: DocumentStore
+    resources: tuple[Lifecycle, ...] = ()
+
+    async def start(self) -> None:
+        for resource in self.resources:
+            await resource.start()
+
+    async def close(self) -> None:
+        for resource in reversed(self.resources):
+            await resource.close()

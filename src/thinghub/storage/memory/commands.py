@@ -1,0 +1,40 @@
+"""Commands in memory: queued or awaited method calls and their outcome."""
+
+from __future__ import annotations
+
+from thinghub.domain.commands import Command, CommandStatus
+from thinghub.storage.memory._tables import MemoryArea, unique
+from thinghub.storage.sql._rows import as_command, command_params
+
+__all__ = ["MemoryCommandStore"]
+
+# Columns of a command row (COMMAND_COLUMNS): the device, the status, the creation time, and
+# from the status on what `update` writes (status, ..., completed_at, response_code, result).
+_DEVICE, _STATUS, _CREATED, _COMPLETED = 2, 6, 7, 10
+
+
+class MemoryCommandStore(MemoryArea):
+    async def insert(self, command: Command) -> None:
+        unique(command.id in self.tables.commands, f"command {command.id!r} already exists")
+        self.tables.commands[command.id] = command_params(command)
+
+    async def get(self, command_id: str) -> Command | None:
+        row = self.tables.commands.get(command_id)
+        return None if row is None else as_command(row)
+
+    async def update(self, command: Command) -> None:
+        row = self.tables.commands.get(command.id)
+        if row is None:
+            return
+        new = command_params(command)
+        self.tables.commands[command.id] = (
+            *row[:_STATUS], new[_STATUS], *row[_STATUS + 1 : _COMPLETED], *new[_COMPLETED:]
+        )  # fmt: skip
+
+    async def pending(self, device_id: str) -> list[Command]:
+        rows = [
+            r
+            for r in self.tables.commands.values()
+            if r[_DEVICE] == device_id and r[_STATUS] == CommandStatus.PENDING.value
+        ]
+        return [as_command(r) for r in sorted(rows, key=lambda r: r[_CREATED])]

@@ -1,0 +1,214 @@
+"""Telemetry in SQL: messages (unique per device and message id), observations and the
+latest value per metric; newest-first pages; retention and per-device deletes in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.ports.store import Page, TelemetryQuery
+from thinghub.storage.database import Step
+from thinghub.storage.sql._area import SqlArea, account_term, device_filter
+from thinghub.storage.sql._rows import (
+    TELEMETRY_COLUMNS,
+    as_telemetry,
+    from_us,
+    range_us,
+    telemetry_params,
+    to_us,
+)
+
+__all__ = ["SqlTelemetryStore"]
+
+
+class SqlTelemetryStore(SqlArea):
+    async def append(
+        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+    ) -> list[bool]:
+        """One write unit for the whole batch.
+
+        Messages without an id are always new: one executemany. Messages with an id may be
+        redeliveries: inserted one by one (ON CONFLICT DO NOTHING) to learn which landed.
+        """
+        insert = (
+            f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
+            f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
+        )
+        with_id = [m for m in messages if m.message_id is not None]
+        without_id = [m for m in messages if m.message_id is None]
+        steps = [
+            Step("each", insert, [telemetry_params(m) for m in with_id]),
+            Step("many", insert, [telemetry_params(m) for m in without_id]),
+        ]
+        if observations:
+            steps += self._observation_steps(messages, observations)
+        result = await self._write(*steps)
+        landed = iter(bool(n) for n in result[0])
+        return [True if m.message_id is None else next(landed) for m in messages]
+
+    @staticmethod
+    def _observation_steps(
+        messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+    ) -> list[Step]:
+        """Observations of new messages only: a redelivered duplicate adds none.
+
+        An observation of a message with an id is written only if the stored row for that id
+        is this message's (same enqueued time), i.e. this insert is the one that landed. The
+        latest value per (entity, metric) is upserted once per batch for plain rows.
+        """
+        ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
+        plain: list[tuple[Any, ...]] = []
+        guarded: list[tuple[Any, ...]] = []
+        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for o in observations:
+            row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
+            message_id = ids.get((o.entity_id, row[3]))
+            if message_id is None:
+                plain.append(row)
+                prior = newest.get((o.entity_id, o.metric))
+                if prior is None or row[3] >= prior[3]:
+                    newest[(o.entity_id, o.metric)] = row
+            else:
+                guarded.append((*row, o.entity_id, message_id, row[3]))
+        latest = (
+            " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
+            "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
+        )
+        landed = (
+            " WHERE EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND message_id = ? "
+            "AND enqueued_at = ?)"
+        )
+        columns = "(account_id, entity_id, metric, ts, value)"
+        steps = []
+        if plain:
+            steps += [
+                Step("many", f"INSERT INTO observations {columns} VALUES (?,?,?,?,?)", plain),
+                Step(
+                    "many",
+                    f"INSERT INTO latest_observations {columns} VALUES (?,?,?,?,?){latest}",
+                    list(newest.values()),
+                ),
+            ]
+        if guarded:
+            steps += [
+                Step(
+                    "many", f"INSERT INTO observations {columns} SELECT ?,?,?,?,?{landed}", guarded
+                ),
+                Step(
+                    "many",
+                    f"INSERT INTO latest_observations {columns} SELECT ?,?,?,?,?{landed}{latest}",
+                    guarded,
+                ),
+            ]
+        return steps
+
+    async def query(self, query: TelemetryQuery) -> Page[TelemetryMessage]:
+        account = account_term(query.device_id)
+        sql = f"SELECT id, {TELEMETRY_COLUMNS} FROM telemetry WHERE {account} = ?"
+        return await self._page(
+            sql, [query.account_id], query, "enqueued_at", 5, lambda r: as_telemetry(r[1:])
+        )
+
+    async def latest(self, account_id: str, entity_id: str) -> dict[str, Observation]:
+        rows = await self.db.fetch_all(
+            "SELECT metric, ts, value FROM latest_observations "
+            "WHERE account_id = ? AND entity_id = ?",
+            (account_id, entity_id),
+        )
+        return {
+            r[0]: Observation(account_id, entity_id, r[0], from_us(r[1]) or 0.0, r[2]) for r in rows
+        }
+
+    async def observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        limit: int,
+    ) -> list[Observation]:
+        sql = (
+            "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
+            "AND metric = ?"
+        )
+        params: list[Any] = [account_id, entity_id, metric]
+        if since is not None:
+            sql += " AND ts >= ?"
+            params.append(to_us(since))
+        if until is not None:
+            sql += " AND ts <= ?"
+            params.append(to_us(until))
+        rows = await self.db.fetch_all(
+            sql + " ORDER BY ts DESC LIMIT ?", [*params, limit], bulk=True
+        )
+        return [
+            Observation(account_id, entity_id, metric, from_us(r[0]) or 0.0, r[1]) for r in rows
+        ]
+
+    async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
+        """An account's telemetry and observations older than `before`; returns the number
+        of messages deleted. The latest value of each metric stays."""
+        where = "account_id = ? AND {ts} < ?"
+        count = await self._delete_batches(
+            "telemetry", "enqueued_at", where, [account_id, to_us(before)], batch_rows
+        )
+        await self._delete_batches(
+            "observations", "ts", where, [account_id, to_us(before)], batch_rows
+        )
+        return count
+
+    async def delete_for_device(
+        self,
+        account_id: str,
+        device_id: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> int:
+        """A device's telemetry in [since, until] (a device id includes its modules), with
+        its observations; a latest value in the range gives way to the newest one left.
+        Returns the number of messages deleted."""
+        low, high = range_us(since, until)
+        where = f"{account_term(device_id)} = ? AND device_id = ? AND {{ts}} >= ? AND {{ts}} <= ?"
+        count = 0
+        for entity in await self._entities("telemetry", device_id):
+            count += await self._delete_batches(
+                "telemetry", "enqueued_at", where, [account_id, entity, low, high], batch_rows
+            )
+        sql, params = device_filter(
+            "SELECT entity_id, metric, ts FROM latest_observations WHERE account_id = ?",
+            [account_id],
+            "entity_id",
+            device_id,
+        )
+        for entity, metric, latest_us in await self.db.fetch_all(sql, params):
+            await self._delete_batches(
+                "observations",
+                "ts",
+                f"{account_term(device_id)} = ? AND entity_id = ? AND metric = ? "
+                "AND {ts} >= ? AND {ts} <= ?",
+                [account_id, entity, metric, low, high],
+                batch_rows,
+            )
+            if low <= latest_us <= high:
+                await self._write(
+                    Step(
+                        "exec",
+                        "DELETE FROM latest_observations WHERE entity_id = ? AND metric = ? "
+                        "AND ts >= ? AND ts <= ?",
+                        (entity, metric, low, high),
+                    ),
+                    Step(
+                        "exec",
+                        "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
+                        "value) SELECT account_id, entity_id, metric, ts, value FROM "
+                        "observations WHERE account_id = ? AND entity_id = ? AND metric = ? "
+                        "ORDER BY ts DESC LIMIT 1 ON CONFLICT (entity_id, metric) DO UPDATE "
+                        "SET ts = excluded.ts, value = excluded.value "
+                        "WHERE excluded.ts >= latest_observations.ts",
+                        (account_id, entity, metric),
+                    ),
+                )
+        return count

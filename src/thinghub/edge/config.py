@@ -4,12 +4,12 @@ edge.toml (every key optional; docs/edge.md has the full table):
 
     listen = "127.0.0.1:8090"        # the local API; elsewhere than loopback needs api_token
     data_dir = "/var/lib/thinghub-edge"
-    board = "linux"                  # or "simulated"
     [cloud]   url, ca_file, connection_string | dps_id_scope + dps_registration_id + dps_key,
               reconnect_max_s, max_inflight, keepalive_s
     [queue]   max_items
     [update]  url_template, install_command, version_command, max_bytes, timeout_s
-    [board]   serial_number, thermal_zone, led, led_green, led_red, sysfs_root
+    [board]   kind ("linux" or "simulated"), serial_number, thermal_zone, led, led_green,
+              led_red, sysfs_root
     [board.simulated]  the simulated board's values
     [ports.1] COMM_TYPE, DEVICE, BAUD_RATE, ... (the PUT /api/configure keys)
 """
@@ -247,9 +247,9 @@ def load_edge_settings(
         keepalive_s=_positive("cloud.keepalive_s", cloud.get("keepalive_s", 60), True),
     )
 
-    board = flags.get("board", raw.get("board", "linux"))
+    board = flags.get("board", board_table.pop("kind", "linux"))
     if board not in BOARDS:
-        raise _fail("board", board, f"is not one of {', '.join(BOARDS)}")
+        raise _fail("board.kind", board, f"is not one of {', '.join(BOARDS)}")
     if not isinstance(simulated_table, Mapping):
         raise _fail("board.simulated", simulated_table, "must be a table")
     try:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import termios
 from typing import Protocol
 
 import serial
@@ -58,6 +59,12 @@ class SerialTransport:
         self._serial = device
         self._fd = device.fileno()
         os.set_blocking(self._fd, False)
+        # pyserial leaves VMIN = VTIME = 0, where a read of an idle line returns b"" (as at
+        # end of file). VMIN = 1: an idle line is EAGAIN, and b"" means the line hung up.
+        attrs = termios.tcgetattr(self._fd)
+        attrs[6][termios.VMIN] = 1
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
         self._loop = asyncio.get_running_loop()
 
     @classmethod

@@ -231,6 +231,12 @@ class CloudLink:
             await self._enabled.wait()
             methods: asyncio.Queue[Publish] = asyncio.Queue()
             state = _Pubacks()
+            try:
+                password = identity.password()
+            except ValueError as exc:  # a key that is not base64 (SasError)
+                self._failed(name, identity, exc)
+                await asyncio.sleep(self.settings.reconnect_max_s)
+                continue
             link = MqttLink(
                 host=host,
                 port=port,
@@ -238,7 +244,7 @@ class CloudLink:
                 server_hostname=identity.host_name,
                 client_id=identity.client_id,
                 username=identity.username,
-                password=identity.password(),
+                password=password,
                 keepalive_s=self.settings.keepalive_s,
                 on_puback=state.acked,
                 on_publish=methods.put_nowait,
@@ -262,6 +268,11 @@ class CloudLink:
                 self._failed(name, identity, group.exceptions[0])
             except* (ConnectionError, OSError, ssl.SSLError, TimeoutError) as group:
                 self._failed(name, identity, group.exceptions[0])
+            except* Exception as group:  # our bug: log it, keep the other connections
+                logger.error(
+                    "cloud %s: unexpected failure", identity.client_id, exc_info=group.exceptions[0]
+                )
+                self.last_error[name] = f"unexpected failure: {group.exceptions[0]!r}"
             finally:
                 self.connected[name] = False
                 await link.close()

@@ -9,6 +9,8 @@ module on the cloud). `PortSettings` is the effective view with defaults filled 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -198,7 +200,12 @@ def _check(key: str, value: Any) -> Any:
                 raise PortConfigError(key, f"{value!r} is not a module id")
             return value
         case "MODULE_KEY":
-            return _text(key, value, 256)
+            text = _text(key, value, 256)
+            try:
+                base64.b64decode(text, validate=True)
+            except binascii.Error as exc:
+                raise PortConfigError(key, "is not a base64 key (the module's primaryKey)") from exc
+            return text
     raise PortConfigError(key, f"unknown property; known: {', '.join(PORT_KEYS)}")
 
 

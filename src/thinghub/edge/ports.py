@@ -7,7 +7,7 @@ manager's TaskGroup. While the port's deviceConnection is on, the task opens the
 reads until it fails, and opens it again after RETRY_S. Each chunk read goes, unchanged, to
 every listener (the WebSocket clients of /ws/port/N), then through the port's delimiter
 splitter and parser; each parsed line is committed to the store-and-forward queue before the
-next chunk is read (the pty or UART buffers meanwhile). Reconfiguring or disabling a port
+next chunk is read (the pty or UART buffers meanwhile), one transaction per chunk. Reconfiguring or disabling a port
 cancels its task and, when it should run, starts a new one with the new settings.
 
 A listener is a bounded byte queue: a WebSocket client that reads slower than the instrument
@@ -241,6 +241,7 @@ class PortManager:
                     port.listeners.discard(listener)
             if parser is None:
                 continue
+            rows = []
             for line in splitter.feed(data):
                 port.lines += 1
                 values = parser.parse(line)
@@ -248,9 +249,10 @@ class PortManager:
                     port.unparsed += 1
                     continue
                 read_at = self.clock()
-                await self.queue.put(
-                    port.settings.module, port.number, observation_body(values, read_at), read_at
-                )
+                body = observation_body(values, read_at)
+                rows.append((port.settings.module, port.number, body, read_at))
+            # One commit per chunk read: the lines of a burst share one fsync.
+            await self.queue.put_many(rows)
 
     def describe(self) -> dict[str, Any]:
         return {

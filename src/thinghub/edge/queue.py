@@ -217,6 +217,15 @@ class ForwardQueue:
         self.signal(module).set()
         return seqs[0]
 
+    async def put_many(self, items: list[tuple[str, int, bytes, float]]) -> list[int]:
+        """Commit (module, port, body, read_at) rows in one transaction, in order."""
+        if not items:
+            return []
+        seqs: list[int] = await self._run(self._put, items)
+        for module in {item[0] for item in items}:
+            self.signal(module).set()
+        return seqs
+
     async def peek(self, module: str, after: int, limit: int) -> list[QueuedObservation]:
         """Up to `limit` rows of `module` with seq > `after`, oldest first."""
         rows: list[QueuedObservation] = await self._run(self._peek, module, after, limit)

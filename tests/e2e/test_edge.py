@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -268,7 +267,7 @@ def rest_edge(
     update_target = work / "installed"
     extra = f"""
 [update]
-install_command = ["{sys.executable}", "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])", "{{file}}", "{update_target}"]
+install_command = ["{sys.executable}", "-c", "{COPY}", "{{file}}", "{update_target}"]
 url_template = "file://{work}/releases/thinghub-edge-{{version}}.tar.gz"
 """
     with server.client() as client:
@@ -280,6 +279,10 @@ url_template = "file://{work}/releases/thinghub-edge-{{version}}.tar.gz"
     finally:
         edge.kill()
         pty.close()
+
+
+# The install command of the tests: copy the update where the "application" lives.
+COPY = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
 
 
 def _number(value: Any) -> bool:

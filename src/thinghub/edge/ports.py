@@ -7,7 +7,8 @@ manager's TaskGroup. While the port's deviceConnection is on, the task opens the
 reads until it fails, and opens it again after RETRY_S. Each chunk read goes, unchanged, to
 every listener (the WebSocket clients of /ws/port/N), then through the port's delimiter
 splitter and parser; each parsed line is committed to the store-and-forward queue before the
-next chunk is read (the pty or UART buffers meanwhile), one transaction per chunk. Reconfiguring or disabling a port
+next chunk is read (the pty or UART buffers meanwhile), one transaction per
+chunk. Reconfiguring or disabling a port
 cancels its task and, when it should run, starts a new one with the new settings.
 
 A listener is a bounded byte queue: a WebSocket client that reads slower than the instrument

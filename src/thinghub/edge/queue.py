@@ -144,21 +144,21 @@ class ForwardQueue:
         seqs = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            overflow = self._count + len(items) - self.max_items
-            dropped = 0
-            if overflow > 0:
-                cursor = db.execute(
-                    "DELETE FROM observations WHERE seq IN "
-                    "(SELECT seq FROM observations ORDER BY seq LIMIT ?)",
-                    (overflow,),
-                )
-                dropped = cursor.rowcount
             for module, port, body, read_at in items:
                 cursor = db.execute(
                     "INSERT INTO observations (module, port, body, read_at) VALUES (?, ?, ?, ?)",
                     (module, port, body, read_at),
                 )
                 seqs.append(int(cursor.lastrowid or 0))
+            overflow = self._count + len(items) - self.max_items
+            dropped = 0
+            if overflow > 0:  # the oldest go, even rows of this very batch
+                cursor = db.execute(
+                    "DELETE FROM observations WHERE seq IN "
+                    "(SELECT seq FROM observations ORDER BY seq LIMIT ?)",
+                    (overflow,),
+                )
+                dropped = cursor.rowcount
             counters = {
                 "accepted": self._counters["accepted"] + len(items),
                 "dropped": self._counters["dropped"] + dropped,

@@ -104,6 +104,7 @@ class EdgeProcess:
         toml: str,
         *args: str,
         mqtt_port: int | None = None,
+        use_connection_string: bool = True,
     ) -> None:
         self.work = work
         self.cloud = cloud
@@ -111,6 +112,7 @@ class EdgeProcess:
         self.toml = toml
         self.args = args
         self.mqtt_port = mqtt_port or cloud.mqtt_port
+        self.use_connection_string = use_connection_string
         self.proc: subprocess.Popen[str] | None = None
         self.addresses: dict[str, Any] = {}
         self.log_path = work / "edge.log"
@@ -122,7 +124,9 @@ class EdgeProcess:
             f"HostName=localhost;DeviceId={self.gateway['id']};"
             f"SharedAccessKey={self.gateway['key']}"
         )
-        env = {**os.environ, "THINGHUB_EDGE_CONNECTION_STRING": connection}
+        env = dict(os.environ)
+        if self.use_connection_string:
+            env["THINGHUB_EDGE_CONNECTION_STRING"] = connection
         cmd = [
             sys.executable, "-m", "thinghub", "edge",
             "--cloud", f"mqtts://127.0.0.1:{self.mqtt_port}",

@@ -574,3 +574,24 @@ def test_the_edge_answers_httpx_json_too(rest_edge: tuple[EdgeProcess, Instrumen
         edge.wait_status(lambda s: not any(s["cloud"]["connected"].values()))
         assert api.put("/api/cloudConnection", json={"value": True}).json() == {"value": True}
     edge.wait_status(lambda s: s["cloud"]["connected"].get("port1") is True)
+
+
+def test_the_gateway_can_find_its_hub_with_dps(
+    server: ServerProcess, instrument: Instrument, edges: list[EdgeProcess], tmp_path: Path
+) -> None:
+    with server.client() as client:
+        gateway = gateway_with_module(client)
+    edge = _start(
+        edges,
+        EdgeProcess(
+            tmp_path, server, gateway, edge_toml(instrument, gateway),
+            "--dps-id-scope", server.addresses["id_scope"],
+            "--dps-registration-id", gateway["id"],
+            "--dps-key", gateway["key"],
+            use_connection_string=False,
+        ),
+    )  # fmt: skip
+    status = edge.wait_status(lambda s: s["cloud"]["connected"].get("port1") is True)
+    assert status["cloud"]["gateway"] == gateway["id"]
+    instrument.write(b"T=5\r\n")
+    assert [b["temperature"] for b in telemetry_bodies(server, gateway["id"], "port1", 1)] == [5]

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -433,8 +434,6 @@ class TokenGate:
             if name == b"authorization" and value.startswith(b"Bearer "):
                 return hmac.compare_digest(value[7:].strip(), self.token)
         if scope["type"] == "websocket":
-            from urllib.parse import parse_qs
-
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             given = (query.get("token") or [""])[0].encode()
             return bool(given) and hmac.compare_digest(given, self.token)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,6 @@ class Edge:
         try:
             return float(self.board.now())
         except BoardError:
-            import time
-
             return time.time()
 
     def _modules(self) -> list[ModuleSpec]:

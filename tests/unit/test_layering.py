@@ -80,6 +80,15 @@ RULES: tuple[Rule, ...] = (
          ("sqlite3", "asyncpg", "sqlalchemy", "alembic", "thinghub.storage.database",
           "thinghub.storage.sqlite", "thinghub.storage.postgres", "thinghub.storage.migrate"),
          "the memory backend is plain dicts: it shares the SQL row encoding, never a database"),
+    Rule("edge-over-the-wire", ("thinghub.edge",), "never",
+         ("thinghub.services", "thinghub.storage", "thinghub.faces", "thinghub.devices",
+          "thinghub.domain", "thinghub.bus", "thinghub.app", "thinghub.config", "thinghub.cli",
+          "thinghub.ports", "thinghub.http_server", "thinghub.simulator"),
+         "thinghub edge is a device client of a cloud: it reaches the cloud over MQTT only, "
+         "never through its services, storage, faces or device adapters"),
+    Rule("edge-uses-public-mqtt", ("thinghub.edge",), "never",
+         ("thinghub.mqtt.session", "thinghub.mqtt.codec", "thinghub.mqtt.packets"),
+         "the edge imports thinghub.mqtt's public names only, so its modules can move"),
     Rule("backends-wired-at-root", (PACKAGE,), "never", ("thinghub.storage", "thinghub.bus"),
          "app.py (and cli.py for offline commands) is the only place that picks adapters",
          exempt=("thinghub.app", "thinghub.cli", "thinghub.storage", "thinghub.bus")),
@@ -278,6 +287,19 @@ def test_faces_apart_allows_own_face_and_http_only() -> None:
         f"{module}:1 imports thinghub.faces.st"
     ]
     assert _check("faces-apart", "thinghub.faces._http", "from thinghub.faces.st import app")
+
+
+def test_the_edge_reaches_the_cloud_over_the_wire_only() -> None:
+    assert (
+        _check("edge-over-the-wire", "thinghub.edge.cloud", "from thinghub.mqtt import Publish")
+        == []
+    )
+    assert _check("edge-over-the-wire", "thinghub.edge.x", "from thinghub.services import core")
+    assert _check(
+        "edge-uses-public-mqtt",
+        "thinghub.edge.x",
+        "from thinghub.mqtt.session import ClientSession",
+    )
 
 
 def test_exempt_modules_may_wire_backends() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -20,15 +20,20 @@ from thinghub.domain.model import (
 )
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.domain.twin import Twin
+from thinghub.ports_live import Bus, Counter, DeviceChannel, DeviceFeed, Locks, Presence
 
 __all__ = [
     "Bus",
     "C2DMessage",
     "Clock",
-    "DeviceLinks",
+    "Counter",
+    "DeviceChannel",
+    "DeviceFeed",
     "EventQuery",
+    "Locks",
     "MethodResult",
     "Page",
+    "Presence",
     "Store",
     "TelemetryQuery",
 ]
@@ -209,24 +214,3 @@ class Store(Protocol):
     async def get_document(self, account_id: str, kind: str, key: str) -> Any | None: ...
     async def list_documents(self, account_id: str, kind: str) -> list[tuple[str, Any]]: ...
     async def delete_document(self, account_id: str, kind: str, key: str) -> bool: ...
-
-
-class DeviceLinks(Protocol):
-    """Live connections to devices, owned by the device adapters (MQTT)."""
-
-    def is_connected(self, device_id: str) -> bool: ...
-    async def call_method(
-        self, device_id: str, name: str, payload: Any, timeout_s: float
-    ) -> MethodResult: ...
-    async def push_desired(self, device_id: str, patch: dict[str, Any], version: int) -> None: ...
-    async def push_c2d(self, message: C2DMessage) -> bool: ...
-
-
-Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
-
-
-class Bus(Protocol):
-    """Live fan-out of core events (telemetry, twin changes, connection state) to subscribers."""
-
-    async def publish(self, subject: str, message: dict[str, Any]) -> None: ...
-    def subscribe(self, pattern: str) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...

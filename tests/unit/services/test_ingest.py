@@ -11,12 +11,12 @@ from typing import Any, cast
 import orjson
 import pytest
 
+from tests.unit.services.node import node
 from thinghub.domain.events import Event
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports import Bus, Store
-from thinghub.services.bus import MemoryBus
+from thinghub.ports import Store
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.registry import Registry
@@ -87,11 +87,18 @@ class World:
         self.store = FakeStore()
         store = cast(Store, self.store)
         clock = FakeClock()
-        bus = cast(Bus, MemoryBus())
-        events = EventService(store, bus, clock)
-        registry = Registry(store, clock, events)
+        n = node(clock)
+        self.bus = n.bus
+        events = EventService(store, n.bus, clock, n.counter)
+        registry = Registry(store, clock, events, n.bus, presence=n.presence, channel=n.links)
         self.ingest = IngestService(
-            store, clock, bus, registry, events, max_payload_bytes=262_144, max_queued_bytes=1 << 26
+            store,
+            clock,
+            n.bus,
+            registry,
+            events,
+            max_payload_bytes=262_144,
+            max_queued_bytes=1 << 26,
         )
         self.templates = TemplateService(store, clock, registry)
         self.ingest.policies.append(self.templates.policy)

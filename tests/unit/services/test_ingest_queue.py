@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+from tests.unit.services.node import node
 from thinghub.domain.model import Device, DeviceKind
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports import Bus, Store
-from thinghub.services.bus import MemoryBus
+from thinghub.ports import Store
 from thinghub.services.events import EventService
 from thinghub.services.ingest import MESSAGE_OVERHEAD_BYTES, IngestService, message_size
 from thinghub.services.registry import Registry
@@ -43,13 +43,13 @@ DEVICE = Device("d1", "acc-1", DeviceKind.DEVICE, "d1", "k1", "k2", 0.0, 0.0)
 
 def service(store: SlowStore, max_queued_bytes: int) -> IngestService:
     port = cast(Store, store)
-    bus = cast(Bus, MemoryBus())
-    events = EventService(port, bus, Clock())
+    n = node(Clock())
+    events = EventService(port, n.bus, Clock(), n.counter)
     return IngestService(
         port,
         Clock(),
-        bus,
-        Registry(port, Clock(), events),
+        n.bus,
+        Registry(port, Clock(), events, n.bus, presence=n.presence, channel=n.links),
         events,
         max_payload_bytes=262_144,
         max_queued_bytes=max_queued_bytes,

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.services.node import node
+from thinghub.app import build_services
+from thinghub.config import Settings
 from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import Bus, Store
-from thinghub.services.bus import MemoryBus
-from thinghub.services.core import Core, CoreOptions
+from thinghub.ports import Store
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 from thinghub.services.templates import (
@@ -795,7 +796,9 @@ def device(template_id: str | None, account: str = "acc-1") -> Device:
 def service() -> tuple[TemplateService, FakeStore, FakeClock]:
     store, clock = FakeStore(), FakeClock()
     store_port = cast(Store, store)
-    registry = Registry(store_port, clock, EventService(store_port, cast(Bus, MemoryBus()), clock))
+    n = node(clock)
+    events = EventService(store_port, n.bus, clock, n.counter)
+    registry = Registry(store_port, clock, events, n.bus, presence=n.presence, channel=n.links)
     return TemplateService(store_port, clock, registry), store, clock
 
 
@@ -882,6 +885,18 @@ async def test_lookups_are_cached_and_writes_invalidate() -> None:
     assert (await templates.find("acc-1", TID)).display_name == "v3"  # type: ignore[union-attr]
 
 
-def test_core_wires_the_policy_into_ingest() -> None:
-    core = Core(cast(Store, FakeStore()), MemoryBus(), FakeClock(), CoreOptions())
-    assert core.templates.policy in core.ingest.policies
+def test_the_composition_root_wires_the_policy_into_ingest() -> None:
+    clock = FakeClock()
+    n = node(clock)
+    services = build_services(
+        Settings.defaults(),
+        cast(Store, FakeStore()),
+        bus=n.bus,
+        clock=clock,
+        presence=n.presence,
+        channel=n.links,
+        locks=n.locks,
+        counter=n.counter,
+        issuer=None,
+    )
+    assert services.templates.policy in services.ingest.policies

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from thinghub.bus.subjects import subject_matches
+from thinghub.bus.subjects import tokens_match
 from thinghub.domain.live import LiveEvent
 from thinghub.ports import Clock
 
@@ -35,14 +35,19 @@ __all__ = [
 SUBSCRIBER_QUEUE = 10_000  # events one subscriber may fall behind by; then its oldest go
 
 
+_Subscriber = tuple[tuple[str, ...], "asyncio.Queue[LiveEvent]"]  # pattern tokens, queue
+
+
 class MemoryBus:
     def __init__(self) -> None:
-        self._subscribers: list[tuple[str, asyncio.Queue[LiveEvent]]] = []
+        self._subscribers: list[_Subscriber] = []
 
     async def publish(self, event: LiveEvent) -> None:
-        subject = event.subject
+        if not self._subscribers:
+            return
+        tokens = event.subject.split(".")
         for pattern, queue in self._subscribers:
-            if subject_matches(pattern, subject):
+            if tokens_match(pattern, tokens):
                 if queue.full():
                     queue.get_nowait()
                 queue.put_nowait(event)
@@ -53,7 +58,7 @@ class MemoryBus:
         Close the generator (aclose, or leave an `async for`) to unsubscribe.
         """
         queue: asyncio.Queue[LiveEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        entry = (pattern, queue)
+        entry: _Subscriber = (tuple(pattern.split(".")), queue)
         self._subscribers.append(entry)
         return self._iterate(entry)
 
@@ -62,9 +67,7 @@ class MemoryBus:
         """How many subscriptions are open (for tests and metrics)."""
         return len(self._subscribers)
 
-    async def _iterate(
-        self, entry: tuple[str, asyncio.Queue[LiveEvent]]
-    ) -> AsyncGenerator[LiveEvent, None]:
+    async def _iterate(self, entry: _Subscriber) -> AsyncGenerator[LiveEvent, None]:
         try:
             while True:
                 yield await entry[1].get()

@@ -8,6 +8,8 @@ buses agree on what matches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from thinghub.domain.live import (
     NONE_TOKEN,
     WILDCARD,
@@ -26,6 +28,7 @@ __all__ = [
     "subject_of",
     "subject_token",
     "token_value",
+    "tokens_match",
 ]
 
 REST = ">"  # in a pattern, last: one or more further tokens
@@ -33,8 +36,11 @@ REST = ">"  # in a pattern, last: one or more further tokens
 
 def subject_matches(pattern: str, subject: str) -> bool:
     """Whether `subject` matches `pattern` (`*` one token, a last `>` one or more)."""
-    want = pattern.split(".")
-    have = subject.split(".")
+    return tokens_match(pattern.split("."), subject.split("."))
+
+
+def tokens_match(want: Sequence[str], have: Sequence[str]) -> bool:
+    """subject_matches on patterns and subjects already split into tokens."""
     for i, token in enumerate(want):
         if token == REST:
             return len(have) > i

@@ -8,8 +8,10 @@ loses nothing that was acknowledged and no bookkeeping runs against a closed sto
 1. the device listener stops accepting and closes every device connection, and waits until
    each one has stored what it accepted and run its on_close bookkeeping (disconnect events,
    sessions, Wills);
-2. the HTTP servers stop accepting and let requests in flight finish;
-3. the background loops end: ingest writes everything still queued, delivery stops;
+2. the HTTP servers stop accepting and let requests in flight finish; the faces' own
+   listeners close;
+3. the background loops end: ingest writes everything still queued, delivery and the cache
+   watchers stop;
 4. the store closes.
 """
 
@@ -20,13 +22,12 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -35,38 +36,119 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from thinghub import __version__
+from thinghub.bus.clock import SystemClock
+from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
 from thinghub.config import Settings
 from thinghub.devices import http_ingest
 from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
+from thinghub.devices.links import LocalLinks
 from thinghub.devices.mqtt_server import ListenerLimits, MqttServer
 from thinghub.devices.router import DeviceRouter
 from thinghub.devices.throttle import ConnectLimiter
 from thinghub.domain.errors import Error, NotFound
 from thinghub.domain.model import Retention
-from thinghub.faces import central, st
+from thinghub.faces import FACES
 from thinghub.faces._disconnect import CancelOnDisconnect
 from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
+from thinghub.faces.face import Face, FaceContext, FaceParts, Listener
 from thinghub.http_server import HttpLimits, protocol_class
+from thinghub.ports import Bus, Clock, Counter, DeviceChannel, Locks, Presence, Stores
 from thinghub.security.ca import CertificateAuthority
-from thinghub.services.bus import MemoryBus
-from thinghub.services.clock import SystemClock
-from thinghub.services.core import Core, CoreOptions
+from thinghub.services.auth import AuthService
+from thinghub.services.c2d import C2DService
+from thinghub.services.certificates import CertificateIssuer, CertificateService
+from thinghub.services.commands import CommandService
+from thinghub.services.core import Services
+from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.events import EventService
+from thinghub.services.ingest import IngestService
+from thinghub.services.provisioning import ProvisioningService
+from thinghub.services.queries import QueryService
+from thinghub.services.registry import Registry
+from thinghub.services.retention import RetentionService
+from thinghub.services.sessions import SessionService
+from thinghub.services.templates import TemplateService
+from thinghub.services.twins import TwinService
 from thinghub.storage import open_stores
 from thinghub.storage.migrate import upgrade
 
-__all__ = ["FACES", "ThingHub"]
+__all__ = ["ThingHub", "build_services", "node_id"]
 
 SHUTDOWN_GRACE_S = 10.0  # requests in flight at SIGTERM get this long to finish
 
 logger = logging.getLogger(__name__)
 
-# Faces that can be served at the root of their own port with --face-listen FACE=HOST:PORT.
-FACES: dict[str, Callable[[Core], FastAPI]] = {"st": st.create_app, "central": central.create_app}
-FACE_PREFIXES = {"st": "/v1", "central": "/central/api"}
-# On a face's own port (--face-listen) it answers at `/` and at the prefix its real clients
-# hard-code: ST AIoT Craft's `/v1/...`, IoT Central's `/api/...`.
-NATIVE_PREFIXES = {"st": "/v1", "central": "/api"}
+
+def node_id() -> str:
+    """This process's name among the nodes (Presence owners): host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_services(
+    settings: Settings,
+    stores: Stores,
+    *,
+    bus: Bus,
+    clock: Clock,
+    presence: Presence,
+    channel: DeviceChannel,
+    locks: Locks,
+    counter: Counter,
+    issuer: CertificateIssuer | None,
+) -> Services:
+    """Every service over the ports it needs, with its limits from `settings`."""
+    auth = AuthService(stores, clock, jwt_ttl_s=settings.jwt_ttl_s)
+    events = EventService(stores, bus, clock, counter)
+    registry = Registry(stores, clock, events, bus, presence=presence, channel=channel)
+    twins = TwinService(stores, clock, events, bus, presence=presence, channel=channel)
+    registry.on_delete.append(twins.forget)
+    ingest = IngestService(
+        stores,
+        clock,
+        bus,
+        registry,
+        events,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_queued_bytes=settings.ingest_queue_max_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
+    # Device templates (DTDL): telemetry of a templated device must match its template.
+    templates = TemplateService(stores, clock, registry)
+    ingest.policies.append(templates.policy)
+    return Services(
+        auth=auth,
+        registry=registry,
+        twins=twins,
+        events=events,
+        ingest=ingest,
+        queries=QueryService(stores),
+        commands=CommandService(
+            stores,
+            clock,
+            presence=presence,
+            channel=channel,
+            max_timeout_s=settings.method_timeout_max_s,
+            ttl_s=settings.command_ttl_s,
+        ),
+        c2d=C2DService(stores, clock, channel=channel, locks=locks),
+        templates=templates,
+        provisioning=ProvisioningService(stores, clock, registry),
+        device_auth=DeviceAuth(registry, clock),
+        retention=RetentionService(
+            stores,
+            clock,
+            registry,
+            Retention(
+                telemetry_days=settings.retention_telemetry_days,
+                events_days=settings.retention_events_days,
+            ),
+            interval_s=settings.retention_interval_s,
+            batch_rows=settings.retention_batch_rows,
+        ),
+        certificates=CertificateService(issuer),
+        sessions=SessionService(stores),
+    )
 
 
 class _Server(uvicorn.Server):
@@ -96,23 +178,20 @@ def _address(sock: socket.socket, scheme: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _parse_face_listen(item: str) -> tuple[str, str, int]:
-    face, _, where = item.partition("=")
+def _parse_face_listen(item: str, faces: Sequence[Face]) -> tuple[Face, str, int]:
+    name, _, where = item.partition("=")
     host, _, port = where.rpartition(":")
-    if face not in FACES or not host or not port.isdigit():
+    face = next((f for f in faces if f.name == name), None)
+    if face is None or not host or not port.isdigit():
         raise ValueError(
-            f"face_listen {item!r}: expected FACE=HOST:PORT with FACE one of {', '.join(FACES)}"
+            f"face_listen {item!r}: expected FACE=HOST:PORT with FACE one of "
+            f"{', '.join(f.name for f in faces)}"
         )
     return face, host.strip("[]"), int(port)
 
 
 def _render_default(error: Error, status: int) -> Response:
     return OrjsonResponse(error_body(error), status_code=status)
-
-
-# Each face's error body: a path under a face's prefix that no route takes (one with a control
-# character never even reaches the face's mount) still gets that face's shape.
-FACE_RENDERERS: dict[str, ErrorRenderer] = {"st": _render_default, "central": central.render_error}
 
 
 def _not_found_in(render_for: Callable[[str], ErrorRenderer]) -> Any:
@@ -124,18 +203,29 @@ def _not_found_in(render_for: Callable[[str], ErrorRenderer]) -> Any:
     return not_found
 
 
-def _root_renderer(path: str) -> ErrorRenderer:
-    for face, prefix in FACE_PREFIXES.items():
-        if path == prefix or path.startswith(prefix + "/"):
-            return FACE_RENDERERS[face]
-    return _render_default
+def _renderer_by_prefix(faces: Sequence[Face]) -> Callable[[str], ErrorRenderer]:
+    """Each face's error body for the paths under its prefix: a path that no route takes (one
+    with a control character never even reaches the face's mount) still gets that face's
+    shape."""
+
+    def render_for(path: str) -> ErrorRenderer:
+        for face in faces:
+            if path == face.prefix or path.startswith(face.prefix + "/"):
+                return face.render_error or _render_default
+        return _render_default
+
+    return render_for
 
 
 def _always(render: ErrorRenderer) -> Callable[[str], ErrorRenderer]:
     return lambda _path: render
 
 
-_not_found = _not_found_in(_root_renderer)
+# Keys of the ready line that a face's listener may not take.
+RESERVED_ADDRESSES = frozenset(
+    {"http", "mqtt", "faces", "version", "pid", "data_dir", "database", "ca_file", "id_scope",
+     "hub_hostname"}
+)  # fmt: skip
 
 
 async def _crashed(request: Request, exc: Exception) -> Response:
@@ -146,16 +236,34 @@ async def _crashed(request: Request, exc: Exception) -> Response:
     return OrjsonResponse(error_body(error), status_code=500, headers={"Connection": "close"})
 
 
+def _face_port_app(face: Face, parts: FaceParts) -> Starlette:
+    """A face alone on a port of its own (--face-listen): its root routes, its app at its
+    native prefix and at `/`, its error shape for every path."""
+    if parts.app is None:
+        raise ValueError(f"face_listen: face {face.name!r} has no HTTP app to serve")
+    routes: list[BaseRoute] = [*parts.root_routes]
+    if face.native_prefix not in ("", "/"):
+        routes.append(Mount(face.native_prefix, app=parts.app))
+    routes.append(Mount("/", app=parts.app))
+    not_found = _not_found_in(_always(face.render_error or _render_default))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(CancelOnDisconnect)],
+        exception_handlers={404: not_found, 405: not_found, 500: _crashed},
+    )
+
+
 class ThingHub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, faces: Sequence[Face] = FACES) -> None:
         self.settings = settings
+        self.faces = tuple(faces)
         self.addresses: dict[str, Any] = {}
-        self.core: Core | None = None
+        self.services: Services | None = None
         self.ca: CertificateAuthority | None = None
         self._servers: list[_Server] = []
-        self._delivery: asyncio.Task[None] | None = None
-        self._retention: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []  # cancelled at shutdown, after the ingest
         self._server_tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Listener] = []  # faces' own listeners, started
         self.mqtt: MqttServer | None = None
         self._exit = contextlib.AsyncExitStack()
 
@@ -179,59 +287,60 @@ class ThingHub:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         hostnames = [s.hub_hostname, *s.hostnames]
-        self.ca = await asyncio.to_thread(
+        self.ca = ca = await asyncio.to_thread(
             CertificateAuthority.load_or_create,
             (s.data_dir / "certs").resolve(),
             hostnames=hostnames,
         )
         await asyncio.to_thread(upgrade, s.database_url)
         stores = open_stores(s)
-        core = Core(
+        clock = SystemClock()
+        presence = MemoryPresence(clock)
+        links = LocalLinks(presence, node_id())
+        services = build_services(
+            s,
             stores,
-            MemoryBus(),
-            SystemClock(),
-            CoreOptions(
-                jwt_ttl_s=s.jwt_ttl_s,
-                max_payload_bytes=s.max_payload_bytes,
-                max_request_bytes=s.max_request_bytes,
-                max_json_depth=s.max_json_depth,
-                method_timeout_max_s=s.method_timeout_max_s,
-                command_ttl_s=s.command_ttl_s,
-                page_max=s.page_max,
-                hub_hostname=s.hub_hostname,
-                retention=Retention(
-                    telemetry_days=s.retention_telemetry_days,
-                    events_days=s.retention_events_days,
-                ),
-                retention_interval_s=s.retention_interval_s,
-                retention_batch_rows=s.retention_batch_rows,
-                public_url=s.public_url,
-                ingest_queue_max_bytes=s.ingest_queue_max_bytes,
-            ),
+            bus=MemoryBus(),
+            clock=clock,
+            presence=presence,
+            channel=links,
+            locks=MemoryLocks(),
+            counter=MemoryCounter(),
+            issuer=ca,
         )
-        core.certificate_issuer = self.ca
-        await core.start()
+        await stores.start()
         self._exit.push_async_callback(stores.close)
-        self.core = core
-        account = await core.auth.ensure_account()
+        await services.start()
+        self.services = services
+        account = await services.auth.ensure_account()
         if s.admin_token:
-            await core.auth.bootstrap_admin_token(account, s.admin_token)
+            await services.auth.bootstrap_admin_token(account, s.admin_token)
 
         tasks = asyncio.TaskGroup()
         await tasks.__aenter__()
         self._exit.push_async_exit(tasks.__aexit__)
         self._exit.push_async_callback(self._shutdown)  # steps 1 to 3 of the order above
-        self._delivery = tasks.create_task(core.commands.run(), name="commands.delivery")
-        tasks.create_task(core.ingest.run(), name="ingest.batches")
-        self._retention = tasks.create_task(core.retention.run(), name="retention.purge")
+        tasks.create_task(services.ingest.run(), name="ingest.batches")
+        for name, loop in (
+            ("commands.delivery", services.commands.run),
+            ("retention.purge", services.retention.run),
+            ("registry.watch", services.registry.watch),  # other nodes' device changes
+            ("twins.watch", services.twins.watch),  # other nodes' twin changes
+        ):
+            self._loops.append(tasks.create_task(loop(), name=name))
 
         hub = Hub(
-            core,
+            services,
+            links,
+            max_json_depth=s.max_json_depth,
             connects=ConnectLimiter(s.mqtt_device_connects_per_min, s.mqtt_device_connect_burst),
         )
+        dps = Dps(
+            services.provisioning, s.hub_hostname, clock=clock, max_json_depth=s.max_json_depth
+        )
         mqtt = MqttServer(
-            DeviceRouter(hub, Dps(core, core.provisioning, s.hub_hostname)),
-            self.ca.server_ssl_context(),
+            DeviceRouter(hub, dps),
+            ca.server_ssl_context(),
             s.host,
             s.mqtt_port,
             limits=ListenerLimits(
@@ -243,50 +352,62 @@ class ThingHub:
                 messages_per_s=s.mqtt_device_messages_per_s,
                 bytes_per_s=s.mqtt_device_bytes_per_s,
             ),
-            gate=core.ingest,
+            gate=services.ingest,
         )
         self.mqtt = mqtt  # set before start: _shutdown closes whatever was started
         mqtt_host, mqtt_port = await mqtt.start()
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
+        context = FaceContext(services, s, ca.server_ssl_context)
+        built = [(face, face.build(context)) for face in self.faces]
         http_sock = _bind(s.host, s.http_port)
         self.addresses["http"] = _address(http_sock, "http")
-        self._serve(tasks, self._root_app(core), http_sock, "http")
-        faces: dict[str, Any] = {}
+        self._serve(tasks, self._root_app(services, built), http_sock, "http")
+        own_ports: dict[str, Any] = {}
         for item in s.face_listen:
-            face, host, port = _parse_face_listen(item)
+            face, host, port = _parse_face_listen(item, self.faces)
+            own = _face_port_app(face, face.build(context))  # its own app: its own docs
             sock = _bind(host, port)
-            faces[face] = _address(sock, "http")
-            app = FACES[face](core)
-            not_found = _not_found_in(_always(FACE_RENDERERS[face]))
-            own = Starlette(
-                routes=[Mount(NATIVE_PREFIXES[face], app=app), Mount("/", app=app)],
-                middleware=[Middleware(CancelOnDisconnect)],
-                exception_handlers={404: not_found, 405: not_found, 500: _crashed},
-            )
-            self._serve(tasks, own, sock, f"face[{face}]")
+            own_ports[face.name] = _address(sock, "http")
+            self._serve(tasks, own, sock, f"face[{face.name}]")
+        for face, parts in built:
+            for listener in parts.listeners:
+                await self._start_listener(face, listener)
         self.addresses.update(
-            faces=faces,
+            faces=own_ports,
             version=__version__,
             pid=os.getpid(),
             data_dir=str(s.data_dir.resolve()),
             database="postgresql" if s.is_postgres else "sqlite",
-            ca_file=str(self.ca.ca_path),
+            ca_file=str(ca.ca_path),
             id_scope=account.id_scope,
             hub_hostname=s.hub_hostname,
         )
         await self._wait_started()
 
-    def _root_app(self, core: Core) -> Starlette:
+    async def _start_listener(self, face: Face, listener: Listener) -> None:
+        name = listener.name
+        if name in RESERVED_ADDRESSES or name in self.addresses:
+            raise ValueError(f"face {face.name}: listener name {name!r} is taken")
+        host, port = await listener.start()
+        self._listeners.append(listener)
+        self.addresses[name] = {"host": host, "port": port}
+        logger.info("face %s: %s listening on %s:%d", face.name, name, host, port)
+
+    def _root_app(self, services: Services, built: list[tuple[Face, FaceParts]]) -> Starlette:
         routes: list[BaseRoute] = [
             Route("/", self._index, methods=["GET"]),
             Route("/healthz", self._health, methods=["GET"]),
-            *http_ingest.routes(core),
+            *http_ingest.routes(services),
         ]
-        routes += [Mount(FACE_PREFIXES[name], app=factory(core)) for name, factory in FACES.items()]
+        for face, parts in built:
+            routes += parts.root_routes
+            if parts.app is not None:
+                routes.append(Mount(face.prefix, app=parts.app))
+        not_found = _not_found_in(_renderer_by_prefix(self.faces))
         return Starlette(
             routes=routes,
-            exception_handlers={404: _not_found, 405: _not_found, 500: _crashed},
+            exception_handlers={404: not_found, 405: not_found, 500: _crashed},
             middleware=[Middleware(CancelOnDisconnect)],
         )
 
@@ -295,8 +416,12 @@ class ThingHub:
             {
                 "name": "thinghub",
                 "version": __version__,
-                "faces": {name: FACE_PREFIXES[name] for name in FACES},
-                "docs": {name: FACE_PREFIXES[name] + "/docs" for name in FACES},
+                "faces": {face.name: face.prefix for face in self.faces},
+                "docs": {
+                    face.name: face.prefix + face.docs
+                    for face in self.faces
+                    if face.docs is not None
+                },
             }
         )
 
@@ -340,20 +465,21 @@ class ThingHub:
                 await asyncio.sleep(0.01)
 
     async def _shutdown(self) -> None:
-        """Devices first (their on_close needs every service), then HTTP, then the loops:
-        the ingest loop writes everything queued before it returns."""
+        """Devices first (their on_close needs every service), then HTTP and the faces' own
+        listeners, then the loops: the ingest loop writes everything queued before it
+        returns."""
         if self.mqtt is not None:
             await self.mqtt.close()
         for server in self._servers:
             server.should_exit = True
         if self._server_tasks:
             await asyncio.wait(self._server_tasks, timeout=SHUTDOWN_GRACE_S)
-        assert self.core is not None
-        self.core.ingest.stop()
-        if self._delivery is not None:
-            self._delivery.cancel()
-        if self._retention is not None:
-            self._retention.cancel()
+        for listener in reversed(self._listeners):
+            await listener.close()
+        if self.services is not None:
+            self.services.ingest.stop()
+        for loop in self._loops:
+            loop.cancel()
 
 
 def write_ready_file(path: Path, text: str) -> None:

@@ -9,16 +9,20 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from thinghub import __version__
-from thinghub.config import ConfigError, Settings, load_settings
+from thinghub.config import SETTINGS, ConfigError, Setting, Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: `thinghub --help` stays fast
+    from thinghub.services.core import Services
 
 __all__ = ["main"]
 
 T = TypeVar("T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 logger = logging.getLogger("thinghub")
 
@@ -58,34 +62,51 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     ctx.obj["config"] = config
 
 
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Data directory (default ./thinghub-data).",
+_SETTING = {setting.name: setting for setting in SETTINGS}
+
+
+def setting_help(setting: Setting, note: str = "") -> str:
+    """A flag's help: the settings table's text, and its default as the table has it."""
+    default = setting.default
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    text = f"{setting.help}{note}"
+    return text if default in (None, "") else f"{text} [default: {default}]"
+
+
+def setting_option(*decls: str, setting: str, note: str = "", **attrs: Any) -> Callable[[_F], _F]:
+    """A `thinghub` flag for a setting: help and default from SETTINGS. The flag has no click
+    default of its own, so an absent flag leaves the file and environment values in force."""
+    return click.option(*decls, help=setting_help(_SETTING[setting], note), **attrs)
+
+
+data_dir_option = setting_option(
+    "--data-dir", setting="data_dir", type=click.Path(path_type=Path, file_okay=False)
 )
-database_option = click.option("--database", help="postgresql://... (default: SQLite).")
+database_option = setting_option("--database", setting="database")
 
 
 @cli.command()
 @data_dir_option
 @database_option
-@click.option("--host", help="Address to listen on (default 127.0.0.1).")
-@click.option("--http-port", type=int, help="HTTP port (default 8080; 0 = ephemeral).")
-@click.option("--mqtt-port", type=int, help="MQTT/TLS port (default 8883; 0 = ephemeral).")
-@click.option("--hub-hostname", help="Host name devices connect to (DPS assignedHub).")
-@click.option(
+@setting_option("--host", setting="host")
+@setting_option("--http-port", setting="http_port", type=int)
+@setting_option("--mqtt-port", setting="mqtt_port", type=int)
+@setting_option("--hub-hostname", setting="hub_hostname")
+@setting_option(
     "--hostname",
     "hostnames",
+    setting="hostnames",
+    note=" On the command line, repeat the flag.",
     multiple=True,
-    help="Extra host name for the server certificate (repeatable).",
 )
-@click.option("--face-listen", multiple=True, help="FACE=HOST:PORT (repeatable).")
-@click.option(
-    "--ready-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write the ready JSON here.",
+@setting_option("--face-listen", setting="face_listen", note=" Repeatable.", multiple=True)
+@setting_option(
+    "--ready-file", setting="ready_file", type=click.Path(path_type=Path, dir_okay=False)
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@setting_option(
+    "--log-level", setting="log_level", type=click.Choice(["debug", "info", "warning", "error"])
+)
 @click.pass_context
 def serve(
     ctx: click.Context, /, hostnames: tuple[str, ...], face_listen: tuple[str, ...], **options: Any
@@ -134,12 +155,13 @@ async def _serve(settings: Settings) -> None:
     logger.info("stopped")
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the core on the configured store (no listeners), run `work(core)`, close."""
-    from thinghub.domain.model import Retention
-    from thinghub.services.bus import MemoryBus
-    from thinghub.services.clock import SystemClock
-    from thinghub.services.core import Core, CoreOptions
+def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Open the services on the configured store (no listeners, no devices), run
+    `work(services)`, close."""
+    from thinghub.app import build_services, node_id
+    from thinghub.bus.clock import SystemClock
+    from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
+    from thinghub.devices.links import LocalLinks
     from thinghub.storage import open_stores
     from thinghub.storage.migrate import upgrade
 
@@ -147,14 +169,23 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade, settings.database_url)
         stores = open_stores(settings)
-        retention = Retention(
-            telemetry_days=settings.retention_telemetry_days,
-            events_days=settings.retention_events_days,
+        clock = SystemClock()
+        presence = MemoryPresence(clock)
+        services = build_services(
+            settings,
+            stores,
+            bus=MemoryBus(),
+            clock=clock,
+            presence=presence,
+            channel=LocalLinks(presence, node_id()),
+            locks=MemoryLocks(),
+            counter=MemoryCounter(),
+            issuer=None,
         )
-        core = Core(stores, MemoryBus(), SystemClock(), CoreOptions(retention=retention))
-        await core.start()
+        await stores.start()
         try:
-            return await work(core)
+            await services.start()
+            return await work(services)
         finally:
             await stores.close()
 
@@ -190,13 +221,13 @@ def token_create(
 
     settings = _settings(ctx, **options)
 
-    async def work(core: Any) -> str:
-        acct = await core.stores.accounts.get_by_name(account)
+    async def work(services: Services) -> str:
+        acct = await services.auth.find_account(account)
         if acct is None:
             if account != "default":
                 raise click.ClickException(f"no account named {account!r}")
-            acct = await core.auth.ensure_account()
-        issued = await core.auth.create_token(acct.id, Role(role), label=label, project=project)
+            acct = await services.auth.ensure_account()
+        issued = await services.auth.create_token(acct.id, Role(role), label=label, project=project)
         return str(issued.secret)
 
     click.echo(_run(settings, work))
@@ -218,9 +249,9 @@ def account_create(ctx: click.Context, /, name: str, **options: Any) -> None:
 
     settings = _settings(ctx, **options)
 
-    async def work(core: Any) -> dict[str, str]:
+    async def work(services: Services) -> dict[str, str]:
         try:
-            acct = await core.auth.create_account(name)
+            acct = await services.auth.create_account(name)
         except Error as exc:
             raise click.ClickException(exc.message) from exc
         return {"id": acct.id, "name": acct.name, "idScope": acct.id_scope}
@@ -269,15 +300,15 @@ def account_retention(
         if value is not None:
             changes[key] = None if value == "default" else value
 
-    async def work(core: Any) -> dict[str, Any]:
-        acct = await core.stores.accounts.get_by_name(name)
+    async def work(services: Services) -> dict[str, Any]:
+        acct = await services.auth.find_account(name)
         if acct is None:
             raise click.ClickException(f"no account named {name!r}")
         try:
             if changes:
-                view = await core.retention.set_account(acct.id, **changes)
+                view = await services.retention.set_account(acct.id, **changes)
             else:
-                view = core.retention.view(acct)
+                view = services.retention.view(acct)
         except Error as exc:
             raise click.ClickException(exc.message) from exc
 
@@ -321,14 +352,14 @@ def user_create(
 
     settings = _settings(ctx, **options)
 
-    async def work(core: Any) -> str:
-        acct = await core.stores.accounts.get_by_name(account) or (
-            await core.auth.ensure_account() if account == "default" else None
+    async def work(services: Services) -> str:
+        acct = await services.auth.find_account(account) or (
+            await services.auth.ensure_account() if account == "default" else None
         )
         if acct is None:
             raise click.ClickException(f"no account named {account!r}")
         try:
-            created = await core.auth.create_user(acct.id, username, password, Role(role))
+            created = await services.auth.create_user(acct.id, username, password, Role(role))
         except Error as exc:
             raise click.ClickException(exc.message) from exc
         return str(created.id)
@@ -353,9 +384,8 @@ def ca(ctx: click.Context, /, **options: Any) -> None:
 @cli.command()
 @click.option(
     "--url",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="thinghub HTTP base URL (devices are registered through /v1).",
+    help="thinghub HTTP base URL (devices are registered through /v1) [default: the host and "
+    "http_port of the settings].",
 )
 @click.option(
     "--token",
@@ -366,9 +396,7 @@ def ca(ctx: click.Context, /, **options: Any) -> None:
 @click.option(
     "--mqtt",
     "mqtt_address",
-    default="127.0.0.1:8883",
-    show_default=True,
-    help="HOST:PORT of the device port.",
+    help="HOST:PORT of the device port [default: the host and mqtt_port of the settings].",
 )
 @click.option(
     "--ca",
@@ -396,9 +424,9 @@ def ca(ctx: click.Context, /, **options: Any) -> None:
 def simulate(
     ctx: click.Context,
     /,
-    url: str,
+    url: str | None,
     token: str,
-    mqtt_address: str,
+    mqtt_address: str | None,
     ca_file: str | None,
     count: int,
     rate: float,
@@ -422,7 +450,11 @@ def simulate(
     from thinghub.simulator import DeviceSpec, SimStats, run_devices
 
     settings = _settings(ctx, **options)
+    local = _reachable(settings.host)
+    url = url or f"http://{local}:{settings.http_port}"
+    mqtt_address = mqtt_address or f"{local}:{settings.mqtt_port}"
     host, _, port = mqtt_address.rpartition(":")
+    host = host.strip("[]")
     ca_path = ca_file or str(settings.data_dir / "certs" / "ca.pem")
     context = ssl.create_default_context(cafile=ca_path)
     specs = []
@@ -544,6 +576,13 @@ def edge(edge_config: Path | None, **options: Any) -> None:
         asyncio.run(run_edge(settings))
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _reachable(host: str) -> str:
+    """Where a local client reaches a server bound to `host` (any address: loopback)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _ms(value: float | None) -> float | None:

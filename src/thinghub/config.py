@@ -105,8 +105,8 @@ def _log_level(value: Any) -> str:
     return level
 
 
-# Device listener and ingest limits (docs/limits.md, "MQTT device limits"): each default is
-# written once, here, and used by both the table and the Settings object.
+# Device listener and ingest limits (docs/limits.md, "MQTT device limits"): named here for the
+# table below (and for tests that reason about them).
 MQTT_MAX_CONNECTIONS = 15_000  # the benchmark's 10,000 idle devices, ~40 KiB of TLS each
 MQTT_MAX_HANDSHAKES = 1024
 MQTT_HANDSHAKE_TIMEOUT_S = 10.0
@@ -366,51 +366,58 @@ SETTINGS: tuple[Setting, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The loaded settings. Built only by load_settings; passed down explicitly."""
+    """The loaded settings, passed down explicitly. Built by load_settings (or, in tests,
+    Settings.defaults()); the defaults are the SETTINGS table's, written nowhere else."""
 
-    data_dir: Path = Path("thinghub-data")
-    host: str = "127.0.0.1"
-    http_port: int = 8080
-    mqtt_port: int = 8883
-    database: str | None = None
-    hub_hostname: str = "localhost"
-    hostnames: tuple[str, ...] = ()
-    admin_token: str | None = None
-    ready_file: Path | None = None
-    log_level: str = "info"
-    face_listen: tuple[str, ...] = ()
-    jwt_ttl_s: int = 3600
-    commit_interval_ms: float = 2.0
-    batch_max_rows: int = 2000
-    max_payload_bytes: int = 262_144
-    max_request_bytes: int = 4_194_304
-    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
-    method_timeout_max_s: float = 300.0
-    command_ttl_s: float = 86_400.0
-    page_max: int = 1000
-    query_readers: int = 2
-    query_timeout_s: float = 30.0
-    retention_telemetry_days: float = 0.0
-    retention_events_days: float = 0.0
-    retention_interval_s: float = 3600.0
-    retention_batch_rows: int = 5000
-    public_url: str | None = None
-    http_max_header_bytes: int = 65_536
-    http_max_headers: int = 100
-    http_header_timeout_s: float = 10.0
-    http_body_timeout_s: float = 60.0
-    http_keepalive_timeout_s: float = 5.0
-    http_max_connections: int = 512
-    mqtt_max_connections: int = MQTT_MAX_CONNECTIONS
-    mqtt_max_handshakes: int = MQTT_MAX_HANDSHAKES
-    mqtt_handshake_timeout_s: float = MQTT_HANDSHAKE_TIMEOUT_S
-    mqtt_connect_timeout_s: float = MQTT_CONNECT_TIMEOUT_S
-    mqtt_device_max_inflight: int = MQTT_DEVICE_MAX_INFLIGHT
-    mqtt_device_messages_per_s: float = MQTT_DEVICE_MESSAGES_PER_S
-    mqtt_device_bytes_per_s: float = MQTT_DEVICE_BYTES_PER_S
-    mqtt_device_connects_per_min: float = MQTT_DEVICE_CONNECTS_PER_MIN
-    mqtt_device_connect_burst: int = MQTT_DEVICE_CONNECT_BURST
-    ingest_queue_max_bytes: int = INGEST_QUEUE_MAX_BYTES
+    data_dir: Path
+    host: str
+    http_port: int
+    mqtt_port: int
+    database: str | None
+    hub_hostname: str
+    hostnames: tuple[str, ...]
+    admin_token: str | None
+    ready_file: Path | None
+    log_level: str
+    face_listen: tuple[str, ...]
+    jwt_ttl_s: int
+    commit_interval_ms: float
+    batch_max_rows: int
+    max_payload_bytes: int
+    max_request_bytes: int
+    max_json_depth: int
+    method_timeout_max_s: float
+    command_ttl_s: float
+    page_max: int
+    query_readers: int
+    query_timeout_s: float
+    retention_telemetry_days: float
+    retention_events_days: float
+    retention_interval_s: float
+    retention_batch_rows: int
+    public_url: str | None
+    http_max_header_bytes: int
+    http_max_headers: int
+    http_header_timeout_s: float
+    http_body_timeout_s: float
+    http_keepalive_timeout_s: float
+    http_max_connections: int
+    mqtt_max_connections: int
+    mqtt_max_handshakes: int
+    mqtt_handshake_timeout_s: float
+    mqtt_connect_timeout_s: float
+    mqtt_device_max_inflight: int
+    mqtt_device_messages_per_s: float
+    mqtt_device_bytes_per_s: float
+    mqtt_device_connects_per_min: float
+    mqtt_device_connect_burst: int
+    ingest_queue_max_bytes: int
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The table's defaults, untouched by files, environment or flags (for tests; derive
+        other values with dataclasses.replace)."""
+        return cls(**{s.name: s.default for s in SETTINGS})
 
     @property
     def database_url(self) -> str:

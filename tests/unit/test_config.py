@@ -46,11 +46,20 @@ def test_defaults_need_no_config() -> None:
 
 
 def test_the_table_and_the_settings_object_agree() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
     assert list(fields) == [s.name for s in SETTINGS]
     for setting in SETTINGS:
-        assert fields[setting.name] == setting.default, setting.name
+        # Defaults are written once, in the table: the Settings object has none of its own.
+        assert fields[setting.name].default is dataclasses.MISSING, setting.name
+        assert fields[setting.name].default_factory is dataclasses.MISSING, setting.name
         assert setting.help.strip(), f"{setting.name} has no help text"
+
+
+def test_settings_defaults_are_the_tables() -> None:
+    defaults = Settings.defaults()
+    for setting in SETTINGS:
+        assert getattr(defaults, setting.name) == setting.default, setting.name
+    assert defaults == load_settings(environ={})
 
 
 def test_settings_are_frozen() -> None:
@@ -282,6 +291,35 @@ def test_every_serve_flag_is_a_setting() -> None:
     names = {s.name for s in SETTINGS}
     assert set(cli_flags()) <= names
     assert cli_flags()["hostnames"] == ["--hostname"]
+
+
+def serve_options() -> list[click.Option]:
+    return [p for p in serve.params if isinstance(p, click.Option) and p.name is not None]
+
+
+@pytest.mark.parametrize("option", serve_options(), ids=lambda o: o.name)
+def test_serve_help_and_defaults_come_from_the_table(option: click.Option) -> None:
+    setting = next(s for s in SETTINGS if s.name == option.name)
+    assert option.help is not None and option.help.startswith(setting.help), option.help
+    default = setting.default
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    if default not in (None, ""):
+        assert option.help.endswith(f"[default: {default}]"), option.help
+    else:
+        assert "[default:" not in option.help
+    # No click default of its own: an absent flag leaves the file's and environment's values.
+    with serve.make_context("serve", [], resilient_parsing=True) as ctx:
+        assert ctx.params[option.name] in (None, ()), ctx.params[option.name]
+
+
+def test_a_changed_default_shows_in_the_help() -> None:
+    from thinghub import cli
+
+    setting = next(s for s in SETTINGS if s.name == "http_port")
+    moved = dataclasses.replace(setting, default=9090)
+    assert cli.setting_help(moved).endswith("[default: 9090]")
+    assert cli.setting_help(moved).startswith(setting.help)
 
 
 def test_docs_name_no_setting_that_does_not_exist(config_docs: str) -> None:

@@ -58,20 +58,36 @@ RULES: tuple[Rule, ...] = (
     Rule("ports-over-domain", ("thinghub.ports",), "only",
          (STDLIB, "thinghub.domain", "thinghub.ports"),
          "ports/ names interfaces in domain terms only (DESIGN §3)"),
+    Rule("http-errors-over-domain", ("thinghub.http_errors",), "only",
+         (STDLIB, "thinghub.domain"),
+         "the HTTP status of a domain error is shared by faces and devices: it knows the domain "
+         "only"),
     Rule("services-inward", ("thinghub.services",), "only",
-         (STDLIB, THIRD_PARTY, "thinghub.domain", "thinghub.ports", "thinghub.security",
-          "thinghub.services"),
+         (STDLIB, THIRD_PARTY, "thinghub.domain", "thinghub.ports",
+          "thinghub.security", "thinghub.services"),
          "services are use cases over ports: no faces, devices, storage, bus, config, app, cli"),
+    Rule("services-not-adapters", ("thinghub.services",), "never",
+         ("thinghub.bus", "thinghub.devices", "thinghub.faces", "thinghub.storage"),
+         "services reach the bus, devices and storage through ports, never their adapters"),
+    Rule("bus-inward", ("thinghub.bus",), "only",
+         (STDLIB, THIRD_PARTY, "thinghub.domain", "thinghub.ports",
+          "thinghub.services", "thinghub.bus"),
+         "bus/ implements ports (bus, presence, locks, counter): it knows services, ports and "
+         "the domain, never faces, devices or storage"),
     Rule("services-no-frameworks", ("thinghub.services",), "never",
          ("fastapi", "starlette", "pydantic", "uvicorn", "sqlalchemy", "alembic", "asyncpg",
           "click"),
          "services never take or return web or database framework types (STYLE §3)"),
-    Rule("faces-apart", ("thinghub.faces",), "apart", ("_http",),
-         "faces share services, never each other; faces._http is the shared plumbing"),
+    Rule("faces-apart", ("thinghub.faces",), "apart", ("_http", "face"),
+         "faces share services, never each other; faces._http (plumbing) and faces.face "
+         "(registration) are shared, and only the package itself lists every face (FACES)"),
     Rule("faces-not-storage", ("thinghub.faces",), "never", ("thinghub.storage",),
          "faces call services, never storage (DESIGN §3)"),
     Rule("devices-not-storage", ("thinghub.devices",), "never", ("thinghub.storage",),
          "device adapters call services, never storage (DESIGN §3)"),
+    Rule("devices-not-faces", ("thinghub.devices",), "never", ("thinghub.faces",),
+         "device adapters and API faces are both adapters over the services: neither imports "
+         "the other"),
     Rule("storage-outward-only", ("thinghub.storage",), "never",
          ("thinghub.faces", "thinghub.devices", "thinghub.services", "thinghub.bus",
           "thinghub.app", "thinghub.cli"),
@@ -181,6 +197,8 @@ def violations(rule: Rule, imports: list[Import]) -> list[str]:
             if any(_matches(imp.target, t) for t in rule.targets):
                 bad.append(imp)
         elif rule.kind == "apart":
+            if imp.importer in rule.importers:  # the package itself registers its members
+                continue
             mine, theirs = _face_of(imp.importer), _face_of(imp.target)
             if theirs is not None and theirs != mine and theirs not in rule.targets:
                 bad.append(imp)
@@ -214,7 +232,7 @@ def test_the_walk_sees_the_whole_package(graph: list[Import]) -> None:
     # A module-level import, a lazy one inside a function, and a `from pkg import module`.
     assert ("thinghub.services.twins", "thinghub.domain.twin") in edges
     assert ("thinghub.cli", "thinghub.app") in edges
-    assert ("thinghub.app", "thinghub.faces.st") in edges
+    assert ("thinghub.faces", "thinghub.faces.st") in edges
 
 
 # -- the checker itself: each kind of rule catches what it should -----------------------------
@@ -322,3 +340,34 @@ def test_the_memory_backend_may_share_rows_but_not_a_database() -> None:
     assert _check(
         "memory-store-has-no-database", module, "from thinghub.storage.sqlite import X"
     ) == [f"{module}:1 imports thinghub.storage.sqlite"]
+
+
+def test_faces_apart_lets_the_package_list_its_faces() -> None:
+    assert not _check("faces-apart", "thinghub.faces", "from thinghub.faces.st import FACE")
+    assert not _check("faces-apart", "thinghub.faces.st", "from thinghub.faces.face import Face")
+    assert _check("faces-apart", "thinghub.faces.face", "from thinghub.faces import st") == [
+        "thinghub.faces.face:1 imports thinghub.faces.st"
+    ]
+
+
+def test_services_never_reach_adapters() -> None:
+    for source in (
+        "from thinghub.bus.memory import MemoryBus",
+        "from thinghub.devices.links import LocalLinks",
+        "from thinghub.faces import FACES",
+    ):
+        assert _check("services-not-adapters", "thinghub.services.x", source)
+    assert not _check(
+        "services-not-adapters", "thinghub.services.x", "from thinghub.ports import Bus"
+    )
+    assert not _check(
+        "services-inward", "thinghub.services.x", "from thinghub.ports.cluster import Presence"
+    )
+
+
+def test_bus_and_devices_rules() -> None:
+    assert not _check("bus-inward", "thinghub.bus.memory", "from thinghub.ports import Clock")
+    assert _check("bus-inward", "thinghub.bus.memory", "from thinghub.devices import hub")
+    assert _check("bus-inward", "thinghub.bus.memory", "from thinghub.faces import st")
+    assert _check("devices-not-faces", "thinghub.devices.hub", "from thinghub.faces import _http")
+    assert not _check("devices-not-faces", "thinghub.devices.hub", "from thinghub.ports import Bus")

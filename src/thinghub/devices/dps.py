@@ -19,8 +19,8 @@ from thinghub.domain.errors import Error, Invalid, Unauthorized
 from thinghub.domain.json_depth import check_depth
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect
+from thinghub.ports import Clock
 from thinghub.security.ca import device_identity_of
-from thinghub.services.core import Core
 from thinghub.services.provisioning import Enrollment, ProvisioningService, new_operation_id
 
 __all__ = ["Dps"]
@@ -40,10 +40,18 @@ class _DpsState:
 
 
 class Dps:
-    def __init__(self, core: Core, provisioning: ProvisioningService, hub_hostname: str) -> None:
-        self.core = core
+    def __init__(
+        self,
+        provisioning: ProvisioningService,
+        hub_hostname: str,
+        *,
+        clock: Clock,
+        max_json_depth: int,
+    ) -> None:
         self.provisioning = provisioning
         self.hub_hostname = hub_hostname
+        self.clock = clock  # the times written into DPS answers
+        self.max_json_depth = max_json_depth
 
     async def on_connect(self, conn: Connection, connect: Connect) -> int:
         identity = parse_dps_username(connect.username or "")
@@ -104,7 +112,7 @@ class Dps:
 
     async def _register(self, conn: Connection, state: _DpsState, payload: bytes, rid: str) -> None:
         try:  # the depth first: json.loads recurses into what it parses
-            check_depth(payload, self.core.options.max_json_depth, "the request body")
+            check_depth(payload, self.max_json_depth, "the request body")
         except Invalid as exc:
             self._error(conn, 400, 400004, rid, exc.message)
             return
@@ -124,7 +132,7 @@ class Dps:
         except Error as exc:
             self._error(conn, 400, 400004, rid, exc.message)
             return
-        now = format_ts(self.core.clock.now())
+        now = format_ts(self.clock.now())
         op_id = new_operation_id()
         state.operations[op_id] = {
             "operationId": op_id,
@@ -151,7 +159,7 @@ class Dps:
             "errorCode": code,
             "trackingId": new_operation_id().rsplit(".", 1)[-1],
             "message": message,
-            "timestampUtc": format_ts(self.core.clock.now()),
+            "timestampUtc": format_ts(self.clock.now()),
         }
         self._respond(conn, status, rid, body)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from thinghub.domain import errors
-from thinghub.faces._http import OrjsonResponse, status_of
-from thinghub.services.core import Core
+from thinghub.http_errors import status_of
+from thinghub.services.core import Services
 from thinghub.services.ingest import message_size
 
 __all__ = ["routes"]
@@ -36,7 +36,7 @@ HUB_CODES = {
 def _error(error: errors.Error) -> Response:
     status = status_of(error)
     code = HUB_CODES.get(status, "ServerError")
-    return OrjsonResponse(
+    return JSONResponse(
         {"Message": f"ErrorCode:{code};{error.message}", "ExceptionMessage": ""}, status_code=status
     )
 
@@ -65,8 +65,9 @@ async def _read_body(request: Request, budget: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def routes(core: Core) -> list[Route]:
-    auth = core.device_auth
+def routes(services: Services) -> list[Route]:
+    auth = services.device_auth
+    ingest = services.ingest
 
     async def send_event(request: Request) -> Response:
         device_id = request.path_params["device_id"]
@@ -86,13 +87,13 @@ def routes(core: Core) -> list[Route]:
             )
             # The properties count toward the message size (ingest.message_size): the body
             # may use what they leave, and reading stops as soon as it is over.
-            budget = core.ingest.max_payload_bytes - message_size(
+            budget = ingest.max_payload_bytes - message_size(
                 b"",
                 props,
                 (*(request.headers.get(h) for h in SYSTEM_HEADERS), content_type),
             )
-            raw = await _read_body(request, budget, core.ingest.max_payload_bytes)
-            message = core.ingest.build(
+            raw = await _read_body(request, budget, ingest.max_payload_bytes)
+            message = ingest.build(
                 device,
                 raw,
                 properties=props,
@@ -103,7 +104,7 @@ def routes(core: Core) -> list[Route]:
                 component=props.pop("$.sub", None),
                 source="http",
             )
-            await core.ingest.ingest(device, message)
+            await ingest.ingest(device, message)
         except errors.Unauthorized as exc:
             # One answer for an unknown id, a disabled device and a bad or expired token, so
             # nobody can learn which device ids exist (the detail goes to the log only).

@@ -38,6 +38,7 @@ from thinghub.devices.hub_topics import (
     parse_telemetry_topic,
     request_id,
 )
+from thinghub.devices.links import LocalLinks
 from thinghub.devices.mqtt_server import REFUSAL_LOG_INTERVAL_S, Connection, DropConnection
 from thinghub.devices.throttle import ConnectLimiter
 from thinghub.domain.errors import (
@@ -54,9 +55,9 @@ from thinghub.domain.model import Device
 from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect, Will
-from thinghub.ports import C2DMessage, MethodResult
+from thinghub.ports import C2DMessage, DeviceFeed, MethodResult
 from thinghub.security.ca import device_identity_of
-from thinghub.services.core import Core
+from thinghub.services.core import Services
 
 __all__ = ["Hub", "HubLink"]
 
@@ -165,6 +166,13 @@ class HubLink:
         self._publish(_c2d_topic(self.device) + encode_bag(props), message.body)
         return True
 
+    def has_subscribed(self, feed: DeviceFeed) -> bool:
+        if feed == "methods":
+            return self.session.has(METHODS)
+        if feed == "desired":
+            return self.session.has(TWIN_DESIRED)
+        return self.session.has(f"{_c2d_topic(self.device)}#")
+
     async def close(self) -> None:
         self.conn.close()
 
@@ -180,16 +188,25 @@ class HubLink:
 class Hub:
     """The hub dialect for every device connection (one instance per server)."""
 
-    def __init__(self, core: Core, *, connects: ConnectLimiter | None = None) -> None:
-        self.core = core
-        self.auth = core.device_auth
+    def __init__(
+        self,
+        services: Services,
+        links: LocalLinks,
+        *,
+        max_json_depth: int,
+        connects: ConnectLimiter | None = None,
+    ) -> None:
+        self.services = services
+        self.links = links  # this node's connected devices (attach, detach, get)
+        self.max_json_depth = max_json_depth
+        self.auth = services.device_auth
         self.connects = connects  # accepted connects per client id; None: unlimited
         self._refused = 0  # connects refused since the last log line
         self._refused_logged_at = -REFUSAL_LOG_INTERVAL_S
         self._rids = itertools.count(1)
         self._pending: dict[str, dict[str, _PendingMethod]] = {}
         self._inflight: dict[str, tuple[tuple[Publish, ...], tuple[Publish, ...]]] = {}
-        core.registry.on_delete.append(self._forget)
+        services.registry.on_delete.append(self._forget)
 
     def _forget(self, device_id: str) -> None:
         """A deleted device (and its modules) leaves nothing here for a later holder of the id:
@@ -238,13 +255,10 @@ class Hub:
         ):
             self._log_connect_refused(connect.client_id)
             return CONNACK_SERVER_UNAVAILABLE
-        saved = (
-            None
-            if connect.clean_session
-            else await self.core.stores.sessions.load(connect.client_id)
-        )
+        sessions = self.services.sessions
+        saved = None if connect.clean_session else await sessions.load(connect.client_id)
         if connect.clean_session:
-            await self.core.stores.sessions.delete(connect.client_id)
+            await sessions.delete(connect.client_id)
             self._inflight.pop(connect.client_id, None)
         session = _Session()
         if saved is not None:
@@ -252,7 +266,7 @@ class Hub:
             session.desired_version = saved.get("desired_version")
             session.inflight = self._inflight.pop(connect.client_id, ((), ()))
         if identity.model_id and identity.model_id != device.model_id:
-            device = await self.core.registry.save(device, model_id=identity.model_id)
+            device = await self.services.registry.save(device, model_id=identity.model_id)
         conn.state = HubLink(
             self,
             conn,
@@ -304,13 +318,13 @@ class Hub:
                 conn.session.publish(publish.topic, publish.payload, publish.qos)
         link.session.inflight = ((), ())
         conn.flush()
-        previous = self.core.links.attach(link)
+        previous = await self.links.attach(link)
         if previous is not None and previous is not link:
             logger.info("mqtt %s: new connection replaces the old one", conn.client_id)
             await previous.close()
             if isinstance(previous, HubLink):
                 self._take_over(previous, link)
-        link.device = await self.core.registry.set_connected(link.device, True)
+        link.device = await self.services.registry.set_connected(link.device, True)
         logger.info("device %s connected from %s", link.device_id, conn.peer)
         await self._catch_up(link)
 
@@ -318,7 +332,7 @@ class Hub:
         """Send what the device missed: desired changes, methods, commands, C2D."""
         session = link.session
         if session.has(TWIN_DESIRED):
-            twin = await self.core.twins.get(link.device)
+            twin = await self.services.twins.get(link.device)
             if (
                 session.desired_version is not None
                 and twin.desired.version != session.desired_version
@@ -327,7 +341,7 @@ class Hub:
         if session.has(METHODS):
             await self._methods_ready(link)
         if session.has(f"{_c2d_topic(link.device)}#"):
-            await self.core.c2d.deliver_pending(link.device_id)
+            await self.services.c2d.deliver_pending(link.device_id)
 
     async def _methods_ready(self, link: HubLink) -> None:
         """Send the awaited method requests this connection has not had yet (a device may
@@ -337,7 +351,7 @@ class Hub:
                 continue
             link._publish(f"{METHOD_REQUESTS}{pending.name}/?$rid={rid}", pending.payload)
             pending.sent_on = link.conn
-        await self.core.commands.device_connected(link.device_id)
+        await self.services.commands.device_connected(link.device_id)
 
     async def on_close(self, conn: Connection) -> None:
         link = conn.state
@@ -348,8 +362,8 @@ class Hub:
         if link.persistent:  # a clean session was never stored and ends here (§3.1.2.4)
             self._keep_unacknowledged(conn, link)
         link.handed_over = True
-        if self.core.links.detach(link):
-            await self.core.registry.set_connected(link.device, False)
+        if await self.links.detach(link):
+            await self.services.registry.set_connected(link.device, False)
             logger.info("device %s disconnected", link.device_id)
         if link.will is not None and not conn.will_discarded:
             try:
@@ -387,7 +401,7 @@ class Hub:
             return
         system = telemetry.system
         try:
-            message = self.core.ingest.build(
+            message = self.services.ingest.build(
                 link.device,
                 will.payload,
                 properties={**telemetry.properties, "iothub-MessageType": "Will"},
@@ -397,7 +411,7 @@ class Hub:
                 content_encoding=system.get("content_encoding"),
                 component=system.get("component"),
             )
-            await self.core.ingest.ingest(link.device, message)
+            await self.services.ingest.ingest(link.device, message)
         except Error as exc:
             logger.warning("device %s: will not stored: %s", link.device_id, exc.message)
         else:
@@ -407,7 +421,7 @@ class Hub:
         """Store a persistent session; a clean one lives only as long as its connection, and
         a connection that is over or taken over no longer speaks for the client id."""
         if link.persistent and not link.handed_over:
-            await self.core.stores.sessions.save(link.conn.client_id, link.session.state())
+            await self.services.sessions.save(link.conn.client_id, link.session.state())
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -432,11 +446,11 @@ class Hub:
             if key == METHODS:
                 await self._methods_ready(link)
             elif key == TWIN_DESIRED and link.session.desired_version is None:
-                twin = await self.core.twins.get(link.device)
+                twin = await self.services.twins.get(link.device)
                 link.session.desired_version = twin.desired.version
                 await self.save_session(link)
             elif key.endswith("/messages/devicebound/#"):
-                await self.core.c2d.deliver_pending(link.device_id)
+                await self.services.c2d.deliver_pending(link.device_id)
         return codes
 
     async def on_unsubscribe(self, conn: Connection, filters: tuple[str, ...]) -> None:
@@ -473,7 +487,7 @@ class Hub:
         if publish.retain:  # not retained: marked, as IoT Hub does
             properties = {**properties, "mqtt-retain": "true"}
         try:
-            message = self.core.ingest.build(
+            message = self.services.ingest.build(
                 link.device,
                 publish.payload,
                 properties=properties,
@@ -487,13 +501,13 @@ class Hub:
             raise DropConnection(f"telemetry refused: {exc.message}") from exc
         # Resolves after the batch holding it commits; a message a policy rejects is
         # recorded as an event and still acknowledged (resending it would not help).
-        return self.core.ingest.submit(link.device, message)
+        return self.services.ingest.submit(link.device, message)
 
     async def _iothub_request(self, link: HubLink, publish: Publish) -> None:
         topic = publish.topic
         rid = request_id(topic)
         if topic.startswith("$iothub/twin/GET/"):
-            twin = await self.core.twins.get(link.device)
+            twin = await self.services.twins.get(link.device)
             body = {
                 "desired": twin.desired.with_version(),
                 "reported": twin.reported.with_version(),
@@ -511,13 +525,13 @@ class Hub:
             logger.info("device %s: reported patch of %d bytes", link.device_id, len(payload))
             link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
             return
-        if exceeds_depth(payload, self.core.options.max_json_depth):  # before json.loads
+        if exceeds_depth(payload, self.max_json_depth):  # before json.loads
             logger.info("device %s: reported patch nests too deep", link.device_id)
             link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
             return
         try:
             patch = json.loads(payload)
-            twin = await self.core.twins.patch_reported(link.device, patch)
+            twin = await self.services.twins.patch_reported(link.device, patch)
         except (ValueError, Invalid, TooLarge) as exc:  # TooLarge: the section is full
             logger.info("device %s: bad reported patch: %s", link.device_id, exc)
             link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
@@ -529,7 +543,7 @@ class Hub:
     async def call_method(
         self, device: Device, name: str, payload: Any, timeout_s: float
     ) -> MethodResult:
-        link = self.core.links.get(device.id)
+        link = self.links.get(device.id)
         if not isinstance(link, HubLink):
             raise DeviceOffline(f"device {device.id!r} is not connected", field="deviceId")
         if not link.session.has(METHODS):
@@ -566,7 +580,7 @@ class Hub:
         if pending is None or pending.future.done():
             logger.info("device %s answered unknown or late method request %s", link.device_id, rid)
             return
-        depth = self.core.options.max_json_depth
+        depth = self.max_json_depth
         pending.future.set_result(MethodResult(status, _decode_payload(payload, depth)))
 
 

@@ -1,1 +1,13 @@
-"""API faces: one package per cloud API, each a thin adapter over the core services."""
+"""API faces: one package per cloud API, each a thin adapter over the services.
+
+`FACES` lists every face the server serves (see thinghub.faces.face for what a face is and
+docs/architecture.md, "Faces: how one is registered", for adding one).
+"""
+
+from thinghub.faces.central import FACE as CENTRAL
+from thinghub.faces.face import Face
+from thinghub.faces.st import FACE as ST
+
+__all__ = ["FACES"]
+
+FACES: tuple[Face, ...] = (ST, CENTRAL)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -26,7 +26,12 @@ from starlette.routing import Match
 from thinghub.domain import errors
 from thinghub.domain.json_depth import check_depth
 from thinghub.domain.model import Principal
-from thinghub.services.core import Core
+from thinghub.http_errors import STATUS_OF, status_of
+from thinghub.services.core import Services
+
+if TYPE_CHECKING:  # faces.face imports this module
+    from thinghub.config import Settings
+    from thinghub.faces.face import FaceContext
 
 __all__ = [
     "ERROR_SCHEMA",
@@ -39,7 +44,6 @@ __all__ = [
     "OpenApiPatch",
     "OrjsonResponse",
     "authenticate_before_body",
-    "core_of",
     "document_bearer",
     "document_errors",
     "document_page_size",
@@ -47,21 +51,12 @@ __all__ = [
     "face_app",
     "install_errors",
     "principal_of",
+    "services_of",
+    "settings_of",
+    "status_of",
 ]
 
 logger = logging.getLogger(__name__)
-
-STATUS_OF: dict[type[errors.Error], int] = {
-    errors.Invalid: 400,
-    errors.Unauthorized: 401,
-    errors.Forbidden: 403,
-    errors.NotFound: 404,
-    errors.DeviceOffline: 404,
-    errors.Conflict: 409,
-    errors.TooLarge: 413,
-    errors.RateLimited: 429,
-    errors.TimedOut: 504,
-}
 
 ErrorRenderer = Callable[[errors.Error, int], Response]
 
@@ -83,13 +78,6 @@ def error_body(error: errors.Error) -> dict[str, Any]:
 def _default_render(error: errors.Error, status: int) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return OrjsonResponse(error_body(error), status_code=status, headers=headers)
-
-
-def status_of(error: errors.Error) -> int:
-    for kind in type(error).__mro__:
-        if kind in STATUS_OF:
-            return STATUS_OF[kind]
-    return 400
 
 
 def _validation_error(exc: RequestValidationError) -> errors.Invalid:
@@ -420,7 +408,7 @@ def _install_openapi(app: FastAPI, error_schema: dict[str, Any]) -> None:
 
 
 def face_app(
-    core: Core,
+    context: FaceContext,
     *,
     title: str,
     version: str,
@@ -428,7 +416,8 @@ def face_app(
     error_schema: dict[str, Any] = ERROR_SCHEMA,
     form_paths: tuple[str, ...] = (),
 ) -> FastAPI:
-    """A REST face's FastAPI app: docs at /docs, one error body, JSON bodies, the core.
+    """A REST face's FastAPI app: docs at /docs, one error body, JSON bodies, the services
+    and settings of `context` (services_of, settings_of).
 
     `error_schema` is the JSON Schema of what `render` writes, for the OpenAPI document.
     """
@@ -440,39 +429,47 @@ def face_app(
         redoc_url=None,
         default_response_class=OrjsonResponse,
     )
-    app.state.core = core
+    app.state.services = context.services
+    app.state.settings = context.settings
     _install_openapi(app, error_schema)
     install_errors(app) if render is None else install_errors(app, render)
     # Added first, so it runs innermost: it sees the content type JsonBodies sets.
-    app.add_middleware(JsonDepth, limit=core.options.max_json_depth)
+    app.add_middleware(JsonDepth, limit=context.settings.max_json_depth)
     app.add_middleware(JsonBodies, form_paths=form_paths)
-    app.add_middleware(BodyLimit, limit=core.options.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=context.settings.max_request_bytes)
     return app
 
 
-def core_of(request: Request) -> Core:
-    core: Core = request.app.state.core
-    return core
+def services_of(request: Request) -> Services:
+    """The services of the face app serving `request` (face_app)."""
+    services: Services = request.app.state.services
+    return services
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings of the face app serving `request` (face_app)."""
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def principal_of(
-    authenticate: Callable[[Core, str | None], Awaitable[Principal]] | None = None,
+    authenticate: Callable[[Services, str | None], Awaitable[Principal]] | None = None,
 ) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal from `Authorization: Bearer ...`."""
 
     async def dependency(request: Request) -> Principal:
-        core = core_of(request)
+        services = services_of(request)
         header = request.headers.get("authorization")
         if authenticate is not None:
-            return await authenticate(core, header)
-        return await core.auth.authenticate_header(header)
+            return await authenticate(services, header)
+        return await services.auth.authenticate_header(header)
 
     return dependency
 
 
 def authenticate_before_body(
     app: FastAPI,
-    authenticate: Callable[[Core, str | None], Awaitable[Principal]] | None = None,
+    authenticate: Callable[[Services, str | None], Awaitable[Principal]] | None = None,
 ) -> None:
     """A caller without a valid credential gets 401, whatever its body.
 

@@ -1,14 +1,26 @@
 """Ports: the interfaces services use; storage, bus and device adapters implement them.
 
-The storage areas are in `thinghub.ports.store`; every name is importable from here.
+typing.Protocol interfaces only, one module per concern; every name is importable from here:
+
+- `store`: the storage areas (AccountStore, DeviceStore, ...) bundled as `Stores`.
+- `bus`: `Bus`, live fan-out of typed events.
+- `cluster`: what several nodes share about connected devices (Presence, DeviceChannel,
+  Locks, Counter).
+- `clock`: `Clock`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
-
+from thinghub.ports.bus import Bus
+from thinghub.ports.clock import Clock
+from thinghub.ports.cluster import (
+    Counter,
+    DeviceChannel,
+    DeviceFeed,
+    Locks,
+    MethodResult,
+    Presence,
+)
 from thinghub.ports.store import (
     AccountStore,
     C2DMessage,
@@ -35,49 +47,22 @@ __all__ = [
     "C2DStore",
     "Clock",
     "CommandStore",
+    "Counter",
     "CredentialStore",
-    "DeviceLinks",
+    "DeviceChannel",
+    "DeviceFeed",
     "DeviceStore",
     "DocumentStore",
     "EventQuery",
     "EventStore",
     "Lifecycle",
+    "Locks",
     "MethodResult",
     "Page",
+    "Presence",
     "SessionStore",
     "Stores",
     "TelemetryQuery",
     "TelemetryStore",
     "TwinStore",
 ]
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class MethodResult:
-    status: int
-    payload: Any
-
-
-class DeviceLinks(Protocol):
-    """Live connections to devices, owned by the device adapters (MQTT)."""
-
-    def is_connected(self, device_id: str) -> bool: ...
-    async def call_method(
-        self, device_id: str, name: str, payload: Any, timeout_s: float
-    ) -> MethodResult: ...
-    async def push_desired(self, device_id: str, patch: dict[str, Any], version: int) -> None: ...
-    async def push_c2d(self, message: C2DMessage) -> bool: ...
-
-
-Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
-
-
-class Bus(Protocol):
-    """Live fan-out of core events (telemetry, twin changes, connection state) to subscribers."""
-
-    async def publish(self, subject: str, message: dict[str, Any]) -> None: ...
-    def subscribe(self, pattern: str) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...

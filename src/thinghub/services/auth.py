@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import secrets as pysecrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from thinghub.ports import Clock, Stores
 from thinghub.security.jwt import JwtError, JwtIssuer
 from thinghub.security.passwords import hash_password, verify_password
 from thinghub.security.secrets import hash_secret
+from thinghub.services.ttl_cache import TtlCache
 
 __all__ = ["Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
 
@@ -30,6 +32,8 @@ Action = Literal["read", "write", "admin"]
 DEFAULT_ACCOUNT = "default"
 TOKEN_PREFIX = "thk_"
 TOKEN_CACHE_S = 5.0
+TOKEN_CACHE_MAX = 10_000
+ACCOUNT_CACHE_MAX = 100_000
 SYSTEM_ACCOUNT = ""
 
 
@@ -61,9 +65,19 @@ class AuthService:
         self.clock = clock
         self.jwt_ttl_s = jwt_ttl_s
         self._jwt: JwtIssuer | None = None
-        self._cache: dict[str, tuple[ApiToken, float]] = {}
-        # (token id, account id, fingerprint) -> when that token was last seen to exist
-        self._alive: dict[tuple[str, str, str], float] = {}
+        # API tokens by the hash of their secret; only tokens that exist are cached.
+        self._tokens: TtlCache[str, ApiToken] = TtlCache(
+            clock, ttl_s=TOKEN_CACHE_S, max_entries=TOKEN_CACHE_MAX
+        )
+        # "<account id>/<token id>/<fingerprint>" of API tokens recently seen to exist
+        self._alive: TtlCache[str, bool] = TtlCache(
+            clock, ttl_s=TOKEN_CACHE_S, max_entries=TOKEN_CACHE_MAX
+        )
+        # Accounts by id: their id, name and id scope never change (retention is read from
+        # the store by RetentionService).
+        self._accounts: TtlCache[str, Account] = TtlCache(
+            clock, ttl_s=math.inf, max_entries=ACCOUNT_CACHE_MAX
+        )
 
     async def start(self) -> None:
         secret = await self.stores.documents.get(SYSTEM_ACCOUNT, "system", "jwt_secret")
@@ -82,6 +96,20 @@ class AuthService:
 
     # -- accounts ------------------------------------------------------------------------
 
+    async def account(self, account_id: str) -> Account:
+        """An account by id (cached), else NotFound."""
+        account = self._accounts.get(account_id)
+        if account is None:
+            account = await self.stores.accounts.get(account_id)
+            if account is None:
+                raise NotFound(f"account {account_id!r} not found", field="account")
+            self._accounts.put(account_id, account)
+        return account
+
+    async def find_account(self, name: str) -> Account | None:
+        """An account by name (for the command line), or None."""
+        return await self.stores.accounts.get_by_name(name)
+
     async def ensure_account(self, name: str = DEFAULT_ACCOUNT) -> Account:
         account = await self.stores.accounts.get_by_name(name)
         if account is None:
@@ -98,6 +126,22 @@ class AuthService:
         return account
 
     # -- API tokens ----------------------------------------------------------------------
+
+    def token_expiry(
+        self, requested: float | None, *, default_ttl_s: float, field: str = "expiry"
+    ) -> float:
+        """When a new API token expires: `requested`, which must be in the future, or
+        `default_ttl_s` from now.
+
+        Raises:
+            Invalid: naming `field`, when `requested` is not in the future.
+        """
+        now = self.clock.now()
+        if requested is None:
+            return now + default_ttl_s
+        if requested <= now:
+            raise Invalid(f"{field} must be in the future", field=field)
+        return requested
 
     async def create_token(
         self,
@@ -153,12 +197,8 @@ class AuthService:
         if token is None or token.account_id != account_id:
             raise NotFound(f"API token {token_id!r} not found", field="id")
         await self.stores.credentials.delete_token(account_id, token_id)
-        self._cache = {
-            k: v
-            for k, v in self._cache.items()
-            if (v[0].account_id, v[0].id) != (account_id, token_id)
-        }
-        self._alive = {k: v for k, v in self._alive.items() if k[:2] != (token_id, account_id)}
+        self._tokens.invalidate(token.secret_hash)
+        self._alive.invalidate_prefix(f"{account_id}/{token_id}/")
 
     async def bootstrap_admin_token(self, account: Account, value: str) -> None:
         """THINGHUB_ADMIN_TOKEN: make sure a token with this value exists (idempotent)."""
@@ -173,9 +213,8 @@ class AuthService:
         account, and both must match.
         """
         now = self.clock.now()
-        key = (token_id, account_id, str(fingerprint))
-        seen = self._alive.get(key)
-        if seen is not None and now - seen < TOKEN_CACHE_S:
+        key = f"{account_id}/{token_id}/{fingerprint}"
+        if self._alive.get(key):
             return True
         token = await self.stores.credentials.get_token(account_id, token_id)
         if (
@@ -185,22 +224,17 @@ class AuthService:
             or (token.expires_at is not None and token.expires_at <= now)
         ):
             return False
-        if len(self._alive) > 10_000:
-            self._alive.clear()
-        self._alive[key] = now
+        self._alive.put(key, True)
         return True
 
     async def _lookup_token(self, value: str) -> ApiToken | None:
         digest = token_hash(value)
-        now = self.clock.now()
-        cached = self._cache.get(digest)
-        if cached is not None and now - cached[1] < TOKEN_CACHE_S:
-            return cached[0]
+        token = self._tokens.get(digest)
+        if token is not None:
+            return token
         token = await self.stores.credentials.get_token_by_hash(digest)
         if token is not None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (token, now)
+            self._tokens.put(digest, token)
         return token
 
     # -- authentication ------------------------------------------------------------------

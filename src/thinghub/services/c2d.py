@@ -1,9 +1,12 @@
-"""Cloud-to-device messages: queued durably, delivered when the device is connected."""
+"""Cloud-to-device messages: queued durably, delivered when the device is connected.
+
+Deliveries to one device hold the named lock `c2d/<device>` (Locks), so a message sent while
+the device (re)connects goes out once; the push goes through the DeviceChannel, on whichever
+node holds the connection.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from typing import Any
 
 import orjson
@@ -11,7 +14,7 @@ import orjson
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
-from thinghub.ports import C2DMessage, Clock, DeviceLinks, Stores
+from thinghub.ports import C2DMessage, Clock, DeviceChannel, Locks, Stores
 from thinghub.services.auth import authorize
 
 __all__ = ["DEFAULT_C2D_TTL_S", "MAX_C2D_BYTES", "C2DService"]
@@ -22,12 +25,13 @@ MAX_C2D_BYTES = 65_536
 
 
 class C2DService:
-    def __init__(self, stores: Stores, clock: Clock, links: DeviceLinks) -> None:
+    def __init__(
+        self, stores: Stores, clock: Clock, *, channel: DeviceChannel, locks: Locks
+    ) -> None:
         self.stores = stores
         self.clock = clock
-        self.links = links
-        # Held only while delivering: weak values, so idle devices keep no lock.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.channel = channel
+        self.locks = locks
 
     async def send(
         self,
@@ -60,16 +64,13 @@ class C2DService:
         One delivery per device at a time, reading the queue afresh under its lock: a message
         sent while the device (re)connects is pushed by exactly one of the two deliveries.
         """
-        lock = self._locks.get(device_id)
-        if lock is None:
-            lock = self._locks[device_id] = asyncio.Lock()
-        async with lock:
+        async with self.locks.hold(f"c2d/{device_id}"):
             sent = 0
             now = self.clock.now()
             for message in await self.stores.c2d.pending(device_id):
                 if message.expires_at <= now:
                     await self.stores.c2d.delete(message.id)
-                elif await self.links.push_c2d(message):
+                elif await self.channel.push_c2d(message):
                     await self.stores.c2d.delete(message.id)
                     sent += 1
             return sent

@@ -1,12 +1,14 @@
 """Commands: awaited (direct method, answer or timeout) and queued (status lifecycle).
 
-Theory of operation: an awaited command goes straight to the device's live link and waits for
-its answer, bounded by the caller's timeout. A queued command is stored Pending at once; if the
-device is connected it is handed to the delivery loop, else it waits until the device
-connects (the adapter calls `device_connected`). Delivery is a direct method; its answer
-finishes the command: 2xx Completed, other status Failed, no answer TimedOut. A Pending command
-whose TTL passes becomes Expired, checked on read and on each connect. The delivery loop owns
-its tasks in a TaskGroup (`run`).
+Theory of operation: an awaited command goes to the device through the DeviceChannel (on
+whichever node holds its connection) and waits for its answer, bounded by the caller's
+timeout. A queued command is stored Pending at once; if Presence says the device is connected
+and it listens for methods, it is handed to this node's delivery loop, else it waits in the
+store until the device connects, on any node (that node's device adapter calls
+`device_connected`, which reads the store). Delivery is a direct method through the
+DeviceChannel; its answer finishes the command: 2xx Completed, other status Failed, no answer
+TimedOut. A Pending command whose TTL passes becomes Expired, checked on read and on each
+connect. The delivery loop owns its tasks in a TaskGroup (`run`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from thinghub.domain.commands import Command, CommandMode, CommandStatus, parse_
 from thinghub.domain.errors import DeviceOffline, Invalid, NotFound, TimedOut
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
-from thinghub.ports import Clock, DeviceLinks, MethodResult, Stores
+from thinghub.ports import Clock, DeviceChannel, MethodResult, Presence, Stores
 from thinghub.services.auth import authorize
 
 __all__ = ["DEFAULT_TIMEOUT_S", "CommandService"]
@@ -35,14 +37,16 @@ class CommandService:
         self,
         stores: Stores,
         clock: Clock,
-        links: DeviceLinks,
         *,
+        presence: Presence,
+        channel: DeviceChannel,
         max_timeout_s: float,
         ttl_s: float,
     ) -> None:
         self.stores = stores
         self.clock = clock
-        self.links = links
+        self.presence = presence
+        self.channel = channel
         self.max_timeout_s = max_timeout_s
         self.ttl_s = ttl_s
         self._deliveries: asyncio.Queue[Command] = asyncio.Queue()
@@ -77,9 +81,9 @@ class CommandService:
         authorize(principal, "write")
         parse_method_name(name)
         timeout = self._timeout(timeout_s)
-        if not self.links.is_connected(device.id):
+        if not await self.presence.is_connected(device.id):
             raise DeviceOffline(f"device {device.id!r} is not connected", field="deviceId")
-        return await self.links.call_method(device.id, name, payload, timeout)
+        return await self.channel.call_method(device.id, name, payload, timeout)
 
     # -- queued --------------------------------------------------------------------------
 
@@ -108,7 +112,9 @@ class CommandService:
             response_timeout_s=self._timeout(timeout_s),
         )
         await self.stores.commands.insert(command)
-        if self.links.is_connected(device.id):
+        if await self.presence.is_connected(device.id) and await self.channel.has_subscribed(
+            device.id, "methods"
+        ):
             self._deliveries.put_nowait(command)
         return command
 
@@ -155,7 +161,7 @@ class CommandService:
             if command.status is not CommandStatus.PENDING:
                 return
             try:
-                result = await self.links.call_method(
+                result = await self.channel.call_method(
                     command.device_id, command.name, command.payload, command.response_timeout_s
                 )
             except DeviceOffline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import unquote
 
 from thinghub.domain.errors import Unauthorized
@@ -10,6 +11,7 @@ from thinghub.domain.model import Device, DeviceKind
 from thinghub.ports import Clock
 from thinghub.security import sas
 from thinghub.services.registry import Registry
+from thinghub.services.ttl_cache import TtlCache
 
 __all__ = ["DeviceAuth", "hub_resource"]
 
@@ -30,9 +32,12 @@ class DeviceAuth:
     def __init__(self, registry: Registry, clock: Clock) -> None:
         self.registry = registry
         self.clock = clock
-        # Tokens already verified: (device, module, token, host) -> (signing key, expiry).
-        # HTTP ingest sends the same token on every request; an HMAC per request is waste.
-        self._verified: dict[tuple[str, str | None, str, str | None], tuple[str, float]] = {}
+        # Tokens already verified: (device, module, token, host) -> the key that signed it,
+        # until the token expires. HTTP ingest sends the same token on every request; an HMAC
+        # per request is waste.
+        self._verified: TtlCache[tuple[str, str | None, str, str | None], str] = TtlCache(
+            clock, ttl_s=math.inf, max_entries=VERIFIED_CACHE_MAX
+        )
 
     async def device(self, device_id: str, module_id: str | None = None) -> Device:
         """The enabled device or module an id names, else Unauthorized (never NotFound)."""
@@ -73,13 +78,12 @@ class DeviceAuth:
         device, refusal = await self._lookup(device_id, module_id)
         cache_key = (device_id, module_id, token, host)
         if device is not None and refusal is None:
-            verified = self._verified.get(cache_key)
-            if verified is not None:
-                key, expiry = verified
+            signer = self._verified.get(cache_key)  # None once the token expired
+            if signer is not None:
                 # Still valid only while the key that signed it is one of the device's keys.
-                if expiry > self.clock.now() and key in (device.primary_key, device.secondary_key):
+                if signer in (device.primary_key, device.secondary_key):
                     return device
-                del self._verified[cache_key]
+                self._verified.invalidate(cache_key)
         try:
             parsed = sas.parse(token)
         except sas.SasError as exc:
@@ -96,8 +100,6 @@ class DeviceAuth:
                 continue
             if refusal is not None or device is None:
                 break  # a disabled device, even with a good token
-            if len(self._verified) >= VERIFIED_CACHE_MAX:
-                self._verified.clear()
-            self._verified[cache_key] = (key, float(parsed.expiry))
+            self._verified.put(cache_key, key, expires_at=float(parsed.expiry))
             return device
         raise refusal or Unauthorized(f"SAS token rejected: {failure}", field="password")

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from thinghub.domain.events import Event, EventType, sequence_number
+from thinghub.domain.live import EventRecorded
 from thinghub.domain.model import Device
-from thinghub.ports import Bus, Clock, Stores
+from thinghub.ports import Bus, Clock, Counter, Stores
 
-__all__ = ["EventService"]
+__all__ = ["CONNECTION_SEQUENCE", "EventService"]
+
+# The counter behind connection events' sequence numbers (IoT Hub's are ever-increasing).
+CONNECTION_SEQUENCE = "events.connection"
 
 
 class EventService:
-    def __init__(self, stores: Stores, bus: Bus, clock: Clock) -> None:
+    def __init__(self, stores: Stores, bus: Bus, clock: Clock, counter: Counter) -> None:
         self.stores = stores
         self.bus = bus
         self.clock = clock
-        self._counter = itertools.count(1)
+        self.counter = counter
 
     async def record(
         self, device: Device, type_: EventType, body: dict[str, Any], ts: float | None = None
@@ -32,21 +35,13 @@ class EventService:
             device.deployment,
         )
         await self.stores.events.append(event)
-        await self.bus.publish(
-            f"event.{device.account_id}.{_subject_token(device.id)}",
-            {"type": type_.value, "deviceId": device.id, "ts": event.ts, "body": body},
-        )
+        await self.bus.publish(EventRecorded(device.account_id, device.project, device.id, event))
         return event
 
     async def connection_changed(self, device: Device, connected: bool) -> Event:
         now = self.clock.now()
         body = {
-            "sequenceNumber": sequence_number(now, next(self._counter)),
+            "sequenceNumber": sequence_number(now, await self.counter.next(CONNECTION_SEQUENCE)),
             "state": "deviceConnected" if connected else "deviceDisconnected",
         }
         return await self.record(device, EventType.CONNECTION_STATE, body, now)
-
-
-def _subject_token(device_id: str) -> str:
-    # Subjects are dot-separated; device ids may hold dots and modules hold a slash.
-    return device_id.replace(".", "%2E").replace("/", "%2F")

@@ -28,6 +28,7 @@ import orjson
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
+from thinghub.domain.live import TelemetryReceived
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
 from thinghub.ports import Bus, Clock, Stores
@@ -301,14 +302,17 @@ class IngestService:
         for (device, message, _), is_new in zip(accepted, results, strict=True):
             if is_new:
                 await self.bus.publish(
-                    f"telemetry.{device.account_id}",
-                    {
-                        "deviceId": device.id,
-                        "ts": message.enqueued_at,
-                        "body": message.body,
-                        "properties": message.properties,
-                        "component": message.component,
-                    },
+                    TelemetryReceived(
+                        account_id=device.account_id,
+                        project=device.project,
+                        device_id=device.id,
+                        ts=message.enqueued_at,
+                        body=message.body,
+                        properties=message.properties,
+                        component=message.component,
+                        source=message.source,
+                        message_id=message.message_id,
+                    )
                 )
 
     async def _check(self, device: Device, message: TelemetryMessage) -> str | None:

@@ -121,7 +121,7 @@ class ProvisioningService:
         certificate_ou: str | None = None,
     ) -> Enrollment:
         """Check a DPS SAS token (signed with the device or derived group key), or a client
-        certificate: CN the registration id, OU the account (Core.issue_certificate).
+        certificate: CN the registration id, OU the account (CertificateService.issue).
 
         A group assigns only a registration id that names no device yet, or the device that
         group created itself: never an individual device, another group's, or another

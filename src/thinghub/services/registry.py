@@ -1,21 +1,30 @@
-"""The device registry: projects, deployments, devices, gateways and their modules."""
+"""The device registry: projects, deployments, devices, gateways and their modules.
+
+Every change to a device's record is published as a DeviceChanged (connections as a
+ConnectionChanged), and whether a device is connected is asked of Presence, so the answer
+is the same on every node. Devices are cached by id for DEVICE_CACHE_S (unknown ids too);
+`watch` drops what other nodes change.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from thinghub.domain.errors import Forbidden, Invalid, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
+from thinghub.domain.live import ConnectionChanged, DeviceChanged, live_pattern
 from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Project
 from thinghub.domain.twin import Twin
-from thinghub.ports import Clock, Stores
+from thinghub.ports import Bus, Clock, DeviceChannel, Presence, Stores
 from thinghub.security.sas import generate_key
 from thinghub.services.auth import authorize
 from thinghub.services.events import EventService
+from thinghub.services.ttl_cache import TtlCache
 
 __all__ = ["ACTIVITY_FLUSH_S", "Registry"]
 
@@ -24,37 +33,71 @@ logger = logging.getLogger(__name__)
 # lastActivityTime is kept in memory on every message and written at most this often.
 ACTIVITY_FLUSH_S = 10.0
 # Devices are cached by id. Changes made through this registry replace the cached copy at
-# once; a change made by another node (PostgreSQL scale-out) is seen within this time.
+# once; a change made by another node (PostgreSQL scale-out) arrives on the bus, and what the
+# bus misses is seen within this time.
 DEVICE_CACHE_S = 5.0
 DEVICE_CACHE_MAX = 100_000
 
 
 class Registry:
-    def __init__(self, stores: Stores, clock: Clock, events: EventService) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        clock: Clock,
+        events: EventService,
+        bus: Bus,
+        *,
+        presence: Presence,
+        channel: DeviceChannel,
+    ) -> None:
         self.stores = stores
         self.clock = clock
         self.events = events
+        self.bus = bus
+        self.presence = presence
+        self.channel = channel
         self._activity: dict[str, float] = {}
         self._flushed: dict[str, float] = {}
-        self._cache: dict[str, tuple[Device | None, float]] = {}
+        self._cache: TtlCache[str, Device | None] = TtlCache(
+            clock, ttl_s=DEVICE_CACHE_S, max_entries=DEVICE_CACHE_MAX
+        )
         # Called with a device key after it (and its modules) is deleted, so that other
         # services drop what they cache for it.
         self.on_delete: list[Callable[[str], None]] = []
 
     async def load(self, device_id: str) -> Device | None:
         """A device (or module) by key, from the cache when fresh."""
-        now = self.clock.now()
-        hit = self._cache.get(device_id)
-        if hit is not None and now - hit[1] < DEVICE_CACHE_S:
-            return hit[0]
+        hit = self._cache.lookup(device_id)
+        if hit is not None:
+            return hit.value
         device = await self.stores.devices.get(device_id)
-        if len(self._cache) >= DEVICE_CACHE_MAX:
-            self._cache.clear()
-        self._cache[device_id] = (device, now)
+        self._cache.put(device_id, device)
         return device
 
     def forget(self, device_id: str) -> None:
-        self._cache.pop(device_id, None)
+        self._cache.invalidate(device_id)
+
+    async def watch(self) -> None:
+        """Drop cached devices that changed on another node (DeviceChanged and
+        ConnectionChanged on the bus), until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            for kind in (DeviceChanged.kind, ConnectionChanged.kind):
+                tasks.create_task(self._watch(kind), name=f"registry.watch[{kind}]")
+
+    async def _watch(self, kind: str) -> None:
+        async for event in self.bus.subscribe(live_pattern(kind)):
+            if isinstance(event, DeviceChanged) and event.operation == "deleted":
+                self._cache.invalidate(event.device_id)
+                self._cache.invalidate_prefix(event.device_id + "/")
+            else:
+                self._cache.invalidate(event.device_id)
+
+    async def _changed(
+        self, device: Device, operation: Literal["created", "updated", "deleted"]
+    ) -> None:
+        await self.bus.publish(
+            DeviceChanged(device.account_id, device.project, device.id, operation)
+        )
 
     # -- projects ------------------------------------------------------------------------
 
@@ -156,6 +199,7 @@ class Registry:
         )
         await self.stores.devices.insert(device, Twin(did))
         self.forget(did)  # drop a cached "not found"
+        await self._changed(device, "created")
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "createDevice"}, now)
         logger.info("device %s created (account %s)", did, account_id)
         return device
@@ -203,6 +247,7 @@ class Registry:
         updated = replace(device, **changes, updated_at=self.clock.now())
         await self.stores.devices.update(updated)
         self.forget(updated.id)
+        await self._changed(updated, "updated")
         return updated
 
     async def delete_device(self, principal: Principal, device_id: str) -> None:
@@ -210,6 +255,7 @@ class Registry:
         device = await self.get_device(principal, device_id)
         await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
+        await self._changed(device, "deleted")
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "deleteDevice"})
         self._activity.pop(device.id, None)
 
@@ -243,6 +289,7 @@ class Registry:
         )
         await self.stores.devices.insert(module, Twin(key))
         self.forget(key)
+        await self._changed(module, "created")
         return module
 
     async def list_modules(self, principal: Principal, gateway_id: str) -> list[Device]:
@@ -264,8 +311,18 @@ class Registry:
         module = await self.get_module(principal, gateway_id, module_id)
         await self.stores.devices.delete(module.id)
         self._forget_tree(module.id)
+        await self._changed(module, "deleted")
 
     # -- connection state and activity ---------------------------------------------------
+
+    async def is_connected(self, device_id: str) -> bool:
+        """Whether the device (or module) is connected, to this node or another."""
+        return await self.presence.is_connected(device_id)
+
+    async def disconnect(self, device_id: str) -> bool:
+        """Close the device's live connection, wherever it is (after it is deleted or
+        disabled); False when it had none."""
+        return await self.channel.disconnect(device_id)
 
     async def set_connected(self, device: Device, connected: bool) -> Device:
         now = self.clock.now()
@@ -276,6 +333,9 @@ class Registry:
         self.forget(device.id)
         updated = replace(device, connection_state=state, last_activity_at=now, provisioned=True)
         await self.events.connection_changed(updated, connected)
+        await self.bus.publish(
+            ConnectionChanged(device.account_id, device.project, device.id, connected, now)
+        )
         return updated
 
     async def touch(self, device: Device) -> None:
@@ -288,8 +348,8 @@ class Registry:
 
     def _forget_tree(self, device_id: str) -> None:
         """Forget a device and its modules (their keys start with `device/`)."""
-        for key in [k for k in self._cache if k == device_id or k.startswith(device_id + "/")]:
-            del self._cache[key]
+        self._cache.invalidate(device_id)
+        self._cache.invalidate_prefix(device_id + "/")
         for callback in self.on_delete:
             callback(device_id)
 

@@ -2,7 +2,12 @@
 
 Every change bumps the section's `$version`, records a change_event whose body carries the
 patched properties with their `$metadata` and the section `$version` (as IoT Hub's twin change
-events do), and desired patches are pushed to the device when it is connected.
+events do), publishes a TwinChanged on the bus, and desired patches are pushed to the device
+when it is connected (on whichever node: DeviceChannel).
+
+Twins are cached per device for TWIN_CACHE_S. A put through this service replaces the cached
+copy; a stale copy makes the compare-and-set fail and is re-read; `watch` drops a copy when
+another node's TwinChanged names a newer version.
 """
 
 from __future__ import annotations
@@ -14,16 +19,18 @@ import orjson
 from thinghub.domain.clock import format_ts
 from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.events import EventType
+from thinghub.domain.live import TwinChanged, live_pattern
 from thinghub.domain.model import Device
 from thinghub.domain.twin import Twin, TwinSection, validate_patch
-from thinghub.ports import Bus, Clock, DeviceLinks, Stores
+from thinghub.ports import Bus, Clock, DeviceChannel, Presence, Stores
 from thinghub.services.events import EventService
+from thinghub.services.ttl_cache import TtlCache
 
 __all__ = ["TwinService"]
 
 CAS_RETRIES = 20
-# Twins are cached by device; a put through this service replaces the cached copy, a stale
-# copy makes the compare-and-set fail and is re-read, and other nodes' changes show within:
+# Twins are cached by device (see the module docstring); a change the bus does not bring shows
+# within:
 TWIN_CACHE_S = 5.0
 TWIN_CACHE_MAX = 100_000
 
@@ -50,37 +57,54 @@ def _storable(patch: dict[str, Any], field: str) -> dict[str, Any]:
 
 class TwinService:
     def __init__(
-        self, stores: Stores, clock: Clock, events: EventService, links: DeviceLinks, bus: Bus
+        self,
+        stores: Stores,
+        clock: Clock,
+        events: EventService,
+        bus: Bus,
+        *,
+        presence: Presence,
+        channel: DeviceChannel,
     ) -> None:
         self.stores = stores
         self.clock = clock
         self.events = events
-        self.links = links
         self.bus = bus
-        self._cache: dict[str, tuple[Twin, float]] = {}
+        self.presence = presence
+        self.channel = channel
+        self._cache: TtlCache[str, Twin] = TtlCache(
+            clock, ttl_s=TWIN_CACHE_S, max_entries=TWIN_CACHE_MAX
+        )
 
     async def get(self, device: Device, *, fresh: bool = False) -> Twin:
-        now = self.clock.now()
         hit = None if fresh else self._cache.get(device.id)
-        if hit is not None and now - hit[1] < TWIN_CACHE_S:
-            return hit[0]
+        if hit is not None:
+            return hit
         twin = await self.stores.twins.get(device.id)
         if twin is None:
-            self._cache.pop(device.id, None)
+            self._cache.invalidate(device.id)
             raise NotFound(f"twin of {device.id!r} not found", field="deviceId")
-        self._remember(twin, now)
+        self._cache.put(device.id, twin)
         return twin
 
     def forget(self, device_id: str) -> None:
         """Drop the cached twins of a device and of its modules."""
-        prefix = device_id + "/"
-        for key in [k for k in self._cache if k == device_id or k.startswith(prefix)]:
-            del self._cache[key]
+        self._cache.invalidate(device_id)
+        self._cache.invalidate_prefix(device_id + "/")
 
-    def _remember(self, twin: Twin, now: float) -> None:
-        if len(self._cache) >= TWIN_CACHE_MAX:
-            self._cache.clear()
-        self._cache[twin.device_id] = (twin, now)
+    async def watch(self) -> None:
+        """Drop cached twins that changed on another node (TwinChanged on the bus), until
+        cancelled. A cached copy already at the event's version (this node's own change)
+        stays."""
+        async for event in self.bus.subscribe(live_pattern(TwinChanged.kind)):
+            if not isinstance(event, TwinChanged):
+                continue
+            cached = self._cache.get(event.device_id)
+            if cached is None:
+                continue
+            section = cached.desired if event.section == "desired" else cached.reported
+            if section.version < event.version:
+                self._cache.invalidate(event.device_id)
 
     async def patch_desired(self, device: Device, patch: Any) -> Twin:
         """Apply an application's desired patch and send it to the device if connected."""
@@ -96,11 +120,10 @@ class TwinService:
             },
         )
         await self.bus.publish(
-            f"twin.{device.account_id}",
-            {"deviceId": device.id, "section": "desired", "patch": clean, "version": version},
+            TwinChanged(device.account_id, device.project, device.id, "desired", clean, version)
         )
-        if self.links.is_connected(device.id):
-            await self.links.push_desired(device.id, clean, version)
+        if await self.presence.is_connected(device.id):
+            await self.channel.push_desired(device.id, clean, version)
         return twin
 
     async def patch_reported(self, device: Device, patch: Any) -> Twin:
@@ -116,13 +139,14 @@ class TwinService:
             },
         )
         await self.bus.publish(
-            f"twin.{device.account_id}",
-            {
-                "deviceId": device.id,
-                "section": "reported",
-                "patch": clean,
-                "version": twin.reported.version,
-            },
+            TwinChanged(
+                device.account_id,
+                device.project,
+                device.id,
+                "reported",
+                clean,
+                twin.reported.version,
+            )
         )
         return twin
 
@@ -131,6 +155,6 @@ class TwinService:
             twin = await self.get(device, fresh=attempt > 0)
             updated: Twin = change(twin, self.clock.now())
             if await self.stores.twins.put(updated, twin.version):
-                self._remember(updated, self.clock.now())
+                self._cache.put(device.id, updated)
                 return updated
         raise Conflict(f"twin of {device.id!r} is changing too fast; retry", field="$version")

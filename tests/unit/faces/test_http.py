@@ -7,13 +7,14 @@ through httpx's ASGI transport (no sockets).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import httpx
 import pytest
 from fastapi import Body, Depends, Request
 from fastapi.responses import Response
 
+from tests.unit.faces.context import face_context
 from thinghub.domain import errors
 from thinghub.domain.model import Principal, Role
 from thinghub.faces._http import (
@@ -24,29 +25,22 @@ from thinghub.faces._http import (
     face_app,
     principal_of,
 )
-from thinghub.ports import Bus, Clock
-from thinghub.services.bus import MemoryBus
-from thinghub.services.core import Core, CoreOptions
-from thinghub.storage.memory import memory_stores
+from thinghub.services.core import Services
 
 LIMIT = 3
 CALLER = Principal("acc-1", Role.ADMIN, "tester")
 
 
-async def authenticate(core: Core, header: str | None) -> Principal:
+async def authenticate(services: Services, header: str | None) -> Principal:
     if header != "Bearer good":
         raise errors.Unauthorized("bad credentials", field="Authorization")
     return CALLER
 
 
 def app_with_routes() -> Any:
-    core = Core(
-        memory_stores(),
-        cast(Bus, MemoryBus()),
-        cast(Clock, object()),
-        CoreOptions(max_json_depth=LIMIT),
+    app = face_app(
+        face_context(max_json_depth=LIMIT), title="test", version="1", form_paths=("/form",)
     )
-    app = face_app(core, title="test", version="1", form_paths=("/form",))
     authenticate_before_body(app, authenticate)
     caller = Depends(principal_of(authenticate))
 

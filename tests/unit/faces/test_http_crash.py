@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -12,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.unit.faces.context import face_context
 from thinghub.app import _crashed
 from thinghub.faces._http import face_app
-from thinghub.services.core import Core, CoreOptions
 
 
 async def crash(request: Request) -> Response:
@@ -29,7 +28,7 @@ async def answer(app: Any) -> httpx.Response:
 
 
 async def test_a_face_500_says_connection_close(caplog: pytest.LogCaptureFixture) -> None:
-    app = face_app(cast(Core, SimpleNamespace(options=CoreOptions())), title="t", version="1")
+    app = face_app(face_context(), title="t", version="1")
     app.add_api_route("/crash", crash)
     response = await answer(app)
     assert response.status_code == 500

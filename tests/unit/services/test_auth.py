@@ -8,48 +8,49 @@ import pytest
 from tests.unit.services.conftest import TestClock
 from thinghub.domain.errors import Conflict, NotFound, Unauthorized
 from thinghub.domain.model import Principal, Role
+from thinghub.ports import Stores
 from thinghub.services.auth import TOKEN_CACHE_S
-from thinghub.services.core import Core
+from thinghub.services.core import Services
 
 
-async def test_a_token_authenticates_until_revoked(core: Core) -> None:
-    issued = await core.auth.create_token("acc-1", Role.OPERATOR, project="p1", token_id="t1")
-    stored = await core.stores.credentials.get_token("acc-1", "t1")
+async def test_a_token_authenticates_until_revoked(services: Services, stores: Stores) -> None:
+    issued = await services.auth.create_token("acc-1", Role.OPERATOR, project="p1", token_id="t1")
+    stored = await stores.credentials.get_token("acc-1", "t1")
     assert stored is not None
     assert issued.secret not in stored.secret_hash  # only the hash is kept
-    principal = await core.auth.authenticate_bearer(issued.secret)
+    principal = await services.auth.authenticate_bearer(issued.secret)
     assert principal == Principal("acc-1", Role.OPERATOR, "t1", "token", None, "p1")
     with pytest.raises(Conflict):
-        await core.auth.create_token("acc-1", Role.VIEWER, token_id="t1")
+        await services.auth.create_token("acc-1", Role.VIEWER, token_id="t1")
 
-    await core.auth.revoke_token("acc-1", "t1")
+    await services.auth.revoke_token("acc-1", "t1")
     with pytest.raises(Unauthorized):
-        await core.auth.authenticate_bearer(issued.secret)
+        await services.auth.authenticate_bearer(issued.secret)
     with pytest.raises(NotFound):
-        await core.auth.revoke_token("acc-1", "t1")
+        await services.auth.revoke_token("acc-1", "t1")
 
 
-async def test_an_expired_token_is_refused(core: Core, clock: TestClock) -> None:
-    issued = await core.auth.create_token("acc-1", Role.VIEWER, expires_at=clock.t + 60)
-    assert (await core.auth.authenticate_bearer(issued.secret)).role is Role.VIEWER
+async def test_an_expired_token_is_refused(services: Services, clock: TestClock) -> None:
+    issued = await services.auth.create_token("acc-1", Role.VIEWER, expires_at=clock.t + 60)
+    assert (await services.auth.authenticate_bearer(issued.secret)).role is Role.VIEWER
     clock.t += 60
     with pytest.raises(Unauthorized, match="expired"):
-        await core.auth.authenticate_bearer(issued.secret)
+        await services.auth.authenticate_bearer(issued.secret)
 
 
-async def test_a_jwt_for_a_token_dies_with_the_token(core: Core, clock: TestClock) -> None:
-    issued = await core.auth.create_token("acc-1", Role.ADMIN, token_id="ci")
-    jwt, _ = await core.auth.client_credentials_grant("ci", issued.secret)
-    assert (await core.auth.authenticate_bearer(jwt)).subject == "ci"
-    await core.auth.revoke_token("acc-1", "ci")
+async def test_a_jwt_for_a_token_dies_with_the_token(services: Services, clock: TestClock) -> None:
+    issued = await services.auth.create_token("acc-1", Role.ADMIN, token_id="ci")
+    jwt, _ = await services.auth.client_credentials_grant("ci", issued.secret)
+    assert (await services.auth.authenticate_bearer(jwt)).subject == "ci"
+    await services.auth.revoke_token("acc-1", "ci")
     clock.t += TOKEN_CACHE_S  # past any cache of the token's liveness, within the JWT's life
     with pytest.raises(Unauthorized, match="revoked"):
-        await core.auth.authenticate_bearer(jwt)
+        await services.auth.authenticate_bearer(jwt)
 
 
-async def test_accounts_are_made_once_by_name(core: Core) -> None:
-    first = await core.auth.ensure_account("contoso")
-    assert await core.auth.ensure_account("contoso") == first
-    assert await core.stores.accounts.get_by_scope(first.id_scope) == first
+async def test_accounts_are_made_once_by_name(services: Services, stores: Stores) -> None:
+    first = await services.auth.ensure_account("contoso")
+    assert await services.auth.ensure_account("contoso") == first
+    assert await stores.accounts.get_by_scope(first.id_scope) == first
     with pytest.raises(Conflict):
-        await core.auth.create_account("contoso")
+        await services.auth.create_account("contoso")

@@ -7,8 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from thinghub.bus.memory import MemoryLocks
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
-from thinghub.ports import C2DMessage, MethodResult
+from thinghub.ports import C2DMessage, DeviceFeed, MethodResult
 from thinghub.services.c2d import C2DService
 from thinghub.storage.migrate import upgrade
 from thinghub.storage.sql import sql_stores
@@ -28,9 +29,6 @@ class Links:
     def __init__(self) -> None:
         self.pushed: list[str] = []
 
-    def is_connected(self, device_id: str) -> bool:
-        return True
-
     async def call_method(
         self, device_id: str, name: str, payload: Any, timeout_s: float
     ) -> MethodResult:
@@ -43,6 +41,12 @@ class Links:
         for _ in range(3):
             await asyncio.sleep(0)
         self.pushed.append(message.id)
+        return True
+
+    async def disconnect(self, device_id: str) -> bool:
+        return False
+
+    async def has_subscribed(self, device_id: str, feed: DeviceFeed) -> bool:
         return True
 
 
@@ -66,7 +70,7 @@ async def test_a_send_racing_a_reconnect_delivers_each_message_once(tmp_path: Pa
     await stores.start()
     try:
         links = Links()
-        c2d = C2DService(stores, Clock(), links)
+        c2d = C2DService(stores, Clock(), channel=links, locks=MemoryLocks())
         sent = []
         for n in range(20):
             # The device (re)connects (deliver_pending) while a message is being sent.

@@ -8,16 +8,16 @@ Timing is checked as work, not wall-clock time: every refusal must compute the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from tests.unit.services.node import node
 from thinghub.domain.errors import Unauthorized
 from thinghub.domain.model import Account, Device, DeviceKind
 from thinghub.domain.twin import Twin
-from thinghub.ports import Bus, Stores
+from thinghub.ports import Stores
 from thinghub.security import sas
-from thinghub.services.bus import MemoryBus
 from thinghub.services.device_auth import DeviceAuth, hub_resource
 from thinghub.services.events import EventService
 from thinghub.services.provisioning import GROUPS, ProvisioningService, dps_resource
@@ -56,7 +56,9 @@ async def seeded(*devices: Device, groups: Sequence[dict[str, Any]] = ()) -> Sto
 
 
 def registry(stores: Stores) -> Registry:
-    return Registry(stores, Clock(), EventService(stores, cast(Bus, MemoryBus()), Clock()))
+    n = node(Clock())
+    events = EventService(stores, n.bus, Clock(), n.counter)
+    return Registry(stores, Clock(), events, n.bus, presence=n.presence, channel=n.links)
 
 
 @pytest.fixture

@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from tests.unit.services.node import node
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import Bus, EventQuery, TelemetryQuery
-from thinghub.services.bus import MemoryBus
+from thinghub.ports import EventQuery, TelemetryQuery
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.registry import Registry
@@ -52,13 +52,13 @@ class World:
     def __init__(self) -> None:
         self.stores = stores = memory_stores()
         clock = FakeClock()
-        bus = cast(Bus, MemoryBus())
-        events = EventService(stores, bus, clock)
-        registry = Registry(stores, clock, events)
+        n = node(clock)
+        events = EventService(stores, n.bus, clock, n.counter)
+        registry = Registry(stores, clock, events, n.bus, presence=n.presence, channel=n.links)
         self.ingest = IngestService(
             stores,
             clock,
-            bus,
+            n.bus,
             registry,
             events,
             max_payload_bytes=262_144,

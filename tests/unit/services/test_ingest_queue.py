@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
+from tests.unit.services.node import node
 from thinghub.domain.model import Device, DeviceKind
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports import Bus, TelemetryQuery
-from thinghub.services.bus import MemoryBus
+from thinghub.ports import TelemetryQuery
 from thinghub.services.events import EventService
 from thinghub.services.ingest import MESSAGE_OVERHEAD_BYTES, IngestService, message_size
 from thinghub.services.registry import Registry
@@ -46,13 +46,13 @@ def service(max_queued_bytes: int) -> tuple[IngestService, GatedTelemetry]:
     tables = Tables()
     telemetry = GatedTelemetry(tables)
     stores = memory_stores(tables, telemetry=telemetry)
-    bus = cast(Bus, MemoryBus())
-    events = EventService(stores, bus, Clock())
+    n = node(Clock())
+    events = EventService(stores, n.bus, Clock(), n.counter)
     return IngestService(
         stores,
         Clock(),
-        bus,
-        Registry(stores, Clock(), events),
+        n.bus,
+        Registry(stores, Clock(), events, n.bus, presence=n.presence, channel=n.links),
         events,
         max_payload_bytes=262_144,
         max_queued_bytes=max_queued_bytes,

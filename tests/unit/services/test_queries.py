@@ -8,36 +8,38 @@ from typing import Any
 from thinghub.domain.events import Event, EventType
 from thinghub.domain.model import Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import EventQuery, TelemetryQuery
-from thinghub.services.core import Core
+from thinghub.ports import EventQuery, Stores, TelemetryQuery
+from thinghub.services.core import Services
 
 T0 = 1_700_000_000.0
 ADMIN = Principal("acc-1", Role.VIEWER, "viewer")
 IN_P1 = Principal("acc-1", Role.VIEWER, "limited", project="p1")
 
 
-async def seed(core: Core) -> None:
+async def seed(stores: Stores) -> None:
     for i, (account, project) in enumerate(
         [("acc-1", "p1"), ("acc-1", "p2"), ("acc-1", None), ("acc-2", "p1")]
     ):
         device = f"dev-{i}"
-        await core.stores.telemetry.append(
+        await stores.telemetry.append(
             [TelemetryMessage(account, device, T0 + i, {"i": i}, b"", project=project)], []
         )
-        await core.stores.events.append(
+        await stores.events.append(
             Event(account, device, EventType.CHANGE, T0 + i, {"i": i}, project)
         )
 
 
-async def test_queries_see_the_callers_account_and_project(core: Core) -> None:
-    await seed(core)
+async def test_queries_see_the_callers_account_and_project(
+    services: Services, stores: Stores
+) -> None:
+    await seed(stores)
 
     async def telemetry(principal: Principal, **filters: Any) -> list[str]:
-        page = await core.queries.telemetry(principal, TelemetryQuery("acc-2", **filters))
+        page = await services.queries.telemetry(principal, TelemetryQuery("acc-2", **filters))
         return [m.device_id for m in page.items]
 
     async def events(principal: Principal, **filters: Any) -> list[str]:
-        page = await core.queries.events(principal, EventQuery("acc-2", **filters))
+        page = await services.queries.events(principal, EventQuery("acc-2", **filters))
         return [e.device_id for e in page.items]
 
     # The account in the query is the caller's, whatever the query said.

@@ -9,59 +9,60 @@ from tests.unit.services.conftest import TestClock
 from thinghub.domain.errors import Forbidden, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.model import DeviceKind, Principal, Role
-from thinghub.ports import EventQuery
-from thinghub.services.core import Core
+from thinghub.ports import EventQuery, Stores
+from thinghub.services.core import Services
 
 ADMIN = Principal("acc-1", Role.ADMIN, "admin")
 IN_P1 = Principal("acc-1", Role.ADMIN, "limited", project="p1")
 OTHER = Principal("acc-2", Role.ADMIN, "other")
 
 
-async def test_devices_make_their_projects_and_deployments(core: Core) -> None:
-    await core.registry.create_device(ADMIN, name="a", device_id="a", project="p1",
+async def test_devices_make_their_projects_and_deployments(services: Services) -> None:
+    await services.registry.create_device(ADMIN, name="a", device_id="a", project="p1",
                                       deployment="line-1")  # fmt: skip
-    await core.registry.create_device(ADMIN, name="b", device_id="b", project="p2")
-    await core.registry.create_device(ADMIN, name="c", device_id="c")
-    assert [p.name for p in await core.registry.list_projects(ADMIN)] == ["p1", "p2"]
-    assert [p.name for p in await core.registry.list_projects(IN_P1)] == ["p1"]
-    assert [d.name for d in await core.registry.list_deployments(ADMIN, "p1")] == ["line-1"]
+    await services.registry.create_device(ADMIN, name="b", device_id="b", project="p2")
+    await services.registry.create_device(ADMIN, name="c", device_id="c")
+    assert [p.name for p in await services.registry.list_projects(ADMIN)] == ["p1", "p2"]
+    assert [p.name for p in await services.registry.list_projects(IN_P1)] == ["p1"]
+    assert [d.name for d in await services.registry.list_deployments(ADMIN, "p1")] == ["line-1"]
     with pytest.raises(NotFound):
-        await core.registry.list_deployments(IN_P1, "p2")
-    assert await core.registry.list_projects(OTHER) == []
+        await services.registry.list_deployments(IN_P1, "p2")
+    assert await services.registry.list_projects(OTHER) == []
 
 
-async def test_a_device_is_seen_by_its_account_and_project_only(core: Core) -> None:
-    await core.registry.create_device(ADMIN, name="a", device_id="a", project="p1")
-    await core.registry.create_device(ADMIN, name="b", device_id="b", project="p2")
-    assert [d.id for d in await core.registry.list_devices(ADMIN)] == ["a", "b"]
-    assert [d.id for d in await core.registry.list_devices(IN_P1)] == ["a"]
-    assert await core.registry.list_devices(IN_P1, project="p2") == []
-    assert await core.registry.list_devices(OTHER) == []
-    assert (await core.registry.get_device(IN_P1, "a")).project == "p1"
+async def test_a_device_is_seen_by_its_account_and_project_only(services: Services) -> None:
+    await services.registry.create_device(ADMIN, name="a", device_id="a", project="p1")
+    await services.registry.create_device(ADMIN, name="b", device_id="b", project="p2")
+    assert [d.id for d in await services.registry.list_devices(ADMIN)] == ["a", "b"]
+    assert [d.id for d in await services.registry.list_devices(IN_P1)] == ["a"]
+    assert await services.registry.list_devices(IN_P1, project="p2") == []
+    assert await services.registry.list_devices(OTHER) == []
+    assert (await services.registry.get_device(IN_P1, "a")).project == "p1"
     for principal, device_id in ((IN_P1, "b"), (OTHER, "a")):
         with pytest.raises(NotFound):
-            await core.registry.get_device(principal, device_id)
+            await services.registry.get_device(principal, device_id)
     with pytest.raises(Forbidden):
-        await core.registry.create_device(IN_P1, name="x", project="p2")
+        await services.registry.create_device(IN_P1, name="x", project="p2")
 
 
-async def test_deleting_a_gateway_takes_its_modules_twins_and_queues(core: Core) -> None:
-    gateway = await core.registry.create_device(
+async def test_deleting_a_gateway_takes_its_modules_twins_and_queues(
+    services: Services, stores: Stores
+) -> None:
+    gateway = await services.registry.create_device(
         ADMIN, name="gw", device_id="gw", kind=DeviceKind.GATEWAY
     )
-    await core.registry.create_module(ADMIN, "gw", "m1")
-    keep = await core.registry.create_device(ADMIN, name="keep", device_id="keep")
+    await services.registry.create_module(ADMIN, "gw", "m1")
+    keep = await services.registry.create_device(ADMIN, name="keep", device_id="keep")
     for device in (gateway, keep):
-        await core.commands.submit(ADMIN, device, "reboot", {"delay": 1})
-        await core.c2d.send(ADMIN, device, {"hello": 1}, {})
-    stores = core.stores
+        await services.commands.submit(ADMIN, device, "reboot", {"delay": 1})
+        await services.c2d.send(ADMIN, device, {"hello": 1}, {})
     await stores.sessions.save("gw", {"subscriptions": {}})
     await stores.sessions.save("gw/m1", {"subscriptions": {}})
 
-    await core.registry.delete_device(ADMIN, "gw")
+    await services.registry.delete_device(ADMIN, "gw")
 
     with pytest.raises(NotFound):
-        await core.registry.get_device(ADMIN, "gw")
+        await services.registry.get_device(ADMIN, "gw")
     for key in ("gw", "gw/m1"):
         assert await stores.devices.get(key) is None
         assert await stores.twins.get(key) is None
@@ -70,22 +71,24 @@ async def test_deleting_a_gateway_takes_its_modules_twins_and_queues(core: Core)
     assert await stores.c2d.pending("gw") == []
     assert len(await stores.commands.pending("keep")) == 1
     assert len(await stores.c2d.pending("keep")) == 1
-    lifecycle = await core.queries.events(
+    lifecycle = await services.queries.events(
         ADMIN, EventQuery("", device_id="gw", event_types=frozenset({EventType.LIFECYCLE}))
     )
     assert [e.body["operation"] for e in lifecycle.items] == ["deleteDevice", "createDevice"]
 
 
-async def test_connecting_records_state_and_activity(core: Core, clock: TestClock) -> None:
-    device = await core.registry.create_device(ADMIN, name="d", device_id="d")
+async def test_connecting_records_state_and_activity(
+    services: Services, stores: Stores, clock: TestClock
+) -> None:
+    device = await services.registry.create_device(ADMIN, name="d", device_id="d")
     clock.t += 5
-    await core.registry.set_connected(device, True)
-    stored = await core.stores.devices.get("d")
+    await services.registry.set_connected(device, True)
+    stored = await stores.devices.get("d")
     assert stored is not None
     assert (stored.connection_state, stored.last_activity_at, stored.provisioned) == (
         "Connected", clock.t, True,
     )  # fmt: skip
-    page = await core.queries.events(
+    page = await services.queries.events(
         ADMIN, EventQuery("", event_types=frozenset({EventType.CONNECTION_STATE}))
     )
     assert [e.body["state"] for e in page.items] == ["deviceConnected"]

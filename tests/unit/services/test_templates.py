@@ -10,14 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.services.node import node
+from thinghub.app import build_services
+from thinghub.config import Settings
 from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.json_depth import JSON_DEPTH_CEILING
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.domain.twin import Twin
-from thinghub.ports import Bus, Stores
-from thinghub.services.bus import MemoryBus
-from thinghub.services.core import Core, CoreOptions
+from thinghub.ports import Stores
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 from thinghub.services.templates import (
@@ -779,7 +780,9 @@ def service() -> tuple[TemplateService, Stores, FakeClock]:
     """The service on memory stores whose documents area counts reads."""
     tables, clock = Tables(), FakeClock()
     stores = dataclasses.replace(memory_stores(tables), documents=CountingDocuments(tables))
-    registry = Registry(stores, clock, EventService(stores, cast(Bus, MemoryBus()), clock))
+    n = node(clock)
+    events = EventService(stores, n.bus, clock, n.counter)
+    registry = Registry(stores, clock, events, n.bus, presence=n.presence, channel=n.links)
     return TemplateService(stores, clock, registry), stores, clock
 
 
@@ -873,6 +876,18 @@ async def test_lookups_are_cached_and_writes_invalidate() -> None:
     assert (await templates.find("acc-1", TID)).display_name == "v3"  # type: ignore[union-attr]
 
 
-def test_core_wires_the_policy_into_ingest() -> None:
-    core = Core(memory_stores(), MemoryBus(), FakeClock(), CoreOptions())
-    assert core.templates.policy in core.ingest.policies
+def test_the_composition_root_wires_the_policy_into_ingest() -> None:
+    clock = FakeClock()
+    n = node(clock)
+    services = build_services(
+        Settings.defaults(),
+        memory_stores(),
+        bus=n.bus,
+        clock=clock,
+        presence=n.presence,
+        channel=n.links,
+        locks=n.locks,
+        counter=n.counter,
+        issuer=None,
+    )
+    assert services.templates.policy in services.ingest.policies

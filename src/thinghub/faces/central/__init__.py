@@ -2,5 +2,20 @@
 
 from thinghub.faces.central._wire import render_error
 from thinghub.faces.central.app import create_app
+from thinghub.faces.face import Face, FaceContext, FaceParts
 
-__all__ = ["create_app", "render_error"]
+__all__ = ["FACE", "create_app", "render_error"]
+
+
+def build(context: FaceContext) -> FaceParts:
+    return FaceParts(app=create_app(context))
+
+
+# On its own port (--face-listen) it also answers at `/api`, where IoT Central clients look.
+FACE = Face(
+    name="central",
+    prefix="/central/api",
+    native_prefix="/api",
+    build=build,
+    render_error=render_error,
+)

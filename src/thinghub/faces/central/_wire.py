@@ -10,6 +10,7 @@ import orjson
 from fastapi import Query, Request
 from fastapi.responses import Response
 
+from thinghub.config import Settings
 from thinghub.domain import errors
 from thinghub.domain.clock import format_ts_short, parse_ts
 from thinghub.domain.commands import Command
@@ -17,7 +18,7 @@ from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.twin import TwinSection
 from thinghub.faces._http import OrjsonResponse
-from thinghub.services.core import Core
+from thinghub.services.core import Services
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -125,7 +126,7 @@ async def api_version(
     return version
 
 
-async def authenticate(core: Core, header: str | None) -> Principal:
+async def authenticate(services: Services, header: str | None) -> Principal:
     """`Bearer <token>`, or the token itself (IoT Central sends `SharedAccessSignature sr=...`)."""
     value = (header or "").strip()
     if not value:
@@ -136,16 +137,16 @@ async def authenticate(core: Core, header: str | None) -> Principal:
     scheme, _, rest = value.partition(" ")
     if scheme.lower() == "bearer":
         value = rest.strip()
-    return await core.auth.authenticate_bearer(value)
+    return await services.auth.authenticate_bearer(value)
 
 
-def page_link(core: Core, request: Request, **params: str) -> str:
+def page_link(settings: Settings, request: Request, **params: str) -> str:
     """A link to this route with `params` set (a nextLink): relative to the server, or under
     the `public_url` setting when one is set. Never built from the Host header, which is
     whatever the client sent."""
     url = request.url.include_query_params(**params)
     relative = f"{url.path}?{url.query}" if url.query else url.path
-    base = core.options.public_url
+    base = settings.public_url
     return f"{base}{relative}" if base else relative
 
 
@@ -214,11 +215,11 @@ def _firmware(reported: dict[str, Any]) -> str | None:
     return None
 
 
-async def device_json(core: Core, device: Device) -> dict[str, Any]:
+async def device_json(services: Services, device: Device) -> dict[str, Any]:
     out = device_record(device)
     if device.last_activity_at is not None:
         out["lastSeen"] = format_ts_short(device.last_activity_at)
-    twin = await core.twins.get(device)
+    twin = await services.twins.get(device)
     firmware = _firmware(twin.reported.properties)
     if firmware is not None:
         out["firmwareVersion"] = firmware

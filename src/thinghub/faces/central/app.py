@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 
+from thinghub.config import Settings
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN, parse_method_name
 from thinghub.domain.errors import Invalid, NotFound, TooLarge
@@ -23,10 +24,11 @@ from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, TwinSection
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
-    core_of,
     document_page_size,
     face_app,
     principal_of,
+    services_of,
+    settings_of,
 )
 from thinghub.faces.central._wire import (
     ERROR_SCHEMA,
@@ -52,7 +54,8 @@ from thinghub.faces.central.schemas import (
     DevicePatch,
     PropertyPatch,
 )
-from thinghub.services.core import Core
+from thinghub.faces.face import FaceContext
+from thinghub.services.core import Services
 from thinghub.services.templates import (
     DeviceTemplate,
     ObjectSchema,
@@ -130,7 +133,7 @@ router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends
 @router.get("/apps/app", tags=["apps"], summary="Get the application")
 async def get_app(request: Request, caller: Caller) -> Response:
     require(caller, "read")
-    account = await core_of(request).account(caller.account_id)
+    account = await services_of(request).auth.account(caller.account_id)
     created = format_ts_short(account.created_at)
     return OrjsonResponse(
         {
@@ -157,8 +160,8 @@ def _sas_token(account_id: str, token_id: str, expiry: float) -> str:
     )
 
 
-async def _central_token(core: Core, caller: Principal, token_id: str) -> ApiToken:
-    return await core.auth.get_token(caller, token_id, face="central")
+async def _central_token(services: Services, caller: Principal, token_id: str) -> ApiToken:
+    return await services.auth.get_token(caller, token_id, face="central")
 
 
 @router.put("/apiTokens/{token_id}", tags=["apiTokens"], summary="Create an API token")
@@ -166,15 +169,13 @@ async def create_token(
     token_id: NewId, body: ApiTokenCreate, request: Request, caller: Caller
 ) -> Response:
     """The response holds `token`, the secret, this once. 409 when the id is taken."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "tokens")
     parse_id(token_id, "tokenId")
     role = parse_role(body.roles[0].role)
-    now = core.clock.now()
-    expiry = now + TOKEN_TTL_S if body.expiry is None else parse_time(body.expiry, "expiry")
-    if expiry <= now:
-        raise Invalid("expiry must be in the future", field="expiry")
-    issued = await core.auth.create_token(
+    requested = None if body.expiry is None else parse_time(body.expiry, "expiry")
+    expiry = services.auth.token_expiry(requested, default_ttl_s=TOKEN_TTL_S)
+    issued = await services.auth.create_token(
         caller.account_id,
         role.core,
         label=f"central:{token_id}",
@@ -190,24 +191,24 @@ async def create_token(
 @router.get("/apiTokens", tags=["apiTokens"], summary="List API tokens (without secrets)")
 async def list_tokens(request: Request, caller: Caller) -> Response:
     require(caller, "tokens")
-    tokens = await core_of(request).auth.list_tokens(caller, face="central")
+    tokens = await services_of(request).auth.list_tokens(caller, face="central")
     return OrjsonResponse({"value": [token_json(t) for t in tokens]})
 
 
 @router.get("/apiTokens/{token_id}", tags=["apiTokens"], summary="Get an API token")
 async def get_token(token_id: str, request: Request, caller: Caller) -> Response:
     require(caller, "tokens")
-    return OrjsonResponse(token_json(await _central_token(core_of(request), caller, token_id)))
+    return OrjsonResponse(token_json(await _central_token(services_of(request), caller, token_id)))
 
 
 @router.delete(
     "/apiTokens/{token_id}", status_code=204, tags=["apiTokens"], summary="Revoke an API token"
 )
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "tokens")
-    await _central_token(core, caller, token_id)
-    await core.auth.revoke_token(caller.account_id, token_id)
+    await _central_token(services, caller, token_id)
+    await services.auth.revoke_token(caller.account_id, token_id)
     return Response(status_code=204)
 
 
@@ -233,14 +234,14 @@ async def list_devices(
 ) -> Response:
     """Devices ordered by id; `nextLink` (the link to the next page: relative, or under the
     public_url setting) when `$top` cut."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "read")
-    page_max = core.options.page_max
+    page_max = settings_of(request).page_max
     if top is not None and not 1 <= top <= page_max:
         raise Invalid(f"$top must be 1 to {page_max}", field="$top")
     size = top or page_max
     matcher = None if filter_ is None else parse_filter(filter_, FILTER_FIELDS)
-    devices = sorted(await core.registry.list_devices(caller), key=lambda d: d.id)
+    devices = sorted(await services.registry.list_devices(caller), key=lambda d: d.id)
     chosen: list[Device] = []
     more = False
     for device in devices:
@@ -252,9 +253,9 @@ async def list_devices(
             more = True
             break
         chosen.append(device)
-    out: dict[str, Any] = {"devices": [await device_json(core, d) for d in chosen]}
+    out: dict[str, Any] = {"devices": [await device_json(services, d) for d in chosen]}
     if more:
-        out["nextLink"] = page_link(core, request, **{"$skiptoken": chosen[-1].id})
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": chosen[-1].id})
     return OrjsonResponse(out)
 
 
@@ -263,7 +264,7 @@ async def create_device(
     device_id: NewId, request: Request, caller: Caller, body: DeviceCreate | None = None
 ) -> Response:
     """200 with the device; 409 when a device with this id exists (ids are global)."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
     parse_id(device_id, "deviceId")
     body = body or DeviceCreate()
@@ -271,7 +272,7 @@ async def create_device(
         # The seed's example names a template the application need not have: the device keeps
         # the id and is checked against that template once it exists.
         parse_template_id(body.template, "template")
-    device = await core.registry.create_device(
+    device = await services.registry.create_device(
         caller,
         name=body.displayName or device_id,
         device_id=device_id,
@@ -279,15 +280,15 @@ async def create_device(
         simulated=body.simulated,
         enabled=body.enabled,
     )
-    return OrjsonResponse(await device_json(core, device))
+    return OrjsonResponse(await device_json(services, device))
 
 
 @router.get("/devices/{device_id}", tags=["devices"], summary="Get a device")
 async def get_device(device_id: str, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "read")
-    device = await core.registry.get_device(caller, device_id)
-    return OrjsonResponse(await device_json(core, device))
+    device = await services.registry.get_device(caller, device_id)
+    return OrjsonResponse(await device_json(services, device))
 
 
 @router.patch("/devices/{device_id}", tags=["devices"], summary="Update a device")
@@ -295,9 +296,9 @@ async def update_device(
     device_id: str, body: DevicePatch, request: Request, caller: Caller
 ) -> Response:
     """displayName, enabled, simulated, template (null unassigns). Disabling disconnects."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
-    device = await core.registry.get_device(caller, device_id)
+    device = await services.registry.get_device(caller, device_id)
     changes: dict[str, Any] = {}
     if body.displayName is not None:
         changes["name"] = body.displayName
@@ -310,18 +311,18 @@ async def update_device(
             parse_template_id(body.template, "template")
         changes["template"] = body.template
     if changes:
-        device = await core.registry.update_device(caller, device, **changes)
+        device = await services.registry.update_device(caller, device, **changes)
     if not device.enabled:
-        await core.disconnect(device.id)
-    return OrjsonResponse(await device_json(core, device))
+        await services.registry.disconnect(device.id)
+    return OrjsonResponse(await device_json(services, device))
 
 
 @router.delete("/devices/{device_id}", status_code=204, tags=["devices"], summary="Delete a device")
 async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
-    await core.registry.delete_device(caller, device_id)
-    await core.disconnect(device_id)
+    await services.registry.delete_device(caller, device_id)
+    await services.registry.disconnect(device_id)
     return Response(status_code=204)
 
 
@@ -332,10 +333,10 @@ async def delete_device(device_id: str, request: Request, caller: Caller) -> Res
 )
 async def get_credentials(device_id: str, request: Request, caller: Caller) -> Response:
     """DPS id scope and symmetric keys, as IoT Central's device connect dialog shows them."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
-    device = await core.registry.get_device(caller, device_id)
-    account = await core.account(device.account_id)
+    device = await services.registry.get_device(caller, device_id)
+    account = await services.auth.account(device.account_id)
     return OrjsonResponse(
         {
             "idScope": account.id_scope,
@@ -362,17 +363,17 @@ async def send_telemetry(
 ) -> Response:
     """Stored like MQTT telemetry. A `timestamp` string sets the message time (unless the
     template declares a telemetry named timestamp). 400 when the template does not match."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
-    device = await core.registry.get_device(caller, device_id)
+    device = await services.registry.get_device(caller, device_id)
     if not isinstance(body, dict):
         raise Invalid("telemetry must be a JSON object", field="body")
-    template = await core.templates.for_device(device)
+    template = await services.templates.for_device(device)
     ts = None
     if "timestamp" in body and not (template and "timestamp" in template.model.telemetry):
         body = dict(body)
         ts = parse_time(body.pop("timestamp"), "timestamp")
-    message = core.ingest.build(
+    message = services.ingest.build(
         device,
         to_json(body, "body"),
         body=body,
@@ -380,14 +381,14 @@ async def send_telemetry(
         source="central",
         enqueued_at=ts,
     )
-    await core.ingest.ingest(device, message)
+    await services.ingest.ingest(device, message)
     return Response(status_code=204)
 
 
 # -- commands -----------------------------------------------------------------------------------
 
 
-def _command_body(core: Core, body: Any) -> tuple[Any, float | None, float | None]:
+def _command_body(settings: Settings, body: Any) -> tuple[Any, float | None, float | None]:
     """(arguments, response timeout, TTL) from the seed's bare arguments or IoT Central's
     {"request", "connectionTimeout", "responseTimeout"} envelope."""
     if not (isinstance(body, dict) and body and set(body) <= COMMAND_ENVELOPE):
@@ -396,11 +397,9 @@ def _command_body(core: Core, body: Any) -> tuple[Any, float | None, float | Non
         body.get("responseTimeout"),
         "responseTimeout",
         MIN_RESPONSE_TIMEOUT_S,
-        core.options.method_timeout_max_s,
+        settings.method_timeout_max_s,
     )
-    ttl = _seconds(
-        body.get("connectionTimeout"), "connectionTimeout", 1.0, core.options.command_ttl_s
-    )
+    ttl = _seconds(body.get("connectionTimeout"), "connectionTimeout", 1.0, settings.command_ttl_s)
     return body.get("request"), timeout, ttl
 
 
@@ -427,21 +426,21 @@ def _unwrap_request(template: DeviceTemplate, name: str, payload: Any) -> Any:
 async def _submit(
     request: Request, caller: Principal, device_id: str, name: str, body: Any
 ) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
     parse_method_name(name, "commandName")  # `component*command` for a component's command
-    device = await core.registry.get_device(caller, device_id)
-    payload, timeout, ttl = _command_body(core, body)
+    device = await services.registry.get_device(caller, device_id)
+    payload, timeout, ttl = _command_body(settings_of(request), body)
     size = len(to_json(payload, "request"))
     if size > MAX_COMMAND_PAYLOAD_BYTES:
         raise TooLarge(
             f"request is {size} bytes; the limit is {MAX_COMMAND_PAYLOAD_BYTES}", field="request"
         )
-    template = await core.templates.for_device(device)
+    template = await services.templates.for_device(device)
     if template is not None:
         payload = _unwrap_request(template, name, payload)
         template.command(name)[1].check_request(payload)
-    command = await core.commands.submit(caller, device, name, payload, timeout, ttl)
+    command = await services.commands.submit(caller, device, name, payload, timeout, ttl)
     return OrjsonResponse({"commandId": command.id, "status": command.status.value})
 
 
@@ -488,10 +487,10 @@ async def command_status(
     device_id: str, command_id: str, request: Request, caller: Caller
 ) -> Response:
     """Pending, Completed (result, completedTime), Failed, TimedOut or Expired."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "read")
-    device = await core.registry.get_device(caller, device_id)
-    command = await core.commands.get(caller, device, command_id)
+    device = await services.registry.get_device(caller, device_id)
+    command = await services.commands.get(caller, device, command_id)
     return OrjsonResponse(command_json(command))
 
 
@@ -499,10 +498,10 @@ async def command_status(
 
 
 async def _property(
-    core: Core, device: Device, name: str
+    services: Services, device: Device, name: str
 ) -> tuple[str | None, str, PropertyDef | None]:
     """(component, property name, definition) for `name` or `component*name`."""
-    template = await core.templates.for_device(device)
+    template = await services.templates.for_device(device)
     if template is not None:
         component, definition = template.property(name)
         return component, definition.name, definition
@@ -543,11 +542,11 @@ async def get_property(
 ) -> Response:
     """{value, lastReportedTime}: the newer of what the device reported and (for a writable
     property) what was last set here; 404 when neither exists."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "read")
-    device = await core.registry.get_device(caller, device_id)
-    component, name, definition = await _property(core, device, property_name)
-    twin = await core.twins.get(device)
+    device = await services.registry.get_device(caller, device_id)
+    component, name, definition = await _property(services, device, property_name)
+    twin = await services.twins.get(device)
     has_reported, reported = _lookup(twin.reported, component, name)
     has_desired, desired = _lookup(twin.desired, component, name)
     if definition is not None and not definition.writable:
@@ -578,10 +577,10 @@ async def update_property(
 ) -> Response:
     """Patches the desired twin, which reaches the device (now, or when it reconnects), and
     answers the updated property object, as GET shows it."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "devices.write")
-    device = await core.registry.get_device(caller, device_id)
-    component, name, definition = await _property(core, device, property_name)
+    device = await services.registry.get_device(caller, device_id)
+    component, name, definition = await _property(services, device, property_name)
     if body.value is None:
         raise Invalid("value must not be null", field="value")
     if definition is not None:
@@ -591,7 +590,7 @@ async def update_property(
     size = len(to_json(patch, "value"))
     if size > MAX_TWIN_PATCH_BYTES:
         raise TooLarge(f"value is {size} bytes; the limit is {MAX_TWIN_PATCH_BYTES}", field="value")
-    twin = await core.twins.patch_desired(device, patch)
+    twin = await services.twins.patch_desired(device, patch)
     return OrjsonResponse(
         {"value": body.value, "lastReportedTime": section_time(twin.desired, component, name)}
     )
@@ -611,16 +610,16 @@ async def put_template(
 ) -> Response:
     """IoT Central's template document, a bare DTDL Interface, or an array of Interfaces
     (root first). Answers with the stored document."""
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "templates.write")
-    template = await core.templates.put(caller, template_id, body)
+    template = await services.templates.put(caller, template_id, body)
     return OrjsonResponse(template.document)
 
 
 @router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
 async def list_templates(request: Request, caller: Caller) -> Response:
     require(caller, "read")
-    templates = await core_of(request).templates.list(caller)
+    templates = await services_of(request).templates.list(caller)
     return OrjsonResponse({"value": [t.document for t in templates]})
 
 
@@ -629,7 +628,7 @@ async def list_templates(request: Request, caller: Caller) -> Response:
 )
 async def get_template(template_id: str, request: Request, caller: Caller) -> Response:
     require(caller, "read")
-    template = await core_of(request).templates.get(caller, template_id)
+    template = await services_of(request).templates.get(caller, template_id)
     return OrjsonResponse(template.document)
 
 
@@ -642,9 +641,9 @@ async def get_template(template_id: str, request: Request, caller: Caller) -> Re
 async def patch_template(
     template_id: str, request: Request, caller: Caller, body: AnyBody = None
 ) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "templates.write")
-    template = await core.templates.patch(caller, template_id, body)
+    template = await services.templates.patch(caller, template_id, body)
     return OrjsonResponse(template.document)
 
 
@@ -655,22 +654,22 @@ async def patch_template(
     summary="Delete a device template (409 while devices use it)",
 )
 async def delete_template(template_id: str, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     require(caller, "templates.write")
-    await core.templates.delete(caller, template_id)
+    await services.templates.delete(caller, template_id)
     return Response(status_code=204)
 
 
-def create_app(core: Core) -> FastAPI:
+def create_app(context: FaceContext) -> FastAPI:
     app = face_app(
-        core,
+        context,
         title="thinghub /central/api (Azure IoT Central REST API)",
         version="2023-07-31-preview",
         render=render_error,
         error_schema=ERROR_SCHEMA,
     )
     authenticate_before_body(app, authenticate)
-    app.state.openapi_patches.append(document_page_size("$top", core.options.page_max))
+    app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
     # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)

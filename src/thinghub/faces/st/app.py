@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from thinghub.config import Settings
 from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, TooLarge, Unauthorized
 from thinghub.domain.events import EventType
@@ -25,12 +26,14 @@ from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, validate_patch
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
-    core_of,
     document_bearer,
     document_page_size,
     face_app,
     principal_of,
+    services_of,
+    settings_of,
 )
+from thinghub.faces.face import FaceContext
 from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
@@ -44,7 +47,7 @@ from thinghub.faces.st.schemas import (
 )
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.auth import authorize
-from thinghub.services.core import Core
+from thinghub.services.core import Services
 from thinghub.services.retention import RetentionView
 
 __all__ = ["create_app"]
@@ -76,14 +79,18 @@ def _ts(value: float | None) -> str | None:
     return None if value is None else format_ts(value)
 
 
-async def _device_json(core: Core, principal: Principal, device: Device) -> dict[str, Any]:
-    account = await core.account(device.account_id)
-    twin = await core.twins.get(device)
+def _connection_state(is_connected: bool) -> str:
+    return "Connected" if is_connected else "Disconnected"
+
+
+async def _device_json(services: Services, principal: Principal, device: Device) -> dict[str, Any]:
+    account = await services.auth.account(device.account_id)
+    twin = await services.twins.get(device)
     modules: list[dict[str, Any]] | None = None
     if device.is_gateway:
         modules = [
-            await _module_json(core, principal, m)
-            for m in await core.registry.list_modules(principal, device.id)
+            await _module_json(services, principal, m)
+            for m in await services.registry.list_modules(principal, device.id)
         ]
     return {
         "id": device.id,
@@ -96,7 +103,7 @@ async def _device_json(core: Core, principal: Principal, device: Device) -> dict
             "user": device.created_by,
         },
         "isIoTEdgeCapable": device.is_gateway,
-        "connectionState": "Connected" if core.links.is_connected(device.id) else "Disconnected",
+        "connectionState": _connection_state(await services.registry.is_connected(device.id)),
         "credentials": _credentials(principal, device),
         "properties": {"desired": twin.desired.properties},
         "lastActivityTime": _ts(device.last_activity_at),
@@ -113,12 +120,12 @@ def _credentials(principal: Principal, device: Device) -> dict[str, Any]:
     return {"type": "symmetricKey", "symmetricKey": keys}
 
 
-async def _module_json(core: Core, principal: Principal, module: Device) -> dict[str, Any]:
-    twin = await core.twins.get(module)
+async def _module_json(services: Services, principal: Principal, module: Device) -> dict[str, Any]:
+    twin = await services.twins.get(module)
     return {
         "moduleId": module.module_id,
         "deviceId": module.parent_id,
-        "connectionState": "Connected" if core.links.is_connected(module.id) else "Disconnected",
+        "connectionState": _connection_state(await services.registry.is_connected(module.id)),
         "credentials": _credentials(principal, module),
         "properties": {"desired": twin.desired.properties},
         "lastActivityTime": _ts(module.last_activity_at),
@@ -126,7 +133,7 @@ async def _module_json(core: Core, principal: Principal, module: Device) -> dict
     }
 
 
-def _twin_json(core: Core, twin: Any, device: Device) -> dict[str, Any]:
+def _twin_json(services: Services, twin: Any, device: Device) -> dict[str, Any]:
     return {
         "deviceId": device.parent_id or device.id,
         "moduleId": device.module_id,
@@ -148,11 +155,11 @@ def _page_response(items: list[Any], cursor: str | None) -> Response:
     return OrjsonResponse(items, headers=headers)
 
 
-def _limit(core: Core, limit: int | None) -> int:
+def _limit(settings: Settings, limit: int | None) -> int:
     if limit is None:
-        return min(100, core.options.page_max)
-    if not 1 <= limit <= core.options.page_max:
-        raise Invalid(f"limit must be 1 to {core.options.page_max}", field="limit")
+        return min(100, settings.page_max)
+    if not 1 <= limit <= settings.page_max:
+        raise Invalid(f"limit must be 1 to {settings.page_max}", field="limit")
     return limit
 
 
@@ -244,7 +251,7 @@ async def issue_token(request: Request) -> Response:
 
     Errors use the OAuth2 shape {"error", "error_description"} (RFC 6749 §5.2).
     """
-    core = core_of(request)
+    services = services_of(request)
     try:
         raw = await request.body()
     except StarletteHTTPException as exc:  # over max_request_bytes (faces._http.BodyLimit)
@@ -264,10 +271,10 @@ async def issue_token(request: Request) -> Response:
         if grant == "password":
             if not form.get("username") or not form.get("password"):
                 return _oauth_error("invalid_request", "username and password are required")
-            token, ttl = await core.auth.password_grant(form["username"], form["password"])
+            token, ttl = await services.auth.password_grant(form["username"], form["password"])
         elif grant == "client_credentials":
             client_id, secret = _client_credentials(request, form)
-            token, ttl = await core.auth.client_credentials_grant(client_id, secret)
+            token, ttl = await services.auth.client_credentials_grant(client_id, secret)
         elif not grant:
             return _oauth_error("invalid_request", "grant_type is required")
         else:
@@ -322,12 +329,12 @@ async def create_token(body: TokenCreate, request: Request, caller: Caller) -> R
     `project` limits the token to one project; a project-limited caller can only create
     tokens for its own project.
     """
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "admin")
     project = body.project if body.project is not None else caller.project
     if not caller.sees(project):
         raise Forbidden(f"this token is limited to project {caller.project!r}", field="project")
-    issued = await core.auth.create_token(
+    issued = await services.auth.create_token(
         caller.account_id, Role(body.role), label=body.label, project=project
     )
     return OrjsonResponse(
@@ -345,9 +352,9 @@ async def create_token(body: TokenCreate, request: Request, caller: Caller) -> R
 
 @router.get("/tokens", tags=["auth"])
 async def list_tokens(request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "admin")
-    tokens = await core.auth.list_tokens(caller)
+    tokens = await services.auth.list_tokens(caller)
     return OrjsonResponse(
         [
             {
@@ -364,10 +371,10 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["auth"])
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "admin")
-    await core.auth.get_token(caller, token_id)  # 404 outside the caller's account/project
-    await core.auth.revoke_token(caller.account_id, token_id)
+    await services.auth.get_token(caller, token_id)  # 404 outside the caller's account/project
+    await services.auth.revoke_token(caller.account_id, token_id)
     return Response(status_code=204)
 
 
@@ -380,7 +387,7 @@ async def create_user(body: UserCreate, request: Request, caller: Caller) -> Res
             field="project",
         )
     try:
-        user = await core_of(request).auth.create_user(
+        user = await services_of(request).auth.create_user(
             caller.account_id, body.username, body.password, Role(body.role)
         )
     except Conflict as exc:
@@ -395,11 +402,11 @@ async def create_user(body: UserCreate, request: Request, caller: Caller) -> Res
 
 @router.get("/projects", tags=["projects"])
 async def list_projects(request: Request, caller: Caller) -> Response:
-    core = core_of(request)
-    projects = await core.registry.list_projects(caller)
+    services = services_of(request)
+    projects = await services.registry.list_projects(caller)
     out = []
     for project in projects:
-        deployments = await core.registry.list_deployments(caller, project.name)
+        deployments = await services.registry.list_deployments(caller, project.name)
         out.append(
             {
                 "name": project.name,
@@ -412,7 +419,7 @@ async def list_projects(request: Request, caller: Caller) -> Response:
 
 @router.get("/projects/{project}/deployments", tags=["projects"])
 async def list_deployments(project: str, request: Request, caller: Caller) -> Response:
-    deployments = await core_of(request).registry.list_deployments(caller, project)
+    deployments = await services_of(request).registry.list_deployments(caller, project)
     return OrjsonResponse(
         [
             {"name": d.name, "project": d.project, "createdTime": format_ts(d.created_at)}
@@ -427,15 +434,15 @@ async def list_deployments(project: str, request: Request, caller: Caller) -> Re
 @router.post("/devices", tags=["devices"])
 async def create_device(body: DeviceCreate, request: Request, caller: Caller) -> Response:
     """Register a device (or, with isIoTEdgeCapable, a gateway) in a project and deployment."""
-    core = core_of(request)
-    device = await core.registry.create_device(
+    services = services_of(request)
+    device = await services.registry.create_device(
         caller,
         name=body.name,
         project=body.project,
         deployment=body.deployment,
         kind=DeviceKind.GATEWAY if body.isIoTEdgeCapable else DeviceKind.DEVICE,
     )
-    return OrjsonResponse(await _device_json(core, caller, device))
+    return OrjsonResponse(await _device_json(services, caller, device))
 
 
 @router.get("/devices", tags=["devices"])
@@ -445,16 +452,18 @@ async def list_devices(
     projectID: Filter = None,
     deploymentID: Filter = None,
 ) -> Response:
-    core = core_of(request)
-    devices = await core.registry.list_devices(caller, project=projectID, deployment=deploymentID)
-    return OrjsonResponse([await _device_json(core, caller, d) for d in devices])
+    services = services_of(request)
+    devices = await services.registry.list_devices(
+        caller, project=projectID, deployment=deploymentID
+    )
+    return OrjsonResponse([await _device_json(services, caller, d) for d in devices])
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
 async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
-    device = await core.registry.get_device(caller, device_id)
-    return OrjsonResponse(await _device_json(core, caller, device))
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    return OrjsonResponse(await _device_json(services, caller, device))
 
 
 @router.put("/devices/{device_id}", tags=["devices"])
@@ -462,9 +471,9 @@ async def update_device(
     device_id: DeviceId, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
     """Patch desired properties (`properties`), rename, or enable/disable the device."""
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "write")
-    device = await core.registry.get_device(caller, device_id)
+    device = await services.registry.get_device(caller, device_id)
     patch = _desired_patch(body.properties)  # checked before anything changes
     changes: dict[str, Any] = {}
     name = body.name or (body.tags.name if body.tags else None)
@@ -473,12 +482,14 @@ async def update_device(
     if body.provisioningStatus is not None:
         changes["enabled"] = body.provisioningStatus == "enabled"
     if patch:  # first: a full twin section (413) must leave the rest unchanged too
-        await core.twins.patch_desired(device, patch)
+        await services.twins.patch_desired(device, patch)
     if changes:
-        device = await core.registry.update_device(caller, device, **changes)
+        device = await services.registry.update_device(caller, device, **changes)
         if not device.enabled:
-            await core.disconnect(device.id)  # a disabled device may not stay connected
-    return OrjsonResponse(await _device_json(core, caller, device))
+            await services.registry.disconnect(
+                device.id
+            )  # a disabled device may not stay connected
+    return OrjsonResponse(await _device_json(services, caller, device))
 
 
 def _desired_patch(properties: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -503,18 +514,18 @@ def _desired_patch(properties: dict[str, Any] | None) -> dict[str, Any] | None:
 
 @router.delete("/devices/{device_id}", status_code=204, tags=["devices"])
 async def delete_device(device_id: DeviceId, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
-    await core.registry.delete_device(caller, device_id)
-    await core.disconnect(device_id)
+    services = services_of(request)
+    await services.registry.delete_device(caller, device_id)
+    await services.registry.disconnect(device_id)
     return Response(status_code=204)
 
 
 @router.get("/devices/{device_id}/twin", tags=["devices"])
 async def get_twin(device_id: DeviceId, request: Request, caller: Caller) -> Response:
     """The whole twin: desired and reported with `$metadata` and `$version`."""
-    core = core_of(request)
-    device = await core.registry.get_device(caller, device_id)
-    return OrjsonResponse(_twin_json(core, await core.twins.get(device), device))
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    return OrjsonResponse(_twin_json(services, await services.twins.get(device), device))
 
 
 @router.post("/devices/{device_id}/method", tags=["devices"])
@@ -526,15 +537,15 @@ async def invoke_method(
     The device's status code is in the `x-method-status` header. 404 DeviceNotOnline when the
     device is not connected, 504 GatewayTimeout when it does not answer in time.
     """
-    core = core_of(request)
-    device = await core.registry.get_device(caller, device_id)
-    result = await core.commands.invoke(
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    result = await services.commands.invoke(
         caller, device, body.name, body.payload, body.responseTimeoutInSeconds
     )
-    return _method_response(core, result)
+    return _method_response(settings_of(request), result)
 
 
-def _method_response(core: Core, result: MethodResult) -> Response:
+def _method_response(settings: Settings, result: MethodResult) -> Response:
     """The device's answer as the response body.
 
     The Azure SDK's samples serialize their answer themselves and the SDK serializes it again,
@@ -546,7 +557,7 @@ def _method_response(core: Core, result: MethodResult) -> Response:
     if (
         isinstance(payload, str)
         and payload.lstrip()[:1] in ("{", "[")
-        and not exceeds_depth(payload, core.options.max_json_depth)
+        and not exceeds_depth(payload, settings.max_json_depth)
     ):
         with contextlib.suppress(orjson.JSONDecodeError):
             payload = orjson.loads(payload)
@@ -558,9 +569,9 @@ async def send_c2d(
     device_id: DeviceId, body: C2DSend, request: Request, caller: Caller
 ) -> Response:
     """Send a cloud-to-device message; queued until the device is connected."""
-    core = core_of(request)
-    device = await core.registry.get_device(caller, device_id)
-    message = await core.c2d.send(caller, device, body.body, body.properties, body.ttlInSeconds)
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    message = await services.c2d.send(caller, device, body.body, body.properties, body.ttlInSeconds)
     return OrjsonResponse(
         {"messageId": message.id, "expiryTime": format_ts(message.expires_at)}, status_code=202
     )
@@ -572,16 +583,16 @@ async def issue_certificate(device_id: DeviceId, request: Request, caller: Calle
 
     The device can then connect over MQTT with the certificate instead of a SAS token.
     """
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "admin")
-    device = await core.registry.get_device(caller, device_id)
-    cert, key = await core.issue_certificate(device)
+    device = await services.registry.get_device(caller, device_id)
+    cert, key = await services.certificates.issue(device)
     return OrjsonResponse(
         {
             "deviceId": device.id,
             "certificate": cert,
             "privateKey": key,
-            "caCertificate": core.ca_pem,
+            "caCertificate": services.certificates.ca_pem,
         },
         status_code=201,
     )
@@ -595,39 +606,39 @@ async def create_enrollment_group(
     body: EnrollmentGroupCreate, request: Request, caller: Caller
 ) -> Response:
     """A DPS group: devices signing with HMAC(group key, registration id) register into it."""
-    core = core_of(request)
-    group = await core.provisioning.create_group(
+    services = services_of(request)
+    group = await services.provisioning.create_group(
         caller,
         body.enrollmentGroupId,
         project=body.project,
         deployment=body.deployment,
         is_edge=body.isIoTEdgeCapable,
     )
-    account = await core.account(caller.account_id)
+    account = await services.auth.account(caller.account_id)
     return OrjsonResponse({**group, "idScope": account.id_scope}, status_code=201)
 
 
 @router.get("/enrollmentGroups", tags=["provisioning"])
 async def list_enrollment_groups(request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "admin")
-    account = await core.account(caller.account_id)
-    groups = await core.provisioning.list_groups(caller)
+    account = await services.auth.account(caller.account_id)
+    groups = await services.provisioning.list_groups(caller)
     return OrjsonResponse([{**group, "idScope": account.id_scope} for group in groups])
 
 
 @router.get("/enrollmentGroups/{group_id}", tags=["provisioning"])
 async def get_enrollment_group(group_id: str, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "admin")
-    account = await core.account(caller.account_id)
-    group = await core.provisioning.get_group(caller, group_id)
+    account = await services.auth.account(caller.account_id)
+    group = await services.provisioning.get_group(caller, group_id)
     return OrjsonResponse({**group, "idScope": account.id_scope})
 
 
 @router.delete("/enrollmentGroups/{group_id}", status_code=204, tags=["provisioning"])
 async def delete_enrollment_group(group_id: str, request: Request, caller: Caller) -> Response:
-    await core_of(request).provisioning.delete_group(caller, group_id)
+    await services_of(request).provisioning.delete_group(caller, group_id)
     return Response(status_code=204)
 
 
@@ -636,54 +647,54 @@ async def delete_enrollment_group(group_id: str, request: Request, caller: Calle
 
 @router.get("/devices/{device_id}/modules", tags=["modules"])
 async def list_modules(device_id: DeviceId, request: Request, caller: Caller) -> Response:
-    core = core_of(request)
-    modules = await core.registry.list_modules(caller, device_id)
-    return OrjsonResponse([await _module_json(core, caller, m) for m in modules])
+    services = services_of(request)
+    modules = await services.registry.list_modules(caller, device_id)
+    return OrjsonResponse([await _module_json(services, caller, m) for m in modules])
 
 
 @router.post("/devices/{device_id}/modules", tags=["modules"])
 async def create_module(
     device_id: DeviceId, body: ModuleCreate, request: Request, caller: Caller
 ) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     try:
-        module = await core.registry.create_module(caller, device_id, body.moduleId)
+        module = await services.registry.create_module(caller, device_id, body.moduleId)
     except Conflict as exc:
         raise Conflict(
             f"module {body.moduleId!r} of {device_id!r} already exists", field="moduleId"
         ) from exc
-    return OrjsonResponse(await _module_json(core, caller, module))
+    return OrjsonResponse(await _module_json(services, caller, module))
 
 
 @router.get("/devices/{device_id}/modules/{module_id}", tags=["modules"])
 async def get_module(
     device_id: DeviceId, module_id: str, request: Request, caller: Caller
 ) -> Response:
-    core = core_of(request)
-    module = await core.registry.get_module(caller, device_id, module_id)
-    return OrjsonResponse(await _module_json(core, caller, module))
+    services = services_of(request)
+    module = await services.registry.get_module(caller, device_id, module_id)
+    return OrjsonResponse(await _module_json(services, caller, module))
 
 
 @router.put("/devices/{device_id}/modules/{module_id}", tags=["modules"])
 async def update_module(
     device_id: DeviceId, module_id: str, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
-    core = core_of(request)
+    services = services_of(request)
     authorize(caller, "write")
-    module = await core.registry.get_module(caller, device_id, module_id)
+    module = await services.registry.get_module(caller, device_id, module_id)
     patch = _desired_patch(body.properties)
     if patch:
-        await core.twins.patch_desired(module, patch)
-    return OrjsonResponse(await _module_json(core, caller, module))
+        await services.twins.patch_desired(module, patch)
+    return OrjsonResponse(await _module_json(services, caller, module))
 
 
 @router.delete("/devices/{device_id}/modules/{module_id}", status_code=204, tags=["modules"])
 async def delete_module(
     device_id: DeviceId, module_id: str, request: Request, caller: Caller
 ) -> Response:
-    core = core_of(request)
-    await core.registry.delete_module(caller, device_id, module_id)
-    await core.disconnect(f"{device_id}/{module_id}")
+    services = services_of(request)
+    await services.registry.delete_module(caller, device_id, module_id)
+    await services.registry.disconnect(f"{device_id}/{module_id}")
     return Response(status_code=204)
 
 
@@ -691,21 +702,21 @@ async def delete_module(
 async def get_module_twin(
     device_id: DeviceId, module_id: str, request: Request, caller: Caller
 ) -> Response:
-    core = core_of(request)
-    module = await core.registry.get_module(caller, device_id, module_id)
-    return OrjsonResponse(_twin_json(core, await core.twins.get(module), module))
+    services = services_of(request)
+    module = await services.registry.get_module(caller, device_id, module_id)
+    return OrjsonResponse(_twin_json(services, await services.twins.get(module), module))
 
 
 @router.post("/devices/{device_id}/modules/{module_id}/method", tags=["modules"])
 async def invoke_module_method(
     device_id: DeviceId, module_id: str, body: MethodRequest, request: Request, caller: Caller
 ) -> Response:
-    core = core_of(request)
-    module = await core.registry.get_module(caller, device_id, module_id)
-    result = await core.commands.invoke(
+    services = services_of(request)
+    module = await services.registry.get_module(caller, device_id, module_id)
+    result = await services.commands.invoke(
         caller, module, body.name, body.payload, body.responseTimeoutInSeconds
     )
-    return _method_response(core, result)
+    return _method_response(settings_of(request), result)
 
 
 # -- telemetries and events ---------------------------------------------------------------
@@ -742,9 +753,9 @@ async def list_telemetries(
 
     Pages hold `limit` items (default 100); `x-continuation-token` names the next page.
     """
-    core = core_of(request)
+    services = services_of(request)
     since, until = _range(from_, to)
-    page = await core.queries.telemetry(
+    page = await services.queries.telemetry(
         caller,
         TelemetryQuery(
             caller.account_id,
@@ -753,7 +764,7 @@ async def list_telemetries(
             _entity(deviceID, moduleID),
             since,
             until,
-            _limit(core, limit),
+            _limit(settings_of(request), limit),
             continuationToken,
         ),
     )
@@ -783,7 +794,7 @@ async def list_events(
     connection_state_event and change_event, as in the seed; `eventType` picks one type,
     thinghub's device_lifecycle_event and telemetry_rejected_event included.
     """
-    core = core_of(request)
+    services = services_of(request)
     kinds = SEED_EVENT_TYPES
     if eventType is not None:
         try:
@@ -794,7 +805,7 @@ async def list_events(
                 field="eventType",
             ) from None
     since, until = _range(from_, to)
-    page = await core.queries.events(
+    page = await services.queries.events(
         caller,
         EventQuery(
             caller.account_id,
@@ -804,7 +815,7 @@ async def list_events(
             kinds,
             since,
             until,
-            _limit(core, limit),
+            _limit(settings_of(request), limit),
             continuationToken,
         ),
     )
@@ -835,7 +846,7 @@ def _retention_json(view: RetentionView) -> dict[str, Any]:
 async def get_retention(request: Request, caller: Caller) -> Response:
     """How many days the account keeps telemetry and events (0 = forever): the days that
     apply, the account's own setting (`null` = the server's default) and the server's."""
-    return OrjsonResponse(_retention_json(await core_of(request).retention.get(caller)))
+    return OrjsonResponse(_retention_json(await services_of(request).retention.get(caller)))
 
 
 @router.put("/account/retention", tags=["retention"])
@@ -848,7 +859,7 @@ async def put_retention(body: RetentionUpdate, request: Request, caller: Caller)
         changes["telemetry_days"] = body.telemetryDays
     if "eventsDays" in given:
         changes["events_days"] = body.eventsDays
-    view = await core_of(request).retention.set(caller, **changes)
+    view = await services_of(request).retention.set(caller, **changes)
     return OrjsonResponse(_retention_json(view))
 
 
@@ -864,7 +875,7 @@ async def delete_device_telemetries(
     """Delete a device's telemetry (its modules' too, or only `moduleID`'s), with its
     observations, optionally only `from`..`to`; answers how many messages went."""
     since, until = _range(from_, to)
-    count = await core_of(request).retention.delete_device_data(
+    count = await services_of(request).retention.delete_device_data(
         caller, "telemetry", device_id, moduleID, since, until
     )
     return OrjsonResponse({"deleted": count})
@@ -882,20 +893,20 @@ async def delete_device_events(
     """Delete a device's events of every type (its modules' too, or only `moduleID`'s),
     optionally only `from`..`to`; answers how many events went."""
     since, until = _range(from_, to)
-    count = await core_of(request).retention.delete_device_data(
+    count = await services_of(request).retention.delete_device_data(
         caller, "events", device_id, moduleID, since, until
     )
     return OrjsonResponse({"deleted": count})
 
 
-def create_app(core: Core) -> FastAPI:
+def create_app(context: FaceContext) -> FastAPI:
     app = face_app(
-        core, title="thinghub /v1 (ST AIoT Craft IoT API)", version="1",
+        context, title="thinghub /v1 (ST AIoT Craft IoT API)", version="1",
         form_paths=("/auth/token",),
     )  # fmt: skip
     authenticate_before_body(app)
     document_bearer(app, "An API token, or an access token from POST /v1/auth/token")
-    app.state.openapi_patches.append(document_page_size("limit", core.options.page_max))
+    app.state.openapi_patches.append(document_page_size("limit", context.settings.page_max))
     app.include_router(public)
     app.include_router(router)
     return app

@@ -1,0 +1,159 @@
+"""In-memory implementations of the bus and cluster ports: everything one process needs.
+
+- `MemoryBus`: live fan-out of typed events to subscribers on this node. Subscribing is
+  eager (nothing published after `subscribe()` returns is missed); a slow subscriber loses
+  its oldest events rather than stalling publishers.
+- `MemoryPresence`: which node holds each device's connection, with optional leases.
+- `MemoryLocks`: named asyncio locks, kept only while held or awaited.
+- `MemoryCounter`: monotonic integers per name, from 1.
+
+Each holds state that one process owns; the NATS (or PostgreSQL) implementations of the same
+ports share it between nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from thinghub.bus.subjects import tokens_match
+from thinghub.domain.live import LiveEvent
+from thinghub.ports import Clock
+
+__all__ = [
+    "SUBSCRIBER_QUEUE",
+    "MemoryBus",
+    "MemoryCounter",
+    "MemoryLocks",
+    "MemoryPresence",
+]
+
+SUBSCRIBER_QUEUE = 10_000  # events one subscriber may fall behind by; then its oldest go
+
+
+_Subscriber = tuple[tuple[str, ...], "asyncio.Queue[LiveEvent]"]  # pattern tokens, queue
+
+
+class MemoryBus:
+    def __init__(self) -> None:
+        self._subscribers: list[_Subscriber] = []
+
+    async def publish(self, event: LiveEvent) -> None:
+        if not self._subscribers:
+            return
+        tokens = event.subject.split(".")
+        for pattern, queue in self._subscribers:
+            if tokens_match(pattern, tokens):
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(event)
+
+    def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
+        """Subscribe now (not at the first read): nothing published after this call is missed.
+
+        Close the generator (aclose, or leave an `async for`) to unsubscribe.
+        """
+        queue: asyncio.Queue[LiveEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        entry: _Subscriber = (tuple(pattern.split(".")), queue)
+        self._subscribers.append(entry)
+        return self._iterate(entry)
+
+    @property
+    def subscriptions(self) -> int:
+        """How many subscriptions are open (for tests and metrics)."""
+        return len(self._subscribers)
+
+    async def _iterate(self, entry: _Subscriber) -> AsyncGenerator[LiveEvent, None]:
+        try:
+            while True:
+                yield await entry[1].get()
+        finally:
+            if entry in self._subscribers:
+                self._subscribers.remove(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    node_id: str
+    expires_at: float | None  # None: until released
+
+
+class MemoryPresence:
+    """Who holds each device's connection, in this process.
+
+    A claim with a lease expires `lease_s` after it was made (claiming again renews it); an
+    expired claim reads as no owner. Without a lease a claim lasts until it is released:
+    what one process needs, since its claims die with it.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._claims: dict[str, _Claim] = {}
+
+    def _current(self, device_id: str) -> _Claim | None:
+        claim = self._claims.get(device_id)
+        if (
+            claim is not None
+            and claim.expires_at is not None
+            and self.clock.now() >= claim.expires_at
+        ):
+            del self._claims[device_id]
+            return None
+        return claim
+
+    async def claim(self, device_id: str, node_id: str, lease_s: float | None = None) -> str | None:
+        previous = self._current(device_id)
+        expires = None if lease_s is None else self.clock.now() + lease_s
+        self._claims[device_id] = _Claim(node_id, expires)
+        return None if previous is None else previous.node_id
+
+    async def release(self, device_id: str, node_id: str) -> bool:
+        claim = self._current(device_id)
+        if claim is None or claim.node_id != node_id:
+            return False
+        del self._claims[device_id]
+        return True
+
+    async def owner(self, device_id: str) -> str | None:
+        claim = self._current(device_id)
+        return None if claim is None else claim.node_id
+
+    async def is_connected(self, device_id: str) -> bool:
+        return self._current(device_id) is not None
+
+
+class MemoryLocks:
+    """Named locks in this process. A lock exists while someone holds or awaits it (weak
+    values): idle names cost nothing."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        async with lock:  # `lock` keeps it alive until released
+            yield
+
+    def is_held(self, name: str) -> bool:
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
+
+class MemoryCounter:
+    """Monotonic integers per name, from 1, for this process."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, itertools.count[int]] = {}
+
+    async def next(self, name: str) -> int:
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = itertools.count(1)
+        return next(counter)

@@ -1,0 +1,73 @@
+"""Face registration: how an API face plugs into the server, whatever its protocol.
+
+A face is one `Face` value in `thinghub.faces.FACES`. The composition root (app.py) calls
+`build(FaceContext)` and serves what the `FaceParts` hold:
+
+- `app`: an ASGI app (REST, WebSocket routes, a Socket.IO server) mounted at `prefix` on the
+  shared HTTP port; with `--face-listen FACE=HOST:PORT` also at `/` and at `native_prefix`
+  of a port of the face's own, for clients with hard-coded paths;
+- `root_routes`: routes at the root of the HTTP port (`/connect/token`, `/socket.io/`);
+- `listeners`: servers on ports of the face's own (JSON-RPC over TCP, an MQTT dialect):
+  started after the HTTP listeners bind, each reporting its address under its name in the
+  ready line, closed with the HTTP servers at shutdown.
+
+`build` only constructs (it may be called more than once: once for the shared port and once
+per `--face-listen` port); nothing runs until app.py serves the app or starts a listener.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
+
+from thinghub.config import Settings
+from thinghub.faces._http import ErrorRenderer
+from thinghub.services.core import Services
+
+__all__ = ["Face", "FaceContext", "FaceParts", "Listener"]
+
+
+class Listener(Protocol):
+    """A server on a port of its own. `name` keys its address in the ready line
+    ("itwin_tcp"); `start` binds (port 0: ephemeral) and returns (host, port)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self) -> tuple[str, int]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FaceContext:
+    """What a face is built from: the services (its only door to the core), the settings,
+    and the server TLS context for listeners that speak TLS."""
+
+    services: Services
+    settings: Settings
+    server_ssl: Callable[[], ssl.SSLContext]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceParts:
+    app: ASGIApp | None = None
+    root_routes: tuple[BaseRoute, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    name: str  # "st", "central", ...: the key of --face-listen and of the `/` index
+    prefix: str  # where `app` is mounted on the shared HTTP port ("/v1")
+    native_prefix: str  # its own port also answers here ("/api"); "" for only `/`
+    build: Callable[[FaceContext], FaceParts]
+    # The error body of a path under `prefix` that no route takes (404, 405); None: the
+    # default {"error": {...}} shape.
+    render_error: ErrorRenderer | None = None
+    docs: str | None = "/docs"  # its API documentation, under `prefix`; None: none

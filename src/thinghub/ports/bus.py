@@ -1,0 +1,29 @@
+"""The Bus port: live fan-out of typed events (thinghub.domain.live) by subject pattern.
+
+The in-memory implementation is thinghub.bus.memory.MemoryBus (one process); a multi-node
+implementation (NATS) implements the same protocol, so it is an addition, not a rewrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Protocol
+
+from thinghub.domain.live import LiveEvent
+
+__all__ = ["Bus"]
+
+
+class Bus(Protocol):
+    """Live fan-out of typed events (telemetry, twin changes, connections, events, devices).
+
+    Subjects and patterns are described in thinghub.domain.live. Delivery is at most once and
+    best effort: the store is the record; the bus is for what is happening now.
+    """
+
+    async def publish(self, event: LiveEvent) -> None: ...
+
+    def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
+        """Subscribe at once (eagerly: nothing published after this returns is missed).
+        Close the generator to unsubscribe."""
+        ...

@@ -1,0 +1,44 @@
+"""Device certificates: X.509 client certificates signed by the hub's CA.
+
+The CA is handed in at construction (the composition root loads or creates it); without one
+(offline tools), issuing is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from thinghub.domain.model import Device
+
+__all__ = ["CertificateIssuer", "CertificateService"]
+
+
+class CertificateIssuer(Protocol):
+    """What a certificate authority offers this service (security.ca.CertificateAuthority)."""
+
+    @property
+    def ca_pem(self) -> str: ...
+
+    def issue_device_certificate(
+        self, common_name: str, *, organizational_unit: str | None = None
+    ) -> tuple[str, str]: ...
+
+
+class CertificateService:
+    def __init__(self, issuer: CertificateIssuer | None) -> None:
+        self._issuer = issuer
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The hub CA certificate (PEM), which devices trust; None without a CA."""
+        return None if self._issuer is None else self._issuer.ca_pem
+
+    async def issue(self, device: Device) -> tuple[str, str]:
+        """A client certificate and its key (PEM) for a device, signed by the hub CA: CN the
+        device id, OU its account (the hub and DPS check both). Key generation runs off the
+        event loop."""
+        if self._issuer is None:
+            raise RuntimeError("no certificate authority configured")
+        issue = self._issuer.issue_device_certificate
+        return await asyncio.to_thread(issue, device.id, organizational_unit=device.account_id)

@@ -63,6 +63,7 @@ from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
+from thinghub.services.live import LiveService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
@@ -148,6 +149,7 @@ def build_services(
         ),
         certificates=CertificateService(issuer),
         sessions=SessionService(stores),
+        live=LiveService(bus),
     )
 
 

@@ -16,6 +16,7 @@ from thinghub.services.commands import CommandService
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
+from thinghub.services.live import LiveService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
@@ -44,6 +45,8 @@ class Services:
     retention: RetentionService
     certificates: CertificateService
     sessions: SessionService
+    # Live events for push channels (ux4iot, iTwin subscriptions, the console, streams).
+    live: LiveService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

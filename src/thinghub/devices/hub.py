@@ -38,7 +38,12 @@ from thinghub.devices.hub_topics import (
     parse_telemetry_topic,
     request_id,
 )
-from thinghub.devices.mqtt_server import REFUSAL_LOG_INTERVAL_S, Connection, DropConnection
+from thinghub.devices.mqtt_server import (
+    REFUSAL_LOG_INTERVAL_S,
+    Connection,
+    ConnectionClosed,
+    DropConnection,
+)
 from thinghub.devices.throttle import ConnectLimiter
 from thinghub.domain.errors import (
     DeviceOffline,
@@ -169,9 +174,11 @@ class HubLink:
         self.conn.close()
 
     def _publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Send on this link; DeviceOffline once its connection is closed. Our own misuse of
+        the session (mqtt.LocalProtocolError) is a bug and goes through as one."""
         try:
             self.conn.publish(topic, payload, qos)
-        except ConnectionError as exc:
+        except ConnectionClosed as exc:
             raise DeviceOffline(
                 f"device {self.device_id!r} disconnected", field="deviceId"
             ) from exc

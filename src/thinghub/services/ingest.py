@@ -30,6 +30,7 @@ from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 from thinghub.domain.live import TelemetryReceived
 from thinghub.domain.model import Device
+from thinghub.domain.storable import check_storable
 from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
 from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.events import EventService
@@ -152,8 +153,8 @@ class IngestService:
                 body_json = raw
             except orjson.JSONDecodeError:
                 body = decode_body(raw, content_type, self.max_json_depth)
-                if not isinstance(body, str | None):
-                    # JSON that orjson refuses to store (NaN, huge integers): keep the text,
+                if not isinstance(body, str | None) and not _is_storable(body):
+                    # JSON that cannot be stored as it is (NaN, huge integers): keep the text,
                     # so one odd message never fails the batch it shares.
                     body = raw.decode("utf-8")
         return TelemetryMessage(
@@ -326,6 +327,14 @@ class IngestService:
                 )
                 return reason
         return None
+
+
+def _is_storable(body: Any) -> bool:
+    try:
+        check_storable(body, "body")
+    except Invalid:
+        return False
+    return True
 
 
 def _text(raw: bytes) -> str | None:

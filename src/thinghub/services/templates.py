@@ -22,9 +22,11 @@ from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import Clock, Stores
 from thinghub.services.auth import authorize
 from thinghub.services.registry import Registry
+from thinghub.services.ttl_cache import TtlCache
 
 __all__ = [
     "DOCUMENT_KIND",
+    "TEMPLATE_CACHE_MAX",
     "TEMPLATE_CACHE_S",
     "TemplatePolicy",
     "TemplateService",
@@ -36,6 +38,8 @@ DOCUMENT_KIND = "device_template"
 # Parsed templates are cached per process for the telemetry hot path; writes here invalidate
 # at once, writes on another node are seen within this many seconds.
 TEMPLATE_CACHE_S = 5.0
+# Templates cached at most (a full cache drops its oldest entries first).
+TEMPLATE_CACHE_MAX = 10_000
 
 
 class TemplatePolicy:
@@ -66,7 +70,11 @@ class TemplateService:
         self.clock = clock
         self.registry = registry
         self.policy = TemplatePolicy(self)
-        self._cache: dict[tuple[str, str], tuple[DeviceTemplate | None, float]] = {}
+        # (account, template id) -> the parsed template, or None: "no such template" is
+        # cached too, since telemetry of a device naming a deleted template asks each time.
+        self._cache: TtlCache[tuple[str, str], DeviceTemplate | None] = TtlCache(
+            clock, ttl_s=TEMPLATE_CACHE_S, max_entries=TEMPLATE_CACHE_MAX
+        )
 
     async def put(self, principal: Principal, template_id: str, body: Any) -> DeviceTemplate:
         """Create the template, or replace it (devices that use it keep using it)."""
@@ -82,7 +90,7 @@ class TemplateService:
             {"document": document, "createdAt": created, "updatedAt": now},
             now,
         )
-        self._cache.pop((principal.account_id, template_id), None)
+        self._cache.invalidate((principal.account_id, template_id))
         logger.info("device template %s saved (account %s)", template_id, principal.account_id)
         return DeviceTemplate(template_id, document["displayName"], document, model, created, now)
 
@@ -118,20 +126,17 @@ class TemplateService:
                 field="deviceTemplateId",
             )
         await self.stores.documents.delete(principal.account_id, DOCUMENT_KIND, template_id)
-        self._cache.pop((principal.account_id, template_id), None)
+        self._cache.invalidate((principal.account_id, template_id))
 
     async def find(self, account_id: str, template_id: str) -> DeviceTemplate | None:
         """A template of an account, or None (cached for TEMPLATE_CACHE_S)."""
         key = (account_id, template_id)
-        now = self.clock.now()
-        cached = self._cache.get(key)
-        if cached is not None and now - cached[1] < TEMPLATE_CACHE_S:
-            return cached[0]
+        hit = self._cache.lookup(key)
+        if hit is not None:
+            return hit.value
         row = await self.stores.documents.get(account_id, DOCUMENT_KIND, template_id)
         template = None if row is None else self._load(template_id, row)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (template, now)
+        self._cache.put(key, template)
         return template
 
     async def for_device(self, device: Device) -> DeviceTemplate | None:

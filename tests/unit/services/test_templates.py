@@ -16,9 +16,10 @@ from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.domain.twin import Twin
 from thinghub.ports import Stores
+from thinghub.services import templates as templates_module
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
-from thinghub.services.templates import DOCUMENT_KIND, TemplateService
+from thinghub.services.templates import DOCUMENT_KIND, TEMPLATE_CACHE_S, TemplateService
 from thinghub.storage.memory import MemoryDocumentStore, Tables, memory_stores
 
 
@@ -151,6 +152,35 @@ async def test_lookups_are_cached_and_writes_invalidate() -> None:
     assert (await templates.find("acc-1", TID)).display_name == "v2"  # type: ignore[union-attr]
     clock.t += 60
     assert (await templates.find("acc-1", TID)).display_name == "v3"  # type: ignore[union-attr]
+
+
+async def test_a_missing_template_is_cached_until_one_is_saved() -> None:
+    templates, stores, clock = service()
+    documents = cast(CountingDocuments, stores.documents)
+    assert await templates.find("acc-1", TID) is None
+    reads = documents.reads
+    assert await templates.find("acc-1", TID) is None  # "not found" is remembered too
+    assert documents.reads == reads
+    await templates.put(ADMIN, TID, template_body())
+    assert await templates.find("acc-1", TID) is not None  # the save dropped the cached None
+    await templates.delete(ADMIN, TID)
+    assert await templates.find("acc-1", TID) is None  # and the delete the cached template
+    clock.t += TEMPLATE_CACHE_S
+    assert await templates.find("acc-1", TID) is None
+
+
+async def test_a_full_cache_drops_its_oldest_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(templates_module, "TEMPLATE_CACHE_MAX", 2)
+    templates, stores, _ = service()
+    documents = cast(CountingDocuments, stores.documents)
+    for name in ("a", "b", "c"):
+        assert await templates.find("acc-1", f"dtmi:x:{name};1") is None
+    reads = documents.reads
+    await templates.find("acc-1", "dtmi:x:b;1")
+    await templates.find("acc-1", "dtmi:x:c;1")
+    assert documents.reads == reads  # the two newest stay cached
+    await templates.find("acc-1", "dtmi:x:a;1")
+    assert documents.reads == reads + 1  # the oldest was dropped, not the whole cache
 
 
 def test_the_composition_root_wires_the_policy_into_ingest() -> None:

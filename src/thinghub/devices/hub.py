@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
+
 from thinghub.devices.errors import codes_for
 from thinghub.devices.hub_topics import (
     Telemetry,
@@ -595,13 +597,17 @@ class Hub:
 
 def _decode_payload(payload: bytes, max_depth: int) -> Any:
     """A method answer: its JSON value, else its text (also when it nests deeper than
-    `max_depth`: it is then never parsed), else None."""
+    `max_depth`: it is then never parsed), else None.
+
+    Parsed by orjson, which takes only JSON it can write back: an answer holding NaN, an
+    integer past 64 bits or a lone surrogate ("\\ud800") is kept as its text. (json.loads
+    took them, and the caller then got a 500, a command's result could not be saved.)"""
     if not payload:
         return None
     try:
         if exceeds_depth(payload, max_depth):
             raise ValueError("nested too deep to parse")
-        return json.loads(payload)
+        return orjson.loads(payload)
     except ValueError:
         try:
             return payload.decode("utf-8")

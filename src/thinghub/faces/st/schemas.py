@@ -95,7 +95,10 @@ class ModuleCreate(_Body):
 
 class C2DSend(_Body):
     body: JsonValue = None
-    properties: dict[str, StrictStr] = Field(default_factory=dict)
+    # _storable: pydantic lets an object key with a lone surrogate ("\\ud800") through.
+    properties: Annotated[dict[str, StrictStr], AfterValidator(_storable)] = Field(
+        default_factory=dict
+    )
     ttlInSeconds: (
         Annotated[Annotated[StrictInt, Field(ge=1, le=7 * 86400)], BeforeValidator(_whole)] | None
     ) = None

@@ -52,6 +52,9 @@ class C2DService:
         for key in properties:
             if not key or key.startswith("$"):
                 raise Invalid(f"property name {key!r} is reserved or empty", field="properties")
+        # Names and values go into the store and the topic as UTF-8: a lone surrogate
+        # ("\ud800", which JSON parsers let through) has no UTF-8 form.
+        check_storable(properties, "properties")
         now = self.clock.now()
         message = C2DMessage(
             new_uuid(), device.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)

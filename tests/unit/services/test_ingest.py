@@ -56,7 +56,9 @@ class World:
         clock = FakeClock()
         n = node(clock)
         events = EventService(stores, n.bus, clock, n.counter)
-        registry = Registry(stores, clock, events, n.bus, presence=n.presence, channel=n.links)
+        registry = Registry(
+            stores, clock, events, n.bus, presence=n.presence, channel=n.links, locks=n.locks
+        )
         self.ingest = IngestService(
             stores,
             clock,

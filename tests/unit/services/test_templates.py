@@ -60,7 +60,9 @@ def service() -> tuple[TemplateService, Stores, FakeClock]:
     stores = dataclasses.replace(memory_stores(tables), documents=CountingDocuments(tables))
     n = node(clock)
     events = EventService(stores, n.bus, clock, n.counter)
-    registry = Registry(stores, clock, events, n.bus, presence=n.presence, channel=n.links)
+    registry = Registry(
+        stores, clock, events, n.bus, presence=n.presence, channel=n.links, locks=n.locks
+    )
     return TemplateService(stores, clock, registry), stores, clock
 
 

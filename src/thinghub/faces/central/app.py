@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
+from pydantic import AfterValidator
 
 from thinghub.config import Settings
 from thinghub.domain.clock import format_ts_short
@@ -62,7 +63,19 @@ __all__ = ["create_app"]
 
 _caller = principal_of(authenticate)
 Caller = Annotated[Principal, Depends(_caller)]
-AnyBody = Annotated[Any, Body()]
+
+
+def _json_body(value: Any) -> Any:
+    # FastAPI parses a body as JSON only when its Content-Type says JSON (or is missing), and
+    # hands the raw bytes on otherwise: never a value to store or send (a 500 once the
+    # storable check met one; found by tests/e2e/test_abuse_fuzz.py).
+    if isinstance(value, bytes | bytearray):
+        raise ValueError("the body is not JSON: send it as Content-Type: application/json")
+    return value
+
+
+# Any JSON value (routes that take objects only say so themselves).
+AnyBody = Annotated[Any, Body(), AfterValidator(_json_body)]
 # Ids a PUT creates: the services check them (naming the rule); the document states it.
 NewId = Annotated[str, Path(json_schema_extra={"pattern": "^" + ID_PATTERN.pattern + "$"})]
 # A template is IoT Central's document (with a capabilityModel), a DTDL Interface, or an array

@@ -1,15 +1,17 @@
 """Composition root: the only module that picks concrete adapters and wires them together.
 
-`ThingHub` is an async context manager: entering it creates the data directory, the CA, the
-schema and the services, binds every listener (port 0 means ephemeral) and starts serving;
-`addresses` then holds what was bound. Leaving it shuts down in this order, so a SIGTERM
-loses nothing that was acknowledged and no bookkeeping runs against a closed store:
+`ThingHub` is an async context manager: entering it first binds every port it will listen on
+and checks those of the faces' own listeners (port 0 means ephemeral; a busy port ends it with
+binding.PortUnavailable before anything is written), then creates the data directory, the CA,
+the schema and the services and starts serving; `addresses` then holds what was bound.
+Leaving it shuts down in this order, so a SIGTERM loses nothing that was acknowledged and no
+bookkeeping runs against a closed store:
 
 1. the device listener stops accepting and closes every device connection, and waits until
    each one has stored what it accepted and run its on_close bookkeeping (disconnect events,
    sessions, Wills);
-2. the HTTP servers stop accepting and let requests in flight finish; the faces' own
-   listeners close;
+2. the bus closes its subscriptions (live streams to clients end), the HTTP servers stop
+   accepting and let requests in flight finish; the faces' own listeners close;
 3. the background loops end: ingest writes everything still queued, delivery and the cache
    watchers stop;
 4. the store closes.
@@ -23,6 +25,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from thinghub import __version__
+from thinghub.binding import ListenAddress, PortUnavailable, bind, probe
 from thinghub.bus.clock import SystemClock
 from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
 from thinghub.config import Settings
@@ -77,6 +81,7 @@ from thinghub.storage.migrate import upgrade
 __all__ = ["ThingHub", "build_services", "node_id"]
 
 SHUTDOWN_GRACE_S = 10.0  # requests in flight at SIGTERM get this long to finish
+MQTT_BACKLOG = 4096  # device connections the kernel queues (reconnect storms)
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +164,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 def _address(sock: socket.socket, scheme: str | None = None) -> dict[str, Any]:
@@ -255,6 +250,15 @@ def _face_port_app(face: Face, parts: FaceParts) -> Starlette:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Sockets:
+    """The listening sockets bound at start, before anything else."""
+
+    http: socket.socket
+    mqtt: socket.socket
+    faces: list[tuple[Face, socket.socket]]  # --face-listen
+
+
 class ThingHub:
     def __init__(self, settings: Settings, faces: Sequence[Face] = FACES) -> None:
         self.settings = settings
@@ -267,6 +271,7 @@ class ThingHub:
         self._server_tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Listener] = []  # faces' own listeners, started
         self.mqtt: MqttServer | None = None
+        self.bus: MemoryBus | None = None
         self._exit = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> ThingHub:
@@ -285,8 +290,30 @@ class ThingHub:
     ) -> None:
         await self._exit.aclose()
 
+    def _bind_all(self) -> _Sockets:
+        """Bind the HTTP, --face-listen and MQTT ports, and check the ports of the faces' own
+        listeners, before anything is created (PortUnavailable names the first that fails).
+        The sockets close with the server."""
+        s = self.settings
+        face_ports = [_parse_face_listen(item, self.faces) for item in s.face_listen]
+        http = bind(ListenAddress("HTTP", s.host, s.http_port, "http_port"))
+        self._exit.callback(http.close)
+        own: list[tuple[Face, socket.socket]] = []
+        for face, host, port in face_ports:
+            sock = bind(ListenAddress(f"face {face.name}", host, port, "face_listen"))
+            self._exit.callback(sock.close)
+            own.append((face, sock))
+        mqtt = bind(ListenAddress("MQTT over TLS", s.host, s.mqtt_port, "mqtt_port"), MQTT_BACKLOG)
+        self._exit.callback(mqtt.close)
+        for face in self.faces:
+            for setting in face.listen_ports:
+                port = getattr(s, setting)
+                probe(ListenAddress(f"face {face.name} ({setting})", s.host, port, setting))
+        return _Sockets(http, mqtt, own)
+
     async def _start(self) -> None:
         s = self.settings
+        sockets = self._bind_all()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         hostnames = [s.hub_hostname, *s.hostnames]
         self.ca = ca = await asyncio.to_thread(
@@ -299,10 +326,11 @@ class ThingHub:
         clock = SystemClock()
         presence = MemoryPresence(clock)
         links = LocalLinks(presence, node_id())
+        self.bus = bus = MemoryBus()
         services = build_services(
             s,
             stores,
-            bus=MemoryBus(),
+            bus=bus,
             clock=clock,
             presence=presence,
             channel=links,
@@ -357,19 +385,16 @@ class ThingHub:
             gate=services.ingest,
         )
         self.mqtt = mqtt  # set before start: _shutdown closes whatever was started
-        mqtt_host, mqtt_port = await mqtt.start()
+        mqtt_host, mqtt_port = await mqtt.start(sockets.mqtt)
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
         context = FaceContext(services, s, ca.server_ssl_context)
         built = [(face, face.build(context)) for face in self.faces]
-        http_sock = _bind(s.host, s.http_port)
-        self.addresses["http"] = _address(http_sock, "http")
-        self._serve(tasks, self._root_app(services, built), http_sock, "http")
+        self.addresses["http"] = _address(sockets.http, "http")
+        self._serve(tasks, self._root_app(services, built), sockets.http, "http")
         own_ports: dict[str, Any] = {}
-        for item in s.face_listen:
-            face, host, port = _parse_face_listen(item, self.faces)
+        for face, sock in sockets.faces:
             own = _face_port_app(face, face.build(context))  # its own app: its own docs
-            sock = _bind(host, port)
             own_ports[face.name] = _address(sock, "http")
             self._serve(tasks, own, sock, f"face[{face.name}]")
         for face, parts in built:
@@ -391,7 +416,15 @@ class ThingHub:
         name = listener.name
         if name in RESERVED_ADDRESSES or name in self.addresses:
             raise ValueError(f"face {face.name}: listener name {name!r} is taken")
-        host, port = await listener.start()
+        try:
+            host, port = await listener.start()
+        except OSError as exc:  # taken since the check at start, or a port not declared
+            setting = f"{name}_port"  # the convention: listener itwin_tcp, itwin_tcp_port
+            if setting not in face.listen_ports:
+                raise
+            port = getattr(self.settings, setting)
+            where = ListenAddress(f"face {face.name} ({name})", self.settings.host, port, setting)
+            raise PortUnavailable(where, exc) from exc
         self._listeners.append(listener)
         self.addresses[name] = {"host": host, "port": port}
         logger.info("face %s: %s listening on %s:%d", face.name, name, host, port)
@@ -472,6 +505,8 @@ class ThingHub:
         returns."""
         if self.mqtt is not None:
             await self.mqtt.close()
+        if self.bus is not None:
+            self.bus.close()  # live streams to clients end, so their requests finish
         for server in self._servers:
             server.should_exit = True
         if self._server_tasks:

@@ -105,6 +105,28 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _switch(value: Any) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ValueError("expected on or off")
+
+
 # Device listener and ingest limits (docs/limits.md, "MQTT device limits"): named here for the
 # table below (and for tests that reason about them).
 MQTT_MAX_CONNECTIONS = 15_000  # the benchmark's 10,000 idle devices, ~40 KiB of TLS each
@@ -164,6 +186,32 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ready_file", _optional_path, None, "Also write the ready JSON to this file."),
     Setting("log_level", _log_level, "info", "debug, info, warning or error."),
+    Setting(
+        "log_format",
+        _choice("text", "json"),
+        "text",
+        "Logs on stderr as text lines or as JSON objects, one per line.",
+    ),
+    Setting(
+        "access_log",
+        _switch,
+        False,
+        "Log one line per HTTP request (method, path, status, duration, face, principal id; "
+        "never a token or query string): on or off.",
+    ),
+    Setting(
+        "metrics",
+        _choice("off", "on", "token"),
+        "token",
+        "Prometheus metrics at /metrics: off (404), on (open to anyone who reaches the HTTP "
+        "port), token (Bearer metrics_token, or an admin API token of the default account).",
+    ),
+    Setting(
+        "metrics_token",
+        _optional_str,
+        None,
+        "A bearer token a Prometheus scraper may send for /metrics (with metrics = token).",
+    ),
     Setting(
         "face_listen",
         _str_list,
@@ -379,6 +427,10 @@ class Settings:
     admin_token: str | None
     ready_file: Path | None
     log_level: str
+    log_format: str
+    access_log: bool
+    metrics: str
+    metrics_token: str | None
     face_listen: tuple[str, ...]
     jwt_ttl_s: int
     commit_interval_ms: float

@@ -480,12 +480,15 @@ class MqttServer:
         self._refused = 0  # refused since the last log line
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
 
-    async def start(self) -> tuple[str, int]:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(4096)
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Start accepting, on `sock` (a listening socket bound already: the server binds
+        every port before it creates anything) or on a socket bound here to host and port."""
+        if sock is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(4096)
         sock.setblocking(False)
         self._sock = sock
         self.max_connections = _connection_cap(self.limits.max_connections)

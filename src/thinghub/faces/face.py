@@ -9,7 +9,8 @@ A face is one `Face` value in `thinghub.faces.FACES`. The composition root (app.
 - `root_routes`: routes at the root of the HTTP port (`/connect/token`, `/socket.io/`);
 - `listeners`: servers on ports of the face's own (JSON-RPC over TCP, an MQTT dialect):
   started after the HTTP listeners bind, each reporting its address under its name in the
-  ready line, closed with the HTTP servers at shutdown.
+  ready line, closed with the HTTP servers at shutdown. The settings of their ports go in
+  `Face.listen_ports`, so that start-up checks them before it creates anything.
 
 `build` only constructs (it may be called more than once: once for the shared port and once
 per `--face-listen` port); nothing runs until app.py serves the app or starts a listener.
@@ -71,3 +72,7 @@ class Face:
     # default {"error": {...}} shape.
     render_error: ErrorRenderer | None = None
     docs: str | None = "/docs"  # its API documentation, under `prefix`; None: none
+    # The settings holding the ports its own `listeners` bind on `host` ("itwin_tcp_port"):
+    # `thinghub serve` checks each is free before it creates anything, and a busy one is
+    # reported with the setting that moves it.
+    listen_ports: tuple[str, ...] = ()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-__all__ = ["sqlalchemy_url", "upgrade"]
+__all__ = ["MigrationStep", "sqlalchemy_url", "upgrade"]
+
+# Told after each migration: (revisions done, revisions to do in all, the one just done).
+MigrationStep = Callable[[int, int, str], None]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -20,9 +24,14 @@ def sqlalchemy_url(database_url: str) -> str:
     return database_url
 
 
-def upgrade(database_url: str) -> None:
-    """Bring the schema to the newest revision (blocking; call it off the event loop)."""
+def upgrade(database_url: str, on_step: MigrationStep | None = None) -> None:
+    """Bring the schema to the newest revision (blocking; call it off the event loop).
+
+    `on_step` is called once before the first migration (0 done) and after each one, with
+    how many of how many are done, so a command can show progress; nothing to do: no call.
+    """
     config = Config()
+    config.attributes["on_step"] = on_step
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
     command.upgrade(config, "head")

@@ -35,6 +35,7 @@ from thinghub.faces._http import (
     settings_of,
 )
 from thinghub.faces.face import FaceContext
+from thinghub.faces.st import stream
 from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
@@ -904,4 +905,5 @@ def create_app(context: FaceContext) -> FastAPI:
     app.state.openapi_patches.append(document_page_size("limit", context.settings.page_max))
     app.include_router(public)
     app.include_router(router)
+    app.include_router(stream.router)
     return app

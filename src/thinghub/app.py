@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import os
 import socket
@@ -35,10 +36,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from thinghub import __version__
+from thinghub.access_log import RequestLog
 from thinghub.binding import ListenAddress, PortUnavailable, bind, probe
 from thinghub.bus.clock import SystemClock
 from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
@@ -54,9 +56,17 @@ from thinghub.domain.errors import Error, NotFound
 from thinghub.domain.model import Retention
 from thinghub.faces import FACES
 from thinghub.faces._disconnect import CancelOnDisconnect
-from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
+from thinghub.faces._http import (
+    DOCS_PATH,
+    OPENAPI_PATH,
+    REDOC_PATH,
+    ErrorRenderer,
+    OrjsonResponse,
+    error_body,
+)
 from thinghub.faces.face import Face, FaceContext, FaceParts, Listener
 from thinghub.http_server import HttpLimits, protocol_class
+from thinghub.metrics import Metrics, Sources, metrics_route
 from thinghub.ports import Bus, Clock, Counter, DeviceChannel, Locks, Presence, Stores
 from thinghub.security.ca import CertificateAuthority
 from thinghub.services.auth import AuthService
@@ -218,6 +228,25 @@ def _always(render: ErrorRenderer) -> Callable[[str], ErrorRenderer]:
     return lambda _path: render
 
 
+def _always_face(name: str) -> Callable[[str], str]:
+    return lambda _path: name
+
+
+def _doc_pages(face: Face) -> list[tuple[str, str]]:
+    """A face's documentation pages as (title, path): its Swagger UI and, when it is a
+    face_app (docs at DOCS_PATH), its ReDoc and OpenAPI document; then its own references."""
+    pages: list[tuple[str, str]] = []
+    if face.docs is not None:
+        pages.append(("Swagger UI", face.prefix + face.docs))
+        if face.docs == DOCS_PATH:
+            pages += [
+                ("ReDoc", face.prefix + REDOC_PATH),
+                ("OpenAPI document", face.prefix + OPENAPI_PATH),
+            ]
+    pages += [(title, face.prefix + path) for title, path in face.references]
+    return pages
+
+
 # Keys of the ready line that a face's listener may not take.
 RESERVED_ADDRESSES = frozenset(
     {"http", "mqtt", "faces", "version", "pid", "data_dir", "database", "ca_file", "id_scope",
@@ -267,6 +296,9 @@ class ThingHub:
         self.services: Services | None = None
         self.ca: CertificateAuthority | None = None
         self._servers: list[_Server] = []
+        self._server_names: list[str] = []  # the listener of each server: "http", "face[st]"
+        self.metrics: Metrics | None = None
+        self._operator_account: str | None = None
         self._loops: list[asyncio.Task[None]] = []  # cancelled at shutdown, after the ingest
         self._server_tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Listener] = []  # faces' own listeners, started
@@ -345,6 +377,18 @@ class ThingHub:
         account = await services.auth.ensure_account()
         if s.admin_token:
             await services.auth.bootstrap_admin_token(account, s.admin_token)
+        self._operator_account = account.id  # its admins may read /metrics
+        self.metrics = metrics = Metrics(
+            Sources(
+                mqtt_connections=lambda: self.mqtt.connections_by_dialect() if self.mqtt else {},
+                mqtt_traffic=lambda: self.mqtt.traffic if self.mqtt else {},
+                http_connections=self._http_connections,
+                ingest_queue_bytes=lambda: services.ingest.queued_bytes,
+                ingest_queue_limit_bytes=s.ingest_queue_max_bytes,
+                live_subscriptions=lambda: bus.subscriptions,
+            )
+        )
+        services.ingest.on_commit.append(metrics.observe_commit)
 
         tasks = asyncio.TaskGroup()
         await tasks.__aenter__()
@@ -390,13 +434,17 @@ class ThingHub:
 
         context = FaceContext(services, s, ca.server_ssl_context)
         built = [(face, face.build(context)) for face in self.faces]
+        for face, parts in built:
+            if parts.connections is not None:
+                metrics.sources.face_connections[face.name] = parts.connections
         self.addresses["http"] = _address(sockets.http, "http")
-        self._serve(tasks, self._root_app(services, built), sockets.http, "http")
+        root = self._root_app(services, built)
+        self._serve(tasks, root, sockets.http, "http", self._face_of)
         own_ports: dict[str, Any] = {}
         for face, sock in sockets.faces:
             own = _face_port_app(face, face.build(context))  # its own app: its own docs
             own_ports[face.name] = _address(sock, "http")
-            self._serve(tasks, own, sock, f"face[{face.name}]")
+            self._serve(tasks, own, sock, f"face[{face.name}]", _always_face(face.name))
         for face, parts in built:
             for listener in parts.listeners:
                 await self._start_listener(face, listener)
@@ -430,9 +478,23 @@ class ThingHub:
         logger.info("face %s: %s listening on %s:%d", face.name, name, host, port)
 
     def _root_app(self, services: Services, built: list[tuple[Face, FaceParts]]) -> Starlette:
+        assert self.metrics is not None
+        s = self.settings
         routes: list[BaseRoute] = [
             Route("/", self._index, methods=["GET"]),
             Route("/healthz", self._health, methods=["GET"]),
+            Route("/docs", self._docs_page, methods=["GET"]),
+            Route(
+                "/metrics",
+                metrics_route(
+                    self.metrics,
+                    mode=s.metrics,
+                    token=s.metrics_token,
+                    auth=services.auth,
+                    operator_account=lambda: self._operator_account,
+                ),
+                methods=["GET"],
+            ),
             *http_ingest.routes(services),
         ]
         for face, parts in built:
@@ -457,14 +519,73 @@ class ThingHub:
                     for face in self.faces
                     if face.docs is not None
                 },
+                "reference": {
+                    face.name: dict(_doc_pages(face)) for face in self.faces if _doc_pages(face)
+                },
+                "docs_index": "/docs",
             }
         )
+
+    async def _docs_page(self, request: Request) -> Response:
+        """One HTML page listing every face's documentation (all served by thinghub)."""
+        items = []
+        for face in self.faces:
+            pages = _doc_pages(face)
+            links = (
+                " · ".join(
+                    f'<a href="{html.escape(path)}">{html.escape(title)}</a>'
+                    for title, path in pages
+                )
+                or "no reference pages"
+            )
+            items.append(
+                f"<li><b>{html.escape(face.name)}</b> at <code>{html.escape(face.prefix)}</code>"
+                f": {links}</li>"
+            )
+        body = (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>thinghub {__version__}: API documentation</title></head><body>"
+            f"<h1>thinghub {__version__}: API documentation</h1><ul>{''.join(items)}</ul>"
+            "<p>Every page and its scripts are served by this server: no internet needed. "
+            "Health: <a href='/healthz'>/healthz</a>.</p></body></html>"
+        )
+        return HTMLResponse(body)
 
     async def _health(self, request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
 
-    def _serve(self, tasks: asyncio.TaskGroup, app: Any, sock: socket.socket, name: str) -> None:
+    def _face_of(self, path: str) -> str:
+        """Which face a path of the shared HTTP port belongs to, for the request log."""
+        for face in self.faces:
+            if path == face.prefix or path.startswith(face.prefix + "/"):
+                return face.name
+        if path.startswith("/devices/"):
+            return "device-http"
+        return "server"  # /, /healthz, /metrics, /docs, a face's root routes
+
+    def _http_connections(self) -> dict[str, int]:
+        return {
+            name: len(server.server_state.connections)
+            for name, server in zip(self._server_names, self._servers, strict=True)
+        }
+
+    def _serve(
+        self,
+        tasks: asyncio.TaskGroup,
+        app: Any,
+        sock: socket.socket,
+        name: str,
+        face_of: Callable[[str], str],
+    ) -> None:
         s = self.settings
+        assert self.metrics is not None
+        app = RequestLog(
+            app,
+            listener=name,
+            face_of=face_of,
+            count=self.metrics.count_response,
+            log=s.access_log,
+        )
         limits = HttpLimits(
             max_head_bytes=s.http_max_header_bytes,
             max_headers=s.http_max_headers,
@@ -489,6 +610,7 @@ class ThingHub:
         )
         server = _Server(config)
         self._servers.append(server)
+        self._server_names.append(name)
         self._server_tasks.append(
             tasks.create_task(server.serve(sockets=[sock]), name=f"{name}.serve")
         )

@@ -175,8 +175,8 @@ def _hub_password(target: Target, device_id: str, key: str, module_id: str | Non
 def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     h = uuid.uuid4().hex[:8]
     b_name = f"iso-b-{h}"
-    b_account = json.loads(server.cli("account", "create", b_name))
-    b_token = server.cli("token", "create", "--account", b_name, "--role", "admin")
+    b_account = json.loads(server.cli("account", "create", b_name, "--json"))
+    b_token = server.cli("token", "create", "--quiet", "--account", b_name, "--role", "admin")
     central = {"api-version": VERSION}
     with client(server) as a, client(server, b_token) as b:
         a_app = _json(a.get(f"{API}/apps/app", params=central))

@@ -264,10 +264,12 @@ def emit(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True)
+    console = Console()
+    if not console.is_terminal:  # piped: never wrap a value (an id, a key) over lines
+        console = Console(width=100_000)
     if isinstance(value, Mapping):
         table = Table(show_header=False, title=title, box=None, pad_edge=False)
-        table.add_column(style="bold")
+        table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         for key, item in value.items():
             table.add_row(key, _cell(item))
@@ -275,7 +277,7 @@ def emit(
         names = list(columns or (value[0].keys() if value else ()))
         table = Table(title=title, box=None, pad_edge=False, header_style="bold")
         for name in names:
-            table.add_column(name, overflow="fold")
+            table.add_column(name, no_wrap=name == "id")
         for row in value:
             table.add_row(*(_cell(row.get(name)) for name in names))
         if not value:

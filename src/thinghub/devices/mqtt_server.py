@@ -36,7 +36,7 @@ import resource
 import socket
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -161,6 +161,7 @@ class Connection:
         limits: ListenerLimits,
         gate: IngestGate,
         on_connect: Callable[[], None] | None = None,
+        traffic: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -168,6 +169,10 @@ class Connection:
         self.peer = peer
         self.peer_cert = peer_cert
         self.session = ServerSession()
+        # (dialect, what) -> count, shared by the server's connections (its metrics): PUBLISH
+        # packets "in" and "out", and each CONNACK code ("connack 0", "connack 5").
+        self.traffic: Counter[tuple[str, str]] = Counter() if traffic is None else traffic
+        self.dialect_name = ""  # "hub", "dps": the dialect's class name, once it is chosen
         self.client_id = ""
         self.dialect: Dialect | None = None
         self.state: Any = None  # the dialect's per-connection state
@@ -212,6 +217,7 @@ class Connection:
             # and the read loop is on its way out.
             raise ConnectionClosed(f"the connection of {self.client_id or self.peer} is closed")
         self.session.publish(topic, payload, qos)
+        self.traffic[self.dialect_name, "out"] += 1
         self.flush()
 
     def close(self) -> None:
@@ -346,6 +352,7 @@ class Connection:
         match event:
             case PublishReceived(publish=publish):
                 assert self.dialect is not None
+                self.traffic[self.dialect_name, "in"] += 1
                 work = await self.dialect.on_publish(self, publish)
                 future = None if work is None else asyncio.ensure_future(work)
                 if publish.qos and publish.packet_id is not None:
@@ -391,9 +398,11 @@ class Connection:
     async def _connect(self, connect: Connect) -> bool:
         self.client_id = connect.client_id
         dialect = self.router.dialect_for(connect)
+        self.dialect_name = type(dialect).__name__.lower()
         code = await dialect.on_connect(self, connect)
         if self.closed.is_set():
             return False
+        self.traffic[self.dialect_name, f"connack {code}"] += 1
         if code:
             logger.info("mqtt %s (%s): refused with CONNACK %d", connect.client_id, self.peer, code)
             self.session.reject(code)
@@ -476,6 +485,7 @@ class MqttServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._handshaking: set[asyncio.Task[None]] = set()  # before TLS is up: cancel on close
         self._open = 0  # sockets accepted and not yet closed
+        self.traffic: Counter[tuple[str, str]] = Counter()  # see Connection.traffic
         self._before_connect = 0  # of those, the ones whose CONNECT has not arrived
         self._refused = 0  # refused since the last log line
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
@@ -501,6 +511,13 @@ class MqttServer:
             self.max_connections,
         )
         return host, port
+
+    def connections_by_dialect(self) -> dict[str, int]:
+        """Open connections by dialect ("hub", "dps"; "" before their CONNECT is handled),
+        sockets still in their proxy line or TLS handshake under "handshake"."""
+        counts: Counter[str] = Counter(conn.dialect_name for conn in self._connections)
+        counts["handshake"] = self._open - len(self._connections)
+        return dict(counts)
 
     async def close(self) -> None:
         """Stop accepting, close every connection and wait for each one's bookkeeping.
@@ -613,6 +630,7 @@ class MqttServer:
                 limits=self.limits,
                 gate=self.gate,
                 on_connect=connect_arrived,
+                traffic=self.traffic,
             )
             protocol.on_lost = conn.peer_gone
             if protocol.is_lost:

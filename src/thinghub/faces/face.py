@@ -19,7 +19,7 @@ per `--face-listen` port); nothing runs until app.py serves the app or starts a 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +60,9 @@ class FaceParts:
     app: ASGIApp | None = None
     root_routes: tuple[BaseRoute, ...] = ()
     listeners: tuple[Listener, ...] = ()
+    # Open client connections the face counts itself, by kind ({"socketio": 12}), read when
+    # /metrics is scraped (thinghub_face_connections); None: it counts none.
+    connections: Callable[[], Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +79,6 @@ class Face:
     # `thinghub serve` checks each is free before it creates anything, and a busy one is
     # reported with the setting that moves it.
     listen_ports: tuple[str, ...] = ()
+    # Reference pages besides the OpenAPI ones ((title, path under `prefix`): a JSON-RPC
+    # method table, the Socket.IO events), listed on the server's /docs page and in `/`.
+    references: tuple[tuple[str, str], ...] = ()

@@ -18,9 +18,7 @@ def _run(connection: Connection) -> None:
     done: list[str] = []
     total = 0
 
-    def applied(
-        *, ctx: object, step: MigrationInfo, heads: object, run_args: object
-    ) -> None:
+    def applied(*, ctx: object, step: MigrationInfo, heads: object, run_args: object) -> None:
         done.append(str(step.up_revision_id or ""))
         if on_step is not None:
             on_step(len(done), total, done[-1])

@@ -491,6 +491,8 @@ def create_app(context: FaceContext, runtime: Ux4iotRuntime) -> FastAPI:
     app = face_app(context, title="thinghub ux4iot API", version=API_VERSION)
     app.state.ux4iot = runtime
     app.state.openapi_patches.append(_add_components)
+    # `/sessions/` (an empty id) is no route, not a redirect built from the Host header.
+    app.router.redirect_slashes = False
     # Browser apps on other origins call these routes with the sessionId / Shared-Access-Key
     # headers and JSON bodies (a CORS preflight). No cookies are used: any origin may.
     app.add_middleware(

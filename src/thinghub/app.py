@@ -457,6 +457,9 @@ class ThingHub:
             server_header=False,
             proxy_headers=False,  # no proxy in front by default; saves a layer per request
             timeout_graceful_shutdown=5,
+            # No permessage-deflate: live channels send small JSON frames to many sockets, and
+            # a zlib context per socket cost ~40 KiB each and CPU per frame (bench/ux4iot.py).
+            ws_per_message_deflate=False,
             limit_concurrency=None,
             timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
             backlog=2048,

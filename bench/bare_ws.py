@@ -57,7 +57,10 @@ async def _serve() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(handler, "127.0.0.1", 0, max_size=2**20, compression=None) as server:
+    # No keepalive pings: a load generator busy reading a backlog must not be cut off.
+    async with serve(
+        handler, "127.0.0.1", 0, max_size=2**20, compression=None, ping_interval=None
+    ) as server:
         host, port = next(iter(server.sockets)).getsockname()[:2]
         print("bare-ws ready " + json.dumps({"host": host, "port": port}), flush=True)
         await stop.wait()

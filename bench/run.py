@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ux4iot-sessions", type=int, default=1000, help="ux4iot: Socket.IO sessions"
     )
     parser.add_argument(
-        "--ux4iot-rate", type=float, default=1000.0, help="ux4iot: the device's messages/s"
+        "--ux4iot-rates",
+        default="20,1000",
+        help="ux4iot: the device's messages/s, comma-separated (one point each, in this order)",
     )
     parser.add_argument(
         "--only",
@@ -362,18 +364,18 @@ def _ux4iot_part(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "sessions": args.ux4iot_sessions,
-        "rate_per_s": args.ux4iot_rate,
+        "rates": [float(r) for r in args.ux4iot_rates.split(",") if r.strip()],
         "compression": None,
     }
     machine = machine_info(http=False)
     print(
-        f"ux4iot benchmark: one device at {args.ux4iot_rate:g} msgs/s to "
+        f"ux4iot benchmark: one device at {args.ux4iot_rates} msgs/s to "
         f"{args.ux4iot_sessions:,} Socket.IO sessions, and to as many bare WebSocket clients",
         flush=True,
     )
     results = ux4iot.run_ux4iot(
         sessions=args.ux4iot_sessions,
-        rate_per_s=args.ux4iot_rate,
+        rates=tuple(params["rates"]),
         duration_s=args.duration,
         warmup_s=args.warmup,
         progress=lambda line: print(line, flush=True),

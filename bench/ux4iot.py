@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from bench._table import text_table
 from bench.http import REPO_ROOT, BenchError, _clean_env, _ServerProcess
@@ -78,10 +79,15 @@ class FanoutResult:
     latency_p99_ms: float | None
     server_cpu_s: float
     loadgen_cpu_s: float
+    clients_lost: int = 0  # connections closed by the end of the point
 
     @property
     def expected_per_s(self) -> float:
         return self.rate_per_s * self.sessions
+
+    @property
+    def server_us_per_frame(self) -> float | None:
+        return self.server_cpu_s / self.delivered * 1e6 if self.delivered else None
 
 
 @dataclass(frozen=True)
@@ -119,12 +125,28 @@ class Ux4iotResults:
             MemoryResult(**memory) if memory else None,
         )
 
-    def ratio(self) -> float | None:
-        by = {r.server: r for r in self.fanout}
-        hub, bare = by.get("thinghub"), by.get("bare websockets")
+    def pair(self, rate: float) -> tuple[FanoutResult | None, FanoutResult | None]:
+        by = {r.server: r for r in self.fanout if r.rate_per_s == rate}
+        return by.get("thinghub"), by.get("bare websockets")
+
+    def rates(self) -> list[float]:
+        return sorted({r.rate_per_s for r in self.fanout})
+
+    def ratio(self, rate: float | None = None) -> float | None:
+        """Frames delivered per second, thinghub over bare, at `rate` (default: the highest)."""
+        hub, bare = self.pair(self.rates()[-1] if rate is None and self.fanout else rate or 0.0)
         if hub is None or bare is None or not bare.delivered_per_s:
             return None
         return hub.delivered_per_s / bare.delivered_per_s
+
+    def cpu_ratio(self, rate: float) -> float | None:
+        """Server CPU per delivered frame, bare over thinghub (1.0: as cheap as bare)."""
+        hub, bare = self.pair(rate)
+        if hub is None or bare is None:
+            return None
+        if hub.server_us_per_frame is None or bare.server_us_per_frame is None:
+            return None
+        return bare.server_us_per_frame / hub.server_us_per_frame
 
 
 # -- the clients ---------------------------------------------------------------------------------
@@ -145,7 +167,13 @@ class Clients:
 
         async def one(i: int, url: str) -> None:
             async with gate:
-                ws = await connect(url, max_size=2**20, compression=compression, open_timeout=30)
+                ws = await connect(
+                    url,
+                    max_size=2**20,
+                    compression=compression,
+                    open_timeout=30,
+                    ping_interval=None,  # Engine.IO pings itself; the bare server does not
+                )
                 if engine_io:
                     opened = str(await ws.recv())
                     if not opened.startswith("0"):
@@ -238,6 +266,7 @@ async def _measure(
         latency_p99_ms=pct(0.99),
         server_cpu_s=round(cpu_server, 2),
         loadgen_cpu_s=round(cpu_own, 2),
+        clients_lost=sum(1 for ws in clients.connections if ws.state is not State.OPEN),
     )
 
 
@@ -270,11 +299,11 @@ async def _thinghub_run(
     hub: _ServerProcess,
     admin_token: str,
     sessions: int,
-    rate: float,
+    rates: list[float],
     warmup_s: float,
     duration_s: float,
     compression: str | None,
-) -> tuple[FanoutResult, MemoryResult]:
+) -> tuple[list[FanoutResult], MemoryResult]:
     http_url = hub.ready["http"]["url"]
     headers = {"Authorization": f"Bearer {admin_token}"}
     async with httpx.AsyncClient(base_url=http_url, headers=headers, timeout=60) as api:
@@ -314,28 +343,38 @@ async def _thinghub_run(
             f"devices/{did}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8",
             methods=False,
         )
-        stats = SimStats()
-        mqtt = hub.ready["mqtt"]
-        simulated = SimulatedDevice(
-            spec, mqtt["host"], mqtt["port"], _client_context(hub.ready["ca_file"]), stats,
-            body=_body,
-        )  # fmt: skip
-        await simulated.connect()
+        results = []
+        for rate in rates:
+            stats = SimStats()
+            mqtt = hub.ready["mqtt"]
+            simulated = SimulatedDevice(
+                spec, mqtt["host"], mqtt["port"], _client_context(hub.ready["ca_file"]), stats,
+                body=_body,
+            )  # fmt: skip
+            await simulated.connect()
 
-        async def send(for_s: float) -> int:
-            await simulated.run(rate, for_s, None)
-            await simulated.drain()
-            return stats.sent
+            async def send(
+                for_s: float,
+                rate: float = rate,
+                device: SimulatedDevice = simulated,
+                stats: SimStats = stats,
+            ) -> int:
+                await device.run(rate, for_s, None)
+                await device.drain()
+                return stats.sent
 
-        try:
-            result = await _measure(
-                "thinghub", hub.pid, clients, sessions, rate, warmup_s, duration_s, send
-            )
-        finally:
-            await simulated.close()
-        if stats.errors:
-            raise BenchError(f"the device failed: {stats.errors[:3]}")
-        return result, memory
+            try:
+                results.append(
+                    await _measure(
+                        "thinghub", hub.pid, clients, sessions, rate, warmup_s, duration_s, send
+                    )
+                )
+            finally:
+                await simulated.close()
+            if stats.errors:
+                raise BenchError(f"the device failed: {stats.errors[:3]}")
+            await _settle(clients)
+        return results, memory
     finally:
         await clients.close()
 
@@ -385,32 +424,58 @@ def _bare(work_dir: Path) -> Iterator[_ServerProcess]:
 async def _bare_run(
     bare: _ServerProcess,
     sessions: int,
-    rate: float,
+    rates: list[float],
     warmup_s: float,
     duration_s: float,
     compression: str | None,
-) -> FanoutResult:
+) -> list[FanoutResult]:
     base = f"ws://{bare.ready['host']}:{bare.ready['port']}"
     clients = Clients()
     await clients.open([f"{base}/client"] * sessions, engine_io=False, compression=compression)
+    results = []
     try:
-        async with connect(f"{base}/device", compression=None) as device:
+        async with connect(f"{base}/device", compression=None, ping_interval=None) as device:
+            for rate in rates:
 
-            async def send(for_s: float) -> int:
-                interval = 1.0 / rate
-                start = time.perf_counter()
-                n = 0
-                while time.perf_counter() - start < for_s:
-                    await device.send(_body(n).decode())
-                    n += 1
-                    await asyncio.sleep(max(0.0, start + n * interval - time.perf_counter()))
-                return n
+                async def send(for_s: float, rate: float = rate) -> int:
+                    interval = 1.0 / rate
+                    start = time.perf_counter()
+                    n = 0
+                    while time.perf_counter() - start < for_s:
+                        await device.send(_body(n).decode())
+                        n += 1
+                        await asyncio.sleep(max(0.0, start + n * interval - time.perf_counter()))
+                    return n
 
-            return await _measure(
-                "bare websockets", bare.pid, clients, sessions, rate, warmup_s, duration_s, send
-            )
+                results.append(
+                    await _measure(
+                        "bare websockets",
+                        bare.pid,
+                        clients,
+                        sessions,
+                        rate,
+                        warmup_s,
+                        duration_s,
+                        send,
+                    )
+                )
+                await _settle(clients)
+        return results
     finally:
         await clients.close()
+
+
+async def _settle(clients: Clients, quiet_s: float = 1.0, limit_s: float = 60.0) -> None:
+    """Wait until the clients got nothing for `quiet_s` (what was queued is read), so the
+    next point starts from empty buffers."""
+    clients.measuring = True
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = clients.frames
+        await asyncio.sleep(quiet_s)
+        if clients.frames == before:
+            break
+    clients.measuring = False
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -419,7 +484,7 @@ async def _bare_run(
 def run_ux4iot(
     *,
     sessions: int = 1000,
-    rate_per_s: float = 1000.0,
+    rates: tuple[float, ...] = (20.0, 1000.0),
     duration_s: float = 10.0,
     warmup_s: float = 2.0,
     compression: str | None = None,
@@ -430,18 +495,20 @@ def run_ux4iot(
     with tempfile.TemporaryDirectory(prefix="thinghub-bench-ux4iot-") as tmp:
         work = Path(tmp)
         with _bare(work) as bare:
-            reference = _run(
-                _bare_run(bare, sessions, rate_per_s, warmup_s, duration_s, compression)
+            references = _run(
+                _bare_run(bare, sessions, list(rates), warmup_s, duration_s, compression)
             )
-        progress(_progress_line(reference))
+        for line in references:
+            progress(_progress_line(line))
         with _thinghub(work, admin_token, sessions) as hub:
-            result, memory = _run(
+            results, memory = _run(
                 _thinghub_run(
-                    hub, admin_token, sessions, rate_per_s, warmup_s, duration_s, compression
+                    hub, admin_token, sessions, list(rates), warmup_s, duration_s, compression
                 )
             )
-        progress(_progress_line(result))
-    return Ux4iotResults([result, reference], memory)
+        for line in results:
+            progress(_progress_line(line))
+    return Ux4iotResults([*results, *references], memory)
 
 
 def _progress_line(r: FanoutResult) -> str:
@@ -449,7 +516,7 @@ def _progress_line(r: FanoutResult) -> str:
         f"  {r.server}: {r.sessions} sessions, device at {r.rate_per_s:g}/s -> "
         f"{r.delivered_per_s:,.0f} frames/s delivered (of {r.expected_per_s:,.0f}); "
         f"CPU server {r.server_cpu_s:.1f} s, load generator {r.loadgen_cpu_s:.1f} s "
-        f"in {r.window_s:.1f} s"
+        f"in {r.window_s:.1f} s; {r.clients_lost} clients lost"
     )
 
 
@@ -457,7 +524,8 @@ def _progress_line(r: FanoutResult) -> str:
 
 HEADER = [
     "server", "sessions", "device msgs/s", "frames/s delivered", "of offered", "p50", "p99",
-    "server CPU", "load generator CPU", "vs bare",
+    "server CPU", "server CPU per frame", "load generator CPU", "frames/s vs bare",
+    "CPU per frame vs bare",
 ]  # fmt: skip
 
 
@@ -466,28 +534,32 @@ def _ms(value: float | None) -> str:
 
 
 def table_rows(results: Ux4iotResults) -> list[list[str]]:
-    ratio = results.ratio()
     rows = []
-    for r in results.fanout:
-        cpu = r.window_s or 1.0
-        rows.append(
-            [
-                r.server,
-                f"{r.sessions:,}",
-                f"{r.rate_per_s:,.0f}",
-                f"{r.delivered_per_s:,.0f}",
-                f"{r.delivered_per_s / r.expected_per_s:.0%}",
-                _ms(r.latency_p50_ms),
-                _ms(r.latency_p99_ms),
-                f"{r.server_cpu_s / cpu:.0%}",
-                f"{r.loadgen_cpu_s / cpu:.0%}",
-                f"{ratio:.2f}x"
-                if r.server == "thinghub" and ratio is not None
-                else "1.00x"
-                if r.server != "thinghub"
-                else "-",
-            ]
-        )
+    for rate in results.rates():
+        for r in sorted(
+            (r for r in results.fanout if r.rate_per_s == rate),
+            key=lambda r: r.server != "thinghub",
+        ):
+            window = r.window_s or 1.0
+            hub = r.server == "thinghub"
+            ratio, cpu_ratio = results.ratio(rate), results.cpu_ratio(rate)
+            per_frame = r.server_us_per_frame
+            rows.append(
+                [
+                    r.server,
+                    f"{r.sessions:,}",
+                    f"{r.rate_per_s:,.0f}",
+                    f"{r.delivered_per_s:,.0f}",
+                    f"{r.delivered_per_s / r.expected_per_s:.0%}",
+                    _ms(r.latency_p50_ms),
+                    _ms(r.latency_p99_ms),
+                    f"{r.server_cpu_s / window:.0%}",
+                    "-" if per_frame is None else f"{per_frame:.1f} µs",
+                    f"{r.loadgen_cpu_s / window:.0%}",
+                    (f"{ratio:.2f}x" if ratio is not None else "-") if hub else "1.00x",
+                    (f"{cpu_ratio:.2f}x" if cpu_ratio is not None else "-") if hub else "1.00x",
+                ]
+            )
     return rows
 
 
@@ -512,8 +584,10 @@ def markdown_section(
         "",
         f"Measured {machine['date']} on {machine['nproc']} CPUs ({machine['cpu']}), "
         f"{machine['os']}, Python {machine['python']}, thinghub {machine['thinghub']} at "
-        f"{machine['commit']}; 1-minute load average {machine['load_avg_1m']:g} at the start. "
-        f"One device at {params['rate_per_s']:g} messages/s, {params['sessions']:,} sessions, "
+        f"{machine['commit']}; 1-minute load average {machine['load_avg_1m']:g} at the start "
+        f"and {machine.get('load_avg_1m_end', '?')} at the end. "
+        f"One device at {' and '.join(f'{r:g}' for r in params['rates'])} messages/s, "
+        f"{params['sessions']:,} sessions, "
         f"{params['duration_s']:g} s measured after {params['warmup_s']:g} s; WebSocket "
         f"compression {params.get('compression') or 'off'}. **The load generator (one Python "
         "process parsing every frame) and the servers share these CPUs**: CPU columns are "
@@ -534,9 +608,13 @@ def markdown_section(
             "",
         ]
     if ratio is not None:
+        top = results.rates()[-1]
         verdict = "meets" if ratio >= TARGET_RATIO else "**misses**"
+        cpu = results.cpu_ratio(top)
         lines += [
-            f"thinghub / bare = {ratio:.2f}x: {verdict} the {TARGET_RATIO}x goal of issue 10.",
+            f"At {top:g} messages/s, frames delivered thinghub / bare = {ratio:.2f}x: {verdict} "
+            f"the {TARGET_RATIO}x goal of issue 10"
+            + (f"; server CPU per frame, bare / thinghub = {cpu:.2f}x." if cpu else "."),
             "",
         ]
     lines.append(UX4IOT_END)

@@ -67,7 +67,9 @@ class MemoryBus:
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         """Subscribe now (not at the first read): nothing published after this call is missed.
 
-        Close the generator (aclose, or leave an `async for`) to unsubscribe.
+        Close the generator (aclose, or leave an `async for`) to unsubscribe. A generator
+        closed or dropped before it was ever iterated runs no `finally`; it unsubscribes when
+        it is garbage-collected (at once in CPython, when its last reference goes).
         """
         queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         entry: _Subscriber = (tuple(pattern.split(".")), queue)
@@ -75,7 +77,13 @@ class MemoryBus:
             queue.put_nowait(None)
         else:
             self._subscribers.append(entry)
-        return self._iterate(entry)
+        stream = self._iterate(entry)
+        weakref.finalize(stream, self._unsubscribe, entry)
+        return stream
+
+    def _unsubscribe(self, entry: _Subscriber) -> None:
+        if entry in self._subscribers:
+            self._subscribers.remove(entry)
 
     @property
     def subscriptions(self) -> int:
@@ -87,8 +95,7 @@ class MemoryBus:
             while (event := await entry[1].get()) is not None:
                 yield event
         finally:
-            if entry in self._subscribers:
-                self._subscribers.remove(entry)
+            self._unsubscribe(entry)
 
 
 @dataclass(frozen=True, slots=True)

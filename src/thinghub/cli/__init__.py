@@ -7,10 +7,11 @@
 | devices | `device` |
 | telemetry | `telemetry tail` |
 | simulate | `simulate` |
+| ux4iot | `ux4iot key` |
 | ca | `ca` |
 | edge | `edge` |
 
-Offline commands (token, account, user, device, ca, migrate) work on the store of a data
+Offline commands (token, account, user, device, ux4iot, ca, migrate) work on the store of a data
 directory through the services (`_common.run_offline`) and refuse to invent one; online
 commands (status, simulate, telemetry tail) talk to a running server over its API. Each has
 `--json`; exit codes are in `_common` and docs/cli.md.
@@ -43,9 +44,18 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 # Each module adds its commands to `cli`.
-from thinghub.cli import accounts, ca, devices, edge, server, simulate, telemetry  # noqa: E402
+from thinghub.cli import (  # noqa: E402
+    accounts,
+    ca,
+    devices,
+    edge,
+    server,
+    simulate,
+    telemetry,
+    ux4iot,
+)
 
-for _module in (server, accounts, devices, telemetry, simulate, ca, edge):
+for _module in (server, accounts, devices, ux4iot, telemetry, simulate, ca, edge):
     _module.register(cli)
 serve = server.serve  # the serve command (its flags are the settings': tests read them)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,8 +33,11 @@ from thinghub.http_errors import status_of
 if TYPE_CHECKING:
     from thinghub.services.auth import AuthService
 
-__all__ = ["COMMIT_BUCKETS_S", "Metrics", "Sources"]
+__all__ = ["COMMIT_BUCKETS_S", "CONTENT_TYPE", "Metrics", "Sources"]
 
+# The text format's version 0.0.4: every Prometheus (2.x and 3.x) reads it; the series' names
+# need none of 1.0.0's UTF-8 escaping.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # Commit latency of a telemetry batch: SQLite commits in about a millisecond, PostgreSQL's
 # COPY in a few; seconds mean the store is in trouble.
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -180,7 +183,7 @@ def metrics_route(
                 await _authorize(request, token, auth, operator_account())
             except Error as exc:
                 return _error(exc)
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     return endpoint
 

@@ -478,3 +478,36 @@ def test_simulate_is_bounded_by_its_duration_and_shows_progress_on_a_terminal(
     shown = seen.decode(errors="replace")
     assert "%" in shown and "connected" in shown, shown
     assert "0:00:0" in shown or "-:--:--" in shown, shown  # the time left column
+
+
+def test_the_stream_ends_when_its_device_is_deleted(
+    server: ServerProcess, unique: Callable[[str], str]
+) -> None:
+    with client(server) as api:
+        device = create_device(api, "doomed", unique("s"), "d")
+        with api.stream("GET", f"/v1/devices/{device['id']}/stream") as response:
+            events = _sse_events(response)
+            assert next(events)[0] == "ready"
+            assert api.delete(f"/v1/devices/{device['id']}").status_code in (200, 204)
+            rest = list(events)  # the response ends: the generator runs out
+    assert ("device", {"kind": "device", "deviceId": device["id"], "operation": "deleted"}) in rest
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def test_status_finds_the_running_server_through_its_data_directory(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    shown = thinghub("status", "--json", "--data-dir", str(server.data_dir))
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["status"] == "ok" and status["url"] == server.http_url
+    assert status["mqtt"] == f"127.0.0.1:{server.mqtt_port}"
+    assert status["ca_file"] == server.ca_file and status["docs"] == f"{server.http_url}/docs"
+    assert set(status["faces"]) >= {"st", "central", "ux4iot"}
+    table = thinghub("status", "--data-dir", str(server.data_dir))
+    assert server.http_url in table.stdout
+    nobody = thinghub("status", "--url", "http://127.0.0.1:1", "--wait", "0.5")
+    assert nobody.returncode == EXIT_SERVER_GONE and "http://127.0.0.1:1" in nobody.stderr
+    assert "Traceback" not in nobody.stderr

@@ -444,38 +444,18 @@ def test_simulate_is_bounded_by_its_duration_and_shows_progress_on_a_terminal(
     server: ServerProcess,
 ) -> None:
     """On a terminal (a pty here) the run shows a bar with its percentage and time left."""
-    import pty
-
-    leader, follower = pty.openpty()
     command = [
         sys.executable, "-m", "thinghub", "simulate", "--token", server.admin_token,
         "--data-dir", str(server.data_dir), "--devices", "2", "--rate", "5",
         "--duration", "4", "--project", "bounded", "--json",
     ]  # fmt: skip
     started = time.monotonic()
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-    ) as simulation:
-        os.close(follower)
-        seen = b""
-        while simulation.poll() is None or select.select([leader], [], [], 0)[0]:
-            assert time.monotonic() - started < 30, "simulate ran past its --duration"
-            if select.select([leader], [], [], 0.2)[0]:
-                try:
-                    seen += os.read(leader, 65536)
-                except OSError:
-                    break
-        out = simulation.stdout.read() if simulation.stdout else ""
-    os.close(leader)
+    code, out, shown = _on_a_terminal(command, timeout=30)
     elapsed = time.monotonic() - started
-    assert simulation.returncode == 0, seen.decode(errors="replace")
+    assert code == 0, shown
     assert elapsed < 4 + 10  # start-up of Python and the devices' TLS, then at most 4 s
-    assert json.loads(out)["seconds"] <= 4.5
-    shown = seen.decode(errors="replace")
+    summary = json.loads(out)
+    assert summary["seconds"] <= 4.5 and summary["connected"] == 2
     assert "%" in shown and "connected" in shown, shown
     assert "0:00:0" in shown or "-:--:--" in shown, shown  # the time left column
 
@@ -511,3 +491,48 @@ def test_status_finds_the_running_server_through_its_data_directory(
     nobody = thinghub("status", "--url", "http://127.0.0.1:1", "--wait", "0.5")
     assert nobody.returncode == EXIT_SERVER_GONE and "http://127.0.0.1:1" in nobody.stderr
     assert "Traceback" not in nobody.stderr
+
+
+def _on_a_terminal(command: list[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (where progress bars show); (code, out, err)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    ) as process:
+        os.close(follower)
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, "the command did not end"
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the follower side closed: the command ended
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif process.poll() is not None:
+                break
+        out = process.stdout.read() if process.stdout else ""
+        code = process.wait(10)
+    os.close(leader)
+    return code, out, seen.decode(errors="replace")
+
+
+def test_migrate_shows_progress_on_a_terminal(tmp_path: Path) -> None:
+    data = tmp_path / "new"
+    command = [sys.executable, "-m", "thinghub", "migrate", "--init", "--json"]
+    code, out, err = _on_a_terminal([*command, "--data-dir", str(data)])
+    assert code == 0, err
+    ran = json.loads(out)["migrations"]
+    assert ran >= 1 and (data / "thinghub.db").is_file()
+    assert "migration" in err and "%" in err, err  # the bar: step, percentage, time left
+    code, out, err = _on_a_terminal([*command, "--data-dir", str(data)])
+    assert code == 0 and json.loads(out)["migrations"] == 0  # nothing left to run

@@ -727,6 +727,12 @@ def _(w: World, p: str) -> list[Probe]:
     return [_v1("GET", f"/devices/{d}/twin") for d in _a_devices(w, p)]
 
 
+@route("v1", "GET", "/devices/{device_id}/stream")
+def _(w: World, p: str) -> list[Probe]:
+    # Refused before the stream starts (a 200 would never end: httpx reads the whole body).
+    return [_v1("GET", f"/devices/{d}/stream") for d in _a_devices(w, p)]
+
+
 @route("v1", "POST", "/devices/{device_id}/method")
 def _(w: World, p: str) -> list[Probe]:
     body = {"name": "reboot", "payload": {}, "responseTimeoutInSeconds": 5}

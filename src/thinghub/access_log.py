@@ -4,7 +4,8 @@ Each HTTP request gets a note in its scope (faces._http.REQUEST_NOTE_KEY) that t
 authenticates the caller fills with the principal's id. When the response is over (a stream:
 when it ends), the middleware counts it for /metrics and, with `access_log` on, logs one line
 on the `thinghub.access` logger: method, path (never the query string, where a client might
-put a credential), status, duration, face and principal id. Control characters in the path
+put a credential), status, duration, face, principal id and the error code of an error
+answer (which the face's error handlers note in the scope too). Control characters in the path
 are escaped, so a line is always one line.
 """
 
@@ -38,7 +39,7 @@ class RequestLog:
         *,
         listener: str,
         face_of: Callable[[str], str],
-        count: Callable[[str, str, int], None],
+        count: Callable[[str, str, int, str | None], None],
         log: bool,
     ) -> None:
         self.app = app
@@ -67,20 +68,22 @@ class RequestLog:
         finally:
             path = scope.get("path", "")
             face = self.face_of(path)
-            self.count(self.listener, face, status)
+            error = note.get("error")
+            self.count(self.listener, face, status, error)
             if self.log:
                 ms = (time.perf_counter() - started) * 1000
                 principal = note.get("principal") or "-"
                 shown = _printable(path)
                 method = scope.get("method", "")
                 logger.info(
-                    "%s %s %d %.1fms face=%s principal=%s",
+                    "%s %s %d %.1fms face=%s principal=%s%s",
                     method,
                     shown,
                     status,
                     ms,
                     face,
                     principal,
+                    f" error={error}" if error else "",
                     extra={
                         "fields": {
                             "method": method,
@@ -89,6 +92,7 @@ class RequestLog:
                             "duration_ms": round(ms, 3),
                             "face": face,
                             "principal": note.get("principal"),
+                            "error": error,
                             "listener": self.listener,
                         }
                     },

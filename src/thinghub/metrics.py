@@ -135,6 +135,12 @@ class Metrics:
             ["listener", "face", "status"],
             registry=self.registry,
         )
+        self.http_errors = Counter(
+            "thinghub_http_errors",
+            "HTTP error answers by face and error code (NotFound, Unauthorized, InvalidInput...)",
+            ["face", "code"],
+            registry=self.registry,
+        )
         self.telemetry_stored = Counter(
             "thinghub_telemetry_messages",
             "Telemetry messages committed to the store, by how they came (mqtt, http, ...)",
@@ -158,8 +164,10 @@ class Metrics:
         for source, count in by_source.items():
             self.telemetry_stored.labels(source).inc(count)
 
-    def count_response(self, listener: str, face: str, status: int) -> None:
+    def count_response(self, listener: str, face: str, status: int, error: str | None) -> None:
         self.http_responses.labels(listener, face, str(status)).inc()
+        if error is not None:
+            self.http_errors.labels(face, error).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

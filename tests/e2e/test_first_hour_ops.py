@@ -278,6 +278,7 @@ def test_metrics_count_http_mqtt_ingest_and_commits(
     assert during["thinghub_http_connections{listener=http}"] >= 1
     responses = "thinghub_http_responses_total{face=st,listener=http,status=%s}"
     assert during[responses % "404"] == 3
+    assert during["thinghub_http_errors_total{code=NotFound,face=st}"] == 3
     assert during[responses % "200"] >= 1  # the device's creation
     assert during["thinghub_http_responses_total{face=central,listener=http,status=200}"] == 1
     assert during["thinghub_http_responses_total{face=device-http,listener=http,status=204}"] == 1
@@ -356,8 +357,13 @@ def test_the_request_log_has_one_line_per_request_and_no_secret(
     found = lines()
     assert len(found) == 4, found
     assert re.search(r"GET /v1/devices 200 [\d.]+ms face=st principal=" + admin_id, found[0])
-    assert re.search(r"GET /v1/devices/nope 404 [\d.]+ms face=st principal=", found[1])
-    assert re.search(r"GET /v1/devices 401 [\d.]+ms face=st principal=-$", found[2])
+    assert re.search(r"GET /v1/devices 200 [\d.]+ms face=st principal=\S+$", found[0])
+    assert re.search(
+        r"GET /v1/devices/nope 404 [\d.]+ms face=st principal=\S+ error=NotFound$", found[1]
+    )
+    assert re.search(
+        r"GET /v1/devices 401 [\d.]+ms face=st principal=- error=Unauthorized$", found[2]
+    )
     assert "GET /v1/a%0Ab " in found[3]  # a control character never splits a line
     log = server.log_path.read_text()
     assert "query-secret" not in log and server.admin_token not in log
@@ -367,14 +373,16 @@ def test_json_logs_are_one_object_per_line(start_server: Callable[..., ServerPro
     server = start_server("--log-format", "json", "--access-log")
     with client(server) as api:
         assert api.get("/v1/devices").status_code == 200
+        assert api.get("/v1/devices/missing").status_code == 404
     server.stop()
     records: list[dict[str, Any]] = []
     for line in server.log_path.read_text().splitlines():
         records.append(json.loads(line))  # every line is JSON, start-up and shutdown too
     assert {"ts", "level", "logger", "message"} <= set(records[0])
     access = [r for r in records if r["logger"] == "thinghub.access"]
-    assert [(r["method"], r["path"], r["status"], r["face"]) for r in access] == [
-        ("GET", "/v1/devices", 200, "st")
+    assert [(r["method"], r["path"], r["status"], r["face"], r["error"]) for r in access] == [
+        ("GET", "/v1/devices", 200, "st", None),
+        ("GET", "/v1/devices/missing", 404, "st", "NotFound"),
     ]
     assert access[0]["duration_ms"] >= 0 and access[0]["listener"] == "http"
     assert any("MQTT/TLS listening" in r["message"] for r in records)

@@ -134,20 +134,27 @@ def _allowed_methods(app: FastAPI, request: Request) -> str:
 
 
 def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> None:
-    """Map domain errors, validation errors and HTTP errors to the face's error body."""
+    """Map domain errors, validation errors and HTTP errors to the face's error body. The
+    error's code goes into the request's note too (the request log and /metrics count it)."""
 
-    async def on_domain(_: Request, exc: Exception) -> Response:
+    def answer(request: Request, error: errors.Error, status: int) -> Response:
+        note = request.scope.get(REQUEST_NOTE_KEY)
+        if isinstance(note, dict):
+            note["error"] = error.code
+        return render(error, status)
+
+    async def on_domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.Error)
-        return render(exc, status_of(exc))
+        return answer(request, exc, status_of(exc))
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return render(_validation_error(exc), 400)
+        return answer(request, _validation_error(exc), 400)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if isinstance(exc, BodyRejected):
-            return render(exc.error, exc.status_code)
+            return answer(request, exc.error, exc.status_code)
         kinds: dict[int, type[errors.Error]] = {
             401: errors.Unauthorized,
             403: errors.Forbidden,
@@ -166,17 +173,17 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         if exc.status_code == 405:
             error = kind("method not allowed on this route")
             error.code = "MethodNotAllowed"
-        response = render(error, exc.status_code)
+        response = answer(request, error, exc.status_code)
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:
             response.headers["Allow"] = _allowed_methods(app, request)
         return response
 
-    async def on_crash(_: Request, exc: Exception) -> Response:
+    async def on_crash(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error in %s", app.title)
         error = errors.Error("internal error; it has been logged")
         error.code = "InternalError"
-        response = render(error, 500)
+        response = answer(request, error, 500)
         # The error escapes to the server after this answer, which then ends the connection:
         # say so, so a keep-alive client does not send its next request into a closing socket.
         response.headers["Connection"] = "close"

@@ -21,18 +21,22 @@ __all__ = [
 
 
 class Role(StrEnum):
-    """What a principal may do. Faces map their own role names onto these."""
+    """What a principal may do. Faces map their own role names onto these; what each role
+    grants is the table in domain/roles.py (ROLE_PERMISSIONS)."""
 
     ADMIN = "admin"  # everything in the account, tokens and users included
+    BUILDER = "builder"  # an operator who also writes device templates (IoT Central's App Builder)
     OPERATOR = "operator"  # read, and act on devices: create, update, commands, properties
     VIEWER = "viewer"  # read only
 
     @property
     def can_write(self) -> bool:
+        """Whether it may act on devices (Permission.DEVICES_WRITE)."""
         return self is not Role.VIEWER
 
     @property
     def can_admin(self) -> bool:
+        """Whether it may manage API tokens and users (Permission.TOKENS_ADMIN)."""
         return self is Role.ADMIN
 
 

@@ -7,8 +7,10 @@ from typing import TypeVar
 
 from thinghub.domain.events import Event
 from thinghub.domain.model import Principal
+from thinghub.domain.roles import Permission
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import EventQuery, Page, Stores, TelemetryQuery
+from thinghub.services.authz import authorize
 
 __all__ = ["QueryService"]
 
@@ -19,6 +21,7 @@ Q = TypeVar("Q", TelemetryQuery, EventQuery)
 def _scoped(principal: Principal, query: Q) -> Q | None:
     """Pin the query to the principal's account, and to its project if it has one; None when
     it asks for another project than the principal's (an empty answer, never a query)."""
+    authorize(principal, Permission.READ)
     project = query.project
     if principal.project is not None:
         if project not in (None, principal.project):

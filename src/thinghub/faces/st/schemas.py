@@ -112,7 +112,7 @@ class EnrollmentGroupCreate(_Body):
 
 
 class TokenCreate(_Body):
-    role: Literal["admin", "operator", "viewer"]
+    role: Literal["admin", "builder", "operator", "viewer"]
     label: StrictStr = Field(default="", max_length=200)
     project: StrictStr | None = Field(
         default=None, min_length=1, max_length=128, json_schema_extra=ID_SCHEMA
@@ -122,7 +122,7 @@ class TokenCreate(_Body):
 class UserCreate(_Body):
     username: StrictStr = Field(min_length=1, max_length=200)
     password: StrictStr = Field(min_length=8, max_length=1000)
-    role: Literal["admin", "operator", "viewer"]
+    role: Literal["admin", "builder", "operator", "viewer"]
 
 
 class RetentionUpdate(_Body):

@@ -48,7 +48,6 @@ from thinghub.faces.st.schemas import (
 )
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.core import Services
-from thinghub.services.registry import Registry
 from thinghub.services.retention import RetentionView
 
 __all__ = ["create_app"]
@@ -105,7 +104,7 @@ async def _device_json(services: Services, principal: Principal, device: Device)
         },
         "isIoTEdgeCapable": device.is_gateway,
         "connectionState": _connection_state(await services.registry.is_connected(device.id)),
-        "credentials": _credentials(principal, device),
+        "credentials": _credentials(services, principal, device),
         "properties": {"desired": twin.desired.properties},
         "lastActivityTime": _ts(device.last_activity_at),
         "modelId": device.model_id,
@@ -113,9 +112,9 @@ async def _device_json(services: Services, principal: Principal, device: Device)
     }
 
 
-def _credentials(principal: Principal, device: Device) -> dict[str, Any]:
-    # Viewers see that a device has keys, not the keys (Registry.keys_shown decides).
-    keys = Registry.keys_shown(principal, device)
+def _credentials(services: Services, principal: Principal, device: Device) -> dict[str, Any]:
+    # Viewers see that a device has keys, not the keys (the registry decides).
+    keys = services.registry.keys_shown(principal, device)
     shown = (
         None
         if keys is None
@@ -130,7 +129,7 @@ async def _module_json(services: Services, principal: Principal, module: Device)
         "moduleId": module.module_id,
         "deviceId": module.parent_id,
         "connectionState": _connection_state(await services.registry.is_connected(module.id)),
-        "credentials": _credentials(principal, module),
+        "credentials": _credentials(services, principal, module),
         "properties": {"desired": twin.desired.properties},
         "lastActivityTime": _ts(module.last_activity_at),
         "modelId": module.model_id,

@@ -29,16 +29,6 @@ class Role(StrEnum):
     OPERATOR = "operator"  # read, and act on devices: create, update, commands, properties
     VIEWER = "viewer"  # read only
 
-    @property
-    def can_write(self) -> bool:
-        """Whether it may act on devices (Permission.DEVICES_WRITE)."""
-        return self is not Role.VIEWER
-
-    @property
-    def can_admin(self) -> bool:
-        """Whether it may manage API tokens and users (Permission.TOKENS_ADMIN)."""
-        return self is Role.ADMIN
-
 
 class DeviceKind(StrEnum):
     DEVICE = "device"

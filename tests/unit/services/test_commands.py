@@ -15,6 +15,7 @@ from tests.unit.services.node import FakeLink, Node
 from thinghub.domain.commands import Command, CommandStatus
 from thinghub.domain.errors import DeviceOffline, Forbidden, Invalid, NotFound, TimedOut, TooLarge
 from thinghub.domain.model import Device, Principal, Role
+from thinghub.ports import Stores
 from thinghub.services.commands import (
     DEFAULT_TIMEOUT_S,
     MAX_COMMAND_PAYLOAD_BYTES,
@@ -235,7 +236,7 @@ async def test_the_time_to_live_is_1_s_to_the_setting(services: Services, ttl: A
 
 
 async def test_a_queued_request_must_be_storable_and_at_most_128_kib(
-    services: Services, stores: Any
+    services: Services, stores: Stores
 ) -> None:
     await services.registry.create_device(ADMIN, name="d", device_id="d")
     with pytest.raises(TooLarge) as large:

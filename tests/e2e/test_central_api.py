@@ -1,4 +1,4 @@
-"""The IoT Central face walked through as seeds/001 describes it, against the real server.
+"""The IoT Central face walked through as the IoT Central REST API describes it, against the real server.
 
 Every success and error response is checked for the seed's shape and status; telemetry posted
 here is checked on /v1 (the Central API has no telemetry read route), and telemetry that
@@ -319,7 +319,7 @@ def test_create_defaults_and_bad_bodies(
 
 
 def test_seed_examples_verbatim(central: httpx.Client, unique: Callable[[str], str]) -> None:
-    """Every request body of seeds/001, as written: its device names a template the
+    """Every request body of the IoT Central API's examples, as written: its device names a template the
     application does not have (the seed has no template routes), which must be accepted."""
     device_id = unique("device001")
     created = central.put(

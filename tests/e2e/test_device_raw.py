@@ -1,6 +1,6 @@
 """The hub and DPS dialects, driven byte by byte where the SDK never goes (raw MQTT over TLS).
 
-Each test pins one rule of specs/azure-device-protocol.md or of IoT Hub's documented MQTT
+Each test pins one rule of docs/faces/device-mqtt.md or of IoT Hub's documented MQTT
 behaviour that the Azure SDK itself never exercises: other client libraries' topic filters,
 QoS 2, RETAIN, Will, clean sessions, request ids, duplicate method deliveries.
 """
@@ -184,8 +184,8 @@ def test_clean_session_state_is_not_resumed(target: Target, device: dict[str, An
 def test_a_method_request_reaches_the_device_once_per_connection(
     server: StServer, target: Target, device: dict[str, Any]
 ) -> None:
-    """The PnP sample subscribes `$iothub/methods/POST/#` twice (§8), and the SDK forgets
-    unanswered requests when it reconnects (§2): each connection gets the request once."""
+    """The PnP sample subscribes `$iothub/methods/POST/#` twice, and the SDK forgets
+    unanswered requests when it reconnects: each connection gets the request once."""
     did = device["id"]
     raw = hub_client(target, device, auto_ack=False)  # never PUBACKs: the request stays in flight
     raw.subscribe("$iothub/methods/POST/#")
@@ -227,7 +227,7 @@ def test_a_method_request_reaches_the_device_once_per_connection(
 def test_takeover_hands_unacknowledged_messages_to_the_new_connection(
     target: Target, admin: httpx.Client, device: dict[str, Any]
 ) -> None:
-    """A new connection replaces the old one (§1.1) and gets, at once, the C2D message the
+    """A new connection replaces the old one and gets, at once, the C2D message the
     old one never acknowledged (the old socket is left open: its close may take long)."""
     old = hub_client(target, device, auto_ack=False)
     with old:
@@ -247,7 +247,7 @@ def test_twin_requests_echo_the_request_id_unchanged(
     target: Target, device: dict[str, Any]
 ) -> None:
     with hub_client(target, device) as raw:
-        # Answered even before SUBSCRIBE (paho delivers it anyway, §1.1); the id as sent.
+        # Answered even before SUBSCRIBE (paho delivers it anyway); the id as sent.
         raw.publish("$iothub/twin/GET/?$rid=a%26b%3Dc", b" ")
         [got] = raw.publishes(within=3)
         assert got.topic == "$iothub/twin/res/200/?$rid=a%26b%3Dc"
@@ -273,7 +273,7 @@ def test_twin_requests_echo_the_request_id_unchanged(
 def test_username_without_query_is_accepted(
     target: Target, admin: httpx.Client, device: dict[str, Any]
 ) -> None:
-    """The query (api-version, DeviceClientType, model-id) is informational (§2)."""
+    """The query (api-version, DeviceClientType, model-id) is informational."""
     token = target.hub_sas(device["id"], primary_key(device), int(time.time()) + 600)
     for username in (f"{target.hub_host}/{device['id']}", f"{target.hub_host}/{device['id']}/"):
         with RawClient(target) as raw:

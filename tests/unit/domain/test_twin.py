@@ -161,7 +161,7 @@ def test_metadata_mirrors_the_property_tree(patches: list[dict[str, Any]]) -> No
 
 
 def test_document_has_the_seed_change_event_reported_shape() -> None:
-    # seeds/000: body.properties.reported of a change_event.
+    # The ST API's change_event example: its body.properties.reported.
     seed_reported: dict[str, Any] = {
         "maxTempSinceLastReboot": 10.96,
         "$metadata": {

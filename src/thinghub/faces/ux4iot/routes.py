@@ -1,4 +1,4 @@
-"""Routes of the ux4iot face (seeds/003 and the verified client behaviour): sessions, grants,
+"""Routes of the ux4iot face (as the ux4iot clients use them; docs/faces/ux4iot.md): sessions, grants,
 subscriptions, last values, twin, connection state, direct methods and desired properties.
 
 Credentials (docs/faces/ux4iot.md, "Credentials"): `Shared-Access-Key` is one of the

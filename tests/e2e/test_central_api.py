@@ -1,4 +1,5 @@
-"""The IoT Central face walked through as the IoT Central REST API describes it, against the real server.
+"""The IoT Central face walked through as the IoT Central REST API describes it, against the real
+server.
 
 Every success and error response is checked for the seed's shape and status; telemetry posted
 here is checked on /v1 (the Central API has no telemetry read route), and telemetry that
@@ -319,8 +320,9 @@ def test_create_defaults_and_bad_bodies(
 
 
 def test_seed_examples_verbatim(central: httpx.Client, unique: Callable[[str], str]) -> None:
-    """Every request body of the IoT Central API's examples, as written: its device names a template the
-    application does not have (the seed has no template routes), which must be accepted."""
+    """Every request body of the IoT Central API's examples, as written: its device names a
+    template the application does not have (the API has no template routes), which must be
+    accepted."""
     device_id = unique("device001")
     created = central.put(
         f"/devices/{device_id}",

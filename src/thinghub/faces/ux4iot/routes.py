@@ -1,5 +1,5 @@
-"""Routes of the ux4iot face (as the ux4iot clients use them; docs/faces/ux4iot.md): sessions, grants,
-subscriptions, last values, twin, connection state, direct methods and desired properties.
+"""Routes of the ux4iot face, as the ux4iot clients use them (docs/faces/ux4iot.md): sessions,
+grants, subscriptions, last values, twin, connection state, direct methods and desired properties.
 
 Credentials (docs/faces/ux4iot.md, "Credentials"): `Shared-Access-Key` is one of the
 account's keys (services.auth face keys) and reaches every device of that account with no

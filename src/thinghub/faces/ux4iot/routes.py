@@ -482,7 +482,13 @@ async def patch_desired(request: Request) -> Response:
     ).to_domain()
     await _require(request, caller, need)
     device = await _device(request, caller, device_id)
-    twin = await services_of(request).twins.patch_desired(device, patch)
+    services = services_of(request)
+    # The registry's rules for an application's desired patch (size, storable; an empty
+    # patch changes nothing), as for every face.
+    await services.registry.edit_device(
+        caller.principal, device.id, desired=patch, desired_field="desiredPropertyPatch"
+    )
+    twin = await services.twins.get(device)
     document = twin_document(twin.version, twin.reported.document(), twin.desired.document())
     return OrjsonResponse(method_response(200, document))
 

@@ -147,7 +147,7 @@ class Device:
     model_id: str | None = None
     connection_state: str = "Disconnected"
     last_activity_at: float | None = None
-    # Who created it (the seed's tags.user) and free-form attributes for faces that need them.
+    # Who created it (the ST API's tags.user) and free-form attributes for faces that need them.
     created_by: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
 

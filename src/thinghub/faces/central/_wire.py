@@ -184,7 +184,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
 
 
 def device_record(device: Device) -> dict[str, Any]:
-    """The seed's device fields, also what $filter sees."""
+    """The specification's device fields, also what $filter sees."""
     return {
         "id": device.id,
         "displayName": device.name,
@@ -233,5 +233,5 @@ def section_stamp(section: TwinSection, component: str | None, name: str) -> flo
 
 
 def section_time(section: TwinSection, component: str | None, name: str) -> str | None:
-    """When a twin property last changed, in the seed's time format."""
+    """When a twin property last changed, in the specification's time format."""
     return _ts(section_stamp(section, component, name))

@@ -524,6 +524,7 @@ def create_app(context: FaceContext) -> FastAPI:
     authenticate_before_body(app, authenticate)
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
-    # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
+    # The IoT Central API specification directs requests to
+    # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     return app

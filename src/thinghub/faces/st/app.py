@@ -54,8 +54,8 @@ from thinghub.services.retention import RetentionView
 __all__ = ["create_app"]
 
 Caller = Annotated[Principal, Depends(principal_of())]
-# The seed's method call reads `/v1/devices/  c8dc6706-.../method`; ids never hold spaces, so
-# a path id copied with them still names the device.
+# The ST API's documentation prints its method call as `/v1/devices/  c8dc6706-.../method`;
+# ids never hold spaces, so a path id copied with them still names the device.
 DeviceId = Annotated[str, Path(), AfterValidator(str.strip)]
 # A filter sent empty (`?deploymentID=`) is a filter not given, as an empty `from` already is.
 Filter = Annotated[str | None, Query(), AfterValidator(lambda value: value or None)]
@@ -71,7 +71,7 @@ EventTypeFilter = Annotated[
     AfterValidator(lambda value: value or None),
 ]
 
-# The seed's events are property changes: connection state and twin changes. thinghub's own
+# The ST API's events are property changes: connection state and twin changes. thinghub's own
 # kinds (device lifecycle, rejected telemetry) are listed when `eventType` names them.
 SEED_EVENT_TYPES = frozenset({EventType.CONNECTION_STATE, EventType.CHANGE})
 
@@ -802,7 +802,7 @@ async def list_events(
 ) -> Response:
     """Events, newest first, paged like telemetry.
 
-    connection_state_event and change_event, as in the seed; `eventType` picks one type,
+    connection_state_event and change_event, as in the ST API; `eventType` picks one type,
     thinghub's device_lifecycle_event and telemetry_rejected_event included.
     """
     services = services_of(request)

@@ -72,7 +72,7 @@ class DeviceTags(_Body):
 
 
 class DeviceUpdate(_Body):
-    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the seed)."""
+    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the ST API)."""
 
     properties: dict[str, Any] | None = None
     name: StrictStr | None = Field(default=None, min_length=1, max_length=200)

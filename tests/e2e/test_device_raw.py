@@ -20,6 +20,7 @@ from tests.e2e.azure import (
     SERVER_ARGS,
     RawClient,
     Target,
+    connection_states,
     primary_key,
     sign_sas,
     stored_telemetry,
@@ -144,16 +145,29 @@ def test_will_is_sent_as_telemetry_when_the_connection_drops(
 ) -> None:
     did = device["id"]
     will = Will(f"devices/{did}/messages/events/%24.ct=application%2Fjson&why=lost", b'{"w": 1}')
+
+    def ended(connections: int) -> None:
+        """Wait until the server recorded the end of that many connections. A connection's
+        end is recorded first, then its Will is stored (ingest queues it at once), so what
+        an earlier connection stored is queued before the next connection's Will."""
+        wait_for(
+            lambda: connection_states(admin, did).count("deviceDisconnected") >= connections,
+            what=f"{connections} disconnections",
+        )
+
     # DISCONNECT discards the Will (§3.14.4).
-    hub_client(target, device, will=will).disconnect()
+    discarded = Will(will.topic, b'{"w": 0}')
+    hub_client(target, device, will=discarded).disconnect()
+    ended(1)
     # A Will on another device's topic is ignored, even when the connection drops.
     other = create_device(admin, "other", "p-will", "d-will")
     forged = Will(f"devices/{other['id']}/messages/events/", b'{"forged": 1}')
     hub_client(target, device, will=forged).close()
-    # Dropped without DISCONNECT: the Will becomes telemetry marked as such.
+    ended(2)
+    # Dropped without DISCONNECT: the Will becomes telemetry marked as such. Once it is
+    # stored, anything the two connections before it had stored would be stored too.
     hub_client(target, device, will=will).close()
     wait_telemetry(admin, did, lambda t: t["body"] == {"w": 1})
-    time.sleep(0.5)  # nothing else is on its way
     [row] = stored_telemetry(server, did)
     assert row["content_type"] == "application/json"
     assert json.loads(row["properties"]) == {"why": "lost", "iothub-MessageType": "Will"}

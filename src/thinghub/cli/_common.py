@@ -187,7 +187,7 @@ def migrate(database_url: str) -> int:
             label = f"migration {revision}" if revision else "migrating the database schema"
             bar.update(task, completed=done, total=total, description=label, visible=True)
 
-        upgrade(database_url, step)
+        upgrade(database_url, on_step=step)
     return ran[0]
 
 

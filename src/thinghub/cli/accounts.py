@@ -22,6 +22,7 @@ from thinghub.cli._common import (
     operator,
     run_offline,
 )
+from thinghub.domain.model import Role
 
 if TYPE_CHECKING:
     from thinghub.domain.model import ApiToken, Retention
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-ROLES = click.Choice(["admin", "operator", "viewer"])
+ROLES = click.Choice([role.value for role in Role])
 
 
 def _time(ts: float | None) -> str | None:
@@ -90,7 +91,6 @@ def token_create(
     The id is what the client-credentials grant calls client_id (the token is the secret).
     """
     from thinghub.domain.errors import Error
-    from thinghub.domain.model import Role
 
     settings = load(ctx, **options)
 
@@ -295,7 +295,6 @@ def user_create(
 ) -> None:
     """Create a user who can get access tokens with the password grant."""
     from thinghub.domain.errors import Error
-    from thinghub.domain.model import Role
 
     settings = load(ctx, **options)
 

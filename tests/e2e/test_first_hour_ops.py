@@ -24,6 +24,10 @@ from tests.e2e.helpers_st import client, create_device, device_sas, post_telemet
 from tests.e2e.mqtt_client import RawDevice, credentials
 from tests.e2e.server import ServerProcess, running
 
+# Ports, docs, metrics and logs: nothing here depends on the store (the PostgreSQL pass of
+# `make test` leaves it out; `make e2e-postgres` runs it).
+pytestmark = pytest.mark.backend_agnostic
+
 EXIT_PORT_UNAVAILABLE = 3
 
 

@@ -618,6 +618,51 @@ async def test_observations_and_latest(stores: Stores) -> None:
     assert await stores.telemetry.observations("acc-2", "dev-1", "hum", None, None, 100) == []
 
 
+async def _streamed(stores: Stores, *args: Any) -> list[list[tuple[float, float]]]:
+    return [batch async for batch in stores.telemetry.stream_observations(ACC, *args)]
+
+
+async def test_stream_observations_pages_oldest_first_through_equal_pairs(stores: Stores) -> None:
+    def obs(metric: str, seconds: float, value: float, entity: str = "dev-1") -> Observation:
+        return Observation(ACC, entity, metric, at(seconds), value)
+
+    # Five rows at one time (three of them the same pair), around them others; another metric,
+    # entity and account that must not show.
+    rows = [obs("temp", 1, 1.0), obs("temp", 2, 7.0), obs("temp", 2, 5.0), obs("temp", 2, 5.0),
+            obs("temp", 2, 5.0), obs("temp", 2, 6.0), obs("temp", 3, 0.5), obs("temp", 4, 2.0)]
+    await stores.telemetry.append([], rows)
+    await stores.telemetry.append(
+        [], [obs("hum", 2, 9.0), obs("temp", 2, 9.0, entity="dev-2"),
+             Observation("acc-2", "dev-1", "temp", at(2), 9.0)],
+    )  # fmt: skip
+    expected = sorted((o.ts, o.value) for o in rows)
+    for size in (1, 2, 3, 4, 7, 8, 100):
+        batches = await _streamed(stores, "dev-1", "temp", None, None, size)
+        assert [p for batch in batches for p in batch] == expected, size
+        assert all(len(b) == size for b in batches[:-1]) and 0 < len(batches[-1]) <= size
+    # A range, both ends included.
+    ranged = await _streamed(stores, "dev-1", "temp", at(2), at(3), 2)
+    assert [p for b in ranged for p in b] == [p for p in expected if at(2) <= p[0] <= at(3)]
+    assert await _streamed(stores, "dev-1", "temp", at(5), None, 10) == []
+    assert await _streamed(stores, "nope", "temp", None, None, 10) == []
+    with pytest.raises(ValueError, match="batch_rows"):
+        await _streamed(stores, "dev-1", "temp", None, None, 0)
+
+
+async def test_stream_observations_reads_each_page_when_asked(stores: Stores) -> None:
+    """Pages are read one at a time: rows added between two pages, after the last pair sent,
+    show in the next page (nothing was read ahead)."""
+    await stores.telemetry.append(
+        [], [Observation(ACC, "dev-1", "t", at(s), float(s)) for s in range(4)]
+    )
+    stream = stores.telemetry.stream_observations(ACC, "dev-1", "t", None, None, 2)
+    first = await anext(stream)
+    assert first == [(at(0), 0.0), (at(1), 1.0)]
+    await stores.telemetry.append([], [Observation(ACC, "dev-1", "t", at(1.5), 1.5)])
+    rest = [p async for batch in stream for p in batch]
+    assert rest == [(at(1.5), 1.5), (at(2), 2.0), (at(3), 3.0)]
+
+
 # -- events ----------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ contract suite in tests/contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -179,6 +179,20 @@ class TelemetryStore(Protocol):
         until: float | None,
         limit: int,
     ) -> list[Observation]: ...
+    def stream_observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """Every `(ts, value)` of one metric in [since, until], oldest first, in batches of at
+        most `batch_rows` (keyset paging: each batch is one short read that starts where the
+        last one ended, so nothing holds more than a batch and a slow consumer holds no
+        database resource between batches). Equal times come in value order."""
+
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of
         each metric stays."""

@@ -3,7 +3,7 @@ latest value per metric, exactly as the SQL area keeps them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports.store import Page, TelemetryQuery
@@ -133,6 +133,45 @@ class MemoryTelemetryStore(MemoryArea):
             Observation(account_id, entity_id, metric, from_us(ts) or 0.0, value)
             for ts, _, value in found[:limit]
         ]
+
+    async def stream_observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """As the SQL area: pages in (ts, value) order, each read afresh after the last pair
+        sent (rows equal to it that were sent are skipped by count)."""
+        check_batch_rows(batch_rows)
+        low, high = range_us(since, until)
+        key = (account_id, entity_id, metric)
+        after: tuple[int, float] | None = None
+        seen = 0
+        while True:
+            found = sorted(
+                (row[_OBSERVED], row[_VALUE])
+                for row in self.tables.observations.values()
+                if row[:3] == key
+                and low <= row[_OBSERVED] <= high
+                and (after is None or (row[_OBSERVED], row[_VALUE]) >= after)
+            )
+            rows = found[seen : seen + batch_rows] if after is not None else found[:batch_rows]
+            if not rows:
+                return
+            last = rows[-1]
+            run = 0
+            for row in reversed(rows):
+                if row != last:
+                    break
+                run += 1
+            seen = run + (seen if run == len(rows) and after == last else 0)
+            after = last
+            yield [(ts / 1_000_000, value) for ts, value in rows]
+            if len(rows) < batch_rows:
+                return
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         check_batch_rows(batch_rows)

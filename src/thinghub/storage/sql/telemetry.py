@@ -3,7 +3,7 @@ latest value per metric; newest-first pages; retention and per-device deletes in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
@@ -146,6 +146,54 @@ class SqlTelemetryStore(SqlArea):
         return [
             Observation(account_id, entity_id, metric, from_us(r[0]) or 0.0, r[1]) for r in rows
         ]
+
+    async def stream_observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """Keyset pages over (entity, metric, ts) in (ts, value) order.
+
+        Observations have no unique key, so the page after one ending at (ts, value) starts
+        at that pair again and skips the rows equal to it already sent (`OFFSET`): rows that
+        equal it are indistinguishable, so which of them were sent does not matter.
+        """
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        low, high = range_us(since, until)
+        head = (
+            "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
+            "AND metric = ? AND ts <= ? AND "
+        )
+        first = head + "ts >= ? ORDER BY ts, value LIMIT ?"
+        after = head + "(ts > ? OR (ts = ? AND value >= ?)) ORDER BY ts, value LIMIT ? OFFSET ?"
+        rows = await self.db.fetch_all(
+            first, [account_id, entity_id, metric, high, low, batch_rows], bulk=True
+        )
+        seen = 0  # rows equal to the last pair, sent so far
+        last: tuple[Any, ...] = ()
+        while rows:
+            previous, last = last, tuple(rows[-1])
+            run = 0
+            for row in reversed(rows):
+                if row[0] != last[0] or row[1] != last[1]:
+                    break
+                run += 1
+            # A page that is all one pair continues the run of the page before it, if the
+            # pair is the same.
+            seen = run + (seen if run == len(rows) and previous == last else 0)
+            yield [(ts / 1_000_000, value) for ts, value in rows]
+            if len(rows) < batch_rows:
+                return
+            rows = await self.db.fetch_all(
+                after,
+                [account_id, entity_id, metric, high, last[0], last[0], last[1], batch_rows, seen],
+                bulk=True,
+            )
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """An account's telemetry and observations older than `before`; returns the number

@@ -24,7 +24,7 @@ from thinghub.security.passwords import hash_password, verify_password
 from thinghub.security.secrets import hash_secret
 from thinghub.services.ttl_cache import TtlCache
 
-__all__ = ["Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
+__all__ = ["WRITE_SCOPES", "Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,22 @@ def token_hash(token: str) -> str:
     return hash_secret(token)
 
 
+# Scopes of an OAuth2 access token that allow writing (the iTwin / Bentley IMS vocabulary,
+# POST /connect/token). A token whose scopes name none of them is read-only on every face.
+WRITE_SCOPES = frozenset({"sensor-data:modify", "itwins:modify"})
+
+
 def authorize(principal: Principal, action: Action) -> None:
-    """Raise Forbidden unless the principal's role allows the action."""
+    """Raise Forbidden unless the principal's role (and scopes, if it has any) allow the
+    action."""
     if action == "read":
         return
+    if principal.scopes is not None and not principal.scopes & WRITE_SCOPES:
+        raise Forbidden(
+            "the access token's scopes are read-only (it needs one of "
+            f"{', '.join(sorted(WRITE_SCOPES))})",
+            field="scope",
+        )
     if action == "write" and principal.role.can_write:
         return
     if action == "admin" and principal.role.can_admin:
@@ -261,6 +273,7 @@ class AuthService:
                 "user",
                 None,
                 extra.get("project"),
+                None if claims.scope is None else frozenset(claims.scope.split()),
             )
         token = await self._lookup_token(value)
         if token is None or not hmac.compare_digest(token.secret_hash, token_hash(value)):
@@ -308,8 +321,14 @@ class AuthService:
             raise Unauthorized("invalid username or password", field="password")
         return self.jwt.issue(user.id, user.account_id, user.role.value, now=self.clock.now())
 
-    async def client_credentials_grant(self, client_id: str, secret: str) -> tuple[str, int]:
-        """OAuth2 client credentials: the client is an API token (id + the token itself)."""
+    async def client_credentials_grant(
+        self, client_id: str, secret: str, *, scopes: frozenset[str] | None = None
+    ) -> tuple[str, int]:
+        """OAuth2 client credentials: the client is an API token (id + the token itself).
+
+        `scopes` (checked by the caller against what its face defines) go into the access
+        token's `scope` claim and limit it (see `authorize`); None: not scoped.
+        """
         token = await self._lookup_token(secret)
         if token is None or token.id != client_id:
             raise Unauthorized("invalid client credentials", field="client_secret")
@@ -322,7 +341,12 @@ class AuthService:
             **({"project": token.project} if token.project else {}),
         }
         return self.jwt.issue(
-            token.id, token.account_id, token.role.value, extra=extra, now=self.clock.now()
+            token.id,
+            token.account_id,
+            token.role.value,
+            scope=None if scopes is None else " ".join(sorted(scopes)),
+            extra=extra,
+            now=self.clock.now(),
         )
 
 

@@ -224,6 +224,20 @@ async def test_projects_and_deployments(stores: Stores) -> None:
     assert await stores.devices.list_projects("acc-3") == []
 
 
+async def test_delete_project_only_when_no_device_uses_it(stores: Stores) -> None:
+    await stores.devices.ensure_deployment(ACC, "p1", "d1", T0)
+    await stores.devices.ensure_project(ACC, "p2", T0)
+    await stores.devices.ensure_project("acc-2", "p1", T0)
+    await stores.devices.insert(device("in-p2", project="p2", kind=DeviceKind.SENSOR), Twin("in-p2"))
+    assert await stores.devices.delete_project(ACC, "p2") is False  # a device (any kind) uses it
+    assert await stores.devices.delete_project(ACC, "nope") is False
+    assert await stores.devices.delete_project(ACC, "p1") is True
+    assert [p.name for p in await stores.devices.list_projects(ACC)] == ["p2"]
+    assert await stores.devices.list_deployments(ACC, "p1") == []
+    assert [p.name for p in await stores.devices.list_projects("acc-2")] == ["p1"]  # untouched
+    assert await stores.devices.delete_project(ACC, "p1") is False
+
+
 # -- devices ---------------------------------------------------------------------------------
 
 

@@ -129,6 +129,10 @@ class DeviceStore(Protocol):
     ) -> None: ...
     async def list_projects(self, account_id: str) -> list[Project]: ...
     async def list_deployments(self, account_id: str, project: str) -> list[Deployment]: ...
+    async def delete_project(self, account_id: str, name: str) -> bool:
+        """A project and its deployments, if no device (of any kind) belongs to it; False
+        when it does not exist or still has devices."""
+
     async def insert(self, device: Device, twin: Twin) -> None:
         """The device and its first twin, in one write."""
 

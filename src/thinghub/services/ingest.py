@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -191,6 +192,35 @@ class IngestService:
         if outcome.rejected is not None:
             raise Invalid(outcome.rejected, field="body")
         return outcome.is_new
+
+    async def ingest_many(
+        self, items: Sequence[tuple[Device, TelemetryMessage]]
+    ) -> list[Outcome | Exception]:
+        """Store many messages, as ingest() stores each, sharing batches; waits for room in
+        the queue as it goes, so a large upload holds at most the queue bound in memory.
+
+        Returns, per message, its Outcome (a rejected one says why) or the exception that
+        kept it from being stored.
+        """
+        if not self._running:  # no batching loop (one-shot tools): write it directly
+            futures = [asyncio.get_running_loop().create_future() for _ in items]
+            for start in range(0, len(items), self.batch_max):
+                chunk = items[start : start + self.batch_max]
+                await self._write_batch(
+                    [(d, m, f) for (d, m), f in zip(chunk, futures[start:], strict=False)]
+                )
+        else:
+            futures = []
+            for device, message in items:
+                await self.wait_for_room()
+                futures.append(self.submit(device, message))
+        results: list[Outcome | Exception] = []
+        for future in futures:
+            try:
+                results.append(await future)
+            except Exception as exc:  # that message failed; the others are still answered
+                results.append(exc)
+        return results
 
     def submit(self, device: Device, message: TelemetryMessage) -> asyncio.Future[Outcome]:
         """Queue a message for the next batch; the future resolves after its commit.

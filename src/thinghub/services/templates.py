@@ -880,6 +880,23 @@ class TemplateService:
             return None
         return await self.find(device.account_id, device.template)
 
+    async def model_for(self, device: Device) -> Interface | None:
+        """The capability model a device's data follows: its device template's; else that of
+        a template of its account named by the model id it announced; else the well-known
+        public model of that id (services/models.py); else None."""
+        template = await self.for_device(device)
+        if template is not None:
+            return template.model
+        if not device.model_id:
+            return None
+        if TEMPLATE_ID.fullmatch(device.model_id):
+            named = await self.find(device.account_id, device.model_id)
+            if named is not None:
+                return named.model
+        from thinghub.services.models import well_known_model  # models parses with this module
+
+        return well_known_model(device.model_id)
+
     @staticmethod
     def _load(template_id: str, row: Any) -> DeviceTemplate:
         document = row["document"]

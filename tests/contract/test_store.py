@@ -228,7 +228,9 @@ async def test_delete_project_only_when_no_device_uses_it(stores: Stores) -> Non
     await stores.devices.ensure_deployment(ACC, "p1", "d1", T0)
     await stores.devices.ensure_project(ACC, "p2", T0)
     await stores.devices.ensure_project("acc-2", "p1", T0)
-    await stores.devices.insert(device("in-p2", project="p2", kind=DeviceKind.SENSOR), Twin("in-p2"))
+    await stores.devices.insert(
+        device("in-p2", project="p2", kind=DeviceKind.SENSOR), Twin("in-p2")
+    )
     assert await stores.devices.delete_project(ACC, "p2") is False  # a device (any kind) uses it
     assert await stores.devices.delete_project(ACC, "nope") is False
     assert await stores.devices.delete_project(ACC, "p1") is True
@@ -642,8 +644,16 @@ async def test_stream_observations_pages_oldest_first_through_equal_pairs(stores
 
     # Five rows at one time (three of them the same pair), around them others; another metric,
     # entity and account that must not show.
-    rows = [obs("temp", 1, 1.0), obs("temp", 2, 7.0), obs("temp", 2, 5.0), obs("temp", 2, 5.0),
-            obs("temp", 2, 5.0), obs("temp", 2, 6.0), obs("temp", 3, 0.5), obs("temp", 4, 2.0)]
+    rows = [
+        obs("temp", 1, 1.0),
+        obs("temp", 2, 7.0),
+        obs("temp", 2, 5.0),
+        obs("temp", 2, 5.0),
+        obs("temp", 2, 5.0),
+        obs("temp", 2, 6.0),
+        obs("temp", 3, 0.5),
+        obs("temp", 4, 2.0),
+    ]
     await stores.telemetry.append([], rows)
     await stores.telemetry.append(
         [], [obs("hum", 2, 9.0), obs("temp", 2, 9.0, entity="dev-2"),

@@ -2,9 +2,11 @@
 
 - A sensor of a thinghub device is one telemetry component; its raw metrics are the numeric
   telemetry of that component: first those its capability model declares (in the model's
-  order), then any other numeric field its telemetry carried (sorted). A field's unit is the
+  order), then any other numeric field its telemetry carried (catalog metrics in the
+  catalog's order, then by name). A field's unit is the
   DTDL `unit` of its telemetry in the model (`degreeCelsius` -> `C`, services/units.py);
-  without one the metric is unitless (GENERIC). The model is the device's template, a
+  without one a field named like a catalog metric is in that metric's default unit (`T` in
+  C, `P_raw` in Pa), any other is unitless (GENERIC). The model is the device's template, a
   template named by the model id the device announced, or a well-known public model of that
   id (TemplateService.model_for).
 - A created generic sensor (GENERIC_SENSOR_SDE) declares its metrics and units in its props
@@ -21,7 +23,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from thinghub.domain.errors import Invalid
-from thinghub.domain.metrics import Metric, free_metric, generic_sensor_metrics, metric_for_key
+from thinghub.domain.metrics import (
+    METRICS,
+    Metric,
+    free_metric,
+    generic_sensor_metrics,
+    metric_for_key,
+)
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import Observation
 from thinghub.services.core import Services
@@ -104,10 +112,13 @@ class SensorMetrics:
         names = list(units)
         prefix = f"{sensor.component}." if sensor.component else ""
         seen = sorted(
-            key[len(prefix) :]
-            for key in latest
-            if (key.startswith(prefix) if prefix else "." not in key)
-            and key[len(prefix) :] not in units
+            (
+                key[len(prefix) :]
+                for key in latest
+                if (key.startswith(prefix) if prefix else "." not in key)
+                and key[len(prefix) :] not in units
+            ),
+            key=_catalog_order,
         )
         out = []
         for name in [*names, *seen]:
@@ -115,6 +126,15 @@ class SensorMetrics:
             if metric is not None:
                 out.append(metric)
         return tuple(out)
+
+
+_CATALOG_ORDER: Final = {metric_id: i for i, metric_id in enumerate(METRICS)}
+
+
+def _catalog_order(name: str) -> tuple[int, str]:
+    """Catalog metrics in the catalog's order (T before P_raw, as the seed lists a Rugged
+    TROLL's), then free-form ones by name."""
+    return _CATALOG_ORDER.get(name, len(_CATALOG_ORDER)), name
 
 
 def _created_metrics(
@@ -127,7 +147,7 @@ def _created_metrics(
         except Invalid:  # checked when it was made; props changed since by update*
             pass
     out = []
-    for name in sorted(latest):
+    for name in sorted(latest, key=_catalog_order):
         metric = metric_of_field(name, None)
         if metric is not None:
             out.append(metric)

@@ -527,6 +527,7 @@ class Network:
         sizes: Mapping[str, int] | None,
     ) -> EntityInfo:
         props = dict(info.get("props") or {})
+        props["THINGHUB_ID"] = core.id  # its id on /v1 (a created device connects with it)
         common: dict[str, Any] = dict(
             id=entity.id,
             type=str(info.get("type", "DYNAMIC")),

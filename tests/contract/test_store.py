@@ -638,7 +638,7 @@ async def _streamed(stores: Stores, *args: Any) -> list[list[tuple[float, float]
     return [batch async for batch in stores.telemetry.stream_observations(ACC, *args)]
 
 
-async def test_stream_observations_pages_oldest_first_through_equal_pairs(stores: Stores) -> None:
+async def test_stream_observations_keeps_equal_times_together(stores: Stores) -> None:
     def obs(metric: str, seconds: float, value: float, entity: str = "dev-1") -> Observation:
         return Observation(ACC, entity, metric, at(seconds), value)
 
@@ -662,11 +662,18 @@ async def test_stream_observations_pages_oldest_first_through_equal_pairs(stores
     expected = sorted((o.ts, o.value) for o in rows)
     for size in (1, 2, 3, 4, 7, 8, 100):
         batches = await _streamed(stores, "dev-1", "temp", None, None, size)
-        assert [p for batch in batches for p in batch] == expected, size
-        assert all(len(b) == size for b in batches[:-1]) and 0 < len(batches[-1]) <= size
+        flat = [p for batch in batches for p in batch]
+        assert [p[0] for p in flat] == [p[0] for p in expected], size  # oldest first
+        assert sorted(flat) == expected, size  # every row once
+        # A time's rows come together, so a batch may hold more than `size` (the five at
+        # t=2), and a full one ends at a time boundary.
+        times = [{p[0] for p in batch} for batch in batches]
+        assert all(not (a & b) for a, b in zip(times, times[1:], strict=False)), size
+        assert all(len(b) >= size or b[-1][0] == at(2) for b in batches[:-1]), size
     # A range, both ends included.
     ranged = await _streamed(stores, "dev-1", "temp", at(2), at(3), 2)
-    assert [p for b in ranged for p in b] == [p for p in expected if at(2) <= p[0] <= at(3)]
+    in_range = [p for p in expected if at(2) <= p[0] <= at(3)]
+    assert sorted(p for b in ranged for p in b) == in_range
     assert await _streamed(stores, "dev-1", "temp", at(5), None, 10) == []
     assert await _streamed(stores, "nope", "temp", None, None, 10) == []
     with pytest.raises(ValueError, match="batch_rows"):

@@ -192,10 +192,12 @@ class TelemetryStore(Protocol):
         until: float | None,
         batch_rows: int,
     ) -> AsyncIterator[list[tuple[float, float]]]:
-        """Every `(ts, value)` of one metric in [since, until], oldest first, in batches of at
-        most `batch_rows` (keyset paging: each batch is one short read that starts where the
-        last one ended, so nothing holds more than a batch and a slow consumer holds no
-        database resource between batches). Equal times come in value order."""
+        """Every `(ts, value)` of one metric in [since, until], oldest first, in batches of
+        about `batch_rows` (keyset paging: each batch is a short read that starts after the
+        last time of the one before, so nothing holds more than a batch and a slow consumer
+        holds no database resource between batches). Observations at one time always come
+        in one batch, which may so exceed `batch_rows`; their order among themselves is
+        unspecified."""
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of

@@ -143,34 +143,26 @@ class MemoryTelemetryStore(MemoryArea):
         until: float | None,
         batch_rows: int,
     ) -> AsyncIterator[list[tuple[float, float]]]:
-        """As the SQL area: pages in (ts, value) order, each read afresh after the last pair
-        sent (rows equal to it that were sent are skipped by count)."""
+        """As the SQL area: pages in time order, each read afresh after the last time sent;
+        a page never ends inside a run of equal times."""
         check_batch_rows(batch_rows)
         low, high = range_us(since, until)
         key = (account_id, entity_id, metric)
-        after: tuple[int, float] | None = None
-        seen = 0
         while True:
             found = sorted(
                 (row[_OBSERVED], row[_VALUE])
                 for row in self.tables.observations.values()
-                if row[:3] == key
-                and low <= row[_OBSERVED] <= high
-                and (after is None or (row[_OBSERVED], row[_VALUE]) >= after)
+                if row[:3] == key and low <= row[_OBSERVED] <= high
             )
-            rows = found[seen : seen + batch_rows] if after is not None else found[:batch_rows]
-            if not rows:
-                return
-            last = rows[-1]
-            run = 0
-            for row in reversed(rows):
-                if row != last:
-                    break
-                run += 1
-            seen = run + (seen if run == len(rows) and after == last else 0)
-            after = last
-            yield [(ts / 1_000_000, value) for ts, value in rows]
-            if len(rows) < batch_rows:
+            rows = found[:batch_rows]
+            is_full = len(rows) == batch_rows
+            if is_full:
+                last = rows[-1][0]
+                rows = [r for r in found if r[0] < last or r[0] == last]
+                low = last + 1
+            if rows:
+                yield [(ts / 1_000_000, value) for ts, value in rows]
+            if not is_full:
                 return
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:

@@ -156,44 +156,34 @@ class SqlTelemetryStore(SqlArea):
         until: float | None,
         batch_rows: int,
     ) -> AsyncIterator[list[tuple[float, float]]]:
-        """Keyset pages over (entity, metric, ts) in (ts, value) order.
+        """Keyset pages on the (entity, metric, ts) index, in its order (no sort).
 
-        Observations have no unique key, so the page after one ending at (ts, value) starts
-        at that pair again and skips the rows equal to it already sent (`OFFSET`): rows that
-        equal it are indistinguishable, so which of them were sent does not matter.
+        Observations have no unique key, so a page never ends inside a run of equal times:
+        the rows sharing its last time are read whole (one more read by that time) and the
+        next page starts after it.
         """
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
         low, high = range_us(since, until)
         head = (
             "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
-            "AND metric = ? AND ts <= ? AND "
+            "AND metric = ? AND "
         )
-        first = head + "ts >= ? ORDER BY ts, value LIMIT ?"
-        after = head + "(ts > ? OR (ts = ? AND value >= ?)) ORDER BY ts, value LIMIT ? OFFSET ?"
-        rows = await self.db.fetch_all(
-            first, [account_id, entity_id, metric, high, low, batch_rows], bulk=True
-        )
-        seen = 0  # rows equal to the last pair, sent so far
-        last: tuple[Any, ...] = ()
-        while rows:
-            previous, last = last, tuple(rows[-1])
-            run = 0
-            for row in reversed(rows):
-                if row[0] != last[0] or row[1] != last[1]:
-                    break
-                run += 1
-            # A page that is all one pair continues the run of the page before it, if the
-            # pair is the same.
-            seen = run + (seen if run == len(rows) and previous == last else 0)
-            yield [(ts / 1_000_000, value) for ts, value in rows]
-            if len(rows) < batch_rows:
+        page = head + "ts >= ? AND ts <= ? ORDER BY ts LIMIT ?"
+        at = head + "ts = ?"
+        key = [account_id, entity_id, metric]
+        while True:
+            rows = await self.db.fetch_all(page, [*key, low, high, batch_rows], bulk=True)
+            is_full = len(rows) == batch_rows
+            if is_full:
+                last = rows[-1][0]
+                rows = [r for r in rows if r[0] != last]
+                rows += await self.db.fetch_all(at, [*key, last], bulk=True)
+                low = last + 1
+            if rows:
+                yield [(ts / 1_000_000, value) for ts, value in rows]
+            if not is_full:
                 return
-            rows = await self.db.fetch_all(
-                after,
-                [account_id, entity_id, metric, high, last[0], last[0], last[1], batch_rows, seen],
-                bulk=True,
-            )
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """An account's telemetry and observations older than `before`; returns the number

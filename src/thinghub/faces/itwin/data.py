@@ -2,10 +2,10 @@
 first/last summaries, and uploads through ingest.
 
 Streams (getData, getObservations) read the store a batch at a time
-(QueryService.observation_batches, keyset pages): the next batch is read only when the
-consumer asks for it, and the socket adapters ask only after the previous chunk's send has
-drained. So a million-point request never holds more than one batch, and a slow reader slows
-the read instead of growing the server.
+(QueryService.observation_batches, keyset pages), one batch ahead of the one being sent: the
+socket adapters ask for the next chunk only after the previous one's send has drained. So a
+million-point request holds at most two batches, and a slow reader slows the read instead of
+growing the server.
 
 Delta metrics (`dT` of `T`, domain/deltas.py) are computed in the raw unit, then converted
 as differences: against one reference reading (ZERO_DATE, START_DATE, the sensor's ZERO_DATE
@@ -15,6 +15,8 @@ second cursor over the same series provides (RollingDelta).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,6 +28,7 @@ from thinghub.domain.deltas import DeltaParams, RollingDelta, reference_time
 from thinghub.domain.errors import Invalid
 from thinghub.domain.metrics import Metric, metrics_with_deltas
 from thinghub.domain.model import Device
+from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
 from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
@@ -44,6 +47,8 @@ Point = tuple[float, float]
 # Rows one store read of a stream returns: a multiple of MAX_CHUNK_POINTS, so only the last
 # chunk of a stream is short.
 BATCH_ROWS: Final = 5 * MAX_CHUNK_POINTS
+# An upload's write units being stored while the next one is prepared.
+UPLOAD_UNITS_IN_FLIGHT: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +165,19 @@ class Observations:
             if rows:
                 yield [(o.ts, o.value) for o in reversed(rows)]
             return
-        size = BATCH_ROWS if limit is None else limit.size
-        batches = queries.observation_batches(scope.principal, holder, key, since, until, size)
-        async for batch in batches:
-            yield batch
-            if limit is not None:
+        if limit is not None:  # the first `size`: one read
+            batches = queries.observation_batches(
+                scope.principal, holder, key, since, until, limit.size
+            )
+            async for batch in batches:
+                yield batch
                 return
+            return
+        batches = queries.observation_batches(
+            scope.principal, holder, key, since, until, BATCH_ROWS
+        )
+        async for batch in _one_ahead(batches):
+            yield batch
 
     async def _first(
         self, scope: Scope, holder: str, key: str, since: float | None, until: float | None
@@ -270,42 +282,116 @@ class Observations:
         sensor's component) or of the created sensor, through ingest: they show on /v1, in
         every face's live feed and in getData.
 
+        Entries are turned into messages a write unit at a time, and a unit is stored while
+        the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
+        reads the request.
+
         Returns:
             How many were stored, and the entries that were not, each with why.
         """
-        facts = Facts()
-        sensors: dict[str, Sensor | None] = {}
+        batch = self.services.ingest.batch_max
         rejected: list[RejectedEntry] = []
-        items: list[tuple[Device, Any]] = []
+        stored = 0
+        gate = asyncio.Semaphore(UPLOAD_UNITS_IN_FLIGHT)
+        prepare = _Preparer(self, scope, source, rejected)
+
+        async def store(
+            items: list[tuple[Device, TelemetryMessage]], kept: list[UploadEntry]
+        ) -> None:
+            nonlocal stored
+            try:
+                outcomes = await self.services.ingest.ingest_many(items)
+            finally:
+                gate.release()
+            for entry, outcome in zip(kept, outcomes, strict=True):
+                if isinstance(outcome, Outcome) and outcome.rejected is None and outcome.is_new:
+                    stored += 1
+                    continue
+                reason = (
+                    outcome.rejected
+                    if isinstance(outcome, Outcome) and outcome.rejected is not None
+                    else "not stored"
+                )
+                rejected.append(
+                    RejectedEntry(entry.index, f"data[{entry.index}]", reason, entry.sensor_id)
+                )
+
+        async with asyncio.TaskGroup() as tasks:
+            for start in range(0, len(entries), batch):
+                items, kept = await prepare.messages(entries[start : start + batch])
+                if items:
+                    await gate.acquire()
+                    tasks.create_task(store(items, kept), name="itwin.upload")
+        rejected.sort(key=lambda r: r.index)
+        return stored, rejected
+
+    async def declared_metrics(self, scope: Scope, facts: Facts, sensor: Sensor) -> set[str] | None:
+        """The metric ids a created generic sensor declares (uploads may carry only those);
+        None: any numeric field is a metric."""
+        info = created_info(sensor.holder)
+        props = None if info is None else info.get("props")
+        if not isinstance(props, dict) or not any(k.endswith("_METRICS") for k in props):
+            return None
+        return {m.id for m in await self.raw_metrics(scope, facts, sensor)}
+
+
+class _Preparer:
+    """Turns upload entries into messages, remembering each sensor it looked up (and the
+    metrics a generic one declares) for the rest of the request."""
+
+    def __init__(
+        self, owner: Observations, scope: Scope, source: str, rejected: list[RejectedEntry]
+    ) -> None:
+        self.owner = owner
+        self.scope = scope
+        self.source = source
+        self.rejected = rejected
+        self.facts = Facts()
+        self.sensors: dict[str, Sensor | None] = {}
+        self.declared: dict[str, set[str] | None] = {}
+
+    async def sensor(self, sensor_id: str) -> Sensor | None:
+        if sensor_id not in self.sensors:
+            try:
+                found = await self.owner.network.find(
+                    self.scope, sensor_id, EntityKind.SENSOR, "sensorId", self.facts
+                )
+            except Invalid:
+                found = None
+            sensor = found if isinstance(found, Sensor) else None
+            self.sensors[sensor_id] = sensor
+            if sensor is not None:
+                self.declared[sensor_id] = await self.owner.declared_metrics(
+                    self.scope, self.facts, sensor
+                )
+        return self.sensors[sensor_id]
+
+    async def messages(
+        self, entries: Sequence[UploadEntry]
+    ) -> tuple[list[tuple[Device, TelemetryMessage]], list[UploadEntry]]:
+        """The messages of `entries`, and the entries they are of; the others are rejected."""
+        ingest = self.owner.services.ingest
+        items: list[tuple[Device, TelemetryMessage]] = []
         kept: list[UploadEntry] = []
-        ingest = self.services.ingest
         for entry in entries:
-            if entry.sensor_id not in sensors:
-                try:
-                    found = await self.network.find(
-                        scope, entry.sensor_id, EntityKind.SENSOR, "sensorId", facts
-                    )
-                except Invalid:
-                    found = None
-                sensors[entry.sensor_id] = found if isinstance(found, Sensor) else None
-            sensor = sensors[entry.sensor_id]
+            sensor = await self.sensor(entry.sensor_id)
             path = f"data[{entry.index}]"
             if sensor is None:
-                rejected.append(
+                self.rejected.append(
                     RejectedEntry(
                         entry.index, f"{path}.sensorId", "no such sensor", entry.sensor_id
                     )
                 )
                 continue
-            declared = await self._declared(scope, facts, sensor)
-            unknown = [k for k in entry.values if declared is not None and k not in declared]
+            metrics = self.declared.get(entry.sensor_id)
+            unknown = [k for k in entry.values if metrics is not None and k not in metrics]
             if unknown:
-                rejected.append(
+                self.rejected.append(
                     RejectedEntry(
                         entry.index,
                         f"{path}.values.{unknown[0]}",
                         f"{unknown[0]!r} is not a metric of this sensor "
-                        f"({', '.join(sorted(declared or ()))})",
+                        f"({', '.join(sorted(metrics or ()))})",
                         entry.sensor_id,
                     )
                 )
@@ -314,41 +400,20 @@ class Observations:
                 message = ingest.build(
                     sensor.holder,
                     orjson.dumps(entry.values),
+                    body=entry.values,
+                    is_raw_json=True,
                     component=sensor.component,
-                    source=source,
+                    source=self.source,
                     enqueued_at=entry.ts,
                 )
             except Invalid as exc:
-                rejected.append(
+                self.rejected.append(
                     RejectedEntry(entry.index, f"{path}.values", exc.message, entry.sensor_id)
                 )
                 continue
             items.append((sensor.holder, message))
             kept.append(entry)
-        stored = 0
-        for entry, outcome in zip(kept, await ingest.ingest_many(items), strict=True):
-            if isinstance(outcome, Outcome) and outcome.rejected is None and outcome.is_new:
-                stored += 1
-                continue
-            reason = (
-                outcome.rejected
-                if isinstance(outcome, Outcome) and outcome.rejected is not None
-                else "not stored"
-            )
-            rejected.append(
-                RejectedEntry(entry.index, f"data[{entry.index}]", reason, entry.sensor_id)
-            )
-        rejected.sort(key=lambda r: r.index)
-        return stored, rejected
-
-    async def _declared(self, scope: Scope, facts: Facts, sensor: Sensor) -> set[str] | None:
-        """The metric ids a created generic sensor declares (uploads may carry only those);
-        None: any numeric field is a metric."""
-        info = created_info(sensor.holder)
-        props = None if info is None else info.get("props")
-        if not isinstance(props, dict) or not any(k.endswith("_METRICS") for k in props):
-            return None
-        return {m.id for m in await self.raw_metrics(scope, facts, sensor)}
+        return items, kept
 
 
 def _zero_date(sensor: Sensor) -> float | None:
@@ -368,6 +433,22 @@ def _zero_date(sensor: Sensor) -> float | None:
         return parse_ts(value, "ZERO_DATE")
     except Invalid:
         return None
+
+
+async def _one_ahead(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[list[Point], None]:
+    """The batches of a stream, the next one read while the caller handles this one: the
+    database reads (in its reader thread) while this formats and sends. One batch ahead at
+    most, so a slow reader still slows the read, one batch later."""
+    ahead: asyncio.Future[list[Point] | None] = asyncio.ensure_future(anext(batches, None))
+    try:
+        while (batch := await ahead) is not None:
+            ahead = asyncio.ensure_future(anext(batches, None))
+            yield batch
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ahead
 
 
 async def _points(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[Point, None]:

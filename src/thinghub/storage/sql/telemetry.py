@@ -177,8 +177,10 @@ class SqlTelemetryStore(SqlArea):
             is_full = len(rows) == batch_rows
             if is_full:
                 last = rows[-1][0]
-                rows = [r for r in rows if r[0] != last]
-                rows += await self.db.fetch_all(at, [*key, last], bulk=True)
+                cut = len(rows) - 1
+                while cut and rows[cut - 1][0] == last:
+                    cut -= 1
+                rows = rows[:cut] + await self.db.fetch_all(at, [*key, last], bulk=True)
                 low = last + 1
             if rows:
                 yield [(ts / 1_000_000, value) for ts, value in rows]

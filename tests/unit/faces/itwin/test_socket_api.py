@@ -98,7 +98,8 @@ async def test_get_data_reads_the_store_only_as_the_client_reads(
     client.send("getData", 7, sensor=sensor, metric="T", unit="F")
     for _ in range(50):
         await asyncio.sleep(0)
-    assert reads == [BATCH_ROWS]  # one batch read, its first chunk waiting to be sent
+    # The batch being sent, and one read ahead; nothing more while the client does not read.
+    assert reads == [BATCH_ROWS, BATCH_ROWS]
     transport.gate.set()
     messages = await transport.wait_for(1 + count // MAX_CHUNK_POINTS + 2)
     client.end()

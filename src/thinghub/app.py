@@ -102,7 +102,7 @@ def build_services(
     """Every service over the ports it needs, with its limits from `settings`."""
     auth = AuthService(stores, clock, jwt_ttl_s=settings.jwt_ttl_s)
     events = EventService(stores, bus, clock, counter)
-    registry = Registry(stores, clock, events, bus, presence=presence, channel=channel)
+    registry = Registry(stores, clock, events, bus, presence=presence, channel=channel, locks=locks)
     twins = TwinService(stores, clock, events, bus, presence=presence, channel=channel)
     registry.on_delete.append(twins.forget)
     ingest = IngestService(

@@ -1,5 +1,6 @@
-"""Domain errors as HTTP statuses: the one mapping of every HTTP edge (the REST faces and the
-devices' HTTPS ingest), each of which writes the body in its own shape."""
+"""Domain errors as HTTP statuses: the one mapping of the REST faces, each of which writes the
+body in its own shape. (Devices are answered in their protocols' terms by devices/errors.py,
+the HTTPS device ingest included.)"""
 
 from __future__ import annotations
 

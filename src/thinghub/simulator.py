@@ -202,8 +202,11 @@ class SimulatedDevice:
 
     async def close(self) -> None:
         if self._writer is not None and not self._writer.is_closing():
-            self.session.disconnect()
-            self.flush()
+            # A session the server already closed (refused, or a violation) has nothing to
+            # say; disconnect() on it would be our own misuse (LocalProtocolError).
+            if self.session.state in (ClientState.AWAIT_CONNACK, ClientState.CONNECTED):
+                self.session.disconnect()
+                self.flush()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self._writer.drain()
             self._writer.close()

@@ -884,6 +884,25 @@ async def test_failing_call_does_not_fail_others(stores: Stores) -> None:
     assert sorted(m.message_id or "" for m in stored) == sorted(f"ok{i}" for i in range(20))
 
 
+async def test_a_value_the_driver_cannot_encode_fails_its_call_only(stores: Stores) -> None:
+    """A str holding a lone surrogate has no UTF-8 form: on SQLite binding it raised
+    UnicodeEncodeError in the writer thread, which ended the thread, and no later write ever
+    finished (found by tests/e2e/test_abuse_fuzz.py, through a DPS modelId)."""
+    bad = device("bad", model_id="\ud800")
+    good = [stores.devices.insert(device(f"ok{i}"), Twin(f"ok{i}")) for i in range(5)]
+    results = await asyncio.wait_for(
+        asyncio.gather(stores.devices.insert(bad, Twin("bad")), *good, return_exceptions=True),
+        10,
+    )
+    assert results[1:] == [None] * 5
+    after = device("after")
+    await asyncio.wait_for(stores.devices.insert(after, Twin(after.id)), 10)
+    assert await stores.devices.get("after") == after
+    # The databases refuse it (the memory backend, which encodes nothing, keeps it).
+    stored = await stores.devices.get("bad")
+    assert stored is None if isinstance(results[0], Exception) else stored == bad
+
+
 async def test_close_writes_everything_queued(backend: Backend) -> None:
     stores = await backend.open()
     tasks = [

@@ -812,6 +812,15 @@ def test_commands_are_queued_and_checked(
     ]:
         assert_error(central.post(f"{base}/{name}", json=body), 400, needle)
     assert_error(central.post(f"{base}/reboot", content=b"{"), 400, "JSON")
+    # A Content-Type that names JSON but is none FastAPI parses ("json", "text/json"; any
+    # other is read as JSON, faces/_http.JsonBodies) reaches the route as bytes: a 400.
+    for content_type in ("json", "text/json"):
+        plain = central.post(
+            f"{base}/reboot",
+            content=b'{"a": 1}',
+            headers={"Content-Type": content_type},
+        )
+        assert_error(plain, 400, "not JSON")
     for name in ("explode", "thermostat1*reboot", "nope*ping"):
         assert_error(central.post(f"{base}/{name}", json={}), 404, name)
     assert_error(central.post(f"/devices/{unique('nope')}/commands/reboot", json=1), 404)

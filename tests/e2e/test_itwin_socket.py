@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.e2e.azure import SERVER_ARGS, Target, connected, paho_socket_leaks
+from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
+    SERVER_ARGS,
+    Target,
+    collect_sdk_garbage,
+    connected,
+    paho_socket_leaks,
+)
 from tests.e2e.helpers_st import create_device
 from tests.e2e.itwin import (
     RECV_TIMEOUT_S,
@@ -37,7 +43,11 @@ from tests.e2e.itwin import (
 )
 from tests.e2e.server import ServerProcess
 
-pytestmark = [pytest.mark.e2e, paho_socket_leaks]
+pytestmark = [
+    pytest.mark.e2e,
+    paho_socket_leaks,
+    pytest.mark.usefixtures("collect_sdk_garbage"),
+]
 
 
 @pytest.fixture(scope="module")

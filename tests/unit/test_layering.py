@@ -60,8 +60,8 @@ RULES: tuple[Rule, ...] = (
          "ports/ names interfaces in domain terms only (DESIGN §3)"),
     Rule("http-errors-over-domain", ("thinghub.http_errors",), "only",
          (STDLIB, "thinghub.domain"),
-         "the HTTP status of a domain error is shared by faces and devices: it knows the domain "
-         "only"),
+         "the HTTP status of a domain error is shared by the REST faces (devices answer with "
+         "devices/errors.py): it knows the domain only"),
     Rule("services-inward", ("thinghub.services",), "only",
          (STDLIB, THIRD_PARTY, "thinghub.domain", "thinghub.ports",
           "thinghub.security", "thinghub.services"),
@@ -103,7 +103,9 @@ RULES: tuple[Rule, ...] = (
          "thinghub edge is a device client of a cloud: it reaches the cloud over MQTT only, "
          "never through its services, storage, faces or device adapters"),
     Rule("edge-uses-public-mqtt", ("thinghub.edge",), "never",
-         ("thinghub.mqtt.session", "thinghub.mqtt.codec", "thinghub.mqtt.packets"),
+         ("thinghub.mqtt._connection", "thinghub.mqtt.client", "thinghub.mqtt.codec",
+          "thinghub.mqtt.errors", "thinghub.mqtt.events", "thinghub.mqtt.packets",
+          "thinghub.mqtt.server", "thinghub.mqtt.states", "thinghub.mqtt.topics"),
          "the edge imports thinghub.mqtt's public names only, so its modules can move"),
     Rule("backends-wired-at-root", (PACKAGE,), "never", ("thinghub.storage", "thinghub.bus"),
          "app.py (and cli.py for offline commands) is the only place that picks adapters",
@@ -287,13 +289,13 @@ def test_lazy_and_type_checking_imports_count() -> None:
 
 
 def test_relative_imports_resolve() -> None:
-    assert not _check("mqtt-is-pure", "thinghub.mqtt.session", "from .codec import encode")
+    assert not _check("mqtt-is-pure", "thinghub.mqtt.server", "from .codec import encode")
     assert not _check("mqtt-is-pure", "thinghub.mqtt", "from . import packets", is_package=True)
-    assert _check("mqtt-is-pure", "thinghub.mqtt.session", "from ..domain import errors") == [
-        "thinghub.mqtt.session:1 imports thinghub.domain.errors"
+    assert _check("mqtt-is-pure", "thinghub.mqtt.server", "from ..domain import errors") == [
+        "thinghub.mqtt.server:1 imports thinghub.domain.errors"
     ]
-    assert _check("mqtt-is-sans-io", "thinghub.mqtt.session", "import time") == [
-        "thinghub.mqtt.session:1 imports time"
+    assert _check("mqtt-is-sans-io", "thinghub.mqtt.server", "import time") == [
+        "thinghub.mqtt.server:1 imports time"
     ]
 
 
@@ -316,8 +318,9 @@ def test_the_edge_reaches_the_cloud_over_the_wire_only() -> None:
     assert _check(
         "edge-uses-public-mqtt",
         "thinghub.edge.x",
-        "from thinghub.mqtt.session import ClientSession",
+        "from thinghub.mqtt.client import ClientSession",
     )
+    assert _check("edge-uses-public-mqtt", "thinghub.edge.x", "from thinghub.mqtt.states import X")
 
 
 def test_exempt_modules_may_wire_backends() -> None:

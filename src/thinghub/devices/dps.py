@@ -12,10 +12,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from thinghub.devices.errors import codes_for
 from thinghub.devices.hub_topics import parse_dps_username, parse_query, request_id
 from thinghub.devices.mqtt_server import Connection, DropConnection
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Error, Invalid, Unauthorized
+from thinghub.domain.errors import Error, Invalid, NotFound, Unauthorized
 from thinghub.domain.json_depth import check_depth
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect
@@ -31,6 +34,9 @@ REGISTER = "$dps/registrations/PUT/iotdps-register/"
 POLL = "$dps/registrations/GET/iotdps-get-operationstatus/"
 RESPONSES = "$dps/registrations/res/#"
 RETRY_AFTER_S = 1
+# DPS answers that are not errors (errors: devices/errors.py).
+DPS_ASSIGNED = 200  # the operation status, assigned
+DPS_ASSIGNING = 202  # registration accepted: poll its operation
 
 
 @dataclass
@@ -56,9 +62,14 @@ class Dps:
     async def on_connect(self, conn: Connection, connect: Connect) -> int:
         identity = parse_dps_username(connect.username or "")
         if identity is None:
-            return 4
+            error: Error = Invalid(
+                "the username is not {idScope}/registrations/{registrationId}/...",
+                field="username",
+            )
+            return codes_for(error).connack
         if connect.client_id != identity.registration_id:
-            return 2
+            error = Invalid("the client id is not the registration id", field="clientId")
+            return codes_for(error).connack
         token = None if connect.password is None else connect.password.decode("utf-8", "replace")
         cn, ou = device_identity_of(conn.peer_cert) if conn.peer_cert is not None else (None, None)
         try:
@@ -67,7 +78,7 @@ class Dps:
             )
         except Unauthorized as exc:
             logger.info("dps %s: authentication failed: %s", connect.client_id, exc.message)
-            return 5
+            return codes_for(exc).connack
         conn.state = _DpsState(enrollment)
         conn.session_present = False  # DPS keeps no session (§7)
         return 0
@@ -103,34 +114,36 @@ class Dps:
         elif publish.topic.startswith(POLL):
             operation = state.operations.get(query.get("operationId", ""))
             if operation is None:
-                self._error(conn, 404, 404202, rid, "unknown operationId")
+                self._error(conn, rid, NotFound("unknown operationId", field="operationId"))
             else:
-                self._respond(conn, 200, rid, operation)
+                self._respond(conn, DPS_ASSIGNED, rid, operation)
         else:
             raise DropConnection(f"DPS publish to {publish.topic!r} is not allowed")
         return None
 
     async def _register(self, conn: Connection, state: _DpsState, payload: bytes, rid: str) -> None:
-        try:  # the depth first: json.loads recurses into what it parses
+        try:  # the depth first: the parser recurses into what it parses
             check_depth(payload, self.max_json_depth, "the request body")
         except Invalid as exc:
-            self._error(conn, 400, 400004, rid, exc.message)
+            self._error(conn, rid, exc)
             return
-        try:
-            request = json.loads(payload) if payload.strip() else {}
+        try:  # orjson: no NaN, no integer past 64 bits, no lone surrogate, nothing unstorable
+            request = orjson.loads(payload) if payload.strip() else {}
             if not isinstance(request, dict):
                 raise ValueError("the body is not a JSON object")
         except ValueError as exc:
-            self._error(conn, 400, 400004, rid, f"the request body is not valid JSON: {exc}")
+            message = f"the request body is not valid JSON: {exc}"
+            self._error(conn, rid, Invalid(message, field="body"))
             return
         reg_id = request.get("registrationId", state.enrollment.registration_id)
         if reg_id != state.enrollment.registration_id:
-            self._error(conn, 400, 400208, rid, "registrationId does not match the connection")
+            message = "registrationId does not match the connection"
+            self._error(conn, rid, Invalid(message, field="registrationId"))
             return
         try:
             device = await self.provisioning.register(state.enrollment, request.get("payload"))
         except Error as exc:
-            self._error(conn, 400, 400004, rid, exc.message)
+            self._error(conn, rid, exc)
             return
         now = format_ts(self.clock.now())
         op_id = new_operation_id()
@@ -150,18 +163,24 @@ class Dps:
         }
         logger.info("dps %s: assigned to %s", reg_id, self.hub_hostname)
         self._respond(
-            conn, 202, rid, {"operationId": op_id, "status": "assigning"}, retry_after=RETRY_AFTER_S
+            conn,
+            DPS_ASSIGNING,
+            rid,
+            {"operationId": op_id, "status": "assigning"},
+            retry_after=RETRY_AFTER_S,
         )
 
-    def _error(self, conn: Connection, status: int, code: int, rid: str, message: str) -> None:
-        """An error body in DPS's shape (errorCode, trackingId, message, timestampUtc)."""
+    def _error(self, conn: Connection, rid: str, error: Error) -> None:
+        """An error in DPS's shape (errorCode, trackingId, message, timestampUtc), with the
+        status and errorCode the device-side mapper gives `error`."""
+        codes = codes_for(error)
         body = {
-            "errorCode": code,
+            "errorCode": codes.error_code,
             "trackingId": new_operation_id().rsplit(".", 1)[-1],
-            "message": message,
+            "message": error.message,
             "timestampUtc": format_ts(self.clock.now()),
         }
-        self._respond(conn, status, rid, body)
+        self._respond(conn, codes.status, rid, body)
 
     @staticmethod
     def _respond(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from thinghub.devices.errors import codes_for
 from thinghub.domain import errors
-from thinghub.http_errors import status_of
 from thinghub.services.core import Services
 from thinghub.services.ingest import message_size
 
@@ -24,21 +25,12 @@ __all__ = ["routes"]
 
 logger = logging.getLogger(__name__)
 
-HUB_CODES = {
-    401: "IotHubUnauthorizedAccess",
-    400: "ArgumentInvalid",
-    404: "DeviceNotFound",
-    413: "MessageTooLarge",
-    429: "ThrottlingException",
-}
-
 
 def _error(error: errors.Error) -> Response:
-    status = status_of(error)
-    code = HUB_CODES.get(status, "ServerError")
-    return JSONResponse(
-        {"Message": f"ErrorCode:{code};{error.message}", "ExceptionMessage": ""}, status_code=status
-    )
+    """IoT Hub's error body, with the status and code name the device-side mapper gives."""
+    codes = codes_for(error)
+    body = {"Message": f"ErrorCode:{codes.hub_code};{error.message}", "ExceptionMessage": ""}
+    return Response(orjson.dumps(body), status_code=codes.status, media_type="application/json")
 
 
 # Headers whose values are system properties of the message (their size counts).

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
+
+from thinghub.devices.errors import codes_for
 from thinghub.devices.hub_topics import (
     Telemetry,
     encode_bag,
@@ -39,20 +42,26 @@ from thinghub.devices.hub_topics import (
     request_id,
 )
 from thinghub.devices.links import LocalLinks
-from thinghub.devices.mqtt_server import REFUSAL_LOG_INTERVAL_S, Connection, DropConnection
+from thinghub.devices.mqtt_server import (
+    REFUSAL_LOG_INTERVAL_S,
+    Connection,
+    ConnectionClosed,
+    DropConnection,
+)
 from thinghub.devices.throttle import ConnectLimiter
 from thinghub.domain.errors import (
     DeviceOffline,
     Error,
     Invalid,
+    RateLimited,
     TimedOut,
     TooLarge,
     Unauthorized,
 )
 from thinghub.domain.ids import entity_id
-from thinghub.domain.json_depth import exceeds_depth
+from thinghub.domain.json_depth import check_depth, exceeds_depth
 from thinghub.domain.model import Device
-from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES
+from thinghub.domain.twin import check_patch_size
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect, Will
 from thinghub.ports import C2DMessage, DeviceFeed, MethodResult
@@ -63,10 +72,9 @@ __all__ = ["Hub", "HubLink"]
 
 logger = logging.getLogger(__name__)
 
-CONNACK_BAD_CREDENTIALS = 4
-CONNACK_NOT_AUTHORIZED = 5
-CONNACK_IDENTIFIER_REJECTED = 2
-CONNACK_SERVER_UNAVAILABLE = 3  # connecting too often (IoT Hub's MQTT 5: 159 rate exceeded)
+# Twin answers that are not errors (errors: devices/errors.py).
+TWIN_OK = 200  # the twin document of a GET
+TWIN_UPDATED = 204  # a reported patch applied; `$version` is the new reported version
 
 TWIN_RES = "$iothub/twin/res/#"
 TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/#"
@@ -177,9 +185,11 @@ class HubLink:
         self.conn.close()
 
     def _publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Send on this link; DeviceOffline once its connection is closed. Our own misuse of
+        the session (mqtt.LocalProtocolError) is a bug and goes through as one."""
         try:
             self.conn.publish(topic, payload, qos)
-        except ConnectionError as exc:
+        except ConnectionClosed as exc:
             raise DeviceOffline(
                 f"device {self.device_id!r} disconnected", field="deviceId"
             ) from exc
@@ -220,11 +230,13 @@ class Hub:
     async def on_connect(self, conn: Connection, connect: Connect) -> int:
         identity = parse_hub_username(connect.username or "")
         if identity is None:
-            logger.info("mqtt %s: username is not host/device/?...", connect.client_id)
-            return CONNACK_BAD_CREDENTIALS
+            error: Error = Invalid("the username is not host/device/?...", field="username")
+            logger.info("mqtt %s: %s", connect.client_id, error.message)
+            return codes_for(error).connack
         expected_client = entity_id(identity.device_id, identity.module_id)
         if connect.client_id != expected_client:
-            return CONNACK_IDENTIFIER_REJECTED
+            error = Invalid(f"the client id is not {expected_client!r}", field="clientId")
+            return codes_for(error).connack
         try:
             if connect.password is not None:
                 device = await self.auth.with_sas(
@@ -246,7 +258,7 @@ class Hub:
                 raise Unauthorized("no SAS token and no matching client certificate")
         except Unauthorized as exc:
             logger.info("mqtt %s: authentication failed: %s", connect.client_id, exc.message)
-            return CONNACK_NOT_AUTHORIZED
+            return codes_for(exc).connack
         # Counted only once authenticated (nobody else can use up a device's budget), and
         # checked before anything is recorded: a device reconnecting in a loop is refused
         # before it writes connection events or touches its session.
@@ -254,7 +266,7 @@ class Hub:
             connect.client_id, time.monotonic()
         ):
             self._log_connect_refused(connect.client_id)
-            return CONNACK_SERVER_UNAVAILABLE
+            return codes_for(RateLimited("connecting too often", field="clientId")).connack
         sessions = self.services.sessions
         saved = None if connect.clean_session else await sessions.load(connect.client_id)
         if connect.clean_session:
@@ -512,7 +524,7 @@ class Hub:
                 "desired": twin.desired.with_version(),
                 "reported": twin.reported.with_version(),
             }
-            link._publish(f"$iothub/twin/res/200/?$rid={rid}", json.dumps(body).encode(), 0)
+            link._publish(f"$iothub/twin/res/{TWIN_OK}/?$rid={rid}", json.dumps(body).encode(), 0)
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             await self._patch_reported(link, publish.payload, rid)
         elif topic.startswith("$iothub/methods/res/"):
@@ -521,22 +533,21 @@ class Hub:
             raise DropConnection(f"publish to {topic!r} is not allowed")
 
     async def _patch_reported(self, link: HubLink, payload: bytes, rid: str) -> None:
-        if len(payload) > MAX_TWIN_PATCH_BYTES:
-            logger.info("device %s: reported patch of %d bytes", link.device_id, len(payload))
-            link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
-            return
-        if exceeds_depth(payload, self.max_json_depth):  # before json.loads
-            logger.info("device %s: reported patch nests too deep", link.device_id)
-            link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
-            return
         try:
-            patch = json.loads(payload)
+            check_patch_size(payload, "reported")  # before anything parses it
+            check_depth(payload, self.max_json_depth, "reported")
+            try:
+                patch = json.loads(payload)
+            except ValueError as exc:
+                raise Invalid(f"reported is not JSON: {exc}", field="reported") from None
             twin = await self.services.twins.patch_reported(link.device, patch)
-        except (ValueError, Invalid, TooLarge) as exc:  # TooLarge: the section is full
-            logger.info("device %s: bad reported patch: %s", link.device_id, exc)
-            link._publish(f"$iothub/twin/res/400/?$rid={rid}", b"", 0)
+        except (Invalid, TooLarge) as exc:  # TooLarge: the patch, or the section, is too big
+            logger.info("device %s: reported patch refused: %s", link.device_id, exc.message)
+            status = codes_for(exc).twin_status
+            link._publish(f"$iothub/twin/res/{status}/?$rid={rid}", b"", 0)
             return
-        link._publish(f"$iothub/twin/res/204/?$rid={rid}&$version={twin.reported.version}", b"", 0)
+        version = twin.reported.version
+        link._publish(f"$iothub/twin/res/{TWIN_UPDATED}/?$rid={rid}&$version={version}", b"", 0)
 
     # -- direct methods ------------------------------------------------------------------
 
@@ -586,13 +597,17 @@ class Hub:
 
 def _decode_payload(payload: bytes, max_depth: int) -> Any:
     """A method answer: its JSON value, else its text (also when it nests deeper than
-    `max_depth`: it is then never parsed), else None."""
+    `max_depth`: it is then never parsed), else None.
+
+    Parsed by orjson, which takes only JSON it can write back: an answer holding NaN, an
+    integer past 64 bits or a lone surrogate ("\\ud800") is kept as its text. (json.loads
+    took them, and the caller then got a 500, a command's result could not be saved.)"""
     if not payload:
         return None
     try:
         if exceeds_depth(payload, max_depth):
             raise ValueError("nested too deep to parse")
-        return json.loads(payload)
+        return orjson.loads(payload)
     except ValueError:
         try:
             return payload.decode("utf-8")

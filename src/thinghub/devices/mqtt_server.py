@@ -52,6 +52,7 @@ from thinghub.mqtt import (
     Publish,
     PublishReceived,
     ServerSession,
+    ServerState,
     SubscribeRequested,
     UnsubscribeRequested,
 )
@@ -59,6 +60,7 @@ from thinghub.mqtt.packets import Connect
 
 __all__ = [
     "Connection",
+    "ConnectionClosed",
     "Dialect",
     "DialectRouter",
     "IngestGate",
@@ -102,6 +104,16 @@ class IngestGate(Protocol):
     def is_full(self) -> bool: ...
 
     async def wait_for_room(self) -> None: ...
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection is closed or closing, so nothing more can be sent on it.
+
+    A normal condition (the device dropped, was taken over or disabled while something was on
+    its way to it), which the dialects report as the device being offline. It is not raised
+    for our own misuse of the session (a bad topic, publishing before the CONNACK): that is
+    mqtt.LocalProtocolError, a bug, and never looks like an offline device.
+    """
 
 
 class DropConnection(Exception):
@@ -188,13 +200,18 @@ class Connection:
             self.writer.write(data)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Send to the device now (from any task on the loop). Raises ConnectionError."""
-        if self.closed.is_set():
-            raise ConnectionError("connection closed")
-        try:
-            self.session.publish(topic, payload, qos)
-        except ValueError as exc:
-            raise ConnectionError(str(exc)) from exc
+        """Send to the device now (from any task on the loop).
+
+        Raises:
+            ConnectionClosed: The connection is closed or closing.
+            LocalProtocolError: A topic or QoS the session cannot send, or a publish before
+                the CONNACK: the caller's bug, let through as such.
+        """
+        if self.closed.is_set() or self.session.state is ServerState.CLOSED:
+            # CLOSED without `closed` set: the peer's DISCONNECT or violation was just read
+            # and the read loop is on its way out.
+            raise ConnectionClosed(f"the connection of {self.client_id or self.peer} is closed")
+        self.session.publish(topic, payload, qos)
         self.flush()
 
     def close(self) -> None:

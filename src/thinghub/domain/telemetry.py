@@ -9,7 +9,18 @@ from typing import Any
 
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 
-__all__ = ["Observation", "TelemetryMessage", "decode_body", "observations_of"]
+__all__ = [
+    "METRIC_NAME_MAX_CHARS",
+    "Observation",
+    "TelemetryMessage",
+    "decode_body",
+    "observations_of",
+]
+
+#: The longest metric name (the field's name, after its component's) an observation may have,
+#: in characters: what the store keeps. A field with a longer name, or one holding NUL (which
+#: PostgreSQL text cannot hold), is no observation; its message is stored all the same.
+METRIC_NAME_MAX_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,9 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
     for key, value in body.items():
         if value.__class__ is bool or not isinstance(value, _NUMBERS):
             continue
+        metric = prefix + key
+        if len(metric) > METRIC_NAME_MAX_CHARS or "\x00" in metric:
+            continue
         try:
             number = float(value)
         except OverflowError:  # an integer past the float range: not an observation
@@ -106,7 +120,7 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
                 Observation(
                     message.account_id,
                     message.device_id,
-                    prefix + key,
+                    metric,
                     message.enqueued_at,
                     number,
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_TWIN_SECTION_BYTES",
     "Twin",
     "TwinSection",
+    "check_patch_size",
     "validate_patch",
 ]
 
@@ -45,7 +47,7 @@ class TwinSection:
             TooLarge: the section would hold more than MAX_TWIN_SECTION_BYTES of JSON.
         """
         props = _merge(self.properties, patch)
-        size = len(json.dumps(props, separators=(",", ":"), ensure_ascii=False).encode())
+        size = _json_size(props)
         if size > MAX_TWIN_SECTION_BYTES:
             raise TooLarge(
                 f"the section would hold {size} bytes of properties; the limit is "
@@ -83,6 +85,39 @@ class Twin:
 
     def patch_reported(self, patch: dict[str, Any], now: float) -> Twin:
         return replace(self, reported=self.reported.apply(patch, now), version=self.version + 1)
+
+
+def check_patch_size(patch: bytes | Mapping[str, Any], field_name: str = "properties") -> int:
+    """The one twin patch size cap: refuse a patch over MAX_TWIN_PATCH_BYTES.
+
+    Every way in calls it: a device's reported patch (as the bytes it sent, before they are
+    parsed) and an application's desired patch on every face.
+
+    Args:
+        patch: The patch as it arrived (bytes, measured as they are) or parsed (measured as
+            compact UTF-8 JSON, the way a section's size is).
+        field_name: The input the patch came from, named in the error.
+
+    Returns:
+        The patch's size in bytes.
+
+    Raises:
+        TooLarge: the patch is over MAX_TWIN_PATCH_BYTES.
+    """
+    size = len(patch) if isinstance(patch, bytes | bytearray) else _json_size(patch)
+    if size > MAX_TWIN_PATCH_BYTES:
+        raise TooLarge(
+            f"{field_name} is {size} bytes; the limit is {MAX_TWIN_PATCH_BYTES}",
+            field=field_name,
+        )
+    return size
+
+
+def _json_size(value: Mapping[str, Any]) -> int:
+    # surrogatepass: a lone surrogate is refused elsewhere (domain/storable.py); measuring
+    # one must not raise.
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def validate_patch(patch: Any, field_name: str = "properties") -> dict[str, Any]:

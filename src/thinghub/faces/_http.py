@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 ErrorRenderer = Callable[[errors.Error, int], Response]
 
+# FastAPI's 400 detail when its JSON parser fails with something other than a JSONDecodeError:
+# a body that is not UTF-8, or an integer of more than 4,300 digits (Python's int limit).
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 
 class OrjsonResponse(JSONResponse):
     media_type = "application/json"
@@ -143,6 +147,8 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         if exc.status_code == 404:
             message = "no such route"
         error = kind(message)
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            error = errors.Invalid("the body is not valid JSON", field="body")
         if exc.status_code == 405:
             error = kind("method not allowed on this route")
             error.code = "MethodNotAllowed"
@@ -496,7 +502,11 @@ def authenticate_before_body(
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 413 or isinstance(exc, BodyRejected):
+        if (
+            exc.status_code == 413
+            or isinstance(exc, BodyRejected)
+            or (exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR)
+        ):
             return await answer(request, exc, render_http)
         result = render_http(request, exc)
         return result if isinstance(result, Response) else await result

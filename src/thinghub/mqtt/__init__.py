@@ -1,5 +1,11 @@
-"""Sans-IO MQTT 3.1.1: packets, codec, topic rules and per-connection session state machines."""
+"""Sans-IO MQTT 3.1.1: packets, codec, topic rules and per-connection session state machines.
 
+Laid out as h11 is: packets.py (the values), codec.py (bytes <-> packets), events.py (what a
+session reports), states.py (the transition tables), server.py and client.py (the two
+sessions), errors.py (the peer's protocol errors kept apart from our own misuse).
+"""
+
+from .client import ClientSession
 from .codec import (
     MAX_CLIENT_ID_BYTES,
     MAX_PACKET_BYTES,
@@ -7,9 +13,25 @@ from .codec import (
     MAX_SUBSCRIPTIONS_PER_PACKET,
     MAX_TOPIC_BYTES,
     Decoder,
-    ProtocolError,
     decode,
     encode,
+)
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import (
+    ClientEvent,
+    Connacked,
+    ConnectRequested,
+    DisconnectRequested,
+    PingReceived,
+    PingResponse,
+    ProtocolViolation,
+    PubackReceived,
+    PublishReceived,
+    ServerEvent,
+    SubackReceived,
+    SubscribeRequested,
+    UnsubackReceived,
+    UnsubscribeRequested,
 )
 from .packets import (
     PROTOCOL_LEVEL_31,
@@ -34,28 +56,8 @@ from .packets import (
     Unsubscribe,
     Will,
 )
-from .session import (
-    KEEPALIVE_GRACE_FACTOR,
-    MAX_INFLIGHT,
-    ClientEvent,
-    ClientSession,
-    ClientState,
-    Connacked,
-    ConnectRequested,
-    DisconnectRequested,
-    PingReceived,
-    PingResponse,
-    ProtocolViolation,
-    PubackReceived,
-    PublishReceived,
-    ServerEvent,
-    ServerSession,
-    ServerState,
-    SubackReceived,
-    SubscribeRequested,
-    UnsubackReceived,
-    UnsubscribeRequested,
-)
+from .server import KEEPALIVE_GRACE_FACTOR, MAX_INFLIGHT, ServerSession
+from .states import ClientState, ServerState
 from .topics import (
     TopicError,
     is_valid_topic_filter,
@@ -87,6 +89,7 @@ __all__ = [
     "Decoder",
     "Disconnect",
     "DisconnectRequested",
+    "LocalProtocolError",
     "Packet",
     "PacketType",
     "PingReceived",
@@ -102,6 +105,7 @@ __all__ = [
     "PublishReceived",
     "Pubrec",
     "Pubrel",
+    "RemoteProtocolError",
     "ServerEvent",
     "ServerSession",
     "ServerState",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 
+from .errors import LocalProtocolError, RemoteProtocolError
 from .packets import (
     PROTOCOL_LEVEL_31,
     PROTOCOL_LEVEL_311,
@@ -37,7 +38,6 @@ __all__ = [
     "MAX_SUBSCRIPTIONS_PER_PACKET",
     "MAX_TOPIC_BYTES",
     "Decoder",
-    "ProtocolError",
     "decode",
     "encode",
 ]
@@ -65,25 +65,6 @@ MAX_CLIENT_ID_BYTES = 257
 #: Most topic filters in one SUBSCRIBE or UNSUBSCRIBE. The Azure SDK sends one filter per packet;
 #: the cap bounds the work (and the SUBACK) one packet can cause.
 MAX_SUBSCRIPTIONS_PER_PACKET = 64
-
-
-class ProtocolError(Exception):
-    """The peer sent bytes that break MQTT 3.1.1 or one of our limits.
-
-    Attributes:
-        reason: What is wrong, citing the spec section where there is one.
-        connack_code: When the bad packet is the CONNECT, the CONNACK return code to answer with
-            before closing (1 unacceptable protocol version, 2 identifier rejected). None means
-            close the connection without answering (§4.8: malformed packets close the link).
-    """
-
-    def __init__(self, reason: str, connack_code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.connack_code = connack_code
-
-    def __repr__(self) -> str:
-        return f"ProtocolError({self.reason!r}, connack_code={self.connack_code!r})"
 
 
 # --- Decoding -----------------------------------------------------------------------------------
@@ -116,9 +97,9 @@ def _utf8(raw: memoryview, field: str) -> str:
         # Python's strict UTF-8 codec rejects overlong forms and surrogates (§1.5.3-1).
         text = str(raw, "utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(f"{field} is not well-formed UTF-8 (§1.5.3-1)") from None
+        raise RemoteProtocolError(f"{field} is not well-formed UTF-8 (§1.5.3-1)") from None
     if "\x00" in text:
-        raise ProtocolError(f"{field} contains U+0000 (§1.5.3-2)")
+        raise RemoteProtocolError(f"{field} contains U+0000 (§1.5.3-2)")
     return text
 
 
@@ -139,12 +120,14 @@ class _Reader:
     def expect_end(self) -> None:
         # The remaining length must equal what the fields use (§2.2.3, §4.8 malformed).
         if self._pos != self._end:
-            raise ProtocolError(f"{self._name}: {self._end - self._pos} unexpected trailing bytes")
+            raise RemoteProtocolError(
+                f"{self._name}: {self._end - self._pos} unexpected trailing bytes"
+            )
 
     def _need(self, count: int, field: str) -> int:
         pos = self._pos
         if self._end - pos < count:
-            raise ProtocolError(f"{self._name}: {field} runs past the end of the packet")
+            raise RemoteProtocolError(f"{self._name}: {field} runs past the end of the packet")
         self._pos = pos + count
         return pos
 
@@ -158,7 +141,7 @@ class _Reader:
     def packet_id(self) -> int:
         packet_id = self.u16("packet id")
         if packet_id == 0:
-            raise ProtocolError(f"{self._name}: packet id 0 (§2.3.1-1)")
+            raise RemoteProtocolError(f"{self._name}: packet id 0 (§2.3.1-1)")
         return packet_id
 
     def field(self, field: str) -> memoryview:
@@ -173,7 +156,7 @@ class _Reader:
     def topic(self, field: str, *, is_filter: bool) -> str:
         raw = self.field(field)
         if len(raw) > MAX_TOPIC_BYTES:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"{self._name} {field} is {len(raw)} bytes, over MAX_TOPIC_BYTES={MAX_TOPIC_BYTES}"
             )
         text = _utf8(raw, f"{self._name} {field}")
@@ -183,7 +166,7 @@ class _Reader:
             else:
                 validate_topic_name(text)
         except TopicError as exc:
-            raise ProtocolError(f"{self._name} {field}: {exc.reason}") from None
+            raise RemoteProtocolError(f"{self._name} {field}: {exc.reason}") from None
         return text
 
     def rest(self) -> memoryview:
@@ -200,21 +183,21 @@ def _decode_connect(flags: int, mv: memoryview, start: int, end: int) -> Connect
     # before the flags because other levels (MQTT 5) lay out the rest of the packet differently.
     if name == "MQTT":
         if level != PROTOCOL_LEVEL_311:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"unsupported protocol level {level} (§3.1.2-2)",
                 ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION,
             )
     elif name == "MQIsdp":
         if level != PROTOCOL_LEVEL_31:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"unsupported protocol level {level} for MQIsdp (§3.1.2-2)",
                 ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION,
             )
     else:
-        raise ProtocolError(f"unknown protocol name {name!r} (§3.1.2-1)")
+        raise RemoteProtocolError(f"unknown protocol name {name!r} (§3.1.2-1)")
     connect_flags = r.u8("connect flags")
     if connect_flags & 0x01:
-        raise ProtocolError("CONNECT reserved flag bit 0 is set (§3.1.2-3)")
+        raise RemoteProtocolError("CONNECT reserved flag bit 0 is set (§3.1.2-3)")
     clean_session = bool(connect_flags & 0x02)
     has_will = bool(connect_flags & 0x04)
     will_qos = (connect_flags >> 3) & 0x03
@@ -223,11 +206,13 @@ def _decode_connect(flags: int, mv: memoryview, start: int, end: int) -> Connect
     has_username = bool(connect_flags & 0x80)
     if has_will:
         if will_qos == 3:
-            raise ProtocolError("CONNECT will QoS 3 (§3.1.2-14)")
+            raise RemoteProtocolError("CONNECT will QoS 3 (§3.1.2-14)")
     elif will_qos or will_retain:
-        raise ProtocolError("CONNECT will QoS/retain set without the will flag (§3.1.2-13, -15)")
+        raise RemoteProtocolError(
+            "CONNECT will QoS/retain set without the will flag (§3.1.2-13, -15)"
+        )
     if has_password and not has_username:
-        raise ProtocolError("CONNECT password flag without username flag (§3.1.2-22)")
+        raise RemoteProtocolError("CONNECT password flag without username flag (§3.1.2-22)")
     keepalive_s = r.u16("keep alive")
     raw_client_id = r.field("client id")
     client_id = _utf8(raw_client_id, "CONNECT client id")
@@ -240,14 +225,14 @@ def _decode_connect(flags: int, mv: memoryview, start: int, end: int) -> Connect
     r.expect_end()
     # Identifier policy last, so that a malformed packet is closed rather than answered.
     if len(raw_client_id) > MAX_CLIENT_ID_BYTES:
-        raise ProtocolError(
+        raise RemoteProtocolError(
             f"client id is {len(raw_client_id)} bytes, over MAX_CLIENT_ID_BYTES="
             f"{MAX_CLIENT_ID_BYTES} (§3.1.3-9)",
             ConnackCode.IDENTIFIER_REJECTED,
         )
     if not client_id and (not clean_session or level == PROTOCOL_LEVEL_31):
         # §3.1.3-8: an empty id needs clean session; MQTT 3.1 requires 1-23 characters.
-        raise ProtocolError(
+        raise RemoteProtocolError(
             "empty client id without clean session (§3.1.3-8)", ConnackCode.IDENTIFIER_REJECTED
         )
     return Connect(client_id, username, password, keepalive_s, clean_session, will, level)
@@ -255,15 +240,15 @@ def _decode_connect(flags: int, mv: memoryview, start: int, end: int) -> Connect
 
 def _decode_connack(flags: int, mv: memoryview, start: int, end: int) -> Connack:
     if end - start != 2:
-        raise ProtocolError(f"CONNACK remaining length {end - start}, must be 2 (§3.2)")
+        raise RemoteProtocolError(f"CONNACK remaining length {end - start}, must be 2 (§3.2)")
     ack_flags = mv[start]
     code = mv[start + 1]
     if ack_flags & 0xFE:
-        raise ProtocolError("CONNACK reserved acknowledge flags are set (§3.2.2.1)")
+        raise RemoteProtocolError("CONNACK reserved acknowledge flags are set (§3.2.2.1)")
     if code > ConnackCode.NOT_AUTHORIZED:
-        raise ProtocolError(f"CONNACK reserved return code {code} (§3.2.2.3)")
+        raise RemoteProtocolError(f"CONNACK reserved return code {code} (§3.2.2.3)")
     if code and ack_flags:
-        raise ProtocolError("CONNACK session present with a non-zero return code (§3.2.2-4)")
+        raise RemoteProtocolError("CONNACK session present with a non-zero return code (§3.2.2-4)")
     return Connack(bool(ack_flags), code)
 
 
@@ -272,47 +257,47 @@ def _decode_publish(flags: int, mv: memoryview, start: int, end: int) -> Publish
     # rare bad topic (the slow path then works out which rule was broken).
     qos = (flags >> 1) & 0x03
     if qos == 3:
-        raise ProtocolError("PUBLISH QoS 3 (§3.3.1-4)")
+        raise RemoteProtocolError("PUBLISH QoS 3 (§3.3.1-4)")
     dup = flags & 0x08
     if dup and not qos:
-        raise ProtocolError("PUBLISH DUP set on QoS 0 (§3.3.1-2)")
+        raise RemoteProtocolError("PUBLISH DUP set on QoS 0 (§3.3.1-2)")
     if end - start < 2:
-        raise ProtocolError("PUBLISH topic length runs past the end of the packet")
+        raise RemoteProtocolError("PUBLISH topic length runs past the end of the packet")
     topic_len = (mv[start] << 8) | mv[start + 1]
     pos = start + 2 + topic_len
     if pos > end:
-        raise ProtocolError("PUBLISH topic runs past the end of the packet")
+        raise RemoteProtocolError("PUBLISH topic runs past the end of the packet")
     if topic_len > MAX_TOPIC_BYTES:
-        raise ProtocolError(
+        raise RemoteProtocolError(
             f"PUBLISH topic is {topic_len} bytes, over MAX_TOPIC_BYTES={MAX_TOPIC_BYTES}"
         )
     try:
         topic = str(mv[start + 2 : pos], "utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError("PUBLISH topic is not well-formed UTF-8 (§1.5.3-1)") from None
+        raise RemoteProtocolError("PUBLISH topic is not well-formed UTF-8 (§1.5.3-1)") from None
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:
         _utf8(mv[start + 2 : pos], "PUBLISH topic")  # raises for U+0000 (§1.5.3-2)
         try:
             validate_topic_name(topic)  # §3.3.2-2: no wildcards; §4.7.3-1: not empty
         except TopicError as exc:
-            raise ProtocolError(f"PUBLISH topic: {exc.reason}") from None
+            raise RemoteProtocolError(f"PUBLISH topic: {exc.reason}") from None
     packet_id = None
     if qos:
         if end - pos < 2:
-            raise ProtocolError("PUBLISH packet id runs past the end of the packet")
+            raise RemoteProtocolError("PUBLISH packet id runs past the end of the packet")
         packet_id = (mv[pos] << 8) | mv[pos + 1]
         if not packet_id:
-            raise ProtocolError("PUBLISH packet id 0 (§2.3.1-1)")
+            raise RemoteProtocolError("PUBLISH packet id 0 (§2.3.1-1)")
         pos += 2
     return Publish(topic, bytes(mv[pos:end]), qos, bool(flags & 0x01), bool(dup), packet_id)
 
 
 def _decode_packet_id(name: str, mv: memoryview, start: int, end: int) -> int:
     if end - start != 2:
-        raise ProtocolError(f"{name} remaining length {end - start}, must be 2")
+        raise RemoteProtocolError(f"{name} remaining length {end - start}, must be 2")
     packet_id = (mv[start] << 8) | mv[start + 1]
     if not packet_id:
-        raise ProtocolError(f"{name} packet id 0 (§2.3.1-1)")
+        raise RemoteProtocolError(f"{name} packet id 0 (§2.3.1-1)")
     return packet_id
 
 
@@ -342,7 +327,7 @@ def _decode_subscribe(flags: int, mv: memoryview, start: int, end: int) -> Subsc
     filters: list[tuple[str, int]] = []
     while not r.at_end():
         if len(filters) == MAX_SUBSCRIPTIONS_PER_PACKET:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"SUBSCRIBE has over MAX_SUBSCRIPTIONS_PER_PACKET="
                 f"{MAX_SUBSCRIPTIONS_PER_PACKET} filters"
             )
@@ -350,10 +335,10 @@ def _decode_subscribe(flags: int, mv: memoryview, start: int, end: int) -> Subsc
         qos = r.u8("requested QoS")
         if qos > 2:
             # §3.8.3-4: the upper 6 bits are reserved and QoS 3 does not exist.
-            raise ProtocolError(f"SUBSCRIBE requested QoS byte {qos:#04x} (§3.8.3-4)")
+            raise RemoteProtocolError(f"SUBSCRIBE requested QoS byte {qos:#04x} (§3.8.3-4)")
         filters.append((topic_filter, qos))
     if not filters:
-        raise ProtocolError("SUBSCRIBE without topic filters (§3.8.3-3)")
+        raise RemoteProtocolError("SUBSCRIBE without topic filters (§3.8.3-3)")
     return Subscribe(packet_id, tuple(filters))
 
 
@@ -362,10 +347,10 @@ def _decode_suback(flags: int, mv: memoryview, start: int, end: int) -> Suback:
     packet_id = r.packet_id()
     codes = tuple(r.rest())
     if not codes:
-        raise ProtocolError("SUBACK without return codes (§3.9.3)")
+        raise RemoteProtocolError("SUBACK without return codes (§3.9.3)")
     for code in codes:
         if code not in _VALID_SUBACK_CODES:
-            raise ProtocolError(f"SUBACK reserved return code {code:#04x} (§3.9.3-2)")
+            raise RemoteProtocolError(f"SUBACK reserved return code {code:#04x} (§3.9.3-2)")
     return Suback(packet_id, codes)
 
 
@@ -375,19 +360,19 @@ def _decode_unsubscribe(flags: int, mv: memoryview, start: int, end: int) -> Uns
     filters: list[str] = []
     while not r.at_end():
         if len(filters) == MAX_SUBSCRIPTIONS_PER_PACKET:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"UNSUBSCRIBE has over MAX_SUBSCRIPTIONS_PER_PACKET="
                 f"{MAX_SUBSCRIPTIONS_PER_PACKET} filters"
             )
         filters.append(r.topic("topic filter", is_filter=True))
     if not filters:
-        raise ProtocolError("UNSUBSCRIBE without topic filters (§3.10.3-2)")
+        raise RemoteProtocolError("UNSUBSCRIBE without topic filters (§3.10.3-2)")
     return Unsubscribe(packet_id, tuple(filters))
 
 
 def _empty(name: str, start: int, end: int) -> None:
     if end != start:
-        raise ProtocolError(f"{name} remaining length {end - start}, must be 0")
+        raise RemoteProtocolError(f"{name} remaining length {end - start}, must be 0")
 
 
 _PINGREQ = Pingreq()
@@ -439,9 +424,9 @@ def _decode_at(mv: memoryview, start: int, max_packet_bytes: int) -> tuple[Packe
     if packet_type != _PUBLISH:
         expected = _FIXED_FLAGS.get(packet_type)
         if expected is None:
-            raise ProtocolError(f"reserved packet type {packet_type} (§2.2.1)")
+            raise RemoteProtocolError(f"reserved packet type {packet_type} (§2.2.1)")
         if flags != expected:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"{PacketType(packet_type).name} fixed-header flags {flags:#06b}, "
                 f"must be {expected:#06b} (§2.2.2)"
             )
@@ -459,10 +444,12 @@ def _decode_at(mv: memoryview, start: int, max_packet_bytes: int) -> tuple[Packe
             break
         shift += 7
         if shift == 28:
-            raise ProtocolError("remaining length longer than 4 bytes (§2.2.3)")
+            raise RemoteProtocolError("remaining length longer than 4 bytes (§2.2.3)")
     size = pos - start + remaining
     if size > max_packet_bytes:
-        raise ProtocolError(f"packet of {size} bytes is over the {max_packet_bytes}-byte limit")
+        raise RemoteProtocolError(
+            f"packet of {size} bytes is over the {max_packet_bytes}-byte limit"
+        )
     if start + size > data_end:
         return None
     return _DECODERS[packet_type](flags, mv, pos, start + size), size
@@ -482,8 +469,8 @@ def decode(
         (packet, bytes consumed), or None when `buf` holds only part of a packet.
 
     Raises:
-        ProtocolError: The bytes are malformed or over a limit; close the connection (after a
-            CONNACK with `connack_code`, when that is set).
+        RemoteProtocolError: The bytes are malformed or over a limit; close the connection
+            (after a CONNACK with `connack_code`, when that is set).
     """
     with memoryview(buf) as mv:
         if mv.ndim != 1 or mv.itemsize != 1:
@@ -496,7 +483,8 @@ class Decoder:
 
     Bytes accumulate in one bytearray and consumed packets are cut off its front (which
     CPython does in constant time), so a stream of small packets costs no quadratic copying.
-    After a ProtocolError the stream cannot be resynchronised: the decoder keeps raising it.
+    After a RemoteProtocolError the stream cannot be resynchronised: the decoder keeps raising
+    it.
     """
 
     __slots__ = ("_buf", "_error", "_max_packet_bytes")
@@ -504,7 +492,7 @@ class Decoder:
     def __init__(self, *, max_packet_bytes: int = MAX_PACKET_BYTES) -> None:
         self._buf = bytearray()
         self._max_packet_bytes = max_packet_bytes
-        self._error: ProtocolError | None = None
+        self._error: RemoteProtocolError | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -520,7 +508,7 @@ class Decoder:
         """Return the next complete packet, or None until more bytes are fed.
 
         Raises:
-            ProtocolError: The stream is malformed (raised again on every later call).
+            RemoteProtocolError: The stream is malformed (raised again on every later call).
         """
         if self._error is not None:
             raise self._error
@@ -530,7 +518,7 @@ class Decoder:
         try:
             with memoryview(buf) as mv:
                 result = _decode_at(mv, 0, self._max_packet_bytes)
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
             self._error = exc
             # The traceback may keep slices of the old buffer alive; never touch it again.
             self._buf = bytearray()
@@ -558,7 +546,7 @@ def _remaining_length(size: int) -> bytes:
     if size < 128:
         return _SHORT_LENGTHS[size]
     if size > MAX_REMAINING_LENGTH:
-        raise ValueError(f"packet body of {size} bytes is over the MQTT maximum (§2.2.3)")
+        raise LocalProtocolError(f"packet body of {size} bytes is over the MQTT maximum (§2.2.3)")
     out = bytearray()
     while size:
         byte = size & 0x7F
@@ -569,20 +557,27 @@ def _remaining_length(size: int) -> bytes:
 
 def _check_packet_id(packet_id: int | None, name: str) -> int:
     if packet_id is None or not 1 <= packet_id <= 0xFFFF:
-        raise ValueError(f"{name} packet id {packet_id!r} is not in 1..65535 (§2.3.1)")
+        raise LocalProtocolError(f"{name} packet id {packet_id!r} is not in 1..65535 (§2.3.1)")
     return packet_id
 
 
 def _field(data: bytes, name: str) -> bytes:
     if len(data) > 0xFFFF:
-        raise ValueError(f"{name} is {len(data)} bytes, over 65535 (§1.5.3)")
+        raise LocalProtocolError(f"{name} is {len(data)} bytes, over 65535 (§1.5.3)")
     return _pack_u16(len(data)) + data
+
+
+def _encode_utf8(text: str, name: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # lone surrogates (§1.5.3-1)
+        raise LocalProtocolError(f"{name} is not valid UTF-8: {exc.reason}") from None
 
 
 def _string(text: str, name: str) -> bytes:
     if "\x00" in text:
-        raise ValueError(f"{name} contains U+0000 (§1.5.3-2)")
-    return _field(text.encode(), name)  # surrogates raise UnicodeEncodeError (§1.5.3-1)
+        raise LocalProtocolError(f"{name} contains U+0000 (§1.5.3-2)")
+    return _field(_encode_utf8(text, name), name)
 
 
 def _topic(text: str, name: str, *, is_filter: bool) -> bytes:
@@ -592,8 +587,8 @@ def _topic(text: str, name: str, *, is_filter: bool) -> bytes:
         else:
             validate_topic_name(text)
     except TopicError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-    return _field(text.encode(), name)
+        raise LocalProtocolError(f"{name}: {exc}") from None
+    return _field(_encode_utf8(text, name), name)
 
 
 def _fixed(first: int, body: bytes) -> bytes:
@@ -606,18 +601,18 @@ def _encode_connect(p: Connect) -> bytes:
     elif p.protocol_level == PROTOCOL_LEVEL_31:
         name = b"\x00\x06MQIsdp"
     else:
-        raise ValueError(f"protocol level {p.protocol_level} is not 3 or 4 (§3.1.2.2)")
+        raise LocalProtocolError(f"protocol level {p.protocol_level} is not 3 or 4 (§3.1.2.2)")
     if not 0 <= p.keepalive_s <= 0xFFFF:
-        raise ValueError(f"keep alive {p.keepalive_s} s is not in 0..65535 (§3.1.2.10)")
+        raise LocalProtocolError(f"keep alive {p.keepalive_s} s is not in 0..65535 (§3.1.2.10)")
     if not p.client_id and not p.clean_session:
-        raise ValueError("an empty client id needs clean_session=True (§3.1.3-7)")
+        raise LocalProtocolError("an empty client id needs clean_session=True (§3.1.3-7)")
     if p.password is not None and p.username is None:
-        raise ValueError("a password needs a username (§3.1.2-22)")
+        raise LocalProtocolError("a password needs a username (§3.1.2-22)")
     flags = 0x02 if p.clean_session else 0
     parts = [_string(p.client_id, "client id")]
     if p.will is not None:
         if p.will.qos not in (0, 1, 2):
-            raise ValueError(f"will QoS {p.will.qos} is not 0, 1 or 2 (§3.1.2-14)")
+            raise LocalProtocolError(f"will QoS {p.will.qos} is not 0, 1 or 2 (§3.1.2-14)")
         flags |= 0x04 | (p.will.qos << 3) | (0x20 if p.will.retain else 0)
         parts.append(_topic(p.will.topic, "will topic", is_filter=False))
         parts.append(_field(bytes(p.will.payload), "will message"))
@@ -633,9 +628,9 @@ def _encode_connect(p: Connect) -> bytes:
 
 def _encode_connack(p: Connack) -> bytes:
     if not 0 <= p.return_code <= ConnackCode.NOT_AUTHORIZED:
-        raise ValueError(f"CONNACK return code {p.return_code} is reserved (§3.2.2.3)")
+        raise LocalProtocolError(f"CONNACK return code {p.return_code} is reserved (§3.2.2.3)")
     if p.session_present and p.return_code:
-        raise ValueError("CONNACK session present needs return code 0 (§3.2.2-4)")
+        raise LocalProtocolError("CONNACK session present needs return code 0 (§3.2.2-4)")
     return bytes((0x20, 2, 1 if p.session_present else 0, p.return_code))
 
 
@@ -643,13 +638,15 @@ def _encode_publish(p: Publish) -> bytes:
     qos = p.qos
     topic = p.topic
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:
-        raise ValueError(f"PUBLISH topic {topic!r} is not a valid topic name (§4.7)")
-    raw_topic = topic.encode()
+        raise LocalProtocolError(f"PUBLISH topic {topic!r} is not a valid topic name (§4.7)")
+    raw_topic = _encode_utf8(topic, "PUBLISH topic")
     if len(raw_topic) > 0xFFFF:
-        raise ValueError(f"PUBLISH topic is {len(raw_topic)} bytes, over 65535 (§1.5.3)")
+        raise LocalProtocolError(f"PUBLISH topic is {len(raw_topic)} bytes, over 65535 (§1.5.3)")
     if qos == 0:
         if p.packet_id is not None or p.dup:
-            raise ValueError("a QoS 0 PUBLISH has no packet id and no DUP (§2.3.1, §3.3.1-2)")
+            raise LocalProtocolError(
+                "a QoS 0 PUBLISH has no packet id and no DUP (§2.3.1, §3.3.1-2)"
+            )
         variable = _pack_u16(len(raw_topic)) + raw_topic
     elif qos == 1 or qos == 2:
         variable = (
@@ -658,7 +655,7 @@ def _encode_publish(p: Publish) -> bytes:
             + _pack_u16(_check_packet_id(p.packet_id, "PUBLISH"))
         )
     else:
-        raise ValueError(f"PUBLISH QoS {qos!r} is not 0, 1 or 2 (§3.3.1-4)")
+        raise LocalProtocolError(f"PUBLISH QoS {qos!r} is not 0, 1 or 2 (§3.3.1-4)")
     payload = p.payload
     first = 0x30 | (0x08 if p.dup else 0) | (qos << 1) | (0x01 if p.retain else 0)
     return b"".join(
@@ -688,11 +685,11 @@ def _encode_unsuback(p: Unsuback) -> bytes:
 
 def _encode_subscribe(p: Subscribe) -> bytes:
     if not p.filters:
-        raise ValueError("SUBSCRIBE needs at least one topic filter (§3.8.3-3)")
+        raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (§3.8.3-3)")
     parts = [_pack_u16(_check_packet_id(p.packet_id, "SUBSCRIBE"))]
     for topic_filter, qos in p.filters:
         if qos not in (0, 1, 2):
-            raise ValueError(f"SUBSCRIBE requested QoS {qos!r} is not 0, 1 or 2 (§3.8.3-4)")
+            raise LocalProtocolError(f"SUBSCRIBE requested QoS {qos!r} is not 0, 1 or 2 (§3.8.3-4)")
         parts.append(_topic(topic_filter, "SUBSCRIBE topic filter", is_filter=True))
         parts.append(bytes((qos,)))
     return _fixed(0x82, b"".join(parts))
@@ -700,17 +697,19 @@ def _encode_subscribe(p: Subscribe) -> bytes:
 
 def _encode_suback(p: Suback) -> bytes:
     if not p.return_codes:
-        raise ValueError("SUBACK needs at least one return code (§3.9.3)")
+        raise LocalProtocolError("SUBACK needs at least one return code (§3.9.3)")
     for code in p.return_codes:
         if code not in _VALID_SUBACK_CODES:
-            raise ValueError(f"SUBACK return code {code!r} is not 0, 1, 2 or 0x80 (§3.9.3-2)")
+            raise LocalProtocolError(
+                f"SUBACK return code {code!r} is not 0, 1, 2 or 0x80 (§3.9.3-2)"
+            )
     body = _pack_u16(_check_packet_id(p.packet_id, "SUBACK")) + bytes(p.return_codes)
     return _fixed(0x90, body)
 
 
 def _encode_unsubscribe(p: Unsubscribe) -> bytes:
     if not p.filters:
-        raise ValueError("UNSUBSCRIBE needs at least one topic filter (§3.10.3-2)")
+        raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (§3.10.3-2)")
     parts = [_pack_u16(_check_packet_id(p.packet_id, "UNSUBSCRIBE"))]
     for topic_filter in p.filters:
         parts.append(_topic(topic_filter, "UNSUBSCRIBE topic filter", is_filter=True))
@@ -752,7 +751,8 @@ def encode(packet: Packet) -> bytes:
     """Serialise one packet.
 
     Raises:
-        ValueError: The packet cannot be sent as is (bad QoS, packet id, topic, size...).
+        LocalProtocolError: The packet cannot be sent as is (bad QoS, packet id, topic, size,
+            a string that is not valid UTF-8...): the caller's bug, never the peer's.
         TypeError: `packet` is not a packet.
     """
     encoder = _ENCODERS.get(type(packet))

@@ -12,8 +12,9 @@ import hmac
 import logging
 import math
 import secrets as pysecrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from thinghub.domain.errors import Forbidden, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import new_id_scope, new_uuid
@@ -28,12 +29,19 @@ __all__ = ["WRITE_SCOPES", "Action", "AuthService", "IssuedToken", "authorize", 
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 Action = Literal["read", "write", "admin"]
 DEFAULT_ACCOUNT = "default"
 TOKEN_PREFIX = "thk_"
 TOKEN_CACHE_S = 5.0
 TOKEN_CACHE_MAX = 10_000
 ACCOUNT_CACHE_MAX = 100_000
+#: Password hashes (argon2id, 64 MiB and tens of milliseconds of 4 threads each) computed at
+#: once; more logins wait their turn. Unbounded, concurrent `POST /v1/auth/token` requests,
+#: which need no credentials, took 64 MiB each for every thread of the default executor
+#: (min(32, cores + 4)): up to 384 MiB on 2 cores, 2 GiB on a large machine.
+PASSWORD_HASHES_AT_ONCE = 1
 SYSTEM_ACCOUNT = ""
 
 
@@ -90,6 +98,7 @@ class AuthService:
         self._accounts: TtlCache[str, Account] = TtlCache(
             clock, ttl_s=math.inf, max_entries=ACCOUNT_CACHE_MAX
         )
+        self._hashing = asyncio.Semaphore(PASSWORD_HASHES_AT_ONCE)
 
     async def start(self) -> None:
         secret = await self.stores.documents.get(SYSTEM_ACCOUNT, "system", "jwt_secret")
@@ -303,21 +312,26 @@ class AuthService:
             new_uuid(),
             account_id,
             username,
-            await asyncio.to_thread(hash_password, password),
+            await self._argon2(hash_password, password),
             role,
             self.clock.now(),
         )
         await self.stores.credentials.insert_user(user)
         return user
 
+    async def _argon2(self, hasher: Callable[..., T], *args: str) -> T:
+        """Hash or verify off the event loop, at most PASSWORD_HASHES_AT_ONCE at a time."""
+        async with self._hashing:
+            return await asyncio.to_thread(hasher, *args)
+
     async def password_grant(self, username: str, password: str) -> tuple[str, int]:
         user = await self.stores.credentials.get_user(username)
         # Verify against a dummy hash when the user is unknown, so timing does not tell.
         if user is None:
-            await asyncio.to_thread(verify_password, _DUMMY_HASH, password)
+            await self._argon2(verify_password, _DUMMY_HASH, password)
             raise Unauthorized("invalid username or password", field="username")
         # argon2 takes tens of milliseconds: never on the event loop.
-        if not await asyncio.to_thread(verify_password, user.password_hash, password):
+        if not await self._argon2(verify_password, user.password_hash, password):
             raise Unauthorized("invalid username or password", field="password")
         return self.jwt.issue(user.id, user.account_id, user.role.value, now=self.clock.now())
 

@@ -14,6 +14,7 @@ import orjson
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
+from thinghub.domain.storable import check_storable
 from thinghub.ports import C2DMessage, Clock, DeviceChannel, Locks, Stores
 from thinghub.services.auth import authorize
 
@@ -42,6 +43,7 @@ class C2DService:
         ttl_s: float | None = None,
     ) -> C2DMessage:
         authorize(principal, "write")
+        check_storable(body, "body")
         raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
         if len(raw) > MAX_C2D_BYTES:
             raise TooLarge(
@@ -50,6 +52,9 @@ class C2DService:
         for key in properties:
             if not key or key.startswith("$"):
                 raise Invalid(f"property name {key!r} is reserved or empty", field="properties")
+        # Names and values go into the store and the topic as UTF-8: a lone surrogate
+        # ("\ud800", which JSON parsers let through) has no UTF-8 form.
+        check_storable(properties, "properties")
         now = self.clock.now()
         message = C2DMessage(
             new_uuid(), device.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)

@@ -38,8 +38,12 @@ class EventService:
         await self.bus.publish(EventRecorded(device.account_id, device.project, device.id, event))
         return event
 
-    async def connection_changed(self, device: Device, connected: bool) -> Event:
-        now = self.clock.now()
+    async def connection_changed(
+        self, device: Device, connected: bool, ts: float | None = None
+    ) -> Event:
+        """Record a connection_state_event; its sequence number is taken now, so callers
+        that serialize a device's transitions (Registry.set_connected) get them in order."""
+        now = self.clock.now() if ts is None else ts
         body = {
             "sequenceNumber": sequence_number(now, await self.counter.next(CONNECTION_SEQUENCE)),
             "state": "deviceConnected" if connected else "deviceDisconnected",

@@ -31,6 +31,7 @@ from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 from thinghub.domain.live import TelemetryReceived
 from thinghub.domain.model import Device
+from thinghub.domain.storable import check_storable
 from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
 from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.events import EventService
@@ -39,6 +40,7 @@ from thinghub.services.registry import Registry
 __all__ = [
     "BATCH_MAX",
     "MESSAGE_OVERHEAD_BYTES",
+    "SYSTEM_PROPERTY_MAX_CHARS",
     "IngestService",
     "Outcome",
     "TelemetryPolicy",
@@ -57,6 +59,19 @@ class Outcome:
 
 
 _Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
+
+#: The longest value of each system property a message may carry, in characters (what the
+#: store keeps; IoT Hub documents 128 for message ids). A longer one, or one holding NUL
+#: (which PostgreSQL text cannot hold), refuses the message before it is queued: it used to
+#: fail its database write on PostgreSQL (a 500 over HTTPS; over MQTT an unacknowledged
+#: message and a closed connection, which the SDK then resends for ever).
+SYSTEM_PROPERTY_MAX_CHARS = {
+    "messageId": 256,
+    "correlationId": 256,
+    "contentType": 128,
+    "contentEncoding": 64,
+    "component": 128,
+}
 
 # Most messages in one write unit.
 BATCH_MAX = 2000
@@ -135,11 +150,10 @@ class IngestService:
         """A message of `device` from its payload `raw` (parsed here), or from an already
         parsed `body`: with `is_raw_json`, `raw` is that body's own JSON text (orjson's, as
         an upload serializes it) and is stored as it is."""
-        size = message_size(
-            raw,
-            properties,
-            (message_id, correlation_id, content_type, content_encoding, component),
-        )
+        system = (message_id, correlation_id, content_type, content_encoding, component)
+        for (name, limit), value in zip(SYSTEM_PROPERTY_MAX_CHARS.items(), system, strict=True):
+            _check_system_property(name, value, limit)
+        size = message_size(raw, properties, system)
         if size > self.max_payload_bytes:
             raise TooLarge(
                 f"telemetry is {size} bytes with its properties; the limit is "
@@ -159,9 +173,10 @@ class IngestService:
                 body_json = raw
             except orjson.JSONDecodeError:
                 body = decode_body(raw, content_type, self.max_json_depth)
-                if not isinstance(body, str | None):
-                    # JSON that orjson refuses to store (NaN, huge integers): keep the text,
-                    # so one odd message never fails the batch it shares.
+                if not _is_storable(body):
+                    # JSON that cannot be stored as it is (NaN, huge integers, a string or
+                    # key with a lone surrogate such as "\ud800"): keep the text, so one odd
+                    # message never fails the batch it shares.
                     body = raw.decode("utf-8")
         return TelemetryMessage(
             account_id=device.account_id,
@@ -373,6 +388,25 @@ class IngestService:
                 )
                 return reason
         return None
+
+
+def _check_system_property(name: str, value: str | None, limit: int) -> None:
+    if value is None:
+        return
+    if len(value) > limit:
+        raise Invalid(f"{name} is {len(value)} characters; at most {limit}", field=name)
+    if "\x00" in value:
+        raise Invalid(f"{name} holds the NUL character (U+0000)", field=name)
+
+
+def _is_storable(body: Any) -> bool:
+    """False for a parsed body storage cannot write as it is (domain/storable.py), a bare
+    string with a lone surrogate included: it has no UTF-8 form."""
+    try:
+        check_storable(body, "body")
+    except Invalid:
+        return False
+    return True
 
 
 def _text(raw: bytes) -> str | None:

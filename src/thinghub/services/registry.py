@@ -20,13 +20,13 @@ from thinghub.domain.ids import entity_id, new_uuid, parse_id
 from thinghub.domain.live import ConnectionChanged, DeviceChanged, live_pattern
 from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Project
 from thinghub.domain.twin import Twin
-from thinghub.ports import Bus, Clock, DeviceChannel, Presence, Stores
+from thinghub.ports import Bus, Clock, DeviceChannel, Locks, Presence, Stores
 from thinghub.security.sas import generate_key
 from thinghub.services.auth import authorize
 from thinghub.services.events import EventService
 from thinghub.services.ttl_cache import TtlCache
 
-__all__ = ["ACTIVITY_FLUSH_S", "Registry"]
+__all__ = ["ACTIVITY_FLUSH_S", "Registry", "connection_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ DEVICE_CACHE_S = 5.0
 DEVICE_CACHE_MAX = 100_000
 
 
+def connection_lock(device_id: str) -> str:
+    """The name (Locks) under which a device's connection-state transitions run one at a time."""
+    return f"connection/{device_id}"
+
+
 class Registry:
     def __init__(
         self,
@@ -49,6 +54,7 @@ class Registry:
         *,
         presence: Presence,
         channel: DeviceChannel,
+        locks: Locks,
     ) -> None:
         self.stores = stores
         self.clock = clock
@@ -56,6 +62,7 @@ class Registry:
         self.bus = bus
         self.presence = presence
         self.channel = channel
+        self.locks = locks
         self._activity: dict[str, float] = {}
         self._flushed: dict[str, float] = {}
         self._cache: TtlCache[str, Device | None] = TtlCache(
@@ -343,18 +350,32 @@ class Registry:
         return await self.channel.disconnect(device_id)
 
     async def set_connected(self, device: Device, connected: bool) -> Device:
-        now = self.clock.now()
-        self._activity[device.id] = now
-        self._flushed[device.id] = now
-        state = "Connected" if connected else "Disconnected"
-        await self.stores.devices.touch(device.id, now, state)
-        self.forget(device.id)
-        updated = replace(device, connection_state=state, last_activity_at=now, provisioned=True)
-        await self.events.connection_changed(updated, connected)
-        await self.bus.publish(
-            ConnectionChanged(device.account_id, device.project, device.id, connected, now)
-        )
-        return updated
+        """Record that the device connected or disconnected: its stored state, a
+        connection_state_event and a ConnectionChanged on the bus.
+
+        A device's transitions run one at a time, in the order they were asked for, under the
+        lock `connection_lock(device.id)` (Locks), and each takes its time and its event's
+        sequence number inside it. Without that, a quick reconnect's Connected (whose store
+        write finished first) got a lower sequence number than the old connection's
+        Disconnected, and the stored state could end as Disconnected while the device was
+        connected. The adapter asks in the order its links changed (devices/links.py changes
+        its table at once), and an asyncio lock is taken first come, first served.
+        """
+        async with self.locks.hold(connection_lock(device.id)):
+            now = self.clock.now()
+            self._activity[device.id] = now
+            self._flushed[device.id] = now
+            state = "Connected" if connected else "Disconnected"
+            await self.stores.devices.touch(device.id, now, state)
+            self.forget(device.id)
+            updated = replace(
+                device, connection_state=state, last_activity_at=now, provisioned=True
+            )
+            await self.events.connection_changed(updated, connected, now)
+            await self.bus.publish(
+                ConnectionChanged(device.account_id, device.project, device.id, connected, now)
+            )
+            return updated
 
     async def touch(self, device: Device) -> None:
         """Note activity; persist lastActivityTime at most every ACTIVITY_FLUSH_S."""

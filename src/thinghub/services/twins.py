@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.errors import Conflict, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.live import TwinChanged, live_pattern
 from thinghub.domain.model import Device
+from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import Twin, TwinSection, validate_patch
 from thinghub.ports import Bus, Clock, DeviceChannel, Presence, Stores
 from thinghub.services.events import EventService
@@ -47,11 +46,8 @@ def _patch_document(section: TwinSection, patch: dict[str, Any]) -> dict[str, An
 
 
 def _storable(patch: dict[str, Any], field: str) -> dict[str, Any]:
-    """A patch must also serialize: orjson refuses integers beyond 64 bits (else a 500)."""
-    try:
-        orjson.dumps(patch)
-    except orjson.JSONEncodeError as exc:
-        raise Invalid(f"{field}: {exc}", field=field) from None
+    """A patch must also be storable (integers within 64 bits...; else a 500 later)."""
+    check_storable(patch, field)
     return patch
 
 

@@ -252,7 +252,10 @@ class SqliteDatabase:
                     conn.execute("SAVEPOINT unit")
                 try:
                     result = [self._run(conn, step) for step in unit[0]]
-                except sqlite3.Error as exc:
+                # Not only sqlite3.Error: a value sqlite3 cannot bind (a str holding a lone
+                # surrogate raises UnicodeEncodeError) fails its unit, and must not end this
+                # thread, which would leave every later write waiting for ever.
+                except Exception as exc:
                     if isolate:
                         conn.execute("ROLLBACK TO unit")
                         conn.execute("RELEASE unit")
@@ -268,7 +271,7 @@ class SqliteDatabase:
                     outcomes.append((unit, result, None))
             if conn.in_transaction:
                 conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             logger.error("group commit of %d units failed: %s", len(batch), exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

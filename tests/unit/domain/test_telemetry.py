@@ -127,6 +127,16 @@ def test_integers_too_large_for_a_float_are_skipped() -> None:
     assert [o.metric for o in observations_of(message(body))] == ["ok"]
 
 
+def test_fields_whose_names_the_store_cannot_keep_are_no_observations() -> None:
+    """Names over METRIC_NAME_MAX_CHARS or holding NUL failed the whole message's write on
+    PostgreSQL (found by the e2e abuse fuzz); the message is still stored, only without them."""
+    body = {"x" * 256: 1, "y" * 257: 2, "a\x00b": 3, "ok": 4}
+    assert [o.metric for o in observations_of(message(body))] == ["x" * 256, "ok"]
+    component = "c" * 100
+    found = observations_of(message({"x" * 155: 1, "y" * 156: 2}, component=component))
+    assert [o.metric for o in found] == [f"{component}.{'x' * 155}"]
+
+
 def test_decode_body_never_parses_text_deeper_than_max_depth() -> None:
     """json.loads recurses: a body deeper than the limit stays text (no RecursionError)."""
     deep = b"[" * 5000 + b"]" * 5000

@@ -15,9 +15,11 @@ from thinghub.domain.clock import format_ts
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.twin import (
     MAX_TWIN_DEPTH,
+    MAX_TWIN_PATCH_BYTES,
     MAX_TWIN_SECTION_BYTES,
     Twin,
     TwinSection,
+    check_patch_size,
     validate_patch,
 )
 
@@ -256,3 +258,22 @@ def test_a_section_holds_at_most_32_kib_of_properties() -> None:
     with pytest.raises(TooLarge):
         twin.patch_reported({"b": half}, 2.0)
     assert twin.patch_desired({"b": half}, 2.0).desired.properties == {"b": half}  # apart
+
+
+def test_the_patch_size_cap_measures_bytes_as_sent_and_patches_as_compact_json() -> None:
+    """One cap for every way a patch comes in: a device's bytes, an application's object."""
+    room = MAX_TWIN_PATCH_BYTES - len('{"a":""}')
+    assert check_patch_size({"a": "x" * room}) == MAX_TWIN_PATCH_BYTES
+    with pytest.raises(TooLarge) as info:
+        check_patch_size({"a": "x" * (room + 1)}, "value")
+    assert info.value.field == "value"
+    assert info.value.message == f"value is {MAX_TWIN_PATCH_BYTES + 1} bytes; the limit is 32768"
+    # Non-ASCII counts in UTF-8 bytes, not characters.
+    with pytest.raises(TooLarge):
+        check_patch_size({"a": "é" * (room // 2 + 1)})
+    assert check_patch_size(b" " * MAX_TWIN_PATCH_BYTES, "reported") == MAX_TWIN_PATCH_BYTES
+    with pytest.raises(TooLarge) as raw:
+        check_patch_size(b" " * (MAX_TWIN_PATCH_BYTES + 1), "reported")
+    assert raw.value.field == "reported"
+    # Measuring never raises on what other checks refuse (a lone surrogate).
+    assert check_patch_size({"a": "\ud800"}) == len('{"a":""}') + 3

@@ -99,6 +99,26 @@ async def test_credentials_are_judged_before_the_depth(api: httpx.AsyncClient) -
     assert response.json()["error"]["field"] == "Authorization"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": "\xb1"}', b'{"a": ' + b"9" * 5000 + b"}"],
+    ids=["not-utf-8", "5000-digits"],
+)
+async def test_a_body_json_cannot_read_is_malformed_json_after_the_credentials(
+    api: httpx.AsyncClient, body: bytes
+) -> None:
+    """FastAPI answers these with a bare 400 ("There was an error parsing the body"): it
+    came before the credentials were checked, and without the face's field. Found by
+    tests/e2e/test_abuse_fuzz.py."""
+    response = await api.post("/echo", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": {"code": "InvalidInput", "message": "the body is not valid JSON", "field": "body"}
+    }
+    response = await api.post("/echo", content=body, headers={"Authorization": "Bearer bad"})
+    assert response.status_code == 401, response.text
+
+
 async def test_brackets_in_strings_do_not_count(api: httpx.AsyncClient) -> None:
     response = await api.post("/echo", content=b'{"a": "[[[[[[{{{{"}')
     assert response.status_code == 200, response.text

@@ -18,15 +18,16 @@ from thinghub.mqtt import (
     Connect,
     Decoder,
     Disconnect,
+    LocalProtocolError,
     Packet,
     Pingreq,
     Pingresp,
-    ProtocolError,
     Puback,
     Pubcomp,
     Publish,
     Pubrec,
     Pubrel,
+    RemoteProtocolError,
     Suback,
     Subscribe,
     Unsuback,
@@ -307,12 +308,12 @@ MALFORMED: list[tuple[str, bytes, str, int | None]] = [
     ids=[case[0] for case in MALFORMED],
 )
 def test_malformed(data: bytes, reason: str, connack_code: int | None) -> None:
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RemoteProtocolError) as info:
         decode(data)
     assert reason in info.value.reason
     assert info.value.connack_code == connack_code
     # The incremental decoder reports the same error, however the bytes are split.
-    with pytest.raises(ProtocolError) as split:
+    with pytest.raises(RemoteProtocolError) as split:
         _decode_byte_by_byte(data)
     assert split.value.reason == info.value.reason
 
@@ -334,7 +335,7 @@ def test_client_id_limit() -> None:
     at_limit = Connect("d" * MAX_CLIENT_ID_BYTES)
     assert decode(encode(at_limit)) is not None
     too_long = encode(Connect("d" * (MAX_CLIENT_ID_BYTES + 1)))
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RemoteProtocolError) as info:
         decode(too_long)
     assert info.value.connack_code == ConnackCode.IDENTIFIER_REJECTED
     assert "MAX_CLIENT_ID_BYTES" in info.value.reason
@@ -349,7 +350,7 @@ def test_empty_client_id_with_clean_session_is_allowed() -> None:
 def test_malformed_connect_is_closed_not_answered_even_with_a_bad_id() -> None:
     # A structurally broken CONNECT is closed without CONNACK, even if its id is also bad.
     data = _connect_bytes(flags=0x00, payload=_s(b"") + b"\x00")
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RemoteProtocolError) as info:
         decode(data)
     assert info.value.connack_code is None
 
@@ -357,19 +358,19 @@ def test_malformed_connect_is_closed_not_answered_even_with_a_bad_id() -> None:
 def test_topic_limit() -> None:
     at_limit = Publish("t" * MAX_TOPIC_BYTES, b"")
     assert decode(encode(at_limit)) is not None
-    with pytest.raises(ProtocolError, match="MAX_TOPIC_BYTES"):
+    with pytest.raises(RemoteProtocolError, match="MAX_TOPIC_BYTES"):
         decode(encode(Publish("t" * (MAX_TOPIC_BYTES + 1), b"")))
-    with pytest.raises(ProtocolError, match="MAX_TOPIC_BYTES"):
+    with pytest.raises(RemoteProtocolError, match="MAX_TOPIC_BYTES"):
         decode(encode(Subscribe(1, (("t" * (MAX_TOPIC_BYTES + 1), 0),))))
 
 
 def test_subscription_count_limit() -> None:
     filters = tuple((f"t/{i}", 1) for i in range(MAX_SUBSCRIPTIONS_PER_PACKET))
     assert decode(encode(Subscribe(1, filters))) is not None
-    with pytest.raises(ProtocolError, match="MAX_SUBSCRIPTIONS_PER_PACKET"):
+    with pytest.raises(RemoteProtocolError, match="MAX_SUBSCRIPTIONS_PER_PACKET"):
         decode(encode(Subscribe(1, (*filters, ("x", 0)))))
     names = tuple(f for f, _ in filters)
-    with pytest.raises(ProtocolError, match="MAX_SUBSCRIPTIONS_PER_PACKET"):
+    with pytest.raises(RemoteProtocolError, match="MAX_SUBSCRIPTIONS_PER_PACKET"):
         decode(encode(Unsubscribe(1, (*names, "x"))))
 
 
@@ -379,10 +380,10 @@ def test_packet_size_limit_is_checked_from_the_header_alone() -> None:
     assert len(fits) == MAX_PACKET_BYTES
     assert decode(fits) is not None
     too_big = encode(Publish("t", b"x" * (payload_limit + 1), 1, packet_id=1))
-    with pytest.raises(ProtocolError, match="limit") as info:
+    with pytest.raises(RemoteProtocolError, match="limit") as info:
         decode(too_big[:4])  # only the fixed header has arrived
     assert info.value.connack_code is None
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RemoteProtocolError):
         decode(b"\x30\xff\xff\xff\x7f")  # the protocol maximum, 256 MiB
     assert decode(too_big[:4], max_packet_bytes=len(too_big)) is None
 
@@ -423,17 +424,17 @@ class TestDecoder:
         decoder = Decoder()
         decoder.feed(encode(Pingreq()) + b"\x00\x00")
         assert decoder.next_packet() == Pingreq()
-        with pytest.raises(ProtocolError) as first:
+        with pytest.raises(RemoteProtocolError) as first:
             decoder.next_packet()
         decoder.feed(encode(Pingreq()))
-        with pytest.raises(ProtocolError) as again:
+        with pytest.raises(RemoteProtocolError) as again:
             decoder.next_packet()
         assert again.value is first.value
 
     def test_own_limit(self) -> None:
         decoder = Decoder(max_packet_bytes=10)
         decoder.feed(encode(Publish("t", b"123456")))
-        with pytest.raises(ProtocolError, match="10-byte limit"):
+        with pytest.raises(RemoteProtocolError, match="10-byte limit"):
             decoder.next_packet()
 
 
@@ -472,7 +473,7 @@ ENCODE_ERRORS: list[tuple[Packet, str]] = [
     ("packet", "message"), ENCODE_ERRORS, ids=[repr(p) for p, _ in ENCODE_ERRORS]
 )
 def test_encode_refuses_invalid_packets(packet: Packet, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(LocalProtocolError, match=re.escape(message)):
         encode(packet)
 
 
@@ -482,6 +483,6 @@ def test_encode_refuses_non_packets() -> None:
 
 
 def test_protocol_error_fields() -> None:
-    error = ProtocolError("bad", 2)
+    error = RemoteProtocolError("bad", 2)
     assert (error.reason, error.connack_code, str(error)) == ("bad", 2, "bad")
     assert "connack_code=2" in repr(error)

@@ -1,4 +1,4 @@
-"""Property tests: no input makes the codec or a session raise anything but ProtocolError."""
+"""Property tests: no input makes the codec or a session raise anything but RemoteProtocolError."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from thinghub.mqtt import (
     Packet,
     Pingreq,
     Pingresp,
-    ProtocolError,
     ProtocolViolation,
     Puback,
     Pubcomp,
     Publish,
     Pubrec,
     Pubrel,
+    RemoteProtocolError,
     ServerSession,
     ServerState,
     Suback,
@@ -112,25 +112,25 @@ packets_strategy: st.SearchStrategy[Packet] = st.one_of(
 # --- The property -------------------------------------------------------------------------------
 
 
-def _decode_or_error(data: bytes) -> tuple[Packet, int] | ProtocolError | None:
+def _decode_or_error(data: bytes) -> tuple[Packet, int] | RemoteProtocolError | None:
     try:
         return decode(data)
-    except ProtocolError as exc:
+    except RemoteProtocolError as exc:
         return exc
 
 
 def check_decode(data: bytes) -> None:
-    """decode() returns None or a packet it can encode again, or raises ProtocolError.
+    """decode() returns None or a packet it can encode again, or raises RemoteProtocolError.
 
     Whatever follows a complete packet (or a malformed one) must not change the outcome: the
     codec never reads past the remaining length.
     """
     result = _decode_or_error(data)
-    if isinstance(result, ProtocolError):
+    if isinstance(result, RemoteProtocolError):
         assert result.reason
         assert result.connack_code in (None, 1, 2)
         followed = _decode_or_error(data + b"\x00\xff\x80")
-        assert isinstance(followed, ProtocolError)
+        assert isinstance(followed, RemoteProtocolError)
         assert followed.reason == result.reason
         return
     if result is None:
@@ -150,7 +150,7 @@ def check_stream(data: bytes, chunk: int) -> None:
             decoder.feed(data[start : start + chunk])
             for packet in decoder:
                 encode(packet)
-    except ProtocolError:
+    except RemoteProtocolError:
         pass
 
 

@@ -7,10 +7,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from thinghub.bus.memory import MemoryLocks
+from thinghub.domain.errors import Invalid
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.ports import C2DMessage, DeviceFeed, MethodResult
 from thinghub.services.c2d import C2DService
+from thinghub.storage.memory import memory_stores
 from thinghub.storage.migrate import upgrade
 from thinghub.storage.sql import sql_stores
 from thinghub.storage.sqlite import SqliteDatabase
@@ -82,3 +86,19 @@ async def test_a_send_racing_a_reconnect_delivers_each_message_once(tmp_path: Pa
         assert await stores.c2d.pending("d1") == []
     finally:
         await stores.close()
+
+
+@pytest.mark.parametrize("properties", [{"\ud800": "v"}, {"k": "a\udc00b"}], ids=["name", "value"])
+async def test_a_property_with_a_lone_surrogate_is_refused_and_nothing_queued(
+    properties: dict[str, str],
+) -> None:
+    """Every face sends through here: such a name was a 500 when the message was stored."""
+    stores = memory_stores()
+    links = Links()
+    c2d = C2DService(stores, Clock(), channel=links, locks=MemoryLocks())
+    with pytest.raises(Invalid) as refused:
+        await c2d.send(ADMIN, device(), {"n": 1}, properties)
+    assert refused.value.field == "properties"
+    assert "lone surrogate" in refused.value.message
+    assert await stores.c2d.pending("d1") == []
+    assert links.pushed == []

@@ -58,7 +58,9 @@ async def seeded(*devices: Device, groups: Sequence[dict[str, Any]] = ()) -> Sto
 def registry(stores: Stores) -> Registry:
     n = node(Clock())
     events = EventService(stores, n.bus, Clock(), n.counter)
-    return Registry(stores, Clock(), events, n.bus, presence=n.presence, channel=n.links)
+    return Registry(
+        stores, Clock(), events, n.bus, presence=n.presence, channel=n.links, locks=n.locks
+    )
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.unit.services.node import node
+from thinghub.domain.errors import Invalid
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
@@ -54,7 +56,9 @@ class World:
         clock = FakeClock()
         n = node(clock)
         events = EventService(stores, n.bus, clock, n.counter)
-        registry = Registry(stores, clock, events, n.bus, presence=n.presence, channel=n.links)
+        registry = Registry(
+            stores, clock, events, n.bus, presence=n.presence, channel=n.links, locks=n.locks
+        )
         self.ingest = IngestService(
             stores,
             clock,
@@ -120,6 +124,46 @@ def test_the_limit_follows_the_setting() -> None:
     assert ingest.build(device(), b"[[1]]").body == [[1]]
     assert ingest.build(device(), b"[[[1]]]").body == "[[[1]]]"
     assert ingest.build(device(), b"[[[NaN]]]").body == "[[[NaN]]]"  # the json.loads path
+
+
+@pytest.mark.parametrize("raw", [b'"\\ud800"', b'"a\\udc00b"', b' "\\ud83d" ', b'"\\ud800\\u0041"'])
+def test_a_json_string_with_a_lone_surrogate_is_kept_as_its_text(raw: bytes) -> None:
+    """json.loads turns "\\ud800" into a string with no UTF-8 form; stored as it was, that
+    string failed the database write (a 500 over HTTPS, an unacknowledged PUBLISH and a closed
+    connection over MQTT, so the device resent it for ever). Found by the e2e abuse fuzz."""
+    message = World().ingest.build(device(), raw)
+    assert message.body == raw.decode()
+    orjson.dumps(message.body)  # what the stores do with it
+
+
+async def test_a_lone_surrogate_message_is_stored(world: World) -> None:
+    message = world.ingest.build(device(), b'"\\ud800"')
+    assert await asyncio.wait_for(world.ingest.ingest(device(), message), WAIT_S) is True
+    assert [m.body for m in await world.stored()] == ['"\\ud800"']
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("message_id", "m" * 257, "messageId is 257 characters; at most 256"),
+        ("correlation_id", "c" * 257, "correlationId is 257 characters; at most 256"),
+        ("content_type", "t" * 129, "contentType is 129 characters; at most 128"),
+        ("content_encoding", "e" * 65, "contentEncoding is 65 characters; at most 64"),
+        ("component", "x" * 129, "component is 129 characters; at most 128"),
+        ("message_id", "a\x00b", "messageId holds the NUL character (U+0000)"),
+    ],
+)
+def test_system_properties_the_store_cannot_keep_refuse_the_message(
+    field: str, value: str, why: str
+) -> None:
+    """On PostgreSQL these failed the database write (a 500 over HTTPS; over MQTT the message
+    went unacknowledged and the connection closed). Found by the e2e abuse fuzz."""
+    with pytest.raises(Invalid) as refused:
+        World().ingest.build(device(), b"{}", **{field: value})
+    assert refused.value.message == why
+    at_limit = {"message_id": 256, "correlation_id": 256, "content_type": 128}
+    limit = at_limit.get(field, 64 if field == "content_encoding" else 128)
+    assert World().ingest.build(device(), b"{}", **{field: "v" * limit}).raw == b"{}"
 
 
 def test_deep_binary_payloads_stay_undecoded() -> None:

@@ -52,7 +52,9 @@ def service(max_queued_bytes: int) -> tuple[IngestService, GatedTelemetry]:
         stores,
         Clock(),
         n.bus,
-        Registry(stores, Clock(), events, n.bus, presence=n.presence, channel=n.links),
+        Registry(
+            stores, Clock(), events, n.bus, presence=n.presence, channel=n.links, locks=n.locks
+        ),
         events,
         max_payload_bytes=262_144,
         max_queued_bytes=max_queued_bytes,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from email.utils import formatdate
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from thinghub.domain.clock import format_ts_short, parse_ts
 from thinghub.domain.commands import Command
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import ApiToken, Device, Principal
+from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import TwinSection
 from thinghub.faces._http import OrjsonResponse
 from thinghub.services.core import Services
@@ -162,22 +162,10 @@ def parse_time(value: Any, field: str) -> float:
 
 
 def to_json(value: Any, field: str) -> bytes:
-    """Serialize a request value, or 400: bodies parse with Python's json, which takes NaN and
-    Infinity (orjson would store them as null), integers beyond 64 bits and deeper nesting than
-    storage (orjson) writes."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise errors.Invalid(f"{field} holds {item!r}, which is not a JSON number", field=field)
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
-        raise errors.Invalid(f"{field} cannot be stored: {exc}", field=field) from None
+    """Serialize a request value, or 400 when it cannot be stored as it is (domain/storable:
+    NaN and Infinity, integers beyond 64 bits, lone surrogates, too deep)."""
+    check_storable(value, field)
+    return orjson.dumps(value)
 
 
 def _ts(value: float | None) -> str | None:

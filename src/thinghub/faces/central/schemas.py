@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic.config import JsonDict
 
+from thinghub.domain.dtdl import TEMPLATE_ID
 from thinghub.faces.central.roles import ROLES
-from thinghub.services.templates import TEMPLATE_ID
 
 __all__ = [
     "ApiTokenCreate",

@@ -397,9 +397,21 @@ class _Preparer:
                 )
                 continue
             try:
+                raw = orjson.dumps(entry.values)
+            except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
+                self.rejected.append(
+                    RejectedEntry(
+                        entry.index,
+                        f"{path}.values",
+                        "has a metric name that is not text",
+                        entry.sensor_id,
+                    )
+                )
+                continue
+            try:
                 message = ingest.build(
                     sensor.holder,
-                    orjson.dumps(entry.values),
+                    raw,
                     body=entry.values,
                     is_raw_json=True,
                     component=sensor.component,

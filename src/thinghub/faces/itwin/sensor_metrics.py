@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from thinghub.domain.dtdl import Interface, Primitive
 from thinghub.domain.errors import Invalid
 from thinghub.domain.metrics import (
     METRICS,
@@ -33,7 +34,6 @@ from thinghub.domain.metrics import (
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import Observation
 from thinghub.services.core import Services
-from thinghub.services.templates import Interface, Primitive
 from thinghub.services.units import unit_for_dtdl
 
 if TYPE_CHECKING:  # network.py imports this module
@@ -96,7 +96,7 @@ class SensorMetrics:
         if iface is None:
             return {}
         return {
-            name: unit_for_dtdl(getattr(telemetry, "unit", None))
+            name: unit_for_dtdl(telemetry.unit)
             for name, telemetry in iface.telemetry.items()
             if isinstance(telemetry.schema, Primitive) and telemetry.schema.name in NUMERIC_SCHEMAS
         }

@@ -18,11 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from thinghub.config import Settings
 from thinghub.domain.clock import format_ts, parse_ts
-from thinghub.domain.errors import Conflict, Forbidden, Invalid, TooLarge, Unauthorized
+from thinghub.domain.errors import Conflict, Forbidden, Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import exceeds_depth
 from thinghub.domain.model import Device, DeviceKind, Principal, Retention, Role
-from thinghub.domain.twin import MAX_TWIN_PATCH_BYTES, validate_patch
+from thinghub.domain.storable import check_storable
+from thinghub.domain.twin import check_patch_size, validate_patch
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
@@ -501,14 +502,8 @@ def _desired_patch(properties: dict[str, Any] | None) -> dict[str, Any] | None:
     if properties is None:
         return None
     patch = validate_patch(properties)
-    try:
-        size = len(orjson.dumps(patch))
-    except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits
-        raise Invalid(f"properties: {exc}", field="properties") from None
-    if size > MAX_TWIN_PATCH_BYTES:
-        raise TooLarge(
-            f"properties is {size} bytes; the limit is {MAX_TWIN_PATCH_BYTES}", field="properties"
-        )
+    check_storable(patch, "properties")  # e.g. an integer beyond 64 bits
+    check_patch_size(patch, "properties")
     return patch or None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -19,7 +18,9 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from thinghub.domain.commands import METHOD_NAME_PATTERN
+from thinghub.domain.errors import Invalid
 from thinghub.domain.ids import ID_PATTERN
+from thinghub.domain.storable import check_storable
 
 __all__ = [
     "DeviceCreate",
@@ -34,12 +35,12 @@ __all__ = [
 
 
 def _storable(value: Any) -> Any:
-    # json.loads takes integers of any size; orjson (responses, the store, the MQTT link) does
-    # not, so such a value would otherwise fail later as a 500.
+    # json.loads takes integers of any size, NaN and lone surrogates; storage does not, so
+    # such a value would otherwise fail later as a 500 (or NaN be stored as null).
     try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
-        raise ValueError(str(exc)) from None
+        check_storable(value, "the value")
+    except Invalid as exc:
+        raise ValueError(exc.message) from None
     return value
 
 
@@ -94,7 +95,10 @@ class ModuleCreate(_Body):
 
 class C2DSend(_Body):
     body: JsonValue = None
-    properties: dict[str, StrictStr] = Field(default_factory=dict)
+    # _storable: pydantic lets an object key with a lone surrogate ("\\ud800") through.
+    properties: Annotated[dict[str, StrictStr], AfterValidator(_storable)] = Field(
+        default_factory=dict
+    )
     ttlInSeconds: (
         Annotated[Annotated[StrictInt, Field(ge=1, le=7 * 86400)], BeforeValidator(_whole)] | None
     ) = None

@@ -7,7 +7,8 @@ models below, its capability model is known here, so faces can show its telemetr
 The documents are copied from Azure's public IoT Plug and Play samples
 (github.com/Azure/opendigitaltwins-dtdl, samples: Thermostat;1 and TemperatureController;2).
 
-Parsed once, on first use, with the same parser as device templates.
+Parsed once, on first use, with the same parser as device templates. (The Device
+Information interface the controller names is parser.WELL_KNOWN_INTERFACES'.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from thinghub.services.templates import Interface, parse_template
+from thinghub.domain.dtdl.model import Interface
+from thinghub.domain.dtdl.parser import parse_template
 
 __all__ = ["WELL_KNOWN_MODELS", "well_known_model"]
 
@@ -94,26 +96,6 @@ _THERMOSTAT: dict[str, Any] = {
     ],
 }
 
-_DEVICE_INFORMATION: dict[str, Any] = {
-    "@context": "dtmi:dtdl:context;2",
-    "@id": "dtmi:azure:DeviceManagement:DeviceInformation;1",
-    "@type": "Interface",
-    "displayName": "Device Information",
-    "contents": [
-        {"@type": "Property", "name": name, "schema": schema}
-        for name, schema in (
-            ("manufacturer", "string"),
-            ("model", "string"),
-            ("swVersion", "string"),
-            ("osName", "string"),
-            ("processorArchitecture", "string"),
-            ("processorManufacturer", "string"),
-            ("totalStorage", "double"),
-            ("totalMemory", "double"),
-        )
-    ],
-}
-
 _TEMPERATURE_CONTROLLER: dict[str, Any] = {
     "@context": "dtmi:dtdl:context;2",
     "@id": "dtmi:com:example:TemperatureController;2",
@@ -167,11 +149,7 @@ _TEMPERATURE_CONTROLLER: dict[str, Any] = {
 WELL_KNOWN_MODELS: Mapping[str, Any] = MappingProxyType(
     {
         "dtmi:com:example:Thermostat;1": _THERMOSTAT,
-        "dtmi:com:example:TemperatureController;2": [
-            _TEMPERATURE_CONTROLLER,
-            _THERMOSTAT,
-            _DEVICE_INFORMATION,
-        ],
+        "dtmi:com:example:TemperatureController;2": [_TEMPERATURE_CONTROLLER, _THERMOSTAT],
     }
 )
 

@@ -1,0 +1,155 @@
+"""The device listener's Connection: a closed connection vs our own misuse of the session.
+
+Publishing on a connection that is gone is a normal condition (ConnectionClosed, which the
+hub reports as DeviceOffline); a bad topic, or a publish before the CONNACK, is a bug
+(mqtt.LocalProtocolError) and must never look like an offline device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from thinghub.devices.mqtt_server import Connection, ConnectionClosed, ListenerLimits
+from thinghub.mqtt import (
+    Connack,
+    Connect,
+    ConnectRequested,
+    Disconnect,
+    LocalProtocolError,
+    Publish,
+    decode,
+    encode,
+)
+from thinghub.mqtt.packets import Packet
+
+LIMITS = ListenerLimits(
+    max_connections=10,
+    max_handshakes=10,
+    handshake_timeout_s=5.0,
+    connect_timeout_s=5.0,
+    max_inflight=10,
+    messages_per_s=100.0,
+    bytes_per_s=1e6,
+)
+
+
+class _Sink(asyncio.Transport):
+    """A transport that keeps what is written (asyncio's own base class, no socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.is_closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.is_closed
+
+    def close(self) -> None:
+        self.is_closed = True
+
+    def abort(self) -> None:
+        self.is_closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _NeverFull:
+    is_full = False
+
+    async def wait_for_room(self) -> None:
+        return None
+
+
+class _NoDialects:
+    def dialect_for(self, connect: Connect) -> Any:
+        raise AssertionError("no CONNECT is routed in these tests")
+
+
+_OPEN: list[Connection] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_connections() -> AsyncIterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def _connection() -> tuple[Connection, _Sink]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    sink = _Sink()
+    writer = asyncio.StreamWriter(sink, asyncio.StreamReaderProtocol(reader), reader, loop)
+    conn = Connection(
+        reader, writer, _NoDialects(), "127.0.0.1:1", None, limits=LIMITS, gate=_NeverFull()
+    )
+    _OPEN.append(conn)
+    return conn, sink
+
+
+def _accepted() -> tuple[Connection, _Sink]:
+    conn, sink = _connection()
+    conn.session.receive_data(encode(Connect("dev-1", "hub/dev-1/?api-version=1", b"sas")), 0.0)
+    assert isinstance(conn.session.next_event(), ConnectRequested)
+    conn.session.accept()
+    conn.flush()
+    return conn, sink
+
+
+def _packets(data: bytes | bytearray) -> list[Packet]:
+    out: list[Packet] = []
+    view = bytes(data)
+    while view:
+        result = decode(view)
+        assert result is not None
+        out.append(result[0])
+        view = view[result[1] :]
+    return out
+
+
+async def test_publish_on_an_open_connection_is_written() -> None:
+    conn, sink = _accepted()
+    conn.publish("devices/dev-1/messages/devicebound/", b"hi", 1)
+    assert _packets(sink.data) == [
+        Connack(False, 0),
+        Publish("devices/dev-1/messages/devicebound/", b"hi", 1, packet_id=1),
+    ]
+
+
+async def test_a_closed_connection_raises_connection_closed() -> None:
+    conn, sink = _accepted()
+    conn.close()
+    with pytest.raises(ConnectionClosed):
+        conn.publish("devices/dev-1/messages/devicebound/", b"late", 1)
+    assert _packets(sink.data) == [Connack(False, 0)]
+
+
+async def test_a_session_the_peer_closed_raises_connection_closed() -> None:
+    """The device's DISCONNECT was read (the session is CLOSED) and the read loop has not
+    ended yet: still the normal condition, not a misuse."""
+    conn, _ = _accepted()
+    conn.session.receive_data(encode(Disconnect()), 1.0)
+    conn.session.next_event()
+    assert not conn.closed.is_set()
+    with pytest.raises(ConnectionClosed):
+        conn.publish("devices/dev-1/messages/devicebound/", b"late", 1)
+    assert issubclass(ConnectionClosed, ConnectionError)  # what the read loop logs quietly
+
+
+async def test_misuse_is_a_local_protocol_error_not_a_closed_connection() -> None:
+    conn, _ = _connection()
+    with pytest.raises(LocalProtocolError, match="AWAIT_CONNECT") as before_connack:
+        conn.publish("devices/dev-1/messages/devicebound/", b"early", 1)
+    assert not isinstance(before_connack.value, ConnectionError)
+    conn, _ = _accepted()
+    with pytest.raises(LocalProtocolError, match="topic") as bad_topic:
+        conn.publish("devices/+/messages/devicebound/", b"x", 1)
+    assert not isinstance(bad_topic.value, ConnectionError)

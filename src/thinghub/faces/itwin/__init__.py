@@ -1,10 +1,11 @@
 """The Bentley iTwin IoT (sensemetrics) face: JSON-RPC over TCP and WebSocket, REST, SDE.
 
-docs/faces/itwin.md documents it for users. Registration (`FACE`): the REST API and Sensor
-Data Service at /itwin/api (and /api on `--face-listen itwin=HOST:PORT`), OAuth2 client
-credentials at /connect/token, the socket API over WebSocket at /itwin/ws on the HTTP port,
-and two listeners of its own: `itwin_ws` (WebSocket, path `/`, default port 4201) and
-`itwin_tcp` (plain TCP, 4200), both with TLS when `itwin_tls` is set.
+docs/faces/itwin.md documents it (for users, and under "How it works" its design).
+Registration (`FACE`): the REST API and Sensor Data Service at /itwin/api (and /api on
+`--face-listen itwin=HOST:PORT`), OAuth2 client credentials at /connect/token, the socket API
+over WebSocket at /itwin/ws on the HTTP port, two listeners of its own: `itwin_ws`
+(WebSocket, path `/`, default port 4201) and `itwin_tcp` (plain TCP, 4200), both with TLS
+when `itwin_tls` is set, and the fan-out of live pushes as a worker.
 
 Module by module:
 
@@ -234,9 +235,13 @@ __all__ = [
 
 
 def build(context: FaceContext) -> FaceParts:
-    """The face's REST app, its root routes and its two listeners, over one backend."""
+    """The face's REST app, its root routes, its two listeners and its fan-out worker, over
+    one backend shared by every build (the shared port's and `--face-listen`'s)."""
     settings = context.settings
-    backend = Backend.build(context.services)
+    backend = context.shared.get(FACE_NAME)
+    if not isinstance(backend, Backend):
+        backend = Backend.build(context.services)
+        context.shared[FACE_NAME] = backend
     table = build_table(backend)
 
     def connection(transport: Transport) -> RpcConnection:
@@ -253,23 +258,16 @@ def build(context: FaceContext) -> FaceParts:
             WebSocketRoute("/itwin/ws", websocket),
         ),
         listeners=(
+            WebSocketListener("itwin_ws", settings.host, settings.itwin_ws_port, connection, tls),
             TcpListener("itwin_tcp", settings.host, settings.itwin_tcp_port, connection, tls),
-            # Closed last (listeners close in reverse): then every client is gone, and the
-            # fan-out's feeds with them; close() stops any left.
-            WebSocketListener(
-                "itwin_ws",
-                settings.host,
-                settings.itwin_ws_port,
-                connection,
-                tls,
-                on_close=backend.fanout.close,
-            ),
         ),
+        workers=(backend.fanout,),
     )
 
 
+FACE_NAME = "itwin"
 FACE = Face(
-    name="itwin",
+    name=FACE_NAME,
     prefix="/itwin/api",
     native_prefix="/api",
     build=build,

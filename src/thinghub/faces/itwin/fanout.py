@@ -16,10 +16,11 @@ read has its pushes dropped once its transport's buffer is full (the transport c
 so one slow client never holds the feed or the other clients up. Live delivery is at most
 once, like the bus; the store is the record (getData).
 
-Feeds start with their first subscriber and stop with their last. The pump task is created
-and tracked here and always awaited when its feed stops (and all of them at close()); the
-bus subscription is made inside the pump, which says when it is made, so a subscriber is
-told "acknowledged" only once nothing published after that can be missed.
+Feeds start with their first subscriber and stop with their last. The Fanout is a worker of
+the face (`run` in the server's TaskGroup): each feed's pump task runs in the Fanout's own
+TaskGroup, is cancelled and awaited when its feed stops, and all of them with `stop`. The bus
+subscription is made inside the pump, which says when it is made, so a subscriber is told
+"acknowledged" only once nothing published after that can be missed.
 """
 
 from __future__ import annotations
@@ -111,6 +112,30 @@ class Fanout:
         self.network = network
         self.observations = observations
         self._feeds: dict[tuple[str, str | None], _Feed] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return "itwin.fanout"
+
+    async def run(self) -> None:
+        """Host the feeds' pump tasks until cancelled (the face's worker)."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            self._running.set()
+            try:
+                await asyncio.get_running_loop().create_future()  # until cancelled
+            finally:
+                self._running.clear()
+                self._tasks = None
+                await self.stop()
+
+    async def stop(self) -> None:
+        """Stop every feed (the face is shutting down; subscribers get no more pushes)."""
+        feeds, self._feeds = list(self._feeds.values()), {}
+        for feed in feeds:
+            await _stop(feed)
 
     # -- feeds -----------------------------------------------------------------------------
 
@@ -118,9 +143,12 @@ class Fanout:
         key = (scope.account_id, project)
         feed = self._feeds.get(key)
         if feed is None:
+            await self._running.wait()  # the worker is up (at once, once the server is)
+            if self._tasks is None:  # pragma: no cover - stopped while waiting
+                raise RuntimeError("the iTwin fan-out is not running")
             feed = _Feed(key, scope)
             self._feeds[key] = feed
-            feed.task = asyncio.create_task(
+            feed.task = self._tasks.create_task(
                 self._pump(feed), name=f"itwin.feed[{scope.account_id}/{project or '_'}]"
             )
         feed.users += 1
@@ -134,12 +162,6 @@ class Fanout:
         if self._feeds.get(feed.key) is feed:
             del self._feeds[feed.key]
         await _stop(feed)
-
-    async def close(self) -> None:
-        """Stop every feed (the face is shutting down)."""
-        feeds, self._feeds = list(self._feeds.values()), {}
-        for feed in feeds:
-            await _stop(feed)
 
     @property
     def feeds(self) -> int:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -251,15 +251,12 @@ class WebSocketListener:
         port: int,
         connection: Callable[[WebSocketTransport], RpcConnection],
         tls: ssl.SSLContext | None = None,
-        *,
-        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._name = name
         self.host = host
         self.port = port
         self._connection = connection
         self._tls = tls
-        self._on_close = on_close
         self._server: Server | None = None
 
     @property
@@ -295,8 +292,6 @@ class WebSocketListener:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        if self._on_close is not None:
-            await self._on_close()
 
 
 # -- WebSocket (ASGI, on the HTTP port) -------------------------------------------------------

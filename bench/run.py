@@ -4,8 +4,8 @@ Runs the HTTP part (bench.http), the MQTT part (bench.mqtt), the ux4iot fan-out 
 (bench.ux4iot) and the iTwin part (bench.itwin), or one of them with --only.
 Writes bench/results/latest.json (a part not run keeps its last results there) and rewrites
 the generated sections of docs/performance.md (between the `bench:http`, `bench:mqtt`,
-`bench:ux4iot` and `bench:itwin` markers); the rest of that page is prose kept by hand. Exits 1 with the reason when a
-measurement is invalid (see bench.http and bench.mqtt).
+`bench:ux4iot` and `bench:itwin` markers); the rest of that page is prose kept by hand.
+Exits 1 with the reason when a measurement is invalid (see bench.http and bench.mqtt).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ encoded once, entities created here are core devices, and projects scope what is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,8 +72,15 @@ async def device_with_history(services: Services, count: int, project: str = "p1
 
 
 @pytest.fixture
-def backend(services: Services) -> Backend:
-    return Backend.build(services)
+async def backend(services: Services) -> AsyncIterator[Backend]:
+    """The face's backend with its fan-out worker running, as the server runs it."""
+    built = Backend.build(services)
+    worker = asyncio.create_task(built.fanout.run(), name="itwin.fanout")
+    yield built
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+    assert built.fanout.feeds == 0
 
 
 async def test_get_data_reads_the_store_only_as_the_client_reads(

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from azure.iot.device import Message
 
@@ -34,6 +35,7 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
 from tests.e2e.itwin import (
     Ws,
     bentley_id,
+    device_id,
     node_id,
     register,
     send_telemetry,
@@ -290,3 +292,128 @@ def test_upload_data_shows_on_v1_and_in_a_live_feed(hub: ServerProcess, project:
     finally:
         listener.close()
         uploader.close()
+
+
+def test_subscribe_devices_and_sensors_push_changes_until_unsubscribed(
+    hub: ServerProcess, project: str
+) -> None:
+    """subscribeNodes/Devices/Sensors push the entity on each change with the subscribe id;
+    unsubscribeNodes/Devices/Sensors {id} end them. A second device of the same project is the
+    fence: the feed dispatches events in order, so once its push arrives every push of the
+    first device's later event would have arrived before it."""
+    with hub.client() as api:
+        device, marker = register(api, project), register(api, project)
+    send_telemetry(hub, device, {"T": 1.0})  # its sensor exists from the start
+    ws = Ws(ws_url(hub), hub.admin_token)
+    try:
+        subs = {"nodes": bentley_id(), "devices": bentley_id(), "sensors": bentley_id()}
+        ids = {
+            "nodes": node_id(device["id"]),
+            "devices": device_id(device["id"]),
+            "sensors": sensor_id(device["id"]),
+        }
+        for kind, sub in subs.items():
+            method = "subscribe" + kind.capitalize()
+            ws.send(method, {kind: [ids[kind]], "projectIds": [project]}, sub)
+            assert ws.recv() == {"jsonrpc": "2.0", "id": sub, "result": ACK}
+        fence_sub = bentley_id()
+        ws.send("subscribeSensors", {"sensors": [sensor_id(marker["id"])],
+                                     "projectIds": [project]}, fence_sub)  # fmt: skip
+        assert ws.recv()["result"] == ACK
+
+        send_telemetry(hub, device, {"T": 2.5})
+        seen: dict[int, dict[str, Any]] = {}
+        while subs["devices"] not in seen or subs["sensors"] not in seen:
+            message = ws.recv()
+            seen[message["id"]] = message["result"]["data"]
+        sensor = seen[subs["sensors"]]
+        assert sensor["id"] == ids["sensors"]
+        assert sensor["props"]["LAST_OBSERVATION"]["values"] == [2.5]
+        assert seen[subs["devices"]]["id"] == ids["devices"]
+
+        for kind, sub in subs.items():
+            method = "unsubscribe" + kind.capitalize()
+            answer = ws.call(method, {"id": sub, "projectIds": [project]}, bentley_id())
+            assert answer["result"] == {"unsubscribed": sub}
+        send_telemetry(hub, device, {"T": 3.0})  # no subscription of it is left
+        send_telemetry(hub, marker, {"T": 4.0})
+        after = []
+        while True:
+            message = ws.recv()
+            if message["id"] == fence_sub:
+                break
+            after.append(message)
+        assert [m for m in after if m["id"] in subs.values()] == []
+        gone = ws.call("unsubscribeSensors", {"id": subs["sensors"]}, bentley_id())
+        assert gone["error"]["code"] == -32004
+    finally:
+        ws.close()
+
+
+CENTRAL_VERSION = {"api-version": "2022-07-31"}
+
+
+def test_central_telemetry_arrives_in_the_central_templates_unit(hub: ServerProcess) -> None:
+    """An IoT Central device whose template gives `temperature` the DTDL unit degreeCelsius:
+    its sensor's metric is in C, and telemetry posted on the Central face is pushed in F and
+    read back with getData."""
+    tag = uuid.uuid4().hex[:8]
+    template = f"dtmi:thinghub:itwin:t{tag};1"
+    central = {"Authorization": f"Bearer {hub.admin_token}"}
+    base = f"{hub.http_url}/central/api"
+    body = {
+        "@id": template,
+        "@type": ["ModelDefinition", "DeviceModel"],
+        "displayName": "Boiler",
+        "capabilityModel": {
+            "@id": f"dtmi:thinghub:itwin:t{tag}:cm;1",
+            "@type": "Interface",
+            "contents": [
+                {
+                    "@type": ["Telemetry", "Temperature"],
+                    "name": "temperature",
+                    "schema": "double",
+                    "unit": "degreeCelsius",
+                },  # fmt: skip
+                {
+                    "@type": "Telemetry",
+                    "name": "pressure",
+                    "schema": "double",
+                    "unit": "kilopascal",
+                },  # fmt: skip
+            ],
+        },
+    }
+    with httpx.Client(base_url=base, params=CENTRAL_VERSION, headers=central) as api:
+        response = api.put(f"/deviceTemplates/{template}", json=body)
+        assert response.status_code == 200, response.text
+        core_id = f"boiler-{tag}"
+        response = api.put(
+            f"/devices/{core_id}", json={"displayName": "Boiler", "template": template}
+        )
+        assert response.status_code == 200, response.text
+        sensor = sensor_id(core_id)
+        ws = Ws(ws_url(hub), hub.admin_token)
+        try:
+            metrics = ws.call("getMetrics", {"sensors": [sensor]}, bentley_id())["result"][sensor]
+            units = {m["id"]: m["defaultUnit"] for m in metrics}
+            assert units["temperature"] == "C" and units["pressure"] == "kPa"
+            sub = bentley_id()
+            ws.send(
+                "subscribeData", {"sensors": [sensor], "metric": "temperature", "unit": "F"}, sub
+            )
+            assert ws.recv()["result"] == ACK
+            response = api.post(f"/devices/{core_id}/telemetry",
+                                json={"temperature": 25.0, "pressure": 101.3})  # fmt: skip
+            assert response.status_code == 204, response.text
+            push = ws.recv()
+            assert push["id"] == sub
+            [(stamp, fahrenheit)] = push["result"]["data"].items()
+            assert fahrenheit == 77.0
+            chunks, _ = ws.stream(
+                "getData", {"sensor": sensor, "metric": "pressure", "unit": "psi"}
+            )
+            [(same, psi)] = [item for chunk in chunks for item in chunk["data"].items()]
+            assert same == stamp and abs(psi - 14.692) < 0.001
+        finally:
+            ws.close()

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 import websocket
 
@@ -445,5 +448,99 @@ def test_delta_metrics_against_a_reference_and_over_a_rolling_window(server: Ser
         assert series({"dt": {"value": 60}}, unit="F", limit="last") == {stamps[3]: 7.2}
         bad = ws.call("getData", {**base, "params": {"ZERO_DATE": {"value": 5}}}, 3)["error"]
         assert bad["code"] == -32602 and "params.ZERO_DATE.value" in bad["message"]
+    finally:
+        ws.close()
+
+
+# -- TLS and access tokens ----------------------------------------------------------------------
+
+
+def test_itwin_tls_serves_wss_and_tls_over_tcp_with_the_hub_certificate(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """--itwin-tls: the WebSocket port speaks wss and the TCP port TLS, with the hub's server
+    certificate (trusted through its CA); a plain client gets nothing from either. The code is
+    an access token from /v1/auth/token (client credentials of an API token)."""
+    proc = start_server("--itwin-tls")
+    with proc.client() as api:
+        issued = api.post("/v1/tokens", json={"role": "viewer", "label": "tls"}).json()
+    response = httpx.post(
+        f"{proc.http_url}/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": issued["id"],
+            "client_secret": issued["token"],
+        },  # fmt: skip
+    )
+    assert response.status_code == 200, response.text
+    jwt = response.json()["access_token"]
+    host, ws_port = proc.addresses["itwin_ws"]["host"], proc.addresses["itwin_ws"]["port"]
+    ws = websocket.create_connection(
+        f"wss://{host}:{ws_port}",
+        timeout=RECV_TIMEOUT_S,
+        sslopt={"ca_certs": proc.ca_file, "server_hostname": "localhost"},
+    )
+    try:
+        ws.send(rpc("authenticate", {"code": jwt}, "0"))
+        assert json.loads(ws.recv()) == {"jsonrpc": "2.0", "id": 0, "result": {"nextId": 1}}
+        ws.send(rpc("time", None, 1))
+        assert json.loads(ws.recv())["result"]["time"].endswith("Z")
+    finally:
+        ws.close()
+
+    context = ssl.create_default_context(cafile=proc.ca_file)
+    raw = socket.create_connection(tcp_address(proc), timeout=RECV_TIMEOUT_S)
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall((rpc("authenticate", {"code": jwt}, 0) + rpc("getNodes", {}, 1)).encode())
+        assert json.loads(decodeOneJsonFrame(tls))["result"] == {"nextId": 1}
+        assert isinstance(json.loads(decodeOneJsonFrame(tls))["result"], list)
+
+    # Plain clients are refused: no WebSocket upgrade, no JSON-RPC answer.
+    with pytest.raises((websocket.WebSocketException, ConnectionError, OSError)):
+        websocket.create_connection(f"ws://{host}:{ws_port}", timeout=RECV_TIMEOUT_S).close()
+    with socket.create_connection(tcp_address(proc), timeout=RECV_TIMEOUT_S) as plain:
+        plain.sendall(rpc("authenticate", {"code": jwt}, 0).encode())
+        assert b'"jsonrpc"' not in read_all(plain)
+
+
+# -- updates ------------------------------------------------------------------------------------
+
+
+def test_update_node_and_device_overwrite_the_props_given(server: ServerProcess) -> None:
+    """updateNode and updateDevice mirror create ({node|device, props}): the props named are
+    overwritten, the others kept; NAME of a thinghub device renames it on /v1 too."""
+    tag = uuid.uuid4().hex[:6].upper()
+    project = f"p{tag.lower()}"
+    with server.client() as api:
+        device = register(api, project)
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        node = f"/fn/{tag}/node"
+        old = {"NAME": "Old", "VERSION": "v1", "SITE": "north"}
+        created = ws.call(
+            "createNode", {"node": node, "type": "THREAD", "projectIds": [project], "props": old}, 1
+        )
+        assert created["result"]["id"] == node
+        updated = ws.call(
+            "updateNode", {"node": node, "props": {"NAME": "New", "VERSION": "v2"}}, 2
+        )
+        props = updated["result"]["props"]
+        assert (props["NAME"], props["VERSION"], props["SITE"]) == ("New", "v2", "north")
+        [listed] = ws.call("getNodes", {"nodes": [node]}, 3)["result"]
+        assert (listed["props"]["NAME"], listed["props"]["VERSION"]) == ("New", "v2")
+
+        itwin_device = device_id(device["id"])
+        roof = {"type": "Point", "coordinates": [7.25, 46.5, 510.0]}
+        new = {"NAME": "Renamed", "LOCATION": roof}
+        answer = ws.call("updateDevice", {"device": itwin_device, "props": new}, 4)
+        assert answer.get("result", {}).get("props", {}).get("NAME") == "Renamed", answer
+        [listed] = ws.call("getDevices", {"devices": [itwin_device]}, 5)["result"]
+        assert listed["props"]["NAME"] == "Renamed"
+        assert listed["props"]["LOCATION"]["coordinates"] == [7.25, 46.5, 510.0]
+        with server.client() as api:
+            assert api.get(f"/v1/devices/{device['id']}").json()["tags"]["name"] == "Renamed"
+        missing = ws.call("updateDevice", {"device": f"/fn/{tag}/node/x/Y/device",
+                                           "props": {"NAME": "n"}}, 6)  # fmt: skip
+        assert missing["error"]["code"] == -32004
     finally:
         ws.close()

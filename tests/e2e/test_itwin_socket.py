@@ -287,13 +287,16 @@ def test_create_samples_as_printed_then_list_update_and_subscribe(
         ws.send("subscribeSensors", {"sensors": [sensor], "projectIds": [project]}, sub)
         assert ws.recv()["result"] == {"requestStatus": "acknowledged"}
         props = {"NAME": "Renamed", "ZERO_DATE": "2017-03-01T22:00:00.000Z"}
-        updated = ws.call("updateSensor", {"sensor": sensor, "props": props}, 8)
-        pushes = [updated]
-        while "data" not in pushes[-1].get("result", {}):
-            pushes.append(ws.recv())
-        push = next(p for p in pushes if p.get("id") == sub)
+        ws.send("updateSensor", {"sensor": sensor, "props": props}, 8)
+        # The answer and the push race (the push is the feed's, the answer the request's):
+        # read until both are in, whichever comes first.
+        by_id: dict[Any, dict[str, Any]] = {}
+        while 8 not in by_id or sub not in by_id:
+            message = ws.recv()
+            by_id[message.get("id")] = message
+        push = by_id[sub]
         assert push["result"]["data"]["props"]["NAME"] == "Renamed"
-        result = next(p for p in pushes if p.get("id") == 8)["result"]
+        result = by_id[8]["result"]
         assert result["props"]["NAME"] == "Renamed" and result["props"]["ZERO_DATE"].startswith(
             "2017"
         )

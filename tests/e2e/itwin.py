@@ -173,7 +173,7 @@ def sensor_id(device_id: str, component: str = "default") -> str:
 
 
 def bentley_id() -> int:
-    """An id as Bentley's own client picks them (specs: itwin-socket-protocol §2.3)."""
+    """An id as Bentley's own client picks them (50,000 to 99,999,999)."""
     return random.randint(50_000, 99_999_999)
 
 

@@ -193,7 +193,7 @@ def test_python_tcp_client_with_decode_one_json_frame(
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(RECV_TIMEOUT_S)
     s.connect((host, port))
-    # The handshake and getData back to back, without waiting (specs §2.2).
+    # The handshake and getData back to back, without waiting.
     handshake = json.dumps(
         {
             "jsonrpc": "2.0",

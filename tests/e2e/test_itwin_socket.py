@@ -1,7 +1,7 @@
 """The iTwin socket API's rules, over WebSocket (own port and /itwin/ws) and TCP: ids, errors,
 framing, authentication, entities created and changed, observations and summaries.
 
-specs/itwin-socket-protocol: ids are echoed (numeric strings as numbers), never sequenced;
+As the real clients rely on: ids are echoed (numeric strings as numbers), never sequenced;
 errors are JSON-RPC error objects with the request id; a bad request never closes a
 WebSocket; on TCP, bytes that are no JSON get -32700 and the connection closes; repeated
 failed authentication closes the connection.

@@ -4,7 +4,7 @@ Theory of operation. The adapter (transports.py) reads its socket and hands this
 decoded values in order (framing.FrameDecoder on TCP, one value per WebSocket message), or a
 FrameError for bytes that are no JSON value. `serve` handles them one at a time, so requests
 on one connection run in the order they came (a client may send authenticate and getData
-back to back, specs: itwin-socket-protocol §2.2):
+back to back, as the documented Python TCP client does):
 
 - a call's one answer, and every chunk of a stream, is sent with `Transport.send`, which
   waits until the socket's buffer has room: the next request is read (and a stream's next

@@ -1,6 +1,6 @@
 """JSON-RPC 2.0 messages of the iTwin socket API: requests, ids, errors, results, chunks.
 
-The wire (JSON-RPC 2.0 §4-§5; specs: itwin-socket-protocol §2.3-§2.5):
+The wire (JSON-RPC 2.0 §4-§5, as the real iTwin clients use it):
 - a request is `{"jsonrpc": "2.0", "method", "params"?, "id"?}`; without `id` it is a
   notification and gets no reply. Unknown params (Bentley's client adds `projectIds` to
   everything) are the method's business, not an error here.

@@ -1,7 +1,7 @@
 """The iTwin socket API: every JSON-RPC method, over the face's backend.
 
-Method by method (seed, "Managing Connections" to "Utilities"; specs:
-itwin-socket-protocol §2.3-§2.6):
+Method by method (Bentley's documentation, "Managing Connections" to "Utilities", as the
+real clients use them):
 
 | method | kind | answer |
 | --- | --- | --- |

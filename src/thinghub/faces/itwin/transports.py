@@ -3,7 +3,7 @@ path `/`) and WebSocket at `/itwin/ws` on the HTTP port.
 
 Each adapter turns its socket into the values an RpcConnection serves and into a Transport:
 
-- TCP (specs: itwin-socket-protocol §2.2): requests are JSON objects back to back with no
+- TCP: requests are JSON objects back to back with no
   delimiter, split by framing.FrameDecoder as bytes arrive; replies are compact objects with
   nothing between them (framing.encode_frame). Bytes that are no JSON value get -32700 and
   the connection closes: a byte stream has no point to resynchronise at.

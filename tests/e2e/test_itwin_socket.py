@@ -542,6 +542,10 @@ def test_update_node_and_device_overwrite_the_props_given(server: ServerProcess)
         assert listed["props"]["LOCATION"]["coordinates"] == [7.25, 46.5, 510.0]
         with server.client() as api:
             assert api.get(f"/v1/devices/{device['id']}").json()["tags"]["name"] == "Renamed"
+        # createDevice needs NODE_ID, as createNode needs VERSION.
+        no_node = ws.call("createDevice", {"device": f"/fn/{tag}/node/x/Z/device", "type": "D",
+                                           "props": {"NAME": "n"}}, 7)  # fmt: skip
+        assert no_node["error"]["code"] == -32602 and "NODE_ID" in no_node["error"]["message"]
         missing = ws.call("updateDevice", {"device": f"/fn/{tag}/node/x/Y/device",
                                            "props": {"NAME": "n"}}, 6)  # fmt: skip
         assert missing["error"]["code"] == -32004

@@ -30,6 +30,8 @@ from tests.e2e.edge import (
 from tests.e2e.itwin import Ws, ws_url
 from tests.e2e.server import ServerProcess
 
+pytestmark = pytest.mark.backend_agnostic
+
 WS_TIMEOUT_S = 10
 
 

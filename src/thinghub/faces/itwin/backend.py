@@ -9,12 +9,13 @@ from typing import Final
 
 from thinghub.domain.errors import Forbidden, Unauthorized
 from thinghub.domain.model import Principal
+from thinghub.domain.roles import Permission
 from thinghub.faces.itwin.data import Observations
 from thinghub.faces.itwin.fanout import Fanout
 from thinghub.faces.itwin.network import Network
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
 from thinghub.faces.itwin.writes import EntityWriter
-from thinghub.services.auth import authorize
+from thinghub.services.authz import authorize
 from thinghub.services.core import Services
 
 __all__ = [
@@ -39,7 +40,7 @@ ITWIN_SCOPES: Final = frozenset(
 
 def require(principal: Principal, scopes: Collection[str], *, write: bool = False) -> None:
     """Check that `principal` may do this: with an access token that has scopes, one of
-    `scopes`; when `write`, a role that writes (services.auth.authorize).
+    `scopes`; when `write`, a role that changes devices (services.authz.authorize).
 
     Raises:
         Forbidden: naming the scope or the role.
@@ -49,7 +50,7 @@ def require(principal: Principal, scopes: Collection[str], *, write: bool = Fals
             f"the access token needs the scope {' or '.join(sorted(scopes))}", field="scope"
         )
     if write:
-        authorize(principal, "write")
+        authorize(principal, Permission.DEVICES_WRITE)
 
 
 @dataclass(frozen=True, slots=True)

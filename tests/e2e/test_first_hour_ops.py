@@ -75,6 +75,20 @@ def test_a_busy_port_names_its_listener_and_flag_before_anything_is_created(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_busy_port_of_a_faces_own_listener_is_found_before_anything_is_created(
+    tmp_path: Path, busy_port: int
+) -> None:
+    out = _serve(
+        "--data-dir", str(tmp_path / "d"), "--http-port", "0", "--mqtt-port", "0",
+        "--itwin-ws-port", "0", "--itwin-tcp-port", str(busy_port),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == EXIT_PORT_UNAVAILABLE, out
+    assert f"127.0.0.1:{busy_port}" in out.stderr and "itwin" in out.stderr, out.stderr
+    assert "--itwin-tcp-port" in out.stderr and "THINGHUB_ITWIN_TCP_PORT" in out.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_busy_face_port_names_face_listen(tmp_path: Path, busy_port: int) -> None:
     out = _serve(
         "--data-dir", str(tmp_path / "d"), "--http-port", "0", "--mqtt-port", "0",
@@ -113,7 +127,12 @@ def _loaded(page: str) -> list[str]:
     return parser.urls
 
 
-FACE_DOCS = [("/v1", "ST"), ("/central/api", "Central"), ("/ux4iot", "ux4iot")]
+FACE_DOCS = [
+    ("/v1", "ST"),
+    ("/central/api", "Central"),
+    ("/ux4iot", "ux4iot"),
+    ("/itwin/api", "iTwin"),
+]
 
 
 @pytest.mark.parametrize(("prefix", "name"), FACE_DOCS)
@@ -142,7 +161,7 @@ def test_api_docs_load_everything_from_thinghub_itself(
 
 def test_try_it_out_calls_the_face_prefix(server: ServerProcess) -> None:
     with client(server) as http:
-        for prefix in ("/v1", "/central/api", "/ux4iot"):
+        for prefix, _ in FACE_DOCS:
             document = http.get(f"{prefix}/openapi.json").json()
             assert document["servers"] == [{"url": prefix}], document.get("servers")
         # What Swagger UI's "Try it out" calls: the server URL + a documented path.
@@ -159,16 +178,24 @@ def test_the_docs_index_lists_every_face_and_the_socketio_reference(
         index = http.get("/").json()
         assert index["docs_index"] == "/docs"
         assert index["reference"]["ux4iot"]["Socket.IO reference"] == "/ux4iot/socketio"
+        assert index["reference"]["itwin"]["JSON-RPC reference"] == "/itwin/api/jsonrpc"
         page = http.get("/docs")
         assert page.status_code == 200
         for path in (
             "/v1/docs", "/v1/redoc", "/central/api/docs", "/ux4iot/docs", "/ux4iot/socketio",
+            "/itwin/api/docs", "/itwin/api/jsonrpc",
         ):  # fmt: skip
             assert f'href="{path}"' in page.text, path
         reference = http.get("/ux4iot/socketio")
         assert reference.status_code == 200
         assert "sessionId" in reference.text and "<code>data</code>" in reference.text
         assert "//" not in reference.text
+        rpc = http.get("/itwin/api/jsonrpc")
+        assert rpc.status_code == 200
+        # Rows come from the method table, what `help` answers over the socket.
+        for method in ("authenticate", "help", "getNodes", "subscribeData"):
+            assert f"<code>{method}</code>" in rpc.text, method
+        assert "//" not in rpc.text
 
 
 def test_a_face_on_its_own_port_documents_its_own_root(

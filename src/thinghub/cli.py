@@ -89,6 +89,9 @@ database_option = setting_option("--database", setting="database")
 @cli.command()
 @data_dir_option
 @database_option
+@setting_option("--bus", setting="bus")
+@setting_option("--node-id", setting="node_id")
+@setting_option("--node-lease", "node_lease_s", setting="node_lease_s", type=float)
 @setting_option("--host", setting="host")
 @setting_option("--http-port", setting="http_port", type=int)
 @setting_option("--mqtt-port", setting="mqtt_port", type=int)

@@ -41,7 +41,7 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
 from tests.e2e.helpers_st import create_device, device_sas, post_telemetry
 from tests.e2e.server import ServerProcess
 from tests.e2e.ux4iot import Ux, create_key, live_socket, telemetry_of
-from tests.nats import NatsServer
+from tests.nats_server import NatsServer
 from tests.pg import create_database, drop_database
 
 pytestmark = [

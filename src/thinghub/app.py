@@ -358,8 +358,16 @@ class ThingHub:
                 device = await registry.load(device_id)
                 if device is not None:
                     await registry.set_connected(device, False)
+                    logger.info("device %s disconnected (its node's lease lapsed)", device_id)
 
-            self._loops.append(tasks.create_task(cluster.run(links, lost), name="nats.cluster"))
+            async def found(device_id: str) -> None:  # still here after NATS was away
+                device = await registry.load(device_id)
+                if device is not None and links.get(device_id) is not None:
+                    await registry.set_connected(device, True)
+
+            self._loops.append(
+                tasks.create_task(cluster.run(links, lost, found), name="nats.cluster")
+            )
 
         hub = Hub(
             services,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -130,7 +131,8 @@ class NatsCluster:
         self.presence: NatsPresence
         self.locks: NatsLocks
         self._requests: Subscription | None = None
-        self._reconnected = False
+        self._reconnected = False  # NATS came back: claim this node's devices again
+        self._reconnected_at = -math.inf  # when; the reaper waits a lease after it
 
     @classmethod
     async def connect(cls, url: str, node_id: str, *, lease_s: float) -> NatsCluster:
@@ -148,6 +150,7 @@ class NatsCluster:
             logger.info("nats: reconnected to %s", url)
             if holder:
                 holder[0]._reconnected = True
+                holder[0]._reconnected_at = time.monotonic()
 
         try:
             nc = await nats.connect(
@@ -185,7 +188,9 @@ class NatsCluster:
         self.presence = NatsPresence(
             owners, nodes, self.node_id, self.boot, lease_s=self.lease_s, on_takeover=self._drop
         )
-        self.locks = NatsLocks(locks, self.node_id, MemoryLocks())
+        self.locks = NatsLocks(
+            locks, self.node_id, self.boot, MemoryLocks(), self.presence.is_alive
+        )
         await self.presence.heartbeat()
         await self.bus.start()
         self._requests = await self.nc.subscribe(node_subject(self.node_id))
@@ -203,28 +208,50 @@ class NatsCluster:
         except nats.errors.Error as exc:
             logger.warning("device %s: node %s not told to drop it: %s", device_id, old_node, exc)
 
-    async def run(self, links: LocalLinks, on_lost: Callable[[str], Awaitable[None]]) -> None:
-        """Heartbeat, serve the node's subject, reap lapsed nodes' devices; until cancelled."""
+    async def run(
+        self,
+        links: LocalLinks,
+        on_lost: Callable[[str], Awaitable[None]],
+        on_found: Callable[[str], Awaitable[None]],
+    ) -> None:
+        """Heartbeat, serve the node's subject, reap lapsed nodes' devices; until cancelled.
+
+        `on_lost(device)`: the device's node lapsed and this node removed its ownership (record
+        it Disconnected). `on_found(device)`: after NATS came back, this node claimed a device
+        connected here that had no owner any more (record it Connected again)."""
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._heartbeats(links), name="nats.heartbeat")
+            tasks.create_task(self._heartbeats(links, on_found), name="nats.heartbeat")
             tasks.create_task(self._reaper(on_lost), name="nats.reaper")
             tasks.create_task(self._serve(links, tasks), name="nats.requests")
 
-    async def _heartbeats(self, links: LocalLinks) -> None:
+    async def _heartbeats(
+        self, links: LocalLinks, on_found: Callable[[str], Awaitable[None]]
+    ) -> None:
         while True:
             await asyncio.sleep(self.lease_s / HEARTBEATS_PER_LEASE)
             try:
                 await self.presence.heartbeat()
-                if self._reconnected:  # NATS may have lost what it held: claim again
+                if self._reconnected:  # NATS may have lost what it held, or a reaper took it
                     self._reconnected = False
-                    for device_id in links.device_ids():
-                        await self.presence.claim(device_id, self.node_id)
+                    await self._claim_again(links, on_found)
             except nats.errors.Error as exc:
                 logger.warning("nats: heartbeat of node %s failed: %s", self.node_id, exc)
+
+    async def _claim_again(
+        self, links: LocalLinks, on_found: Callable[[str], Awaitable[None]]
+    ) -> None:
+        for device_id in links.device_ids():
+            if await self.presence.claim(device_id, self.node_id) is None:
+                try:
+                    await on_found(device_id)
+                except Exception:
+                    logger.exception("device %s: recording its connection failed", device_id)
 
     async def _reaper(self, on_lost: Callable[[str], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(self.lease_s / REAPS_PER_LEASE)
+            if time.monotonic() - self._reconnected_at < self.lease_s:
+                continue  # every node gets a whole lease to renew after NATS was away
             try:
                 lost = await self.presence.reap()
             except nats.errors.Error as exc:

@@ -14,10 +14,12 @@ Theory of operation. Three buckets, created by the first node that needs them:
   a lapsed node at the revision it saw: exactly one node in the cluster wins each entry and
   records that device's disconnection; a device that reconnected meanwhile has a newer revision
   and is left alone.
-- `thinghub_locks`: one key per held lock; `create` succeeds for one holder at a time. The
-  bucket's entries expire after LOCK_TTL_S, so a node that dies while holding a lock blocks
-  the others at most that long. When NATS cannot be reached the lock degrades to this node's
-  own lock (logged): the operations it guards are then serialized per node only.
+- `thinghub_locks`: one key per held lock, `{"node", "boot"}` of its holder; `create`
+  succeeds for one holder at a time. A waiter that finds the holder's lease lapsed removes the
+  entry (at the revision it read) and takes the lock, so a node that dies while holding a lock
+  blocks the others about a lease; the bucket's entries also expire after LOCK_TTL_S. When
+  NATS cannot be reached the lock degrades to this node's own lock (logged): the operations
+  it guards are then serialized per node only.
 
 Keys are the values' UTF-8 bytes in unpadded URL-safe base64 (letters, digits, `-`, `_`):
 whatever a device id holds, it is one valid key and one valid subject token.
@@ -61,6 +63,7 @@ OWNERS_BUCKET = "thinghub_owners"
 NODES_BUCKET = "thinghub_nodes"
 LOCKS_BUCKET = "thinghub_locks"
 LOCK_TTL_S = 30.0  # a lock whose holder died frees itself after this long
+LOCK_SLOW_S = 1.0  # a wait this long for a lock is logged
 LOCK_RETRY_MIN_S = 0.002  # first wait for a held lock; doubles (jittered) up to the max
 LOCK_RETRY_MAX_S = 0.1
 ALIVE_CACHE_S = 1.0  # how long one node remembers another's heartbeat entry
@@ -259,10 +262,19 @@ def _parse_owner(value: bytes | None, revision: int | None) -> _Owner | None:
 class NatsLocks:
     """Named locks across the cluster (the Locks port); see the module docstring."""
 
-    def __init__(self, kv: KeyValue, node_id: str, local: MemoryLocks) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        node_id: str,
+        boot: str,
+        local: MemoryLocks,
+        alive: Callable[[str, str], Awaitable[bool]],
+    ) -> None:
         self.kv = kv
         self.node_id = node_id
+        self._holder = orjson.dumps({"node": node_id, "boot": boot})
         self._local = local  # waiters on this node queue here, not in NATS
+        self._alive = alive  # (node, boot) -> whether that run of that node is alive
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
@@ -280,18 +292,44 @@ class NatsLocks:
 
     async def _acquire(self, key: str, name: str) -> int | None:
         delay = LOCK_RETRY_MIN_S
-        deadline = time.monotonic() + LOCK_TTL_S * 2
+        started = time.monotonic()
+        deadline = started + LOCK_TTL_S * 2
+        warned = False
         while True:
             try:
-                return await self.kv.create(key, self.node_id.encode("utf-8"))
+                return await self.kv.create(key, self._holder)
             except nats.errors.Error as exc:
                 if not _wrong_last(exc):
                     logger.warning(
                         "lock %s: NATS unavailable, holding it on this node: %s", name, exc
                     )
                     return None
+            if await self._holder_died(key, name):
+                continue
+            if not warned and time.monotonic() - started >= LOCK_SLOW_S:
+                warned = True
+                logger.warning("lock %s: held elsewhere for over %.0f s", name, LOCK_SLOW_S)
             if time.monotonic() >= deadline:  # the entry should have expired: NATS is amiss
                 logger.warning("lock %s: still held after %.0f s; going on", name, LOCK_TTL_S * 2)
                 return None
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, LOCK_RETRY_MAX_S)
+
+    async def _holder_died(self, key: str, name: str) -> bool:
+        """Whether the lock was held by a node whose lease lapsed; then it is removed (at the
+        revision read, so two waiters cannot both take it)."""
+        try:
+            entry = await self.kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return True  # released meanwhile: try again at once
+        holder = _parse_owner(entry.value, entry.revision)
+        if holder is None or await self._alive(holder.node, holder.boot):
+            return False
+        try:
+            await self.kv.delete(key, last=holder.revision)
+        except nats.errors.Error as exc:
+            if not _wrong_last(exc):
+                raise
+            return True
+        logger.info("lock %s: taken from node %s, whose lease lapsed", name, holder.node)
+        return True

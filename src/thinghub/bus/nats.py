@@ -285,7 +285,7 @@ class NatsCluster:
         except nats.errors.Error as exc:
             logger.warning("nats: leaving the cluster: %s", exc)
         try:
-            await self.nc.drain()
-        except nats.errors.Error as exc:
+            await self.nc.flush(timeout=int(PING_TIMEOUT_S))  # what was published goes out
+        except (nats.errors.Error, TimeoutError) as exc:
             logger.warning("nats: closing: %s", exc)
-            await self.nc.close()
+        await self.nc.close()

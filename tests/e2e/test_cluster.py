@@ -16,6 +16,9 @@ import asyncio
 import json
 import secrets
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -347,3 +350,31 @@ def test_killed_node_loses_its_device_within_the_lease(cluster: Cluster) -> None
                 assert _connection_state(api3, device_id) == "Connected"
             again.send_message(Message('{"back": 1}'))
         wait_for(lambda: _connection_state(app, device_id) == "Disconnected", what="Disconnected")
+
+
+def _serve_fails(tmp_path: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "thinghub", "serve", "--data-dir", str(tmp_path),
+         "--http-port", "0", "--mqtt-port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "thinghub ready" not in done.stdout
+    return done.stderr
+
+
+def test_nats_with_sqlite_is_refused(tmp_path: Path) -> None:
+    err = _serve_fails(tmp_path, "--bus", "nats://127.0.0.1:4222")
+    assert "needs database = postgresql" in err and "SQLite" in err, err
+
+
+def test_an_unreachable_nats_is_named(tmp_path: Path, cluster: Cluster) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{sock.getsockname()[1]}"
+        err = _serve_fails(tmp_path, "--database", cluster.database, "--bus", url)
+    assert f"cannot connect to NATS at {url}" in err, err

@@ -73,7 +73,8 @@ logger = logging.getLogger(__name__)
 LIVE_PREFIX = "thinghub.live."  # + {kind}.{account}.{project|_}.{device}
 NODE_PREFIX = "thinghub.node."  # + the node's key: requests for the devices it holds
 DEFAULT_LEASE_S = 15.0  # a node silent this long has lost its devices
-CONNECT_TIMEOUT_S = 5.0  # the first connection to NATS at start
+CONNECT_TIMEOUT_S = 5.0  # one attempt to connect to NATS
+FIRST_CONNECT_S = 10.0  # at start: NATS unreachable this long stops the node
 RECONNECT_WAIT_S = 1.0  # between attempts after NATS went away (forever)
 PING_TIMEOUT_S = 2.0  # /readyz: a NATS round trip slower than this is "not ready"
 HEARTBEATS_PER_LEASE = 3  # the heartbeat is renewed this often per lease
@@ -137,7 +138,7 @@ class NatsCluster:
     @classmethod
     async def connect(cls, url: str, node_id: str, *, lease_s: float) -> NatsCluster:
         """Connect, open the buckets, announce this node and subscribe. Raises OSError
-        naming the URL when NATS cannot be reached."""
+        naming the URL when NATS cannot be reached within FIRST_CONNECT_S."""
         holder: list[NatsCluster] = []
 
         async def on_error(exc: Exception) -> None:
@@ -152,19 +153,24 @@ class NatsCluster:
                 holder[0]._reconnected = True
                 holder[0]._reconnected_at = time.monotonic()
 
+        nc = Client()
         try:
-            nc = await nats.connect(
-                servers=[url],
-                name=f"thinghub {node_id}",
-                connect_timeout=int(CONNECT_TIMEOUT_S),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=int(RECONNECT_WAIT_S),
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-            )
+            # The client retries forever (it must, once running); the first connection gets
+            # FIRST_CONNECT_S, so a wrong URL stops the start with a message instead.
+            async with asyncio.timeout(FIRST_CONNECT_S):
+                await nc.connect(
+                    servers=[url],
+                    name=f"thinghub {node_id}",
+                    connect_timeout=int(CONNECT_TIMEOUT_S),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=int(RECONNECT_WAIT_S),
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            await nc.close()
             raise OSError(
                 f"bus: cannot connect to NATS at {url}: {exc or type(exc).__name__}"
             ) from exc

@@ -207,6 +207,21 @@ async def test_a_claim_tells_the_previous_owner_to_drop_the_device(
             run.cancel()
 
 
+async def test_resync_puts_back_what_nats_lost_and_drops_what_left(
+    nodes: list[NatsCluster],
+) -> None:
+    a, b, _ = nodes
+    here, gone = f"here-{time.monotonic_ns()}", f"gone-{time.monotonic_ns()}"
+    await a.presence.claim(here, a.node_id)
+    await a.presence.claim(gone, a.node_id)
+    await a.presence.owners.delete(kv_key(here))  # as if NATS lost it, or a reaper took it
+    assert not await b.presence.is_connected(here)
+    assert await a.presence.resync({here}) == [here]  # `here` had lost its entry
+    assert await b.presence.owner(here) == a.node_id
+    assert not await b.presence.is_connected(gone)  # no longer connected to node a
+    assert await a.presence.resync({here}) == []
+
+
 # -- routing -------------------------------------------------------------------------------
 
 

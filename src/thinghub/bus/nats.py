@@ -237,21 +237,18 @@ class NatsCluster:
             await asyncio.sleep(self.lease_s / HEARTBEATS_PER_LEASE)
             try:
                 await self.presence.heartbeat()
-                if self._reconnected:  # NATS may have lost what it held, or a reaper took it
-                    self._reconnected = False
-                    await self._claim_again(links, on_found)
+                if self._reconnected or self.presence.needs_resync:
+                    self._reconnected = False  # NATS may have lost entries, a reaper taken some
+                    await self._resync(links, on_found)
             except nats.errors.Error as exc:
                 logger.warning("nats: heartbeat of node %s failed: %s", self.node_id, exc)
 
-    async def _claim_again(
-        self, links: LocalLinks, on_found: Callable[[str], Awaitable[None]]
-    ) -> None:
-        for device_id in links.device_ids():
-            if await self.presence.claim(device_id, self.node_id) is None:
-                try:
-                    await on_found(device_id)
-                except Exception:
-                    logger.exception("device %s: recording its connection failed", device_id)
+    async def _resync(self, links: LocalLinks, on_found: Callable[[str], Awaitable[None]]) -> None:
+        for device_id in await self.presence.resync(set(links.device_ids())):
+            try:
+                await on_found(device_id)
+            except Exception:
+                logger.exception("device %s: recording its connection failed", device_id)
 
     async def _reaper(self, on_lost: Callable[[str], Awaitable[None]]) -> None:
         while True:

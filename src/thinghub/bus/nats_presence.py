@@ -140,6 +140,7 @@ class NatsPresence:
         self.lease_s = lease_s
         self.on_takeover = on_takeover
         self._alive: dict[str, tuple[str | None, float, float]] = {}  # node: boot, until, read at
+        self.needs_resync = False  # a claim or release could not be recorded
 
     # -- nodes ---------------------------------------------------------------------------
 
@@ -183,33 +184,76 @@ class NatsPresence:
         return _parse_owner(entry.value, entry.revision)
 
     async def claim(self, device_id: str, node_id: str, lease_s: float | None = None) -> str | None:
+        """Make this node the owner. When NATS cannot be reached the device stays connected
+        here, the claim is logged as not recorded, and `resync` makes it when NATS is back."""
         if node_id != self.node_id:
             raise ValueError(f"node {self.node_id!r} cannot claim for node {node_id!r}")
         previous = await self.owner(device_id)
-        await self.owners.put(
-            kv_key(device_id), orjson.dumps({"node": self.node_id, "boot": self.boot})
-        )
+        try:
+            await self.owners.put(
+                kv_key(device_id), orjson.dumps({"node": self.node_id, "boot": self.boot})
+            )
+        except nats.errors.Error as exc:
+            self.needs_resync = True
+            logger.warning("presence: device %s claimed here but not recorded: %s", device_id, exc)
+            return previous
         if previous is not None and previous != self.node_id and self.on_takeover is not None:
             await self.on_takeover(device_id, previous)
         return previous
 
     async def release(self, device_id: str, node_id: str) -> bool:
-        current = await self._entry(device_id)
-        if current is None or current.node != node_id or current.boot != self.boot:
-            return False
         try:
+            current = await self._entry(device_id)
+            if current is None or current.node != node_id or current.boot != self.boot:
+                return False
             await self.owners.delete(kv_key(device_id), last=current.revision)
         except nats.errors.Error as exc:
             if _wrong_last(exc):
                 return False  # claimed by another node meanwhile
-            raise
+            self.needs_resync = True
+            logger.warning("presence: device %s released here but not recorded: %s", device_id, exc)
+            return False
         return True
 
     async def owner(self, device_id: str) -> str | None:
-        current = await self._entry(device_id)
-        if current is None or not await self.is_alive(current.node, current.boot):
+        """The owner node; None when nobody holds the device, its node's lease lapsed, or NATS
+        cannot be reached (then nothing can be routed to it anyway)."""
+        try:
+            current = await self._entry(device_id)
+            if current is None or not await self.is_alive(current.node, current.boot):
+                return None
+        except nats.errors.Error as exc:
+            logger.warning("presence: owner of device %s unknown: %s", device_id, exc)
             return None
         return current.node
+
+    async def resync(self, connected_here: set[str]) -> list[str]:
+        """After NATS was away: claim every device connected here again, and remove this run's
+        entries of devices no longer here. Returns the devices that had lost their entry (a
+        reaper may have recorded them Disconnected)."""
+        self.needs_resync = False
+        mine = {
+            key: owner
+            for key, owner in await self._scan()
+            if owner.node == self.node_id and owner.boot == self.boot
+        }
+        found: list[str] = []
+        for device_id in connected_here:
+            if kv_key(device_id) not in mine:
+                found.append(device_id)
+            await self.owners.put(
+                kv_key(device_id), orjson.dumps({"node": self.node_id, "boot": self.boot})
+            )
+        for key, owner in mine.items():
+            with contextlib.suppress(ValueError):
+                if key_value(key) in connected_here:
+                    continue
+            try:
+                await self.owners.delete(key, last=owner.revision)
+            except nats.errors.Error as exc:
+                if not _wrong_last(exc):
+                    raise
+        return found
 
     async def is_connected(self, device_id: str) -> bool:
         return await self.owner(device_id) is not None

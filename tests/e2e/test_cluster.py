@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
     SERVER_ARGS,
     Inbox,
     Target,
+    closing_client,
     collect_sdk_garbage,
     connected,
     connection_states,
@@ -321,34 +323,78 @@ def test_nats_restart_loses_nothing_acknowledged(cluster: Cluster) -> None:
         )
 
 
-def test_killed_node_loses_its_device_within_the_lease(cluster: Cluster) -> None:
-    one, two, _ = cluster.nodes
+async def test_killed_node_loses_its_device_within_the_lease(cluster: Cluster) -> None:
+    """`kill -9` of node 1 while its device publishes QoS 1: every acknowledged message is
+    stored once, the device shows Disconnected within the lease, comes back through node 2,
+    and a ux4iot socket on node 3 goes on receiving its telemetry."""
+    one, two, three = cluster.nodes
     with cluster.api(1) as app:
         device = _new_device(app, "killed")
         device_id = device["id"]
         client = Target.of(one.addresses).device_client(device)
-        with connected(client):
-            wait_for(lambda: _connection_state(app, device_id) == "Connected", what="Connected")
-            wait_connection_state(app, device_id, "deviceConnected")  # node 1 recorded it
-            killed_at = time.monotonic()
-            one.kill()  # SIGKILL: no goodbye, no disconnect recorded by node 1
-            wait_for(
-                lambda: _connection_state(app, device_id) == "Disconnected",
-                LAPSE_WITHIN_S,
-                interval=0.2,
-                what="Disconnected after node 1 died",
-            )
-            lapsed_s = time.monotonic() - killed_at
-            print(f"Disconnected on node 2 {lapsed_s:.1f} s after node 1 was killed")
-        wait_connection_state(app, device_id, "deviceDisconnected", timeout=LAPSE_WITHIN_S)
-        assert connection_states(app, device_id) == ["deviceConnected", "deviceDisconnected"]
+        acked: list[int] = []
+        stop = threading.Event()
 
-        # The device comes back through node 2 and is Connected again, everywhere.
-        with connected(Target.of(two.addresses).device_client(device)) as again:
-            wait_for(lambda: _connection_state(app, device_id) == "Connected", what="Connected")
-            with cluster.nodes[2].client(cluster.admin_token) as api3:
-                assert _connection_state(api3, device_id) == "Connected"
-            again.send_message(Message('{"back": 1}'))
+        def publish() -> None:  # QoS 1: send_message returns once the PUBACK came
+            n = 0
+            while not stop.is_set():
+                try:
+                    client.send_message(_json_message({"n": n}))
+                except Exception:  # the connection died with node 1
+                    return
+                acked.append(n)
+                n += 1
+
+        key = create_key(three, cluster.admin_token)["key"]
+        with Ux(three.http_url, key) as ux, closing_client(client):
+            client.connect()
+            session = ux.session()
+            async with live_socket(three.http_url, session) as live:
+                assert ux.grant(session, device_id, "telemetry").status_code == 204
+                assert ux.subscribe(session, device_id, "telemetry").status_code == 204
+                wait_for(lambda: _connection_state(app, device_id) == "Connected", what="Connected")
+                wait_connection_state(app, device_id, "deviceConnected")  # node 1 recorded it
+                publisher = threading.Thread(target=publish, name="publisher")
+                publisher.start()
+                try:
+                    wait_for(lambda: len(acked) >= 5, what="messages acknowledged by node 1")
+                    await live.wait(lambda p: p.get("deviceId") == device_id, what="live data")
+                    killed_at = time.monotonic()
+                    one.kill()  # SIGKILL: no goodbye, no disconnect recorded by node 1
+                    wait_for(
+                        lambda: _connection_state(app, device_id) == "Disconnected",
+                        LAPSE_WITHIN_S,
+                        interval=0.2,
+                        what="Disconnected after node 1 died",
+                    )
+                    lapsed_s = time.monotonic() - killed_at
+                    print(f"Disconnected on node 2 {lapsed_s:.1f} s after node 1 was killed")
+                finally:
+                    stop.set()
+                    client.shutdown()  # ends a send still waiting for its PUBACK
+                    publisher.join(30)
+                assert not publisher.is_alive()
+                wait_connection_state(app, device_id, "deviceDisconnected", timeout=LAPSE_WITHIN_S)
+                assert connection_states(app, device_id) == [
+                    "deviceConnected",
+                    "deviceDisconnected",
+                ]
+
+                # Every acknowledged message is stored, once.
+                stored = [t["body"]["n"] for t in telemetries(app, device_id)]
+                assert len(stored) == len(set(stored)), "a message was stored twice"
+                assert set(acked) <= set(stored), sorted(set(acked) - set(stored))
+                print(f"{len(acked)} messages acknowledged by node 1, {len(stored)} stored")
+
+                # The device comes back through node 2; node 3's socket goes on receiving.
+                with connected(Target.of(two.addresses).device_client(device)) as again:
+                    wait_for(
+                        lambda: _connection_state(app, device_id) == "Connected", what="Connected"
+                    )
+                    with three.client(cluster.admin_token) as api3:
+                        assert _connection_state(api3, device_id) == "Connected"
+                    await asyncio.to_thread(again.send_message, _json_message({"back": 1}))
+                    await live.wait(telemetry_of(device_id, back=1), what="telemetry via node 2")
         wait_for(lambda: _connection_state(app, device_id) == "Disconnected", what="Disconnected")
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.nats_server import NatsServer
+from thinghub.bus import nats_presence
 from thinghub.bus.live_codec import decode, encode
 from thinghub.bus.nats import LIVE_PREFIX, NatsCluster
 from thinghub.bus.nats_presence import kv_key
@@ -324,3 +326,36 @@ def _async(check: Any) -> Any:
         return bool(check())
 
     return probe
+
+
+async def test_a_long_hold_is_renewed_past_the_buckets_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued command's method call may hold `command/<id>` for minutes: the holder renews
+    its entry, so the lock stays held past the bucket's TTL (here 1.5 s)."""
+    monkeypatch.setattr(nats_presence, "LOCK_TTL_S", 1.5)
+    with NatsServer(tmp_path / "nats") as server:  # a bucket created with the short TTL
+        a = await NatsCluster.connect(server.url, "a", lease_s=30)
+        b = await NatsCluster.connect(server.url, "b", lease_s=30)
+        try:
+            order: list[str] = []
+
+            async def long_hold() -> None:
+                async with a.locks.hold("command/1"):
+                    order.append("a+")
+                    await asyncio.sleep(4.0)  # more than twice the TTL
+                    order.append("a-")
+
+            async def wait_for_it() -> None:
+                while not order:
+                    await asyncio.sleep(0.01)
+                async with b.locks.hold("command/1"):
+                    order.append("b+")
+
+            async with asyncio.timeout(WITHIN_S), asyncio.TaskGroup() as tasks:
+                tasks.create_task(long_hold())
+                tasks.create_task(wait_for_it())
+            assert order == ["a+", "a-", "b+"]
+        finally:
+            await a.close()
+            await b.close()

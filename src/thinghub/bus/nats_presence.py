@@ -17,7 +17,8 @@ Theory of operation. Three buckets, created by the first node that needs them:
 - `thinghub_locks`: one key per held lock, `{"node", "boot"}` of its holder; `create`
   succeeds for one holder at a time. A waiter that finds the holder's lease lapsed removes the
   entry (at the revision it read) and takes the lock, so a node that dies while holding a lock
-  blocks the others about a lease; the bucket's entries also expire after LOCK_TTL_S. When
+  blocks the others about a lease; the bucket's entries also expire after LOCK_TTL_S (a
+  holder renews its entry while it holds the lock, however long). When
   NATS cannot be reached the lock degrades to this node's own lock (logged): the operations
   it guards are then serialized per node only.
 
@@ -325,19 +326,37 @@ class NatsLocks:
         async with self._local.hold(name):
             key = kv_key(name)
             revision = await self._acquire(key, name)
-            try:
+            if revision is None:  # NATS unavailable: this node's lock only
                 yield
-            finally:
-                if revision is not None:
+                return
+            held = [revision]  # the entry's revision, as renewals move it on
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    renewal = tasks.create_task(self._renew(key, name, held), name="lock.renew")
                     try:
-                        await self.kv.delete(key, last=revision)
-                    except nats.errors.Error as exc:
-                        logger.warning("lock %s: not released (expires by itself): %s", name, exc)
+                        yield
+                    finally:
+                        renewal.cancel()
+            finally:
+                try:
+                    await self.kv.delete(key, last=held[0])
+                except nats.errors.Error as exc:
+                    logger.warning("lock %s: not released (expires by itself): %s", name, exc)
+
+    async def _renew(self, key: str, name: str, held: list[int]) -> None:
+        """Keep a long hold (a queued command's method call) from expiring: rewrite the entry
+        every third of LOCK_TTL_S while it is held."""
+        while True:
+            await asyncio.sleep(LOCK_TTL_S / 3)
+            try:
+                held[0] = await self.kv.update(key, self._holder, last=held[0])
+            except nats.errors.Error as exc:
+                logger.warning("lock %s: not renewed: %s", name, exc)
+                return
 
     async def _acquire(self, key: str, name: str) -> int | None:
         delay = LOCK_RETRY_MIN_S
         started = time.monotonic()
-        deadline = started + LOCK_TTL_S * 2
         warned = False
         while True:
             try:
@@ -353,9 +372,6 @@ class NatsLocks:
             if not warned and time.monotonic() - started >= LOCK_SLOW_S:
                 warned = True
                 logger.warning("lock %s: held elsewhere for over %.0f s", name, LOCK_SLOW_S)
-            if time.monotonic() >= deadline:  # the entry should have expired: NATS is amiss
-                logger.warning("lock %s: still held after %.0f s; going on", name, LOCK_TTL_S * 2)
-                return None
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, LOCK_RETRY_MAX_S)
 

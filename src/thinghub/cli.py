@@ -96,6 +96,9 @@ database_option = setting_option("--database", setting="database")
 @setting_option("--host", setting="host")
 @setting_option("--http-port", setting="http_port", type=int)
 @setting_option("--mqtt-port", setting="mqtt_port", type=int)
+@setting_option("--itwin-ws-port", setting="itwin_ws_port", type=int)
+@setting_option("--itwin-tcp-port", setting="itwin_tcp_port", type=int)
+@setting_option("--itwin-tls/--no-itwin-tls", setting="itwin_tls", default=None)
 @setting_option("--hub-hostname", setting="hub_hostname")
 @setting_option(
     "--hostname",

@@ -80,6 +80,17 @@ def _str_list(value: Any) -> tuple[str, ...]:
     raise ValueError("expected a list or a comma-separated string")
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -146,6 +157,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address every listener binds to."),
     Setting("http_port", _port, 8080, "HTTP port: REST faces and OpenAPI docs (0 = ephemeral)."),
     Setting("mqtt_port", _port, 8883, "MQTT over TLS port for devices and DPS (0 = ephemeral)."),
+    Setting(
+        "itwin_ws_port",
+        _port,
+        4201,
+        "iTwin socket API: JSON-RPC over WebSocket, path / (0 = ephemeral).",
+    ),
+    Setting(
+        "itwin_tcp_port",
+        _port,
+        4200,
+        "iTwin socket API: JSON-RPC over TCP, concatenated JSON objects (0 = ephemeral).",
+    ),
+    Setting(
+        "itwin_tls",
+        _boolean,
+        False,
+        "Serve the iTwin WebSocket and TCP ports with TLS (the hub's server certificate).",
+    ),
     Setting(
         "database",
         _optional_str,
@@ -416,6 +445,9 @@ class Settings:
     host: str
     http_port: int
     mqtt_port: int
+    itwin_ws_port: int
+    itwin_tcp_port: int
+    itwin_tls: bool
     database: str | None
     bus: str | None
     node_id: str | None

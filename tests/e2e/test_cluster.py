@@ -45,6 +45,7 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
     wait_for,
 )
 from tests.e2e.helpers_st import create_device, device_sas, post_telemetry
+from tests.e2e.itwin import Ws, bentley_id, register, send_telemetry, sensor_id, ws_url
 from tests.e2e.server import ServerProcess
 from tests.e2e.ux4iot import Ux, create_key, live_socket, telemetry_of
 from tests.nats_server import NatsServer
@@ -209,6 +210,33 @@ async def test_device_on_node_1_reached_from_node_2_and_live_on_node_3(cluster: 
                         what=f"Disconnected on node {index + 1}",
                     )
         assert connection_states(app, device_id)[-2:] == ["deviceConnected", "deviceDisconnected"]
+
+
+def test_itwin_subscription_on_node_3_gets_data_sent_to_node_1(cluster: Cluster) -> None:
+    """subscribeData on node 3's JSON-RPC WebSocket; the device's telemetry arrives at node 1
+    (HTTPS ingest): the push comes, converted to °F."""
+    one, _, three = cluster.nodes
+    project = f"p{secrets.token_hex(4)}"
+    with cluster.api(1) as api:
+        device = register(api, project)
+    send_telemetry(one, device, {"T": 10.0})  # its sensor and metric exist from now on
+    ws = Ws(ws_url(three), cluster.admin_token)
+    try:
+        request_id = bentley_id()
+        ws.send(
+            "subscribeData",
+            {"sensors": [sensor_id(device["id"])], "metric": "T", "unit": "F",
+             "projectIds": [project]},
+            request_id,
+        )  # fmt: skip
+        answer = ws.recv()
+        assert answer.get("result") == {"requestStatus": "acknowledged"}, answer
+        send_telemetry(one, device, {"T": 20.0})
+        push = ws.recv()
+        assert push["id"] == request_id
+        assert list(push["result"]["data"].values()) == [68.0]
+    finally:
+        ws.close()
 
 
 async def test_subjects_keep_accounts_apart(cluster: Cluster) -> None:

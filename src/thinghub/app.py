@@ -47,6 +47,7 @@ from thinghub.access_log import RequestLog
 from thinghub.binding import ListenAddress, PortUnavailable, bind, probe
 from thinghub.bus.clock import SystemClock
 from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
+from thinghub.bus.nats import NatsBus, NatsCluster
 from thinghub.config import Settings
 from thinghub.devices import http_ingest
 from thinghub.devices.dps import Dps
@@ -96,6 +97,7 @@ __all__ = ["ThingHub", "build_services", "node_id"]
 
 SHUTDOWN_GRACE_S = 10.0  # requests in flight at SIGTERM get this long to finish
 MQTT_BACKLOG = 4096  # device connections the kernel queues (reconnect storms)
+READY_TIMEOUT_S = 2.0  # /readyz: the store and the bus each answer within this
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ def build_services(
             templates=templates,
             max_timeout_s=settings.method_timeout_max_s,
             ttl_s=settings.command_ttl_s,
+            locks=locks,
         ),
         c2d=C2DService(stores, clock, channel=channel, locks=locks, registry=registry),
         templates=templates,
@@ -267,7 +270,7 @@ def _doc_pages(face: Face) -> list[tuple[str, str]]:
 # Keys of the ready line that a face's listener may not take.
 RESERVED_ADDRESSES = frozenset(
     {"http", "mqtt", "faces", "version", "pid", "data_dir", "database", "ca_file", "id_scope",
-     "hub_hostname"}
+     "hub_hostname", "node", "bus"}
 )  # fmt: skip
 
 
@@ -321,7 +324,9 @@ class ThingHub:
         self._listeners: list[Listener] = []  # faces' own listeners, started
         self._workers: list[Worker] = []  # faces' workers, running
         self.mqtt: MqttServer | None = None
-        self.bus: MemoryBus | None = None
+        self.bus: MemoryBus | NatsBus | None = None
+        self.cluster: NatsCluster | None = None
+        self._stores: Stores | None = None
         self._exit = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> ThingHub:
@@ -373,19 +378,36 @@ class ThingHub:
         )
         await asyncio.to_thread(upgrade, s.database_url)
         stores = open_stores(s)
+        self._stores = stores
         clock = SystemClock()
-        presence = MemoryPresence(clock)
-        links = LocalLinks(presence, node_id())
-        self.bus = bus = MemoryBus()
+        me = s.node_id or node_id()
+        bus: Bus
+        presence: Presence
+        channel: DeviceChannel
+        locks: Locks
+        cluster: NatsCluster | None = None
+        if s.bus is not None:  # one of several nodes: shared state and routing over NATS
+            cluster = await NatsCluster.connect(s.bus, me, lease_s=s.node_lease_s)
+            self._exit.push_async_callback(cluster.close)  # after the loops and the store
+            self.cluster = cluster
+            live_bus: MemoryBus | NatsBus = cluster.bus
+            bus, presence, locks = live_bus, cluster.presence, cluster.locks
+            links = LocalLinks(presence, me)
+            channel = cluster.channel(links)
+        else:
+            live_bus = MemoryBus()
+            bus, presence, locks = live_bus, MemoryPresence(clock), MemoryLocks()
+            channel = links = LocalLinks(presence, me)
+        self.bus = live_bus  # closed at shutdown; its subscriptions counted for /metrics
         services = build_services(
             s,
             stores,
             bus=bus,
             clock=clock,
             presence=presence,
-            channel=links,
-            locks=MemoryLocks(),
-            counter=MemoryCounter(),
+            channel=channel,
+            locks=locks,
+            counter=MemoryCounter(),  # per node: see thinghub.bus.nats on sequence numbers
             issuer=ca,
         )
         await stores.start()
@@ -403,7 +425,7 @@ class ThingHub:
                 http_connections=self._http_connections,
                 ingest_queue_bytes=lambda: services.ingest.queued_bytes,
                 ingest_queue_limit_bytes=s.ingest_queue_max_bytes,
-                live_subscriptions=lambda: bus.subscriptions,
+                live_subscriptions=lambda: live_bus.subscriptions,
             )
         )
         services.ingest.on_commit.append(metrics.observe_commit)
@@ -420,6 +442,23 @@ class ThingHub:
             ("twins.watch", services.twins.watch),  # other nodes' twin changes
         ):
             self._loops.append(tasks.create_task(loop(), name=name))
+        if cluster is not None:
+            registry = services.registry
+
+            async def lost(device_id: str) -> None:  # its node's lease lapsed
+                device = await registry.load(device_id)
+                if device is not None:
+                    await registry.set_connected(device, False)
+                    logger.info("device %s disconnected (its node's lease lapsed)", device_id)
+
+            async def found(device_id: str) -> None:  # still here after NATS was away
+                device = await registry.load(device_id)
+                if device is not None and links.get(device_id) is not None:
+                    await registry.set_connected(device, True)
+
+            self._loops.append(
+                tasks.create_task(cluster.run(links, lost, found), name="nats.cluster")
+            )
 
         hub = Hub(
             services,
@@ -480,6 +519,8 @@ class ThingHub:
             ca_file=str(ca.ca_path),
             id_scope=account.id_scope,
             hub_hostname=s.hub_hostname,
+            node=me,
+            bus="nats" if cluster is not None else "memory",
         )
         await self._wait_started()
         # What start-up made lives as long as the process (modules, schemas, the unit
@@ -512,6 +553,7 @@ class ThingHub:
             Route("/", self._index, methods=["GET"]),
             Route("/healthz", self._health, methods=["GET"]),
             Route("/docs", self._docs_page, methods=["GET"]),
+            Route("/readyz", self._ready, methods=["GET"]),
             Route(
                 "/metrics",
                 metrics_route(
@@ -581,6 +623,32 @@ class ThingHub:
 
     async def _health(self, request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
+
+    async def _ready(self, request: Request) -> Response:
+        """Ready when the store answers a query and the bus (NATS, with --bus) a round trip
+        within READY_TIMEOUT_S each: 200, else 503; the body names each part's state."""
+        parts: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                assert self._stores is not None
+                await self._stores.accounts.get_by_name("")
+            parts["store"] = "ok"
+        except Exception as exc:  # any failure means "not ready"; say which
+            parts["store"] = f"unavailable: {type(exc).__name__}"
+        if self.cluster is None:
+            parts["bus"] = "ok (in-process)"
+        else:
+            try:
+                if not self.cluster.is_connected:
+                    raise ConnectionError("disconnected")
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    await self.cluster.ping()
+                parts["bus"] = "ok"
+            except Exception as exc:
+                parts["bus"] = f"unavailable: {type(exc).__name__}"
+        ready = all(v.startswith("ok") for v in parts.values())
+        body = {"status": "ready" if ready else "unavailable", **parts}
+        return OrjsonResponse(body, status_code=200 if ready else 503)
 
     def _face_of(self, path: str) -> str:
         """Which face a path of the shared HTTP port belongs to, for the request log."""

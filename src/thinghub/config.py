@@ -109,6 +109,16 @@ def _optional_url(value: Any) -> str | None:
     return url
 
 
+def _optional_nats_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    url = str(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("expected nats://HOST:PORT (or tls://HOST:PORT)")
+    return url
+
+
 def _log_level(value: Any) -> str:
     level = str(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -193,6 +203,26 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Database URL; empty means SQLite in the data directory, postgresql://... selects "
         "PostgreSQL.",
+    ),
+    Setting(
+        "bus",
+        _optional_nats_url,
+        None,
+        "NATS URL (nats://HOST:4222) that joins this node to a cluster of nodes on one "
+        "PostgreSQL database; empty means the in-process bus (one node). Needs PostgreSQL.",
+    ),
+    Setting(
+        "node_id",
+        _optional_str,
+        None,
+        "This node's name in a cluster (unique per node); empty means HOST:PID.",
+    ),
+    Setting(
+        "node_lease_s",
+        _positive,
+        15.0,
+        "Seconds after a node's last heartbeat that its devices show Disconnected on the other "
+        "nodes (with --bus).",
     ),
     Setting(
         "hub_hostname",
@@ -467,6 +497,9 @@ class Settings:
     itwin_tcp_port: int
     itwin_tls: bool
     database: str | None
+    bus: str | None
+    node_id: str | None
+    node_lease_s: float
     hub_hostname: str
     hostnames: tuple[str, ...]
     admin_token: str | None
@@ -576,4 +609,10 @@ def load_settings(
     }
     _apply(values, from_env, "environment")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.bus is not None and not settings.is_postgres:
+        raise ConfigError(
+            f"bus = {settings.bus!r} needs database = postgresql://...: several nodes share one "
+            "PostgreSQL database, and a SQLite file belongs to one node"
+        )
+    return settings

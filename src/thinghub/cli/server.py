@@ -43,6 +43,9 @@ logger = logging.getLogger("thinghub")
 @click.command()
 @data_dir_option
 @database_option
+@setting_option("--bus", setting="bus")
+@setting_option("--node-id", setting="node_id")
+@setting_option("--node-lease", "node_lease_s", setting="node_lease_s", type=float)
 @setting_option("--host", setting="host")
 @setting_option("--http-port", setting="http_port", type=int)
 @setting_option("--mqtt-port", setting="mqtt_port", type=int)

@@ -373,7 +373,7 @@ def _mqtt_part(args: argparse.Namespace) -> dict[str, Any]:
     print(mqtt.format_table(results))
     misses = mqtt.goal_misses(results)
     if misses:
-        print(f"\nbelow the goals of issue 3: {'; '.join(misses)}")
+        print(f"\nbelow the MQTT goals: {'; '.join(misses)}")
     return {
         "machine": machine,
         "params": params,
@@ -445,7 +445,7 @@ def _itwin_part(args: argparse.Namespace) -> dict[str, Any]:
     print(itwin.format_table(results))
     misses = itwin.goal_misses(results)
     if misses:
-        print(f"\nbelow the goals of issue 9: {'; '.join(misses)}")
+        print(f"\nbelow the iTwin goals: {'; '.join(misses)}")
     return {
         "machine": machine,
         "params": params,

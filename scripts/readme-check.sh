@@ -6,8 +6,8 @@
 #   scripts/readme-check.sh --no-tests install, start, check, stop only
 #
 # The install line ends in `thinghub serve`, which runs until stopped: it runs here with
-# THINGHUB_HTTP_PORT/THINGHUB_MQTT_PORT=0 (ephemeral ports, so a busy 8080 on the CI machine
-# does not matter) and THINGHUB_READY_FILE; once ready, its health, an API docs page and one of
+# every THINGHUB_*_PORT=0 (ephemeral ports, so a busy 8080 on the CI machine does not
+# matter) and THINGHUB_READY_FILE; once ready, its health, an API docs page and one of
 # the docs' script files (served offline) are fetched, then it gets SIGTERM and must exit 0.
 # The copy is the working tree's tracked and untracked-but-not-ignored files.
 set -euo pipefail
@@ -51,8 +51,8 @@ echo "readme-check: install line: $install_line"
 
 ready="$work/ready.json"
 # The line runs in a shell of its own (its own process group: TERM reaches the server).
-THINGHUB_HTTP_PORT=0 THINGHUB_MQTT_PORT=0 THINGHUB_READY_FILE="$ready" \
-  setsid bash -c "$install_line" >"$work/install.out" 2>"$work/install.err" &
+THINGHUB_HTTP_PORT=0 THINGHUB_MQTT_PORT=0 THINGHUB_ITWIN_TCP_PORT=0 THINGHUB_ITWIN_WS_PORT=0 \
+  THINGHUB_READY_FILE="$ready" setsid bash -c "$install_line" >"$work/install.out" 2>"$work/install.err" &
 server_pid=$!
 deadline=$((SECONDS + 600)) # pip downloads and builds every dependency
 while [ ! -s "$ready" ]; do

@@ -42,6 +42,7 @@ from thinghub.config import Settings
 from thinghub.devices import http_ingest
 from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
+from thinghub.devices.ioto import Ioto
 from thinghub.devices.links import LocalLinks
 from thinghub.devices.mqtt_server import ListenerLimits, MqttServer
 from thinghub.devices.router import DeviceRouter
@@ -53,17 +54,29 @@ from thinghub.faces._disconnect import CancelOnDisconnect
 from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
 from thinghub.faces.face import Face, FaceContext, FaceParts, Listener
 from thinghub.http_server import HttpLimits, protocol_class
-from thinghub.ports import Bus, Clock, Counter, DeviceChannel, Locks, Presence, Stores
+from thinghub.ports import (
+    BlobStore,
+    Bus,
+    Clock,
+    Counter,
+    DeviceChannel,
+    Locks,
+    Presence,
+    Stores,
+)
 from thinghub.security.ca import CertificateAuthority
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateIssuer, CertificateService
+from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
+from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
 from thinghub.services.live import LiveService
+from thinghub.services.products import ProductService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
@@ -72,6 +85,8 @@ from thinghub.services.sessions import SessionService
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
 from thinghub.storage import open_stores
+from thinghub.storage.blobs import FileBlobStore
+from thinghub.storage.memory.blobs import MemoryBlobStore
 from thinghub.storage.migrate import upgrade
 
 __all__ = ["ThingHub", "build_services", "node_id"]
@@ -97,8 +112,13 @@ def build_services(
     locks: Locks,
     counter: Counter,
     issuer: CertificateIssuer | None,
+    blobs: BlobStore | None = None,
 ) -> Services:
-    """Every service over the ports it needs, with its limits from `settings`."""
+    """Every service over the ports it needs, with its limits from `settings`.
+
+    `blobs` holds device files; None: in memory (tests and one-shot tools, which never
+    serve files).
+    """
     auth = AuthService(stores, clock, jwt_ttl_s=settings.jwt_ttl_s)
     events = EventService(stores, bus, clock, counter)
     registry = Registry(stores, clock, events, bus, presence=presence, channel=channel, locks=locks)
@@ -117,6 +137,31 @@ def build_services(
     # Device templates (DTDL): telemetry of a templated device must match its template.
     templates = TemplateService(stores, clock, registry)
     ingest.policies.append(templates.policy)
+    certificates = CertificateService(issuer)
+    products = ProductService(stores, clock)
+    claims = ClaimService(
+        stores,
+        clock,
+        registry=registry,
+        products=products,
+        certificates=certificates,
+        channel=channel,
+        locks=locks,
+        cloud_name=settings.ioto_cloud_name,
+        region=settings.ioto_region,
+        hub_hostname=settings.hub_hostname,
+    )
+    files = FileService(
+        stores,
+        MemoryBlobStore() if blobs is None else blobs,
+        clock,
+        claims=claims,
+        registry=registry,
+        region=settings.ioto_region,
+        credentials_ttl_s=settings.ioto_credentials_ttl_s,
+        signed_url_ttl_s=settings.ioto_signed_url_ttl_s,
+        max_file_bytes=settings.ioto_max_file_bytes,
+    )
     return Services(
         auth=auth,
         registry=registry,
@@ -143,13 +188,18 @@ def build_services(
             Retention(
                 telemetry_days=settings.retention_telemetry_days,
                 events_days=settings.retention_events_days,
+                files_days=settings.retention_files_days,
             ),
             interval_s=settings.retention_interval_s,
             batch_rows=settings.retention_batch_rows,
+            files=files,
         ),
-        certificates=CertificateService(issuer),
+        certificates=certificates,
         sessions=SessionService(stores),
         live=LiveService(bus),
+        products=products,
+        claims=claims,
+        files=files,
     )
 
 
@@ -309,6 +359,7 @@ class ThingHub:
             locks=MemoryLocks(),
             counter=MemoryCounter(),
             issuer=ca,
+            blobs=FileBlobStore(s.files_path.resolve()),
         )
         await stores.start()
         self._exit.push_async_callback(stores.close)
@@ -331,17 +382,15 @@ class ThingHub:
         ):
             self._loops.append(tasks.create_task(loop(), name=name))
 
-        hub = Hub(
-            services,
-            links,
-            max_json_depth=s.max_json_depth,
-            connects=ConnectLimiter(s.mqtt_device_connects_per_min, s.mqtt_device_connect_burst),
-        )
+        # One connect budget per client id, whichever dialect it speaks.
+        connects = ConnectLimiter(s.mqtt_device_connects_per_min, s.mqtt_device_connect_burst)
+        hub = Hub(services, links, max_json_depth=s.max_json_depth, connects=connects)
         dps = Dps(
             services.provisioning, s.hub_hostname, clock=clock, max_json_depth=s.max_json_depth
         )
+        ioto = Ioto(services, links, clock=clock, connects=connects)
         mqtt = MqttServer(
-            DeviceRouter(hub, dps),
+            DeviceRouter(hub, dps, ioto),
             ca.server_ssl_context(),
             s.host,
             s.mqtt_port,
@@ -364,6 +413,11 @@ class ThingHub:
         built = [(face, face.build(context)) for face in self.faces]
         http_sock = _bind(s.host, s.http_port)
         self.addresses["http"] = _address(http_sock, "http")
+        # Where devices reach us, now that the ports are known (Ioto register and provision
+        # answers, signed URLs); requests are served only after this.
+        base_url = s.public_url or self.addresses["http"]["url"]
+        services.claims.bind(base_url=base_url, mqtt_port=mqtt_port)
+        services.files.bind(base_url=base_url)
         self._serve(tasks, self._root_app(services, built), http_sock, "http")
         own_ports: dict[str, Any] = {}
         for item in s.face_listen:

@@ -1,4 +1,4 @@
-"""The `thinghub` command: serve, token, account, user, ca."""
+"""The `thinghub` command: serve, token, account, ioto, user, ca."""
 
 from __future__ import annotations
 
@@ -278,6 +278,10 @@ def _days_option(value: str | None) -> float | str | None:
 @click.option(
     "--events-days", help="Days events are kept (0 = forever, `default` = the server's setting)."
 )
+@click.option(
+    "--files-days",
+    help="Days device files are kept (0 = forever, `default` = the server's setting).",
+)
 @data_dir_option
 @database_option
 @click.pass_context
@@ -287,15 +291,20 @@ def account_retention(
     name: str,
     telemetry_days: str | None,
     events_days: str | None,
+    files_days: str | None,
     **options: Any,
 ) -> None:
-    """Show, or with options set, how long an account keeps telemetry and events."""
+    """Show, or with options set, how long an account keeps telemetry, events and files."""
     from thinghub.domain.errors import Error
     from thinghub.domain.model import Retention
 
     settings = _settings(ctx, **options)
     changes: dict[str, Any] = {}
-    for key, raw in (("telemetry_days", telemetry_days), ("events_days", events_days)):
+    for key, raw in (
+        ("telemetry_days", telemetry_days),
+        ("events_days", events_days),
+        ("files_days", files_days),
+    ):
         value = _days_option(raw)
         if value is not None:
             changes[key] = None if value == "default" else value
@@ -313,7 +322,11 @@ def account_retention(
             raise click.ClickException(exc.message) from exc
 
         def days(r: Retention) -> dict[str, float | None]:
-            return {"telemetryDays": r.telemetry_days, "eventsDays": r.events_days}
+            return {
+                "telemetryDays": r.telemetry_days,
+                "eventsDays": r.events_days,
+                "filesDays": r.files_days,
+            }
 
         return {
             "name": acct.name,
@@ -323,6 +336,107 @@ def account_retention(
         }
 
     click.echo(json.dumps(_run(settings, work)))
+
+
+@cli.group()
+def ioto() -> None:
+    """The Embedthis Ioto face."""
+
+
+@ioto.group("product")
+def ioto_product() -> None:
+    """Ioto products: what devices register with (device.json5 `product`)."""
+
+
+account_option = click.option(
+    "--account", default="default", show_default=True, help="Account name."
+)
+
+
+async def _account_id(services: Services, name: str) -> str:
+    acct = await services.auth.find_account(name)
+    if acct is None:
+        if name != "default":
+            raise click.ClickException(f"no account named {name!r}")
+        acct = await services.auth.ensure_account()
+    return acct.id
+
+
+@ioto_product.command("create")
+@click.argument("name")
+@account_option
+@data_dir_option
+@database_option
+@click.pass_context
+def ioto_product_create(ctx: click.Context, /, name: str, account: str, **options: Any) -> None:
+    """Create a product and print its token (shown only once). NAME is also the project its
+    claimed devices go into. The product's id goes to stderr."""
+    from thinghub.domain.errors import Error
+
+    settings = _settings(ctx, **options)
+
+    async def work(services: Services) -> tuple[str, str]:
+        try:
+            product, token = await services.products.create_in(
+                await _account_id(services, account), name
+            )
+        except Error as exc:
+            raise click.ClickException(exc.message) from exc
+        return product.id, token
+
+    product_id, token = _run(settings, work)
+    click.echo(f"product {product_id}", err=True)
+    click.echo(token)
+
+
+@ioto_product.command("list")
+@account_option
+@data_dir_option
+@database_option
+@click.pass_context
+def ioto_product_list(ctx: click.Context, /, account: str, **options: Any) -> None:
+    """List the account's products, one JSON object a line (id, name, createdAt, revokedAt)."""
+    from thinghub.domain.clock import format_ts
+
+    settings = _settings(ctx, **options)
+
+    async def work(services: Services) -> list[dict[str, Any]]:
+        products = await services.products.list_in(await _account_id(services, account))
+        return [
+            {
+                "id": p.id,
+                "name": p.name,
+                "createdAt": format_ts(p.created_at),
+                "revokedAt": None if p.revoked_at is None else format_ts(p.revoked_at),
+            }
+            for p in products
+        ]
+
+    for line in _run(settings, work):
+        click.echo(json.dumps(line))
+
+
+@ioto_product.command("revoke")
+@click.argument("product_id")
+@account_option
+@data_dir_option
+@database_option
+@click.pass_context
+def ioto_product_revoke(
+    ctx: click.Context, /, product_id: str, account: str, **options: Any
+) -> None:
+    """Revoke a product: its token registers no more devices (claimed ones keep working)."""
+    from thinghub.domain.errors import Error
+
+    settings = _settings(ctx, **options)
+
+    async def work(services: Services) -> None:
+        try:
+            await services.products.revoke_in(await _account_id(services, account), product_id)
+        except Error as exc:
+            raise click.ClickException(exc.message) from exc
+
+    _run(settings, work)
 
 
 @cli.group()

@@ -136,8 +136,9 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
     async with httpx.AsyncClient(base_url=base, timeout=DEADLINE_S) as http:
         assert (await http.get("/echo/hello")).text == "hello localhost"
         index = (await http.get("/")).json()
-        assert index["faces"] == {"st": "/v1", "central": "/central/api", "echo": "/echo"}
-        assert index["docs"] == {"st": "/v1/docs", "central": "/central/api/docs"}
+        assert index["faces"] == {**{f.name: f.prefix for f in FACES}, "echo": "/echo"}
+        assert index["faces"]["central"] == "/central/api"
+        assert index["docs"] == {f.name: f.prefix + "/docs" for f in FACES}
         # a path under its prefix that never reaches its app (a control character: no mount
         # takes it) is answered in the face's own error shape
         missing = await http.get("/echo/a%0Ab")

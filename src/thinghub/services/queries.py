@@ -6,8 +6,8 @@ from dataclasses import replace
 from typing import TypeVar
 
 from thinghub.domain.events import Event
-from thinghub.domain.model import Principal
-from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.domain.model import Device, Principal
+from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports import EventQuery, Page, Stores, TelemetryQuery
 
 __all__ = ["QueryService"]
@@ -40,3 +40,12 @@ class QueryService:
     async def events(self, principal: Principal, query: EventQuery) -> Page[Event]:
         scoped = _scoped(principal, query)
         return Page([], None) if scoped is None else await self.stores.events.query(scoped)
+
+    async def device_observations(
+        self, device: Device, metric: str, *, since: float | None, limit: int
+    ) -> list[Observation]:
+        """A device's own values of one metric since `since`, newest first (for the device
+        itself: the Ioto agent's metric/get)."""
+        return await self.stores.telemetry.observations(
+            device.account_id, device.id, metric, since, None, limit
+        )

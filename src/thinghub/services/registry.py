@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -71,6 +71,10 @@ class Registry:
         # Called with a device key after it (and its modules) is deleted, so that other
         # services drop what they cache for it.
         self.on_delete: list[Callable[[str], None]] = []
+        # Awaited with a device (not a module) before it is deleted on any face, so that
+        # services that manage it undo what they hold for it first (an Ioto device is
+        # released: services.claims).
+        self.on_deleting: list[Callable[[Device], Awaitable[None]]] = []
 
     async def load(self, device_id: str) -> Device | None:
         """A device (or module) by key, from the cache when fresh."""
@@ -260,6 +264,8 @@ class Registry:
     async def delete_device(self, principal: Principal, device_id: str) -> None:
         authorize(principal, "write")
         device = await self.get_device(principal, device_id)
+        for hook in self.on_deleting:
+            await hook(device)
         await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
         await self._changed(device, "deleted")

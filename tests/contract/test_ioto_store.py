@@ -4,7 +4,6 @@ of the blob stores: every backend must pass every test here."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -165,8 +164,8 @@ async def test_file_retention_days_round_trip(stores: Stores) -> None:
 
 
 @pytest.fixture(params=["file", "memory"])
-async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    yield FileBlobStore(tmp_path / "files") if request.param == "file" else MemoryBlobStore()
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return FileBlobStore(tmp_path / "files") if request.param == "file" else MemoryBlobStore()
 
 
 async def read_all(blobs: BlobStore, bucket: str, key: str) -> bytes | None:

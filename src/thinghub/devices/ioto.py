@@ -211,7 +211,9 @@ class IotoLink:
         try:
             self.conn.publish(topic, payload, 1)
         except ConnectionClosed as exc:
-            raise DeviceOffline(f"device {self.device_id!r} disconnected", field="deviceId") from exc
+            raise DeviceOffline(
+                f"device {self.device_id!r} disconnected", field="deviceId"
+            ) from exc
 
     def _await_ack(self, payload: bytes) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -221,7 +221,9 @@ class ClaimService:
 
     # -- claim, release, get, find (users) ---------------------------------------------------
 
-    async def claim(self, principal: Principal, claim_id: str, *, test: bool = False) -> ClaimedDevice:
+    async def claim(
+        self, principal: Principal, claim_id: str, *, test: bool = False
+    ) -> ClaimedDevice:
         """Claim a registered device into the caller's account (role claimDevice).
 
         Raises:
@@ -398,7 +400,9 @@ class ClaimService:
             seen = device.last_activity_at
         return ClaimedDevice(registration, product, seen)
 
-    async def _create_device(self, registration: Registration, product: Product, *, created_by: str) -> None:
+    async def _create_device(
+        self, registration: Registration, product: Product, *, created_by: str
+    ) -> None:
         assert registration.account_id is not None
         try:
             await self.registry.register(
@@ -448,7 +452,9 @@ class ClaimService:
             if current is not None and current.generation == registration.generation:
                 await self.stores.claims.put(_accessed(current, now))
 
-    async def provision(self, registration: Registration, claim_id: str) -> Provisioned | ProvisionBlocked:
+    async def provision(
+        self, registration: Registration, claim_id: str
+    ) -> Provisioned | ProvisionBlocked:
         """Issue the device its MQTT certificate, unless it provisioned too often lately.
 
         Raises:
@@ -484,7 +490,9 @@ class ClaimService:
     async def registration(self, claim_id: str) -> Registration | None:
         return await self.stores.claims.get(claim_id)
 
-    async def device_for_certificate(self, client_id: str, der: bytes) -> tuple[Device, Registration]:
+    async def device_for_certificate(
+        self, client_id: str, der: bytes
+    ) -> tuple[Device, Registration]:
         """The device an MQTT client certificate opens: its latest one, while provisioned.
 
         Raises:
@@ -495,14 +503,20 @@ class ClaimService:
             cn, ou = device_identity_of(der)
             fingerprint = fingerprint_sha256(der)
         except ValueError as exc:
-            raise Unauthorized("the client certificate cannot be read", field="certificate") from exc
+            raise Unauthorized(
+                "the client certificate cannot be read", field="certificate"
+            ) from exc
         if cn != client_id:
             raise Unauthorized(f"certificate CN {cn!r} is not the client id", field="clientId")
         current = await self.stores.claims.get(client_id)
         if not claims.accepts_certificate(current, fingerprint) or current is None:
-            raise Unauthorized("the certificate is not the device's current one", field="certificate")
+            raise Unauthorized(
+                "the certificate is not the device's current one", field="certificate"
+            )
         if ou != CERTIFICATE_UNIT_PREFIX + str(current.account_id):
-            raise Unauthorized("the certificate was issued for another account", field="certificate")
+            raise Unauthorized(
+                "the certificate was issued for another account", field="certificate"
+            )
         device = await self.registry.find(client_id)
         if device is None or device.account_id != current.account_id:
             raise Unauthorized("unknown device", field="clientId")

@@ -41,13 +41,13 @@ from thinghub.domain.errors import Invalid, NotFound, TooLarge
 from thinghub.domain.model import Principal
 from thinghub.ports import BlobStore, Clock, Stores
 from thinghub.security import sigv4
-from thinghub.services.auth import authorize
 from thinghub.security.aws_credentials import (
     CredentialError,
     CredentialIssuer,
     OpenedCredentials,
     TemporaryCredentials,
 )
+from thinghub.services.auth import authorize
 from thinghub.services.claims import ClaimService
 from thinghub.services.master_key import load_master_key
 from thinghub.services.registry import Registry

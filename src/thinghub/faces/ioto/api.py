@@ -131,9 +131,7 @@ def _record(found: ClaimedDevice) -> dict[str, Any]:
 
 
 async def _user(request: Request) -> Principal:
-    return await services_of(request).auth.authenticate_header(
-        request.headers.get("authorization")
-    )
+    return await services_of(request).auth.authenticate_header(request.headers.get("authorization"))
 
 
 async def _device(request: Request) -> Any:

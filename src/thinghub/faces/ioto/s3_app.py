@@ -215,7 +215,9 @@ def _error(error: S3Error, path: str, request_id: str) -> Response:
     return Response(body, status_code=error.status, media_type=XML)
 
 
-async def _decoded(chunks: AsyncIterator[bytes], decoder: AwsChunkedDecoder) -> AsyncIterator[bytes]:
+async def _decoded(
+    chunks: AsyncIterator[bytes], decoder: AwsChunkedDecoder
+) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         out = decoder.feed(chunk)
         if out:

@@ -431,6 +431,19 @@ SETTINGS: tuple[Setting, ...] = (
         INGEST_QUEUE_MAX_BYTES,
         "Telemetry bytes queued for storage at most; when full, device sockets are not read.",
     ),
+    Setting(
+        "ux4iot_session_idle_s",
+        _positive,
+        600.0,
+        "A ux4iot session with no socket and no request for this long is gone; its socket "
+        "is refused and the client opens a new session.",
+    ),
+    Setting(
+        "ux4iot_max_sessions",
+        _positive_int,
+        100_000,
+        "Most open ux4iot sessions (POST /session needs no credentials); over it: 429.",
+    ),
 )
 
 
@@ -489,6 +502,8 @@ class Settings:
     ioto_signed_url_ttl_s: float
     ioto_max_file_bytes: int
     ingest_queue_max_bytes: int
+    ux4iot_session_idle_s: float
+    ux4iot_max_sessions: int
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -8,7 +8,8 @@ from thinghub.faces.central import FACE as CENTRAL
 from thinghub.faces.face import Face
 from thinghub.faces.ioto import FACE as IOTO
 from thinghub.faces.st import FACE as ST
+from thinghub.faces.ux4iot import FACE as UX4IOT
 
 __all__ = ["FACES"]
 
-FACES: tuple[Face, ...] = (ST, CENTRAL, IOTO)
+FACES: tuple[Face, ...] = (ST, CENTRAL, IOTO, UX4IOT)

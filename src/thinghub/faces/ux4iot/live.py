@@ -107,7 +107,27 @@ class LiveChannel:
         return socketio.ASGIApp(self.server, socketio_path=None)
 
     async def shutdown(self) -> None:
+        """End every socket (`close_all`), then python-engineio's service task."""
+        await self.close_all()
         await self.server.shutdown()
+
+    async def close_all(self) -> int:
+        """Disconnect every socket the way a deleted session is (a bare DISCONNECT, so the
+        clients open new sessions when the server is back), then close the Engine.IO
+        connections, so no long poll or WebSocket holds the server's shutdown up."""
+        closed = 0
+        for namespace in self.namespaces:
+            for sid, _ in list(self.server.manager.get_participants(namespace, None)):
+                await self.server.disconnect(sid, namespace=namespace)
+                closed += 1
+        if self.server.eio.sockets:  # engineio's disconnect() waits on an empty set otherwise
+            await self.server.eio.disconnect()
+        return closed
+
+    @property
+    def socket_count(self) -> int:
+        """Open Engine.IO connections (for the status route and tests)."""
+        return len(self.server.eio.sockets)
 
     # -- sending -------------------------------------------------------------------------------
 

@@ -51,6 +51,22 @@ LIST_BATCH = 1000
 _PAST = "\U0010ffff"
 
 
+class _BodyTracker:
+    """Wraps an ASGI `receive` to tell whether the whole request body was read."""
+
+    def __init__(self, receive: Receive, scope: Scope) -> None:
+        self._receive = receive
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length", b"0").strip()
+        self.is_consumed = b"transfer-encoding" not in headers and length in (b"0", b"")
+
+    async def receive(self) -> Any:
+        message = await self._receive()
+        if message.get("type") == "http.request" and not message.get("more_body", False):
+            self.is_consumed = True
+        return message
+
+
 class S3App:
     """The endpoint as an ASGI app (mounted at S3_MOUNT on the HTTP port)."""
 
@@ -60,7 +76,8 @@ class S3App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        request = Request(scope, receive)
+        body = _BodyTracker(receive, scope)
+        request = Request(scope, body.receive)
         request_id = secrets.token_hex(8).upper()
         raw_path = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
@@ -77,7 +94,12 @@ class S3App:
         except Error as exc:
             response = _error(s3.from_domain(exc, key=_key_of(path)), path, request_id)
         response.headers[s3.REQUEST_ID_HEADER] = request_id
-        await response(scope, receive, send)
+        if not body.is_consumed:
+            # An answer before the body was read (an error, say): the client may still send
+            # it (botocore waits for `100 Continue`, then gives up on it), so the connection
+            # cannot carry another request. S3 closes it too.
+            response.headers["Connection"] = "close"
+        await response(scope, body.receive, send)
 
     async def _handle(self, request: Request, path: str) -> Response:
         files = self.services.files

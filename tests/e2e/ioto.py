@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as mqtt  # type: ignore[import-untyped]
 
 from tests.e2e.server import ServerProcess
 
@@ -86,7 +86,7 @@ class Agent:
         api = self.provision.get("api", self.builder)
         return httpx.post(
             f"{api}/tok{path}",
-            content=b"" if body is None else json.dumps(body),
+            content=b"" if body is None else body if isinstance(body, bytes) else json.dumps(body),
             headers=bearer(token or self.provision["token"]),
             timeout=DEADLINE_S,
         )
@@ -128,9 +128,7 @@ class AgentMqtt:
         context = ssl.create_default_context(cafile=ca_file)
         context.load_cert_chain(str(cert), str(key))
         context.set_alpn_protocols(["x-amzn-mqtt-ca"])
-        self.client = mqtt.Client(
-            client_id=device_id, clean_session=False, protocol=mqtt.MQTTv311
-        )
+        self.client = mqtt.Client(client_id=device_id, clean_session=False, protocol=mqtt.MQTTv311)
         self.client.tls_set_context(context)
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.connack: queue.Queue[int] = queue.Queue()
@@ -200,10 +198,10 @@ class AgentMqtt:
                 with self._lock:
                     event = self.published.get(info.mid)
                 if event is not None and event.is_set():
-                    return info.mid
+                    return int(info.mid)
                 time.sleep(0.01)
             raise AssertionError(f"no PUBACK for {topic}")
-        return info.mid
+        return int(info.mid)
 
     def service(self, path: str, body: Any) -> int:
         """A device → cloud publish under the rules prefix, e.g. `db/syncDown`."""

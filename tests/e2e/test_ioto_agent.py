@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as mqtt  # type: ignore[import-untyped]
 import pytest
 
 from tests.e2e.ioto import (
@@ -144,8 +144,14 @@ def test_the_agent_registers_is_claimed_provisions_connects_syncs_and_is_release
                     {
                         "cmd": "upsert",
                         "key": "s#mode",
-                        "item": {"key": "mode", "value": "eco", "type": "string",
-                                 "sk": "s#mode", "_type": "Store", "updated": now},
+                        "item": {
+                            "key": "mode",
+                            "value": "eco",
+                            "type": "string",
+                            "sk": "s#mode",
+                            "_type": "Store",
+                            "updated": now,
+                        },
                     },  # fmt: skip
                 ],
             },

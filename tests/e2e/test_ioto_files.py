@@ -69,9 +69,7 @@ def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return str(exc.value.response["Error"]["Code"])
 
 
-def test_signed_put_then_get_then_delete_with_plain_http(
-    agent: Agent, admin: httpx.Client
-) -> None:
+def test_signed_put_then_get_then_delete_with_plain_http(agent: Agent, admin: httpx.Client) -> None:
     did = agent.device_id
     data = b"temperature,21.5\n" * 100
     # the agent's own call: {api}/tok/file/getSignedUrl with `size` as a string
@@ -205,9 +203,7 @@ def test_credentials_and_urls_die_with_a_release(
     assert agent.call("/device/getCreds").status_code == 401
 
 
-def test_credentials_are_refused_after_they_expire(
-    start_server: Any, tmp_path: Path
-) -> None:
+def test_credentials_are_refused_after_they_expire(start_server: Any, tmp_path: Path) -> None:
     server = start_server(env={"THINGHUB_IOTO_CREDENTIALS_TTL_S": "2"})
     with server.client() as admin:
         product = create_product(admin, "ttl-line")

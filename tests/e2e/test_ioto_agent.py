@@ -111,6 +111,14 @@ def test_the_agent_registers_is_claimed_provisions_connects_syncs_and_is_release
             lambda: admin.get(f"/v1/devices/{did}").json()["connectionState"] == "Connected",
             "connected on /v1",
         )
+        # a connection state event, as for Azure-dialect devices
+        connected = poll(
+            lambda: admin.get(
+                "/v1/events", params={"deviceID": did, "eventType": "connection_state_event"}
+            ).json(),
+            "connection_state_event",
+        )
+        assert connected[0]["body"]["state"] == "deviceConnected", connected
         # 6. the agent's wildcard subscriptions are granted (QoS 1); others are refused
         assert link.subscribe_agent(account_id) == (1, 1, 1)
         assert link.subscribe("ioto/device/OTHER/#") == (0x80,)
@@ -223,10 +231,16 @@ def test_the_agent_registers_is_claimed_provisions_connects_syncs_and_is_release
     assert agent.call("/device/provision", {"id": did}).status_code == 401
     assert agent.call("/device/provision", {"id": did}).text == "Authentication failed"
     assert agent.register().json() == {"id": did, "registered": True}
-    poll(
-        lambda: admin.get(f"/v1/devices/{did}").json().get("connectionState") != "Connected",
-        "disconnected on /v1",
+    events = poll(
+        lambda: [
+            e["body"]["state"]
+            for e in admin.get(
+                "/v1/events", params={"deviceID": did, "eventType": "connection_state_event"}
+            ).json()
+        ].count("deviceDisconnected"),
+        "the Disconnected event",
     )
+    assert events >= 1
 
 
 def test_a_second_connection_of_the_device_keeps_its_session_subscriptions(

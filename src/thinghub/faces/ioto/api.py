@@ -1,7 +1,7 @@
 """Routes of the Ioto device API at /ioto/api: register, claim, release, get, find, provision,
 getCreds, getSignedUrl, and the agent's update check.
 
-Every call is a POST with a JSON body (the seed, seeds/002) and a bearer token, whose scheme
+Every call is a POST with a JSON body (as the vendor documents it) and a bearer token, whose scheme
 is matched in any case (the agent sends ``bearer``). Each route answers under its vendor path
 (``/device/claim``) and under ``/tok/...``, where the agent calls its cloud. Three kinds of
 caller:

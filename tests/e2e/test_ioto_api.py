@@ -327,3 +327,49 @@ def test_another_account_cannot_claim_see_or_revoke_products_of_this_one(
             assert response.json() == {"id": agent.device_id, "registered": True}
     # still unclaimed and claimable here
     assert admin.post(f"{API}/device/claim", json={"id": agent.device_id}).status_code == 200
+
+
+@pytest.mark.parametrize("who", ["b-admin", "b-jwt", "a-scoped"])
+def test_every_user_route_refuses_principals_that_must_not_reach_the_device(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any], who: str
+) -> None:
+    """B's admin token, a JWT minted from a B token, and A's admin token limited to another
+    project: A's device is 404 to each on every user route, and nothing of it shows."""
+    agent = registered(server, product)
+    did = agent.device_id
+    claimed = admin.post(f"{API}/device/claim", json={"id": did}).json()
+    if who == "a-scoped":
+        admin.post("/v1/devices", json={"name": "p1dev", "project": "p1-only", "deployment": "d"})
+        made = admin.post("/v1/tokens", json={"role": "admin", "project": "p1-only"}).json()
+        token = made["token"]
+    else:
+        name = f"iso-{uuid.uuid4().hex[:8]}"
+        server.cli("account", "create", name)
+        token = server.cli("token", "create", "--role", "admin", "--account", name)
+        if who == "b-jwt":
+            with server.client(token) as b:
+                made = b.post("/v1/tokens", json={"role": "admin"}).json()
+            issued = httpx.post(
+                f"{server.http_url}/v1/auth/token",
+                data={"grant_type": "client_credentials", "client_id": made["id"],
+                      "client_secret": made["token"]},
+            )  # fmt: skip
+            token = issued.json()["access_token"]
+    with server.client(token) as other:
+        for route in ("get", "release", "claim"):
+            response = other.post(f"{API}/device/{route}", json={"id": did})
+            assert response.status_code == 404, (route, response.text)
+            # the same answer as for an id that never registered: nothing tells them apart
+            ghost = new_id()
+            unknown = other.post(f"{API}/device/{route}", json={"id": ghost})
+            assert unknown.status_code == 404
+            assert response.text.replace(did, "?") == unknown.text.replace(ghost, "?")
+        for body in ({}, {"id": did}, {"productId": product["id"]}):
+            found = other.post(f"{API}/device/find", json=body)
+            assert found.status_code == 200, found.text
+            assert did not in found.text and claimed["accountId"] not in found.text
+    # A's device is as A left it
+    assert (
+        admin.post(f"{API}/device/get", json={"id": did}).json()["accountId"]
+        == (claimed["accountId"])
+    )

@@ -281,7 +281,7 @@ def test_syncdown_sends_desired_properties_set_while_the_device_was_away(
         link.expect_json(f"ioto/device/{did}/sync/SYNCDOWN")
 
 
-def test_a_central_command_reaches_an_ioto_device_as_a_command_row(
+def test_central_commands_properties_and_store_items_of_an_ioto_device(
     server: ServerProcess, admin: httpx.Client, tmp_path: Path
 ) -> None:
     product = create_product(admin, "central-line")
@@ -300,6 +300,27 @@ def test_a_central_command_reaches_an_ioto_device_as_a_command_row(
         row = link.expect_json(f"ioto/device/{did}/sync/UPSERT")
         assert row["_type"] == "Command" and row["command"] == "identify"
         assert row["deviceId"] == did
+        # Store items are reported properties on Central; a Central property patch arrives
+        # as a Store item
+        link.service(
+            "db/syncToDynamo",
+            {"seq": 1, "changes": [{"cmd": "upsert", "key": "s#mode",
+                                    "item": {"key": "mode", "value": "eco", "_type": "Store"}}]},
+        )  # fmt: skip
+        link.expect_json(f"ioto/device/{did}/sync/SYNC")
+        props = admin.get(
+            f"/central/api/devices/{did}/properties/mode", params={"api-version": "2022-07-31"}
+        )
+        assert props.status_code == 200, props.text
+        assert props.json()["value"] == "eco"
+        patched = admin.patch(
+            f"/central/api/devices/{did}/properties/fanSpeed",
+            params={"api-version": "2022-07-31"},
+            json={"value": 3},
+        )
+        assert patched.status_code == 200, patched.text
+        item = link.expect_json(f"ioto/device/{did}/sync/UPSERT")
+        assert item["_type"] == "Store" and item["key"] == "fanSpeed"
 
 
 def test_a_certificate_for_another_client_id_or_without_one_is_refused(
@@ -407,3 +428,31 @@ def test_the_device_and_its_data_stay_in_its_account(
         assert json.dumps(other.get("/v1/devices").json()).find(did) == -1
     # the device is still A's
     assert admin.post("/ioto/api/device/get", json={"id": did}).status_code == 200
+
+
+def test_metric_get_answers_each_statistic_in_plain_text(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    product = create_product(admin, "metric-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        link.subscribe_agent(agent.provision["accountId"])
+        for value in (1, 2, 6):
+            link.service("metric/set", {"metric": "load", "value": value})  # default dimensions
+        seq = iter(range(100, 200))
+
+        def ask(statistic: str, metric: str = "load", dimensions: Any = None) -> str:
+            n = next(seq)
+            body = {"metric": metric, "period": 3600, "statistic": statistic,
+                    "dimensions": dimensions if dimensions is not None else [{"Device": did}]}  # fmt: skip
+            link.publish(f"ioto/service/{did}/metric/get/{n}", body)
+            return link.expect(f"ioto/device/{did}/metric/get/{n}").decode()
+
+        poll(lambda: float(ask("count")) == 3, "three values counted")
+        assert float(ask("sum")) == 9 and float(ask("avg")) == 3
+        assert float(ask("min")) == 1 and float(ask("max")) == 6
+        assert float(ask("current", dimensions={"Device": "${deviceId}"})) in (1, 2, 6)
+        assert ask("avg", metric="never-sent") == "nan"
+        assert float(ask("count", metric="never-sent")) == 0

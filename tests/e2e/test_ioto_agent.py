@@ -296,7 +296,7 @@ def test_central_commands_properties_and_store_items_of_an_ioto_device(
             params={"api-version": "2022-07-31"},
             json={"request": {"seconds": 3}},
         )
-        assert response.status_code in (200, 201), response.text
+        assert response.status_code == 200, response.text
         row = link.expect_json(f"ioto/device/{did}/sync/UPSERT")
         assert row["_type"] == "Command" and row["command"] == "identify"
         assert row["deviceId"] == did
@@ -456,3 +456,48 @@ def test_metric_get_answers_each_statistic_in_plain_text(
         assert float(ask("current", dimensions={"Device": "${deviceId}"})) in (1, 2, 6)
         assert ask("avg", metric="never-sent") == "nan"
         assert float(ask("count", metric="never-sent")) == 0
+
+
+def test_a_second_connection_of_the_same_device_replaces_the_first(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    product = create_product(admin, "twice-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    with agent.mqtt() as first:
+        assert first.connect() == 0
+        first.subscribe_agent(agent.provision["accountId"])
+        with agent.mqtt() as second:
+            assert second.connect() == 0
+            assert first.disconnected.wait(DEADLINE_S), "the old connection stays open"
+            assert second.sync_down()["updated"]
+
+
+def test_the_session_certificate_and_token_survive_a_server_restart(
+    start_server: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server = start_server(data_dir=data)
+    with server.client() as admin:
+        product = create_product(admin, "restart-line")
+        agent = claimed_agent(server, admin, product["token"], tmp_path)
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        assert link.subscribe_agent(agent.provision["accountId"]) == (1, 1, 1)
+    assert server.stop() == 0
+    again = start_server(data_dir=data, admin_token=server.admin_token)
+    agent.server = again
+    agent.provision["port"] = again.mqtt_port
+    agent.provision["api"] = f"{again.http_url}/ioto/api"
+    # the device token still works, and register still says claimed with the same token
+    token = agent.provision["token"]
+    assert agent.register().json()["token"] == token
+    assert agent.call("/device/getCreds").status_code == 200
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        link.sync_down()
+        with again.client() as admin:
+            put = admin.put(f"/v1/devices/{agent.device_id}", json={"properties": {"x": 1}})
+            assert put.status_code == 200, put.text
+        item = link.expect_json(f"ioto/device/{agent.device_id}/sync/UPSERT")
+        assert item["key"] == "x"  # subscriptions kept with the session (clean session 0)
+    again.stop()

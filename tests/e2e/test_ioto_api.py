@@ -290,7 +290,7 @@ def test_device_calls_with_bad_tokens_or_ids_get_the_agents_texts(
             assert response.text == "Authentication failed"
     # provisioning another device id with one's own token
     other = agent.call("/device/provision", {"id": "SOMEONE-ELSE"})
-    assert other.status_code in (403, 404), other.text
+    assert other.status_code == 403, other.text
     assert agent.call("/device/provision", b"{").status_code == 400
     # the update check: no firmware to offer
     update = agent.call("/provision/update", {"id": agent.device_id, "version": "1.0"})
@@ -322,9 +322,8 @@ def test_another_account_cannot_claim_see_or_revoke_products_of_this_one(
         own = create_product(other, "own-line")
         twin = Agent(server, own["token"], agent.device_id)
         response = twin.register()
-        assert response.status_code in (200, 409), response.text
-        if response.status_code == 200:
-            assert response.json() == {"id": agent.device_id, "registered": True}
+        # device ids are global: the claim id is taken by the first product
+        assert response.status_code == 409, response.text
     # still unclaimed and claimable here
     assert admin.post(f"{API}/device/claim", json={"id": agent.device_id}).status_code == 200
 

@@ -115,7 +115,7 @@ def test_signed_put_enforces_size_and_type(agent: Agent, admin: httpx.Client) ->
     assert httpx.put(url, content=b"x" * 11).status_code == 400  # EntityTooLarge
     assert httpx.put(url, content=b"x" * 9).status_code == 400  # shorter than declared
     wrong_type = httpx.put(url, content=b"x" * 10, headers={"Content-Type": "text/plain"})
-    assert wrong_type.status_code in (400, 403), wrong_type.text
+    assert wrong_type.status_code == 400, wrong_type.text
     assert admin.get(f"/v1/devices/{agent.device_id}/files").json() == []
     good = httpx.put(url, content=b"x" * 10)
     assert good.status_code == 200, good.text
@@ -132,7 +132,7 @@ def test_signed_url_bad_requests_get_the_documented_errors(agent: Agent) -> None
     huge = signed_url(agent, "put", "big", size=10**12)
     assert huge.status_code == 413, huge.text
     other = signed_url(agent, "get", "x.txt", id="SOMEONE-ELSE")
-    assert other.status_code in (403, 404), other.text
+    assert other.status_code == 403, other.text
     bad_token = agent.call("/file/getSignedUrl", {"command": "get", "filename": "x"}, token="nope")
     assert bad_token.status_code == 401 and bad_token.text == "Authentication failed"
     assert bad_token.headers["content-type"].startswith("text/plain")
@@ -160,7 +160,7 @@ def test_getcreds_works_with_botocore_on_the_devices_own_files(
     s3.delete_object(Bucket=bucket, Key=f"{did}/one.txt")
     with pytest.raises(ClientError) as missing:
         s3.get_object(Bucket=bucket, Key=f"{did}/one.txt")
-    assert error_code(missing) in ("NoSuchKey", "404")
+    assert error_code(missing) == "NoSuchKey"
 
     # only its own folder: another device's key, the whole bucket, another bucket
     for kwargs in (
@@ -198,8 +198,8 @@ def test_credentials_and_urls_die_with_a_release(
     assert admin.post("/ioto/api/device/release", json={"id": did}).status_code == 200
     with pytest.raises(ClientError) as refused:
         s3.put_object(Bucket=bucket, Key=f"{did}/late.txt", Body=b"x")
-    assert error_code(refused) in ("AccessDenied", "InvalidToken", "ExpiredToken")
-    assert httpx.put(url, content=b"x").status_code in (400, 403)
+    assert error_code(refused) == "AccessDenied"
+    assert httpx.put(url, content=b"x").status_code == 403
     assert agent.call("/device/getCreds").status_code == 401
 
 

@@ -445,8 +445,8 @@ def test_metric_get_answers_each_statistic_in_plain_text(
 
         def ask(statistic: str, metric: str = "load", dimensions: Any = None) -> str:
             n = next(seq)
-            body = {"metric": metric, "period": 3600, "statistic": statistic,
-                    "dimensions": dimensions if dimensions is not None else [{"Device": did}]}  # fmt: skip
+            dims = dimensions if dimensions is not None else [{"Device": did}]
+            body = {"metric": metric, "period": 3600, "statistic": statistic, "dimensions": dims}
             link.publish(f"ioto/service/{did}/metric/get/{n}", body)
             return link.expect(f"ioto/device/{did}/metric/get/{n}").decode()
 

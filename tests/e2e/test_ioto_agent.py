@@ -501,3 +501,44 @@ def test_the_session_certificate_and_token_survive_a_server_restart(
         item = link.expect_json(f"ioto/device/{agent.device_id}/sync/UPSERT")
         assert item["key"] == "x"  # subscriptions kept with the session (clean session 0)
     again.stop()
+
+
+def test_store_set_removes_and_other_tables(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """store/set (sync off) is a reported property; a `remove` change deletes one; a change
+    to another table is kept as a telemetry message; an oversized payload is refused alone."""
+    product = create_product(admin, "store-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        link.subscribe_agent(agent.provision["accountId"])
+        link.service("store/set", {"key": "door", "value": "open", "type": "string"})
+        link.service("store/set", {"key": "lux", "value": 12.5, "type": "number"})
+        poll(lambda: "lux" in admin.get(f"/v1/devices/{did}/twin").json()["properties"]
+             ["reported"], "lux reported")  # fmt: skip
+        reported = admin.get(f"/v1/devices/{did}/twin").json()["properties"]["reported"]
+        assert reported["door"] == "open" and reported["lux"] == 12.5
+        link.service(
+            "db/syncToDynamo",
+            {"seq": 3, "changes": [
+                {"cmd": "remove", "key": "s#door", "item": {"key": "door", "_type": "Store"}},
+                {"cmd": "create", "key": "log#1",
+                 "item": {"_type": "Log", "message": "boot", "sk": "log#1"}},
+            ]},
+        )  # fmt: skip
+        ack = link.expect_json(f"ioto/device/{did}/sync/SYNC")
+        assert ack["seq"] == 3 and sorted(ack["keys"]) == ["log#1", "s#door"]
+        reported = admin.get(f"/v1/devices/{did}/twin").json()["properties"]["reported"]
+        assert "door" not in reported and reported["lux"] == 12.5
+        kept = poll(
+            lambda: admin.get("/v1/telemetries", params={"deviceID": did}).json(),
+            "the Log row as telemetry",
+        )
+        assert kept[0]["body"]["model"] == "Log" and kept[0]["body"]["item"]["message"] == "boot"
+        # over 128 KiB: refused (recorded), acknowledged, the connection stays up
+        link.service("metric/set", {"metric": "big", "value": 1, "pad": "x" * 140_000})
+        assert link.sync_down()["updated"]
+        bodies = [t["body"] for t in admin.get("/v1/telemetries", params={"deviceID": did}).json()]
+        assert all("big" not in body for body in bodies)

@@ -372,3 +372,23 @@ def test_every_user_route_refuses_principals_that_must_not_reach_the_device(
         admin.post(f"{API}/device/get", json={"id": did}).json()["accountId"]
         == (claimed["accountId"])
     )
+
+
+def test_the_face_on_its_own_port_answers_at_the_root_and_at_api(start_server: Any) -> None:
+    server = start_server("--face-listen", "ioto=127.0.0.1:0")
+    with server.client() as admin:
+        product = create_product(admin, "own-port")
+    own = server.addresses["faces"]["ioto"]["url"]
+    for prefix in ("", "/api"):
+        device_id = new_id()
+        response = httpx.post(
+            f"{own}{prefix}/device/register",
+            json={"id": device_id},
+            headers=bearer(product["token"]),
+        )
+        assert response.status_code == 200, (prefix, response.text)
+        assert response.json() == {"id": device_id, "registered": True}
+        missing = httpx.post(f"{own}{prefix}/device/nothing", json={})
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("text/plain")
+    server.stop()

@@ -392,3 +392,14 @@ def test_the_face_on_its_own_port_answers_at_the_root_and_at_api(start_server: A
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("text/plain")
     server.stop()
+
+
+def test_deleting_the_device_on_v1_releases_it(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any], tmp_path: Path
+) -> None:
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    assert admin.delete(f"/v1/devices/{did}").status_code == 204
+    assert agent.register().json() == {"id": did, "registered": True}
+    assert agent.call("/device/getCreds").status_code == 401
+    assert admin.post(f"{API}/device/get", json={"id": did}).status_code == 404

@@ -194,6 +194,7 @@ def test_credentials_and_urls_die_with_a_release(
     server: ServerProcess, agent: Agent, creds: dict[str, Any], s3: BaseClient, admin: httpx.Client
 ) -> None:
     bucket, did = agent.provision["accountId"], agent.device_id
+    s3.put_object(Bucket=bucket, Key=f"{did}/early.txt", Body=b"e")
     url = signed_url(agent, "put", "late.txt", size=1).json()
     assert admin.post("/ioto/api/device/release", json={"id": did}).status_code == 200
     with pytest.raises(ClientError) as refused:
@@ -201,6 +202,9 @@ def test_credentials_and_urls_die_with_a_release(
     assert error_code(refused) == "AccessDenied"
     assert httpx.put(url, content=b"x").status_code == 403
     assert agent.call("/device/getCreds").status_code == 401
+    # claimed again: nothing of the old claim's files follows it
+    assert admin.post("/ioto/api/device/claim", json={"id": did}).status_code == 200
+    assert admin.get(f"/v1/devices/{did}/files").json() == []
 
 
 def test_credentials_are_refused_after_they_expire(start_server: Any, tmp_path: Path) -> None:

@@ -542,3 +542,28 @@ def test_store_set_removes_and_other_tables(
         assert link.sync_down()["updated"]
         bodies = [t["body"] for t in admin.get("/v1/telemetries", params={"deviceID": did}).json()]
         assert all("big" not in body for body in bodies)
+
+
+def test_azure_and_ioto_certificates_open_only_their_own_dialect(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """An Ioto certificate with an IoT Hub user name is refused by the hub dialect, and an
+    Azure device's X.509 certificate without a user name is no Ioto certificate."""
+    product = create_product(admin, "dialect-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    with agent.mqtt() as link:
+        link.client.username_pw_set(f"localhost/{did}/?api-version=2021-04-12")
+        assert link.connect() == mqtt.CONNACK_REFUSED_NOT_AUTHORIZED
+    created = admin.post("/v1/devices", json={"name": "az", "project": "az", "deployment": "d"})
+    assert created.status_code == 200, created.text
+    azure_id = created.json()["id"]
+    issued = admin.post(f"/v1/devices/{azure_id}/certificates")
+    assert issued.status_code == 201, issued.text
+    folder = tmp_path / "azure"
+    folder.mkdir()
+    (folder / "device.crt").write_text(issued.json()["certificate"])
+    (folder / "device.key").write_text(issued.json()["privateKey"])
+    azure = Agent(server, product["token"], azure_id, dict(agent.provision), folder)
+    with azure.mqtt() as link:
+        assert link.connect() == mqtt.CONNACK_REFUSED_NOT_AUTHORIZED

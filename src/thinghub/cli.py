@@ -152,7 +152,35 @@ async def _serve(settings: Settings) -> None:
             )
         await stop.wait()
         logger.info("shutting down")
+        watchdog = asyncio.create_task(_report_slow_shutdown(), name="shutdown.watchdog")
+    watchdog.cancel()
     logger.info("stopped")
+
+
+SLOW_SHUTDOWN_S = 15.0  # a shutdown still running after this long logs what it waits for
+
+
+async def _report_slow_shutdown() -> None:
+    """Log the stack of every task still pending when shutdown takes too long, so a hang
+    names what it waits on (and again while it lasts); a blocked loop is caught by
+    faulthandler's thread dump instead."""
+    import faulthandler
+    import io
+
+    faulthandler.dump_traceback_later(SLOW_SHUTDOWN_S * 2, exit=False)
+    try:
+        while True:
+            await asyncio.sleep(SLOW_SHUTDOWN_S)
+            me = asyncio.current_task()
+            for task in asyncio.all_tasks():
+                if task is not me:
+                    out = io.StringIO()
+                    task.print_stack(file=out)
+                    logger.warning(
+                        "shutdown still waits on %s:\n%s", task.get_name(), out.getvalue()
+                    )
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:

@@ -120,8 +120,13 @@ class LiveChannel:
             for sid, _ in list(self.server.manager.get_participants(namespace, None)):
                 await self.server.disconnect(sid, namespace=namespace)
                 closed += 1
-        if self.server.eio.sockets:  # engineio's disconnect() waits on an empty set otherwise
-            await self.server.eio.disconnect()
+        # Not eio.disconnect(): it closes with wait=True, which waits for each socket's queue
+        # to drain, i.e. for a long-polling client to come back for it; a client that is gone
+        # (or a WebSocket whose writer already ended) made that wait for ever at shutdown.
+        eio = self.server.eio
+        for socket in list(eio.sockets.values()):
+            await socket.close(wait=False)  # queues CLOSE for whoever still reads
+        eio.sockets.clear()
         return closed
 
     @property

@@ -188,10 +188,10 @@ class AgentMqtt:
             f"ioto/device/{self.device_id}/#", "ioto/account/all/#", f"ioto/account/{account_id}/#"
         )
 
-    def publish(self, topic: str, body: Any, *, wait: bool = True) -> int:
-        """Publish QoS 1; with `wait`, until the PUBACK."""
+    def publish(self, topic: str, body: Any, *, wait: bool = True, qos: int = 1) -> int:
+        """Publish (QoS 1, as the agent does); with `wait`, until the PUBACK."""
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.client.publish(topic, payload, qos=qos)
         if wait:
             deadline = time.monotonic() + DEADLINE_S
             while time.monotonic() < deadline:

@@ -228,3 +228,30 @@ def test_credentials_are_refused_after_they_expire(start_server: Any, tmp_path: 
     client.close()
     assert code == "ExpiredToken"
     server.stop()
+
+
+def test_v1_lists_pages_reads_and_deletes_device_files_by_role(
+    server: ServerProcess, agent: Agent, s3: BaseClient, admin: httpx.Client
+) -> None:
+    bucket, did = agent.provision["accountId"], agent.device_id
+    names = ["a.txt", "b/c.txt", "d.txt"]
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=f"{did}/{name}", Body=name.encode())
+    first = admin.get(f"/v1/devices/{did}/files", params={"limit": 2})
+    assert [f["name"] for f in first.json()] == names[:2]
+    cursor = first.headers["x-continuation-token"]
+    rest = admin.get(f"/v1/devices/{did}/files", params={"limit": 2, "continuationToken": cursor})
+    assert [f["name"] for f in rest.json()] == names[2:]
+    assert "x-continuation-token" not in rest.headers
+    assert admin.get(f"/v1/devices/{did}/files", params={"limit": 0}).status_code == 400
+    assert admin.get(f"/v1/devices/{did}/files/b/c.txt").content == b"b/c.txt"
+    assert admin.get(f"/v1/devices/{did}/files/nope.txt").status_code == 404
+    viewer_token = admin.post("/v1/tokens", json={"role": "viewer"}).json()["token"]
+    with server.client(viewer_token) as viewer:
+        assert viewer.get(f"/v1/devices/{did}/files").status_code == 200
+        assert viewer.delete(f"/v1/devices/{did}/files/a.txt").status_code == 403
+    assert admin.delete(f"/v1/devices/{did}/files/a.txt").status_code == 204
+    assert [f["name"] for f in admin.get(f"/v1/devices/{did}/files").json()] == names[1:]
+    with pytest.raises(ClientError) as gone:
+        s3.get_object(Bucket=bucket, Key=f"{did}/a.txt")
+    assert error_code(gone) == "NoSuchKey"

@@ -157,6 +157,16 @@ def test_getcreds_works_with_botocore_on_the_devices_own_files(
         "one.txt",
         "dir/two.json",
     }
+    head = s3.head_object(Bucket=bucket, Key=f"{did}/dir/two.json")
+    etag = hashlib.md5(b'{"a":1}').hexdigest()
+    assert head["ContentLength"] == 7 and head["ETag"] == f'"{etag}"'
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{did}/", PaginationConfig={"PageSize": 1}
+    )
+    assert [o["Key"] for page in pages for o in page.get("Contents", [])] == [
+        f"{did}/dir/two.json",
+        f"{did}/one.txt",
+    ]
     s3.delete_object(Bucket=bucket, Key=f"{did}/one.txt")
     with pytest.raises(ClientError) as missing:
         s3.get_object(Bucket=bucket, Key=f"{did}/one.txt")

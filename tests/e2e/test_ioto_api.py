@@ -403,3 +403,22 @@ def test_deleting_the_device_on_v1_releases_it(
     assert agent.register().json() == {"id": did, "registered": True}
     assert agent.call("/device/getCreds").status_code == 401
     assert admin.post(f"{API}/device/get", json={"id": did}).status_code == 404
+
+
+def test_oversized_deep_and_wrong_method_requests_get_plain_text_errors(
+    server: ServerProcess, product: dict[str, Any], as_role: Any
+) -> None:
+    url = f"{server.http_url}{API}/device/register"
+    headers = bearer(product["token"])
+    big = httpx.post(url, content=b"{" + b" " * 5_000_000 + b"}", headers=headers)
+    assert big.status_code == 413, big.text
+    deep = httpx.post(url, content=b"[" * 100 + b"]" * 100, headers=headers)
+    assert deep.status_code == 400 and "deeper" in deep.text
+    wrong = httpx.get(f"{server.http_url}{API}/device/find")
+    assert wrong.status_code == 405
+    for response in (big, deep, wrong):
+        assert response.headers["content-type"].startswith("text/plain")
+    # `index` is an owner option, as the vendor documents it
+    viewer = as_role("viewer")
+    assert viewer.post(f"{API}/device/find", json={"index": "gs1"}).status_code == 403
+    assert viewer.post(f"{API}/device/find", json={}).status_code == 200

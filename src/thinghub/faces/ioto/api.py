@@ -8,7 +8,7 @@ caller:
 
 - register: the product token (``device.json5`` ``product``);
 - claim, release, get, find: a cloud user, with a thinghub API token or access token; the
-  seed's roles map onto thinghub's (domain.claims.ROLE_GRANTS);
+  vendor's roles map onto thinghub's (domain.claims.ROLE_GRANTS);
 - provision, getCreds, getSignedUrl, update: the device, with the token register gave it.
 
 The caller is authenticated before the body is read, so a caller without a valid token gets

@@ -262,6 +262,11 @@ def test_a_second_connection_of_the_device_keeps_its_session_subscriptions(
         )
         item = link.expect_json(f"ioto/device/{did}/sync/UPSERT")
         assert item["key"] == "fan" and item["value"] == "on"
+        # a deleted desired property: sync/REMOVE of the Store item
+        gone = admin.put(f"/v1/devices/{did}", json={"properties": {"fan": None}})
+        assert gone.status_code == 200, gone.text
+        removed = link.expect_json(f"ioto/device/{did}/sync/REMOVE")
+        assert removed["sk"] == "s#fan" and removed["_type"] == "Store"
 
 
 def test_syncdown_sends_desired_properties_set_while_the_device_was_away(

@@ -20,6 +20,7 @@ from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
 from thinghub.services.live import LiveService
 from thinghub.services.products import ProductService
+from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
@@ -54,6 +55,8 @@ class Services:
     products: ProductService
     claims: ClaimService
     files: FileService
+    # One property of a device, read or written (IoT Central, ux4iot, iTwin).
+    properties: PropertyService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

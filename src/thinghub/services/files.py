@@ -39,6 +39,7 @@ from thinghub.domain.device_files import (
 )
 from thinghub.domain.errors import Invalid, NotFound, TooLarge
 from thinghub.domain.model import Principal
+from thinghub.domain.roles import Permission
 from thinghub.ports import BlobStore, Clock, Stores
 from thinghub.security import sigv4
 from thinghub.security.aws_credentials import (
@@ -47,7 +48,7 @@ from thinghub.security.aws_credentials import (
     OpenedCredentials,
     TemporaryCredentials,
 )
-from thinghub.services.auth import authorize
+from thinghub.services.authz import authorize
 from thinghub.services.claims import ClaimService
 from thinghub.services.master_key import load_master_key
 from thinghub.services.registry import Registry
@@ -325,7 +326,7 @@ class FileService:
         return record, chunks
 
     async def delete_device_file(self, principal: Principal, device_id: str, filename: str) -> None:
-        authorize(principal, "write")
+        authorize(principal, Permission.DEVICES_WRITE)
         device = await self.registry.get_device(principal, device_id)
         filename = parse_filename(filename, device_id=device.id, field="name")
         if not await self._delete(device.account_id, f"{device.id}/{filename}"):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hmac
 import logging
 
-from thinghub.domain.errors import Forbidden, NotFound, Unauthorized
+from thinghub.domain.errors import NotFound, Unauthorized
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Principal
 from thinghub.domain.products import Product, new_product_token, parse_product_name
+from thinghub.domain.roles import Permission
 from thinghub.ports import Clock, Stores
 from thinghub.security.secrets import hash_secret
-from thinghub.services.auth import authorize
+from thinghub.services.authz import authorize
 
 __all__ = ["MAX_PRODUCT_TOKEN_CHARS", "ProductService"]
 
@@ -96,10 +97,6 @@ class ProductService:
 
 
 def _require_account_admin(principal: Principal) -> None:
-    authorize(principal, "admin")
-    if principal.project is not None:
-        raise Forbidden(
-            f"products belong to the whole account; this token is limited to project "
-            f"{principal.project!r}",
-            field="project",
-        )
+    """Products belong to the whole account: an admin's, never a project-limited token's
+    (Forbidden naming the role or the project)."""
+    authorize(principal, Permission.ACCOUNT_ADMIN)

@@ -1,70 +1,28 @@
-"""The Ioto claims and files services over memory stores, with a clock the test moves:
-the provisioning window, expiry of signed URLs and credentials, what a release voids, the
-`accessed` bookkeeping and project-limited callers."""
+"""The Ioto claims service over memory stores, with a clock the test moves: the provisioning
+window, what a release voids, the `accessed` bookkeeping and project-limited callers."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.unit.services.conftest import TestClock
+from tests.unit.services.ioto import ACCOUNT, ADMIN, IN_P1, OPERATOR, claimed, ioto_services, signed
 from tests.unit.services.node import Node
-from thinghub.app import build_services
-from thinghub.config import Settings
 from thinghub.domain.claims import PROVISION_WINDOW_S
 from thinghub.domain.device_files import FileAction
-from thinghub.domain.errors import NotFound, Unauthorized
+from thinghub.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 from thinghub.domain.model import Principal, Role
 from thinghub.ports import Stores
-from thinghub.security import sigv4
 from thinghub.security.aws_credentials import CredentialError
-from thinghub.security.ca import CertificateAuthority
 from thinghub.services.claims import ProvisionBlocked, Provisioned
 from thinghub.services.core import Services
-
-ACCOUNT = "acc-ioto"
-ADMIN = Principal(ACCOUNT, Role.ADMIN, "admin")
-OPERATOR = Principal(ACCOUNT, Role.OPERATOR, "operator")
-IN_P1 = Principal(ACCOUNT, Role.ADMIN, "limited", project="p1")
 
 
 @pytest.fixture
 async def ioto(clock: TestClock, stores: Stores, live: Node, tmp_path: Path) -> Services:
-    """Every service, with a real CA (provisioning issues certificates)."""
-    ca = CertificateAuthority.load_or_create(tmp_path / "ca", hostnames=["localhost"])
-    built = build_services(
-        Settings.defaults(),
-        stores,
-        bus=live.bus,
-        clock=clock,
-        presence=live.presence,
-        channel=live.links,
-        locks=live.locks,
-        counter=live.counter,
-        issuer=ca,
-    )
-    await built.start()
-    built.claims.bind(base_url="http://localhost:8080", mqtt_port=8883)
-    built.files.bind(base_url="http://localhost:8080")
-    return built
-
-
-async def claimed(services: Services, device_id: str, product_name: str = "line") -> str:
-    """Register `device_id` with a new product of ACCOUNT, claim it; answer its token."""
-    product, _ = await services.products.create_in(ACCOUNT, product_name)
-    first = await services.claims.register(product, device_id)
-    assert first.token is None
-    await services.claims.claim(ADMIN, device_id)
-    again = await services.claims.register(product, device_id)
-    assert again.token is not None
-    return again.token
-
-
-def signed(url: str, method: str) -> sigv4.SignedRequest:
-    parts = urlsplit(url)
-    return sigv4.parse(method, parts.path, parts.query, [("host", parts.netloc)])
+    return await ioto_services(clock, stores, live, tmp_path)
 
 
 async def test_the_provisioning_window_blocks_the_third_until_the_first_leaves_it(
@@ -85,38 +43,20 @@ async def test_the_provisioning_window_blocks_the_third_until_the_first_leaves_i
     assert isinstance(await ioto.claims.provision(device, "DEV-W"), Provisioned)
 
 
-async def test_a_signed_url_works_until_it_expires(ioto: Services, clock: TestClock) -> None:
-    token = await claimed(ioto, "DEV-U")
+async def test_a_device_provisions_only_itself(ioto: Services) -> None:
+    token = await claimed(ioto, "DEV-S")
     device = await ioto.claims.authenticate_device(token)
-    url = ioto.files.signed_url(device, action=FileAction.GET, filename="a.txt")
-    opened = await ioto.files.authenticate(signed(url, "GET"))
-    assert opened.grant.device_id == "DEV-U"
-    clock.t += ioto.files.signed_url_ttl_s + 1
-    with pytest.raises((CredentialError, sigv4.SigV4Error)):
-        await ioto.files.authenticate(signed(url, "GET"))
+    with pytest.raises(Forbidden):
+        await ioto.claims.provision(device, "SOMEONE-ELSE")
 
 
-async def test_credentials_expire_after_their_ttl(ioto: Services, clock: TestClock) -> None:
-    token = await claimed(ioto, "DEV-C")
-    device = await ioto.claims.authenticate_device(token)
-    creds = ioto.files.credentials(device)
-    assert creds.expires_at == pytest.approx(clock.t + ioto.files.credentials_ttl_s, abs=1)
-    opened = ioto.files.issuer.open(creds.access_key_id, creds.session_token, now=clock.t)
-    assert opened.grant.device_id == "DEV-C"
-    clock.t = creds.expires_at + 1
-    with pytest.raises(CredentialError) as expired:
-        ioto.files.issuer.open(creds.access_key_id, creds.session_token, now=clock.t)
-    assert expired.value.code == "ExpiredToken"
-
-
-async def test_a_release_voids_the_token_url_and_certificate_and_a_new_claim_gets_new_ones(
+async def test_a_release_voids_the_token_url_and_device_and_a_new_claim_gets_new_ones(
     ioto: Services,
 ) -> None:
     token = await claimed(ioto, "DEV-R")
     device = await ioto.claims.authenticate_device(token)
     url = ioto.files.signed_url(device, action=FileAction.GET, filename="a.txt")
-    provisioned = await ioto.claims.provision(device, "DEV-R")
-    assert isinstance(provisioned, Provisioned)
+    assert isinstance(await ioto.claims.provision(device, "DEV-R"), Provisioned)
     await ioto.claims.release(OPERATOR, "DEV-R")
     with pytest.raises(Unauthorized):
         await ioto.claims.authenticate_device(token)
@@ -126,14 +66,44 @@ async def test_a_release_voids_the_token_url_and_certificate_and_a_new_claim_get
         await ioto.registry.get_device(ADMIN, "DEV-R")
     # claimed again: a new token; the old one stays dead
     await ioto.claims.claim(ADMIN, "DEV-R")
-    product_id = (await ioto.claims.registration("DEV-R")).product_id  # type: ignore[union-attr]
-    product = await ioto.products.get(product_id)
+    registration = await ioto.claims.registration("DEV-R")
+    assert registration is not None
+    product = await ioto.products.get(registration.product_id)
     assert product is not None
     again = await ioto.claims.register(product, "DEV-R")
     assert again.token is not None and again.token != token
     with pytest.raises(Unauthorized):
         await ioto.claims.authenticate_device(token)
     assert (await ioto.claims.authenticate_device(again.token)).id == "DEV-R"
+
+
+async def test_roles_a_viewer_reads_only(ioto: Services) -> None:
+    product, _ = await ioto.products.create_in(ACCOUNT, "roles")
+    await ioto.claims.register(product, "DEV-V")
+    viewer = Principal(ACCOUNT, Role.VIEWER, "viewer")
+    with pytest.raises(Forbidden):
+        await ioto.claims.claim(viewer, "DEV-V")
+    await ioto.claims.claim(OPERATOR, "DEV-V")
+    assert (await ioto.claims.get(viewer, "DEV-V")).registration.id == "DEV-V"
+    with pytest.raises(Forbidden):
+        await ioto.claims.release(viewer, "DEV-V")
+    with pytest.raises(Forbidden):  # accountId of another account is an owner option
+        await ioto.claims.get(OPERATOR, "DEV-V", account_id="another")
+    with pytest.raises(NotFound):  # and an owner finds nothing there
+        await ioto.claims.get(ADMIN, "DEV-V", account_id="another")
+
+
+async def test_another_account_and_another_product_cannot_take_a_claim_id(
+    ioto: Services,
+) -> None:
+    product, _ = await ioto.products.create_in(ACCOUNT, "mine")
+    await ioto.claims.register(product, "DEV-X")
+    other = Principal("acc-other", Role.ADMIN, "other")
+    with pytest.raises(NotFound):
+        await ioto.claims.claim(other, "DEV-X")
+    theirs, _ = await ioto.products.create_in("acc-other", "theirs")
+    with pytest.raises(Conflict):
+        await ioto.claims.register(theirs, "DEV-X")
 
 
 async def test_accessed_is_written_at_most_once_a_minute(ioto: Services, clock: TestClock) -> None:

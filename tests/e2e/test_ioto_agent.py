@@ -575,3 +575,31 @@ def test_azure_and_ioto_certificates_open_only_their_own_dialect(
     azure = Agent(server, product["token"], azure_id, dict(agent.provision), folder)
     with azure.mqtt() as link:
         assert link.connect() == mqtt.CONNACK_REFUSED_NOT_AUTHORIZED
+
+
+def test_an_ioto_metric_is_itwin_data(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """metric/set is an observation: iTwin's getData reads it from the device's sensor."""
+    from tests.e2e.itwin import Ws, sensor_id, ws_url
+
+    product = create_product(admin, "itwin-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        link.service("metric/set", {"metric": "humidity", "value": 41.5})
+    poll(
+        lambda: admin.get("/v1/telemetries", params={"deviceID": did}).json(),
+        "the metric stored",
+    )
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        sensor = sensor_id(did)
+        metrics = ws.call("getMetrics", {"sensors": [sensor]})["result"][sensor]
+        unit = {m["id"]: m["defaultUnit"] for m in metrics}["humidity"]
+        chunks, _ = ws.stream("getData", {"sensor": sensor, "metric": "humidity", "unit": unit})
+        values = [value for chunk in chunks for value in chunk["data"].values()]
+        assert values == [41.5]
+    finally:
+        ws.close()

@@ -52,6 +52,7 @@ from thinghub.config import Settings
 from thinghub.devices import http_ingest
 from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
+from thinghub.devices.ioto import Ioto
 from thinghub.devices.links import LocalLinks
 from thinghub.devices.mqtt_server import ListenerLimits, MqttServer
 from thinghub.devices.router import DeviceRouter
@@ -71,17 +72,29 @@ from thinghub.faces._http import (
 from thinghub.faces.face import Face, FaceContext, FaceParts, Listener, Worker
 from thinghub.http_server import HttpLimits, protocol_class
 from thinghub.metrics import Metrics, Sources, metrics_route
-from thinghub.ports import Bus, Clock, Counter, DeviceChannel, Locks, Presence, Stores
+from thinghub.ports import (
+    BlobStore,
+    Bus,
+    Clock,
+    Counter,
+    DeviceChannel,
+    Locks,
+    Presence,
+    Stores,
+)
 from thinghub.security.ca import CertificateAuthority
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateIssuer, CertificateService
+from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
+from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
 from thinghub.services.live import LiveService
+from thinghub.services.products import ProductService
 from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
@@ -91,6 +104,8 @@ from thinghub.services.sessions import SessionService
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
 from thinghub.storage import open_stores
+from thinghub.storage.blobs import FileBlobStore
+from thinghub.storage.memory.blobs import MemoryBlobStore
 from thinghub.storage.migrate import upgrade
 
 __all__ = ["ThingHub", "build_services", "node_id"]
@@ -118,8 +133,13 @@ def build_services(
     locks: Locks,
     counter: Counter,
     issuer: CertificateIssuer | None,
+    blobs: BlobStore | None = None,
 ) -> Services:
-    """Every service over the ports it needs, with its limits from `settings`."""
+    """Every service over the ports it needs, with its limits from `settings`.
+
+    `blobs` holds device files; None: in memory (tests and one-shot tools, which never
+    serve files).
+    """
     auth = AuthService(stores, clock, jwt_ttl_s=settings.jwt_ttl_s)
     events = EventService(stores, bus, clock, counter)
     twins = TwinService(stores, clock, events, bus, presence=presence, channel=channel)
@@ -148,6 +168,31 @@ def build_services(
         templates=templates,
     )
     ingest.policies.append(templates.policy)
+    certificates = CertificateService(issuer, registry=registry)
+    products = ProductService(stores, clock)
+    claims = ClaimService(
+        stores,
+        clock,
+        registry=registry,
+        products=products,
+        certificates=certificates,
+        channel=channel,
+        locks=locks,
+        cloud_name=settings.ioto_cloud_name,
+        region=settings.ioto_region,
+        hub_hostname=settings.hub_hostname,
+    )
+    files = FileService(
+        stores,
+        MemoryBlobStore() if blobs is None else blobs,
+        clock,
+        claims=claims,
+        registry=registry,
+        region=settings.ioto_region,
+        credentials_ttl_s=settings.ioto_credentials_ttl_s,
+        signed_url_ttl_s=settings.ioto_signed_url_ttl_s,
+        max_file_bytes=settings.ioto_max_file_bytes,
+    )
     return Services(
         auth=auth,
         registry=registry,
@@ -177,14 +222,19 @@ def build_services(
             Retention(
                 telemetry_days=settings.retention_telemetry_days,
                 events_days=settings.retention_events_days,
+                files_days=settings.retention_files_days,
             ),
             interval_s=settings.retention_interval_s,
             batch_rows=settings.retention_batch_rows,
+            files=files,
         ),
-        certificates=CertificateService(issuer, registry=registry),
+        certificates=certificates,
         sessions=SessionService(stores),
         live=LiveService(bus),
         properties=PropertyService(registry, twins, templates),
+        products=products,
+        claims=claims,
+        files=files,
     )
 
 
@@ -409,6 +459,7 @@ class ThingHub:
             locks=locks,
             counter=MemoryCounter(),  # per node: see thinghub.bus.nats on sequence numbers
             issuer=ca,
+            blobs=FileBlobStore(s.files_path.resolve()),
         )
         await stores.start()
         self._exit.push_async_callback(stores.close)
@@ -460,17 +511,15 @@ class ThingHub:
                 tasks.create_task(cluster.run(links, lost, found), name="nats.cluster")
             )
 
-        hub = Hub(
-            services,
-            links,
-            max_json_depth=s.max_json_depth,
-            connects=ConnectLimiter(s.mqtt_device_connects_per_min, s.mqtt_device_connect_burst),
-        )
+        # One connect budget per client id, whichever dialect it speaks.
+        connects = ConnectLimiter(s.mqtt_device_connects_per_min, s.mqtt_device_connect_burst)
+        hub = Hub(services, links, max_json_depth=s.max_json_depth, connects=connects)
         dps = Dps(
             services.provisioning, s.hub_hostname, clock=clock, max_json_depth=s.max_json_depth
         )
+        ioto = Ioto(services, links, clock=clock, connects=connects)
         mqtt = MqttServer(
-            DeviceRouter(hub, dps),
+            DeviceRouter(hub, dps, ioto),
             ca.server_ssl_context(),
             s.host,
             s.mqtt_port,
@@ -495,6 +544,11 @@ class ThingHub:
             if parts.connections is not None:
                 metrics.sources.face_connections[face.name] = parts.connections
         self.addresses["http"] = _address(sockets.http, "http")
+        # Where devices reach us, now that the ports are known (Ioto register and provision
+        # answers, signed URLs); requests are served only after this.
+        base_url = s.public_url or self.addresses["http"]["url"]
+        services.claims.bind(base_url=base_url, mqtt_port=mqtt_port)
+        services.files.bind(base_url=base_url)
         root = self._root_app(services, built)
         self._serve(tasks, root, sockets.http, "http", self._face_of)
         own_ports: dict[str, Any] = {}

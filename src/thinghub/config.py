@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -107,6 +108,29 @@ def _optional_url(value: Any) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError("expected http(s)://host[:port][/path], without query or fragment")
     return url
+
+
+def _ttl_s(value: Any) -> float:
+    """A credential lifetime: 1 second to 12 hours (AWS STS's usual maximum)."""
+    number = _positive(value)
+    if number < 1 or number > 43_200:
+        raise ValueError("must be 1 to 43200 seconds")
+    return number
+
+
+def _region(value: Any) -> str:
+    """An S3 region name, as SigV4 scopes carry it."""
+    text = str(value)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        raise ValueError("a region is 1 to 63 characters of a-z 0-9 -, like us-east-1")
+    return text
+
+
+def _cloud_name(value: Any) -> str:
+    text = str(value).strip()
+    if not 1 <= len(text) <= 64:
+        raise ValueError("must be 1 to 64 characters")
+    return text
 
 
 def _optional_nats_url(value: Any) -> str | None:
@@ -349,10 +373,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Days events are kept, unless the account sets its own; 0 keeps them forever.",
     ),
     Setting(
+        "retention_files_days",
+        _days,
+        0.0,
+        "Days device files (Ioto uploads) are kept after they were last written, unless the "
+        "account sets its own; 0 keeps them forever.",
+    ),
+    Setting(
         "retention_interval_s",
         _positive,
         3600.0,
-        "How often expired telemetry and events are deleted (also once at start).",
+        "How often expired telemetry, events and files are deleted (also once at start).",
     ),
     Setting(
         "retention_batch_rows",
@@ -463,6 +494,45 @@ SETTINGS: tuple[Setting, ...] = (
         "Connects a device may make at once before mqtt_device_connects_per_min applies.",
     ),
     Setting(
+        "files_dir",
+        _optional_path,
+        None,
+        "Folder for device files (Ioto uploads); empty: `files` in the data directory. With "
+        "several nodes on PostgreSQL it must be one folder they all share.",
+    ),
+    Setting(
+        "ioto_cloud_name",
+        _cloud_name,
+        "thinghub",
+        "The cloud name Ioto devices are told (cloudName in register and provision answers).",
+    ),
+    Setting(
+        "ioto_region",
+        _region,
+        "thinghub-1",
+        "The region of the S3-compatible file endpoint: SigV4 signatures must name it, and "
+        "Ioto devices are told it (cloudRegion, getCreds region).",
+    ),
+    Setting(
+        "ioto_credentials_ttl_s",
+        _ttl_s,
+        3600.0,
+        "Lifetime of the temporary credentials Ioto devices get from getCreds (1 s to 12 h; "
+        "under 25 minutes the agent asks for new ones every time it uses them).",
+    ),
+    Setting(
+        "ioto_signed_url_ttl_s",
+        _ttl_s,
+        3600.0,
+        "Lifetime of the URLs getSignedUrl answers (1 s to 12 h).",
+    ),
+    Setting(
+        "ioto_max_file_bytes",
+        _positive_int,
+        67_108_864,
+        "Largest device file one upload may store (64 MiB).",
+    ),
+    Setting(
         "ingest_queue_max_bytes",
         _positive_int,
         INGEST_QUEUE_MAX_BYTES,
@@ -523,6 +593,7 @@ class Settings:
     query_timeout_s: float
     retention_telemetry_days: float
     retention_events_days: float
+    retention_files_days: float
     retention_interval_s: float
     retention_batch_rows: int
     public_url: str | None
@@ -541,6 +612,12 @@ class Settings:
     mqtt_device_bytes_per_s: float
     mqtt_device_connects_per_min: float
     mqtt_device_connect_burst: int
+    files_dir: Path | None
+    ioto_cloud_name: str
+    ioto_region: str
+    ioto_credentials_ttl_s: float
+    ioto_signed_url_ttl_s: float
+    ioto_max_file_bytes: int
     ingest_queue_max_bytes: int
     ux4iot_session_idle_s: float
     ux4iot_max_sessions: int
@@ -555,6 +632,11 @@ class Settings:
     def database_url(self) -> str:
         """The database URL, SQLite in the data directory when none is set."""
         return self.database or f"sqlite:///{self.data_dir / 'thinghub.db'}"
+
+    @property
+    def files_path(self) -> Path:
+        """Where device files are kept: files_dir, else `files` in the data directory."""
+        return self.files_dir or self.data_dir / "files"
 
     @property
     def is_postgres(self) -> bool:

@@ -303,8 +303,9 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         assert shown.json() == {
             "telemetryDays": 0.0,
             "eventsDays": 0.0,
-            "account": {"telemetryDays": None, "eventsDays": None},
-            "server": {"telemetryDays": 0.0, "eventsDays": 0.0},
+            "filesDays": 0.0,
+            "account": {"telemetryDays": None, "eventsDays": None, "filesDays": None},
+            "server": {"telemetryDays": 0.0, "eventsDays": 0.0, "filesDays": 0.0},
         }
         assert_error(api.put("/v1/account/retention", json={"eventsDays": -1}), 400)
         assert_error(api.put("/v1/account/retention", json={"telemetryDays": "7"}), 400)
@@ -331,6 +332,7 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         assert changed.json()["account"] == {
             "telemetryDays": two_seconds,
             "eventsDays": two_seconds,
+            "filesDays": None,
         }
 
         wait_for(
@@ -351,7 +353,11 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         assert b.get("/v1/account/retention").json()["account"]["eventsDays"] == 7.0
         reset = api.put("/v1/account/retention", json={"telemetryDays": None})
         assert reset.json()["telemetryDays"] == 0.0
-        assert reset.json()["account"] == {"telemetryDays": None, "eventsDays": two_seconds}
+        assert reset.json()["account"] == {
+            "telemetryDays": None,
+            "eventsDays": two_seconds,
+            "filesDays": None,
+        }
     assert "telemetry older than" in server.log_path.read_text()  # the purge says so
 
 

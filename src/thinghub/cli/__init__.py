@@ -7,12 +7,13 @@
 | devices | `device` |
 | telemetry | `telemetry tail` |
 | simulate | `simulate` |
+| ioto | `ioto product` |
 | ux4iot | `ux4iot key` |
 | ca | `ca` |
 | edge | `edge` |
 
-Offline commands (token, account, user, device, ux4iot, ca, migrate) work on the store of a data
-directory through the services (`_common.run_offline`) and refuse to invent one; online
+Offline commands (token, account, user, device, ioto, ux4iot, ca, migrate) work on the store
+of a data directory through the services (`_common.run_offline`) and refuse to invent one; online
 commands (status, simulate, telemetry tail) talk to a running server over its API. Each has
 `--json`; exit codes are in `_common` and docs/cli.md.
 """
@@ -49,13 +50,14 @@ from thinghub.cli import (  # noqa: E402
     ca,
     devices,
     edge,
+    ioto,
     server,
     simulate,
     telemetry,
     ux4iot,
 )
 
-for _module in (server, accounts, devices, ux4iot, telemetry, simulate, ca, edge):
+for _module in (server, accounts, devices, ioto, ux4iot, telemetry, simulate, ca, edge):
     _module.register(cli)
 serve = server.serve  # the serve command (its flags are the settings': tests read them)
 

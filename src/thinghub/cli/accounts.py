@@ -216,6 +216,10 @@ def _days_option(value: str | None) -> float | str | None:
 @click.option(
     "--events-days", help="Days events are kept (0 = forever, `default` = the server's setting)."
 )
+@click.option(
+    "--files-days",
+    help="Days device files are kept (0 = forever, `default` = the server's setting).",
+)
 @json_option
 @data_dir_option
 @database_option
@@ -226,15 +230,20 @@ def account_retention(
     name: str,
     telemetry_days: str | None,
     events_days: str | None,
+    files_days: str | None,
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Show, or with options set, how long an account keeps telemetry and events."""
+    """Show, or with options set, how long an account keeps telemetry, events and files."""
     from thinghub.domain.errors import Error
 
     settings = load(ctx, **options)
     changes: dict[str, Any] = {}
-    for key, raw in (("telemetry_days", telemetry_days), ("events_days", events_days)):
+    for key, raw in (
+        ("telemetry_days", telemetry_days),
+        ("events_days", events_days),
+        ("files_days", files_days),
+    ):
         value = _days_option(raw)
         if value is not None:
             changes[key] = None if value == "default" else value
@@ -252,7 +261,11 @@ def account_retention(
             raise _error(exc) from exc
 
         def days(r: Retention) -> dict[str, float | None]:
-            return {"telemetryDays": r.telemetry_days, "eventsDays": r.events_days}
+            return {
+                "telemetryDays": r.telemetry_days,
+                "eventsDays": r.events_days,
+                "filesDays": r.files_days,
+            }
 
         return {
             "name": acct.name,

@@ -7,7 +7,8 @@ answered `200` in one write; then TLS starts on the same socket. Anything else (
 starts with 0x16) goes straight to TLS. Waiting for the proxy header is event-driven: what is
 peeked at is consumed before waiting again, so a readable socket always means new bytes. The
 TLS connection is driven by a `Connection`: bytes go into the sans-IO ServerSession, its events
-go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT username), and
+go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT username; Ioto,
+by a client certificate without a username), and
 every byte the session wants sent is flushed after each round.
 
 QoS 1 from the device is acknowledged in order and only after its work is durable: the
@@ -144,7 +145,9 @@ class Dialect(Protocol):
 
 
 class DialectRouter(Protocol):
-    def dialect_for(self, connect: Connect) -> Dialect: ...
+    def dialect_for(self, connect: Connect, peer_cert: bytes | None = None) -> Dialect:
+        """The dialect that speaks on a connection, from its CONNECT and its verified client
+        certificate (DER), if any."""
 
 
 class Connection:
@@ -397,7 +400,7 @@ class Connection:
 
     async def _connect(self, connect: Connect) -> bool:
         self.client_id = connect.client_id
-        dialect = self.router.dialect_for(connect)
+        dialect = self.router.dialect_for(connect, self.peer_cert)
         self.dialect_name = type(dialect).__name__.lower()
         code = await dialect.on_connect(self, connect)
         if self.closed.is_set():

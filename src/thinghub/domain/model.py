@@ -43,12 +43,13 @@ class Retention:
     """How many days an account keeps each kind of data: None = the server's default
     (retention_telemetry_days, retention_events_days), 0 = forever.
 
-    Telemetry covers the messages and their observations. Device uploads (files) will be a
-    third kind here, `files_days`, stored the same way (Account.retention is one JSON text).
+    Telemetry covers the messages and their observations; files are device uploads (the
+    Ioto face), counted from when each was last written.
     """
 
     telemetry_days: float | None = None
     events_days: float | None = None
+    files_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,15 @@ class QueryService:
         scoped = _scoped(principal, query)
         return Page([], None) if scoped is None else await self.stores.events.query(scoped)
 
+    async def device_observations(
+        self, device: Device, metric: str, *, since: float | None, limit: int
+    ) -> list[Observation]:
+        """A device's own values of one metric since `since`, newest first (for the device
+        itself: the Ioto agent's metric/get)."""
+        return await self.stores.telemetry.observations(
+            device.account_id, device.id, metric, since, None, limit
+        )
+
     async def latest_values(
         self, principal: Principal, device: Device
     ) -> dict[str, tuple[Any, float]]:

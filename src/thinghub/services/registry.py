@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Final, Literal
@@ -99,6 +99,10 @@ class Registry:
         # Called with a device key after it (and its modules) is deleted, so that other
         # services drop what they cache for it.
         self.on_delete: list[Callable[[str], None]] = []
+        # Awaited with a device (not a module) before it is deleted on any face, so that
+        # services that manage it undo what they hold for it first (an Ioto device is
+        # released: services.claims).
+        self.on_deleting: list[Callable[[Device], Awaitable[None]]] = []
 
     async def load(self, device_id: str) -> Device | None:
         """A device (or module) by key, from the cache when fresh."""
@@ -418,6 +422,8 @@ class Registry:
         modules = await self.stores.devices.find(
             device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
         )
+        for hook in self.on_deleting:
+            await hook(device)
         await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
         await self._changed(device, "deleted")

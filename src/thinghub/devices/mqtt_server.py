@@ -80,6 +80,8 @@ CLOSE_ABORT_S = 2.0
 #: Open files kept for everything but device sockets (HTTP, the database, logs): the
 #: connection limit stays this far under the process's open-file limit (at most a quarter).
 FD_RESERVE = 256
+#: Linux's TCP_QUICKACK (None elsewhere): see Connection._ack_now.
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: Refused sockets are logged at most once per this many seconds (with a count).
 REFUSAL_LOG_INTERVAL_S = 10.0
 
@@ -371,6 +373,7 @@ class Connection:
                 self.session.unsuback(unsub.packet_id)
             case PubackReceived(publish=publish):
                 assert self.dialect is not None
+                self._ack_now()
                 await self.dialect.on_puback(self, publish)
             case PingReceived():
                 pass
@@ -403,6 +406,20 @@ class Connection:
         self.dialect = dialect
         await dialect.on_accepted(self)
         return True
+
+    def _ack_now(self) -> None:
+        """TCP-acknowledge what the device sent at once, not after the delayed-ACK timer.
+
+        A device with Nagle's algorithm on (paho, so the Azure SDK) holds its next small
+        write until its last one is acknowledged. A PUBACK is such a write that we answer
+        with nothing, so Linux would delay its ACK by ~40 ms, and the device's next packet
+        (typically the method response right after the request's PUBACK) waits that long.
+        TCP_QUICKACK sends the pending ACK now (the kernel clears the flag again by itself).
+        """
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
     def _track(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
         self._tasks.add(future)

@@ -2,7 +2,7 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: all deps install fmt check test unit e2e e2e-postgres contract bench clean
+.PHONY: all deps install fmt check test unit e2e e2e-postgres contract bench bench-guard clean
 
 all: check test
 
@@ -36,6 +36,9 @@ e2e: deps install
 
 e2e-postgres: deps install  ## the whole e2e suite with every server on PostgreSQL
 	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q tests/e2e
+
+bench-guard: deps install  ## the ~20 s device-path cost check (also part of `make test`)
+	$(PYTEST) -q tests/bench_guard
 
 bench: deps install  ## benchmarks (not tests); results go to docs/performance.md
 	bash scripts/install-deps.sh bench

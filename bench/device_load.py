@@ -43,7 +43,7 @@ import httpx
 
 from bench.http import BenchError, _ServerProcess, thinghub_server
 from bench.mosquitto import mosquitto_server
-from bench.mqtt import _register, count_stored, cpu_s, raise_fd_limit
+from bench.mqtt import _register, count_stored, cpu_s, raise_fd_limit, rss_kib
 
 __all__ = [
     "GENERATOR_BOUND_SHARE",
@@ -63,6 +63,8 @@ WINDOW = 20
 #: The generator's own bound on one run (connect + publish), seconds.
 RUN_TIMEOUT_S = 120
 CONNECTED_MARK = "mqttload: connected "
+#: After the last idle client connected: let the server finish what connecting set off.
+IDLE_SETTLE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ def run_generator(
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     watcher.join(5)
+    proc.stdout.close()
+    proc.stderr.close()  # type: ignore[union-attr]
     generator_total = usage.ru_utime + usage.ru_stime
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if not lines or "server" not in marks:
@@ -238,6 +242,38 @@ def _mosquitto_point(binary: Path, work: Path, devices: int, msgs: int, rate: fl
         )
 
 
+def register_thinghub(
+    hub: _ServerProcess, admin_token: str, work: Path, devices: int
+) -> tuple[str, Path]:
+    """`devices` new devices in a project of their own; (project, their --creds file)."""
+    project = "load" + secrets.token_hex(3)
+    hub_hostname = hub.ready.get("hub_hostname", "localhost")
+
+    async def register() -> Any:
+        async with _api(hub, admin_token) as api:
+            return await _register(api, devices, project, hub_hostname)
+
+    specs = asyncio.run(register())
+    rows = [(s.client_id, s.username, s.password) for s in specs]
+    return project, _write_creds(work / f"{project}.tsv", rows)
+
+
+def _api(hub: _ServerProcess, admin_token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=hub.ready["http"]["url"],
+        timeout=60,
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+
+
+def stored_count(hub: _ServerProcess, admin_token: str, project: str) -> int:
+    async def count() -> int:
+        async with _api(hub, admin_token) as api:
+            return await count_stored(api, project)
+
+    return asyncio.run(count())
+
+
 def thinghub_point(
     binary: Path,
     hub: _ServerProcess,
@@ -248,23 +284,7 @@ def thinghub_point(
     rate: float = 0,
 ) -> LoadResult:
     """One point on a running thinghub: register the devices, load, check the store."""
-    project = "load" + secrets.token_hex(3)
-    hub_hostname = hub.ready.get("hub_hostname", "localhost")
-
-    async def api_call(what: str) -> Any:
-        async with httpx.AsyncClient(
-            base_url=hub.ready["http"]["url"],
-            timeout=60,
-            headers={"Authorization": f"Bearer {admin_token}"},
-        ) as api:
-            if what == "register":
-                return await _register(api, devices, project, hub_hostname)
-            return await count_stored(api, project)
-
-    specs = asyncio.run(api_call("register"))
-    creds = _write_creds(
-        work / f"{project}.tsv", [(s.client_id, s.username, s.password) for s in specs]
-    )
+    project, creds = register_thinghub(hub, admin_token, work, devices)
     assert hub.proc is not None
     result = run_generator(
         binary,
@@ -277,13 +297,92 @@ def thinghub_point(
         msgs=msgs,
         rate=rate,
     )
-    stored = asyncio.run(api_call("count"))
+    stored = stored_count(hub, admin_token, project)
     if stored < result.acked:
         raise BenchError(
             f"thinghub acknowledged {result.acked} messages but stored {stored}: "
             "an acknowledged message was lost"
         )
     return LoadResult(**{**asdict(result), "stored": stored})
+
+
+@dataclass(frozen=True, slots=True)
+class IdleResult:
+    """Server memory with N idle TLS connections (mqttload -I), after a warm-up."""
+
+    server: str
+    connections: int
+    connect_s: float
+    rss_before_kib: int
+    rss_after_kib: int
+
+    @property
+    def kib_per_connection(self) -> float:
+        return (self.rss_after_kib - self.rss_before_kib) / self.connections
+
+
+def hold_idle(
+    binary: Path,
+    *,
+    server: str,
+    server_pid: int,
+    port: int,
+    ca_file: Path | str,
+    creds: Path,
+    devices: int,
+    work: Path,
+) -> IdleResult:
+    """Connect `devices` clients, read the server's VmRSS once all are connected and
+    settled, disconnect them. The caller warms the server first.
+
+    Raises:
+        BenchError: a client did not connect in time.
+    """
+    ready = work / f"ready-{secrets.token_hex(4)}"
+    before = rss_kib(server_pid)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "-p",
+            str(port),
+            "-c",
+            str(devices),
+            "-I",
+            str(RUN_TIMEOUT_S),
+            "--ready-file",
+            str(ready),
+            "--cafile",
+            str(ca_file),
+            "--creds",
+            str(creds),
+            "-T",
+            str(RUN_TIMEOUT_S),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() - started > RUN_TIMEOUT_S:
+                raise BenchError(f"{server}: idle clients did not connect (exit {proc.returncode})")
+            time.sleep(0.05)
+        connect_s = time.monotonic() - started
+        connected = int(ready.read_text().strip() or 0)
+        if connected < devices:
+            raise BenchError(f"{server}: {connected}/{devices} idle clients connected")
+        time.sleep(IDLE_SETTLE_S)
+        after = rss_kib(server_pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    return IdleResult(server, devices, round(connect_s, 2), before, after)
 
 
 def run_points(

@@ -185,8 +185,9 @@ class Connection:
         self.limits = limits
         self._gate = gate
         self._on_connect = on_connect  # the server's handshake count: CONNECT has arrived
+        self._loop = asyncio.get_running_loop()
         self._throughput = ThroughputLimiter(
-            limits.messages_per_s, limits.bytes_per_s, asyncio.get_running_loop().time()
+            limits.messages_per_s, limits.bytes_per_s, self._loop.time()
         )
         self._window = asyncio.Event()  # set whenever in-flight work finished (or closing)
         self._interrupt = asyncio.Event()  # stop waiting in _admit: closing, or the peer left
@@ -284,7 +285,11 @@ class Connection:
                 return
             self.session.receive_data(data, time.monotonic())
             while (event := self.session.next_event()) is not None:
-                if isinstance(event, PublishReceived) and not await self._admit(event.publish):
+                if (
+                    isinstance(event, PublishReceived)
+                    and not self._admit_now(event.publish)
+                    and not await self._admit(event.publish)
+                ):
                     return  # closed while it waited
                 if not await self._dispatch(event):
                     self.flush()
@@ -298,6 +303,21 @@ class Connection:
                 deadline = loop.time() + IDLE_NO_KEEPALIVE_S
             else:
                 deadline = loop.time() + (keepalive - time.monotonic())
+
+    def _admit_now(self, publish: Publish) -> bool:
+        """_admit's common case without a coroutine: open, room in the window, under the
+        device's rate, the ingest queue not full. False: let _admit decide (and wait)."""
+        if (
+            self.closed.is_set()
+            or len(self._acks) + len(self._tasks) >= self.limits.max_inflight
+            or self._gate.is_full
+        ):
+            return False
+        now = self._loop.time()
+        if self._throughput.delay_s(now) > 0:
+            return False
+        self._throughput.take(len(publish.payload) + len(publish.topic), now)
+        return True
 
     async def _admit(self, publish: Publish) -> bool:
         """Wait until `publish` may be handled; False if the connection closed meanwhile.

@@ -65,6 +65,8 @@ RUN_TIMEOUT_S = 120
 CONNECTED_MARK = "mqttload: connected "
 #: After the last idle client connected: let the server finish what connecting set off.
 IDLE_SETTLE_S = 1.0
+#: Connections made and closed before an idle measurement, so one-time costs are not counted.
+IDLE_WARM_CONNECTIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +410,44 @@ def run_points(
     return results
 
 
+def run_idle(connections: int, warm: int = IDLE_WARM_CONNECTIONS) -> list[IdleResult]:
+    """RSS per idle TLS connection and connects per second: mosquitto, then thinghub."""
+    binary = build_generator()
+    raise_fd_limit(connections + warm + 512)
+    admin_token = "adm_" + secrets.token_urlsafe(24)
+    out: list[IdleResult] = []
+    with tempfile.TemporaryDirectory(prefix="thinghub-idle-") as tmp:
+        work = Path(tmp)
+        rows = [(f"idle-{i}", f"idle-{i}", secrets.token_urlsafe(12)) for i in range(connections)]
+        warm_rows = [(f"warm-{i}", f"warm-{i}", secrets.token_urlsafe(12)) for i in range(warm)]
+        users = {u: p for _, u, p in rows + warm_rows}
+        with mosquitto_server(work / "mosquitto-idle", users) as broker:
+            where: dict[str, Any] = {
+                "server": "mosquitto",
+                "server_pid": broker.pid,
+                "port": broker.port,
+                "ca_file": broker.ca_file,
+                "work": work,
+            }
+            hold_idle(binary, creds=_write_creds(work / "mw.tsv", warm_rows), devices=warm, **where)
+            creds = _write_creds(work / "mi.tsv", rows)
+            out.append(hold_idle(binary, creds=creds, devices=connections, **where))
+        with thinghub_server(work, admin_token) as hub:
+            assert hub.proc is not None
+            where = {
+                "server": "thinghub",
+                "server_pid": hub.proc.pid,
+                "port": int(hub.ready["mqtt"]["port"]),
+                "ca_file": hub.ready["ca_file"],
+                "work": work,
+            }
+            _, warm_creds = register_thinghub(hub, admin_token, work, warm)
+            _, creds = register_thinghub(hub, admin_token, work, connections)
+            hold_idle(binary, creds=warm_creds, devices=warm, **where)
+            out.append(hold_idle(binary, creds=creds, devices=connections, **where))
+    return out
+
+
 def _line(r: LoadResult) -> str:
     bound = "  GENERATOR-BOUND" if r.generator_bound else ""
     stored = "" if r.stored is None else f"  stored {r.stored}/{r.acked}"
@@ -443,7 +483,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0, help="total msgs/s (0: flat out)")
     parser.add_argument("--only", choices=["thinghub", "mosquitto"])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--idle", type=int, default=0, help="only: RSS per N idle connections")
     args = parser.parse_args(argv)
+    if args.idle:
+        load0 = os.getloadavg()[0]
+        for r in run_idle(args.idle):
+            print(
+                f"{r.server:<9} {r.connections} idle TLS connections: "
+                f"{r.kib_per_connection:.1f} KiB each "
+                f"({r.rss_before_kib / 1024:.0f} -> {r.rss_after_kib / 1024:.0f} MiB), "
+                f"connected in {r.connect_s:.1f} s ({r.connections / r.connect_s:,.0f}/s)"
+            )
+        print(f"1-minute load average {load0:.2f} -> {os.getloadavg()[0]:.2f}")
+        return 0
     points = [tuple(int(x) for x in p.split("x")) for p in args.points.split(",")]
     load0 = os.getloadavg()[0]
     started = time.time()

@@ -43,6 +43,9 @@ bench-guard: deps install  ## the ~20 s device-path cost check (also part of `ma
 bench: deps install  ## benchmarks (not tests); results go to docs/performance.md
 	bash scripts/install-deps.sh bench
 	$(PY) -m bench.run
+	$(PY) -m bench.device_load
+	$(PY) -m bench.device_load --idle 10000
+	$(PY) -m bench.methods_sdk
 
 clean:
 	rm -rf thinghub-data .pytest_cache .mypy_cache .ruff_cache

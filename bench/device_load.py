@@ -342,37 +342,42 @@ def hold_idle(
     """
     ready = work / f"ready-{secrets.token_hex(4)}"
     before = rss_kib(server_pid)
+    log_path = work / f"{ready.name}.log"
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "-p",
-            str(port),
-            "-c",
-            str(devices),
-            "-I",
-            str(RUN_TIMEOUT_S),
-            "--ready-file",
-            str(ready),
-            "--cafile",
-            str(ca_file),
-            "--creds",
-            str(creds),
-            "-T",
-            str(RUN_TIMEOUT_S),
-            "--quiet",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "-p",
+                str(port),
+                "-c",
+                str(devices),
+                "-I",
+                str(RUN_TIMEOUT_S),
+                "--ready-file",
+                str(ready),
+                "--cafile",
+                str(ca_file),
+                "--creds",
+                str(creds),
+                "-T",
+                str(RUN_TIMEOUT_S),
+                "--quiet",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
-        while not ready.exists():
+        # mqttload writes "N\n" to the ready file once every client is connected (or failed).
+        while not (ready.exists() and ready.read_text().endswith("\n")):
             if proc.poll() is not None or time.monotonic() - started > RUN_TIMEOUT_S:
-                raise BenchError(f"{server}: idle clients did not connect (exit {proc.returncode})")
+                raise BenchError(
+                    f"{server}: idle clients did not connect (exit {proc.returncode}): "
+                    + log_path.read_text()[-2000:]
+                )
             time.sleep(0.05)
         connect_s = time.monotonic() - started
-        connected = int(ready.read_text().strip() or 0)
+        connected = int(ready.read_text())
         if connected < devices:
             raise BenchError(f"{server}: {connected}/{devices} idle clients connected")
         time.sleep(IDLE_SETTLE_S)

@@ -1,11 +1,11 @@
 """`python -m bench.run`: run the benchmarks, print a table, record them and update the docs.
 
-Runs the HTTP part (bench.http), the MQTT part (bench.mqtt) and the ux4iot fan-out part
-(bench.ux4iot), or one of them with --only.
+Runs the HTTP part (bench.http), the MQTT part (bench.mqtt), the ux4iot fan-out part
+(bench.ux4iot) and the iTwin part (bench.itwin), or one of them with --only.
 Writes bench/results/latest.json (a part not run keeps its last results there) and rewrites
-the generated sections of docs/performance.md (between the `bench:http`, `bench:mqtt` and
-`bench:ux4iot` markers); the rest of that page is prose kept by hand. Exits 1 with the reason when a
-measurement is invalid (see bench.http and bench.mqtt).
+the generated sections of docs/performance.md (between the `bench:http`, `bench:mqtt`,
+`bench:ux4iot` and `bench:itwin` markers); the rest of that page is prose kept by hand.
+Exits 1 with the reason when a measurement is invalid (see bench.http and bench.mqtt).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import mqtt, ux4iot
+from bench import itwin, mqtt, ux4iot
 from bench._table import text_table
 from bench.http import INGEST_BODY, BenchError, WrkResult, run_http, wrk_version
 from bench.mosquitto import mosquitto_version
@@ -212,8 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         help="ux4iot: the device's messages/s, comma-separated (one point each, in this order)",
     )
     parser.add_argument(
+        "--itwin-points", type=int, default=1_000_000, help="iTwin: observations getData reads"
+    )
+    parser.add_argument(
+        "--itwin-subscribers", type=int, default=1000, help="iTwin: subscribeData clients"
+    )
+    parser.add_argument(
+        "--itwin-rate", type=float, default=1000.0, help="iTwin: the device's messages/s"
+    )
+    parser.add_argument(
+        "--itwin-upload", type=int, default=100_000, help="iTwin: observations uploadData stores"
+    )
+    parser.add_argument(
         "--only",
-        choices=["http", "mqtt", "ux4iot"],
+        choices=["http", "mqtt", "ux4iot", "itwin"],
         help="run one part; the others keep their last results",
     )
     parser.add_argument(
@@ -237,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             saved["mqtt"] = _mqtt_part(args)
         if args.only in (None, "ux4iot"):
             saved["ux4iot"] = _ux4iot_part(args)
+        if args.only in (None, "itwin"):
+            saved["itwin"] = _itwin_part(args)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
@@ -275,6 +289,16 @@ def _render(*, quiet: bool = False) -> int:
         )
         if not quiet:
             print(ux4iot.format_table(ux_results))
+    if "itwin" in saved:
+        part = saved["itwin"]
+        itwin_results = itwin.ItwinResults.from_json(part["results"])
+        update_doc(
+            itwin.markdown_section(itwin_results, part["machine"], part["params"]),
+            itwin.ITWIN_START,
+            itwin.ITWIN_END,
+        )
+        if not quiet:
+            print(itwin.format_table(itwin_results))
     return 0
 
 
@@ -389,6 +413,44 @@ def _ux4iot_part(args: argparse.Namespace) -> dict[str, Any]:
         "params": params,
         "results": results.to_json(),
         "ratio": None if ratio is None else round(ratio, 3),
+    }
+
+
+def _itwin_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the iTwin face's benchmark; what latest.json keeps of it (under "itwin")."""
+    params = {
+        "points": args.itwin_points,
+        "subscribers": args.itwin_subscribers,
+        "rate": args.itwin_rate,
+        "upload": args.itwin_upload,
+        "fanout_s": args.duration,
+    }
+    machine = machine_info(http=False)
+    print(
+        f"iTwin benchmark: getData of {args.itwin_points:,} observations, subscribeData of one "
+        f"device at {args.itwin_rate:g} msgs/s to {args.itwin_subscribers:,} clients, "
+        f"uploadData of {args.itwin_upload:,} observations",
+        flush=True,
+    )
+    results = itwin.run_itwin(
+        points=args.itwin_points,
+        subscribers=args.itwin_subscribers,
+        rate=args.itwin_rate,
+        upload=args.itwin_upload,
+        duration_s=args.duration,
+        progress=lambda line: print(line, flush=True),
+    )
+    machine["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    print()
+    print(itwin.format_table(results))
+    misses = itwin.goal_misses(results)
+    if misses:
+        print(f"\nbelow the goals of issue 9: {'; '.join(misses)}")
+    return {
+        "machine": machine,
+        "params": params,
+        "results": results.to_json(),
+        "ratios": {f.name: f.ratio for f in results.figures},
     }
 
 

@@ -91,9 +91,15 @@ database_option = setting_option("--database", setting="database")
 @cli.command()
 @data_dir_option
 @database_option
+@setting_option("--bus", setting="bus")
+@setting_option("--node-id", setting="node_id")
+@setting_option("--node-lease", "node_lease_s", setting="node_lease_s", type=float)
 @setting_option("--host", setting="host")
 @setting_option("--http-port", setting="http_port", type=int)
 @setting_option("--mqtt-port", setting="mqtt_port", type=int)
+@setting_option("--itwin-ws-port", setting="itwin_ws_port", type=int)
+@setting_option("--itwin-tcp-port", setting="itwin_tcp_port", type=int)
+@setting_option("--itwin-tls/--no-itwin-tls", setting="itwin_tls", default=None)
 @setting_option("--hub-hostname", setting="hub_hostname")
 @setting_option(
     "--hostname",

@@ -80,6 +80,17 @@ def _str_list(value: Any) -> tuple[str, ...]:
     raise ValueError("expected a list or a comma-separated string")
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -95,6 +106,16 @@ def _optional_url(value: Any) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError("expected http(s)://host[:port][/path], without query or fragment")
+    return url
+
+
+def _optional_nats_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    url = str(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("expected nats://HOST:PORT (or tls://HOST:PORT)")
     return url
 
 
@@ -137,11 +158,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", _port, 8080, "HTTP port: REST faces and OpenAPI docs (0 = ephemeral)."),
     Setting("mqtt_port", _port, 8883, "MQTT over TLS port for devices and DPS (0 = ephemeral)."),
     Setting(
+        "itwin_ws_port",
+        _port,
+        4201,
+        "iTwin socket API: JSON-RPC over WebSocket, path / (0 = ephemeral).",
+    ),
+    Setting(
+        "itwin_tcp_port",
+        _port,
+        4200,
+        "iTwin socket API: JSON-RPC over TCP, concatenated JSON objects (0 = ephemeral).",
+    ),
+    Setting(
+        "itwin_tls",
+        _boolean,
+        False,
+        "Serve the iTwin WebSocket and TCP ports with TLS (the hub's server certificate).",
+    ),
+    Setting(
         "database",
         _optional_str,
         None,
         "Database URL; empty means SQLite in the data directory, postgresql://... selects "
         "PostgreSQL.",
+    ),
+    Setting(
+        "bus",
+        _optional_nats_url,
+        None,
+        "NATS URL (nats://HOST:4222) that joins this node to a cluster of nodes on one "
+        "PostgreSQL database; empty means the in-process bus (one node). Needs PostgreSQL.",
+    ),
+    Setting(
+        "node_id",
+        _optional_str,
+        None,
+        "This node's name in a cluster (unique per node); empty means HOST:PID.",
+    ),
+    Setting(
+        "node_lease_s",
+        _positive,
+        15.0,
+        "Seconds after a node's last heartbeat that its devices show Disconnected on the other "
+        "nodes (with --bus).",
     ),
     Setting(
         "hub_hostname",
@@ -386,7 +445,13 @@ class Settings:
     host: str
     http_port: int
     mqtt_port: int
+    itwin_ws_port: int
+    itwin_tcp_port: int
+    itwin_tls: bool
     database: str | None
+    bus: str | None
+    node_id: str | None
+    node_lease_s: float
     hub_hostname: str
     hostnames: tuple[str, ...]
     admin_token: str | None
@@ -492,4 +557,10 @@ def load_settings(
     }
     _apply(values, from_env, "environment")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.bus is not None and not settings.is_postgres:
+        raise ConfigError(
+            f"bus = {settings.bus!r} needs database = postgresql://...: several nodes share one "
+            "PostgreSQL database, and a SQLite file belongs to one node"
+        )
+    return settings

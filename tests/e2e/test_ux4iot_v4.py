@@ -26,7 +26,6 @@ from tests.e2e.ux4iot import create_key, new_device, send_https
 from tests.e2e.ux4iot_node import Line, NodeDriver
 
 pytestmark = [
-    pytest.mark.backend_agnostic,
     pytest.mark.e2e,
     pytest.mark.slow,
     paho_socket_leaks,

@@ -70,6 +70,10 @@ class MemoryBus:
         if entry in self._subscribers:
             self._subscribers.remove(entry)
 
+    def wants(self, tokens: list[str]) -> bool:
+        """Whether any subscription's pattern matches a subject split into `tokens`."""
+        return any(tokens_match(pattern, tokens) for pattern, _ in self._subscribers)
+
     @property
     def subscriptions(self) -> int:
         """How many subscriptions are open (for tests and metrics)."""

@@ -91,6 +91,16 @@ class LocalLinks:
     def count(self) -> int:
         return len(self._links)
 
+    def device_ids(self) -> list[str]:
+        """The devices connected here now."""
+        return list(self._links)
+
+    def evict(self, device_id: str) -> DeviceLink | None:
+        """Forget the device's link without releasing it (another node holds the device now);
+        the caller closes the returned link, whose detach then finds it gone and records no
+        disconnection."""
+        return self._links.pop(device_id, None)
+
     # -- DeviceChannel ---------------------------------------------------------------------
 
     async def call_method(

@@ -35,6 +35,13 @@ def parse_ts(value: str, field: str) -> float:
         Invalid: naming the field, also for a time outside years 1..9999 (nan, inf, 1e999).
     """
     text = value.strip()
+    if len(text) >= 20 and text[4] == "-" and text[-1] in "Zz":
+        # The common form (2024-02-20T04:35:23.653Z): Python reads it whole, Z included,
+        # at a tenth of the cost of the general path below (uploads parse one per value).
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            pass  # the general path below says what is wrong
     try:
         epoch = float(text)
     except ValueError:

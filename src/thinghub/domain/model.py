@@ -100,6 +100,9 @@ class Principal:
     kind: str = "token"  # token | user | client
     face_role: str | None = None
     project: str | None = None  # limited to one project (see ApiToken.project)
+    # An OAuth2 access token's scopes (`sensor-data:read`, ...); None: not scoped, the role
+    # alone decides. A scoped principal writes only with a write scope (services.auth).
+    scopes: frozenset[str] | None = None
 
     def sees(self, project: str | None) -> bool:
         """Whether a thing in `project` is visible to this principal."""

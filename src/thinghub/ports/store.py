@@ -9,7 +9,7 @@ contract suite in tests/contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -129,6 +129,10 @@ class DeviceStore(Protocol):
     ) -> None: ...
     async def list_projects(self, account_id: str) -> list[Project]: ...
     async def list_deployments(self, account_id: str, project: str) -> list[Deployment]: ...
+    async def delete_project(self, account_id: str, name: str) -> bool:
+        """A project and its deployments, if no device (of any kind) belongs to it; False
+        when it does not exist or still has devices."""
+
     async def insert(self, device: Device, twin: Twin) -> None:
         """The device and its first twin, in one write."""
 
@@ -179,6 +183,22 @@ class TelemetryStore(Protocol):
         until: float | None,
         limit: int,
     ) -> list[Observation]: ...
+    def stream_observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """Every `(ts, value)` of one metric in [since, until], oldest first, in batches of
+        about `batch_rows` (keyset paging: each batch is a short read that starts after the
+        last time of the one before, so nothing holds more than a batch and a slow consumer
+        holds no database resource between batches). Observations at one time always come
+        in one batch, which may so exceed `batch_rows`; their order among themselves is
+        unspecified."""
+
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of
         each metric stays."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +78,8 @@ SYSTEM_PROPERTY_MAX_CHARS = {
 
 # Most messages in one write unit.
 BATCH_MAX = 2000
+# Write units of one ingest_many in flight at once.
+MANY_IN_FLIGHT = 2
 
 #: What a queued message costs besides its raw bytes (the message, its future, its parsed
 #: body's objects), so that many tiny messages also count against the queue bound.
@@ -159,7 +162,11 @@ class IngestService:
         source: str = "mqtt",
         body: Any = None,
         enqueued_at: float | None = None,
+        is_raw_json: bool = False,
     ) -> TelemetryMessage:
+        """A message of `device` from its payload `raw` (parsed here), or from an already
+        parsed `body`: with `is_raw_json`, `raw` is that body's own JSON text (orjson's, as
+        an upload serializes it) and is stored as it is."""
         system = (message_id, correlation_id, content_type, content_encoding, component)
         for (name, limit), value in zip(SYSTEM_PROPERTY_MAX_CHARS.items(), system, strict=True):
             _check_system_property(name, value, limit)
@@ -170,7 +177,7 @@ class IngestService:
                 f"{self.max_payload_bytes}",
                 field="body",
             )
-        body_json = None
+        body_json = raw if body is not None and is_raw_json else None
         depth_limit = None
         if body is None and exceeds_depth(raw, self.max_json_depth):
             depth_limit = self.max_json_depth  # kept as text: never parsed
@@ -274,6 +281,46 @@ class IngestService:
         if outcome.rejected is not None:
             raise Invalid(outcome.rejected, field="body")
         return outcome.is_new
+
+    async def ingest_many(
+        self, items: Sequence[tuple[Device, TelemetryMessage]]
+    ) -> list[Outcome | Exception]:
+        """Store many messages (an upload), as ingest() stores each: checked by the policies,
+        stored with their observations, published live.
+
+        They go to storage in write units of `batch_max` of their own, not through the queue
+        (the caller holds them all already, so queueing them would bound nothing), at most
+        MANY_IN_FLIGHT units at a time: one is prepared while another is written.
+
+        Returns, per message, its Outcome (a rejected one says why) or the exception that
+        kept it from being stored.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in items]
+        gate = asyncio.Semaphore(MANY_IN_FLIGHT)
+
+        async def unit(start: int) -> None:
+            async with gate:
+                end = start + self.batch_max
+                await self._write_batch(
+                    [
+                        (device, message, future)
+                        for (device, message), future in zip(
+                            items[start:end], futures[start:end], strict=True
+                        )
+                    ]
+                )
+
+        async with asyncio.TaskGroup() as tasks:  # _write_batch never raises
+            for start in range(0, len(items), self.batch_max):
+                tasks.create_task(unit(start), name="ingest.many")
+        results: list[Outcome | Exception] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:  # that message failed; the others are still answered
+                results.append(exc)
+        return results
 
     def submit(self, device: Device, message: TelemetryMessage) -> asyncio.Future[Outcome]:
         """Queue a message for the next batch; the future resolves after its commit.

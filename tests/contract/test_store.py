@@ -699,6 +699,25 @@ async def test_commands(stores: Stores) -> None:
     assert await stores.commands.pending("dev-2") == [c3]
 
 
+async def test_command_history_is_per_device_and_name_newest_first(stores: Stores) -> None:
+    made = [
+        command("h1", created_at=at(1)),
+        command("h2", created_at=at(3)),
+        command("h3", created_at=at(2), name="ping"),
+        command("h4", created_at=at(4), device_id="dev-2"),
+        command("h5", created_at=at(5)),
+    ]
+    for c in made:
+        await stores.commands.insert(c)
+    done = made[1].finish(CommandStatus.COMPLETED, at(6), 200, "ok")
+    await stores.commands.update(done)
+    assert await stores.commands.history("dev-1", "reboot", 10) == [made[4], done, made[0]]
+    assert await stores.commands.history("dev-1", "reboot", 2) == [made[4], done]
+    assert await stores.commands.history("dev-1", "ping", 10) == [made[2]]
+    assert await stores.commands.history("dev-2", "reboot", 10) == [made[3]]
+    assert await stores.commands.history("dev-3", "reboot", 10) == []
+
+
 # -- cloud-to-device messages ----------------------------------------------------------------
 
 

@@ -218,6 +218,8 @@ class CommandStore(Protocol):
         """Its outcome: status, completed_at, response_code and result."""
 
     async def pending(self, device_id: str) -> list[Command]: ...
+    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+        """The device's commands of that name, newest first, at most `limit`."""
 
 
 class C2DStore(Protocol):

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from thinghub.domain.dtdl import parse_template_id
 from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.etags import check_if_match
 from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
 from thinghub.domain.live import ConnectionChanged, DeviceChanged, live_pattern
@@ -326,12 +327,15 @@ class Registry:
         simulated: bool | None = None,
         template: str | Keep | None = KEEP,
         desired_field: str = "properties",
+        if_match: str | None = None,
     ) -> Device:
         """Change a device as an application asks (Permission.DEVICES_WRITE): a desired
         patch, a new name, enabled or not, simulated or not, another template (None
         unassigns); what is None (template: KEEP) stays as it is.
 
-        Everything is checked before anything changes; the desired patch goes first, so a
+        `if_match` (an If-Match header) must name the device's current etag, else nothing
+        changes (PreconditionFailed). Everything is checked before anything changes; the
+        desired patch goes first, so a
         patch the twin refuses (413: the section would be too large) leaves the record as it
         was too. A device left disabled is disconnected (`update_device`). An empty desired
         patch (`{}`, or only `$version`) changes nothing: it is not sent.
@@ -340,8 +344,10 @@ class Registry:
             Forbidden: the caller may not change devices.
             NotFound: no such device within the caller's reach.
             Invalid, TooLarge: the desired patch (naming `desired_field`) or the template id.
+            PreconditionFailed: `if_match` names another state of the device.
         """
         device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        check_if_match(if_match, device.etag, f"device {device.id!r}")
         patch = self._desired_patch(desired, desired_field)
         changes: dict[str, Any] = {}
         if name:
@@ -391,10 +397,13 @@ class Registry:
             await self.disconnect(updated.id)
         return updated
 
-    async def delete_device(self, principal: Principal, device_id: str) -> None:
+    async def delete_device(
+        self, principal: Principal, device_id: str, *, if_match: str | None = None
+    ) -> None:
         """Delete a device or gateway (Permission.DEVICES_WRITE) with its modules, twins and
-        what waits for them, and close their connections."""
+        what waits for them, and close their connections; `if_match` as in edit_device."""
         device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        check_if_match(if_match, device.etag, f"device {device.id!r}")
         modules = await self.stores.devices.find(
             device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
         )

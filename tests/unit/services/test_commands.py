@@ -96,7 +96,7 @@ async def test_a_direct_method_reaches_a_connected_device_and_answers(
 
 
 @pytest.mark.parametrize(
-    ("timeout", "message"),
+    ("seconds", "message"),
     [
         (4.9, "from 5 to 300, got 4.9"),
         (301, "from 5 to 300, got 301"),
@@ -105,16 +105,16 @@ async def test_a_direct_method_reaches_a_connected_device_and_answers(
     ],
 )
 async def test_response_timeouts_are_5_s_to_the_setting_and_name_the_faces_field(
-    services: Services, live: Node, timeout: Any, message: str
+    services: Services, live: Node, seconds: Any, message: str
 ) -> None:
     device = await services.registry.create_device(ADMIN, name="d", device_id="d")
     link = FakeLink("d")
     await connect(services, live, device, link)
     with pytest.raises(Invalid, match=message) as bad:
-        await services.commands.invoke(ADMIN, "d", "m", None, timeout)
+        await services.commands.invoke(ADMIN, "d", "m", None, seconds)
     assert bad.value.field == "responseTimeoutInSeconds"
     with pytest.raises(Invalid) as named:
-        await services.commands.submit(ADMIN, "d", "m", None, timeout, fields=CENTRAL)
+        await services.commands.submit(ADMIN, "d", "m", None, seconds, fields=CENTRAL)
     assert named.value.field == "responseTimeout"
     assert link.calls == []
     assert await services.commands.invoke(ADMIN, "d", "m", None, 5)
@@ -199,7 +199,7 @@ async def test_a_device_that_does_not_listen_for_methods_gets_its_command_later(
     # A second device that listens gets its command: the loop ran, and passed `d` by.
     other = await services.registry.create_device(ADMIN, name="o", device_id="o")
     await connect(services, live, other, FakeLink("o"))
-    assert (await settled(services, other, await services.commands.submit(ADMIN, "o", "x", None)))
+    assert await settled(services, other, await services.commands.submit(ADMIN, "o", "x", None))
     assert deaf.calls == []
     assert (await services.commands.get(ADMIN, "d", first.id)).status is CommandStatus.PENDING
     await live.links.detach(deaf)

@@ -36,9 +36,7 @@ def group_key(group: dict[str, Any], registration_id: str) -> str:
     return sas.derive_group_key(group["attestation"]["symmetricKey"]["primaryKey"], registration_id)
 
 
-async def test_who_may_make_and_see_enrollment_groups(
-    services: Services, account: Account
-) -> None:
+async def test_who_may_make_and_see_enrollment_groups(services: Services, account: Account) -> None:
     prov = services.provisioning
     group = await prov.create_group(admin(account), "g1", project="p1", deployment="d")
     assert (group["project"], group["deployment"], group["provisioningStatus"]) == (
@@ -113,7 +111,9 @@ async def test_a_group_creates_its_device_on_first_registration(
         admin(account), "g2", project="farm", deployment="south", is_edge=True
     )
     key = group_key(group, "therm-1")
-    first = await prov.authenticate(account.id_scope, "therm-1", token(clock, account, "therm-1", key))
+    first = await prov.authenticate(
+        account.id_scope, "therm-1", token(clock, account, "therm-1", key)
+    )
     assert (first.device, first.group) == (None, group)
     device = await prov.register(first, None)
     assert (device.id, device.project, device.deployment, device.kind) == (
@@ -122,7 +122,9 @@ async def test_a_group_creates_its_device_on_first_registration(
     assert (device.primary_key, device.provisioned) == (key, True)
     assert device.created_by == "enrollmentGroup:g1"
     # Registering again assigns the same device, the group's own.
-    again = await prov.authenticate(account.id_scope, "therm-1", token(clock, account, "therm-1", key))
+    again = await prov.authenticate(
+        account.id_scope, "therm-1", token(clock, account, "therm-1", key)
+    )
     assert again.device == device
     assert (await prov.register(again, {"modelId": "dtmi:x;1"})).model_id == "dtmi:x;1"
     gateway = await prov.register(

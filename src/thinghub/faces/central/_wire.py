@@ -30,6 +30,7 @@ __all__ = [
     "command_json",
     "device_json",
     "device_record",
+    "executed_json",
     "page_link",
     "parse_time",
     "render_error",
@@ -61,6 +62,7 @@ _CODES = {
     404: "NotFound",
     405: "MethodNotAllowed",
     409: "Conflict",
+    412: "PreconditionFailed",
     413: "PayloadTooLarge",
     429: "TooManyRequests",
     500: "InternalServerError",
@@ -207,6 +209,7 @@ def _firmware(reported: dict[str, Any]) -> str | None:
 
 async def device_json(services: Services, device: Device) -> dict[str, Any]:
     out = device_record(device)
+    out["etag"] = device.etag
     if device.last_activity_at is not None:
         out["lastSeen"] = format_ts_short(device.last_activity_at)
     twin = await services.twins.get(device)
@@ -222,6 +225,25 @@ def command_json(command: Command) -> dict[str, Any]:
         out["result"] = command.result
     if command.response_code is not None:
         out["responseCode"] = command.response_code
+    if command.completed_at is not None:
+        out["completedTime"] = format_ts_short(command.completed_at)
+    return out
+
+
+def executed_json(command: Command) -> dict[str, Any]:
+    """A command in the real API's shape (id, request, response, responseCode, the timeouts)
+    with the API document's commandId and status."""
+    out: dict[str, Any] = {
+        "id": command.id,
+        "commandId": command.id,
+        "status": command.status.value,
+        "request": command.payload,
+        "responseTimeout": int(command.response_timeout_s),
+    }
+    if command.response_code is not None:
+        out["responseCode"] = command.response_code
+    if command.result is not None:
+        out["response"] = command.result
     if command.completed_at is not None:
         out["completedTime"] = format_ts_short(command.completed_at)
     return out

@@ -205,9 +205,7 @@ def parse_orderby(text: str, fields: Mapping[str, FieldType]) -> OrderBy:
         if not words:
             raise Invalid("$orderby: an empty key; write field [asc|desc], ...", field="$orderby")
         if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
-            raise Invalid(
-                f"$orderby: {part.strip()!r} is not field [asc|desc]", field="$orderby"
-            )
+            raise Invalid(f"$orderby: {part.strip()!r} is not field [asc|desc]", field="$orderby")
         if words[0] not in fields:
             raise Invalid(
                 f"$orderby: unknown field {words[0]!r}; sortable fields are {', '.join(fields)}",

@@ -11,6 +11,7 @@ from thinghub.domain.dtdl import TEMPLATE_ID
 from thinghub.faces.central.roles import ROLES
 
 __all__ = [
+    "READ_ONLY_DEVICE_FIELDS",
     "ApiTokenCreate",
     "DeviceCreate",
     "DevicePatch",
@@ -48,7 +49,25 @@ class ApiTokenCreate(_Body):
     )
 
 
-class DeviceCreate(_Body):
+class _DeviceBody(BaseModel):
+    """A device as GET shows it may come back: its read-only fields are taken when they hold
+    what the device has (the face checks), `etag` is an If-Match, and any other field is a
+    400 naming it (nothing is silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr | None = None
+    etag: StrictStr | None = Field(default=None, description="As If-Match")
+    provisioned: StrictBool | None = Field(default=None, description="Read-only")
+    lastSeen: StrictStr | None = Field(default=None, description="Read-only")
+    firmwareVersion: StrictStr | None = Field(default=None, description="Read-only")
+
+
+# What a device body may hold only as it is (read-only), with GET's names.
+READ_ONLY_DEVICE_FIELDS = ("id", "provisioned", "lastSeen", "firmwareVersion")
+
+
+class DeviceCreate(_DeviceBody):
     displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     template: StrictStr | None = Field(
         default=None, min_length=1, max_length=256, json_schema_extra=TEMPLATE_ID_SCHEMA
@@ -57,7 +76,7 @@ class DeviceCreate(_Body):
     enabled: StrictBool = True
 
 
-class DevicePatch(_Body):
+class DevicePatch(_DeviceBody):
     displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     template: StrictStr | None = Field(
         default=None,

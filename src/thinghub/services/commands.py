@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -343,8 +343,6 @@ class CommandService:
                 raise NotFound(f"device {command.device_id!r} not found", field="deviceId")
             stored = await self._expire_if_due(stored)
             if stored.status.is_final:
-                if stored.status is CommandStatus.EXPIRED and stored.response_code is None:
-                    stored = replace(stored, response_code=OFFLINE_RESPONSE_CODE)
                 return stored
         stored = await self.stores.commands.get(command.id)
         return stored if stored is not None else command
@@ -387,7 +385,9 @@ class CommandService:
             and self.clock.now() >= command.expires_at
             and command.id not in self._in_flight
         ):
-            command = command.finish(CommandStatus.EXPIRED, self.clock.now())
+            # A command sent and waited for answers like IoT Hub's "device not online".
+            code = OFFLINE_RESPONSE_CODE if command.mode is CommandMode.AWAITED else None
+            command = command.finish(CommandStatus.EXPIRED, self.clock.now(), code)
             await self.stores.commands.update(command)
         return command
 

@@ -326,12 +326,16 @@ class Registry:
         enabled: bool | None = None,
         simulated: bool | None = None,
         template: str | Keep | None = KEEP,
+        project: str | Keep = KEEP,
+        deployment: str | Keep = KEEP,
         desired_field: str = "properties",
         if_match: str | None = None,
     ) -> Device:
         """Change a device as an application asks (Permission.DEVICES_WRITE): a desired
         patch, a new name, enabled or not, simulated or not, another template (None
-        unassigns); what is None (template: KEEP) stays as it is.
+        unassigns), another project and deployment (a move: a gateway's modules move with
+        it; a caller limited to a project may not move a device out of it); what is None
+        (template, project, deployment: KEEP) stays as it is.
 
         `if_match` (an If-Match header) must name the device's current etag, else nothing
         changes (PreconditionFailed). Everything is checked before anything changes; the
@@ -360,6 +364,8 @@ class Registry:
             if template is not None:
                 parse_template_id(template, "template")
             changes["template"] = template
+        moved = await self._move(principal, device, project, deployment)
+        changes.update(moved)
         if patch:
             await self.twins.patch_desired(device, patch)
         if changes:
@@ -367,6 +373,45 @@ class Registry:
         elif not device.enabled:
             await self.disconnect(device.id)
         return self._with_activity(device)
+
+    async def _move(
+        self,
+        principal: Principal,
+        device: Device,
+        project: str | Keep,
+        deployment: str | Keep,
+    ) -> dict[str, Any]:
+        """The record changes of moving `device` to another project and/or deployment (none
+        when they are the same); the target is checked and made to exist."""
+        new_project = device.project if isinstance(project, Keep) else project
+        new_deployment = device.deployment if isinstance(deployment, Keep) else deployment
+        if (new_project, new_deployment) == (device.project, device.deployment):
+            return {}
+        if device.kind is DeviceKind.MODULE:
+            raise Invalid("a module moves with its gateway", field="project")
+        if new_project is None:
+            raise Invalid("a device cannot be moved out of every project", field="project")
+        parse_id(new_project, "project")
+        if new_deployment is None:
+            raise Invalid("a moved device needs a deployment", field="deployment")
+        parse_id(new_deployment, "deployment")
+        authorize(principal, Permission.DEVICES_WRITE, NewIn(new_project))
+        now = self.clock.now()
+        await self.stores.devices.ensure_deployment(
+            device.account_id, new_project, new_deployment, now
+        )
+        for module in await self.stores.devices.find(
+            device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
+        ):
+            await self.save(module, project=new_project, deployment=new_deployment)
+        logger.info(
+            "device %s moved to %s/%s (account %s)",
+            device.id,
+            new_project,
+            new_deployment,
+            device.account_id,
+        )
+        return {"project": new_project, "deployment": new_deployment}
 
     @staticmethod
     def _desired_patch(properties: Any, field: str) -> dict[str, Any] | None:

@@ -1,0 +1,433 @@
+"""The IoT Central face speaking the real Azure IoT Central REST API (2022-07-31) beside the
+API document's sketch: `value`/`nextLink` paging with $maxpagesize and $orderby, OData string
+functions in $filter, etag and If-Match on devices and templates, bodies as GET shows them
+(read-only fields checked, unknown fields a 400 naming them), properties and last-value
+telemetry routes, and the published request/response examples of the real API replayed.
+
+Commands and properties with a real device: tests/e2e/test_central_real_device.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.e2e.test_central_api import (
+    API,
+    SEED_DEVICE_KEYS,
+    TIME_RE,
+    VERSION,
+    assert_error,
+    bare,
+    central,
+    make_device,
+    template_body,
+    template_id,
+)
+
+pytestmark = pytest.mark.e2e
+
+__all__ = ["bare", "central", "template_id"]  # fixtures, shared with the seed's tests
+
+
+# -- lists: value, nextLink, $maxpagesize, $orderby, $filter functions ---------------------------
+
+
+def _page_through(central: httpx.Client, bare: httpx.Client, **params: Any) -> list[str]:
+    response = central.get("/devices", params=params)
+    assert response.status_code == 200, response.text
+    seen: list[str] = []
+    while True:
+        page = response.json()
+        assert set(page) <= {"value", "devices", "nextLink"}
+        assert page["value"] == page["devices"]
+        seen += [d["id"] for d in page["value"]]
+        if "nextLink" not in page:
+            return seen
+        link = urlsplit(page["nextLink"])
+        assert link.path == f"{API}/devices"
+        assert parse_qs(link.query)["api-version"] == [VERSION]
+        response = bare.get(page["nextLink"])
+        assert response.status_code == 200, response.text
+
+
+def test_value_and_next_link_with_maxpagesize_and_orderby(
+    central: httpx.Client, bare: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    prefix = unique("real")
+    names = ["Charlie", "alpha", "Bravo", "delta", "Echo"]
+    for i, name in enumerate(names):
+        make_device(central, f"{prefix}-{i}", displayName=name, simulated=i % 2 == 0)
+    mine = f"startswith(id, '{prefix}')"
+
+    # $maxpagesize pages as the real API does; every page is `value` (and `devices`).
+    first = central.get("/devices", params={"$filter": mine, "$maxpagesize": 2}).json()
+    assert len(first["value"]) == 2
+    assert parse_qs(urlsplit(first["nextLink"]).query)["$maxpagesize"] == ["2"]
+    by_id = _page_through(central, bare, **{"$filter": mine, "$maxpagesize": 2})
+    assert by_id == [f"{prefix}-{i}" for i in range(5)]
+    # With both, the smaller page size wins.
+    both = central.get("/devices", params={"$filter": mine, "$maxpagesize": 4, "$top": 3})
+    assert len(both.json()["value"]) == 3
+
+    # $orderby: one key or several, asc (default) or desc, paged through nextLink.
+    ordered = _page_through(
+        central, bare, **{"$filter": mine, "$orderby": "displayName desc", "$maxpagesize": 2}
+    )
+    expected = sorted(range(5), key=lambda i: names[i], reverse=True)
+    assert ordered == [f"{prefix}-{i}" for i in expected]
+    two_keys = _page_through(
+        central, bare, **{"$filter": mine, "$orderby": "simulated desc, id asc"}
+    )
+    assert two_keys == [f"{prefix}-{i}" for i in (0, 2, 4, 1, 3)]
+
+    # OData's string functions.
+    def ids(flt: str) -> list[str]:
+        response = central.get("/devices", params={"$filter": f"{mine} and ({flt})"})
+        assert response.status_code == 200, response.text
+        return [d["id"] for d in response.json()["value"]]
+
+    assert ids("tolower(displayName) eq 'bravo'") == [f"{prefix}-2"]
+    assert ids("toupper(displayName) eq 'ALPHA'") == [f"{prefix}-1"]
+    assert ids("contains(tolower(displayName), 'e')") == [
+        f"{prefix}-0",
+        f"{prefix}-3",
+        f"{prefix}-4",
+    ]
+    assert ids("length(displayName) eq 5") == [f"{prefix}-1", f"{prefix}-2", f"{prefix}-3"]
+    assert ids("indexof(displayName, 'ho') eq 2") == [f"{prefix}-4"]
+    assert ids("substring(displayName, 1, 2) eq 'ch'") == [f"{prefix}-4"]
+    assert ids("concat(displayName, '!') eq 'delta!'") == [f"{prefix}-3"]
+    assert ids("trim(displayName) eq displayName and endswith(displayName, 'a')") == [
+        f"{prefix}-1",
+        f"{prefix}-3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"$orderby": "colour"}, "$orderby"),
+        ({"$orderby": "id sideways"}, "$orderby"),
+        ({"$orderby": ""}, "$orderby"),
+        ({"$maxpagesize": "0"}, "$maxpagesize"),
+        ({"$maxpagesize": "100000"}, "$maxpagesize"),
+        ({"$skiptoken": "~x"}, "$skiptoken"),
+        ({"$filter": "length(id)"}, "$filter"),
+        ({"$filter": "tolower(enabled) eq 'x'"}, "$filter"),
+        ({"$filter": "nosuch(id) eq 'x'"}, "$filter"),
+    ],
+)
+def test_bad_list_parameters_are_400(
+    central: httpx.Client, params: dict[str, str], field: str
+) -> None:
+    assert_error(central.get("/devices", params=params), 400, field)
+
+
+# -- etag and If-Match -------------------------------------------------------------------------
+
+
+def test_device_etags_and_if_match(central: httpx.Client, unique: Callable[[str], str]) -> None:
+    device_id = unique("etag")
+    created = central.put(f"/devices/{device_id}", json={"displayName": "one"})
+    assert created.status_code == 200, created.text
+    etag = created.json()["etag"]
+    assert isinstance(etag, str) and etag
+    assert created.headers["ETag"] == f'"{etag}"'
+    got = central.get(f"/devices/{device_id}")
+    assert got.json()["etag"] == etag
+    assert got.headers["ETag"] == f'"{etag}"'
+
+    # A stale If-Match is 412 and changes nothing; the current one (quoted or not) applies.
+    stale = central.patch(
+        f"/devices/{device_id}", json={"displayName": "two"}, headers={"If-Match": '"nope"'}
+    )
+    assert_error(stale, 412, "If-Match")
+    assert stale.json()["error"]["code"] == "PreconditionFailed"
+    assert central.get(f"/devices/{device_id}").json()["displayName"] == "one"
+    ok = central.patch(
+        f"/devices/{device_id}", json={"displayName": "two"}, headers={"If-Match": f'"{etag}"'}
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["displayName"] == "two"
+    new_etag = ok.json()["etag"]
+    assert new_etag != etag
+    # The old etag is stale now; * is whatever is there.
+    assert_error(
+        central.patch(f"/devices/{device_id}", json={"enabled": False}, headers={"If-Match": etag}),
+        412,
+    )
+    star = central.patch(
+        f"/devices/{device_id}", json={"enabled": False}, headers={"If-Match": "*"}
+    )
+    assert star.status_code == 200, star.text
+
+    # A GET answer sent back: its etag is the condition, its read-only fields must match.
+    current = central.get(f"/devices/{device_id}").json()
+    back = central.patch(f"/devices/{device_id}", json={**current, "displayName": "three"})
+    assert back.status_code == 200, back.text
+    assert back.json()["displayName"] == "three"
+    assert_error(central.patch(f"/devices/{device_id}", json={**current, "displayName": "x"}), 412)
+    fresh = back.json()
+    assert_error(
+        central.patch(f"/devices/{device_id}", json={**fresh, "provisioned": True}),
+        400,
+        "provisioned is read-only",
+    )
+    assert_error(
+        central.patch(f"/devices/{device_id}", json={**fresh, "id": "other"}),
+        400,
+        "id is read-only",
+    )
+
+    # Delete honours If-Match too.
+    assert_error(central.delete(f"/devices/{device_id}", headers={"If-Match": etag}), 412)
+    assert central.get(f"/devices/{device_id}").status_code == 200
+    gone = central.delete(f"/devices/{device_id}", headers={"If-Match": fresh["etag"]})
+    assert gone.status_code == 204
+
+
+def test_template_etags_and_if_match(central: httpx.Client, unique: Callable[[str], str]) -> None:
+    tid = f"dtmi:thinghub:etag:{unique('t').replace('-', '_')};1"
+    put = central.put(f"/deviceTemplates/{tid}", json=template_body(tid))
+    assert put.status_code == 200, put.text
+    etag = put.json()["etag"]
+    assert put.headers["ETag"] == f'"{etag}"'
+    assert central.get(f"/deviceTemplates/{tid}").json()["etag"] == etag
+    listed = central.get("/deviceTemplates").json()["value"]
+    assert any(t["@id"] == tid and t["etag"] == etag for t in listed)
+
+    stale = central.patch(
+        f"/deviceTemplates/{tid}", json={"displayName": "x"}, headers={"If-Match": "old"}
+    )
+    assert_error(stale, 412, "If-Match")
+    renamed = central.patch(
+        f"/deviceTemplates/{tid}", json={"displayName": "Renamed"}, headers={"If-Match": etag}
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["etag"] != etag
+    # The GET shape PUT back (etag inside) replaces it when the etag is current, else 412.
+    document = central.get(f"/deviceTemplates/{tid}").json()
+    again = central.put(f"/deviceTemplates/{tid}", json={**document, "displayName": "Again"})
+    assert again.status_code == 200, again.text
+    assert "etag" in again.json()
+    assert again.json()["displayName"] == "Again"
+    assert_error(central.put(f"/deviceTemplates/{tid}", json=document), 412)
+    assert_error(central.delete(f"/deviceTemplates/{tid}", headers={"If-Match": etag}), 412)
+    deleted = central.delete(f"/deviceTemplates/{tid}", headers={"If-Match": again.json()["etag"]})
+    assert deleted.status_code == 204
+
+
+def test_unknown_device_fields_are_400_naming_them(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    device_id = unique("strict")
+    for body, field in [
+        ({"displayName": "x", "colour": "red"}, "colour"),
+        ({"organizations": ["seattle"]}, "organizations"),
+        ({"provisioned": True}, "provisioned"),
+        ({"lastSeen": "2023-01-01T00:00:00Z"}, "lastSeen"),
+        ({"id": "another-id"}, "id"),
+    ]:
+        assert_error(central.put(f"/devices/{device_id}", json=body), 400, field)
+    assert central.get(f"/devices/{device_id}").status_code == 404  # nothing was made
+    made = make_device(central, device_id, id=device_id, provisioned=False)
+    assert set(made) == SEED_DEVICE_KEYS | {"etag"}
+    assert_error(central.patch(f"/devices/{device_id}", json={"colour": "red"}), 400, "colour")
+
+
+# -- properties and telemetry without a device connection -----------------------------------
+
+
+def test_properties_routes_check_their_input(
+    central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    device_id = unique("props")
+    make_device(central, device_id, template=template_id)
+    base = f"/devices/{device_id}/properties"
+    assert central.get(base).json() == {}
+    written = central.patch(
+        base, json={"targetTemperature": 21, "thermostat1": {"targetTemperature": 18}}
+    )
+    assert written.status_code == 202, written.text
+    assert written.json() == {
+        "$metadata": {"targetTemperature": {"desiredValue": 21}},
+        "thermostat1": {"$metadata": {"targetTemperature": {"desiredValue": 18}}},
+    }
+    assert central.get(base).json() == {
+        "targetTemperature": 21,
+        "thermostat1": {"targetTemperature": 18},
+    }
+    assert central.get(f"/devices/{device_id}/components/thermostat1/properties").json() == {
+        "targetTemperature": 18
+    }
+    # PUT behaves as PATCH (a property cannot be unset); the seed's one-property route agrees.
+    put = central.put(
+        f"/devices/{device_id}/components/thermostat1/properties", json={"targetTemperature": 17}
+    )
+    assert put.status_code == 202, put.text
+    assert put.json() == {"$metadata": {"targetTemperature": {"desiredValue": 17}}}
+    assert central.get(f"{base}/thermostat1*targetTemperature").json()["value"] == 17
+
+    for body, status, needle in [
+        ({"nope": 1}, 404, "nope"),
+        ({"targetTemperature": "hot"}, 400, "targetTemperature"),
+        ({"targetTemperature": None}, 400, "targetTemperature"),
+        ({}, 400, "body"),
+        ([1], 400, "body"),
+        ({"thermostat1": {"nope": 1}}, 404, "nope"),
+    ]:
+        assert_error(central.patch(base, json=body), status, needle)
+    # Nothing of a refused write was applied.
+    assert central.get(f"{base}/targetTemperature").json()["value"] == 21
+    assert_error(central.get(f"/devices/{unique('nope')}/properties"), 404)
+
+
+def test_last_value_telemetry(
+    central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    device_id = unique("tele")
+    make_device(central, device_id, template=template_id)
+    url = f"/devices/{device_id}/telemetry"
+    assert_error(central.get(f"{url}/temperature"), 404, "temperature")
+    for body in (
+        {"temperature": 20.5, "timestamp": "2023-10-26T15:05:10Z"},
+        {"humidity": 40, "timestamp": "2023-10-26T15:05:20Z"},
+        {"status": "ok", "timestamp": "2023-10-26T15:05:30Z"},
+    ):
+        assert central.post(url, json=body).status_code == 204
+    last = central.get(f"{url}/temperature")
+    assert last.status_code == 200, last.text
+    assert last.json() == {"value": 20.5, "timestamp": "2023-10-26T15:05:10Z"}
+    assert central.get(f"{url}/status").json()["value"] == "ok"
+    assert central.post(url, json={"temperature": 22.0}).status_code == 204
+    newest = central.get(f"{url}/temperature").json()
+    assert newest["value"] == 22.0
+    assert TIME_RE.fullmatch(newest["timestamp"])
+    assert_error(central.get(f"/devices/{unique('nope')}/telemetry/temperature"), 404)
+
+
+# -- the real API's published examples, replayed --------------------------------------------------
+
+
+def test_published_examples_of_the_real_api(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """Request bodies of the real API's examples (2022-07-31), as published, and the answers
+    this server gives to them, compared with the published answers where it can give them."""
+    tid = f"dtmi:contoso:{unique('ex').replace('-', '_')};1"
+    template = {
+        "@type": ["ModelDefinition", "DeviceModel"],
+        "displayName": "Example",
+        "capabilityModel": {
+            "@id": f"{tid}:cm",
+            "@type": "Interface",
+            "contents": [
+                {
+                    "@type": "Component",
+                    "name": "settings",
+                    "schema": {
+                        "@id": f"{tid}:settings",
+                        "@type": "Interface",
+                        "contents": [
+                            {"@type": "Property", "name": n, "schema": s, "writable": True}
+                            for n, s in (
+                                ("fanSpeed", "double"),
+                                ("voltage", "double"),
+                                ("current", "double"),
+                                ("irSwitch", "boolean"),
+                            )
+                        ],
+                    },
+                },
+                {
+                    "@type": "Component",
+                    "name": "Thermostat_1o",
+                    "schema": {
+                        "@id": f"{tid}:thermostat",
+                        "@type": "Interface",
+                        "contents": [
+                            {
+                                "@type": "Command",
+                                "name": "CoolDown",
+                                "request": {
+                                    "name": "tempVal",
+                                    "schema": {
+                                        "@type": "Object",
+                                        "fields": [{"name": "tempVal", "schema": "double"}],
+                                    },
+                                },
+                            }
+                        ],
+                    },
+                },
+            ],
+        },
+    }
+    assert central.put(f"/deviceTemplates/{tid}", json=template).status_code == 200
+
+    # Devices_Create: its body names an organization, which this server has not: a 400 naming
+    # it, not a device silently made without one.
+    device_id = unique("ccc")
+    example = {
+        "displayName": "CheckoutThermostatccc",
+        "template": tid,
+        "simulated": True,
+        "enabled": True,
+        "organizations": ["seattle"],
+    }
+    assert_error(central.put(f"/devices/{device_id}", json=example), 400, "organizations")
+    example.pop("organizations")
+    created = central.put(f"/devices/{device_id}", json=example)
+    assert created.status_code == 200, created.text
+    published = {  # the published answer, but its etag and organizations
+        "id": device_id,
+        "displayName": "CheckoutThermostatccc",
+        "template": tid,
+        "simulated": True,
+        "provisioned": False,
+        "enabled": True,
+    }
+    assert {k: v for k, v in created.json().items() if k != "etag"} == published
+
+    # Devices_UpdateProperties: the published answer, exactly.
+    update = central.patch(
+        f"/devices/{device_id}/properties", json={"settings": {"voltage": 25, "current": 7}}
+    )
+    assert update.status_code == 202, update.text
+    assert update.json() == {
+        "settings": {"$metadata": {"voltage": {"desiredValue": 25}, "current": {"desiredValue": 7}}}
+    }
+    # Devices_UpdateComponentProperties: the published answer, exactly.
+    component = central.patch(
+        f"/devices/{device_id}/components/settings/properties",
+        json={"fanSpeed": 35, "voltage": 5, "current": 2, "irSwitch": True},
+    )
+    assert component.status_code == 202, component.text
+    assert component.json() == {
+        "$metadata": {
+            "fanSpeed": {"desiredValue": 35},
+            "voltage": {"desiredValue": 5},
+            "current": {"desiredValue": 2},
+            "irSwitch": {"desiredValue": True},
+        }
+    }
+    # Devices_ExecuteComponentCommand, its body as published; the device is offline and the
+    # default connectionTimeout is 0, so it ends at once, in the real API's shape.
+    command = central.post(
+        f"/devices/{device_id}/components/Thermostat_1o/commands/CoolDown",
+        json={"request": {"tempVal": 30}},
+    )
+    assert command.status_code == 201, command.text
+    answer = command.json()
+    assert answer["request"] == {"tempVal": 30}
+    assert answer["responseCode"] == 404
+    assert answer["id"] == answer["commandId"]
+    # Devices_GetComponentCommandHistory: {value: [...]} with what was sent.
+    history = central.get(f"/devices/{device_id}/components/Thermostat_1o/commands/CoolDown")
+    assert history.status_code == 200, history.text
+    assert [c["id"] for c in history.json()["value"]] == [answer["id"]]

@@ -124,6 +124,10 @@ FILTER_FIELDS: dict[str, FieldType] = {
     "provisioned": "boolean",
     "enabled": "boolean",
 }
+# The real API's form of a command is answered 201 (the seed's form 200).
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "Sent and waited for: the outcome (the real API's form)"}
+}
 # A `$skiptoken` that is an offset (in an `$orderby` order) starts with this.
 OFFSET_TOKEN = "~"
 # A command body holding only these keys is IoT Central's envelope, not the arguments.
@@ -463,6 +467,7 @@ async def _submit(
     "/devices/{device_id}/commands/{command_name}",
     tags=["commands"],
     summary="Run a command",
+    responses=COMMAND_RESPONSES,
 )
 async def run_command(
     device_id: str,
@@ -483,6 +488,7 @@ async def run_command(
     "/devices/{device_id}/components/{component}/commands/{command_name}",
     tags=["commands"],
     summary="Run a component command",
+    responses=COMMAND_RESPONSES,
 )
 async def run_component_command(
     device_id: str,
@@ -801,6 +807,7 @@ async def put_module_properties(
     "/devices/{device_id}/modules/{module_name}/commands/{command_name}",
     tags=["modules"],
     summary="Run a module command",
+    responses=COMMAND_RESPONSES,
 )
 async def run_module_command(
     device_id: str,

@@ -151,6 +151,13 @@ async def test_users(stores: Stores) -> None:
         await stores.credentials.insert_user(dataclasses.replace(user, id="u-2"))
     with pytest.raises(Conflict):
         await stores.credentials.insert_user(dataclasses.replace(user, username="carol"))
+    other = User("u-3", "acc-2", "bob", "$argon2id$hash", Role.VIEWER, T0)
+    zed = User("u-4", ACC, "aaron", "$argon2id$hash", Role.ADMIN, T0)
+    await stores.credentials.insert_user(other)
+    await stores.credentials.insert_user(zed)
+    assert await stores.credentials.list_users(ACC) == [zed, user]
+    assert await stores.credentials.list_users("acc-2") == [other]
+    assert await stores.credentials.list_users("acc-none") == []
 
 
 async def test_api_tokens(stores: Stores) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests.e2e.server import ServerProcess
 from tests.e2e.test_central_api import (
     API,
     SEED_DEVICE_KEYS,
@@ -431,3 +432,51 @@ def test_published_examples_of_the_real_api(
     history = central.get(f"/devices/{device_id}/components/Thermostat_1o/commands/CoolDown")
     assert history.status_code == 200, history.text
     assert [c["id"] for c in history.json()["value"]] == [answer["id"]]
+
+
+# -- roles and users ---------------------------------------------------------------------------
+
+
+def test_roles_and_users(
+    central: httpx.Client,
+    admin: httpx.Client,
+    server: ServerProcess,
+    unique: Callable[[str], str],
+) -> None:
+    roles = central.get("/roles")
+    assert roles.status_code == 200, roles.text
+    assert {r["displayName"]: r["id"] for r in roles.json()["value"]} == {
+        "App Administrator": "ca310b8d-2f4a-44e0-a36e-957c202cd8d4",
+        "App Builder": "344138e9-8de4-4497-8c54-5237e96d6aaf",
+        "App Operator": "ae2c9854-393b-4f97-8c42-479d70ce626e",
+    }
+    one = central.get("/roles/ae2c9854-393b-4f97-8c42-479d70ce626e")
+    assert one.json() == {
+        "id": "ae2c9854-393b-4f97-8c42-479d70ce626e",
+        "displayName": "App Operator",
+    }
+    assert_error(central.get("/roles/nope"), 404, "nope")
+
+    operator, viewer = unique("op"), unique("view")
+    for name, role in ((operator, "operator"), (viewer, "viewer")):
+        made = admin.post(
+            "/v1/users", json={"username": name, "password": "s3cret-pass", "role": role}
+        )
+        assert made.status_code == 201, made.text
+    users = {u["email"]: u for u in central.get("/users").json()["value"]}
+    assert users[operator]["roles"] == [{"role": "ae2c9854-393b-4f97-8c42-479d70ce626e"}]
+    assert users[operator]["type"] == "email"
+    assert users[viewer]["roles"] == []  # IoT Central has no read-only built-in role
+    got = central.get(f"/users/{users[operator]['id']}")
+    assert got.json() == users[operator]
+    assert_error(central.get("/users/nope"), 404)
+    # Seeing users is an administrator's: an App Operator token is refused.
+    token = central.put(f"/apiTokens/{unique('tok')}", json={"roles": [{"role": "operator"}]})
+    assert token.status_code == 200, token.text
+    with httpx.Client(
+        base_url=server.http_url + API,
+        params={"api-version": VERSION},
+        headers={"Authorization": token.json()["token"]},
+    ) as as_operator:
+        assert_error(as_operator.get("/users"), 403, "App Operator")
+        assert as_operator.get("/roles").status_code == 200

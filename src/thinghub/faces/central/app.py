@@ -20,9 +20,9 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Invalid
+from thinghub.domain.errors import Invalid, NotFound
 from thinghub.domain.ids import ID_PATTERN, parse_id
-from thinghub.domain.model import Device, Principal
+from thinghub.domain.model import Device, Principal, User
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
@@ -46,7 +46,7 @@ from thinghub.faces.central._wire import (
     token_json,
 )
 from thinghub.faces.central.odata import FieldType, parse_filter, parse_orderby
-from thinghub.faces.central.roles import parse_role
+from thinghub.faces.central.roles import ROLES, CentralRole, parse_role, role_for
 from thinghub.faces.central.schemas import (
     READ_ONLY_DEVICE_FIELDS,
     TEMPLATE_ID_SCHEMA,
@@ -220,6 +220,53 @@ async def get_token(token_id: str, request: Request, caller: Caller) -> Response
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
     await services_of(request).auth.revoke(caller, token_id, face="central", whole_account=True)
     return Response(status_code=204)
+
+
+# -- roles and users ----------------------------------------------------------------------------
+
+
+def _role_json(role: CentralRole) -> dict[str, Any]:
+    return {"id": role.id, "displayName": role.name}
+
+
+@router.get("/roles", tags=["roles"], summary="List roles")
+async def list_roles(caller: Caller) -> Response:
+    """IoT Central's three built-in roles, as API tokens and users carry them."""
+    return OrjsonResponse({"value": [_role_json(role) for role in ROLES]})
+
+
+@router.get("/roles/{role_id}", tags=["roles"], summary="Get a role")
+async def get_role(role_id: str, caller: Caller) -> Response:
+    for role in ROLES:
+        if role.id == role_id:
+            return OrjsonResponse(_role_json(role))
+    raise NotFound(f"role {role_id!r} not found", field="roleId")
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    # A thinghub user signs in with a user name; IoT Central's users are email users.
+    role = role_for(user.role)
+    return {
+        "id": user.id,
+        "type": "email",
+        "email": user.username,
+        "roles": [] if role is None else [{"role": role.id}],
+    }
+
+
+@router.get("/users", tags=["users"], summary="List users")
+async def list_users(request: Request, caller: Caller) -> Response:
+    """The account's users (made on /v1); a viewer has no IoT Central role (`roles: []`)."""
+    users = await services_of(request).auth.list_users(caller)
+    return OrjsonResponse({"value": [_user_json(u) for u in users]})
+
+
+@router.get("/users/{user_id}", tags=["users"], summary="Get a user")
+async def get_user(user_id: str, request: Request, caller: Caller) -> Response:
+    for user in await services_of(request).auth.list_users(caller):
+        if user.id == user_id:
+            return OrjsonResponse(_user_json(user))
+    raise NotFound(f"user {user_id!r} not found", field="userId")
 
 
 # -- devices ------------------------------------------------------------------------------------

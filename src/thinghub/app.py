@@ -61,8 +61,10 @@ from thinghub.services.certificates import CertificateIssuer, CertificateService
 from thinghub.services.commands import CommandService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
+from thinghub.services.jobs import JobService
 from thinghub.services.live import LiveService
 from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
@@ -128,6 +130,17 @@ def build_services(
         templates=templates,
     )
     ingest.policies.append(templates.policy)
+    commands = CommandService(
+        stores,
+        clock,
+        presence=presence,
+        channel=channel,
+        registry=registry,
+        templates=templates,
+        max_timeout_s=settings.method_timeout_max_s,
+        ttl_s=settings.command_ttl_s,
+    )
+    properties = PropertyService(registry, twins, templates)
     return Services(
         auth=auth,
         registry=registry,
@@ -135,16 +148,7 @@ def build_services(
         events=events,
         ingest=ingest,
         queries=QueryService(stores),
-        commands=CommandService(
-            stores,
-            clock,
-            presence=presence,
-            channel=channel,
-            registry=registry,
-            templates=templates,
-            max_timeout_s=settings.method_timeout_max_s,
-            ttl_s=settings.command_ttl_s,
-        ),
+        commands=commands,
         c2d=C2DService(stores, clock, channel=channel, locks=locks, registry=registry),
         templates=templates,
         provisioning=ProvisioningService(stores, clock, registry),
@@ -163,7 +167,9 @@ def build_services(
         certificates=CertificateService(issuer, registry=registry),
         sessions=SessionService(stores),
         live=LiveService(bus),
-        properties=PropertyService(registry, twins, templates),
+        properties=properties,
+        device_groups=DeviceGroupService(stores, clock),
+        jobs=JobService(stores, clock, registry=registry, properties=properties, commands=commands),
     )
 
 
@@ -339,6 +345,7 @@ class ThingHub:
         tasks.create_task(services.ingest.run(), name="ingest.batches")
         for name, loop in (
             ("commands.delivery", services.commands.run),
+            ("jobs.run", services.jobs.run),
             ("retention.purge", services.retention.run),
             ("registry.watch", services.registry.watch),  # other nodes' device changes
             ("twins.watch", services.twins.watch),  # other nodes' twin changes

@@ -7,6 +7,7 @@ telemetry of what the device sent, and a gateway's module through the modules ro
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -350,3 +351,257 @@ def test_modules_of_a_gateway(
     # The gateway's own command history does not hold the module's.
     assert central.get(f"/devices/{gateway_id}/commands/AdjustFrameRate").json() == {"value": []}
     assert_error(central.get(f"/devices/{gateway_id}/modules/nope/properties"), 404)
+
+
+# -- device groups and jobs ----------------------------------------------------------------------
+
+
+def _job_done(central: httpx.Client, job_id: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (
+            (j := central.get(f"/jobs/{job_id}").json())["status"] in ("completed", "failed") and j
+        ),
+        what=f"job {job_id} to end",
+        timeout=60,
+    )
+
+
+def test_device_groups_and_jobs(
+    target: Target,
+    central: httpx.Client,
+    template_id: str,
+    unique: Callable[[str], str],
+) -> None:
+    prefix = unique("fleet")
+    devices = []
+    for i in range(3):
+        device_id = f"{prefix}-{i}"
+        made = central.put(f"/devices/{device_id}", json={"template": template_id})
+        assert made.status_code == 200, made.text
+        key = central.get(f"/devices/{device_id}/credentials").json()["symmetricKey"]["primaryKey"]
+        devices.append({"id": device_id, "key": key})
+    central.put(f"/devices/{prefix}-other", json={})  # not templated: not in the group
+
+    # A group: IoT Central's query form, or an OData filter.
+    group_id = unique("group")
+    group = central.put(
+        f"/deviceGroups/{group_id}",
+        json={
+            "displayName": "Fleet",
+            "filter": f'SELECT * FROM devices WHERE $template = "{template_id}" '
+            f"AND startswith($id, '{prefix}')",
+        },
+    )
+    assert group.status_code == 200, group.text
+    assert set(group.json()) == {"id", "displayName", "filter", "etag"}
+    members = central.get(f"/deviceGroups/{group_id}/devices")
+    assert [d["id"] for d in members.json()["value"]] == [d["id"] for d in devices]
+    odata = central.patch(
+        f"/deviceGroups/{group_id}",
+        json={"filter": f"startswith(id, '{prefix}') and template ne null"},
+        headers={"If-Match": group.json()["etag"]},
+    )
+    assert odata.status_code == 200, odata.text
+    assert [d["id"] for d in central.get(f"/deviceGroups/{group_id}/devices").json()["value"]] == [
+        d["id"] for d in devices
+    ]
+    assert group_id in [g["id"] for g in central.get("/deviceGroups").json()["value"]]
+    for body, field in [
+        ({"displayName": "x", "filter": "SELECT * FROM devices WHERE $colour = 1"}, "filter"),
+        ({"displayName": "x", "filter": "nonsense ("}, "filter"),
+        ({"displayName": "x"}, "filter"),
+        ({"displayName": "x", "filter": "enabled", "organizations": ["o"]}, "organizations"),
+    ]:
+        assert_error(central.put(f"/deviceGroups/{unique('g')}", json=body), 400, field)
+    assert_error(
+        central.patch(f"/deviceGroups/{group_id}", json={}, headers={"If-Match": "x"}), 412
+    )
+
+    # Two devices connected and answering commands; the third offline.
+    calls = Inbox()
+    patches = Inbox()
+    clients = [target.device_client({"id": d["id"]}, key=d["key"]) for d in devices[:2]]
+    with connected(clients[0]), connected(clients[1]):
+        for client in clients:
+            client.on_method_request_received = _answering(client, calls)
+            client.on_twin_desired_properties_patch_received = patches
+
+        # A property job: every device's desired twin, whether it is connected or not.
+        job = central.put(
+            f"/jobs/{unique('job')}",
+            json={
+                "displayName": "Set target",
+                "group": group_id,
+                "data": [
+                    {
+                        "type": "property",
+                        "target": template_id,
+                        "path": "targetTemperature",
+                        "value": 21,
+                    }
+                ],
+            },
+        )
+        assert job.status_code == 200, job.text
+        assert job.json()["progress"]["total"] == 3
+        done = _job_done(central, job.json()["id"])
+        assert done["status"] == "completed"
+        assert done["progress"] == {"total": 3, "pending": 0, "completed": 3, "failed": 0}
+        for _ in clients:
+            patches.wait(lambda p: p.get("targetTemperature") == 21, what="the job's patch")
+        third = central.get(f"/devices/{devices[2]['id']}/properties/targetTemperature")
+        assert third.json()["value"] == 21
+
+        # A command job: the offline device fails; a rerun once it is connected completes.
+        command_job = unique("job")
+        ran = central.put(
+            f"/jobs/{command_job}",
+            json={
+                "displayName": "Reboot",
+                "group": group_id,
+                "data": [{"type": "command", "path": "reboot", "value": 3}],
+            },
+        )
+        assert ran.status_code == 200, ran.text
+        failed = _job_done(central, command_job)
+        assert failed["status"] == "failed"
+        statuses = central.get(f"/jobs/{command_job}/devices").json()["value"]
+        assert [(s["id"], s["status"]) for s in statuses] == [
+            (devices[0]["id"], "completed"),
+            (devices[1]["id"], "completed"),
+            (devices[2]["id"], "failed"),
+        ]
+        assert "404" in statuses[2]["error"]
+        late = target.device_client({"id": devices[2]["id"]}, key=devices[2]["key"])
+        with connected(late):
+            late.on_method_request_received = _answering(late, calls)
+            rerun = central.put(f"/jobs/{command_job}/rerun/{command_job}-rerun")
+            assert rerun.status_code == 200, rerun.text
+            assert rerun.json()["rerunOf"] == command_job
+            assert rerun.json()["progress"]["total"] == 1
+            again = _job_done(central, f"{command_job}-rerun")
+            assert again["status"] == "completed"
+        assert sorted(p for name, p in calls.items if name == "reboot") == [3, 3, 3]
+        assert_error(central.put(f"/jobs/{command_job}/rerun/{command_job}-rerun"), 409)
+
+    # A cloud property job: kept with every device, shown with its properties.
+    cloud = central.put(
+        f"/jobs/{unique('job')}",
+        json={
+            "displayName": "Label",
+            "group": group_id,
+            "data": [{"type": "cloudProperty", "path": "site", "value": "Plant 7"}],
+        },
+    )
+    assert cloud.status_code == 200, cloud.text
+    assert _job_done(central, cloud.json()["id"])["status"] == "completed"
+    for d in devices:
+        assert central.get(f"/devices/{d['id']}/properties").json()["site"] == "Plant 7"
+
+    # Bad jobs.
+    for body, status, field in [
+        (
+            {"displayName": "x", "group": "nope", "data": [{"type": "property", "path": "a"}]},
+            404,
+            "nope",
+        ),
+        ({"displayName": "x", "group": group_id, "data": []}, 400, "data"),
+        (
+            {"displayName": "x", "group": group_id, "data": [{"type": "explode", "path": "a"}]},
+            400,
+            "type",
+        ),
+        (
+            {
+                "displayName": "x",
+                "group": group_id,
+                "data": [{"type": "command", "path": "a"}],
+                "batch": 5,
+            },
+            400,
+            "batch",
+        ),
+    ]:
+        assert_error(central.put(f"/jobs/{unique('bad')}", json=body), status, field)
+    assert_error(
+        central.put(
+            f"/jobs/{cloud.json()['id']}",
+            json={
+                "displayName": "x",
+                "group": group_id,
+                "data": [{"type": "cloudProperty", "path": "a", "value": 1}],
+            },
+        ),
+        409,
+    )
+    assert cloud.json()["id"] in [j["id"] for j in central.get("/jobs").json()["value"]]
+    assert central.delete(f"/deviceGroups/{group_id}").status_code == 204
+    assert_error(central.get(f"/deviceGroups/{group_id}"), 404)
+
+
+def test_a_job_stops_and_resumes(
+    target: Target,
+    central: httpx.Client,
+    template_id: str,
+    unique: Callable[[str], str],
+) -> None:
+    prefix = unique("slow")
+    devices = []
+    for i in range(3):
+        device_id = f"{prefix}-{i}"
+        assert (
+            central.put(f"/devices/{device_id}", json={"template": template_id}).status_code == 200
+        )
+        key = central.get(f"/devices/{device_id}/credentials").json()["symmetricKey"]["primaryKey"]
+        devices.append({"id": device_id, "key": key})
+    group_id = unique("group")
+    central.put(
+        f"/deviceGroups/{group_id}",
+        json={"displayName": "Slow", "filter": f"startswith(id, '{prefix}')"},
+    )
+    release = threading.Event()
+    calls = Inbox()
+    clients = [target.device_client({"id": d["id"]}, key=d["key"]) for d in devices]
+
+    def held(client: Any) -> Callable[[Any], None]:
+        def on_method(request: Any) -> None:
+            calls(request.name)
+            release.wait(30)  # the first device holds the job until the test lets go
+            client.send_method_response(
+                MethodResponse.create_from_method_request(request, 200, {"ok": True})
+            )
+
+        return on_method
+
+    with connected(clients[0]), connected(clients[1]), connected(clients[2]):
+        for client in clients:
+            client.on_method_request_received = held(client)
+        job_id = unique("job")
+        made = central.put(
+            f"/jobs/{job_id}",
+            json={
+                "displayName": "Held",
+                "group": group_id,
+                "data": [{"type": "command", "path": "ping", "value": None}],
+            },
+        )
+        assert made.status_code == 200, made.text
+        calls.wait(what="the first device's command")
+        stopped = central.post(f"/jobs/{job_id}/stop")
+        assert stopped.status_code == 204, stopped.text
+        release.set()
+        halted = wait_for(
+            lambda: (j := central.get(f"/jobs/{job_id}").json())["progress"]["pending"] == 2 and j,
+            what="the first device's outcome",
+        )
+        assert halted["status"] == "stopped"
+        assert_error(central.post(f"/jobs/{job_id}/stop"), 409, "stopped")
+        # No further device is worked on while it is stopped.
+        assert central.get(f"/jobs/{job_id}").json()["progress"]["pending"] == 2
+        assert len(calls.items) == 1
+        resumed = central.post(f"/jobs/{job_id}/resume")
+        assert resumed.status_code == 204, resumed.text
+        # ping answers 200 here (this handler): every device completes.
+        done = _job_done(central, job_id)
+    assert done["status"] == "completed"
+    assert len(calls.items) == 3

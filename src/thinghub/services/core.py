@@ -14,8 +14,10 @@ from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateService
 from thinghub.services.commands import CommandService
 from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
+from thinghub.services.jobs import JobService
 from thinghub.services.live import LiveService
 from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
@@ -50,6 +52,9 @@ class Services:
     live: LiveService
     # One property of a device, read or written (IoT Central, ux4iot, iTwin).
     properties: PropertyService
+    # Saved device filters, and jobs that change every device of one.
+    device_groups: DeviceGroupService
+    jobs: JobService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

@@ -24,7 +24,7 @@ from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import Twin, TwinSection, check_patch_size
-from thinghub.services.registry import Registry
+from thinghub.services.registry import CLOUD_PROPERTIES, Registry
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
 
@@ -87,7 +87,8 @@ class PropertyService:
         self, principal: Principal, device: Device | str, component: str | None = None
     ) -> dict[str, PropertyValue]:
         """Every property of the device that has a value (Permission.READ), by name; a
-        component's as `component*name`. With `component`, only that component's, by short
+        component's as `component*name`; the device's cloud properties (Registry.
+        set_cloud_property) beside them. With `component`, only that component's, by short
         name. The twin's bookkeeping ($version, $metadata, the `__t` marker) is left out.
 
         Raises:
@@ -113,6 +114,10 @@ class PropertyService:
             found = _pick(twin, named)
             if found is not None:
                 out[name if component is None else named.name] = found
+        cloud = target.attributes.get(CLOUD_PROPERTIES)
+        if component is None and isinstance(cloud, dict):
+            for name, value in cloud.items():
+                out.setdefault(name, PropertyValue(value, None))
         return out
 
     async def write_many(

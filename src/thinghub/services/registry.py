@@ -9,6 +9,7 @@ is the same on every node. Devices are cached by id for DEVICE_CACHE_S (unknown 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from enum import Enum
 from typing import Any, Final, Literal
 
 from thinghub.domain.dtdl import parse_template_id
-from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.errors import Conflict, Invalid, NotFound, TooLarge
 from thinghub.domain.etags import check_if_match
 from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
@@ -32,12 +33,25 @@ from thinghub.services.events import EventService
 from thinghub.services.ttl_cache import TtlCache
 from thinghub.services.twins import TwinService
 
-__all__ = ["ACTIVITY_FLUSH_S", "KEEP", "DeviceKeys", "Keep", "Registry", "connection_lock"]
+__all__ = [
+    "ACTIVITY_FLUSH_S",
+    "CLOUD_PROPERTIES",
+    "KEEP",
+    "MAX_CLOUD_PROPERTY_BYTES",
+    "DeviceKeys",
+    "Keep",
+    "Registry",
+    "connection_lock",
+]
 
 logger = logging.getLogger(__name__)
 
 # lastActivityTime is kept in memory on every message and written at most this often.
 ACTIVITY_FLUSH_S = 10.0
+# Where a device's cloud properties live in its attributes, and how large (JSON bytes) they
+# may be together (IoT Hub's twin section cap, for want of another).
+CLOUD_PROPERTIES = "cloudProperties"
+MAX_CLOUD_PROPERTY_BYTES = 32 * 1024
 # Devices are cached by id. Changes made through this registry replace the cached copy at
 # once; a change made by another node (PostgreSQL scale-out) arrives on the bus, and what the
 # bus misses is seen within this time.
@@ -412,6 +426,32 @@ class Registry:
             device.account_id,
         )
         return {"project": new_project, "deployment": new_deployment}
+
+    async def set_cloud_property(
+        self, principal: Principal, device_id: str, name: str, value: Any
+    ) -> Device:
+        """Keep `value` as the device's cloud property `name` (Permission.DEVICES_WRITE): a
+        value the application keeps with the device, never sent to it.
+
+        Raises:
+            Invalid: a bad name, a null or unstorable value; TooLarge past
+                MAX_CLOUD_PROPERTY_BYTES for all of a device's cloud properties.
+        """
+        device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        if not name or name.startswith("$") or len(name) > 256:
+            raise Invalid("a cloud property name is 1 to 256 characters, not $…", field="path")
+        if value is None:
+            raise Invalid("a cloud property value must not be null", field="value")
+        check_storable(value, "value")
+        current = device.attributes.get(CLOUD_PROPERTIES)
+        props = {**(current if isinstance(current, dict) else {}), name: value}
+        size = len(json.dumps(props))
+        if size > MAX_CLOUD_PROPERTY_BYTES:
+            raise TooLarge(
+                f"cloud properties would be {size} bytes; the limit is {MAX_CLOUD_PROPERTY_BYTES}",
+                field="value",
+            )
+        return await self.save(device, attributes={**device.attributes, CLOUD_PROPERTIES: props})
 
     @staticmethod
     def _desired_patch(properties: Any, field: str) -> dict[str, Any] | None:

@@ -17,16 +17,19 @@ from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import TwinSection
-from thinghub.faces._http import OrjsonResponse
+from thinghub.faces._http import OrjsonResponse, principal_of
+from thinghub.faces.central.odata import FieldType
 from thinghub.faces.central.roles import describe_refusal
 from thinghub.services.core import Services
 
 __all__ = [
     "DEFAULT_API_VERSION",
     "ERROR_SCHEMA",
+    "FILTER_FIELDS",
     "SUPPORTED_API_VERSIONS",
     "api_version",
     "authenticate",
+    "caller_dependency",
     "command_json",
     "device_json",
     "device_record",
@@ -144,6 +147,11 @@ async def authenticate(services: Services, header: str | None) -> Principal:
     return await services.auth.authenticate_bearer(value)
 
 
+# The face's caller: one dependency object, so FastAPI authenticates a request once whichever
+# router of the face declares it.
+caller_dependency = principal_of(authenticate)
+
+
 def page_link(settings: Settings, request: Request, **params: str) -> str:
     """A link to this route with `params` set (a nextLink): relative to the server, or under
     the `public_url` setting when one is set. Never built from the Host header, which is
@@ -183,6 +191,17 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
     if secret is not None:
         out["token"] = secret
     return out
+
+
+# The device fields $filter and $orderby (and device groups' filters) see, with their types.
+FILTER_FIELDS: dict[str, FieldType] = {
+    "id": "string",
+    "displayName": "string",
+    "template": "string",
+    "simulated": "boolean",
+    "provisioned": "boolean",
+    "enabled": "boolean",
+}
 
 
 def device_record(device: Device) -> dict[str, Any]:

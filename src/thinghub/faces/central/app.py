@@ -28,14 +28,15 @@ from thinghub.faces._http import (
     authenticate_before_body,
     document_page_size,
     face_app,
-    principal_of,
     services_of,
     settings_of,
 )
 from thinghub.faces.central._wire import (
     ERROR_SCHEMA,
+    FILTER_FIELDS,
     api_version,
     authenticate,
+    caller_dependency,
     command_json,
     device_json,
     device_record,
@@ -45,7 +46,8 @@ from thinghub.faces.central._wire import (
     render_error,
     token_json,
 )
-from thinghub.faces.central.odata import FieldType, parse_filter, parse_orderby
+from thinghub.faces.central.jobs import router as groups_and_jobs
+from thinghub.faces.central.odata import parse_filter, parse_orderby
 from thinghub.faces.central.roles import ROLES, CentralRole, parse_role, role_for
 from thinghub.faces.central.schemas import (
     READ_ONLY_DEVICE_FIELDS,
@@ -61,7 +63,7 @@ from thinghub.services.registry import KEEP
 
 __all__ = ["create_app"]
 
-_caller = principal_of(authenticate)
+_caller = caller_dependency
 Caller = Annotated[Principal, Depends(_caller)]
 
 
@@ -116,14 +118,6 @@ OBJECT_BODY_DOC: dict[str, Any] = {
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
 
 TOKEN_TTL_S = 365 * 86_400.0  # IoT Central's default API token lifetime: one year
-FILTER_FIELDS: dict[str, FieldType] = {
-    "id": "string",
-    "displayName": "string",
-    "template": "string",
-    "simulated": "boolean",
-    "provisioned": "boolean",
-    "enabled": "boolean",
-}
 # The real API's form of a command is answered 201 (the seed's form 200).
 COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"description": "Sent and waited for: the outcome (the real API's form)"}
@@ -140,6 +134,9 @@ COMMAND_FIELDS = CommandFields(
 # Credentials first (401), then api-version (400): a caller without credentials learns
 # nothing else. FastAPI runs a route's dependencies once each, in this order.
 router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
+# Device groups and jobs (faces/central/jobs.py), behind the same dependencies.
+jobs_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
+jobs_router.include_router(groups_and_jobs)
 
 
 # -- application --------------------------------------------------------------------------------
@@ -985,6 +982,8 @@ def create_app(context: FaceContext) -> FastAPI:
     authenticate_before_body(app, authenticate)
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
+    app.include_router(jobs_router)
     # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
+    app.include_router(jobs_router, prefix="/v1", include_in_schema=False)
     return app

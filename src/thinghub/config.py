@@ -361,6 +361,19 @@ SETTINGS: tuple[Setting, ...] = (
         INGEST_QUEUE_MAX_BYTES,
         "Telemetry bytes queued for storage at most; when full, device sockets are not read.",
     ),
+    Setting(
+        "ux4iot_session_idle_s",
+        _positive,
+        600.0,
+        "A ux4iot session with no socket and no request for this long is gone; its socket "
+        "is refused and the client opens a new session.",
+    ),
+    Setting(
+        "ux4iot_max_sessions",
+        _positive_int,
+        100_000,
+        "Most open ux4iot sessions (POST /session needs no credentials); over it: 429.",
+    ),
 )
 
 
@@ -412,6 +425,8 @@ class Settings:
     mqtt_device_connects_per_min: float
     mqtt_device_connect_burst: int
     ingest_queue_max_bytes: int
+    ux4iot_session_idle_s: float
+    ux4iot_max_sessions: int
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -1,5 +1,5 @@
-"""Queries: telemetry and events of an account, filtered and paged; a telemetry field's last
-value."""
+"""Queries: telemetry and events of an account, filtered and paged; the latest values of a
+device's telemetry, and one telemetry field's last value."""
 
 from __future__ import annotations
 
@@ -11,11 +11,22 @@ from thinghub.domain.events import Event
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import EventQuery, Page, Stores, TelemetryQuery
+from thinghub.ports import Clock, EventQuery, Page, Stores, TelemetryQuery
 from thinghub.services.authz import authorize
 
-__all__ = ["LAST_VALUE_SCAN_MESSAGES", "QueryService", "TelemetryValue"]
+__all__ = [
+    "LAST_VALUE_SCAN_MESSAGES",
+    "LATEST_SCAN_MESSAGES",
+    "QueryService",
+    "TelemetryValue",
+]
 
+# Latest values: numbers come from the latest observation of each metric (kept for ever, one
+# row per metric); values of other types (text, booleans, objects) from the device's newest
+# messages, this many of them.
+LATEST_SCAN_MESSAGES = 20
+# The document kind that holds, per device, when its latest values were last cleared.
+LATEST_CLEARED = "latest_cleared"
 # How many of a device's newest messages a last-value look-up reads before it gives up (the
 # field is then reported as having no value): bounded work per request.
 LAST_VALUE_SCAN_MESSAGES = 1000
@@ -44,8 +55,9 @@ def _scoped(principal: Principal, query: Q) -> Q | None:
 
 
 class QueryService:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, clock: Clock) -> None:
         self.stores = stores
+        self.clock = clock
 
     async def telemetry(
         self, principal: Principal, query: TelemetryQuery
@@ -98,3 +110,54 @@ class QueryService:
         raise NotFound(
             f"telemetry {name!r} of device {device.id!r} has no value", field="telemetryName"
         )
+
+    async def latest_values(
+        self, principal: Principal, device: Device
+    ) -> dict[str, tuple[Any, float]]:
+        """The latest value of each top-level key of the device's telemetry, with its time
+        (epoch seconds), newer than the last `clear_latest`.
+
+        Numbers are the latest observations (every numeric key the device ever sent); other
+        values come from its LATEST_SCAN_MESSAGES newest messages. A key whose newest value
+        is in those messages gets it as sent (an integer stays an integer).
+        """
+        authorize(
+            principal,
+            Permission.READ,
+            device,
+            absent=NotFound(f"device {device.id!r} not found", field="deviceId"),
+        )
+        account = device.account_id
+        cleared = await self.stores.documents.get(account, LATEST_CLEARED, device.id)
+        after = float(cleared) if isinstance(cleared, int | float) else None
+        values: dict[str, tuple[Any, float]] = {}
+        page = await self.stores.telemetry.query(
+            TelemetryQuery(account, device_id=device.id, since=after, limit=LATEST_SCAN_MESSAGES)
+        )
+        for message in page.items:  # newest first
+            if message.device_id != device.id or not isinstance(message.body, dict):
+                continue
+            if after is not None and message.enqueued_at <= after:
+                continue
+            for key, value in message.body.items():
+                if key not in values:
+                    values[key] = (value, message.enqueued_at)
+        for metric, observation in (await self.stores.telemetry.latest(account, device.id)).items():
+            if after is not None and observation.ts <= after:
+                continue
+            known = values.get(metric)
+            if known is None or observation.ts > known[1]:
+                values[metric] = (observation.value, observation.ts)
+        return values
+
+    async def clear_latest(self, principal: Principal, device: Device) -> None:
+        """Forget the device's latest values (its telemetry stays): `latest_values` answers
+        only what arrives from now on."""
+        authorize(
+            principal,
+            Permission.DEVICES_WRITE,
+            device,
+            absent=NotFound(f"device {device.id!r} not found", field="deviceId"),
+        )
+        now = self.clock.now()
+        await self.stores.documents.put(device.account_id, LATEST_CLEARED, device.id, now, now)

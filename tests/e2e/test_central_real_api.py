@@ -9,7 +9,9 @@ Commands and properties with a real device: tests/e2e/test_central_real_device.p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -480,3 +482,76 @@ def test_roles_and_users(
     ) as as_operator:
         assert_error(as_operator.get("/users"), 403, "App Operator")
         assert as_operator.get("/roles").status_code == 200
+
+
+# -- POST /query -------------------------------------------------------------------------------
+
+
+def test_query_over_telemetry(
+    central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    now = time.time()
+
+    def at(seconds_ago: float) -> str:
+        stamp = datetime.fromtimestamp(now - seconds_ago, tz=UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    first, second = unique("q"), unique("q")
+    for device_id in (first, second):
+        make_device(central, device_id, template=template_id)
+    for device_id, ago, temperature in [
+        (first, 3 * 86_400, 10.0),  # outside a one-day window
+        (first, 600, 20.0),
+        (first, 300, 22.0),
+        (second, 200, 30.0),
+    ]:
+        sent = central.post(
+            f"/devices/{device_id}/telemetry",
+            json={"temperature": temperature, "timestamp": at(ago)},
+        )
+        assert sent.status_code == 204, sent.text
+    mine = f"($id = '{first}' OR $id = '{second}')"
+
+    def query(text: str) -> list[dict[str, Any]]:
+        response = central.post("/query", json={"query": text})
+        assert response.status_code == 200, response.text
+        assert set(response.json()) == {"results"}
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+    rows = query(
+        f"SELECT $id, $ts, temperature FROM {template_id} "
+        f"WHERE WITHIN_WINDOW(P1D) AND {mine} ORDER BY $ts DESC"
+    )
+    assert [(r["$id"], r["temperature"]) for r in rows] == [
+        (second, 30.0),
+        (first, 22.0),
+        (first, 20.0),
+    ]
+    assert all(TIME_RE.fullmatch(r["$ts"]) for r in rows)
+    top = query(
+        f"SELECT TOP 1 $id, temperature FROM {template_id} WHERE {mine} ORDER BY temperature"
+    )
+    assert top == [{"$id": first, "temperature": 10.0}]
+    per_device = query(
+        f"SELECT $id, AVG(temperature) AS mean, COUNT(temperature) FROM {template_id} "
+        f"WHERE WITHIN_WINDOW(P1D) AND {mine} GROUP BY $id ORDER BY $id"
+    )
+    assert sorted((r["$id"], r["mean"], r["count_temperature"]) for r in per_device) == sorted(
+        [(first, 21.0, 2), (second, 30.0, 1)]
+    )
+    windows = query(
+        f"SELECT $ts, MAX(temperature) FROM {template_id} "
+        f"WHERE WITHIN_WINDOW(P7D) AND {mine} GROUP BY WINDOW(P10D)"
+    )
+    assert sum(1 for _ in windows) >= 1
+    assert max(w["max_temperature"] for w in windows) == 30.0
+
+    for body, status, needle in [
+        ({"query": "SELECT temperature FROM dtmi:nope:none;1"}, 404, "dtmi:nope:none;1"),
+        ({"query": f"SELECT temperature FROM {template_id} WHERE"}, 400, "query"),
+        ({"query": f"SELECT temperature, AVG(humidity) FROM {template_id}"}, 400, "aggregated"),
+        ({"query": 5}, 400, "query"),
+        ({"query": "x", "top": 3}, 400, "top"),
+    ]:
+        assert_error(central.post("/query", json=body), status, needle)

@@ -59,6 +59,10 @@ class QueryService:
         self.stores = stores
         self.clock = clock
 
+    def now(self) -> float:
+        """The time relative windows of a query ("the last day") end at: the server's clock."""
+        return self.clock.now()
+
     async def telemetry(
         self, principal: Principal, query: TelemetryQuery
     ) -> Page[TelemetryMessage]:

@@ -12,12 +12,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from thinghub.domain.clock import format_ts_short
 from thinghub.domain.errors import Invalid
 from thinghub.domain.jobs import DeviceRunStatus, Job, JobStep, StepKind
 from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import OrjsonResponse, services_of
 from thinghub.faces.central._wire import caller_dependency, device_json, device_record
 from thinghub.faces.central.groups import group_filter
+from thinghub.faces.central.query import MAX_QUERY_CHARS, parse_query
+from thinghub.ports import TelemetryQuery
 from thinghub.services.core import Services
 from thinghub.services.device_groups import DeviceGroup
 
@@ -278,3 +281,77 @@ async def rerun_job(
         raise Invalid("a rerun takes no body", field="body")
     job = await services_of(request).jobs.rerun(caller, job_id, rerun_id)
     return OrjsonResponse(_job_json(job))
+
+
+# -- query ---------------------------------------------------------------------------------------
+
+# The most telemetry messages one query reads (over every device of its template).
+MAX_QUERY_ROWS = 100_000
+_QUERY_PAGE = 1000
+
+
+QUERY_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["query"],
+                    "additionalProperties": False,
+                    "properties": {"query": {"type": "string", "maxLength": MAX_QUERY_CHARS}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/query", tags=["query"], summary="Run a query over telemetry", openapi_extra=QUERY_BODY_DOC
+)
+async def run_query(request: Request, caller: Caller, body: Any = Body(None)) -> Response:
+    """IoT Central's query language, the documented subset (faces/central/query.py):
+    `{"query": "SELECT $id, $ts, temperature FROM <template> WHERE WITHIN_WINDOW(P1D)"}` →
+    `{"results": [...]}`, over the devices of the template the caller may see."""
+    if not isinstance(body, dict):
+        raise Invalid('the body must be {"query": "SELECT ..."}', field="body")
+    for key in body:
+        if key != "query":
+            raise Invalid(f"{key} is not a field this route applies", field=key)
+    query = parse_query(body.get("query"))
+    services = services_of(request)
+    await services.templates.get(caller, query.template)  # 404 for an unknown template
+    now = services.queries.now()
+    since = query.since(now)
+    rows: list[dict[str, Any]] = []
+    for device in await services.registry.list_devices(caller):
+        if device.template != query.template:
+            continue
+        cursor: str | None = None
+        while len(rows) < MAX_QUERY_ROWS:
+            page = await services.queries.telemetry(
+                caller,
+                TelemetryQuery(
+                    caller.account_id,
+                    device_id=device.id,
+                    since=since,
+                    limit=_QUERY_PAGE,
+                    cursor=cursor,
+                ),
+            )
+            for message in page.items:
+                if message.device_id != device.id or not isinstance(message.body, dict):
+                    continue
+                prefix = f"{message.component}." if message.component else ""
+                row = {prefix + k: v for k, v in message.body.items()}
+                row.update({"$id": device.id, "$ts": message.enqueued_at})
+                rows.append(row)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    results = query.run(rows, now)
+    for result in results:
+        if isinstance(result.get("$ts"), int | float):
+            result["$ts"] = format_ts_short(result["$ts"])
+    return OrjsonResponse({"results": results})

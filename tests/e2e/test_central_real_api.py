@@ -187,6 +187,12 @@ def test_device_etags_and_if_match(central: httpx.Client, unique: Callable[[str]
         "id is read-only",
     )
 
+    # PUT only creates: a condition on it can match nothing (and creates nothing).
+    fresh_id = unique("etag")
+    assert_error(central.put(f"/devices/{fresh_id}", json={"etag": etag}), 412, "If-Match")
+    assert_error(central.put(f"/devices/{fresh_id}", json={}, headers={"If-Match": "*"}), 412)
+    assert central.get(f"/devices/{fresh_id}").status_code == 404
+
     # Delete honours If-Match too.
     assert_error(central.delete(f"/devices/{device_id}", headers={"If-Match": etag}), 412)
     assert central.get(f"/devices/{device_id}").status_code == 200

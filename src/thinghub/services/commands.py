@@ -66,7 +66,7 @@ MAX_CONNECT_TIMEOUT_S = 30.0
 # The most commands a history answers (newest first).
 MAX_HISTORY = 100
 # How often a waiting caller looks at the store for a command finished on another node.
-_WAIT_POLL_S = 0.5
+_WAIT_POLL_S = 2.0
 # Beyond connect + response timeout, how long a waiting caller gives the delivery to record
 # its outcome.
 _WAIT_SLACK_S = 2.0
@@ -328,22 +328,29 @@ class CommandService:
             self._finished.pop(command.id, None)
 
     async def _wait(self, command: Command, finished: asyncio.Event, budget_s: float) -> Command:
-        """The command once final (this node's delivery sets `finished`; one on another node
-        is seen in the store), or Expired when the device never came."""
+        """The command once final: this node's delivery sets `finished`; one on another node
+        is seen in the store, read every _WAIT_POLL_S (and once the connection timeout
+        passed, to expire it), so many waiting callers cost the store little."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s + _WAIT_SLACK_S
+        next_poll = loop.time() + _WAIT_POLL_S
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            if now >= deadline:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(_WAIT_POLL_S, remaining))
+                await asyncio.wait_for(finished.wait(), min(next_poll, deadline) - now)
+            due = self.clock.now() >= command.expires_at and command.id not in self._in_flight
+            if not (finished.is_set() or due or loop.time() >= next_poll):
+                continue
+            next_poll = loop.time() + _WAIT_POLL_S
             stored = await self.stores.commands.get(command.id)
             if stored is None:  # the device was deleted meanwhile
                 raise NotFound(f"device {command.device_id!r} not found", field="deviceId")
             stored = await self._expire_if_due(stored)
             if stored.status.is_final:
                 return stored
+            finished.clear()
         stored = await self.stores.commands.get(command.id)
         return stored if stored is not None else command
 

@@ -86,6 +86,7 @@ async def test_an_offline_device_ends_at_once_or_when_it_connects(
     assert (await running.commands.get(ADMIN, "d", gone.id)).status is CommandStatus.EXPIRED
 
     link = FakeLink("d", answer=(200, "hi"))
+    clock.t += 1  # newer than the first, so first in the history
     waiting = asyncio.create_task(running.commands.execute(ADMIN, "d", "reboot", 2, None, 20))
     async with asyncio.timeout(DEADLINE_S):
         while not await running.commands.history(ADMIN, "d", "reboot") or (

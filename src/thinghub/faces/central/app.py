@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Invalid, NotFound
+from thinghub.domain.errors import Invalid, NotFound, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Device, Principal, User
 from thinghub.faces._http import (
@@ -384,6 +384,14 @@ async def create_device(
     services = services_of(request)
     body = body or DeviceCreate()
     _check_read_only(body, {"id": device_id, "provisioned": False})
+    condition = _if_match(request, body.etag)
+    if condition is not None:
+        # PUT only creates here: there is no device whose etag a condition could match.
+        raise PreconditionFailed(
+            f"If-Match {condition!r}: PUT /devices/{{id}} only creates a device; update one "
+            "with PATCH",
+            field="If-Match",
+        )
     device = await services.registry.create_device(
         caller,
         name=body.displayName or device_id,

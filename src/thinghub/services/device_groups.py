@@ -3,7 +3,8 @@
 A group is stored as a per-account document (kind DOCUMENT_KIND). Its `filter` is text in the
 filter language of the face that saved it; this service keeps it, and the face evaluates it
 against the devices the caller may see (so a group never shows a caller more than its list
-of devices would).
+of devices would). Groups belong to the whole account: a caller limited to one project may
+not see or change them (authz WHOLE_ACCOUNT).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from thinghub.domain.ids import parse_id
 from thinghub.domain.model import Principal
 from thinghub.domain.roles import Permission
 from thinghub.ports import Clock, Stores
-from thinghub.services.authz import authorize
+from thinghub.services.authz import WHOLE_ACCOUNT, authorize
 
 __all__ = ["DOCUMENT_KIND", "MAX_FILTER_CHARS", "DeviceGroup", "DeviceGroupService"]
 
@@ -67,7 +68,7 @@ class DeviceGroupService:
             Invalid: a bad id, name, filter or description.
             PreconditionFailed: `if_match` names another state of the group.
         """
-        authorize(principal, Permission.DEVICES_WRITE)
+        authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         parse_id(group_id, "deviceGroupId")
         name = _text(display_name, "displayName", 200)
         text = _text(filter_text, "filter", MAX_FILTER_CHARS)
@@ -93,21 +94,21 @@ class DeviceGroupService:
         return group
 
     async def get(self, principal: Principal, group_id: str) -> DeviceGroup:
-        authorize(principal, Permission.READ)
+        authorize(principal, Permission.READ, WHOLE_ACCOUNT)
         group = await self._find(principal.account_id, group_id)
         if group is None:
             raise NotFound(f"device group {group_id!r} not found", field="deviceGroupId")
         return group
 
     async def list(self, principal: Principal) -> list[DeviceGroup]:
-        authorize(principal, Permission.READ)
+        authorize(principal, Permission.READ, WHOLE_ACCOUNT)
         rows = await self.stores.documents.all(principal.account_id, DOCUMENT_KIND)
         return [_load(key, row) for key, row in rows]
 
     async def delete(
         self, principal: Principal, group_id: str, *, if_match: str | None = None
     ) -> None:
-        authorize(principal, Permission.DEVICES_WRITE)
+        authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         group = await self.get(principal, group_id)
         check_if_match(if_match, group.etag, f"device group {group_id!r}")
         await self.stores.documents.delete(principal.account_id, DOCUMENT_KIND, group_id)

@@ -9,7 +9,8 @@ their pending devices one at a time, as the principal that started the job, thro
 services a single request would use (PropertyService, CommandService, Registry), so every
 rule and permission applies per device. Between devices it reads the job again, so a stop
 (from any node) halts it; `resume` continues with the pending devices. A job left running by
-a restart is continued by `resume` too.
+a restart is continued by `resume` too. Jobs belong to the whole account (they name devices of
+every project): a caller limited to one project may not see or make them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from thinghub.domain.model import Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
 from thinghub.ports import Clock, Stores
-from thinghub.services.authz import authorize
+from thinghub.services.authz import WHOLE_ACCOUNT, authorize
 from thinghub.services.commands import CommandService
 from thinghub.services.properties import PropertyService
 from thinghub.services.registry import Registry
@@ -83,7 +84,7 @@ class JobService:
             Invalid: a bad id or step, no steps, too many steps or devices.
             Conflict: a job with this id exists.
         """
-        authorize(principal, Permission.DEVICES_WRITE)
+        authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         parse_id(job_id, "jobId")
         if not steps:
             raise Invalid("a job needs at least one step in data", field="data")
@@ -123,14 +124,14 @@ class JobService:
         return job
 
     async def get(self, principal: Principal, job_id: str) -> Job:
-        authorize(principal, Permission.READ)
+        authorize(principal, Permission.READ, WHOLE_ACCOUNT)
         job = await self._load(principal.account_id, job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} not found", field="jobId")
         return job
 
     async def list(self, principal: Principal) -> list[Job]:
-        authorize(principal, Permission.READ)
+        authorize(principal, Permission.READ, WHOLE_ACCOUNT)
         rows = await self.stores.documents.all(principal.account_id, DOCUMENT_KIND)
         return [_from_document(principal.account_id, key, row) for key, row in rows]
 
@@ -138,14 +139,14 @@ class JobService:
 
     async def stop(self, principal: Principal, job_id: str) -> Job:
         """Stop a running job (Permission.DEVICES_WRITE): pending devices stay pending."""
-        authorize(principal, Permission.DEVICES_WRITE)
+        authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         job = (await self.get(principal, job_id)).stop(self.clock.now())
         await self._save(job)
         return job
 
     async def resume(self, principal: Principal, job_id: str) -> Job:
         """Continue a stopped job, or one a restart left running, with its pending devices."""
-        authorize(principal, Permission.DEVICES_WRITE)
+        authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         job = await self.get(principal, job_id)
         if job.status is JobStatus.STOPPED:
             job = job.resume(self.clock.now())

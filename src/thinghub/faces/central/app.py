@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Invalid, NotFound, PreconditionFailed
+from thinghub.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Device, Principal, User
 from thinghub.faces._http import (
@@ -180,6 +180,8 @@ async def create_token(
     IoT Central has no projects: its tokens belong to the whole application."""
     services = services_of(request)
     parse_id(token_id, "tokenId")
+    if body.id is not None and body.id != token_id:
+        raise Invalid(f"id is read-only (it is {token_id!r})", field="id")
     role = parse_role(body.roles[0].role)
     requested = None if body.expiry is None else parse_time(body.expiry, "expiry")
     expiry = services.auth.token_expiry(requested, default_ttl_s=TOKEN_TTL_S)
@@ -386,7 +388,10 @@ async def create_device(
     _check_read_only(body, {"id": device_id, "provisioned": False})
     condition = _if_match(request, body.etag)
     if condition is not None:
-        # PUT only creates here: there is no device whose etag a condition could match.
+        # PUT only creates here (an existing id stays the seed's 409): there is no device
+        # whose etag a condition could match.
+        if await services.registry.find(device_id) is not None:
+            raise Conflict(f"device {device_id!r} already exists", field="deviceId")
         raise PreconditionFailed(
             f"If-Match {condition!r}: PUT /devices/{{id}} only creates a device; update one "
             "with PATCH",

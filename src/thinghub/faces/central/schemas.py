@@ -28,8 +28,9 @@ ROLE_SCHEMA: JsonDict = {
 
 
 class _Body(BaseModel):
-    # IoT Central objects carry fields we do not model (etag, organizations, ...): ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # A field this face does not apply is a 400 naming it, never silently ignored (the
+    # read-only fields of an object as GET shows it are declared where they may come back).
+    model_config = ConfigDict(extra="forbid")
 
 
 class RoleAssignment(_Body):
@@ -37,10 +38,13 @@ class RoleAssignment(_Body):
         description="An IoT Central role id, or its name (App Builder)",
         json_schema_extra=ROLE_SCHEMA,
     )
-    organization: StrictStr | None = None
+    organization: None = Field(
+        default=None, description="Organizations are not supported: only null is taken"
+    )
 
 
 class ApiTokenCreate(_Body):
+    id: StrictStr | None = Field(default=None, description="Read-only: the path's id")
     roles: list[RoleAssignment] = Field(min_length=1, max_length=1)
     expiry: StrictStr | None = Field(
         default=None,
@@ -90,6 +94,8 @@ class DevicePatch(_DeviceBody):
 
 
 class PropertyPatch(_Body):
+    # GET's shape may come back: lastReportedTime describes that moment (any value is taken).
+    lastReportedTime: StrictStr | None = None
     value: Any = Field(
         description="The new desired value (not null)", json_schema_extra={"not": {"type": "null"}}
     )

@@ -58,7 +58,8 @@ def _whole(value: Any) -> Any:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # A field this face does not apply is a 400 naming it, never silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
 
 class DeviceCreate(_Body):

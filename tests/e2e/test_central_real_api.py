@@ -34,7 +34,7 @@ from tests.e2e.test_central_api import (
 
 pytestmark = pytest.mark.e2e
 
-__all__ = ["bare", "central", "template_id"]  # fixtures, shared with the seed's tests
+__all__ = ["bare", "central", "template_id"]  # fixtures, shared with test_central_api.py
 
 
 # -- lists: value, nextLink, $maxpagesize, $orderby, $filter functions ---------------------------
@@ -274,7 +274,7 @@ def test_properties_routes_check_their_input(
     assert central.get(f"/devices/{device_id}/components/thermostat1/properties").json() == {
         "targetTemperature": 18
     }
-    # PUT behaves as PATCH (a property cannot be unset); the seed's one-property route agrees.
+    # PUT behaves as PATCH (a property cannot be unset); the one-property route agrees.
     put = central.put(
         f"/devices/{device_id}/components/thermostat1/properties", json={"targetTemperature": 17}
     )

@@ -37,7 +37,7 @@ def _desired(admin: httpx.Client, device_id: str) -> dict[str, Any]:
 def test_the_get_shape_round_trips(admin: httpx.Client, device: dict[str, Any]) -> None:
     device_id = device["id"]
     url = f"/v1/devices/{device_id}"
-    # The seed's form: properties is the patch.
+    # The ST API's form: properties is the patch.
     seeded = admin.put(url, json={"properties": {"targetTemperature": 22.5}})
     assert seeded.status_code == 200, seeded.text
     shown = admin.get(url).json()

@@ -31,16 +31,6 @@ class Role(StrEnum):
     OPERATOR = "operator"  # read, and act on devices: create, update, commands, properties
     VIEWER = "viewer"  # read only
 
-    @property
-    def can_write(self) -> bool:
-        """Whether it may act on devices (Permission.DEVICES_WRITE)."""
-        return self is not Role.VIEWER
-
-    @property
-    def can_admin(self) -> bool:
-        """Whether it may manage API tokens and users (Permission.TOKENS_ADMIN)."""
-        return self is Role.ADMIN
-
 
 class DeviceKind(StrEnum):
     DEVICE = "device"
@@ -159,7 +149,7 @@ class Device:
     model_id: str | None = None
     connection_state: str = "Disconnected"
     last_activity_at: float | None = None
-    # Who created it (the seed's tags.user) and free-form attributes for faces that need them.
+    # Who created it (the ST API's tags.user) and free-form attributes for faces that need them.
     created_by: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
 

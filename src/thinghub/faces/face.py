@@ -34,6 +34,7 @@ from starlette.types import ASGIApp
 
 from thinghub.config import Settings
 from thinghub.faces._http import ErrorRenderer
+from thinghub.ports import Clock
 from thinghub.services.core import Services
 
 __all__ = ["Face", "FaceContext", "FaceParts", "Listener", "Worker"]
@@ -66,7 +67,8 @@ class Worker(Protocol):
 @dataclass(frozen=True, slots=True)
 class FaceContext:
     """What a face is built from: the services (its only door to the core), the settings,
-    and the server TLS context for listeners that speak TLS.
+    the server TLS context for listeners that speak TLS, and the clock for the face's own
+    bookkeeping (session expiry); a face reads the time nowhere else.
 
     `shared` is one dict per server, kept across the builds of every face: a face keeps there,
     under its own name, what its builds construct once and share.
@@ -75,6 +77,7 @@ class FaceContext:
     services: Services
     settings: Settings
     server_ssl: Callable[[], ssl.SSLContext]
+    clock: Clock
     shared: dict[str, Any] = field(default_factory=dict)
 
 

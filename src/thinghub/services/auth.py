@@ -14,7 +14,7 @@ import math
 import secrets as pysecrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import new_id_scope, new_uuid
@@ -28,13 +28,12 @@ from thinghub.services import authz
 from thinghub.services.authz import WHOLE_ACCOUNT, NewIn, visible
 from thinghub.services.ttl_cache import TtlCache
 
-__all__ = ["FACE_KEY_ROLE", "Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
+__all__ = ["FACE_KEY_ROLE", "AuthService", "IssuedToken", "token_hash"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Action = Literal["read", "write", "admin"]
 DEFAULT_ACCOUNT = "default"
 TOKEN_PREFIX = "thk_"
 TOKEN_CACHE_S = 5.0
@@ -55,24 +54,6 @@ FACE_KEY_BYTES = 32  # entropy of a generated key
 def token_hash(token: str) -> str:
     """The stored form of an API token, also its lookup key (see security.secrets)."""
     return hash_secret(token)
-
-
-# The permission each of the old coarse actions stood for (`authorize` below).
-_ACTIONS: dict[str, Permission] = {
-    "read": Permission.READ,
-    "write": Permission.DEVICES_WRITE,
-    "admin": Permission.TOKENS_ADMIN,
-}
-
-
-def authorize(principal: Principal, action: Action) -> None:
-    """Raise Forbidden unless the principal's role allows the coarse action.
-
-    Superseded by services/authz.py `authorize(principal, permission, resource)`, which
-    services call themselves; kept for callers written against it: "read" is
-    Permission.READ, "write" DEVICES_WRITE and "admin" TOKENS_ADMIN (admin only).
-    """
-    authz.authorize(principal, _ACTIONS[action])
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,13 +350,8 @@ class AuthService:
         return Principal(token.account_id, token.role, token.id, "key", FACE_KEY_ROLE)
 
     def _may_manage_keys(self, principal: Principal) -> None:
-        authorize(principal, "admin")
-        if principal.project is not None:
-            raise Forbidden(
-                f"this token is limited to project {principal.project!r}; a face's keys reach "
-                "the whole account",
-                field="project",
-            )
+        """Token admins seeing the whole account: a face's key reaches every device of it."""
+        authz.authorize(principal, Permission.TOKENS_ADMIN, WHOLE_ACCOUNT)
 
     async def _face_key(self, principal: Principal, face: str, key_id: str) -> ApiToken:
         self._may_manage_keys(principal)

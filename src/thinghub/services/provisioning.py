@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 def dps_resource(id_scope: str, registration_id: str) -> str:
-    """The SAS resource URI of a registration (specs/azure-device-protocol.md §7)."""
+    """The SAS resource URI of a registration: `{idScope}/registrations/{registrationId}`
+    (docs/faces/device-mqtt.md, "Wire details")."""
     return f"{id_scope}/registrations/{registration_id}"
 
 

@@ -54,6 +54,10 @@ def _scoped(principal: Principal, query: Q) -> Q | None:
     return replace(query, account_id=principal.account_id, project=project)
 
 
+def _missing(device: Device) -> NotFound:
+    return NotFound(f"device {device.id!r} not found", field="deviceId")
+
+
 class QueryService:
     def __init__(self, stores: Stores, clock: Clock) -> None:
         self.stores = stores
@@ -125,12 +129,7 @@ class QueryService:
         values come from its LATEST_SCAN_MESSAGES newest messages. A key whose newest value
         is in those messages gets it as sent (an integer stays an integer).
         """
-        authorize(
-            principal,
-            Permission.READ,
-            device,
-            absent=NotFound(f"device {device.id!r} not found", field="deviceId"),
-        )
+        authorize(principal, Permission.READ, device, absent=_missing(device))
         account = device.account_id
         cleared = await self.stores.documents.get(account, LATEST_CLEARED, device.id)
         after = float(cleared) if isinstance(cleared, int | float) else None
@@ -157,11 +156,6 @@ class QueryService:
     async def clear_latest(self, principal: Principal, device: Device) -> None:
         """Forget the device's latest values (its telemetry stays): `latest_values` answers
         only what arrives from now on."""
-        authorize(
-            principal,
-            Permission.DEVICES_WRITE,
-            device,
-            absent=NotFound(f"device {device.id!r} not found", field="deviceId"),
-        )
+        authorize(principal, Permission.DEVICES_WRITE, device, absent=_missing(device))
         now = self.clock.now()
         await self.stores.documents.put(device.account_id, LATEST_CLEARED, device.id, now, now)

@@ -14,7 +14,6 @@ import pytest
 from thinghub.domain.errors import Forbidden, NotFound
 from thinghub.domain.model import ApiToken, Principal, Role
 from thinghub.domain.roles import ACCOUNT_WIDE, ROLE_PERMISSIONS, Permission, stored_role
-from thinghub.services import auth
 from thinghub.services.authz import WHOLE_ACCOUNT, Located, NewIn, authorize, may, visible
 
 P = Permission
@@ -143,25 +142,6 @@ def test_the_whole_account_is_for_unlimited_principals() -> None:
     # A project-limited admin still manages its own project's tokens.
     authorize(principal(Role.ADMIN, "p1"), P.TOKENS_ADMIN)
     authorize(principal(Role.ADMIN, "p1"), P.TOKENS_ADMIN, NewIn("p1"))
-
-
-@pytest.mark.parametrize(
-    ("action", "allowed"),
-    [
-        ("read", set(Role)),
-        ("write", {Role.ADMIN, Role.BUILDER, Role.OPERATOR}),
-        ("admin", {Role.ADMIN}),
-    ],
-)
-def test_the_old_coarse_actions_still_answer(action: auth.Action, allowed: set[Role]) -> None:
-    for role in Role:
-        if role in allowed:
-            auth.authorize(principal(role), action)
-        else:
-            with pytest.raises(Forbidden):
-                auth.authorize(principal(role), action)
-    assert {role for role in Role if role.can_write} == {Role.ADMIN, Role.BUILDER, Role.OPERATOR}
-    assert {role for role in Role if role.can_admin} == {Role.ADMIN}
 
 
 @pytest.mark.parametrize(

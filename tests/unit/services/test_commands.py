@@ -15,6 +15,7 @@ from tests.unit.services.node import FakeLink, Node
 from thinghub.domain.commands import Command, CommandStatus
 from thinghub.domain.errors import DeviceOffline, Forbidden, Invalid, NotFound, TimedOut, TooLarge
 from thinghub.domain.model import Device, Principal, Role
+from thinghub.ports import Stores
 from thinghub.services.commands import (
     DEFAULT_TIMEOUT_S,
     MAX_COMMAND_PAYLOAD_BYTES,
@@ -96,7 +97,7 @@ async def test_a_direct_method_reaches_a_connected_device_and_answers(
 
 
 @pytest.mark.parametrize(
-    ("seconds", "message"),
+    ("given", "message"),
     [
         (4.9, "from 5 to 300, got 4.9"),
         (301, "from 5 to 300, got 301"),
@@ -105,16 +106,16 @@ async def test_a_direct_method_reaches_a_connected_device_and_answers(
     ],
 )
 async def test_response_timeouts_are_5_s_to_the_setting_and_name_the_faces_field(
-    services: Services, live: Node, seconds: Any, message: str
+    services: Services, live: Node, given: Any, message: str
 ) -> None:
     device = await services.registry.create_device(ADMIN, name="d", device_id="d")
     link = FakeLink("d")
     await connect(services, live, device, link)
     with pytest.raises(Invalid, match=message) as bad:
-        await services.commands.invoke(ADMIN, "d", "m", None, seconds)
+        await services.commands.invoke(ADMIN, "d", "m", None, given)
     assert bad.value.field == "responseTimeoutInSeconds"
     with pytest.raises(Invalid) as named:
-        await services.commands.submit(ADMIN, "d", "m", None, seconds, fields=CENTRAL)
+        await services.commands.submit(ADMIN, "d", "m", None, given, fields=CENTRAL)
     assert named.value.field == "responseTimeout"
     assert link.calls == []
     assert await services.commands.invoke(ADMIN, "d", "m", None, 5)
@@ -235,7 +236,7 @@ async def test_the_time_to_live_is_1_s_to_the_setting(services: Services, ttl: A
 
 
 async def test_a_queued_request_must_be_storable_and_at_most_128_kib(
-    services: Services, stores: Any
+    services: Services, stores: Stores
 ) -> None:
     await services.registry.create_device(ADMIN, name="d", device_id="d")
     with pytest.raises(TooLarge) as large:

@@ -205,7 +205,7 @@ FILTER_FIELDS: dict[str, FieldType] = {
 
 
 def device_record(device: Device) -> dict[str, Any]:
-    """The seed's device fields, also what $filter sees."""
+    """The specification's device fields, also what $filter sees."""
     return {
         "id": device.id,
         "displayName": device.name,
@@ -274,5 +274,5 @@ def section_stamp(section: TwinSection, component: str | None, name: str) -> flo
 
 
 def section_time(section: TwinSection, component: str | None, name: str) -> str | None:
-    """When a twin property last changed, in the seed's time format."""
+    """When a twin property last changed, in the specification's time format."""
     return _ts(section_stamp(section, component, name))

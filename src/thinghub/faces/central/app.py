@@ -118,7 +118,7 @@ OBJECT_BODY_DOC: dict[str, Any] = {
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
 
 TOKEN_TTL_S = 365 * 86_400.0  # IoT Central's default API token lifetime: one year
-# The real API's form of a command is answered 201 (the seed's form 200).
+# The real API's form of a command is answered 201 (the specification's form 200).
 COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"description": "Sent and waited for: the outcome (the real API's form)"}
 }
@@ -388,7 +388,7 @@ async def create_device(
     _check_read_only(body, {"id": device_id, "provisioned": False})
     condition = _if_match(request, body.etag)
     if condition is not None:
-        # PUT only creates here (an existing id stays the seed's 409): there is no device
+        # PUT only creates here (an existing id stays the specification's 409): there is no device
         # whose etag a condition could match.
         if await services.registry.find(device_id) is not None:
             raise Conflict(f"device {device_id!r} already exists", field="deviceId")
@@ -996,7 +996,8 @@ def create_app(context: FaceContext) -> FastAPI:
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
     app.include_router(jobs_router)
-    # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
+    # The IoT Central API specification directs requests to
+    # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     app.include_router(jobs_router, prefix="/v1", include_in_schema=False)
     return app

@@ -57,8 +57,8 @@ from thinghub.services.retention import RetentionView
 __all__ = ["create_app"]
 
 Caller = Annotated[Principal, Depends(principal_of())]
-# The seed's method call reads `/v1/devices/  c8dc6706-.../method`; ids never hold spaces, so
-# a path id copied with them still names the device.
+# The ST API's documentation prints its method call as `/v1/devices/  c8dc6706-.../method`;
+# ids never hold spaces, so a path id copied with them still names the device.
 DeviceId = Annotated[str, Path(), AfterValidator(str.strip)]
 # A filter sent empty (`?deploymentID=`) is a filter not given, as an empty `from` already is.
 Filter = Annotated[str | None, Query(), AfterValidator(lambda value: value or None)]
@@ -74,7 +74,7 @@ EventTypeFilter = Annotated[
     AfterValidator(lambda value: value or None),
 ]
 
-# The seed's events are property changes: connection state and twin changes. thinghub's own
+# The ST API's events are property changes: connection state and twin changes. thinghub's own
 # kinds (device lifecycle, rejected telemetry) are listed when `eventType` names them.
 SEED_EVENT_TYPES = frozenset({EventType.CONNECTION_STATE, EventType.CHANGE})
 
@@ -524,7 +524,7 @@ async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> R
 
 
 def _desired(properties: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The desired patch of a PUT: `properties` itself (the seed's form), or, when it holds
+    """The desired patch of a PUT: `properties` itself (the ST API's form), or, when it holds
     only a `desired` object (the shape GET shows), that object."""
     if properties is not None and set(properties) == {"desired"}:
         desired = properties["desired"]
@@ -862,7 +862,7 @@ async def list_events(
 ) -> Response:
     """Events, newest first, paged like telemetry.
 
-    connection_state_event and change_event, as in the seed; `eventType` picks one type,
+    connection_state_event and change_event, as in the ST API; `eventType` picks one type,
     thinghub's device_lifecycle_event and telemetry_rejected_event included.
     """
     services = services_of(request)

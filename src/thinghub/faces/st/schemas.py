@@ -86,7 +86,7 @@ class DeviceTags(_Strict):
 
 
 class DeviceUpdate(_Strict):
-    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the seed), or
+    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the ST API), or
     `{"desired": {...}}` as GET shows it; `tags.project`/`tags.deployment` move the device.
     The other fields GET shows are read-only: taken when they hold what the device has, a
     400 naming them otherwise (connectionState and lastActivityTime describe the moment of

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from thinghub.domain.errors import Conflict, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import new_id_scope, new_uuid
 from thinghub.domain.model import Account, ApiToken, Principal, Role, User
 from thinghub.domain.roles import Permission

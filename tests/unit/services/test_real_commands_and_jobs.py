@@ -14,7 +14,6 @@ from tests.unit.services.conftest import TestClock
 from tests.unit.services.node import FakeLink, Node
 from thinghub.domain.commands import CommandMode, CommandStatus
 from thinghub.domain.errors import Forbidden, Invalid, NotFound, PreconditionFailed
-from thinghub.domain.jobs import DeviceRunStatus, JobStatus, JobStep, StepKind
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.services.commands import MAX_CONNECT_TIMEOUT_S, CommandFields
 from thinghub.services.core import Services
@@ -189,86 +188,3 @@ async def test_cloud_properties(services: Services) -> None:
             await services.registry.set_cloud_property(ADMIN, "d", name, value)
     with pytest.raises(Forbidden):
         await services.registry.set_cloud_property(VIEWER, "d", "site", "x")
-
-
-# -- jobs ---------------------------------------------------------------------------------------
-
-
-async def wait_job(services: Services, job_id: str) -> None:
-    async with asyncio.timeout(DEADLINE_S):
-        while not (await services.jobs.get(ADMIN, job_id)).status.is_final:
-            await asyncio.sleep(0.01)
-
-
-async def test_a_job_changes_every_device_and_reruns_the_failed(
-    running: Services, live: Node
-) -> None:
-    devices = [await running.registry.create_device(ADMIN, name=n, device_id=n) for n in "abc"]
-    links = {d.id: FakeLink(d.id) for d in devices[:2]}
-    for device in devices[:2]:
-        await connect(running, live, device, links[device.id])
-
-    job = await running.jobs.create(
-        ADMIN,
-        "set",
-        display_name="Set",
-        group="g",
-        device_ids=["a", "b", "c"],
-        steps=[JobStep(StepKind.PROPERTY, "target", 21), JobStep(StepKind.CLOUD_PROPERTY, "x", 1)],
-    )
-    assert job.status is JobStatus.RUNNING
-    await wait_job(running, "set")
-    done = await running.jobs.get(ADMIN, "set")
-    assert done.status is JobStatus.COMPLETED
-    assert done.count(DeviceRunStatus.COMPLETED) == 3
-    assert (await running.properties.read(ADMIN, "c", "target")).value == 21
-
-    await running.jobs.create(
-        ADMIN,
-        "cmd",
-        display_name="Reboot",
-        group="g",
-        device_ids=["a", "b", "c"],
-        steps=[JobStep(StepKind.COMMAND, "reboot", 5)],
-    )
-    await wait_job(running, "cmd")
-    ran = await running.jobs.get(ADMIN, "cmd")
-    assert ran.status is JobStatus.FAILED
-    assert [(r.device_id, r.status) for r in ran.devices] == [
-        ("a", DeviceRunStatus.COMPLETED),
-        ("b", DeviceRunStatus.COMPLETED),
-        ("c", DeviceRunStatus.FAILED),
-    ]
-    assert "404" in (ran.devices[2].error or "")
-    await connect(running, live, devices[2], FakeLink("c"))
-    rerun = await running.jobs.rerun(ADMIN, "cmd", "cmd-again")
-    assert [r.device_id for r in rerun.devices] == ["c"]
-    await wait_job(running, "cmd-again")
-    assert (await running.jobs.get(ADMIN, "cmd-again")).status is JobStatus.COMPLETED
-    assert [c[0] for c in links["a"].calls] == ["reboot"]
-
-
-async def test_job_rules(services: Services) -> None:
-    step = JobStep(StepKind.PROPERTY, "p", 1)
-    with pytest.raises(Forbidden):
-        await services.jobs.create(
-            VIEWER, "j", display_name="j", group="g", device_ids=[], steps=[step]
-        )
-    with pytest.raises(Invalid):
-        await services.jobs.create(ADMIN, "j", display_name="j", group="g", device_ids=[], steps=[])
-    with pytest.raises(Invalid):
-        await services.jobs.create(
-            ADMIN, "bad id!", display_name="j", group="g", device_ids=[], steps=[step]
-        )
-    empty = await services.jobs.create(
-        ADMIN, "j", display_name="j", group="g", device_ids=[], steps=[step]
-    )
-    assert empty.status is JobStatus.COMPLETED
-    with pytest.raises(Exception, match="already exists"):
-        await services.jobs.create(
-            ADMIN, "j", display_name="j", group="g", device_ids=[], steps=[step]
-        )
-    with pytest.raises(Exception, match="not running"):
-        await services.jobs.stop(ADMIN, "j")
-    with pytest.raises(NotFound):
-        await services.jobs.get(Principal("acc-2", Role.ADMIN, "x"), "j")

@@ -118,6 +118,10 @@ OBJECT_BODY_DOC: dict[str, Any] = {
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
 
 TOKEN_TTL_S = 365 * 86_400.0  # IoT Central's default API token lifetime: one year
+# Routes that honour If-Match answer 412 when it names another state.
+IF_MATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    412: {"description": "If-Match names another state than the current one; nothing changed"}
+}
 # The real API's form of a command is answered 201 (the specification's form 200).
 COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"description": "Sent and waited for: the outcome (the real API's form)"}
@@ -376,7 +380,12 @@ def _device_response(shown: dict[str, Any]) -> Response:
     return OrjsonResponse(shown, headers={"ETag": f'"{shown["etag"]}"'})
 
 
-@router.put("/devices/{device_id}", tags=["devices"], summary="Create a device")
+@router.put(
+    "/devices/{device_id}",
+    tags=["devices"],
+    summary="Create a device",
+    responses=IF_MATCH_RESPONSES,
+)
 async def create_device(
     device_id: NewId, request: Request, caller: Caller, body: DeviceCreate | None = None
 ) -> Response:
@@ -416,7 +425,12 @@ async def get_device(device_id: str, request: Request, caller: Caller) -> Respon
     return _device_response(await device_json(services, device))
 
 
-@router.patch("/devices/{device_id}", tags=["devices"], summary="Update a device")
+@router.patch(
+    "/devices/{device_id}",
+    tags=["devices"],
+    summary="Update a device",
+    responses=IF_MATCH_RESPONSES,
+)
 async def update_device(
     device_id: str, body: DevicePatch, request: Request, caller: Caller
 ) -> Response:
@@ -438,7 +452,13 @@ async def update_device(
     return _device_response(await device_json(services, device))
 
 
-@router.delete("/devices/{device_id}", status_code=204, tags=["devices"], summary="Delete a device")
+@router.delete(
+    "/devices/{device_id}",
+    status_code=204,
+    tags=["devices"],
+    summary="Delete a device",
+    responses=IF_MATCH_RESPONSES,
+)
 async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
     """Deletes the device and closes its connection (If-Match honoured)."""
     await services_of(request).registry.delete_device(
@@ -927,6 +947,7 @@ def _without_etag(request: Request, body: Any) -> tuple[Any, str | None]:
 
 @router.put(
     "/deviceTemplates/{template_id}",
+    responses=IF_MATCH_RESPONSES,
     tags=["deviceTemplates"],
     summary="Create or replace a device template",
     openapi_extra=TEMPLATE_BODY_DOC,
@@ -959,6 +980,7 @@ async def get_template(template_id: str, request: Request, caller: Caller) -> Re
 
 @router.patch(
     "/deviceTemplates/{template_id}",
+    responses=IF_MATCH_RESPONSES,
     tags=["deviceTemplates"],
     summary="Update a device template (JSON merge patch)",
     openapi_extra=OBJECT_BODY_DOC,
@@ -975,6 +997,7 @@ async def patch_template(
 
 @router.delete(
     "/deviceTemplates/{template_id}",
+    responses=IF_MATCH_RESPONSES,
     status_code=204,
     tags=["deviceTemplates"],
     summary="Delete a device template (409 while devices use it)",

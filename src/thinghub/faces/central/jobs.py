@@ -27,6 +27,12 @@ from thinghub.services.device_groups import DeviceGroup
 __all__ = ["router"]
 
 
+# Routes that honour If-Match answer 412 when it names another state.
+IF_MATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    412: {"description": "If-Match names another state than the current one; nothing changed"}
+}
+
+
 class _Strict(BaseModel):
     # A field this face cannot apply is a 400 naming it.
     model_config = ConfigDict(extra="forbid")
@@ -128,6 +134,7 @@ async def get_group(group_id: str, request: Request, caller: Caller) -> Response
 
 @router.put(
     "/deviceGroups/{group_id}",
+    responses=IF_MATCH_RESPONSES,
     tags=["deviceGroups"],
     summary="Create or replace a device group",
 )
@@ -148,7 +155,12 @@ async def put_group(group_id: str, body: GroupBody, request: Request, caller: Ca
     return OrjsonResponse(_group_json(group))
 
 
-@router.patch("/deviceGroups/{group_id}", tags=["deviceGroups"], summary="Update a device group")
+@router.patch(
+    "/deviceGroups/{group_id}",
+    tags=["deviceGroups"],
+    summary="Update a device group",
+    responses=IF_MATCH_RESPONSES,
+)
 async def patch_group(group_id: str, body: GroupBody, request: Request, caller: Caller) -> Response:
     _same_id(body.id, group_id)
     services = services_of(request)
@@ -169,6 +181,7 @@ async def patch_group(group_id: str, body: GroupBody, request: Request, caller: 
 
 @router.delete(
     "/deviceGroups/{group_id}",
+    responses=IF_MATCH_RESPONSES,
     status_code=204,
     tags=["deviceGroups"],
     summary="Delete a device group",

@@ -364,6 +364,24 @@ class _Sockets:
     faces: list[tuple[Face, socket.socket]]  # --face-listen
 
 
+#: Young-generation size of the cyclic garbage collector, in container objects allocated
+#: (CPython's default is 700): each PUBLISH allocates dozens, and every young collection
+#: also promotes the messages still in flight, which older collections then walk again.
+GC_YOUNG_OBJECTS = 50_000
+#: Young collections per middle one, and middle ones per full one (CPython: 10, 10).
+GC_OLDER_EVERY = 20
+
+
+def tune_gc() -> None:
+    """Once the server is up: what start-up allocated (modules, settings, schemas, the unit
+    registry, caches, the SQL text) is moved out of the collector's sight for good
+    (gc.freeze), and collections run less often. Full collections walking that heap were ~30%
+    of the CPU per MQTT message, a third of an iTwin upload of 100,000 values, and stalled the
+    event loop for milliseconds (docs/performance.md)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_OBJECTS, GC_OLDER_EVERY, GC_OLDER_EVERY)
+
+
 class ThingHub:
     def __init__(self, settings: Settings, faces: Sequence[Face] = FACES) -> None:
         self.settings = settings
@@ -584,11 +602,7 @@ class ThingHub:
             bus="nats" if cluster is not None else "memory",
         )
         await self._wait_started()
-        # What start-up made lives as long as the process (modules, schemas, the unit
-        # registry, caches): keep the collector from scanning it again on every full
-        # collection, which a busy server triggers often (an upload of 100,000 values
-        # allocates millions of objects): about a third off such a request here.
-        gc.freeze()
+        tune_gc()
 
     async def _start_listener(self, face: Face, listener: Listener) -> None:
         name = listener.name

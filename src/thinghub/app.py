@@ -90,9 +90,11 @@ from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
 from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
+from thinghub.services.jobs import JobService
 from thinghub.services.live import LiveService
 from thinghub.services.products import ProductService
 from thinghub.services.properties import PropertyService
@@ -193,6 +195,18 @@ def build_services(
         signed_url_ttl_s=settings.ioto_signed_url_ttl_s,
         max_file_bytes=settings.ioto_max_file_bytes,
     )
+    commands = CommandService(
+        stores,
+        clock,
+        presence=presence,
+        channel=channel,
+        registry=registry,
+        templates=templates,
+        max_timeout_s=settings.method_timeout_max_s,
+        ttl_s=settings.command_ttl_s,
+        locks=locks,
+    )
+    properties = PropertyService(registry, twins, templates)
     return Services(
         auth=auth,
         registry=registry,
@@ -200,17 +214,7 @@ def build_services(
         events=events,
         ingest=ingest,
         queries=QueryService(stores, clock),
-        commands=CommandService(
-            stores,
-            clock,
-            presence=presence,
-            channel=channel,
-            registry=registry,
-            templates=templates,
-            max_timeout_s=settings.method_timeout_max_s,
-            ttl_s=settings.command_ttl_s,
-            locks=locks,
-        ),
+        commands=commands,
         c2d=C2DService(stores, clock, channel=channel, locks=locks, registry=registry),
         templates=templates,
         provisioning=ProvisioningService(stores, clock, registry),
@@ -231,7 +235,9 @@ def build_services(
         certificates=certificates,
         sessions=SessionService(stores),
         live=LiveService(bus),
-        properties=PropertyService(registry, twins, templates),
+        properties=properties,
+        device_groups=DeviceGroupService(stores, clock),
+        jobs=JobService(stores, clock, registry=registry, properties=properties, commands=commands),
         products=products,
         claims=claims,
         files=files,
@@ -506,6 +512,7 @@ class ThingHub:
         tasks.create_task(services.ingest.run(), name="ingest.batches")
         for name, loop in (
             ("commands.delivery", services.commands.run),
+            ("jobs.run", services.jobs.run),
             ("retention.purge", services.retention.run),
             ("registry.watch", services.registry.watch),  # other nodes' device changes
             ("twins.watch", services.twins.watch),  # other nodes' twin changes

@@ -360,7 +360,7 @@ class ThingHub:
         mqtt_host, mqtt_port = await mqtt.start()
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
-        context = FaceContext(services, s, ca.server_ssl_context)
+        context = FaceContext(services, s, ca.server_ssl_context, lambda: self.addresses)
         built = [(face, face.build(context)) for face in self.faces]
         http_sock = _bind(s.host, s.http_port)
         self.addresses["http"] = _address(http_sock, "http")

@@ -390,8 +390,17 @@ def ca(ctx: click.Context, /, **options: Any) -> None:
 @click.option(
     "--token",
     envvar="THINGHUB_TOKEN",
-    required=True,
-    help="API token with operator or admin role (or THINGHUB_TOKEN).",
+    help="API token with operator or admin role (or THINGHUB_TOKEN); needed unless "
+    "--connection-string names the devices.",
+)
+@click.option(
+    "--connection-string",
+    "connection_strings",
+    multiple=True,
+    help="Simulate this existing device (HostName=...;DeviceId=...;SharedAccessKey=..., as "
+    "the console shows it) instead of registering new ones; repeatable. Such a device also "
+    "takes desired properties: it prints each patch (`desired DEVICE {json}`) and reports it "
+    "back.",
 )
 @click.option(
     "--mqtt",
@@ -425,7 +434,8 @@ def simulate(
     ctx: click.Context,
     /,
     url: str | None,
-    token: str,
+    token: str | None,
+    connection_strings: tuple[str, ...],
     mqtt_address: str | None,
     ca_file: str | None,
     count: int,
@@ -446,6 +456,7 @@ def simulate(
     import httpx
     from rich.progress import Progress
 
+    from thinghub.edge.credentials import parse_connection_string
     from thinghub.security import sas
     from thinghub.simulator import DeviceSpec, SimStats, run_devices
 
@@ -458,10 +469,30 @@ def simulate(
     ca_path = ca_file or str(settings.data_dir / "certs" / "ca.pem")
     context = ssl.create_default_context(cafile=ca_path)
     specs = []
+    for text in connection_strings:
+        try:
+            given = parse_connection_string(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--connection-string") from exc
+        expiry = int(time.time()) + 3600 + int(duration)
+        did = given.device_id
+        specs.append(
+            DeviceSpec(
+                did,
+                f"{given.host_name}/{did}/?api-version=2021-04-12",
+                sas.sign(given.key, f"{given.host_name}/devices/{did}", expiry),
+                f"devices/{did}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8",
+                twin=True,
+            )
+        )
+    if connection_strings:
+        count = len(specs)
+    elif not token:
+        raise click.UsageError("give --token (or THINGHUB_TOKEN), or --connection-string")
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as http:
-        for i in range(count):
+        for i in range(0 if connection_strings else count):
             response = http.post(
                 "/v1/devices",
                 json={"name": f"sim-{i}", "project": project, "deployment": deployment},
@@ -506,6 +537,9 @@ def simulate(
                 qos=qos,
                 proxy=proxy,
                 on_progress=show,
+                on_desired=lambda did, patch: click.echo(
+                    f"desired {did} {json.dumps(patch, sort_keys=True)}"
+                ),
             )
         )
     result = {
@@ -515,6 +549,7 @@ def simulate(
         "sent": stats.sent,
         "acked": stats.acked,
         "methods": stats.methods,
+        "desired": stats.desired,
         "seconds": round(stats.elapsed_s, 3),
         "acked_per_s": round(stats.acked / stats.elapsed_s, 1) if stats.elapsed_s else 0,
         "puback_p50_ms": _ms(stats.percentile(0.5)),

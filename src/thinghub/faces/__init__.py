@@ -5,9 +5,10 @@ docs/architecture.md, "Faces: how one is registered", for adding one).
 """
 
 from thinghub.faces.central import FACE as CENTRAL
+from thinghub.faces.console import FACE as CONSOLE
 from thinghub.faces.face import Face
 from thinghub.faces.st import FACE as ST
 
 __all__ = ["FACES"]
 
-FACES: tuple[Face, ...] = (ST, CENTRAL)
+FACES: tuple[Face, ...] = (ST, CENTRAL, CONSOLE)

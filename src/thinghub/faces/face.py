@@ -18,9 +18,9 @@ per `--face-listen` port); nothing runs until app.py serves the app or starts a 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
@@ -47,11 +47,14 @@ class Listener(Protocol):
 @dataclass(frozen=True, slots=True)
 class FaceContext:
     """What a face is built from: the services (its only door to the core), the settings,
-    and the server TLS context for listeners that speak TLS."""
+    the server TLS context for listeners that speak TLS, and the server's bound addresses
+    (the ready line's JSON, complete once the server is up: read it per request, not at
+    build time)."""
 
     services: Services
     settings: Settings
     server_ssl: Callable[[], ssl.SSLContext]
+    addresses: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,8 +110,10 @@ async def login(request: Request) -> Response:
     except Unauthorized:
         await console.logins.failed(username, client, now)
         logger.info("console: failed login of %r from %s", username, client)
+        # 200, as a form shown again with its error: the page itself is fine (a 401 would
+        # also need a WWW-Authenticate challenge that no browser form answers).
         return await _show_form(
-            console, request, error="Wrong user name or password.", status=401, username=username
+            console, request, error="Wrong user name or password.", status=200, username=username
         )
     await console.logins.succeeded(username)
     # A new session id and CSRF token: whatever id the browser had before is worth nothing.

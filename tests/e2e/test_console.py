@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -366,7 +365,9 @@ def test_viewer_sees_but_cannot_change(
 ) -> None:  # fmt: skip
     base = server.http_url
     with server.client() as api:
-        created = api.post("/v1/devices", json={"name": "seen by a viewer", "project": "p", "deployment": "d"}).json()
+        created = api.post(
+            "/v1/devices", json={"name": "seen by a viewer", "project": "p", "deployment": "d"}
+        ).json()
     device_id = created["id"]
     watched = open_page()
     page = watched.page
@@ -422,7 +423,9 @@ def test_phone_width_and_keyboard(
 ) -> None:  # fmt: skip
     base = server.http_url
     with server.client() as api:
-        device_id = api.post("/v1/devices", json={"name": "phone view", "project": "p", "deployment": "d"}).json()["id"]
+        device_id = api.post(
+            "/v1/devices", json={"name": "phone view", "project": "p", "deployment": "d"}
+        ).json()["id"]
     watched = open_page(PHONE)
     page = watched.page
     page.goto(base + "/console/login")

@@ -136,7 +136,12 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
     async with httpx.AsyncClient(base_url=base, timeout=DEADLINE_S) as http:
         assert (await http.get("/echo/hello")).text == "hello localhost"
         index = (await http.get("/")).json()
-        assert index["faces"] == {"st": "/v1", "central": "/central/api", "echo": "/echo"}
+        assert index["faces"] == {
+            "st": "/v1",
+            "central": "/central/api",
+            "console": "/console",
+            "echo": "/echo",
+        }
         assert index["docs"] == {"st": "/v1/docs", "central": "/central/api/docs"}
         # a path under its prefix that never reaches its app (a control character: no mount
         # takes it) is answered in the face's own error shape

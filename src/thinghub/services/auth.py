@@ -365,8 +365,7 @@ class AuthService:
 def _whole_account(principal: Principal) -> None:
     if principal.project is not None:
         raise Forbidden(
-            f"this token is limited to project {principal.project!r}; users see the whole "
-            "account",
+            f"this token is limited to project {principal.project!r}; users see the whole account",
             field="project",
         )
 

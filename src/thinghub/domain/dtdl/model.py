@@ -137,9 +137,7 @@ class DeviceTemplate:
                 if value is None:
                     continue
                 if not isinstance(value, dict):
-                    raise Invalid(
-                        f"component {key!r} takes an object of its properties", field=key
-                    )
+                    raise Invalid(f"component {key!r} takes an object of its properties", field=key)
                 for name, inner in value.items():
                     if name == "__t":
                         continue

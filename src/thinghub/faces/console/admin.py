@@ -213,7 +213,9 @@ async def view_template(request: Request) -> Response:
         interfaces.append(
             {
                 "component": component,
-                "telemetry": [(t.name, describe(t.schema), t.unit) for t in iface.telemetry.values()],
+                "telemetry": [
+                    (t.name, describe(t.schema), t.unit) for t in iface.telemetry.values()
+                ],
                 "properties": [
                     (p.name, describe(p.schema), p.writable, p.unit)
                     for p in iface.properties.values()

@@ -195,4 +195,3 @@ def render_not_found(error: Error, status: int) -> Response:
         '<p><a href="/console/devices">Back to the console</a></p>',
         status_code=status,
     )
-

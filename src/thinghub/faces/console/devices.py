@@ -156,7 +156,9 @@ async def list_devices(request: Request) -> Response:
     ]
 
     def page_url(number: int) -> str:
-        return f"{PREFIX}/devices?" + urlencode({"q": query, "page": number} if query else {"page": number})
+        return f"{PREFIX}/devices?" + urlencode(
+            {"q": query, "page": number} if query else {"page": number}
+        )
 
     return await console.page(
         request,
@@ -388,7 +390,9 @@ async def device_page(request: Request) -> Response:
         principal, EventQuery(principal.account_id, device_id=device.id, limit=EVENTS_SHOWN)
     )
     recent_series = series_of(recent.items)
-    base = console.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', '')}"
+    base = (
+        console.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', '')}"
+    )
     desired = {k: v for k, v in twin.desired.properties.items()}
     return await console.page(
         request,
@@ -409,7 +413,10 @@ async def device_page(request: Request) -> Response:
             "reported_updated": show_time(twin.reported.last_updated),
             "events": [_event_row(e) for e in events.items],
             "recent": [
-                {"time": show_time(t), "values": {m: c[i] for m, c in recent_series.columns.items()}}
+                {
+                    "time": show_time(t),
+                    "values": {m: c[i] for m, c in recent_series.columns.items()},
+                }
                 for i, t in reversed(list(enumerate(recent_series.times)))
             ],
             "recent_metrics": list(recent_series.columns),
@@ -440,9 +447,7 @@ async def device_series(request: Request) -> Response:
     console = console_of(request)
     caller = await console.caller(request)
     principal = caller.principal
-    device = await console.services.registry.get_device(
-        principal, request.path_params["device_id"]
-    )
+    device = await console.services.registry.get_device(principal, request.path_params["device_id"])
     try:
         since = float(request.query_params.get("from", ""))
         until_text = request.query_params.get("to")
@@ -548,9 +553,13 @@ async def send_c2d(request: Request) -> Response:
         body = form.get("body", "")
         properties = _properties(form_field(form, "properties", max_chars=20_000))
         message = await services.c2d.send(caller.principal, device, body, properties)
-        connected = await services.registry.is_connected(device.id)
-        state = "sent" if connected else "queued until the device connects"
-        return Flash("ok", f"Message {message.id} {state}.", where="c2d")
+        hours = (message.expires_at - message.created_at) / 3600
+        return Flash(
+            "ok",
+            f"Message {message.id} accepted: the device gets it while it is connected and "
+            f"listening (it waits up to {hours:g} h).",
+            where="c2d",
+        )
 
     return await run_change(request, act, back=_device_url(device_id) + "#c2d")
 

@@ -11,7 +11,7 @@ published) and turns each event into a small JSON message:
 | `connection` | a device connected or disconnected | `device`, `connected`, `time` |
 | `activity` | a device sent telemetry (at most once a second per device) | `device`, `time` |
 | `telemetry` | (device page) a message with numbers | `ts`, `time`, `values` |
-| `twin` | (device page) a twin section changed | `section`, `version`, `properties`, `twinVersion` |
+| `twin` | (device page) a twin section changed | `section`, `version`, `properties`, ... |
 | `event` | (device page) an event was stored | `time`, `eventType`, `summary` |
 | `device` | a device was created, updated or deleted | `device`, `operation`, `enabled` |
 
@@ -24,6 +24,7 @@ ends, the others are cancelled and the bus subscription is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -214,10 +215,8 @@ async def _check(console: Console, caller: Caller, websocket: WebSocket) -> None
             except Exception:
                 alive = False
         if not alive:
-            try:
+            with contextlib.suppress(RuntimeError, OSError):
                 await websocket.close(code=CLOSE_SESSION_ENDED)
-            except (RuntimeError, OSError):
-                pass
             return
 
 

@@ -75,10 +75,7 @@ class Series:
 def series_of(messages: Iterable[TelemetryMessage]) -> Series:
     """The numeric series of messages given in any order (sorted by time here)."""
     rows = sorted(
-        (
-            (m.enqueued_at, {o.metric: o.value for o in observations_of(m)})
-            for m in messages
-        ),
+        ((m.enqueued_at, {o.metric: o.value for o in observations_of(m)}) for m in messages),
         key=lambda row: row[0],
     )
     columns: dict[str, list[float | None]] = {}

@@ -244,9 +244,7 @@ class Console:
             session=caller.session,
         )
 
-    def error_page(
-        self, request: Request, status: int, title: str, message: str
-    ) -> HTMLResponse:
+    def error_page(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
         return self.render(
             request, "error.html", {"title": title, "message": message}, status=status
         )
@@ -298,5 +296,3 @@ async def read_form(request: Request) -> dict[str, str]:
     for key, value in pairs:
         form.setdefault(key, value)
     return form
-
-

@@ -41,9 +41,17 @@ class Watched:
 
     page: Page
     errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
 
     def assert_clean(self) -> None:
         assert not self.errors, "browser errors:\n" + "\n".join(self.errors)
+
+    def assert_offline(self, base: str) -> None:
+        """Every request the page made went to the server itself (no CDN, no font service)."""
+        assert self.requests
+        here = (base + "/", "ws" + base.removeprefix("http") + "/", "data:", "blob:", "about:")
+        elsewhere = [url for url in self.requests if not url.startswith(here)]
+        assert not elsewhere, f"requests off the server: {elsewhere}"
 
 
 @contextmanager
@@ -78,6 +86,8 @@ def watch(context: BrowserContext) -> Watched:
             watched.errors.append(f"request failed: {getattr(request, 'url', '')} {failure}")
 
     page.on("requestfailed", on_failed)
+    page.on("request", lambda request: watched.requests.append(request.url))
+    page.on("websocket", lambda socket: watched.requests.append(socket.url))
     return watched
 
 

@@ -231,6 +231,17 @@ def test_operator_journey(
     )
     expect(page.locator("#ux4iot-endpoint")).to_have_text(f"{base}/ux4iot")
 
+    # The list, open in a second tab: the device is Disconnected and has no activity yet.
+    listing = watch(page.context)
+    listing.page.goto(base + "/console/devices?q=" + device_id)
+    listed_state = listing.page.locator(f'[data-state-of="{device_id}"]')
+    listed_activity = listing.page.locator(f'[data-activity-of="{device_id}"]')
+    expect(listed_state).to_have_text("Disconnected")
+    expect(listed_activity).to_have_text("—")
+    expect(listing.page.locator("#live-status")).to_have_text("live")
+    expect(page.locator("#live-status")).to_have_text("live")
+
+    history_from = time.time() - 1
     simulator = Simulator(server, connection_string)
     try:
         started = time.monotonic()
@@ -244,6 +255,12 @@ def test_operator_journey(
         print(f"connected after {connected_s:.2f}s, plot growing after {plotted_s:.2f}s")
         expect(page.locator("#events-log")).to_contain_text("connection: Connected")
         shots(page, "device", full_page=True)
+
+        # The list tab followed without a reload: Connected, and its last activity moves on.
+        expect(listed_state).to_have_text("Connected")
+        expect(listed_activity).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+        seen_activity = listed_activity.inner_text()
+        expect(listed_activity).not_to_have_text(seen_activity, timeout=10_000)
 
         # A desired property reaches the device; it reports it back and the page shows it.
         page.fill("#desired", json.dumps({"targetTemperature": 23.5}))
@@ -280,10 +297,40 @@ def test_operator_journey(
         page.click("#toggle-enabled")
         expect(page.locator("#device-enabled")).to_have_text("no")
         expect(page.locator("#device-state")).to_have_text("Disconnected", timeout=10_000)
+        expect(listed_state).to_have_text("Disconnected", timeout=10_000)
         page.click("#toggle-enabled")
         expect(page.locator("#device-enabled")).to_have_text("yes")
     finally:
         simulator.stop()
+    listing.assert_clean()
+    listing.assert_offline(base)
+    listing.page.close()
+
+    # History: a fixed range from the store holds what streamed in; an empty one says so.
+    with server.client() as api:
+        answer = api.get("/v1/telemetries", params={"deviceID": device_id, "limit": 1000})
+        assert answer.status_code == 200, answer.text
+        assert "x-continuation-token" not in answer.headers
+        stored = answer.json()
+    assert len(stored) >= first
+    utc = "%Y-%m-%dT%H:%M:%S"
+    page.goto(f"{base}/console/devices/{device_id}")
+    page.select_option("#range", "custom")
+    page.fill("#from", time.strftime(utc, time.gmtime(history_from)))
+    page.fill("#to", time.strftime(utc, time.gmtime(time.time() + 2)))
+    page.click("#show-range")
+    expect(page.locator("#plot-mode")).to_contain_text("A fixed range from the store")
+    _wait(lambda: _points(page) == len(stored), f"{len(stored)} stored points on the plot")
+    expect(page.locator("#from")).to_have_value(time.strftime(utc, time.gmtime(history_from)))
+    shots(page, "device-history")
+    page.fill("#from", "2020-01-01T00:00:00")
+    page.fill("#to", "2020-01-01T01:00:00")
+    page.click("#show-range")
+    expect(page.locator("#plot-note")).to_have_text("No numeric telemetry in this range yet.")
+    assert _points(page) == 0
+    page.fill("#to", "2019-12-31T00:00:00")
+    page.click("#show-range")
+    expect(page.locator("#range-error")).to_contain_text("the range must end after it starts")
 
     # A templated device's desired patch is checked against its template.
     page.goto(base + "/console/new-device")
@@ -357,6 +404,7 @@ def test_operator_journey(
         assert answer.status_code == 303
         assert "/console/login" in answer.headers["location"]
     watched.assert_clean()
+    watched.assert_offline(base)
 
 
 def test_viewer_sees_but_cannot_change(

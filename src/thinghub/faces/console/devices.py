@@ -322,6 +322,13 @@ def _parse_local(value: str, name: str) -> float:
     return parsed.timestamp()
 
 
+def _as_local(ts: float | None) -> str:
+    """A time as a `datetime-local` field shows it (UTC, to the second)."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def time_range(request: Request, now: float) -> TimeRange:
     params = request.query_params
     key = params.get("range", "5m")
@@ -423,6 +430,8 @@ async def device_page(request: Request) -> Response:
             "ranges": RANGES,
             "window": window,
             "range_error": range_error,
+            "range_from": _as_local(window.since) if window.key == "custom" else "",
+            "range_to": _as_local(window.until) if window.key == "custom" else "",
             "series_url": f"{PREFIX}/devices/{device.id}/series?"
             + urlencode(
                 {"from": f"{window.since:.3f}"}

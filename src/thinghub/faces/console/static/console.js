@@ -156,8 +156,10 @@
       const empty = body.querySelector("tr.empty");
       if (empty) empty.remove();
       const row = document.createElement("tr");
-      for (const text of [m.time, m.eventType, m.summary]) {
+      for (const [label, text] of [["Time", m.time], ["Type", m.eventType], ["What", m.summary]]) {
         const cell = document.createElement("td");
+        cell.dataset.label = label;
+        if (label === "Time") cell.className = "time";
         cell.textContent = text;
         row.appendChild(cell);
       }

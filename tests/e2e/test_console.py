@@ -479,7 +479,7 @@ def test_phone_width_and_keyboard(
     page.goto(base + "/console/login")
     # Keyboard only: the form has the focus, Tab moves on, Enter sends.
     assert page.evaluate("document.activeElement.id") == "username"
-    page.keyboard.type(user(users, "operator"))
+    page.keyboard.type(user(users, "admin"))
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
@@ -492,7 +492,10 @@ def test_phone_width_and_keyboard(
         "devices-phone": "/console/devices",
         "device-phone": f"/console/devices/{device_id}",
         "templates-phone": "/console/templates",
+        "template-phone": "/console/templates/thermostat",
         "device-new-phone": "/console/new-device",
+        "tokens-phone": "/console/tokens",
+        "users-phone": "/console/users",
     }
     for name, path in pages.items():
         page.goto(base + path)
@@ -500,6 +503,15 @@ def test_phone_width_and_keyboard(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at phone width"
+        # Lists stack their cells at this width: no table hides columns off to the side
+        # (the raw "latest values" table, folded away by default, may scroll).
+        hidden = page.evaluate(
+            """[...document.querySelectorAll('.table-wrap')]
+                .filter((wrap) => !wrap.closest('details'))
+                .map((wrap) => wrap.scrollWidth - wrap.clientWidth)
+                .filter((extra) => extra > 0)"""
+        )
+        assert not hidden, f"{path} has tables wider than the screen by {hidden}px"
         shots(page, name, full_page=True)
     # Every control of the device page is reachable with Tab and shows where focus is.
     page.goto(f"{base}/console/devices/{device_id}")
@@ -510,7 +522,88 @@ def test_phone_width_and_keyboard(
     assert {"range", "desired", "save-desired", "method-name", "call-method", "send-c2d"} <= focused
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
+    # A change by keyboard alone: Tab to the desired properties, type, Tab, Enter.
+    page.goto(f"{base}/console/devices/{device_id}")
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "desired":
+            break
+    page.keyboard.press("Control+A")
+    page.keyboard.type('{"fan": "auto"}')
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "save-desired"
+    page.keyboard.press("Enter")
+    expect(page.locator("#twin-result")).to_contain_text("Desired properties saved")
+    # The outcome takes the focus, so a screen reader reads it.
+    assert page.evaluate("!!document.activeElement.closest('#twin-result')")
+    with server.client() as api:
+        assert (
+            api.get(f"/v1/devices/{device_id}/twin").json()["properties"]["desired"]["fan"]
+            == "auto"
+        )
     watched.assert_clean()
+
+
+def test_every_action_works_without_javascript(
+    server: ServerProcess, users: dict[str, str], browser: Browser, shots: Shots
+) -> None:
+    """Progressive enhancement: with JavaScript off, every change is a plain form post
+    answered by a redirect to a page that shows its outcome."""
+    base = server.http_url
+    context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    try:
+        watched = watch(context)
+        page = watched.page
+        sign_in(page, base, user(users, "admin"))
+        expect(page.locator("h1")).to_have_text("Devices")
+        device_id = f"nojs-{uuid.uuid4().hex[:8]}"
+        page.click("#new-device")
+        page.fill("#name", "No script")
+        page.fill("#id", device_id)
+        page.click("form.stack button[type=submit]")
+        connection_string = page.inner_text("#connection-string").strip()
+        page.click("#open-device")
+        simulator = Simulator(server, connection_string)
+        try:
+            # The page does not update itself: reload until the device shows Connected.
+            def connected() -> bool:
+                page.reload()
+                return page.inner_text("#device-state") == "Connected"
+
+            _wait(connected, "the device to connect")
+            page.fill("#desired", json.dumps({"mode": "eco"}))
+            page.click("#save-desired")
+            expect(page).to_have_url(re.compile(rf"/console/devices/{device_id}#twin$"))
+            expect(page.locator("#twin-result")).to_contain_text("Desired properties saved")
+            line = simulator.expect_line(rf"^desired {re.escape(device_id)} ")
+            assert json.loads(line.split(" ", 2)[2])["mode"] == "eco"
+            page.fill("#method-name", "reboot")
+            page.click("#call-method")
+            expect(page.locator("#method-result")).to_contain_text("reboot answered 200")
+            page.fill("#c2d-body", "no script here")
+            page.click("#send-c2d")
+            expect(page.locator("#c2d-result")).to_contain_text("accepted")
+            shots(page, "device-no-javascript", full_page=True)
+            page.click("#toggle-enabled")
+            expect(page.locator("#device-enabled")).to_have_text("no")
+        finally:
+            simulator.stop()
+        page.goto(base + "/console/tokens")
+        page.fill("#token-label", "no-js")
+        page.click("#create-token")
+        token_id = page.inner_text("#token-id").strip()
+        page.goto(base + "/console/tokens")
+        page.click(f'tr[data-token="{token_id}"] button')  # no confirm() without JavaScript
+        expect(page.locator(f'tr[data-token="{token_id}"]')).to_have_count(0)
+        page.goto(f"{base}/console/devices/{device_id}")
+        page.click("#delete-device")
+        page.click("#confirm-delete")
+        expect(page.locator(".flash-ok")).to_contain_text(f"Device {device_id} deleted")
+        page.click("header button.link")
+        expect(page).to_have_url(re.compile(r"/console/login$"))
+        watched.assert_clean()
+    finally:
+        context.close()
 
 
 def test_a_cross_site_form_is_refused(

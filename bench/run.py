@@ -1,9 +1,10 @@
 """`python -m bench.run`: run the benchmarks, print a table, record them and update the docs.
 
-Runs the HTTP part (bench.http) and the MQTT part (bench.mqtt), or one of them with --only.
+Runs the HTTP part (bench.http), the MQTT part (bench.mqtt) and the ux4iot fan-out part
+(bench.ux4iot), or one of them with --only.
 Writes bench/results/latest.json (a part not run keeps its last results there) and rewrites
-the generated sections of docs/performance.md (between the `bench:http` and `bench:mqtt`
-markers); the rest of that page is prose kept by hand. Exits 1 with the reason when a
+the generated sections of docs/performance.md (between the `bench:http`, `bench:mqtt` and
+`bench:ux4iot` markers); the rest of that page is prose kept by hand. Exits 1 with the reason when a
 measurement is invalid (see bench.http and bench.mqtt).
 """
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import mqtt
+from bench import mqtt, ux4iot
 from bench._table import text_table
 from bench.http import INGEST_BODY, BenchError, WrkResult, run_http, wrk_version
 from bench.mosquitto import mosquitto_version
@@ -203,7 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         help="MQTT: sequential direct-method calls through /v1 (0 skips them)",
     )
     parser.add_argument(
-        "--only", choices=["http", "mqtt"], help="run one part; the other keeps its last results"
+        "--ux4iot-sessions", type=int, default=1000, help="ux4iot: Socket.IO sessions"
+    )
+    parser.add_argument(
+        "--ux4iot-rates",
+        default="20,1000",
+        help="ux4iot: the device's messages/s, comma-separated (one point each, in this order)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["http", "mqtt", "ux4iot"],
+        help="run one part; the others keep their last results",
     )
     parser.add_argument(
         "--no-write",
@@ -224,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             saved.update(_http_part(args))
         if args.only in (None, "mqtt"):
             saved["mqtt"] = _mqtt_part(args)
+        if args.only in (None, "ux4iot"):
+            saved["ux4iot"] = _ux4iot_part(args)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
@@ -252,6 +265,16 @@ def _render(*, quiet: bool = False) -> int:
         )
         if not quiet:
             print(mqtt.format_table(mqtt_results))
+    if "ux4iot" in saved:
+        part = saved["ux4iot"]
+        ux_results = ux4iot.Ux4iotResults.from_json(part["results"])
+        update_doc(
+            ux4iot.markdown_section(ux_results, part["machine"], part["params"]),
+            ux4iot.UX4IOT_START,
+            ux4iot.UX4IOT_END,
+        )
+        if not quiet:
+            print(ux4iot.format_table(ux_results))
     return 0
 
 
@@ -332,6 +355,40 @@ def _mqtt_part(args: argparse.Namespace) -> dict[str, Any]:
         "params": params,
         "results": results.to_json(),
         "ratios": {k: round(v, 3) for k, v in results.ratios().items()},
+    }
+
+
+def _ux4iot_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the ux4iot fan-out benchmark; what latest.json keeps of it (under "ux4iot")."""
+    params = {
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "sessions": args.ux4iot_sessions,
+        "rates": [float(r) for r in args.ux4iot_rates.split(",") if r.strip()],
+        "compression": None,
+    }
+    machine = machine_info(http=False)
+    print(
+        f"ux4iot benchmark: one device at {args.ux4iot_rates} msgs/s to "
+        f"{args.ux4iot_sessions:,} Socket.IO sessions, and to as many bare WebSocket clients",
+        flush=True,
+    )
+    results = ux4iot.run_ux4iot(
+        sessions=args.ux4iot_sessions,
+        rates=tuple(params["rates"]),
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        progress=lambda line: print(line, flush=True),
+    )
+    machine["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    print()
+    print(ux4iot.format_table(results))
+    ratio = results.ratio()
+    return {
+        "machine": machine,
+        "params": params,
+        "results": results.to_json(),
+        "ratio": None if ratio is None else round(ratio, 3),
     }
 
 

@@ -8,8 +8,9 @@ loses nothing that was acknowledged and no bookkeeping runs against a closed sto
 1. the device listener stops accepting and closes every device connection, and waits until
    each one has stored what it accepted and run its on_close bookkeeping (disconnect events,
    sessions, Wills);
-2. the HTTP servers stop accepting and let requests in flight finish; the faces' own
-   listeners close;
+2. the faces' workers stop (they end long-lived client connections such as Socket.IO
+   sockets), the HTTP servers stop accepting and let requests in flight finish; the faces'
+   own listeners close;
 3. the background loops end: ingest writes everything still queued, delivery and the cache
    watchers stop;
 4. the store closes.
@@ -51,7 +52,7 @@ from thinghub.domain.model import Retention
 from thinghub.faces import FACES
 from thinghub.faces._disconnect import CancelOnDisconnect
 from thinghub.faces._http import ErrorRenderer, OrjsonResponse, error_body
-from thinghub.faces.face import Face, FaceContext, FaceParts, Listener
+from thinghub.faces.face import Face, FaceContext, FaceParts, Listener, Worker
 from thinghub.http_server import HttpLimits, protocol_class
 from thinghub.ports import Bus, Clock, Counter, DeviceChannel, Locks, Presence, Stores
 from thinghub.security.ca import CertificateAuthority
@@ -123,7 +124,7 @@ def build_services(
         twins=twins,
         events=events,
         ingest=ingest,
-        queries=QueryService(stores),
+        queries=QueryService(stores, clock),
         commands=CommandService(
             stores,
             clock,
@@ -266,6 +267,7 @@ class ThingHub:
         self._loops: list[asyncio.Task[None]] = []  # cancelled at shutdown, after the ingest
         self._server_tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Listener] = []  # faces' own listeners, started
+        self._workers: list[Worker] = []  # faces' workers, running
         self.mqtt: MqttServer | None = None
         self._exit = contextlib.AsyncExitStack()
 
@@ -375,6 +377,11 @@ class ThingHub:
         for face, parts in built:
             for listener in parts.listeners:
                 await self._start_listener(face, listener)
+            for worker in parts.workers:
+                self._workers.append(worker)
+                self._loops.append(
+                    tasks.create_task(worker.run(), name=f"face[{face.name}].{worker.name}")
+                )
         self.addresses.update(
             faces=own_ports,
             version=__version__,
@@ -450,6 +457,9 @@ class ThingHub:
             server_header=False,
             proxy_headers=False,  # no proxy in front by default; saves a layer per request
             timeout_graceful_shutdown=5,
+            # No permessage-deflate: live channels send small JSON frames to many sockets, and
+            # a zlib context per socket cost ~40 KiB each and CPU per frame (bench/ux4iot.py).
+            ws_per_message_deflate=False,
             limit_concurrency=None,
             timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
             backlog=2048,
@@ -467,11 +477,16 @@ class ThingHub:
                 await asyncio.sleep(0.01)
 
     async def _shutdown(self) -> None:
-        """Devices first (their on_close needs every service), then HTTP and the faces' own
-        listeners, then the loops: the ingest loop writes everything queued before it
-        returns."""
+        """Devices first (their on_close needs every service), then the faces' workers' client
+        connections, HTTP and the faces' own listeners, then the loops: the ingest loop writes
+        everything queued before it returns."""
         if self.mqtt is not None:
             await self.mqtt.close()
+        for worker in self._workers:
+            try:
+                await worker.stop()
+            except Exception:  # one face's failure must not keep the others from stopping
+                logger.exception("stopping face worker %s failed", worker.name)
         for server in self._servers:
             server.should_exit = True
         if self._server_tasks:

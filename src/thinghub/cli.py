@@ -1,4 +1,4 @@
-"""The `thinghub` command: serve, token, account, user, ca."""
+"""The `thinghub` command: serve, token, account, user, ux4iot, ca."""
 
 from __future__ import annotations
 
@@ -152,7 +152,35 @@ async def _serve(settings: Settings) -> None:
             )
         await stop.wait()
         logger.info("shutting down")
+        watchdog = asyncio.create_task(_report_slow_shutdown(), name="shutdown.watchdog")
+    watchdog.cancel()
     logger.info("stopped")
+
+
+SLOW_SHUTDOWN_S = 15.0  # a shutdown still running after this long logs what it waits for
+
+
+async def _report_slow_shutdown() -> None:
+    """Log the stack of every task still pending when shutdown takes too long, so a hang
+    names what it waits on (and again while it lasts); a blocked loop is caught by
+    faulthandler's thread dump instead."""
+    import faulthandler
+    import io
+
+    faulthandler.dump_traceback_later(SLOW_SHUTDOWN_S * 2, exit=False)
+    try:
+        while True:
+            await asyncio.sleep(SLOW_SHUTDOWN_S)
+            me = asyncio.current_task()
+            for task in asyncio.all_tasks():
+                if task is not me:
+                    out = io.StringIO()
+                    task.print_stack(file=out)
+                    logger.warning(
+                        "shutdown still waits on %s:\n%s", task.get_name(), out.getvalue()
+                    )
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
@@ -611,6 +639,129 @@ def edge(edge_config: Path | None, **options: Any) -> None:
         asyncio.run(run_edge(settings))
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@cli.group()
+def ux4iot() -> None:
+    """The ux4iot face: Shared-Access-Keys and their connection strings."""
+
+
+@ux4iot.group("key")
+def ux4iot_key() -> None:
+    """Shared-Access-Keys of an account (stored hashed; a key is shown only when created or
+    rotated)."""
+
+
+def _ux4iot_endpoint(settings: Settings) -> str:
+    """The Endpoint of a connection string: public_url, or this machine's HTTP port."""
+    if settings.public_url:
+        return settings.public_url + "/ux4iot"
+    return f"http://{_reachable(settings.host)}:{settings.http_port}/ux4iot"
+
+
+def _ux4iot_run(
+    ctx: click.Context, account: str, options: dict[str, Any], work: Callable[..., Awaitable[T]]
+) -> T:
+    """Run `work(services, principal)` as an admin of `account`."""
+    from thinghub.domain.errors import Error
+    from thinghub.domain.model import Principal, Role
+
+    settings = _settings(ctx, **options)
+
+    async def go(services: Services) -> T:
+        acct = await services.auth.find_account(account)
+        if acct is None:
+            if account != "default":
+                raise click.ClickException(f"no account named {account!r}")
+            acct = await services.auth.ensure_account()
+        try:
+            return await work(services, Principal(acct.id, Role.ADMIN, "cli", "cli"))
+        except Error as exc:
+            raise click.ClickException(exc.message) from exc
+
+    return _run(settings, go)
+
+
+account_option = click.option("--account", default="default", show_default=True)
+
+
+@ux4iot_key.command("create")
+@account_option
+@click.option("--label", default="", help="A note to tell keys apart.")
+@setting_option("--host", setting="host")
+@setting_option("--http-port", setting="http_port", type=int)
+@data_dir_option
+@database_option
+@click.pass_context
+def ux4iot_key_create(ctx: click.Context, /, account: str, label: str, **options: Any) -> None:
+    """Create a key and print its connection string (shown only this once); the key's id
+    goes to stderr."""
+
+    async def work(services: Services, principal: Any) -> str:
+        issued = await services.auth.create_face_key(principal, "ux4iot", label=label)
+        click.echo(f"key id: {issued.token.id}", err=True)
+        return _connection(ctx, options, issued.secret)
+
+    click.echo(_ux4iot_run(ctx, account, options, work))
+
+
+@ux4iot_key.command("list")
+@account_option
+@data_dir_option
+@database_option
+@click.pass_context
+def ux4iot_key_list(ctx: click.Context, /, account: str, **options: Any) -> None:
+    """List the account's keys as JSON lines (id, label, createdAt), without secrets."""
+    from thinghub.domain.clock import format_ts
+
+    async def work(services: Services, principal: Any) -> list[str]:
+        keys = await services.auth.list_face_keys(principal, "ux4iot")
+        return [
+            json.dumps({"id": k.id, "label": k.label, "createdAt": format_ts(k.created_at)})
+            for k in keys
+        ]
+
+    for line in _ux4iot_run(ctx, account, options, work):
+        click.echo(line)
+
+
+@ux4iot_key.command("rotate")
+@click.argument("key_id")
+@account_option
+@setting_option("--host", setting="host")
+@setting_option("--http-port", setting="http_port", type=int)
+@data_dir_option
+@database_option
+@click.pass_context
+def ux4iot_key_rotate(ctx: click.Context, /, key_id: str, account: str, **options: Any) -> None:
+    """Give a key a new secret (the old one stops working) and print the connection string."""
+
+    async def work(services: Services, principal: Any) -> str:
+        issued = await services.auth.rotate_face_key(principal, "ux4iot", key_id)
+        click.echo(f"key id: {issued.token.id}", err=True)
+        return _connection(ctx, options, issued.secret)
+
+    click.echo(_ux4iot_run(ctx, account, options, work))
+
+
+@ux4iot_key.command("revoke")
+@click.argument("key_id")
+@account_option
+@data_dir_option
+@database_option
+@click.pass_context
+def ux4iot_key_revoke(ctx: click.Context, /, key_id: str, account: str, **options: Any) -> None:
+    """Revoke a key: calls with it get 401 (a running server forgets it within 5 s)."""
+
+    async def work(services: Services, principal: Any) -> str:
+        await services.auth.revoke_face_key(principal, "ux4iot", key_id)
+        return f"revoked {key_id}"
+
+    click.echo(_ux4iot_run(ctx, account, options, work))
+
+
+def _connection(ctx: click.Context, options: dict[str, Any], secret: str) -> str:
+    return f"Endpoint={_ux4iot_endpoint(_settings(ctx, **options))};SharedAccessKey={secret}"
 
 
 def _reachable(host: str) -> str:

@@ -388,6 +388,19 @@ SETTINGS: tuple[Setting, ...] = (
         300.0,
         "The sliding window over which failed console logins are counted.",
     ),
+    Setting(
+        "ux4iot_session_idle_s",
+        _positive,
+        600.0,
+        "A ux4iot session with no socket and no request for this long is gone; its socket "
+        "is refused and the client opens a new session.",
+    ),
+    Setting(
+        "ux4iot_max_sessions",
+        _positive_int,
+        100_000,
+        "Most open ux4iot sessions (POST /session needs no credentials); over it: 429.",
+    ),
 )
 
 
@@ -443,6 +456,8 @@ class Settings:
     console_max_sessions: int
     console_login_failures: int
     console_login_window_s: float
+    ux4iot_session_idle_s: float
+    ux4iot_max_sessions: int
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -161,7 +161,11 @@ class ServerProcess:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise
+            tail = self.log_path.read_text(errors="replace").splitlines()[-80:]
+            raise AssertionError(
+                f"the server did not stop within {timeout} s of SIGTERM; its log ends:\n"
+                + "\n".join(tail)
+            ) from None
         self._close_handles()
         return code
 

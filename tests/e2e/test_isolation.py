@@ -96,6 +96,7 @@ class World:
     a_group2: str  # A's enrollment group that only A has
     a_group_keys: dict[str, str]
     a_viewer: dict[str, Any]  # a /v1 viewer token of A (no project)
+    a_ux_key: dict[str, Any]  # A's ux4iot Shared-Access-Key
     a_scoped: dict[str, Any]  # A's admin token limited to P1
     a_ctoken: str  # A's Central API token id
     a_ctoken_secret: str
@@ -263,6 +264,7 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             group_keys[gid + "/2"] = group["attestation"]["symmetricKey"]["secondaryKey"]
         a_viewer = _json(a.post("/v1/tokens", json={"role": "viewer", "label": f"a-l-{h}"}), 201)
         a_scoped = _json(a.post("/v1/tokens", json={"role": "admin", "project": p1}), 201)
+        a_ux_key = _json(a.post("/v1/ux4iot/keys", json={"label": f"a-ux-{h}"}), 201)
         a_ctoken = f"a-ctoken-{h}"
         a_ctoken_secret = _json(
             a.put(
@@ -361,6 +363,7 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_group2=a_group2,
             a_group_keys=group_keys,
             a_viewer=a_viewer,
+            a_ux_key=a_ux_key,
             a_scoped=a_scoped,
             a_ctoken=a_ctoken,
             a_ctoken_secret=a_ctoken_secret,
@@ -407,6 +410,9 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_viewer["id"],
             a_viewer["token"],
             f"a-l-{h}",
+            a_ux_key["id"],
+            a_ux_key["key"],
+            f"a-ux-{h}",
             a_ctoken,
             a_ctoken_secret,
             a_user,
@@ -559,6 +565,40 @@ def _(w: World, p: str) -> list[Probe]:
 def _(w: World, p: str) -> list[Probe]:
     ids = [w.a_viewer["id"], w.a_ctoken] + ([w.a_scoped["id"]] if _is_b(p) else [])
     return [_v1("DELETE", f"/tokens/{tid}") for tid in ids]
+
+
+# ux4iot keys are account-wide: a project-limited admin gets 403 (faces/st.md)
+
+
+def _ux_key_expect(p: str, b_expect: str) -> str:
+    return b_expect if _is_b(p) else "403"
+
+
+@route("v1", "GET", "/ux4iot/keys")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", "/ux4iot/keys", _ux_key_expect(p, "2xx"))]
+
+
+@route("v1", "POST", "/ux4iot/keys")
+def _(w: World, p: str) -> list[Probe]:
+    if not _is_b(p):
+        return [_v1("POST", "/ux4iot/keys", "403", {"label": "x"})]
+
+    def revoke_it(response: httpx.Response) -> None:  # B's own key; B's lists stay clean
+        with w.api(p) as api:
+            assert api.delete(f"/v1/ux4iot/keys/{response.json()['id']}").status_code == 204
+
+    return [_v1("POST", "/ux4iot/keys", "2xx", {"label": "x"}, then=revoke_it)]
+
+
+@route("v1", "POST", "/ux4iot/keys/{key_id}/rotate")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("POST", f"/ux4iot/keys/{w.a_ux_key['id']}/rotate", _ux_key_expect(p, "404"))]
+
+
+@route("v1", "DELETE", "/ux4iot/keys/{key_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/ux4iot/keys/{w.a_ux_key['id']}", _ux_key_expect(p, "404"))]
 
 
 @route("v1", "POST", "/users")
@@ -1713,6 +1753,13 @@ def test_a_is_untouched(world: World) -> None:
         timeout=30,
     )
     assert _json(grant)["access_token"]
+    # A's ux4iot key still works (nobody rotated or revoked it)
+    ux = httpx.delete(
+        f"{w.server.http_url}/ux4iot/sessions",
+        headers={"Shared-Access-Key": w.a_ux_key["key"]},
+        timeout=30,
+    )
+    assert ux.status_code == 204, ux.text
     counts = _a_counts(w)
     assert counts == w.a_telemetry_counts, counts
     assert {p["name"] for p in _json(a.get("/v1/projects"))} >= {w.p1, w.p2}

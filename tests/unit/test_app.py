@@ -65,6 +65,30 @@ class EchoListener:
             await self._server.wait_closed()
 
 
+class EchoWorker:
+    """Background work of the face: records when it ran, was stopped and was cancelled."""
+
+    def __init__(self) -> None:
+        self.running = asyncio.Event()
+        self.events: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return "ticker"
+
+    async def run(self) -> None:
+        self.events.append("run")
+        self.running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.events.append("cancelled")
+            raise
+
+    async def stop(self) -> None:
+        self.events.append("stop")
+
+
 def render_echo_error(error: Error, status: int) -> Response:
     return JSONResponse({"echoError": error.message}, status_code=status)
 
@@ -74,6 +98,7 @@ class EchoFace:
     """The registration and what its builds made (to look at afterwards)."""
 
     listeners: list[EchoListener] = dataclasses.field(default_factory=list)
+    workers: list[EchoWorker] = dataclasses.field(default_factory=list)
 
     def build(self, context: FaceContext) -> FaceParts:
         async def echo(websocket: WebSocket) -> None:
@@ -89,10 +114,14 @@ class EchoFace:
 
         listener = EchoListener()
         self.listeners.append(listener)
+        # one worker for every build: what the builds share lives in context.shared
+        worker = context.shared.setdefault("echo", EchoWorker())
+        self.workers.append(worker)
         return FaceParts(
             app=Starlette(routes=[Route("/hello", hello), WebSocketRoute("/ws", echo)]),
             root_routes=(WebSocketRoute("/echo-socket", echo),),
             listeners=(listener,),
+            workers=(worker,),
         )
 
     def face(self) -> Face:
@@ -120,6 +149,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[ThingHub, EchoFace]]:
     async with asyncio.timeout(60), ThingHub(settings, faces=(*FACES, echo.face())) as hub:
         yield hub, echo
     assert all(listener.closed for listener in echo.listeners if listener.started)
+    # stopped first (before the HTTP servers), cancelled with the loops
+    assert echo.workers[0].events == ["run", "stop", "cancelled"]
 
 
 async def ws_roundtrip(url: str, text: str) -> Any:
@@ -139,10 +170,15 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
         assert index["faces"] == {
             "st": "/v1",
             "central": "/central/api",
+            "ux4iot": "/ux4iot",
             "console": "/console",
             "echo": "/echo",
         }
-        assert index["docs"] == {"st": "/v1/docs", "central": "/central/api/docs"}
+        assert index["docs"] == {
+            "st": "/v1/docs",
+            "central": "/central/api/docs",
+            "ux4iot": "/ux4iot/docs",
+        }
         # a path under its prefix that never reaches its app (a control character: no mount
         # takes it) is answered in the face's own error shape
         missing = await http.get("/echo/a%0Ab")
@@ -169,6 +205,14 @@ async def test_its_listener_is_started_and_named_in_the_ready_line(
         await writer.wait_closed()
     # built twice (the shared port, its own port), its listener started once
     assert [listener.started for listener in echo.listeners] == [1, 0]
+
+
+async def test_its_worker_runs_once_whatever_the_builds(served: tuple[ThingHub, EchoFace]) -> None:
+    _, echo = served
+    assert len(echo.workers) == 2 and echo.workers[0] is echo.workers[1]
+    async with asyncio.timeout(DEADLINE_S):
+        await echo.workers[0].running.wait()
+    assert echo.workers[0].events == ["run"]
 
 
 async def test_face_listen_serves_it_at_the_root_and_its_native_prefix(

@@ -55,12 +55,20 @@ class MemoryBus:
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         """Subscribe now (not at the first read): nothing published after this call is missed.
 
-        Close the generator (aclose, or leave an `async for`) to unsubscribe.
+        Close the generator (aclose, or leave an `async for`) to unsubscribe. A generator
+        closed or dropped before it was ever iterated runs no `finally`; it unsubscribes when
+        it is garbage-collected (at once in CPython, when its last reference goes).
         """
         queue: asyncio.Queue[LiveEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
         entry: _Subscriber = (tuple(pattern.split(".")), queue)
         self._subscribers.append(entry)
-        return self._iterate(entry)
+        stream = self._iterate(entry)
+        weakref.finalize(stream, self._unsubscribe, entry)
+        return stream
+
+    def _unsubscribe(self, entry: _Subscriber) -> None:
+        if entry in self._subscribers:
+            self._subscribers.remove(entry)
 
     @property
     def subscriptions(self) -> int:
@@ -72,8 +80,7 @@ class MemoryBus:
             while True:
                 yield await entry[1].get()
         finally:
-            if entry in self._subscribers:
-                self._subscribers.remove(entry)
+            self._unsubscribe(entry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from thinghub.faces.central import FACE as CENTRAL
 from thinghub.faces.console import FACE as CONSOLE
 from thinghub.faces.face import Face
 from thinghub.faces.st import FACE as ST
+from thinghub.faces.ux4iot import FACE as UX4IOT
 
 __all__ = ["FACES"]
 
-FACES: tuple[Face, ...] = (ST, CENTRAL, CONSOLE)
+FACES: tuple[Face, ...] = (ST, CENTRAL, UX4IOT, CONSOLE)

@@ -10,9 +10,16 @@ A face is one `Face` value in `thinghub.faces.FACES`. The composition root (app.
 - `listeners`: servers on ports of the face's own (JSON-RPC over TCP, an MQTT dialect):
   started after the HTTP listeners bind, each reporting its address under its name in the
   ready line, closed with the HTTP servers at shutdown.
+- `workers`: background work of the face (a feed of live events, a sweeper of expired
+  sessions): `run()` runs in the server's TaskGroup from start until it is cancelled at
+  shutdown; `stop()` is awaited first, before the HTTP servers stop, to end long-lived client
+  connections (Socket.IO sockets, long polls) that would otherwise hold the shutdown up.
 
 `build` only constructs (it may be called more than once: once for the shared port and once
 per `--face-listen` port); nothing runs until app.py serves the app or starts a listener.
+Only the listeners and workers of the first build are started. What the builds of one face
+must share (one Socket.IO server for the shared port and the face's own port, its sessions)
+they keep in `FaceContext.shared`, which lives as long as the server.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from thinghub.config import Settings
 from thinghub.faces._http import ErrorRenderer
 from thinghub.services.core import Services
 
-__all__ = ["Face", "FaceContext", "FaceParts", "Listener"]
+__all__ = ["Face", "FaceContext", "FaceParts", "Listener", "Worker"]
 
 
 class Listener(Protocol):
@@ -44,17 +51,34 @@ class Listener(Protocol):
     async def close(self) -> None: ...
 
 
+class Worker(Protocol):
+    """Background work of a face. `run` runs in the server's TaskGroup until it is cancelled
+    (shutdown, step 3); `stop` is awaited at shutdown before the HTTP servers stop (step 2)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FaceContext:
     """What a face is built from: the services (its only door to the core), the settings,
     the server TLS context for listeners that speak TLS, and the server's bound addresses
     (the ready line's JSON, complete once the server is up: read it per request, not at
-    build time)."""
+    build time).
+
+    `shared` is one dict per server, kept across the builds of every face: a face keeps there,
+    under its own name, what its builds construct once and share.
+    """
 
     services: Services
     settings: Settings
     server_ssl: Callable[[], ssl.SSLContext]
     addresses: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,7 @@ class FaceParts:
     app: ASGIApp | None = None
     root_routes: tuple[BaseRoute, ...] = ()
     listeners: tuple[Listener, ...] = ()
+    workers: tuple[Worker, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

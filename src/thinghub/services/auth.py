@@ -13,7 +13,7 @@ import logging
 import math
 import secrets as pysecrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from thinghub.domain.errors import Forbidden, Invalid, NotFound, Unauthorized
@@ -25,7 +25,7 @@ from thinghub.security.passwords import hash_password, verify_password
 from thinghub.security.secrets import hash_secret
 from thinghub.services.ttl_cache import TtlCache
 
-__all__ = ["Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
+__all__ = ["FACE_KEY_ROLE", "Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ ACCOUNT_CACHE_MAX = 100_000
 #: (min(32, cores + 4)): up to 384 MiB on 2 cores, 2 GiB on a large machine.
 PASSWORD_HASHES_AT_ONCE = 1
 SYSTEM_ACCOUNT = ""
+# The face_role of a face's shared access key (ux4iot's Shared-Access-Key): an API token row,
+# stored hashed like every token, that only that face accepts, never as a bearer token.
+FACE_KEY_ROLE = "sharedAccessKey"
+FACE_KEY_BYTES = 32  # entropy of a generated key
 
 
 def token_hash(token: str) -> str:
@@ -186,7 +190,12 @@ class AuthService:
         """The account's API tokens (admin); a project-limited admin sees its project's."""
         authorize(principal, "admin")
         tokens = await self.stores.credentials.list_tokens(principal.account_id, face)
-        return [t for t in tokens if principal.project is None or t.project == principal.project]
+        return [
+            t
+            for t in tokens
+            if (principal.project is None or t.project == principal.project)
+            and t.face_role != FACE_KEY_ROLE  # faces' keys are listed by list_face_keys
+        ]
 
     async def get_token(
         self, principal: Principal, token_id: str, face: str | None = None
@@ -208,6 +217,90 @@ class AuthService:
         await self.stores.credentials.delete_token(account_id, token_id)
         self._tokens.invalidate(token.secret_hash)
         self._alive.invalidate_prefix(f"{account_id}/{token_id}/")
+
+    # -- faces' shared access keys -------------------------------------------------------
+
+    async def create_face_key(
+        self, principal: Principal, face: str, *, label: str = ""
+    ) -> IssuedToken:
+        """A new shared access key of `face` for the caller's account (admin, account-wide:
+        a key reaches every device of the account). The secret is returned this once."""
+        self._may_manage_keys(principal)
+        if len(label) > 200:
+            raise Invalid("label must be at most 200 characters", field="label")
+        return await self.create_token(
+            principal.account_id,
+            Role.OPERATOR,
+            label=label,
+            secret=f"{face}_{pysecrets.token_urlsafe(FACE_KEY_BYTES)}",
+            face=face,
+            face_role=FACE_KEY_ROLE,
+        )
+
+    async def list_face_keys(self, principal: Principal, face: str) -> list[ApiToken]:
+        """The account's keys of `face` (admin), without secrets."""
+        self._may_manage_keys(principal)
+        tokens = await self.stores.credentials.list_tokens(principal.account_id, face)
+        return [t for t in tokens if t.face_role == FACE_KEY_ROLE]
+
+    async def rotate_face_key(self, principal: Principal, face: str, key_id: str) -> IssuedToken:
+        """A new secret for the key: the old one stops working at once (within TOKEN_CACHE_S
+        on other nodes), the id, label and creation time stay."""
+        old = await self._face_key(principal, face, key_id)
+        secret = f"{face}_{pysecrets.token_urlsafe(FACE_KEY_BYTES)}"
+        new = replace(old, secret_hash=token_hash(secret))
+        await self.stores.credentials.delete_token(old.account_id, old.id)
+        await self.stores.credentials.insert_token(new)
+        self._tokens.invalidate(old.secret_hash)
+        self._alive.invalidate_prefix(f"{old.account_id}/{old.id}/")
+        return IssuedToken(new, secret)
+
+    async def revoke_face_key(self, principal: Principal, face: str, key_id: str) -> None:
+        key = await self._face_key(principal, face, key_id)
+        await self.revoke_token(key.account_id, key.id)
+
+    async def authenticate_face_key(self, face: str, value: str | None, field: str) -> Principal:
+        """The caller holding a shared access key of `face` (the key's account, role
+        operator, kind "key").
+
+        Raises:
+            Unauthorized: missing, unknown, another face's key, or an API token.
+        """
+        value = (value or "").strip()
+        if not value:
+            raise Unauthorized(f"missing {field} header", field=field)
+        token = await self._lookup_token(value)
+        if (
+            token is None
+            or token.face != face
+            or token.face_role != FACE_KEY_ROLE
+            or not hmac.compare_digest(token.secret_hash, token_hash(value))
+        ):
+            raise Unauthorized(f"unknown {field}", field=field)
+        if token.expires_at is not None and token.expires_at <= self.clock.now():
+            raise Unauthorized(f"{field} expired", field=field)
+        return Principal(token.account_id, token.role, token.id, "key", FACE_KEY_ROLE)
+
+    def _may_manage_keys(self, principal: Principal) -> None:
+        authorize(principal, "admin")
+        if principal.project is not None:
+            raise Forbidden(
+                f"this token is limited to project {principal.project!r}; a face's keys reach "
+                "the whole account",
+                field="project",
+            )
+
+    async def _face_key(self, principal: Principal, face: str, key_id: str) -> ApiToken:
+        self._may_manage_keys(principal)
+        token = await self.stores.credentials.get_token(principal.account_id, key_id)
+        if (
+            token is None
+            or token.account_id != principal.account_id
+            or token.face != face
+            or token.face_role != FACE_KEY_ROLE
+        ):
+            raise NotFound(f"key {key_id!r} not found", field="keyId")
+        return token
 
     async def bootstrap_admin_token(self, account: Account, value: str) -> None:
         """THINGHUB_ADMIN_TOKEN: make sure a token with this value exists (idempotent)."""
@@ -272,7 +365,11 @@ class AuthService:
                 extra.get("project"),
             )
         token = await self._lookup_token(value)
-        if token is None or not hmac.compare_digest(token.secret_hash, token_hash(value)):
+        if (
+            token is None
+            or token.face_role == FACE_KEY_ROLE  # a face's key is not a bearer token
+            or not hmac.compare_digest(token.secret_hash, token_hash(value))
+        ):
             raise Unauthorized("unknown API token", field="Authorization")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("API token expired", field="Authorization")
@@ -347,7 +444,7 @@ class AuthService:
     async def client_credentials_grant(self, client_id: str, secret: str) -> tuple[str, int]:
         """OAuth2 client credentials: the client is an API token (id + the token itself)."""
         token = await self._lookup_token(secret)
-        if token is None or token.id != client_id:
+        if token is None or token.id != client_id or token.face_role == FACE_KEY_ROLE:
             raise Unauthorized("invalid client credentials", field="client_secret")
         if token.expires_at is not None and token.expires_at <= self.clock.now():
             raise Unauthorized("client credentials expired", field="client_secret")

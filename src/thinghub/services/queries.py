@@ -1,16 +1,26 @@
-"""Queries: telemetry and events of an account, filtered and paged."""
+"""Queries: telemetry and events of an account, filtered and paged; the latest values of a
+device's telemetry."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from thinghub.domain.errors import NotFound
 from thinghub.domain.events import Event
-from thinghub.domain.model import Principal
+from thinghub.domain.model import Device, Principal
 from thinghub.domain.telemetry import TelemetryMessage
-from thinghub.ports import EventQuery, Page, Stores, TelemetryQuery
+from thinghub.ports import Clock, EventQuery, Page, Stores, TelemetryQuery
+from thinghub.services.auth import authorize
 
-__all__ = ["QueryService"]
+__all__ = ["LATEST_SCAN_MESSAGES", "QueryService"]
+
+# Latest values: numbers come from the latest observation of each metric (kept for ever, one
+# row per metric); values of other types (text, booleans, objects) from the device's newest
+# messages, this many of them.
+LATEST_SCAN_MESSAGES = 20
+# The document kind that holds, per device, when its latest values were last cleared.
+LATEST_CLEARED = "latest_cleared"
 
 
 Q = TypeVar("Q", TelemetryQuery, EventQuery)
@@ -28,8 +38,9 @@ def _scoped(principal: Principal, query: Q) -> Q | None:
 
 
 class QueryService:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, clock: Clock) -> None:
         self.stores = stores
+        self.clock = clock
 
     async def telemetry(
         self, principal: Principal, query: TelemetryQuery
@@ -40,3 +51,47 @@ class QueryService:
     async def events(self, principal: Principal, query: EventQuery) -> Page[Event]:
         scoped = _scoped(principal, query)
         return Page([], None) if scoped is None else await self.stores.events.query(scoped)
+
+    async def latest_values(
+        self, principal: Principal, device: Device
+    ) -> dict[str, tuple[Any, float]]:
+        """The latest value of each top-level key of the device's telemetry, with its time
+        (epoch seconds), newer than the last `clear_latest`.
+
+        Numbers are the latest observations (every numeric key the device ever sent); other
+        values come from its LATEST_SCAN_MESSAGES newest messages. A key whose newest value
+        is in those messages gets it as sent (an integer stays an integer).
+        """
+        if device.account_id != principal.account_id or not principal.sees(device.project):
+            raise NotFound(f"device {device.id!r} not found", field="deviceId")
+        account = device.account_id
+        cleared = await self.stores.documents.get(account, LATEST_CLEARED, device.id)
+        after = float(cleared) if isinstance(cleared, int | float) else None
+        values: dict[str, tuple[Any, float]] = {}
+        page = await self.stores.telemetry.query(
+            TelemetryQuery(account, device_id=device.id, since=after, limit=LATEST_SCAN_MESSAGES)
+        )
+        for message in page.items:  # newest first
+            if message.device_id != device.id or not isinstance(message.body, dict):
+                continue
+            if after is not None and message.enqueued_at <= after:
+                continue
+            for key, value in message.body.items():
+                if key not in values:
+                    values[key] = (value, message.enqueued_at)
+        for metric, observation in (await self.stores.telemetry.latest(account, device.id)).items():
+            if after is not None and observation.ts <= after:
+                continue
+            known = values.get(metric)
+            if known is None or observation.ts > known[1]:
+                values[metric] = (observation.value, observation.ts)
+        return values
+
+    async def clear_latest(self, principal: Principal, device: Device) -> None:
+        """Forget the device's latest values (its telemetry stays): `latest_values` answers
+        only what arrives from now on."""
+        authorize(principal, "write")
+        if device.account_id != principal.account_id or not principal.sees(device.project):
+            raise NotFound(f"device {device.id!r} not found", field="deviceId")
+        now = self.clock.now()
+        await self.stores.documents.put(device.account_id, LATEST_CLEARED, device.id, now, now)

@@ -119,6 +119,21 @@ async def test_leaving_an_async_for_unsubscribes() -> None:
     assert bus.subscriptions == 0
 
 
+async def test_a_subscription_closed_before_it_was_read_unsubscribes() -> None:
+    # aclose() of a never-started generator runs no finally: the subscription must still go
+    # (a caller that checks a state right after subscribing may not need to read at all).
+    bus = MemoryBus()
+    unread = bus.subscribe("connection.>")
+    assert bus.subscriptions == 1
+    await unread.aclose()
+    del unread
+    assert bus.subscriptions == 0
+    dropped = bus.subscribe("connection.>")
+    del dropped
+    assert bus.subscriptions == 0
+    await bus.publish(telemetry(0))  # nothing is queued for them
+
+
 # -- MemoryPresence ----------------------------------------------------------------------------
 
 

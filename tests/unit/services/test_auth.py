@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.services.conftest import TestClock
-from thinghub.domain.errors import Conflict, NotFound, Unauthorized
+from thinghub.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 from thinghub.domain.model import Principal, Role
 from thinghub.ports import Stores
 from thinghub.services.auth import TOKEN_CACHE_S
@@ -54,3 +54,73 @@ async def test_accounts_are_made_once_by_name(services: Services, stores: Stores
     assert await stores.accounts.get_by_scope(first.id_scope) == first
     with pytest.raises(Conflict):
         await services.auth.create_account("contoso")
+
+
+# -- faces' shared access keys ------------------------------------------------------------------
+
+ACC1_ADMIN = Principal("acc-1", Role.ADMIN, "admin")
+
+
+async def test_a_face_key_is_stored_hashed_and_only_that_face_takes_it(
+    services: Services, stores: Stores
+) -> None:
+    issued = await services.auth.create_face_key(ACC1_ADMIN, "ux4iot", label="dash")
+    assert issued.secret.startswith("ux4iot_")
+    stored = await stores.credentials.get_token("acc-1", issued.token.id)
+    assert stored is not None and issued.secret not in stored.secret_hash
+    who = await services.auth.authenticate_face_key("ux4iot", issued.secret, "Shared-Access-Key")
+    assert (who.account_id, who.kind, who.subject) == ("acc-1", "key", issued.token.id)
+    with pytest.raises(Unauthorized):  # not a bearer token, nor OAuth2 client credentials
+        await services.auth.authenticate_bearer(issued.secret)
+    with pytest.raises(Unauthorized):
+        await services.auth.client_credentials_grant(issued.token.id, issued.secret)
+    with pytest.raises(Unauthorized):  # another face's key
+        await services.auth.authenticate_face_key("other", issued.secret, "Key")
+    api = await services.auth.create_token("acc-1", Role.ADMIN)
+    with pytest.raises(Unauthorized):  # and an API token is no key
+        await services.auth.authenticate_face_key("ux4iot", api.secret, "Shared-Access-Key")
+    with pytest.raises(Unauthorized, match="missing"):
+        await services.auth.authenticate_face_key("ux4iot", " ", "Shared-Access-Key")
+    # listed with the face's keys, not with the API tokens
+    assert [k.id for k in await services.auth.list_face_keys(ACC1_ADMIN, "ux4iot")] == [
+        issued.token.id
+    ]
+    assert issued.token.id not in {t.id for t in await services.auth.list_tokens(ACC1_ADMIN)}
+
+
+async def test_rotating_a_face_key_ends_the_old_secret_at_once(services: Services) -> None:
+    issued = await services.auth.create_face_key(ACC1_ADMIN, "ux4iot")
+    await services.auth.authenticate_face_key("ux4iot", issued.secret, "K")  # now cached
+    rotated = await services.auth.rotate_face_key(ACC1_ADMIN, "ux4iot", issued.token.id)
+    assert rotated.token.id == issued.token.id and rotated.secret != issued.secret
+    assert rotated.token.created_at == issued.token.created_at
+    with pytest.raises(Unauthorized):
+        await services.auth.authenticate_face_key("ux4iot", issued.secret, "K")
+    await services.auth.authenticate_face_key("ux4iot", rotated.secret, "K")
+    await services.auth.revoke_face_key(ACC1_ADMIN, "ux4iot", issued.token.id)
+    with pytest.raises(Unauthorized):
+        await services.auth.authenticate_face_key("ux4iot", rotated.secret, "K")
+
+
+async def test_face_keys_are_managed_by_account_wide_admins_of_their_account(
+    services: Services,
+) -> None:
+    issued = await services.auth.create_face_key(ACC1_ADMIN, "ux4iot")
+    other = Principal("acc-2", Role.ADMIN, "admin2")
+    for call in (
+        services.auth.rotate_face_key(other, "ux4iot", issued.token.id),
+        services.auth.revoke_face_key(other, "ux4iot", issued.token.id),
+        services.auth.rotate_face_key(ACC1_ADMIN, "another-face", issued.token.id),
+    ):
+        with pytest.raises(NotFound):
+            await call
+    assert await services.auth.list_face_keys(other, "ux4iot") == []
+    api = await services.auth.create_token("acc-1", Role.ADMIN, token_id="api")
+    with pytest.raises(NotFound):  # an API token is not a key to rotate
+        await services.auth.rotate_face_key(ACC1_ADMIN, "ux4iot", api.token.id)
+    for principal in (
+        Principal("acc-1", Role.OPERATOR, "op"),
+        Principal("acc-1", Role.ADMIN, "limited", project="p1"),
+    ):
+        with pytest.raises(Forbidden):
+            await services.auth.create_face_key(principal, "ux4iot")

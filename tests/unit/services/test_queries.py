@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from thinghub.domain.errors import Forbidden, NotFound
 from thinghub.domain.events import Event, EventType
 from thinghub.domain.model import Principal, Role
-from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports import EventQuery, Stores, TelemetryQuery
 from thinghub.services.core import Services
 
@@ -50,3 +53,40 @@ async def test_queries_see_the_callers_account_and_project(
         assert await listing(IN_P1, project="p1") == ["dev-0"]
         assert await listing(IN_P1, project="p2") == []  # another project: nothing
         assert await listing(IN_P1, device_id="dev-1") == []
+
+
+async def test_latest_values_hold_every_type_newest_first_and_clear(
+    services: Services, stores: Stores, clock: Any
+) -> None:
+    owner = Principal("acc-1", Role.OPERATOR, "op")
+    device = await services.registry.create_device(owner, name="d", project="p1")
+    did = device.id
+
+    async def ingest(ts: float, body: dict[str, Any]) -> None:
+        message = TelemetryMessage("acc-1", did, ts, body, b"", project="p1")
+        observations = [
+            Observation("acc-1", did, k, ts, float(v))
+            for k, v in body.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        await stores.telemetry.append([message], observations)
+
+    await ingest(T0, {"n": 1, "s": "old", "flag": True})
+    await ingest(T0 + 1, {"n": 2})
+    await ingest(T0 + 2, {"s": "new", "obj": {"a": 1}})
+    values = await services.queries.latest_values(owner, device)
+    assert values == {
+        "n": (2, T0 + 1),  # as sent: an integer stays one
+        "s": ("new", T0 + 2),
+        "flag": (True, T0),
+        "obj": ({"a": 1}, T0 + 2),
+    }
+    with pytest.raises(NotFound):  # another account's device
+        await services.queries.latest_values(Principal("acc-2", Role.ADMIN, "x"), device)
+    clock.t = T0 + 5
+    await services.queries.clear_latest(owner, device)
+    assert await services.queries.latest_values(owner, device) == {}
+    await ingest(T0 + 6, {"n": 3})
+    assert await services.queries.latest_values(owner, device) == {"n": (3, T0 + 6)}
+    with pytest.raises(Forbidden):
+        await services.queries.clear_latest(Principal("acc-1", Role.VIEWER, "v"), device)

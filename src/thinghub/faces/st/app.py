@@ -21,7 +21,7 @@ from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import exceeds_depth
-from thinghub.domain.model import Device, DeviceKind, Principal, Retention, Role
+from thinghub.domain.model import ApiToken, Device, DeviceKind, Principal, Retention, Role
 from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import check_patch_size, validate_patch
 from thinghub.faces._http import (
@@ -45,6 +45,7 @@ from thinghub.faces.st.schemas import (
     RetentionUpdate,
     TokenCreate,
     UserCreate,
+    Ux4iotKeyCreate,
 )
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.auth import authorize
@@ -376,6 +377,72 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
     authorize(caller, "admin")
     await services.auth.get_token(caller, token_id)  # 404 outside the caller's account/project
     await services.auth.revoke_token(caller.account_id, token_id)
+    return Response(status_code=204)
+
+
+# -- ux4iot Shared-Access-Keys (docs/faces/ux4iot.md) ----------------------------------------
+
+UX4IOT_FACE = "ux4iot"
+UX4IOT_PREFIX = "/ux4iot"  # where the ux4iot face is mounted on this port
+
+
+def _ux4iot_endpoint(settings: Settings, request: Request) -> str:
+    """The ux4iot Endpoint of this server: under `public_url` when set, else the address this
+    request reached (the listening socket's, never the Host header the client sent)."""
+    if settings.public_url:
+        return settings.public_url + UX4IOT_PREFIX
+    host, port = request.scope.get("server") or (settings.host, settings.http_port)
+    shown = f"[{host}]" if ":" in str(host) else host
+    return f"http://{shown}:{port}{UX4IOT_PREFIX}"
+
+
+def _ux4iot_key_json(token: ApiToken, endpoint: str, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": token.id,
+        "label": token.label,
+        "createdAt": format_ts(token.created_at),
+        "endpoint": endpoint,
+    }
+    if secret is not None:  # shown once: when created or rotated
+        out["key"] = secret
+        # The format ux4iot clients parse (docs/faces/ux4iot.md, "Connection string").
+        out["connectionString"] = f"Endpoint={endpoint};SharedAccessKey={secret}"
+    return out
+
+
+@router.post("/ux4iot/keys", status_code=201, tags=["ux4iot"])
+async def create_ux4iot_key(
+    request: Request, caller: Caller, body: Ux4iotKeyCreate | None = None
+) -> Response:
+    """Create a ux4iot Shared-Access-Key for the caller's account (admin). The key and its
+    connection string are shown only here."""
+    issued = await services_of(request).auth.create_face_key(
+        caller, UX4IOT_FACE, label=body.label if body else ""
+    )
+    endpoint = _ux4iot_endpoint(settings_of(request), request)
+    return OrjsonResponse(_ux4iot_key_json(issued.token, endpoint, issued.secret), status_code=201)
+
+
+@router.get("/ux4iot/keys", tags=["ux4iot"])
+async def list_ux4iot_keys(request: Request, caller: Caller) -> Response:
+    """The account's ux4iot keys, without their secrets (admin)."""
+    keys = await services_of(request).auth.list_face_keys(caller, UX4IOT_FACE)
+    endpoint = _ux4iot_endpoint(settings_of(request), request)
+    return OrjsonResponse([_ux4iot_key_json(key, endpoint) for key in keys])
+
+
+@router.post("/ux4iot/keys/{key_id}/rotate", tags=["ux4iot"])
+async def rotate_ux4iot_key(key_id: str, request: Request, caller: Caller) -> Response:
+    """A new secret for the key (admin); the old one stops working at once."""
+    issued = await services_of(request).auth.rotate_face_key(caller, UX4IOT_FACE, key_id)
+    endpoint = _ux4iot_endpoint(settings_of(request), request)
+    return OrjsonResponse(_ux4iot_key_json(issued.token, endpoint, issued.secret))
+
+
+@router.delete("/ux4iot/keys/{key_id}", status_code=204, tags=["ux4iot"])
+async def revoke_ux4iot_key(key_id: str, request: Request, caller: Caller) -> Response:
+    """Revoke the key (admin): ux4iot calls with it get 401 from now on."""
+    await services_of(request).auth.revoke_face_key(caller, UX4IOT_FACE, key_id)
     return Response(status_code=204)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "RetentionUpdate",
     "TokenCreate",
     "UserCreate",
+    "Ux4iotKeyCreate",
 ]
 
 
@@ -117,6 +118,10 @@ class TokenCreate(_Body):
     project: StrictStr | None = Field(
         default=None, min_length=1, max_length=128, json_schema_extra=ID_SCHEMA
     )
+
+
+class Ux4iotKeyCreate(_Body):
+    label: StrictStr = Field(default="", max_length=200)
 
 
 class UserCreate(_Body):

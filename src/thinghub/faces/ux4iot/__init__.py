@@ -1,51 +1,28 @@
 """The ux4iot face: sessions, grants and subscriptions, REST at /ux4iot and live data over
-Socket.IO. This package holds the parts that need no core service: the session model and
-its store port, the wire payloads and request schemas, the connection string and the
-Socket.IO channel. See docs/faces/ux4iot-internals.md."""
+Socket.IO at /socket.io/ (namespaces `/` and `/ux4iot`). See docs/faces/ux4iot.md."""
 
-from thinghub.faces.ux4iot.connection_string import (
-    ConnectionString,
-    build_connection_string,
-    parse_connection_string,
-    socket_namespace,
-)
-from thinghub.faces.ux4iot.fanout import (
-    ConnectionChanged,
-    Emit,
-    LiveEvent,
-    MessageArrived,
-    TwinChanged,
-    plan,
-)
-from thinghub.faces.ux4iot.grants import (
-    Grant,
-    GrantType,
-    Subscription,
-    SubscriptionType,
-    WireProtocol,
-)
-from thinghub.faces.ux4iot.sessions import Audience, SessionInfo, SessionTable
-from thinghub.faces.ux4iot.store import MemorySessionStore, SessionStore
+from starlette.routing import Mount
 
-__all__ = [
-    "Audience",
-    "ConnectionChanged",
-    "ConnectionString",
-    "Emit",
-    "Grant",
-    "GrantType",
-    "LiveEvent",
-    "MemorySessionStore",
-    "MessageArrived",
-    "SessionInfo",
-    "SessionStore",
-    "SessionTable",
-    "Subscription",
-    "SubscriptionType",
-    "TwinChanged",
-    "WireProtocol",
-    "build_connection_string",
-    "parse_connection_string",
-    "plan",
-    "socket_namespace",
-]
+from thinghub.faces.face import Face, FaceContext, FaceParts
+from thinghub.faces.ux4iot.routes import FACE_NAME, create_app
+from thinghub.faces.ux4iot.runtime import Ux4iotRuntime
+
+__all__ = ["FACE", "build"]
+
+
+def build(context: FaceContext) -> FaceParts:
+    """The REST app for this port, and the one runtime of the server (sessions, Socket.IO,
+    the live feed) shared by every port the face is served on."""
+    runtime = context.shared.get(FACE_NAME)
+    if not isinstance(runtime, Ux4iotRuntime):
+        runtime = context.shared[FACE_NAME] = Ux4iotRuntime(context.services, context.settings)
+    return FaceParts(
+        app=create_app(context, runtime),
+        # The client's Engine.IO path is always /socket.io/, whatever the Endpoint's path.
+        root_routes=(Mount("/socket.io", app=runtime.channel.asgi()),),
+        workers=(runtime,),
+    )
+
+
+# On its own port (--face-listen) it answers at `/`: an Endpoint without a path, namespace `/`.
+FACE = Face(name=FACE_NAME, prefix="/ux4iot", native_prefix="", build=build)

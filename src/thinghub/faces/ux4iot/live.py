@@ -107,7 +107,32 @@ class LiveChannel:
         return socketio.ASGIApp(self.server, socketio_path=None)
 
     async def shutdown(self) -> None:
+        """End every socket (`close_all`), then python-engineio's service task."""
+        await self.close_all()
         await self.server.shutdown()
+
+    async def close_all(self) -> int:
+        """Disconnect every socket the way a deleted session is (a bare DISCONNECT, so the
+        clients open new sessions when the server is back), then close the Engine.IO
+        connections, so no long poll or WebSocket holds the server's shutdown up."""
+        closed = 0
+        for namespace in self.namespaces:
+            for sid, _ in list(self.server.manager.get_participants(namespace, None)):
+                await self.server.disconnect(sid, namespace=namespace)
+                closed += 1
+        # Not eio.disconnect(): it closes with wait=True, which waits for each socket's queue
+        # to drain, i.e. for a long-polling client to come back for it; a client that is gone
+        # (or a WebSocket whose writer already ended) made that wait for ever at shutdown.
+        eio = self.server.eio
+        for socket in list(eio.sockets.values()):
+            await socket.close(wait=False)  # queues CLOSE for whoever still reads
+        eio.sockets.clear()
+        return closed
+
+    @property
+    def socket_count(self) -> int:
+        """Open Engine.IO connections (for the status route and tests)."""
+        return len(self.server.eio.sockets)
 
     # -- sending -------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ camelCase. Unknown fields are ignored, as the real server does (clients send ext
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
@@ -39,6 +39,7 @@ __all__ = [
     "GrantRequest",
     "SubscriptionRequest",
     "SubscriptionRequests",
+    "parse_body",
     "parse_bulk_subscriptions",
     "parse_log_level",
 ]
@@ -231,6 +232,22 @@ class DesiredPropertiesPatchRequest(_Body):
         return device_id, patch, Grant(device_id, GrantType.DESIRED_PROPERTIES)
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse_body(model: type[_M], body: Any) -> _M:
+    """A decoded JSON body as `model`.
+
+    Raises:
+        Invalid: naming the first bad field ("deviceId is required", "body must be a JSON
+            object").
+    """
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc, "") from None
+
+
 def parse_log_level(level: str) -> int:
     """`PUT /logLevel/:level` to a logging level.
 
@@ -253,5 +270,5 @@ def _invalid(exc: ValidationError, where: str) -> Invalid:
     if first.get("type") == "missing":
         return Invalid(f"{field} is required", field=field)
     if not loc:
-        return Invalid(f"{field} must be a JSON object", field=field)
+        return Invalid(f"{field or 'body'} must be a JSON object", field=field or "body")
     return Invalid(f"{field}: {first.get('msg', 'invalid')}", field=field)

@@ -463,6 +463,10 @@ class SessionTable:
         index.cache[kind] = built
         return built
 
+    def accounts(self) -> frozenset[str]:
+        """The accounts that sessions are bound to (the live feed watches each of these)."""
+        return frozenset(self._by_account)
+
     def watched_devices(self) -> int:
         """How many (account, device) pairs have a watcher (for metrics and tests)."""
         return len(self._index)

@@ -77,6 +77,8 @@ class SessionStore(Protocol):
 
     async def subscriptions(self, session_id: str, now: float) -> frozenset[Subscription]: ...
 
+    async def accounts(self) -> frozenset[str]: ...
+
     def audience(
         self, account_id: str, device_id: str, kind: SubscriptionType
     ) -> tuple[Audience, ...]: ...
@@ -157,6 +159,9 @@ class MemorySessionStore:
 
     async def subscriptions(self, session_id: str, now: float) -> frozenset[Subscription]:
         return self.table.subscriptions(session_id, now)
+
+    async def accounts(self) -> frozenset[str]:
+        return self.table.accounts()
 
     def audience(
         self, account_id: str, device_id: str, kind: SubscriptionType

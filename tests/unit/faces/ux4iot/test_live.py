@@ -8,6 +8,7 @@ only the two calls that would write to a connection are recorded instead: engine
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from typing import Any
@@ -147,3 +148,20 @@ async def test_closing_a_session_disconnects_its_sockets_only() -> None:
     await open_socket(live, "e3", "/", f"sessionId={b}")
     assert await live.close_session(a) == 2
     assert sorted(rec.disconnects) == sorted([(sa1, "/"), (sa2, "/ux4iot")])
+
+
+async def test_close_all_does_not_wait_for_a_long_poll_that_never_comes_back() -> None:
+    """A polling client that went away leaves its Engine.IO queue undrained: closing must not
+    wait for it (engineio's own disconnect() does, which hung the server's shutdown)."""
+    from engineio.async_socket import AsyncSocket
+
+    live, _, _ = make()
+    eio = live.server.eio
+    gone = AsyncSocket(eio, "e-gone")
+    gone.connected = True
+    eio.sockets["e-gone"] = gone
+    async with asyncio.timeout(5):
+        await live.close_all()
+    assert gone.closed
+    assert eio.sockets == {}
+    assert gone.queue.qsize() == 1  # the CLOSE packet, for a reader that may still come

@@ -379,6 +379,26 @@ def test_operator_journey(
         expect(page.locator(f'tr[data-token="{token_id}"]')).to_have_count(0)
         assert http.get("/v1/devices", headers=bearer).status_code == 401
 
+        # A ux4iot key: its connection string once, and it opens the ux4iot API until revoked.
+        page.fill("#ux4iot-label", "dashboard")
+        page.click("#create-ux4iot-key")
+        key = page.inner_text("#ux4iot-key").strip()
+        key_id = page.inner_text("#ux4iot-key-id").strip()
+        assert page.inner_text("#ux4iot-connection-string").strip() == (
+            f"Endpoint={base}/ux4iot;SharedAccessKey={key}"
+        )
+        shots(page, "ux4iot-key-created")
+        shared = {"Shared-Access-Key": key}
+        state = http.get(f"/ux4iot/connectionState/{device_id}", headers=shared)
+        assert state.status_code == 200, state.text
+        page.goto(base + "/console/tokens")
+        assert key not in page.content()
+        page.click(f'tr[data-key="{key_id}"] button')
+        expect(page.locator(".flash-ok")).to_contain_text(f"ux4iot key {key_id} revoked")
+        expect(page.locator(f'tr[data-key="{key_id}"]')).to_have_count(0)
+        state = http.get(f"/ux4iot/connectionState/{device_id}", headers=shared)
+        assert state.status_code == 401, state.text
+
     # Users (admin).
     page.goto(base + "/console/users")
     expect(page.locator("#users")).to_contain_text(user(users, "viewer"))
@@ -441,6 +461,7 @@ def test_viewer_sees_but_cannot_change(
         f"/console/devices/{device_id}/method": {"method": "reboot"},
         f"/console/devices/{device_id}/messages": {"body": "hi"},
         "/console/tokens": {"role": "admin", "label": "escalate"},
+        "/console/ux4iot-keys": {"label": "escalate"},
         "/console/users": {"username": "mallory", "password": "12345678", "role": "admin"},
     }
     for path, fields in attempts.items():
@@ -724,6 +745,10 @@ def test_no_key_or_token_is_shown_again(server: ServerProcess, users: dict[str, 
         token = http.post("/console/tokens", data={"role": "viewer", "label": "once",
                                                    "csrf": csrf})  # fmt: skip
         secret = re.search(r'id="token-secret" class="copy">([^<]+)<', token.text).group(1)  # type: ignore[union-attr]
+        ux4iot = http.post("/console/ux4iot-keys", data={"label": "once", "csrf": csrf})
+        assert ux4iot.status_code == 201
+        assert ux4iot.headers["cache-control"] == "no-store"
+        shared_key = re.search(r'id="ux4iot-key" class="copy">([^<]+)<', ux4iot.text).group(1)  # type: ignore[union-attr]
         cookie = http.cookies["thinghub_console"]
         host = server.http_url.removeprefix("http://")
         socket = create_connection(
@@ -747,7 +772,7 @@ def test_no_key_or_token_is_shown_again(server: ServerProcess, users: dict[str, 
                          f"/console/devices/{device_id}/delete", "/console/users")
         ]  # fmt: skip
         for text in [*pages, *frames]:
-            for value in [*keys, secret]:
+            for value in [*keys, secret, shared_key]:
                 assert value not in text
 
 

@@ -1,5 +1,6 @@
 """Console pages of an account's administration: API tokens (list, create with the secret
-shown once, revoke), users (list, create, delete) and device templates (list, view).
+shown once, revoke), ux4iot Shared-Access-Keys (the same, with their connection string),
+users (list, create, delete) and device templates (list, view).
 
 Tokens and users are the admin's (services.auth refuses other roles); templates are seen by
 every role.
@@ -17,7 +18,7 @@ from thinghub.domain.model import Role
 from thinghub.faces._http import status_of
 from thinghub.faces.console.devices import console_of, run_change
 from thinghub.faces.console.sessions import Flash
-from thinghub.faces.console.views import pretty_json, show_time
+from thinghub.faces.console.views import pretty_json, show_time, ux4iot_endpoint
 from thinghub.faces.console.web import PREFIX, Caller, Console, form_field
 from thinghub.services.auth import authorize
 
@@ -25,6 +26,7 @@ __all__ = ["routes"]
 
 ROLES = tuple(role.value for role in Role)
 DAY_S = 86_400.0
+UX4IOT_FACE = "ux4iot"  # the face whose Shared-Access-Keys the tokens page manages
 MAX_TOKEN_DAYS = 3650
 
 
@@ -33,7 +35,7 @@ MAX_TOKEN_DAYS = 3650
 
 async def _tokens_page(
     request: Request, caller: Caller, *, form: dict[str, str] | None = None,
-    error: str | None = None, status: int = 200,
+    error: str | None = None, key_error: str | None = None, status: int = 200,
 ) -> Response:  # fmt: skip
     console = console_of(request)
     tokens = await console.services.auth.list_tokens(caller.principal)
@@ -45,13 +47,19 @@ async def _tokens_page(
         }
         for t in tokens
     ]
+    keys = [
+        {"token": k, "created": show_time(k.created_at)}
+        for k in await console.services.auth.list_face_keys(caller.principal, UX4IOT_FACE)
+    ]
     return await console.page(
         request,
         caller,
         "tokens.html",
-        {"title": "API tokens", "rows": rows, "roles": ROLES, "form": form or {}, "error": error},
+        {"title": "API tokens", "rows": rows, "keys": keys, "roles": ROLES,
+         "form": form or {}, "error": error, "key_error": key_error,
+         "ux4iot_endpoint": ux4iot_endpoint(console.base_url(request))},
         status=status,
-    )
+    )  # fmt: skip
 
 
 async def list_tokens(request: Request) -> Response:
@@ -113,6 +121,43 @@ async def revoke_token(request: Request) -> Response:
         return Flash("ok", f"Token {token.label or token.id} revoked.")
 
     return await run_change(request, act, back=f"{PREFIX}/tokens")
+
+
+# -- ux4iot Shared-Access-Keys --------------------------------------------------------------
+
+
+async def create_ux4iot_key(request: Request) -> Response:
+    console = console_of(request)
+    caller, form = await console.changing(request)
+    try:
+        label = form_field(form, "label", max_chars=200)
+        issued = await console.services.auth.create_face_key(
+            caller.principal, UX4IOT_FACE, label=label
+        )
+    except Forbidden:
+        raise
+    except Error as exc:
+        return await _tokens_page(request, caller, key_error=exc.message, status=status_of(exc))
+    endpoint = ux4iot_endpoint(console.base_url(request))
+    return await console.page(
+        request,
+        caller,
+        "ux4iot_key_created.html",
+        {"title": "ux4iot key created", "token": issued.token, "secret": issued.secret,
+         "endpoint": endpoint,
+         "connection_string": f"Endpoint={endpoint};SharedAccessKey={issued.secret}"},
+        status=201,
+    )  # fmt: skip
+
+
+async def revoke_ux4iot_key(request: Request) -> Response:
+    key_id = request.path_params["key_id"]
+
+    async def act(console: Console, caller: Caller, form: dict[str, str]) -> Flash:
+        await console.services.auth.revoke_face_key(caller.principal, UX4IOT_FACE, key_id)
+        return Flash("ok", f"ux4iot key {key_id} revoked.")
+
+    return await run_change(request, act, back=f"{PREFIX}/tokens#ux4iot-keys")
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -249,6 +294,8 @@ def routes() -> list[BaseRoute]:
         Route("/tokens", list_tokens, methods=["GET"]),
         Route("/tokens", create_token, methods=["POST"]),
         Route("/tokens/{token_id}/revoke", revoke_token, methods=["POST"]),
+        Route("/ux4iot-keys", create_ux4iot_key, methods=["POST"]),
+        Route("/ux4iot-keys/{key_id}/revoke", revoke_ux4iot_key, methods=["POST"]),
         Route("/users", list_users, methods=["GET"]),
         Route("/users", create_user, methods=["POST"]),
         Route("/users/{user_id}/delete", delete_user, methods=["POST"]),

@@ -397,9 +397,6 @@ async def device_page(request: Request) -> Response:
         principal, EventQuery(principal.account_id, device_id=device.id, limit=EVENTS_SHOWN)
     )
     recent_series = series_of(recent.items)
-    base = (
-        console.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', '')}"
-    )
     desired = {k: v for k, v in twin.desired.properties.items()}
     return await console.page(
         request,
@@ -439,7 +436,7 @@ async def device_page(request: Request) -> Response:
             ),
             "window_s": (window.until or now) - window.since,
             "itwin": itwin_ids(device, _components(recent.items, template)),
-            "ux4iot_endpoint": ux4iot_endpoint(base),
+            "ux4iot_endpoint": ux4iot_endpoint(console.base_url(request)),
             "method_timeout": MAX_METHOD_TIMEOUT_DEFAULT_S,
             "live": device.id,
             "has_chart": console.has_chart,

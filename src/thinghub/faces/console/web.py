@@ -169,6 +169,11 @@ class Console:
             public is not None and public.startswith("https:")
         )
 
+    def base_url(self, request: Request) -> str:
+        """This server's base URL as the browser reaches it (the public URL when set)."""
+        host = request.headers.get("host", "")
+        return self.settings.public_url or f"{request.url.scheme}://{host}"
+
     # -- same origin and CSRF --------------------------------------------------------------
 
     def same_origin(self, conn: HTTPConnection) -> bool:

@@ -4,7 +4,8 @@ No browser is downloaded: Playwright (PyPI, the test extra) launches /usr/bin/ch
 scripts/install-deps.sh installs from Debian when it is missing. Every page opened through
 `Browser.page` records console errors, page errors and failed requests, so a test can assert
 that there were none; `shot` saves a screenshot under the test run's folder (and, with
-THINGHUB_CONSOLE_SCREENSHOTS=DIR, also into DIR: that is how docs/console/ is refreshed).
+THINGHUB_CONSOLE_SCREENSHOTS=DIR, also into DIR: the pictures in docs/console/ come from
+such a run).
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class Shots:
         self.taken: list[Path] = []
 
     def __call__(self, page: Page, name: str, *, full_page: bool = False) -> Path:
+        """Photograph the page, after checking that it does not scroll sideways (at any
+        width the console lays itself out to fit)."""
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name}: {page.url} scrolls sideways by {overflow}px"
         path = self.folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=full_page)
         self.taken.append(path)

@@ -6,7 +6,8 @@ string off the page, start `thinghub simulate` with it, watch the device turn Co
 its plot gain points without a reload, set a desired property and see the device get it (it
 prints the patch and reports it back), call a method and see its answer, search, disable,
 create and revoke a token, delete the device, sign out. A viewer sees but changes nothing.
-Every page is photographed (desktop and phone width) and no page logs a browser error.
+Every page is photographed (desktop and phone width), none may scroll sideways, and no page
+logs a browser error or makes a request off the server.
 """
 
 from __future__ import annotations

@@ -76,12 +76,20 @@
           label: m, stroke: palette[i % palette.length], width: 2, spanGaps: true,
           points: { show: true, size: 4 },
         }))),
-        scales: { x: { time: true } },
+        scales: { x: { time: true, range: (u, min, max) => this.span(min, max) } },
         legend: { show: true },
       });
       this.chart = new window.uPlot(opts, this.data, this.el);
       this.count();
       if (!this.metrics.length) this.note("No numeric telemetry in this range yet.");
+    },
+
+    span(min, max) {
+      // A streaming plot shows at least a minute (its newest values at the right edge), so
+      // its first few points do not stretch over a scale of milliseconds.
+      if (min === null || max === null) return [min, max];
+      const least = this.live ? Math.min(this.windowS, 60) : 1;
+      return max - min >= least ? [min, max] : [max - least, max];
     },
 
     count() {

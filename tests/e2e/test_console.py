@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browser import DESKTOP, PHONE, Shots, Watched, chromium, watch
 from tests.e2e.server import ServerProcess, running
+from thinghub.faces.console.devices import PAGE_SIZE
 
 pytestmark = pytest.mark.e2e
 
@@ -270,6 +271,9 @@ def test_operator_journey(
         line = simulator.expect_line(rf"^desired {re.escape(device_id)} ")
         assert json.loads(line.split(" ", 2)[2])["targetTemperature"] == 23.5
         expect(page.locator("#reported-json")).to_contain_text('"targetTemperature": 23.5')
+        # Both twin changes reach the events log live.
+        expect(page.locator("#events-log")).to_contain_text("twin: desired")
+        expect(page.locator("#events-log")).to_contain_text("twin: reported")
 
         # A direct method and its answer.
         page.fill("#method-name", "reboot")
@@ -400,10 +404,24 @@ def test_operator_journey(
         state = http.get(f"/ux4iot/connectionState/{device_id}", headers=shared)
         assert state.status_code == 401, state.text
 
-    # Users (admin).
+    # Users (admin): the list; a new user can sign in until it is deleted.
     page.goto(base + "/console/users")
     expect(page.locator("#users")).to_contain_text(user(users, "viewer"))
+    newcomer = f"newcomer-{uuid.uuid4().hex[:6]}"
+    page.fill("#new-username", newcomer)
+    page.fill("#new-password", PASSWORD)
+    page.select_option("#new-role", "viewer")
+    page.click("#create-user")
+    expect(page.locator(".flash-ok")).to_contain_text(f"User {newcomer} (viewer) created")
+    expect(page.locator(f'tr[data-user="{newcomer}"]')).to_have_count(1)
     shots(page, "users")
+    with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as http:
+        assert _login(http, newcomer).status_code == 303
+    page.click(f'tr[data-user="{newcomer}"] button')
+    expect(page.locator(f'tr[data-user="{newcomer}"]')).to_have_count(0)
+    with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as http:
+        refused = _login(http, newcomer)
+        assert refused.status_code == 200 and "Wrong user name or password" in refused.text
 
     # Delete the device, after a confirmation page.
     page.goto(f"{base}/console/devices/{device_id}")
@@ -794,6 +812,27 @@ def test_live_channel_refuses_other_sites_and_no_session(
         create_connection(f"ws://{host}/console/live?devices=", origin=server.http_url,
                           timeout=10)  # fmt: skip
     assert anonymous.value.status_code == 403
+
+
+def test_the_list_is_searched_and_paged(server: ServerProcess, users: dict[str, str]) -> None:
+    tag = f"paged-{uuid.uuid4().hex[:6]}"
+    with server.client() as api:
+        for i in range(PAGE_SIZE + 2):
+            made = api.post("/v1/devices", json={"name": f"{tag} {i:02d}", "project": "p",
+                                                 "deployment": "d"})  # fmt: skip
+            assert made.status_code in (200, 201), made.text
+    with httpx.Client(base_url=server.http_url, timeout=30, follow_redirects=False) as http:
+        assert _login(http, user(users, "viewer")).status_code == 303
+        first = http.get("/console/devices", params={"q": tag})
+        assert f"{PAGE_SIZE + 2} devices matching" in first.text
+        assert first.text.count(f">{tag} ") == PAGE_SIZE
+        assert "Page 1 of 2" in first.text and 'rel="next"' in first.text
+        second = http.get("/console/devices", params={"q": tag, "page": 2})
+        assert second.text.count(f">{tag} ") == 2
+        assert "Page 2 of 2" in second.text and 'rel="prev"' in second.text
+        shown = set(re.findall(rf">({tag} \d\d)<", first.text + second.text))
+        assert shown == {f"{tag} {i:02d}" for i in range(PAGE_SIZE + 2)}
+        assert "0 devices matching" in http.get("/console/devices", params={"q": tag + "x"}).text
 
 
 def test_failed_logins_are_limited(server: ServerProcess) -> None:

@@ -242,6 +242,13 @@ def test_operator_journey(
     expect(listed_activity).to_have_text("—")
     expect(listing.page.locator("#live-status")).to_have_text("live")
     expect(page.locator("#live-status")).to_have_text("live")
+    # A device made elsewhere (here through /v1) tells the open list that it has changed.
+    expect(listing.page.locator("#list-changed")).to_be_hidden()
+    with server.client() as api:
+        elsewhere = api.post("/v1/devices", json={"name": "made elsewhere", "project": "p",
+                                                  "deployment": "d"})  # fmt: skip
+        assert elsewhere.status_code in (200, 201), elsewhere.text
+    expect(listing.page.locator("#list-changed")).to_be_visible()
 
     history_from = time.time() - 1
     simulator = Simulator(server, connection_string)

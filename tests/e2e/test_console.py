@@ -225,7 +225,9 @@ def test_operator_journey(
     # The device's page, before the device exists on the wire: Disconnected, no points yet.
     page.click("#open-device")
     expect(page.locator("#device-state")).to_have_text("Disconnected")
-    expect(page.locator("#plot canvas").first).to_be_attached()
+    expect(page.locator("#plot")).to_have_attribute("data-points", "0")
+    expect(page.locator("#plot-note")).to_have_text("No numeric telemetry in this range yet.")
+    expect(page.locator("#plot canvas")).to_have_count(0)  # no empty axes
     assert primary_key not in page.content()  # shown once, at creation, never again
     expect(page.locator("#itwin-node")).to_have_text(f"/thinghub/{device_id}/node")
     expect(page.locator("#itwin-device")).to_have_text(
@@ -258,6 +260,8 @@ def test_operator_journey(
         expect(page.locator("#device-state")).to_have_text("Connected", timeout=10_000)
         connected_s = time.monotonic() - started
         _wait(lambda: _points(page) >= 2, "the plot's first points", 10)
+        expect(page.locator("#plot canvas").first).to_be_attached()  # drawn by uPlot
+        expect(page.locator("#plot-note")).to_have_text("")
         first = _points(page)
         _wait(lambda: _points(page) > first, "the plot to gain points", 10)
         plotted_s = time.monotonic() - started

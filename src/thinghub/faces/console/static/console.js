@@ -71,6 +71,14 @@
 
     draw() {
       if (this.chart) this.chart.destroy();
+      this.chart = null;
+      if (!this.metrics.length) {
+        // Nothing to plot yet: no empty axes, just the note (a live plot draws at its first
+        // value).
+        this.count();
+        this.note("No numeric telemetry in this range yet.");
+        return;
+      }
       const opts = Object.assign(this.size(), {
         series: [{}].concat(this.metrics.map((m, i) => ({
           label: m, stroke: palette[i % palette.length], width: 2, spanGaps: true,
@@ -81,7 +89,6 @@
       });
       this.chart = new window.uPlot(opts, this.data, this.el);
       this.count();
-      if (!this.metrics.length) this.note("No numeric telemetry in this range yet.");
     },
 
     span(min, max) {

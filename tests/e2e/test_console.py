@@ -818,6 +818,49 @@ def test_no_key_or_token_is_shown_again(server: ServerProcess, users: dict[str, 
                 assert value not in text
 
 
+def test_the_live_channel_starts_with_the_present_state(
+    server: ServerProcess, users: dict[str, str]
+) -> None:
+    """What changed between rendering a page and opening its channel is not missed: the
+    channel first sends the present state."""
+    from websocket import create_connection
+
+    with server.client() as api:
+        ids = [api.post("/v1/devices", json={"name": f"snap {i}", "project": "p",
+                                             "deployment": "d"}).json()["id"]
+               for i in range(2)]  # fmt: skip
+    host = server.http_url.removeprefix("http://")
+    with httpx.Client(base_url=server.http_url, timeout=30, follow_redirects=False) as http:
+        assert _login(http, user(users, "viewer")).status_code == 303
+        cookie = f"thinghub_console={http.cookies['thinghub_console']}"
+        page = http.get(f"/console/devices/{ids[0]}").text
+        assert 'id="device-enabled">yes<' in page
+        # Changes after the page was rendered, before its channel opens.
+        with server.client() as api:
+            changed = api.put(f"/v1/devices/{ids[0]}", json={
+                "provisioningStatus": "disabled", "properties": {"mode": "eco"}})  # fmt: skip
+            assert changed.status_code == 200, changed.text
+
+        def first_frames(query: str, count: int) -> list[dict[str, Any]]:
+            socket = create_connection(f"ws://{host}/console/live?{query}", cookie=cookie,
+                                       origin=server.http_url, timeout=10)  # fmt: skip
+            try:
+                return [json.loads(socket.recv()) for _ in range(count)]
+            finally:
+                socket.close()
+
+        device_frames = first_frames(f"device={ids[0]}", 4)
+        by_type = {(f["type"], f.get("section")): f for f in device_frames}
+        assert by_type[("connection", None)]["connected"] is False
+        assert by_type[("connection", None)]["snapshot"] is True
+        assert by_type[("device", None)]["enabled"] is False
+        assert by_type[("twin", "desired")]["properties"] == {"mode": "eco"}
+        assert by_type[("twin", "reported")]["properties"] == {}
+        list_frames = first_frames("devices=" + ",".join(ids), 2)
+        assert sorted(f["device"] for f in list_frames) == sorted(ids)
+        assert all(f["type"] == "connection" and f["connected"] is False for f in list_frames)
+
+
 def test_live_channel_refuses_other_sites_and_no_session(
     server: ServerProcess, users: dict[str, str]
 ) -> None:

@@ -15,6 +15,11 @@ published) and turns each event into a small JSON message:
 | `event` | (device page) an event was stored | `time`, `eventType`, `summary` |
 | `device` | a device was created, updated or deleted | `device`, `operation`, `enabled` |
 
+A channel first sends the present state of what its page shows (each device's `connection`,
+with its last activity as `time` and `snapshot: true`; on a device's page also `device` and
+both twin sections), read after it subscribed, so nothing that changed between rendering the
+page and opening the channel is missed.
+
 Three tasks run under one TaskGroup: the pump (events to messages), the reader (notices the
 browser leaving) and the session check (every SESSION_CHECK_S; a logged-out or expired
 session closes the channel with code 4401, and the page goes to the login form). When one
@@ -76,6 +81,33 @@ class _Watch:
         if self.device is not None:
             return live.watch_for(self.principal, device_id=self.device)
         return live.watch_for(self.principal, kinds=("connection", "telemetry", "device"))
+
+    def watched(self) -> list[str]:
+        return [self.device] if self.device is not None else sorted(self.devices)
+
+    async def snapshot(self) -> list[dict[str, Any]]:
+        """The present state of what the page shows live, read after the stream subscribed:
+        what changed between rendering the page and opening this channel is not missed (a
+        later change also arrives as an event; applying both is harmless)."""
+        services = self.console.services
+        out: list[dict[str, Any]] = []
+        for device_id in self.watched():
+            try:
+                device = await services.registry.get_device(self.principal, device_id)
+            except NotFound:
+                continue  # deleted meanwhile: its `device` event says so
+            connected = await services.registry.is_connected(device_id)
+            out.append({"type": "connection", "device": device_id, "connected": connected,
+                        "time": show_time(device.last_activity_at), "snapshot": True})  # fmt: skip
+            if self.device is not None:
+                out.append({"type": "device", "device": device_id, "operation": "updated",
+                            "mine": True, "enabled": device.enabled})  # fmt: skip
+                twin = await services.twins.get(device)
+                for name, section in (("desired", twin.desired), ("reported", twin.reported)):
+                    out.append({"type": "twin", "section": name, "version": section.version,
+                                "twinVersion": twin.version, "properties": section.properties,
+                                "time": show_time(section.last_updated)})  # fmt: skip
+        return out
 
     def _activity_due(self, device_id: str) -> bool:
         now = time.monotonic()
@@ -179,8 +211,10 @@ async def live(websocket: WebSocket) -> None:
 
 
 async def _pump(websocket: WebSocket, watch: _Watch) -> None:
-    stream = watch.stream()
+    stream = watch.stream()  # subscribed from here on
     try:
+        for message in await watch.snapshot():
+            await websocket.send_text(orjson.dumps(message).decode())
         async for event in stream:
             for message in await watch.messages(event):
                 await websocket.send_text(orjson.dumps(message).decode())

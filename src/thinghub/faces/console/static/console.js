@@ -136,11 +136,12 @@
     connection(m) {
       document.querySelectorAll('[data-state-of="' + CSS.escape(m.device) + '"]').forEach((el) => {
         const state = m.connected ? "Connected" : "Disconnected";
+        if (el.textContent === state) return;
         el.textContent = state;
         el.className = "state state-" + state.toLowerCase();
         flashNew(el);
       });
-      handlers.activity(m);
+      if (m.time !== "—") handlers.activity(m);
     },
     activity(m) {
       document.querySelectorAll('[data-activity-of="' + CSS.escape(m.device) + '"]').forEach((el) => {
@@ -152,8 +153,9 @@
     },
     twin(m) {
       const pre = document.getElementById(m.section === "reported" ? "reported-json" : "desired-json");
-      if (pre) {
-        pre.textContent = sortedJson(m.properties);
+      const text = sortedJson(m.properties);
+      if (pre && pre.textContent !== text) {
+        pre.textContent = text;
         flashNew(pre);
       }
       const version = document.getElementById(m.section + "-version");

@@ -25,8 +25,8 @@ check:
 	$(PY) -m mypy src
 
 test: deps install check  ## everything: unit, contract (SQLite + PostgreSQL), e2e on both
-	$(PYTEST) -q
-	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q tests/e2e
+	$(PYTEST) -q --durations=20
+	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q -m "not backend_agnostic" tests/e2e
 
 unit: install
 	$(PYTEST) -q tests/unit
@@ -38,7 +38,7 @@ e2e: deps install
 	$(PYTEST) -q tests/e2e
 
 e2e-postgres: deps install  ## the whole e2e suite with every server on PostgreSQL
-	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q tests/e2e
+	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q -m "not backend_agnostic" tests/e2e
 
 bench: deps install  ## benchmarks (not tests); results go to docs/performance.md
 	bash scripts/install-deps.sh bench

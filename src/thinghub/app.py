@@ -65,6 +65,7 @@ from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.live import LiveService
+from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
@@ -102,9 +103,20 @@ def build_services(
     """Every service over the ports it needs, with its limits from `settings`."""
     auth = AuthService(stores, clock, jwt_ttl_s=settings.jwt_ttl_s)
     events = EventService(stores, bus, clock, counter)
-    registry = Registry(stores, clock, events, bus, presence=presence, channel=channel, locks=locks)
     twins = TwinService(stores, clock, events, bus, presence=presence, channel=channel)
+    registry = Registry(
+        stores,
+        clock,
+        events,
+        bus,
+        presence=presence,
+        channel=channel,
+        locks=locks,
+        twins=twins,
+    )
     registry.on_delete.append(twins.forget)
+    # Device templates (DTDL): telemetry of a templated device must match its template.
+    templates = TemplateService(stores, clock, registry)
     ingest = IngestService(
         stores,
         clock,
@@ -114,9 +126,8 @@ def build_services(
         max_payload_bytes=settings.max_payload_bytes,
         max_queued_bytes=settings.ingest_queue_max_bytes,
         max_json_depth=settings.max_json_depth,
+        templates=templates,
     )
-    # Device templates (DTDL): telemetry of a templated device must match its template.
-    templates = TemplateService(stores, clock, registry)
     ingest.policies.append(templates.policy)
     return Services(
         auth=auth,
@@ -130,10 +141,12 @@ def build_services(
             clock,
             presence=presence,
             channel=channel,
+            registry=registry,
+            templates=templates,
             max_timeout_s=settings.method_timeout_max_s,
             ttl_s=settings.command_ttl_s,
         ),
-        c2d=C2DService(stores, clock, channel=channel, locks=locks),
+        c2d=C2DService(stores, clock, channel=channel, locks=locks, registry=registry),
         templates=templates,
         provisioning=ProvisioningService(stores, clock, registry),
         device_auth=DeviceAuth(registry, clock),
@@ -148,9 +161,10 @@ def build_services(
             interval_s=settings.retention_interval_s,
             batch_rows=settings.retention_batch_rows,
         ),
-        certificates=CertificateService(issuer),
+        certificates=CertificateService(issuer, registry=registry),
         sessions=SessionService(stores),
         live=LiveService(bus),
+        properties=PropertyService(registry, twins, templates),
     )
 
 
@@ -362,7 +376,9 @@ class ThingHub:
         mqtt_host, mqtt_port = await mqtt.start()
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
-        context = FaceContext(services, s, ca.server_ssl_context, lambda: self.addresses)
+        context = FaceContext(
+            services, s, ca.server_ssl_context, clock, addresses=lambda: self.addresses
+        )
         built = [(face, face.build(context)) for face in self.faces]
         http_sock = _bind(s.host, s.http_port)
         self.addresses["http"] = _address(http_sock, "http")

@@ -15,6 +15,7 @@ import click
 
 from thinghub import __version__
 from thinghub.config import SETTINGS, ConfigError, Setting, Settings, load_settings
+from thinghub.domain.model import Role
 
 if TYPE_CHECKING:  # imported where used: `thinghub --help` stays fast
     from thinghub.services.core import Services
@@ -229,7 +230,10 @@ def token() -> None:
 @data_dir_option
 @database_option
 @click.option(
-    "--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin", show_default=True
+    "--role",
+    type=click.Choice([role.value for role in Role]),
+    default="admin",
+    show_default=True,
 )
 @click.option("--account", default="default", show_default=True, help="Account name.")
 @click.option("--label", default="", help="A note to tell tokens apart.")
@@ -245,7 +249,6 @@ def token_create(
     **options: Any,
 ) -> None:
     """Create an API token and print it (it is shown only once)."""
-    from thinghub.domain.model import Role
 
     settings = _settings(ctx, **options)
 
@@ -363,7 +366,7 @@ def user() -> None:
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option(
     "--role",
-    type=click.Choice(["admin", "operator", "viewer"]),
+    type=click.Choice([role.value for role in Role]),
     default="operator",
     show_default=True,
 )
@@ -376,7 +379,6 @@ def user_create(
 ) -> None:
     """Create a user who can get access tokens with the password grant."""
     from thinghub.domain.errors import Error
-    from thinghub.domain.model import Role
 
     settings = _settings(ctx, **options)
 

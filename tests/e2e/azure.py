@@ -1,10 +1,10 @@
 """Helpers to drive the real `azure-iot-device` SDK (and raw MQTT) against a test server.
 
-How the SDK reaches an ephemeral port (specs/azure-device-protocol.md §1.2, §10): every client
-goes through the listener's HTTP `CONNECT host:8883` proxy line, named with fake host names
-that are in the server certificate's SANs (the proxy resolves them, so no DNS is needed), and
-trusts the hub CA through `server_verification_cert` (PEM text). `connection_retry=False`
-makes refusals surface at once instead of being retried.
+How the SDK reaches an ephemeral port (it always dials 8883; docs/faces/device-mqtt.md): every
+client goes through the listener's HTTP `CONNECT host:8883` proxy line, named with fake host names
+that are in the server certificate's SANs (the proxy resolves them, so no DNS is needed), and trusts
+the hub CA through `server_verification_cert` (PEM text). `connection_retry=False` makes refusals
+surface at once instead of being retried.
 
 Warnings: pyproject's filterwarnings ignore DeprecationWarning raised from azure.* and paho.*
 and the "ssl.PROTOCOL_TLSv1_2 is deprecated" message. That is enough for the SDK's handler
@@ -141,7 +141,7 @@ class Inbox:
 
 
 def sign_sas(key_b64: str, resource_uri: str, expiry: int) -> str:
-    """A SAS token exactly as the SDK builds one (§2): the encoded URI is what is signed."""
+    """A SAS token exactly as the SDK builds one: the encoded URI is what is signed."""
     enc_uri = quote(resource_uri, safe="")
     digest = hmac.new(
         base64.b64decode(key_b64), f"{enc_uri}\n{expiry}".encode(), hashlib.sha256

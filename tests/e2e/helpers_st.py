@@ -26,7 +26,7 @@ SAS_HOST = "localhost"
 
 
 def sas_token(key_b64: str, resource_uri: str, expiry: int | None = None) -> str:
-    """A SAS token built the way the azure-iot-device SDK builds it (azure-device-protocol §2).
+    """A SAS token built the way the azure-iot-device SDK builds it (docs/faces/device-mqtt.md).
 
     The URL-encoded resource URI, a newline and the expiry are signed with HMAC-SHA256 keyed by
     the base64-decoded device key; the base64 signature is URL-encoded too.

@@ -83,7 +83,9 @@ pytestmark = pytest.mark.e2e
 SEED = 20261204
 REQUESTS_PER_FACE = {"st": 600, "oauth": 300, "central": 600, "ingest": 600}  # ~1-5 s each
 FUZZ_THREADS = 4
-PUBACK_P99_S = 1.0  # the monitor's 99th percentile PUBACK latency
+# The monitor's 99th percentile PUBACK latency: the stalls fixed were 7-32 s, and 2 s leaves
+# room for a busy CI machine.
+PUBACK_P99_S = 2.0
 PUBACK_MAX_S = 3.0  # and its worst
 PROBE_MAX_S = 3.0  # the worst time for /healthz plus an authenticated /v1 GET
 RSS_GROWTH_MAX_MIB = 150

@@ -25,6 +25,8 @@ from tests.e2e.helpers_st import create_device, device_sas, events_path
 from tests.e2e.mqtt_client import RawDevice, credentials
 from tests.e2e.server import ServerProcess, running
 
+pytestmark = pytest.mark.backend_agnostic
+
 MIB = 1024 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The tight server: small timeouts and cap, so the tests stay short.

@@ -35,7 +35,7 @@ from tests.e2e.ux4iot import (
     telemetry_of,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
 
 SEED = 20261204
 FUZZ_S = 15.0

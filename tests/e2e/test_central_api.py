@@ -1,8 +1,9 @@
-"""The IoT Central face walked through as seeds/001 describes it, against the real server.
+"""The IoT Central face walked through as the IoT Central REST API describes it, against the real
+server.
 
-Every success and error response is checked for the seed's shape and status; telemetry posted
-here is checked on /v1 (the Central API has no telemetry read route), and telemetry that
-arrives through the device HTTPS ingest is checked against the same template.
+Every success and error response is checked for the specification's shape and status;
+telemetry posted here is checked on /v1 (the Central API has no telemetry read route), and
+telemetry that arrives through the device HTTPS ingest is checked against the same template.
 """
 
 from __future__ import annotations
@@ -319,8 +320,9 @@ def test_create_defaults_and_bad_bodies(
 
 
 def test_seed_examples_verbatim(central: httpx.Client, unique: Callable[[str], str]) -> None:
-    """Every request body of seeds/001, as written: its device names a template the
-    application does not have (the seed has no template routes), which must be accepted."""
+    """Every request body of the IoT Central API's examples, as written: its device names a
+    template the application does not have (the API has no template routes), which must be
+    accepted."""
     device_id = unique("device001")
     created = central.put(
         f"/devices/{device_id}",
@@ -398,7 +400,7 @@ def test_a_template_created_later_applies_to_its_devices(
 
 
 def test_the_seed_base_url_with_v1_works_too(bare: httpx.Client) -> None:
-    """The seed sends requests to https://<app>.azureiotcentral.com/api/v1."""
+    """The specification sends requests to https://<app>.azureiotcentral.com/api/v1."""
     plain = bare.get(f"{API}/apps/app", params={"api-version": VERSION})
     v1 = bare.get(f"{API}/v1/apps/app", params={"api-version": VERSION})
     assert v1.status_code == 200, v1.text
@@ -768,7 +770,7 @@ def test_commands_are_queued_and_checked(
     base = f"/devices/{device_id}/commands"
     ids = []
     accepted: list[Any] = [
-        {"rebootInterval": 60},  # the seed's body: {<request name>: value}
+        {"rebootInterval": 60},  # the specification's body: {<request name>: value}
         60,  # the request value itself
         {"request": 60, "responseTimeout": 10},  # IoT Central's envelope
         {"request": {"rebootInterval": 5}, "connectionTimeout": 30},
@@ -981,7 +983,8 @@ def test_face_listen_serves_central_at_the_root(start_server: Callable[..., Serv
         native = client.get("/api/apps/app", params={"api-version": VERSION})
         assert native.status_code == 200, native.text
         assert native.json() == app.json()
-        # ... and at the seed's base URL, /api/v1; a nextLink keeps the path it was asked on.
+        # ... and at the specification's base URL, /api/v1; a nextLink keeps the path it was
+        # asked on.
         v1 = client.get("/api/v1/devices", params={"$top": 2, "api-version": VERSION})
         assert v1.status_code == 200, v1.text
         assert urlsplit(v1.json()["nextLink"]).path == "/api/v1/devices"

@@ -8,9 +8,13 @@ import random
 import ssl
 from typing import Any
 
+import pytest
+
 from tests.e2e.mqtt_client import RawDevice, credentials, register
 from tests.e2e.server import ServerProcess
 from thinghub.mqtt import Connect, Publish, Subscribe, encode
+
+pytestmark = pytest.mark.backend_agnostic
 
 ROUNDS = 150
 SEED = 20261123

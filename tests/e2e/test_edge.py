@@ -29,6 +29,8 @@ from tests.e2e.edge import (
 )
 from tests.e2e.server import ServerProcess
 
+pytestmark = pytest.mark.backend_agnostic
+
 WS_TIMEOUT_S = 10
 
 

@@ -22,6 +22,8 @@ import pytest
 from tests.e2e.helpers_st import create_device, device_sas, post_telemetry
 from tests.e2e.server import ServerProcess, running
 
+pytestmark = pytest.mark.backend_agnostic
+
 CLI_TIMEOUT_S = 60
 
 

@@ -1,4 +1,4 @@
-"""/v1 devices, projects, desired properties and events: the ST AIoT Craft seed walk-through."""
+"""/v1 devices, projects, desired properties and events: the ST AIoT Craft IoT API walk-through."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_desired_properties_twin_and_change_event(
     scope = {"projectID": project, "deploymentID": deployment}
     events = admin.get("/v1/events", params=scope)
     assert events.status_code == 200, events.text
-    # Only the seed's kinds by default: the device's creation is not one of its events.
+    # Only the ST API's kinds by default: the device's creation is not one of its events.
     assert [e["eventType"] for e in events.json()] == ["change_event"]
     change = events.json()[0]
     assert set(change) == {"eventType", "deviceID", "timestamp", "body"}
@@ -267,7 +267,8 @@ def test_desired_patch_over_the_twin_limit_is_413_and_changes_nothing(
 def test_seed_method_path_with_spaces_names_the_device(
     admin: httpx.Client, unique: Callable[[str], str]
 ) -> None:
-    """The seed's call reads `POST .../v1/devices/  c8dc6706-.../method`."""
+    """The ST API's documentation prints the call as
+    `POST .../v1/devices/  c8dc6706-.../method`."""
     did = create_device(admin, "thermostat", unique("p"), unique("d"))["id"]
     response = admin.post(f"/v1/devices/  {did}/method", json={"name": "getMaxMinReport"})
     assert_error(response, 404, code="DeviceNotOnline")  # found, just not connected

@@ -34,7 +34,7 @@ def admin(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 def _parse(ts: str) -> datetime:
-    """A seed timestamp (7 fraction digits) as a datetime, to microseconds."""
+    """An ST API timestamp (7 fraction digits) as a datetime, to microseconds."""
     assert TS_RE.fullmatch(ts), ts
     return datetime.strptime(ts[:26] + "+0000", "%Y-%m-%dT%H:%M:%S.%f%z")
 
@@ -196,7 +196,7 @@ def test_filters_by_device_and_time(
     assert [t["body"]["n"] for t in newer] == [4, 3, 2]
     older = admin.get("/v1/telemetries", params={**scope, "to": until}).json()
     assert [t["body"]["n"] for t in older] == [3, 2, 1]
-    # Epoch seconds work too, and the seed's own 7-digit form.
+    # Epoch seconds work too, and the ST API's own 7-digit form.
     epoch = str(_parse(stamps[3]).timestamp() - 1)
     assert len(admin.get("/v1/telemetries", params={**scope, "from": epoch}).json()) == 4
     exact = admin.get("/v1/telemetries", params={**scope, "from": stamps[0]}).json()
@@ -267,7 +267,7 @@ def test_events_are_paged_and_filtered(admin: httpx.Client, unique: Callable[[st
         params = {**params, "continuationToken": cursor}
     assert versions == [5, 4, 3, 2]
 
-    # By default the seed's kinds only; eventType also lists thinghub's own kinds.
+    # By default the ST API's kinds only; eventType also lists thinghub's own kinds.
     listed = admin.get("/v1/events", params={"deviceID": device["id"]}).json()
     assert [e["eventType"] for e in listed] == ["change_event"] * 4
     assert all(e["deviceID"] == device["id"] and TS_RE.fullmatch(e["timestamp"]) for e in listed)

@@ -402,6 +402,12 @@ async def test_direct_method_and_desired_patch_reach_the_mqtt_device(
             ),
             what="the desired patch on the device",
         )
+        # An empty patch changes nothing (as on every face): the desired version stays.
+        version = patched.json()["payload"]["properties"]["desired"]["$version"]
+        empty = {"deviceId": dev, "desiredPropertyPatch": {}}
+        unchanged = ux.as_session("PATCH", "/deviceTwinDesiredProperties", session, json=empty)
+        assert unchanged.status_code == 200
+        assert unchanged.json()["payload"]["properties"]["desired"]["$version"] == version
     finally:
         await raw.close()
     # offline: 404 passed through; a timeout is 504

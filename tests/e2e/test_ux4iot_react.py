@@ -4,9 +4,9 @@ Azure IoT SDK device: telemetry, connection state, twin and d2c callbacks fire, 
 methods and desired patches reach the device, a wrong key is UNAUTHORIZED, and the client
 recovers when the server restarts.
 
-2.0.2 speaks the legacy v2 protocol (specs: ux4iot 1.7): its grants carry `grantType`, the
-grant is the subscription, the present value is pushed at once, and the connection state
-arrives as `{connected: bool}`.
+2.0.2 speaks the legacy v2 protocol (docs/faces/ux4iot.md, "The v2 protocol"): its grants carry
+`grantType`, the grant is the subscription, the present value is pushed at once, and the connection
+state arrives as `{connected: bool}`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.e2e.ux4iot import create_key, new_device, send_https
 from tests.e2e.ux4iot_node import NodeDriver
 
 pytestmark = [
+    pytest.mark.backend_agnostic,
     pytest.mark.e2e,
     pytest.mark.slow,
     paho_socket_leaks,

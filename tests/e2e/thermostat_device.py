@@ -1,6 +1,6 @@
 """A simulated plug-and-play thermostat, as the Azure SDK's samples/pnp/simple_thermostat.py.
 
-Written from specs/azure-device-protocol.md §8 (not a copy of the sample): the same
+Written from the sample's observed behaviour (not a copy of it): the same
 environment variables, model id, provisioning payload, property names, commands, payload
 shapes and the same console lines a user (or a test) watches for.
 

@@ -269,7 +269,7 @@ def test_ports_outside_0_to_65535_are_rejected(key: str, port: int) -> None:
         load_settings(environ={}, overrides={key: port})
 
 
-# -- docs/configuration.md documents every setting (STYLE §7) -----------------------------------
+# -- docs/configuration.md documents every setting --------------------------------------------
 
 
 @pytest.fixture(scope="module")

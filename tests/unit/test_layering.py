@@ -1,4 +1,4 @@
-"""Tests for the package layering: imports point inward (DESIGN.md §3, STYLE.md §1 and §2).
+"""Tests for the package layering: imports point inward (docs/architecture.md, "Import rules").
 
 Every module under src/thinghub is parsed with ast (nothing is imported), every import in it is
 collected -- at module level, inside functions and under TYPE_CHECKING alike, since a lazy
@@ -50,14 +50,14 @@ class Rule:
 # fmt: off
 RULES: tuple[Rule, ...] = (
     Rule("domain-is-pure", ("thinghub.domain",), "only", (STDLIB, "thinghub.domain"),
-         "domain/ is the core model: stdlib only, no framework, no other layer (STYLE §1)"),
+         "domain/ is the core model: stdlib only, no framework, no other layer"),
     Rule("mqtt-is-pure", ("thinghub.mqtt",), "only", (STDLIB, "thinghub.mqtt"),
-         "mqtt/ is a sans-IO codec: stdlib only, and not even the domain (STYLE §2)"),
+         "mqtt/ is a sans-IO codec: stdlib only, and not even the domain"),
     Rule("mqtt-is-sans-io", ("thinghub.mqtt",), "never", ("asyncio", "socket", "logging", "time"),
-         "mqtt/ owns no sockets, tasks, logs or clocks; time is an argument (STYLE §2)"),
+         "mqtt/ owns no sockets, tasks, logs or clocks; time is an argument"),
     Rule("ports-over-domain", ("thinghub.ports",), "only",
          (STDLIB, "thinghub.domain", "thinghub.ports"),
-         "ports/ names interfaces in domain terms only (DESIGN §3)"),
+         "ports/ names interfaces in domain terms only"),
     Rule("http-errors-over-domain", ("thinghub.http_errors",), "only",
          (STDLIB, "thinghub.domain"),
          "the HTTP status of a domain error is shared by the REST faces (devices answer with "
@@ -77,14 +77,14 @@ RULES: tuple[Rule, ...] = (
     Rule("services-no-frameworks", ("thinghub.services",), "never",
          ("fastapi", "starlette", "pydantic", "uvicorn", "sqlalchemy", "alembic", "asyncpg",
           "click"),
-         "services never take or return web or database framework types (STYLE §3)"),
+         "services never take or return web or database framework types"),
     Rule("faces-apart", ("thinghub.faces",), "apart", ("_http", "face"),
          "faces share services, never each other; faces._http (plumbing) and faces.face "
          "(registration) are shared, and only the package itself lists every face (FACES)"),
     Rule("faces-not-storage", ("thinghub.faces",), "never", ("thinghub.storage",),
-         "faces call services, never storage (DESIGN §3)"),
+         "faces call services, never storage"),
     Rule("devices-not-storage", ("thinghub.devices",), "never", ("thinghub.storage",),
-         "device adapters call services, never storage (DESIGN §3)"),
+         "device adapters call services, never storage"),
     Rule("devices-not-faces", ("thinghub.devices",), "never", ("thinghub.faces",),
          "device adapters and API faces are both adapters over the services: neither imports "
          "the other"),

@@ -80,7 +80,7 @@ class Dps:
             logger.info("dps %s: authentication failed: %s", connect.client_id, exc.message)
             return codes_for(exc).connack
         conn.state = _DpsState(enrollment)
-        conn.session_present = False  # DPS keeps no session (§7)
+        conn.session_present = False  # DPS keeps no session
         return 0
 
     async def on_accepted(self, conn: Connection) -> None:
@@ -190,7 +190,7 @@ class Dps:
         body: dict[str, Any],
         retry_after: int | None = None,
     ) -> None:
-        # No `$` but the one in `$rid`: the SDK splits DPS response topics on `$` (§7).
+        # No `$` but the one in `$rid`: the SDK splits DPS response topics on `$`.
         topic = f"$dps/registrations/res/{status}/?$rid={rid}"
         if retry_after is not None:
             topic += f"&retry-after={retry_after}"

@@ -1,11 +1,11 @@
 """The IoT Hub MQTT device dialect: what the Azure IoT device SDK expects of a hub.
 
-Topics and shapes are in specs/azure-device-protocol.md §2-§6: SAS or X.509 authentication,
+Topics and shapes are in docs/faces/device-mqtt.md: SAS or X.509 authentication,
 telemetry with property bags, twin GET / reported PATCH / desired notifications, direct
 methods, cloud-to-device messages, modules. A device may only use its own topics; anything
 else closes its connection.
 
-Sessions persist per client id (the SDK never re-subscribes after a reconnect, §1.1): the
+Sessions persist per client id (the SDK never re-subscribes after a reconnect): the
 subscriptions and the last desired version the device was sent are stored; unacknowledged
 QoS 1 publishes are kept in memory and redelivered on the next connection. A clean-session
 CONNECT gets a session that ends with its connection (MQTT 3.1.1 §3.1.2.4). When a device
@@ -357,7 +357,7 @@ class Hub:
 
     async def _methods_ready(self, link: HubLink) -> None:
         """Send the awaited method requests this connection has not had yet (a device may
-        subscribe twice, §6; the SDK forgets unanswered requests when it reconnects, §2)."""
+        subscribe twice; the SDK forgets unanswered requests when it reconnects)."""
         for rid, pending in list(self._pending.get(link.device_id, {}).items()):
             if pending.sent_on is link.conn or pending.future.done():
                 continue

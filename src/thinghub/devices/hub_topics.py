@@ -1,6 +1,6 @@
 """The IoT Hub MQTT dialect's names: usernames, topics and property bags (no I/O).
 
-Shapes are those the Azure IoT device SDK puts on the wire (specs/azure-device-protocol.md).
+Shapes are those the Azure IoT device SDK puts on the wire (docs/faces/device-mqtt.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = [
     "request_id",
 ]
 
-# System properties of the telemetry property bag (§3) and the message fields they set.
+# System properties of the telemetry property bag and the message fields they set.
 SYSTEM_KEYS = {
     "$.mid": "message_id",
     "$.cid": "correlation_id",
@@ -52,7 +52,7 @@ class DpsIdentity:
 
 
 def parse_hub_username(username: str) -> HubIdentity | None:
-    """`{host}/{device}[/{module}]/?{query}` (§2); None when it is not that shape.
+    """`{host}/{device}[/{module}]/?{query}`; None when it is not that shape.
 
     The query (api-version, DeviceClientType, model-id) is informational, so it may be left
     out: IoT Hub's first MQTT clients sent `{host}/{device}` and the hub still accepts that.
@@ -69,7 +69,7 @@ def parse_hub_username(username: str) -> HubIdentity | None:
 
 
 def parse_dps_username(username: str) -> DpsIdentity | None:
-    """`{idScope}/registrations/{registrationId}/api-version=...` (§7); None otherwise."""
+    """`{idScope}/registrations/{registrationId}/api-version=...`; None otherwise."""
     parts = username.split("/", 3)
     if (
         len(parts) < 3
@@ -97,7 +97,8 @@ def parse_bag(bag: str) -> dict[str, str]:
 
 
 def encode_bag(properties: dict[str, str]) -> str:
-    """Encode a bag so that `/`, `&` and `=` inside keys and values survive (§4).
+    """Encode a bag so that `/`, `&` and `=` inside keys and values survive
+    (docs/faces/device-mqtt.md, "Wire details").
 
     `$` is sent as `%24`, as IoT Hub does (`%24.mid=...`): the Python SDK unquotes either
     form, but azure-sdk-for-c looks its system properties up by the encoded name.
@@ -112,7 +113,7 @@ def parse_query(topic: str) -> dict[str, str]:
 
 
 def request_id(topic: str) -> str:
-    """The `$rid` of a request topic exactly as sent, to echo it unchanged (§5).
+    """The `$rid` of a request topic exactly as sent, to echo it unchanged.
 
     Not percent-decoded: a decoded `%26` or `%3D` would break the response topic's query.
     """

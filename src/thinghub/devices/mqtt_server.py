@@ -2,7 +2,7 @@
 
 Theory of operation: the accept loop hands each socket to `_handle`, which looks at its first
 byte without consuming it. A `C` starts `CONNECT host:port HTTP/1.1` (what PySocks sends for
-MQTT_PROXY, specs/azure-device-protocol.md §1.2): the header is taken up to its blank line and
+MQTT_PROXY; the SDK always dials port 8883): the header is taken up to its blank line and
 answered `200` in one write; then TLS starts on the same socket. Anything else (a TLS record
 starts with 0x16) goes straight to TLS. Waiting for the proxy header is event-driven: what is
 peeked at is consumed before waiting again, so a readable socket always means new bytes. The

@@ -15,13 +15,13 @@ MAX_EPOCH_S = 253_402_300_799
 
 
 def format_ts(ts: float) -> str:
-    """Azure's seven-digit form: 2025-08-13T13:12:29.6760000Z (as in the ST AIoT Craft seed)."""
+    """Azure's seven-digit form: 2025-08-13T13:12:29.6760000Z (as in the ST AIoT Craft IoT API)."""
     # isoformat is done in C and much faster than strftime; its offset is always +00:00.
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "0Z"
 
 
 def format_ts_short(ts: float) -> str:
-    """Second-precision form, e.g. 2023-10-26T15:00:00Z (IoT Central seed)."""
+    """Second-precision form, e.g. 2023-10-26T15:00:00Z (the IoT Central API)."""
     dt = datetime.fromtimestamp(ts, UTC)
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

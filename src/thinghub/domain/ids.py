@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 # Device and module ids travel unencoded in MQTT usernames, topics and SAS resource URIs
-# (specs/azure-device-protocol.md §9), so they are limited to characters that need no escaping.
+# (the SDK never escapes them), so they are limited to characters that need no escaping.
 MAX_ID_CHARS = 128
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

@@ -21,19 +21,13 @@ __all__ = [
 
 
 class Role(StrEnum):
-    """What a principal may do. Faces map their own role names onto these."""
+    """What a principal may do. Faces map their own role names onto these; what each role
+    grants is the table in domain/roles.py (ROLE_PERMISSIONS)."""
 
     ADMIN = "admin"  # everything in the account, tokens and users included
+    BUILDER = "builder"  # an operator who also writes device templates (IoT Central's App Builder)
     OPERATOR = "operator"  # read, and act on devices: create, update, commands, properties
     VIEWER = "viewer"  # read only
-
-    @property
-    def can_write(self) -> bool:
-        return self is not Role.VIEWER
-
-    @property
-    def can_admin(self) -> bool:
-        return self is Role.ADMIN
 
 
 class DeviceKind(StrEnum):
@@ -153,7 +147,7 @@ class Device:
     model_id: str | None = None
     connection_state: str = "Disconnected"
     last_activity_at: float | None = None
-    # Who created it (the seed's tags.user) and free-form attributes for faces that need them.
+    # Who created it (the ST API's tags.user) and free-form attributes for faces that need them.
     created_by: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
 

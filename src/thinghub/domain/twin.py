@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from thinghub.domain.clock import format_ts
+from thinghub.domain.clock import format_ts, parse_ts
 from thinghub.domain.errors import Invalid, TooLarge
 
 __all__ = [
@@ -58,6 +58,20 @@ class TwinSection:
         return replace(
             self, properties=props, version=self.version + 1, metadata=meta, last_updated=now
         )
+
+    def changed_at(self, *path: str) -> float | None:
+        """When the property at `path` (e.g. component, name) last changed: its `$metadata`
+        `$lastUpdated`, else (no metadata for it) when the section last changed."""
+        meta: Any = self.metadata
+        for key in path:
+            meta = meta.get(key) if isinstance(meta, dict) else None
+        stamp = meta.get("$lastUpdated") if isinstance(meta, dict) else None
+        if not isinstance(stamp, str):
+            return self.last_updated
+        try:
+            return parse_ts(stamp, "$lastUpdated")
+        except Invalid:
+            return self.last_updated
 
     def document(self) -> dict[str, Any]:
         """The wire form: properties plus `$metadata` and `$version`."""

@@ -12,7 +12,7 @@ As in h11, the two have one base but mean opposite things, so callers catch the 
   asked for). It is a bug in the caller, never a condition of the device, so an adapter must
   not translate it into "device offline": a closed connection is a normal condition that the
   adapter checks for (and reports with its own exception) before it calls the session.
-  It is a ValueError, as programmer misuse is everywhere else (STYLE §5).
+  It is a ValueError, as programmer misuse is everywhere else.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Azure shared access signatures (SAS): device keys, token signing and token checking.
 
-The token shape and the signing rules are those of the azure-iot-device SDK, as written down in
-specs/azure-device-protocol.md §2 (IoT Hub CONNECT) and §7 (DPS, group key derivation):
+The token shape and the signing rules are those of the azure-iot-device SDK, for IoT Hub CONNECT
+and for DPS with its group key derivation (docs/faces/device-mqtt.md, "Wire details"):
 
     SharedAccessSignature sr=<quote(uri, safe='')>&sig=<quote(b64 hmac, safe='')>&se=<expiry>
 
@@ -42,7 +42,7 @@ KEY_BYTES = 64
 # name while keeping the parsing of garbage (an MQTT password can be 64 KiB) cheap.
 MAX_TOKEN_CHARS = 4096
 
-# Only these fields are allowed (§2, sastoken.py VALID_SASTOKEN_FIELDS).
+# Only these fields are allowed (the SDK's sastoken.py, VALID_SASTOKEN_FIELDS).
 _ALLOWED_FIELDS = frozenset({"sr", "sig", "se", "skn"})
 _REQUIRED_FIELDS = ("sr", "sig", "se")
 

@@ -1,7 +1,7 @@
-"""Authentication and authorization: API tokens, users, OAuth2 grants, roles and accounts.
+"""Authentication: API tokens, users, OAuth2 grants and accounts.
 
-One check for every face: `authorize(principal, action)` by role, and `visible(principal,
-account_id)` so that anything of another account looks absent (404, never 403).
+Who may do what is services/authz.py (`authorize`, the one check for every face); the
+methods here that take a principal call it themselves.
 """
 
 from __future__ import annotations
@@ -14,24 +14,26 @@ import math
 import secrets as pysecrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from thinghub.domain.errors import Forbidden, Invalid, NotFound, Unauthorized
+from thinghub.domain.errors import Conflict, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import new_id_scope, new_uuid
 from thinghub.domain.model import Account, ApiToken, Principal, Role, User
+from thinghub.domain.roles import Permission
 from thinghub.ports import Clock, Stores
 from thinghub.security.jwt import JwtError, JwtIssuer
 from thinghub.security.passwords import hash_password, verify_password
 from thinghub.security.secrets import hash_secret
+from thinghub.services import authz
+from thinghub.services.authz import WHOLE_ACCOUNT, NewIn, visible
 from thinghub.services.ttl_cache import TtlCache
 
-__all__ = ["FACE_KEY_ROLE", "Action", "AuthService", "IssuedToken", "authorize", "token_hash"]
+__all__ = ["FACE_KEY_ROLE", "AuthService", "IssuedToken", "token_hash"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Action = Literal["read", "write", "admin"]
 DEFAULT_ACCOUNT = "default"
 TOKEN_PREFIX = "thk_"
 TOKEN_CACHE_S = 5.0
@@ -52,17 +54,6 @@ FACE_KEY_BYTES = 32  # entropy of a generated key
 def token_hash(token: str) -> str:
     """The stored form of an API token, also its lookup key (see security.secrets)."""
     return hash_secret(token)
-
-
-def authorize(principal: Principal, action: Action) -> None:
-    """Raise Forbidden unless the principal's role allows the action."""
-    if action == "read":
-        return
-    if action == "write" and principal.role.can_write:
-        return
-    if action == "admin" and principal.role.can_admin:
-        return
-    raise Forbidden(f"role {principal.role.value!r} may not {action} here", field="role")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +109,11 @@ class AuthService:
                 raise NotFound(f"account {account_id!r} not found", field="account")
             self._accounts.put(account_id, account)
         return account
+
+    async def account_for(self, principal: Principal) -> Account:
+        """The caller's own account (IoT Central's application)."""
+        authz.authorize(principal, Permission.READ)
+        return await self.account(principal.account_id)
 
     async def find_account(self, name: str) -> Account | None:
         """An account by name (for the command line), or None."""
@@ -186,29 +182,101 @@ class AuthService:
         await self.stores.credentials.insert_token(token)
         return IssuedToken(token, value)
 
-    async def list_tokens(self, principal: Principal, face: str | None = None) -> list[ApiToken]:
-        """The account's API tokens (admin); a project-limited admin sees its project's."""
-        authorize(principal, "admin")
+    async def issue_token(
+        self,
+        principal: Principal,
+        role: Role,
+        *,
+        label: str = "",
+        project: str | None = None,
+        whole_account: bool = False,
+        secret: str | None = None,
+        token_id: str | None = None,
+        face: str = "st",
+        face_role: str | None = None,
+        expires_at: float | None = None,
+    ) -> IssuedToken:
+        """Create an API token on behalf of `principal` (Permission.TOKENS_ADMIN).
+
+        The token is limited to `project`, by default the caller's own (none for a caller not
+        limited to a project); a project-limited caller may only mint tokens for its project.
+        `whole_account` makes a token of no project whatever the caller (IoT Central's, which
+        has no projects): only a caller that sees the whole account may.
+
+        Raises:
+            Forbidden: the caller may not mint tokens, or not for that project.
+            Conflict: `token_id` is taken in the account.
+        """
+        if whole_account:
+            authz.authorize(principal, Permission.TOKENS_ADMIN, WHOLE_ACCOUNT)
+            limited_to = None
+        else:
+            limited_to = project if project is not None else principal.project
+            authz.authorize(principal, Permission.TOKENS_ADMIN, NewIn(limited_to))
+        return await self.create_token(
+            principal.account_id,
+            role,
+            label=label,
+            secret=secret,
+            token_id=token_id,
+            face=face,
+            face_role=face_role,
+            expires_at=expires_at,
+            project=limited_to,
+        )
+
+    async def list_tokens(
+        self, principal: Principal, face: str | None = None, *, whole_account: bool = False
+    ) -> list[ApiToken]:
+        """The account's API tokens (of one face, when `face` is given): a project-limited
+        caller sees its project's. `whole_account`: the face's tokens belong to the whole
+        account (IoT Central's), so a project-limited caller is refused."""
+        authz.authorize(
+            principal, Permission.TOKENS_ADMIN, WHOLE_ACCOUNT if whole_account else None
+        )
         tokens = await self.stores.credentials.list_tokens(principal.account_id, face)
         return [
             t
             for t in tokens
-            if (principal.project is None or t.project == principal.project)
+            if visible(principal, t)
             and t.face_role != FACE_KEY_ROLE  # faces' keys are listed by list_face_keys
         ]
 
     async def get_token(
-        self, principal: Principal, token_id: str, face: str | None = None
+        self,
+        principal: Principal,
+        token_id: str,
+        face: str | None = None,
+        *,
+        whole_account: bool = False,
     ) -> ApiToken:
+        """An API token of the caller's account (and project, and of `face` when given).
+
+        Raises:
+            Forbidden: the caller may not manage tokens (see `list_tokens` for whole_account).
+            NotFound: no such token within the caller's reach.
+        """
+        authz.authorize(
+            principal, Permission.TOKENS_ADMIN, WHOLE_ACCOUNT if whole_account else None
+        )
+        missing = NotFound(f"API token {token_id!r} not found", field="tokenId")
         token = await self.stores.credentials.get_token(principal.account_id, token_id)
-        if (
-            token is None
-            or token.account_id != principal.account_id
-            or (face is not None and token.face != face)
-            or (principal.project is not None and token.project != principal.project)
-        ):
-            raise NotFound(f"API token {token_id!r} not found", field="tokenId")
+        if token is None or (face is not None and token.face != face):
+            raise missing
+        authz.authorize(principal, Permission.TOKENS_ADMIN, token, absent=missing)
         return token
+
+    async def revoke(
+        self,
+        principal: Principal,
+        token_id: str,
+        face: str | None = None,
+        *,
+        whole_account: bool = False,
+    ) -> None:
+        """Revoke an API token within the caller's reach (as `get_token` finds it)."""
+        token = await self.get_token(principal, token_id, face, whole_account=whole_account)
+        await self.revoke_token(token.account_id, token.id)
 
     async def revoke_token(self, account_id: str, token_id: str) -> None:
         token = await self.stores.credentials.get_token(account_id, token_id)
@@ -282,13 +350,8 @@ class AuthService:
         return Principal(token.account_id, token.role, token.id, "key", FACE_KEY_ROLE)
 
     def _may_manage_keys(self, principal: Principal) -> None:
-        authorize(principal, "admin")
-        if principal.project is not None:
-            raise Forbidden(
-                f"this token is limited to project {principal.project!r}; a face's keys reach "
-                "the whole account",
-                field="project",
-            )
+        """Token admins seeing the whole account: a face's key reaches every device of it."""
+        authz.authorize(principal, Permission.TOKENS_ADMIN, WHOLE_ACCOUNT)
 
     async def _face_key(self, principal: Principal, face: str, key_id: str) -> ApiToken:
         self._may_manage_keys(principal)
@@ -387,6 +450,23 @@ class AuthService:
 
     # -- users and OAuth2 grants ---------------------------------------------------------
 
+    async def add_user(
+        self, principal: Principal, username: str, password: str, role: Role
+    ) -> User:
+        """Create a user in the caller's account (Permission.USERS_ADMIN, account-wide: a user
+        sees the whole account, so a project-limited caller may not).
+
+        Raises:
+            Forbidden: the caller may not create users.
+            Invalid: naming `username` or `password`.
+            Conflict: the username is taken (usernames are global), naming `username`.
+        """
+        authz.authorize(principal, Permission.USERS_ADMIN)
+        try:
+            return await self.create_user(principal.account_id, username, password, role)
+        except Conflict as exc:
+            raise Conflict(exc.message, field="username") from exc
+
     async def create_user(self, account_id: str, username: str, password: str, role: Role) -> User:
         if not username or len(username) > 200:
             raise Invalid("username must be 1 to 200 characters", field="username")
@@ -404,16 +484,15 @@ class AuthService:
         return user
 
     async def list_users(self, principal: Principal) -> list[User]:
-        """The account's users (admin of the whole account: a user sees every project)."""
-        authorize(principal, "admin")
-        _whole_account(principal)
+        """The account's users (Permission.USERS_ADMIN, account-wide: a user sees every
+        project, so a project-limited caller may not)."""
+        authz.authorize(principal, Permission.USERS_ADMIN)
         return await self.stores.credentials.list_users(principal.account_id)
 
     async def delete_user(self, principal: Principal, user_id: str) -> User:
         """Delete a user of the caller's account (admin); not the caller itself. Access tokens
         already issued to the user live on until they expire (jwt_ttl_s)."""
-        authorize(principal, "admin")
-        _whole_account(principal)
+        authz.authorize(principal, Permission.USERS_ADMIN)
         if principal.kind == "user" and principal.subject == user_id:
             raise Invalid("you cannot delete yourself", field="userId")
         users = await self.stores.credentials.list_users(principal.account_id)
@@ -456,14 +535,6 @@ class AuthService:
         }
         return self.jwt.issue(
             token.id, token.account_id, token.role.value, extra=extra, now=self.clock.now()
-        )
-
-
-def _whole_account(principal: Principal) -> None:
-    if principal.project is not None:
-        raise Forbidden(
-            f"this token is limited to project {principal.project!r}; users see the whole account",
-            field="project",
         )
 
 

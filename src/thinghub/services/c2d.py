@@ -14,9 +14,10 @@ import orjson
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
+from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
 from thinghub.ports import C2DMessage, Clock, DeviceChannel, Locks, Stores
-from thinghub.services.auth import authorize
+from thinghub.services.registry import Registry
 
 __all__ = ["DEFAULT_C2D_TTL_S", "MAX_C2D_BYTES", "C2DService"]
 
@@ -27,22 +28,37 @@ MAX_C2D_BYTES = 65_536
 
 class C2DService:
     def __init__(
-        self, stores: Stores, clock: Clock, *, channel: DeviceChannel, locks: Locks
+        self,
+        stores: Stores,
+        clock: Clock,
+        *,
+        channel: DeviceChannel,
+        locks: Locks,
+        registry: Registry,
     ) -> None:
         self.stores = stores
         self.clock = clock
         self.channel = channel
         self.locks = locks
+        self.registry = registry
 
     async def send(
         self,
         principal: Principal,
-        device: Device,
+        device: Device | str,
         body: Any,
         properties: dict[str, str],
         ttl_s: float | None = None,
     ) -> C2DMessage:
-        authorize(principal, "write")
+        """Queue a message for a device (Permission.DEVICES_WRITE; `device` is a Device the
+        caller holds or its id) and deliver it now if the device is connected.
+
+        Raises:
+            Forbidden, NotFound: see Registry.device_for.
+            Invalid: a reserved or unstorable property, an unstorable body.
+            TooLarge: the body is over MAX_C2D_BYTES.
+        """
+        target = await self.registry.device_for(principal, device, Permission.DEVICES_WRITE)
         check_storable(body, "body")
         raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
         if len(raw) > MAX_C2D_BYTES:
@@ -57,10 +73,10 @@ class C2DService:
         check_storable(properties, "properties")
         now = self.clock.now()
         message = C2DMessage(
-            new_uuid(), device.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)
+            new_uuid(), target.id, raw, dict(properties), now, now + (ttl_s or DEFAULT_C2D_TTL_S)
         )
         await self.stores.c2d.enqueue(message)
-        await self.deliver_pending(device.id)  # the one way out, so nothing goes twice
+        await self.deliver_pending(target.id)  # the one way out, so nothing goes twice
         return message
 
     async def deliver_pending(self, device_id: str) -> int:

@@ -7,11 +7,14 @@ The CA is handed in at construction (the composition root loads or creates it); 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Protocol
 
-from thinghub.domain.model import Device
+from thinghub.domain.model import Device, Principal
+from thinghub.domain.roles import Permission
+from thinghub.services.registry import Registry
 
-__all__ = ["CertificateIssuer", "CertificateService"]
+__all__ = ["CertificateIssuer", "CertificateService", "DeviceCertificate"]
 
 
 class CertificateIssuer(Protocol):
@@ -25,9 +28,40 @@ class CertificateIssuer(Protocol):
     ) -> tuple[str, str]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceCertificate:
+    """A device's client certificate, its private key and the CA that signed it (PEM)."""
+
+    device_id: str
+    certificate: str
+    private_key: str
+    ca_certificate: str
+
+
 class CertificateService:
-    def __init__(self, issuer: CertificateIssuer | None) -> None:
+    def __init__(
+        self, issuer: CertificateIssuer | None, *, registry: Registry | None = None
+    ) -> None:
         self._issuer = issuer
+        # Looks up the device of `issue_for` for its caller (None: offline tools, which call
+        # `issue` with a device in hand).
+        self._registry = registry
+
+    async def issue_for(self, principal: Principal, device_id: str) -> DeviceCertificate:
+        """Issue a client certificate for a device on behalf of `principal`
+        (Permission.CERTIFICATES_ISSUE).
+
+        Raises:
+            Forbidden, NotFound: see Registry.device_for.
+            RuntimeError: built without a CA or a registry.
+        """
+        if self._registry is None:
+            raise RuntimeError("CertificateService was built without a registry")
+        device = await self._registry.device_for(
+            principal, device_id, Permission.CERTIFICATES_ISSUE
+        )
+        cert, key = await self.issue(device)
+        return DeviceCertificate(device.id, cert, key, self.ca_pem or "")
 
     @property
     def ca_pem(self) -> str | None:

@@ -17,6 +17,7 @@ from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.events import EventService
 from thinghub.services.ingest import IngestService
 from thinghub.services.live import LiveService
+from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
@@ -47,6 +48,8 @@ class Services:
     sessions: SessionService
     # Live events for push channels (ux4iot, iTwin subscriptions, the console, streams).
     live: LiveService
+    # One property of a device, read or written (IoT Central, ux4iot, iTwin).
+    properties: PropertyService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

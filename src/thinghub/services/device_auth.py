@@ -23,7 +23,8 @@ DUMMY_KEYS = (sas.generate_key(), sas.generate_key())
 
 
 def hub_resource(host: str, device_id: str, module_id: str | None = None) -> str:
-    """The SAS resource URI of a device or module (specs/azure-device-protocol.md §2)."""
+    """The SAS resource URI of a device or module: `{host}/devices/{id}[/modules/{module}]`
+    (docs/faces/device-mqtt.md, "Wire details")."""
     path = f"{host}/devices/{device_id}"
     return f"{path}/modules/{module_id}" if module_id else path
 

@@ -25,16 +25,19 @@ from typing import Any, Protocol
 
 import orjson
 
+from thinghub.domain.clock import parse_ts
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 from thinghub.domain.live import TelemetryReceived
-from thinghub.domain.model import Device
+from thinghub.domain.model import Device, Principal
+from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
 from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
 from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
+from thinghub.services.templates import TemplateService
 
 __all__ = [
     "BATCH_MAX",
@@ -97,6 +100,17 @@ class TelemetryPolicy(Protocol):
         """None to accept, else the reason the message is rejected."""
 
 
+def _message_time(value: Any, field: str) -> float:
+    """A message time an application gives: an ISO-8601 string (parse_ts bounds it to years
+    1..9999), not before 1970 (a mistake, not data)."""
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be an ISO-8601 time string", field=field)
+    ts = parse_ts(value, field)
+    if ts < 0:
+        raise Invalid(f"{field} is out of range: {value!r}", field=field)
+    return ts
+
+
 class IngestService:
     def __init__(
         self,
@@ -109,8 +123,11 @@ class IngestService:
         max_payload_bytes: int,
         max_queued_bytes: int,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        templates: TemplateService | None = None,
     ) -> None:
         self.stores = stores
+        # Device templates, for what `send` takes as the message time (None: no templates).
+        self.templates = templates
         self.clock = clock
         self.bus = bus
         self.registry = registry
@@ -189,6 +206,57 @@ class IngestService:
             source=source,
             depth_limit=depth_limit,
         )
+
+    async def send(
+        self,
+        principal: Principal,
+        device: Device | str,
+        body: Any,
+        *,
+        source: str,
+        time_key: str | None = None,
+        body_field: str = "body",
+    ) -> bool:
+        """Store telemetry an application sends on a device's behalf (Permission.
+        DEVICES_WRITE), as if the device had sent it: a JSON object, checked and stored like
+        device telemetry (template, size, storable).
+
+        `time_key`: a top-level key that, holding an ISO-8601 time string, is the message's
+        time and is taken out of the body (IoT Central's `timestamp`), unless the device's
+        template declares telemetry of that name: then it is data.
+
+        Returns False for a duplicate (see `ingest`).
+
+        Raises:
+            Forbidden, NotFound: see Registry.device_for.
+            Invalid: not an object, unstorable, a bad time, or refused by the template
+                (naming `body_field` or `time_key`).
+            TooLarge: over max_payload_bytes.
+        """
+        target = await self.registry.device_for(principal, device, Permission.DEVICES_WRITE)
+        if not isinstance(body, dict):
+            raise Invalid("telemetry must be a JSON object", field=body_field)
+        enqueued_at = None
+        if time_key is not None and time_key in body and not await self._declares(target, time_key):
+            body = dict(body)
+            enqueued_at = _message_time(body.pop(time_key), time_key)
+        check_storable(body, body_field)
+        message = self.build(
+            target,
+            orjson.dumps(body),
+            body=body,
+            content_type="application/json",
+            source=source,
+            enqueued_at=enqueued_at,
+        )
+        return await self.ingest(target, message)
+
+    async def _declares(self, device: Device, telemetry: str) -> bool:
+        """Whether the device's template declares telemetry of this name."""
+        if self.templates is None:
+            return False
+        template = await self.templates.for_device(device)
+        return template is not None and telemetry in template.model.telemetry
 
     async def ingest(self, device: Device, message: TelemetryMessage) -> bool:
         """Store one message (and its observations); publish it live.

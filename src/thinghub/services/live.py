@@ -18,7 +18,9 @@ from collections.abc import AsyncGenerator, Collection
 
 from thinghub.domain.live import WILDCARD, LiveEvent, live_pattern
 from thinghub.domain.model import Principal
+from thinghub.domain.roles import Permission
 from thinghub.ports import Bus
+from thinghub.services.authz import authorize
 
 __all__ = ["KINDS", "LiveService"]
 
@@ -63,7 +65,8 @@ class LiveService:
         device_id: str = WILDCARD,
     ) -> AsyncGenerator[LiveEvent, None]:
         """As `watch`, within what `principal` sees: its account, and its project when it is
-        limited to one (asking for another project then yields nothing)."""
+        limited to one (asking for another project then yields nothing). Permission.READ."""
+        authorize(principal, Permission.READ)
         if principal.project is not None:
             if project not in (WILDCARD, principal.project):
                 return _nothing()

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinghub.domain.clock import format_ts
-from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from thinghub.domain.errors import Conflict, Invalid, NotFound, Unauthorized
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Account, Device, DeviceKind, Principal
+from thinghub.domain.roles import Permission
 from thinghub.ports import Clock, Stores
 from thinghub.security import sas
-from thinghub.services.auth import authorize
+from thinghub.services.authz import Located, NewIn, authorize, visible
 from thinghub.services.device_auth import DUMMY_KEYS
 from thinghub.services.registry import Registry
 
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 def dps_resource(id_scope: str, registration_id: str) -> str:
-    """The SAS resource URI of a registration (specs/azure-device-protocol.md §7)."""
+    """The SAS resource URI of a registration: `{idScope}/registrations/{registrationId}`
+    (docs/faces/device-mqtt.md, "Wire details")."""
     return f"{id_scope}/registrations/{registration_id}"
 
 
@@ -63,11 +65,9 @@ class ProvisioningService:
         deployment: str,
         is_edge: bool = False,
     ) -> dict[str, Any]:
-        authorize(principal, "admin")
-        if not principal.sees(project):
-            raise Forbidden(
-                f"this token is limited to project {principal.project!r}", field="project"
-            )
+        """Create an enrollment group (Permission.PROVISIONING_ADMIN) in `project`, which a
+        project-limited caller must name as its own."""
+        authorize(principal, Permission.PROVISIONING_ADMIN, NewIn(project))
         parse_id(group_id, "enrollmentGroupId")
         parse_id(project, "project")
         parse_id(deployment, "deployment")
@@ -96,17 +96,27 @@ class ProvisioningService:
         return group
 
     async def list_groups(self, principal: Principal) -> list[dict[str, Any]]:
+        """The account's enrollment groups (Permission.PROVISIONING_ADMIN: they hold group
+        keys); a project-limited caller sees its project's."""
+        authorize(principal, Permission.PROVISIONING_ADMIN)
         groups = await self.stores.documents.all(principal.account_id, GROUPS)
-        return [g for _, g in groups if principal.sees(g.get("project"))]
+        return [g for _, g in groups if visible(principal, _located(principal, g))]
 
     async def get_group(self, principal: Principal, group_id: str) -> dict[str, Any]:
+        """An enrollment group within the caller's reach (Permission.PROVISIONING_ADMIN)."""
+        authorize(principal, Permission.PROVISIONING_ADMIN)
+        missing = NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
         group = await self.stores.documents.get(principal.account_id, GROUPS, group_id)
-        if group is None or not principal.sees(group.get("project")):
-            raise NotFound(f"enrollment group {group_id!r} not found", field="enrollmentGroupId")
+        if group is None:
+            raise missing
+        authorize(
+            principal, Permission.PROVISIONING_ADMIN, _located(principal, group), absent=missing
+        )
         return dict(group)
 
     async def delete_group(self, principal: Principal, group_id: str) -> None:
-        authorize(principal, "admin")
+        """Delete an enrollment group (Permission.PROVISIONING_ADMIN); the devices it made
+        stay."""
         await self.get_group(principal, group_id)
         await self.stores.documents.delete(principal.account_id, GROUPS, group_id)
 
@@ -225,6 +235,12 @@ class ProvisioningService:
         if changes:
             device = await self.registry.save(device, **changes)
         return device
+
+
+def _located(principal: Principal, group: dict[str, Any]) -> Located:
+    """Where a group (read from the caller's account) belongs."""
+    project = group.get("project")
+    return Located(principal.account_id, project if isinstance(project, str) else None)
 
 
 def _made_by(group: dict[str, Any]) -> str:

@@ -9,9 +9,10 @@ from typing import Any, TypeVar
 from thinghub.domain.errors import NotFound
 from thinghub.domain.events import Event
 from thinghub.domain.model import Device, Principal
+from thinghub.domain.roles import Permission
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import Clock, EventQuery, Page, Stores, TelemetryQuery
-from thinghub.services.auth import authorize
+from thinghub.services.authz import authorize
 
 __all__ = ["LATEST_SCAN_MESSAGES", "QueryService"]
 
@@ -29,12 +30,17 @@ Q = TypeVar("Q", TelemetryQuery, EventQuery)
 def _scoped(principal: Principal, query: Q) -> Q | None:
     """Pin the query to the principal's account, and to its project if it has one; None when
     it asks for another project than the principal's (an empty answer, never a query)."""
+    authorize(principal, Permission.READ)
     project = query.project
     if principal.project is not None:
         if project not in (None, principal.project):
             return None
         project = principal.project
     return replace(query, account_id=principal.account_id, project=project)
+
+
+def _missing(device: Device) -> NotFound:
+    return NotFound(f"device {device.id!r} not found", field="deviceId")
 
 
 class QueryService:
@@ -62,8 +68,7 @@ class QueryService:
         values come from its LATEST_SCAN_MESSAGES newest messages. A key whose newest value
         is in those messages gets it as sent (an integer stays an integer).
         """
-        if device.account_id != principal.account_id or not principal.sees(device.project):
-            raise NotFound(f"device {device.id!r} not found", field="deviceId")
+        authorize(principal, Permission.READ, device, absent=_missing(device))
         account = device.account_id
         cleared = await self.stores.documents.get(account, LATEST_CLEARED, device.id)
         after = float(cleared) if isinstance(cleared, int | float) else None
@@ -90,8 +95,6 @@ class QueryService:
     async def clear_latest(self, principal: Principal, device: Device) -> None:
         """Forget the device's latest values (its telemetry stays): `latest_values` answers
         only what arrives from now on."""
-        authorize(principal, "write")
-        if device.account_id != principal.account_id or not principal.sees(device.project):
-            raise NotFound(f"device {device.id!r} not found", field="deviceId")
+        authorize(principal, Permission.DEVICES_WRITE, device, absent=_missing(device))
         now = self.clock.now()
         await self.stores.documents.put(device.account_id, LATEST_CLEARED, device.id, now, now)

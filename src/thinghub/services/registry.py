@@ -11,22 +11,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, Final, Literal
 
-from thinghub.domain.errors import Forbidden, Invalid, NotFound
+from thinghub.domain.dtdl import parse_template_id
+from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
 from thinghub.domain.live import ConnectionChanged, DeviceChanged, live_pattern
 from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Project
-from thinghub.domain.twin import Twin
+from thinghub.domain.roles import Permission
+from thinghub.domain.storable import check_storable
+from thinghub.domain.twin import Twin, check_patch_size, validate_patch
 from thinghub.ports import Bus, Clock, DeviceChannel, Locks, Presence, Stores
 from thinghub.security.sas import generate_key
-from thinghub.services.auth import authorize
+from thinghub.services.authz import NewIn, authorize, may
 from thinghub.services.events import EventService
 from thinghub.services.ttl_cache import TtlCache
+from thinghub.services.twins import TwinService
 
-__all__ = ["ACTIVITY_FLUSH_S", "Registry", "connection_lock"]
+__all__ = ["ACTIVITY_FLUSH_S", "KEEP", "DeviceKeys", "Keep", "Registry", "connection_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,23 @@ ACTIVITY_FLUSH_S = 10.0
 # bus misses is seen within this time.
 DEVICE_CACHE_S = 5.0
 DEVICE_CACHE_MAX = 100_000
+
+
+class Keep(Enum):
+    """A keyword left as it is (where None means something: `template=None` unassigns)."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """A device's symmetric keys (what it signs SAS tokens with)."""
+
+    primary_key: str
+    secondary_key: str
 
 
 def connection_lock(device_id: str) -> str:
@@ -55,6 +77,7 @@ class Registry:
         presence: Presence,
         channel: DeviceChannel,
         locks: Locks,
+        twins: TwinService | None = None,
     ) -> None:
         self.stores = stores
         self.clock = clock
@@ -63,6 +86,11 @@ class Registry:
         self.presence = presence
         self.channel = channel
         self.locks = locks
+        # Desired patches of `edit_device` (the composition root hands in the one TwinService;
+        # without one, a twin service over the same ports).
+        self.twins = twins or TwinService(
+            stores, clock, events, bus, presence=presence, channel=channel
+        )
         self._activity: dict[str, float] = {}
         self._flushed: dict[str, float] = {}
         self._cache: TtlCache[str, Device | None] = TtlCache(
@@ -109,10 +137,12 @@ class Registry:
     # -- projects ------------------------------------------------------------------------
 
     async def list_projects(self, principal: Principal) -> list[Project]:
+        authorize(principal, Permission.READ)
         projects = await self.stores.devices.list_projects(principal.account_id)
         return [p for p in projects if principal.sees(p.name)]
 
     async def list_deployments(self, principal: Principal, project: str) -> list[Deployment]:
+        authorize(principal, Permission.READ)
         projects = {p.name for p in await self.stores.devices.list_projects(principal.account_id)}
         if project not in projects or not principal.sees(project):
             raise NotFound(f"project {project!r} not found", field="project")
@@ -133,12 +163,23 @@ class Registry:
         simulated: bool = False,
         enabled: bool = True,
         attributes: dict[str, Any] | None = None,
+        id_field: str = "id",
     ) -> Device:
-        authorize(principal, "write")
-        if not principal.sees(project):
-            raise Forbidden(
-                f"this token is limited to project {principal.project!r}", field="project"
-            )
+        """Create a device in the caller's account (Permission.DEVICES_WRITE), in `project`,
+        which a project-limited caller must name as its own.
+
+        `template` is a device template id (the template need not exist yet: the device is
+        checked against it once it does). `id_field` names the id in errors (a face's name
+        for it, e.g. "deviceId").
+
+        Raises:
+            Forbidden: the caller may not create devices, or not in that project.
+            Invalid: a malformed id, project, deployment or template id.
+            Conflict: the id is taken (device ids are global).
+        """
+        authorize(principal, Permission.DEVICES_WRITE, NewIn(project))
+        if template is not None:
+            parse_template_id(template, "template")
         return await self.register(
             principal.account_id,
             name=name,
@@ -151,6 +192,7 @@ class Registry:
             enabled=enabled,
             attributes=attributes,
             created_by=principal.subject,
+            id_field=id_field,
         )
 
     async def register(
@@ -171,9 +213,10 @@ class Registry:
         secondary_key: str | None = None,
         provisioned: bool = False,
         model_id: str | None = None,
+        id_field: str = "id",
     ) -> Device:
         """Create a device in an account (also used by DPS group enrollment)."""
-        did = parse_id(device_id, "id") if device_id is not None else new_uuid()
+        did = parse_id(device_id, id_field) if device_id is not None else new_uuid()
         if project is not None:
             parse_id(project, "project")
         if deployment is not None:
@@ -212,15 +255,40 @@ class Registry:
         return device
 
     async def get_device(self, principal: Principal, device_id: str) -> Device:
+        """A device or gateway within the caller's reach (Permission.READ), else NotFound."""
+        return self._with_activity(await self._device(principal, device_id, Permission.READ))
+
+    async def device_for(
+        self, principal: Principal, device: Device | str, permission: Permission
+    ) -> Device:
+        """The device (or module) an action is on, if the caller may do `permission` to it:
+        the role is checked first (Forbidden), then the device must be within the caller's
+        reach (NotFound). `device` is an id (of a device or gateway, never a module) or a
+        Device the caller already holds (a module too).
+
+        Other services take a device or its id through this, so every action on a device is
+        authorized the same way, whichever face asks.
+        """
+        if isinstance(device, str):
+            return self._with_activity(await self._device(principal, device, permission))
+        authorize(
+            principal,
+            permission,
+            device,
+            absent=NotFound(f"device {device.id!r} not found", field="deviceId"),
+        )
+        return device
+
+    async def _device(self, principal: Principal, device_id: str, permission: Permission) -> Device:
+        """The device `device_id` names, if the caller may do `permission` to it: the role is
+        checked first (Forbidden), then the device must be within its reach (NotFound)."""
+        authorize(principal, permission)
+        missing = NotFound(f"device {device_id!r} not found", field="deviceId")
         device = await self.load(device_id)
-        if (
-            device is None
-            or device.account_id != principal.account_id
-            or device.kind is DeviceKind.MODULE
-            or not principal.sees(device.project)
-        ):
-            raise NotFound(f"device {device_id!r} not found", field="deviceId")
-        return self._with_activity(device)
+        if device is None or device.kind is DeviceKind.MODULE:
+            raise missing
+        authorize(principal, permission, device, absent=missing)
+        return device
 
     async def find(self, device_id: str) -> Device | None:
         """A device by id, with no principal: for device-side authentication.
@@ -237,6 +305,7 @@ class Registry:
         deployment: str | None = None,
         kinds: tuple[DeviceKind, ...] = (DeviceKind.DEVICE, DeviceKind.GATEWAY),
     ) -> list[Device]:
+        authorize(principal, Permission.READ)
         if principal.project is not None:
             if project not in (None, principal.project):
                 return []
@@ -246,31 +315,125 @@ class Registry:
         )
         return [self._with_activity(d) for d in devices]
 
+    async def edit_device(
+        self,
+        principal: Principal,
+        device_id: str,
+        *,
+        desired: Any = None,
+        name: str | None = None,
+        enabled: bool | None = None,
+        simulated: bool | None = None,
+        template: str | Keep | None = KEEP,
+        desired_field: str = "properties",
+    ) -> Device:
+        """Change a device as an application asks (Permission.DEVICES_WRITE): a desired
+        patch, a new name, enabled or not, simulated or not, another template (None
+        unassigns); what is None (template: KEEP) stays as it is.
+
+        Everything is checked before anything changes; the desired patch goes first, so a
+        patch the twin refuses (413: the section would be too large) leaves the record as it
+        was too. A device left disabled is disconnected (`update_device`). An empty desired
+        patch (`{}`, or only `$version`) changes nothing: it is not sent.
+
+        Raises:
+            Forbidden: the caller may not change devices.
+            NotFound: no such device within the caller's reach.
+            Invalid, TooLarge: the desired patch (naming `desired_field`) or the template id.
+        """
+        device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        patch = self._desired_patch(desired, desired_field)
+        changes: dict[str, Any] = {}
+        if name:
+            changes["name"] = name
+        if enabled is not None:
+            changes["enabled"] = enabled
+        if simulated is not None:
+            changes["simulated"] = simulated
+        if not isinstance(template, Keep):
+            if template is not None:
+                parse_template_id(template, "template")
+            changes["template"] = template
+        if patch:
+            await self.twins.patch_desired(device, patch)
+        if changes:
+            device = await self.update_device(principal, device, **changes)
+        elif not device.enabled:
+            await self.disconnect(device.id)
+        return self._with_activity(device)
+
+    @staticmethod
+    def _desired_patch(properties: Any, field: str) -> dict[str, Any] | None:
+        """A desired patch, checked (names, depth, storable, size); None when it is absent or
+        changes nothing (it would bump the twin's version and push an empty change)."""
+        if properties is None:
+            return None
+        patch = validate_patch(properties, field)
+        check_storable(patch, field)  # e.g. an integer beyond 64 bits
+        check_patch_size(patch, field)  # IoT Hub caps a twin section at 32 KiB
+        return patch or None
+
     async def update_device(self, principal: Principal, device: Device, **changes: Any) -> Device:
-        authorize(principal, "write")
+        """Change fields of a device record (Permission.DEVICES_WRITE); a device left
+        disabled is disconnected, wherever it is connected."""
+        device = await self.device_for(principal, device, Permission.DEVICES_WRITE)
         return await self.save(device, **changes)
 
     async def save(self, device: Device, **changes: Any) -> Device:
+        """Store changed fields of a device (no principal: DPS, the device side). A disabled
+        device may not stay connected: it is disconnected here, the one place every change
+        of a device record passes."""
         updated = replace(device, **changes, updated_at=self.clock.now())
         await self.stores.devices.update(updated)
         self.forget(updated.id)
         await self._changed(updated, "updated")
+        if not updated.enabled:
+            await self.disconnect(updated.id)
         return updated
 
     async def delete_device(self, principal: Principal, device_id: str) -> None:
-        authorize(principal, "write")
-        device = await self.get_device(principal, device_id)
+        """Delete a device or gateway (Permission.DEVICES_WRITE) with its modules, twins and
+        what waits for them, and close their connections."""
+        device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        modules = await self.stores.devices.find(
+            device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
+        )
         await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
         await self._changed(device, "deleted")
         await self.events.record(device, EventType.LIFECYCLE, {"operation": "deleteDevice"})
         self._activity.pop(device.id, None)
+        for gone in (device, *modules):
+            await self.disconnect(gone.id)
+
+    async def keys(self, principal: Principal, device_id: str) -> DeviceKeys:
+        """A device's symmetric keys (Permission.DEVICES_WRITE).
+
+        Raises:
+            Forbidden: the caller may not see keys (a viewer).
+            NotFound: no such device within the caller's reach.
+        """
+        device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        return DeviceKeys(device.primary_key, device.secondary_key)
+
+    @staticmethod
+    def keys_shown(principal: Principal, device: Device) -> DeviceKeys | None:
+        """A device's (or module's) keys as a view shows them: None for a caller that may
+        not see keys (a viewer sees that a device has keys, not the keys)."""
+        if not may(principal, Permission.DEVICES_WRITE):
+            return None
+        return DeviceKeys(device.primary_key, device.secondary_key)
 
     # -- modules of gateways -------------------------------------------------------------
 
     async def create_module(self, principal: Principal, gateway_id: str, module_id: str) -> Device:
-        authorize(principal, "write")
-        gateway = await self.get_device(principal, gateway_id)
+        """Add a module to a gateway (Permission.DEVICES_WRITE).
+
+        Raises:
+            Invalid: the device is no gateway, or a malformed module id.
+            Conflict: the gateway has a module of that id (naming `moduleId`).
+        """
+        gateway = await self._device(principal, gateway_id, Permission.DEVICES_WRITE)
         if not gateway.is_gateway:
             raise Invalid(
                 f"device {gateway_id!r} is not IoT Edge capable, so it has no modules",
@@ -294,7 +457,12 @@ class Registry:
             module_id=module_id,
             created_by=principal.subject,
         )
-        await self.stores.devices.insert(module, Twin(key))
+        try:
+            await self.stores.devices.insert(module, Twin(key))
+        except Conflict as exc:
+            raise Conflict(
+                f"module {module_id!r} of {gateway_id!r} already exists", field="moduleId"
+            ) from exc
         self.forget(key)
         await self._changed(module, "created")
         return module
@@ -313,12 +481,32 @@ class Registry:
             raise NotFound(f"module {module_id!r} of {gateway_id!r} not found", field="moduleId")
         return self._with_activity(module)
 
+    async def edit_module(
+        self,
+        principal: Principal,
+        gateway_id: str,
+        module_id: str,
+        *,
+        desired: Any = None,
+        desired_field: str = "properties",
+    ) -> Device:
+        """Patch a module's desired properties (Permission.DEVICES_WRITE), checked as
+        `edit_device` checks them; an empty patch changes nothing."""
+        authorize(principal, Permission.DEVICES_WRITE)
+        module = await self.get_module(principal, gateway_id, module_id)
+        patch = self._desired_patch(desired, desired_field)
+        if patch:
+            await self.twins.patch_desired(module, patch)
+        return module
+
     async def delete_module(self, principal: Principal, gateway_id: str, module_id: str) -> None:
-        authorize(principal, "write")
+        """Delete a gateway's module (Permission.DEVICES_WRITE) and close its connection."""
+        authorize(principal, Permission.DEVICES_WRITE)
         module = await self.get_module(principal, gateway_id, module_id)
         await self.stores.devices.delete(module.id)
         self._forget_tree(module.id)
         await self._changed(module, "deleted")
+        await self.disconnect(module.id)
 
     # -- connection state and activity ---------------------------------------------------
 

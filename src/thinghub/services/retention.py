@@ -21,11 +21,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from thinghub.domain.errors import Forbidden, Invalid
+from thinghub.domain.errors import Invalid
 from thinghub.domain.ids import entity_id
 from thinghub.domain.model import Account, Principal, Retention
+from thinghub.domain.roles import Permission
 from thinghub.ports import Clock, Stores
-from thinghub.services.auth import authorize
+from thinghub.services.authz import authorize
 from thinghub.services.registry import Registry
 
 __all__ = ["KINDS", "MAX_RETENTION_DAYS", "RetentionService", "days_of"]
@@ -108,6 +109,7 @@ class RetentionService:
     # -- the account's setting -----------------------------------------------------------
 
     async def get(self, principal: Principal) -> RetentionView:
+        authorize(principal, Permission.READ)
         account = await self._account(principal.account_id)
         return self.view(account)
 
@@ -118,14 +120,9 @@ class RetentionService:
         telemetry_days: float | None = _UNSET,
         events_days: float | None = _UNSET,
     ) -> RetentionView:
-        """Change the account's days (None = back to the server's default); others stay."""
-        authorize(principal, "admin")
-        if principal.project is not None:
-            raise Forbidden(
-                "retention is set for the whole account; this token is limited to project "
-                f"{principal.project!r}",
-                field="project",
-            )
+        """Change the account's days (None = back to the server's default); others stay.
+        Permission.ACCOUNT_ADMIN, which concerns the whole account (not a project's token)."""
+        authorize(principal, Permission.ACCOUNT_ADMIN)
         return await self.set_account(
             principal.account_id, telemetry_days=telemetry_days, events_days=events_days
         )
@@ -167,9 +164,9 @@ class RetentionService:
         until: float | None = None,
     ) -> int:
         """Delete a device's telemetry (with its observations) or events in [since, until];
-        a device's own id includes its modules. Returns how many messages or events went."""
-        authorize(principal, "write")
-        device = await self.registry.get_device(principal, device_id)
+        a device's own id includes its modules. Returns how many messages or events went.
+        Permission.DEVICES_WRITE."""
+        device = await self.registry.device_for(principal, device_id, Permission.DEVICES_WRITE)
         entity = entity_id(device.id, module_id)
         now = self.clock.now()
         # Nothing newer than the request: a device still sending is not chased forever.

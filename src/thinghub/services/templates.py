@@ -18,9 +18,10 @@ from thinghub.domain.dtdl import DeviceTemplate, parse_template
 from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.merge_patch import merge_patch
 from thinghub.domain.model import Device, Principal
+from thinghub.domain.roles import Permission
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import Clock, Stores
-from thinghub.services.auth import authorize
+from thinghub.services.authz import authorize
 from thinghub.services.registry import Registry
 from thinghub.services.ttl_cache import TtlCache
 
@@ -77,8 +78,9 @@ class TemplateService:
         )
 
     async def put(self, principal: Principal, template_id: str, body: Any) -> DeviceTemplate:
-        """Create the template, or replace it (devices that use it keep using it)."""
-        authorize(principal, "write")
+        """Create the template, or replace it (devices that use it keep using it).
+        Permission.TEMPLATES_WRITE: templates belong to the whole account."""
+        authorize(principal, Permission.TEMPLATES_WRITE)
         document, model = parse_template(template_id, body)
         now = self.clock.now()
         prior = await self.stores.documents.get(principal.account_id, DOCUMENT_KIND, template_id)
@@ -96,25 +98,27 @@ class TemplateService:
 
     async def patch(self, principal: Principal, template_id: str, patch: Any) -> DeviceTemplate:
         """Apply a JSON merge patch (RFC 7386) to the stored document, then re-check it."""
-        authorize(principal, "write")
+        authorize(principal, Permission.TEMPLATES_WRITE)
         if not isinstance(patch, dict):
             raise Invalid("the body must be a JSON object (a merge patch)", field="body")
         current = await self.get(principal, template_id)
         return await self.put(principal, template_id, merge_patch(current.document, patch))
 
     async def get(self, principal: Principal, template_id: str) -> DeviceTemplate:
+        authorize(principal, Permission.READ)
         template = await self.find(principal.account_id, template_id)
         if template is None:
             raise NotFound(f"device template {template_id!r} not found", field="deviceTemplateId")
         return template
 
     async def list(self, principal: Principal) -> list[DeviceTemplate]:
+        authorize(principal, Permission.READ)
         rows = await self.stores.documents.all(principal.account_id, DOCUMENT_KIND)
         return [self._load(key, row) for key, row in rows]
 
     async def delete(self, principal: Principal, template_id: str) -> None:
         """Delete a template no device uses (409 Conflict while one does)."""
-        authorize(principal, "write")
+        authorize(principal, Permission.TEMPLATES_WRITE)
         await self.get(principal, template_id)
         users = [
             d.id for d in await self.registry.list_devices(principal) if d.template == template_id

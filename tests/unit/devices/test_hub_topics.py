@@ -115,7 +115,7 @@ def test_not_telemetry(topic: str) -> None:
 
 
 def test_c2d_bag_survives_the_sdk_split() -> None:
-    """The SDK splits the bag on & and = and unquotes each piece (§4)."""
+    """The SDK splits the bag on & and = and unquotes each piece."""
     properties = {"$.mid": "m1", "path": "a/b&c=d", "sp ace": "x y"}
     bag = encode_bag(properties)
     assert bag.startswith("%24.mid=m1&")  # as IoT Hub sends it (azure-sdk-for-c needs it)

@@ -10,7 +10,7 @@ import pytest
 from thinghub.domain.clock import format_ts, format_ts_short, parse_ts
 from thinghub.domain.errors import Invalid
 
-# 2025-08-13T13:12:29.676Z, the first telemetry timestamp of the ST seed, computed without
+# 2025-08-13T13:12:29.676Z, the first telemetry timestamp of the ST API's examples, computed without
 # datetime so the expectation does not share code with the implementation.
 SEED_EPOCH = calendar.timegm((2025, 8, 13, 13, 12, 29, 0, 0, 0))
 SEED_TS = SEED_EPOCH + 0.676
@@ -40,7 +40,7 @@ def test_format_ts_short() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "2025-08-13T13:12:29.6760000Z",  # the seed's seven digits
+        "2025-08-13T13:12:29.6760000Z",  # the ST API's seven digits
         "2025-08-13T13:12:29.676Z",
         "2025-08-13T13:12:29.676z",
         "2025-08-13T13:12:29.676+00:00",

@@ -88,7 +88,7 @@ def test_new_uuid_is_a_fresh_uuid4() -> None:
 
 
 def test_new_id_scope_looks_like_azure() -> None:
-    # The seed's idScope is 0ne00D47E07: "0ne" and eight upper-case hex digits.
+    # The ST API's example idScope is 0ne00D47E07: "0ne" and eight upper-case hex digits.
     scopes = {new_id_scope() for _ in range(50)}
     assert len(scopes) == 50
     for scope in scopes:

@@ -23,7 +23,7 @@ from thinghub.domain.twin import (
     validate_patch,
 )
 
-T0 = 1_755_090_409.0139609  # 2025-08-13T13:06:49Z, near the seed's timestamps
+T0 = 1_755_090_409.0139609  # 2025-08-13T13:06:49Z, near the ST API's example timestamps
 T1 = T0 + 60.0
 SEED_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")  # 2025-08-13T13:46:49.0139609Z
 
@@ -161,7 +161,7 @@ def test_metadata_mirrors_the_property_tree(patches: list[dict[str, Any]]) -> No
 
 
 def test_document_has_the_seed_change_event_reported_shape() -> None:
-    # seeds/000: body.properties.reported of a change_event.
+    # The ST API's change_event example: its body.properties.reported.
     seed_reported: dict[str, Any] = {
         "maxTempSinceLastReboot": 10.96,
         "$metadata": {

@@ -6,6 +6,7 @@ import dataclasses
 import ssl
 from typing import Any, cast
 
+from thinghub.bus.clock import SystemClock
 from thinghub.config import Settings
 from thinghub.faces.face import FaceContext
 from thinghub.services.core import Services
@@ -25,5 +26,8 @@ def no_tls() -> ssl.SSLContext:
 def face_context(**settings: Any) -> FaceContext:
     """Default settings with `settings` changed, and no services."""
     return FaceContext(
-        cast(Services, NoServices()), dataclasses.replace(Settings.defaults(), **settings), no_tls
+        cast(Services, NoServices()),
+        dataclasses.replace(Settings.defaults(), **settings),
+        no_tls,
+        SystemClock(),
     )

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from thinghub.bus.memory import MemoryLocks
+from thinghub.app import build_services
+from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
+from thinghub.config import Settings
 from thinghub.domain.errors import Invalid
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
-from thinghub.ports import C2DMessage, DeviceFeed, MethodResult
+from thinghub.ports import C2DMessage, DeviceFeed, MethodResult, Stores
 from thinghub.services.c2d import C2DService
 from thinghub.storage.memory import memory_stores
 from thinghub.storage.migrate import upgrade
@@ -54,6 +56,22 @@ class Links:
         return True
 
 
+def c2d_service(stores: Stores, links: Links) -> C2DService:
+    """The C2D service as the composition root builds it, over `links` as its channel."""
+    clock = Clock()
+    return build_services(
+        Settings.defaults(),
+        stores,
+        bus=MemoryBus(),
+        clock=clock,
+        presence=MemoryPresence(clock),
+        channel=links,
+        locks=MemoryLocks(),
+        counter=MemoryCounter(),
+        issuer=None,
+    ).c2d
+
+
 def device() -> Device:
     return Device(
         id="d1",
@@ -74,7 +92,7 @@ async def test_a_send_racing_a_reconnect_delivers_each_message_once(tmp_path: Pa
     await stores.start()
     try:
         links = Links()
-        c2d = C2DService(stores, Clock(), channel=links, locks=MemoryLocks())
+        c2d = c2d_service(stores, links)
         sent = []
         for n in range(20):
             # The device (re)connects (deliver_pending) while a message is being sent.
@@ -95,7 +113,7 @@ async def test_a_property_with_a_lone_surrogate_is_refused_and_nothing_queued(
     """Every face sends through here: such a name was a 500 when the message was stored."""
     stores = memory_stores()
     links = Links()
-    c2d = C2DService(stores, Clock(), channel=links, locks=MemoryLocks())
+    c2d = c2d_service(stores, links)
     with pytest.raises(Invalid) as refused:
         await c2d.send(ADMIN, device(), {"n": 1}, properties)
     assert refused.value.field == "properties"

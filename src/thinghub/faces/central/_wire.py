@@ -18,6 +18,7 @@ from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import TwinSection
 from thinghub.faces._http import OrjsonResponse
+from thinghub.faces.central.roles import describe_refusal
 from thinghub.services.core import Services
 
 __all__ = [
@@ -89,10 +90,11 @@ ERROR_SCHEMA: dict[str, Any] = {
 def render_error(error: errors.Error, status: int) -> Response:
     """IoT Central's error body; the request id is also in the x-ms-request-id header."""
     request_id = new_uuid()
+    message = describe_refusal(error) if isinstance(error, errors.Forbidden) else error.message
     body = {
         "error": {
             "code": _CODES.get(status, error.code),
-            "message": error.message,
+            "message": message,
             "requestId": request_id,
             "time": formatdate(usegmt=True),
         }
@@ -182,7 +184,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
 
 
 def device_record(device: Device) -> dict[str, Any]:
-    """The seed's device fields, also what $filter sees."""
+    """The specification's device fields, also what $filter sees."""
     return {
         "id": device.id,
         "displayName": device.name,
@@ -227,20 +229,9 @@ def command_json(command: Command) -> dict[str, Any]:
 
 def section_stamp(section: TwinSection, component: str | None, name: str) -> float | None:
     """When a twin property last changed (epoch seconds), from its `$metadata`."""
-    meta: Any = section.metadata
-    for key in (component, name):
-        if key is None:
-            continue
-        meta = meta.get(key) if isinstance(meta, dict) else None
-    stamp = meta.get("$lastUpdated") if isinstance(meta, dict) else None
-    if not isinstance(stamp, str):
-        return section.last_updated
-    try:
-        return parse_ts(stamp, "$lastUpdated")
-    except errors.Invalid:
-        return section.last_updated
+    return section.changed_at(*(key for key in (component, name) if key is not None))
 
 
 def section_time(section: TwinSection, component: str | None, name: str) -> str | None:
-    """When a twin property last changed, in the seed's time format."""
+    """When a twin property last changed, in the specification's time format."""
     return _ts(section_stamp(section, component, name))

@@ -1,8 +1,10 @@
 """Routes of the IoT Central face at /central/api: app, API tokens, devices, device templates,
 telemetry, commands and properties.
 
-Field names, paths and status codes follow the Azure IoT Central REST API (seeds/001); where the
-seed is silent, the real IoT Central API. Decisions are written down in docs/faces/central.md.
+Field names, paths and status codes follow the Azure IoT Central REST API document (see
+docs/faces/central.md); where it is silent, the real IoT Central API. Decisions are written down
+in docs/faces/central.md. The routes translate wire shapes and errors only: who may do what
+and every rule of a use case are the services' (services/authz.py, services/*).
 """
 
 from __future__ import annotations
@@ -15,14 +17,11 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Res
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator
 
-from thinghub.config import Settings
 from thinghub.domain.clock import format_ts_short
-from thinghub.domain.commands import METHOD_NAME_PATTERN, parse_method_name
-from thinghub.domain.dtdl import DeviceTemplate, ObjectSchema, PropertyDef, parse_template_id
-from thinghub.domain.errors import Invalid, NotFound, TooLarge
+from thinghub.domain.commands import METHOD_NAME_PATTERN
+from thinghub.domain.errors import Invalid
 from thinghub.domain.ids import ID_PATTERN, parse_id
-from thinghub.domain.model import ApiToken, Device, Principal
-from thinghub.domain.twin import TwinSection, check_patch_size
+from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
@@ -42,13 +41,10 @@ from thinghub.faces.central._wire import (
     page_link,
     parse_time,
     render_error,
-    section_stamp,
-    section_time,
-    to_json,
     token_json,
 )
 from thinghub.faces.central.odata import FieldType, parse_filter
-from thinghub.faces.central.roles import parse_role, require
+from thinghub.faces.central.roles import parse_role
 from thinghub.faces.central.schemas import (
     TEMPLATE_ID_SCHEMA,
     ApiTokenCreate,
@@ -57,7 +53,8 @@ from thinghub.faces.central.schemas import (
     PropertyPatch,
 )
 from thinghub.faces.face import FaceContext
-from thinghub.services.core import Services
+from thinghub.services.commands import CommandFields
+from thinghub.services.registry import KEEP
 
 __all__ = ["create_app"]
 
@@ -126,9 +123,10 @@ FILTER_FIELDS: dict[str, FieldType] = {
 }
 # A command body holding only these keys is IoT Central's envelope, not the arguments.
 COMMAND_ENVELOPE = frozenset({"request", "connectionTimeout", "responseTimeout"})
-MIN_RESPONSE_TIMEOUT_S = 5.0
-PNP_ACK_KEYS = frozenset({"value", "ac", "av", "ad"})
-MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024  # IoT Hub's limit on a direct method's payload
+# What a command's inputs are called here (errors name them).
+COMMAND_FIELDS = CommandFields(
+    name="commandName", payload="request", timeout="responseTimeout", ttl="connectionTimeout"
+)
 
 # Credentials first (401), then api-version (400): a caller without credentials learns
 # nothing else. FastAPI runs a route's dependencies once each, in this order.
@@ -140,8 +138,7 @@ router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends
 
 @router.get("/apps/app", tags=["apps"], summary="Get the application")
 async def get_app(request: Request, caller: Caller) -> Response:
-    require(caller, "read")
-    account = await services_of(request).auth.account(caller.account_id)
+    account = await services_of(request).auth.account_for(caller)
     created = format_ts_short(account.created_at)
     return OrjsonResponse(
         {
@@ -168,24 +165,22 @@ def _sas_token(account_id: str, token_id: str, expiry: float) -> str:
     )
 
 
-async def _central_token(services: Services, caller: Principal, token_id: str) -> ApiToken:
-    return await services.auth.get_token(caller, token_id, face="central")
-
-
 @router.put("/apiTokens/{token_id}", tags=["apiTokens"], summary="Create an API token")
 async def create_token(
     token_id: NewId, body: ApiTokenCreate, request: Request, caller: Caller
 ) -> Response:
-    """The response holds `token`, the secret, this once. 409 when the id is taken."""
+    """The response holds `token`, the secret, this once. 409 when the id is taken.
+
+    IoT Central has no projects: its tokens belong to the whole application."""
     services = services_of(request)
-    require(caller, "tokens")
     parse_id(token_id, "tokenId")
     role = parse_role(body.roles[0].role)
     requested = None if body.expiry is None else parse_time(body.expiry, "expiry")
     expiry = services.auth.token_expiry(requested, default_ttl_s=TOKEN_TTL_S)
-    issued = await services.auth.create_token(
-        caller.account_id,
+    issued = await services.auth.issue_token(
+        caller,
         role.core,
+        whole_account=True,
         label=f"central:{token_id}",
         secret=_sas_token(caller.account_id, token_id, expiry),
         token_id=token_id,
@@ -198,25 +193,23 @@ async def create_token(
 
 @router.get("/apiTokens", tags=["apiTokens"], summary="List API tokens (without secrets)")
 async def list_tokens(request: Request, caller: Caller) -> Response:
-    require(caller, "tokens")
-    tokens = await services_of(request).auth.list_tokens(caller, face="central")
+    tokens = await services_of(request).auth.list_tokens(caller, face="central", whole_account=True)
     return OrjsonResponse({"value": [token_json(t) for t in tokens]})
 
 
 @router.get("/apiTokens/{token_id}", tags=["apiTokens"], summary="Get an API token")
 async def get_token(token_id: str, request: Request, caller: Caller) -> Response:
-    require(caller, "tokens")
-    return OrjsonResponse(token_json(await _central_token(services_of(request), caller, token_id)))
+    token = await services_of(request).auth.get_token(
+        caller, token_id, face="central", whole_account=True
+    )
+    return OrjsonResponse(token_json(token))
 
 
 @router.delete(
     "/apiTokens/{token_id}", status_code=204, tags=["apiTokens"], summary="Revoke an API token"
 )
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
-    services = services_of(request)
-    require(caller, "tokens")
-    await _central_token(services, caller, token_id)
-    await services.auth.revoke_token(caller.account_id, token_id)
+    await services_of(request).auth.revoke(caller, token_id, face="central", whole_account=True)
     return Response(status_code=204)
 
 
@@ -243,7 +236,6 @@ async def list_devices(
     """Devices ordered by id; `nextLink` (the link to the next page: relative, or under the
     public_url setting) when `$top` cut."""
     services = services_of(request)
-    require(caller, "read")
     page_max = settings_of(request).page_max
     if top is not None and not 1 <= top <= page_max:
         raise Invalid(f"$top must be 1 to {page_max}", field="$top")
@@ -271,15 +263,11 @@ async def list_devices(
 async def create_device(
     device_id: NewId, request: Request, caller: Caller, body: DeviceCreate | None = None
 ) -> Response:
-    """200 with the device; 409 when a device with this id exists (ids are global)."""
+    """200 with the device; 409 when a device with this id exists (ids are global). The
+    template need not exist yet (the API document's example names one an application need not
+    have): the device is checked against it once it does."""
     services = services_of(request)
-    require(caller, "devices.write")
-    parse_id(device_id, "deviceId")
     body = body or DeviceCreate()
-    if body.template is not None:
-        # The seed's example names a template the application need not have: the device keeps
-        # the id and is checked against that template once it exists.
-        parse_template_id(body.template, "template")
     device = await services.registry.create_device(
         caller,
         name=body.displayName or device_id,
@@ -287,6 +275,7 @@ async def create_device(
         template=body.template,
         simulated=body.simulated,
         enabled=body.enabled,
+        id_field="deviceId",
     )
     return OrjsonResponse(await device_json(services, device))
 
@@ -294,7 +283,6 @@ async def create_device(
 @router.get("/devices/{device_id}", tags=["devices"], summary="Get a device")
 async def get_device(device_id: str, request: Request, caller: Caller) -> Response:
     services = services_of(request)
-    require(caller, "read")
     device = await services.registry.get_device(caller, device_id)
     return OrjsonResponse(await device_json(services, device))
 
@@ -305,32 +293,21 @@ async def update_device(
 ) -> Response:
     """displayName, enabled, simulated, template (null unassigns). Disabling disconnects."""
     services = services_of(request)
-    require(caller, "devices.write")
-    device = await services.registry.get_device(caller, device_id)
-    changes: dict[str, Any] = {}
-    if body.displayName is not None:
-        changes["name"] = body.displayName
-    if body.enabled is not None:
-        changes["enabled"] = body.enabled
-    if body.simulated is not None:
-        changes["simulated"] = body.simulated
-    if "template" in body.model_fields_set:
-        if body.template is not None:
-            parse_template_id(body.template, "template")
-        changes["template"] = body.template
-    if changes:
-        device = await services.registry.update_device(caller, device, **changes)
-    if not device.enabled:
-        await services.registry.disconnect(device.id)
+    device = await services.registry.edit_device(
+        caller,
+        device_id,
+        name=body.displayName,
+        enabled=body.enabled,
+        simulated=body.simulated,
+        template=body.template if "template" in body.model_fields_set else KEEP,
+    )
     return OrjsonResponse(await device_json(services, device))
 
 
 @router.delete("/devices/{device_id}", status_code=204, tags=["devices"], summary="Delete a device")
 async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
-    services = services_of(request)
-    require(caller, "devices.write")
-    await services.registry.delete_device(caller, device_id)
-    await services.registry.disconnect(device_id)
+    """Deletes the device and closes its connection."""
+    await services_of(request).registry.delete_device(caller, device_id)
     return Response(status_code=204)
 
 
@@ -342,16 +319,12 @@ async def delete_device(device_id: str, request: Request, caller: Caller) -> Res
 async def get_credentials(device_id: str, request: Request, caller: Caller) -> Response:
     """DPS id scope and symmetric keys, as IoT Central's device connect dialog shows them."""
     services = services_of(request)
-    require(caller, "devices.write")
-    device = await services.registry.get_device(caller, device_id)
-    account = await services.auth.account(device.account_id)
+    keys = await services.registry.keys(caller, device_id)
+    account = await services.auth.account(caller.account_id)
     return OrjsonResponse(
         {
             "idScope": account.id_scope,
-            "symmetricKey": {
-                "primaryKey": device.primary_key,
-                "secondaryKey": device.secondary_key,
-            },
+            "symmetricKey": {"primaryKey": keys.primary_key, "secondaryKey": keys.secondary_key},
         }
     )
 
@@ -371,84 +344,31 @@ async def send_telemetry(
 ) -> Response:
     """Stored like MQTT telemetry. A `timestamp` string sets the message time (unless the
     template declares a telemetry named timestamp). 400 when the template does not match."""
-    services = services_of(request)
-    require(caller, "devices.write")
-    device = await services.registry.get_device(caller, device_id)
-    if not isinstance(body, dict):
-        raise Invalid("telemetry must be a JSON object", field="body")
-    template = await services.templates.for_device(device)
-    ts = None
-    if "timestamp" in body and not (template and "timestamp" in template.model.telemetry):
-        body = dict(body)
-        ts = parse_time(body.pop("timestamp"), "timestamp")
-    message = services.ingest.build(
-        device,
-        to_json(body, "body"),
-        body=body,
-        content_type="application/json",
-        source="central",
-        enqueued_at=ts,
+    await services_of(request).ingest.send(
+        caller, device_id, body, source="central", time_key="timestamp"
     )
-    await services.ingest.ingest(device, message)
     return Response(status_code=204)
 
 
 # -- commands -----------------------------------------------------------------------------------
 
 
-def _command_body(settings: Settings, body: Any) -> tuple[Any, float | None, float | None]:
-    """(arguments, response timeout, TTL) from the seed's bare arguments or IoT Central's
-    {"request", "connectionTimeout", "responseTimeout"} envelope."""
+def _command_body(body: Any) -> tuple[Any, Any, Any]:
+    """(arguments, response timeout, TTL) from the API document's bare arguments or IoT
+    Central's {"request", "connectionTimeout", "responseTimeout"} envelope (the command
+    service checks the values, naming these fields)."""
     if not (isinstance(body, dict) and body and set(body) <= COMMAND_ENVELOPE):
         return body, None, None
-    timeout = _seconds(
-        body.get("responseTimeout"),
-        "responseTimeout",
-        MIN_RESPONSE_TIMEOUT_S,
-        settings.method_timeout_max_s,
-    )
-    ttl = _seconds(body.get("connectionTimeout"), "connectionTimeout", 1.0, settings.command_ttl_s)
-    return body.get("request"), timeout, ttl
-
-
-def _seconds(value: Any, field: str, low: float, high: float) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise Invalid(f"{field} must be a number of seconds from {low:g} to {high:g}", field=field)
-    return float(value)
-
-
-def _unwrap_request(template: DeviceTemplate, name: str, payload: Any) -> Any:
-    """Accept {"<request name>": value} for a command whose request is `value` (the seed's
-    example body), unless the request is an object that has a field of that name."""
-    _, command = template.command(name)
-    request = command.request
-    if request is None or not isinstance(payload, dict) or list(payload) != [request.name]:
-        return payload
-    if isinstance(request.schema, ObjectSchema) and request.name in request.schema.fields:
-        return payload
-    return payload[request.name]
+    return body.get("request"), body.get("responseTimeout"), body.get("connectionTimeout")
 
 
 async def _submit(
     request: Request, caller: Principal, device_id: str, name: str, body: Any
 ) -> Response:
-    services = services_of(request)
-    require(caller, "devices.write")
-    parse_method_name(name, "commandName")  # `component*command` for a component's command
-    device = await services.registry.get_device(caller, device_id)
-    payload, timeout, ttl = _command_body(settings_of(request), body)
-    size = len(to_json(payload, "request"))
-    if size > MAX_COMMAND_PAYLOAD_BYTES:
-        raise TooLarge(
-            f"request is {size} bytes; the limit is {MAX_COMMAND_PAYLOAD_BYTES}", field="request"
-        )
-    template = await services.templates.for_device(device)
-    if template is not None:
-        payload = _unwrap_request(template, name, payload)
-        template.command(name)[1].check_request(payload)
-    command = await services.commands.submit(caller, device, name, payload, timeout, ttl)
+    payload, timeout, ttl = _command_body(body)
+    command = await services_of(request).commands.submit(
+        caller, device_id, name, payload, timeout, ttl, fields=COMMAND_FIELDS
+    )
     return OrjsonResponse({"commandId": command.id, "status": command.status.value})
 
 
@@ -495,49 +415,16 @@ async def command_status(
     device_id: str, command_id: str, request: Request, caller: Caller
 ) -> Response:
     """Pending, Completed (result, completedTime), Failed, TimedOut or Expired."""
-    services = services_of(request)
-    require(caller, "read")
-    device = await services.registry.get_device(caller, device_id)
-    command = await services.commands.get(caller, device, command_id)
+    command = await services_of(request).commands.get(caller, device_id, command_id)
     return OrjsonResponse(command_json(command))
 
 
 # -- properties ---------------------------------------------------------------------------------
 
 
-async def _property(
-    services: Services, device: Device, name: str
-) -> tuple[str | None, str, PropertyDef | None]:
-    """(component, property name, definition) for `name` or `component*name`."""
-    template = await services.templates.for_device(device)
-    if template is not None:
-        component, definition = template.property(name)
-        return component, definition.name, definition
-    component, star, short = name.partition("*")
-    if not star:
-        component, short = None, name
-    elif not component or not short:
-        raise Invalid("a component property is named component*property", field="propertyName")
-    if short.startswith("$") or (component or "").startswith("$"):
-        # $version and $metadata are the twin's bookkeeping, not properties.
-        raise Invalid(f"propertyName must not start with $, got {name!r}", field="propertyName")
-    return component, short, None
-
-
-def _lookup(section: TwinSection, component: str | None, name: str) -> tuple[bool, Any]:
-    node: Any = section.properties
-    if component is not None:
-        node = node.get(component)
-    if not isinstance(node, dict) or name not in node:
-        return False, None
-    return True, node[name]
-
-
-def _acknowledged(value: Any) -> Any:
-    """A PnP device acknowledges a writable property as {"value", "ac", "av", "ad"?}."""
-    if isinstance(value, dict) and {"value", "ac"} <= set(value) <= PNP_ACK_KEYS:
-        return value["value"]
-    return value
+def _property_json(value: Any, last_updated: float | None) -> dict[str, Any]:
+    stamp = None if last_updated is None else format_ts_short(last_updated)
+    return {"value": value, "lastReportedTime": stamp}
 
 
 @router.get(
@@ -550,29 +437,8 @@ async def get_property(
 ) -> Response:
     """{value, lastReportedTime}: the newer of what the device reported and (for a writable
     property) what was last set here; 404 when neither exists."""
-    services = services_of(request)
-    require(caller, "read")
-    device = await services.registry.get_device(caller, device_id)
-    component, name, definition = await _property(services, device, property_name)
-    twin = await services.twins.get(device)
-    has_reported, reported = _lookup(twin.reported, component, name)
-    has_desired, desired = _lookup(twin.desired, component, name)
-    if definition is not None and not definition.writable:
-        has_desired = False
-    reported_at = section_stamp(twin.reported, component, name) if has_reported else None
-    desired_at = section_stamp(twin.desired, component, name) if has_desired else None
-    if has_desired and (not has_reported or (desired_at or 0.0) > (reported_at or 0.0)):
-        value, stamp = desired, desired_at
-    elif has_reported:
-        value, stamp = _acknowledged(reported), reported_at
-    else:
-        raise NotFound(
-            f"property {property_name!r} of device {device_id!r} has no value yet",
-            field="propertyName",
-        )
-    return OrjsonResponse(
-        {"value": value, "lastReportedTime": None if stamp is None else format_ts_short(stamp)}
-    )
+    found = await services_of(request).properties.read(caller, device_id, property_name)
+    return OrjsonResponse(_property_json(found.value, found.last_updated))
 
 
 @router.patch(
@@ -585,21 +451,10 @@ async def update_property(
 ) -> Response:
     """Patches the desired twin, which reaches the device (now, or when it reconnects), and
     answers the updated property object, as GET shows it."""
-    services = services_of(request)
-    require(caller, "devices.write")
-    device = await services.registry.get_device(caller, device_id)
-    component, name, definition = await _property(services, device, property_name)
-    if body.value is None:
-        raise Invalid("value must not be null", field="value")
-    if definition is not None:
-        definition.check_value(body.value)
-    # PnP: a component's desired patch is marked with "__t": "c".
-    patch = {name: body.value} if component is None else {component: {"__t": "c", name: body.value}}
-    check_patch_size(to_json(patch, "value"), "value")
-    twin = await services.twins.patch_desired(device, patch)
-    return OrjsonResponse(
-        {"value": body.value, "lastReportedTime": section_time(twin.desired, component, name)}
+    written = await services_of(request).properties.write(
+        caller, device_id, property_name, body.value
     )
+    return OrjsonResponse(_property_json(written.value, written.last_updated))
 
 
 # -- device templates ---------------------------------------------------------------------------
@@ -616,15 +471,12 @@ async def put_template(
 ) -> Response:
     """IoT Central's template document, a bare DTDL Interface, or an array of Interfaces
     (root first). Answers with the stored document."""
-    services = services_of(request)
-    require(caller, "templates.write")
-    template = await services.templates.put(caller, template_id, body)
+    template = await services_of(request).templates.put(caller, template_id, body)
     return OrjsonResponse(template.document)
 
 
 @router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
 async def list_templates(request: Request, caller: Caller) -> Response:
-    require(caller, "read")
     templates = await services_of(request).templates.list(caller)
     return OrjsonResponse({"value": [t.document for t in templates]})
 
@@ -633,7 +485,6 @@ async def list_templates(request: Request, caller: Caller) -> Response:
     "/deviceTemplates/{template_id}", tags=["deviceTemplates"], summary="Get a device template"
 )
 async def get_template(template_id: str, request: Request, caller: Caller) -> Response:
-    require(caller, "read")
     template = await services_of(request).templates.get(caller, template_id)
     return OrjsonResponse(template.document)
 
@@ -647,9 +498,7 @@ async def get_template(template_id: str, request: Request, caller: Caller) -> Re
 async def patch_template(
     template_id: str, request: Request, caller: Caller, body: AnyBody = None
 ) -> Response:
-    services = services_of(request)
-    require(caller, "templates.write")
-    template = await services.templates.patch(caller, template_id, body)
+    template = await services_of(request).templates.patch(caller, template_id, body)
     return OrjsonResponse(template.document)
 
 
@@ -660,9 +509,7 @@ async def patch_template(
     summary="Delete a device template (409 while devices use it)",
 )
 async def delete_template(template_id: str, request: Request, caller: Caller) -> Response:
-    services = services_of(request)
-    require(caller, "templates.write")
-    await services.templates.delete(caller, template_id)
+    await services_of(request).templates.delete(caller, template_id)
     return Response(status_code=204)
 
 
@@ -677,6 +524,7 @@ def create_app(context: FaceContext) -> FastAPI:
     authenticate_before_body(app, authenticate)
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
-    # The seed directs requests to https://<app>.azureiotcentral.com/api/v1: answer there too.
+    # The IoT Central API specification directs requests to
+    # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     return app

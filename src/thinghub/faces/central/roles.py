@@ -1,21 +1,21 @@
-"""IoT Central's application roles, what each may do on this face, and their core roles.
+"""IoT Central's application roles, and how this face words a refusal in their names.
 
-Tokens created by PUT /apiTokens keep the IoT Central role id in ApiToken.face_role. Any other
-principal (the server's admin token, /v1 tokens, users) is seen through its core role: admin is
-an App Administrator, operator an App Operator, and a viewer may only read.
-
-App Builder maps to the core role *operator*, not admin: a Builder's token also works on /v1,
-where admin means minting tokens and users, which IoT Central forbids Builders. Builders manage
-device templates here, which this face checks itself (see GRANTS).
+Each IoT Central role is a core role (domain/model.py Role): App Administrator is `admin`, App
+Builder `builder`, App Operator `operator`. What each may do is the one authorization check's
+(services/authz.py, with the table in domain/roles.py); this face decides nothing. Tokens made
+by PUT /apiTokens keep the IoT Central role id in ApiToken.face_role, which their answers show.
+Any other principal (the server's admin token, /v1 tokens, users) is named by its core role
+(admin an App Administrator, builder an App Builder, operator an App Operator; a viewer has no
+IoT Central role and may only read).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from thinghub.domain.errors import Forbidden, Invalid
 from thinghub.domain.model import Principal, Role
+from thinghub.domain.roles import CENTRAL_BUILDER_ROLE_ID, Permission
 
 __all__ = [
     "ADMINISTRATOR",
@@ -23,13 +23,10 @@ __all__ = [
     "OPERATOR",
     "ROLES",
     "CentralRole",
-    "Permission",
+    "describe_refusal",
     "parse_role",
-    "require",
     "role_of",
 ]
-
-Permission = Literal["read", "devices.write", "templates.write", "tokens"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +35,6 @@ class CentralRole:
     name: str  # its display name
     aliases: tuple[str, ...]  # lower-case short names also accepted
     core: Role
-    grants: frozenset[Permission]
 
 
 ADMINISTRATOR = CentralRole(
@@ -46,27 +42,16 @@ ADMINISTRATOR = CentralRole(
     "App Administrator",
     ("administrator", "admin"),
     Role.ADMIN,
-    frozenset({"read", "devices.write", "templates.write", "tokens"}),
 )
-BUILDER = CentralRole(
-    "344138e9-8de4-4497-8c54-5237e96d6aaf",
-    "App Builder",
-    ("builder",),
-    Role.OPERATOR,
-    frozenset({"read", "devices.write", "templates.write"}),
-)
+BUILDER = CentralRole(CENTRAL_BUILDER_ROLE_ID, "App Builder", ("builder",), Role.BUILDER)
 OPERATOR = CentralRole(
-    "ae2c9854-393b-4f97-8c42-479d70ce626e",
-    "App Operator",
-    ("operator",),
-    Role.OPERATOR,
-    frozenset({"read", "devices.write"}),
+    "ae2c9854-393b-4f97-8c42-479d70ce626e", "App Operator", ("operator",), Role.OPERATOR
 )
 ROLES = (ADMINISTRATOR, BUILDER, OPERATOR)
 _BY_ID = {role.id: role for role in ROLES}
-_BY_CORE = {Role.ADMIN: ADMINISTRATOR, Role.OPERATOR: OPERATOR}
-_READ_ONLY: frozenset[Permission] = frozenset({"read"})
-_ACCOUNT_WIDE: frozenset[Permission] = frozenset({"tokens", "templates.write"})
+_BY_CORE = {role.core: role for role in ROLES}
+# How this face's messages name a permission (what its routes need).
+_WORDS = {Permission.TOKENS_ADMIN: "tokens"}
 
 
 def parse_role(value: object) -> CentralRole:
@@ -86,21 +71,31 @@ def parse_role(value: object) -> CentralRole:
 
 def role_of(principal: Principal) -> CentralRole | None:
     """The caller's IoT Central role; None for a read-only (viewer) principal."""
-    if principal.face_role in _BY_ID:
+    if principal.face_role in _BY_ID and principal.role is _BY_ID[principal.face_role].core:
         return _BY_ID[principal.face_role]
     return _BY_CORE.get(principal.role)
 
 
-def require(principal: Principal, permission: Permission) -> None:
-    """Raise Forbidden (403) unless the caller's role grants the permission."""
-    role = role_of(principal)
-    grants = role.grants if role is not None else _READ_ONLY
-    if principal.project is not None and permission in _ACCOUNT_WIDE:
-        # Tokens and templates belong to the whole application, not to one project.
-        raise Forbidden(
-            f"a token limited to project {principal.project!r} may not do this ({permission})",
-            field="role",
-        )
-    if permission not in grants:
-        who = role.name if role is not None else f"role {principal.role.value!r}"
-        raise Forbidden(f"{who} may not do this ({permission})", field="role")
+def describe_refusal(error: Forbidden) -> str:
+    """A refusal of the authorization check, in IoT Central's role names: "App Operator may
+    not do this (templates.write)", "a token limited to project 'p' may not do this
+    (tokens)". A refusal that is not about the role or the whole account (a project the
+    caller named itself) keeps its message."""
+    permission = error.details.get("permission")
+    reason = error.details.get("reason")
+    if not isinstance(permission, Permission) or reason not in ("role", "account_wide"):
+        return error.message
+    word = _WORDS.get(permission, permission.value)
+    if reason == "account_wide":
+        project = error.details.get("project")
+        return f"a token limited to project {project!r} may not do this ({word})"
+    # A token made here has the IoT Central role of its core role, so the core role names it.
+    core = error.details.get("role")
+    role = _BY_CORE.get(core) if isinstance(core, Role) else None
+    if role is not None:
+        who = role.name
+    elif isinstance(core, Role):
+        who = f"role {core.value!r}"
+    else:
+        who = "this role"
+    return f"{who} may not do this ({word})"

@@ -13,7 +13,12 @@ __all__ = ["FACE", "create_app"]
 
 def build(context: FaceContext) -> FaceParts:
     return FaceParts(
-        app=create_app(context.services, context.settings, addresses=context.addresses)
+        app=create_app(
+            context.services,
+            context.settings,
+            addresses=context.addresses,
+            clock=context.clock.now,
+        )
     )
 
 

@@ -8,6 +8,7 @@ failed CSRF check is 403 and changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -150,6 +151,7 @@ def create_app(
     *,
     store: SessionStore | None = None,
     addresses: Callable[[], Mapping[str, Any]] = dict,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The console app (mounted at /console). `store` defaults to one process's memory."""
     chart = has_chart_assets()
@@ -170,6 +172,7 @@ def create_app(
         ),
         addresses=addresses,
         has_chart=chart,
+        clock=clock,
     )
     app = Starlette(
         routes=[

@@ -3,7 +3,7 @@
 Theory of operation (sans-IO, h11 style: bytes in, values out):
 
 On the TCP port (4200) requests arrive as JSON objects written back to back with no
-delimiter (specs: itwin-socket-protocol §2.2). FrameDecoder.receive_data() appends bytes;
+delimiter (docs/faces/itwin-internals.md, "Framing"). FrameDecoder.receive_data() appends bytes;
 next_frame() returns the next complete value, or NEED_DATA. It finds where a value ends with
 a cheap scan that never recurses: between values it skips whitespace and expects `{` or
 `[`; inside a value one possessive regex match skips everything up to the next bracket,

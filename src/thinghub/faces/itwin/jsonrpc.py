@@ -1,6 +1,6 @@
 """JSON-RPC 2.0 messages of the iTwin socket API: requests, ids, errors, results, chunks.
 
-The wire (JSON-RPC 2.0 §4-§5; specs: itwin-socket-protocol §2.3-§2.5):
+The wire (JSON-RPC 2.0 §4-§5; docs/faces/itwin-internals.md, "Messages and ids"):
 - a request is `{"jsonrpc": "2.0", "method", "params"?, "id"?}`; without `id` it is a
   notification and gets no reply. Unknown params (Bentley's client adds `projectIds` to
   everything) are the method's business, not an error here.
@@ -253,7 +253,7 @@ _CODE_OF: tuple[tuple[type[errors.Error], int], ...] = (
 
 
 def rpc_error_for(exc: errors.Error, request_id: RequestId = None) -> RpcError:
-    """Translate a domain error once, at the edge (STYLE §5).
+    """Translate a domain error once, at the edge.
 
     Invalid becomes INVALID_PARAMS with `data.param` = its field; the other kinds get their
     code from the table in the module docstring and `data.code` = the domain's stable code.

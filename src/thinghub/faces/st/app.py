@@ -1,6 +1,8 @@
 """Routes of the /v1 face: devices, gateways and modules, telemetries, events, methods, auth.
 
-Field names, shapes and status codes follow the ST AIoT Craft IoT API (seeds/000).
+Field names, shapes and status codes follow the ST AIoT Craft IoT API document (see
+docs/faces/st.md). The routes translate wire shapes and errors only: who may do what and every
+rule of a use case are the services' (services/authz.py, services/*).
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from thinghub.config import Settings
 from thinghub.domain.clock import format_ts, parse_ts
-from thinghub.domain.errors import Conflict, Forbidden, Invalid, Unauthorized
+from thinghub.domain.errors import Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import exceeds_depth
 from thinghub.domain.model import ApiToken, Device, DeviceKind, Principal, Retention, Role
-from thinghub.domain.storable import check_storable
-from thinghub.domain.twin import check_patch_size, validate_patch
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
@@ -48,15 +48,14 @@ from thinghub.faces.st.schemas import (
     Ux4iotKeyCreate,
 )
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
-from thinghub.services.auth import authorize
 from thinghub.services.core import Services
 from thinghub.services.retention import RetentionView
 
 __all__ = ["create_app"]
 
 Caller = Annotated[Principal, Depends(principal_of())]
-# The seed's method call reads `/v1/devices/  c8dc6706-.../method`; ids never hold spaces, so
-# a path id copied with them still names the device.
+# The ST API's documentation prints its method call as `/v1/devices/  c8dc6706-.../method`;
+# ids never hold spaces, so a path id copied with them still names the device.
 DeviceId = Annotated[str, Path(), AfterValidator(str.strip)]
 # A filter sent empty (`?deploymentID=`) is a filter not given, as an empty `from` already is.
 Filter = Annotated[str | None, Query(), AfterValidator(lambda value: value or None)]
@@ -72,7 +71,7 @@ EventTypeFilter = Annotated[
     AfterValidator(lambda value: value or None),
 ]
 
-# The seed's events are property changes: connection state and twin changes. thinghub's own
+# The ST API's events are property changes: connection state and twin changes. thinghub's own
 # kinds (device lifecycle, rejected telemetry) are listed when `eventType` names them.
 SEED_EVENT_TYPES = frozenset({EventType.CONNECTION_STATE, EventType.CHANGE})
 
@@ -106,7 +105,7 @@ async def _device_json(services: Services, principal: Principal, device: Device)
         },
         "isIoTEdgeCapable": device.is_gateway,
         "connectionState": _connection_state(await services.registry.is_connected(device.id)),
-        "credentials": _credentials(principal, device),
+        "credentials": _credentials(services, principal, device),
         "properties": {"desired": twin.desired.properties},
         "lastActivityTime": _ts(device.last_activity_at),
         "modelId": device.model_id,
@@ -114,12 +113,15 @@ async def _device_json(services: Services, principal: Principal, device: Device)
     }
 
 
-def _credentials(principal: Principal, device: Device) -> dict[str, Any]:
-    # Viewers see that a device has keys, not the keys.
-    keys = None
-    if principal.role.can_write:
-        keys = {"primaryKey": device.primary_key, "secondaryKey": device.secondary_key}
-    return {"type": "symmetricKey", "symmetricKey": keys}
+def _credentials(services: Services, principal: Principal, device: Device) -> dict[str, Any]:
+    # Viewers see that a device has keys, not the keys (the registry decides).
+    keys = services.registry.keys_shown(principal, device)
+    shown = (
+        None
+        if keys is None
+        else {"primaryKey": keys.primary_key, "secondaryKey": keys.secondary_key}
+    )
+    return {"type": "symmetricKey", "symmetricKey": shown}
 
 
 async def _module_json(services: Services, principal: Principal, module: Device) -> dict[str, Any]:
@@ -128,7 +130,7 @@ async def _module_json(services: Services, principal: Principal, module: Device)
         "moduleId": module.module_id,
         "deviceId": module.parent_id,
         "connectionState": _connection_state(await services.registry.is_connected(module.id)),
-        "credentials": _credentials(principal, module),
+        "credentials": _credentials(services, principal, module),
         "properties": {"desired": twin.desired.properties},
         "lastActivityTime": _ts(module.last_activity_at),
         "modelId": module.model_id,
@@ -332,12 +334,8 @@ async def create_token(body: TokenCreate, request: Request, caller: Caller) -> R
     tokens for its own project.
     """
     services = services_of(request)
-    authorize(caller, "admin")
-    project = body.project if body.project is not None else caller.project
-    if not caller.sees(project):
-        raise Forbidden(f"this token is limited to project {caller.project!r}", field="project")
-    issued = await services.auth.create_token(
-        caller.account_id, Role(body.role), label=body.label, project=project
+    issued = await services.auth.issue_token(
+        caller, Role(body.role), label=body.label, project=body.project
     )
     return OrjsonResponse(
         {
@@ -355,7 +353,6 @@ async def create_token(body: TokenCreate, request: Request, caller: Caller) -> R
 @router.get("/tokens", tags=["auth"])
 async def list_tokens(request: Request, caller: Caller) -> Response:
     services = services_of(request)
-    authorize(caller, "admin")
     tokens = await services.auth.list_tokens(caller)
     return OrjsonResponse(
         [
@@ -373,10 +370,8 @@ async def list_tokens(request: Request, caller: Caller) -> Response:
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["auth"])
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
-    services = services_of(request)
-    authorize(caller, "admin")
-    await services.auth.get_token(caller, token_id)  # 404 outside the caller's account/project
-    await services.auth.revoke_token(caller.account_id, token_id)
+    """404 for a token outside the caller's account (or project)."""
+    await services_of(request).auth.revoke(caller, token_id)
     return Response(status_code=204)
 
 
@@ -448,18 +443,9 @@ async def revoke_ux4iot_key(key_id: str, request: Request, caller: Caller) -> Re
 
 @router.post("/users", status_code=201, tags=["auth"])
 async def create_user(body: UserCreate, request: Request, caller: Caller) -> Response:
-    authorize(caller, "admin")
-    if caller.project is not None:  # a user sees the whole account: beyond this caller's reach
-        raise Forbidden(
-            f"this token is limited to project {caller.project!r}; users see the whole account",
-            field="project",
-        )
-    try:
-        user = await services_of(request).auth.create_user(
-            caller.account_id, body.username, body.password, Role(body.role)
-        )
-    except Conflict as exc:
-        raise Conflict(exc.message, field="username") from exc
+    user = await services_of(request).auth.add_user(
+        caller, body.username, body.password, Role(body.role)
+    )
     return OrjsonResponse(
         {"id": user.id, "username": user.username, "role": user.role.value}, status_code=201
     )
@@ -538,47 +524,24 @@ async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> R
 async def update_device(
     device_id: DeviceId, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
-    """Patch desired properties (`properties`), rename, or enable/disable the device."""
+    """Patch desired properties (`properties`), rename, or enable/disable the device (a
+    disabled device is disconnected)."""
     services = services_of(request)
-    authorize(caller, "write")
-    device = await services.registry.get_device(caller, device_id)
-    patch = _desired_patch(body.properties)  # checked before anything changes
-    changes: dict[str, Any] = {}
-    name = body.name or (body.tags.name if body.tags else None)
-    if name:
-        changes["name"] = name
-    if body.provisioningStatus is not None:
-        changes["enabled"] = body.provisioningStatus == "enabled"
-    if patch:  # first: a full twin section (413) must leave the rest unchanged too
-        await services.twins.patch_desired(device, patch)
-    if changes:
-        device = await services.registry.update_device(caller, device, **changes)
-        if not device.enabled:
-            await services.registry.disconnect(
-                device.id
-            )  # a disabled device may not stay connected
+    enabled = None if body.provisioningStatus is None else body.provisioningStatus == "enabled"
+    device = await services.registry.edit_device(
+        caller,
+        device_id,
+        desired=body.properties,
+        name=body.name or (body.tags.name if body.tags else None),
+        enabled=enabled,
+    )
     return OrjsonResponse(await _device_json(services, caller, device))
-
-
-def _desired_patch(properties: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The desired patch of a PUT, validated; None when it changes nothing.
-
-    An empty patch (`{}`, or only `$version`) is not sent: it would bump the twin's version
-    and push an empty change to the device. IoT Hub caps a twin section at 32 KiB.
-    """
-    if properties is None:
-        return None
-    patch = validate_patch(properties)
-    check_storable(patch, "properties")  # e.g. an integer beyond 64 bits
-    check_patch_size(patch, "properties")
-    return patch or None
 
 
 @router.delete("/devices/{device_id}", status_code=204, tags=["devices"])
 async def delete_device(device_id: DeviceId, request: Request, caller: Caller) -> Response:
-    services = services_of(request)
-    await services.registry.delete_device(caller, device_id)
-    await services.registry.disconnect(device_id)
+    """Deletes the device (a gateway with its modules) and closes its connections."""
+    await services_of(request).registry.delete_device(caller, device_id)
     return Response(status_code=204)
 
 
@@ -599,10 +562,8 @@ async def invoke_method(
     The device's status code is in the `x-method-status` header. 404 DeviceNotOnline when the
     device is not connected, 504 GatewayTimeout when it does not answer in time.
     """
-    services = services_of(request)
-    device = await services.registry.get_device(caller, device_id)
-    result = await services.commands.invoke(
-        caller, device, body.name, body.payload, body.responseTimeoutInSeconds
+    result = await services_of(request).commands.invoke(
+        caller, device_id, body.name, body.payload, body.responseTimeoutInSeconds
     )
     return _method_response(settings_of(request), result)
 
@@ -611,9 +572,10 @@ def _method_response(settings: Settings, result: MethodResult) -> Response:
     """The device's answer as the response body.
 
     The Azure SDK's samples serialize their answer themselves and the SDK serializes it again,
-    so the wire carries a JSON string holding JSON (specs/azure-device-protocol.md §8); the
-    seed shows the object, so a string that holds a JSON object or array is unwrapped (unless
-    it nests deeper than max_json_depth: then it stays the string it is).
+    so the wire carries a JSON string holding JSON (docs/faces/device-mqtt.md, "Direct
+    methods"); the API document shows the object, so a string that holds a JSON object or
+    array is unwrapped (unless it nests deeper than max_json_depth: then it stays the string
+    it is).
     """
     payload = result.payload
     if (
@@ -631,9 +593,9 @@ async def send_c2d(
     device_id: DeviceId, body: C2DSend, request: Request, caller: Caller
 ) -> Response:
     """Send a cloud-to-device message; queued until the device is connected."""
-    services = services_of(request)
-    device = await services.registry.get_device(caller, device_id)
-    message = await services.c2d.send(caller, device, body.body, body.properties, body.ttlInSeconds)
+    message = await services_of(request).c2d.send(
+        caller, device_id, body.body, body.properties, body.ttlInSeconds
+    )
     return OrjsonResponse(
         {"messageId": message.id, "expiryTime": format_ts(message.expires_at)}, status_code=202
     )
@@ -645,16 +607,13 @@ async def issue_certificate(device_id: DeviceId, request: Request, caller: Calle
 
     The device can then connect over MQTT with the certificate instead of a SAS token.
     """
-    services = services_of(request)
-    authorize(caller, "admin")
-    device = await services.registry.get_device(caller, device_id)
-    cert, key = await services.certificates.issue(device)
+    issued = await services_of(request).certificates.issue_for(caller, device_id)
     return OrjsonResponse(
         {
-            "deviceId": device.id,
-            "certificate": cert,
-            "privateKey": key,
-            "caCertificate": services.certificates.ca_pem,
+            "deviceId": issued.device_id,
+            "certificate": issued.certificate,
+            "privateKey": issued.private_key,
+            "caCertificate": issued.ca_certificate,
         },
         status_code=201,
     )
@@ -683,18 +642,16 @@ async def create_enrollment_group(
 @router.get("/enrollmentGroups", tags=["provisioning"])
 async def list_enrollment_groups(request: Request, caller: Caller) -> Response:
     services = services_of(request)
-    authorize(caller, "admin")
-    account = await services.auth.account(caller.account_id)
     groups = await services.provisioning.list_groups(caller)
+    account = await services.auth.account(caller.account_id)
     return OrjsonResponse([{**group, "idScope": account.id_scope} for group in groups])
 
 
 @router.get("/enrollmentGroups/{group_id}", tags=["provisioning"])
 async def get_enrollment_group(group_id: str, request: Request, caller: Caller) -> Response:
     services = services_of(request)
-    authorize(caller, "admin")
-    account = await services.auth.account(caller.account_id)
     group = await services.provisioning.get_group(caller, group_id)
+    account = await services.auth.account(caller.account_id)
     return OrjsonResponse({**group, "idScope": account.id_scope})
 
 
@@ -719,12 +676,7 @@ async def create_module(
     device_id: DeviceId, body: ModuleCreate, request: Request, caller: Caller
 ) -> Response:
     services = services_of(request)
-    try:
-        module = await services.registry.create_module(caller, device_id, body.moduleId)
-    except Conflict as exc:
-        raise Conflict(
-            f"module {body.moduleId!r} of {device_id!r} already exists", field="moduleId"
-        ) from exc
+    module = await services.registry.create_module(caller, device_id, body.moduleId)
     return OrjsonResponse(await _module_json(services, caller, module))
 
 
@@ -742,11 +694,9 @@ async def update_module(
     device_id: DeviceId, module_id: str, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
     services = services_of(request)
-    authorize(caller, "write")
-    module = await services.registry.get_module(caller, device_id, module_id)
-    patch = _desired_patch(body.properties)
-    if patch:
-        await services.twins.patch_desired(module, patch)
+    module = await services.registry.edit_module(
+        caller, device_id, module_id, desired=body.properties
+    )
     return OrjsonResponse(await _module_json(services, caller, module))
 
 
@@ -754,9 +704,8 @@ async def update_module(
 async def delete_module(
     device_id: DeviceId, module_id: str, request: Request, caller: Caller
 ) -> Response:
-    services = services_of(request)
-    await services.registry.delete_module(caller, device_id, module_id)
-    await services.registry.disconnect(f"{device_id}/{module_id}")
+    """Deletes the module and closes its connection."""
+    await services_of(request).registry.delete_module(caller, device_id, module_id)
     return Response(status_code=204)
 
 
@@ -853,7 +802,7 @@ async def list_events(
 ) -> Response:
     """Events, newest first, paged like telemetry.
 
-    connection_state_event and change_event, as in the seed; `eventType` picks one type,
+    connection_state_event and change_event, as in the ST API; `eventType` picks one type,
     thinghub's device_lifecycle_event and telemetry_rejected_event included.
     """
     services = services_of(request)

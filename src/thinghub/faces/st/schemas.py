@@ -72,7 +72,7 @@ class DeviceTags(_Body):
 
 
 class DeviceUpdate(_Body):
-    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the seed)."""
+    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the ST API)."""
 
     properties: dict[str, Any] | None = None
     name: StrictStr | None = Field(default=None, min_length=1, max_length=200)
@@ -113,7 +113,7 @@ class EnrollmentGroupCreate(_Body):
 
 
 class TokenCreate(_Body):
-    role: Literal["admin", "operator", "viewer"]
+    role: Literal["admin", "builder", "operator", "viewer"]
     label: StrictStr = Field(default="", max_length=200)
     project: StrictStr | None = Field(
         default=None, min_length=1, max_length=128, json_schema_extra=ID_SCHEMA
@@ -127,7 +127,7 @@ class Ux4iotKeyCreate(_Body):
 class UserCreate(_Body):
     username: StrictStr = Field(min_length=1, max_length=200)
     password: StrictStr = Field(min_length=8, max_length=1000)
-    role: Literal["admin", "operator", "viewer"]
+    role: Literal["admin", "builder", "operator", "viewer"]
 
 
 class RetentionUpdate(_Body):

@@ -15,7 +15,9 @@ def build(context: FaceContext) -> FaceParts:
     the live feed) shared by every port the face is served on."""
     runtime = context.shared.get(FACE_NAME)
     if not isinstance(runtime, Ux4iotRuntime):
-        runtime = context.shared[FACE_NAME] = Ux4iotRuntime(context.services, context.settings)
+        runtime = context.shared[FACE_NAME] = Ux4iotRuntime(
+            context.services, context.settings, now=context.clock.now
+        )
     return FaceParts(
         app=create_app(context, runtime),
         # The client's Engine.IO path is always /socket.io/, whatever the Endpoint's path.

@@ -1,5 +1,5 @@
-"""Routes of the ux4iot face (seeds/003 and the verified client behaviour): sessions, grants,
-subscriptions, last values, twin, connection state, direct methods and desired properties.
+"""Routes of the ux4iot face, as the ux4iot clients use them (docs/faces/ux4iot.md): sessions,
+grants, subscriptions, last values, twin, connection state, direct methods and desired properties.
 
 Credentials (docs/faces/ux4iot.md, "Credentials"): `Shared-Access-Key` is one of the
 account's keys (services.auth face keys) and reaches every device of that account with no
@@ -482,7 +482,13 @@ async def patch_desired(request: Request) -> Response:
     ).to_domain()
     await _require(request, caller, need)
     device = await _device(request, caller, device_id)
-    twin = await services_of(request).twins.patch_desired(device, patch)
+    services = services_of(request)
+    # The registry's rules for an application's desired patch (size, storable; an empty
+    # patch changes nothing), as for every face.
+    await services.registry.edit_device(
+        caller.principal, device.id, desired=patch, desired_field="desiredPropertyPatch"
+    )
+    twin = await services.twins.get(device)
     document = twin_document(twin.version, twin.reported.document(), twin.desired.document())
     return OrjsonResponse(method_response(200, document))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -61,7 +60,7 @@ class Ux4iotRuntime:
         services: Services,
         settings: Settings,
         *,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float],
         store: SessionStore | None = None,
     ) -> None:
         self.services = services

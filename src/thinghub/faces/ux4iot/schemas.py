@@ -44,7 +44,7 @@ __all__ = [
     "parse_log_level",
 ]
 
-# The two credentials of the REST API (specs: ux4iot 1.5). HTTP header names are
+# The two credentials of the REST API (docs/faces/ux4iot.md, "Credentials"). HTTP header names are
 # case-insensitive; these are the spellings the clients send.
 KEY_HEADER = "Shared-Access-Key"
 SESSION_HEADER = "sessionId"

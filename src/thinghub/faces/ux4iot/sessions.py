@@ -55,7 +55,7 @@ __all__ = [
 
 # A session without a socket and without requests for this long is gone. Ten minutes covers a
 # browser tab that lost its network for a while; the client opens a new session anyway when
-# its socket is refused (specs: ux4iot 1.3 reconnect).
+# its socket is refused (docs/faces/ux4iot.md, "Reconnecting").
 SESSION_IDLE_S = 600.0
 # `POST /session` needs no credentials, so the table as a whole is bounded.
 MAX_SESSIONS = 100_000

@@ -20,6 +20,7 @@ from thinghub.domain.errors import Invalid
 from thinghub.domain.events import Event, EventType
 from thinghub.domain.json_depth import JSON_DEPTH_CEILING, exceeds_depth
 from thinghub.domain.model import Account, ApiToken, Device, DeviceKind, Retention, Role, User
+from thinghub.domain.roles import stored_role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.domain.twin import Twin, TwinSection
 from thinghub.ports.store import C2DMessage
@@ -196,7 +197,8 @@ def as_token(row: Sequence[Any]) -> ApiToken:
         id=row[0],
         account_id=row[1],
         secret_hash=row[2],
-        role=Role(row[3]),
+        # A Central App Builder token stored before Role.BUILDER reads as a builder.
+        role=stored_role(row[3], row[5], row[6]),
         label=row[4],
         face=row[5],
         face_role=row[6],

@@ -324,6 +324,10 @@ def thinghub_server(work_dir: Path, admin_token: str) -> Iterator[_ServerProcess
         "0",
         "--mqtt-port",
         "0",
+        "--itwin-ws-port",
+        "0",
+        "--itwin-tcp-port",
+        "0",
     ]
     server = _ServerProcess(
         "thinghub", cmd, "thinghub ready ", env=env, log_path=work_dir / "thinghub.log"

@@ -4,7 +4,7 @@ A micro-benchmark (no server): pint per value (the reference, what a naive face 
 against the cached Conversion that services/units.py builds once per unit pair, called per
 value and in batch; then the whole per-point cost of a getData chunk (time key, conversion,
 JSON) with and without the TCP encoder's brace check. Prints ns per value; the ratios are
-what matter (docs/faces/itwin-internals.md quotes one run).
+what matter (docs/faces/itwin.md, "How it works", quotes the result).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages thinghub's tests (and, with "bench", benchmarks) need:
-# PostgreSQL for the contract and e2e runs on PostgreSQL; Node.js and npm for the ux4iot
+# PostgreSQL for the contract and e2e runs on PostgreSQL; nats-server for the cluster e2e test; Node.js and npm for the ux4iot
 # e2e tests, which run the real ux4iot-react and socket.io-client from npm
 # (tests/e2e/ux4iot_client, installed there with `npm ci` by the tests themselves), and npm
 # also builds the console's front-end files at install time (scripts/console_assets.py);
@@ -11,6 +11,7 @@ set -euo pipefail
 
 want=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then want+=(postgresql); fi
+command -v nats-server >/dev/null 2>&1 || want+=(nats-server)
 command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || want+=(nodejs)
 command -v npm >/dev/null 2>&1 || want+=(npm)
 [ -x /usr/bin/chromium ] || want+=(chromium)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -80,6 +81,17 @@ def _str_list(value: Any) -> tuple[str, ...]:
     raise ValueError("expected a list or a comma-separated string")
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -98,11 +110,66 @@ def _optional_url(value: Any) -> str | None:
     return url
 
 
+def _ttl_s(value: Any) -> float:
+    """A credential lifetime: 1 second to 12 hours (AWS STS's usual maximum)."""
+    number = _positive(value)
+    if number < 1 or number > 43_200:
+        raise ValueError("must be 1 to 43200 seconds")
+    return number
+
+
+def _region(value: Any) -> str:
+    """An S3 region name, as SigV4 scopes carry it."""
+    text = str(value)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        raise ValueError("a region is 1 to 63 characters of a-z 0-9 -, like us-east-1")
+    return text
+
+
+def _cloud_name(value: Any) -> str:
+    text = str(value).strip()
+    if not 1 <= len(text) <= 64:
+        raise ValueError("must be 1 to 64 characters")
+    return text
+
+
+def _optional_nats_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    url = str(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("expected nats://HOST:PORT (or tls://HOST:PORT)")
+    return url
+
+
 def _log_level(value: Any) -> str:
     level = str(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise ValueError("one of debug, info, warning, error")
     return level
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _switch(value: Any) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ValueError("expected on or off")
 
 
 # Device listener and ingest limits (docs/limits.md, "MQTT device limits"): named here for the
@@ -137,11 +204,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", _port, 8080, "HTTP port: REST faces and OpenAPI docs (0 = ephemeral)."),
     Setting("mqtt_port", _port, 8883, "MQTT over TLS port for devices and DPS (0 = ephemeral)."),
     Setting(
+        "itwin_ws_port",
+        _port,
+        4201,
+        "iTwin socket API: JSON-RPC over WebSocket, path / (0 = ephemeral).",
+    ),
+    Setting(
+        "itwin_tcp_port",
+        _port,
+        4200,
+        "iTwin socket API: JSON-RPC over TCP, concatenated JSON objects (0 = ephemeral).",
+    ),
+    Setting(
+        "itwin_tls",
+        _boolean,
+        False,
+        "Serve the iTwin WebSocket and TCP ports with TLS (the hub's server certificate).",
+    ),
+    Setting(
         "database",
         _optional_str,
         None,
         "Database URL; empty means SQLite in the data directory, postgresql://... selects "
         "PostgreSQL.",
+    ),
+    Setting(
+        "bus",
+        _optional_nats_url,
+        None,
+        "NATS URL (nats://HOST:4222) that joins this node to a cluster of nodes on one "
+        "PostgreSQL database; empty means the in-process bus (one node). Needs PostgreSQL.",
+    ),
+    Setting(
+        "node_id",
+        _optional_str,
+        None,
+        "This node's name in a cluster (unique per node); empty means HOST:PID.",
+    ),
+    Setting(
+        "node_lease_s",
+        _positive,
+        15.0,
+        "Seconds after a node's last heartbeat that its devices show Disconnected on the other "
+        "nodes (with --bus).",
     ),
     Setting(
         "hub_hostname",
@@ -164,6 +269,32 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ready_file", _optional_path, None, "Also write the ready JSON to this file."),
     Setting("log_level", _log_level, "info", "debug, info, warning or error."),
+    Setting(
+        "log_format",
+        _choice("text", "json"),
+        "text",
+        "Logs on stderr as text lines or as JSON objects, one per line.",
+    ),
+    Setting(
+        "access_log",
+        _switch,
+        False,
+        "Log one line per HTTP request (method, path, status, duration, face, principal id; "
+        "never a token or query string): on or off.",
+    ),
+    Setting(
+        "metrics",
+        _choice("off", "on", "token"),
+        "token",
+        "Prometheus metrics at /metrics: off (404), on (open to anyone who reaches the HTTP "
+        "port), token (Bearer metrics_token, or an admin API token of the default account).",
+    ),
+    Setting(
+        "metrics_token",
+        _optional_str,
+        None,
+        "A bearer token a Prometheus scraper may send for /metrics (with metrics = token).",
+    ),
     Setting(
         "face_listen",
         _str_list,
@@ -242,10 +373,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Days events are kept, unless the account sets its own; 0 keeps them forever.",
     ),
     Setting(
+        "retention_files_days",
+        _days,
+        0.0,
+        "Days device files (Ioto uploads) are kept after they were last written, unless the "
+        "account sets its own; 0 keeps them forever.",
+    ),
+    Setting(
         "retention_interval_s",
         _positive,
         3600.0,
-        "How often expired telemetry and events are deleted (also once at start).",
+        "How often expired telemetry, events and files are deleted (also once at start).",
     ),
     Setting(
         "retention_batch_rows",
@@ -356,6 +494,45 @@ SETTINGS: tuple[Setting, ...] = (
         "Connects a device may make at once before mqtt_device_connects_per_min applies.",
     ),
     Setting(
+        "files_dir",
+        _optional_path,
+        None,
+        "Folder for device files (Ioto uploads); empty: `files` in the data directory. With "
+        "several nodes on PostgreSQL it must be one folder they all share.",
+    ),
+    Setting(
+        "ioto_cloud_name",
+        _cloud_name,
+        "thinghub",
+        "The cloud name Ioto devices are told (cloudName in register and provision answers).",
+    ),
+    Setting(
+        "ioto_region",
+        _region,
+        "thinghub-1",
+        "The region of the S3-compatible file endpoint: SigV4 signatures must name it, and "
+        "Ioto devices are told it (cloudRegion, getCreds region).",
+    ),
+    Setting(
+        "ioto_credentials_ttl_s",
+        _ttl_s,
+        3600.0,
+        "Lifetime of the temporary credentials Ioto devices get from getCreds (1 s to 12 h; "
+        "under 25 minutes the agent asks for new ones every time it uses them).",
+    ),
+    Setting(
+        "ioto_signed_url_ttl_s",
+        _ttl_s,
+        3600.0,
+        "Lifetime of the URLs getSignedUrl answers (1 s to 12 h).",
+    ),
+    Setting(
+        "ioto_max_file_bytes",
+        _positive_int,
+        67_108_864,
+        "Largest device file one upload may store (64 MiB).",
+    ),
+    Setting(
         "ingest_queue_max_bytes",
         _positive_int,
         INGEST_QUEUE_MAX_BYTES,
@@ -413,12 +590,22 @@ class Settings:
     host: str
     http_port: int
     mqtt_port: int
+    itwin_ws_port: int
+    itwin_tcp_port: int
+    itwin_tls: bool
     database: str | None
+    bus: str | None
+    node_id: str | None
+    node_lease_s: float
     hub_hostname: str
     hostnames: tuple[str, ...]
     admin_token: str | None
     ready_file: Path | None
     log_level: str
+    log_format: str
+    access_log: bool
+    metrics: str
+    metrics_token: str | None
     face_listen: tuple[str, ...]
     jwt_ttl_s: int
     commit_interval_ms: float
@@ -433,6 +620,7 @@ class Settings:
     query_timeout_s: float
     retention_telemetry_days: float
     retention_events_days: float
+    retention_files_days: float
     retention_interval_s: float
     retention_batch_rows: int
     public_url: str | None
@@ -451,6 +639,12 @@ class Settings:
     mqtt_device_bytes_per_s: float
     mqtt_device_connects_per_min: float
     mqtt_device_connect_burst: int
+    files_dir: Path | None
+    ioto_cloud_name: str
+    ioto_region: str
+    ioto_credentials_ttl_s: float
+    ioto_signed_url_ttl_s: float
+    ioto_max_file_bytes: int
     ingest_queue_max_bytes: int
     console_session_idle_s: float
     console_max_sessions: int
@@ -469,6 +663,11 @@ class Settings:
     def database_url(self) -> str:
         """The database URL, SQLite in the data directory when none is set."""
         return self.database or f"sqlite:///{self.data_dir / 'thinghub.db'}"
+
+    @property
+    def files_path(self) -> Path:
+        """Where device files are kept: files_dir, else `files` in the data directory."""
+        return self.files_dir or self.data_dir / "files"
 
     @property
     def is_postgres(self) -> bool:
@@ -523,4 +722,10 @@ def load_settings(
     }
     _apply(values, from_env, "environment")
     _apply(values, {k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.bus is not None and not settings.is_postgres:
+        raise ConfigError(
+            f"bus = {settings.bus!r} needs database = postgresql://...: several nodes share one "
+            "PostgreSQL database, and a SQLite file belongs to one node"
+        )
+    return settings

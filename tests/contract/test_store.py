@@ -224,6 +224,22 @@ async def test_projects_and_deployments(stores: Stores) -> None:
     assert await stores.devices.list_projects("acc-3") == []
 
 
+async def test_delete_project_only_when_no_device_uses_it(stores: Stores) -> None:
+    await stores.devices.ensure_deployment(ACC, "p1", "d1", T0)
+    await stores.devices.ensure_project(ACC, "p2", T0)
+    await stores.devices.ensure_project("acc-2", "p1", T0)
+    await stores.devices.insert(
+        device("in-p2", project="p2", kind=DeviceKind.SENSOR), Twin("in-p2")
+    )
+    assert await stores.devices.delete_project(ACC, "p2") is False  # a device (any kind) uses it
+    assert await stores.devices.delete_project(ACC, "nope") is False
+    assert await stores.devices.delete_project(ACC, "p1") is True
+    assert [p.name for p in await stores.devices.list_projects(ACC)] == ["p2"]
+    assert await stores.devices.list_deployments(ACC, "p1") == []
+    assert [p.name for p in await stores.devices.list_projects("acc-2")] == ["p1"]  # untouched
+    assert await stores.devices.delete_project(ACC, "p1") is False
+
+
 # -- devices ---------------------------------------------------------------------------------
 
 
@@ -616,6 +632,66 @@ async def test_observations_and_latest(stores: Stores) -> None:
         ACC, "dev-1", "hum", at(11), None, 1)] == [41.0]  # fmt: skip
     assert await stores.telemetry.observations(ACC, "dev-1", "hum", None, at(9), 100) == []
     assert await stores.telemetry.observations("acc-2", "dev-1", "hum", None, None, 100) == []
+
+
+async def _streamed(stores: Stores, *args: Any) -> list[list[tuple[float, float]]]:
+    return [batch async for batch in stores.telemetry.stream_observations(ACC, *args)]
+
+
+async def test_stream_observations_keeps_equal_times_together(stores: Stores) -> None:
+    def obs(metric: str, seconds: float, value: float, entity: str = "dev-1") -> Observation:
+        return Observation(ACC, entity, metric, at(seconds), value)
+
+    # Five rows at one time (three of them the same pair), around them others; another metric,
+    # entity and account that must not show.
+    rows = [
+        obs("temp", 1, 1.0),
+        obs("temp", 2, 7.0),
+        obs("temp", 2, 5.0),
+        obs("temp", 2, 5.0),
+        obs("temp", 2, 5.0),
+        obs("temp", 2, 6.0),
+        obs("temp", 3, 0.5),
+        obs("temp", 4, 2.0),
+    ]
+    await stores.telemetry.append([], rows)
+    await stores.telemetry.append(
+        [], [obs("hum", 2, 9.0), obs("temp", 2, 9.0, entity="dev-2"),
+             Observation("acc-2", "dev-1", "temp", at(2), 9.0)],
+    )  # fmt: skip
+    expected = sorted((o.ts, o.value) for o in rows)
+    for size in (1, 2, 3, 4, 7, 8, 100):
+        batches = await _streamed(stores, "dev-1", "temp", None, None, size)
+        flat = [p for batch in batches for p in batch]
+        assert [p[0] for p in flat] == [p[0] for p in expected], size  # oldest first
+        assert sorted(flat) == expected, size  # every row once
+        # A time's rows come together, so a batch may hold more than `size` (the five at
+        # t=2), and a full one ends at a time boundary.
+        times = [{p[0] for p in batch} for batch in batches]
+        assert all(not (a & b) for a, b in zip(times, times[1:], strict=False)), size
+        assert all(len(b) >= size or b[-1][0] == at(2) for b in batches[:-1]), size
+    # A range, both ends included.
+    ranged = await _streamed(stores, "dev-1", "temp", at(2), at(3), 2)
+    in_range = [p for p in expected if at(2) <= p[0] <= at(3)]
+    assert sorted(p for b in ranged for p in b) == in_range
+    assert await _streamed(stores, "dev-1", "temp", at(5), None, 10) == []
+    assert await _streamed(stores, "nope", "temp", None, None, 10) == []
+    with pytest.raises(ValueError, match="batch_rows"):
+        await _streamed(stores, "dev-1", "temp", None, None, 0)
+
+
+async def test_stream_observations_reads_each_page_when_asked(stores: Stores) -> None:
+    """Pages are read one at a time: rows added between two pages, after the last pair sent,
+    show in the next page (nothing was read ahead)."""
+    await stores.telemetry.append(
+        [], [Observation(ACC, "dev-1", "t", at(s), float(s)) for s in range(4)]
+    )
+    stream = stores.telemetry.stream_observations(ACC, "dev-1", "t", None, None, 2)
+    first = await anext(stream)
+    assert first == [(at(0), 0.0), (at(1), 1.0)]
+    await stores.telemetry.append([], [Observation(ACC, "dev-1", "t", at(1.5), 1.5)])
+    rest = [p async for batch in stream for p in batch]
+    assert rest == [(at(1.5), 1.5), (at(2), 2.0), (at(3), 3.0)]
 
 
 # -- events ----------------------------------------------------------------------------------

@@ -826,6 +826,49 @@ def is_oauth_error(body: Any) -> bool:
     )
 
 
+def is_itwin_error(body: Any) -> bool:
+    """The iTwin REST face's two shapes: `{"errors": [{"message", "path"}]}` and, for the
+    Sensor Data Service's integrations, `{"error": {"code", "message"}}`."""
+    if not isinstance(body, dict):
+        return False
+    if set(body) == {"errors"}:
+        items = body["errors"]
+        return (
+            isinstance(items, list)
+            and bool(items)
+            and all(
+                isinstance(i, dict)
+                and set(i) == {"message", "path"}
+                and all(isinstance(v, str) and v for v in i.values())
+                for i in items
+            )
+        )
+    return (
+        set(body) == {"error"}
+        and isinstance(body["error"], dict)
+        and set(body["error"]) == {"code", "message"}
+        and body["error"]["code"] == "InvalidProcessIntegrationRequest"
+        and isinstance(body["error"]["message"], str)
+    )
+
+
+def is_json_rpc_error(message: Any) -> bool:
+    """A JSON-RPC 2.0 error object as the iTwin socket API answers (never -32603: that is
+    a bug of ours)."""
+    if not (isinstance(message, dict) and set(message) == {"jsonrpc", "id", "error"}):
+        return False
+    error = message["error"]
+    return (
+        message["jsonrpc"] == "2.0"
+        and isinstance(error, dict)
+        and set(error) == {"code", "message"}
+        and isinstance(error["code"], int)
+        and error["code"] != -32603
+        and isinstance(error["message"], str)
+        and bool(error["message"])
+    )
+
+
 HUB_MESSAGE = re.compile(r"ErrorCode:(ArgumentInvalid|IotHubUnauthorizedAccess|MessageTooLarge);")
 
 

@@ -75,6 +75,11 @@ class ServerProcess:
             "0",
             "--mqtt-port",
             "0",
+            # Parallel servers never share the iTwin socket ports (4200, 4201 by default).
+            "--itwin-ws-port",
+            "0",
+            "--itwin-tcp-port",
+            "0",
             "--log-level",
             "info",
             *self.args,

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websocket
 
 from tests.e2e.abuse import (
     BAD_PROXY_LINES,
@@ -56,6 +57,8 @@ from tests.e2e.abuse import (
     crafted_packets,
     is_central_error,
     is_hub_error,
+    is_itwin_error,
+    is_json_rpc_error,
     is_oauth_error,
     is_st_error,
     json_attack,
@@ -81,7 +84,8 @@ from thinghub.mqtt import ClientSession, Connacked, Publish, Subscribe, encode
 pytestmark = pytest.mark.e2e
 
 SEED = 20261204
-REQUESTS_PER_FACE = {"st": 600, "oauth": 300, "central": 600, "ingest": 600}  # ~1-5 s each
+REQUESTS_PER_FACE = {"st": 600, "oauth": 300, "central": 600, "ingest": 600, "itwin": 600}
+ITWIN_SOCKET_REQUESTS = {"websocket": 600, "tcp": 200}  # the TCP ones, a connection each
 FUZZ_THREADS = 4
 # The monitor's 99th percentile PUBACK latency: the stalls fixed were 7-32 s, and 2 s leaves
 # room for a busy CI machine.
@@ -292,6 +296,24 @@ CENTRAL_ROUTES = [
         {"roles": [{"role": "operator"}], "expiry": "2030-01-01T00:00:00Z"},
     ),
 ]
+# The iTwin REST face and Sensor Data Service; {sensor} is the fuzz target's default sensor.
+ITWIN_ROUTES = [
+    Route(
+        "POST",
+        "/itwin/api/data/upload",
+        {"observations": [{"sensorId": "{sensor}", "timestamp": "2024-02-20T04:35:23.653Z",
+                           "values": {"T": 21.5, "P": 101325}}]},
+    ),
+    Route(
+        "POST",
+        "/itwin/api/integrations/integrate?projectIds=fuzz",
+        {"integration": {"changeState": "new", "devices": [{"changeState": "new", "refId": "{new}",
+         "props": {"INTEGRATION_ID": "IMPORT_DEVICE_SDE", "NAME": "fuzz"}, "sensors": [
+            {"changeState": "new", "props": {"INTEGRATION_ID": "GENERIC_SENSOR_SDE",
+             "UNKNOWN_METRICS": {"0": "a"}, "UNKNOWN_UNITS": {"0": "mm"}}}]}]}},
+    ),
+    Route("POST", "/itwin/api/sensors/metrics?filters=raw", {"ids": ["{sensor}"]}),
+]  # fmt: skip
 INGEST_ROUTES = [
     Route("POST", "{plain}", {"temperature": 21.5, "humidity": 40}),
     Route("POST", "{templated}", {"x": 1.5}),
@@ -340,17 +362,24 @@ FACES = [
     Face("oauth", OAUTH_ROUTES, frozenset({400, 401, 413}), is_oauth_error),
     Face("central", CENTRAL_ROUTES, frozenset({400, 401, 403, 404, 409, 413}), is_central_error),
     Face("ingest", INGEST_ROUTES, frozenset({400, 401, 413}), is_hub_error),
+    Face("itwin", ITWIN_ROUTES, frozenset({400, 401, 403, 404, 409, 413, 422}), is_itwin_error),
 ]
 
 
-def _fill(value: Any, new: str) -> Any:
+def _fill(value: Any, new: str, placeholder: str = "{new}") -> Any:
     if isinstance(value, str):
-        return value.replace("{new}", new)
+        return value.replace(placeholder, new)
     if isinstance(value, dict):
-        return {k: _fill(v, new) for k, v in value.items()}
+        return {k: _fill(v, new, placeholder) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, new) for v in value]
+        return [_fill(v, new, placeholder) for v in value]
     return value
+
+
+def target_sensor(cast: Cast) -> str:
+    """The fuzz target's default sensor on the iTwin face."""
+    target = cast.target["id"]
+    return f"/thinghub/{target}/node/device/{target}/device/default/sensor"
 
 
 @dataclass(frozen=True)
@@ -377,7 +406,7 @@ def plan(face: Face, cast: Cast, server: ServerProcess, count: int, seed: str) -
     for _ in range(count):
         route = rng.choice(face.routes)
         new = f"fz-{rng.randrange(16**10):010x}"
-        base = _fill(route.base, new)
+        base = _fill(_fill(route.base, new), target_sensor(cast), "{sensor}")
         if "deviceTemplates/{new}" in route.path:
             base = template(new)
         attack = json_attack(rng, base)
@@ -408,6 +437,8 @@ def plan(face: Face, cast: Cast, server: ServerProcess, count: int, seed: str) -
             auth = None if face.name == "oauth" else f"Bearer {server.admin_token}"
             if face.name == "central" and rng.random() < 0.5:
                 auth = server.admin_token  # IoT Central sends the token bare
+            if face.name == "itwin" and rng.random() < 0.5:
+                auth = f"ApiKey {server.admin_token}"  # the iTwin REST API's own scheme
         authenticated = True
         if face.name != "oauth" and rng.random() < 0.08:
             auth, authenticated = rng.choice(BAD_AUTH), False
@@ -520,6 +551,127 @@ def test_json_fuzz_gets_the_faces_error_shapes_and_leaves_others_served(
     if face.name == "st":
         reset = api.put("/v1/account/retention", json={"telemetryDays": None, "eventsDays": None})
         assert reset.status_code == 200, reset.text
+
+
+# -- the iTwin socket API's JSON-RPC parsers ---------------------------------------------------
+
+
+def itwin_requests(sensor: str) -> list[dict[str, Any]]:
+    """Valid requests of every kind the iTwin socket API takes, to fuzz from."""
+    data = {"sensor": sensor, "metric": "T", "unit": "F", "startDate": "2020-01-01T00:00:00Z"}
+    return [
+        {"jsonrpc": "2.0", "method": "time", "id": 1, "params": {"projectIds": ["fuzz"]}},
+        {"jsonrpc": "2.0", "method": "help", "id": "2"},
+        {"jsonrpc": "2.0", "method": "getSensors", "id": 3, "params": {"sensors": [sensor]}},
+        {"jsonrpc": "2.0", "method": "getNodes", "id": 4, "params": {"nodes": []}},
+        {"jsonrpc": "2.0", "method": "getMetrics", "id": 5, "params": {"sensors": [sensor]}},
+        {"jsonrpc": "2.0", "method": "getUnits", "id": 6, "params": {"metrics": ["T", "dx"]}},
+        {"jsonrpc": "2.0", "method": "getData", "id": 7, "params": data},
+        {"jsonrpc": "2.0", "method": "getData", "id": 8, "params": {**data, "metric": "dT",
+         "params": {"dt": {"value": 60}, "ZERO_DATE": {"value": "2020-01-01T00:00:00Z"}},
+         "limit": {"function": "last", "params": {"size": 1}}}},
+        {"jsonrpc": "2.0", "method": "getObservations", "id": 9, "params": {"sensor": sensor}},
+        {"jsonrpc": "2.0", "method": "getObservationsSummary", "id": 10,
+         "params": {"sensors": [sensor]}},
+        {"jsonrpc": "2.0", "method": "getRawMetrics", "id": 11,
+         "params": {"types": ["GENERIC_SENSOR_SDE"]}},
+        {"jsonrpc": "2.0", "method": "uploadData", "id": 12, "params": {"data": [
+            {"sensorId": sensor, "timestamp": "2024-01-01T00:00:00Z", "values": {"T": 1.5}}]}},
+        {"jsonrpc": "2.0", "method": "createSensor", "id": 13, "params": {
+            "sensor": "/fz/A/node/d/B/device/s/sensor", "type": "X", "props": {"NAME": "n"}}},
+        {"jsonrpc": "2.0", "method": "updateSensor", "id": 14,
+         "params": {"sensor": sensor, "props": {"NAME": "fuzzed"}}},
+        {"jsonrpc": "2.0", "method": "subscribeSensors", "id": 15,
+         "params": {"sensors": [sensor]}},
+        {"jsonrpc": "2.0", "method": "unsubscribeData", "id": 16, "params": {"id": 99}},
+    ]  # fmt: skip
+
+
+def _itwin_answers(messages: list[Any], case: str, problems: list[str]) -> None:
+    for message in messages:
+        if isinstance(message, dict) and "result" in message and message.get("jsonrpc") == "2.0":
+            continue
+        if not is_json_rpc_error(message):
+            problems.append(f"{case}: {str(message)[:300]}")
+
+
+def _itwin_websocket(server: ServerProcess, sensor: str, count: int, seed: str) -> list[str]:
+    """One connection: every attack, each followed by a `time` fence; every message before
+    the fence is an answer of the right shape, and the connection is never closed."""
+    rng = random.Random(seed)
+    bases = itwin_requests(sensor)
+    problems: list[str] = []
+    address = server.addresses["itwin_ws"]
+    ws = websocket.create_connection(f"ws://{address['host']}:{address['port']}", timeout=30)
+    try:
+        ws.send(json.dumps({"jsonrpc": "2.0", "method": "authenticate", "id": 0,
+                            "params": {"code": server.admin_token}}))  # fmt: skip
+        assert "result" in json.loads(ws.recv())
+        for case in range(count):
+            attack = json_attack(rng, rng.choice(bases))
+            label = f"seed {seed} case {case}: {attack}"
+            ws.send_binary(attack.body)  # bytes that are no UTF-8 text may not go as text
+            ws.send(json.dumps({"jsonrpc": "2.0", "method": "time", "id": "fence"}))
+            messages = []
+            while True:
+                message = json.loads(ws.recv())
+                if isinstance(message, dict) and message.get("id") == "fence":
+                    break
+                messages.append(message)
+            _itwin_answers(messages, label, problems)
+    finally:
+        ws.close()
+    return problems
+
+
+def _itwin_tcp(server: ServerProcess, sensor: str, count: int, seed: str) -> list[str]:
+    """A connection per attack, written in two parts: answers with nothing between them,
+    each of the right shape; after bytes that are no JSON, an error and the end."""
+    rng = random.Random(seed)
+    bases = itwin_requests(sensor)
+    problems: list[str] = []
+    address = server.addresses["itwin_tcp"]
+    for case in range(count):
+        attack = json_attack(rng, rng.choice(bases))
+        label = f"seed {seed} case {case}: {attack}"
+        stream = json.dumps({"jsonrpc": "2.0", "method": "authenticate", "id": 0,
+                             "params": {"code": server.admin_token}}).encode()  # fmt: skip
+        stream += attack.body + b'{"jsonrpc":"2.0","method":"time","id":"fence"}'
+        cut = rng.randrange(1, len(stream))
+        data = b""
+        with contextlib.closing(
+            socket.create_connection((address["host"], address["port"]), timeout=30)
+        ) as s:
+            with contextlib.suppress(OSError):  # the server may close first (no resync)
+                s.sendall(stream[:cut])
+                s.sendall(stream[cut:])
+                s.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(ConnectionResetError):
+                while part := s.recv(65536):
+                    data += part
+        text, at, messages = data.decode("utf-8", "replace"), 0, []
+        while at < len(text):
+            if text[at] != "{":
+                problems.append(f"{label}: bytes between answers: {text[at : at + 40]!r}")
+                break
+            message, at = json.JSONDecoder().raw_decode(text, at)
+            messages.append(message)
+        _itwin_answers(messages, label, problems)
+    return problems
+
+
+@pytest.mark.parametrize("transport", ["websocket", "tcp"])
+def test_itwin_json_rpc_fuzz_gets_json_rpc_errors_and_leaves_others_served(
+    server: ServerProcess, api: httpx.Client, cast: Cast, transport: str
+) -> None:
+    count, seed = ITWIN_SOCKET_REQUESTS[transport], f"{SEED}-itwin-{transport}"
+    run = _itwin_websocket if transport == "websocket" else _itwin_tcp
+    with watched(server, api):
+        started = time.monotonic()
+        problems = run(server, target_sensor(cast), count, seed)
+        took = time.monotonic() - started
+    print(f"  itwin {transport}: {count} requests in {took:.1f} s")
+    assert not problems, "\n".join(problems[:20])
 
 
 # -- what the fuzz found: one regression test each ---------------------------------------------

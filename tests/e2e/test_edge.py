@@ -27,6 +27,7 @@ from tests.e2e.edge import (
     gateway_with_module,
     telemetry_bodies,
 )
+from tests.e2e.itwin import Ws, ws_url
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.backend_agnostic
@@ -190,6 +191,33 @@ def test_instrument_lines_become_module_telemetry_on_v1(
         )
         assert answer.status_code == 200, answer.text
     assert instrument.read_exactly(7) == b"*IDN?\r\n"
+
+    # The cloud's iTwin face shows the same readings: the gateway is a node, its port a
+    # device under it, the port's telemetry a sensor (docs/faces/itwin.md, "Ids").
+    gw = gateway["id"]
+    module_device = f"/thinghub/{gw}/node/module/port1/device"
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        [device] = ws.call("getDevices", {"devices": [module_device]})["result"]
+        assert device["props"]["NODE_ID"] == f"/thinghub/{gw}/node"
+        assert device["props"]["ACCESSIBLE"] is True
+        chunks, _ = ws.stream(
+            "getData",
+            {"sensor": f"{module_device}/default/sensor", "metric": "temperature",
+             "unit": "GENERIC", "projectIds": ["edge_project"]},
+        )  # fmt: skip
+        values = [v for c in chunks for v in c["data"].values()]
+        # Readings stored within one millisecond share a key (getData is keyed by ISO ms
+        # times, and the later one wins); the last line is always there.
+        assert values[-1] == 22.75 and set(values) <= {21.5, -3.25, 22.75}
+        chunks, _ = ws.stream(
+            "getData",
+            {"sensor": f"{module_device}/default/sensor", "metric": "humidity",
+             "unit": "GENERIC", "limit": "last"},
+        )  # fmt: skip
+        assert [v for c in chunks for v in c["data"].values()] == [41.5]
+    finally:
+        ws.close()
 
 
 def test_observations_queue_while_the_cloud_is_down_and_all_arrive_after(

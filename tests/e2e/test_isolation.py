@@ -97,6 +97,9 @@ class World:
     a_group_keys: dict[str, str]
     a_viewer: dict[str, Any]  # a /v1 viewer token of A (no project)
     a_ux_key: dict[str, Any]  # A's ux4iot Shared-Access-Key
+    a_product: dict[str, Any]  # A's Ioto product (its project is outside P1)
+    a_ioto: str  # A's claimed Ioto device, of that product
+    a_file: str  # a file A's Ioto device uploaded
     a_scoped: dict[str, Any]  # A's admin token limited to P1
     a_ctoken: str  # A's Central API token id
     a_ctoken_secret: str
@@ -142,6 +145,27 @@ def _keys(thing: dict[str, Any]) -> list[str]:
     return [keys["primaryKey"], keys["secondaryKey"]]
 
 
+def _ioto_device_with_file(
+    server: ServerProcess, admin: httpx.Client, product_token: str, device_id: str, name: str
+) -> None:
+    """An Ioto device registered, claimed by `admin`'s account, with one uploaded file."""
+    url = f"{server.http_url}/ioto/api"
+    auth = {"Authorization": f"bearer {product_token}"}
+    _json(httpx.post(f"{url}/device/register", json={"id": device_id}, headers=auth, timeout=30))
+    _json(admin.post(f"{url}/device/claim", json={"id": device_id}))
+    token = _json(
+        httpx.post(f"{url}/device/register", json={"id": device_id}, headers=auth, timeout=30)
+    )["token"]
+    signed = httpx.post(
+        f"{url}/tok/file/getSignedUrl",
+        json={"command": "put", "filename": name, "size": 5},
+        headers={"Authorization": f"bearer {token}"},
+        timeout=30,
+    )
+    uploaded = httpx.put(_json(signed), content=b"a-123", timeout=30)
+    assert uploaded.status_code == 200, uploaded.text
+
+
 def _client_credentials(server: ServerProcess, token_id: str, secret: str) -> str:
     response = httpx.post(
         f"{server.http_url}/v1/auth/token",
@@ -176,8 +200,8 @@ def _hub_password(target: Target, device_id: str, key: str, module_id: str | Non
 def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     h = uuid.uuid4().hex[:8]
     b_name = f"iso-b-{h}"
-    b_account = json.loads(server.cli("account", "create", b_name))
-    b_token = server.cli("token", "create", "--account", b_name, "--role", "admin")
+    b_account = json.loads(server.cli("account", "create", b_name, "--json"))
+    b_token = server.cli("token", "create", "--quiet", "--account", b_name, "--role", "admin")
     central = {"api-version": VERSION}
     with client(server) as a, client(server, b_token) as b:
         a_app = _json(a.get(f"{API}/apps/app", params=central))
@@ -265,6 +289,9 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         a_viewer = _json(a.post("/v1/tokens", json={"role": "viewer", "label": f"a-l-{h}"}), 201)
         a_scoped = _json(a.post("/v1/tokens", json={"role": "admin", "project": p1}), 201)
         a_ux_key = _json(a.post("/v1/ux4iot/keys", json={"label": f"a-ux-{h}"}), 201)
+        a_product = _json(a.post("/v1/ioto/products", json={"name": f"a-prod-{h}"}), 201)
+        a_ioto, a_file = f"a-ioto-{h}", f"a-file-{h}.txt"
+        _ioto_device_with_file(server, a, a_product["token"], a_ioto, a_file)
         a_ctoken = f"a-ctoken-{h}"
         a_ctoken_secret = _json(
             a.put(
@@ -364,6 +391,9 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_group_keys=group_keys,
             a_viewer=a_viewer,
             a_ux_key=a_ux_key,
+            a_product=a_product,
+            a_ioto=a_ioto,
+            a_file=a_file,
             a_scoped=a_scoped,
             a_ctoken=a_ctoken,
             a_ctoken_secret=a_ctoken_secret,
@@ -413,6 +443,11 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_ux_key["id"],
             a_ux_key["key"],
             f"a-ux-{h}",
+            a_product["id"],
+            a_product["token"],
+            f"a-prod-{h}",
+            a_ioto,
+            a_file,
             a_ctoken,
             a_ctoken_secret,
             a_user,
@@ -601,6 +636,46 @@ def _(w: World, p: str) -> list[Probe]:
     return [_v1("DELETE", f"/ux4iot/keys/{w.a_ux_key['id']}", _ux_key_expect(p, "404"))]
 
 
+# Ioto products are account-wide: a project-limited admin gets 403 (faces/ioto.md)
+
+
+@route("v1", "GET", "/ioto/products")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", "/ioto/products", _ux_key_expect(p, "2xx"))]
+
+
+@route("v1", "POST", "/ioto/products")
+def _(w: World, p: str) -> list[Probe]:
+    if not _is_b(p):
+        return [_v1("POST", "/ioto/products", "403", {"name": "x"})]
+
+    def revoke_it(response: httpx.Response) -> None:  # B's own product
+        with w.api(p) as api:
+            assert api.delete(f"/v1/ioto/products/{response.json()['id']}").status_code == 204
+
+    return [_v1("POST", "/ioto/products", "2xx", {"name": w.fresh("b-prod")}, then=revoke_it)]
+
+
+@route("v1", "DELETE", "/ioto/products/{product_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/ioto/products/{w.a_product['id']}", _ux_key_expect(p, "404"))]
+
+
+@route("v1", "GET", "/devices/{device_id}/files")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", f"/devices/{d}/files") for d in (w.a_ioto, *_a_devices(w, p))]
+
+
+@route("v1", "GET", "/devices/{device_id}/files/{name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", f"/devices/{w.a_ioto}/files/{w.a_file}")]
+
+
+@route("v1", "DELETE", "/devices/{device_id}/files/{name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/devices/{w.a_ioto}/files/{w.a_file}")]
+
+
 @route("v1", "POST", "/users")
 def _(w: World, p: str) -> list[Probe]:
     if _is_b(p):
@@ -725,6 +800,12 @@ def _(w: World, p: str) -> list[Probe]:
 @route("v1", "GET", "/devices/{device_id}/twin")
 def _(w: World, p: str) -> list[Probe]:
     return [_v1("GET", f"/devices/{d}/twin") for d in _a_devices(w, p)]
+
+
+@route("v1", "GET", "/devices/{device_id}/stream")
+def _(w: World, p: str) -> list[Probe]:
+    # Refused before the stream starts (a 200 would never end: httpx reads the whole body).
+    return [_v1("GET", f"/devices/{d}/stream") for d in _a_devices(w, p)]
 
 
 @route("v1", "POST", "/devices/{device_id}/method")
@@ -1719,8 +1800,11 @@ def test_a_is_untouched(world: World) -> None:
     gateway = _json(a.get(f"/v1/devices/{w.a_gw['id']}"))
     assert [m["moduleId"] for m in gateway["modules"]] == [w.a_mod["moduleId"]]
     assert gateway["modules"][0]["properties"]["desired"] == {"s": f"a-mdesired-{w.h}"}
-    for did in (w.a_own["id"], w.a_disabled["id"]):
+    for did in (w.a_own["id"], w.a_disabled["id"], w.a_ioto):
         assert a.get(f"/v1/devices/{did}").status_code == 200
+    assert a.get(f"/v1/devices/{w.a_ioto}/files/{w.a_file}").content == b"a-123"
+    products = {p["id"]: p for p in _json(a.get("/v1/ioto/products"))}
+    assert products[w.a_product["id"]]["revokedAt"] is None
     made = _json(a.get(f"{API}/devices/{w.a_central}", params=central))
     assert (made["displayName"], made["template"], made["enabled"]) == (
         f"a-cdisplay-{w.h}",

@@ -136,7 +136,7 @@ def test_the_cli_prints_a_working_connection_string(server: ServerProcess) -> No
     assert endpoint == f"Endpoint={server.http_url}/ux4iot" and key
     with Ux(server.http_url, key) as ux:
         assert ux.http.delete("/sessions").status_code == 204
-    listed = [json.loads(line) for line in server.cli("ux4iot", "key", "list").splitlines()]
+    listed = json.loads(server.cli("ux4iot", "key", "list", "--json"))
     key_id = next(k["id"] for k in listed if k["label"] == "cli")
     rotated = server.cli("ux4iot", "key", "rotate", key_id, "--http-port", port)
     new_key = rotated.partition(";SharedAccessKey=")[2]

@@ -34,8 +34,8 @@ def create_key(server: ServerProcess, token: str | None = None, label: str = "")
 
 def other_account(server: ServerProcess, name: str) -> str:
     """Create an account with the CLI and return an admin token of it."""
-    server.cli("account", "create", name)
-    return server.cli("token", "create", "--role", "admin", "--account", name)
+    server.cli("account", "create", name, "--json")
+    return server.cli("token", "create", "--quiet", "--role", "admin", "--account", name)
 
 
 def new_device(server: ServerProcess, token: str | None = None, name: str = "ux") -> dict[str, Any]:

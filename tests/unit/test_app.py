@@ -142,6 +142,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[ThingHub, EchoFace]]:
         data_dir=tmp_path,
         http_port=0,
         mqtt_port=0,
+        itwin_ws_port=0,
+        itwin_tcp_port=0,
         face_listen=("echo=127.0.0.1:0",),
         log_level="warning",
     )
@@ -170,14 +172,18 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
         assert index["faces"] == {
             "st": "/v1",
             "central": "/central/api",
+            "ioto": "/ioto/api",
             "ux4iot": "/ux4iot",
+            "itwin": "/itwin/api",
             "console": "/console",
             "echo": "/echo",
         }
         assert index["docs"] == {
             "st": "/v1/docs",
             "central": "/central/api/docs",
+            "ioto": "/ioto/api/docs",
             "ux4iot": "/ux4iot/docs",
+            "itwin": "/itwin/api/docs",
         }
         # a path under its prefix that never reaches its app (a control character: no mount
         # takes it) is answered in the face's own error shape
@@ -240,7 +246,13 @@ async def test_a_listener_may_not_take_a_ready_line_key(tmp_path: Path) -> None:
 
     face = Face("bad", "/bad", "", lambda _: FaceParts(listeners=(Taken(),)))
     settings = dataclasses.replace(
-        Settings.defaults(), data_dir=tmp_path, http_port=0, mqtt_port=0, log_level="warning"
+        Settings.defaults(),
+        data_dir=tmp_path,
+        http_port=0,
+        mqtt_port=0,
+        itwin_ws_port=0,
+        itwin_tcp_port=0,
+        log_level="warning",
     )
     with pytest.raises(ValueError, match="listener name 'http' is taken"):
         async with asyncio.timeout(60), ThingHub(settings, faces=(*FACES, face)):

@@ -334,3 +334,27 @@ def test_max_json_depth_defaults_to_64_and_takes_1_to_128() -> None:
         assert load_settings(environ={"THINGHUB_MAX_JSON_DEPTH": str(depth)}).max_json_depth == (
             depth
         )
+
+
+# -- several nodes: the NATS bus ------------------------------------------------------------
+
+
+def test_bus_needs_postgresql() -> None:
+    with pytest.raises(ConfigError, match="needs database = postgresql") as info:
+        load_settings(environ={}, overrides={"bus": "nats://127.0.0.1:4222"})
+    assert "SQLite" in str(info.value)
+    settings = load_settings(
+        environ={"THINGHUB_BUS": "nats://nats.internal:4222", "THINGHUB_NODE_ID": "n1"},
+        overrides={"database": "postgresql://u@db/thinghub", "node_lease_s": "5"},
+    )
+    assert (settings.bus, settings.node_id, settings.node_lease_s) == (
+        "nats://nats.internal:4222",
+        "n1",
+        5.0,
+    )
+
+
+@pytest.mark.parametrize("url", ["http://x:4222", "nats://", "nats://h:4222/path", "4222"])
+def test_bus_must_be_a_nats_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="bus"):
+        load_settings(environ={}, overrides={"bus": url, "database": "postgresql://u@db/x"})

@@ -9,7 +9,7 @@ Parameters" and the getData example), each `{"value": ..., "unit"?: ...}`:
 - `dt {value: seconds, unit?}`: a rolling change over a window: each value minus the
   latest reading at or before `dt` seconds earlier.
 
-Decisions where the seed is silent (docs/faces/itwin-internals.md):
+Decisions where the seed is silent (docs/faces/itwin.md, "Observations"):
 - the reference of ZERO_DATE and START_DATE is the first observation at or after the date;
   when there is none, the delta series is empty;
 - precedence: `dt` > `ZERO_DATE` > `START_DATE` > the sensor's `ZERO_DATE` prop > the first

@@ -43,12 +43,13 @@ class Retention:
     """How many days an account keeps each kind of data: None = the server's default
     (retention_telemetry_days, retention_events_days), 0 = forever.
 
-    Telemetry covers the messages and their observations. Device uploads (files) will be a
-    third kind here, `files_days`, stored the same way (Account.retention is one JSON text).
+    Telemetry covers the messages and their observations; files are device uploads (the
+    Ioto face), counted from when each was last written.
     """
 
     telemetry_days: float | None = None
     events_days: float | None = None
+    files_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,9 @@ class Principal:
     kind: str = "token"  # token | user | client
     face_role: str | None = None
     project: str | None = None  # limited to one project (see ApiToken.project)
+    # An OAuth2 access token's scopes (`sensor-data:read`, ...); None: not scoped, the role
+    # alone decides. A scoped principal writes only with a write scope (services.auth).
+    scopes: frozenset[str] | None = None
 
     def sees(self, project: str | None) -> bool:
         """Whether a thing in `project` is visible to this principal."""

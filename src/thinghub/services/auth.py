@@ -426,6 +426,7 @@ class AuthService:
                 "user",
                 None,
                 extra.get("project"),
+                None if claims.scope is None else frozenset(claims.scope.split()),
             )
         token = await self._lookup_token(value)
         if (
@@ -520,8 +521,14 @@ class AuthService:
             raise Unauthorized("invalid username or password", field="password")
         return self.jwt.issue(user.id, user.account_id, user.role.value, now=self.clock.now())
 
-    async def client_credentials_grant(self, client_id: str, secret: str) -> tuple[str, int]:
-        """OAuth2 client credentials: the client is an API token (id + the token itself)."""
+    async def client_credentials_grant(
+        self, client_id: str, secret: str, *, scopes: frozenset[str] | None = None
+    ) -> tuple[str, int]:
+        """OAuth2 client credentials: the client is an API token (id + the token itself).
+
+        `scopes` (checked by the caller against what its face defines) go into the access
+        token's `scope` claim and limit it (see `authorize`); None: not scoped.
+        """
         token = await self._lookup_token(secret)
         if token is None or token.id != client_id or token.face_role == FACE_KEY_ROLE:
             raise Unauthorized("invalid client credentials", field="client_secret")
@@ -534,7 +541,12 @@ class AuthService:
             **({"project": token.project} if token.project else {}),
         }
         return self.jwt.issue(
-            token.id, token.account_id, token.role.value, extra=extra, now=self.clock.now()
+            token.id,
+            token.account_id,
+            token.role.value,
+            scope=None if scopes is None else " ".join(sorted(scopes)),
+            extra=extra,
+            now=self.clock.now(),
         )
 
 

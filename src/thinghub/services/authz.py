@@ -3,6 +3,9 @@
 Services call `authorize` before they act; faces never do (they map their own role names onto
 core roles when a token is made, and translate the errors). The check, in this order:
 
+0. an OAuth2 access token with scopes (`Principal.scopes`) that names none of WRITE_SCOPES is
+   read-only: any permission but READ is Forbidden naming the scope (`field: "scope"`,
+   reason "scope"); without scopes the role alone decides;
 1. the principal's role grants the permission (domain/roles.py ROLE_PERMISSIONS), else
    Forbidden naming the role (`field: "role"`);
 2. a principal limited to one project is refused permissions over the whole account
@@ -16,7 +19,7 @@ core roles when a token is made, and translate the errors). The check, in this o
      project-limited principal may only make things in its own project, else Forbidden
      (`field: "project"`): the caller named the project itself, so nothing leaks.
 
-Every Forbidden carries `details`: `permission` (the Permission), `reason` ("role",
+Every Forbidden carries `details`: `permission` (the Permission), `reason` ("scope", "role",
 "account_wide" or "project"), `role` and `project` of the principal, so a face can word the
 refusal in its own vocabulary (IoT Central names its role) without deciding anything.
 """
@@ -32,6 +35,7 @@ from thinghub.domain.roles import ACCOUNT_WIDE, Permission, grants
 
 __all__ = [
     "WHOLE_ACCOUNT",
+    "WRITE_SCOPES",
     "Located",
     "NewIn",
     "Owned",
@@ -75,6 +79,11 @@ class WholeAccount:
 
 WHOLE_ACCOUNT: Final = WholeAccount()
 
+# Scopes of an OAuth2 access token that allow more than reading (the iTwin / Bentley IMS
+# vocabulary of POST /connect/token). A token whose scopes name none of them is read-only on
+# every face.
+WRITE_SCOPES: Final = frozenset({"sensor-data:modify", "itwins:modify"})
+
 Resource = Owned | NewIn | WholeAccount
 
 # The word each permission had in the messages of the checks this one replaced ("role
@@ -102,7 +111,7 @@ def visible(principal: Principal, thing: Owned) -> bool:
 def may(principal: Principal, permission: Permission) -> bool:
     """Whether the principal's role grants `permission`, project limit included (for views
     that show less rather than refuse, such as device keys)."""
-    if not grants(principal.role, permission):
+    if _read_only_scopes(principal, permission) or not grants(principal.role, permission):
         return False
     return principal.project is None or permission not in ACCOUNT_WIDE
 
@@ -128,6 +137,15 @@ def authorize(
         Forbidden: the role does not grant it, or the project limit forbids it.
         NotFound: an existing resource of another account or project.
     """
+    if _read_only_scopes(principal, permission):
+        raise _refused(
+            principal,
+            permission,
+            "scope",
+            "the access token's scopes are read-only (it needs one of "
+            f"{', '.join(sorted(WRITE_SCOPES))})",
+            "scope",
+        )
     if not grants(principal.role, permission):
         raise _refused(
             principal,
@@ -174,10 +192,19 @@ def authorize(
         raise absent or NotFound("not found")
 
 
+def _read_only_scopes(principal: Principal, permission: Permission) -> bool:
+    """An access token with scopes, none of them a write scope, asking for more than READ."""
+    return (
+        permission is not Permission.READ
+        and principal.scopes is not None
+        and not principal.scopes & WRITE_SCOPES
+    )
+
+
 def _refused(
     principal: Principal,
     permission: Permission,
-    reason: Literal["role", "account_wide", "project"],
+    reason: Literal["scope", "role", "account_wide", "project"],
     message: str,
     field: str,
 ) -> Forbidden:

@@ -34,7 +34,7 @@ from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
-from thinghub.ports import Clock, DeviceChannel, MethodResult, Presence, Stores
+from thinghub.ports import Clock, DeviceChannel, Locks, MethodResult, Presence, Stores
 from thinghub.services.registry import Registry
 from thinghub.services.templates import TemplateService
 
@@ -109,6 +109,7 @@ class CommandService:
         templates: TemplateService,
         max_timeout_s: float,
         ttl_s: float,
+        locks: Locks | None = None,
     ) -> None:
         self.stores = stores
         self.clock = clock
@@ -116,6 +117,10 @@ class CommandService:
         self.channel = channel
         self.registry = registry
         self.templates = templates
+        # With several nodes, each may hand the same Pending command to its delivery loop (the
+        # node that queued it, the node the device connects to): a delivery holds the lock
+        # `command/<id>` and reads the command afresh under it, so it goes out once.
+        self.locks = locks
         self.max_timeout_s = max_timeout_s
         self.ttl_s = ttl_s
         self._deliveries: asyncio.Queue[Command] = asyncio.Queue()
@@ -280,6 +285,20 @@ class CommandService:
                 tasks.create_task(self._deliver(command), name=f"command[{command.id}]")
 
     async def _deliver(self, command: Command) -> None:
+        if self.locks is None:
+            await self._deliver_once(command)
+            return
+        try:
+            async with self.locks.hold(f"command/{command.id}"):
+                current = await self.stores.commands.get(command.id)
+                if current is not None:
+                    await self._deliver_once(current)
+        except Exception:
+            logger.exception("delivering command %s to %s failed", command.id, command.device_id)
+        finally:
+            self._in_flight.discard(command.id)
+
+    async def _deliver_once(self, command: Command) -> None:
         try:
             command = await self._expire_if_due(command)
             if command.status is not CommandStatus.PENDING:

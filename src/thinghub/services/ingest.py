@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +79,8 @@ SYSTEM_PROPERTY_MAX_CHARS = {
 
 # Most messages in one write unit.
 BATCH_MAX = 2000
+# Write units of one ingest_many in flight at once.
+MANY_IN_FLIGHT = 2
 
 #: What a queued message costs besides its raw bytes (the message, its future, its parsed
 #: body's objects), so that many tiny messages also count against the queue bound.
@@ -135,6 +139,9 @@ class IngestService:
         self.max_payload_bytes = max_payload_bytes
         self.max_json_depth = max_json_depth
         self.policies: list[TelemetryPolicy] = []
+        # Told after each committed batch: its seconds in the store and its messages (the
+        # server's metrics; they must not block).
+        self.on_commit: list[Callable[[float, list[TelemetryMessage]], None]] = []
         self.batch_max = BATCH_MAX
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -159,7 +166,11 @@ class IngestService:
         source: str = "mqtt",
         body: Any = None,
         enqueued_at: float | None = None,
+        is_raw_json: bool = False,
     ) -> TelemetryMessage:
+        """A message of `device` from its payload `raw` (parsed here), or from an already
+        parsed `body`: with `is_raw_json`, `raw` is that body's own JSON text (orjson's, as
+        an upload serializes it) and is stored as it is."""
         system = (message_id, correlation_id, content_type, content_encoding, component)
         for (name, limit), value in zip(SYSTEM_PROPERTY_MAX_CHARS.items(), system, strict=True):
             _check_system_property(name, value, limit)
@@ -170,7 +181,7 @@ class IngestService:
                 f"{self.max_payload_bytes}",
                 field="body",
             )
-        body_json = None
+        body_json = raw if body is not None and is_raw_json else None
         depth_limit = None
         if body is None and exceeds_depth(raw, self.max_json_depth):
             depth_limit = self.max_json_depth  # kept as text: never parsed
@@ -275,6 +286,46 @@ class IngestService:
             raise Invalid(outcome.rejected, field="body")
         return outcome.is_new
 
+    async def ingest_many(
+        self, items: Sequence[tuple[Device, TelemetryMessage]]
+    ) -> list[Outcome | Exception]:
+        """Store many messages (an upload), as ingest() stores each: checked by the policies,
+        stored with their observations, published live.
+
+        They go to storage in write units of `batch_max` of their own, not through the queue
+        (the caller holds them all already, so queueing them would bound nothing), at most
+        MANY_IN_FLIGHT units at a time: one is prepared while another is written.
+
+        Returns, per message, its Outcome (a rejected one says why) or the exception that
+        kept it from being stored.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in items]
+        gate = asyncio.Semaphore(MANY_IN_FLIGHT)
+
+        async def unit(start: int) -> None:
+            async with gate:
+                end = start + self.batch_max
+                await self._write_batch(
+                    [
+                        (device, message, future)
+                        for (device, message), future in zip(
+                            items[start:end], futures[start:end], strict=True
+                        )
+                    ]
+                )
+
+        async with asyncio.TaskGroup() as tasks:  # _write_batch never raises
+            for start in range(0, len(items), self.batch_max):
+                tasks.create_task(unit(start), name="ingest.many")
+        results: list[Outcome | Exception] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:  # that message failed; the others are still answered
+                results.append(exc)
+        return results
+
     def submit(self, device: Device, message: TelemetryMessage) -> asyncio.Future[Outcome]:
         """Queue a message for the next batch; the future resolves after its commit.
 
@@ -365,6 +416,7 @@ class IngestService:
             return
         messages = [message for _, message, _ in accepted]
         observations = [o for m in messages for o in observations_of(m)]
+        started = time.perf_counter()
         try:
             results = await self.stores.telemetry.append(messages, observations)
         except Exception as exc:  # not stored, so not acknowledged: every caller hears it
@@ -378,6 +430,9 @@ class IngestService:
             if not accepted[0][2].done():
                 accepted[0][2].set_exception(exc)
             return
+        elapsed = time.perf_counter() - started
+        for observe in self.on_commit:
+            observe(elapsed, messages)
         for (_, _, future), is_new in zip(accepted, results, strict=True):
             _resolve(future, Outcome(is_new, None))
         for device in {item[0].id: item[0] for item in accepted}.values():

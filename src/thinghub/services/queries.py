@@ -1,8 +1,9 @@
 """Queries: telemetry and events of an account, filtered and paged; the latest values of a
-device's telemetry."""
+device's telemetry; observations of one entity, latest, recent or streamed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ from thinghub.domain.errors import NotFound
 from thinghub.domain.events import Event
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
-from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports import Clock, EventQuery, Page, Stores, TelemetryQuery
 from thinghub.services.authz import authorize
 
@@ -58,6 +59,15 @@ class QueryService:
         scoped = _scoped(principal, query)
         return Page([], None) if scoped is None else await self.stores.events.query(scoped)
 
+    async def device_observations(
+        self, device: Device, metric: str, *, since: float | None, limit: int
+    ) -> list[Observation]:
+        """A device's own values of one metric since `since`, newest first (for the device
+        itself: the Ioto agent's metric/get)."""
+        return await self.stores.telemetry.observations(
+            device.account_id, device.id, metric, since, None, limit
+        )
+
     async def latest_values(
         self, principal: Principal, device: Device
     ) -> dict[str, tuple[Any, float]]:
@@ -98,3 +108,43 @@ class QueryService:
         authorize(principal, Permission.DEVICES_WRITE, device, absent=_missing(device))
         now = self.clock.now()
         await self.stores.documents.put(device.account_id, LATEST_CLEARED, device.id, now, now)
+
+    # -- observations of one entity ----------------------------------------------------------
+    # The caller has already found the entity visible to `principal` (a device, module or
+    # sensor of its account and project); these read within the principal's account only.
+
+    async def latest_observations(
+        self, principal: Principal, entity_id: str
+    ) -> dict[str, Observation]:
+        """The newest value of each metric of an entity."""
+        return await self.stores.telemetry.latest(principal.account_id, entity_id)
+
+    async def recent_observations(
+        self,
+        principal: Principal,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        limit: int,
+    ) -> list[Observation]:
+        """Up to `limit` observations of one metric in [since, until], newest first."""
+        return await self.stores.telemetry.observations(
+            principal.account_id, entity_id, metric, since, until, limit
+        )
+
+    def observation_batches(
+        self,
+        principal: Principal,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """Every `(ts, value)` of one metric in [since, until], oldest first, a batch at a
+        time: the next batch is read only when the caller asks for it, so a slow consumer
+        slows the read and nothing holds more than one batch."""
+        return self.stores.telemetry.stream_observations(
+            principal.account_id, entity_id, metric, since, until, batch_rows
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Final, Literal
@@ -99,6 +99,10 @@ class Registry:
         # Called with a device key after it (and its modules) is deleted, so that other
         # services drop what they cache for it.
         self.on_delete: list[Callable[[str], None]] = []
+        # Awaited with a device (not a module) before it is deleted on any face, so that
+        # services that manage it undo what they hold for it first (an Ioto device is
+        # released: services.claims).
+        self.on_deleting: list[Callable[[Device], Awaitable[None]]] = []
 
     async def load(self, device_id: str) -> Device | None:
         """A device (or module) by key, from the cache when fresh."""
@@ -148,6 +152,21 @@ class Registry:
             raise NotFound(f"project {project!r} not found", field="project")
         return await self.stores.devices.list_deployments(principal.account_id, project)
 
+    async def delete_project(self, principal: Principal, project: str) -> None:
+        """Delete an empty project (and its deployments); Conflict while devices use it.
+        Permission.ACCOUNT_ADMIN: the account's structure, so a token limited to one project
+        may not, whatever its role (nothing tells it whether the project exists)."""
+        authorize(principal, Permission.ACCOUNT_ADMIN)
+        projects = {p.name for p in await self.stores.devices.list_projects(principal.account_id)}
+        if project not in projects or not principal.sees(project):
+            raise NotFound(f"project {project!r} not found", field="project")
+        if not await self.stores.devices.delete_project(principal.account_id, project):
+            raise Conflict(
+                f"project {project!r} still has devices; delete or move them first",
+                field="project",
+            )
+        logger.info("project %s deleted (account %s)", project, principal.account_id)
+
     # -- devices -------------------------------------------------------------------------
 
     async def create_device(
@@ -163,6 +182,7 @@ class Registry:
         simulated: bool = False,
         enabled: bool = True,
         attributes: dict[str, Any] | None = None,
+        parent_id: str | None = None,
         id_field: str = "id",
     ) -> Device:
         """Create a device in the caller's account (Permission.DEVICES_WRITE), in `project`,
@@ -192,6 +212,7 @@ class Registry:
             enabled=enabled,
             attributes=attributes,
             created_by=principal.subject,
+            parent_id=parent_id,
             id_field=id_field,
         )
 
@@ -213,9 +234,11 @@ class Registry:
         secondary_key: str | None = None,
         provisioned: bool = False,
         model_id: str | None = None,
+        parent_id: str | None = None,
         id_field: str = "id",
     ) -> Device:
-        """Create a device in an account (also used by DPS group enrollment)."""
+        """Create a device in an account (also used by DPS group enrollment). `parent_id`: an
+        entity it belongs to (an iTwin sensor's device); deleting the parent deletes it."""
         did = parse_id(device_id, id_field) if device_id is not None else new_uuid()
         if project is not None:
             parse_id(project, "project")
@@ -246,6 +269,7 @@ class Registry:
             provisioned=provisioned,
             created_by=created_by,
             attributes=attributes or {},
+            parent_id=parent_id,
         )
         await self.stores.devices.insert(device, Twin(did))
         self.forget(did)  # drop a cached "not found"
@@ -398,6 +422,8 @@ class Registry:
         modules = await self.stores.devices.find(
             device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
         )
+        for hook in self.on_deleting:
+            await hook(device)
         await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
         await self._changed(device, "deleted")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from thinghub.domain.dtdl import DeviceTemplate, parse_template
+from thinghub.domain.dtdl import TEMPLATE_ID, DeviceTemplate, Interface, parse_template
+from thinghub.domain.dtdl.well_known import well_known_model
 from thinghub.domain.errors import Conflict, Invalid, NotFound
 from thinghub.domain.merge_patch import merge_patch
 from thinghub.domain.model import Device, Principal
@@ -147,6 +148,21 @@ class TemplateService:
         if device.template is None:
             return None
         return await self.find(device.account_id, device.template)
+
+    async def model_for(self, device: Device) -> Interface | None:
+        """The capability model a device's data follows: its device template's; else that of
+        a template of its account named by the model id it announced; else the well-known
+        public model of that id (services/models.py); else None."""
+        template = await self.for_device(device)
+        if template is not None:
+            return template.model
+        if not device.model_id:
+            return None
+        if TEMPLATE_ID.fullmatch(device.model_id):
+            named = await self.find(device.account_id, device.model_id)
+            if named is not None:
+                return named.model
+        return well_known_model(device.model_id)
 
     @staticmethod
     def _load(template_id: str, row: Any) -> DeviceTemplate:

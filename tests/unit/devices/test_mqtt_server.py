@@ -69,7 +69,7 @@ class _NeverFull:
 
 
 class _NoDialects:
-    def dialect_for(self, connect: Connect) -> Any:
+    def dialect_for(self, connect: Connect, peer_cert: bytes | None = None) -> Any:
         raise AssertionError("no CONNECT is routed in these tests")
 
 

@@ -8,8 +8,10 @@ import pytest
 from tests.unit.services.conftest import TestClock
 from thinghub.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 from thinghub.domain.model import Principal, Role
+from thinghub.domain.roles import Permission
 from thinghub.ports import Stores
 from thinghub.services.auth import TOKEN_CACHE_S
+from thinghub.services.authz import authorize, may
 from thinghub.services.core import Services
 
 
@@ -54,6 +56,33 @@ async def test_accounts_are_made_once_by_name(services: Services, stores: Stores
     assert await stores.accounts.get_by_scope(first.id_scope) == first
     with pytest.raises(Conflict):
         await services.auth.create_account("contoso")
+
+
+async def test_a_scoped_access_token_writes_only_with_a_write_scope(services: Services) -> None:
+    issued = await services.auth.create_token("acc-1", Role.ADMIN, token_id="sde", project="p1")
+    reader, _ = await services.auth.client_credentials_grant(
+        "sde", issued.secret, scopes=frozenset({"sensor-data:read", "itwins:read"})
+    )
+    principal = await services.auth.authenticate_bearer(reader)
+    assert principal.scopes == {"sensor-data:read", "itwins:read"}
+    assert principal.project == "p1" and principal.role is Role.ADMIN
+    authorize(principal, Permission.READ)
+    with pytest.raises(Forbidden, match="read-only") as refused:
+        authorize(principal, Permission.DEVICES_WRITE)
+    assert refused.value.details["reason"] == "scope"
+    assert may(principal, Permission.READ) and not may(principal, Permission.DEVICES_WRITE)
+    with pytest.raises(Forbidden, match="read-only"):  # every write goes through authorize
+        await services.registry.create_device(principal, name="d", project="p1")
+
+    writer, _ = await services.auth.client_credentials_grant(
+        "sde", issued.secret, scopes=frozenset({"sensor-data:modify"})
+    )
+    principal = await services.auth.authenticate_bearer(writer)
+    authorize(principal, Permission.DEVICES_WRITE)
+    assert (await services.registry.create_device(principal, name="d", project="p1")).name == "d"
+    # Without scopes the token's role alone decides, as before.
+    plain, _ = await services.auth.client_credentials_grant("sde", issued.secret)
+    assert (await services.auth.authenticate_bearer(plain)).scopes is None
 
 
 # -- faces' shared access keys ------------------------------------------------------------------

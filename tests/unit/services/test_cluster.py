@@ -228,6 +228,27 @@ async def test_a_command_queued_on_one_node_reaches_the_device_on_the_other(
     assert link.calls == ["reboot"]
 
 
+async def test_a_command_handed_to_both_nodes_goes_out_once(cluster: Cluster) -> None:
+    """Node a queues it while the device is connected; node b is told the device connected
+    (a takeover): both delivery loops get the Pending command, one delivers it."""
+    a, b = cluster.a.services, cluster.b.services
+    device = await a.registry.create_device(cluster.admin, name="d")
+    link_a, link_b = Link(device.id), Link(device.id)
+    await cluster.a.links.attach(link_a)
+    await cluster.b.links.attach(link_b)
+    command = await a.commands.submit(cluster.admin, device, "once", None)
+    await b.commands.device_connected(device.id)
+
+    async def completed() -> bool:
+        return (await a.commands.get(cluster.admin, device, command.id)).status is (
+            CommandStatus.COMPLETED
+        )
+
+    await until(completed)
+    await until(lambda: not a.commands._in_flight and not b.commands._in_flight)
+    assert link_a.calls + link_b.calls == ["once"]
+
+
 async def test_a_command_queued_while_connected_goes_out_through_the_channel(
     cluster: Cluster,
 ) -> None:

@@ -2,8 +2,9 @@
 
 parser.py turns a template body into its stored document and a parsed Interface; model.py
 holds the parsed model (telemetry with schema and unit, properties, commands, components) and
-the DeviceTemplate; schemas.py the schemas and the check of a JSON value against one. Standard
-library only, like the rest of the domain.
+the DeviceTemplate; schemas.py the schemas and the check of a JSON value against one;
+well_known.py public sample models by the model id devices announce. Standard library only,
+like the rest of the domain.
 """
 
 from thinghub.domain.dtdl.model import (
@@ -37,6 +38,7 @@ from thinghub.domain.dtdl.schemas import (
     check_value,
     describe,
 )
+from thinghub.domain.dtdl.well_known import WELL_KNOWN_MODELS, well_known_model
 
 __all__ = [
     "DTDL_NAME",
@@ -48,6 +50,7 @@ __all__ = [
     "PRIMITIVES",
     "TEMPLATE_ID",
     "WELL_KNOWN_INTERFACES",
+    "WELL_KNOWN_MODELS",
     "ArraySchema",
     "CommandDef",
     "CommandPayload",
@@ -64,4 +67,5 @@ __all__ = [
     "describe",
     "parse_template",
     "parse_template_id",
+    "well_known_model",
 ]

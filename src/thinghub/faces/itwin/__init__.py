@@ -1,8 +1,13 @@
 """The Bentley iTwin IoT (sensemetrics) face: JSON-RPC over TCP and WebSocket, REST, SDE.
 
-This package holds the face's pure parts, each usable and tested on its own; the adapters
-(listeners, routes, handlers over the core services) build on them. Module by module
-(docs/faces/itwin-internals.md has the design notes):
+docs/faces/itwin.md documents it (for users, and under "How it works" its design).
+Registration (`FACE`): the REST API and Sensor Data Service at /itwin/api (and /api on
+`--face-listen itwin=HOST:PORT`), OAuth2 client credentials at /connect/token, the socket API
+over WebSocket at /itwin/ws on the HTTP port, two listeners of its own: `itwin_ws`
+(WebSocket, path `/`, default port 4201) and `itwin_tcp` (plain TCP, 4200), both with TLS
+when `itwin_tls` is set, and the fan-out of live pushes as a worker.
+
+Module by module:
 
 | module | concept |
 | --- | --- |
@@ -18,8 +23,25 @@ This package holds the face's pure parts, each usable and tested on its own; the
 | timestamps | ISO ms times on the wire |
 | schemas | REST and Sensor Data Service bodies and their error shapes |
 | body | bounded JSON bodies, tolerating the seed's trailing commas |
+| scope | projects: which one a request is about (`projectIds`) |
+| sensor_metrics | the raw metrics of a sensor and their units (DTDL models, generic sensors) |
+| network | nodes, devices and sensors over the core: found, listed, rendered |
+| writes | create*, update*, integrations: entities created through iTwin |
+| data | observations: metrics, streamed series, deltas, summaries, uploads |
+| fanout | subscribeData and subscribe* pushes, one bus subscription per feed |
+| backend | what the socket and REST APIs share; scopes |
+| connection | one JSON-RPC connection over any transport, requests in order |
+| socket_api | every socket method |
+| transports | TCP, WebSocket (own port) and ASGI WebSocket adapters and listeners |
+| rest | the REST API and Sensor Data Service routes |
+| token | POST /connect/token |
 """
 
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from thinghub.faces.face import Face, FaceContext, FaceParts
+from thinghub.faces.itwin.backend import Backend
 from thinghub.faces.itwin.body import MAX_BODY_BYTES, BodyError, read_json_body
 from thinghub.faces.itwin.catalog import (
     DEVICE_TYPES,
@@ -34,6 +56,7 @@ from thinghub.faces.itwin.catalog import (
     unit_json,
     units_by_metric,
 )
+from thinghub.faces.itwin.connection import RpcConnection, Transport
 from thinghub.faces.itwin.entities import (
     THINGHUB_TYPES,
     DeviceInfo,
@@ -109,8 +132,13 @@ from thinghub.faces.itwin.methods import (
     bind,
     param_error,
 )
+from thinghub.faces.itwin.reference import REFERENCE_PATH, jsonrpc_reference
+from thinghub.faces.itwin.rest import create_app, render_error
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, chunk_points, data_chunks, stream_chunks
+from thinghub.faces.itwin.socket_api import build_table
 from thinghub.faces.itwin.timestamps import format_time, format_time_offset, parse_time
+from thinghub.faces.itwin.token import token_route
+from thinghub.faces.itwin.transports import TcpListener, WebSocketListener, serve_asgi_websocket
 from thinghub.faces.itwin.utility import MAX_AUTH_FAILURES, add_utility_methods
 
 __all__ = [
@@ -120,6 +148,7 @@ __all__ = [
     "CONFLICT",
     "DEFAULT_COMPONENT",
     "DEVICE_TYPES",
+    "FACE",
     "FORBIDDEN",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
@@ -163,6 +192,7 @@ __all__ = [
     "TimeStyle",
     "add_utility_methods",
     "bind",
+    "build",
     "check_itwin_id",
     "chunk_points",
     "data_chunk",
@@ -203,3 +233,54 @@ __all__ = [
     "unit_json",
     "units_by_metric",
 ]
+
+
+def build(context: FaceContext) -> FaceParts:
+    """The face's REST app, its root routes, its two listeners and its fan-out worker, over
+    one backend shared by every build (the shared port's and `--face-listen`'s)."""
+    settings = context.settings
+    backend = context.shared.get(FACE_NAME)
+    if not isinstance(backend, Backend):
+        backend = Backend.build(context.services)
+        context.shared[FACE_NAME] = backend
+    table = build_table(backend)
+
+    def connection(transport: Transport) -> RpcConnection:
+        return RpcConnection(table, transport)
+
+    async def websocket(ws: WebSocket) -> None:
+        await serve_asgi_websocket(ws, connection)
+
+    tls = context.server_ssl() if settings.itwin_tls else None
+    app = create_app(context, backend)
+    app.add_api_route(
+        REFERENCE_PATH,
+        jsonrpc_reference(table, tcp_port=settings.itwin_tcp_port, ws_port=settings.itwin_ws_port),
+        methods=["GET"],
+        include_in_schema=False,
+    )
+    return FaceParts(
+        app=app,
+        root_routes=(
+            token_route(context.services),
+            WebSocketRoute("/itwin/ws", websocket),
+        ),
+        listeners=(
+            WebSocketListener("itwin_ws", settings.host, settings.itwin_ws_port, connection, tls),
+            TcpListener("itwin_tcp", settings.host, settings.itwin_tcp_port, connection, tls),
+        ),
+        workers=(backend.fanout,),
+    )
+
+
+FACE_NAME = "itwin"
+FACE = Face(
+    name=FACE_NAME,
+    prefix="/itwin/api",
+    native_prefix="/api",
+    build=build,
+    render_error=render_error,
+    # Checked free at start-up, before anything is created (a busy one names its flag).
+    listen_ports=("itwin_ws_port", "itwin_tcp_port"),
+    references=(("JSON-RPC reference", REFERENCE_PATH),),
+)

@@ -3,7 +3,7 @@
 Theory of operation (sans-IO, h11 style: bytes in, values out):
 
 On the TCP port (4200) requests arrive as JSON objects written back to back with no
-delimiter (docs/faces/itwin-internals.md, "Framing"). FrameDecoder.receive_data() appends bytes;
+delimiter, as the real clients write them. FrameDecoder.receive_data() appends bytes;
 next_frame() returns the next complete value, or NEED_DATA. It finds where a value ends with
 a cheap scan that never recurses: between values it skips whitespace and expects `{` or
 `[`; inside a value one possessive regex match skips everything up to the next bracket,
@@ -34,6 +34,8 @@ import re
 from typing import Any, Final
 
 import orjson
+
+from thinghub.domain.json_depth import exceeds_depth
 
 __all__ = [
     "INVALID_REQUEST",
@@ -255,6 +257,19 @@ def decode_message(
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > max_frame_bytes + 2 * 1024:  # some whitespace around the value is fine
         raise FrameError(f"JSON value larger than {max_frame_bytes} bytes", INVALID_REQUEST)
+    if raw.count(b"{") + raw.count(b"[") <= max_containers:
+        # A whole message is at hand: bound its depth with the C-speed check every JSON
+        # body gets (domain/json_depth) and let orjson parse it, instead of stepping through
+        # its brackets in Python (a tenth of the time for a 12 MB upload). Brackets inside
+        # strings count here too, so this bound is never below the real count.
+        text = raw.strip(b" \t\r\n")
+        if len(text) > max_frame_bytes:
+            raise FrameError(f"JSON value larger than {max_frame_bytes} bytes", INVALID_REQUEST)
+        if exceeds_depth(text, max_depth):
+            raise FrameError(f"JSON nested deeper than {max_depth} levels", INVALID_REQUEST)
+        if text[:1] not in (b"{", b"["):
+            raise FrameError("expected a JSON object or array")
+        return _parse(text)
     decoder = FrameDecoder(max_frame_bytes, max_depth, max_containers)
     decoder.receive_data(raw)
     value = decoder.next_frame()

@@ -20,7 +20,7 @@ format gives back the same string, so one entity has exactly one id.
 Ids are untrusted input: parse_ref checks length, characters and shape before anything
 else, refuses malformed `/thinghub/...` ids with Invalid naming the field, and returns None
 for a well-formed id outside the scheme (an entity created through iTwin with an id of its
-own, looked up by the attribute its creation stored: docs/faces/itwin-internals.md).
+own, looked up by its derived core id: docs/faces/itwin.md, "Ids").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """JSON-RPC 2.0 messages of the iTwin socket API: requests, ids, errors, results, chunks.
 
-The wire (JSON-RPC 2.0 §4-§5; docs/faces/itwin-internals.md, "Messages and ids"):
+The wire (JSON-RPC 2.0 §4-§5, as the real iTwin clients use it):
 - a request is `{"jsonrpc": "2.0", "method", "params"?, "id"?}`; without `id` it is a
   notification and gets no reply. Unknown params (Bentley's client adds `projectIds` to
   everything) are the method's business, not an error here.
@@ -12,8 +12,8 @@ The wire (JSON-RPC 2.0 §4-§5; docs/faces/itwin-internals.md, "Messages and ids
   pushes `{"result": {"data": ...}}` with the subscribe request's id and never `finished`
   (Bentley's client would tear it down). Status-only results (`acknowledged`) are ignored
   by every client.
-- errors are `{"error": {"code", "message", "data"?}}` with the request's id (null when it
-  could not be read).
+- errors are `{"error": {"code", "message"}}` with the request's id (null when it could not
+  be read); never a `data` member (error_message says why).
 
 Error codes: the standard ones (JSON-RPC 2.0 §5.1) and, in the range the specification
 leaves to implementations (-32000..-32099), one per kind of domain error:
@@ -222,11 +222,18 @@ def finished(request_id: RequestId) -> dict[str, Any]:
 
 
 def error_message(exc: RpcError) -> dict[str, Any]:
-    """`{"jsonrpc": "2.0", "id": exc.id, "error": {"code", "message", "data"?}}`."""
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if exc.data is not None:
-        body["data"] = exc.data
-    return {"jsonrpc": JSONRPC_VERSION, "id": exc.id, "error": body}
+    """`{"jsonrpc": "2.0", "id": exc.id, "error": {"code", "message"}}`.
+
+    No `data` member on the wire, though JSON-RPC allows one: the seed's JavaScript samples
+    hand `error` to the request's callback, and getData's callback tests `"data" in result`
+    before `"code" in result`, so an error with `data` would be read as observations. The
+    message names the bad param instead; `exc.data` stays for the server's own use.
+    """
+    return {
+        "jsonrpc": JSONRPC_VERSION,
+        "id": exc.id,
+        "error": {"code": exc.code, "message": exc.message},
+    }
 
 
 def internal_error(request_id: RequestId) -> dict[str, Any]:
@@ -253,7 +260,7 @@ _CODE_OF: tuple[tuple[type[errors.Error], int], ...] = (
 
 
 def rpc_error_for(exc: errors.Error, request_id: RequestId = None) -> RpcError:
-    """Translate a domain error once, at the edge.
+    """Translate a domain error once, at the edge (STYLE §5).
 
     Invalid becomes INVALID_PARAMS with `data.param` = its field; the other kinds get their
     code from the table in the module docstring and `data.code` = the domain's stable code.

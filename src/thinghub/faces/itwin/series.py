@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Final
 
-from thinghub.faces.itwin.timestamps import format_time
+from thinghub.faces.itwin.timestamps import format_times
 from thinghub.services.units import IDENTITY, Conversion
 
 __all__ = ["MAX_CHUNK_POINTS", "Point", "chunk_points", "data_chunks", "stream_chunks"]
@@ -29,10 +29,13 @@ MAX_CHUNK_POINTS: Final = 1000
 
 def chunk_points(points: Iterable[Point], conversion: Conversion = IDENTITY) -> dict[str, float]:
     """One `{ISO: value}` object of `points`, converted."""
+    listed = points if isinstance(points, list) else list(points)
+    keys = format_times([ts for ts, _ in listed])
     if conversion.is_identity:
-        return {format_time(ts): value for ts, value in points}
+        return dict(zip(keys, [value for _, value in listed], strict=True))
     scale, shift, divisor = conversion.scale, conversion.shift, conversion.divisor
-    return {format_time(ts): (value * scale + shift) / divisor for ts, value in points}
+    values = [(value * scale + shift) / divisor for _, value in listed]
+    return dict(zip(keys, values, strict=True))
 
 
 def data_chunks(

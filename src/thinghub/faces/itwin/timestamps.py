@@ -9,12 +9,13 @@ three fraction digits. Inside, times are epoch seconds (domain/clock.py).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 from thinghub.domain.clock import MAX_EPOCH_S, MIN_EPOCH_S, parse_ts
 from thinghub.domain.errors import Invalid
 
-__all__ = ["format_time", "format_time_offset", "parse_time"]
+__all__ = ["format_time", "format_time_offset", "format_times", "parse_time"]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,6 +45,35 @@ def format_time(ts: float) -> str:
         ms // 1000 % 60,
         ms % 1000,
     )
+
+
+# A stream's keys: the hour's prefix cached ("2016-06-24T18:"), minutes and seconds and the
+# milliseconds from tables (3,600 and 1,000 short strings), so a key is two divisions and a
+# concatenation: about a third of format_time's cost, which a million-point getData pays.
+_MS_PER_HOUR = 3_600_000
+_MM_SS = tuple("%02d:%02d." % divmod(second, 60) for second in range(3600))  # noqa: UP031
+_MS_Z = tuple("%03dZ" % ms for ms in range(1000))  # noqa: UP031
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour(hour: int) -> str:
+    day, hh = divmod(hour, 24)
+    return "%sT%02d:" % (_day(day), hh)  # noqa: UP031
+
+
+def format_times(stamps: Iterable[float]) -> list[str]:
+    """format_time of many times (the keys of a data chunk), the same strings, faster."""
+    out: list[str] = []
+    append = out.append
+    last_hour: int | None = None
+    prefix = ""
+    for ts in stamps:
+        hour, rest = divmod(round(ts * 1000), _MS_PER_HOUR)
+        if hour != last_hour:
+            prefix, last_hour = _hour(hour), hour
+        second, ms = divmod(rest, 1000)
+        append(prefix + _MM_SS[second] + _MS_Z[ms])
+    return out
 
 
 def format_time_offset(ts: float) -> str:

@@ -35,6 +35,8 @@ from thinghub.faces._http import (
     settings_of,
 )
 from thinghub.faces.face import FaceContext
+from thinghub.faces.st import stream
+from thinghub.faces.st.ioto import router as ioto_router
 from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
@@ -846,7 +848,11 @@ async def list_events(
 
 
 def _days(retention: Retention) -> dict[str, float | None]:
-    return {"telemetryDays": retention.telemetry_days, "eventsDays": retention.events_days}
+    return {
+        "telemetryDays": retention.telemetry_days,
+        "eventsDays": retention.events_days,
+        "filesDays": retention.files_days,
+    }
 
 
 def _retention_json(view: RetentionView) -> dict[str, Any]:
@@ -855,8 +861,9 @@ def _retention_json(view: RetentionView) -> dict[str, Any]:
 
 @router.get("/account/retention", tags=["retention"])
 async def get_retention(request: Request, caller: Caller) -> Response:
-    """How many days the account keeps telemetry and events (0 = forever): the days that
-    apply, the account's own setting (`null` = the server's default) and the server's."""
+    """How many days the account keeps telemetry, events and device files (0 = forever): the
+    days that apply, the account's own setting (`null` = the server's default) and the
+    server's."""
     return OrjsonResponse(_retention_json(await services_of(request).retention.get(caller)))
 
 
@@ -870,6 +877,8 @@ async def put_retention(body: RetentionUpdate, request: Request, caller: Caller)
         changes["telemetry_days"] = body.telemetryDays
     if "eventsDays" in given:
         changes["events_days"] = body.eventsDays
+    if "filesDays" in given:
+        changes["files_days"] = body.filesDays
     view = await services_of(request).retention.set(caller, **changes)
     return OrjsonResponse(_retention_json(view))
 
@@ -920,4 +929,6 @@ def create_app(context: FaceContext) -> FastAPI:
     app.state.openapi_patches.append(document_page_size("limit", context.settings.page_max))
     app.include_router(public)
     app.include_router(router)
+    app.include_router(stream.router)
+    app.include_router(ioto_router)
     return app

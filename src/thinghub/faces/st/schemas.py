@@ -28,6 +28,7 @@ __all__ = [
     "EnrollmentGroupCreate",
     "MethodRequest",
     "ModuleCreate",
+    "ProductCreate",
     "RetentionUpdate",
     "TokenCreate",
     "UserCreate",
@@ -136,3 +137,10 @@ class RetentionUpdate(_Body):
 
     telemetryDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
     eventsDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
+    filesDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
+
+
+class ProductCreate(_Body):
+    """POST /v1/ioto/products: the name is also the project its claimed devices go into."""
+
+    name: Annotated[StrictStr, Field(json_schema_extra=ID_SCHEMA)]

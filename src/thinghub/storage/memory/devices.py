@@ -44,6 +44,17 @@ class MemoryDeviceStore(MemoryArea):
             Deployment(account_id, project, name, from_us(us) or 0.0) for name, us in sorted(found)
         ]
 
+    async def delete_project(self, account_id: str, name: str) -> bool:
+        t = self.tables
+        if (account_id, name) not in t.projects or any(
+            row[_ACCOUNT] == account_id and row[_PROJECT] == name for row in t.devices.values()
+        ):
+            return False
+        del t.projects[(account_id, name)]
+        for key in [k for k in t.deployments if k[:2] == (account_id, name)]:
+            del t.deployments[key]
+        return True
+
     # -- devices -------------------------------------------------------------------------
 
     async def insert(self, device: Device, twin: Twin) -> None:

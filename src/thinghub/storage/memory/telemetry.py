@@ -3,7 +3,7 @@ latest value per metric, exactly as the SQL area keeps them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports.store import Page, TelemetryQuery
@@ -133,6 +133,37 @@ class MemoryTelemetryStore(MemoryArea):
             Observation(account_id, entity_id, metric, from_us(ts) or 0.0, value)
             for ts, _, value in found[:limit]
         ]
+
+    async def stream_observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """As the SQL area: pages in time order, each read afresh after the last time sent;
+        a page never ends inside a run of equal times."""
+        check_batch_rows(batch_rows)
+        low, high = range_us(since, until)
+        key = (account_id, entity_id, metric)
+        while True:
+            found = sorted(
+                (row[_OBSERVED], row[_VALUE])
+                for row in self.tables.observations.values()
+                if row[:3] == key and low <= row[_OBSERVED] <= high
+            )
+            rows = found[:batch_rows]
+            is_full = len(rows) == batch_rows
+            if is_full:
+                last = rows[-1][0]
+                rows = [r for r in found if r[0] < last or r[0] == last]
+                low = last + 1
+            if rows:
+                yield [(ts / 1_000_000, value) for ts, value in rows]
+            if not is_full:
+                return
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         check_batch_rows(batch_rows)

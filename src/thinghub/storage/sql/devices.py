@@ -65,6 +65,22 @@ class SqlDeviceStore(SqlArea):
         )
         return [Deployment(r[0], r[1], r[2], from_us(r[3]) or 0.0) for r in rows]
 
+    async def delete_project(self, account_id: str, name: str) -> bool:
+        empty = "NOT EXISTS (SELECT 1 FROM devices WHERE account_id = ? AND project = ?)"
+        counts = await self._write(
+            Step(
+                "exec",
+                f"DELETE FROM deployments WHERE account_id = ? AND project = ? AND {empty}",
+                (account_id, name, account_id, name),
+            ),
+            Step(
+                "exec",
+                f"DELETE FROM projects WHERE account_id = ? AND name = ? AND {empty}",
+                (account_id, name, account_id, name),
+            ),
+        )
+        return bool(counts[1])
+
     # -- devices -------------------------------------------------------------------------
 
     async def insert(self, device: Device, twin: Twin) -> None:

@@ -3,7 +3,7 @@ latest value per metric; newest-first pages; retention and per-device deletes in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
@@ -146,6 +146,46 @@ class SqlTelemetryStore(SqlArea):
         return [
             Observation(account_id, entity_id, metric, from_us(r[0]) or 0.0, r[1]) for r in rows
         ]
+
+    async def stream_observations(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        batch_rows: int,
+    ) -> AsyncIterator[list[tuple[float, float]]]:
+        """Keyset pages on the (entity, metric, ts) index, in its order (no sort).
+
+        Observations have no unique key, so a page never ends inside a run of equal times:
+        the rows sharing its last time are read whole (one more read by that time) and the
+        next page starts after it.
+        """
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        low, high = range_us(since, until)
+        head = (
+            "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
+            "AND metric = ? AND "
+        )
+        page = head + "ts >= ? AND ts <= ? ORDER BY ts LIMIT ?"
+        at = head + "ts = ?"
+        key = [account_id, entity_id, metric]
+        while True:
+            rows = await self.db.fetch_all(page, [*key, low, high, batch_rows], bulk=True)
+            is_full = len(rows) == batch_rows
+            if is_full:
+                last = rows[-1][0]
+                cut = len(rows) - 1
+                while cut and rows[cut - 1][0] == last:
+                    cut -= 1
+                rows = rows[:cut] + await self.db.fetch_all(at, [*key, last], bulk=True)
+                low = last + 1
+            if rows:
+                yield [(ts / 1_000_000, value) for ts, value in rows]
+            if not is_full:
+                return
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """An account's telemetry and observations older than `before`; returns the number

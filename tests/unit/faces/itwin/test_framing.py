@@ -302,7 +302,7 @@ def test_seed_reader_reads_our_frames() -> None:
 
 
 def test_a_newline_between_frames_would_break_the_seed_reader() -> None:
-    # Why the encoder never writes whitespace between frames (docs/faces/itwin-internals.md).
+    # Why the encoder never writes whitespace between frames.
     socket = OneByteSocket(encode_frame({"a": 1}) + b"\n" + encode_frame({"b": 2}))
     assert orjson.loads(decodeOneJsonFrame(socket)) == {"a": 1}
     assert decodeOneJsonFrame(socket) == b"\n"

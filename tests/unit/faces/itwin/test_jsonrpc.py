@@ -136,13 +136,13 @@ def test_builders_make_the_seed_shapes() -> None:
 
 def test_error_message_shape() -> None:
     exc = jsonrpc.invalid_params("sensor", "Field required", id=7)
+    assert exc.data == {"param": "sensor"}  # kept on the exception, never sent (see below)
     assert jsonrpc.error_message(exc) == {
         "jsonrpc": "2.0",
         "id": 7,
         "error": {
             "code": -32602,
             "message": "Invalid params: sensor: Field required",
-            "data": {"param": "sensor"},
         },
     }
     bare = jsonrpc.error_message(RpcError(-32601, "Method not found", id="a"))

@@ -79,7 +79,7 @@ def test_walkthrough_get_data_with_empty_params_and_project() -> None:
         ({"function": "last", "params": {"size": 1}}, Limit(function="last", size=1)),
         ({"function": "first", "params": {"size": 1}}, Limit(function="first", size=1)),
         ({"function": "first"}, Limit(function="first", size=1)),
-        ("last", Limit(function="last", size=1)),  # Bentley's client sends it
+        ("last", Limit(function="last", size=1)),  # Bentley's client sends the bare string
     ],
 )
 def test_limit_shapes(limit: Any, expected: Limit) -> None:

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinghub.domain.errors import Invalid
-from thinghub.faces.itwin.timestamps import format_time, format_time_offset, parse_time
+from thinghub.faces.itwin.timestamps import (
+    format_time,
+    format_time_offset,
+    format_times,
+    parse_time,
+)
 
 
 def test_seed_forms() -> None:
@@ -49,3 +54,17 @@ def test_fast_formatting_agrees_with_datetime(ts: float) -> None:
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=round(ts * 1000))
     assert format_time(ts) == moment.isoformat(timespec="milliseconds")[:-6] + "Z"
     assert format_time_offset(ts) == moment.isoformat(timespec="milliseconds")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0), max_size=50).map(
+        sorted
+    )
+)
+def test_many_times_format_as_each_alone(stamps: list[float]) -> None:
+    """format_times (a chunk's keys, hour prefixes cached) gives format_time's strings, in
+    order, also across hour, day and year boundaries and before 1970."""
+    assert format_times(stamps) == [format_time(ts) for ts in stamps]
+    edges = [3599.9995, 3599.9996, 86_399.9999, -0.0004, -0.0006, 946_684_799.9996]
+    assert format_times(edges) == [format_time(ts) for ts in edges]

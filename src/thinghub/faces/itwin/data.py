@@ -1,0 +1,482 @@
+"""Observations on the iTwin face: the metric a request names, series streamed from the store,
+first/last summaries, and uploads through ingest.
+
+Streams (getData, getObservations) read the store a batch at a time
+(QueryService.observation_batches, keyset pages), one batch ahead of the one being sent: the
+socket adapters ask for the next chunk only after the previous one's send has drained. So a
+million-point request holds at most two batches, and a slow reader slows the read instead of
+growing the server.
+
+Delta metrics (`dT` of `T`, domain/deltas.py) are computed in the raw unit, then converted
+as differences: against one reference reading (ZERO_DATE, START_DATE, the sensor's ZERO_DATE
+prop, the query's startDate, the first observation) or, with `dt`, a rolling window that a
+second cursor over the same series provides (RollingDelta).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from thinghub.domain.clock import parse_ts
+from thinghub.domain.deltas import DeltaParams, RollingDelta, reference_time
+from thinghub.domain.errors import Invalid
+from thinghub.domain.metrics import Metric, metrics_with_deltas
+from thinghub.domain.model import Device
+from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.faces.itwin.ids import EntityKind
+from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
+from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
+from thinghub.faces.itwin.scope import Scope
+from thinghub.faces.itwin.sensor_metrics import SensorMetrics
+from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, chunk_points
+from thinghub.faces.itwin.timestamps import format_time
+from thinghub.services.core import Services
+from thinghub.services.ingest import Outcome
+from thinghub.services.units import Conversion, conversion_for
+
+__all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Point", "chunks", "one_point"]
+
+Point = tuple[float, float]
+
+# Rows one store read of a stream returns: a multiple of MAX_CHUNK_POINTS, so only the last
+# chunk of a stream is short.
+BATCH_ROWS: Final = 5 * MAX_CHUNK_POINTS
+# An upload's write units being stored while the next one is prepared.
+UPLOAD_UNITS_IN_FLIGHT: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MetricChoice:
+    """The metric a request named, on one sensor, and how its values reach the asked unit.
+
+    `key` is the observation metric the raw values are stored under; `conversion` takes a
+    value of `metric` (a raw value, or a delta of one) to the requested unit.
+    """
+
+    metric: Metric
+    raw: Metric
+    key: str
+    unit: str
+    conversion: Conversion
+
+
+class Observations:
+    def __init__(self, services: Services, network: Network, metrics: SensorMetrics) -> None:
+        self.services = services
+        self.network = network
+        self.metrics = metrics
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def raw_metrics(self, scope: Scope, facts: Facts, sensor: Sensor) -> tuple[Metric, ...]:
+        latest = await self.network.latest(scope, facts, sensor.holder.id)
+        return await self.metrics.raw_metrics(sensor, latest)
+
+    async def all_metrics(self, scope: Scope, facts: Facts, sensor: Sensor) -> tuple[Metric, ...]:
+        """getMetrics: the delta metrics, then the raw metrics (the seed's order)."""
+        return metrics_with_deltas(await self.raw_metrics(scope, facts, sensor))
+
+    async def choose(
+        self,
+        scope: Scope,
+        facts: Facts,
+        sensor: Sensor,
+        metric_id: str,
+        unit: str | None,
+        *,
+        raw_only: bool = False,
+    ) -> MetricChoice:
+        """The metric `metric_id` of `sensor`, converted to `unit` (None: its default unit).
+
+        Raises:
+            Invalid: naming `metric` (not a metric of the sensor) or `unit` (not a unit of it).
+        """
+        raw = await self.raw_metrics(scope, facts, sensor)
+        candidates = raw if raw_only else metrics_with_deltas(raw)
+        metric = next((m for m in candidates if m.id == metric_id), None)
+        if metric is None:
+            known = ", ".join(m.id for m in candidates) or "none yet"
+            raise Invalid(
+                f"metric: {metric_id!r} is not a metric of sensor {sensor.id!r} (its metrics: "
+                f"{known})",
+                field="metric",
+            )
+        source = (
+            metric if metric.delta_of is None else next(m for m in raw if m.id == metric.delta_of)
+        )
+        target = unit if unit is not None else metric.default_unit
+        return MetricChoice(
+            metric, source, sensor.metric_key(source.id), target, conversion_for(metric, target)
+        )
+
+    # -- series ----------------------------------------------------------------------------
+
+    async def series(
+        self,
+        scope: Scope,
+        sensor: Sensor,
+        choice: MetricChoice,
+        delta: DeltaParams,
+        since: float | None,
+        until: float | None,
+        limit: Limit | None,
+    ) -> AsyncIterator[list[Point]]:
+        """The points of a choice in [since, until], oldest first, in the raw unit (deltas
+        already taken), a batch at a time."""
+        holder, key = sensor.holder.id, choice.key
+        if choice.metric.delta_of is None:
+            async for batch in self._raw(scope, holder, key, since, until, limit):
+                yield batch
+            return
+        if delta.window_s is not None:
+            async for batch in self._rolling(
+                scope, holder, key, delta.window_s, since, until, limit
+            ):
+                yield batch
+            return
+        at = reference_time(delta, sensor_zero_ts=_zero_date(sensor), query_start_ts=since)
+        reference = await self._first(scope, holder, key, at, None)
+        if reference is None:
+            return
+        base = reference[1]
+        async for batch in self._raw(scope, holder, key, since, until, limit):
+            yield [(ts, value - base) for ts, value in batch]
+
+    async def _raw(
+        self,
+        scope: Scope,
+        holder: str,
+        key: str,
+        since: float | None,
+        until: float | None,
+        limit: Limit | None,
+    ) -> AsyncIterator[list[Point]]:
+        queries = self.services.queries
+        if limit is not None and limit.function == "last":
+            rows = await queries.recent_observations(
+                scope.principal, holder, key, since, until, limit.size
+            )
+            if rows:
+                yield [(o.ts, o.value) for o in reversed(rows)]
+            return
+        if limit is not None:  # the first `size`: one read
+            batches = queries.observation_batches(
+                scope.principal, holder, key, since, until, limit.size
+            )
+            async for batch in batches:
+                yield batch
+                return
+            return
+        batches = queries.observation_batches(
+            scope.principal, holder, key, since, until, BATCH_ROWS
+        )
+        async for batch in _one_ahead(batches):
+            yield batch
+
+    async def _first(
+        self, scope: Scope, holder: str, key: str, since: float | None, until: float | None
+    ) -> Point | None:
+        batches = self.services.queries.observation_batches(
+            scope.principal, holder, key, since, until, 1
+        )
+        async for batch in batches:
+            return batch[0]
+        return None
+
+    async def _rolling(
+        self,
+        scope: Scope,
+        holder: str,
+        key: str,
+        window_s: float,
+        since: float | None,
+        until: float | None,
+        limit: Limit | None,
+    ) -> AsyncIterator[list[Point]]:
+        queries = self.services.queries
+        if limit is not None and limit.function == "last":
+            rows = await queries.recent_observations(
+                scope.principal, holder, key, since, until, limit.size
+            )
+            out = []
+            for row in reversed(rows):
+                before = await queries.recent_observations(
+                    scope.principal, holder, key, None, row.ts - window_s, 1
+                )
+                if before:
+                    out.append((row.ts, row.value - before[0].value))
+            if out:
+                yield out
+            return
+        # Two cursors over one series: the leading one answers, the lagging one (from a
+        # window earlier) provides each point's reference (domain/deltas.RollingDelta).
+        state = RollingDelta(window_s)
+        lagging = _points(
+            queries.observation_batches(
+                scope.principal,
+                holder,
+                key,
+                None if since is None else since - window_s,
+                until,
+                BATCH_ROWS,
+            )
+        )
+        wanted = None if limit is None else limit.size
+        async for batch in queries.observation_batches(
+            scope.principal, holder, key, since, until, BATCH_ROWS
+        ):
+            out = []
+            for ts, value in batch:
+                while state.wants_lagging(ts):
+                    point = await anext(lagging, None)
+                    if point is None:
+                        state.lagging_done()
+                        break
+                    state.offer_lagging(point)
+                change = state.delta(ts, value)
+                if change is not None:
+                    out.append((ts, change))
+            if wanted is not None:
+                out = out[:wanted]
+                wanted -= len(out)
+            if out:
+                yield out
+            if wanted == 0:
+                break
+        await lagging.aclose()
+
+    async def first_after(
+        self, scope: Scope, sensor: Sensor, choice: MetricChoice, at: float | None
+    ) -> Point | None:
+        """The first raw observation of a choice at or after `at` (None: the first of all)."""
+        return await self._first(scope, sensor.holder.id, choice.key, at, None)
+
+    async def value_before(self, scope: Scope, holder: str, key: str, at: float) -> float | None:
+        """The latest raw value of an observation key at or before `at`."""
+        rows = await self.services.queries.recent_observations(
+            scope.principal, holder, key, None, at, 1
+        )
+        return rows[0].value if rows else None
+
+    async def first_and_last(
+        self, scope: Scope, sensor: Sensor, choice: MetricChoice
+    ) -> tuple[Point | None, Point | None]:
+        first = await self._first(scope, sensor.holder.id, choice.key, None, None)
+        rows = await self.services.queries.recent_observations(
+            scope.principal, sensor.holder.id, choice.key, None, None, 1
+        )
+        return first, None if not rows else (rows[0].ts, rows[0].value)
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    async def upload(
+        self, scope: Scope, entries: Sequence[UploadEntry], source: str = "itwin"
+    ) -> tuple[int, list[RejectedEntry]]:
+        """Store observations, each a telemetry message of its sensor's device (with the
+        sensor's component) or of the created sensor, through ingest: they show on /v1, in
+        every face's live feed and in getData.
+
+        Entries are turned into messages a write unit at a time, and a unit is stored while
+        the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
+        reads the request.
+
+        Returns:
+            How many were stored, and the entries that were not, each with why.
+        """
+        batch = self.services.ingest.batch_max
+        rejected: list[RejectedEntry] = []
+        stored = 0
+        gate = asyncio.Semaphore(UPLOAD_UNITS_IN_FLIGHT)
+        prepare = _Preparer(self, scope, source, rejected)
+
+        async def store(
+            items: list[tuple[Device, TelemetryMessage]], kept: list[UploadEntry]
+        ) -> None:
+            nonlocal stored
+            try:
+                outcomes = await self.services.ingest.ingest_many(items)
+            finally:
+                gate.release()
+            for entry, outcome in zip(kept, outcomes, strict=True):
+                if isinstance(outcome, Outcome) and outcome.rejected is None and outcome.is_new:
+                    stored += 1
+                    continue
+                reason = (
+                    outcome.rejected
+                    if isinstance(outcome, Outcome) and outcome.rejected is not None
+                    else "not stored"
+                )
+                rejected.append(
+                    RejectedEntry(entry.index, f"data[{entry.index}]", reason, entry.sensor_id)
+                )
+
+        async with asyncio.TaskGroup() as tasks:
+            for start in range(0, len(entries), batch):
+                items, kept = await prepare.messages(entries[start : start + batch])
+                if items:
+                    await gate.acquire()
+                    tasks.create_task(store(items, kept), name="itwin.upload")
+        rejected.sort(key=lambda r: r.index)
+        return stored, rejected
+
+    async def declared_metrics(self, scope: Scope, facts: Facts, sensor: Sensor) -> set[str] | None:
+        """The metric ids a created generic sensor declares (uploads may carry only those);
+        None: any numeric field is a metric."""
+        info = created_info(sensor.holder)
+        props = None if info is None else info.get("props")
+        if not isinstance(props, dict) or not any(k.endswith("_METRICS") for k in props):
+            return None
+        return {m.id for m in await self.raw_metrics(scope, facts, sensor)}
+
+
+class _Preparer:
+    """Turns upload entries into messages, remembering each sensor it looked up (and the
+    metrics a generic one declares) for the rest of the request."""
+
+    def __init__(
+        self, owner: Observations, scope: Scope, source: str, rejected: list[RejectedEntry]
+    ) -> None:
+        self.owner = owner
+        self.scope = scope
+        self.source = source
+        self.rejected = rejected
+        self.facts = Facts()
+        self.sensors: dict[str, Sensor | None] = {}
+        self.declared: dict[str, set[str] | None] = {}
+
+    async def sensor(self, sensor_id: str) -> Sensor | None:
+        if sensor_id not in self.sensors:
+            try:
+                found = await self.owner.network.find(
+                    self.scope, sensor_id, EntityKind.SENSOR, "sensorId", self.facts
+                )
+            except Invalid:
+                found = None
+            sensor = found if isinstance(found, Sensor) else None
+            self.sensors[sensor_id] = sensor
+            if sensor is not None:
+                self.declared[sensor_id] = await self.owner.declared_metrics(
+                    self.scope, self.facts, sensor
+                )
+        return self.sensors[sensor_id]
+
+    async def messages(
+        self, entries: Sequence[UploadEntry]
+    ) -> tuple[list[tuple[Device, TelemetryMessage]], list[UploadEntry]]:
+        """The messages of `entries`, and the entries they are of; the others are rejected."""
+        ingest = self.owner.services.ingest
+        items: list[tuple[Device, TelemetryMessage]] = []
+        kept: list[UploadEntry] = []
+        for entry in entries:
+            sensor = await self.sensor(entry.sensor_id)
+            path = f"data[{entry.index}]"
+            if sensor is None:
+                self.rejected.append(
+                    RejectedEntry(
+                        entry.index, f"{path}.sensorId", "no such sensor", entry.sensor_id
+                    )
+                )
+                continue
+            metrics = self.declared.get(entry.sensor_id)
+            unknown = [k for k in entry.values if metrics is not None and k not in metrics]
+            if unknown:
+                self.rejected.append(
+                    RejectedEntry(
+                        entry.index,
+                        f"{path}.values.{unknown[0]}",
+                        f"{unknown[0]!r} is not a metric of this sensor "
+                        f"({', '.join(sorted(metrics or ()))})",
+                        entry.sensor_id,
+                    )
+                )
+                continue
+            try:
+                raw = orjson.dumps(entry.values)
+            except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
+                self.rejected.append(
+                    RejectedEntry(
+                        entry.index,
+                        f"{path}.values",
+                        "has a metric name that is not text",
+                        entry.sensor_id,
+                    )
+                )
+                continue
+            try:
+                message = ingest.build(
+                    sensor.holder,
+                    raw,
+                    body=entry.values,
+                    is_raw_json=True,
+                    component=sensor.component,
+                    source=self.source,
+                    enqueued_at=entry.ts,
+                )
+            except Invalid as exc:
+                self.rejected.append(
+                    RejectedEntry(entry.index, f"{path}.values", exc.message, entry.sensor_id)
+                )
+                continue
+            items.append((sensor.holder, message))
+            kept.append(entry)
+        return items, kept
+
+
+def _zero_date(sensor: Sensor) -> float | None:
+    """A sensor's ZERO_DATE prop (the seed's entities carry one), if it is a date."""
+    info = created_info(sensor.holder)
+    props: Mapping[str, Any] = {}
+    if info is not None and isinstance(info.get("props"), dict):
+        props = info["props"]
+    else:
+        stored = sensor.holder.attributes.get(SENSOR_PROPS)
+        own = stored.get(sensor.component or "default") if isinstance(stored, dict) else None
+        props = own if isinstance(own, dict) else {}
+    value = props.get("ZERO_DATE")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_ts(value, "ZERO_DATE")
+    except Invalid:
+        return None
+
+
+async def _one_ahead(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[list[Point], None]:
+    """The batches of a stream, the next one read while the caller handles this one: the
+    database reads (in its reader thread) while this formats and sends. One batch ahead at
+    most, so a slow reader still slows the read, one batch later."""
+    ahead: asyncio.Future[list[Point] | None] = asyncio.ensure_future(anext(batches, None))
+    try:
+        while (batch := await ahead) is not None:
+            ahead = asyncio.ensure_future(anext(batches, None))
+            yield batch
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ahead
+
+
+async def _points(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[Point, None]:
+    async for batch in batches:
+        for point in batch:
+            yield point
+
+
+def chunks(batch: Sequence[Point], conversion: Conversion) -> list[dict[str, float]]:
+    """A batch of points as `{ISO: value}` chunks of at most MAX_CHUNK_POINTS, converted."""
+    return [
+        chunk_points(batch[start : start + MAX_CHUNK_POINTS], conversion)
+        for start in range(0, len(batch), MAX_CHUNK_POINTS)
+    ]
+
+
+def one_point(point: Point | None, conversion: Conversion) -> dict[str, float]:
+    """`{ISO: value}` of one point (empty for none), converted."""
+    return {} if point is None else {format_time(point[0]): conversion(point[1])}

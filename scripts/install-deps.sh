@@ -5,7 +5,8 @@
 # (tests/e2e/ux4iot_client, installed there with `npm ci` by the tests themselves), and npm
 # also builds the console's front-end files at install time (scripts/console_assets.py);
 # Debian's chromium (and a font) for the console's browser tests, which Playwright drives
-# through its executable path (tests/e2e/browser.py): no browser is downloaded.
+# through its executable path (tests/e2e/browser.py): no browser is downloaded; gcc and
+# libssl-dev for the C MQTT load generator the benchmark guard (tests/bench_guard) builds.
 # Idempotent: does nothing when everything is already there. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -16,6 +17,9 @@ command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || want+=(n
 command -v npm >/dev/null 2>&1 || want+=(npm)
 [ -x /usr/bin/chromium ] || want+=(chromium)
 [ -d /usr/share/fonts/truetype/dejavu ] || want+=(fonts-dejavu-core)
+# The MQTT load generator (bench/mqttload/mqttload.c), built by tests/bench_guard and bench/.
+command -v cc >/dev/null 2>&1 || want+=(gcc)
+[ -f /usr/include/openssl/ssl.h ] || want+=(libssl-dev)
 if [ "${1:-}" = "bench" ]; then
   command -v wrk >/dev/null 2>&1 || want+=(wrk)
   command -v mosquitto >/dev/null 2>&1 || want+=(mosquitto)

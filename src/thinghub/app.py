@@ -90,9 +90,11 @@ from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
 from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
+from thinghub.services.jobs import JobService
 from thinghub.services.live import LiveService
 from thinghub.services.products import ProductService
 from thinghub.services.properties import PropertyService
@@ -193,6 +195,18 @@ def build_services(
         signed_url_ttl_s=settings.ioto_signed_url_ttl_s,
         max_file_bytes=settings.ioto_max_file_bytes,
     )
+    commands = CommandService(
+        stores,
+        clock,
+        presence=presence,
+        channel=channel,
+        registry=registry,
+        templates=templates,
+        max_timeout_s=settings.method_timeout_max_s,
+        ttl_s=settings.command_ttl_s,
+        locks=locks,
+    )
+    properties = PropertyService(registry, twins, templates)
     return Services(
         auth=auth,
         registry=registry,
@@ -200,17 +214,7 @@ def build_services(
         events=events,
         ingest=ingest,
         queries=QueryService(stores, clock),
-        commands=CommandService(
-            stores,
-            clock,
-            presence=presence,
-            channel=channel,
-            registry=registry,
-            templates=templates,
-            max_timeout_s=settings.method_timeout_max_s,
-            ttl_s=settings.command_ttl_s,
-            locks=locks,
-        ),
+        commands=commands,
         c2d=C2DService(stores, clock, channel=channel, locks=locks, registry=registry),
         templates=templates,
         provisioning=ProvisioningService(stores, clock, registry),
@@ -231,7 +235,9 @@ def build_services(
         certificates=certificates,
         sessions=SessionService(stores),
         live=LiveService(bus),
-        properties=PropertyService(registry, twins, templates),
+        properties=properties,
+        device_groups=DeviceGroupService(stores, clock),
+        jobs=JobService(stores, clock, registry=registry, properties=properties, commands=commands),
         products=products,
         claims=claims,
         files=files,
@@ -356,6 +362,24 @@ class _Sockets:
     http: socket.socket
     mqtt: socket.socket
     faces: list[tuple[Face, socket.socket]]  # --face-listen
+
+
+#: Young-generation size of the cyclic garbage collector, in container objects allocated
+#: (CPython's default is 700): each PUBLISH allocates dozens, and every young collection
+#: also promotes the messages still in flight, which older collections then walk again.
+GC_YOUNG_OBJECTS = 50_000
+#: Young collections per middle one, and middle ones per full one (CPython: 10, 10).
+GC_OLDER_EVERY = 20
+
+
+def tune_gc() -> None:
+    """Once the server is up: what start-up allocated (modules, settings, schemas, the unit
+    registry, caches, the SQL text) is moved out of the collector's sight for good
+    (gc.freeze), and collections run less often. Full collections walking that heap were ~30%
+    of the CPU per MQTT message, a third of an iTwin upload of 100,000 values, and stalled the
+    event loop for milliseconds (docs/performance.md)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_OBJECTS, GC_OLDER_EVERY, GC_OLDER_EVERY)
 
 
 class ThingHub:
@@ -488,6 +512,7 @@ class ThingHub:
         tasks.create_task(services.ingest.run(), name="ingest.batches")
         for name, loop in (
             ("commands.delivery", services.commands.run),
+            ("jobs.run", services.jobs.run),
             ("retention.purge", services.retention.run),
             ("registry.watch", services.registry.watch),  # other nodes' device changes
             ("twins.watch", services.twins.watch),  # other nodes' twin changes
@@ -579,11 +604,7 @@ class ThingHub:
             bus="nats" if cluster is not None else "memory",
         )
         await self._wait_started()
-        # What start-up made lives as long as the process (modules, schemas, the unit
-        # registry, caches): keep the collector from scanning it again on every full
-        # collection, which a busy server triggers often (an upload of 100,000 values
-        # allocates millions of objects): about a third off such a request here.
-        gc.freeze()
+        tune_gc()
 
     async def _start_listener(self, face: Face, listener: Listener) -> None:
         name = listener.name

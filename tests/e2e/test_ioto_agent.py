@@ -419,7 +419,7 @@ def test_the_device_and_its_data_stay_in_its_account(
     did = agent.device_id
     other_name = f"other-{did.lower()}"
     server.cli("account", "create", other_name)
-    token = server.cli("token", "create", "--role", "admin", "--account", other_name)
+    token = server.cli("token", "create", "--quiet", "--role", "admin", "--account", other_name)
     with server.client(token) as other:
         assert other.get(f"/v1/devices/{did}").status_code == 404
         central = other.get(f"/central/api/devices/{did}", params={"api-version": "2022-07-31"})

@@ -311,7 +311,7 @@ def test_another_account_cannot_claim_see_or_revoke_products_of_this_one(
     agent = registered(server, product)  # registered, not yet claimed
     name = f"iso-{uuid.uuid4().hex[:8]}"
     server.cli("account", "create", name)
-    token = server.cli("token", "create", "--role", "admin", "--account", name)
+    token = server.cli("token", "create", "--quiet", "--role", "admin", "--account", name)
     with server.client(token) as other:
         refused = other.post(f"{API}/device/claim", json={"id": agent.device_id})
         assert refused.status_code == 404, refused.text
@@ -343,7 +343,7 @@ def test_every_user_route_refuses_principals_that_must_not_reach_the_device(
     else:
         name = f"iso-{uuid.uuid4().hex[:8]}"
         server.cli("account", "create", name)
-        token = server.cli("token", "create", "--role", "admin", "--account", name)
+        token = server.cli("token", "create", "--quiet", "--role", "admin", "--account", name)
         if who == "b-jwt":
             with server.client(token) as b:
                 made = b.post("/v1/tokens", json={"role": "admin"}).json()

@@ -117,6 +117,8 @@ class World:
     b_cmd: str
     b_ctoken_secret: str
     b_cert: tuple[Path, Path]
+    a_dgroup: str = ""  # A's IoT Central device group (a_central only)
+    a_job: str = ""  # A's job over it (a cloud property)
     headers: dict[str, str] = field(default_factory=dict)  # principal -> Authorization
     markers_b: frozenset[str] = frozenset()  # what B's principals must never see
     markers_s: frozenset[str] = frozenset()  # what A's P1-limited principals must never see
@@ -274,6 +276,25 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         a_c2d = _json(
             a.post(f"/v1/devices/{a_dev['id']}/messages", json={"body": f"a-c2d-{h}"}), 202
         )["messageId"]
+        a_dgroup, a_job = f"a-dgroup-{h}", f"a-job-{h}"
+        _json(
+            a.put(
+                f"{API}/deviceGroups/{a_dgroup}",
+                params=central,
+                json={"displayName": f"a-dgdisplay-{h}", "filter": f"id eq '{a_central}'"},
+            )
+        )
+        _json(
+            a.put(
+                f"{API}/jobs/{a_job}",
+                params=central,
+                json={
+                    "displayName": f"a-jobdisplay-{h}",
+                    "group": a_dgroup,
+                    "data": [{"type": "cloudProperty", "path": "site", "value": f"a-site-{h}"}],
+                },
+            )
+        )
         a_group, a_group2 = f"iso-group-{h}", f"iso-agroup-{h}"
         group_keys = {}
         for gid in (a_group, a_group2):
@@ -411,6 +432,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             b_cmd=b_cmd,
             b_ctoken_secret=b_ctoken_secret,
             b_cert=(certs / "b.pem", certs / "b.key"),
+            a_dgroup=a_dgroup,
+            a_job=a_job,
         )
         world.headers = {
             "b-admin": f"Bearer {b_token}",
@@ -460,6 +483,11 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             f"a-desired-{h}",
             f"a-mdesired-{h}",
             f"a-reported-{h}",
+            a_dgroup,
+            f"a-dgdisplay-{h}",
+            a_job,
+            f"a-jobdisplay-{h}",
+            f"a-site-{h}",
         }
         b_things = {
             b_account["id"],
@@ -1185,6 +1213,228 @@ def _(w: World, p: str) -> list[Probe]:
 @route("central", "GET", "/deviceTemplates")
 def _(w: World, p: str) -> list[Probe]:
     return [_c("GET", "/deviceTemplates", "2xx")]
+
+
+# The real API's routes (central.md, "The real API").
+
+
+@route("central", "GET", "/devices/{device_id}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/commands/reboot") for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components/{component}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [
+        _c("GET", f"/devices/{d}/components/thermostat1/commands/getMaxMinReport")
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "GET", "/devices/{device_id}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/properties") for d in _a_devices(w, p)]
+
+
+@route("central", "PATCH", "/devices/{device_id}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [_c("PATCH", f"/devices/{d}/properties", body=body) for d in _a_devices(w, p)]
+
+
+@route("central", "PUT", "/devices/{device_id}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [_c("PUT", f"/devices/{d}/properties", body=body) for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components/{component}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/components/thermostat1/properties") for d in _a_devices(w, p)]
+
+
+@route("central", "PATCH", "/devices/{device_id}/components/{component}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [
+        _c("PATCH", f"/devices/{d}/components/thermostat1/properties", body=body)
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "PUT", "/devices/{device_id}/components/{component}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [
+        _c("PUT", f"/devices/{d}/components/thermostat1/properties", body=body)
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "GET", "/devices/{device_id}/telemetry/{telemetry_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/telemetry/temperature") for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components/{component}/telemetry/{telemetry_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [
+        _c("GET", f"/devices/{d}/components/thermostat1/telemetry/temperature")
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "GET", "/devices/{device_id}/modules")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{w.a_gw['id']}/modules")]
+
+
+def _module_path(w: World) -> str:
+    return f"/devices/{w.a_gw['id']}/modules/{w.a_mod['moduleId']}"
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/properties")]
+
+
+@route("central", "PATCH", "/devices/{device_id}/modules/{module_name}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("PATCH", f"{_module_path(w)}/properties", body={"fps": 1})]
+
+
+@route("central", "PUT", "/devices/{device_id}/modules/{module_name}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("PUT", f"{_module_path(w)}/properties", body={"fps": 1})]
+
+
+@route("central", "POST", "/devices/{device_id}/modules/{module_name}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("POST", f"{_module_path(w)}/commands/reboot", body={"delay": 1})]
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/commands/reboot")]
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/telemetry/{telemetry_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/telemetry/temperature")]
+
+
+# Device groups and jobs belong to the whole application: 403 for a project-limited token.
+
+
+@route("central", "GET", "/deviceGroups")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/deviceGroups", NO_BODY)]
+
+
+@route("central", "GET", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/deviceGroups/{w.a_dgroup}", NO_BODY)]
+
+
+@route("central", "GET", "/deviceGroups/{group_id}/devices")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/deviceGroups/{w.a_dgroup}/devices", NO_BODY)]
+
+
+@route("central", "PATCH", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"filter": "enabled"}
+    return [_central_denied(w, p, "404", "PATCH", f"/deviceGroups/{w.a_dgroup}", body)]
+
+
+@route("central", "DELETE", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "DELETE", f"/deviceGroups/{w.a_dgroup}", NO_BODY)]
+
+
+@route("central", "PUT", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"displayName": "x", "filter": "enabled"}
+    if not _is_b(p):
+        return [_c("PUT", f"/deviceGroups/{w.a_dgroup}", "403", body)]
+
+    def own_group(response: httpx.Response) -> None:
+        # Group ids are per application: B made its own, which it now removes; A's is A's.
+        with w.api(p, "central") as api:
+            gone = api.delete(f"{API}/deviceGroups/{w.a_dgroup}", params={"api-version": VERSION})
+            assert gone.status_code == 204, gone.text
+        mine = _json(w.a.get(f"{API}/deviceGroups/{w.a_dgroup}", params={"api-version": VERSION}))
+        assert mine["filter"] == f"id eq '{w.a_central}'"
+
+    return [_c("PUT", f"/deviceGroups/{w.a_dgroup}", "2xx", body, then=own_group)]
+
+
+@route("central", "GET", "/jobs")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/jobs", NO_BODY)]
+
+
+@route("central", "GET", "/jobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/jobs/{w.a_job}", NO_BODY)]
+
+
+@route("central", "GET", "/jobs/{job_id}/devices")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/jobs/{w.a_job}/devices", NO_BODY)]
+
+
+@route("central", "PUT", "/jobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    # B has no group of A's id: 404; the job id stays A's.
+    body = {
+        "displayName": "x",
+        "group": w.a_dgroup,
+        "data": [{"type": "cloudProperty", "path": "site", "value": "hijacked"}],
+    }
+    return [_central_denied(w, p, "404", "PUT", f"/jobs/{w.a_job}", body)]
+
+
+@route("central", "POST", "/jobs/{job_id}/stop")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "POST", f"/jobs/{w.a_job}/stop", NO_BODY)]
+
+
+@route("central", "POST", "/jobs/{job_id}/resume")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "POST", f"/jobs/{w.a_job}/resume", NO_BODY)]
+
+
+@route("central", "PUT", "/jobs/{job_id}/rerun/{rerun_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "PUT", f"/jobs/{w.a_job}/rerun/x-{w.h}", NO_BODY)]
+
+
+@route("central", "POST", "/query")
+def _(w: World, p: str) -> list[Probe]:
+    # B: no template of that id (404); a scoped token reads templates, but only its devices.
+    body = {"query": f"SELECT $id, $ts, temperature FROM {w.a_template}"}
+    return [_c("POST", "/query", "404" if _is_b(p) else "2xx", body)]
+
+
+@route("central", "GET", "/roles")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", "/roles", "2xx")]
+
+
+@route("central", "GET", "/roles/{role_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", "/roles/ae2c9854-393b-4f97-8c42-479d70ce626e", "2xx")]
+
+
+@route("central", "GET", "/users")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/users", NO_BODY)]
+
+
+@route("central", "GET", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/users/{w.a_user}", NO_BODY)]
 
 
 # -- running probes ------------------------------------------------------------------------

@@ -479,7 +479,7 @@ async def test_a_socket_with_an_unknown_session_is_disconnected(server: ServerPr
             wait_timeout=15,
         )
         await live.wait_disconnect()
-        await live.client.disconnect()
+        await live.close()
 
 
 async def test_every_ingest_path_arrives(
@@ -602,7 +602,7 @@ async def test_idle_sessions_expire_and_their_sockets_are_refused(
                 wait_timeout=15,
             )
             await refused.wait_disconnect()
-            await refused.client.disconnect()
+            await refused.close()
     finally:
         assert server.stop() == 0
 

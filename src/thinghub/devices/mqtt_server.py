@@ -81,6 +81,8 @@ CLOSE_ABORT_S = 2.0
 #: Open files kept for everything but device sockets (HTTP, the database, logs): the
 #: connection limit stays this far under the process's open-file limit (at most a quarter).
 FD_RESERVE = 256
+#: Linux's TCP_QUICKACK (None elsewhere): see Connection._ack_now.
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: Refused sockets are logged at most once per this many seconds (with a count).
 REFUSAL_LOG_INTERVAL_S = 10.0
 
@@ -191,8 +193,9 @@ class Connection:
         self.limits = limits
         self._gate = gate
         self._on_connect = on_connect  # the server's handshake count: CONNECT has arrived
+        self._loop = asyncio.get_running_loop()
         self._throughput = ThroughputLimiter(
-            limits.messages_per_s, limits.bytes_per_s, asyncio.get_running_loop().time()
+            limits.messages_per_s, limits.bytes_per_s, self._loop.time()
         )
         self._window = asyncio.Event()  # set whenever in-flight work finished (or closing)
         self._interrupt = asyncio.Event()  # stop waiting in _admit: closing, or the peer left
@@ -291,7 +294,11 @@ class Connection:
                 return
             self.session.receive_data(data, time.monotonic())
             while (event := self.session.next_event()) is not None:
-                if isinstance(event, PublishReceived) and not await self._admit(event.publish):
+                if (
+                    isinstance(event, PublishReceived)
+                    and not self._admit_now(event.publish)
+                    and not await self._admit(event.publish)
+                ):
                     return  # closed while it waited
                 if not await self._dispatch(event):
                     self.flush()
@@ -305,6 +312,21 @@ class Connection:
                 deadline = loop.time() + IDLE_NO_KEEPALIVE_S
             else:
                 deadline = loop.time() + (keepalive - time.monotonic())
+
+    def _admit_now(self, publish: Publish) -> bool:
+        """_admit's common case without a coroutine: open, room in the window, under the
+        device's rate, the ingest queue not full. False: let _admit decide (and wait)."""
+        if (
+            self.closed.is_set()
+            or len(self._acks) + len(self._tasks) >= self.limits.max_inflight
+            or self._gate.is_full
+        ):
+            return False
+        now = self._loop.time()
+        if self._throughput.delay_s(now) > 0:
+            return False
+        self._throughput.take(len(publish.payload) + len(publish.topic), now)
+        return True
 
     async def _admit(self, publish: Publish) -> bool:
         """Wait until `publish` may be handled; False if the connection closed meanwhile.
@@ -381,6 +403,7 @@ class Connection:
                 self.session.unsuback(unsub.packet_id)
             case PubackReceived(publish=publish):
                 assert self.dialect is not None
+                self._ack_now()
                 await self.dialect.on_puback(self, publish)
             case PingReceived():
                 pass
@@ -415,6 +438,20 @@ class Connection:
         self.dialect = dialect
         await dialect.on_accepted(self)
         return True
+
+    def _ack_now(self) -> None:
+        """TCP-acknowledge what the device sent at once, not after the delayed-ACK timer.
+
+        A device with Nagle's algorithm on (paho, so the Azure SDK) holds its next small
+        write until its last one is acknowledged. A PUBACK is such a write that we answer
+        with nothing, so Linux would delay its ACK by ~40 ms, and the device's next packet
+        (typically the method response right after the request's PUBACK) waits that long.
+        TCP_QUICKACK sends the pending ACK now (the kernel clears the flag again by itself).
+        """
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
     def _track(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
         self._tasks.add(future)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from thinghub.domain.etags import device_etag
+
 __all__ = [
     "Account",
     "ApiToken",
@@ -158,6 +160,12 @@ class Device:
     @property
     def is_gateway(self) -> bool:
         return self.kind is DeviceKind.GATEWAY
+
+    @property
+    def etag(self) -> str:
+        """Changes whenever the record is saved (domain/etags.py)."""
+        flags = (self.enabled, self.simulated, self.provisioned)
+        return device_etag(self.id, self.name, self.template, flags, self.updated_at)
 
     @property
     def is_connected(self) -> bool:

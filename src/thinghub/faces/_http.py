@@ -116,6 +116,10 @@ def _validation_error(exc: RequestValidationError) -> errors.Invalid:
         if field is None:  # no body at all
             return errors.Invalid("a JSON object body is required", field="body")
         return errors.Invalid(f"{field} is required", field=field)
+    if kind == "extra_forbidden":
+        return errors.Invalid(
+            f"{field} is not a field this route applies (nothing was changed)", field=field
+        )
     if not loc and kind in ("model_attributes_type", "dict_type"):
         return errors.Invalid("the body must be a JSON object", field="body")
     return errors.Invalid(

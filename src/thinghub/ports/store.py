@@ -120,7 +120,7 @@ class CredentialStore(Protocol):
     async def insert_user(self, user: User) -> None: ...
     async def get_user(self, username: str) -> User | None: ...
     async def list_users(self, account_id: str) -> list[User]:
-        """The account's users, oldest first."""
+        """The account's users, by username."""
 
     async def delete_user(self, account_id: str, user_id: str) -> bool: ...
     async def insert_token(self, token: ApiToken) -> None: ...
@@ -249,6 +249,8 @@ class CommandStore(Protocol):
         """Its outcome: status, completed_at, response_code and result."""
 
     async def pending(self, device_id: str) -> list[Command]: ...
+    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+        """The device's commands of that name, newest first, at most `limit`."""
 
 
 class C2DStore(Protocol):

@@ -468,6 +468,12 @@ class AuthService:
         except Conflict as exc:
             raise Conflict(exc.message, field="username") from exc
 
+    async def list_users(self, principal: Principal) -> list[User]:
+        """The users of the caller's account, by username (Permission.USERS_ADMIN: who may
+        create users may see them)."""
+        authz.authorize(principal, Permission.USERS_ADMIN)
+        return await self.stores.credentials.list_users(principal.account_id)
+
     async def create_user(self, account_id: str, username: str, password: str, role: Role) -> User:
         if not username or len(username) > 200:
             raise Invalid("username must be 1 to 200 characters", field="username")
@@ -483,12 +489,6 @@ class AuthService:
         )
         await self.stores.credentials.insert_user(user)
         return user
-
-    async def list_users(self, principal: Principal) -> list[User]:
-        """The account's users (Permission.USERS_ADMIN, account-wide: a user sees every
-        project, so a project-limited caller may not)."""
-        authz.authorize(principal, Permission.USERS_ADMIN)
-        return await self.stores.credentials.list_users(principal.account_id)
 
     async def delete_user(self, principal: Principal, user_id: str) -> User:
         """Delete a user of the caller's account (admin); not the caller itself. Access tokens

@@ -15,9 +15,11 @@ from thinghub.services.certificates import CertificateService
 from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
 from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
 from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
+from thinghub.services.jobs import JobService
 from thinghub.services.live import LiveService
 from thinghub.services.products import ProductService
 from thinghub.services.properties import PropertyService
@@ -57,6 +59,9 @@ class Services:
     files: FileService
     # One property of a device, read or written (IoT Central, ux4iot, iTwin).
     properties: PropertyService
+    # Saved device filters, and jobs that change every device of one.
+    device_groups: DeviceGroupService
+    jobs: JobService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

@@ -399,6 +399,16 @@ class IngestService:
                     future.set_exception(exc)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        if not self.policies:  # nothing to check: no coroutine per message
+            accepted = batch
+        else:
+            accepted = await self._checked(batch)
+        if not accepted:
+            return
+        await self._store(accepted)
+
+    async def _checked(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch's messages every policy accepts; the others are resolved here."""
         accepted: list[_Pending] = []
         for item in batch:
             try:
@@ -412,8 +422,9 @@ class IngestService:
                 accepted.append(item)
             else:
                 _resolve(item[2], Outcome(False, reason))
-        if not accepted:
-            return
+        return accepted
+
+    async def _store(self, accepted: list[_Pending]) -> None:
         messages = [message for _, message, _ in accepted]
         observations = [o for m in messages for o in observations_of(m)]
         started = time.perf_counter()

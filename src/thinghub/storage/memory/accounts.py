@@ -64,7 +64,7 @@ class MemoryCredentialStore(MemoryArea):
 
     async def list_users(self, account_id: str) -> list[User]:
         rows = [r for r in self.tables.users.values() if r[1] == account_id]
-        return [as_user(r) for r in sorted(rows, key=lambda r: (r[5], r[0]))]
+        return [as_user(r) for r in sorted(rows, key=lambda r: r[2])]
 
     async def delete_user(self, account_id: str, user_id: str) -> bool:
         row = self.tables.users.get(user_id)

@@ -82,7 +82,7 @@ class SqlCredentialStore(SqlArea):
 
     async def list_users(self, account_id: str) -> list[User]:
         rows = await self.db.fetch_all(
-            f"SELECT {USER_COLUMNS} FROM users WHERE account_id = ? ORDER BY created_at, id",
+            f"SELECT {USER_COLUMNS} FROM users WHERE account_id = ? ORDER BY username",
             (account_id,),
         )
         return [as_user(r) for r in rows]

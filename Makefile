@@ -2,15 +2,18 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: all deps install fmt check test unit e2e e2e-postgres contract bench bench-guard clean
+.PHONY: all deps install console-assets fmt check test unit e2e e2e-postgres contract bench bench-guard clean
 
 all: check test
 
-deps:  ## Debian packages the tests need (PostgreSQL server); no-op when present
+deps:  ## Debian packages the tests need (PostgreSQL, npm, chromium); no-op when present
 	bash scripts/install-deps.sh
 
 install:  ## the package with its test extras
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+
+console-assets:  ## the console's npm files (uPlot) into its static/vendor/; install does it too
+	$(PY) scripts/console_assets.py
 
 fmt:
 	$(PY) -m ruff format src tests bench

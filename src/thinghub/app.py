@@ -563,7 +563,9 @@ class ThingHub:
         mqtt_host, mqtt_port = await mqtt.start(sockets.mqtt)
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
-        context = FaceContext(services, s, ca.server_ssl_context, clock)
+        context = FaceContext(
+            services, s, ca.server_ssl_context, clock, addresses=lambda: self.addresses
+        )
         built = [(face, face.build(context)) for face in self.faces]
         for face, parts in built:
             if parts.connections is not None:

@@ -539,6 +539,33 @@ SETTINGS: tuple[Setting, ...] = (
         "Telemetry bytes queued for storage at most; when full, device sockets are not read.",
     ),
     Setting(
+        "console_session_idle_s",
+        _positive,
+        1800.0,
+        "A web console session ends after this long without a request (it also ends when its "
+        "access token does, jwt_ttl_s after login).",
+    ),
+    Setting(
+        "console_max_sessions",
+        _positive_int,
+        10_000,
+        "Console sessions (signed in, or showing the login form) kept at most; beyond it the "
+        "least recently used ends.",
+    ),
+    Setting(
+        "console_login_failures",
+        _positive_int,
+        5,
+        "Failed console logins allowed per user name within console_login_window_s (four "
+        "times as many per client address); past it logins are refused with 429.",
+    ),
+    Setting(
+        "console_login_window_s",
+        _positive,
+        300.0,
+        "The sliding window over which failed console logins are counted.",
+    ),
+    Setting(
         "ux4iot_session_idle_s",
         _positive,
         600.0,
@@ -619,6 +646,10 @@ class Settings:
     ioto_signed_url_ttl_s: float
     ioto_max_file_bytes: int
     ingest_queue_max_bytes: int
+    console_session_idle_s: float
+    console_max_sessions: int
+    console_login_failures: int
+    console_login_window_s: float
     ux4iot_session_idle_s: float
     ux4iot_max_sessions: int
 

@@ -2,6 +2,8 @@
 
 Each simulated device connects (optionally through an HTTP CONNECT proxy line), subscribes
 to direct methods, publishes telemetry at a fixed rate and answers every method with 200.
+With `twin` it also takes desired-property patches: each is handed to `on_desired` and
+acknowledged by reporting the same properties back (the reported twin then shows them).
 It measures PUBACK latency, so it is also the load generator of the MQTT benchmarks; the
 same client runs against any MQTT 3.1.1 broker given a username/password per device.
 """
@@ -42,6 +44,7 @@ class DeviceSpec:
     password: str | None
     topic: str  # where telemetry goes
     methods: bool = True  # subscribe to $iothub/methods/POST/# and answer
+    twin: bool = False  # subscribe to desired patches and report each one back
 
 
 @dataclass
@@ -52,6 +55,7 @@ class SimStats:
     sent: int = 0
     acked: int = 0
     methods: int = 0
+    desired: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -76,8 +80,11 @@ class SimulatedDevice:
         qos: int = 1,
         proxy: bool = False,
         body: Callable[[int], bytes] | None = None,
+        on_desired: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.on_desired = on_desired
+        self._rid = 0
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -126,8 +133,13 @@ class SimulatedDevice:
         self.flush()
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await self._connacked.wait()
+        topics = []
         if self.spec.methods:
-            self.session.subscribe([("$iothub/methods/POST/#", 1)])
+            topics.append(("$iothub/methods/POST/#", 1))
+        if self.spec.twin:
+            topics += [("$iothub/twin/PATCH/properties/desired/#", 1), ("$iothub/twin/res/#", 1)]
+        if topics:
+            self.session.subscribe(topics)
             self.flush()
 
     def flush(self) -> None:
@@ -175,8 +187,30 @@ class SimulatedDevice:
                 rid = topic.rpartition("$rid=")[2]
                 self.stats.methods += 1
                 self.session.publish(f"$iothub/methods/res/200/?$rid={rid}", b'{"ok": true}', 1)
+            elif topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+                self._desired(event.publish.payload)
         elif isinstance(event, SubackReceived):
             pass
+
+    def _desired(self, payload: bytes) -> None:
+        """A desired patch: tell `on_desired`, then report the same properties back."""
+        try:
+            patch = json.loads(payload)
+        except ValueError:
+            self.stats.errors.append(f"{self.spec.client_id}: desired patch is not JSON")
+            return
+        if not isinstance(patch, dict):
+            return
+        self.stats.desired += 1
+        if self.on_desired is not None:
+            self.on_desired(self.spec.client_id, patch)
+        reported = {k: v for k, v in patch.items() if not k.startswith("$")}
+        self._rid += 1
+        self.session.publish(
+            f"$iothub/twin/PATCH/properties/reported/?$rid={self._rid}",
+            json.dumps(reported).encode(),
+            0,
+        )
 
     async def send(self, n: int) -> None:
         if self.qos:
@@ -276,6 +310,7 @@ async def run_devices(
     server_hostname: str = "localhost",
     connect_concurrency: int = 100,
     on_progress: Callable[[SimStats], None] | None = None,
+    on_desired: Callable[[str, dict[str, Any]], None] | None = None,
     bounded: bool = False,
 ) -> SimStats:
     """Connect every device, run them all, drain acks, disconnect. Returns the stats.
@@ -289,7 +324,15 @@ async def run_devices(
     until = time.perf_counter() + duration_s if bounded else None
     devices = [
         SimulatedDevice(
-            s, host, port, ssl_context, stats, qos=qos, proxy=proxy, server_hostname=server_hostname
+            s,
+            host,
+            port,
+            ssl_context,
+            stats,
+            qos=qos,
+            proxy=proxy,
+            server_hostname=server_hostname,
+            on_desired=on_desired,
         )
         for s in specs
     ]

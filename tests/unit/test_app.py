@@ -175,6 +175,7 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
             "ioto": "/ioto/api",
             "ux4iot": "/ux4iot",
             "itwin": "/itwin/api",
+            "console": "/console",
             "echo": "/echo",
         }
         assert index["docs"] == {

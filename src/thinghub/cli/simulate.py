@@ -1,8 +1,10 @@
-"""`thinghub simulate`: devices registered through /v1 that connect over MQTT/TLS, send
-telemetry and answer direct methods, against a running server, for `--duration` seconds."""
+"""`thinghub simulate`: devices registered through /v1 (or existing ones given by their
+connection strings) that connect over MQTT/TLS, send telemetry and answer direct methods,
+against a running server, for `--duration` seconds."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +38,17 @@ HTTP_TIMEOUT_S = 10.0
 @click.option(
     "--token",
     envvar="THINGHUB_TOKEN",
-    required=True,
-    help="API token with operator or admin role (or THINGHUB_TOKEN).",
+    help="API token with operator or admin role (or THINGHUB_TOKEN); needed unless "
+    "--connection-string names the devices.",
+)
+@click.option(
+    "--connection-string",
+    "connection_strings",
+    multiple=True,
+    help="Simulate this existing device (HostName=...;DeviceId=...;SharedAccessKey=..., as "
+    "the console shows it) instead of registering new ones; repeatable. Such a device also "
+    "takes desired properties: it prints each patch (`desired DEVICE {json}`) and reports it "
+    "back.",
 )
 @click.option(
     "--mqtt",
@@ -78,7 +89,8 @@ def simulate(
     ctx: click.Context,
     /,
     url: str | None,
-    token: str,
+    token: str | None,
+    connection_strings: tuple[str, ...],
     mqtt_address: str | None,
     ca_file: Path | None,
     count: int,
@@ -126,7 +138,13 @@ def simulate(
     except (OSError, ssl.SSLError) as exc:
         raise click.ClickException(f"CA file {ca_path} cannot be read: {exc}") from exc
     source = "--url" if url else found["source"]
-    specs = _register(base, source, token, count, project, deployment, duration)
+    if connection_strings:
+        specs = _given(connection_strings, duration)
+        count = len(specs)
+    elif not token:
+        raise click.UsageError("give --token (or THINGHUB_TOKEN), or --connection-string")
+    else:
+        specs = _register(base, source, token, count, project, deployment, duration)
     left = duration - (time.monotonic() - started)
     if left <= 0:
         raise click.ClickException(
@@ -160,6 +178,9 @@ def simulate(
                 qos=qos,
                 proxy=proxy,
                 on_progress=show,
+                on_desired=lambda did, patch: click.echo(
+                    f"desired {did} {json.dumps(patch, sort_keys=True)}"
+                ),
                 bounded=True,
             )
         )
@@ -171,6 +192,7 @@ def simulate(
         "sent": stats.sent,
         "acked": stats.acked,
         "methods": stats.methods,
+        "desired": stats.desired,
         "seconds": round(stats.elapsed_s, 3),
         "acked_per_s": round(stats.acked / stats.elapsed_s, 1) if stats.elapsed_s else 0,
         "puback_p50_ms": _ms(stats.percentile(0.5)),
@@ -191,6 +213,33 @@ def simulate(
             err=True,
         )
         ctx.exit(EXIT_SERVER_GONE)
+
+
+def _given(connection_strings: tuple[str, ...], duration: float) -> list[DeviceSpec]:
+    """The MQTT credentials of existing devices, from their connection strings; they also
+    take desired properties (`twin`)."""
+    from thinghub.edge.credentials import parse_connection_string
+    from thinghub.security import sas
+    from thinghub.simulator import DeviceSpec
+
+    specs = []
+    for text in connection_strings:
+        try:
+            given = parse_connection_string(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--connection-string") from exc
+        expiry = int(time.time()) + 3600 + int(duration)
+        did = given.device_id
+        specs.append(
+            DeviceSpec(
+                did,
+                f"{given.host_name}/{did}/?api-version=2021-04-12",
+                sas.sign(given.key, f"{given.host_name}/devices/{did}", expiry),
+                f"devices/{did}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8",
+                twin=True,
+            )
+        )
+    return specs
 
 
 def _register(

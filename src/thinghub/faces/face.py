@@ -68,8 +68,10 @@ class Worker(Protocol):
 @dataclass(frozen=True, slots=True)
 class FaceContext:
     """What a face is built from: the services (its only door to the core), the settings,
-    the server TLS context for listeners that speak TLS, and the clock for the face's own
-    bookkeeping (session expiry); a face reads the time nowhere else.
+    the server TLS context for listeners that speak TLS, the clock for the face's own
+    bookkeeping (session expiry; a face reads the time nowhere else), and the server's
+    bound addresses (the ready line's JSON, complete once the server is up: read it per
+    request, not at build time).
 
     `shared` is one dict per server, kept across the builds of every face: a face keeps there,
     under its own name, what its builds construct once and share.
@@ -79,6 +81,7 @@ class FaceContext:
     settings: Settings
     server_ssl: Callable[[], ssl.SSLContext]
     clock: Clock
+    addresses: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
     shared: dict[str, Any] = field(default_factory=dict)
 
 

@@ -490,6 +490,21 @@ class AuthService:
         await self.stores.credentials.insert_user(user)
         return user
 
+    async def delete_user(self, principal: Principal, user_id: str) -> User:
+        """Delete a user of the caller's account (admin); not the caller itself. Access tokens
+        already issued to the user live on until they expire (jwt_ttl_s)."""
+        authz.authorize(principal, Permission.USERS_ADMIN)
+        if principal.kind == "user" and principal.subject == user_id:
+            raise Invalid("you cannot delete yourself", field="userId")
+        users = await self.stores.credentials.list_users(principal.account_id)
+        user = next((u for u in users if u.id == user_id), None)
+        if user is None or not await self.stores.credentials.delete_user(
+            principal.account_id, user_id
+        ):
+            raise NotFound(f"user {user_id!r} not found", field="userId")
+        logger.info("user %s deleted (account %s)", user.username, principal.account_id)
+        return user
+
     async def _argon2(self, hasher: Callable[..., T], *args: str) -> T:
         """Hash or verify off the event loop, at most PASSWORD_HASHES_AT_ONCE at a time."""
         async with self._hashing:

@@ -129,6 +129,40 @@ class DeviceTemplate:
                 )
             check_value(telemetry.schema, value, name)
 
+    def check_desired(self, patch: dict[str, Any]) -> None:
+        """Raise Invalid unless a desired-twin patch sets only writable properties of the
+        template with values of their schemas.
+
+        A key is a property of the root interface or a component; a component's value is an
+        object of its properties (PnP's `"__t": "c"` marker allowed). null deletes, whatever
+        the schema.
+        """
+        for key, value in patch.items():
+            component = self.model.components.get(key)
+            if component is not None and key not in self.model.properties:
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    raise Invalid(f"component {key!r} takes an object of its properties", field=key)
+                for name, inner in value.items():
+                    if name == "__t":
+                        continue
+                    self._check_desired_value(component, name, inner, f"{key}.{name}")
+                continue
+            self._check_desired_value(self.model, key, value, key)
+
+    def _check_desired_value(self, iface: Interface, name: str, value: Any, where: str) -> None:
+        prop = iface.properties.get(name)
+        if prop is None:
+            writable = [p.name for p in iface.properties.values() if p.writable]
+            raise Invalid(
+                f"{where!r} is not a property of device template {self.id!r} "
+                f"(writable: {', '.join(writable) or 'none'})",
+                field=where,
+            )
+        if value is not None:
+            prop.check_value(value)
+
     def command(self, name: str) -> tuple[str | None, CommandDef]:
         """A command by `name` or `component*name`; NotFound when the template lacks it."""
         component, iface, short = self._resolve(name, "command")

@@ -66,6 +66,13 @@ class MemoryCredentialStore(MemoryArea):
         rows = [r for r in self.tables.users.values() if r[1] == account_id]
         return [as_user(r) for r in sorted(rows, key=lambda r: r[2])]
 
+    async def delete_user(self, account_id: str, user_id: str) -> bool:
+        row = self.tables.users.get(user_id)
+        if row is None or row[1] != account_id:
+            return False
+        del self.tables.users[user_id]
+        return True
+
     async def insert_token(self, token: ApiToken) -> None:
         tokens = self.tables.tokens
         unique(

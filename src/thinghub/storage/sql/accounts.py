@@ -87,6 +87,12 @@ class SqlCredentialStore(SqlArea):
         )
         return [as_user(r) for r in rows]
 
+    async def delete_user(self, account_id: str, user_id: str) -> bool:
+        (count,) = await self._write(
+            Step("exec", "DELETE FROM users WHERE account_id = ? AND id = ?", (account_id, user_id))
+        )
+        return bool(count)
+
     async def insert_token(self, token: ApiToken) -> None:
         await self._write(
             Step(

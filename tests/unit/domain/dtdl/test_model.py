@@ -96,3 +96,28 @@ def test_properties_and_writability() -> None:
     for missing in ("colour", "thermostat1*mode", "x*mode"):
         with pytest.raises(NotFound):
             t.property(missing)
+
+
+def test_a_desired_patch_is_checked_against_the_template() -> None:
+    t = template()
+    t.check_desired({})
+    t.check_desired({"targetTemperature": 21.5, "mode": 1})
+    t.check_desired({"targetTemperature": None, "firmwareVersion": None})  # null deletes
+    t.check_desired({"thermostat1": {"__t": "c", "targetTemperature": 19}})
+    t.check_desired({"thermostat1": None})
+    cases = [
+        ({"firmwareVersion": "2.0"}, "not writable", "firmwareVersion"),
+        ({"targetTemperature": "warm"}, "targetTemperature must be a double", None),
+        ({"mode": 3}, "one of 0, 1", None),
+        ({"colour": "red"}, "'colour' is not a property of device template", "colour"),
+        ({"colour": "red"}, "writable: targetTemperature, mode", "colour"),
+        ({"thermostat1": 5}, "component 'thermostat1' takes an object", "thermostat1"),
+        ({"thermostat1": {"mode": 1}}, "'thermostat1.mode' is not a property", "thermostat1.mode"),
+        ({"thermostat1": {"targetTemperature": "x"}}, "must be a double", None),
+    ]
+    for patch, needle, field in cases:
+        with pytest.raises(Invalid) as info:
+            t.check_desired(patch)
+        assert needle in info.value.message, (patch, info.value.message)
+        if field is not None:
+            assert info.value.field == field

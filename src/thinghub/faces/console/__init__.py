@@ -1,0 +1,33 @@
+"""The web console at /console: devices, live state and telemetry plots, twins, commands,
+tokens and users, for people in a browser (docs/console.md).
+
+It is registered like an API face (faces/face.py) and, like one, reaches the core only
+through the services, with the principal of the signed-in user.
+"""
+
+from thinghub.faces.console.app import create_app, render_not_found
+from thinghub.faces.face import Face, FaceContext, FaceParts
+
+__all__ = ["FACE", "create_app"]
+
+
+def build(context: FaceContext) -> FaceParts:
+    return FaceParts(
+        app=create_app(
+            context.services,
+            context.settings,
+            addresses=context.addresses,
+            clock=context.clock.now,
+        )
+    )
+
+
+# On its own port (--face-listen console=HOST:PORT) it answers at `/console` and at `/`.
+FACE = Face(
+    name="console",
+    prefix="/console",
+    native_prefix="/console",
+    build=build,
+    render_error=render_not_found,
+    docs=None,
+)

@@ -414,7 +414,14 @@ class ThingHub:
         mqtt_host, mqtt_port = await mqtt.start()
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
-        context = FaceContext(services, s, ca.server_ssl_context, clock)
+        context = FaceContext(
+            services,
+            s,
+            ca.server_ssl_context,
+            clock,
+            jetstream=None if cluster is None else cluster.nc.jetstream(),
+            node_id=me,
+        )
         built = [(face, face.build(context)) for face in self.faces]
         http_sock = _bind(s.host, s.http_port)
         self.addresses["http"] = _address(http_sock, "http")

@@ -58,13 +58,13 @@ async def make_nodes(nats_url: str) -> AsyncIterator[Make]:
     started: list[Node] = []
     bucket = f"ux4iot_test_{time.monotonic_ns()}"
 
-    async def make(count: int = 3, **limits: float) -> list[Node]:
+    async def make(count: int = 3, **limits: int) -> list[Node]:
         made = []
         for index in range(count):
             nc = await nats.connect(nats_url)
             store = NatsSessionStore(
                 nc.jetstream(), f"n{index}", idle_s=IDLE_S, bucket=bucket, **limits
-            )  # type: ignore[arg-type]
+            )
             node = Node(store, nc, asyncio.create_task(store.run()))
             started.append(node)
             made.append(node)

@@ -419,7 +419,7 @@ class ThingHub:
             s,
             ca.server_ssl_context,
             clock,
-            jetstream=None if cluster is None else cluster.nc.jetstream(),
+            nats=None if cluster is None else cluster.nc,
             node_id=me,
         )
         built = [(face, face.build(context)) for face in self.faces]

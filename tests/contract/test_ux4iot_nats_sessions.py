@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client
 
 from tests.nats_server import NatsServer
-from thinghub.domain.errors import Forbidden, NotFound, RateLimited
+from thinghub.domain.errors import Forbidden, NotFound, RateLimited, TimedOut
 from thinghub.faces.ux4iot.grants import Grant, GrantType, Subscription, SubscriptionType
 from thinghub.faces.ux4iot.nats_store import NatsSessionStore
 
@@ -62,9 +62,7 @@ async def make_nodes(nats_url: str) -> AsyncIterator[Make]:
         made = []
         for index in range(count):
             nc = await nats.connect(nats_url)
-            store = NatsSessionStore(
-                nc.jetstream(), f"n{index}", idle_s=IDLE_S, bucket=bucket, **limits
-            )
+            store = NatsSessionStore(nc, f"n{index}", idle_s=IDLE_S, bucket=bucket, **limits)
             node = Node(store, nc, asyncio.create_task(store.run()))
             started.append(node)
             made.append(node)
@@ -211,3 +209,48 @@ def test_session_keys_hold_any_id(tmp_path: Path) -> None:
         key = session_key(value)
         assert all(ch.isalnum() or ch in "-_" for ch in key)
         assert key_session(key) == value
+
+
+async def test_the_replicas_follow_after_nats_restarts(tmp_path: Path) -> None:
+    """After a NATS restart each node watches the bucket anew: a session changed on one node
+    reaches the other's replica, and one removed meanwhile leaves it."""
+    with NatsServer(tmp_path / "nats") as server:
+        clients = [
+            await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+            for _ in range(2)
+        ]
+        stores = [NatsSessionStore(nc, f"r{i}", idle_s=IDLE_S) for i, nc in enumerate(clients)]
+        tasks = [asyncio.create_task(store.run()) for store in stores]
+        try:
+            a, b = stores
+            await asyncio.wait_for(b.replica_ready.wait(), WITHIN_S)
+            before = (await a.create(T0)).id
+            await eventually(lambda: b.replica.state(before) is not None, "the replica")
+            server.stop()
+            server.start()
+            await eventually(lambda: all(nc.is_connected for nc in clients), "reconnected")
+            started = time.monotonic()
+            sid = ""
+            deadline = time.monotonic() + WITHIN_S
+            while not sid:  # JetStream may need a moment after the restart
+                try:
+                    sid = (await a.create(T0)).id
+                except TimedOut:  # the store's Unavailable
+                    assert time.monotonic() < deadline, "no session after the restart"
+                    await asyncio.sleep(0.1)
+            print(f"JetStream answered {time.monotonic() - started:.2f} s after reconnecting")
+            started = time.monotonic()
+            await a.grant(sid, "acc", Grant("dev", GrantType.TELEMETRY), T0)
+            await a.subscribe(sid, Subscription("dev", TEL), T0)
+            assert await a.delete(before, "acc")
+            node_b = Node(b, clients[1], tasks[1])
+            await eventually(lambda: watchers(node_b, "acc", "dev") == {sid}, "b's replica")
+            await eventually(lambda: b.replica.state(before) is None, "the removal on b")
+            print(f"replica current {time.monotonic() - started:.2f} s after reconnecting")
+        finally:
+            for task in tasks:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            for nc in clients:
+                await nc.close()

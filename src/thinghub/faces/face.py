@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nats.js.client import JetStreamContext
+from nats.aio.client import Client
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -80,9 +80,9 @@ class FaceContext:
     server_ssl: Callable[[], ssl.SSLContext]
     clock: Clock
     shared: dict[str, Any] = field(default_factory=dict)
-    # One of several nodes (--bus nats://...): the cluster's JetStream, where a face keeps
-    # what every node must see (ux4iot sessions), and this node's id. None on a lone node.
-    jetstream: JetStreamContext | None = None
+    # One of several nodes (--bus nats://...): the cluster's NATS connection, where a face
+    # keeps what every node must see (ux4iot sessions), and this node's id. None on a lone node.
+    nats: Client | None = None
     node_id: str = ""
 
 

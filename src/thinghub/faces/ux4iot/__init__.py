@@ -20,9 +20,9 @@ def build(context: FaceContext) -> FaceParts:
     runtime = context.shared.get(FACE_NAME)
     if not isinstance(runtime, Ux4iotRuntime):
         store: SessionStore | None = None
-        if context.jetstream is not None:  # sessions shared by every node of the cluster
+        if context.nats is not None:  # sessions shared by every node of the cluster
             store = NatsSessionStore(
-                context.jetstream,
+                context.nats,
                 f"{context.node_id}/{secrets.token_hex(4)}",  # this run's socket counts
                 idle_s=context.settings.ux4iot_session_idle_s,
                 max_sessions=context.settings.ux4iot_max_sessions,

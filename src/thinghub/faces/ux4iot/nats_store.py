@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import nats.errors
 import nats.js.errors
 import orjson
+from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -81,7 +82,9 @@ SESSIONS_BUCKET = "thinghub_ux4iot_sessions"
 CAS_ATTEMPTS = 50
 CAS_BACKOFF_S = 0.001  # times the attempt number, jittered
 TOUCH_SLACK_S = 1.0  # a touch writes when the stored last-seen time is this far behind
-WATCH_POLL_S = 5.0  # the replica's watch wakes up this often when nothing changes
+# The replica's watch wakes up this often when nothing changes, to notice that NATS reconnected
+# (it then watches anew: an ordered consumer can take seconds to recover on its own).
+WATCH_POLL_S = 0.25
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: "wrong last sequence"
 
 T = TypeVar("T")
@@ -165,7 +168,7 @@ class NatsSessionStore:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: Client,
         node_id: str,
         *,
         idle_s: float = SESSION_IDLE_S,
@@ -175,7 +178,8 @@ class NatsSessionStore:
         new_id: Callable[[], str] = new_uuid,
         bucket: str = SESSIONS_BUCKET,
     ) -> None:
-        self._js = js
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
         self.node_id = node_id
         self._idle_s = idle_s
         self._limits = (max_grants, max_subscriptions)
@@ -246,11 +250,14 @@ class NatsSessionStore:
         """Store `state` at the revision read; False when another writer was first."""
         kv = await self.bucket()
         try:
-            await kv.update(session_key(state.id), encode(state, sockets), last=read.revision)
+            revision = await kv.update(
+                session_key(state.id), encode(state, sockets), last=read.revision
+            )
         except (nats.errors.Error, TimeoutError) as exc:
             if _wrong_last(exc):
                 return False
             raise Unavailable(f"the session store is unreachable: {exc}") from exc
+        await self._apply(state, revision)  # this node's own changes, without the watch's hop
         return True
 
     async def _remove(self, session_id: str, revision: int) -> bool:
@@ -262,6 +269,8 @@ class NatsSessionStore:
             if _wrong_last(exc):
                 return False
             raise Unavailable(f"the session store is unreachable: {exc}") from exc
+        if session_id in self._revisions:
+            await self._apply_removal(session_id)
         return True
 
     async def _change(
@@ -498,18 +507,24 @@ class NatsSessionStore:
         kv = await self.bucket()
         watcher = await kv.watchall()
         seen: set[str] = set()
+        held = dict(self._revisions)  # what the replica held when this watch began
         initial = True
+        reconnects = self._nc.stats["reconnects"]
         try:
             while True:
                 try:
                     entry = await watcher.updates(timeout=WATCH_POLL_S)  # type: ignore[no-untyped-call]
                 except TimeoutError:
+                    if self._nc.stats["reconnects"] != reconnects:
+                        logger.info("ux4iot: NATS reconnected; watching the sessions anew")
+                        return
                     continue
                 if entry is None:  # the end of what the bucket held when the watch began
                     if initial:
                         initial = False
-                        for stale in set(self._revisions) - seen:  # removed while not watching
-                            await self._apply_removal(stale)
+                        for stale, revision in held.items():  # removed while not watching
+                            if stale not in seen and self._revisions.get(stale) == revision:
+                                await self._apply_removal(stale)
                         self.replica_ready.set()
                     continue
                 sid = key_session(entry.key or "")

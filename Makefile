@@ -2,7 +2,7 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: all deps install fmt check test unit e2e e2e-postgres contract bench clean
+.PHONY: all deps install fmt check test unit e2e e2e-postgres contract bench bench-guard clean
 
 all: check test
 
@@ -37,9 +37,15 @@ e2e: deps install
 e2e-postgres: deps install  ## the whole e2e suite with every server on PostgreSQL
 	$(PY) -m tests.pg THINGHUB_E2E_POSTGRES_DSN $(PYTEST) -q -m "not backend_agnostic" tests/e2e
 
+bench-guard: deps install  ## the ~20 s device-path cost check (also part of `make test`)
+	$(PYTEST) -q tests/bench_guard
+
 bench: deps install  ## benchmarks (not tests); results go to docs/performance.md
 	bash scripts/install-deps.sh bench
 	$(PY) -m bench.run
+	$(PY) -m bench.device_load
+	$(PY) -m bench.device_load --idle 10000
+	$(PY) -m bench.methods_sdk
 
 clean:
 	rm -rf thinghub-data .pytest_cache .mypy_cache .ruff_cache

@@ -225,6 +225,7 @@ class _ServerProcess:
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
         self.ready: dict[str, Any] = {}
 
     def start(self) -> None:
@@ -250,7 +251,8 @@ class _ServerProcess:
                 if line.startswith(self.ready_prefix) and not lines:
                     lines.append(line)
 
-        threading.Thread(target=read, name=f"{self.name}.stdout", daemon=True).start()
+        self._reader = threading.Thread(target=read, name=f"{self.name}.stdout", daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not lines:
             if self.proc.poll() is not None:
@@ -274,15 +276,24 @@ class _ServerProcess:
             return ""
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise BenchError(f"{self.name} ignored SIGTERM for {STOP_TIMEOUT_S}s") from None
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+                    raise BenchError(f"{self.name} ignored SIGTERM for {STOP_TIMEOUT_S}s") from None
+        finally:
+            if self._reader is not None:
+                self._reader.join(5)  # at EOF once the process is gone
+            if self.proc.stdout is not None and (
+                self._reader is None or not self._reader.is_alive()
+            ):
+                self.proc.stdout.close()
 
 
 def _clean_env() -> dict[str, str]:

@@ -2,7 +2,8 @@
 # Install the Debian packages thinghub's tests (and, with "bench", benchmarks) need:
 # PostgreSQL for the contract and e2e runs on PostgreSQL; nats-server for the cluster e2e test; Node.js and npm for the ux4iot
 # e2e tests, which run the real ux4iot-react and socket.io-client from npm
-# (tests/e2e/ux4iot_client, installed there with `npm ci` by the tests themselves).
+# (tests/e2e/ux4iot_client, installed there with `npm ci` by the tests themselves); gcc and
+# libssl-dev for the C MQTT load generator the benchmark guard (tests/bench_guard) builds.
 # Idempotent: does nothing when everything is already there. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -11,6 +12,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then want+=(postgresql
 command -v nats-server >/dev/null 2>&1 || want+=(nats-server)
 command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || want+=(nodejs)
 command -v npm >/dev/null 2>&1 || want+=(npm)
+# The MQTT load generator (bench/mqttload/mqttload.c), built by tests/bench_guard and bench/.
+command -v cc >/dev/null 2>&1 || want+=(gcc)
+[ -f /usr/include/openssl/ssl.h ] || want+=(libssl-dev)
 if [ "${1:-}" = "bench" ]; then
   command -v wrk >/dev/null 2>&1 || want+=(wrk)
   command -v mosquitto >/dev/null 2>&1 || want+=(mosquitto)

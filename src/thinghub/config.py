@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -109,6 +110,29 @@ def _optional_url(value: Any) -> str | None:
     return url
 
 
+def _ttl_s(value: Any) -> float:
+    """A credential lifetime: 1 second to 12 hours (AWS STS's usual maximum)."""
+    number = _positive(value)
+    if number < 1 or number > 43_200:
+        raise ValueError("must be 1 to 43200 seconds")
+    return number
+
+
+def _region(value: Any) -> str:
+    """An S3 region name, as SigV4 scopes carry it."""
+    text = str(value)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        raise ValueError("a region is 1 to 63 characters of a-z 0-9 -, like us-east-1")
+    return text
+
+
+def _cloud_name(value: Any) -> str:
+    text = str(value).strip()
+    if not 1 <= len(text) <= 64:
+        raise ValueError("must be 1 to 64 characters")
+    return text
+
+
 def _optional_nats_url(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -124,6 +148,28 @@ def _log_level(value: Any) -> str:
     if level not in {"debug", "info", "warning", "error"}:
         raise ValueError("one of debug, info, warning, error")
     return level
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _switch(value: Any) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ValueError("expected on or off")
 
 
 # Device listener and ingest limits (docs/limits.md, "MQTT device limits"): named here for the
@@ -224,6 +270,32 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ready_file", _optional_path, None, "Also write the ready JSON to this file."),
     Setting("log_level", _log_level, "info", "debug, info, warning or error."),
     Setting(
+        "log_format",
+        _choice("text", "json"),
+        "text",
+        "Logs on stderr as text lines or as JSON objects, one per line.",
+    ),
+    Setting(
+        "access_log",
+        _switch,
+        False,
+        "Log one line per HTTP request (method, path, status, duration, face, principal id; "
+        "never a token or query string): on or off.",
+    ),
+    Setting(
+        "metrics",
+        _choice("off", "on", "token"),
+        "token",
+        "Prometheus metrics at /metrics: off (404), on (open to anyone who reaches the HTTP "
+        "port), token (Bearer metrics_token, or an admin API token of the default account).",
+    ),
+    Setting(
+        "metrics_token",
+        _optional_str,
+        None,
+        "A bearer token a Prometheus scraper may send for /metrics (with metrics = token).",
+    ),
+    Setting(
         "face_listen",
         _str_list,
         (),
@@ -301,10 +373,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Days events are kept, unless the account sets its own; 0 keeps them forever.",
     ),
     Setting(
+        "retention_files_days",
+        _days,
+        0.0,
+        "Days device files (Ioto uploads) are kept after they were last written, unless the "
+        "account sets its own; 0 keeps them forever.",
+    ),
+    Setting(
         "retention_interval_s",
         _positive,
         3600.0,
-        "How often expired telemetry and events are deleted (also once at start).",
+        "How often expired telemetry, events and files are deleted (also once at start).",
     ),
     Setting(
         "retention_batch_rows",
@@ -415,6 +494,45 @@ SETTINGS: tuple[Setting, ...] = (
         "Connects a device may make at once before mqtt_device_connects_per_min applies.",
     ),
     Setting(
+        "files_dir",
+        _optional_path,
+        None,
+        "Folder for device files (Ioto uploads); empty: `files` in the data directory. With "
+        "several nodes on PostgreSQL it must be one folder they all share.",
+    ),
+    Setting(
+        "ioto_cloud_name",
+        _cloud_name,
+        "thinghub",
+        "The cloud name Ioto devices are told (cloudName in register and provision answers).",
+    ),
+    Setting(
+        "ioto_region",
+        _region,
+        "thinghub-1",
+        "The region of the S3-compatible file endpoint: SigV4 signatures must name it, and "
+        "Ioto devices are told it (cloudRegion, getCreds region).",
+    ),
+    Setting(
+        "ioto_credentials_ttl_s",
+        _ttl_s,
+        3600.0,
+        "Lifetime of the temporary credentials Ioto devices get from getCreds (1 s to 12 h; "
+        "under 25 minutes the agent asks for new ones every time it uses them).",
+    ),
+    Setting(
+        "ioto_signed_url_ttl_s",
+        _ttl_s,
+        3600.0,
+        "Lifetime of the URLs getSignedUrl answers (1 s to 12 h).",
+    ),
+    Setting(
+        "ioto_max_file_bytes",
+        _positive_int,
+        67_108_864,
+        "Largest device file one upload may store (64 MiB).",
+    ),
+    Setting(
         "ingest_queue_max_bytes",
         _positive_int,
         INGEST_QUEUE_MAX_BYTES,
@@ -457,6 +575,10 @@ class Settings:
     admin_token: str | None
     ready_file: Path | None
     log_level: str
+    log_format: str
+    access_log: bool
+    metrics: str
+    metrics_token: str | None
     face_listen: tuple[str, ...]
     jwt_ttl_s: int
     commit_interval_ms: float
@@ -471,6 +593,7 @@ class Settings:
     query_timeout_s: float
     retention_telemetry_days: float
     retention_events_days: float
+    retention_files_days: float
     retention_interval_s: float
     retention_batch_rows: int
     public_url: str | None
@@ -489,6 +612,12 @@ class Settings:
     mqtt_device_bytes_per_s: float
     mqtt_device_connects_per_min: float
     mqtt_device_connect_burst: int
+    files_dir: Path | None
+    ioto_cloud_name: str
+    ioto_region: str
+    ioto_credentials_ttl_s: float
+    ioto_signed_url_ttl_s: float
+    ioto_max_file_bytes: int
     ingest_queue_max_bytes: int
     ux4iot_session_idle_s: float
     ux4iot_max_sessions: int
@@ -503,6 +632,11 @@ class Settings:
     def database_url(self) -> str:
         """The database URL, SQLite in the data directory when none is set."""
         return self.database or f"sqlite:///{self.data_dir / 'thinghub.db'}"
+
+    @property
+    def files_path(self) -> Path:
+        """Where device files are kept: files_dir, else `files` in the data directory."""
+        return self.files_dir or self.data_dir / "files"
 
     @property
     def is_postgres(self) -> bool:

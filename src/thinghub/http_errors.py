@@ -15,6 +15,7 @@ STATUS_OF: dict[type[errors.Error], int] = {
     errors.NotFound: 404,
     errors.DeviceOffline: 404,
     errors.Conflict: 409,
+    errors.PreconditionFailed: 412,
     errors.TooLarge: 413,
     errors.RateLimited: 429,
     errors.TimedOut: 504,

@@ -31,6 +31,8 @@ __all__ = ["DeviceSpec", "SimStats", "SimulatedDevice", "connect_all", "run_devi
 
 CONNECT_TIMEOUT_S = 30.0
 KEEPALIVE_S = 60
+DRAIN_GRACE_S = 5.0  # a run bounded in time waits this long past it for the last PUBACKs
+CLOSE_TIMEOUT_S = 2.0  # a bounded run's DISCONNECT and close, per device
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class DeviceSpec:
 class SimStats:
     connected: int = 0
     failed: int = 0
+    lost: int = 0  # connections the server closed (or that broke) while the run went on
     sent: int = 0
     acked: int = 0
     methods: int = 0
@@ -92,6 +95,9 @@ class SimulatedDevice:
         self._sent_at: dict[int, float] = {}
         self._connacked = asyncio.Event()
         self._window = asyncio.Semaphore(20)  # paho's default in-flight limit
+        self._closing = False  # close() was called: the connection's end is ours
+        self.is_accepted = False  # CONNACK 0 came
+        self.lost = False  # the connection ended while the device was not closing it
 
     async def connect(self) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -140,6 +146,10 @@ class SimulatedDevice:
         except (ConnectionError, ssl.SSLError) as exc:
             self.stats.errors.append(f"{self.spec.client_id}: {exc!r}")
         finally:
+            if self.is_accepted and not self._closing:
+                self.lost = True
+                self.stats.lost += 1
+                self.stats.errors.append(f"{self.spec.client_id}: the server closed the connection")
             self._connacked.set()
             for _ in range(20):
                 self._window.release()
@@ -147,6 +157,7 @@ class SimulatedDevice:
     def _on_event(self, event: Any) -> None:
         if isinstance(event, Connacked):
             if event.return_code == 0:
+                self.is_accepted = True
                 self.stats.connected += 1
             else:
                 self.stats.failed += 1
@@ -176,11 +187,16 @@ class SimulatedDevice:
             self._sent_at[packet_id] = time.perf_counter()
         self.flush()
 
-    async def run(self, rate_per_s: float, duration_s: float, count: int | None) -> None:
+    async def run(
+        self, rate_per_s: float, duration_s: float, count: int | None, until: float | None = None
+    ) -> None:
+        """Publish at `rate_per_s` for `duration_s` (and not past `until`, a perf_counter
+        time), at most `count` messages; a lost connection ends it early."""
         interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         start = time.perf_counter()
+        end = start + duration_s if until is None else min(start + duration_s, until)
         n = 0
-        while (count is None or n < count) and time.perf_counter() - start < duration_s:
+        while (count is None or n < count) and not self.lost and time.perf_counter() < end:
             await self.send(n)
             n += 1
             if interval:
@@ -191,7 +207,7 @@ class SimulatedDevice:
     async def drain(self, timeout_s: float = 30.0) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while self._sent_at:  # noqa: ASYNC110 - acks arrive on the reader task
+                while self._sent_at and not self.lost:  # noqa: ASYNC110 - acks arrive on the reader task
                     await asyncio.sleep(0.01)
 
     def keep_alive(self) -> None:
@@ -201,6 +217,7 @@ class SimulatedDevice:
             self.flush()
 
     async def close(self) -> None:
+        self._closing = True
         if self._writer is not None and not self._writer.is_closing():
             # A session the server already closed (refused, or a violation) has nothing to
             # say; disconnect() on it would be our own misuse (LocalProtocolError).
@@ -217,9 +234,13 @@ class SimulatedDevice:
 
 
 async def connect_all(
-    devices: Sequence[SimulatedDevice], stats: SimStats, concurrency: int
+    devices: Sequence[SimulatedDevice],
+    stats: SimStats,
+    concurrency: int,
+    until: float | None = None,
 ) -> list[SimulatedDevice]:
-    """Connect the devices, at most `concurrency` handshakes at a time; the ones that made it.
+    """Connect the devices, at most `concurrency` handshakes at a time, none past `until` (a
+    perf_counter time); the ones that made it.
 
     A device that cannot connect is counted in `stats.failed` with its error, not raised.
     """
@@ -228,7 +249,9 @@ async def connect_all(
     async def connect(device: SimulatedDevice) -> bool:
         async with gate:
             try:
-                await device.connect()
+                left = None if until is None else max(0.0, until - time.perf_counter())
+                async with asyncio.timeout(left):
+                    await device.connect()
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 stats.failed += 1
                 stats.errors.append(f"{device.spec.client_id}: {exc!r}")
@@ -253,16 +276,24 @@ async def run_devices(
     server_hostname: str = "localhost",
     connect_concurrency: int = 100,
     on_progress: Callable[[SimStats], None] | None = None,
+    bounded: bool = False,
 ) -> SimStats:
-    """Connect every device, run them all, drain acks, disconnect. Returns the stats."""
+    """Connect every device, run them all, drain acks, disconnect. Returns the stats.
+
+    With `bounded`, `duration_s` bounds the whole run from this call (connecting included),
+    and the last PUBACKs and the disconnects get DRAIN_GRACE_S and CLOSE_TIMEOUT_S more; a
+    connection the server closes ends that device's run (`stats.lost`), so a server that goes
+    away ends the run early.
+    """
     stats = SimStats()
+    until = time.perf_counter() + duration_s if bounded else None
     devices = [
         SimulatedDevice(
             s, host, port, ssl_context, stats, qos=qos, proxy=proxy, server_hostname=server_hostname
         )
         for s in specs
     ]
-    live = await connect_all(devices, stats, connect_concurrency)
+    live = await connect_all(devices, stats, connect_concurrency, until)
     stop = asyncio.Event()
 
     async def progress() -> None:
@@ -278,13 +309,23 @@ async def run_devices(
 
     reporter = asyncio.create_task(progress(), name="sim.progress")
     stats_start = time.perf_counter()
-    await asyncio.gather(*(d.run(rate_per_s, duration_s, count) for d in live))
-    await asyncio.gather(*(d.drain() for d in live))
+    await asyncio.gather(*(d.run(rate_per_s, duration_s, count, until) for d in live))
+    drain_s = DRAIN_GRACE_S if bounded else 30.0
+    await asyncio.gather(*(d.drain(drain_s) for d in live))
     elapsed = time.perf_counter() - stats_start
     stop.set()
     await reporter
     if on_progress is not None:
         on_progress(stats)
-    await asyncio.gather(*(d.close() for d in live))
+
+    async def close(device: SimulatedDevice) -> None:
+        if not bounded:
+            await device.close()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await device.close()
+
+    await asyncio.gather(*(close(d) for d in live))
     stats.elapsed_s = elapsed
     return stats

@@ -151,6 +151,13 @@ async def test_users(stores: Stores) -> None:
         await stores.credentials.insert_user(dataclasses.replace(user, id="u-2"))
     with pytest.raises(Conflict):
         await stores.credentials.insert_user(dataclasses.replace(user, username="carol"))
+    other = User("u-3", "acc-2", "bob", "$argon2id$hash", Role.VIEWER, T0)
+    zed = User("u-4", ACC, "aaron", "$argon2id$hash", Role.ADMIN, T0)
+    await stores.credentials.insert_user(other)
+    await stores.credentials.insert_user(zed)
+    assert await stores.credentials.list_users(ACC) == [zed, user]
+    assert await stores.credentials.list_users("acc-2") == [other]
+    assert await stores.credentials.list_users("acc-none") == []
 
 
 async def test_api_tokens(stores: Stores) -> None:
@@ -773,6 +780,25 @@ async def test_commands(stores: Stores) -> None:
     assert await stores.commands.get("c2") == failed
     assert await stores.commands.pending("dev-1") == []
     assert await stores.commands.pending("dev-2") == [c3]
+
+
+async def test_command_history_is_per_device_and_name_newest_first(stores: Stores) -> None:
+    made = [
+        command("h1", created_at=at(1)),
+        command("h2", created_at=at(3)),
+        command("h3", created_at=at(2), name="ping"),
+        command("h4", created_at=at(4), device_id="dev-2"),
+        command("h5", created_at=at(5)),
+    ]
+    for c in made:
+        await stores.commands.insert(c)
+    done = made[1].finish(CommandStatus.COMPLETED, at(6), 200, "ok")
+    await stores.commands.update(done)
+    assert await stores.commands.history("dev-1", "reboot", 10) == [made[4], done, made[0]]
+    assert await stores.commands.history("dev-1", "reboot", 2) == [made[4], done]
+    assert await stores.commands.history("dev-1", "ping", 10) == [made[2]]
+    assert await stores.commands.history("dev-2", "reboot", 10) == [made[3]]
+    assert await stores.commands.history("dev-3", "reboot", 10) == []
 
 
 # -- cloud-to-device messages ----------------------------------------------------------------

@@ -281,11 +281,14 @@ CENTRAL_ROUTES = [
         {"displayName": "d", "enabled": True, "simulated": False},
     ),
     Route("POST", "/central/api/devices/{central}/telemetry", {"x": 1.5}),
+    # IoT Central's envelope: sent and waited for (the device is offline; connectionTimeout 0
+    # answers at once, 201 Expired).
     Route(
         "POST",
         "/central/api/devices/{central}/commands/reboot",
-        {"request": {"delay": 1}, "responseTimeout": 30, "connectionTimeout": 30},
+        {"request": {"delay": 1}, "responseTimeout": 30, "connectionTimeout": 0},
     ),
+    Route("POST", "/central/api/devices/{central}/commands/reboot", {"delay": 1}),
     Route("POST", "/central/api/devices/{central}/components/c1/commands/reboot", {"delay": 1}),
     Route("PATCH", "/central/api/devices/{central}/properties/setPoint", {"value": 21.5}),
     Route("PUT", "/central/api/deviceTemplates/{new}", template("placeholder")),

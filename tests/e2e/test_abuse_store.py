@@ -295,16 +295,17 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
 ) -> None:
     server = start_server(env={"THINGHUB_RETENTION_INTERVAL_S": "0.5"})
     other = unique("acct")
-    server.cli("account", "create", other)
-    other_token = server.cli("token", "create", "--account", other, "--role", "admin")
+    server.cli("account", "create", other, "--json")
+    other_token = server.cli("token", "create", "--quiet", "--account", other, "--role", "admin")
     with client(server) as api, client(server, other_token) as b:
         shown = api.get("/v1/account/retention")
         assert shown.status_code == 200, shown.text
         assert shown.json() == {
             "telemetryDays": 0.0,
             "eventsDays": 0.0,
-            "account": {"telemetryDays": None, "eventsDays": None},
-            "server": {"telemetryDays": 0.0, "eventsDays": 0.0},
+            "filesDays": 0.0,
+            "account": {"telemetryDays": None, "eventsDays": None, "filesDays": None},
+            "server": {"telemetryDays": 0.0, "eventsDays": 0.0, "filesDays": 0.0},
         }
         assert_error(api.put("/v1/account/retention", json={"eventsDays": -1}), 400)
         assert_error(api.put("/v1/account/retention", json={"telemetryDays": "7"}), 400)
@@ -331,6 +332,7 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         assert changed.json()["account"] == {
             "telemetryDays": two_seconds,
             "eventsDays": two_seconds,
+            "filesDays": None,
         }
 
         wait_for(
@@ -346,12 +348,16 @@ def test_telemetry_and_events_age_out_by_the_account_retention(
         assert len(_listed(b, "/v1/events", deviceID=theirs["id"], **LIFECYCLE)) == 1
 
         # The CLI sets it too (offline, on the same database); null goes back to the default.
-        out = json.loads(server.cli("account", "retention", other, "--events-days", "7"))
+        out = json.loads(server.cli("account", "retention", other, "--events-days", "7", "--json"))
         assert out["eventsDays"] == 7.0 and out["account"]["eventsDays"] == 7.0
         assert b.get("/v1/account/retention").json()["account"]["eventsDays"] == 7.0
         reset = api.put("/v1/account/retention", json={"telemetryDays": None})
         assert reset.json()["telemetryDays"] == 0.0
-        assert reset.json()["account"] == {"telemetryDays": None, "eventsDays": two_seconds}
+        assert reset.json()["account"] == {
+            "telemetryDays": None,
+            "eventsDays": two_seconds,
+            "filesDays": None,
+        }
     assert "telemetry older than" in server.log_path.read_text()  # the purge says so
 
 
@@ -416,8 +422,8 @@ def test_a_central_token_id_of_another_account_is_no_conflict(
     server: ServerProcess, unique: Callable[[str], str]
 ) -> None:
     other = unique("acct")
-    account_b = json.loads(server.cli("account", "create", other))
-    b_token = server.cli("token", "create", "--account", other, "--role", "admin")
+    account_b = json.loads(server.cli("account", "create", other, "--json"))
+    b_token = server.cli("token", "create", "--quiet", "--account", other, "--role", "admin")
     token_id = unique("ci")
     body = {"roles": [{"role": "App Administrator"}]}
     with client(server) as a, client(server, b_token) as b:

@@ -130,7 +130,7 @@ def test_queued_commands_reach_a_device_that_connects_late(
     assert reboot.json()["status"] == "Pending"
     report = central.post(
         f"/devices/{device_id}/components/thermostat1/commands/getMaxMinReport",
-        json={"request": "2023-10-26T15:00:00Z"},
+        json={"since": "2023-10-26T15:00:00Z"},
     )
     ping = central.post(f"{base}/ping", json=None)
     ids = {
@@ -173,7 +173,7 @@ def test_queued_commands_reach_a_device_that_connects_late(
         assert failed["responseCode"] == 500
 
         # Connected: a new command is delivered at once.
-        live = central.post(f"{base}/reboot", json={"request": 5, "responseTimeout": 10})
+        live = central.post(f"{base}/reboot", json={"rebootInterval": 5})
         assert live.status_code == 200, live.text
         assert wait_final(central, device_id, live.json()["commandId"])["result"] == {
             "done": "reboot",
@@ -196,12 +196,14 @@ def test_a_command_the_device_does_not_answer_times_out(
     client = target.device_client({"id": device["id"]}, key=device["key"])
     with connected(client):
         client.on_method_request_received = calls  # receives, never answers
+        # IoT Central's envelope waits for the answer (responseTimeout), then tells.
         response = central.post(
             f"/devices/{device['id']}/commands/reboot",
             json={"request": 1, "responseTimeout": 5},
         )
-        assert response.status_code == 200, response.text
-        status = wait_final(central, device["id"], response.json()["commandId"])
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == "TimedOut"
+        status = command_status(central, device["id"], response.json()["commandId"])
         assert [r.name for r in calls.items] == ["reboot"]
     assert status["status"] == "TimedOut", status
     assert set(status) == {"commandId", "status", "completedTime"}
@@ -259,6 +261,7 @@ def test_properties_both_ways_and_device_fields(
         assert TIME_RE.fullmatch(shown["lastSeen"])
         assert set(shown) == {
             "id",
+            "etag",
             "displayName",
             "template",
             "simulated",

@@ -313,8 +313,8 @@ def test_itwin_subscription_on_node_3_gets_data_sent_to_node_1(cluster: Cluster)
 async def test_subjects_keep_accounts_apart(cluster: Cluster) -> None:
     """A NATS subscriber of account A's subjects gets A's events and none of B's."""
     node = cluster.nodes[1]
-    node.cli("account", "create", "cluster-b")
-    token_b = node.cli("token", "create", "--role", "admin", "--account", "cluster-b")
+    node.cli("account", "create", "cluster-b", "--json")
+    token_b = node.cli("token", "create", "--quiet", "--role", "admin", "--account", "cluster-b")
     with cluster.api(1) as api_a, node.client(token_b) as api_b:
         device_a, device_b = _new_device(api_a, "a"), _new_device(api_b, "b")
     nc = await nats.connect(cluster.nats.url)

@@ -97,6 +97,9 @@ class World:
     a_group_keys: dict[str, str]
     a_viewer: dict[str, Any]  # a /v1 viewer token of A (no project)
     a_ux_key: dict[str, Any]  # A's ux4iot Shared-Access-Key
+    a_product: dict[str, Any]  # A's Ioto product (its project is outside P1)
+    a_ioto: str  # A's claimed Ioto device, of that product
+    a_file: str  # a file A's Ioto device uploaded
     a_scoped: dict[str, Any]  # A's admin token limited to P1
     a_ctoken: str  # A's Central API token id
     a_ctoken_secret: str
@@ -114,6 +117,8 @@ class World:
     b_cmd: str
     b_ctoken_secret: str
     b_cert: tuple[Path, Path]
+    a_dgroup: str = ""  # A's IoT Central device group (a_central only)
+    a_job: str = ""  # A's job over it (a cloud property)
     headers: dict[str, str] = field(default_factory=dict)  # principal -> Authorization
     markers_b: frozenset[str] = frozenset()  # what B's principals must never see
     markers_s: frozenset[str] = frozenset()  # what A's P1-limited principals must never see
@@ -140,6 +145,27 @@ def _json(response: httpx.Response, status: int = 200) -> Any:
 def _keys(thing: dict[str, Any]) -> list[str]:
     keys = thing["credentials"]["symmetricKey"]
     return [keys["primaryKey"], keys["secondaryKey"]]
+
+
+def _ioto_device_with_file(
+    server: ServerProcess, admin: httpx.Client, product_token: str, device_id: str, name: str
+) -> None:
+    """An Ioto device registered, claimed by `admin`'s account, with one uploaded file."""
+    url = f"{server.http_url}/ioto/api"
+    auth = {"Authorization": f"bearer {product_token}"}
+    _json(httpx.post(f"{url}/device/register", json={"id": device_id}, headers=auth, timeout=30))
+    _json(admin.post(f"{url}/device/claim", json={"id": device_id}))
+    token = _json(
+        httpx.post(f"{url}/device/register", json={"id": device_id}, headers=auth, timeout=30)
+    )["token"]
+    signed = httpx.post(
+        f"{url}/tok/file/getSignedUrl",
+        json={"command": "put", "filename": name, "size": 5},
+        headers={"Authorization": f"bearer {token}"},
+        timeout=30,
+    )
+    uploaded = httpx.put(_json(signed), content=b"a-123", timeout=30)
+    assert uploaded.status_code == 200, uploaded.text
 
 
 def _client_credentials(server: ServerProcess, token_id: str, secret: str) -> str:
@@ -176,8 +202,8 @@ def _hub_password(target: Target, device_id: str, key: str, module_id: str | Non
 def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     h = uuid.uuid4().hex[:8]
     b_name = f"iso-b-{h}"
-    b_account = json.loads(server.cli("account", "create", b_name))
-    b_token = server.cli("token", "create", "--account", b_name, "--role", "admin")
+    b_account = json.loads(server.cli("account", "create", b_name, "--json"))
+    b_token = server.cli("token", "create", "--quiet", "--account", b_name, "--role", "admin")
     central = {"api-version": VERSION}
     with client(server) as a, client(server, b_token) as b:
         a_app = _json(a.get(f"{API}/apps/app", params=central))
@@ -250,6 +276,25 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         a_c2d = _json(
             a.post(f"/v1/devices/{a_dev['id']}/messages", json={"body": f"a-c2d-{h}"}), 202
         )["messageId"]
+        a_dgroup, a_job = f"a-dgroup-{h}", f"a-job-{h}"
+        _json(
+            a.put(
+                f"{API}/deviceGroups/{a_dgroup}",
+                params=central,
+                json={"displayName": f"a-dgdisplay-{h}", "filter": f"id eq '{a_central}'"},
+            )
+        )
+        _json(
+            a.put(
+                f"{API}/jobs/{a_job}",
+                params=central,
+                json={
+                    "displayName": f"a-jobdisplay-{h}",
+                    "group": a_dgroup,
+                    "data": [{"type": "cloudProperty", "path": "site", "value": f"a-site-{h}"}],
+                },
+            )
+        )
         a_group, a_group2 = f"iso-group-{h}", f"iso-agroup-{h}"
         group_keys = {}
         for gid in (a_group, a_group2):
@@ -265,6 +310,9 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         a_viewer = _json(a.post("/v1/tokens", json={"role": "viewer", "label": f"a-l-{h}"}), 201)
         a_scoped = _json(a.post("/v1/tokens", json={"role": "admin", "project": p1}), 201)
         a_ux_key = _json(a.post("/v1/ux4iot/keys", json={"label": f"a-ux-{h}"}), 201)
+        a_product = _json(a.post("/v1/ioto/products", json={"name": f"a-prod-{h}"}), 201)
+        a_ioto, a_file = f"a-ioto-{h}", f"a-file-{h}.txt"
+        _ioto_device_with_file(server, a, a_product["token"], a_ioto, a_file)
         a_ctoken = f"a-ctoken-{h}"
         a_ctoken_secret = _json(
             a.put(
@@ -364,6 +412,9 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_group_keys=group_keys,
             a_viewer=a_viewer,
             a_ux_key=a_ux_key,
+            a_product=a_product,
+            a_ioto=a_ioto,
+            a_file=a_file,
             a_scoped=a_scoped,
             a_ctoken=a_ctoken,
             a_ctoken_secret=a_ctoken_secret,
@@ -381,6 +432,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             b_cmd=b_cmd,
             b_ctoken_secret=b_ctoken_secret,
             b_cert=(certs / "b.pem", certs / "b.key"),
+            a_dgroup=a_dgroup,
+            a_job=a_job,
         )
         world.headers = {
             "b-admin": f"Bearer {b_token}",
@@ -413,6 +466,11 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_ux_key["id"],
             a_ux_key["key"],
             f"a-ux-{h}",
+            a_product["id"],
+            a_product["token"],
+            f"a-prod-{h}",
+            a_ioto,
+            a_file,
             a_ctoken,
             a_ctoken_secret,
             a_user,
@@ -425,6 +483,11 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             f"a-desired-{h}",
             f"a-mdesired-{h}",
             f"a-reported-{h}",
+            a_dgroup,
+            f"a-dgdisplay-{h}",
+            a_job,
+            f"a-jobdisplay-{h}",
+            f"a-site-{h}",
         }
         b_things = {
             b_account["id"],
@@ -601,6 +664,46 @@ def _(w: World, p: str) -> list[Probe]:
     return [_v1("DELETE", f"/ux4iot/keys/{w.a_ux_key['id']}", _ux_key_expect(p, "404"))]
 
 
+# Ioto products are account-wide: a project-limited admin gets 403 (faces/ioto.md)
+
+
+@route("v1", "GET", "/ioto/products")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", "/ioto/products", _ux_key_expect(p, "2xx"))]
+
+
+@route("v1", "POST", "/ioto/products")
+def _(w: World, p: str) -> list[Probe]:
+    if not _is_b(p):
+        return [_v1("POST", "/ioto/products", "403", {"name": "x"})]
+
+    def revoke_it(response: httpx.Response) -> None:  # B's own product
+        with w.api(p) as api:
+            assert api.delete(f"/v1/ioto/products/{response.json()['id']}").status_code == 204
+
+    return [_v1("POST", "/ioto/products", "2xx", {"name": w.fresh("b-prod")}, then=revoke_it)]
+
+
+@route("v1", "DELETE", "/ioto/products/{product_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/ioto/products/{w.a_product['id']}", _ux_key_expect(p, "404"))]
+
+
+@route("v1", "GET", "/devices/{device_id}/files")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", f"/devices/{d}/files") for d in (w.a_ioto, *_a_devices(w, p))]
+
+
+@route("v1", "GET", "/devices/{device_id}/files/{name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("GET", f"/devices/{w.a_ioto}/files/{w.a_file}")]
+
+
+@route("v1", "DELETE", "/devices/{device_id}/files/{name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_v1("DELETE", f"/devices/{w.a_ioto}/files/{w.a_file}")]
+
+
 @route("v1", "POST", "/users")
 def _(w: World, p: str) -> list[Probe]:
     if _is_b(p):
@@ -725,6 +828,12 @@ def _(w: World, p: str) -> list[Probe]:
 @route("v1", "GET", "/devices/{device_id}/twin")
 def _(w: World, p: str) -> list[Probe]:
     return [_v1("GET", f"/devices/{d}/twin") for d in _a_devices(w, p)]
+
+
+@route("v1", "GET", "/devices/{device_id}/stream")
+def _(w: World, p: str) -> list[Probe]:
+    # Refused before the stream starts (a 200 would never end: httpx reads the whole body).
+    return [_v1("GET", f"/devices/{d}/stream") for d in _a_devices(w, p)]
 
 
 @route("v1", "POST", "/devices/{device_id}/method")
@@ -1104,6 +1213,228 @@ def _(w: World, p: str) -> list[Probe]:
 @route("central", "GET", "/deviceTemplates")
 def _(w: World, p: str) -> list[Probe]:
     return [_c("GET", "/deviceTemplates", "2xx")]
+
+
+# The real API's routes (central.md, "The real API").
+
+
+@route("central", "GET", "/devices/{device_id}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/commands/reboot") for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components/{component}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [
+        _c("GET", f"/devices/{d}/components/thermostat1/commands/getMaxMinReport")
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "GET", "/devices/{device_id}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/properties") for d in _a_devices(w, p)]
+
+
+@route("central", "PATCH", "/devices/{device_id}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [_c("PATCH", f"/devices/{d}/properties", body=body) for d in _a_devices(w, p)]
+
+
+@route("central", "PUT", "/devices/{device_id}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [_c("PUT", f"/devices/{d}/properties", body=body) for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components/{component}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/components/thermostat1/properties") for d in _a_devices(w, p)]
+
+
+@route("central", "PATCH", "/devices/{device_id}/components/{component}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [
+        _c("PATCH", f"/devices/{d}/components/thermostat1/properties", body=body)
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "PUT", "/devices/{device_id}/components/{component}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"targetTemperature": 1.5}
+    return [
+        _c("PUT", f"/devices/{d}/components/thermostat1/properties", body=body)
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "GET", "/devices/{device_id}/telemetry/{telemetry_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/telemetry/temperature") for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components/{component}/telemetry/{telemetry_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [
+        _c("GET", f"/devices/{d}/components/thermostat1/telemetry/temperature")
+        for d in _a_devices(w, p)
+    ]
+
+
+@route("central", "GET", "/devices/{device_id}/modules")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{w.a_gw['id']}/modules")]
+
+
+def _module_path(w: World) -> str:
+    return f"/devices/{w.a_gw['id']}/modules/{w.a_mod['moduleId']}"
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/properties")]
+
+
+@route("central", "PATCH", "/devices/{device_id}/modules/{module_name}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("PATCH", f"{_module_path(w)}/properties", body={"fps": 1})]
+
+
+@route("central", "PUT", "/devices/{device_id}/modules/{module_name}/properties")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("PUT", f"{_module_path(w)}/properties", body={"fps": 1})]
+
+
+@route("central", "POST", "/devices/{device_id}/modules/{module_name}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("POST", f"{_module_path(w)}/commands/reboot", body={"delay": 1})]
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/commands/{command_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/commands/reboot")]
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/telemetry/{telemetry_name}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/telemetry/temperature")]
+
+
+# Device groups and jobs belong to the whole application: 403 for a project-limited token.
+
+
+@route("central", "GET", "/deviceGroups")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/deviceGroups", NO_BODY)]
+
+
+@route("central", "GET", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/deviceGroups/{w.a_dgroup}", NO_BODY)]
+
+
+@route("central", "GET", "/deviceGroups/{group_id}/devices")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/deviceGroups/{w.a_dgroup}/devices", NO_BODY)]
+
+
+@route("central", "PATCH", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"filter": "enabled"}
+    return [_central_denied(w, p, "404", "PATCH", f"/deviceGroups/{w.a_dgroup}", body)]
+
+
+@route("central", "DELETE", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "DELETE", f"/deviceGroups/{w.a_dgroup}", NO_BODY)]
+
+
+@route("central", "PUT", "/deviceGroups/{group_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"displayName": "x", "filter": "enabled"}
+    if not _is_b(p):
+        return [_c("PUT", f"/deviceGroups/{w.a_dgroup}", "403", body)]
+
+    def own_group(response: httpx.Response) -> None:
+        # Group ids are per application: B made its own, which it now removes; A's is A's.
+        with w.api(p, "central") as api:
+            gone = api.delete(f"{API}/deviceGroups/{w.a_dgroup}", params={"api-version": VERSION})
+            assert gone.status_code == 204, gone.text
+        mine = _json(w.a.get(f"{API}/deviceGroups/{w.a_dgroup}", params={"api-version": VERSION}))
+        assert mine["filter"] == f"id eq '{w.a_central}'"
+
+    return [_c("PUT", f"/deviceGroups/{w.a_dgroup}", "2xx", body, then=own_group)]
+
+
+@route("central", "GET", "/jobs")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/jobs", NO_BODY)]
+
+
+@route("central", "GET", "/jobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/jobs/{w.a_job}", NO_BODY)]
+
+
+@route("central", "GET", "/jobs/{job_id}/devices")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/jobs/{w.a_job}/devices", NO_BODY)]
+
+
+@route("central", "PUT", "/jobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    # B has no group of A's id: 404; the job id stays A's.
+    body = {
+        "displayName": "x",
+        "group": w.a_dgroup,
+        "data": [{"type": "cloudProperty", "path": "site", "value": "hijacked"}],
+    }
+    return [_central_denied(w, p, "404", "PUT", f"/jobs/{w.a_job}", body)]
+
+
+@route("central", "POST", "/jobs/{job_id}/stop")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "POST", f"/jobs/{w.a_job}/stop", NO_BODY)]
+
+
+@route("central", "POST", "/jobs/{job_id}/resume")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "POST", f"/jobs/{w.a_job}/resume", NO_BODY)]
+
+
+@route("central", "PUT", "/jobs/{job_id}/rerun/{rerun_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "PUT", f"/jobs/{w.a_job}/rerun/x-{w.h}", NO_BODY)]
+
+
+@route("central", "POST", "/query")
+def _(w: World, p: str) -> list[Probe]:
+    # B: no template of that id (404); a scoped token reads templates, but only its devices.
+    body = {"query": f"SELECT $id, $ts, temperature FROM {w.a_template}"}
+    return [_c("POST", "/query", "404" if _is_b(p) else "2xx", body)]
+
+
+@route("central", "GET", "/roles")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", "/roles", "2xx")]
+
+
+@route("central", "GET", "/roles/{role_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", "/roles/ae2c9854-393b-4f97-8c42-479d70ce626e", "2xx")]
+
+
+@route("central", "GET", "/users")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/users", NO_BODY)]
+
+
+@route("central", "GET", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/users/{w.a_user}", NO_BODY)]
 
 
 # -- running probes ------------------------------------------------------------------------
@@ -1719,8 +2050,11 @@ def test_a_is_untouched(world: World) -> None:
     gateway = _json(a.get(f"/v1/devices/{w.a_gw['id']}"))
     assert [m["moduleId"] for m in gateway["modules"]] == [w.a_mod["moduleId"]]
     assert gateway["modules"][0]["properties"]["desired"] == {"s": f"a-mdesired-{w.h}"}
-    for did in (w.a_own["id"], w.a_disabled["id"]):
+    for did in (w.a_own["id"], w.a_disabled["id"], w.a_ioto):
         assert a.get(f"/v1/devices/{did}").status_code == 200
+    assert a.get(f"/v1/devices/{w.a_ioto}/files/{w.a_file}").content == b"a-123"
+    products = {p["id"]: p for p in _json(a.get("/v1/ioto/products"))}
+    assert products[w.a_product["id"]]["revokedAt"] is None
     made = _json(a.get(f"{API}/devices/{w.a_central}", params=central))
     assert (made["displayName"], made["template"], made["enabled"]) == (
         f"a-cdisplay-{w.h}",

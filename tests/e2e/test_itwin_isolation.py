@@ -78,8 +78,8 @@ def world(server: ServerProcess) -> World:
     finally:
         ws.close()
     b_name = f"itwin-b-{h}"
-    server.cli("account", "create", b_name)
-    b_token = server.cli("token", "create", "--account", b_name, "--role", "admin")
+    server.cli("account", "create", b_name, "--json")
+    b_token = server.cli("token", "create", "--quiet", "--account", b_name, "--role", "admin")
     limited = api_token(server, role="admin", project=p1)
     b_second = httpx.post(
         f"{server.http_url}/v1/tokens",

@@ -70,7 +70,7 @@ def _assert_access_token(response: httpx.Response) -> str:
 
 @pytest.fixture(scope="module")
 def viewer_token(server: ServerProcess) -> str:
-    return server.cli("token", "create", "--role", "viewer", "--label", "e2e viewer")
+    return server.cli("token", "create", "--quiet", "--role", "viewer", "--label", "e2e viewer")
 
 
 @pytest.fixture
@@ -412,10 +412,10 @@ def test_token_endpoint_rejects_bad_requests(
 @pytest.fixture(scope="module")
 def other_account(server: ServerProcess) -> dict[str, str]:
     name = "other-" + uuid.uuid4().hex[:10]
-    account = json.loads(server.cli("account", "create", name))
+    account = json.loads(server.cli("account", "create", name, "--json"))
     assert account["name"] == name
     assert ID_SCOPE_RE.fullmatch(account["idScope"])
-    token = server.cli("token", "create", "--account", name, "--role", "admin")
+    token = server.cli("token", "create", "--quiet", "--account", name, "--role", "admin")
     return {**account, "token": token}
 
 

@@ -136,7 +136,7 @@ def test_the_cli_prints_a_working_connection_string(server: ServerProcess) -> No
     assert endpoint == f"Endpoint={server.http_url}/ux4iot" and key
     with Ux(server.http_url, key) as ux:
         assert ux.http.delete("/sessions").status_code == 204
-    listed = [json.loads(line) for line in server.cli("ux4iot", "key", "list").splitlines()]
+    listed = json.loads(server.cli("ux4iot", "key", "list", "--json"))
     key_id = next(k["id"] for k in listed if k["label"] == "cli")
     rotated = server.cli("ux4iot", "key", "rotate", key_id, "--http-port", port)
     new_key = rotated.partition(";SharedAccessKey=")[2]
@@ -479,7 +479,7 @@ async def test_a_socket_with_an_unknown_session_is_disconnected(server: ServerPr
             wait_timeout=15,
         )
         await live.wait_disconnect()
-        await live.client.disconnect()
+        await live.close()
 
 
 async def test_every_ingest_path_arrives(
@@ -602,7 +602,7 @@ async def test_idle_sessions_expire_and_their_sockets_are_refused(
                 wait_timeout=15,
             )
             await refused.wait_disconnect()
-            await refused.client.disconnect()
+            await refused.close()
     finally:
         assert server.stop() == 0
 

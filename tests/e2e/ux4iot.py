@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import socketio
 
@@ -34,8 +35,8 @@ def create_key(server: ServerProcess, token: str | None = None, label: str = "")
 
 def other_account(server: ServerProcess, name: str) -> str:
     """Create an account with the CLI and return an admin token of it."""
-    server.cli("account", "create", name)
-    return server.cli("token", "create", "--role", "admin", "--account", name)
+    server.cli("account", "create", name, "--json")
+    return server.cli("token", "create", "--quiet", "--role", "admin", "--account", name)
 
 
 def new_device(server: ServerProcess, token: str | None = None, name: str = "ux") -> dict[str, Any]:
@@ -99,7 +100,11 @@ class LiveSocket:
 
     def __init__(self, namespace: str = UX) -> None:
         self.namespace = namespace
-        self.client = socketio.AsyncClient(reconnection=False)
+        # Our own aiohttp session, closed by close(): python-socketio leaves the one it makes
+        # open when the server ended the connection, and its garbage collection later raises
+        # a ResourceWarning inside whichever test runs then.
+        self.http = aiohttp.ClientSession()
+        self.client = socketio.AsyncClient(reconnection=False, http_session=self.http)
         self.payloads: list[Payload] = []
         self.disconnects: list[Any] = []
         self._changed = asyncio.Event()
@@ -113,6 +118,13 @@ class LiveSocket:
     async def _on_disconnect(self, *reason: Any) -> None:
         self.disconnects.append(reason)
         self._changed.set()
+
+    async def close(self) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await self.client.disconnect()
+        finally:
+            await self.http.close()
 
     async def wait(
         self, match: Callable[[Payload], bool], within: float = WAIT_S, what: str = "data"
@@ -159,8 +171,7 @@ async def live_socket(
     try:
         yield live
     finally:
-        with contextlib.suppress(Exception):
-            await live.client.disconnect()
+        await live.close()
 
 
 def telemetry_of(device_id: str, **values: Any) -> Callable[[Payload], bool]:

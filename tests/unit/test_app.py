@@ -172,6 +172,7 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
         assert index["faces"] == {
             "st": "/v1",
             "central": "/central/api",
+            "ioto": "/ioto/api",
             "ux4iot": "/ux4iot",
             "itwin": "/itwin/api",
             "echo": "/echo",
@@ -179,6 +180,7 @@ async def test_a_registered_face_is_mounted_at_its_prefix(
         assert index["docs"] == {
             "st": "/v1/docs",
             "central": "/central/api/docs",
+            "ioto": "/ioto/api/docs",
             "ux4iot": "/ux4iot/docs",
             "itwin": "/itwin/api/docs",
         }

@@ -35,12 +35,24 @@ __all__ = [
 SUBSCRIBER_QUEUE = 10_000  # events one subscriber may fall behind by; then its oldest go
 
 
-_Subscriber = tuple[tuple[str, ...], "asyncio.Queue[LiveEvent]"]  # pattern tokens, queue
+# Pattern tokens and queue; None in the queue ends the subscription (the bus closed).
+_Subscriber = tuple[tuple[str, ...], "asyncio.Queue[LiveEvent | None]"]
 
 
 class MemoryBus:
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        self._closed = False
+
+    def close(self) -> None:
+        """End every subscription (their generators return once they have taken what was
+        queued before) and every later one at once; publishing does nothing any more."""
+        self._closed = True
+        for _, queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+        self._subscribers.clear()
 
     async def publish(self, event: LiveEvent) -> None:
         if not self._subscribers:
@@ -59,9 +71,12 @@ class MemoryBus:
         closed or dropped before it was ever iterated runs no `finally`; it unsubscribes when
         it is garbage-collected (at once in CPython, when its last reference goes).
         """
-        queue: asyncio.Queue[LiveEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         entry: _Subscriber = (tuple(pattern.split(".")), queue)
-        self._subscribers.append(entry)
+        if self._closed:
+            queue.put_nowait(None)
+        else:
+            self._subscribers.append(entry)
         stream = self._iterate(entry)
         weakref.finalize(stream, self._unsubscribe, entry)
         return stream
@@ -81,8 +96,8 @@ class MemoryBus:
 
     async def _iterate(self, entry: _Subscriber) -> AsyncGenerator[LiveEvent, None]:
         try:
-            while True:
-                yield await entry[1].get()
+            while (event := await entry[1].get()) is not None:
+                yield event
         finally:
             self._unsubscribe(entry)
 

@@ -108,6 +108,15 @@ class NatsBus:
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         return self._local.subscribe(pattern)
 
+    def close(self) -> None:
+        """End this node's subscriptions (at shutdown: its live streams to clients end)."""
+        self._local.close()
+
+    @property
+    def subscriptions(self) -> int:
+        """This node's open subscriptions (for metrics)."""
+        return self._local.subscriptions
+
     async def _receive(self, msg: Msg) -> None:
         tokens = msg.subject[len(LIVE_PREFIX) :].split(".")
         if not self._local.wants(tokens):

@@ -37,6 +37,7 @@ from thinghub.domain.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    PreconditionFailed,
     RateLimited,
     TimedOut,
     TooLarge,
@@ -91,6 +92,10 @@ DEVICE_ERRORS: dict[tuple[type[Error], str | None], DeviceCodes] = {
     # It exists already (a DPS registration racing another), or a concurrent change won.
     (Conflict, None):
         DeviceCodes(_C.SERVER_UNAVAILABLE, 409, 409, 409001, "DeviceAlreadyExists"),
+    # A conditional change (If-Match) of a state that moved on; no device request carries
+    # one today, the row keeps the table whole.
+    (PreconditionFailed, None):
+        DeviceCodes(_C.SERVER_UNAVAILABLE, 412, 412, 412001, "PreconditionFailed"),
     # Over a size cap (a CONNECT's password, a message, a twin patch). A twin patch over it
     # is answered 400, as IoT Hub answers a patch it cannot take.
     (TooLarge, None):

@@ -181,8 +181,8 @@ class HubLink:
             return self.session.has(TWIN_DESIRED)
         return self.session.has(f"{_c2d_topic(self.device)}#")
 
-    async def close(self) -> None:
-        self.conn.close()
+    async def close(self, *, revoked: bool = False) -> None:
+        self.conn.close()  # IoT Hub has no message for revoked credentials
 
     def _publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Send on this link; DeviceOffline once its connection is closed. Our own misuse of

@@ -36,11 +36,10 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from thinghub.domain.clock import parse_ts
+from thinghub.domain.clock import format_ts_ms, parse_ts
 from thinghub.domain.errors import Forbidden, Invalid, TooLarge
 
 __all__ = [
@@ -539,8 +538,7 @@ def store_value(value: Any, kind: Any) -> Any:
 
 def format_iso_ms(ts: float) -> str:
     """``2025-10-09T08:53:20.000Z``: the agent's own date form (compared as strings)."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return format_ts_ms(ts)
 
 
 def _dump(body: Any) -> bytes:

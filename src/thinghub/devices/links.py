@@ -41,7 +41,9 @@ class DeviceLink(Protocol):
     async def push_desired(self, patch: dict[str, Any], version: int) -> None: ...
     async def push_c2d(self, message: C2DMessage) -> bool: ...
     def has_subscribed(self, feed: DeviceFeed) -> bool: ...
-    async def close(self) -> None: ...
+    async def close(self, *, revoked: bool = False) -> None:
+        """Close the connection; `revoked`: tell the device its credentials are gone first,
+        if its dialect has a message for that."""
 
 
 class LocalLinks:
@@ -120,11 +122,14 @@ class LocalLinks:
         link = self._links.get(message.device_id)
         return False if link is None else await link.push_c2d(message)
 
-    async def disconnect(self, device_id: str) -> bool:
+    async def disconnect(self, device_id: str, *, revoked: bool = False) -> bool:
         link = self._links.get(device_id)
         if link is None:
             return False
-        await link.close()
+        if revoked:
+            await link.close(revoked=True)
+        else:
+            await link.close()
         return True
 
     async def has_subscribed(self, device_id: str, feed: DeviceFeed) -> bool:

@@ -7,7 +7,8 @@ answered `200` in one write; then TLS starts on the same socket. Anything else (
 starts with 0x16) goes straight to TLS. Waiting for the proxy header is event-driven: what is
 peeked at is consumed before waiting again, so a readable socket always means new bytes. The
 TLS connection is driven by a `Connection`: bytes go into the sans-IO ServerSession, its events
-go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT username), and
+go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT username; Ioto,
+by a client certificate without a username), and
 every byte the session wants sent is flushed after each round.
 
 QoS 1 from the device is acknowledged in order and only after its work is durable: the
@@ -36,7 +37,7 @@ import resource
 import socket
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -80,6 +81,8 @@ CLOSE_ABORT_S = 2.0
 #: Open files kept for everything but device sockets (HTTP, the database, logs): the
 #: connection limit stays this far under the process's open-file limit (at most a quarter).
 FD_RESERVE = 256
+#: Linux's TCP_QUICKACK (None elsewhere): see Connection._ack_now.
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: Refused sockets are logged at most once per this many seconds (with a count).
 REFUSAL_LOG_INTERVAL_S = 10.0
 
@@ -144,7 +147,9 @@ class Dialect(Protocol):
 
 
 class DialectRouter(Protocol):
-    def dialect_for(self, connect: Connect) -> Dialect: ...
+    def dialect_for(self, connect: Connect, peer_cert: bytes | None = None) -> Dialect:
+        """The dialect that speaks on a connection, from its CONNECT and its verified client
+        certificate (DER), if any."""
 
 
 class Connection:
@@ -161,6 +166,7 @@ class Connection:
         limits: ListenerLimits,
         gate: IngestGate,
         on_connect: Callable[[], None] | None = None,
+        traffic: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -168,6 +174,10 @@ class Connection:
         self.peer = peer
         self.peer_cert = peer_cert
         self.session = ServerSession()
+        # (dialect, what) -> count, shared by the server's connections (its metrics): PUBLISH
+        # packets "in" and "out", and each CONNACK code ("connack 0", "connack 5").
+        self.traffic: Counter[tuple[str, str]] = Counter() if traffic is None else traffic
+        self.dialect_name = ""  # "hub", "dps": the dialect's class name, once it is chosen
         self.client_id = ""
         self.dialect: Dialect | None = None
         self.state: Any = None  # the dialect's per-connection state
@@ -183,8 +193,9 @@ class Connection:
         self.limits = limits
         self._gate = gate
         self._on_connect = on_connect  # the server's handshake count: CONNECT has arrived
+        self._loop = asyncio.get_running_loop()
         self._throughput = ThroughputLimiter(
-            limits.messages_per_s, limits.bytes_per_s, asyncio.get_running_loop().time()
+            limits.messages_per_s, limits.bytes_per_s, self._loop.time()
         )
         self._window = asyncio.Event()  # set whenever in-flight work finished (or closing)
         self._interrupt = asyncio.Event()  # stop waiting in _admit: closing, or the peer left
@@ -212,6 +223,7 @@ class Connection:
             # and the read loop is on its way out.
             raise ConnectionClosed(f"the connection of {self.client_id or self.peer} is closed")
         self.session.publish(topic, payload, qos)
+        self.traffic[self.dialect_name, "out"] += 1
         self.flush()
 
     def close(self) -> None:
@@ -282,7 +294,11 @@ class Connection:
                 return
             self.session.receive_data(data, time.monotonic())
             while (event := self.session.next_event()) is not None:
-                if isinstance(event, PublishReceived) and not await self._admit(event.publish):
+                if (
+                    isinstance(event, PublishReceived)
+                    and not self._admit_now(event.publish)
+                    and not await self._admit(event.publish)
+                ):
                     return  # closed while it waited
                 if not await self._dispatch(event):
                     self.flush()
@@ -296,6 +312,21 @@ class Connection:
                 deadline = loop.time() + IDLE_NO_KEEPALIVE_S
             else:
                 deadline = loop.time() + (keepalive - time.monotonic())
+
+    def _admit_now(self, publish: Publish) -> bool:
+        """_admit's common case without a coroutine: open, room in the window, under the
+        device's rate, the ingest queue not full. False: let _admit decide (and wait)."""
+        if (
+            self.closed.is_set()
+            or len(self._acks) + len(self._tasks) >= self.limits.max_inflight
+            or self._gate.is_full
+        ):
+            return False
+        now = self._loop.time()
+        if self._throughput.delay_s(now) > 0:
+            return False
+        self._throughput.take(len(publish.payload) + len(publish.topic), now)
+        return True
 
     async def _admit(self, publish: Publish) -> bool:
         """Wait until `publish` may be handled; False if the connection closed meanwhile.
@@ -346,6 +377,7 @@ class Connection:
         match event:
             case PublishReceived(publish=publish):
                 assert self.dialect is not None
+                self.traffic[self.dialect_name, "in"] += 1
                 work = await self.dialect.on_publish(self, publish)
                 future = None if work is None else asyncio.ensure_future(work)
                 if publish.qos and publish.packet_id is not None:
@@ -371,6 +403,7 @@ class Connection:
                 self.session.unsuback(unsub.packet_id)
             case PubackReceived(publish=publish):
                 assert self.dialect is not None
+                self._ack_now()
                 await self.dialect.on_puback(self, publish)
             case PingReceived():
                 pass
@@ -390,10 +423,12 @@ class Connection:
 
     async def _connect(self, connect: Connect) -> bool:
         self.client_id = connect.client_id
-        dialect = self.router.dialect_for(connect)
+        dialect = self.router.dialect_for(connect, self.peer_cert)
+        self.dialect_name = type(dialect).__name__.lower()
         code = await dialect.on_connect(self, connect)
         if self.closed.is_set():
             return False
+        self.traffic[self.dialect_name, f"connack {code}"] += 1
         if code:
             logger.info("mqtt %s (%s): refused with CONNACK %d", connect.client_id, self.peer, code)
             self.session.reject(code)
@@ -403,6 +438,20 @@ class Connection:
         self.dialect = dialect
         await dialect.on_accepted(self)
         return True
+
+    def _ack_now(self) -> None:
+        """TCP-acknowledge what the device sent at once, not after the delayed-ACK timer.
+
+        A device with Nagle's algorithm on (paho, so the Azure SDK) holds its next small
+        write until its last one is acknowledged. A PUBACK is such a write that we answer
+        with nothing, so Linux would delay its ACK by ~40 ms, and the device's next packet
+        (typically the method response right after the request's PUBACK) waits that long.
+        TCP_QUICKACK sends the pending ACK now (the kernel clears the flag again by itself).
+        """
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
     def _track(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
         self._tasks.add(future)
@@ -476,16 +525,20 @@ class MqttServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._handshaking: set[asyncio.Task[None]] = set()  # before TLS is up: cancel on close
         self._open = 0  # sockets accepted and not yet closed
+        self.traffic: Counter[tuple[str, str]] = Counter()  # see Connection.traffic
         self._before_connect = 0  # of those, the ones whose CONNECT has not arrived
         self._refused = 0  # refused since the last log line
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
 
-    async def start(self) -> tuple[str, int]:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(4096)
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Start accepting, on `sock` (a listening socket bound already: the server binds
+        every port before it creates anything) or on a socket bound here to host and port."""
+        if sock is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(4096)
         sock.setblocking(False)
         self._sock = sock
         self.max_connections = _connection_cap(self.limits.max_connections)
@@ -498,6 +551,13 @@ class MqttServer:
             self.max_connections,
         )
         return host, port
+
+    def connections_by_dialect(self) -> dict[str, int]:
+        """Open connections by dialect ("hub", "dps"; "" before their CONNECT is handled),
+        sockets still in their proxy line or TLS handshake under "handshake"."""
+        counts: Counter[str] = Counter(conn.dialect_name for conn in self._connections)
+        counts["handshake"] = self._open - len(self._connections)
+        return dict(counts)
 
     async def close(self) -> None:
         """Stop accepting, close every connection and wait for each one's bookkeeping.
@@ -610,6 +670,7 @@ class MqttServer:
                 limits=self.limits,
                 gate=self.gate,
                 on_connect=connect_arrived,
+                traffic=self.traffic,
             )
             protocol.on_lost = conn.peer_gone
             if protocol.is_lost:

@@ -39,9 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from thinghub.domain.errors import Conflict, Forbidden, NotFound
+from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from thinghub.domain.ids import ID_PATTERN
 
 __all__ = [
+    "MAX_CLAIM_ID_CHARS",
     "PROVISIONS_PER_WINDOW",
     "PROVISION_WINDOW_S",
     "ROLE_GRANTS",
@@ -59,6 +61,7 @@ __all__ = [
     "claim",
     "is_claimed",
     "may",
+    "parse_claim_id",
     "provision_delay",
     "provisioned",
     "register",
@@ -69,6 +72,28 @@ __all__ = [
 # At most two certificates per device per minute: the first, and one retry.
 PROVISION_WINDOW_S = 60.0
 PROVISIONS_PER_WINDOW = 2
+# A claim id becomes the device id, an MQTT topic level and its certificate's common name,
+# which X.509 caps at 64 characters (RFC 5280 ub-common-name).
+MAX_CLAIM_ID_CHARS = 64
+
+
+def parse_claim_id(value: object, field: str = "id") -> str:
+    """A claim id: 1 to 64 characters of A-Z a-z 0-9 . _ : - (a device id that fits a CN).
+
+    Raises:
+        Invalid: naming the field.
+    """
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_CLAIM_ID_CHARS
+        or not ID_PATTERN.fullmatch(value)
+    ):
+        raise Invalid(
+            f"{field} must be 1 to {MAX_CLAIM_ID_CHARS} characters from A-Z a-z 0-9 . _ : -, "
+            f"got {str(value)[:80]!r}",
+            field=field,
+        )
+    return value
 
 
 class ClaimState(StrEnum):

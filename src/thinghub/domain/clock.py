@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 from thinghub.domain.errors import Invalid
 
-__all__ = ["MAX_EPOCH_S", "MIN_EPOCH_S", "format_ts", "format_ts_short", "parse_ts"]
+__all__ = [
+    "MAX_EPOCH_S",
+    "MIN_EPOCH_S",
+    "format_ts",
+    "format_ts_ms",
+    "format_ts_short",
+    "parse_ts",
+]
 
 # The times ISO-8601 (and so every face) can name: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 MIN_EPOCH_S = -62_135_596_800
@@ -18,6 +25,13 @@ def format_ts(ts: float) -> str:
     """Azure's seven-digit form: 2025-08-13T13:12:29.6760000Z (as in the ST AIoT Craft IoT API)."""
     # isoformat is done in C and much faster than strftime; its offset is always +00:00.
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "0Z"
+
+
+def format_ts_ms(ts: float) -> str:
+    """Millisecond form, e.g. 2025-10-09T08:53:20.000Z: the Embedthis Ioto agent's own dates,
+    which it compares as strings, so every date it is given must have exactly this form."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def format_ts_short(ts: float) -> str:

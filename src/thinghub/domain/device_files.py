@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "MAX_KEY_BYTES",
     "MAX_MIME_TYPE_CHARS",
+    "DeviceFile",
     "FileAction",
     "FileGrant",
     "parse_content_length",
@@ -45,6 +46,31 @@ _MIME_RE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 )
 _DIGITS_RE = re.compile(r"[0-9]{1,20}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFile:
+    """A stored file of a device: where it is, what it holds, when it was last written.
+
+    Attributes:
+        account_id: the bucket.
+        key: ``{device id}/{filename}``, the object key.
+        md5_hex: the MD5 of the content (the S3 ETag of a single-part object).
+        content_type: the declared media type, None when the upload named none.
+        modified_at: when the upload finished (epoch seconds): the time retention counts from.
+    """
+
+    account_id: str
+    key: str
+    device_id: str
+    size: int
+    md5_hex: str
+    content_type: str | None
+    modified_at: float
+
+    @property
+    def filename(self) -> str:
+        return self.key.removeprefix(self.device_id + "/")
 
 
 class FileAction(StrEnum):

@@ -11,6 +11,7 @@ __all__ = [
     "Forbidden",
     "Invalid",
     "NotFound",
+    "PreconditionFailed",
     "RateLimited",
     "TimedOut",
     "TooLarge",
@@ -58,6 +59,12 @@ class Conflict(Error):
     """It already exists, or a concurrent change won."""
 
     code = "Conflict"
+
+
+class PreconditionFailed(Error):
+    """A conditional request (If-Match) named a state the thing is no longer in."""
+
+    code = "PreconditionFailed"
 
 
 class TooLarge(Error):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from thinghub.domain.etags import device_etag
+
 __all__ = [
     "Account",
     "ApiToken",
@@ -43,12 +45,13 @@ class Retention:
     """How many days an account keeps each kind of data: None = the server's default
     (retention_telemetry_days, retention_events_days), 0 = forever.
 
-    Telemetry covers the messages and their observations. Device uploads (files) will be a
-    third kind here, `files_days`, stored the same way (Account.retention is one JSON text).
+    Telemetry covers the messages and their observations; files are device uploads (the
+    Ioto face), counted from when each was last written.
     """
 
     telemetry_days: float | None = None
     events_days: float | None = None
+    files_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,12 @@ class Device:
     @property
     def is_gateway(self) -> bool:
         return self.kind is DeviceKind.GATEWAY
+
+    @property
+    def etag(self) -> str:
+        """Changes whenever the record is saved (domain/etags.py)."""
+        flags = (self.enabled, self.simulated, self.provisioned)
+        return device_etag(self.id, self.name, self.template, flags, self.updated_at)
 
     @property
     def is_connected(self) -> bool:

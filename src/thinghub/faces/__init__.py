@@ -6,10 +6,11 @@ docs/architecture.md, "Faces: how one is registered", for adding one).
 
 from thinghub.faces.central import FACE as CENTRAL
 from thinghub.faces.face import Face
+from thinghub.faces.ioto import FACE as IOTO
 from thinghub.faces.itwin import FACE as ITWIN
 from thinghub.faces.st import FACE as ST
 from thinghub.faces.ux4iot import FACE as UX4IOT
 
 __all__ = ["FACES"]
 
-FACES: tuple[Face, ...] = (ST, CENTRAL, UX4IOT, ITWIN)
+FACES: tuple[Face, ...] = (ST, CENTRAL, IOTO, UX4IOT, ITWIN)

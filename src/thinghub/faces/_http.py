@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+from starlette.staticfiles import StaticFiles
 
 from thinghub.domain import errors
 from thinghub.domain.json_depth import check_depth
@@ -34,7 +38,12 @@ if TYPE_CHECKING:  # faces.face imports this module
     from thinghub.faces.face import FaceContext
 
 __all__ = [
+    "DOCS_ASSETS_PATH",
+    "DOCS_PATH",
     "ERROR_SCHEMA",
+    "OPENAPI_PATH",
+    "REDOC_PATH",
+    "REQUEST_NOTE_KEY",
     "STATUS_OF",
     "BodyLimit",
     "BodyRejected",
@@ -44,11 +53,13 @@ __all__ = [
     "OpenApiPatch",
     "OrjsonResponse",
     "authenticate_before_body",
+    "docs_assets",
     "document_bearer",
     "document_errors",
     "document_page_size",
     "error_body",
     "face_app",
+    "install_docs",
     "install_errors",
     "principal_of",
     "services_of",
@@ -59,6 +70,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ErrorRenderer = Callable[[errors.Error, int], Response]
+# A dict the server's request log puts in each HTTP request's scope; the face that
+# authenticates the caller writes "principal" (the principal's subject, an id) into it.
+REQUEST_NOTE_KEY = "thinghub.request"
 
 # FastAPI's 400 detail when its JSON parser fails with something other than a JSONDecodeError:
 # a body that is not UTF-8, or an integer of more than 4,300 digits (Python's int limit).
@@ -102,6 +116,10 @@ def _validation_error(exc: RequestValidationError) -> errors.Invalid:
         if field is None:  # no body at all
             return errors.Invalid("a JSON object body is required", field="body")
         return errors.Invalid(f"{field} is required", field=field)
+    if kind == "extra_forbidden":
+        return errors.Invalid(
+            f"{field} is not a field this route applies (nothing was changed)", field=field
+        )
     if not loc and kind in ("model_attributes_type", "dict_type"):
         return errors.Invalid("the body must be a JSON object", field="body")
     return errors.Invalid(
@@ -120,20 +138,27 @@ def _allowed_methods(app: FastAPI, request: Request) -> str:
 
 
 def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> None:
-    """Map domain errors, validation errors and HTTP errors to the face's error body."""
+    """Map domain errors, validation errors and HTTP errors to the face's error body. The
+    error's code goes into the request's note too (the request log and /metrics count it)."""
 
-    async def on_domain(_: Request, exc: Exception) -> Response:
+    def answer(request: Request, error: errors.Error, status: int) -> Response:
+        note = request.scope.get(REQUEST_NOTE_KEY)
+        if isinstance(note, dict):
+            note["error"] = error.code
+        return render(error, status)
+
+    async def on_domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.Error)
-        return render(exc, status_of(exc))
+        return answer(request, exc, status_of(exc))
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return render(_validation_error(exc), 400)
+        return answer(request, _validation_error(exc), 400)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if isinstance(exc, BodyRejected):
-            return render(exc.error, exc.status_code)
+            return answer(request, exc.error, exc.status_code)
         kinds: dict[int, type[errors.Error]] = {
             401: errors.Unauthorized,
             403: errors.Forbidden,
@@ -152,17 +177,17 @@ def install_errors(app: FastAPI, render: ErrorRenderer = _default_render) -> Non
         if exc.status_code == 405:
             error = kind("method not allowed on this route")
             error.code = "MethodNotAllowed"
-        response = render(error, exc.status_code)
+        response = answer(request, error, exc.status_code)
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:
             response.headers["Allow"] = _allowed_methods(app, request)
         return response
 
-    async def on_crash(_: Request, exc: Exception) -> Response:
+    async def on_crash(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error in %s", app.title)
         error = errors.Error("internal error; it has been logged")
         error.code = "InternalError"
-        response = render(error, 500)
+        response = answer(request, error, 500)
         # The error escapes to the server after this answer, which then ends the connection:
         # say so, so a keep-alive client does not send its next request into a closing socket.
         response.headers["Connection"] = "close"
@@ -413,6 +438,56 @@ def _install_openapi(app: FastAPI, error_schema: dict[str, Any]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# Where a face app built by face_app serves its API documentation, under its prefix.
+DOCS_PATH = "/docs"  # Swagger UI
+REDOC_PATH = "/redoc"  # ReDoc
+OPENAPI_PATH = "/openapi.json"  # the OpenAPI document both read
+DOCS_ASSETS_PATH = "/docs/assets"  # their scripts, style sheets and icon
+# Swagger UI's own settings: no call to the online validator, "Try it out" always shown.
+SWAGGER_UI_PARAMETERS: dict[str, Any] = {
+    "validatorUrl": None,
+    "tryItOutEnabled": True,
+    "persistAuthorization": True,
+}
+
+
+def docs_assets() -> Path:
+    """The folder of Swagger UI's and ReDoc's files: shipped by the pinned fastapi-offline
+    package (docs/dependencies.md), served by thinghub itself, so the docs work offline."""
+    return Path(str(resources.files("fastapi_offline") / "static"))
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at DOCS_PATH and ReDoc at REDOC_PATH, both reading OPENAPI_PATH, with every
+    file they load served from DOCS_ASSETS_PATH: no CDN, no fonts from elsewhere. Paths are
+    relative to where the app is mounted (the request's root_path)."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=docs_assets()), name="docs-assets")
+
+    async def swagger_ui(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + OPENAPI_PATH,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
+
+    async def redoc(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=root + OPENAPI_PATH,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    app.add_api_route(DOCS_PATH, swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route(REDOC_PATH, redoc, methods=["GET"], include_in_schema=False)
+
+
 def face_app(
     context: FaceContext,
     *,
@@ -422,22 +497,23 @@ def face_app(
     error_schema: dict[str, Any] = ERROR_SCHEMA,
     form_paths: tuple[str, ...] = (),
 ) -> FastAPI:
-    """A REST face's FastAPI app: docs at /docs, one error body, JSON bodies, the services
-    and settings of `context` (services_of, settings_of).
+    """A REST face's FastAPI app: docs at /docs and /redoc (install_docs), one error body,
+    JSON bodies, the services and settings of `context` (services_of, settings_of).
 
     `error_schema` is the JSON Schema of what `render` writes, for the OpenAPI document.
     """
     app = FastAPI(
         title=title,
         version=version,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        docs_url=None,  # install_docs serves the pages without a CDN
+        openapi_url=OPENAPI_PATH,
         redoc_url=None,
         default_response_class=OrjsonResponse,
     )
     app.state.services = context.services
     app.state.settings = context.settings
     _install_openapi(app, error_schema)
+    install_docs(app)
     install_errors(app) if render is None else install_errors(app, render)
     # Added first, so it runs innermost: it sees the content type JsonBodies sets.
     app.add_middleware(JsonDepth, limit=context.settings.max_json_depth)
@@ -467,8 +543,13 @@ def principal_of(
         services = services_of(request)
         header = request.headers.get("authorization")
         if authenticate is not None:
-            return await authenticate(services, header)
-        return await services.auth.authenticate_header(header)
+            principal = await authenticate(services, header)
+        else:
+            principal = await services.auth.authenticate_header(header)
+        note = request.scope.get(REQUEST_NOTE_KEY)
+        if isinstance(note, dict):  # the access log names who called (never the token)
+            note["principal"] = principal.subject
+        return principal
 
     return dependency
 

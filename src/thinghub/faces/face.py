@@ -9,7 +9,8 @@ A face is one `Face` value in `thinghub.faces.FACES`. The composition root (app.
 - `root_routes`: routes at the root of the HTTP port (`/connect/token`, `/socket.io/`);
 - `listeners`: servers on ports of the face's own (JSON-RPC over TCP, an MQTT dialect):
   started after the HTTP listeners bind, each reporting its address under its name in the
-  ready line, closed with the HTTP servers at shutdown.
+  ready line, closed with the HTTP servers at shutdown. The settings of their ports go in
+  `Face.listen_ports`, so that start-up checks them before it creates anything.
 - `workers`: background work of the face (a feed of live events, a sweeper of expired
   sessions): `run()` runs in the server's TaskGroup from start until it is cancelled at
   shutdown; `stop()` is awaited first, before the HTTP servers stop, to end long-lived client
@@ -25,7 +26,7 @@ they keep in `FaceContext.shared`, which lives as long as the server.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,6 +93,9 @@ class FaceParts:
     root_routes: tuple[BaseRoute, ...] = ()
     listeners: tuple[Listener, ...] = ()
     workers: tuple[Worker, ...] = ()
+    # Open client connections the face counts itself, by kind ({"socketio": 12}), read when
+    # /metrics is scraped (thinghub_face_connections); None: it counts none.
+    connections: Callable[[], Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +108,10 @@ class Face:
     # default {"error": {...}} shape.
     render_error: ErrorRenderer | None = None
     docs: str | None = "/docs"  # its API documentation, under `prefix`; None: none
+    # The settings holding the ports its own `listeners` bind on `host` ("itwin_tcp_port"):
+    # `thinghub serve` checks each is free before it creates anything, and a busy one is
+    # reported with the setting that moves it.
+    listen_ports: tuple[str, ...] = ()
+    # Reference pages besides the OpenAPI ones ((title, path under `prefix`): a JSON-RPC
+    # method table, the Socket.IO events), listed on the server's /docs page and in `/`.
+    references: tuple[tuple[str, str], ...] = ()

@@ -6,11 +6,13 @@ typing.Protocol interfaces only, one module per concern; every name is importabl
 - `bus`: `Bus`, live fan-out of typed events.
 - `cluster`: what several nodes share about connected devices (Presence, DeviceChannel,
   Locks, Counter).
+- `blobs`: `BlobStore`, the bytes of device files.
 - `clock`: `Clock`.
 """
 
 from __future__ import annotations
 
+from thinghub.ports.blobs import BlobStore, BlobWriter
 from thinghub.ports.bus import Bus
 from thinghub.ports.clock import Clock
 from thinghub.ports.cluster import (
@@ -25,14 +27,17 @@ from thinghub.ports.store import (
     AccountStore,
     C2DMessage,
     C2DStore,
+    ClaimStore,
     CommandStore,
     CredentialStore,
     DeviceStore,
     DocumentStore,
     EventQuery,
     EventStore,
+    FileStore,
     Lifecycle,
     Page,
+    ProductStore,
     SessionStore,
     Stores,
     TelemetryQuery,
@@ -42,9 +47,12 @@ from thinghub.ports.store import (
 
 __all__ = [
     "AccountStore",
+    "BlobStore",
+    "BlobWriter",
     "Bus",
     "C2DMessage",
     "C2DStore",
+    "ClaimStore",
     "Clock",
     "CommandStore",
     "Counter",
@@ -55,11 +63,13 @@ __all__ = [
     "DocumentStore",
     "EventQuery",
     "EventStore",
+    "FileStore",
     "Lifecycle",
     "Locks",
     "MethodResult",
     "Page",
     "Presence",
+    "ProductStore",
     "SessionStore",
     "Stores",
     "TelemetryQuery",

@@ -23,6 +23,11 @@ class Bus(Protocol):
 
     async def publish(self, event: LiveEvent) -> None: ...
 
+    def close(self) -> None:
+        """End every subscription on this node (at shutdown: live streams to clients end
+        before the HTTP servers wait for their requests); later ones end at once."""
+        ...
+
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         """Subscribe at once (eagerly: nothing published after this returns is missed).
         Close the generator to unsubscribe."""

@@ -68,8 +68,12 @@ class DeviceChannel(Protocol):
         """True once the message went out to the device; False when it cannot take it now."""
         ...
 
-    async def disconnect(self, device_id: str) -> bool:
-        """Close the device's connection; False when it had none."""
+    async def disconnect(self, device_id: str, *, revoked: bool = False) -> bool:
+        """Close the device's connection; False when it had none.
+
+        `revoked`: the device's credentials were taken back (an Ioto release); a dialect that
+        has a message for that (Ioto's provision/release) sends it before closing.
+        """
         ...
 
     async def has_subscribed(self, device_id: str, feed: DeviceFeed) -> bool:

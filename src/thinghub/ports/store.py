@@ -2,7 +2,8 @@
 
 Each area is what changes together: an account and its retention; the users and API tokens
 that act for it; the registry (projects, deployments, devices); twins; telemetry with its
-observations; events; commands; cloud-to-device messages; MQTT sessions; named documents.
+observations; events; commands; cloud-to-device messages; MQTT sessions; named documents;
+Ioto products, device registrations (claims) and the records of device files.
 Every backend (SQL on SQLite or PostgreSQL, in memory) implements every area and passes the
 contract suite in tests/contract.
 """
@@ -13,7 +14,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from thinghub.domain.claims import Registration
 from thinghub.domain.commands import Command
+from thinghub.domain.device_files import DeviceFile
 from thinghub.domain.events import Event, EventType
 from thinghub.domain.model import (
     Account,
@@ -25,6 +28,7 @@ from thinghub.domain.model import (
     Retention,
     User,
 )
+from thinghub.domain.products import Product
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.domain.twin import Twin
 
@@ -32,14 +36,17 @@ __all__ = [
     "AccountStore",
     "C2DMessage",
     "C2DStore",
+    "ClaimStore",
     "CommandStore",
     "CredentialStore",
     "DeviceStore",
     "DocumentStore",
     "EventQuery",
     "EventStore",
+    "FileStore",
     "Lifecycle",
     "Page",
+    "ProductStore",
     "SessionStore",
     "Stores",
     "TelemetryQuery",
@@ -112,6 +119,9 @@ class CredentialStore(Protocol):
 
     async def insert_user(self, user: User) -> None: ...
     async def get_user(self, username: str) -> User | None: ...
+    async def list_users(self, account_id: str) -> list[User]:
+        """The account's users, by username."""
+
     async def insert_token(self, token: ApiToken) -> None: ...
     async def get_token(self, account_id: str, token_id: str) -> ApiToken | None: ...
     async def get_token_by_hash(self, secret_hash: str) -> ApiToken | None: ...
@@ -238,6 +248,8 @@ class CommandStore(Protocol):
         """Its outcome: status, completed_at, response_code and result."""
 
     async def pending(self, device_id: str) -> list[Command]: ...
+    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+        """The device's commands of that name, newest first, at most `limit`."""
 
 
 class C2DStore(Protocol):
@@ -267,6 +279,60 @@ class DocumentStore(Protocol):
     async def delete(self, account_id: str, kind: str, key: str) -> bool: ...
 
 
+class ProductStore(Protocol):
+    """Ioto products: ids unique everywhere, token hashes unique everywhere."""
+
+    async def insert(self, product: Product) -> None: ...
+    async def get(self, product_id: str) -> Product | None: ...
+    async def get_by_token_hash(self, token_hash: str) -> Product | None: ...
+    async def in_account(self, account_id: str) -> list[Product]:
+        """The account's products (revoked ones too), oldest first."""
+
+    async def revoke(self, product_id: str, now: float) -> bool:
+        """Mark a product revoked (its token stops working); False if unknown or revoked."""
+
+
+class ClaimStore(Protocol):
+    """Ioto device registrations by claim id (claimed or not), as domain.claims keeps them."""
+
+    async def get(self, claim_id: str) -> Registration | None: ...
+    async def put(self, registration: Registration) -> None:
+        """Insert or replace the registration of its claim id."""
+
+    async def find(
+        self,
+        account_id: str,
+        *,
+        product_id: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int,
+    ) -> list[Registration]:
+        """Registrations claimed by `account_id`, by claim id ascending: the first `limit`
+        after `after`, or with `before` the last `limit` before it (still ascending)."""
+
+
+class FileStore(Protocol):
+    """The records of device files (the bytes are in a BlobStore), by account and key.
+
+    Keys sort in UTF-8 byte order, as S3 lists them.
+    """
+
+    async def put(self, file: DeviceFile) -> None:
+        """Insert or replace the record of its (account, key)."""
+
+    async def get(self, account_id: str, key: str) -> DeviceFile | None: ...
+    async def delete(self, account_id: str, key: str) -> bool: ...
+    async def scan(
+        self, account_id: str, *, prefix: str = "", after: str = "", limit: int
+    ) -> list[DeviceFile]:
+        """Up to `limit` records whose key starts with `prefix` and sorts after `after`, in
+        key order."""
+
+    async def older_than(self, account_id: str, before: float, limit: int) -> list[DeviceFile]:
+        """Up to `limit` records last written before `before`, oldest first (retention)."""
+
+
 class Lifecycle(Protocol):
     """Something a backend starts before use and closes after (a connection pool, a task)."""
 
@@ -292,6 +358,9 @@ class Stores:
     c2d: C2DStore
     sessions: SessionStore
     documents: DocumentStore
+    products: ProductStore
+    claims: ClaimStore
+    files: FileStore
     resources: tuple[Lifecycle, ...] = ()
 
     async def start(self) -> None:

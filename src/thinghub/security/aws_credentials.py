@@ -56,8 +56,10 @@ __all__ = [
 
 TOKEN_PREFIX = "thst1."
 # The Ioto agent renews its keys 20 minutes before they expire (provision.c ioGetKeys), and
-# immediately when fewer than 20 minutes are left; anything shorter would make it renew in a
-# loop. One hour is AWS STS's default; 12 hours its usual maximum.
+# immediately when fewer than 20 minutes are left; anything shorter makes it ask for new keys
+# every time it uses them. MIN_TTL_S is the shortest lifetime that suits the agent (the
+# setting's documented floor); the issuer itself takes 1 s and up, for tests of expiry. One
+# hour is AWS STS's default; 12 hours its usual maximum.
 MIN_TTL_S = 25 * 60
 DEFAULT_TTL_S = 60 * 60
 MAX_TTL_S = 12 * 60 * 60
@@ -132,13 +134,11 @@ class CredentialIssuer:
         """Issue credentials for a grant; they expire at ``grant.expires_at``.
 
         Raises:
-            ValueError: the grant's lifetime is not in MIN_TTL_S..MAX_TTL_S for a folder
-                grant, or not in 1..MAX_TTL_S seconds for a one-key (signed URL) grant.
+            ValueError: the grant's lifetime is not 1..MAX_TTL_S seconds.
         """
         ttl = grant.expires_at - now
-        low = 1 if grant.key is not None else MIN_TTL_S
-        if not low <= ttl <= MAX_TTL_S:
-            raise ValueError(f"credential lifetime must be {low}..{MAX_TTL_S} s, got {ttl}")
+        if not 1 <= ttl <= MAX_TTL_S:
+            raise ValueError(f"credential lifetime must be 1..{MAX_TTL_S} s, got {ttl}")
         access_key = "ASIA" + "".join(secrets.choice(_B32) for _ in range(ACCESS_KEY_CHARS))
         body: dict[str, Any] = {
             "k": access_key,

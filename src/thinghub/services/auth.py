@@ -468,6 +468,12 @@ class AuthService:
         except Conflict as exc:
             raise Conflict(exc.message, field="username") from exc
 
+    async def list_users(self, principal: Principal) -> list[User]:
+        """The users of the caller's account, by username (Permission.USERS_ADMIN: who may
+        create users may see them)."""
+        authz.authorize(principal, Permission.USERS_ADMIN)
+        return await self.stores.credentials.list_users(principal.account_id)
+
     async def create_user(self, account_id: str, username: str, password: str, role: Role) -> User:
         if not username or len(username) > 200:
             raise Invalid("username must be 1 to 200 characters", field="username")

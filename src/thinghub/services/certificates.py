@@ -68,11 +68,18 @@ class CertificateService:
         """The hub CA certificate (PEM), which devices trust; None without a CA."""
         return None if self._issuer is None else self._issuer.ca_pem
 
-    async def issue(self, device: Device) -> tuple[str, str]:
+    async def issue(self, device: Device, *, unit: str | None = None) -> tuple[str, str]:
         """A client certificate and its key (PEM) for a device, signed by the hub CA: CN the
         device id, OU its account (the hub and DPS check both). Key generation runs off the
-        event loop."""
+        event loop.
+
+        Args:
+            unit: the OU instead of the account id. The Ioto face issues ``ioto/{account}``,
+                which the hub dialect never takes for its own (its OU must be the account):
+                an Ioto certificate opens the Ioto dialect only.
+        """
         if self._issuer is None:
             raise RuntimeError("no certificate authority configured")
         issue = self._issuer.issue_device_certificate
-        return await asyncio.to_thread(issue, device.id, organizational_unit=device.account_id)
+        ou = device.account_id if unit is None else unit
+        return await asyncio.to_thread(issue, device.id, organizational_unit=ou)

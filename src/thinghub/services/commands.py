@@ -21,6 +21,7 @@ field its caller sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ from thinghub.services.templates import TemplateService
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "MAX_COMMAND_PAYLOAD_BYTES",
+    "MAX_CONNECT_TIMEOUT_S",
+    "MAX_HISTORY",
     "MIN_TIMEOUT_S",
     "MIN_TTL_S",
     "CommandFields",
@@ -57,6 +60,19 @@ MIN_TTL_S = 1.0
 # IoT Hub's limit on a direct method's payload; a queued command's request is stored, so it is
 # held to it when it is queued.
 MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024
+# How long a waited-for command may wait for its device to connect (IoT Central's bound on
+# connectionTimeout; 0, its default, is "only if it is connected now").
+MAX_CONNECT_TIMEOUT_S = 30.0
+# The most commands a history answers (newest first).
+MAX_HISTORY = 100
+# How often a waiting caller looks at the store for a command finished on another node.
+_WAIT_POLL_S = 2.0
+# Beyond connect + response timeout, how long a waiting caller gives the delivery to record
+# its outcome.
+_WAIT_SLACK_S = 2.0
+# The response code of a command whose device was not connected in time (IoT Hub's "device
+# not online" is a 404).
+OFFLINE_RESPONSE_CODE = 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +141,8 @@ class CommandService:
         self.ttl_s = ttl_s
         self._deliveries: asyncio.Queue[Command] = asyncio.Queue()
         self._in_flight: set[str] = set()
+        # Commands a caller waits for (execute), set when this node records their outcome.
+        self._finished: dict[str, asyncio.Event] = {}
 
     def response_timeout(self, value: Any, field: str = _NATIVE.timeout) -> float:
         """A response timeout in seconds: None is DEFAULT_TIMEOUT_S, else a number from
@@ -207,9 +225,26 @@ class CommandService:
             TooLarge: the request is over MAX_COMMAND_PAYLOAD_BYTES.
         """
         target = await self.registry.device_for(principal, device, Permission.DEVICES_WRITE)
+        ttl = self.time_to_live(ttl_s, fields.ttl)
+        command = await self._new(target, name, payload, timeout_s, ttl, CommandMode.QUEUED, fields)
+        await self.stores.commands.insert(command)
+        if await self._reachable(target.id):
+            self._deliveries.put_nowait(command)
+        return command
+
+    async def _new(
+        self,
+        target: Device,
+        name: str,
+        payload: Any,
+        timeout_s: Any,
+        ttl: float,
+        mode: CommandMode,
+        fields: CommandFields,
+    ) -> Command:
+        """A Pending command, checked: name, timeout, request size and template."""
         parse_method_name(name, fields.name)  # `component*command` for a component's command
         timeout = self.response_timeout(timeout_s, fields.timeout)
-        ttl = self.time_to_live(ttl_s, fields.ttl)
         check_storable(payload, fields.payload)
         size = len(orjson.dumps(payload))
         if size > MAX_COMMAND_PAYLOAD_BYTES:
@@ -222,24 +257,116 @@ class CommandService:
             payload = _unwrap_request(template, name, payload)
             template.command(name)[1].check_request(payload)
         now = self.clock.now()
-        command = Command(
+        return Command(
             id=new_uuid(),
             account_id=target.account_id,
             device_id=target.id,
             name=name,
             payload=payload,
-            mode=CommandMode.QUEUED,
+            mode=mode,
             status=CommandStatus.PENDING,
             created_at=now,
             expires_at=now + ttl,
             response_timeout_s=timeout,
         )
-        await self.stores.commands.insert(command)
-        if await self.presence.is_connected(target.id) and await self.channel.has_subscribed(
-            target.id, "methods"
-        ):
-            self._deliveries.put_nowait(command)
-        return command
+
+    async def _reachable(self, device_id: str) -> bool:
+        return await self.presence.is_connected(device_id) and await self.channel.has_subscribed(
+            device_id, "methods"
+        )
+
+    # -- sent and waited for -------------------------------------------------------------
+
+    def connect_timeout(self, value: Any, field: str = _NATIVE.ttl) -> float:
+        """How long a command waits for its device to connect: None and 0 are "not at
+        all", else a number of seconds up to MAX_CONNECT_TIMEOUT_S.
+
+        Raises:
+            Invalid: naming `field`.
+        """
+        if value is None:
+            return 0.0
+        return _seconds(value, field, 0.0, MAX_CONNECT_TIMEOUT_S)
+
+    async def execute(
+        self,
+        principal: Principal,
+        device: Device | str,
+        name: str,
+        payload: Any,
+        timeout_s: Any = None,
+        connect_s: Any = None,
+        *,
+        fields: CommandFields = _NATIVE,
+    ) -> Command:
+        """Send a command (Permission.DEVICES_WRITE) and wait for its outcome, as IoT
+        Central's command API does: up to `connect_s` for the device to connect (0: only if
+        it is connected now), then up to the response timeout for its answer. The command is
+        stored (its history shows it) and answered final: Completed or Failed with the
+        device's response, TimedOut, or Expired with OFFLINE_RESPONSE_CODE when the device
+        was not connected in time. Checks as `submit`.
+
+        Raises:
+            Forbidden, NotFound, Invalid, TooLarge: as `submit` (`connect_s` naming
+                fields.ttl).
+        """
+        target = await self.registry.device_for(principal, device, Permission.DEVICES_WRITE)
+        connect = self.connect_timeout(connect_s, fields.ttl)
+        reachable = await self._reachable(target.id)
+        # A device connected now gets its command at once; the TTL only has to cover the
+        # hand-over to the delivery loop.
+        ttl = max(connect, MIN_TTL_S) if reachable else connect
+        command = await self._new(
+            target, name, payload, timeout_s, ttl, CommandMode.AWAITED, fields
+        )
+        if not reachable and connect == 0:
+            command = command.finish(CommandStatus.EXPIRED, self.clock.now(), OFFLINE_RESPONSE_CODE)
+            await self.stores.commands.insert(command)
+            return command
+        finished = self._finished[command.id] = asyncio.Event()
+        try:
+            await self.stores.commands.insert(command)
+            if reachable:
+                self._deliveries.put_nowait(command)
+            return await self._wait(command, finished, ttl + command.response_timeout_s)
+        finally:
+            self._finished.pop(command.id, None)
+
+    async def _wait(self, command: Command, finished: asyncio.Event, budget_s: float) -> Command:
+        """The command once final: this node's delivery sets `finished`; one on another node
+        is seen in the store, read every _WAIT_POLL_S (and once the connection timeout
+        passed, to expire it), so many waiting callers cost the store little."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s + _WAIT_SLACK_S
+        next_poll = loop.time() + _WAIT_POLL_S
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(next_poll, deadline) - now)
+            due = self.clock.now() >= command.expires_at and command.id not in self._in_flight
+            if not (finished.is_set() or due or loop.time() >= next_poll):
+                continue
+            next_poll = loop.time() + _WAIT_POLL_S
+            stored = await self.stores.commands.get(command.id)
+            if stored is None:  # the device was deleted meanwhile
+                raise NotFound(f"device {command.device_id!r} not found", field="deviceId")
+            stored = await self._expire_if_due(stored)
+            if stored.status.is_final:
+                return stored
+            finished.clear()
+        stored = await self.stores.commands.get(command.id)
+        return stored if stored is not None else command
+
+    async def history(
+        self, principal: Principal, device: Device | str, name: str, limit: int = MAX_HISTORY
+    ) -> list[Command]:
+        """The device's commands of that name, newest first (Permission.READ)."""
+        target = await self.registry.device_for(principal, device, Permission.READ)
+        parse_method_name(name, "commandName")
+        commands = await self.stores.commands.history(target.id, name, min(limit, MAX_HISTORY))
+        return [await self._expire_if_due(c) for c in commands]
 
     async def get(self, principal: Principal, device: Device | str, command_id: str) -> Command:
         """A command sent to the device (Permission.READ); Expired once its TTL passed.
@@ -270,7 +397,9 @@ class CommandService:
             and self.clock.now() >= command.expires_at
             and command.id not in self._in_flight
         ):
-            command = command.finish(CommandStatus.EXPIRED, self.clock.now())
+            # A command sent and waited for answers like IoT Hub's "device not online".
+            code = OFFLINE_RESPONSE_CODE if command.mode is CommandMode.AWAITED else None
+            command = command.finish(CommandStatus.EXPIRED, self.clock.now(), code)
             await self.stores.commands.update(command)
         return command
 
@@ -321,3 +450,6 @@ class CommandService:
             logger.exception("delivering command %s to %s failed", command.id, command.device_id)
         finally:
             self._in_flight.discard(command.id)
+            waiter = self._finished.get(command.id)
+            if waiter is not None:
+                waiter.set()

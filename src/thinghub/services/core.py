@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from thinghub.services.auth import AuthService
 from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateService
+from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
 from thinghub.services.device_auth import DeviceAuth
+from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
+from thinghub.services.files import FileService
 from thinghub.services.ingest import IngestService
+from thinghub.services.jobs import JobService
 from thinghub.services.live import LiveService
+from thinghub.services.products import ProductService
 from thinghub.services.properties import PropertyService
 from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
@@ -48,9 +53,18 @@ class Services:
     sessions: SessionService
     # Live events for push channels (ux4iot, iTwin subscriptions, the console, streams).
     live: LiveService
+    # The Ioto face: products, device claims (register, claim, provision, release) and files.
+    products: ProductService
+    claims: ClaimService
+    files: FileService
     # One property of a device, read or written (IoT Central, ux4iot, iTwin).
     properties: PropertyService
+    # Saved device filters, and jobs that change every device of one.
+    device_groups: DeviceGroupService
+    jobs: JobService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""
         await self.auth.start()
+        await self.claims.start()
+        await self.files.start()

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -138,6 +139,9 @@ class IngestService:
         self.max_payload_bytes = max_payload_bytes
         self.max_json_depth = max_json_depth
         self.policies: list[TelemetryPolicy] = []
+        # Told after each committed batch: its seconds in the store and its messages (the
+        # server's metrics; they must not block).
+        self.on_commit: list[Callable[[float, list[TelemetryMessage]], None]] = []
         self.batch_max = BATCH_MAX
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -395,6 +399,16 @@ class IngestService:
                     future.set_exception(exc)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        if not self.policies:  # nothing to check: no coroutine per message
+            accepted = batch
+        else:
+            accepted = await self._checked(batch)
+        if not accepted:
+            return
+        await self._store(accepted)
+
+    async def _checked(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch's messages every policy accepts; the others are resolved here."""
         accepted: list[_Pending] = []
         for item in batch:
             try:
@@ -408,10 +422,12 @@ class IngestService:
                 accepted.append(item)
             else:
                 _resolve(item[2], Outcome(False, reason))
-        if not accepted:
-            return
+        return accepted
+
+    async def _store(self, accepted: list[_Pending]) -> None:
         messages = [message for _, message, _ in accepted]
         observations = [o for m in messages for o in observations_of(m)]
+        started = time.perf_counter()
         try:
             results = await self.stores.telemetry.append(messages, observations)
         except Exception as exc:  # not stored, so not acknowledged: every caller hears it
@@ -425,6 +441,9 @@ class IngestService:
             if not accepted[0][2].done():
                 accepted[0][2].set_exception(exc)
             return
+        elapsed = time.perf_counter() - started
+        for observe in self.on_commit:
+            observe(elapsed, messages)
         for (_, _, future), is_new in zip(accepted, results, strict=True):
             _resolve(future, Outcome(is_new, None))
         for device in {item[0].id: item[0] for item in accepted}.values():

@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thinghub.domain.dtdl import PropertyDef
+from thinghub.domain.dtdl import DeviceTemplate, PropertyDef
 from thinghub.domain.errors import Invalid, NotFound
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
-from thinghub.domain.twin import TwinSection, check_patch_size
-from thinghub.services.registry import Registry
+from thinghub.domain.twin import Twin, TwinSection, check_patch_size
+from thinghub.services.registry import CLOUD_PROPERTIES, Registry
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
 
@@ -76,17 +76,106 @@ class PropertyService:
         target = await self.registry.device_for(principal, device, Permission.READ)
         named = await self._resolve(target, name, field)
         twin = await self.twins.get(target)
-        has_reported, reported = _lookup(twin.reported, named)
-        has_desired, desired = _lookup(twin.desired, named)
-        if named.definition is not None and not named.definition.writable:
-            has_desired = False
-        reported_at = _changed_at(twin.reported, named) if has_reported else None
-        desired_at = _changed_at(twin.desired, named) if has_desired else None
-        if has_desired and (not has_reported or (desired_at or 0.0) > (reported_at or 0.0)):
-            return PropertyValue(desired, desired_at)
-        if has_reported:
-            return PropertyValue(_acknowledged(reported), reported_at)
-        raise NotFound(f"property {name!r} of device {target.id!r} has no value yet", field=field)
+        found = _pick(twin, named)
+        if found is None:
+            raise NotFound(
+                f"property {name!r} of device {target.id!r} has no value yet", field=field
+            )
+        return found
+
+    async def read_all(
+        self, principal: Principal, device: Device | str, component: str | None = None
+    ) -> dict[str, PropertyValue]:
+        """Every property of the device that has a value (Permission.READ), by name; a
+        component's as `component*name`; the device's cloud properties (Registry.
+        set_cloud_property) beside them. With `component`, only that component's, by short
+        name. The twin's bookkeeping ($version, $metadata, the `__t` marker) is left out.
+
+        Raises:
+            Forbidden, NotFound: see Registry.device_for; NotFound also for a component the
+                template lacks.
+        """
+        target = await self.registry.device_for(principal, device, Permission.READ)
+        template = await self.templates.for_device(target)
+        if template is not None and component is not None:
+            template.interface(component)  # NotFound-ish Invalid for an unknown component
+        twin = await self.twins.get(target)
+        names: list[str] = []
+        for section in (twin.reported.properties, twin.desired.properties):
+            for name in _names(section, template, component):
+                if name not in names:
+                    names.append(name)
+        out: dict[str, PropertyValue] = {}
+        for name in names:
+            try:
+                named = await self._resolve(target, name, "propertyName")
+            except (NotFound, Invalid):
+                continue  # reported by the device, but not a property of its template
+            found = _pick(twin, named)
+            if found is not None:
+                out[name if component is None else named.name] = found
+        cloud = target.attributes.get(CLOUD_PROPERTIES)
+        if component is None and isinstance(cloud, dict):
+            for name, value in cloud.items():
+                out.setdefault(name, PropertyValue(value, None))
+        return out
+
+    async def write_many(
+        self,
+        principal: Principal,
+        device: Device | str,
+        values: Any,
+        component: str | None = None,
+        *,
+        field: str = "body",
+    ) -> dict[str, Any]:
+        """Set several writable properties in one desired patch (Permission.DEVICES_WRITE):
+        `values` maps names (or `component*name`) to values; with `component`, short names
+        of that component. Everything is checked before anything is written. Answers the
+        patch as written (components marked `"__t": "c"`).
+
+        Raises:
+            Forbidden, NotFound: see Registry.device_for; NotFound also for a property the
+                template lacks.
+            Invalid: not an object, an empty one, a null value, a value the template refuses
+                (naming the property).
+            TooLarge: the patch is over the twin's cap.
+        """
+        target = await self.registry.device_for(principal, device, Permission.DEVICES_WRITE)
+        if not isinstance(values, dict) or not values:
+            raise Invalid(
+                "the body must be a JSON object of property names and values", field=field
+            )
+        template = await self.templates.for_device(target)
+        named_values: list[tuple[str, str, Any]] = []  # (name as given, full name, value)
+        for key, value in values.items():
+            if component is not None:
+                named_values.append((key, f"{component}*{key}", value))
+            elif _is_component(key, value, template):
+                if not value or set(value) == {"__t"}:
+                    raise Invalid(f"component {key} names no property", field=key)
+                named_values += [
+                    (f"{key}.{inner}", f"{key}*{inner}", v)
+                    for inner, v in value.items()
+                    if inner != "__t"
+                ]
+            else:
+                named_values.append((key, key, value))
+        patch: dict[str, Any] = {}
+        for key, name, value in named_values:
+            named = await self._resolve(target, name, "propertyName")
+            if value is None:
+                raise Invalid(f"{key} must not be null", field=key)
+            if named.definition is not None:
+                named.definition.check_value(value)
+            if named.component is None:
+                patch[named.name] = value
+            else:
+                patch.setdefault(named.component, dict(COMPONENT_MARKER))[named.name] = value
+        check_storable(patch, field)
+        check_patch_size(patch, field)
+        await self.twins.patch_desired(target, patch)
+        return patch
 
     async def write(
         self,
@@ -144,6 +233,48 @@ def _check_names(component: str | None, name: str, given: str, field: str) -> _N
         # $version and $metadata are the twin's bookkeeping, not properties.
         raise Invalid(f"{field} must not start with $, got {given!r}", field=field)
     return _Named(component, name, None)
+
+
+def _pick(twin: Twin, named: _Named) -> PropertyValue | None:
+    """The newer of the reported value and (for a writable property) the desired one."""
+    has_reported, reported = _lookup(twin.reported, named)
+    has_desired, desired = _lookup(twin.desired, named)
+    if named.definition is not None and not named.definition.writable:
+        has_desired = False
+    reported_at = _changed_at(twin.reported, named) if has_reported else None
+    desired_at = _changed_at(twin.desired, named) if has_desired else None
+    if has_desired and (not has_reported or (desired_at or 0.0) > (reported_at or 0.0)):
+        return PropertyValue(desired, desired_at)
+    if has_reported:
+        return PropertyValue(_acknowledged(reported), reported_at)
+    return None
+
+
+def _names(
+    section: dict[str, Any], template: DeviceTemplate | None, component: str | None
+) -> list[str]:
+    """Property names in a twin section: `name`, or `component*name` inside a component (an
+    object the template names a component, or marked `"__t": "c"`)."""
+    out: list[str] = []
+    for key, value in section.items():
+        if key.startswith("$"):
+            continue
+        is_component = _is_component(key, value, template)
+        if is_component and (component is None or key == component):
+            out += [f"{key}*{inner}" for inner in value if not inner.startswith(("$", "__t"))]
+        elif not is_component and component is None:
+            out.append(key)
+    return out
+
+
+def _is_component(key: str, value: Any, template: DeviceTemplate | None) -> bool:
+    """Whether `key: value` of a properties object is a component's properties: the template
+    names it a component, or (without one) it is marked `"__t": "c"`."""
+    if not isinstance(value, dict):
+        return False
+    if template is not None:
+        return key in template.model.components
+    return value.get("__t") == "c"
 
 
 def _lookup(section: TwinSection, named: _Named) -> tuple[bool, Any]:

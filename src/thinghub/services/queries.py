@@ -1,10 +1,11 @@
 """Queries: telemetry and events of an account, filtered and paged; the latest values of a
-device's telemetry; observations of one entity, latest, recent or streamed."""
+device's telemetry; observations of one entity, latest, recent or streamed; one telemetry
+field's last value."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from thinghub.domain.errors import NotFound
@@ -15,7 +16,12 @@ from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports import Clock, EventQuery, Page, Stores, TelemetryQuery
 from thinghub.services.authz import authorize
 
-__all__ = ["LATEST_SCAN_MESSAGES", "QueryService"]
+__all__ = [
+    "LAST_VALUE_SCAN_MESSAGES",
+    "LATEST_SCAN_MESSAGES",
+    "QueryService",
+    "TelemetryValue",
+]
 
 # Latest values: numbers come from the latest observation of each metric (kept for ever, one
 # row per metric); values of other types (text, booleans, objects) from the device's newest
@@ -23,6 +29,16 @@ __all__ = ["LATEST_SCAN_MESSAGES", "QueryService"]
 LATEST_SCAN_MESSAGES = 20
 # The document kind that holds, per device, when its latest values were last cleared.
 LATEST_CLEARED = "latest_cleared"
+# How many of a device's newest messages a last-value look-up reads before it gives up (the
+# field is then reported as having no value): bounded work per request.
+LAST_VALUE_SCAN_MESSAGES = 1000
+_SCAN_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryValue:
+    value: Any
+    timestamp: float
 
 
 Q = TypeVar("Q", TelemetryQuery, EventQuery)
@@ -49,6 +65,10 @@ class QueryService:
         self.stores = stores
         self.clock = clock
 
+    def now(self) -> float:
+        """The time relative windows of a query ("the last day") end at: the server's clock."""
+        return self.clock.now()
+
     async def telemetry(
         self, principal: Principal, query: TelemetryQuery
     ) -> Page[TelemetryMessage]:
@@ -58,6 +78,57 @@ class QueryService:
     async def events(self, principal: Principal, query: EventQuery) -> Page[Event]:
         scoped = _scoped(principal, query)
         return Page([], None) if scoped is None else await self.stores.events.query(scoped)
+
+    async def last_value(
+        self, principal: Principal, device: Device, name: str, component: str | None = None
+    ) -> TelemetryValue:
+        """The newest value of telemetry field `name` (of `component`, when given) the device
+        (a device, or a module, exactly: not its modules) sent, among its newest
+        LAST_VALUE_SCAN_MESSAGES messages (Permission.READ on the device).
+
+        Raises:
+            Forbidden: the caller may not read.
+            NotFound: the device is not the caller's, or no such value.
+        """
+        authorize(
+            principal,
+            Permission.READ,
+            device,
+            absent=NotFound(f"device {device.id!r} not found", field="deviceId"),
+        )
+        cursor: str | None = None
+        read = 0
+        while read < LAST_VALUE_SCAN_MESSAGES:
+            page = await self.stores.telemetry.query(
+                TelemetryQuery(
+                    account_id=device.account_id,
+                    device_id=device.id,
+                    limit=_SCAN_PAGE,
+                    cursor=cursor,
+                )
+            )
+            for message in page.items:
+                read += 1
+                if message.device_id != device.id or message.component != component:
+                    continue
+                body = message.body
+                if isinstance(body, dict) and name in body:
+                    return TelemetryValue(body[name], message.enqueued_at)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        raise NotFound(
+            f"telemetry {name!r} of device {device.id!r} has no value", field="telemetryName"
+        )
+
+    async def device_observations(
+        self, device: Device, metric: str, *, since: float | None, limit: int
+    ) -> list[Observation]:
+        """A device's own values of one metric since `since`, newest first (for the device
+        itself: the Ioto agent's metric/get)."""
+        return await self.stores.telemetry.observations(
+            device.account_id, device.id, metric, since, None, limit
+        )
 
     async def latest_values(
         self, principal: Principal, device: Device

@@ -9,14 +9,16 @@ is the same on every node. Devices are cached by id for DEVICE_CACHE_S (unknown 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Final, Literal
 
 from thinghub.domain.dtdl import parse_template_id
-from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.errors import Conflict, Invalid, NotFound, TooLarge
+from thinghub.domain.etags import check_if_match
 from thinghub.domain.events import EventType
 from thinghub.domain.ids import entity_id, new_uuid, parse_id
 from thinghub.domain.live import ConnectionChanged, DeviceChanged, live_pattern
@@ -31,12 +33,25 @@ from thinghub.services.events import EventService
 from thinghub.services.ttl_cache import TtlCache
 from thinghub.services.twins import TwinService
 
-__all__ = ["ACTIVITY_FLUSH_S", "KEEP", "DeviceKeys", "Keep", "Registry", "connection_lock"]
+__all__ = [
+    "ACTIVITY_FLUSH_S",
+    "CLOUD_PROPERTIES",
+    "KEEP",
+    "MAX_CLOUD_PROPERTY_BYTES",
+    "DeviceKeys",
+    "Keep",
+    "Registry",
+    "connection_lock",
+]
 
 logger = logging.getLogger(__name__)
 
 # lastActivityTime is kept in memory on every message and written at most this often.
 ACTIVITY_FLUSH_S = 10.0
+# Where a device's cloud properties live in its attributes, and how large (JSON bytes) they
+# may be together (IoT Hub's twin section cap, for want of another).
+CLOUD_PROPERTIES = "cloudProperties"
+MAX_CLOUD_PROPERTY_BYTES = 32 * 1024
 # Devices are cached by id. Changes made through this registry replace the cached copy at
 # once; a change made by another node (PostgreSQL scale-out) arrives on the bus, and what the
 # bus misses is seen within this time.
@@ -99,6 +114,10 @@ class Registry:
         # Called with a device key after it (and its modules) is deleted, so that other
         # services drop what they cache for it.
         self.on_delete: list[Callable[[str], None]] = []
+        # Awaited with a device (not a module) before it is deleted on any face, so that
+        # services that manage it undo what they hold for it first (an Ioto device is
+        # released: services.claims).
+        self.on_deleting: list[Callable[[Device], Awaitable[None]]] = []
 
     async def load(self, device_id: str) -> Device | None:
         """A device (or module) by key, from the cache when fresh."""
@@ -345,13 +364,20 @@ class Registry:
         enabled: bool | None = None,
         simulated: bool | None = None,
         template: str | Keep | None = KEEP,
+        project: str | Keep = KEEP,
+        deployment: str | Keep = KEEP,
         desired_field: str = "properties",
+        if_match: str | None = None,
     ) -> Device:
         """Change a device as an application asks (Permission.DEVICES_WRITE): a desired
         patch, a new name, enabled or not, simulated or not, another template (None
-        unassigns); what is None (template: KEEP) stays as it is.
+        unassigns), another project and deployment (a move: a gateway's modules move with
+        it; a caller limited to a project may not move a device out of it); what is None
+        (template, project, deployment: KEEP) stays as it is.
 
-        Everything is checked before anything changes; the desired patch goes first, so a
+        `if_match` (an If-Match header) must name the device's current etag, else nothing
+        changes (PreconditionFailed). Everything is checked before anything changes; the
+        desired patch goes first, so a
         patch the twin refuses (413: the section would be too large) leaves the record as it
         was too. A device left disabled is disconnected (`update_device`). An empty desired
         patch (`{}`, or only `$version`) changes nothing: it is not sent.
@@ -360,8 +386,10 @@ class Registry:
             Forbidden: the caller may not change devices.
             NotFound: no such device within the caller's reach.
             Invalid, TooLarge: the desired patch (naming `desired_field`) or the template id.
+            PreconditionFailed: `if_match` names another state of the device.
         """
         device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        check_if_match(if_match, device.etag, f"device {device.id!r}")
         patch = self._desired_patch(desired, desired_field)
         changes: dict[str, Any] = {}
         if name:
@@ -374,6 +402,8 @@ class Registry:
             if template is not None:
                 parse_template_id(template, "template")
             changes["template"] = template
+        moved = await self._move(principal, device, project, deployment)
+        changes.update(moved)
         if patch:
             await self.twins.patch_desired(device, patch)
         if changes:
@@ -381,6 +411,71 @@ class Registry:
         elif not device.enabled:
             await self.disconnect(device.id)
         return self._with_activity(device)
+
+    async def _move(
+        self,
+        principal: Principal,
+        device: Device,
+        project: str | Keep,
+        deployment: str | Keep,
+    ) -> dict[str, Any]:
+        """The record changes of moving `device` to another project and/or deployment (none
+        when they are the same); the target is checked and made to exist."""
+        new_project = device.project if isinstance(project, Keep) else project
+        new_deployment = device.deployment if isinstance(deployment, Keep) else deployment
+        if (new_project, new_deployment) == (device.project, device.deployment):
+            return {}
+        if device.kind is DeviceKind.MODULE:
+            raise Invalid("a module moves with its gateway", field="project")
+        if new_project is None:
+            raise Invalid("a device cannot be moved out of every project", field="project")
+        parse_id(new_project, "project")
+        if new_deployment is None:
+            raise Invalid("a moved device needs a deployment", field="deployment")
+        parse_id(new_deployment, "deployment")
+        authorize(principal, Permission.DEVICES_WRITE, NewIn(new_project))
+        now = self.clock.now()
+        await self.stores.devices.ensure_deployment(
+            device.account_id, new_project, new_deployment, now
+        )
+        for module in await self.stores.devices.find(
+            device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
+        ):
+            await self.save(module, project=new_project, deployment=new_deployment)
+        logger.info(
+            "device %s moved to %s/%s (account %s)",
+            device.id,
+            new_project,
+            new_deployment,
+            device.account_id,
+        )
+        return {"project": new_project, "deployment": new_deployment}
+
+    async def set_cloud_property(
+        self, principal: Principal, device_id: str, name: str, value: Any
+    ) -> Device:
+        """Keep `value` as the device's cloud property `name` (Permission.DEVICES_WRITE): a
+        value the application keeps with the device, never sent to it.
+
+        Raises:
+            Invalid: a bad name, a null or unstorable value; TooLarge past
+                MAX_CLOUD_PROPERTY_BYTES for all of a device's cloud properties.
+        """
+        device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        if not name or name.startswith("$") or len(name) > 256:
+            raise Invalid("a cloud property name is 1 to 256 characters, not $…", field="path")
+        if value is None:
+            raise Invalid("a cloud property value must not be null", field="value")
+        check_storable(value, "value")
+        current = device.attributes.get(CLOUD_PROPERTIES)
+        props = {**(current if isinstance(current, dict) else {}), name: value}
+        size = len(json.dumps(props))
+        if size > MAX_CLOUD_PROPERTY_BYTES:
+            raise TooLarge(
+                f"cloud properties would be {size} bytes; the limit is {MAX_CLOUD_PROPERTY_BYTES}",
+                field="value",
+            )
+        return await self.save(device, attributes={**device.attributes, CLOUD_PROPERTIES: props})
 
     @staticmethod
     def _desired_patch(properties: Any, field: str) -> dict[str, Any] | None:
@@ -411,13 +506,18 @@ class Registry:
             await self.disconnect(updated.id)
         return updated
 
-    async def delete_device(self, principal: Principal, device_id: str) -> None:
+    async def delete_device(
+        self, principal: Principal, device_id: str, *, if_match: str | None = None
+    ) -> None:
         """Delete a device or gateway (Permission.DEVICES_WRITE) with its modules, twins and
-        what waits for them, and close their connections."""
+        what waits for them, and close their connections; `if_match` as in edit_device."""
         device = await self._device(principal, device_id, Permission.DEVICES_WRITE)
+        check_if_match(if_match, device.etag, f"device {device.id!r}")
         modules = await self.stores.devices.find(
             device.account_id, parent_id=device.id, kinds=(DeviceKind.MODULE,)
         )
+        for hook in self.on_deleting:
+            await hook(device)
         await self.stores.devices.delete(device.id)
         self._forget_tree(device.id)
         await self._changed(device, "deleted")

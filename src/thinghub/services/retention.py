@@ -10,7 +10,8 @@ task itself only ends when it is cancelled at shutdown. On several nodes each ru
 passes: deleting what another node already deleted is a no-op.
 
 Telemetry covers the messages and their observations (the latest value of each metric stays);
-files (device uploads) will be a third kind, with its own days in `Retention`.
+files are device uploads (the Ioto face), counted from when each was last written, deleted
+with their bytes through the file service.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from thinghub.domain.errors import Invalid
 from thinghub.domain.ids import entity_id
@@ -36,7 +38,7 @@ logger = logging.getLogger(__name__)
 DAY_S = 86_400.0
 # A century: more is "forever" (0), and a bound keeps `now - days` a representable time.
 MAX_RETENTION_DAYS = 36_500.0
-KINDS = ("telemetry", "events")
+KINDS = ("telemetry", "events", "files")
 _UNSET: Any = object()
 
 
@@ -45,6 +47,8 @@ def days_of(retention: Retention, kind: str) -> float | None:
         return retention.telemetry_days
     if kind == "events":
         return retention.events_days
+    if kind == "files":
+        return retention.files_days
     raise ValueError(f"unknown kind of data {kind!r}")
 
 
@@ -76,6 +80,12 @@ class RetentionView:
     server: Retention
 
 
+class FilePurger(Protocol):
+    """What deletes an account's old files, bytes and records (services.files)."""
+
+    def purge(self, account_id: str, before: float, batch_rows: int) -> Awaitable[int]: ...
+
+
 class RetentionService:
     def __init__(
         self,
@@ -86,6 +96,7 @@ class RetentionService:
         *,
         interval_s: float,
         batch_rows: int,
+        files: FilePurger | None = None,
     ) -> None:
         self.stores = stores
         self.clock = clock
@@ -93,6 +104,7 @@ class RetentionService:
         self.defaults = defaults
         self.interval_s = interval_s
         self.batch_rows = batch_rows
+        self.files = files
 
     def effective(self, account: Account) -> Retention:
         own, default = account.retention, self.defaults
@@ -101,6 +113,7 @@ class RetentionService:
                 default.telemetry_days if own.telemetry_days is None else own.telemetry_days
             ),
             events_days=default.events_days if own.events_days is None else own.events_days,
+            files_days=default.files_days if own.files_days is None else own.files_days,
         )
 
     def view(self, account: Account) -> RetentionView:
@@ -119,12 +132,16 @@ class RetentionService:
         *,
         telemetry_days: float | None = _UNSET,
         events_days: float | None = _UNSET,
+        files_days: float | None = _UNSET,
     ) -> RetentionView:
         """Change the account's days (None = back to the server's default); others stay.
         Permission.ACCOUNT_ADMIN, which concerns the whole account (not a project's token)."""
         authorize(principal, Permission.ACCOUNT_ADMIN)
         return await self.set_account(
-            principal.account_id, telemetry_days=telemetry_days, events_days=events_days
+            principal.account_id,
+            telemetry_days=telemetry_days,
+            events_days=events_days,
+            files_days=files_days,
         )
 
     async def set_account(
@@ -133,6 +150,7 @@ class RetentionService:
         *,
         telemetry_days: float | None = _UNSET,
         events_days: float | None = _UNSET,
+        files_days: float | None = _UNSET,
     ) -> RetentionView:
         """As `set`, with no principal (the CLI)."""
         account = await self._account(account_id)
@@ -141,6 +159,8 @@ class RetentionService:
             changes["telemetry_days"] = check_days(telemetry_days, "telemetryDays")
         if events_days is not _UNSET:
             changes["events_days"] = check_days(events_days, "eventsDays")
+        if files_days is not _UNSET:
+            changes["files_days"] = check_days(files_days, "filesDays")
         retention = replace(account.retention, **changes)
         await self.stores.accounts.set_retention(account.id, retention)
         logger.info("account %s: retention %s", account.id, retention)
@@ -199,8 +219,12 @@ class RetentionService:
                 before = now - days * DAY_S
                 if kind == "telemetry":
                     count = await self.stores.telemetry.purge(account.id, before, self.batch_rows)
-                else:
+                elif kind == "events":
                     count = await self.stores.events.purge(account.id, before, self.batch_rows)
+                elif self.files is not None:
+                    count = await self.files.purge(account.id, before, self.batch_rows)
+                else:
+                    continue
                 if count:
                     logger.info(
                         "retention: %d %s older than %g days deleted (account %s)",

@@ -17,6 +17,7 @@ from typing import Any
 from thinghub.domain.dtdl import TEMPLATE_ID, DeviceTemplate, Interface, parse_template
 from thinghub.domain.dtdl.well_known import well_known_model
 from thinghub.domain.errors import Conflict, Invalid, NotFound
+from thinghub.domain.etags import check_if_match, document_etag
 from thinghub.domain.merge_patch import merge_patch
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
@@ -78,13 +79,19 @@ class TemplateService:
             clock, ttl_s=TEMPLATE_CACHE_S, max_entries=TEMPLATE_CACHE_MAX
         )
 
-    async def put(self, principal: Principal, template_id: str, body: Any) -> DeviceTemplate:
+    async def put(
+        self, principal: Principal, template_id: str, body: Any, *, if_match: str | None = None
+    ) -> DeviceTemplate:
         """Create the template, or replace it (devices that use it keep using it).
-        Permission.TEMPLATES_WRITE: templates belong to the whole account."""
+        Permission.TEMPLATES_WRITE: templates belong to the whole account. `if_match` (an
+        If-Match header) must name the stored template's etag (PreconditionFailed)."""
         authorize(principal, Permission.TEMPLATES_WRITE)
         document, model = parse_template(template_id, body)
         now = self.clock.now()
         prior = await self.stores.documents.get(principal.account_id, DOCUMENT_KIND, template_id)
+        if if_match is not None:
+            current = document_etag(prior["document"]) if isinstance(prior, dict) else ""
+            check_if_match(if_match, current, f"device template {template_id!r}")
         created = prior["createdAt"] if isinstance(prior, dict) else now
         await self.stores.documents.put(
             principal.account_id,
@@ -97,12 +104,15 @@ class TemplateService:
         logger.info("device template %s saved (account %s)", template_id, principal.account_id)
         return DeviceTemplate(template_id, document["displayName"], document, model, created, now)
 
-    async def patch(self, principal: Principal, template_id: str, patch: Any) -> DeviceTemplate:
+    async def patch(
+        self, principal: Principal, template_id: str, patch: Any, *, if_match: str | None = None
+    ) -> DeviceTemplate:
         """Apply a JSON merge patch (RFC 7386) to the stored document, then re-check it."""
         authorize(principal, Permission.TEMPLATES_WRITE)
         if not isinstance(patch, dict):
             raise Invalid("the body must be a JSON object (a merge patch)", field="body")
         current = await self.get(principal, template_id)
+        check_if_match(if_match, current.etag, f"device template {template_id!r}")
         return await self.put(principal, template_id, merge_patch(current.document, patch))
 
     async def get(self, principal: Principal, template_id: str) -> DeviceTemplate:
@@ -117,10 +127,13 @@ class TemplateService:
         rows = await self.stores.documents.all(principal.account_id, DOCUMENT_KIND)
         return [self._load(key, row) for key, row in rows]
 
-    async def delete(self, principal: Principal, template_id: str) -> None:
+    async def delete(
+        self, principal: Principal, template_id: str, *, if_match: str | None = None
+    ) -> None:
         """Delete a template no device uses (409 Conflict while one does)."""
         authorize(principal, Permission.TEMPLATES_WRITE)
-        await self.get(principal, template_id)
+        current = await self.get(principal, template_id)
+        check_if_match(if_match, current.etag, f"device template {template_id!r}")
         users = [
             d.id for d in await self.registry.list_devices(principal) if d.template == template_id
         ]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-__all__ = ["downgrade", "sqlalchemy_url", "upgrade"]
+__all__ = ["MigrationStep", "downgrade", "sqlalchemy_url", "upgrade"]
+
+# Told after each migration: (revisions done, revisions to do in all, the one just done).
+MigrationStep = Callable[[int, int, str], None]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -20,17 +24,24 @@ def sqlalchemy_url(database_url: str) -> str:
     return database_url
 
 
-def _config(database_url: str) -> Config:
+def _config(database_url: str, on_step: MigrationStep | None = None) -> Config:
     config = Config()
+    config.attributes["on_step"] = on_step
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(
+    database_url: str, revision: str = "head", *, on_step: MigrationStep | None = None
+) -> None:
     """Bring the schema to `revision`, by default the newest (blocking; call it off the event
-    loop)."""
-    command.upgrade(_config(database_url), revision)
+    loop).
+
+    `on_step` is called once before the first migration (0 done) and after each one, with
+    how many of how many are done, so a command can show progress; nothing to do: no call.
+    """
+    command.upgrade(_config(database_url, on_step), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -8,6 +8,7 @@ hub reports as DeviceOffline); a bad topic, or a publish before the CONNACK, is 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,8 @@ from thinghub.mqtt import (
     ConnectRequested,
     Disconnect,
     LocalProtocolError,
+    Puback,
+    PubackReceived,
     Publish,
     decode,
     encode,
@@ -44,6 +47,7 @@ class _Sink(asyncio.Transport):
         super().__init__()
         self.data = bytearray()
         self.is_closed = False
+        self.sock: Any = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.data += data
@@ -58,7 +62,7 @@ class _Sink(asyncio.Transport):
         self.is_closed = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
+        return self.sock if name == "socket" and self.sock is not None else default
 
 
 class _NeverFull:
@@ -69,7 +73,7 @@ class _NeverFull:
 
 
 class _NoDialects:
-    def dialect_for(self, connect: Connect) -> Any:
+    def dialect_for(self, connect: Connect, peer_cert: bytes | None = None) -> Any:
         raise AssertionError("no CONNECT is routed in these tests")
 
 
@@ -153,3 +157,40 @@ async def test_misuse_is_a_local_protocol_error_not_a_closed_connection() -> Non
     with pytest.raises(LocalProtocolError, match="topic") as bad_topic:
         conn.publish("devices/+/messages/devicebound/", b"x", 1)
     assert not isinstance(bad_topic.value, ConnectionError)
+
+
+class _SocketOptions:
+    """What the connection sets on its socket (the transport's `socket` extra)."""
+
+    def __init__(self) -> None:
+        self.set: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.set.append((level, option, value))
+
+
+class _AcceptsPubacks:
+    def __init__(self) -> None:
+        self.pubacked: list[Publish] = []
+
+    async def on_puback(self, conn: Connection, publish: Publish) -> None:
+        self.pubacked.append(publish)
+
+
+async def test_a_device_puback_is_tcp_acknowledged_at_once() -> None:
+    """A device with Nagle's algorithm on (the Azure SDK) holds the method response it writes
+    right after the request's PUBACK until that PUBACK is TCP-acknowledged: the listener
+    must not leave the ACK to the ~40 ms delayed-ACK timer."""
+    conn, sink = _accepted()
+    options = _SocketOptions()
+    sink.sock = options
+    dialect = _AcceptsPubacks()
+    conn.dialect = dialect  # type: ignore[assignment]
+    conn.publish("$iothub/methods/POST/ping/?$rid=1", b"{}", 1)
+    assert options.set == []  # sending sets nothing
+    conn.session.receive_data(encode(Puback(1)), 1.0)
+    event = conn.session.next_event()
+    assert isinstance(event, PubackReceived)
+    assert await conn._dispatch(event)
+    assert dialect.pubacked == [Publish("$iothub/methods/POST/ping/?$rid=1", b"{}", 1, packet_id=1)]
+    assert options.set == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,9 +13,11 @@ from thinghub.domain.errors import Invalid
 from thinghub.faces.central.odata import (
     MAX_DEPTH,
     MAX_FILTER_CHARS,
+    MAX_ORDERBY_KEYS,
     FieldType,
     FilterError,
     parse_filter,
+    parse_orderby,
 )
 
 FIELDS: dict[str, FieldType] = {
@@ -147,8 +150,8 @@ def test_missing_fields_in_a_record_are_null() -> None:
         ("substringof('a', id)", "unknown function"),
         ("startswith(id)", "takes 2 arguments"),
         ("startswith(id, 'a', 'b')", "takes 2 arguments"),
-        ("startswith(id, 1)", "takes two strings"),
-        ("startswith(enabled, 'a')", "takes two strings"),
+        ("startswith(id, 1)", "takes (string, string)"),
+        ("startswith(enabled, 'a')", "takes (string, string)"),
         ("startswith(id, 'a'", "expected ')'"),
         ("simulated eq 'true'", "compares a boolean with a string"),
         ("id eq 1", "compares a number with a string"),
@@ -268,3 +271,68 @@ def test_any_text_never_crashes(text: str) -> None:
         return
     for device in DEVICES:
         matcher.matches(device)
+
+
+# -- OData string functions and $orderby --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tolower(displayName) eq 'sensor alpha'", ["device001"]),
+        ("toupper(id) eq 'PUMP-7'", ["pump-7"]),
+        ("length(id) eq 6", ["pump-7"]),
+        ("indexof(displayName, 'Beta') gt 0", ["device002"]),
+        ("substring(id, 7) eq '01'", ["device001"]),
+        ("substring(id, 0, 4) eq 'pump'", ["pump-7"]),
+        ("concat(id, '!') eq 'pump-7!'", ["pump-7"]),
+        ("trim(concat(' ', id)) eq 'device002'", ["device002"]),
+        ("contains(tolower(displayName), 'a')", ["device001", "device002", "pump-7"]),
+        # A function of a null field is null: equal to null, never true as a condition.
+        ("tolower(template) eq null", ["pump-7"]),
+        ("startswith(template, 'dtmi')", ["device001", "device002"]),
+    ],
+)
+def test_string_functions(text: str, expected: list[str]) -> None:
+    flt = parse_filter(text, FIELDS)
+    assert [d["id"] for d in DEVICES if flt.matches(d)] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("length(id)", "must be a condition"),
+        ("substring(id)", "takes 2 or 3 arguments"),
+        ("tolower(enabled) eq 'x'", "takes (string)"),
+        ("length(id) eq 'x'", "compares a number with a string"),
+        ("substring(id, 'a') eq 'x'", "takes (string, number)"),
+    ],
+)
+def test_function_misuse_is_an_error(text: str, needle: str) -> None:
+    with pytest.raises(FilterError, match=re.escape(needle)):
+        parse_filter(text, FIELDS)
+
+
+def test_orderby_sorts_by_keys_with_nulls_first() -> None:
+    order = parse_orderby("template desc, id", FIELDS)
+    assert [d["id"] for d in order.sort(DEVICES)] == ["device001", "device002", "pump-7"]
+    order = parse_orderby("template", FIELDS)
+    assert [d["id"] for d in order.sort(DEVICES)] == ["pump-7", "device002", "device001"]
+    order = parse_orderby("enabled asc,count DESC", FIELDS)
+    assert [d["id"] for d in order.sort(DEVICES)] == ["pump-7", "device002", "device001"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("colour", "unknown field 'colour'"),
+        ("id sideways", "is not field [asc|desc]"),
+        ("id asc extra", "is not field [asc|desc]"),
+        ("id,", "an empty key"),
+        (",".join(["id"] * (MAX_ORDERBY_KEYS + 1)), f"at most {MAX_ORDERBY_KEYS} keys"),
+    ],
+)
+def test_bad_orderby_is_invalid(text: str, needle: str) -> None:
+    with pytest.raises(Invalid, match=re.escape(needle)) as caught:
+        parse_orderby(text, FIELDS)
+    assert caught.value.field == "$orderby"

@@ -49,7 +49,7 @@ class Links:
         self.pushed.append(message.id)
         return True
 
-    async def disconnect(self, device_id: str) -> bool:
+    async def disconnect(self, device_id: str, *, revoked: bool = False) -> bool:
         return False
 
     async def has_subscribed(self, device_id: str, feed: DeviceFeed) -> bool:

@@ -75,7 +75,7 @@ async def test_a_pass_purges_by_each_account_days_or_the_defaults() -> None:
     assert await ages(stores, "a") == ([29, 11, 9, 2, 1], [9, 2, 1])
     assert await ages(stores, "b") == ([1], list(AGES_DAYS))
     assert await ages(stores, "c") == (list(AGES_DAYS), [9, 2, 1])
-    assert totals == {"telemetry": 1 + 5, "events": 3 + 3}
+    assert totals == {"telemetry": 1 + 5, "events": 3 + 3, "files": 0}  # no file service
 
 
 async def test_set_changes_only_what_is_given() -> None:

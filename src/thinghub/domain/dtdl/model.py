@@ -13,6 +13,7 @@ from typing import Any
 
 from thinghub.domain.dtdl.schemas import Schema, check_value, describe
 from thinghub.domain.errors import Invalid, NotFound
+from thinghub.domain.etags import document_etag
 
 __all__ = [
     "CommandDef",
@@ -95,6 +96,11 @@ class DeviceTemplate:
     model: Interface
     created_at: float = 0.0
     updated_at: float = 0.0
+
+    @property
+    def etag(self) -> str:
+        """Changes whenever the document does (domain/etags.py)."""
+        return document_etag(self.document)
 
     def interface(self, component: str | None) -> Interface:
         if component is None:

@@ -17,19 +17,23 @@ from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import ApiToken, Device, Principal
 from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import TwinSection
-from thinghub.faces._http import OrjsonResponse
+from thinghub.faces._http import OrjsonResponse, principal_of
+from thinghub.faces.central.odata import FieldType
 from thinghub.faces.central.roles import describe_refusal
 from thinghub.services.core import Services
 
 __all__ = [
     "DEFAULT_API_VERSION",
     "ERROR_SCHEMA",
+    "FILTER_FIELDS",
     "SUPPORTED_API_VERSIONS",
     "api_version",
     "authenticate",
+    "caller_dependency",
     "command_json",
     "device_json",
     "device_record",
+    "executed_json",
     "page_link",
     "parse_time",
     "render_error",
@@ -61,6 +65,7 @@ _CODES = {
     404: "NotFound",
     405: "MethodNotAllowed",
     409: "Conflict",
+    412: "PreconditionFailed",
     413: "PayloadTooLarge",
     429: "TooManyRequests",
     500: "InternalServerError",
@@ -142,6 +147,11 @@ async def authenticate(services: Services, header: str | None) -> Principal:
     return await services.auth.authenticate_bearer(value)
 
 
+# The face's caller: one dependency object, so FastAPI authenticates a request once whichever
+# router of the face declares it.
+caller_dependency = principal_of(authenticate)
+
+
 def page_link(settings: Settings, request: Request, **params: str) -> str:
     """A link to this route with `params` set (a nextLink): relative to the server, or under
     the `public_url` setting when one is set. Never built from the Host header, which is
@@ -183,6 +193,17 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
     return out
 
 
+# The device fields $filter and $orderby (and device groups' filters) see, with their types.
+FILTER_FIELDS: dict[str, FieldType] = {
+    "id": "string",
+    "displayName": "string",
+    "template": "string",
+    "simulated": "boolean",
+    "provisioned": "boolean",
+    "enabled": "boolean",
+}
+
+
 def device_record(device: Device) -> dict[str, Any]:
     """The specification's device fields, also what $filter sees."""
     return {
@@ -207,6 +228,7 @@ def _firmware(reported: dict[str, Any]) -> str | None:
 
 async def device_json(services: Services, device: Device) -> dict[str, Any]:
     out = device_record(device)
+    out["etag"] = device.etag
     if device.last_activity_at is not None:
         out["lastSeen"] = format_ts_short(device.last_activity_at)
     twin = await services.twins.get(device)
@@ -222,6 +244,25 @@ def command_json(command: Command) -> dict[str, Any]:
         out["result"] = command.result
     if command.response_code is not None:
         out["responseCode"] = command.response_code
+    if command.completed_at is not None:
+        out["completedTime"] = format_ts_short(command.completed_at)
+    return out
+
+
+def executed_json(command: Command) -> dict[str, Any]:
+    """A command in the real API's shape (id, request, response, responseCode, the timeouts)
+    with the API document's commandId and status."""
+    out: dict[str, Any] = {
+        "id": command.id,
+        "commandId": command.id,
+        "status": command.status.value,
+        "request": command.payload,
+        "responseTimeout": int(command.response_timeout_s),
+    }
+    if command.response_code is not None:
+        out["responseCode"] = command.response_code
+    if command.result is not None:
+        out["response"] = command.result
     if command.completed_at is not None:
         out["completedTime"] = format_ts_short(command.completed_at)
     return out

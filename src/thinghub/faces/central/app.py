@@ -15,37 +15,42 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
-from thinghub.domain.errors import Invalid
+from thinghub.domain.dtdl import DeviceTemplate
+from thinghub.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
-from thinghub.domain.model import Device, Principal
+from thinghub.domain.model import Device, Principal, User
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
     document_page_size,
     face_app,
-    principal_of,
     services_of,
     settings_of,
 )
 from thinghub.faces.central._wire import (
     ERROR_SCHEMA,
+    FILTER_FIELDS,
     api_version,
     authenticate,
+    caller_dependency,
     command_json,
     device_json,
     device_record,
+    executed_json,
     page_link,
     parse_time,
     render_error,
     token_json,
 )
-from thinghub.faces.central.odata import FieldType, parse_filter
-from thinghub.faces.central.roles import parse_role
+from thinghub.faces.central.jobs import router as groups_and_jobs
+from thinghub.faces.central.odata import parse_filter, parse_orderby
+from thinghub.faces.central.roles import ROLES, CentralRole, parse_role, role_for
 from thinghub.faces.central.schemas import (
+    READ_ONLY_DEVICE_FIELDS,
     TEMPLATE_ID_SCHEMA,
     ApiTokenCreate,
     DeviceCreate,
@@ -58,7 +63,7 @@ from thinghub.services.registry import KEEP
 
 __all__ = ["create_app"]
 
-_caller = principal_of(authenticate)
+_caller = caller_dependency
 Caller = Annotated[Principal, Depends(_caller)]
 
 
@@ -113,14 +118,16 @@ OBJECT_BODY_DOC: dict[str, Any] = {
 _bearer = HTTPBearer(auto_error=False, description="An IoT Central API token")
 
 TOKEN_TTL_S = 365 * 86_400.0  # IoT Central's default API token lifetime: one year
-FILTER_FIELDS: dict[str, FieldType] = {
-    "id": "string",
-    "displayName": "string",
-    "template": "string",
-    "simulated": "boolean",
-    "provisioned": "boolean",
-    "enabled": "boolean",
+# Routes that honour If-Match answer 412 when it names another state.
+IF_MATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    412: {"description": "If-Match names another state than the current one; nothing changed"}
 }
+# The real API's form of a command is answered 201 (the specification's form 200).
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "Sent and waited for: the outcome (the real API's form)"}
+}
+# A `$skiptoken` that is an offset (in an `$orderby` order) starts with this.
+OFFSET_TOKEN = "~"
 # A command body holding only these keys is IoT Central's envelope, not the arguments.
 COMMAND_ENVELOPE = frozenset({"request", "connectionTimeout", "responseTimeout"})
 # What a command's inputs are called here (errors name them).
@@ -131,6 +138,9 @@ COMMAND_FIELDS = CommandFields(
 # Credentials first (401), then api-version (400): a caller without credentials learns
 # nothing else. FastAPI runs a route's dependencies once each, in this order.
 router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
+# Device groups and jobs (faces/central/jobs.py), behind the same dependencies.
+jobs_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
+jobs_router.include_router(groups_and_jobs)
 
 
 # -- application --------------------------------------------------------------------------------
@@ -174,6 +184,8 @@ async def create_token(
     IoT Central has no projects: its tokens belong to the whole application."""
     services = services_of(request)
     parse_id(token_id, "tokenId")
+    if body.id is not None and body.id != token_id:
+        raise Invalid(f"id is read-only (it is {token_id!r})", field="id")
     role = parse_role(body.roles[0].role)
     requested = None if body.expiry is None else parse_time(body.expiry, "expiry")
     expiry = services.auth.token_expiry(requested, default_ttl_s=TOKEN_TTL_S)
@@ -213,6 +225,53 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
     return Response(status_code=204)
 
 
+# -- roles and users ----------------------------------------------------------------------------
+
+
+def _role_json(role: CentralRole) -> dict[str, Any]:
+    return {"id": role.id, "displayName": role.name}
+
+
+@router.get("/roles", tags=["roles"], summary="List roles")
+async def list_roles(caller: Caller) -> Response:
+    """IoT Central's three built-in roles, as API tokens and users carry them."""
+    return OrjsonResponse({"value": [_role_json(role) for role in ROLES]})
+
+
+@router.get("/roles/{role_id}", tags=["roles"], summary="Get a role")
+async def get_role(role_id: str, caller: Caller) -> Response:
+    for role in ROLES:
+        if role.id == role_id:
+            return OrjsonResponse(_role_json(role))
+    raise NotFound(f"role {role_id!r} not found", field="roleId")
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    # A thinghub user signs in with a user name; IoT Central's users are email users.
+    role = role_for(user.role)
+    return {
+        "id": user.id,
+        "type": "email",
+        "email": user.username,
+        "roles": [] if role is None else [{"role": role.id}],
+    }
+
+
+@router.get("/users", tags=["users"], summary="List users")
+async def list_users(request: Request, caller: Caller) -> Response:
+    """The account's users (made on /v1); a viewer has no IoT Central role (`roles: []`)."""
+    users = await services_of(request).auth.list_users(caller)
+    return OrjsonResponse({"value": [_user_json(u) for u in users]})
+
+
+@router.get("/users/{user_id}", tags=["users"], summary="Get a user")
+async def get_user(user_id: str, request: Request, caller: Caller) -> Response:
+    for user in await services_of(request).auth.list_users(caller):
+        if user.id == user_id:
+            return OrjsonResponse(_user_json(user))
+    raise NotFound(f"user {user_id!r} not found", field="userId")
+
+
 # -- devices ------------------------------------------------------------------------------------
 
 
@@ -224,42 +283,109 @@ async def list_devices(
         str | None,
         Query(
             alias="$filter",
-            description="OData filter, e.g. simulated eq true",
+            description="OData filter, e.g. simulated eq true or contains(tolower(displayName), "
+            "'pump')",
             json_schema_extra={"minLength": 1},
         ),
     ] = None,
     top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
+    maxpagesize: Annotated[
+        int | None, Query(alias="$maxpagesize", description="Page size (the real API's name)")
+    ] = None,
+    orderby: Annotated[
+        str | None,
+        Query(
+            alias="$orderby",
+            description="field [asc|desc], ... (default: by id)",
+            json_schema_extra={"minLength": 1},
+        ),
+    ] = None,
     skiptoken: Annotated[
         str | None, Query(alias="$skiptoken", description="From a nextLink")
     ] = None,
 ) -> Response:
-    """Devices ordered by id; `nextLink` (the link to the next page: relative, or under the
-    public_url setting) when `$top` cut."""
+    """Devices by id (or `$orderby`), in `value` (the real API's name) and `devices` (the API
+    document's); `nextLink` (relative, or under the public_url setting) when the page size
+    (`$top` or `$maxpagesize`, the smaller when both) cut."""
     services = services_of(request)
-    page_max = settings_of(request).page_max
-    if top is not None and not 1 <= top <= page_max:
-        raise Invalid(f"$top must be 1 to {page_max}", field="$top")
-    size = top or page_max
+    size = _page_size(settings_of(request).page_max, top=top, maxpagesize=maxpagesize)
     matcher = None if filter_ is None else parse_filter(filter_, FILTER_FIELDS)
+    order = None if orderby is None else parse_orderby(orderby, FILTER_FIELDS)
     devices = sorted(await services.registry.list_devices(caller), key=lambda d: d.id)
-    chosen: list[Device] = []
-    more = False
-    for device in devices:
-        if skiptoken is not None and device.id <= skiptoken:
-            continue
-        if matcher is not None and not matcher.matches(device_record(device)):
-            continue
-        if len(chosen) == size:
-            more = True
-            break
-        chosen.append(device)
-    out: dict[str, Any] = {"devices": [await device_json(services, d) for d in chosen]}
-    if more:
-        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": chosen[-1].id})
+    if matcher is not None:
+        devices = [d for d in devices if matcher.matches(device_record(d))]
+    if order is not None:
+        by_id = {d.id: d for d in devices}
+        ordered = order.sort([device_record(d) for d in devices])
+        devices = [by_id[r["id"]] for r in ordered]
+    chosen, token = _page(devices, size, skiptoken, by_offset=order is not None)
+    items = [await device_json(services, d) for d in chosen]
+    out: dict[str, Any] = {"value": items, "devices": items}
+    if token is not None:
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})
     return OrjsonResponse(out)
 
 
-@router.put("/devices/{device_id}", tags=["devices"], summary="Create a device")
+def _page_size(page_max: int, **sizes: int | None) -> int:
+    size = page_max
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        if not 1 <= value <= page_max:
+            raise Invalid(f"${name} must be 1 to {page_max}", field=f"${name}")
+        size = min(size, value)
+    return size
+
+
+def _page(
+    devices: list[Device], size: int, token: str | None, *, by_offset: bool
+) -> tuple[list[Device], str | None]:
+    """A page and the token of the next one. By id, the token is the last id shown (stable
+    while devices come and go); in another order, `~` and the offset (`~` is in no id)."""
+    if by_offset or (token is not None and token.startswith(OFFSET_TOKEN)):
+        start = 0
+        if token is not None:
+            digits = token.removeprefix(OFFSET_TOKEN)
+            if not token.startswith(OFFSET_TOKEN) or not digits.isdigit() or len(digits) > 9:
+                raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
+            start = int(digits)
+        chosen = devices[start : start + size]
+        more = len(devices) > start + size
+        return chosen, f"{OFFSET_TOKEN}{start + size}" if more else None
+    rest = devices if token is None else [d for d in devices if d.id > token]
+    chosen = rest[:size]
+    return chosen, chosen[-1].id if len(rest) > size else None
+
+
+def _if_match(request: Request, body_etag: str | None = None) -> str | None:
+    """The If-Match header, else the etag of a body that carries one (a GET answer sent
+    back)."""
+    header = request.headers.get("if-match")
+    return header if header is not None else body_etag
+
+
+def _check_read_only(body: BaseModel, shown: dict[str, Any]) -> None:
+    """A read-only field in a body must hold what the device has (a GET answer sent back);
+    else it is a 400 naming it, since it cannot be applied."""
+    for name in READ_ONLY_DEVICE_FIELDS:
+        if name in body.model_fields_set and getattr(body, name) != shown.get(name):
+            raise Invalid(
+                f"{name} is read-only (it is {shown.get(name)!r}); it cannot be set to "
+                f"{getattr(body, name)!r}",
+                field=name,
+            )
+
+
+def _device_response(shown: dict[str, Any]) -> Response:
+    return OrjsonResponse(shown, headers={"ETag": f'"{shown["etag"]}"'})
+
+
+@router.put(
+    "/devices/{device_id}",
+    tags=["devices"],
+    summary="Create a device",
+    responses=IF_MATCH_RESPONSES,
+)
 async def create_device(
     device_id: NewId, request: Request, caller: Caller, body: DeviceCreate | None = None
 ) -> Response:
@@ -268,6 +394,18 @@ async def create_device(
     have): the device is checked against it once it does."""
     services = services_of(request)
     body = body or DeviceCreate()
+    _check_read_only(body, {"id": device_id, "provisioned": False})
+    condition = _if_match(request, body.etag)
+    if condition is not None:
+        # PUT only creates here (an existing id stays the specification's 409): there is no device
+        # whose etag a condition could match.
+        if await services.registry.find(device_id) is not None:
+            raise Conflict(f"device {device_id!r} already exists", field="deviceId")
+        raise PreconditionFailed(
+            f"If-Match {condition!r}: PUT /devices/{{id}} only creates a device; update one "
+            "with PATCH",
+            field="If-Match",
+        )
     device = await services.registry.create_device(
         caller,
         name=body.displayName or device_id,
@@ -277,22 +415,31 @@ async def create_device(
         enabled=body.enabled,
         id_field="deviceId",
     )
-    return OrjsonResponse(await device_json(services, device))
+    return _device_response(await device_json(services, device))
 
 
 @router.get("/devices/{device_id}", tags=["devices"], summary="Get a device")
 async def get_device(device_id: str, request: Request, caller: Caller) -> Response:
     services = services_of(request)
     device = await services.registry.get_device(caller, device_id)
-    return OrjsonResponse(await device_json(services, device))
+    return _device_response(await device_json(services, device))
 
 
-@router.patch("/devices/{device_id}", tags=["devices"], summary="Update a device")
+@router.patch(
+    "/devices/{device_id}",
+    tags=["devices"],
+    summary="Update a device",
+    responses=IF_MATCH_RESPONSES,
+)
 async def update_device(
     device_id: str, body: DevicePatch, request: Request, caller: Caller
 ) -> Response:
-    """displayName, enabled, simulated, template (null unassigns). Disabling disconnects."""
+    """displayName, enabled, simulated, template (null unassigns). Disabling disconnects.
+    If-Match (or the body's etag) must name the current etag: 412 otherwise."""
     services = services_of(request)
+    if body.model_fields_set & set(READ_ONLY_DEVICE_FIELDS):
+        current = await services.registry.get_device(caller, device_id)
+        _check_read_only(body, await device_json(services, current))
     device = await services.registry.edit_device(
         caller,
         device_id,
@@ -300,14 +447,23 @@ async def update_device(
         enabled=body.enabled,
         simulated=body.simulated,
         template=body.template if "template" in body.model_fields_set else KEEP,
+        if_match=_if_match(request, body.etag),
     )
-    return OrjsonResponse(await device_json(services, device))
+    return _device_response(await device_json(services, device))
 
 
-@router.delete("/devices/{device_id}", status_code=204, tags=["devices"], summary="Delete a device")
+@router.delete(
+    "/devices/{device_id}",
+    status_code=204,
+    tags=["devices"],
+    summary="Delete a device",
+    responses=IF_MATCH_RESPONSES,
+)
 async def delete_device(device_id: str, request: Request, caller: Caller) -> Response:
-    """Deletes the device and closes its connection."""
-    await services_of(request).registry.delete_device(caller, device_id)
+    """Deletes the device and closes its connection (If-Match honoured)."""
+    await services_of(request).registry.delete_device(
+        caller, device_id, if_match=_if_match(request)
+    )
     return Response(status_code=204)
 
 
@@ -353,29 +509,42 @@ async def send_telemetry(
 # -- commands -----------------------------------------------------------------------------------
 
 
-def _command_body(body: Any) -> tuple[Any, Any, Any]:
-    """(arguments, response timeout, TTL) from the API document's bare arguments or IoT
-    Central's {"request", "connectionTimeout", "responseTimeout"} envelope (the command
-    service checks the values, naming these fields)."""
-    if not (isinstance(body, dict) and body and set(body) <= COMMAND_ENVELOPE):
-        return body, None, None
-    return body.get("request"), body.get("responseTimeout"), body.get("connectionTimeout")
+def _envelope(body: Any) -> dict[str, Any] | None:
+    """IoT Central's {"request", "connectionTimeout", "responseTimeout"} envelope, or None
+    when the body is the API document's bare arguments."""
+    if isinstance(body, dict) and body and set(body) <= COMMAND_ENVELOPE:
+        return body
+    return None
 
 
 async def _submit(
-    request: Request, caller: Principal, device_id: str, name: str, body: Any
+    request: Request, caller: Principal, device: Device | str, name: str, body: Any
 ) -> Response:
-    payload, timeout, ttl = _command_body(body)
-    command = await services_of(request).commands.submit(
-        caller, device_id, name, payload, timeout, ttl, fields=COMMAND_FIELDS
+    """The API document's form (the body is the arguments): queued, answered at once with
+    `{commandId, status: "Pending"}`. The real API's envelope: sent and waited for, answered
+    201 with the outcome."""
+    commands = services_of(request).commands
+    envelope = _envelope(body)
+    if envelope is None:
+        queued = await commands.submit(caller, device, name, body, fields=COMMAND_FIELDS)
+        return OrjsonResponse({"commandId": queued.id, "status": queued.status.value})
+    done = await commands.execute(
+        caller,
+        device,
+        name,
+        envelope.get("request"),
+        envelope.get("responseTimeout"),
+        envelope.get("connectionTimeout"),
+        fields=COMMAND_FIELDS,
     )
-    return OrjsonResponse({"commandId": command.id, "status": command.status.value})
+    return OrjsonResponse(executed_json(done), status_code=201)
 
 
 @router.post(
     "/devices/{device_id}/commands/{command_name}",
     tags=["commands"],
-    summary="Run a command (queued until the device is connected)",
+    summary="Run a command",
+    responses=COMMAND_RESPONSES,
 )
 async def run_command(
     device_id: str,
@@ -384,9 +553,11 @@ async def run_command(
     caller: Caller,
     body: AnyBody = None,
 ) -> Response:
-    """At once `{commandId, status: "Pending"}`. The body is the arguments, or IoT Central's
-    envelope {request, responseTimeout, connectionTimeout}. `component*command` names a
-    component's command; the device receives a direct method of that name."""
+    """The body is the arguments (queued until the device connects: at once `{commandId,
+    status: "Pending"}`), or IoT Central's envelope {request, responseTimeout,
+    connectionTimeout}: then the device's answer is waited for (up to connectionTimeout
+    seconds, default 0, for it to connect) and the answer is 201 `{id, request, response,
+    responseCode, commandId, status}`. `component*command` names a component's command."""
     return await _submit(request, caller, device_id, command_name, body)
 
 
@@ -394,6 +565,7 @@ async def run_command(
     "/devices/{device_id}/components/{component}/commands/{command_name}",
     tags=["commands"],
     summary="Run a component command",
+    responses=COMMAND_RESPONSES,
 )
 async def run_component_command(
     device_id: str,
@@ -404,6 +576,40 @@ async def run_component_command(
     body: AnyBody = None,
 ) -> Response:
     return await _submit(request, caller, device_id, f"{component}*{command_name}", body)
+
+
+@router.get(
+    "/devices/{device_id}/commands/{command_name}",
+    tags=["commands"],
+    summary="Get a command's history",
+)
+async def command_history(
+    device_id: str, command_name: CommandName, request: Request, caller: Caller
+) -> Response:
+    """`{value: [...]}`: the device's runs of this command, newest first (both forms)."""
+    return await _history(request, caller, device_id, command_name)
+
+
+@router.get(
+    "/devices/{device_id}/components/{component}/commands/{command_name}",
+    tags=["commands"],
+    summary="Get a component command's history",
+)
+async def component_command_history(
+    device_id: str,
+    component: CommandName,
+    command_name: CommandName,
+    request: Request,
+    caller: Caller,
+) -> Response:
+    return await _history(request, caller, device_id, f"{component}*{command_name}")
+
+
+async def _history(
+    request: Request, caller: Principal, device: Device | str, name: str
+) -> Response:
+    runs = await services_of(request).commands.history(caller, device, name)
+    return OrjsonResponse({"value": [executed_json(c) for c in runs]})
 
 
 @router.get(
@@ -457,11 +663,291 @@ async def update_property(
     return OrjsonResponse(_property_json(written.value, written.last_updated))
 
 
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """`name` and `component*name` keys as the real API's object: components nested."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        component, star, short = name.partition("*")
+        if star:
+            out.setdefault(component, {})[short] = value
+        else:
+            out[name] = value
+    return out
+
+
+def _desired_metadata(patch: dict[str, Any]) -> dict[str, Any]:
+    """The real API's answer to a properties write: `$metadata` of what was set, per
+    component."""
+    root: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for key, value in patch.items():
+        if isinstance(value, dict) and value.get("__t") == "c":
+            out[key] = {
+                "$metadata": {k: {"desiredValue": v} for k, v in value.items() if k != "__t"}
+            }
+        else:
+            root[key] = {"desiredValue": value}
+    if root:
+        out["$metadata"] = root
+    return out
+
+
+async def _read_properties(
+    request: Request, caller: Principal, device: Device | str, component: str | None = None
+) -> Response:
+    found = await services_of(request).properties.read_all(caller, device, component)
+    return OrjsonResponse(_nest({name: value.value for name, value in found.items()}))
+
+
+async def _write_properties(
+    request: Request,
+    caller: Principal,
+    device: Device | str,
+    body: Any,
+    component: str | None = None,
+) -> Response:
+    patch = await services_of(request).properties.write_many(caller, device, body, component)
+    shown = _desired_metadata(patch)
+    if component is not None:
+        shown = shown.get(component, {})
+    return OrjsonResponse(shown, status_code=202)
+
+
+@router.get("/devices/{device_id}/properties", tags=["properties"], summary="Get properties")
+async def get_properties(device_id: str, request: Request, caller: Caller) -> Response:
+    """Every property with a value (as GET of one property shows it); a component's
+    properties nested under its name."""
+    return await _read_properties(request, caller, device_id)
+
+
+@router.patch(
+    "/devices/{device_id}/properties",
+    status_code=202,
+    tags=["properties"],
+    summary="Set writable properties",
+    openapi_extra=OBJECT_BODY_DOC,
+)
+async def patch_properties(
+    device_id: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    """`{name: value, component: {name: value}}`, all checked, then one desired patch; 202
+    with `$metadata.{name}.desiredValue` per property (per component)."""
+    return await _write_properties(request, caller, device_id, body)
+
+
+@router.put(
+    "/devices/{device_id}/properties",
+    status_code=202,
+    tags=["properties"],
+    summary="Set writable properties (as PATCH: a property cannot be unset)",
+    openapi_extra=OBJECT_BODY_DOC,
+)
+async def put_properties(
+    device_id: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    return await _write_properties(request, caller, device_id, body)
+
+
+@router.get(
+    "/devices/{device_id}/components/{component}/properties",
+    tags=["properties"],
+    summary="Get a component's properties",
+)
+async def get_component_properties(
+    device_id: str, component: str, request: Request, caller: Caller
+) -> Response:
+    return await _read_properties(request, caller, device_id, component)
+
+
+@router.patch(
+    "/devices/{device_id}/components/{component}/properties",
+    status_code=202,
+    tags=["properties"],
+    summary="Set a component's writable properties",
+    openapi_extra=OBJECT_BODY_DOC,
+)
+async def patch_component_properties(
+    device_id: str, component: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    return await _write_properties(request, caller, device_id, body, component)
+
+
+@router.put(
+    "/devices/{device_id}/components/{component}/properties",
+    status_code=202,
+    tags=["properties"],
+    summary="Set a component's writable properties (as PATCH)",
+    openapi_extra=OBJECT_BODY_DOC,
+)
+async def put_component_properties(
+    device_id: str, component: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    return await _write_properties(request, caller, device_id, body, component)
+
+
+# -- telemetry: last values ---------------------------------------------------------------------
+
+
+async def _last_value(
+    request: Request, caller: Principal, device: Device, name: str, component: str | None
+) -> Response:
+    found = await services_of(request).queries.last_value(caller, device, name, component)
+    return OrjsonResponse({"value": found.value, "timestamp": format_ts_short(found.timestamp)})
+
+
+@router.get(
+    "/devices/{device_id}/telemetry/{telemetry_name}",
+    tags=["telemetry"],
+    summary="Get a telemetry's last value",
+)
+async def get_telemetry(
+    device_id: str, telemetry_name: str, request: Request, caller: Caller
+) -> Response:
+    """`{value, timestamp}` of the newest message that holds the field; 404 when none."""
+    device = await services_of(request).registry.get_device(caller, device_id)
+    return await _last_value(request, caller, device, telemetry_name, None)
+
+
+@router.get(
+    "/devices/{device_id}/components/{component}/telemetry/{telemetry_name}",
+    tags=["telemetry"],
+    summary="Get a component telemetry's last value",
+)
+async def get_component_telemetry(
+    device_id: str, component: str, telemetry_name: str, request: Request, caller: Caller
+) -> Response:
+    device = await services_of(request).registry.get_device(caller, device_id)
+    return await _last_value(request, caller, device, telemetry_name, component)
+
+
+# -- modules (of a gateway) ---------------------------------------------------------------------
+
+
+def _module_json(module: Device) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": module.module_id, "displayName": module.name}
+    if module.last_activity_at is not None:
+        out["lastSeen"] = format_ts_short(module.last_activity_at)
+    return out
+
+
+@router.get("/devices/{device_id}/modules", tags=["modules"], summary="List a gateway's modules")
+async def list_modules(device_id: str, request: Request, caller: Caller) -> Response:
+    modules = await services_of(request).registry.list_modules(caller, device_id)
+    return OrjsonResponse({"value": [_module_json(m) for m in modules]})
+
+
+async def _module(request: Request, caller: Principal, device_id: str, module: str) -> Device:
+    return await services_of(request).registry.get_module(caller, device_id, module)
+
+
+@router.get(
+    "/devices/{device_id}/modules/{module_name}/properties",
+    tags=["modules"],
+    summary="Get a module's properties",
+)
+async def get_module_properties(
+    device_id: str, module_name: str, request: Request, caller: Caller
+) -> Response:
+    module = await _module(request, caller, device_id, module_name)
+    return await _read_properties(request, caller, module)
+
+
+@router.patch(
+    "/devices/{device_id}/modules/{module_name}/properties",
+    status_code=202,
+    tags=["modules"],
+    summary="Set a module's writable properties",
+    openapi_extra=OBJECT_BODY_DOC,
+)
+async def patch_module_properties(
+    device_id: str, module_name: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    module = await _module(request, caller, device_id, module_name)
+    return await _write_properties(request, caller, module, body)
+
+
+@router.put(
+    "/devices/{device_id}/modules/{module_name}/properties",
+    status_code=202,
+    tags=["modules"],
+    summary="Set a module's writable properties (as PATCH)",
+    openapi_extra=OBJECT_BODY_DOC,
+)
+async def put_module_properties(
+    device_id: str, module_name: str, request: Request, caller: Caller, body: AnyBody = None
+) -> Response:
+    module = await _module(request, caller, device_id, module_name)
+    return await _write_properties(request, caller, module, body)
+
+
+@router.post(
+    "/devices/{device_id}/modules/{module_name}/commands/{command_name}",
+    tags=["modules"],
+    summary="Run a module command",
+    responses=COMMAND_RESPONSES,
+)
+async def run_module_command(
+    device_id: str,
+    module_name: str,
+    command_name: CommandName,
+    request: Request,
+    caller: Caller,
+    body: AnyBody = None,
+) -> Response:
+    module = await _module(request, caller, device_id, module_name)
+    return await _submit(request, caller, module, command_name, body)
+
+
+@router.get(
+    "/devices/{device_id}/modules/{module_name}/commands/{command_name}",
+    tags=["modules"],
+    summary="Get a module command's history",
+)
+async def module_command_history(
+    device_id: str, module_name: str, command_name: CommandName, request: Request, caller: Caller
+) -> Response:
+    module = await _module(request, caller, device_id, module_name)
+    return await _history(request, caller, module, command_name)
+
+
+@router.get(
+    "/devices/{device_id}/modules/{module_name}/telemetry/{telemetry_name}",
+    tags=["modules"],
+    summary="Get a module telemetry's last value",
+)
+async def get_module_telemetry(
+    device_id: str, module_name: str, telemetry_name: str, request: Request, caller: Caller
+) -> Response:
+    module = await _module(request, caller, device_id, module_name)
+    return await _last_value(request, caller, module, telemetry_name, None)
+
+
 # -- device templates ---------------------------------------------------------------------------
+
+
+def _template_json(template: DeviceTemplate) -> dict[str, Any]:
+    return {**template.document, "etag": template.etag}
+
+
+def _template_response(template: DeviceTemplate) -> Response:
+    return OrjsonResponse(_template_json(template), headers={"ETag": f'"{template.etag}"'})
+
+
+def _without_etag(request: Request, body: Any) -> tuple[Any, str | None]:
+    """A template body without its `etag` (a GET answer sent back), and the If-Match to
+    apply: the header, else that etag."""
+    etag = None
+    if isinstance(body, dict) and "etag" in body:
+        body = dict(body)
+        etag = body.pop("etag")
+        if not isinstance(etag, str):
+            raise Invalid("etag must be a string", field="etag")
+    return body, _if_match(request, etag)
 
 
 @router.put(
     "/deviceTemplates/{template_id}",
+    responses=IF_MATCH_RESPONSES,
     tags=["deviceTemplates"],
     summary="Create or replace a device template",
     openapi_extra=TEMPLATE_BODY_DOC,
@@ -470,15 +956,18 @@ async def put_template(
     template_id: NewTemplateId, request: Request, caller: Caller, body: AnyBody = None
 ) -> Response:
     """IoT Central's template document, a bare DTDL Interface, or an array of Interfaces
-    (root first). Answers with the stored document."""
-    template = await services_of(request).templates.put(caller, template_id, body)
-    return OrjsonResponse(template.document)
+    (root first). Answers with the stored document and its etag; If-Match honoured."""
+    body, if_match = _without_etag(request, body)
+    template = await services_of(request).templates.put(
+        caller, template_id, body, if_match=if_match
+    )
+    return _template_response(template)
 
 
 @router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
 async def list_templates(request: Request, caller: Caller) -> Response:
     templates = await services_of(request).templates.list(caller)
-    return OrjsonResponse({"value": [t.document for t in templates]})
+    return OrjsonResponse({"value": [_template_json(t) for t in templates]})
 
 
 @router.get(
@@ -486,11 +975,12 @@ async def list_templates(request: Request, caller: Caller) -> Response:
 )
 async def get_template(template_id: str, request: Request, caller: Caller) -> Response:
     template = await services_of(request).templates.get(caller, template_id)
-    return OrjsonResponse(template.document)
+    return _template_response(template)
 
 
 @router.patch(
     "/deviceTemplates/{template_id}",
+    responses=IF_MATCH_RESPONSES,
     tags=["deviceTemplates"],
     summary="Update a device template (JSON merge patch)",
     openapi_extra=OBJECT_BODY_DOC,
@@ -498,18 +988,22 @@ async def get_template(template_id: str, request: Request, caller: Caller) -> Re
 async def patch_template(
     template_id: str, request: Request, caller: Caller, body: AnyBody = None
 ) -> Response:
-    template = await services_of(request).templates.patch(caller, template_id, body)
-    return OrjsonResponse(template.document)
+    body, if_match = _without_etag(request, body)
+    template = await services_of(request).templates.patch(
+        caller, template_id, body, if_match=if_match
+    )
+    return _template_response(template)
 
 
 @router.delete(
     "/deviceTemplates/{template_id}",
+    responses=IF_MATCH_RESPONSES,
     status_code=204,
     tags=["deviceTemplates"],
     summary="Delete a device template (409 while devices use it)",
 )
 async def delete_template(template_id: str, request: Request, caller: Caller) -> Response:
-    await services_of(request).templates.delete(caller, template_id)
+    await services_of(request).templates.delete(caller, template_id, if_match=_if_match(request))
     return Response(status_code=204)
 
 
@@ -524,7 +1018,9 @@ def create_app(context: FaceContext) -> FastAPI:
     authenticate_before_body(app, authenticate)
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
+    app.include_router(jobs_router)
     # The IoT Central API specification directs requests to
     # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
+    app.include_router(jobs_router, prefix="/v1", include_in_schema=False)
     return app

@@ -9,7 +9,19 @@ Grammar (OData v4 §5.1.1, lowest precedence first; keywords are case-insensitiv
     comparison := primary (("eq"|"ne"|"gt"|"ge"|"lt"|"le") primary)?
     primary    := "(" filter ")" | literal | field | function "(" args ")"
     literal    := 'string' ('' escapes a quote) | true | false | null | number
-    function   := startswith | endswith | contains        (two string arguments)
+    function   := startswith | endswith | contains      (string, string) -> boolean
+                | tolower | toupper | trim              (string) -> string
+                | length                                (string) -> number
+                | indexof                               (string, string) -> number
+                | concat                                (string, string) -> string
+                | substring                             (string, number[, number]) -> string
+
+The functions are OData v4's string functions (§5.1.1.5), as IoT Central's device list takes
+them; a function of a null field is null (so `tolower(template) eq null` holds for a device
+without a template, and a boolean function of null is false).
+
+`$orderby` (parse_orderby) is a comma-separated list of `field [asc|desc]`; nulls sort first
+ascending, as OData says.
 
 Every expression is type-checked against the fields a caller allows, once, at parse time, so
 evaluation never fails: `simulated eq 'x'` or `id gt true` is a FilterError (a 400), not a
@@ -30,10 +42,13 @@ from thinghub.domain.errors import Invalid
 __all__ = [
     "MAX_DEPTH",
     "MAX_FILTER_CHARS",
+    "MAX_ORDERBY_KEYS",
     "FieldType",
     "Filter",
     "FilterError",
+    "OrderBy",
     "parse_filter",
+    "parse_orderby",
 ]
 
 FieldType = Literal["string", "boolean", "number"]
@@ -44,11 +59,36 @@ MAX_FILTER_CHARS = 4096
 # Nesting of parentheses and `not`, bounded so the recursive-descent parser stays shallow.
 MAX_DEPTH = 64
 
+# The most keys a `$orderby` may name (each a field; more is a mistake).
+MAX_ORDERBY_KEYS = 8
+
 _COMPARISONS = ("eq", "ne", "gt", "ge", "lt", "le")
-_FUNCTIONS: dict[str, Callable[[str, str], bool]] = {
-    "startswith": lambda a, b: a.startswith(b),
-    "endswith": lambda a, b: a.endswith(b),
-    "contains": lambda a, b: b in a,
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    params: tuple[_Type, ...]  # the argument types, in order
+    optional: int  # how many of the last params may be left out
+    returns: _Type
+    apply: Callable[..., Any]
+
+
+def _substring(text: str, start: float, length: float | None = None) -> str:
+    begin = max(int(start), 0)
+    return text[begin:] if length is None else text[begin : begin + max(int(length), 0)]
+
+
+_FUNCTIONS: dict[str, _Function] = {
+    "startswith": _Function(("string", "string"), 0, "boolean", lambda a, b: a.startswith(b)),
+    "endswith": _Function(("string", "string"), 0, "boolean", lambda a, b: a.endswith(b)),
+    "contains": _Function(("string", "string"), 0, "boolean", lambda a, b: b in a),
+    "tolower": _Function(("string",), 0, "string", str.lower),
+    "toupper": _Function(("string",), 0, "string", str.upper),
+    "trim": _Function(("string",), 0, "string", str.strip),
+    "length": _Function(("string",), 0, "number", len),
+    "indexof": _Function(("string", "string"), 0, "number", lambda a, b: a.find(b)),
+    "concat": _Function(("string", "string"), 0, "string", lambda a, b: a + b),
+    "substring": _Function(("string", "number", "number"), 1, "string", _substring),
 }
 _KEYWORDS = {"and", "or", "not", "true", "false", "null", *_COMPARISONS}
 
@@ -131,7 +171,50 @@ class Filter:
     _root: _Node
 
     def matches(self, record: Mapping[str, Any]) -> bool:
-        return bool(_evaluate(self._root, record))
+        return _evaluate(self._root, record) is True
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBy:
+    """A parsed `$orderby`: (field, descending) pairs, first key first."""
+
+    keys: tuple[tuple[str, bool], ...]
+
+    def sort(self, records: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The records in this order (stable: equal keys keep their order)."""
+        ordered = list(records)
+        for name, descending in reversed(self.keys):
+            ordered.sort(key=lambda r: _sort_key(r.get(name)), reverse=descending)
+        return ordered
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    # Null first (ascending); a field holds one type, so values compare.
+    return (0, 0) if value is None else (1, value)
+
+
+def parse_orderby(text: str, fields: Mapping[str, FieldType]) -> OrderBy:
+    """`field [asc|desc], ...` over the allowed `fields`.
+
+    Raises:
+        Invalid: naming `$orderby`, for an unknown field, a bad direction or too many keys.
+    """
+    keys: list[tuple[str, bool]] = []
+    for part in text.split(","):
+        words = part.split()
+        if not words:
+            raise Invalid("$orderby: an empty key; write field [asc|desc], ...", field="$orderby")
+        if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise Invalid(f"$orderby: {part.strip()!r} is not field [asc|desc]", field="$orderby")
+        if words[0] not in fields:
+            raise Invalid(
+                f"$orderby: unknown field {words[0]!r}; sortable fields are {', '.join(fields)}",
+                field="$orderby",
+            )
+        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    if len(keys) > MAX_ORDERBY_KEYS:
+        raise Invalid(f"$orderby: at most {MAX_ORDERBY_KEYS} keys", field="$orderby")
+    return OrderBy(tuple(keys))
 
 
 def parse_filter(text: str, fields: Mapping[str, FieldType]) -> Filter:
@@ -308,11 +391,16 @@ class _Parser:
             args.append(self._or())
         self.depth -= 1
         self._expect(")")
-        if len(args) != 2:
-            raise FilterError(f"{function} takes 2 arguments, got {len(args)} {_at(name)}")
-        for arg in args:
-            if _type_of(arg, self.fields) != "string":
-                raise FilterError(f"{function} takes two strings {_at(name)}")
+        spec = _FUNCTIONS[function]
+        most = len(spec.params)
+        if not most - spec.optional <= len(args) <= most:
+            wanted = str(most) if not spec.optional else f"{most - spec.optional} or {most}"
+            raise FilterError(f"{function} takes {wanted} arguments, got {len(args)} {_at(name)}")
+        for arg, wanted_type in zip(args, spec.params, strict=False):
+            if _type_of(arg, self.fields) not in (wanted_type, "null"):
+                raise FilterError(
+                    f"{function} takes ({', '.join(spec.params[: len(args)])}) {_at(name)}"
+                )
         return _Call(function, tuple(args))
 
     def _check_compare(self, op: str, left: _Node, right: _Node, token: _Token) -> None:
@@ -344,6 +432,8 @@ def _type_of(node: _Node, fields: Mapping[str, FieldType]) -> _Type:
         return "number"
     if isinstance(node, _Field):
         return fields[node.name]
+    if isinstance(node, _Call):
+        return _FUNCTIONS[node.name].returns
     return "boolean"
 
 
@@ -374,10 +464,11 @@ def _evaluate(node: _Node, record: Mapping[str, Any]) -> Any:
     if isinstance(node, _Not):
         return _evaluate(node.operand, record) is not True
     if isinstance(node, _Call):
-        a, b = (_value(arg, record) for arg in node.args)
-        if not isinstance(a, str) or not isinstance(b, str):
-            return False
-        return _FUNCTIONS[node.name](a, b)
+        spec = _FUNCTIONS[node.name]
+        args = [_value(arg, record) for arg in node.args]
+        if any(arg is None for arg in args):
+            return False if spec.returns == "boolean" else None
+        return spec.apply(*args)
     if isinstance(node, _Compare):
         return _compare(node.op, _value(node.left, record), _value(node.right, record))
     return _value(node, record) is True

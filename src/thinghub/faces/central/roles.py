@@ -25,6 +25,7 @@ __all__ = [
     "CentralRole",
     "describe_refusal",
     "parse_role",
+    "role_for",
     "role_of",
 ]
 
@@ -74,6 +75,12 @@ def role_of(principal: Principal) -> CentralRole | None:
     if principal.face_role in _BY_ID and principal.role is _BY_ID[principal.face_role].core:
         return _BY_ID[principal.face_role]
     return _BY_CORE.get(principal.role)
+
+
+def role_for(core: Role) -> CentralRole | None:
+    """The IoT Central role of a core role; None for viewer (IoT Central has no read-only
+    built-in role)."""
+    return _BY_CORE.get(core)
 
 
 def describe_refusal(error: Forbidden) -> str:

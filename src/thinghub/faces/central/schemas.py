@@ -11,6 +11,7 @@ from thinghub.domain.dtdl import TEMPLATE_ID
 from thinghub.faces.central.roles import ROLES
 
 __all__ = [
+    "READ_ONLY_DEVICE_FIELDS",
     "ApiTokenCreate",
     "DeviceCreate",
     "DevicePatch",
@@ -27,8 +28,9 @@ ROLE_SCHEMA: JsonDict = {
 
 
 class _Body(BaseModel):
-    # IoT Central objects carry fields we do not model (etag, organizations, ...): ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # A field this face does not apply is a 400 naming it, never silently ignored (the
+    # read-only fields of an object as GET shows it are declared where they may come back).
+    model_config = ConfigDict(extra="forbid")
 
 
 class RoleAssignment(_Body):
@@ -36,10 +38,13 @@ class RoleAssignment(_Body):
         description="An IoT Central role id, or its name (App Builder)",
         json_schema_extra=ROLE_SCHEMA,
     )
-    organization: StrictStr | None = None
+    organization: None = Field(
+        default=None, description="Organizations are not supported: only null is taken"
+    )
 
 
 class ApiTokenCreate(_Body):
+    id: StrictStr | None = Field(default=None, description="Read-only: the path's id")
     roles: list[RoleAssignment] = Field(min_length=1, max_length=1)
     expiry: StrictStr | None = Field(
         default=None,
@@ -48,7 +53,25 @@ class ApiTokenCreate(_Body):
     )
 
 
-class DeviceCreate(_Body):
+class _DeviceBody(BaseModel):
+    """A device as GET shows it may come back: its read-only fields are taken when they hold
+    what the device has (the face checks), `etag` is an If-Match, and any other field is a
+    400 naming it (nothing is silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr | None = None
+    etag: StrictStr | None = Field(default=None, description="As If-Match")
+    provisioned: StrictBool | None = Field(default=None, description="Read-only")
+    lastSeen: StrictStr | None = Field(default=None, description="Read-only")
+    firmwareVersion: StrictStr | None = Field(default=None, description="Read-only")
+
+
+# What a device body may hold only as it is (read-only), with GET's names.
+READ_ONLY_DEVICE_FIELDS = ("id", "provisioned", "lastSeen", "firmwareVersion")
+
+
+class DeviceCreate(_DeviceBody):
     displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     template: StrictStr | None = Field(
         default=None, min_length=1, max_length=256, json_schema_extra=TEMPLATE_ID_SCHEMA
@@ -57,7 +80,7 @@ class DeviceCreate(_Body):
     enabled: StrictBool = True
 
 
-class DevicePatch(_Body):
+class DevicePatch(_DeviceBody):
     displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     template: StrictStr | None = Field(
         default=None,
@@ -71,6 +94,8 @@ class DevicePatch(_Body):
 
 
 class PropertyPatch(_Body):
+    # GET's shape may come back: lastReportedTime describes that moment (any value is taken).
+    lastReportedTime: StrictStr | None = None
     value: Any = Field(
         description="The new desired value (not null)", json_schema_extra={"not": {"type": "null"}}
     )

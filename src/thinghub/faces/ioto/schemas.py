@@ -267,7 +267,7 @@ class FindRequest(_Body):
 
 
 class DeviceRecord(BaseModel):
-    """The seed's Device record; dates are ISO-8601 (milliseconds, Z)."""
+    """The vendor's Device record; dates are ISO-8601 (milliseconds, Z)."""
 
     accessed: str | None = None
     accountId: str | None = None

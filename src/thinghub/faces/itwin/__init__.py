@@ -132,6 +132,7 @@ from thinghub.faces.itwin.methods import (
     bind,
     param_error,
 )
+from thinghub.faces.itwin.reference import REFERENCE_PATH, jsonrpc_reference
 from thinghub.faces.itwin.rest import create_app, render_error
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, chunk_points, data_chunks, stream_chunks
 from thinghub.faces.itwin.socket_api import build_table
@@ -251,8 +252,15 @@ def build(context: FaceContext) -> FaceParts:
         await serve_asgi_websocket(ws, connection)
 
     tls = context.server_ssl() if settings.itwin_tls else None
+    app = create_app(context, backend)
+    app.add_api_route(
+        REFERENCE_PATH,
+        jsonrpc_reference(table, tcp_port=settings.itwin_tcp_port, ws_port=settings.itwin_ws_port),
+        methods=["GET"],
+        include_in_schema=False,
+    )
     return FaceParts(
-        app=create_app(context, backend),
+        app=app,
         root_routes=(
             token_route(context.services),
             WebSocketRoute("/itwin/ws", websocket),
@@ -272,4 +280,7 @@ FACE = Face(
     native_prefix="/api",
     build=build,
     render_error=render_error,
+    # Checked free at start-up, before anything is created (a busy one names its flag).
+    listen_ports=("itwin_ws_port", "itwin_tcp_port"),
+    references=(("JSON-RPC reference", REFERENCE_PATH),),
 )

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from thinghub.config import Settings
@@ -35,13 +35,17 @@ from thinghub.faces._http import (
     settings_of,
 )
 from thinghub.faces.face import FaceContext
+from thinghub.faces.st import stream
+from thinghub.faces.st.ioto import router as ioto_router
 from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
+    DeviceTags,
     DeviceUpdate,
     EnrollmentGroupCreate,
     MethodRequest,
     ModuleCreate,
+    ModuleUpdate,
     RetentionUpdate,
     TokenCreate,
     UserCreate,
@@ -49,6 +53,7 @@ from thinghub.faces.st.schemas import (
 )
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.core import Services
+from thinghub.services.registry import KEEP
 from thinghub.services.retention import RetentionView
 
 __all__ = ["create_app"]
@@ -520,20 +525,71 @@ async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> R
     return OrjsonResponse(await _device_json(services, caller, device))
 
 
+def _desired(properties: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The desired patch of a PUT: `properties` itself (the ST API's form), or, when it holds
+    only a `desired` object (the shape GET shows), that object."""
+    if properties is not None and set(properties) == {"desired"}:
+        desired = properties["desired"]
+        if isinstance(desired, dict):
+            return desired
+    return properties
+
+
+# Read-only fields of the GET shape that describe a moment (any value is taken).
+_MOMENTARY = frozenset({"connectionState", "lastActivityTime"})
+
+
+def _check_read_only(body: BaseModel, shown: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Fields GET shows that a PUT cannot change must hold what the device has."""
+    for name in fields:
+        if name not in body.model_fields_set or name in _MOMENTARY:
+            continue
+        given = getattr(body, name)
+        current = shown.get(name)
+        if name == "modules":
+            given = sorted(m.get("moduleId") for m in given or [])
+            current = sorted(m["moduleId"] for m in current or [])
+        if given != current:
+            raise Invalid(
+                f"{name} is read-only here (it is {current!r}); it cannot be set to {given!r}",
+                field=name,
+            )
+
+
+_DEVICE_READ_ONLY = ("id", "idScope", "isIoTEdgeCapable", "credentials", "modelId", "modules")
+_MODULE_READ_ONLY = ("moduleId", "deviceId", "credentials", "modelId")
+
+
 @router.put("/devices/{device_id}", tags=["devices"])
 async def update_device(
     device_id: DeviceId, body: DeviceUpdate, request: Request, caller: Caller
 ) -> Response:
-    """Patch desired properties (`properties`), rename, or enable/disable the device (a
-    disabled device is disconnected)."""
+    """Patch desired properties (`properties`, or `properties.desired` as GET shows them),
+    rename (`name` or `tags.name`), move (`tags.project`, `tags.deployment`), or
+    enable/disable the device (a disabled device is disconnected). A GET answer sent back
+    is taken; a field that cannot be applied is a 400 naming it."""
     services = services_of(request)
+    tags = body.tags or DeviceTags()
+    if body.model_fields_set - {"properties", "name", "tags", "provisioningStatus"} or (
+        "user" in tags.model_fields_set
+    ):
+        current = await _device_json(
+            services, caller, await services.registry.get_device(caller, device_id)
+        )
+        _check_read_only(body, current, _DEVICE_READ_ONLY)
+        if "user" in tags.model_fields_set and tags.user != current["tags"]["user"]:
+            raise Invalid(
+                f"tags.user is read-only (it is {current['tags']['user']!r})", field="tags.user"
+            )
     enabled = None if body.provisioningStatus is None else body.provisioningStatus == "enabled"
     device = await services.registry.edit_device(
         caller,
         device_id,
-        desired=body.properties,
-        name=body.name or (body.tags.name if body.tags else None),
+        desired=_desired(body.properties),
+        name=body.name or tags.name,
         enabled=enabled,
+        project=tags.project if tags.project is not None else KEEP,
+        deployment=tags.deployment if tags.deployment is not None else KEEP,
     )
     return OrjsonResponse(await _device_json(services, caller, device))
 
@@ -691,11 +747,17 @@ async def get_module(
 
 @router.put("/devices/{device_id}/modules/{module_id}", tags=["modules"])
 async def update_module(
-    device_id: DeviceId, module_id: str, body: DeviceUpdate, request: Request, caller: Caller
+    device_id: DeviceId, module_id: str, body: ModuleUpdate, request: Request, caller: Caller
 ) -> Response:
+    """Patch the module's desired properties (as for a device)."""
     services = services_of(request)
+    if body.model_fields_set - {"properties"}:
+        current = await _module_json(
+            services, caller, await services.registry.get_module(caller, device_id, module_id)
+        )
+        _check_read_only(body, current, _MODULE_READ_ONLY)
     module = await services.registry.edit_module(
-        caller, device_id, module_id, desired=body.properties
+        caller, device_id, module_id, desired=_desired(body.properties)
     )
     return OrjsonResponse(await _module_json(services, caller, module))
 
@@ -846,7 +908,11 @@ async def list_events(
 
 
 def _days(retention: Retention) -> dict[str, float | None]:
-    return {"telemetryDays": retention.telemetry_days, "eventsDays": retention.events_days}
+    return {
+        "telemetryDays": retention.telemetry_days,
+        "eventsDays": retention.events_days,
+        "filesDays": retention.files_days,
+    }
 
 
 def _retention_json(view: RetentionView) -> dict[str, Any]:
@@ -855,8 +921,9 @@ def _retention_json(view: RetentionView) -> dict[str, Any]:
 
 @router.get("/account/retention", tags=["retention"])
 async def get_retention(request: Request, caller: Caller) -> Response:
-    """How many days the account keeps telemetry and events (0 = forever): the days that
-    apply, the account's own setting (`null` = the server's default) and the server's."""
+    """How many days the account keeps telemetry, events and device files (0 = forever): the
+    days that apply, the account's own setting (`null` = the server's default) and the
+    server's."""
     return OrjsonResponse(_retention_json(await services_of(request).retention.get(caller)))
 
 
@@ -870,6 +937,8 @@ async def put_retention(body: RetentionUpdate, request: Request, caller: Caller)
         changes["telemetry_days"] = body.telemetryDays
     if "eventsDays" in given:
         changes["events_days"] = body.eventsDays
+    if "filesDays" in given:
+        changes["files_days"] = body.filesDays
     view = await services_of(request).retention.set(caller, **changes)
     return OrjsonResponse(_retention_json(view))
 
@@ -920,4 +989,6 @@ def create_app(context: FaceContext) -> FastAPI:
     app.state.openapi_patches.append(document_page_size("limit", context.settings.page_max))
     app.include_router(public)
     app.include_router(router)
+    app.include_router(stream.router)
+    app.include_router(ioto_router)
     return app

@@ -28,6 +28,8 @@ __all__ = [
     "EnrollmentGroupCreate",
     "MethodRequest",
     "ModuleCreate",
+    "ModuleUpdate",
+    "ProductCreate",
     "RetentionUpdate",
     "TokenCreate",
     "UserCreate",
@@ -57,7 +59,8 @@ def _whole(value: Any) -> Any:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # A field this face does not apply is a 400 naming it, never silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
 
 class DeviceCreate(_Body):
@@ -67,17 +70,54 @@ class DeviceCreate(_Body):
     isIoTEdgeCapable: StrictBool = False
 
 
-class DeviceTags(_Body):
+class _Strict(BaseModel):
+    # A field this face cannot apply is a 400 naming it, never a silent 200.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceTags(_Strict):
     name: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    project: StrictStr | None = Field(
+        default=None, min_length=1, max_length=128, json_schema_extra=ID_SCHEMA
+    )
+    deployment: StrictStr | None = Field(
+        default=None, min_length=1, max_length=128, json_schema_extra=ID_SCHEMA
+    )
+    user: StrictStr | None = Field(default=None, description="Read-only: who created it")
 
 
-class DeviceUpdate(_Body):
-    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the ST API)."""
+class DeviceUpdate(_Strict):
+    """PUT /v1/devices/{id}: `properties` is a desired-properties patch (as in the ST API), or
+    `{"desired": {...}}` as GET shows it; `tags.project`/`tags.deployment` move the device.
+    The other fields GET shows are read-only: taken when they hold what the device has, a
+    400 naming them otherwise (connectionState and lastActivityTime describe the moment of
+    the GET: any value is taken)."""
 
     properties: dict[str, Any] | None = None
     name: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     tags: DeviceTags | None = None
     provisioningStatus: Literal["enabled", "disabled"] | None = None
+    id: StrictStr | None = None
+    idScope: StrictStr | None = None
+    isIoTEdgeCapable: StrictBool | None = None
+    credentials: dict[str, Any] | None = None
+    modelId: StrictStr | None = None
+    modules: list[dict[str, Any]] | None = None
+    connectionState: StrictStr | None = None
+    lastActivityTime: StrictStr | None = None
+
+
+class ModuleUpdate(_Strict):
+    """PUT /v1/devices/{id}/modules/{m}: `properties` as for a device; the other fields of
+    the module's GET shape are read-only, as for a device."""
+
+    properties: dict[str, Any] | None = None
+    moduleId: StrictStr | None = None
+    deviceId: StrictStr | None = None
+    credentials: dict[str, Any] | None = None
+    modelId: StrictStr | None = None
+    connectionState: StrictStr | None = None
+    lastActivityTime: StrictStr | None = None
 
 
 class MethodRequest(_Body):
@@ -136,3 +176,10 @@ class RetentionUpdate(_Body):
 
     telemetryDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
     eventsDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
+    filesDays: StrictFloat | None = Field(default=None, ge=0, le=36_500)
+
+
+class ProductCreate(_Body):
+    """POST /v1/ioto/products: the name is also the project its claimed devices go into."""
+
+    name: Annotated[StrictStr, Field(json_schema_extra=ID_SCHEMA)]

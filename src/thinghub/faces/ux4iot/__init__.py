@@ -7,6 +7,7 @@ from starlette.routing import Mount
 
 from thinghub.faces.face import Face, FaceContext, FaceParts
 from thinghub.faces.ux4iot.nats_store import NatsSessionStore
+from thinghub.faces.ux4iot.reference import REFERENCE_PATH
 from thinghub.faces.ux4iot.routes import FACE_NAME, create_app
 from thinghub.faces.ux4iot.runtime import Ux4iotRuntime
 from thinghub.faces.ux4iot.store import SessionStore
@@ -35,8 +36,15 @@ def build(context: FaceContext) -> FaceParts:
         # The client's Engine.IO path is always /socket.io/, whatever the Endpoint's path.
         root_routes=(Mount("/socket.io", app=runtime.channel.asgi()),),
         workers=(runtime,),
+        connections=lambda: {"socketio": runtime.channel.socket_count},
     )
 
 
 # On its own port (--face-listen) it answers at `/`: an Endpoint without a path, namespace `/`.
-FACE = Face(name=FACE_NAME, prefix="/ux4iot", native_prefix="", build=build)
+FACE = Face(
+    name=FACE_NAME,
+    prefix="/ux4iot",
+    native_prefix="",
+    build=build,
+    references=(("Socket.IO reference", REFERENCE_PATH),),
+)

@@ -43,6 +43,7 @@ from thinghub.faces.ux4iot.payloads import (
     method_response,
     twin_document,
 )
+from thinghub.faces.ux4iot.reference import REFERENCE_PATH, socketio_reference
 from thinghub.faces.ux4iot.runtime import Ux4iotRuntime, session_principal
 from thinghub.faces.ux4iot.schemas import (
     KEY_HEADER,
@@ -509,4 +510,5 @@ def create_app(context: FaceContext, runtime: Ux4iotRuntime) -> FastAPI:
         max_age=600,
     )
     app.include_router(router)
+    app.add_api_route(REFERENCE_PATH, socketio_reference, methods=["GET"], include_in_schema=False)
     return app

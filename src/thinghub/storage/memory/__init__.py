@@ -11,10 +11,13 @@ from thinghub.ports.store import Stores
 from thinghub.storage.memory._tables import Tables
 from thinghub.storage.memory.accounts import MemoryAccountStore, MemoryCredentialStore
 from thinghub.storage.memory.c2d import MemoryC2DStore
+from thinghub.storage.memory.claims import MemoryClaimStore
 from thinghub.storage.memory.commands import MemoryCommandStore
 from thinghub.storage.memory.devices import MemoryDeviceStore
 from thinghub.storage.memory.documents import MemoryDocumentStore
 from thinghub.storage.memory.events import MemoryEventStore
+from thinghub.storage.memory.files import MemoryFileStore
+from thinghub.storage.memory.products import MemoryProductStore
 from thinghub.storage.memory.sessions import MemorySessionStore
 from thinghub.storage.memory.telemetry import MemoryTelemetryStore
 from thinghub.storage.memory.twins import MemoryTwinStore
@@ -22,11 +25,14 @@ from thinghub.storage.memory.twins import MemoryTwinStore
 __all__ = [
     "MemoryAccountStore",
     "MemoryC2DStore",
+    "MemoryClaimStore",
     "MemoryCommandStore",
     "MemoryCredentialStore",
     "MemoryDeviceStore",
     "MemoryDocumentStore",
     "MemoryEventStore",
+    "MemoryFileStore",
+    "MemoryProductStore",
     "MemorySessionStore",
     "MemoryTelemetryStore",
     "MemoryTwinStore",
@@ -55,4 +61,7 @@ def memory_stores(
         c2d=MemoryC2DStore(tables),
         sessions=MemorySessionStore(tables),
         documents=MemoryDocumentStore(tables),
+        products=MemoryProductStore(tables),
+        claims=MemoryClaimStore(tables),
+        files=MemoryFileStore(tables),
     )

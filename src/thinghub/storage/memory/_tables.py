@@ -53,6 +53,9 @@ class Tables:
     c2d: dict[str, Row] = field(default_factory=dict)  # id -> c2d row
     sessions: dict[str, str] = field(default_factory=dict)  # client id -> JSON text
     documents: dict[tuple[str, str, str], Row] = field(default_factory=dict)  # -> (body, µs)
+    products: dict[str, Row] = field(default_factory=dict)  # id -> PRODUCT_COLUMNS
+    registrations: dict[str, Row] = field(default_factory=dict)  # id -> REGISTRATION_COLUMNS
+    files: dict[tuple[str, str], Row] = field(default_factory=dict)  # (account, key) -> FILE
     # Row ids, increasing per table as SQL's serial columns do.
     telemetry_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     observation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))

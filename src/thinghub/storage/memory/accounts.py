@@ -62,6 +62,10 @@ class MemoryCredentialStore(MemoryArea):
     async def get_user(self, username: str) -> User | None:
         return next((as_user(r) for r in self.tables.users.values() if r[2] == username), None)
 
+    async def list_users(self, account_id: str) -> list[User]:
+        rows = [r for r in self.tables.users.values() if r[1] == account_id]
+        return [as_user(r) for r in sorted(rows, key=lambda r: r[2])]
+
     async def insert_token(self, token: ApiToken) -> None:
         tokens = self.tables.tokens
         unique(

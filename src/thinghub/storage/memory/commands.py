@@ -10,7 +10,7 @@ __all__ = ["MemoryCommandStore"]
 
 # Columns of a command row (COMMAND_COLUMNS): the device, the status, the creation time, and
 # from the status on what `update` writes (status, ..., completed_at, response_code, result).
-_DEVICE, _STATUS, _CREATED, _COMPLETED = 2, 6, 7, 10
+_ID, _DEVICE, _NAME, _STATUS, _CREATED, _COMPLETED = 0, 2, 3, 6, 7, 10
 
 
 class MemoryCommandStore(MemoryArea):
@@ -38,3 +38,10 @@ class MemoryCommandStore(MemoryArea):
             if r[_DEVICE] == device_id and r[_STATUS] == CommandStatus.PENDING.value
         ]
         return [as_command(r) for r in sorted(rows, key=lambda r: r[_CREATED])]
+
+    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+        rows = [
+            r for r in self.tables.commands.values() if r[_DEVICE] == device_id and r[_NAME] == name
+        ]
+        rows.sort(key=lambda r: (r[_CREATED], r[_ID]), reverse=True)
+        return [as_command(r) for r in rows[:limit]]

@@ -12,10 +12,13 @@ from thinghub.ports.store import Lifecycle, Stores, TelemetryStore
 from thinghub.storage.database import Database
 from thinghub.storage.sql.accounts import SqlAccountStore, SqlCredentialStore
 from thinghub.storage.sql.c2d import SqlC2DStore
+from thinghub.storage.sql.claims import SqlClaimStore
 from thinghub.storage.sql.commands import SqlCommandStore
 from thinghub.storage.sql.devices import SqlDeviceStore
 from thinghub.storage.sql.documents import SqlDocumentStore
 from thinghub.storage.sql.events import SqlEventStore
+from thinghub.storage.sql.files import SqlFileStore
+from thinghub.storage.sql.products import SqlProductStore
 from thinghub.storage.sql.sessions import SqlSessionStore
 from thinghub.storage.sql.telemetry import SqlTelemetryStore
 from thinghub.storage.sql.twins import SqlTwinStore
@@ -23,11 +26,14 @@ from thinghub.storage.sql.twins import SqlTwinStore
 __all__ = [
     "SqlAccountStore",
     "SqlC2DStore",
+    "SqlClaimStore",
     "SqlCommandStore",
     "SqlCredentialStore",
     "SqlDeviceStore",
     "SqlDocumentStore",
     "SqlEventStore",
+    "SqlFileStore",
+    "SqlProductStore",
     "SqlSessionStore",
     "SqlTelemetryStore",
     "SqlTwinStore",
@@ -57,5 +63,8 @@ def sql_stores(db: Database, *, telemetry: TelemetryWriter | None = None) -> Sto
         c2d=SqlC2DStore(db),
         sessions=SqlSessionStore(db),
         documents=SqlDocumentStore(db),
+        products=SqlProductStore(db),
+        claims=SqlClaimStore(db),
+        files=SqlFileStore(db),
         resources=(db,) if telemetry is None else (db, telemetry),
     )

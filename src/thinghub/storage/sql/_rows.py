@@ -15,11 +15,14 @@ from typing import Any
 
 import orjson
 
+from thinghub.domain.claims import ClaimState, Registration
 from thinghub.domain.commands import Command, CommandMode, CommandStatus
+from thinghub.domain.device_files import DeviceFile
 from thinghub.domain.errors import Invalid
 from thinghub.domain.events import Event, EventType
 from thinghub.domain.json_depth import JSON_DEPTH_CEILING, exceeds_depth
 from thinghub.domain.model import Account, ApiToken, Device, DeviceKind, Retention, Role, User
+from thinghub.domain.products import Product
 from thinghub.domain.roles import stored_role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.domain.twin import Twin, TwinSection
@@ -30,6 +33,9 @@ __all__ = [
     "COMMAND_COLUMNS",
     "DEVICE_COLUMNS",
     "END_US",
+    "FILE_COLUMNS",
+    "PRODUCT_COLUMNS",
+    "REGISTRATION_COLUMNS",
     "TELEMETRY_COLUMNS",
     "TOKEN_COLUMNS",
     "USER_COLUMNS",
@@ -40,6 +46,9 @@ __all__ = [
     "as_command",
     "as_device",
     "as_event",
+    "as_file",
+    "as_product",
+    "as_registration",
     "as_telemetry",
     "as_token",
     "as_twin",
@@ -52,9 +61,12 @@ __all__ = [
     "dumps",
     "encode_cursor",
     "event_params",
+    "file_params",
     "from_us",
     "loads",
+    "product_params",
     "range_us",
+    "registration_params",
     "retention_json",
     "section_json",
     "telemetry_params",
@@ -151,14 +163,22 @@ USER_COLUMNS = "id, account_id, username, password_hash, role, created_at"
 
 def retention_json(retention: Retention) -> str | None:
     """One JSON object per account (kind -> days), so a new kind (files) needs no migration."""
-    days = {"telemetry": retention.telemetry_days, "events": retention.events_days}
+    days = {
+        "telemetry": retention.telemetry_days,
+        "events": retention.events_days,
+        "files": retention.files_days,
+    }
     kept = {kind: value for kind, value in days.items() if value is not None}
     return dumps(kept) if kept else None
 
 
 def _retention(text: str | None) -> Retention:
     days = loads(text) or {}
-    return Retention(telemetry_days=days.get("telemetry"), events_days=days.get("events"))
+    return Retention(
+        telemetry_days=days.get("telemetry"),
+        events_days=days.get("events"),
+        files_days=days.get("files"),
+    )
 
 
 def account_params(a: Account) -> tuple[Any, ...]:
@@ -402,3 +422,69 @@ def event_params(e: Event) -> tuple[Any, ...]:
 def as_event(row: Sequence[Any]) -> Event:
     return Event(row[0], row[1], EventType(row[4]), from_us(row[5]) or 0.0, as_body(row[6]),
                  row[2], row[3])  # fmt: skip
+
+
+# -- Ioto: products, registrations, device files -------------------------------------------
+
+PRODUCT_COLUMNS = "id, account_id, name, token_hash, created_at, revoked_at"
+REGISTRATION_COLUMNS = (
+    "id, product_id, product_account_id, state, registered_at, accessed_at, generation, "
+    "account_id, claimed_at, test, version, checked, certificate_fingerprint, provisions"
+)
+FILE_COLUMNS = "account_id, key, device_id, size, md5, content_type, modified_at"
+
+
+def product_params(p: Product) -> tuple[Any, ...]:
+    return (p.id, p.account_id, p.name, p.token_hash, to_us(p.created_at), _opt_us(p.revoked_at))
+
+
+def as_product(row: Sequence[Any]) -> Product:
+    return Product(row[0], row[1], row[2], row[3], from_us(row[4]) or 0.0, from_us(row[5]))
+
+
+def registration_params(r: Registration) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.product_id,
+        r.product_account_id,
+        r.state.value,
+        to_us(r.registered_at),
+        to_us(r.accessed_at),
+        r.generation,
+        r.account_id,
+        _opt_us(r.claimed_at),
+        int(r.test),
+        r.version,
+        r.checked,
+        r.certificate_fingerprint,
+        dumps([to_us(t) for t in r.provisions]),
+    )
+
+
+def as_registration(row: Sequence[Any]) -> Registration:
+    return Registration(
+        id=row[0],
+        product_id=row[1],
+        product_account_id=row[2],
+        state=ClaimState(row[3]),
+        registered_at=from_us(row[4]) or 0.0,
+        accessed_at=from_us(row[5]) or 0.0,
+        generation=int(row[6]),
+        account_id=row[7],
+        claimed_at=from_us(row[8]),
+        test=bool(row[9]),
+        version=row[10],
+        checked=row[11],
+        certificate_fingerprint=row[12],
+        provisions=tuple(us / 1_000_000 for us in loads(row[13]) or ()),
+    )
+
+
+def file_params(f: DeviceFile) -> tuple[Any, ...]:
+    return (f.account_id, f.key, f.device_id, f.size, f.md5_hex, f.content_type,
+            to_us(f.modified_at))  # fmt: skip
+
+
+def as_file(row: Sequence[Any]) -> DeviceFile:
+    return DeviceFile(row[0], row[1], row[2], int(row[3]), row[4], row[5],
+                      from_us(row[6]) or 0.0)  # fmt: skip

@@ -80,6 +80,13 @@ class SqlCredentialStore(SqlArea):
         )
         return None if row is None else as_user(row)
 
+    async def list_users(self, account_id: str) -> list[User]:
+        rows = await self.db.fetch_all(
+            f"SELECT {USER_COLUMNS} FROM users WHERE account_id = ? ORDER BY username",
+            (account_id,),
+        )
+        return [as_user(r) for r in rows]
+
     async def insert_token(self, token: ApiToken) -> None:
         await self._write(
             Step(

@@ -51,3 +51,11 @@ class SqlCommandStore(SqlArea):
             (device_id, CommandStatus.PENDING.value),
         )
         return [as_command(r) for r in rows]
+
+    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+        rows = await self.db.fetch_all(
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = ? AND name = ? "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            (device_id, name, limit),
+        )
+        return [as_command(r) for r in rows]

@@ -1,0 +1,370 @@
+"""Routes of the IoT Central face for device groups and jobs (the real API's shapes).
+
+A device group is a saved filter (faces/central/groups.py); a job applies one change to every
+device of a group, with per-device status (services/jobs.py). The routes translate shapes;
+the rules are the services'.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from thinghub.domain.clock import format_ts_short
+from thinghub.domain.errors import Invalid
+from thinghub.domain.jobs import DeviceRunStatus, Job, JobStep, StepKind
+from thinghub.domain.model import Device, Principal
+from thinghub.faces._http import OrjsonResponse, services_of
+from thinghub.faces.central._wire import caller_dependency, device_json, device_record
+from thinghub.faces.central.groups import group_filter
+from thinghub.faces.central.query import MAX_QUERY_CHARS, parse_query
+from thinghub.ports import TelemetryQuery
+from thinghub.services.core import Services
+from thinghub.services.device_groups import DeviceGroup
+
+__all__ = ["router"]
+
+
+# Routes that honour If-Match answer 412 when it names another state.
+IF_MATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    412: {"description": "If-Match names another state than the current one; nothing changed"}
+}
+
+
+class _Strict(BaseModel):
+    # A field this face cannot apply is a 400 naming it.
+    model_config = ConfigDict(extra="forbid")
+
+
+class GroupBody(_Strict):
+    displayName: StrictStr | None = None
+    filter: StrictStr | None = None
+    description: StrictStr | None = None
+    id: StrictStr | None = Field(default=None, description="Read-only: the path's id")
+    etag: StrictStr | None = Field(default=None, description="As If-Match")
+
+
+class JobStepBody(_Strict):
+    type: StrictStr = Field(json_schema_extra={"enum": [k.value for k in StepKind]})
+    path: StrictStr = Field(min_length=1, max_length=256)
+    target: StrictStr | None = Field(default=None, description="The device template")
+    value: Any = None
+
+
+class JobBody(_Strict):
+    displayName: StrictStr = Field(min_length=1, max_length=200)
+    group: StrictStr = Field(min_length=1, max_length=128)
+    data: list[JobStepBody] = Field(min_length=1)
+    description: StrictStr | None = Field(default=None, max_length=2000)
+    id: StrictStr | None = Field(default=None, description="Read-only: the path's id")
+
+
+def _group_json(group: DeviceGroup) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": group.id,
+        "displayName": group.display_name,
+        "filter": group.filter,
+        "etag": group.etag,
+    }
+    if group.description is not None:
+        out["description"] = group.description
+    return out
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": job.id,
+        "displayName": job.display_name,
+        "group": job.group,
+        "data": [
+            {
+                "type": s.kind.value,
+                "path": s.path,
+                "value": s.value,
+                **({"target": s.target} if s.target is not None else {}),
+            }
+            for s in job.steps
+        ],
+        "status": job.status.value,
+        "progress": {
+            "total": len(job.devices),
+            **{status.value: job.count(status) for status in DeviceRunStatus},
+        },
+    }
+    if job.description is not None:
+        out["description"] = job.description
+    if job.rerun_of is not None:
+        out["rerunOf"] = job.rerun_of
+    return out
+
+
+def _same_id(given: str | None, path_id: str) -> None:
+    if given is not None and given != path_id:
+        raise Invalid(f"id is read-only (it is {path_id!r})", field="id")
+
+
+async def _members(services: Services, caller: Principal, group: DeviceGroup) -> list[Device]:
+    """The devices of a group the caller may see, by id."""
+    matcher = group_filter(group.filter)
+    devices = sorted(await services.registry.list_devices(caller), key=lambda d: d.id)
+    return [d for d in devices if matcher is None or matcher.matches(device_record(d))]
+
+
+Caller = Annotated[Principal, Depends(caller_dependency)]
+# Included by app.py behind the face's dependencies (credentials first, then api-version).
+router = APIRouter()
+
+
+# -- device groups -------------------------------------------------------------------
+
+
+@router.get("/deviceGroups", tags=["deviceGroups"], summary="List device groups")
+async def list_groups(request: Request, caller: Caller) -> Response:
+    groups = await services_of(request).device_groups.list(caller)
+    return OrjsonResponse({"value": [_group_json(g) for g in groups]})
+
+
+@router.get("/deviceGroups/{group_id}", tags=["deviceGroups"], summary="Get a device group")
+async def get_group(group_id: str, request: Request, caller: Caller) -> Response:
+    group = await services_of(request).device_groups.get(caller, group_id)
+    return OrjsonResponse(_group_json(group))
+
+
+@router.put(
+    "/deviceGroups/{group_id}",
+    responses=IF_MATCH_RESPONSES,
+    tags=["deviceGroups"],
+    summary="Create or replace a device group",
+)
+async def put_group(group_id: str, body: GroupBody, request: Request, caller: Caller) -> Response:
+    """`{displayName, filter, description?}`: `filter` is `SELECT * FROM devices [WHERE
+    …]` or an OData `$filter`; checked here (400 naming `filter`)."""
+    _same_id(body.id, group_id)
+    if body.filter is not None:
+        group_filter(body.filter)
+    group = await services_of(request).device_groups.put(
+        caller,
+        group_id,
+        display_name=body.displayName,
+        filter_text=body.filter,
+        description=body.description,
+        if_match=request.headers.get("if-match", body.etag),
+    )
+    return OrjsonResponse(_group_json(group))
+
+
+@router.patch(
+    "/deviceGroups/{group_id}",
+    tags=["deviceGroups"],
+    summary="Update a device group",
+    responses=IF_MATCH_RESPONSES,
+)
+async def patch_group(group_id: str, body: GroupBody, request: Request, caller: Caller) -> Response:
+    _same_id(body.id, group_id)
+    services = services_of(request)
+    current = await services.device_groups.get(caller, group_id)
+    if body.filter is not None:
+        group_filter(body.filter)
+    fields = body.model_fields_set
+    group = await services.device_groups.put(
+        caller,
+        group_id,
+        display_name=body.displayName if "displayName" in fields else current.display_name,
+        filter_text=body.filter if "filter" in fields else current.filter,
+        description=body.description if "description" in fields else current.description,
+        if_match=request.headers.get("if-match", body.etag),
+    )
+    return OrjsonResponse(_group_json(group))
+
+
+@router.delete(
+    "/deviceGroups/{group_id}",
+    responses=IF_MATCH_RESPONSES,
+    status_code=204,
+    tags=["deviceGroups"],
+    summary="Delete a device group",
+)
+async def delete_group(group_id: str, request: Request, caller: Caller) -> Response:
+    await services_of(request).device_groups.delete(
+        caller, group_id, if_match=request.headers.get("if-match")
+    )
+    return Response(status_code=204)
+
+
+@router.get(
+    "/deviceGroups/{group_id}/devices",
+    tags=["deviceGroups"],
+    summary="List the devices of a device group",
+)
+async def group_devices(group_id: str, request: Request, caller: Caller) -> Response:
+    services = services_of(request)
+    group = await services.device_groups.get(caller, group_id)
+    members = await _members(services, caller, group)
+    return OrjsonResponse({"value": [await device_json(services, d) for d in members]})
+
+
+# -- jobs ----------------------------------------------------------------------------
+
+
+@router.get("/jobs", tags=["jobs"], summary="List jobs")
+async def list_jobs(request: Request, caller: Caller) -> Response:
+    jobs = await services_of(request).jobs.list(caller)
+    return OrjsonResponse({"value": [_job_json(j) for j in jobs]})
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"], summary="Get a job")
+async def get_job(job_id: str, request: Request, caller: Caller) -> Response:
+    return OrjsonResponse(_job_json(await services_of(request).jobs.get(caller, job_id)))
+
+
+@router.put("/jobs/{job_id}", tags=["jobs"], summary="Run a job on a device group")
+async def create_job(job_id: str, body: JobBody, request: Request, caller: Caller) -> Response:
+    """`{displayName, group, data: [{type: property|command|cloudProperty, path, value,
+    target?}]}`: applied to every device of the group the caller may see, one by one;
+    `GET /jobs/{id}` and `/jobs/{id}/devices` show the progress. 409 for a used id."""
+    _same_id(body.id, job_id)
+    services = services_of(request)
+    group = await services.device_groups.get(caller, body.group)
+    members = await _members(services, caller, group)
+    steps = []
+    for index, step in enumerate(body.data):
+        try:
+            kind = StepKind(step.type)
+        except ValueError:
+            raise Invalid(
+                f"data[{index}].type must be one of {', '.join(k.value for k in StepKind)}",
+                field=f"data.{index}.type",
+            ) from None
+        steps.append(JobStep(kind, step.path, step.value, step.target))
+    job = await services.jobs.create(
+        caller,
+        job_id,
+        display_name=body.displayName,
+        group=group.id,
+        device_ids=[d.id for d in members],
+        steps=steps,
+        description=body.description,
+    )
+    return OrjsonResponse(_job_json(job))
+
+
+@router.get("/jobs/{job_id}/devices", tags=["jobs"], summary="A job's per-device status")
+async def job_devices(job_id: str, request: Request, caller: Caller) -> Response:
+    job = await services_of(request).jobs.get(caller, job_id)
+    return OrjsonResponse(
+        {
+            "value": [
+                {
+                    "id": r.device_id,
+                    "status": r.status.value,
+                    **({"error": r.error} if r.error is not None else {}),
+                }
+                for r in job.devices
+            ]
+        }
+    )
+
+
+@router.post("/jobs/{job_id}/stop", status_code=204, tags=["jobs"], summary="Stop a job")
+async def stop_job(job_id: str, request: Request, caller: Caller) -> Response:
+    await services_of(request).jobs.stop(caller, job_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/jobs/{job_id}/resume", status_code=204, tags=["jobs"], summary="Resume a stopped job"
+)
+async def resume_job(job_id: str, request: Request, caller: Caller) -> Response:
+    await services_of(request).jobs.resume(caller, job_id)
+    return Response(status_code=204)
+
+
+@router.put(
+    "/jobs/{job_id}/rerun/{rerun_id}",
+    tags=["jobs"],
+    summary="Rerun a job on its failed devices",
+)
+async def rerun_job(
+    job_id: str, rerun_id: str, request: Request, caller: Caller, body: Any = Body(None)
+) -> Response:
+    """A new job `rerun_id` with the same data over the devices that failed."""
+    if body not in (None, {}):
+        raise Invalid("a rerun takes no body", field="body")
+    job = await services_of(request).jobs.rerun(caller, job_id, rerun_id)
+    return OrjsonResponse(_job_json(job))
+
+
+# -- query ---------------------------------------------------------------------------------------
+
+# The most telemetry messages one query reads (over every device of its template).
+MAX_QUERY_ROWS = 100_000
+_QUERY_PAGE = 1000
+
+
+QUERY_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["query"],
+                    "additionalProperties": False,
+                    "properties": {"query": {"type": "string", "maxLength": MAX_QUERY_CHARS}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/query", tags=["query"], summary="Run a query over telemetry", openapi_extra=QUERY_BODY_DOC
+)
+async def run_query(request: Request, caller: Caller, body: Any = Body(None)) -> Response:
+    """IoT Central's query language, the documented subset (faces/central/query.py):
+    `{"query": "SELECT $id, $ts, temperature FROM <template> WHERE WITHIN_WINDOW(P1D)"}` →
+    `{"results": [...]}`, over the devices of the template the caller may see."""
+    if not isinstance(body, dict):
+        raise Invalid('the body must be {"query": "SELECT ..."}', field="body")
+    for key in body:
+        if key != "query":
+            raise Invalid(f"{key} is not a field this route applies", field=key)
+    query = parse_query(body.get("query"))
+    services = services_of(request)
+    await services.templates.get(caller, query.template)  # 404 for an unknown template
+    now = services.queries.now()
+    since = query.since(now)
+    rows: list[dict[str, Any]] = []
+    for device in await services.registry.list_devices(caller):
+        if device.template != query.template:
+            continue
+        cursor: str | None = None
+        while len(rows) < MAX_QUERY_ROWS:
+            page = await services.queries.telemetry(
+                caller,
+                TelemetryQuery(
+                    caller.account_id,
+                    device_id=device.id,
+                    since=since,
+                    limit=_QUERY_PAGE,
+                    cursor=cursor,
+                ),
+            )
+            for message in page.items:
+                if message.device_id != device.id or not isinstance(message.body, dict):
+                    continue
+                prefix = f"{message.component}." if message.component else ""
+                row = {prefix + k: v for k, v in message.body.items()}
+                row.update({"$id": device.id, "$ts": message.enqueued_at})
+                rows.append(row)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    results = query.run(rows, now)
+    for result in results:
+        if isinstance(result.get("$ts"), int | float):
+            result["$ts"] = format_ts_short(result["$ts"])
+    return OrjsonResponse({"results": results})

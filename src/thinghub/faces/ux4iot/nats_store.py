@@ -85,6 +85,7 @@ TOUCH_SLACK_S = 1.0  # a touch writes when the stored last-seen time is this far
 # The replica's watch wakes up this often when nothing changes, to notice that NATS reconnected
 # (it then watches anew: an ordered consumer can take seconds to recover on its own).
 WATCH_POLL_S = 0.25
+WATCH_RETRY_S = 0.5  # the pause before watching again after an error
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: "wrong last sequence"
 
 T = TypeVar("T")
@@ -500,8 +501,11 @@ class NatsSessionStore:
             try:
                 await self._watch()
             except (nats.errors.Error, TimeoutError, Unavailable) as exc:
+                if self._nc.is_closed:  # the node is stopping
+                    logger.info("ux4iot: session watch ended (the NATS connection closed)")
+                    return
                 logger.warning("ux4iot: session watch interrupted (%s); watching again", exc)
-                await asyncio.sleep(WATCH_POLL_S / 5)
+                await asyncio.sleep(WATCH_RETRY_S)
 
     async def _watch(self) -> None:
         kv = await self.bucket()

@@ -570,6 +570,8 @@ class ThingHub:
             clock,
             nats=None if cluster is None else cluster.nc,
             node_id=me,
+            node_boot="" if cluster is None else cluster.boot,
+            node_alive=None if cluster is None else cluster.presence.is_alive,
         )
         built = [(face, face.build(context)) for face in self.faces]
         for face, parts in built:

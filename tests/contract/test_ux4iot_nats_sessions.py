@@ -254,3 +254,46 @@ async def test_the_replicas_follow_after_nats_restarts(tmp_path: Path) -> None:
                     await task
             for nc in clients:
                 await nc.close()
+
+
+async def test_sockets_of_a_dead_node_do_not_keep_a_session(nats_url: str) -> None:
+    """With the cluster's node leases, a session whose only socket was on a node that died
+    idles out; a socket on a live node keeps its session."""
+    dead: set[tuple[str, str]] = set()
+
+    async def node_alive(node: str, boot: str) -> bool:
+        return (node, boot) not in dead
+
+    bucket = f"ux4iot_test_{time.monotonic_ns()}"
+    clients = [await nats.connect(nats_url) for _ in range(2)]
+    a, b = (
+        NatsSessionStore(nc, f"run{i}:node{i}", idle_s=IDLE_S, bucket=bucket, node_alive=node_alive)
+        for i, nc in enumerate(clients)
+    )
+    tasks = [asyncio.create_task(store.run()) for store in (a, b)]
+    try:
+        await asyncio.wait_for(a.replica_ready.wait(), WITHIN_S)
+        orphan = (await a.create(T0)).id
+        kept = (await a.create(T0)).id
+        assert await b.attach(orphan, T0) is not None
+        assert await b.attach(kept, T0) is not None
+        assert await a.attach(kept, T0) is not None
+
+        def replicated() -> bool:
+            states = (a.replica.state(orphan), a.replica.state(kept))
+            return [None if st is None else st.sockets for st in states] == [1, 2]
+
+        await eventually(replicated, "the attaches replicated")
+        late = T0 + IDLE_S * 3
+        assert await a.expire(late) == []  # node1 is alive: its sockets keep both
+        dead.add(("node1", "run1"))
+        assert await a.expire(late) == [orphan]  # node0's own socket keeps `kept`
+        assert await a.get(kept, late) is not None
+        assert await b.get(orphan, late) is None
+    finally:
+        for task in tasks:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        for nc in clients:
+            await nc.close()

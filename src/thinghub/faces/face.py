@@ -26,7 +26,7 @@ they keep in `FaceContext.shared`, which lives as long as the server.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +85,8 @@ class FaceContext:
     # keeps what every node must see (ux4iot sessions), and this node's id. None on a lone node.
     nats: Client | None = None
     node_id: str = ""
+    node_boot: str = ""  # this run of the node
+    node_alive: Callable[[str, str], Awaitable[bool]] | None = None  # (node id, run) alive?
 
 
 @dataclass(frozen=True, slots=True)

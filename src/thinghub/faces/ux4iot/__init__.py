@@ -24,9 +24,11 @@ def build(context: FaceContext) -> FaceParts:
         if context.nats is not None:  # sessions shared by every node of the cluster
             store = NatsSessionStore(
                 context.nats,
-                f"{context.node_id}/{secrets.token_hex(4)}",  # this run's socket counts
+                # this run's socket counts: "<run>:<node id>"
+                f"{context.node_boot or secrets.token_hex(8)}:{context.node_id}",
                 idle_s=context.settings.ux4iot_session_idle_s,
                 max_sessions=context.settings.ux4iot_max_sessions,
+                node_alive=context.node_alive if context.node_boot else None,
             )
         runtime = context.shared[FACE_NAME] = Ux4iotRuntime(
             context.services, context.settings, now=context.clock.now, store=store

@@ -29,8 +29,9 @@ protocol, times, grants, subscriptions, and the sockets attached to it *per node
 TOUCH_SLACK_S behind, so a burst of requests costs reads, not writes; idle expiry is at most
 that much early.
 
-Known limit: a node that dies with sockets attached leaves its counts in the entries of their
-sessions, which then never idle out; `DELETE /sessions` (or deleting each) removes them.
+A node that dies with sockets attached leaves its counts in their sessions' entries. Given
+`node_alive` (the cluster's node leases), the sweep does not count sockets of nodes whose lease
+lapsed, so those sessions idle out as if the sockets had closed when the node died.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ class NatsSessionStore:
         max_subscriptions: int = MAX_SUBSCRIPTIONS_PER_SESSION,
         new_id: Callable[[], str] = new_uuid,
         bucket: str = SESSIONS_BUCKET,
+        node_alive: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -197,6 +199,10 @@ class NatsSessionStore:
         )
         self._revisions: dict[str, int] = {}  # replica: session id -> revision held
         self.replica_ready = asyncio.Event()  # the watch delivered what the bucket held
+        self._holders: dict[str, dict[str, int]] = {}  # replica: session id -> sockets per node
+        # Whether a node (id, run) is alive; with it, sockets of dead nodes do not keep a
+        # session. `node_id` must then be "<run>:<node id>".
+        self.node_alive: Callable[[str, str], Awaitable[bool]] | None = node_alive
         self.on_removed: Removed | None = None
         self.on_bound: Bound | None = None
 
@@ -258,7 +264,7 @@ class NatsSessionStore:
             if _wrong_last(exc):
                 return False
             raise Unavailable(f"the session store is unreachable: {exc}") from exc
-        await self._apply(state, revision)  # this node's own changes, without the watch's hop
+        await self._apply(state, revision, sockets)  # own changes, without the watch's hop
         return True
 
     async def _remove(self, session_id: str, revision: int) -> bool:
@@ -341,7 +347,7 @@ class NatsSessionStore:
                 if _wrong_last(exc):
                     continue  # the id exists: draw another
                 raise Unavailable(f"the session store is unreachable: {exc}") from exc
-            await self._apply(state, revision)
+            await self._apply(state, revision, {})
             return SessionInfo(session_id, None, WireProtocol.V4, now, now, 0, 0, 0)
         raise Conflict("could not draw an unused session id")
 
@@ -413,17 +419,33 @@ class NatsSessionStore:
         """Delete the sessions idle now (as the replica knows them, then checked against the
         bucket); the ids this node deleted. Another node sweeping at once deletes the rest."""
         gone: list[str] = []
-        for candidate in self.replica.idle(now):
+        for candidate in self.replica.idle(now, with_sockets=self.node_alive is not None):
+            if candidate.sockets and not await self._only_dead_hold(
+                self._holders.get(candidate.id, {})
+            ):
+                continue
             read = await self._read(candidate.id)
             if read is None:
                 self.replica.forget(candidate.id)
                 continue
-            if read.state.sockets or now - read.state.last_seen <= self._idle_s:
+            if now - read.state.last_seen <= self._idle_s:
+                continue
+            if read.state.sockets and not await self._only_dead_hold(read.sockets):
                 continue
             if await self._remove(candidate.id, read.revision):
                 self.replica.forget(candidate.id)
                 gone.append(candidate.id)
         return gone
+
+    async def _only_dead_hold(self, sockets: dict[str, int]) -> bool:
+        """Whether every node counted holding a socket is gone (its lease lapsed)."""
+        if self.node_alive is None:
+            return False
+        for holder, count in sockets.items():
+            boot, _, node = holder.partition(":")
+            if count > 0 and (holder == self.node_id or await self.node_alive(node, boot)):
+                return False
+        return True
 
     # -- grants --------------------------------------------------------------------------------
 
@@ -540,19 +562,20 @@ class NatsSessionStore:
                     await self._apply_removal(sid)
                     continue
                 try:
-                    state, _ = decode(sid, entry.value)
+                    state, sockets = decode(sid, entry.value)
                 except (ValueError, KeyError, TypeError):
                     continue
-                await self._apply(state, entry.revision or 0)
+                await self._apply(state, entry.revision or 0, sockets)
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
-    async def _apply(self, state: SessionState, revision: int) -> None:
+    async def _apply(self, state: SessionState, revision: int, sockets: dict[str, int]) -> None:
         if self._revisions.get(state.id, 0) >= revision:
             return
         before = self.replica.state(state.id)
         self.replica.put_state(state)
         self._revisions[state.id] = revision
+        self._holders[state.id] = {node: n for node, n in sockets.items() if n > 0}
         newly_bound = state.account_id is not None and (
             before is None or before.account_id != state.account_id
         )
@@ -561,6 +584,7 @@ class NatsSessionStore:
 
     async def _apply_removal(self, session_id: str) -> None:
         self._revisions.pop(session_id, None)
+        self._holders.pop(session_id, None)
         self.replica.forget(session_id)
         if self.on_removed is not None:
             await self.on_removed(session_id)

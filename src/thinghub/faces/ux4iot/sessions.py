@@ -483,9 +483,14 @@ class SessionTable:
         """The accounts that sessions are bound to (the live feed watches each of these)."""
         return frozenset(self._by_account)
 
-    def idle(self, now: float) -> list[SessionState]:
-        """The sessions `expire(now)` would drop, without dropping them."""
-        return [_state(s) for s in self._sessions.values() if self._is_idle(s, now)]
+    def idle(self, now: float, *, with_sockets: bool = False) -> list[SessionState]:
+        """The sessions `expire(now)` would drop, without dropping them; `with_sockets` adds
+        those idle but for their sockets (a shared store checks whose sockets they are)."""
+        return [
+            _state(s)
+            for s in self._sessions.values()
+            if now - s.last_seen > self._idle_s and (with_sockets or s.sockets == 0)
+        ]
 
     def bound_to(self, account_id: str) -> list[str]:
         """The ids of the sessions bound to this account, sorted."""

@@ -564,7 +564,15 @@ class ThingHub:
         self.addresses["mqtt"] = {"host": mqtt_host, "port": mqtt_port}
 
         context = FaceContext(
-            services, s, ca.server_ssl_context, clock, addresses=lambda: self.addresses
+            services,
+            s,
+            ca.server_ssl_context,
+            clock,
+            nats=None if cluster is None else cluster.nc,
+            node_id=me,
+            node_boot="" if cluster is None else cluster.boot,
+            node_alive=None if cluster is None else cluster.presence.is_alive,
+            addresses=lambda: self.addresses,
         )
         built = [(face, face.build(context)) for face in self.faces]
         for face, parts in built:

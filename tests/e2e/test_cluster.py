@@ -47,7 +47,15 @@ from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
 from tests.e2e.helpers_st import create_device, device_sas, post_telemetry
 from tests.e2e.itwin import Ws, bentley_id, register, send_telemetry, sensor_id, ws_url
 from tests.e2e.server import ServerProcess
-from tests.e2e.ux4iot import Ux, create_key, live_socket, telemetry_of
+from tests.e2e.ux4iot import (
+    Ux,
+    create_key,
+    live_socket,
+    new_device,
+    other_account,
+    send_https,
+    telemetry_of,
+)
 from tests.nats_server import NatsServer
 from tests.pg import create_database, drop_database
 
@@ -210,6 +218,69 @@ async def test_device_on_node_1_reached_from_node_2_and_live_on_node_3(cluster: 
                         what=f"Disconnected on node {index + 1}",
                     )
         assert connection_states(app, device_id)[-2:] == ["deviceConnected", "deviceDisconnected"]
+
+
+async def test_ux4iot_session_spans_nodes(cluster: Cluster) -> None:
+    """Behind a load balancer one browser's calls land anywhere: a session opened on node 1,
+    granted and subscribed on node 2, with its socket on node 3, receives the telemetry of a
+    device connected to node 1; deleting it on node 2 disconnects the socket on node 3.
+    Another account sees none of it, on any node."""
+    one, two, three = cluster.nodes
+    key = create_key(one, cluster.admin_token)["key"]
+    token_b = other_account(two, "cluster-ux-b")
+    key_b = create_key(two, token_b)["key"]
+    with cluster.api(0) as api:
+        device = _new_device(api, "ux")
+    device_b = new_device(one, token_b, f"ux-b-{secrets.token_hex(3)}")
+    device_id = device["id"]
+    client = Target.of(one.addresses).device_client(device)
+    with (
+        Ux(one.http_url, key) as ux1,
+        Ux(two.http_url, key) as ux2,
+        Ux(three.http_url, key) as ux3,
+        Ux(three.http_url, key_b) as ux3_b,
+        Ux(one.http_url, key_b) as ux1_b,
+        connected(client),
+    ):
+        session = ux1.session()
+        assert ux2.grant(session, device_id, "telemetry").status_code == 204
+        assert ux2.subscribe(session, device_id, "telemetry").status_code == 204
+        # The session is one on every node: node 3 sees its grant.
+        keys = ux3.as_session("GET", f"/lastValue/{device_id}", session)
+        assert keys.status_code == 200, keys.text
+        # Another account's key finds no such session, on any node.
+        for ux_b in (ux3_b, ux1_b):
+            refused = ux_b.grant(session, device_b["id"], "telemetry")
+            assert refused.status_code == 404, refused.text
+        # B's own session, socket on node 1, watching its own device.
+        session_b = ux3_b.session()
+        assert ux1_b.grant(session_b, device_b["id"], "telemetry").status_code == 204
+        assert ux3_b.subscribe(session_b, device_b["id"], "telemetry").status_code == 204
+        async with (
+            live_socket(three.http_url, session) as live,
+            live_socket(one.http_url, session_b) as live_b,
+        ):
+            await asyncio.to_thread(
+                client.send_message,
+                Message(
+                    '{"temp": 21.5}', content_type="application/json", content_encoding="utf-8"
+                ),
+            )
+            data = await live.wait(telemetry_of(device_id, temp=21.5))
+            assert data["deviceId"] == device_id
+            # B's socket gets B's sentinel, sent after A's telemetry, and nothing of A's.
+            send_https(two, device_b, {"sentinel": 1})
+            await live_b.wait(telemetry_of(device_b["id"], sentinel=1))
+            assert all(p.get("deviceId") == device_b["id"] for p in live_b.payloads), live_b
+            assert all(p.get("deviceId") == device_id for p in live.payloads), live.payloads
+
+            deleted = ux2.http.delete(f"/sessions/{session}")
+            assert deleted.status_code == 204, deleted.text
+            await live.wait_disconnect()
+            gone = ux3.as_session("GET", f"/lastValue/{device_id}", session)
+            assert gone.status_code in (401, 404), gone.text
+            assert not live_b.disconnects  # B's session lives on
+        assert ux1_b.http.delete(f"/sessions/{session_b}").status_code == 204
 
 
 def test_itwin_subscription_on_node_3_gets_data_sent_to_node_1(cluster: Cluster) -> None:

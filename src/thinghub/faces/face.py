@@ -26,10 +26,11 @@ they keep in `FaceContext.shared`, which lives as long as the server.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nats.aio.client import Client
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -83,6 +84,12 @@ class FaceContext:
     clock: Clock
     addresses: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
     shared: dict[str, Any] = field(default_factory=dict)
+    # One of several nodes (--bus nats://...): the cluster's NATS connection, where a face
+    # keeps what every node must see (ux4iot sessions), and this node's id. None on a lone node.
+    nats: Client | None = None
+    node_id: str = ""
+    node_boot: str = ""  # this run of the node
+    node_alive: Callable[[str, str], Awaitable[bool]] | None = None  # (node id, run) alive?
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,16 @@
 """The ux4iot face: sessions, grants and subscriptions, REST at /ux4iot and live data over
 Socket.IO at /socket.io/ (namespaces `/` and `/ux4iot`). See docs/faces/ux4iot.md."""
 
+import secrets
+
 from starlette.routing import Mount
 
 from thinghub.faces.face import Face, FaceContext, FaceParts
+from thinghub.faces.ux4iot.nats_store import NatsSessionStore
 from thinghub.faces.ux4iot.reference import REFERENCE_PATH
 from thinghub.faces.ux4iot.routes import FACE_NAME, create_app
 from thinghub.faces.ux4iot.runtime import Ux4iotRuntime
+from thinghub.faces.ux4iot.store import SessionStore
 
 __all__ = ["FACE", "build"]
 
@@ -16,8 +20,18 @@ def build(context: FaceContext) -> FaceParts:
     the live feed) shared by every port the face is served on."""
     runtime = context.shared.get(FACE_NAME)
     if not isinstance(runtime, Ux4iotRuntime):
+        store: SessionStore | None = None
+        if context.nats is not None:  # sessions shared by every node of the cluster
+            store = NatsSessionStore(
+                context.nats,
+                # this run's socket counts: "<run>:<node id>"
+                f"{context.node_boot or secrets.token_hex(8)}:{context.node_id}",
+                idle_s=context.settings.ux4iot_session_idle_s,
+                max_sessions=context.settings.ux4iot_max_sessions,
+                node_alive=context.node_alive if context.node_boot else None,
+            )
         runtime = context.shared[FACE_NAME] = Ux4iotRuntime(
-            context.services, context.settings, now=context.clock.now
+            context.services, context.settings, now=context.clock.now, store=store
         )
     return FaceParts(
         app=create_app(context, runtime),

@@ -27,6 +27,7 @@ from thinghub.faces.ux4iot.fanout import ConnectionChanged, MessageArrived, Twin
 from thinghub.faces.ux4iot.feed import Feed
 from thinghub.faces.ux4iot.grants import Subscription, SubscriptionType, WireProtocol
 from thinghub.faces.ux4iot.live import LiveChannel
+from thinghub.faces.ux4iot.nats_store import NatsSessionStore
 from thinghub.faces.ux4iot.payloads import (
     connection_state_data,
     device_twin_data,
@@ -72,6 +73,9 @@ class Ux4iotRuntime:
         self.channel = LiveChannel(self.store, now, on_attach=self._on_attach)
         self.feed = Feed(services.live, self._deliver)
         self.sweep_s = min(SWEEP_MAX_S, max(SWEEP_MIN_S, idle_s / 4))
+        if isinstance(self.store, NatsSessionStore):  # other nodes change sessions too
+            self.store.on_removed = self._removed
+            self.store.on_bound = self.bound
 
     @property
     def name(self) -> str:
@@ -83,6 +87,8 @@ class Ux4iotRuntime:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.feed.run(), name="ux4iot.feed")
             tasks.create_task(self._sweep(), name="ux4iot.sweeper")
+            if isinstance(self.store, NatsSessionStore):
+                tasks.create_task(self.store.run(), name="ux4iot.sessions.watch")
 
     async def stop(self) -> None:
         closed = await self.channel.close_all()
@@ -112,6 +118,12 @@ class Ux4iotRuntime:
         session), and accounts without sessions are no longer watched."""
         for session_id in session_ids:
             await self.channel.close_session(session_id)
+        await self.retain_feed()
+
+    async def _removed(self, session_id: str) -> None:
+        """A session left the shared store (deleted or expired on any node): this node's
+        sockets of it are disconnected."""
+        await self.channel.close_session(session_id)
         await self.retain_feed()
 
     # -- the live feed -------------------------------------------------------------------------

@@ -50,6 +50,7 @@ __all__ = [
     "SESSION_IDLE_S",
     "Audience",
     "SessionInfo",
+    "SessionState",
     "SessionTable",
 ]
 
@@ -76,6 +77,21 @@ class SessionInfo:
     sockets: int
     grants: int
     subscriptions: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """All of one session, as a shared store keeps it between nodes (`SessionTable.state`,
+    `SessionTable.put_state`); `sockets` is the cluster-wide count."""
+
+    id: str
+    account_id: str | None
+    protocol: WireProtocol
+    created_at: float
+    last_seen: float
+    sockets: int
+    grants: frozenset[Grant]
+    subscriptions: frozenset[Subscription]
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +483,49 @@ class SessionTable:
         """The accounts that sessions are bound to (the live feed watches each of these)."""
         return frozenset(self._by_account)
 
+    def idle(self, now: float, *, with_sockets: bool = False) -> list[SessionState]:
+        """The sessions `expire(now)` would drop, without dropping them; `with_sockets` adds
+        those idle but for their sockets (a shared store checks whose sockets they are)."""
+        return [
+            _state(s)
+            for s in self._sessions.values()
+            if now - s.last_seen > self._idle_s and (with_sockets or s.sockets == 0)
+        ]
+
+    def bound_to(self, account_id: str) -> list[str]:
+        """The ids of the sessions bound to this account, sorted."""
+        return sorted(self._by_account.get(account_id, ()))
+
+    # -- replication ---------------------------------------------------------------------------
+
+    def state(self, session_id: str) -> SessionState | None:
+        """The whole session (idle or not), or None when the table does not hold it."""
+        session = self._sessions.get(session_id)
+        return None if session is None else _state(session)
+
+    def put_state(self, state: SessionState) -> None:
+        """Hold this session exactly as `state` says (replacing what the table held of it)."""
+        self.forget(state.id)
+        session = _Session(state.id, state.created_at)
+        session.last_seen = state.last_seen
+        session.account_id = state.account_id
+        session.protocol = state.protocol
+        session.sockets = state.sockets
+        session.grants = set(state.grants)
+        self._sessions[state.id] = session
+        if state.account_id is not None:
+            self._by_account.setdefault(state.account_id, set()).add(state.id)
+            for sub in state.subscriptions:
+                self._add(session, sub)
+
+    def forget(self, session_id: str) -> bool:
+        """Drop the session if the table holds it; whether it did."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        self._drop(session)
+        return True
+
     def watched_devices(self) -> int:
         """How many (account, device) pairs have a watcher (for metrics and tests)."""
         return len(self._index)
@@ -555,6 +614,19 @@ class SessionTable:
                 owned.discard(session.id)
                 if not owned:
                     del self._by_account[session.account_id]
+
+
+def _state(session: _Session) -> SessionState:
+    return SessionState(
+        session.id,
+        session.account_id,
+        session.protocol,
+        session.created_at,
+        session.last_seen,
+        session.sockets,
+        frozenset(session.grants),
+        frozenset(session.subscriptions),
+    )
 
 
 def _devices(subs: Iterable[Subscription]) -> set[str]:

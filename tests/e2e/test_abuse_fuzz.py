@@ -81,7 +81,7 @@ from tests.e2e.mqtt_client import RawDevice, credentials
 from tests.e2e.server import ServerProcess, running
 from thinghub.mqtt import ClientSession, Connacked, Publish, Subscribe, encode
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
 
 SEED = 20261204
 REQUESTS_PER_FACE = {"st": 600, "oauth": 300, "central": 600, "ingest": 600, "itwin": 600}

@@ -28,7 +28,7 @@ from tests.e2e.server import ServerProcess
 from tests.pg import fetch
 from thinghub.mqtt import ClientSession, Connacked, Connect, Publish, encode
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
 
 BODY_64K = b'{"blob": "' + b"x" * (65_536 - 12) + b'"}'
 FLOOD_S = 4.0

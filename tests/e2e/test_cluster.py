@@ -60,6 +60,7 @@ from tests.nats_server import NatsServer
 from tests.pg import create_database, drop_database
 
 pytestmark = [
+    pytest.mark.backend_agnostic,  # it starts its own PostgreSQL and NATS in either pass
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.postgres,

@@ -31,7 +31,7 @@ from tests.e2e.browser import DESKTOP, PHONE, Shots, Watched, chromium, watch
 from tests.e2e.server import ServerProcess, running
 from thinghub.faces.console.devices import PAGE_SIZE
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
 # Tests marked backend_agnostic check layout, sessions and CSRF (console sessions live in
 # memory); the PostgreSQL pass of `make test` leaves them out, the journey covers storage.
 

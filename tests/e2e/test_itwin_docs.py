@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.itwin import ws_url
 from tests.e2e.server import ServerProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "faces" / "itwin.md"
 RUN_TIMEOUT_S = 60

@@ -36,7 +36,7 @@ from tests.e2e.itwin import (
 )
 from tests.e2e.server import ServerProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
 
 
 @pytest.fixture(scope="module")

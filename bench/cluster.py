@@ -1,4 +1,5 @@
-"""Cluster benchmark: a direct method's round trip within one node and across two nodes.
+"""Cluster benchmark: the same MQTT load on one node and on two, and a direct method's round
+trip within one node and across two nodes.
 
 Theory of operation: a throwaway PostgreSQL (tests.pg) and nats-server (tests.nats_server),
 two `thinghub serve` nodes on them (`--bus`, the second with a copy of the first's CA). A few
@@ -8,8 +9,16 @@ after a warm-up) is made first to node A, which holds the devices (the local pat
 node B, which routes each call over NATS to node A (request/reply) and back. The difference is
 the cost of the NATS hop. A run fails loudly (BenchError) on any answer but 200.
 
-    python -m bench.cluster                 # 500 calls each way
-    python -m bench.cluster --calls 100     # a quick look
+The MQTT part drives the C load generator (bench.device_load: QoS 1, TLS, per-device SAS
+credentials) at node A alone, then with node B started at A and B at once, half the devices
+each, the same total. Server CPU is each node's own CPU from "all connected" to the
+generator's exit, summed over the nodes; msgs/s is the total acknowledged over the longest
+publishing time. Every message travels on NATS (each node publishes its live events and
+every node receives them), so the comparison shows whether CPU per message grows with the
+second node. Any acknowledged message not stored fails the run.
+
+    python -m bench.cluster                 # 500 calls each way, 100 devices x 500 msgs
+    python -m bench.cluster --calls 100 --mqtt-msgs 100   # a quick look
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 from tests.nats_server import NatsServer
 from tests.pg import create_database, postgres_server
 
+from bench.device_load import LoadResult, build_generator, thinghub_point
 from bench.http import BenchError, _clean_env, _ServerProcess
 from bench.mqtt import (
     METHOD_DEVICES,
@@ -46,6 +58,7 @@ def _node(work: Path, name: str, database: str, bus: str, token: str) -> _Server
     cmd = [
         sys.executable, "-m", "thinghub", "serve", "--data-dir", str(data_dir),
         "--http-port", "0", "--mqtt-port", "0",
+        "--itwin-ws-port", "0", "--itwin-tcp-port", "0",
         "--database", database, "--bus", bus, "--node-id", name,
     ]  # fmt: skip
     env = {**_clean_env(), "THINGHUB_ADMIN_TOKEN": token}
@@ -103,9 +116,31 @@ async def _run(a: _ServerProcess, b: _ServerProcess, token: str, calls: int) -> 
     print(_summary("node B, over NATS to node A", remote))
 
 
+def _mqtt_point(
+    nodes: Sequence[_ServerProcess], token: str, work: Path, devices: int, msgs: int
+) -> str:
+    """The same load split over `nodes` (each its own generator); one Markdown table row."""
+    binary = build_generator()
+    share = devices // len(nodes)
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        runs = [pool.submit(thinghub_point, binary, n, token, work, share, msgs) for n in nodes]
+        results: list[LoadResult] = [run.result() for run in runs]
+    acked = sum(r.acked for r in results)
+    stored = sum(r.stored or 0 for r in results)
+    wall = max(r.publish_s for r in results)
+    server_cpu = sum(r.server_cpu_s for r in results)
+    generator_cpu = sum(r.generator_cpu_s for r in results)
+    return (
+        f"| {len(nodes)} | {share * len(nodes)} x {msgs} | {acked:,} | {stored:,} "
+        f"| {acked / wall:,.0f} | {server_cpu / acked * 1e6:.1f} | {generator_cpu / wall:.0%} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--mqtt-devices", type=int, default=100, help="0 skips the MQTT part")
+    parser.add_argument("--mqtt-msgs", type=int, default=500, help="messages per device")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="thinghub-bench-cluster-"))
     token = "adm_" + secrets.token_urlsafe(24)
@@ -116,10 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             a = _node(work, "node-a", database, nats.url, token)
             a.start()
             nodes.append(a)
+            rows = []
+            if args.mqtt_devices:
+                rows.append(_mqtt_point([a], token, work, args.mqtt_devices, args.mqtt_msgs))
             shutil.copytree(work / "node-a" / "certs", work / "node-b" / "certs")
             b = _node(work, "node-b", database, nats.url, token)
             b.start()
             nodes.append(b)
+            if args.mqtt_devices:
+                rows.append(_mqtt_point([a, b], token, work, args.mqtt_devices, args.mqtt_msgs))
+                print("| nodes | devices x msgs | acknowledged | stored | msgs/s "
+                      "| server CPU µs/msg (all nodes) | load generator CPU |")  # fmt: skip
+                print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                print("\n".join(rows))
             asyncio.run(_run(a, b, token, args.calls))
             for node in reversed(nodes):
                 node.stop()

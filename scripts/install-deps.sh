@@ -2,8 +2,9 @@
 # Install the Debian packages thinghub's tests (and, with "bench", benchmarks) need:
 # PostgreSQL for the contract and e2e runs on PostgreSQL; nats-server for the cluster e2e test; Node.js and npm for the ux4iot
 # e2e tests, which run the real ux4iot-react and socket.io-client from npm
-# (tests/e2e/ux4iot_client, installed there with `npm ci` by the tests themselves), and npm
-# also builds the console's front-end files at install time (scripts/console_assets.py);
+# (tests/e2e/ux4iot_client, installed there with `npm ci` by the tests themselves; npm, when
+# present, also fetches the console's front-end package at install time, see
+# scripts/console_assets.py, which needs no npm otherwise);
 # Debian's chromium (and a font) for the console's browser tests, which Playwright drives
 # through its executable path (tests/e2e/browser.py): no browser is downloaded; gcc and
 # libssl-dev for the C MQTT load generator the benchmark guard (tests/bench_guard) builds.

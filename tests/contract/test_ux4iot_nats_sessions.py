@@ -21,6 +21,7 @@ from thinghub.faces.ux4iot.grants import Grant, GrantType, Subscription, Subscri
 from thinghub.faces.ux4iot.nats_store import NatsSessionStore
 
 WITHIN_S = 10.0
+STOP_WITHIN_S = 10.0  # a cancelled store task must end within this
 IDLE_S = 10.0
 T0 = 1_000_000.0
 TEL = SubscriptionType.TELEMETRY
@@ -73,7 +74,7 @@ async def make_nodes(nats_url: str) -> AsyncIterator[Make]:
     for node in started:
         node.task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await node.task
+            await asyncio.wait_for(asyncio.shield(node.task), STOP_WITHIN_S)
         await node.nc.close()
 
 
@@ -251,7 +252,7 @@ async def test_the_replicas_follow_after_nats_restarts(tmp_path: Path) -> None:
             for task in tasks:
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
-                    await task
+                    await asyncio.wait_for(asyncio.shield(task), STOP_WITHIN_S)
             for nc in clients:
                 await nc.close()
 
@@ -294,6 +295,6 @@ async def test_sockets_of_a_dead_node_do_not_keep_a_session(nats_url: str) -> No
         for task in tasks:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await task
+                await asyncio.wait_for(asyncio.shield(task), STOP_WITHIN_S)
         for nc in clients:
             await nc.close()

@@ -87,6 +87,7 @@ TOUCH_SLACK_S = 1.0  # a touch writes when the stored last-seen time is this far
 # (it then watches anew: an ordered consumer can take seconds to recover on its own).
 WATCH_POLL_S = 0.25
 WATCH_RETRY_S = 0.5  # the pause before watching again after an error
+WATCH_STOP_S = 2.0  # how long ending a watch may wait on NATS to unsubscribe
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: "wrong last sequence"
 
 T = TypeVar("T")
@@ -567,7 +568,11 @@ class NatsSessionStore:
                     continue
                 await self._apply(state, entry.revision or 0, sockets)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            # Bounded: unsubscribing waits on the connection, which a NATS restart may hold
+            # up for good; a watch that cannot say goodbye must still end (and be cancellable).
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(WATCH_STOP_S):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _apply(self, state: SessionState, revision: int, sockets: dict[str, int]) -> None:
         if self._revisions.get(state.id, 0) >= revision:

@@ -504,6 +504,7 @@ class ThingHub:
                 ingest_queue_bytes=lambda: services.ingest.queued_bytes,
                 ingest_queue_limit_bytes=s.ingest_queue_max_bytes,
                 live_subscriptions=lambda: live_bus.subscriptions,
+                bus_round_trips=lambda: getattr(channel, "round_trips", 0),
             )
         )
         services.ingest.on_commit.append(metrics.observe_commit)

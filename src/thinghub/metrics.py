@@ -53,6 +53,8 @@ class Sources:
     ingest_queue_bytes: Callable[[], int] = int
     ingest_queue_limit_bytes: int = 0
     live_subscriptions: Callable[[], int] = int
+    # requests this node sent over the bus to the node holding a device (0 on one node)
+    bus_round_trips: Callable[[], int] = int
     # face -> (kind -> open connections), for faces that count their own (Socket.IO, WS)
     face_connections: dict[str, Callable[[], Mapping[str, int]]] = field(default_factory=dict)
 
@@ -119,6 +121,12 @@ class _Collector(Collector):
             "thinghub_live_subscriptions",
             "Open live-event subscriptions on the bus (streams, live channels, caches)",
             value=s.live_subscriptions(),
+        )
+        yield CounterMetricFamily(
+            "thinghub_bus_round_trips",
+            "Device calls (methods, desired, C2D, disconnects) this node routed over the bus to "
+            "the node holding the device, answered",
+            value=s.bus_round_trips(),
         )
 
 

@@ -86,6 +86,16 @@ class Cluster:
         return self.nodes[index].client(self.admin_token)
 
 
+def _bus_round_trips(api: httpx.Client) -> float:
+    """thinghub_bus_round_trips_total from a node's /metrics (an admin token may read it)."""
+    response = api.get("/metrics")
+    assert response.status_code == 200, response.text
+    for line in response.text.splitlines():
+        if line.startswith("thinghub_bus_round_trips_total "):
+            return float(line.split()[1])
+    raise AssertionError(f"no thinghub_bus_round_trips_total in:\n{response.text[:2000]}")
+
+
 def _node(root: Path, name: str, database: str, bus: str, token: str) -> ServerProcess:
     return ServerProcess(
         root / name,
@@ -189,6 +199,11 @@ async def test_device_on_node_1_reached_from_node_2_and_live_on_node_3(cluster: 
             assert json.loads(got.data) == {"cmd": "on"}
             assert got.message_id == sent.json()["messageId"]
             assert got.custom_properties == {"k": "v"}
+            # Node 2 counts what it routed over the bus (at least the method and the C2D
+            # message); node 1, which holds the device, routed nothing.
+            assert _bus_round_trips(app) >= 2
+            with cluster.api(0) as owner:
+                assert _bus_round_trips(owner) == 0
 
             # Telemetry from the device on node 1, live on a ux4iot socket on node 3.
             key = create_key(three, cluster.admin_token)["key"]

@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.itwin import Ws, api_token, register, send_telemetry, sensor_id, ws_url
 from tests.e2e.server import ServerProcess
+from tests.itwin_bodies import ADVANCED_INTEGRATION
 
 pytestmark = pytest.mark.e2e
 
@@ -87,62 +88,6 @@ UPLOAD = """{
         },
     ]
 }"""
-
-# The seed's advanced integration curl body, as printed (two trailing commas).
-ADVANCED_INTEGRATION = """
-{
-    "integration": {
-        "nodeId": "/api/B08851/node",
-        "devices": [
-            {
-                "changeState": "new",
-                "refId": "{{$guid}}",
-                "props": {
-                    "INTEGRATION_ID": "IMPORT_DEVICE_SDE",
-                    "NAME": "Test Device",
-                    "LOCATION": {
-                        "type": "Point",
-                        "coordinates": [
-                            174.7805678,
-                            -41.27834066,
-                            20
-                        ]
-                    },
-                    "NOTES":"Demo device"
-                },
-                "sensors": [
-                    {
-                        "changeState": "new",
-                        "refId": "{{$guid}}",
-                        "props": {
-                            "NAME": "Test Sensor",
-                            "SERIAL_NO":"1234",
-                            "INTEGRATION_ID": "GENERIC_SENSOR_SDE",
-                            "LOCATION": {
-                                "type": "Point",
-                                "coordinates": [
-                                    174.7805678,
-                                    -41.25834066,
-                                    65
-                                ]
-                            },
-                            "UNKNOWN_UNITS": {
-                                "0": "millimeter",
-                                "1": "millimeter"
-                            },
-                            "UNKNOWN_METRICS": {
-                                "0": "Alignment_Left_SD",
-                                "1": "Alignment_Right_SD"
-                            },
-                            "NOTES":"Generic sensor"
-                        }
-                    },
-                ]
-            },
-        ]
-    }
-}
-"""
 
 
 def access_token(server: ServerProcess, scope: str = SCOPES, **token: Any) -> str:

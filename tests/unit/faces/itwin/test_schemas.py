@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from tests.itwin_bodies import ADVANCED_INTEGRATION
 from tests.unit.faces.itwin.seed import SEED_UPLOAD_CURL
 from thinghub.faces.itwin.body import read_json_body
 from thinghub.faces.itwin.schemas import (
@@ -75,62 +76,7 @@ SEED_INTEGRATE_NEW = (
     + b" \n "
 )  # the curl's --data ends with a space, a newline and a space
 
-# The seed's "Advanced Device(s), and Sensor(s) Creation" curl --data, as printed (with its
-# trailing commas after the last sensor and the last device).
-SEED_INTEGRATE_EXISTING = b"""
-{
-    "integration": {
-        "nodeId": "/api/B08851/node",
-        "devices": [
-            {
-                "changeState": "new",
-                "refId": "{{$guid}}",
-                "props": {
-                    "INTEGRATION_ID": "IMPORT_DEVICE_SDE",
-                    "NAME": "Test Device",
-                    "LOCATION": {
-                        "type": "Point",
-                        "coordinates": [
-                            174.7805678,
-                            -41.27834066,
-                            20
-                        ]
-                    },
-                    "NOTES":"Demo device"
-                },
-                "sensors": [
-                    {
-                        "changeState": "new",
-                        "refId": "{{$guid}}",
-                        "props": {
-                            "NAME": "Test Sensor",
-                            "SERIAL_NO":"1234",
-                            "INTEGRATION_ID": "GENERIC_SENSOR_SDE",
-                            "LOCATION": {
-                                "type": "Point",
-                                "coordinates": [
-                                    174.7805678,
-                                    -41.25834066,
-                                    65
-                                ]
-                            },
-                            "UNKNOWN_UNITS": {
-                                "0": "millimeter",
-                                "1": "millimeter"
-                            },
-                            "UNKNOWN_METRICS": {
-                                "0": "Alignment_Left_SD",
-                                "1": "Alignment_Right_SD"
-                            },
-                            "NOTES":"Generic sensor"
-                        }
-                    },
-                ]
-            },
-        ]
-    }
-}
-"""
+SEED_INTEGRATE_EXISTING = ADVANCED_INTEGRATION.encode()
 
 # The same request in the seed's fetch sample (one line, refIds filled in).
 SEED_INTEGRATE_EXISTING_FETCH = (

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from thinghub.devices.deadlines import DeadlineWheel
 from thinghub.devices.throttle import ThroughputLimiter
 from thinghub.devices.tls_channel import CLOSE_ABORT_S, TlsChannel
 from thinghub.domain.errors import DeviceOffline
@@ -172,8 +173,9 @@ class Connection:
     Driven by its channel's callbacks: `data_received` decodes what arrived and, when it holds
     more than PINGREQs, pauses reading and starts a task that handles the events (awaiting the
     dialect) and resumes reading when done. An idle connection has no task and no buffer.
-    Deadlines (the CONNECT after TLS, then the keep-alive) are one timer, moved lazily: it
-    fires at the deadline last set, and only then looks at when the client last sent bytes.
+    Deadlines (the CONNECT after TLS, then the keep-alive) sit in the server's DeadlineWheel,
+    moved lazily: the connection is told at the deadline last filed, and only then looks at
+    when the client last sent bytes.
     """
 
     __slots__ = (
@@ -191,11 +193,12 @@ class Connection:
         "_task",
         "_tasks",
         "_throughput",
-        "_timer",
+        "_wheel",
         "_window",
         "channel",
         "client_id",
         "connect_seen",
+        "deadline_key",
         "dialect",
         "dialect_name",
         "is_closed",
@@ -224,6 +227,7 @@ class Connection:
         on_connect: Callable[[], None] | None = None,
         on_finished: Callable[[Connection], None] | None = None,
         traffic: Counter[tuple[str, str]] | None = None,
+        wheel: DeadlineWheel | None = None,
     ) -> None:
         self.channel = channel
         self.router = router
@@ -262,9 +266,9 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._is_throttle_logged = False
         self._last_read = self._loop.time()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_at(
-            self._last_read + limits.connect_timeout_s, self._on_timer
-        )
+        self.deadline_key: int | None = None  # the deadline wheel's
+        self._wheel = DeadlineWheel(self._loop) if wheel is None else wheel
+        self._wheel.add(self, self._last_read + limits.connect_timeout_s)
 
     # -- bytes out -----------------------------------------------------------------------
 
@@ -334,8 +338,8 @@ class Connection:
             self._ended = True
             self._end()
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def on_deadline(self) -> None:
+        """The deadline last filed has come: the CONNECT's, or the keep-alive's."""
         if self._ending:
             return
         now = self._loop.time()
@@ -349,7 +353,7 @@ class Connection:
             if self._task is not None:  # busy with its events (or waiting to read them)
                 deadline = max(deadline, now + 1.0)
         if deadline > now:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._wheel.add(self, deadline)
             return
         logger.info("mqtt %s (%s): keep-alive expired", self.client_id or "-", self.peer)
         self._ended = True
@@ -406,9 +410,7 @@ class Connection:
     async def _finish(self) -> None:
         self._ending = True
         self.is_closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._wheel.remove(self)
         self._wake()
         pending = [*(self._tasks or ()), *(f for _, f in (self._acks or ()) if f is not None)]
         try:
@@ -676,6 +678,7 @@ class MqttServer:
         self._before_connect = 0  # of those, the ones whose CONNECT has not arrived
         self._refused = 0  # refused since the last log line
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
+        self._wheel: DeadlineWheel | None = None  # the connections' deadlines
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         """Start accepting, on `sock` (a listening socket bound already: the server binds
@@ -689,6 +692,7 @@ class MqttServer:
         sock.setblocking(False)
         self._sock = sock
         self.max_connections = _connection_cap(self.limits.max_connections)
+        self._wheel = DeadlineWheel(asyncio.get_running_loop())
         self._accepting = asyncio.create_task(self._accept_loop(), name="mqtt.accept")
         host, port = sock.getsockname()[:2]
         logger.info(
@@ -732,6 +736,8 @@ class MqttServer:
             for task in late:
                 task.cancel()
             await asyncio.wait(late, timeout=CLOSE_ABORT_S)
+        if self._wheel is not None:
+            self._wheel.close()
 
     @property
     def connection_count(self) -> int:
@@ -810,6 +816,7 @@ class MqttServer:
             on_connect=self._connect_arrived,
             on_finished=self._finished,
             traffic=self.traffic,
+            wheel=self._wheel,
         )
         self._connections.add(conn)
         return conn

@@ -679,6 +679,12 @@ class MqttServer:
         self._refused = 0  # refused since the last log line
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
         self._wheel: DeadlineWheel | None = None  # the connections' deadlines
+        # Bound once: every connection holds these (a bound method is 64 bytes each).
+        self._spawn_bound = self._spawn
+        self._connect_arrived_bound = self._connect_arrived
+        self._finished_bound = self._finished
+        self._tls_ready_bound = self._tls_ready
+        self._channel_failed_bound = self._channel_failed
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         """Start accepting, on `sock` (a listening socket bound already: the server binds
@@ -774,8 +780,8 @@ class MqttServer:
                 self.ssl_context,
                 f"{address[0]}:{address[1]}",
                 handshake_timeout_s=self.limits.handshake_timeout_s,
-                on_ready=self._tls_ready,
-                on_failed=self._channel_failed,
+                on_ready=self._tls_ready_bound,
+                on_failed=self._channel_failed_bound,
             )
             if not channel.is_closing():
                 self._handshaking.add(channel)
@@ -812,9 +818,9 @@ class MqttServer:
             channel.peer_certificate(),
             limits=self.limits,
             gate=self.gate,
-            spawn=self._spawn,
-            on_connect=self._connect_arrived,
-            on_finished=self._finished,
+            spawn=self._spawn_bound,
+            on_connect=self._connect_arrived_bound,
+            on_finished=self._finished_bound,
             traffic=self.traffic,
             wheel=self._wheel,
         )

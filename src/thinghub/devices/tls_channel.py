@@ -5,7 +5,9 @@ transport, two memory BIOs, a read buffer and a StreamReader/StreamWriter pair o
 OpenSSL holds, and a task waits in every connection's read. A TlsChannel instead wraps the
 accepted socket in a non-blocking `ssl.SSLSocket` (OpenSSL's own socket BIO, as mosquitto does)
 and registers callbacks with the loop (add_reader / add_writer); while a connection is idle it
-holds the SSLSocket, one reader registration and nothing else: no task, no buffer. OpenSSL
+holds its socket, OpenSSL's connection object, one reader registration and nothing else: no
+task, no buffer. (The `ssl.SSLSocket` wrapper itself is skipped: the context's `_wrap_socket`,
+which SSLSocket calls, gives the OpenSSL object without the wrapper's attribute dictionary.) OpenSSL
 releases its record buffers between records (SSL_MODE_RELEASE_BUFFERS, which CPython sets).
 
 The phases, each driven by callbacks, within `handshake_timeout_s` from the accept:
@@ -32,7 +34,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "PROXY_HEADER_MAX_BYTES",
@@ -59,7 +61,6 @@ _READ_BUFFER = bytearray(READ_BATCH_BYTES)
 _READ_VIEW = memoryview(_READ_BUFFER)
 _PROXY_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
 _PROXY_BAD = b"HTTP/1.1 400 Bad Request\r\n\r\n"
-_raw_recv = socket.socket.recv  # the SSLSocket's raw socket, bypassing TLS (EOF watch)
 
 # Phases.
 _PEEK, _PROXY, _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(6)
@@ -99,6 +100,7 @@ class TlsChannel:
         "_proxy",
         "_sock",
         "_timer",
+        "_tls",
         "_want_read",
         "peer",
     )
@@ -115,7 +117,8 @@ class TlsChannel:
         on_failed: Callable[[TlsChannel, str], None],
     ) -> None:
         self._loop = loop
-        self._sock: socket.socket = sock
+        self._sock = sock
+        self._tls: Any = None  # ssl's _SSLSocket (OpenSSL's SSL on the socket's fd), once TLS
         self._fd = sock.fileno()
         self._context = context
         self.peer = peer
@@ -143,10 +146,13 @@ class TlsChannel:
 
     def peer_certificate(self) -> bytes | None:
         """The verified client certificate (DER), or None when the client sent none."""
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket):
-            return sock.getpeercert(binary_form=True)
-        return None
+        if self._tls is None:
+            return None
+        cert: bytes | None = self._tls.getpeercert(True)
+        return cert
+
+    def tls_version(self) -> str | None:
+        return None if self._tls is None else str(self._tls.version())
 
     def is_closing(self) -> bool:
         return self._phase >= _CLOSING
@@ -236,9 +242,9 @@ class TlsChannel:
     def _start_tls(self) -> None:
         self._unread()
         try:
-            self._sock = self._context.wrap_socket(
-                self._sock, server_side=True, do_handshake_on_connect=False
-            )
+            # What ssl.SSLSocket does inside, without the wrapper (it holds the socket weakly;
+            # the socket's timeout, 0, makes its calls non-blocking).
+            self._tls = self._context._wrap_socket(self._sock, True, None)  # type: ignore[attr-defined]
         except (OSError, ValueError) as exc:
             self._fail(f"{exc}")
             return
@@ -246,10 +252,9 @@ class TlsChannel:
         self._handshake()
 
     def _handshake(self) -> None:
-        sock = self._sock
-        assert isinstance(sock, ssl.SSLSocket)
+        tls = self._tls
         try:
-            sock.do_handshake()
+            tls.do_handshake()
         except ssl.SSLWantReadError:
             self._unwrite()
             if not self._is_reading:
@@ -274,7 +279,7 @@ class TlsChannel:
         self._handler = on_ready(self)
         if self._phase == _OPEN and self._want_read:
             self._read(self._on_readable)
-            if sock.pending():
+            if tls.pending():
                 self._loop.call_soon(self._on_readable)
 
     def _handshake_expired(self) -> None:
@@ -294,7 +299,7 @@ class TlsChannel:
     def _on_readable(self) -> None:
         if self._phase != _OPEN or not self._want_read:
             return
-        sock = self._sock
+        tls = self._tls
         handler = self._handler
         assert handler is not None
         if self._out:  # a write may wait for what the peer sends (TLS renegotiation)
@@ -302,11 +307,11 @@ class TlsChannel:
         total = 0
         while total < READ_BATCH_BYTES:
             try:
-                size = sock.recv_into(_READ_VIEW, READ_BATCH_BYTES - total)
+                size = tls.read(READ_BATCH_BYTES - total, _READ_VIEW)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 return
-            except (OSError, ValueError) as exc:
-                self._lost(exc)
+            except (OSError, ValueError) as exc:  # SSLEOFError: closed without close_notify
+                self._lost(None if isinstance(exc, ssl.SSLEOFError) else exc)
                 return
             if not size:
                 self._lost(None)
@@ -315,7 +320,7 @@ class TlsChannel:
             handler.data_received(_READ_VIEW[:size])
             if not self._want_read or self._phase != _OPEN:
                 return
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if tls.pending():
             self._loop.call_soon(self._on_readable)  # decrypted bytes the fd will not signal
 
     def pause_reading(self) -> None:
@@ -337,14 +342,13 @@ class TlsChannel:
         if self._is_watching:
             self._loop.remove_reader(self._fd)
         self._read(self._on_readable)
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if self._tls.pending():
             self._loop.call_soon(self._on_readable)
 
     def _watch_eof(self) -> None:
         """The socket is readable while paused: EOF says the peer is gone, data waits."""
         try:
-            waiting = _raw_recv(self._sock, 1, socket.MSG_PEEK)
+            waiting = self._sock.recv(1, socket.MSG_PEEK)  # below TLS
         except BlockingIOError:
             return
         except OSError as exc:
@@ -370,10 +374,10 @@ class TlsChannel:
 
     def _send_pending(self) -> None:
         out = self._out
-        sock = self._sock
+        tls = self._tls
         while out:
             try:
-                sock.send(out[0])  # OpenSSL writes all of it or asks to be called again
+                tls.write(out[0])  # OpenSSL writes all of it or asks to be called again
             except ssl.SSLWantWriteError:
                 self._write_when_ready(self._send_pending)
                 return
@@ -435,10 +439,10 @@ class TlsChannel:
             self._timer = None
         self._out = None
         self._out_bytes = 0
-        sock = self._sock
-        if was_open and notify and isinstance(sock, ssl.SSLSocket):
+        if was_open and notify and self._tls is not None:
             # close_notify, without waiting for the peer's (a non-blocking shutdown)
             with contextlib.suppress(OSError, ValueError):
-                sock.unwrap()
-        sock.close()
+                self._tls.shutdown()
+        self._tls = None
+        self._sock.close()
         self._handler = None

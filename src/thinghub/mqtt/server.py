@@ -214,6 +214,9 @@ class ServerSession(Connection):
             raise LocalProtocolError("session_present with a clean-session CONNECT (§3.2.2-1)")
         self._transition("accept")
         self._send(Connack(session_present, ConnackCode.ACCEPTED))
+        if connect is not None and connect.password is not None:
+            # The credentials were checked: they need not live as long as the connection.
+            self._connect = replace(connect, password=None)
 
     def reject(self, return_code: int) -> None:
         """Answer the CONNECT with a non-zero CONNACK code (1-5); the session is CLOSED."""

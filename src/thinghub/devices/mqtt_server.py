@@ -25,7 +25,8 @@ device; it stops reading from it instead, and the device's own TCP buffers hold 
   window (`max_inflight` messages received and not yet stored or acknowledged), (2) for the
   device's message and byte budgets (throttle.ThroughputLimiter: traffic shaping, as IoT Hub
   does it), and (3) for room in the ingest queue (the global memory bound, shared by every
-  connection). Acknowledged messages are never dropped; what is waiting is simply not read.
+  connection). Acknowledged messages are never dropped; what is waiting is simply not read
+  (beyond READ_AHEAD_BYTES already decrypted and waiting in the session's decoder).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IDLE_NO_KEEPALIVE_S = 3600.0  # keep-alive 0 disables the timer; still bound idle sockets
+#: While a connection's task handles its events, reading goes on into the session's decoder
+#: until it holds this many bytes; then it pauses until the task is done (backpressure).
+READ_AHEAD_BYTES = 65_536
 CLOSE_DRAIN_S = 10.0  # how long a closing connection waits for its messages to be stored
 #: Open files kept for everything but device sockets (HTTP, the database, logs): the
 #: connection limit stays this far under the process's open-file limit (at most a quarter).
@@ -171,8 +175,9 @@ class Connection:
     """One device connection: feeds the session, runs its events, owns the ack pump.
 
     Driven by its channel's callbacks: `data_received` decodes what arrived and, when it holds
-    more than PINGREQs, pauses reading and starts a task that handles the events (awaiting the
-    dialect) and resumes reading when done. An idle connection has no task and no buffer.
+    more than PINGREQs, starts a task that handles the events (awaiting the dialect) until the
+    session holds no more; what arrives meanwhile joins them, and reading pauses while more
+    than READ_AHEAD_BYTES wait undecoded. An idle connection has no task and no buffer.
     Deadlines (the CONNECT after TLS, then the keep-alive) sit in the server's DeadlineWheel,
     moved lazily: the connection is told at the deadline last filed, and only then looks at
     when the client last sent bytes.
@@ -317,7 +322,9 @@ class Connection:
         self._last_read = now
         session = self.session
         session.receive_data(data, now)
-        if self._task is not None:  # (reading is paused while events are handled)
+        if self._task is not None:  # its loop takes these packets too
+            if session.buffered_bytes >= READ_AHEAD_BYTES:
+                self.channel.pause_reading()  # until the task is done with them
             return
         event = session.next_event()
         while isinstance(event, PingReceived):  # the keep-alive: answered here, no task
@@ -325,7 +332,6 @@ class Connection:
         if event is None:
             self.flush()
             return
-        self.channel.pause_reading()
         self._task = self._spawn(self._run(event))
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -382,7 +388,7 @@ class Connection:
         finally:
             if keep and not self.is_closed and not self.channel.is_closing():
                 self._task = None
-                self.channel.resume_reading()  # reads the rest (to the EOF of a peer gone)
+                self.channel.resume_reading()  # if paused; reads to the EOF of a peer gone
             else:
                 self._ended = self._ended or not self.is_closed
                 self._ending = True
@@ -463,8 +469,8 @@ class Connection:
     async def _admit(self, publish: Publish) -> bool:
         """Wait until `publish` may be handled; False if the connection closed meanwhile.
 
-        While this waits the socket is not read: the device's further packets stay in its
-        own buffers, and our memory does not grow with its rate.
+        While this waits the socket is read at most READ_AHEAD_BYTES ahead: the device's
+        further packets stay in its own buffers, and our memory does not grow with its rate.
         """
         loop = self._loop
         while self._in_flight() >= self.limits.max_inflight:

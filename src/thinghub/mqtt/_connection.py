@@ -46,6 +46,11 @@ class Connection:
         # connection has it, few ever use it.
         self._qos2: dict[int, bool] = {}
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet decoded into packets."""
+        return self._decoder.buffered_bytes
+
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer (b"" when there is none), in order."""
         out = self._outgoing

@@ -2,12 +2,12 @@
 
 Theory of operation. asyncio's TLS transport (sslproto) keeps, per connection, a protocol, a
 transport, two memory BIOs, a read buffer and a StreamReader/StreamWriter pair on top of what
-OpenSSL holds, and a task waits in every connection's read. A TlsChannel instead wraps the
-accepted socket in a non-blocking `ssl.SSLSocket` (OpenSSL's own socket BIO, as mosquitto does)
-and registers callbacks with the loop (add_reader / add_writer); while a connection is idle it
-holds its socket, OpenSSL's connection object, one reader registration and nothing else: no
-task, no buffer. (The `ssl.SSLSocket` wrapper itself is skipped: the context's `_wrap_socket`,
-which SSLSocket calls, gives the OpenSSL object without the wrapper's attribute dictionary.) OpenSSL
+OpenSSL holds, and a task waits in every connection's read. A TlsChannel instead puts OpenSSL
+directly on the accepted non-blocking socket (its socket BIO, as mosquitto does) and registers
+callbacks with the loop (add_reader / add_writer); while a connection is idle it holds its
+socket, OpenSSL's connection object, one reader registration and nothing else: no task, no
+buffer. The `ssl.SSLSocket` wrapper is skipped: the context's `_wrap_socket`, which SSLSocket
+itself calls, gives OpenSSL's object without the wrapper's attribute dictionary. OpenSSL
 releases its record buffers between records (SSL_MODE_RELEASE_BUFFERS, which CPython sets).
 
 The phases, each driven by callbacks, within `handshake_timeout_s` from the accept:
@@ -18,9 +18,9 @@ The phases, each driven by callbacks, within `handshake_timeout_s` from the acce
 2. The TLS handshake (do_handshake until done; TLS 1.2 and 1.3, as the context allows).
 3. Records: what the socket holds is decrypted into one buffer shared by every channel and
    handed to the handler (`data_received`, which copies what it keeps: only a partial MQTT
-   packet stays behind), up to READ_BATCH_BYTES per callback. The handler pauses reading while
-   it works on what it got and resumes it after; meanwhile a paused channel still notices the
-   peer's EOF (peeking at the raw socket) without reading its data. Writes go out at once; what
+   packet stays behind), up to READ_BATCH_BYTES per callback. The handler may pause reading
+   (when it holds enough) and resume it; a paused channel still notices the peer's EOF
+   (peeking at the raw socket) without reading its data. Writes go out at once; what
    the socket does not take waits (by packet) for the writer callback, and reading stays paused
    while more than WRITE_HIGH_WATER_BYTES wait, so a device that does not read cannot make us
    buffer for it.

@@ -89,7 +89,6 @@ class TlsChannel:
         "_fd",
         "_handler",
         "_is_reading",
-        "_is_watching",
         "_is_writing",
         "_loop",
         "_on_failed",
@@ -129,14 +128,13 @@ class TlsChannel:
         self._proxy: bytearray | None = None
         self._out: list[bytes] | None = None  # unsent, by write; the head is being retried
         self._out_bytes = 0
-        self._is_reading = False
+        self._is_reading = False  # the reader callback is registered
         self._is_writing = False
-        self._is_watching = False  # paused, but watching for EOF
         self._want_read = True  # the handler has not paused reading
         self._timer: asyncio.TimerHandle | None = loop.call_later(
             handshake_timeout_s, self._handshake_expired
         )
-        self._read(self._on_pre_tls)
+        self._read()
 
     # -- inspection ---------------------------------------------------------------------------
 
@@ -159,15 +157,29 @@ class TlsChannel:
 
     # -- registration helpers -----------------------------------------------------------------
 
-    def _read(self, callback: Callable[[], None]) -> None:
-        self._loop.add_reader(self._fd, callback)
-        self._is_reading = True
-        self._is_watching = False
+    def _read(self) -> None:
+        """Register the reader callback (one for every phase: re-registering costs a poll
+        handle and system calls, so it stays registered from accept to close)."""
+        if not self._is_reading:
+            self._loop.add_reader(self._fd, self._on_readable_any)
+            self._is_reading = True
 
     def _unread(self) -> None:
-        if self._is_reading or self._is_watching:
+        if self._is_reading:
             self._loop.remove_reader(self._fd)
-            self._is_reading = self._is_watching = False
+            self._is_reading = False
+
+    def _on_readable_any(self) -> None:
+        phase = self._phase
+        if phase == _OPEN:
+            if self._want_read:
+                self._on_readable()
+            else:
+                self._watch_eof()
+        elif phase == _HANDSHAKE:
+            self._handshake()
+        elif phase < _HANDSHAKE:
+            self._on_pre_tls()
 
     def _write_when_ready(self, callback: Callable[[], None]) -> None:
         if not self._is_writing:
@@ -240,7 +252,6 @@ class TlsChannel:
         self._start_tls()
 
     def _start_tls(self) -> None:
-        self._unread()
         try:
             # What ssl.SSLSocket does inside, without the wrapper (it holds the socket weakly;
             # the socket's timeout, 0, makes its calls non-blocking).
@@ -257,17 +268,13 @@ class TlsChannel:
             tls.do_handshake()
         except ssl.SSLWantReadError:
             self._unwrite()
-            if not self._is_reading:
-                self._read(self._handshake)
             return
         except ssl.SSLWantWriteError:
-            self._unread()
             self._write_when_ready(self._handshake)
             return
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             self._fail(f"{exc}")
             return
-        self._unread()
         self._unwrite()
         if self._timer is not None:
             self._timer.cancel()
@@ -277,10 +284,8 @@ class TlsChannel:
         self._on_ready = self._on_failed = None
         assert on_ready is not None
         self._handler = on_ready(self)
-        if self._phase == _OPEN and self._want_read:
-            self._read(self._on_readable)
-            if tls.pending():
-                self._loop.call_soon(self._on_readable)
+        if self._phase == _OPEN and tls.pending():  # the reader stays registered
+            self._loop.call_soon(self._on_readable)
 
     def _handshake_expired(self) -> None:
         self._timer = None
@@ -324,24 +329,18 @@ class TlsChannel:
             self._loop.call_soon(self._on_readable)  # decrypted bytes the fd will not signal
 
     def pause_reading(self) -> None:
-        """Stop reading (the handler is busy); a peer that closes meanwhile is still noticed."""
+        """Stop reading (the handler holds enough); a peer that closes meanwhile is still
+        noticed: the reader callback stays, and only peeks below TLS (_watch_eof)."""
         self._want_read = False
-        if self._is_reading and self._phase == _OPEN:
-            self._loop.remove_reader(self._fd)
-            self._is_reading = False
-            self._loop.add_reader(self._fd, self._watch_eof)
-            self._is_watching = True
 
     def resume_reading(self) -> None:
         self._want_read = True
         self._start_reading()
 
     def _start_reading(self) -> None:
-        if self._phase != _OPEN or self._is_reading or self._out_bytes > WRITE_HIGH_WATER_BYTES:
+        if self._phase != _OPEN or self._out_bytes > WRITE_HIGH_WATER_BYTES:
             return
-        if self._is_watching:
-            self._loop.remove_reader(self._fd)
-        self._read(self._on_readable)
+        self._read()
         if self._tls.pending():
             self._loop.call_soon(self._on_readable)
 
@@ -354,8 +353,7 @@ class TlsChannel:
         except OSError as exc:
             waiting = b""
             logger.debug("device %s: %r while paused", self.peer, exc)
-        self._loop.remove_reader(self._fd)  # level-triggered: never spin on unread data
-        self._is_watching = False
+        self._unread()  # level-triggered: never spin on unread data (resume registers again)
         if not waiting and self._handler is not None:
             self._handler.connection_lost(None)  # the bytes before the EOF are still read
 

@@ -56,6 +56,7 @@ __all__ = [
     "BenchError",
     "Scenario",
     "WrkResult",
+    "cpu_ratios",
     "median_ratios",
     "ratios",
     "run_http",
@@ -115,6 +116,7 @@ class WrkResult:
     round: int = 0  # which round of the run (see run_http)
     wrk_cpu: float | None = None  # wrk's CPU time over the point, in cores (1.0 = one core)
     server_cpu: float | None = None  # the server's, likewise
+    server_us_per_request: float | None = None  # the server's CPU time per answer, in µs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,9 +191,8 @@ def run_wrk(
     elapsed = time.monotonic() - started
     # wrk is the only child reaped meanwhile (the servers run until the end of the run).
     wrk_cpu = (_children_cpu_s() - children_before) / elapsed
-    server_cpu = (
-        None if server_before is None else (_cpu_s(server_pid or 0) - server_before) / elapsed
-    )
+    server_cpu_s = None if server_before is None else _cpu_s(server_pid or 0) - server_before
+    server_cpu = None if server_cpu_s is None else server_cpu_s / elapsed
     if out.returncode != 0:
         raise BenchError(f"{scenario.name}: wrk exited {out.returncode}: {out.stderr.strip()}")
     found = _RESULT_RE.search(out.stdout)
@@ -236,6 +237,11 @@ def run_wrk(
         socket_errors=socket_errors,
         wrk_cpu=round(wrk_cpu, 3),
         server_cpu=None if server_cpu is None else round(server_cpu, 3),
+        server_us_per_request=(
+            None
+            if server_cpu_s is None or not raw["requests"]
+            else round(server_cpu_s / raw["requests"] * 1e6, 1)
+        ),
     )
 
 
@@ -451,10 +457,30 @@ def ratios(results: Sequence[WrkResult]) -> dict[tuple[str, int, int], float]:
     return out
 
 
-def median_ratios(results: Sequence[WrkResult]) -> dict[tuple[str, int], float]:
-    """Each thinghub scenario's ratio at each connection count, the median over the rounds."""
+def cpu_ratios(results: Sequence[WrkResult]) -> dict[tuple[str, int, int], float]:
+    """The bare server's CPU per answer over thinghub's (same call, connections and round):
+    what the req/s ratio would be if both had a core to themselves. Steadier than req/s on a
+    machine other work shares."""
+    bare = {
+        (r.method, r.connections, r.round): r.server_us_per_request
+        for r in results
+        if r.server == "bare"
+    }
+    out: dict[tuple[str, int, int], float] = {}
+    for r in results:
+        ref = bare.get((r.method, r.connections, r.round))
+        if ref and r.server_us_per_request:
+            out[(r.scenario, r.connections, r.round)] = ref / r.server_us_per_request
+    return out
+
+
+def median_ratios(
+    results: Sequence[WrkResult], *, cpu: bool = False
+) -> dict[tuple[str, int], float]:
+    """Each thinghub scenario's ratio (`cpu`: its CPU ratio) at each connection count, the
+    median over the rounds."""
     by_point: dict[tuple[str, int], list[float]] = {}
-    for (scenario, conns, _round), value in ratios(results).items():
+    for (scenario, conns, _round), value in (cpu_ratios if cpu else ratios)(results).items():
         if scenario.startswith("thinghub"):
             by_point.setdefault((scenario, conns), []).append(value)
     return {point: statistics.median(values) for point, values in by_point.items()}

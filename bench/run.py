@@ -26,6 +26,7 @@ from bench.http import (
     INGEST_BODY,
     BenchError,
     WrkResult,
+    cpu_ratios,
     median_ratios,
     ratios,
     run_http,
@@ -102,6 +103,7 @@ def _cpu(value: float | None) -> str:
 
 def _rows(results: list[WrkResult]) -> list[list[str]]:
     ratio = ratios(results)
+    cpu_ratio = cpu_ratios(results)
     rows = []
     for r in sorted(results, key=lambda r: (r.round, r.connections, r.method, r.server)):
         rows.append(
@@ -113,8 +115,10 @@ def _rows(results: list[WrkResult]) -> list[list[str]]:
                 f"{r.latency_p50_ms:.1f} ms",
                 f"{r.latency_p99_ms:.1f} ms",
                 _cpu(r.server_cpu),
+                "?" if r.server_us_per_request is None else f"{r.server_us_per_request:.0f}",
                 _cpu(r.wrk_cpu),
                 f"{ratio[(r.scenario, r.connections, r.round)]:.2f}x",
+                f"{cpu_ratio.get((r.scenario, r.connections, r.round), 1.0):.2f}x",
             ]
         )
     return rows
@@ -128,8 +132,10 @@ HEADER = [
     "p50",
     "p99",
     "server CPU",
+    "server µs/req",
     "wrk CPU",
-    "vs bare (same call)",
+    "vs bare (req/s)",
+    "vs bare (CPU/req)",
 ]
 
 
@@ -181,12 +187,14 @@ def markdown_section(
 
 def _goal_line(results: list[WrkResult]) -> str:
     parts = []
+    by_cpu = median_ratios(results, cpu=True)
     for (scenario, conns), value in sorted(median_ratios(results).items()):
         goal = TARGET_RATIO.get(scenario, 0.5)
         verdict = "meets" if value >= goal else "**below**"
         parts.append(
             f"{SCENARIO_TITLE.get(scenario, scenario)} at {conns} connections: {value:.2f}x "
-            f"(median over the rounds), {verdict} the {goal}x goal"
+            f"the bare route's req/s (median over the rounds), {verdict} the {goal}x goal; "
+            f"{by_cpu.get((scenario, conns), 0):.2f}x by CPU per answer"
         )
     return "; ".join(parts) + "."
 
@@ -363,6 +371,9 @@ def _http_part(args: argparse.Namespace) -> dict[str, Any]:
         "params": params,
         "http": [r.to_json() for r in results],
         "ratios": {f"{s} c={c}": round(v, 3) for (s, c), v in median_ratios(results).items()},
+        "cpu_ratios": {
+            f"{s} c={c}": round(v, 3) for (s, c), v in median_ratios(results, cpu=True).items()
+        },
     }
 
 

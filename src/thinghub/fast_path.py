@@ -17,6 +17,7 @@ by construction, and the fast path only ever gives the answers the face's own ro
 when all goes well. Only bodiless methods (GET) take it, so nothing was read from the client
 when the full stack takes over. The 200 is written like the face's OrjsonResponse writes it
 (content-length, content-type: application/json) in one send.
+
 A fast GET is not watched for its client going away (faces._disconnect): it answers from
 caches, at worst after one store read, so there is no long query to cancel.
 

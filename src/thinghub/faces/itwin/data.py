@@ -214,8 +214,8 @@ class Observations:
             return
         # Two cursors over one series: the leading one answers, the lagging one (from a
         # window earlier) provides each point's reference (domain/deltas.RollingDelta, here
-        # in the rows' integer microseconds).
-        state = RollingDelta(us_of(window_s))
+        # in the rows' integer microseconds: a window under 1 µs is 1 µs, the earlier row).
+        state = RollingDelta(max(1, us_of(window_s)))
         lagging = _points(
             queries.observation_batches(
                 scope.principal,

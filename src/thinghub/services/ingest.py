@@ -453,6 +453,9 @@ class IngestService:
                     broken.update(pending)
                 for k, reason in zip(pending, found, strict=True):
                     reasons[k] = reason
+            if not any(reasons):  # the common case: all accepted
+                accepted.extend(indices)
+                continue
             for k, (index, reason) in enumerate(zip(indices, reasons, strict=True)):
                 if reason is None:
                     accepted.append(index)

@@ -453,7 +453,7 @@ class IngestService:
                     broken.update(pending)
                 for k, reason in zip(pending, found, strict=True):
                     reasons[k] = reason
-            if not any(reasons):  # the common case: all accepted
+            if all(reason is None for reason in reasons):  # the common case
                 accepted.extend(indices)
                 continue
             for k, (index, reason) in enumerate(zip(indices, reasons, strict=True)):

@@ -68,7 +68,9 @@ def second_keys() -> tuple[str, ...]:
 
 
 def us_of(ts: float) -> int:
-    """Epoch seconds as the store keeps them: integer microseconds."""
+    """Epoch seconds as the store keeps them: integer microseconds (the same rounding the
+    SQL and memory stores apply when they write a time, so a live event's float time and the
+    stored row of it print the same key)."""
     return round(ts * 1_000_000)
 
 

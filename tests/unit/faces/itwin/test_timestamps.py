@@ -20,6 +20,7 @@ from thinghub.faces.itwin.timestamps import (
     parse_time,
     us_of,
 )
+from thinghub.storage.sql._rows import to_us
 
 
 def test_seed_forms() -> None:
@@ -89,3 +90,12 @@ def test_many_times_format_as_each_alone(stamps: list[float]) -> None:
     assert format_times([us_of(ts) for ts in stamps]) == [format_time(ts) for ts in stamps]
     edges = [59.9995, 3599.9995, 3599.9996, 86_399.9999, -0.0004, -0.0006, 946_684_799.9996]
     assert format_times([us_of(ts) for ts in edges]) == [format_time(ts) for ts in edges]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0))
+def test_a_live_time_prints_as_its_stored_row(ts: float) -> None:
+    """A push prints the event's float time; getData prints the row the store wrote of it
+    (to_us): the same microseconds, so the same key."""
+    assert us_of(ts) == to_us(ts)
+    assert format_time(ts) == format_us(to_us(ts))

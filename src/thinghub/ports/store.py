@@ -202,8 +202,9 @@ class TelemetryStore(Protocol):
         since: float | None,
         until: float | None,
         batch_rows: int,
-    ) -> AsyncIterator[list[tuple[float, float]]]:
-        """Every `(ts, value)` of one metric in [since, until], oldest first, in batches of
+    ) -> AsyncIterator[list[tuple[int, float]]]:
+        """Every `(ts, value)` of one metric in [since, until], oldest first, the time in
+        integer microseconds as stored (a reader formats it without a float), in batches of
         about `batch_rows` (keyset paging: each batch is a short read that starts after the
         last time of the one before, so nothing holds more than a batch and a slow consumer
         holds no database resource between batches). Observations at one time always come

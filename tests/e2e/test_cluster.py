@@ -640,3 +640,54 @@ def test_a_console_session_is_one_on_every_node(cluster: Cluster) -> None:
     with pytest.raises(WebSocketBadStatusException) as anonymous:
         _live(one, cookie, device_id)
     assert anonymous.value.status_code == 403
+
+
+# -- ux4iot while NATS is away ----------------------------------------------------------------
+
+# A ux4iot call that needs the session bucket answers within this while NATS is away: the
+# JetStream request's own timeout (5 s) plus slack for a loaded machine.
+UX4IOT_OUTAGE_ANSWER_S = 15.0
+
+
+def test_ux4iot_answers_504_while_nats_is_away_and_works_again_after(cluster: Cluster) -> None:
+    """Sessions live in a NATS bucket: with NATS stopped, a call that reads and writes a
+    session (PUT /grants) answers 504 GatewayTimeout in ux4iot's error shape, in bounded time,
+    never 500 and never hanging, on a node other than the session's; with NATS back, the same
+    call succeeds and the grant is there."""
+    one, two, _ = cluster.nodes
+    key = create_key(one, cluster.admin_token)["key"]
+    with cluster.api(0) as api:
+        device_id = _new_device(api, "ux-outage")["id"]
+    with Ux(one.http_url, key) as ux1, Ux(two.http_url, key) as ux2:
+        session = ux1.session()
+        assert ux2.grant(session, device_id, "telemetry").status_code == 204
+        no_twin = ux1.as_session("GET", f"/deviceTwin/{device_id}", session)
+        assert no_twin.status_code == 403, no_twin.text  # granted only telemetry so far
+        cluster.nats.stop()
+        try:
+            wait_for(lambda: _ready(two).status_code == 503, what="node 2 sees NATS gone")
+            started = time.monotonic()
+            answer = ux2.grant(session, device_id, "deviceTwin")
+            took = time.monotonic() - started
+            assert answer.status_code == 504, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "GatewayTimeout", error
+            assert "session store" in error["message"], error
+            assert took < UX4IOT_OUTAGE_ANSWER_S, took
+            started = time.monotonic()
+            created = ux1.http.post("/session")  # a new session needs the bucket too
+            assert created.status_code == 504, created.text
+            assert created.json()["error"]["code"] == "GatewayTimeout"
+            assert time.monotonic() - started < UX4IOT_OUTAGE_ANSWER_S
+        finally:
+            cluster.nats.start()
+        wait_for(lambda: _ready(two).status_code == 200, what="node 2 sees NATS back")
+        again = wait_for(
+            lambda: (r := ux2.grant(session, device_id, "deviceTwin")).status_code != 504 and r,
+            what="PUT /grants once NATS is back",
+        )
+        assert again.status_code == 204, again.text
+        twin = ux1.as_session("GET", f"/deviceTwin/{device_id}", session)
+        assert twin.status_code == 200, twin.text  # the grant made after the outage holds
+        assert twin.json()["deviceId"] == device_id
+        assert ux1.http.delete(f"/sessions/{session}").status_code == 204

@@ -549,8 +549,9 @@ def test_an_unreachable_nats_is_named(tmp_path: Path, cluster: Cluster) -> None:
 # -- the console across nodes ---------------------------------------------------------------
 
 CONSOLE_COOKIE = "thinghub_console"
-# A live channel closes within the console's session check (5 s) once its session has ended.
-CHANNEL_ENDS_WITHIN_S = 5.0 + 5.0
+# A live channel closes within the console's session check (1 s) once its session has ended;
+# the rest is slack for a loaded machine.
+CHANNEL_ENDS_WITHIN_S = 1.0 + 4.0
 
 
 def _csrf(html: str) -> str:
@@ -682,10 +683,12 @@ def test_ux4iot_answers_504_while_nats_is_away_and_works_again_after(cluster: Cl
         finally:
             cluster.nats.start()
         wait_for(lambda: _ready(two).status_code == 200, what="node 2 sees NATS back")
-        again = wait_for(
-            lambda: (r := ux2.grant(session, device_id, "deviceTwin")).status_code != 504 and r,
-            what="PUT /grants once NATS is back",
-        )
+
+        def granted() -> httpx.Response | None:
+            answer = ux2.grant(session, device_id, "deviceTwin")
+            return None if answer.status_code == 504 else answer
+
+        again = wait_for(granted, what="PUT /grants once NATS is back")
         assert again.status_code == 204, again.text
         twin = ux1.as_session("GET", f"/deviceTwin/{device_id}", session)
         assert twin.status_code == 200, twin.text  # the grant made after the outage holds

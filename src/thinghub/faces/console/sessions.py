@@ -269,13 +269,20 @@ class SessionSweeper:
 
     name = "sessions.sweep"
 
-    def __init__(self, store: SharedSessionStore, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: SharedSessionStore,
+        clock: Callable[[], float],
+        *,
+        every_s: float = SWEEP_EVERY_S,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.every_s = every_s
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_EVERY_S)
+            await asyncio.sleep(self.every_s)
             try:
                 gone = await self.store.sweep(self.clock())
             except Exception:

@@ -3,12 +3,14 @@ stores (no cookie value, no readable secret), and the failed-login limit."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from thinghub.faces.console.sessions import (
     ADDRESS_FACTOR,
     Flash,
     LoginFailures,
+    SessionSweeper,
     SharedSessionStore,
     new_session,
     session_key,
@@ -93,6 +95,20 @@ async def test_the_sweep_drops_ended_and_least_recently_used_sessions() -> None:
     assert await sessions.service.get(session_key(ended.id)) is None
     assert await sessions.get(b.id, 6.0) is None
     assert await sessions.get(a.id, 6.0) is not None and await sessions.get(c.id, 6.0) == c
+
+
+async def test_the_sweeper_deletes_ended_sessions_in_the_background() -> None:
+    sessions = store()
+    ended, alive = new_session(0.0, 5.0), new_session(0.0, 1000.0)
+    for s in (ended, alive):
+        await sessions.put(s)
+    sweeper = SessionSweeper(sessions, lambda: 10.0, every_s=0.01)
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+        running = tasks.create_task(sweeper.run())
+        while await sessions.service.get(session_key(ended.id)) is not None:
+            await asyncio.sleep(0.01)
+        running.cancel()
+    assert await sessions.get(alive.id, 10.0) == alive
 
 
 def test_flashes_are_bounded() -> None:

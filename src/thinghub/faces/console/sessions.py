@@ -285,8 +285,8 @@ class SessionSweeper:
             await asyncio.sleep(self.every_s)
             try:
                 gone = await self.store.sweep(self.clock())
-            except Exception:
-                logger.warning("console: sweeping ended sessions failed", exc_info=True)
+            except Exception:  # the top of the task: the database away, say; try next time
+                logger.exception("console: sweeping ended sessions failed")
                 continue
             if gone:
                 logger.debug("console: swept %d ended sessions", gone)

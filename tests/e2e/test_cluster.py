@@ -443,110 +443,8 @@ def test_nats_restart_loses_nothing_acknowledged(cluster: Cluster) -> None:
         )
 
 
-async def test_killed_node_loses_its_device_within_the_lease(cluster: Cluster) -> None:
-    """`kill -9` of node 1 while its device publishes QoS 1: every acknowledged message is
-    stored once, the device shows Disconnected within the lease, comes back through node 2,
-    and a ux4iot socket on node 3 goes on receiving its telemetry."""
-    one, two, three = cluster.nodes
-    with cluster.api(1) as app:
-        device = _new_device(app, "killed")
-        device_id = device["id"]
-        client = Target.of(one.addresses).device_client(device)
-        acked: list[int] = []
-        stop = threading.Event()
-
-        def publish() -> None:  # QoS 1: send_message returns once the PUBACK came
-            n = 0
-            while not stop.is_set():
-                try:
-                    client.send_message(_json_message({"n": n}))
-                except Exception:  # the connection died with node 1
-                    return
-                acked.append(n)
-                n += 1
-
-        key = create_key(three, cluster.admin_token)["key"]
-        with Ux(three.http_url, key) as ux, closing_client(client):
-            client.connect()
-            session = ux.session()
-            async with live_socket(three.http_url, session) as live:
-                assert ux.grant(session, device_id, "telemetry").status_code == 204
-                assert ux.subscribe(session, device_id, "telemetry").status_code == 204
-                wait_for(lambda: _connection_state(app, device_id) == "Connected", what="Connected")
-                wait_connection_state(app, device_id, "deviceConnected")  # node 1 recorded it
-                publisher = threading.Thread(target=publish, name="publisher")
-                publisher.start()
-                try:
-                    wait_for(lambda: len(acked) >= 5, what="messages acknowledged by node 1")
-                    await live.wait(lambda p: p.get("deviceId") == device_id, what="live data")
-                    killed_at = time.monotonic()
-                    one.kill()  # SIGKILL: no goodbye, no disconnect recorded by node 1
-                    wait_for(
-                        lambda: _connection_state(app, device_id) == "Disconnected",
-                        LAPSE_WITHIN_S,
-                        interval=0.2,
-                        what="Disconnected after node 1 died",
-                    )
-                    lapsed_s = time.monotonic() - killed_at
-                    print(f"Disconnected on node 2 {lapsed_s:.1f} s after node 1 was killed")
-                finally:
-                    stop.set()
-                    client.shutdown()  # ends a send still waiting for its PUBACK
-                    publisher.join(30)
-                assert not publisher.is_alive()
-                wait_connection_state(app, device_id, "deviceDisconnected", timeout=LAPSE_WITHIN_S)
-                assert connection_states(app, device_id) == [
-                    "deviceConnected",
-                    "deviceDisconnected",
-                ]
-
-                # Every acknowledged message is stored, once.
-                stored = [t["body"]["n"] for t in telemetries(app, device_id)]
-                assert len(stored) == len(set(stored)), "a message was stored twice"
-                assert set(acked) <= set(stored), sorted(set(acked) - set(stored))
-                print(f"{len(acked)} messages acknowledged by node 1, {len(stored)} stored")
-
-                # The device comes back through node 2; node 3's socket goes on receiving.
-                with connected(Target.of(two.addresses).device_client(device)) as again:
-                    wait_for(
-                        lambda: _connection_state(app, device_id) == "Connected", what="Connected"
-                    )
-                    with three.client(cluster.admin_token) as api3:
-                        assert _connection_state(api3, device_id) == "Connected"
-                    await asyncio.to_thread(again.send_message, _json_message({"back": 1}))
-                    await live.wait(telemetry_of(device_id, back=1), what="telemetry via node 2")
-        wait_for(lambda: _connection_state(app, device_id) == "Disconnected", what="Disconnected")
-
-
-def _serve_fails(tmp_path: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "thinghub", "serve", "--data-dir", str(tmp_path),
-         "--http-port", "0", "--mqtt-port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode != 0, done.stdout
-    assert "Traceback" not in done.stderr, done.stderr
-    assert "thinghub ready" not in done.stdout
-    return done.stderr
-
-
-def test_nats_with_sqlite_is_refused(tmp_path: Path) -> None:
-    err = _serve_fails(tmp_path, "--bus", "nats://127.0.0.1:4222")
-    assert "needs database = postgresql" in err and "SQLite" in err, err
-
-
-def test_an_unreachable_nats_is_named(tmp_path: Path, cluster: Cluster) -> None:
-    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
-        sock.bind(("127.0.0.1", 0))
-        url = f"nats://127.0.0.1:{sock.getsockname()[1]}"
-        err = _serve_fails(tmp_path, "--database", cluster.database, "--bus", url)
-    assert f"cannot connect to NATS at {url}" in err, err
-
-
 # -- the console across nodes ---------------------------------------------------------------
+# Runs while all three nodes are up (the next test kills node 1): tests run in file order.
 
 CONSOLE_COOKIE = "thinghub_console"
 # A live channel closes within the console's session check (1 s) once its session has ended;
@@ -682,7 +580,8 @@ def test_ux4iot_answers_504_while_nats_is_away_and_works_again_after(cluster: Cl
             assert time.monotonic() - started < UX4IOT_OUTAGE_ANSWER_S
         finally:
             cluster.nats.start()
-        wait_for(lambda: _ready(two).status_code == 200, what="node 2 sees NATS back")
+        for node in cluster.nodes:
+            wait_for(lambda node=node: _ready(node).status_code == 200, what="NATS back")
 
         def granted() -> httpx.Response | None:
             answer = ux2.grant(session, device_id, "deviceTwin")
@@ -694,3 +593,106 @@ def test_ux4iot_answers_504_while_nats_is_away_and_works_again_after(cluster: Cl
         assert twin.status_code == 200, twin.text  # the grant made after the outage holds
         assert twin.json()["deviceId"] == device_id
         assert ux1.http.delete(f"/sessions/{session}").status_code == 204
+
+
+async def test_killed_node_loses_its_device_within_the_lease(cluster: Cluster) -> None:
+    """`kill -9` of node 1 while its device publishes QoS 1: every acknowledged message is
+    stored once, the device shows Disconnected within the lease, comes back through node 2,
+    and a ux4iot socket on node 3 goes on receiving its telemetry."""
+    one, two, three = cluster.nodes
+    with cluster.api(1) as app:
+        device = _new_device(app, "killed")
+        device_id = device["id"]
+        client = Target.of(one.addresses).device_client(device)
+        acked: list[int] = []
+        stop = threading.Event()
+
+        def publish() -> None:  # QoS 1: send_message returns once the PUBACK came
+            n = 0
+            while not stop.is_set():
+                try:
+                    client.send_message(_json_message({"n": n}))
+                except Exception:  # the connection died with node 1
+                    return
+                acked.append(n)
+                n += 1
+
+        key = create_key(three, cluster.admin_token)["key"]
+        with Ux(three.http_url, key) as ux, closing_client(client):
+            client.connect()
+            session = ux.session()
+            async with live_socket(three.http_url, session) as live:
+                assert ux.grant(session, device_id, "telemetry").status_code == 204
+                assert ux.subscribe(session, device_id, "telemetry").status_code == 204
+                wait_for(lambda: _connection_state(app, device_id) == "Connected", what="Connected")
+                wait_connection_state(app, device_id, "deviceConnected")  # node 1 recorded it
+                publisher = threading.Thread(target=publish, name="publisher")
+                publisher.start()
+                try:
+                    wait_for(lambda: len(acked) >= 5, what="messages acknowledged by node 1")
+                    await live.wait(lambda p: p.get("deviceId") == device_id, what="live data")
+                    killed_at = time.monotonic()
+                    one.kill()  # SIGKILL: no goodbye, no disconnect recorded by node 1
+                    wait_for(
+                        lambda: _connection_state(app, device_id) == "Disconnected",
+                        LAPSE_WITHIN_S,
+                        interval=0.2,
+                        what="Disconnected after node 1 died",
+                    )
+                    lapsed_s = time.monotonic() - killed_at
+                    print(f"Disconnected on node 2 {lapsed_s:.1f} s after node 1 was killed")
+                finally:
+                    stop.set()
+                    client.shutdown()  # ends a send still waiting for its PUBACK
+                    publisher.join(30)
+                assert not publisher.is_alive()
+                wait_connection_state(app, device_id, "deviceDisconnected", timeout=LAPSE_WITHIN_S)
+                assert connection_states(app, device_id) == [
+                    "deviceConnected",
+                    "deviceDisconnected",
+                ]
+
+                # Every acknowledged message is stored, once.
+                stored = [t["body"]["n"] for t in telemetries(app, device_id)]
+                assert len(stored) == len(set(stored)), "a message was stored twice"
+                assert set(acked) <= set(stored), sorted(set(acked) - set(stored))
+                print(f"{len(acked)} messages acknowledged by node 1, {len(stored)} stored")
+
+                # The device comes back through node 2; node 3's socket goes on receiving.
+                with connected(Target.of(two.addresses).device_client(device)) as again:
+                    wait_for(
+                        lambda: _connection_state(app, device_id) == "Connected", what="Connected"
+                    )
+                    with three.client(cluster.admin_token) as api3:
+                        assert _connection_state(api3, device_id) == "Connected"
+                    await asyncio.to_thread(again.send_message, _json_message({"back": 1}))
+                    await live.wait(telemetry_of(device_id, back=1), what="telemetry via node 2")
+        wait_for(lambda: _connection_state(app, device_id) == "Disconnected", what="Disconnected")
+
+
+def _serve_fails(tmp_path: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "thinghub", "serve", "--data-dir", str(tmp_path),
+         "--http-port", "0", "--mqtt-port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "thinghub ready" not in done.stdout
+    return done.stderr
+
+
+def test_nats_with_sqlite_is_refused(tmp_path: Path) -> None:
+    err = _serve_fails(tmp_path, "--bus", "nats://127.0.0.1:4222")
+    assert "needs database = postgresql" in err and "SQLite" in err, err
+
+
+def test_an_unreachable_nats_is_named(tmp_path: Path, cluster: Cluster) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{sock.getsockname()[1]}"
+        err = _serve_fails(tmp_path, "--database", cluster.database, "--bus", url)
+    assert f"cannot connect to NATS at {url}" in err, err

@@ -192,7 +192,7 @@ class Console:
         if not http or server is None or int(server[1]) == int(http["port"]):
             return self.base_url(request).rstrip("/")  # the shared port: as the browser sees it
         bound = str(http["host"])
-        host = (request.url.hostname or bound) if bound in WILDCARDS else bound
+        host = (request.url.hostname or "127.0.0.1") if bound in WILDCARDS else bound
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{int(http['port'])}"
 

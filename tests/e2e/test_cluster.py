@@ -580,8 +580,11 @@ def test_ux4iot_answers_504_while_nats_is_away_and_works_again_after(cluster: Cl
             assert time.monotonic() - started < UX4IOT_OUTAGE_ANSWER_S
         finally:
             cluster.nats.start()
-        for node in cluster.nodes:
-            wait_for(lambda node=node: _ready(node).status_code == 200, what="NATS back")
+
+        def every_node_ready() -> bool:
+            return all(_ready(node).status_code == 200 for node in cluster.nodes)
+
+        wait_for(every_node_ready, what="every node sees NATS back")
 
         def granted() -> httpx.Response | None:
             answer = ux2.grant(session, device_id, "deviceTwin")

@@ -90,6 +90,7 @@ from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateIssuer, CertificateService
 from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
+from thinghub.services.console_sessions import ConsoleSessionService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.device_groups import DeviceGroupService
@@ -243,6 +244,7 @@ def build_services(
         products=products,
         claims=claims,
         files=files,
+        console_sessions=ConsoleSessionService(stores),
     )
 
 

@@ -158,6 +158,14 @@ async def test_users(stores: Stores) -> None:
     assert await stores.credentials.list_users(ACC) == [zed, user]
     assert await stores.credentials.list_users("acc-2") == [other]
     assert await stores.credentials.list_users("acc-none") == []
+    # A role changes only in the user's own account.
+    assert not await stores.credentials.set_user_role("acc-2", "u-1", Role.ADMIN)
+    assert not await stores.credentials.set_user_role(ACC, "u-none", Role.ADMIN)
+    assert await stores.credentials.set_user_role(ACC, "u-1", Role.BUILDER)
+    assert await stores.credentials.get_user("alice") == dataclasses.replace(
+        user, role=Role.BUILDER
+    )
+    assert await stores.credentials.list_users("acc-2") == [other]
 
 
 async def test_api_tokens(stores: Stores) -> None:

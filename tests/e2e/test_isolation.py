@@ -104,6 +104,8 @@ class World:
     a_ctoken: str  # A's Central API token id
     a_ctoken_secret: str
     a_user: str
+    a_user_id: str  # a_user's id
+    a_cuser: str  # a user made on the Central face (its id; email a_cuser@example.com)
     a_cmd_central: str  # queued command on a_central
     a_cmd_dev: str  # queued command on a_dev
     a_c2d: str
@@ -320,9 +322,21 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             )
         )["token"]
         a_user = f"a-user-{h}"
-        _json(
+        a_user_id = _json(
             a.post("/v1/users", json={"username": a_user, "password": PASSWORD, "role": "viewer"}),
             201,
+        )["id"]
+        a_cuser = f"a-cuser-{h}"
+        _json(
+            a.put(
+                f"{API}/users/{a_cuser}",
+                params=central,
+                json={
+                    "type": "email",
+                    "email": f"{a_cuser}@example.com",
+                    "roles": [{"role": "App Operator"}],
+                },
+            )
         )
         target = Target.of(server.addresses)
         assert target.id_scope == a_dev["idScope"]
@@ -419,6 +433,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_ctoken=a_ctoken,
             a_ctoken_secret=a_ctoken_secret,
             a_user=a_user,
+            a_user_id=a_user_id,
+            a_cuser=a_cuser,
             a_cmd_central=a_cmd_central,
             a_cmd_dev=a_cmd_dev,
             a_c2d=a_c2d,
@@ -474,6 +490,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_ctoken,
             a_ctoken_secret,
             a_user,
+            a_user_id,
+            a_cuser,
             a_cmd_central,
             a_cmd_dev,
             f"a-cmdarg-{h}",
@@ -1434,7 +1452,56 @@ def _(w: World, p: str) -> list[Probe]:
 
 @route("central", "GET", "/users/{user_id}")
 def _(w: World, p: str) -> list[Probe]:
-    return [_central_denied(w, p, "404", "GET", f"/users/{w.a_user}", NO_BODY)]
+    return [
+        _central_denied(w, p, "404", "GET", f"/users/{u}", NO_BODY)
+        for u in (w.a_cuser, w.a_user_id, w.a_user)
+    ]
+
+
+@route("central", "PATCH", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"roles": [{"role": "App Administrator"}]}
+    return [
+        _central_denied(w, p, "404", "PATCH", f"/users/{u}", body) for u in (w.a_cuser, w.a_user_id)
+    ]
+
+
+@route("central", "DELETE", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [
+        _central_denied(w, p, "404", "DELETE", f"/users/{u}", NO_BODY)
+        for u in (w.a_cuser, w.a_user_id)
+    ]
+
+
+@route("central", "PUT", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    # User ids are per application (central.md): B makes a user of its own under A's id, and
+    # A's user stays A's; a scoped token gets 403. Sign-in names (emails) are global: A's
+    # email under B's own id is a 409.
+    central = {"api-version": VERSION}
+    body = {
+        "type": "email",
+        "email": f"b-cuser-{w.h}@example.com",
+        "roles": [{"role": "App Administrator"}],
+    }
+
+    def b_own_user(response: httpx.Response) -> None:
+        assert response.json()["id"] == w.a_cuser, response.text
+        with w.api(p, "central") as api:
+            gone = api.delete(f"{API}/users/{w.a_cuser}", params=central)
+            assert gone.status_code == 204, gone.text
+        mine = _json(w.a.get(f"{API}/users/{w.a_cuser}", params=central))
+        assert mine["email"] == f"{w.a_cuser}@example.com"
+        assert mine["roles"] == [{"role": "ae2c9854-393b-4f97-8c42-479d70ce626e"}]
+
+    if _is_b(p):
+        taken = {**body, "email": f"{w.a_cuser}@example.com"}
+        return [
+            _c("PUT", f"/users/{w.a_cuser}", "2xx", body, then=b_own_user),
+            _c("PUT", f"/users/b-{w.h}", "409", taken),
+        ]
+    return [_c("PUT", f"/users/{w.a_cuser}", "403", body)]
 
 
 # -- running probes ------------------------------------------------------------------------

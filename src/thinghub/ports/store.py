@@ -26,6 +26,7 @@ from thinghub.domain.model import (
     DeviceKind,
     Project,
     Retention,
+    Role,
     User,
 )
 from thinghub.domain.products import Product
@@ -123,6 +124,9 @@ class CredentialStore(Protocol):
         """The account's users, by username."""
 
     async def delete_user(self, account_id: str, user_id: str) -> bool: ...
+    async def set_user_role(self, account_id: str, user_id: str, role: Role) -> bool:
+        """Give the account's user another role; False when it has no such user."""
+
     async def insert_token(self, token: ApiToken) -> None: ...
     async def get_token(self, account_id: str, token_id: str) -> ApiToken | None: ...
     async def get_token_by_hash(self, secret_hash: str) -> ApiToken | None: ...

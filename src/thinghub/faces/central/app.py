@@ -20,9 +20,9 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from thinghub.domain.errors import Conflict, Invalid, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
-from thinghub.domain.model import Device, Principal, User
+from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
@@ -48,7 +48,7 @@ from thinghub.faces.central._wire import (
 )
 from thinghub.faces.central.jobs import router as groups_and_jobs
 from thinghub.faces.central.odata import parse_filter, parse_orderby
-from thinghub.faces.central.roles import ROLES, CentralRole, parse_role, role_for
+from thinghub.faces.central.roles import parse_role
 from thinghub.faces.central.schemas import (
     READ_ONLY_DEVICE_FIELDS,
     TEMPLATE_ID_SCHEMA,
@@ -57,6 +57,7 @@ from thinghub.faces.central.schemas import (
     DevicePatch,
     PropertyPatch,
 )
+from thinghub.faces.central.users import router as roles_and_users
 from thinghub.faces.face import FaceContext
 from thinghub.services.commands import CommandFields
 from thinghub.services.registry import KEEP
@@ -141,6 +142,9 @@ router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends
 # Device groups and jobs (faces/central/jobs.py), behind the same dependencies.
 jobs_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 jobs_router.include_router(groups_and_jobs)
+# Roles and users (faces/central/users.py), likewise.
+users_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
+users_router.include_router(roles_and_users)
 
 
 # -- application --------------------------------------------------------------------------------
@@ -223,53 +227,6 @@ async def get_token(token_id: str, request: Request, caller: Caller) -> Response
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
     await services_of(request).auth.revoke(caller, token_id, face="central", whole_account=True)
     return Response(status_code=204)
-
-
-# -- roles and users ----------------------------------------------------------------------------
-
-
-def _role_json(role: CentralRole) -> dict[str, Any]:
-    return {"id": role.id, "displayName": role.name}
-
-
-@router.get("/roles", tags=["roles"], summary="List roles")
-async def list_roles(caller: Caller) -> Response:
-    """IoT Central's three built-in roles, as API tokens and users carry them."""
-    return OrjsonResponse({"value": [_role_json(role) for role in ROLES]})
-
-
-@router.get("/roles/{role_id}", tags=["roles"], summary="Get a role")
-async def get_role(role_id: str, caller: Caller) -> Response:
-    for role in ROLES:
-        if role.id == role_id:
-            return OrjsonResponse(_role_json(role))
-    raise NotFound(f"role {role_id!r} not found", field="roleId")
-
-
-def _user_json(user: User) -> dict[str, Any]:
-    # A thinghub user signs in with a user name; IoT Central's users are email users.
-    role = role_for(user.role)
-    return {
-        "id": user.id,
-        "type": "email",
-        "email": user.username,
-        "roles": [] if role is None else [{"role": role.id}],
-    }
-
-
-@router.get("/users", tags=["users"], summary="List users")
-async def list_users(request: Request, caller: Caller) -> Response:
-    """The account's users (made on /v1); a viewer has no IoT Central role (`roles: []`)."""
-    users = await services_of(request).auth.list_users(caller)
-    return OrjsonResponse({"value": [_user_json(u) for u in users]})
-
-
-@router.get("/users/{user_id}", tags=["users"], summary="Get a user")
-async def get_user(user_id: str, request: Request, caller: Caller) -> Response:
-    for user in await services_of(request).auth.list_users(caller):
-        if user.id == user_id:
-            return OrjsonResponse(_user_json(user))
-    raise NotFound(f"user {user_id!r} not found", field="userId")
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -1019,8 +976,10 @@ def create_app(context: FaceContext) -> FastAPI:
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
     app.include_router(jobs_router)
+    app.include_router(users_router)
     # The IoT Central API specification directs requests to
     # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     app.include_router(jobs_router, prefix="/v1", include_in_schema=False)
+    app.include_router(users_router, prefix="/v1", include_in_schema=False)
     return app

@@ -1431,8 +1431,13 @@ def _(w: World, p: str) -> list[Probe]:
 @route("central", "POST", "/query")
 def _(w: World, p: str) -> list[Probe]:
     # B: no template of that id (404); a scoped token reads templates, but only its devices.
-    body = {"query": f"SELECT $id, $ts, temperature FROM {w.a_template}"}
-    return [_c("POST", "/query", "404" if _is_b(p) else "2xx", body)]
+    # Properties too: A's devices carry a set targetTemperature and a cloud property (site).
+    queries = [
+        f"SELECT $id, $ts, temperature FROM {w.a_template}",
+        f"SELECT $id, $ts, targetTemperature, site FROM {w.a_template}",
+        f"SELECT $id, temperature, site FROM {w.a_template} WHERE site != 'x'",
+    ]
+    return [_c("POST", "/query", "404" if _is_b(p) else "2xx", {"query": q}) for q in queries]
 
 
 @route("central", "GET", "/roles")

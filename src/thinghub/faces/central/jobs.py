@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from thinghub.domain.clock import format_ts_short
+from thinghub.domain.dtdl import DeviceTemplate
 from thinghub.domain.errors import Invalid
 from thinghub.domain.jobs import DeviceRunStatus, Job, JobStep, StepKind
 from thinghub.domain.model import Device, Principal
@@ -298,6 +299,64 @@ async def rerun_job(
 
 # -- query ---------------------------------------------------------------------------------------
 
+
+def _telemetry_names(template: DeviceTemplate) -> frozenset[str]:
+    """The template's telemetry as a query names it (a component's as `component.name`)."""
+    names = set(template.model.telemetry)
+    for component, iface in template.model.components.items():
+        names.update(f"{component}.{name}" for name in iface.telemetry)
+    return frozenset(names)
+
+
+async def _properties(
+    services: Services, caller: Principal, device: Device, fields: frozenset[str]
+) -> tuple[dict[str, Any], float | None]:
+    """The device's properties the query names (reported or set, and cloud properties), a
+    component's as `component.name`, and when the newest of them last changed."""
+    values: dict[str, Any] = {}
+    changed: float | None = None
+    for name, found in (await services.properties.read_all(caller, device)).items():
+        dotted = name.replace("*", ".", 1)
+        if dotted not in fields:
+            continue
+        values[dotted] = found.value
+        if found.last_updated is not None:
+            changed = max(changed or found.last_updated, found.last_updated)
+    return values, changed
+
+
+async def _telemetry_rows(
+    services: Services,
+    caller: Principal,
+    device: Device,
+    since: float | None,
+    properties: dict[str, Any],
+    budget: int,
+) -> list[dict[str, Any]]:
+    """The device's telemetry messages as rows, at most about `budget` of them."""
+    rows: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(rows) < budget:
+        page = await services.queries.telemetry(
+            caller,
+            TelemetryQuery(
+                caller.account_id, device_id=device.id, since=since, limit=_QUERY_PAGE,
+                cursor=cursor,
+            ),
+        )  # fmt: skip
+        for message in page.items:
+            if message.device_id != device.id or not isinstance(message.body, dict):
+                continue
+            prefix = f"{message.component}." if message.component else ""
+            row = {**properties, **{prefix + k: v for k, v in message.body.items()}}
+            row.update({"$id": device.id, "$ts": message.enqueued_at})
+            rows.append(row)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return rows
+
+
 # The most telemetry messages one query reads (over every device of its template).
 MAX_QUERY_ROWS = 100_000
 _QUERY_PAGE = 1000
@@ -334,35 +393,29 @@ async def run_query(request: Request, caller: Caller, body: Any = Body(None)) ->
             raise Invalid(f"{key} is not a field this route applies", field=key)
     query = parse_query(body.get("query"))
     services = services_of(request)
-    await services.templates.get(caller, query.template)  # 404 for an unknown template
+    template = await services.templates.get(caller, query.template)  # 404 when unknown
+    telemetry = _telemetry_names(template)
+    fields = query.fields()
+    # Without a telemetry field (and with a field), a row is a device and its properties;
+    # otherwise a row is a telemetry message, the device's properties beside its fields.
+    by_device = bool(fields) and not fields & telemetry
+    with_properties = bool(fields - telemetry)
     now = services.queries.now()
     since = query.since(now)
     rows: list[dict[str, Any]] = []
     for device in await services.registry.list_devices(caller):
         if device.template != query.template:
             continue
-        cursor: str | None = None
-        while len(rows) < MAX_QUERY_ROWS:
-            page = await services.queries.telemetry(
-                caller,
-                TelemetryQuery(
-                    caller.account_id,
-                    device_id=device.id,
-                    since=since,
-                    limit=_QUERY_PAGE,
-                    cursor=cursor,
-                ),
-            )
-            for message in page.items:
-                if message.device_id != device.id or not isinstance(message.body, dict):
-                    continue
-                prefix = f"{message.component}." if message.component else ""
-                row = {prefix + k: v for k, v in message.body.items()}
-                row.update({"$id": device.id, "$ts": message.enqueued_at})
-                rows.append(row)
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
+        properties: dict[str, Any] = {}
+        changed: float | None = None
+        if with_properties:
+            properties, changed = await _properties(services, caller, device, fields)
+        if by_device:
+            rows.append({**properties, "$id": device.id, "$ts": changed})
+            continue
+        if len(rows) < MAX_QUERY_ROWS:
+            budget = MAX_QUERY_ROWS - len(rows)
+            rows += await _telemetry_rows(services, caller, device, since, properties, budget)
     results = query.run(rows, now)
     for result in results:
         if isinstance(result.get("$ts"), int | float):

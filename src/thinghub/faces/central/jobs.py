@@ -10,12 +10,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.dtdl import DeviceTemplate
 from thinghub.domain.errors import Invalid
-from thinghub.domain.jobs import DeviceRunStatus, Job, JobStep, StepKind
+from thinghub.domain.jobs import (
+    Batch,
+    CancellationThreshold,
+    DeviceRunStatus,
+    Job,
+    JobStep,
+    Portion,
+    StepKind,
+)
 from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import OrjsonResponse, services_of
 from thinghub.faces.central._wire import caller_dependency, device_json, device_record
@@ -54,12 +62,39 @@ class JobStepBody(_Strict):
     value: Any = None
 
 
+PORTION_TYPES: dict[str, Any] = {"enum": [p.value for p in Portion]}
+
+
+class BatchBody(_Strict):
+    type: StrictStr = Field(json_schema_extra=PORTION_TYPES)
+    value: StrictInt | StrictFloat = Field(description="Devices, or per cent of them")
+
+
+class ThresholdBody(_Strict):
+    type: StrictStr = Field(json_schema_extra=PORTION_TYPES)
+    value: StrictInt | StrictFloat = Field(description="Failures, or per cent of the devices")
+    batch: StrictBool = Field(default=False, description="Counted per batch, not per job")
+
+
 class JobBody(_Strict):
     displayName: StrictStr = Field(min_length=1, max_length=200)
     group: StrictStr = Field(min_length=1, max_length=128)
     data: list[JobStepBody] = Field(min_length=1)
     description: StrictStr | None = Field(default=None, max_length=2000)
     id: StrictStr | None = Field(default=None, description="Read-only: the path's id")
+    batch: BatchBody | None = Field(default=None, description="Devices worked on at a time")
+    cancellationThreshold: ThresholdBody | None = Field(
+        default=None, description="Failures that cancel the job"
+    )
+
+
+def _batch(body: JobBody) -> Batch | None:
+    return None if body.batch is None else Batch.parse(body.batch.type, body.batch.value)
+
+
+def _threshold(body: JobBody) -> CancellationThreshold | None:
+    t = body.cancellationThreshold
+    return None if t is None else CancellationThreshold.parse(t.type, t.value, t.batch)
 
 
 def _group_json(group: DeviceGroup) -> dict[str, Any]:
@@ -96,9 +131,21 @@ def _job_json(job: Job) -> dict[str, Any]:
     }
     if job.description is not None:
         out["description"] = job.description
+    if job.batch is not None:
+        out["batch"] = {"type": job.batch.kind.value, "value": _number(job.batch.value)}
+    if job.threshold is not None:
+        out["cancellationThreshold"] = {
+            "type": job.threshold.kind.value,
+            "value": _number(job.threshold.value),
+            "batch": job.threshold.per_batch,
+        }
     if job.rerun_of is not None:
         out["rerunOf"] = job.rerun_of
     return out
+
+
+def _number(value: float) -> int | float:
+    return int(value) if value == int(value) else value
 
 
 def _same_id(given: str | None, path_id: str) -> None:
@@ -247,6 +294,8 @@ async def create_job(job_id: str, body: JobBody, request: Request, caller: Calle
         device_ids=[d.id for d in members],
         steps=steps,
         description=body.description,
+        batch=_batch(body),
+        threshold=_threshold(body),
     )
     return OrjsonResponse(_job_json(job))
 

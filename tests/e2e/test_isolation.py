@@ -120,6 +120,7 @@ class World:
     b_ctoken_secret: str
     b_cert: tuple[Path, Path]
     a_dgroup: str = ""  # A's IoT Central device group (a_central only)
+    a_sched: str = ""  # A's IoT Central scheduled job (over a_dgroup, due in 2090)
     a_job: str = ""  # A's job over it (a cloud property)
     headers: dict[str, str] = field(default_factory=dict)  # principal -> Authorization
     markers_b: frozenset[str] = frozenset()  # what B's principals must never see
@@ -297,6 +298,19 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
                 },
             )
         )
+        a_sched = f"a-sched-{h}"
+        _json(
+            a.put(
+                f"{API}/scheduledJobs/{a_sched}",
+                params=central,
+                json={
+                    "displayName": f"a-scheddisplay-{h}",
+                    "group": a_dgroup,
+                    "data": [{"type": "cloudProperty", "path": "site", "value": f"a-site-{h}"}],
+                    "schedule": {"start": "2090-01-01T00:00:00Z", "recurrence": "daily"},
+                },
+            )
+        )
         a_group, a_group2 = f"iso-group-{h}", f"iso-agroup-{h}"
         group_keys = {}
         for gid in (a_group, a_group2):
@@ -450,6 +464,7 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             b_cert=(certs / "b.pem", certs / "b.key"),
             a_dgroup=a_dgroup,
             a_job=a_job,
+            a_sched=a_sched,
         )
         world.headers = {
             "b-admin": f"Bearer {b_token}",
@@ -505,6 +520,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             f"a-dgdisplay-{h}",
             a_job,
             f"a-jobdisplay-{h}",
+            a_sched,
+            f"a-scheddisplay-{h}",
             f"a-site-{h}",
         }
         b_things = {
@@ -1411,6 +1428,44 @@ def _(w: World, p: str) -> list[Probe]:
         "data": [{"type": "cloudProperty", "path": "site", "value": "hijacked"}],
     }
     return [_central_denied(w, p, "404", "PUT", f"/jobs/{w.a_job}", body)]
+
+
+@route("central", "GET", "/scheduledJobs")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/scheduledJobs", NO_BODY)]
+
+
+@route("central", "GET", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/scheduledJobs/{w.a_sched}", NO_BODY)]
+
+
+@route("central", "GET", "/scheduledJobs/{job_id}/jobs")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/scheduledJobs/{w.a_sched}/jobs", NO_BODY)]
+
+
+@route("central", "PATCH", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"enabled": False, "schedule": {"start": "2089-01-01T00:00:00Z"}}
+    return [_central_denied(w, p, "404", "PATCH", f"/scheduledJobs/{w.a_sched}", body)]
+
+
+@route("central", "DELETE", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "DELETE", f"/scheduledJobs/{w.a_sched}", NO_BODY)]
+
+
+@route("central", "PUT", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    # B has no group of A's id: 404; the scheduled job stays A's (checked by its GET probes).
+    body = {
+        "displayName": "x",
+        "group": w.a_dgroup,
+        "data": [{"type": "cloudProperty", "path": "site", "value": "hijacked"}],
+        "schedule": {"start": "2089-01-01T00:00:00Z"},
+    }
+    return [_central_denied(w, p, "404", "PUT", f"/scheduledJobs/{w.a_sched}", body)]
 
 
 @route("central", "POST", "/jobs/{job_id}/stop")

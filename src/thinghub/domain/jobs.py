@@ -149,6 +149,7 @@ class Job:
     rerun_of: str | None = None
     batch: Batch | None = None
     threshold: CancellationThreshold | None = None
+    scheduled_job: str | None = None  # the scheduled job whose run it is
 
     def batch_size(self) -> int:
         return 1 if self.batch is None else self.batch.size(len(self.devices))

@@ -27,6 +27,7 @@ from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
 from thinghub.services.retention import RetentionService
+from thinghub.services.scheduled_jobs import ScheduledJobService
 from thinghub.services.sessions import SessionService
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
@@ -62,6 +63,7 @@ class Services:
     # Saved device filters, and jobs that change every device of one.
     device_groups: DeviceGroupService
     jobs: JobService
+    scheduled_jobs: ScheduledJobService  # run by the face that reads their groups
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

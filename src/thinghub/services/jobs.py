@@ -94,6 +94,7 @@ class JobService:
         rerun_of: str | None = None,
         batch: Batch | None = None,
         threshold: CancellationThreshold | None = None,
+        scheduled_job: str | None = None,
     ) -> Job:
         """Make a job over `device_ids` and start it (Permission.DEVICES_WRITE).
 
@@ -103,12 +104,7 @@ class JobService:
         """
         authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         parse_id(job_id, "jobId")
-        if not steps:
-            raise Invalid("a job needs at least one step in data", field="data")
-        if len(steps) > MAX_JOB_STEPS:
-            raise Invalid(f"a job has at most {MAX_JOB_STEPS} steps", field="data")
-        for index, step in enumerate(steps):
-            _check_step(step, f"data[{index}]")
+        check_steps(steps)
         if len(device_ids) > MAX_JOB_DEVICES:
             raise TooLarge(
                 f"the group has {len(device_ids)} devices; a job changes at most {MAX_JOB_DEVICES}",
@@ -131,6 +127,7 @@ class JobService:
             rerun_of=rerun_of,
             batch=batch,
             threshold=threshold,
+            scheduled_job=scheduled_job,
         )
         if not job.devices:
             job = replace(job, status=JobStatus.COMPLETED)
@@ -307,6 +304,47 @@ def _check_step(step: JobStep, field: str) -> None:
     check_storable(step.value, f"{field}.value")
 
 
+def steps_json(steps: Sequence[JobStep]) -> list[dict[str, Any]]:
+    """Steps as stored (a scheduled job keeps them too)."""
+    return [
+        {"type": s.kind.value, "path": s.path, "value": s.value, "target": s.target} for s in steps
+    ]
+
+
+def steps_from_json(rows: Sequence[dict[str, Any]]) -> tuple[JobStep, ...]:
+    return tuple(JobStep(StepKind(s["type"]), s["path"], s["value"], s.get("target")) for s in rows)
+
+
+def batch_json(batch: Batch | None) -> dict[str, Any] | None:
+    return None if batch is None else {"type": batch.kind.value, "value": batch.value}
+
+
+def batch_from_json(row: dict[str, Any] | None) -> Batch | None:
+    return None if row is None else Batch(Portion(row["type"]), row["value"])
+
+
+def threshold_json(threshold: CancellationThreshold | None) -> dict[str, Any] | None:
+    if threshold is None:
+        return None
+    return {"type": threshold.kind.value, "value": threshold.value, "batch": threshold.per_batch}
+
+
+def threshold_from_json(row: dict[str, Any] | None) -> CancellationThreshold | None:
+    if row is None:
+        return None
+    return CancellationThreshold(Portion(row["type"]), row["value"], row["batch"])
+
+
+def check_steps(steps: Sequence[JobStep]) -> None:
+    """Raises: Invalid, naming the step."""
+    if not steps:
+        raise Invalid("a job needs at least one step in data", field="data")
+    if len(steps) > MAX_JOB_STEPS:
+        raise Invalid(f"a job has at most {MAX_JOB_STEPS} steps", field="data")
+    for index, step in enumerate(steps):
+        _check_step(step, f"data[{index}]")
+
+
 def _to_document(job: Job) -> dict[str, Any]:
     return {
         "displayName": job.display_name,
@@ -323,6 +361,7 @@ def _to_document(job: Job) -> dict[str, Any]:
         "createdAt": job.created_at,
         "updatedAt": job.updated_at,
         "rerunOf": job.rerun_of,
+        "scheduledJob": job.scheduled_job,
         "batch": None
         if job.batch is None
         else {"type": job.batch.kind.value, "value": job.batch.value},
@@ -354,6 +393,7 @@ def _from_document(account_id: str, job_id: str, row: dict[str, Any]) -> Job:
         updated_at=row["updatedAt"],
         description=row.get("description"),
         rerun_of=row.get("rerunOf"),
+        scheduled_job=row.get("scheduledJob"),
         batch=None
         if row.get("batch") is None
         else Batch(Portion(row["batch"]["type"]), row["batch"]["value"]),

@@ -49,6 +49,7 @@ from thinghub.faces.central._wire import (
 from thinghub.faces.central.jobs import router as groups_and_jobs
 from thinghub.faces.central.odata import parse_filter, parse_orderby
 from thinghub.faces.central.roles import parse_role
+from thinghub.faces.central.scheduled import router as scheduled_jobs
 from thinghub.faces.central.schemas import (
     READ_ONLY_DEVICE_FIELDS,
     TEMPLATE_ID_SCHEMA,
@@ -142,6 +143,11 @@ router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends
 # Device groups and jobs (faces/central/jobs.py), behind the same dependencies.
 jobs_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 jobs_router.include_router(groups_and_jobs)
+# Scheduled jobs (faces/central/scheduled.py), likewise.
+scheduled_router = APIRouter(
+    dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)]
+)
+scheduled_router.include_router(scheduled_jobs)
 # Roles and users (faces/central/users.py), likewise.
 users_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 users_router.include_router(roles_and_users)
@@ -977,9 +983,11 @@ def create_app(context: FaceContext) -> FastAPI:
     app.include_router(router)
     app.include_router(jobs_router)
     app.include_router(users_router)
+    app.include_router(scheduled_router)
     # The IoT Central API specification directs requests to
     # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     app.include_router(jobs_router, prefix="/v1", include_in_schema=False)
     app.include_router(users_router, prefix="/v1", include_in_schema=False)
+    app.include_router(scheduled_router, prefix="/v1", include_in_schema=False)
     return app

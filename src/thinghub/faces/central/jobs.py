@@ -88,13 +88,58 @@ class JobBody(_Strict):
     )
 
 
-def _batch(body: JobBody) -> Batch | None:
-    return None if body.batch is None else Batch.parse(body.batch.type, body.batch.value)
+def batch_of(body: BatchBody | None) -> Batch | None:
+    return None if body is None else Batch.parse(body.type, body.value)
 
 
-def _threshold(body: JobBody) -> CancellationThreshold | None:
-    t = body.cancellationThreshold
-    return None if t is None else CancellationThreshold.parse(t.type, t.value, t.batch)
+def threshold_of(body: ThresholdBody | None) -> CancellationThreshold | None:
+    return None if body is None else CancellationThreshold.parse(body.type, body.value, body.batch)
+
+
+def steps_of(data: list[JobStepBody]) -> list[JobStep]:
+    """The steps of a body's `data`; a bad type is a 400 naming it."""
+    steps = []
+    for index, step in enumerate(data):
+        try:
+            kind = StepKind(step.type)
+        except ValueError:
+            raise Invalid(
+                f"data[{index}].type must be one of {', '.join(k.value for k in StepKind)}",
+                field=f"data.{index}.type",
+            ) from None
+        steps.append(JobStep(kind, step.path, step.value, step.target))
+    return steps
+
+
+def steps_out(steps: tuple[JobStep, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": s.kind.value,
+            "path": s.path,
+            "value": s.value,
+            **({"target": s.target} if s.target is not None else {}),
+        }
+        for s in steps
+    ]
+
+
+def batch_out(batch: Batch | None) -> dict[str, Any]:
+    """`batch` of a job's answer ({} when it has none)."""
+    if batch is None:
+        return {}
+    return {"batch": {"type": batch.kind.value, "value": _number(batch.value)}}
+
+
+def threshold_out(threshold: CancellationThreshold | None) -> dict[str, Any]:
+    if threshold is None:
+        return {}
+    return {
+        "cancellationThreshold": {
+            "type": threshold.kind.value,
+            "value": _number(threshold.value),
+            "batch": threshold.per_batch,
+        }
+    }
 
 
 def _group_json(group: DeviceGroup) -> dict[str, Any]:
@@ -109,38 +154,26 @@ def _group_json(group: DeviceGroup) -> dict[str, Any]:
     return out
 
 
-def _job_json(job: Job) -> dict[str, Any]:
+def job_json(job: Job) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": job.id,
         "displayName": job.display_name,
         "group": job.group,
-        "data": [
-            {
-                "type": s.kind.value,
-                "path": s.path,
-                "value": s.value,
-                **({"target": s.target} if s.target is not None else {}),
-            }
-            for s in job.steps
-        ],
+        "data": steps_out(job.steps),
         "status": job.status.value,
         "progress": {
             "total": len(job.devices),
             **{status.value: job.count(status) for status in DeviceRunStatus},
         },
+        **batch_out(job.batch),
+        **threshold_out(job.threshold),
     }
     if job.description is not None:
         out["description"] = job.description
-    if job.batch is not None:
-        out["batch"] = {"type": job.batch.kind.value, "value": _number(job.batch.value)}
-    if job.threshold is not None:
-        out["cancellationThreshold"] = {
-            "type": job.threshold.kind.value,
-            "value": _number(job.threshold.value),
-            "batch": job.threshold.per_batch,
-        }
     if job.rerun_of is not None:
         out["rerunOf"] = job.rerun_of
+    if job.scheduled_job is not None:
+        out["scheduledJobId"] = job.scheduled_job
     return out
 
 
@@ -153,7 +186,7 @@ def _same_id(given: str | None, path_id: str) -> None:
         raise Invalid(f"id is read-only (it is {path_id!r})", field="id")
 
 
-async def _members(services: Services, caller: Principal, group: DeviceGroup) -> list[Device]:
+async def group_members(services: Services, caller: Principal, group: DeviceGroup) -> list[Device]:
     """The devices of a group the caller may see, by id."""
     matcher = group_filter(group.filter)
     devices = sorted(await services.registry.list_devices(caller), key=lambda d: d.id)
@@ -249,7 +282,7 @@ async def delete_group(group_id: str, request: Request, caller: Caller) -> Respo
 async def group_devices(group_id: str, request: Request, caller: Caller) -> Response:
     services = services_of(request)
     group = await services.device_groups.get(caller, group_id)
-    members = await _members(services, caller, group)
+    members = await group_members(services, caller, group)
     return OrjsonResponse({"value": [await device_json(services, d) for d in members]})
 
 
@@ -259,12 +292,12 @@ async def group_devices(group_id: str, request: Request, caller: Caller) -> Resp
 @router.get("/jobs", tags=["jobs"], summary="List jobs")
 async def list_jobs(request: Request, caller: Caller) -> Response:
     jobs = await services_of(request).jobs.list(caller)
-    return OrjsonResponse({"value": [_job_json(j) for j in jobs]})
+    return OrjsonResponse({"value": [job_json(j) for j in jobs]})
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"], summary="Get a job")
 async def get_job(job_id: str, request: Request, caller: Caller) -> Response:
-    return OrjsonResponse(_job_json(await services_of(request).jobs.get(caller, job_id)))
+    return OrjsonResponse(job_json(await services_of(request).jobs.get(caller, job_id)))
 
 
 @router.put("/jobs/{job_id}", tags=["jobs"], summary="Run a job on a device group")
@@ -275,17 +308,8 @@ async def create_job(job_id: str, body: JobBody, request: Request, caller: Calle
     _same_id(body.id, job_id)
     services = services_of(request)
     group = await services.device_groups.get(caller, body.group)
-    members = await _members(services, caller, group)
-    steps = []
-    for index, step in enumerate(body.data):
-        try:
-            kind = StepKind(step.type)
-        except ValueError:
-            raise Invalid(
-                f"data[{index}].type must be one of {', '.join(k.value for k in StepKind)}",
-                field=f"data.{index}.type",
-            ) from None
-        steps.append(JobStep(kind, step.path, step.value, step.target))
+    members = await group_members(services, caller, group)
+    steps = steps_of(body.data)
     job = await services.jobs.create(
         caller,
         job_id,
@@ -294,10 +318,10 @@ async def create_job(job_id: str, body: JobBody, request: Request, caller: Calle
         device_ids=[d.id for d in members],
         steps=steps,
         description=body.description,
-        batch=_batch(body),
-        threshold=_threshold(body),
+        batch=batch_of(body.batch),
+        threshold=threshold_of(body.cancellationThreshold),
     )
-    return OrjsonResponse(_job_json(job))
+    return OrjsonResponse(job_json(job))
 
 
 @router.get("/jobs/{job_id}/devices", tags=["jobs"], summary="A job's per-device status")
@@ -343,7 +367,7 @@ async def rerun_job(
     if body not in (None, {}):
         raise Invalid("a rerun takes no body", field="body")
     job = await services_of(request).jobs.rerun(caller, job_id, rerun_id)
-    return OrjsonResponse(_job_json(job))
+    return OrjsonResponse(job_json(job))
 
 
 # -- query ---------------------------------------------------------------------------------------

@@ -807,6 +807,17 @@ async def test_command_history_is_per_device_and_name_newest_first(stores: Store
     assert await stores.commands.history("dev-1", "ping", 10) == [made[2]]
     assert await stores.commands.history("dev-2", "reboot", 10) == [made[3]]
     assert await stores.commands.history("dev-3", "reboot", 10) == []
+    # A page after a command: the older ones; at the same time, the smaller ids.
+    assert await stores.commands.history("dev-1", "reboot", 10, (at(3), "h2")) == [made[0]]
+    assert await stores.commands.history("dev-1", "reboot", 1, (at(5), "h5")) == [done]
+    twin = command("h0", created_at=at(5))
+    await stores.commands.insert(twin)
+    assert await stores.commands.history("dev-1", "reboot", 10, (at(5), "h5")) == [
+        twin,
+        done,
+        made[0],
+    ]
+    assert await stores.commands.history("dev-1", "reboot", 10, (at(1), "h1")) == []
 
 
 # -- cloud-to-device messages ----------------------------------------------------------------

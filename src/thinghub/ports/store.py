@@ -253,8 +253,11 @@ class CommandStore(Protocol):
         """Its outcome: status, completed_at, response_code and result."""
 
     async def pending(self, device_id: str) -> list[Command]: ...
-    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
-        """The device's commands of that name, newest first, at most `limit`."""
+    async def history(
+        self, device_id: str, name: str, limit: int, before: tuple[float, str] | None = None
+    ) -> list[Command]:
+        """The device's commands of that name, newest first, at most `limit`; with `before`
+        (created_at, id), only those older than it (a page after it)."""
 
 
 class C2DStore(Protocol):

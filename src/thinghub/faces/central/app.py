@@ -60,7 +60,7 @@ from thinghub.faces.central.schemas import (
 )
 from thinghub.faces.central.users import router as roles_and_users
 from thinghub.faces.face import FaceContext
-from thinghub.services.commands import CommandFields
+from thinghub.services.commands import MAX_HISTORY, CommandFields
 from thinghub.services.registry import KEEP
 
 __all__ = ["create_app"]
@@ -127,6 +127,25 @@ IF_MATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 # The real API's form of a command is answered 201 (the specification's form 200).
 COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"description": "Sent and waited for: the outcome (the real API's form)"}
+}
+# A command history's paging (read from the query by _history; documented here).
+HISTORY_PAGE_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "$maxpagesize",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY},
+            "description": "Commands per page (default and most: 100)",
+        },
+        {
+            "name": "$skiptoken",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "From a nextLink",
+        },
+    ]
 }
 # A `$skiptoken` that is an offset (in an `$orderby` order) starts with this.
 OFFSET_TOKEN = "~"
@@ -545,6 +564,7 @@ async def run_component_command(
     "/devices/{device_id}/commands/{command_name}",
     tags=["commands"],
     summary="Get a command's history",
+    openapi_extra=HISTORY_PAGE_DOC,
 )
 async def command_history(
     device_id: str, command_name: CommandName, request: Request, caller: Caller
@@ -557,6 +577,7 @@ async def command_history(
     "/devices/{device_id}/components/{component}/commands/{command_name}",
     tags=["commands"],
     summary="Get a component command's history",
+    openapi_extra=HISTORY_PAGE_DOC,
 )
 async def component_command_history(
     device_id: str,
@@ -568,11 +589,41 @@ async def component_command_history(
     return await _history(request, caller, device_id, f"{component}*{command_name}")
 
 
+def _history_token(token: str | None) -> tuple[float, str] | None:
+    """A command history's `$skiptoken`: the created time and id of the last one shown."""
+    if token is None:
+        return None
+    created, _, command_id = token.partition(",")
+    try:
+        value = float(created)
+    except ValueError:
+        value = float("nan")
+    if not command_id or value != value or not 0 <= value < 1e11:
+        raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
+    return value, command_id
+
+
 async def _history(
     request: Request, caller: Principal, device: Device | str, name: str
 ) -> Response:
-    runs = await services_of(request).commands.history(caller, device, name)
-    return OrjsonResponse({"value": [executed_json(c) for c in runs]})
+    """A page of the history, newest first: `$maxpagesize` (at most MAX_HISTORY) and a
+    `nextLink` when there are older ones."""
+    params = request.query_params
+    raw_size = params.get("$maxpagesize")
+    size = MAX_HISTORY
+    if raw_size is not None:
+        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_HISTORY:
+            raise Invalid(f"$maxpagesize must be 1 to {MAX_HISTORY}", field="$maxpagesize")
+        size = int(raw_size)
+    before = _history_token(params.get("$skiptoken"))
+    page, more = await services_of(request).commands.history_page(
+        caller, device, name, size, before
+    )
+    out: dict[str, Any] = {"value": [executed_json(c) for c in page]}
+    if more and page:
+        token = f"{page[-1].created_at!r},{page[-1].id}"
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})
+    return OrjsonResponse(out)
 
 
 @router.get(
@@ -865,6 +916,7 @@ async def run_module_command(
     "/devices/{device_id}/modules/{module_name}/commands/{command_name}",
     tags=["modules"],
     summary="Get a module command's history",
+    openapi_extra=HISTORY_PAGE_DOC,
 )
 async def module_command_history(
     device_id: str, module_name: str, command_name: CommandName, request: Request, caller: Caller

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from thinghub.domain.clock import format_ts_short
@@ -25,8 +25,13 @@ from thinghub.domain.jobs import (
     StepKind,
 )
 from thinghub.domain.model import Device, Principal
-from thinghub.faces._http import OrjsonResponse, services_of
-from thinghub.faces.central._wire import caller_dependency, device_json, device_record
+from thinghub.faces._http import OrjsonResponse, services_of, settings_of
+from thinghub.faces.central._wire import (
+    caller_dependency,
+    device_json,
+    device_record,
+    page_link,
+)
 from thinghub.faces.central.groups import group_filter
 from thinghub.faces.central.query import MAX_QUERY_CHARS, parse_query
 from thinghub.ports import TelemetryQuery
@@ -279,11 +284,32 @@ async def delete_group(group_id: str, request: Request, caller: Caller) -> Respo
     tags=["deviceGroups"],
     summary="List the devices of a device group",
 )
-async def group_devices(group_id: str, request: Request, caller: Caller) -> Response:
+async def group_devices(
+    group_id: str,
+    request: Request,
+    caller: Caller,
+    maxpagesize: Annotated[
+        int | None, Query(alias="$maxpagesize", description="Page size (default page_max)")
+    ] = None,
+    skiptoken: Annotated[
+        str | None, Query(alias="$skiptoken", description="From a nextLink")
+    ] = None,
+) -> Response:
+    """The group's devices the caller may see, by id, a page at a time (`nextLink`)."""
     services = services_of(request)
+    page_max = settings_of(request).page_max
+    if maxpagesize is not None and not 1 <= maxpagesize <= page_max:
+        raise Invalid(f"$maxpagesize must be 1 to {page_max}", field="$maxpagesize")
+    size = page_max if maxpagesize is None else maxpagesize
     group = await services.device_groups.get(caller, group_id)
     members = await group_members(services, caller, group)
-    return OrjsonResponse({"value": [await device_json(services, d) for d in members]})
+    # The token is the last id shown: stable while devices come and go.
+    rest = members if skiptoken is None else [d for d in members if d.id > skiptoken]
+    page = rest[:size]
+    out: dict[str, Any] = {"value": [await device_json(services, d) for d in page]}
+    if len(rest) > size:
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": page[-1].id})
+    return OrjsonResponse(out)
 
 
 # -- jobs ----------------------------------------------------------------------------

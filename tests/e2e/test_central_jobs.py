@@ -8,6 +8,7 @@ template and fails for any other, so which devices fail is known beforehand.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -182,3 +183,114 @@ def test_bad_batches_and_thresholds_are_400_naming_them(
         central.put(f"/jobs/{job_id}", json=_job(template_id, group_id, **extra)), 400, field
     )
     assert_error(central.get(f"/jobs/{job_id}"), 404)
+
+
+def test_published_job_examples(central: httpx.Client, unique: Callable[[str], str]) -> None:
+    """The real API's job examples (2022-10-31-preview), their bodies as published: Jobs_Create
+    (a component's property named `componentName.propertyName`, a `target` template), Jobs_
+    GetDevices, Jobs_Rerun, and the answers compared with the published ones (ids, and the
+    `progress` this server adds, aside)."""
+    tid = f"urn:{unique('t')}:modelDefinition:02uwtefvdy"
+    template = {
+        "@type": ["ModelDefinition", "DeviceModel"],
+        "displayName": "Example",
+        "capabilityModel": {
+            "@id": f"{tid}:cm",
+            "@type": "Interface",
+            "contents": [
+                {
+                    "@type": "Component",
+                    "name": "componentName",
+                    "schema": {
+                        "@id": f"{tid}:component",
+                        "@type": "Interface",
+                        "contents": [
+                            {
+                                "@type": "Property",
+                                "name": "propertyName",
+                                "schema": "string",
+                                "writable": True,
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+    made = central.put(f"/deviceTemplates/{tid}", json=template)
+    assert made.status_code == 200, made.text
+    prefix = unique("ex")
+    good, other = f"{prefix}-a", f"{prefix}-b"
+    assert central.put(f"/devices/{good}", json={"template": tid}).status_code == 200
+    assert central.put(f"/devices/{other}", json={}).status_code == 200  # no template: fails
+    group = str(uuid.uuid4())
+    assert (
+        central.put(
+            f"/deviceGroups/{group}",
+            json={"displayName": "example", "filter": f"startswith(id, '{prefix}')"},
+        ).status_code
+        == 200
+    )
+    job_id = unique("myJobId")
+    body = {
+        "displayName": "My Job",
+        "group": group,
+        "data": [
+            {
+                "type": "property",
+                "target": tid,
+                "path": "componentName.propertyName",
+                "value": "updated value",
+            }
+        ],
+    }
+    created = central.put(f"/jobs/{job_id}", json=body)
+    assert created.status_code == 200, created.text
+    published = {"id": job_id, **body, "status": "running"}
+    assert {k: created.json()[k] for k in published} == published
+    assert _ended(central, job_id)["status"] == "failed"
+    # Jobs_GetDevices: {value: [{id, status}]} (an error beside a failed device's).
+    devices = central.get(f"/jobs/{job_id}/devices").json()["value"]
+    assert devices[0] == {"id": good, "status": "completed"}
+    assert (devices[1]["id"], devices[1]["status"]) == (other, "failed")
+    properties = central.get(f"/devices/{good}/properties").json()
+    assert properties["componentName"]["propertyName"] == "updated value"
+    # Jobs_Rerun: the published answer, over the failed device.
+    rerun_id = unique("myJobRerunId")
+    rerun = central.put(f"/jobs/{job_id}/rerun/{rerun_id}")
+    assert rerun.status_code == 200, rerun.text
+    published = {"id": rerun_id, **body, "status": "running"}
+    assert {k: rerun.json()[k] for k in published} == published
+    assert rerun.json()["progress"]["total"] == 1
+
+
+def test_published_scheduled_job_examples(
+    central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    """ScheduledJobs_Get and _List as published: a daily command job (its start in the past:
+    it runs from its next occurrence), answered in the published shape."""
+    group = str(uuid.uuid4())
+    made = central.put(f"/deviceGroups/{group}", json={"displayName": "g", "filter": "id eq 'x'"})
+    assert made.status_code == 200, made.text
+    scheduled_id = unique("newScheduledJobId")
+    body = {
+        "displayName": "New Scheduled Job",
+        "description": "",
+        "group": group,
+        "data": [{"type": "command", "target": template_id, "path": "Reboot", "value": None}],
+        "schedule": {"start": "2022-05-24T22:29:01Z", "recurrence": "daily"},
+    }
+    created = central.put(f"/scheduledJobs/{scheduled_id}", json=body)
+    assert created.status_code == 200, created.text
+    shown = created.json()
+    assert {k: v for k, v in shown.items() if k != "etag"} == {
+        "id": scheduled_id,
+        **body,
+        "enabled": True,
+        "completed": False,
+    }
+    assert isinstance(shown["etag"], str) and shown["etag"]
+    listed = central.get("/scheduledJobs").json()["value"]
+    assert [s for s in listed if s["id"] == scheduled_id] == [shown]
+    # ScheduledJobs_ListJobs: nothing ran yet (the next occurrence is ahead).
+    assert central.get(f"/scheduledJobs/{scheduled_id}/jobs").json() == {"value": []}

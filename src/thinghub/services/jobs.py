@@ -274,14 +274,18 @@ class JobService:
                 raise Invalid(
                     f"device {device_id!r} uses template {device.template!r}, not {step.target!r}"
                 )
+        # A component's property or command: `component*name`, or `component.name` as IoT
+        # Central's jobs name it (DTDL names hold no dot, so the two never mean different
+        # things); a cloud property's name is taken as it is.
+        path = step.path
+        if step.kind is not StepKind.CLOUD_PROPERTY and "*" not in path:
+            path = path.replace(".", "*", 1)
         if step.kind is StepKind.PROPERTY:
-            await self.properties.write(principal, device_id, step.path, step.value)
+            await self.properties.write(principal, device_id, path, step.value)
         elif step.kind is StepKind.CLOUD_PROPERTY:
             await self.registry.set_cloud_property(principal, device_id, step.path, step.value)
         else:
-            command = await self.commands.execute(
-                principal, device_id, step.path, step.value, None, 0
-            )
+            command = await self.commands.execute(principal, device_id, path, step.value, None, 0)
             if command.status is not CommandStatus.COMPLETED:
                 code = "" if command.response_code is None else f" ({command.response_code})"
                 raise Invalid(f"command {step.path} ended {command.status}{code}")

@@ -141,6 +141,44 @@ def test_a_recurring_schedule_runs_its_first_occurrence_and_waits(
     assert len(_runs(central, scheduled_id)) == 1
 
 
+def test_a_revoked_owner_runs_nothing(
+    central: httpx.Client,
+    server: ServerProcess,
+    template_id: str,
+    unique: Callable[[str], str],
+) -> None:
+    """A scheduled job runs as whoever saved it, as they stand when it runs: once the API
+    token that saved it is revoked, its occurrences are skipped."""
+    group = _fleet(central, template_id, unique)
+    token_id = unique("tok")
+    token = central.put(f"/apiTokens/{token_id}", json={"roles": [{"role": "App Operator"}]})
+    assert token.status_code == 200, token.text
+    with httpx.Client(
+        base_url=server.http_url + API,
+        params={"api-version": VERSION},
+        headers={"Authorization": token.json()["token"]},
+        timeout=30,
+    ) as operator:
+        revoked_id, kept_id = unique("revoked"), unique("kept")
+        for scheduled_id in (revoked_id, kept_id):
+            made = operator.put(
+                f"/scheduledJobs/{scheduled_id}", json=_body(group, {"start": _at(6)})
+            )
+            assert made.status_code == 200, made.text
+    # The kept one is saved again by the admin: it runs as the admin.
+    shown = central.get(f"/scheduledJobs/{kept_id}").json()
+    assert central.put(f"/scheduledJobs/{kept_id}", json=shown).status_code == 200
+    assert central.delete(f"/apiTokens/{token_id}").status_code == 204
+    assert _ended_run(central, kept_id)["status"] == "completed"
+    # The revoked one's occurrence passes without a job.
+    wait_for(
+        lambda: central.get(f"/scheduledJobs/{revoked_id}").json()["completed"],
+        what="the revoked owner's occurrence to pass",
+        timeout=60,
+    )
+    assert _runs(central, revoked_id) == []
+
+
 def test_scheduled_job_crud_and_if_match(
     central: httpx.Client, template_id: str, unique: Callable[[str], str]
 ) -> None:

@@ -441,6 +441,20 @@ class AuthService:
             token.account_id, token.role, token.id, "token", token.face_role, token.project
         )
 
+    async def current(self, principal: Principal) -> Principal | None:
+        """The principal as it stands now, for work done later in its name (a scheduled
+        job): a user with its current role; a token's principal (or that of an access token
+        minted from a token) while the token is neither revoked nor expired. None when its
+        credential is gone."""
+        if principal.kind == "user":
+            for user in await self.stores.credentials.list_users(principal.account_id):
+                if user.id == principal.subject:
+                    return replace(principal, role=user.role)
+        token = await self.stores.credentials.get_token(principal.account_id, principal.subject)
+        if token is None or (token.expires_at is not None and token.expires_at <= self.clock.now()):
+            return None
+        return principal
+
     async def authenticate_header(self, header: str | None) -> Principal:
         if not header:
             raise Unauthorized("missing Authorization header", field="Authorization")

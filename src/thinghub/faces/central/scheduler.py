@@ -8,8 +8,9 @@ occurrence as run, and sleeps until the next one is due, at most TICK_S, or unti
 job is saved. The job of an occurrence has an id derived from the scheduled job and the
 occurrence, the same on every node: when two nodes both see an occurrence due, the second
 one's job is refused as existing (409), so one job runs per occurrence (save in the rare case
-that both check at the same moment). A failure (the group deleted, the owner no longer
-allowed) skips the occurrence and is logged.
+that both check at the same moment). It runs as its owner as the owner stands now (a user's
+current role; a revoked or expired token runs nothing). A failure (the group deleted, the
+owner gone or no longer allowed) skips the occurrence and is logged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import logging
 import uuid
 
-from thinghub.domain.errors import Conflict, Error
+from thinghub.domain.errors import Conflict, Error, Forbidden
 from thinghub.domain.scheduled_jobs import ScheduledJob
 from thinghub.faces.central.jobs import group_members
 from thinghub.ports import Clock
@@ -76,10 +77,13 @@ class Scheduler:
         services = self.services
         job_id = run_id(job)
         try:
-            group = await services.device_groups.get(job.owner, job.group)
-            members = await group_members(services, job.owner, group)
+            owner = await services.auth.current(job.owner)
+            if owner is None:
+                raise Forbidden(f"{job.owner.kind} {job.owner.subject!r} is no longer valid")
+            group = await services.device_groups.get(owner, job.group)
+            members = await group_members(services, owner, group)
             await services.jobs.create(
-                job.owner,
+                owner,
                 job_id,
                 display_name=f"{job.display_name} - {job.next_index + 1}",
                 group=group.id,

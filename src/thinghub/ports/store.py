@@ -218,6 +218,24 @@ class TelemetryStore(Protocol):
         in one batch, which may so exceed `batch_rows`; their order among themselves is
         unspecified."""
 
+    def stream_observation_json(
+        self,
+        account_id: str,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        chunk_rows: int,
+        affine: tuple[float, float, float] | None,
+    ) -> AsyncIterator[str | list[tuple[int, float]]]:
+        """stream_observations in chunks of about `chunk_rows` (a chunk never ends inside a
+        run of equal times), each either its rows or, where the store can make it exactly,
+        the body of its JSON object `"<ISO ms Z>":<value>,...` in time order: the time
+        rounded half up to the millisecond on the integer microseconds, the value
+        `(value * scale + shift) / divisor` of `affine` (None: the value as stored) in
+        double arithmetic, printed so that it reads back to the same double. Two rows in one
+        millisecond give the key twice, the later one last (a JSON reader keeps it)."""
+
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of
         each metric stays."""

@@ -211,3 +211,19 @@ class QueryService:
         return self.stores.telemetry.stream_observations(
             principal.account_id, entity_id, metric, since, until, batch_rows
         )
+
+    def observation_json(
+        self,
+        principal: Principal,
+        entity_id: str,
+        metric: str,
+        since: float | None,
+        until: float | None,
+        chunk_rows: int,
+        affine: tuple[float, float, float] | None,
+    ) -> AsyncIterator[str | list[tuple[int, float]]]:
+        """observation_batches in chunks, each its rows or its JSON object body made by the
+        store (TelemetryStore.stream_observation_json)."""
+        return self.stores.telemetry.stream_observation_json(
+            principal.account_id, entity_id, metric, since, until, chunk_rows, affine
+        )

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -41,6 +41,8 @@ from thinghub.services.core import Services
 from thinghub.services.units import Conversion, conversion_for
 
 __all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Row", "chunks", "one_point"]
+
+T = TypeVar("T")
 
 # Rows one store read of a stream returns: a multiple of MAX_CHUNK_POINTS, so only the last
 # chunk of a stream is short.
@@ -145,6 +147,42 @@ class Observations:
         base = reference[1]
         async for batch in self._raw(scope, holder, key, since, until, limit):
             yield [(ts, value - base) for ts, value in batch]
+
+    async def series_json(
+        self,
+        scope: Scope,
+        sensor: Sensor,
+        choice: MetricChoice,
+        delta: DeltaParams,
+        since: float | None,
+        until: float | None,
+        limit: Limit | None,
+    ) -> AsyncIterator[orjson.Fragment]:
+        """series as `{ISO: value}` chunks of at most about MAX_CHUNK_POINTS, converted, each
+        its JSON text. A plain metric's whole range (no delta, no limit) is asked of the
+        store chunk by chunk, and the store may make a chunk's text itself (SQLite does,
+        where that is exact), so a million-point getData never turns a million rows into
+        Python objects; one chunk is read ahead while this one is sent."""
+        if choice.metric.delta_of is not None or limit is not None:
+            async for batch in self.series(scope, sensor, choice, delta, since, until, limit):
+                for chunk in chunks(batch, choice.conversion):
+                    yield chunk
+            return
+        conversion = choice.conversion
+        affine = (
+            None
+            if conversion.is_identity
+            else (conversion.scale, conversion.shift, conversion.divisor)
+        )
+        found = self.services.queries.observation_json(
+            scope.principal, sensor.holder.id, choice.key, since, until, MAX_CHUNK_POINTS, affine
+        )
+        async for item in _one_ahead(found):
+            if isinstance(item, str):
+                yield orjson.Fragment(b"{" + item.encode() + b"}")
+            else:
+                for chunk in chunks(item, conversion):
+                    yield chunk
 
     async def _raw(
         self,
@@ -455,11 +493,11 @@ def _zero_date(sensor: Sensor) -> float | None:
         return None
 
 
-async def _one_ahead(batches: AsyncIterator[list[Row]]) -> AsyncGenerator[list[Row], None]:
+async def _one_ahead(batches: AsyncIterator[T]) -> AsyncGenerator[T, None]:
     """The batches of a stream, the next one read while the caller handles this one: the
     database reads (in its reader thread) while this formats and sends. One batch ahead at
     most, so a slow reader still slows the read, one batch later."""
-    ahead: asyncio.Future[list[Row] | None] = asyncio.ensure_future(anext(batches, None))
+    ahead: asyncio.Future[T | None] = asyncio.ensure_future(anext(batches, None))
     try:
         while (batch := await ahead) is not None:
             ahead = asyncio.ensure_future(anext(batches, None))

@@ -1,5 +1,5 @@
-"""TelemetryStore.stream_observation_json: the chunks a store makes as JSON text parse to
-exactly what the face's Python path (series.chunk_points over stream_observations) makes,
+"""TelemetryStore.stream_observation_json: the chunks a store prints, made JSON by the face
+(series.printed_json), parse to exactly what the face's Python path (series.chunk_points over stream_observations) makes,
 for random times (half milliseconds, equal milliseconds, equal times), values and units."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from thinghub.domain.telemetry import Observation
-from thinghub.faces.itwin.series import chunk_points
-from thinghub.ports import Stores
+from thinghub.faces.itwin.series import chunk_points, printed_json
+from thinghub.ports import PrintedChunk, Stores
 from thinghub.services.units import IDENTITY, Conversion, conversion
 
 ACC = "acc-1"
@@ -51,15 +51,13 @@ def _times(rng: random.Random, n: int) -> list[int]:
 
 async def _fast(stores: Stores, conv: Conversion, chunk_rows: int, *span: Any) -> list[Any]:
     affine = None if conv.is_identity else (conv.scale, conv.shift, conv.divisor)
-    stream = stores.telemetry.stream_observation_json(
-        ACC, "dev-1", "t", *span, chunk_rows, affine
-    )
+    stream = stores.telemetry.stream_observation_json(ACC, "dev-1", "t", *span, chunk_rows, affine)
     return [item async for item in stream]
 
 
-def _parsed(item: str | list[tuple[int, float]], conv: Conversion) -> dict[str, Any]:
-    if isinstance(item, str):
-        text = "{" + item + "}"
+def _parsed(item: PrintedChunk | list[tuple[int, float]], conv: Conversion) -> dict[str, Any]:
+    if isinstance(item, PrintedChunk):
+        text = bytes(orjson.dumps({"data": printed_json(item)}))[8:-1]
         by_orjson = orjson.loads(text)
         assert json.loads(text) == by_orjson  # a repeated key: the later one, both readers
         return dict(by_orjson)
@@ -72,16 +70,21 @@ async def test_json_chunks_parse_as_the_python_path(stores: Stores, seed: int) -
     times = _times(rng, 3000)
     values = [_value(rng) for _ in times]
     await stores.telemetry.append(
-        [], [Observation(ACC, "dev-1", "t", us / 1e6, v) for us, v in zip(times, values, strict=True)]
+        [],
+        [Observation(ACC, "dev-1", "t", us / 1e6, v) for us, v in zip(times, values, strict=True)],
     )
     # The rows as stored (their float time may round to a neighbouring microsecond).
-    rows = [p async for b in stores.telemetry.stream_observations(ACC, "dev-1", "t", None, None, 10**6) for p in b]
+    rows = [
+        p
+        async for b in stores.telemetry.stream_observations(ACC, "dev-1", "t", None, None, 10**6)
+        for p in b
+    ]
     assert len(rows) == len(times)
     texts = 0
     for conv in CONVERSIONS:
         chunk_rows = rng.choice((1, 7, 500, 1000))
         items = await _fast(stores, conv, chunk_rows, None, None)
-        texts += sum(isinstance(i, str) for i in items)
+        texts += sum(isinstance(i, PrintedChunk) for i in items)
         merged: dict[str, Any] = {}
         for item in items:
             merged.update(_parsed(item, conv))

@@ -49,6 +49,7 @@ __all__ = [
     "FileStore",
     "Lifecycle",
     "Page",
+    "PrintedChunk",
     "ProductStore",
     "SessionStore",
     "StoredConsoleSession",
@@ -65,6 +66,16 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrintedChunk:
+    """A chunk of observations printed by the store, in time order: `ms` the times in
+    integer milliseconds (the stored microseconds rounded half up), `values` the values,
+    each printed so that it reads back to exactly its double; both comma-separated."""
+
+    ms: str
+    values: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +238,11 @@ class TelemetryStore(Protocol):
         until: float | None,
         chunk_rows: int,
         affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[str | list[tuple[int, float]]]:
+    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
         """stream_observations in chunks of about `chunk_rows` (a chunk never ends inside a
-        run of equal times), each either its rows or, where the store can make it exactly,
-        the body of its JSON object `"<ISO ms Z>":<value>,...` in time order: the time
-        rounded half up to the millisecond on the integer microseconds, the value
-        `(value * scale + shift) / divisor` of `affine` (None: the value as stored) in
-        double arithmetic, printed so that it reads back to the same double. Two rows in one
-        millisecond give the key twice, the later one last (a JSON reader keeps it)."""
+        run of equal times), each either its rows, as stored, or where the store can print
+        it exactly a PrintedChunk of the values converted by `affine` (`(value * scale +
+        shift) / divisor` in double arithmetic, in that order; None: as stored)."""
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of

@@ -35,8 +35,9 @@ from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, c
 from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
-from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
+from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json, printed_json
 from thinghub.faces.itwin.timestamps import format_us, us_of
+from thinghub.ports import PrintedChunk
 from thinghub.services.core import Services
 from thinghub.services.units import Conversion, conversion_for
 
@@ -160,9 +161,9 @@ class Observations:
     ) -> AsyncIterator[orjson.Fragment]:
         """series as `{ISO: value}` chunks of at most about MAX_CHUNK_POINTS, converted, each
         its JSON text. A plain metric's whole range (no delta, no limit) is asked of the
-        store chunk by chunk, and the store may make a chunk's text itself (SQLite does,
-        where that is exact), so a million-point getData never turns a million rows into
-        Python objects; one chunk is read ahead while this one is sent."""
+        store chunk by chunk, converted, and the store may print a chunk itself (SQLite
+        does, where that is exact): then its rows never become Python objects and only
+        the keys are made here. One chunk is read ahead while this one is sent."""
         if choice.metric.delta_of is not None or limit is not None:
             async for batch in self.series(scope, sensor, choice, delta, since, until, limit):
                 for chunk in chunks(batch, choice.conversion):
@@ -178,8 +179,8 @@ class Observations:
             scope.principal, sensor.holder.id, choice.key, since, until, MAX_CHUNK_POINTS, affine
         )
         async for item in _one_ahead(found):
-            if isinstance(item, str):
-                yield orjson.Fragment(b"{" + item.encode() + b"}")
+            if isinstance(item, PrintedChunk):
+                yield printed_json(item)
             else:
                 for chunk in chunks(item, conversion):
                     yield chunk

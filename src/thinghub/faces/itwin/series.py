@@ -23,6 +23,7 @@ from typing import Final
 import orjson
 
 from thinghub.faces.itwin.timestamps import minute_prefix, second_keys
+from thinghub.ports import PrintedChunk
 from thinghub.services.units import IDENTITY, Conversion
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "chunk_json",
     "chunk_points",
     "data_chunks",
+    "printed_json",
     "stream_chunks",
 ]
 
@@ -66,6 +68,23 @@ def chunk_points(rows: Iterable[Row], conversion: Conversion = IDENTITY) -> dict
 def chunk_json(rows: Sequence[Row], conversion: Conversion = IDENTITY) -> orjson.Fragment:
     """chunk_points as its JSON text, ready to be embedded in a message by orjson."""
     return orjson.Fragment(orjson.dumps(chunk_points(rows, conversion)))
+
+
+def printed_json(chunk: PrintedChunk) -> orjson.Fragment:
+    """The JSON text of a chunk the store printed: its integer milliseconds made keys here
+    (as chunk_points does), its values as the store printed them. Two rows in one
+    millisecond give the key twice, the later one last: a JSON reader keeps the later
+    one, in the first one's place, as chunk_points' dict does."""
+    table = second_keys()
+    parts: list[str] = []
+    last_minute: int | None = None
+    prefix = ""
+    for ms, value in zip(orjson.loads("[" + chunk.ms + "]"), chunk.values.split(","), strict=True):
+        minute, rest = divmod(ms, _MS_PER_MINUTE)
+        if minute != last_minute:
+            prefix, last_minute = '"' + minute_prefix(minute), minute
+        parts.append(f'{prefix}{table[rest]}":{value}')
+    return orjson.Fragment("{" + ",".join(parts) + "}")
 
 
 def data_chunks(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports.store import Page, TelemetryQuery
+from thinghub.ports.store import Page, PrintedChunk, TelemetryQuery
 from thinghub.storage.memory._tables import (
     MemoryArea,
     Row,
@@ -174,7 +174,7 @@ class MemoryTelemetryStore(MemoryArea):
         until: float | None,
         chunk_rows: int,
         affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[str | list[tuple[int, float]]]:
+    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
         """Always rows (the face formats them), chunked as the SQL area's."""
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports.store import Page, TelemetryQuery
+from thinghub.ports.store import Page, PrintedChunk, TelemetryQuery
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea, account_term, device_filter
 from thinghub.storage.sql._rows import (
@@ -204,53 +204,51 @@ class SqlTelemetryStore(SqlArea):
         until: float | None,
         chunk_rows: int,
         affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[str | list[tuple[int, float]]]:
-        """As stream_observations in chunks of about `chunk_rows`, each chunk's JSON object
-        body made by SQLite where that is exact, else its rows (the port's description).
+    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
+        """As stream_observations in chunks of about `chunk_rows`; on SQLite each chunk
+        printed by the database where that is exact, else its rows (the port's description).
 
-        One query a chunk (keyset on ts, as stream_observations) returns the members
-        `"<ISO ms Z>":<value>` joined in time order, the value `(value * scale + shift) /
-        divisor` computed by SQLite in the same double operations, in the same order, as
-        Conversion, and printed with 17 significant digits (exact: it reads back to the
-        same double). SQLite 3.40's printf is exact for 17 digits only up to about 1e100
-        (measured), so a chunk with a value outside [1e-30, 1e30] (other than 0), a negative
-        time or one past year 9999 is read again as rows. PostgreSQL reads rows."""
+        One query a chunk (keyset on ts, as stream_observations) returns its times as
+        integer milliseconds and its values, `(value * scale + shift) / divisor` computed by
+        SQLite in the same double operations, in the same order, as Conversion, printed with
+        17 significant digits, each list joined in time order by group_concat. SQLite runs
+        that in the reader thread without the GIL, so the rows never become Python objects.
+        SQLite 3.40's printf is exact at 17 digits only up to about 1e100 (measured), so a
+        chunk with a value outside [1e-30, 1e30] (other than 0), a negative time or one past
+        year 9999 is read again as rows; so is one whose last time has more rows than the
+        chunk holds. PostgreSQL reads rows."""
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
         if self.db.dialect != "sqlite":
             async for rows in self.stream_observations(
                 account_id, entity_id, metric, since, until, chunk_rows
             ):
-                for start in range(0, len(rows), chunk_rows):
-                    yield rows[start : start + chunk_rows]
+                yield rows
             return
         low, high = range_us(since, until)
         where = "entity_id = ?1 AND metric = ?2 AND account_id = ?3 AND ts >= ?4"
         value = "value" if affine is None else "(value * ?7 + ?8) / ?9"
         extra: list[Any] = [] if affine is None else list(affine)
         chunk = (
-            "SELECT n, last, bad, body, (SELECT count(*) FROM observations WHERE "
+            "SELECT n, last, bad, ms, vs, (SELECT count(*) FROM observations WHERE "
             f"{where} AND ts <= last) FROM (SELECT count(*) AS n, max(ts) AS last, "
-            "max(bad) AS bad, group_concat(item, ',') AS body FROM (SELECT ts, "
-            "CASE WHEN bad = 0 THEN '\"' || strftime('%Y-%m-%dT%H:%M:%S', ms / 1000, "
-            "'unixepoch') || printf('.%03dZ\":', ms % 1000) || printf('%!.17g', v) END AS item, "
-            "bad FROM (SELECT ts, (ts + 500) / 1000 AS ms, v, CASE WHEN (v = 0 OR abs(v) "
-            f"BETWEEN {_EXACT_LOW!r} AND {_EXACT_HIGH!r}) AND ts >= 0 AND ts < {_MAX_US} "
-            f"THEN 0 ELSE 1 END AS bad FROM (SELECT ts, {value} AS v FROM observations "
-            f"WHERE {where} AND ts <= ?5 ORDER BY ts LIMIT ?6))))"
+            "max(CASE WHEN (v = 0 OR abs(v) BETWEEN "
+            f"{_EXACT_LOW!r} AND {_EXACT_HIGH!r}) AND ts >= 0 AND ts < {_MAX_US} THEN 0 "
+            "ELSE 1 END) AS bad, group_concat((ts + 500) / 1000) AS ms, "
+            "group_concat(printf('%!.17g', v)) AS vs FROM (SELECT ts, "
+            f"{value} AS v FROM observations WHERE {where} AND ts <= ?5 ORDER BY ts LIMIT ?6))"
         )
         rows_at = f"SELECT ts, value FROM observations WHERE {where} AND ts <= ?5 ORDER BY ts"
         key = [entity_id, metric, account_id]
         while True:
             found = await self.db.fetch_all(chunk, [*key, low, high, chunk_rows, *extra], bulk=True)
-            n, last, bad, body, upto = found[0]
+            n, last, bad, ms, values, upto = found[0]
             if not n:
                 return
             if bad or upto != n:  # a value SQLite cannot print exactly, or more rows at `last`
-                rows = await self.db.fetch_all(rows_at, [*key, low, last], bulk=True)
-                yield rows
+                yield await self.db.fetch_all(rows_at, [*key, low, last], bulk=True)
             else:
-                yield body
+                yield PrintedChunk(ms, values)
             low = last + 1
             if n < chunk_rows:
                 return

@@ -57,10 +57,14 @@ async def _fast(stores: Stores, conv: Conversion, chunk_rows: int, *span: Any) -
 
 def _parsed(item: PrintedChunk | list[tuple[int, float]], conv: Conversion) -> dict[str, Any]:
     if isinstance(item, PrintedChunk):
-        text = bytes(orjson.dumps({"data": printed_json(item)}))[8:-1]
-        by_orjson = orjson.loads(text)
-        assert json.loads(text) == by_orjson  # a repeated key: the later one, both readers
-        return dict(by_orjson)
+        merged: dict[str, Any] = {}
+        for fragment in printed_json(item, 3):  # chunks of at most 3 keys
+            text = bytes(orjson.dumps({"data": fragment}))[8:-1]
+            by_orjson = orjson.loads(text)
+            assert len(by_orjson) <= 3
+            assert json.loads(text) == by_orjson  # a repeated key: the later one, both readers
+            merged.update(by_orjson)
+        return merged
     return dict(orjson.loads(orjson.dumps(chunk_points(item, conv))))
 
 

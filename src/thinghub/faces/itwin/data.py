@@ -163,7 +163,7 @@ class Observations:
         its JSON text. A plain metric's whole range (no delta, no limit) is asked of the
         store chunk by chunk, converted, and the store may print a chunk itself (SQLite
         does, where that is exact): then its rows never become Python objects and only
-        the keys are made here. One chunk is read ahead while this one is sent."""
+        the keys are made here. One batch is read ahead while this one is sent."""
         if choice.metric.delta_of is not None or limit is not None:
             async for batch in self.series(scope, sensor, choice, delta, since, until, limit):
                 for chunk in chunks(batch, choice.conversion):
@@ -176,11 +176,12 @@ class Observations:
             else (conversion.scale, conversion.shift, conversion.divisor)
         )
         found = self.services.queries.observation_json(
-            scope.principal, sensor.holder.id, choice.key, since, until, MAX_CHUNK_POINTS, affine
+            scope.principal, sensor.holder.id, choice.key, since, until, BATCH_ROWS, affine
         )
         async for item in _one_ahead(found):
             if isinstance(item, PrintedChunk):
-                yield printed_json(item)
+                for chunk in printed_json(item):
+                    yield chunk
             else:
                 for chunk in chunks(item, conversion):
                     yield chunk
@@ -502,6 +503,9 @@ async def _one_ahead(batches: AsyncIterator[T]) -> AsyncGenerator[T, None]:
     try:
         while (batch := await ahead) is not None:
             ahead = asyncio.ensure_future(anext(batches, None))
+            # Let the read start (in its thread) before this batch is handled: a task only
+            # runs when this one gives way, and handling a batch may never await.
+            await asyncio.sleep(0)
             yield batch
     finally:
         if not ahead.done():

@@ -70,21 +70,33 @@ def chunk_json(rows: Sequence[Row], conversion: Conversion = IDENTITY) -> orjson
     return orjson.Fragment(orjson.dumps(chunk_points(rows, conversion)))
 
 
-def printed_json(chunk: PrintedChunk) -> orjson.Fragment:
-    """The JSON text of a chunk the store printed: its integer milliseconds made keys here
-    (as chunk_points does), its values as the store printed them. Two rows in one
-    millisecond give the key twice, the later one last: a JSON reader keeps the later
-    one, in the first one's place, as chunk_points' dict does."""
+def printed_json(
+    chunk: PrintedChunk, max_points: int = MAX_CHUNK_POINTS
+) -> list[orjson.Fragment]:
+    """The JSON texts of a batch the store printed, in chunks of at most `max_points`: its
+    integer milliseconds made keys here (as chunk_points does), its values as the store
+    printed them. Two rows in one millisecond of a chunk give the key twice, the later one
+    last: a JSON reader keeps the later value in the first one's place, as chunk_points'
+    dict does."""
     table = second_keys()
+    out: list[orjson.Fragment] = []
     parts: list[str] = []
     last_minute: int | None = None
     prefix = ""
-    for ms, value in zip(orjson.loads("[" + chunk.ms + "]"), chunk.values.split(","), strict=True):
-        minute, rest = divmod(ms, _MS_PER_MINUTE)
-        if minute != last_minute:
-            prefix, last_minute = '"' + minute_prefix(minute), minute
-        parts.append(f'{prefix}{table[rest]}":{value}')
-    return orjson.Fragment("{" + ",".join(parts) + "}")
+    times = orjson.loads("[" + chunk.ms + "]")
+    values = chunk.values.split(",")
+    if len(times) != len(values):
+        raise ValueError(f"{len(times)} times but {len(values)} values")
+    for start in range(0, len(times), max_points):
+        parts = []
+        end = start + max_points
+        for ms, value in zip(times[start:end], values[start:end], strict=True):
+            minute, rest = divmod(ms, _MS_PER_MINUTE)
+            if minute != last_minute:
+                prefix, last_minute = '"' + minute_prefix(minute), minute
+            parts.append(f'{prefix}{table[rest]}":{value}')
+        out.append(orjson.Fragment("{" + ",".join(parts) + "}"))
+    return out
 
 
 def data_chunks(

@@ -49,7 +49,6 @@ __all__ = [
     "FileStore",
     "Lifecycle",
     "Page",
-    "PrintedChunk",
     "ProductStore",
     "SessionStore",
     "StoredConsoleSession",
@@ -66,16 +65,6 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PrintedChunk:
-    """A chunk of observations printed by the store, in time order: `ms` the times in
-    integer milliseconds (the stored microseconds rounded half up), `values` the values,
-    each printed so that it reads back to exactly its double; both comma-separated."""
-
-    ms: str
-    values: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,21 +217,6 @@ class TelemetryStore(Protocol):
         holds no database resource between batches). Observations at one time always come
         in one batch, which may so exceed `batch_rows`; their order among themselves is
         unspecified."""
-
-    def stream_observation_json(
-        self,
-        account_id: str,
-        entity_id: str,
-        metric: str,
-        since: float | None,
-        until: float | None,
-        chunk_rows: int,
-        affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
-        """stream_observations in chunks of about `chunk_rows` (a chunk never ends inside a
-        run of equal times), each either its rows, as stored, or where the store can print
-        it exactly a PrintedChunk of the values converted by `affine` (`(value * scale +
-        shift) / divisor` in double arithmetic, in that order; None: as stored)."""
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of

@@ -13,7 +13,7 @@ from thinghub.domain.events import Event
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports import Clock, EventQuery, Page, PrintedChunk, Stores, TelemetryQuery
+from thinghub.ports import Clock, EventQuery, Page, Stores, TelemetryQuery
 from thinghub.services.authz import authorize
 
 __all__ = [
@@ -210,20 +210,4 @@ class QueryService:
         one batch."""
         return self.stores.telemetry.stream_observations(
             principal.account_id, entity_id, metric, since, until, batch_rows
-        )
-
-    def observation_json(
-        self,
-        principal: Principal,
-        entity_id: str,
-        metric: str,
-        since: float | None,
-        until: float | None,
-        chunk_rows: int,
-        affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
-        """observation_batches in chunks, each its rows or printed by the store
-        (TelemetryStore.stream_observation_json)."""
-        return self.stores.telemetry.stream_observation_json(
-            principal.account_id, entity_id, metric, since, until, chunk_rows, affine
         )

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import orjson
 
@@ -35,15 +35,12 @@ from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, c
 from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
-from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json, printed_json
+from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
 from thinghub.faces.itwin.timestamps import format_us, us_of
-from thinghub.ports import PrintedChunk
 from thinghub.services.core import Services
 from thinghub.services.units import Conversion, conversion_for
 
 __all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Row", "chunks", "one_point"]
-
-T = TypeVar("T")
 
 # Rows one store read of a stream returns: a multiple of MAX_CHUNK_POINTS, so only the last
 # chunk of a stream is short.
@@ -148,43 +145,6 @@ class Observations:
         base = reference[1]
         async for batch in self._raw(scope, holder, key, since, until, limit):
             yield [(ts, value - base) for ts, value in batch]
-
-    async def series_json(
-        self,
-        scope: Scope,
-        sensor: Sensor,
-        choice: MetricChoice,
-        delta: DeltaParams,
-        since: float | None,
-        until: float | None,
-        limit: Limit | None,
-    ) -> AsyncIterator[orjson.Fragment]:
-        """series as `{ISO: value}` chunks of at most about MAX_CHUNK_POINTS, converted, each
-        its JSON text. A plain metric's whole range (no delta, no limit) is asked of the
-        store chunk by chunk, converted, and the store may print a chunk itself (SQLite
-        does, where that is exact): then its rows never become Python objects and only
-        the keys are made here. One batch is read ahead while this one is sent."""
-        if choice.metric.delta_of is not None or limit is not None:
-            async for batch in self.series(scope, sensor, choice, delta, since, until, limit):
-                for chunk in chunks(batch, choice.conversion):
-                    yield chunk
-            return
-        conversion = choice.conversion
-        affine = (
-            None
-            if conversion.is_identity
-            else (conversion.scale, conversion.shift, conversion.divisor)
-        )
-        found = self.services.queries.observation_json(
-            scope.principal, sensor.holder.id, choice.key, since, until, BATCH_ROWS, affine
-        )
-        async for item in _one_ahead(found):
-            if isinstance(item, PrintedChunk):
-                for chunk in printed_json(item):
-                    yield chunk
-            else:
-                for chunk in chunks(item, conversion):
-                    yield chunk
 
     async def _raw(
         self,
@@ -495,17 +455,14 @@ def _zero_date(sensor: Sensor) -> float | None:
         return None
 
 
-async def _one_ahead(batches: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+async def _one_ahead(batches: AsyncIterator[list[Row]]) -> AsyncGenerator[list[Row], None]:
     """The batches of a stream, the next one read while the caller handles this one: the
     database reads (in its reader thread) while this formats and sends. One batch ahead at
     most, so a slow reader still slows the read, one batch later."""
-    ahead: asyncio.Future[T | None] = asyncio.ensure_future(anext(batches, None))
+    ahead: asyncio.Future[list[Row] | None] = asyncio.ensure_future(anext(batches, None))
     try:
         while (batch := await ahead) is not None:
             ahead = asyncio.ensure_future(anext(batches, None))
-            # Let the read start (in its thread) before this batch is handled: a task only
-            # runs when this one gives way, and handling a batch may never await.
-            await asyncio.sleep(0)
             yield batch
     finally:
         if not ahead.done():

@@ -23,7 +23,6 @@ from typing import Final
 import orjson
 
 from thinghub.faces.itwin.timestamps import minute_prefix, second_keys
-from thinghub.ports import PrintedChunk
 from thinghub.services.units import IDENTITY, Conversion
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "chunk_json",
     "chunk_points",
     "data_chunks",
-    "printed_json",
     "stream_chunks",
 ]
 
@@ -68,35 +66,6 @@ def chunk_points(rows: Iterable[Row], conversion: Conversion = IDENTITY) -> dict
 def chunk_json(rows: Sequence[Row], conversion: Conversion = IDENTITY) -> orjson.Fragment:
     """chunk_points as its JSON text, ready to be embedded in a message by orjson."""
     return orjson.Fragment(orjson.dumps(chunk_points(rows, conversion)))
-
-
-def printed_json(
-    chunk: PrintedChunk, max_points: int = MAX_CHUNK_POINTS
-) -> list[orjson.Fragment]:
-    """The JSON texts of a batch the store printed, in chunks of at most `max_points`: its
-    integer milliseconds made keys here (as chunk_points does), its values as the store
-    printed them. Two rows in one millisecond of a chunk give the key twice, the later one
-    last: a JSON reader keeps the later value in the first one's place, as chunk_points'
-    dict does."""
-    table = second_keys()
-    out: list[orjson.Fragment] = []
-    parts: list[str] = []
-    last_minute: int | None = None
-    prefix = ""
-    times = orjson.loads("[" + chunk.ms + "]")
-    values = chunk.values.split(",")
-    if len(times) != len(values):
-        raise ValueError(f"{len(times)} times but {len(values)} values")
-    for start in range(0, len(times), max_points):
-        parts = []
-        end = start + max_points
-        for ms, value in zip(times[start:end], values[start:end], strict=True):
-            minute, rest = divmod(ms, _MS_PER_MINUTE)
-            if minute != last_minute:
-                prefix, last_minute = '"' + minute_prefix(minute), minute
-            parts.append(f'{prefix}{table[rest]}":{value}')
-        out.append(orjson.Fragment("{" + ",".join(parts) + "}"))
-    return out
 
 
 def data_chunks(

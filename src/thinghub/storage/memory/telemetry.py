@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports.store import Page, PrintedChunk, TelemetryQuery
+from thinghub.ports.store import Page, TelemetryQuery
 from thinghub.storage.memory._tables import (
     MemoryArea,
     Row,
@@ -164,24 +164,6 @@ class MemoryTelemetryStore(MemoryArea):
                 yield rows
             if not is_full:
                 return
-
-    async def stream_observation_json(
-        self,
-        account_id: str,
-        entity_id: str,
-        metric: str,
-        since: float | None,
-        until: float | None,
-        chunk_rows: int,
-        affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
-        """Always rows (the face formats them), chunked as the SQL area's."""
-        if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-        async for rows in self.stream_observations(
-            account_id, entity_id, metric, since, until, chunk_rows
-        ):
-            yield rows
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         check_batch_rows(batch_rows)

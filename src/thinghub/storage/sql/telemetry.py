@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports.store import Page, PrintedChunk, TelemetryQuery
+from thinghub.ports.store import Page, TelemetryQuery
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea, account_term, device_filter
 from thinghub.storage.sql._rows import (
@@ -20,13 +20,6 @@ from thinghub.storage.sql._rows import (
 )
 
 __all__ = ["SqlTelemetryStore"]
-
-# Where SQLite 3.40's printf('%!.17g') prints a double exactly (it reads back to the same
-# double): measured exact on 420,000 values of 1e-40..1e40, wrong on some above 1e100.
-_EXACT_LOW = 1e-30
-_EXACT_HIGH = 1e30
-# 10000-01-01T00:00:00Z in microseconds, less half a millisecond: strftime's last year.
-_MAX_US = 253_402_300_800_000_000 - 500
 
 
 class SqlTelemetryStore(SqlArea):
@@ -193,64 +186,6 @@ class SqlTelemetryStore(SqlArea):
             if rows:
                 yield rows
             if not is_full:
-                return
-
-    async def stream_observation_json(
-        self,
-        account_id: str,
-        entity_id: str,
-        metric: str,
-        since: float | None,
-        until: float | None,
-        chunk_rows: int,
-        affine: tuple[float, float, float] | None,
-    ) -> AsyncIterator[PrintedChunk | list[tuple[int, float]]]:
-        """As stream_observations in chunks of about `chunk_rows`; on SQLite each chunk
-        printed by the database where that is exact, else its rows (the port's description).
-
-        One query a chunk (keyset on ts, as stream_observations) returns its times as
-        integer milliseconds and its values, `(value * scale + shift) / divisor` computed by
-        SQLite in the same double operations, in the same order, as Conversion, printed with
-        17 significant digits, each list joined in time order by group_concat. SQLite runs
-        that in the reader thread without the GIL, so the rows never become Python objects.
-        SQLite 3.40's printf is exact at 17 digits only up to about 1e100 (measured), so a
-        chunk with a value outside [1e-30, 1e30] (other than 0), a negative time or one past
-        year 9999 is read again as rows; so is one whose last time has more rows than the
-        chunk holds. PostgreSQL reads rows."""
-        if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-        if self.db.dialect != "sqlite":
-            async for rows in self.stream_observations(
-                account_id, entity_id, metric, since, until, chunk_rows
-            ):
-                yield rows
-            return
-        low, high = range_us(since, until)
-        where = "entity_id = ?1 AND metric = ?2 AND account_id = ?3 AND ts >= ?4"
-        value = "value" if affine is None else "(value * ?7 + ?8) / ?9"
-        extra: list[Any] = [] if affine is None else list(affine)
-        chunk = (
-            "SELECT n, last, bad, ms, vs, (SELECT count(*) FROM observations WHERE "
-            f"{where} AND ts <= last) FROM (SELECT count(*) AS n, max(ts) AS last, "
-            "max(CASE WHEN (v = 0 OR abs(v) BETWEEN "
-            f"{_EXACT_LOW!r} AND {_EXACT_HIGH!r}) AND ts >= 0 AND ts < {_MAX_US} THEN 0 "
-            "ELSE 1 END) AS bad, group_concat((ts + 500) / 1000) AS ms, "
-            "group_concat(printf('%!.17g', v)) AS vs FROM (SELECT ts, "
-            f"{value} AS v FROM observations WHERE {where} AND ts <= ?5 ORDER BY ts LIMIT ?6))"
-        )
-        rows_at = f"SELECT ts, value FROM observations WHERE {where} AND ts <= ?5 ORDER BY ts"
-        key = [entity_id, metric, account_id]
-        while True:
-            found = await self.db.fetch_all(chunk, [*key, low, high, chunk_rows, *extra], bulk=True)
-            n, last, bad, ms, values, upto = found[0]
-            if not n:
-                return
-            if bad or upto != n:  # a value SQLite cannot print exactly, or more rows at `last`
-                yield await self.db.fetch_all(rows_at, [*key, low, last], bulk=True)
-            else:
-                yield PrintedChunk(ms, values)
-            low = last + 1
-            if n < chunk_rows:
                 return
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:

@@ -56,9 +56,19 @@ __all__ = [
     "TelemetryQuery",
     "TelemetryStore",
     "TwinStore",
+    "convert_rows",
 ]
 
 T = TypeVar("T")
+
+
+def convert_rows(
+    rows: list[tuple[int, float]], affine: tuple[float, float, float]
+) -> list[tuple[int, float]]:
+    """`(ts, (value * scale + shift) / divisor)` of each row: the conversion
+    stream_observations applies where the database does not."""
+    scale, shift, divisor = (float(f) for f in affine)
+    return [(ts, (value * scale + shift) / divisor) for ts, value in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +219,7 @@ class TelemetryStore(Protocol):
         since: float | None,
         until: float | None,
         batch_rows: int,
+        affine: tuple[float, float, float] | None = None,
     ) -> AsyncIterator[list[tuple[int, float]]]:
         """Every `(ts, value)` of one metric in [since, until], oldest first, the time in
         integer microseconds as stored (a reader formats it without a float), in batches of
@@ -216,7 +227,9 @@ class TelemetryStore(Protocol):
         last time of the one before, so nothing holds more than a batch and a slow consumer
         holds no database resource between batches). Observations at one time always come
         in one batch, which may so exceed `batch_rows`; their order among themselves is
-        unspecified."""
+        unspecified. With `affine` (scale, shift, divisor) each value comes as `(value *
+        scale + shift) / divisor`, computed in double arithmetic in that order (the same
+        double a Python float expression gives), by the database where there is one."""
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """The account's messages and observations older than `before`; the latest value of

@@ -38,7 +38,7 @@ from thinghub.faces.itwin.sensor_metrics import SensorMetrics
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
 from thinghub.faces.itwin.timestamps import format_us, us_of
 from thinghub.services.core import Services
-from thinghub.services.units import Conversion, conversion_for
+from thinghub.services.units import IDENTITY, Conversion, conversion_for
 
 __all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Row", "chunks", "one_point"]
 
@@ -145,6 +145,37 @@ class Observations:
         base = reference[1]
         async for batch in self._raw(scope, holder, key, since, until, limit):
             yield [(ts, value - base) for ts, value in batch]
+
+    async def series_chunks(
+        self,
+        scope: Scope,
+        sensor: Sensor,
+        choice: MetricChoice,
+        delta: DeltaParams,
+        since: float | None,
+        until: float | None,
+        limit: Limit | None,
+    ) -> AsyncIterator[orjson.Fragment]:
+        """series as `{ISO: value}` chunks of at most MAX_CHUNK_POINTS, converted, each its
+        JSON text. A plain metric's whole range (no delta, no limit) is read converted by
+        the store (in its reader thread), so only the keys are made here."""
+        if choice.metric.delta_of is not None or limit is not None:
+            async for batch in self.series(scope, sensor, choice, delta, since, until, limit):
+                for chunk in chunks(batch, choice.conversion):
+                    yield chunk
+            return
+        conversion = choice.conversion
+        affine = (
+            None
+            if conversion.is_identity
+            else (conversion.scale, conversion.shift, conversion.divisor)
+        )
+        batches = self.services.queries.observation_batches(
+            scope.principal, sensor.holder.id, choice.key, since, until, BATCH_ROWS, affine
+        )
+        async for batch in _one_ahead(batches):
+            for chunk in chunks(batch, IDENTITY):
+                yield chunk
 
     async def _raw(
         self,

@@ -40,7 +40,7 @@ from thinghub.domain.model import Principal
 from thinghub.faces.itwin.backend import READ_DATA, WRITE_DATA, Backend, require
 from thinghub.faces.itwin.catalog import SENSOR_TYPES, metric_json, unit_json
 from thinghub.faces.itwin.connection import Call
-from thinghub.faces.itwin.data import chunks, one_point
+from thinghub.faces.itwin.data import one_point
 from thinghub.faces.itwin.fanout import Subscriber
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.methods import ACKNOWLEDGED, MethodTable
@@ -324,11 +324,10 @@ def build_table(backend: Backend) -> MethodTable[Call]:
         sensor = await network.sensor(scope, params.sensor, "sensor", facts)
         choice = await observations.choose(scope, facts, sensor, params.metric, params.unit)
         delta = parse_delta_params(params.params)
-        async for batch in observations.series(
+        async for chunk in observations.series_chunks(
             scope, sensor, choice, delta, params.startDate, params.endDate, params.limit
         ):
-            for chunk in chunks(batch, choice.conversion):
-                yield {"data": chunk}
+            yield {"data": chunk}
 
     @table.stream(
         "getObservations", ObservationsParams, summary="A sensor's raw observations, per metric."
@@ -342,11 +341,10 @@ def build_table(backend: Backend) -> MethodTable[Call]:
         none = parse_delta_params(None)
         for metric_id in wanted:
             choice = await observations.choose(scope, facts, sensor, metric_id, None, raw_only=True)
-            async for batch in observations.series(
+            async for chunk in observations.series_chunks(
                 scope, sensor, choice, none, params.startDate, params.endDate, params.limit
             ):
-                for chunk in chunks(batch, choice.conversion):
-                    yield {"metric": choice.metric.id, "unit": choice.unit, "data": chunk}
+                yield {"metric": choice.metric.id, "unit": choice.unit, "data": chunk}
 
     @table.call(
         "getObservationsSummary",

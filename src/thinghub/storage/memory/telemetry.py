@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports.store import Page, TelemetryQuery
+from thinghub.ports.store import Page, TelemetryQuery, convert_rows
 from thinghub.storage.memory._tables import (
     MemoryArea,
     Row,
@@ -142,6 +142,7 @@ class MemoryTelemetryStore(MemoryArea):
         since: float | None,
         until: float | None,
         batch_rows: int,
+        affine: tuple[float, float, float] | None = None,
     ) -> AsyncIterator[list[tuple[int, float]]]:
         """As the SQL area: pages in time order (times in integer microseconds), each read
         afresh after the last time sent; a page never ends inside a run of equal times."""
@@ -160,6 +161,8 @@ class MemoryTelemetryStore(MemoryArea):
                 last = rows[-1][0]
                 rows = [r for r in found if r[0] < last or r[0] == last]
                 low = last + 1
+            if rows and affine is not None:
+                rows = convert_rows(rows, affine)
             if rows:
                 yield rows
             if not is_full:

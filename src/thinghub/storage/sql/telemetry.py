@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage
-from thinghub.ports.store import Page, TelemetryQuery
+from thinghub.ports.store import Page, TelemetryQuery, convert_rows
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea, account_term, device_filter
 from thinghub.storage.sql._rows import (
@@ -155,9 +155,15 @@ class SqlTelemetryStore(SqlArea):
         since: float | None,
         until: float | None,
         batch_rows: int,
+        affine: tuple[float, float, float] | None = None,
     ) -> AsyncIterator[list[tuple[int, float]]]:
         """Keyset pages on the (entity, metric, ts) index, in its order (no sort), the rows
         as the driver returns them (times in integer microseconds, as stored).
+
+        With `affine`, SQLite converts the values (IEEE double arithmetic in the
+        expression's order, overflowing to infinity as Python does): in the reader thread,
+        without the GIL, instead of three Python float operations a row in the event loop.
+        PostgreSQL raises on a float overflow, so there the rows are converted here.
 
         Observations have no unique key, so a page never ends inside a run of equal times:
         the rows sharing its last time are read whole (one more read by that time) and the
@@ -166,13 +172,17 @@ class SqlTelemetryStore(SqlArea):
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
         low, high = range_us(since, until)
+        value, factors = "value", []
+        in_sql = affine is not None and self.db.dialect == "sqlite"
+        if in_sql and affine is not None:
+            value, factors = "(value * ? + ?) / ?", [float(f) for f in affine]
         head = (
-            "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
+            f"SELECT ts, {value} FROM observations WHERE account_id = ? AND entity_id = ? "
             "AND metric = ? AND "
         )
         page = head + "ts >= ? AND ts <= ? ORDER BY ts LIMIT ?"
         at = head + "ts = ?"
-        key = [account_id, entity_id, metric]
+        key = [*factors, account_id, entity_id, metric]
         while True:
             rows = await self.db.fetch_all(page, [*key, low, high, batch_rows], bulk=True)
             is_full = len(rows) == batch_rows
@@ -183,6 +193,8 @@ class SqlTelemetryStore(SqlArea):
                     cut -= 1
                 rows = rows[:cut] + await self.db.fetch_all(at, [*key, last], bulk=True)
                 low = last + 1
+            if rows and affine is not None and not in_sql:
+                rows = convert_rows(rows, affine)
             if rows:
                 yield rows
             if not is_full:

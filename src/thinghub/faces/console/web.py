@@ -25,7 +25,14 @@ from thinghub.config import Settings
 from thinghub.domain.errors import Invalid, TooLarge, Unauthorized
 from thinghub.domain.model import Principal
 from thinghub.domain.roles import Permission
-from thinghub.faces.console.sessions import ConsoleSession, Flash, LoginFailures, SessionStore
+from thinghub.faces.console.sessions import (
+    ConsoleSession,
+    Flash,
+    LoginFailures,
+    SessionStore,
+    form_csrf,
+    is_form_id,
+)
 from thinghub.services.authz import may
 from thinghub.services.core import Services
 
@@ -120,8 +127,8 @@ class Console:
     async def session(self, conn: HTTPConnection) -> ConsoleSession | None:
         """The request's live session (anonymous or signed in), else None."""
         session_id = conn.cookies.get(COOKIE)
-        if not session_id or len(session_id) > 200:
-            return None
+        if not session_id or len(session_id) > 200 or is_form_id(session_id):
+            return None  # a login form's id is no session (and never stored)
         return await self.store.get(session_id, self.now())
 
     async def caller(self, conn: HTTPConnection) -> Caller:
@@ -151,10 +158,15 @@ class Console:
         await self.store.put(replace(current, flashes=()))
         return current.flashes
 
-    def set_cookie(self, request: Request, response: Response, session: ConsoleSession) -> None:
+    async def form_csrf(self, form_id: str) -> str:
+        """The login form's CSRF token for the form id in its cookie (sessions.form_csrf)."""
+        return form_csrf(await self.services.console_sessions.form_key(), form_id)
+
+    def set_cookie(self, request: Request, response: Response, value: str) -> None:
+        """The console cookie: a session's id, or a login form's id."""
         response.set_cookie(
             COOKIE,
-            session.id,
+            value,
             path=PREFIX,
             httponly=True,
             samesite="strict",

@@ -12,7 +12,7 @@ caller is authenticated (authenticate_before_body).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ __all__ = [
     "JsonDepth",
     "OpenApiPatch",
     "OrjsonResponse",
+    "addresses_of",
     "authenticate_before_body",
     "docs_assets",
     "document_bearer",
@@ -512,6 +513,7 @@ def face_app(
     )
     app.state.services = context.services
     app.state.settings = context.settings
+    app.state.addresses = context.addresses
     _install_openapi(app, error_schema)
     install_docs(app)
     install_errors(app) if render is None else install_errors(app, render)
@@ -532,6 +534,13 @@ def settings_of(request: Request) -> Settings:
     """The settings of the face app serving `request` (face_app)."""
     settings: Settings = request.app.state.settings
     return settings
+
+
+def addresses_of(request: Request) -> Mapping[str, Any]:
+    """The server's bound addresses (the ready line's JSON) as the face app serving `request`
+    sees them now (FaceContext.addresses)."""
+    addresses: Callable[[], Mapping[str, Any]] = request.app.state.addresses
+    return addresses()
 
 
 def principal_of(

@@ -25,7 +25,7 @@ from thinghub.config import Settings
 from thinghub.domain.errors import Invalid, TooLarge, Unauthorized
 from thinghub.domain.model import Principal
 from thinghub.domain.roles import Permission
-from thinghub.faces.api_url import api_base_url
+from thinghub.faces._http import api_base_url
 from thinghub.faces.console.sessions import (
     ConsoleSession,
     Flash,
@@ -192,9 +192,9 @@ class Console:
         return self.settings.public_url or f"{request.url.scheme}://{host}"
 
     def api_base_url(self, request: Request) -> str:
-        """Where the browser's machine reaches the API faces (faces.api_url): the public URL
-        when set, else the shared HTTP port (a console on a port of its own is not that
-        port), with the host name the browser used."""
+        """Where the browser's machine reaches the API faces (faces._http.api_base_url):
+        the public URL when set, else the shared HTTP port (a console on a port of its own
+        is not that port), with the host name the browser used."""
         return api_base_url(request, self.settings, self.addresses(), trust_host=True)
 
     # -- same origin and CSRF --------------------------------------------------------------

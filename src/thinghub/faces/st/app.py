@@ -29,6 +29,7 @@ from thinghub.faces._http import (
     REQUEST_NOTE_KEY,
     OrjsonResponse,
     addresses_of,
+    api_base_url,
     authenticate_before_body,
     document_bearer,
     document_page_size,
@@ -37,7 +38,6 @@ from thinghub.faces._http import (
     services_of,
     settings_of,
 )
-from thinghub.faces.api_url import api_base_url
 from thinghub.faces.face import FaceContext
 from thinghub.faces.st import stream
 from thinghub.faces.st.ioto import router as ioto_router
@@ -392,9 +392,10 @@ UX4IOT_PREFIX = "/ux4iot"  # where the ux4iot face is mounted on this port
 
 
 def _ux4iot_endpoint(request: Request) -> str:
-    """The ux4iot Endpoint of this server (faces.api_url): under `public_url` when set, else
-    on the shared HTTP port, which serves /ux4iot (this face may be on a port of its own),
-    at the address the request reached (never the Host header the client sent)."""
+    """The ux4iot Endpoint of this server (faces._http.api_base_url): under `public_url`
+    when set, else on the shared HTTP port, which serves /ux4iot (this face may be on a port
+    of its own), at the address the request reached (never the Host header the client
+    sent)."""
     return api_base_url(request, settings_of(request), addresses_of(request)) + UX4IOT_PREFIX
 
 

@@ -1,5 +1,5 @@
-"""Where clients reach the API faces (faces/api_url.py): public_url, else the shared HTTP
-port, with the Host header only where the caller trusts it."""
+"""Where clients reach the API faces (faces/_http.py `api_base_url`): public_url, else the
+shared HTTP port, with the Host header only where the caller trusts it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from thinghub.config import Settings
-from thinghub.faces.api_url import api_base_url
+from thinghub.faces._http import api_base_url
 
 HTTP = {"http": {"host": "0.0.0.0", "port": 8080}}
 

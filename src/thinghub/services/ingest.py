@@ -35,7 +35,7 @@ from thinghub.domain.live import TelemetryReceived
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
-from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
+from thinghub.domain.telemetry import TelemetryMessage, decode_body
 from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
@@ -474,10 +474,9 @@ class IngestService:
 
     async def _store(self, accepted: list[_Pending]) -> None:
         messages = [message for _, message, _ in accepted]
-        observations = [o for m in messages for o in observations_of(m)]
         started = time.perf_counter()
-        try:
-            results = await self.stores.telemetry.append(messages, observations)
+        try:  # the store derives each message's observations (no object per observation)
+            results = await self.stores.telemetry.append(messages)
         except Exception as exc:  # not stored, so not acknowledged: every caller hears it
             if len(accepted) > 1:  # find the one that failed; the others still land
                 logger.warning("a batch of %d messages failed (%s); writing each alone",

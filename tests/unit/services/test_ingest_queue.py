@@ -25,7 +25,9 @@ class GatedTelemetry(MemoryTelemetryStore):
         self.gate = asyncio.Event()
 
     async def append(
-        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
     ) -> list[bool]:
         await self.gate.wait()
         return await super().append(messages, observations)

@@ -12,6 +12,10 @@ ingest() waits for room before it queues.
 A payload nested deeper than max_json_depth is never parsed (IoT Hub takes any bytes as a
 message body, so it is not refused either): it is stored as its text, with no observations.
 
+Batches: every message submitted in one pass of the event loop shares a write unit; while
+several devices are sending, a small batch also waits COMMIT_LINGER_S for more, since each
+commit costs about as much as the rows it writes.
+
 What goes wrong with one message fails that message only: the batching task never lets an
 exception out, since that would end the TaskGroup it runs in, and with it the server.
 """

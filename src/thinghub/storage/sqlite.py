@@ -6,7 +6,9 @@ inside a SAVEPOINT of one transaction and commits once; only after COMMIT return
 callers' futures resolved. While a commit is running, new units pile up in the queue and
 share the next commit, so throughput grows with load while a lone write pays one commit.
 A failing unit rolls back to its savepoint without disturbing the others. Readers use their
-own connections (WAL lets them run beside the writer), never on the event loop.
+own connections (WAL lets them run beside the writer), never on the event loop. A
+checkpointer thread with a connection of its own copies committed pages from the WAL into
+the database file (CHECKPOINT_EVERY_S), so that work stays out of the writer's commits.
 
 Two reader pools: point reads (a device, a token, an account: what device login and every
 request's authentication need) have READER_THREADS of their own, and `bulk` reads (telemetry,

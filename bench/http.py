@@ -1,19 +1,24 @@
-"""HTTP throughput benchmark: thinghub's ingest and device read against a bare Starlette app.
+"""HTTP throughput benchmark: thinghub's device read and device ingest against bare routes.
 
-Theory of operation: one run starts two servers as subprocesses on ephemeral ports, the
-reference (bench.bare_app, a Starlette hello-world served with thinghub's uvicorn options) and
-a real `thinghub serve` on a fresh data directory, and drives each with wrk. Every thinghub
-figure is reported as a ratio to the bare endpoint of the same method measured in the same run
-at the same connection count, right before it, so the figures compare across machines and the
-background load of a shared CI box mostly cancels. wrk and the servers share the machine's
-cores; nothing is pinned.
+Theory of operation: one run starts a real `thinghub serve` on a fresh data directory,
+registers the devices through /v1, then starts the reference (bench.bare_app): bare Starlette
+routes for the same two calls, served by thinghub's own HTTP server (its protocol class, limits
+and uvicorn options), checking the same credentials and giving the same answers, byte for
+byte. Both are subprocesses on ephemeral ports, driven by wrk. Exactly two ratios come out,
+each thinghub point measured right after its reference at the same connection count, so the
+background load of a shared machine mostly cancels:
 
-Scenarios, each after a short warm-up at the same connection count:
-    bare GET        GET /hello                      -> 200 {"hello": "world"}
-    bare POST       POST /ingest (JSON body)        -> 204, body read and dropped
-    thinghub POST   POST /devices/{id}/messages/events?api-version=2020-09-30 with a SAS token
-                    (the Azure IoT Hub device REST API) -> 204 once the message is committed
-    thinghub GET    GET /v1/devices/{id} with a bearer API token -> 200, the device object
+    GET     GET /v1/devices/{id} with a bearer API token -> 200, the device object
+            (bare: the token's SHA-256 checked, the same body from memory)
+    ingest  POST /devices/{id}/messages/events?api-version=2020-09-30 with the device's SAS
+            token (the Azure IoT Hub device REST call) -> 204 once the message is committed
+            (bare: the SAS token verified, the body read and parsed, nothing stored)
+
+With `rounds` > 1 the four points are measured that many times, and each ratio's median over
+the rounds is the figure. Before measuring, each server answers each call once and the two
+answers must be the same (status, headers but `date`, body). wrk's own CPU time (from the
+rusage of the finished child) and the server's (from /proc) are recorded per point, as shares
+of one core: wrk shares the machine's cores with the servers.
 
 A run fails loudly (BenchError) on any non-2xx answer or socket error, and when thinghub stores
 fewer telemetry messages than wrk saw acknowledged: acknowledged must mean persisted. Each
@@ -24,11 +29,14 @@ acknowledgements by the requests wrk abandoned in flight when its time ran out.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import resource
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +56,9 @@ __all__ = [
     "BenchError",
     "Scenario",
     "WrkResult",
+    "cpu_ratios",
+    "median_ratios",
+    "ratios",
     "run_http",
     "wrk_version",
 ]
@@ -102,6 +113,10 @@ class WrkResult:
     non_2xx: int
     socket_errors: dict[str, int]
     stored: int | None = None  # thinghub ingest only: telemetry messages found afterwards
+    round: int = 0  # which round of the run (see run_http)
+    wrk_cpu: float | None = None  # wrk's CPU time over the point, in cores (1.0 = one core)
+    server_cpu: float | None = None  # the server's, likewise
+    server_us_per_request: float | None = None  # the server's CPU time per answer, in µs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +140,17 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0].strip() if first else "wrk (unknown version)"
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(
     scenario: Scenario,
     *,
@@ -132,8 +158,10 @@ def run_wrk(
     threads: int,
     duration_s: float,
     body: str = INGEST_BODY,
+    server_pid: int | None = None,
 ) -> WrkResult:
-    """Run wrk once against a scenario and parse what it measured.
+    """Run wrk once against a scenario and parse what it measured; with `server_pid`, the
+    server's CPU share over the run too (wrk's is always measured).
 
     Raises:
         BenchError: wrk failed, printed no result, or saw any non-2xx answer or socket error.
@@ -149,6 +177,9 @@ def run_wrk(
         f"--script={script}",
         scenario.url,
     ]
+    children_before = _children_cpu_s()
+    server_before = None if server_pid is None else _cpu_s(server_pid)
+    started = time.monotonic()
     out = subprocess.run(
         cmd,
         capture_output=True,
@@ -157,6 +188,11 @@ def run_wrk(
         check=False,
         timeout=duration_s + WRK_TIMEOUT_S + 30,
     )
+    elapsed = time.monotonic() - started
+    # wrk is the only child reaped meanwhile (the servers run until the end of the run).
+    wrk_cpu = (_children_cpu_s() - children_before) / elapsed
+    server_cpu_s = None if server_before is None else _cpu_s(server_pid or 0) - server_before
+    server_cpu = None if server_cpu_s is None else server_cpu_s / elapsed
     if out.returncode != 0:
         raise BenchError(f"{scenario.name}: wrk exited {out.returncode}: {out.stderr.strip()}")
     found = _RESULT_RE.search(out.stdout)
@@ -199,6 +235,13 @@ def run_wrk(
         latency_max_ms=lat["max"] / 1000,
         non_2xx=non_2xx,
         socket_errors=socket_errors,
+        wrk_cpu=round(wrk_cpu, 3),
+        server_cpu=None if server_cpu is None else round(server_cpu, 3),
+        server_us_per_request=(
+            None
+            if server_cpu_s is None or not raw["requests"]
+            else round(server_cpu_s / raw["requests"] * 1e6, 1)
+        ),
     )
 
 
@@ -302,13 +345,13 @@ def _clean_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def bare_server(work_dir: Path) -> Iterator[_ServerProcess]:
-    """The reference app (bench.bare_app) on an ephemeral port."""
+def bare_server(work_dir: Path, config: dict[str, Any]) -> Iterator[_ServerProcess]:
+    """The reference app (bench.bare_app) on an ephemeral port, answering from `config`."""
     server = _ServerProcess(
         "bare",
         [sys.executable, "-m", "bench.bare_app"],
         "bare ready ",
-        env=_clean_env(),
+        env={**_clean_env(), "BENCH_BARE": json.dumps(config)},
         log_path=work_dir / "bare.log",
         cwd=REPO_ROOT,
     )
@@ -390,27 +433,80 @@ def count_telemetry(api: httpx.Client, device_id: str) -> int:
 # -- the run ---------------------------------------------------------------------------------
 
 
+def _same_answer(name: str, hub: httpx.Response, bare: httpx.Response) -> None:
+    """The reference must answer what thinghub answers: status, headers but date, body."""
+
+    def shown(r: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+        headers = sorted((k.lower(), v) for k, v in r.headers.items() if k.lower() != "date")
+        return r.status_code, headers, r.content
+
+    if shown(hub) != shown(bare):
+        raise BenchError(f"{name}: the reference answers {shown(bare)}, thinghub {shown(hub)}")
+
+
+def ratios(results: Sequence[WrkResult]) -> dict[tuple[str, int, int], float]:
+    """thinghub req/s over the bare endpoint's: same method, connection count and round."""
+    bare = {
+        (r.method, r.connections, r.round): r.requests_per_s for r in results if r.server == "bare"
+    }
+    out: dict[tuple[str, int, int], float] = {}
+    for r in results:
+        ref = bare.get((r.method, r.connections, r.round))
+        if ref:
+            out[(r.scenario, r.connections, r.round)] = r.requests_per_s / ref
+    return out
+
+
+def cpu_ratios(results: Sequence[WrkResult]) -> dict[tuple[str, int, int], float]:
+    """The bare server's CPU per answer over thinghub's (same call, connections and round):
+    what the req/s ratio would be if both had a core to themselves. Steadier than req/s on a
+    machine other work shares."""
+    bare = {
+        (r.method, r.connections, r.round): r.server_us_per_request
+        for r in results
+        if r.server == "bare"
+    }
+    out: dict[tuple[str, int, int], float] = {}
+    for r in results:
+        ref = bare.get((r.method, r.connections, r.round))
+        if ref and r.server_us_per_request:
+            out[(r.scenario, r.connections, r.round)] = ref / r.server_us_per_request
+    return out
+
+
+def median_ratios(
+    results: Sequence[WrkResult], *, cpu: bool = False
+) -> dict[tuple[str, int], float]:
+    """Each thinghub scenario's ratio (`cpu`: its CPU ratio) at each connection count, the
+    median over the rounds."""
+    by_point: dict[tuple[str, int], list[float]] = {}
+    for (scenario, conns, _round), value in (cpu_ratios if cpu else ratios)(results).items():
+        if scenario.startswith("thinghub"):
+            by_point.setdefault((scenario, conns), []).append(value)
+    return {point: statistics.median(values) for point, values in by_point.items()}
+
+
 def run_http(
     *,
     connections: Sequence[int],
     duration_s: float,
     threads: int,
     warmup_s: float,
+    rounds: int = 1,
     progress: Callable[[str], None] = print,
 ) -> list[WrkResult]:
-    """Run every scenario at every connection count; see the module docstring.
+    """Run every scenario at every connection count, `rounds` times; see the module docstring.
 
     Returns:
-        One WrkResult per (scenario, connections), in the order measured.
+        One WrkResult per (round, scenario, connections), in the order measured.
 
     Raises:
-        BenchError: a server did not start, or a measurement is invalid.
+        BenchError: a server did not start, the answers differ, or a measurement is invalid.
     """
     results: list[WrkResult] = []
     admin_token = "adm_" + secrets.token_urlsafe(24)
     with (
         tempfile.TemporaryDirectory(prefix="thinghub-bench-") as tmp,
-        bare_server(Path(tmp)) as bare,
         thinghub_server(Path(tmp), admin_token) as hub,
         httpx.Client(
             base_url=hub.ready["http"]["url"],
@@ -418,66 +514,133 @@ def run_http(
             headers={"Authorization": f"Bearer {admin_token}"},
         ) as api,
     ):
-        base = f"http://{bare.ready['host']}:{bare.ready['port']}"
         url = hub.ready["http"]["url"]
         hub_hostname = hub.ready.get("hub_hostname", "localhost")
         reader = _create_device(api, "bench-read")
-        bare_get = Scenario("bare GET", "bare", "GET", f"{base}/hello")
-        bare_post = Scenario("bare POST", "bare", "POST", f"{base}/ingest")
-        hub_get = Scenario(
-            "thinghub GET",
-            "thinghub",
-            "GET",
-            f"{url}/v1/devices/{reader['id']}",
-            authorization=f"Bearer {admin_token}",
-        )
+        reader_body = api.get(f"/v1/devices/{reader['id']}")
+        # A fresh device for each warm-up and each measured ingest point, so the stored count
+        # belongs to the measured run alone.
+        points = [(r, c) for r in range(rounds) for c in connections]
+        ingest_devices = {
+            (r, c, kind): _create_device(api, f"bench-{kind}-r{r}-c{c}")
+            for r, c in points
+            for kind in ("warmup", "ingest")
+        }
+        config = {
+            "token_sha256": hashlib.sha256(admin_token.encode()).hexdigest(),
+            "devices": {reader["id"]: reader_body.text},
+            "keys": {
+                d["id"]: [
+                    d["credentials"]["symmetricKey"]["primaryKey"],
+                    d["credentials"]["symmetricKey"]["secondaryKey"],
+                ]
+                for d in ingest_devices.values()
+            },
+            "hub_hostname": hub_hostname,
+        }
+        with bare_server(Path(tmp), config) as bare:
+            base = f"http://{bare.ready['host']}:{bare.ready['port']}"
+            get_path = f"/v1/devices/{reader['id']}"
+            bearer = f"Bearer {admin_token}"
+            bare_get = Scenario("bare GET", "bare", "GET", base + get_path, bearer)
+            hub_get = Scenario("thinghub GET", "thinghub", "GET", url + get_path, bearer)
+            pids = {"bare": bare.pid, "thinghub": hub.pid}
+            _check_answers(bare_get, hub_get, ingest_devices[(0, connections[0], "warmup")],
+                           base, url, hub_hostname)  # fmt: skip
 
-        def measure(scenario: Scenario, conns: int, count_for: str | None = None) -> None:
-            result = run_wrk(scenario, connections=conns, threads=threads, duration_s=duration_s)
-            note = ""
-            if count_for is not None:
-                stored = count_telemetry(api, count_for)
-                if stored < result.requests:
-                    raise BenchError(
-                        f"thinghub acknowledged {result.requests} messages but stored only "
-                        f"{stored}: an acknowledged message was lost"
-                    )
-                result = _with_stored(result, stored)
-                note = f"  (acked {result.requests}, stored {stored})"
-            progress(
-                f"  {scenario.name:<14} c={conns:<4} {result.requests_per_s:>9.1f} req/s"
-                f"  p50 {result.latency_p50_ms:.2f} ms  p99 {result.latency_p99_ms:.2f} ms" + note
-            )
-            results.append(result)
+            def measure(
+                scenario: Scenario, conns: int, round_: int, count_for: str | None = None
+            ) -> None:
+                result = run_wrk(
+                    scenario,
+                    connections=conns,
+                    threads=threads,
+                    duration_s=duration_s,
+                    server_pid=pids[scenario.server],
+                )
+                result = WrkResult(**{**asdict(result), "round": round_})
+                note = ""
+                if count_for is not None:
+                    stored = count_telemetry(api, count_for)
+                    if stored < result.requests:
+                        raise BenchError(
+                            f"thinghub acknowledged {result.requests} messages but stored "
+                            f"only {stored}: an acknowledged message was lost"
+                        )
+                    result = _with_stored(result, stored)
+                    note = f"  (acked {result.requests}, stored {stored})"
+                progress(
+                    f"  {scenario.name:<14} c={conns:<4} {result.requests_per_s:>9.1f} req/s"
+                    f"  p50 {result.latency_p50_ms:.2f} ms  p99 {result.latency_p99_ms:.2f} ms"
+                    f"  cpu: server {result.server_cpu or 0:.2f}, wrk {result.wrk_cpu or 0:.2f}"
+                    + note
+                )
+                results.append(result)
 
-        def warm(scenario: Scenario, conns: int) -> None:
-            if warmup_s > 0:
-                run_wrk(scenario, connections=conns, threads=threads, duration_s=warmup_s)
+            def warm(scenario: Scenario, conns: int) -> None:
+                if warmup_s > 0:
+                    run_wrk(scenario, connections=conns, threads=threads, duration_s=warmup_s)
 
-        # Each thinghub point runs right after its reference, so both see the same background
-        # load; the ratio is taken within that pair.
-        for conns in connections:
-            warm(bare_get, conns)
-            measure(bare_get, conns)
-            warm(hub_get, conns)
-            measure(hub_get, conns)
+            # Each thinghub point runs right after its reference, so both see the same
+            # background load; the ratio is taken within that pair.
+            for round_, conns in points:
+                if rounds > 1:
+                    progress(f" round {round_ + 1} of {rounds}")
+                warm(bare_get, conns)
+                measure(bare_get, conns, round_)
+                warm(hub_get, conns)
+                measure(hub_get, conns, round_)
 
-            warm(bare_post, conns)
-            measure(bare_post, conns)
-            # A fresh device for the warm-up and another for the measured run, so the stored
-            # count belongs to the measured run alone.
-            warm(_ingest(url, _create_device(api, f"bench-warmup-c{conns}"), hub_hostname), conns)
-            device = _create_device(api, f"bench-ingest-c{conns}")
-            measure(_ingest(url, device, hub_hostname), conns, count_for=device["id"])
+                warmup = ingest_devices[(round_, conns, "warmup")]
+                device = ingest_devices[(round_, conns, "ingest")]
+                bare_post = _ingest("bare POST", "bare", base, device, hub_hostname)
+                warm(bare_post, conns)
+                measure(bare_post, conns, round_)
+                warm(_ingest("thinghub POST", "thinghub", url, warmup, hub_hostname), conns)
+                hub_post = _ingest("thinghub POST", "thinghub", url, device, hub_hostname)
+                measure(hub_post, conns, round_, count_for=device["id"])
     return results
 
 
-def _ingest(url: str, device: dict[str, Any], hub_hostname: str) -> Scenario:
+def _check_answers(
+    bare_get: Scenario,
+    hub_get: Scenario,
+    device: dict[str, Any],
+    bare_base: str,
+    hub_base: str,
+    hub_hostname: str,
+) -> None:
+    """Both servers give the same answers to the measured calls (the ingest on `device`, a
+    warm-up device: what it stores is not counted)."""
+    with httpx.Client(timeout=30) as client:
+
+        def call(scenario: Scenario) -> httpx.Response:
+            headers = {"Authorization": scenario.authorization or ""}
+            if scenario.method == "GET":
+                return client.get(scenario.url, headers=headers)
+            headers["Content-Type"] = "application/json"
+            return client.post(scenario.url, headers=headers, content=INGEST_BODY)
+
+        _same_answer("GET", call(hub_get), call(bare_get))
+        hub_post = _ingest("thinghub POST", "thinghub", hub_base, device, hub_hostname)
+        bare_post = _ingest("bare POST", "bare", bare_base, device, hub_hostname)
+        _same_answer("ingest", call(hub_post), call(bare_post))
+        wrong = Scenario("GET", "", "GET", hub_get.url, "Bearer thk_not-a-token")
+        _same_answer(
+            "GET with an unknown token",
+            call(wrong),
+            call(Scenario("GET", "", "GET", bare_get.url, wrong.authorization)),
+        )
+
+
+def _ingest(
+    name: str, server: str, base: str, device: dict[str, Any], hub_hostname: str
+) -> Scenario:
     return Scenario(
-        "thinghub POST",
-        "thinghub",
+        name,
+        server,
         "POST",
-        f"{url}/devices/{device['id']}/messages/events?api-version={API_VERSION}",
+        f"{base}/devices/{device['id']}/messages/events?api-version={API_VERSION}",
         authorization=_sas_for(device, hub_hostname),
     )
 

@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     n, repeat = args.values, args.repeat
     values = [20.0 + (i % 1000) / 100 for i in range(n)]
-    points = [(1.6e9 + i, v) for i, v in enumerate(values)]
+    points = [(1_600_000_000_000_000 + i * 1_000_000, v) for i, v in enumerate(values)]  # µs
     registry: pint.UnitRegistry[Any] = pint.UnitRegistry()
     celsius, fahrenheit = registry.degC, registry.degF
     to_f = conversion("C", "F")
@@ -94,7 +94,7 @@ def main() -> None:
 
 
 def _encode_chunks(
-    points: list[tuple[float, float]], conv: Any, encode: Callable[[Any], bytes]
+    points: list[tuple[int, float]], conv: Any, encode: Callable[[Any], bytes]
 ) -> None:
     for i in range(0, len(points), 1000):
         encode(data_chunk(1, chunk_points(points[i : i + 1000], conv)))

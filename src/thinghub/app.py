@@ -41,6 +41,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from thinghub import __version__
 from thinghub.access_log import RequestLog
@@ -70,6 +71,7 @@ from thinghub.faces._http import (
     error_body,
 )
 from thinghub.faces.face import Face, FaceContext, FaceParts, Listener, Worker
+from thinghub.fast_path import FastPath, FastRoute
 from thinghub.http_server import HttpLimits, protocol_class
 from thinghub.metrics import Metrics, Sources, metrics_route
 from thinghub.ports import (
@@ -88,6 +90,7 @@ from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateIssuer, CertificateService
 from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
+from thinghub.services.console_sessions import ConsoleSessionService
 from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.device_groups import DeviceGroupService
@@ -241,6 +244,7 @@ def build_services(
         products=products,
         claims=claims,
         files=files,
+        console_sessions=ConsoleSessionService(stores),
     )
 
 
@@ -336,6 +340,12 @@ async def _crashed(request: Request, exc: Exception) -> Response:
     error = Error("internal error; it has been logged")
     error.code = "InternalError"
     return OrjsonResponse(error_body(error), status_code=500, headers={"Connection": "close"})
+
+
+async def _crashed_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """_crashed as an ASGI app, for thinghub.fast_path's endpoints."""
+    response = await _crashed(Request(scope, receive), RuntimeError("crashed"))
+    await response(scope, receive, send)
 
 
 def _face_port_app(face: Face, parts: FaceParts) -> Starlette:
@@ -635,7 +645,7 @@ class ThingHub:
         self.addresses[name] = {"host": host, "port": port}
         logger.info("face %s: %s listening on %s:%d", face.name, name, host, port)
 
-    def _root_app(self, services: Services, built: list[tuple[Face, FaceParts]]) -> Starlette:
+    def _root_app(self, services: Services, built: list[tuple[Face, FaceParts]]) -> Any:
         assert self.metrics is not None
         s = self.settings
         routes: list[BaseRoute] = [
@@ -661,11 +671,19 @@ class ThingHub:
             if parts.app is not None:
                 routes.append(Mount(face.prefix, app=parts.app))
         not_found = _not_found_in(_renderer_by_prefix(self.faces))
-        return Starlette(
+        app = Starlette(
             routes=routes,
             exception_handlers={404: not_found, 405: not_found, 500: _crashed},
             middleware=[Middleware(CancelOnDisconnect)],
         )
+        # The faces' hot read routes and the device ingest, before all of the above
+        # (thinghub.fast_path).
+        fast: list[tuple[str, FastRoute]] = [
+            (face.prefix + route.prefix, route)
+            for face, parts in built
+            for route in parts.fast_routes
+        ]
+        return FastPath(app, fast, http_ingest.fast_endpoints(services), _crashed_app)
 
     async def _index(self, request: Request) -> Response:
         return OrjsonResponse(

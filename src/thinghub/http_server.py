@@ -31,6 +31,13 @@ client reads the answer instead of a reset. A request answered before its body w
 timeout; then the connection is usable again. The happy path costs two attribute checks per read
 and one counter per header; no timer is armed for a request whose head and body arrive in one
 read.
+
+One write per answer. uvicorn writes a response's head and its body with a write (a send
+system call, a TCP segment) each; the request's cycle writes to a `_HeldHead` instead, which
+holds the head and sends it with the body's first bytes in one write. A head whose body does
+not follow within the same step of the event loop (a stream waiting for its first event) goes
+out alone at the next step, so no client waits longer for a head than before. What is written
+and its order do not change.
 """
 
 from __future__ import annotations
@@ -264,6 +271,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._head_timer = None
         self.evictable.pop(self, None)  # busy until its response is complete
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeldHead(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._body_open = False
@@ -361,6 +371,44 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._linger_timer = self.loop.call_later(LINGER_S, transport.close)
         else:
             transport.close()
+
+
+class _HeldHead:
+    """The transport one request's cycle writes to: its first write (the response head) is
+    held and sent with the next one (the body) in one write; if no write follows within this
+    step of the event loop, it goes out alone at the next. Everything else is the transport's.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = b""  # b"": nothing written yet; None: held no more
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            self._transport.write(data)
+        elif held:
+            self._held = None
+            self._transport.write(held + data)
+        else:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        held = self._held
+        self._held = None
+        if held and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def protocol_class(limits: HttpLimits) -> type[LimitedHttpProtocol]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -137,6 +137,9 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
         self.registry = CollectorRegistry(auto_describe=True)
         self.sources = sources
+        # The children of http_responses by (listener, face, status): few (the listeners and
+        # faces are fixed, statuses are HTTP's).
+        self._responses: dict[tuple[str, str, int], Any] = {}
         self.http_responses = Counter(
             "thinghub_http_responses",
             "HTTP responses by listener, face and status (errors: status 400 and up)",
@@ -173,7 +176,11 @@ class Metrics:
             self.telemetry_stored.labels(source).inc(count)
 
     def count_response(self, listener: str, face: str, status: int, error: str | None) -> None:
-        self.http_responses.labels(listener, face, str(status)).inc()
+        key = (listener, face, status)
+        counter = self._responses.get(key)
+        if counter is None:  # prometheus_client's labels() costs microseconds a request
+            counter = self._responses[key] = self.http_responses.labels(listener, face, str(status))
+        counter.inc()
         if error is not None:
             self.http_errors.labels(face, error).inc()
 

@@ -662,8 +662,13 @@ async def test_observations_and_latest(stores: Stores) -> None:
     assert await stores.telemetry.observations("acc-2", "dev-1", "hum", None, None, 100) == []
 
 
-async def _streamed(stores: Stores, *args: Any) -> list[list[tuple[float, float]]]:
+async def _streamed(stores: Stores, *args: Any) -> list[list[tuple[int, float]]]:
     return [batch async for batch in stores.telemetry.stream_observations(ACC, *args)]
+
+
+def us(seconds: float) -> int:
+    """at(seconds) as the store keeps it and streams it: integer microseconds."""
+    return round(at(seconds) * 1_000_000)
 
 
 async def test_stream_observations_keeps_equal_times_together(stores: Stores) -> None:
@@ -687,7 +692,7 @@ async def test_stream_observations_keeps_equal_times_together(stores: Stores) ->
         [], [obs("hum", 2, 9.0), obs("temp", 2, 9.0, entity="dev-2"),
              Observation("acc-2", "dev-1", "temp", at(2), 9.0)],
     )  # fmt: skip
-    expected = sorted((o.ts, o.value) for o in rows)
+    expected = sorted((round(o.ts * 1_000_000), o.value) for o in rows)
     for size in (1, 2, 3, 4, 7, 8, 100):
         batches = await _streamed(stores, "dev-1", "temp", None, None, size)
         flat = [p for batch in batches for p in batch]
@@ -697,10 +702,11 @@ async def test_stream_observations_keeps_equal_times_together(stores: Stores) ->
         # t=2), and a full one ends at a time boundary.
         times = [{p[0] for p in batch} for batch in batches]
         assert all(not (a & b) for a, b in zip(times, times[1:], strict=False)), size
-        assert all(len(b) >= size or b[-1][0] == at(2) for b in batches[:-1]), size
+        assert all(len(b) >= size or b[-1][0] == us(2) for b in batches[:-1]), size
     # A range, both ends included.
     ranged = await _streamed(stores, "dev-1", "temp", at(2), at(3), 2)
-    in_range = [p for p in expected if at(2) <= p[0] <= at(3)]
+    in_range = [p for p in expected if us(2) <= p[0] <= us(3)]
+    assert all(type(p[0]) is int for b in ranged for p in b)  # as stored, not a float
     assert sorted(p for b in ranged for p in b) == in_range
     assert await _streamed(stores, "dev-1", "temp", at(5), None, 10) == []
     assert await _streamed(stores, "nope", "temp", None, None, 10) == []
@@ -716,10 +722,10 @@ async def test_stream_observations_reads_each_page_when_asked(stores: Stores) ->
     )
     stream = stores.telemetry.stream_observations(ACC, "dev-1", "t", None, None, 2)
     first = await anext(stream)
-    assert first == [(at(0), 0.0), (at(1), 1.0)]
+    assert first == [(us(0), 0.0), (us(1), 1.0)]
     await stores.telemetry.append([], [Observation(ACC, "dev-1", "t", at(1.5), 1.5)])
     rest = [p async for batch in stream for p in batch]
-    assert rest == [(at(1.5), 1.5), (at(2), 2.0), (at(3), 3.0)]
+    assert rest == [(us(1.5), 1.5), (us(2), 2.0), (us(3), 3.0)]
 
 
 # -- events ----------------------------------------------------------------------------------

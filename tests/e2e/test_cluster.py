@@ -8,12 +8,16 @@ properties, sends C2D and disables it; a ux4iot session on node 3 receives its t
 Then node 1 is killed with SIGKILL: the device shows Disconnected on the other nodes once node
 1's lease (--node-lease) lapses, with a connection_state_event, and reconnects through node 2.
 Finally a raw NATS subscriber of one account's subjects receives nothing of another account.
+A console sign-in on node 1 works on node 2 (a page and the live channel) and a sign-out on
+node 3 ends it on every node; a ux4iot call that needs the shared session store answers 504
+while NATS is away and works again once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -30,6 +34,7 @@ import httpx
 import nats
 import pytest
 from azure.iot.device import Message, MethodResponse
+from websocket import ABNF, WebSocket, WebSocketBadStatusException, create_connection
 
 from tests.e2e.azure import (  # noqa: F401 -- collect_sdk_garbage is a fixture
     SERVER_ARGS,
@@ -436,6 +441,161 @@ def test_nats_restart_loses_nothing_acknowledged(cluster: Cluster) -> None:
             lambda: connection_states(app, device_id) == ["deviceConnected", "deviceDisconnected"],
             what="one Connected and one Disconnected, nothing from the outage",
         )
+
+
+# -- the console across nodes ---------------------------------------------------------------
+# Runs while all three nodes are up (the next test kills node 1): tests run in file order.
+
+CONSOLE_COOKIE = "thinghub_console"
+# A live channel closes within the console's session check (1 s) once its session has ended;
+# the rest is slack for a loaded machine.
+CHANNEL_ENDS_WITHIN_S = 1.0 + 4.0
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match is not None, html[:500]
+    return match.group(1)
+
+
+def _console_page(node: ServerProcess, cookie: str, path: str) -> httpx.Response:
+    return httpx.get(
+        node.http_url + path,
+        cookies={CONSOLE_COOKIE: cookie},
+        follow_redirects=False,
+        timeout=30,
+    )
+
+
+def _live(node: ServerProcess, cookie: str, device_id: str) -> WebSocket:
+    host = node.http_url.removeprefix("http://")
+    return create_connection(
+        f"ws://{host}/console/live?device={device_id}",
+        cookie=f"{CONSOLE_COOKIE}={cookie}",
+        origin=node.http_url,
+        timeout=CHANNEL_ENDS_WITHIN_S,
+    )
+
+
+def _close_code(socket: WebSocket, within_s: float) -> int:
+    """Read frames until the server closes the channel; its close code."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        opcode, data = socket.recv_data(control_frame=True)
+        if opcode == ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big")
+    raise AssertionError(f"the channel stayed open for {within_s} s")
+
+
+def test_a_console_session_is_one_on_every_node(cluster: Cluster) -> None:
+    """Behind a load balancer without sticky sessions: signed in on node 1, the cookie opens
+    a page and the live channel on node 2; signed out on node 3, the cookie is refused on
+    nodes 1 and 2 and node 2's open channel closes as the session ended (4401)."""
+    one, two, three = cluster.nodes
+    username, password = f"op-{secrets.token_hex(3)}", "console-password-1"
+    with cluster.api(0) as api:
+        made = api.post(
+            "/v1/users", json={"username": username, "password": password, "role": "operator"}
+        )
+        assert made.status_code == 201, made.text
+        device_id = _new_device(api, "console")["id"]
+    with httpx.Client(base_url=one.http_url, timeout=30, follow_redirects=False) as http:
+        form = http.get("/console/login")
+        signed_in = http.post(
+            "/console/login",
+            data={"username": username, "password": password, "csrf": _csrf(form.text)},
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        cookie = signed_in.cookies[CONSOLE_COOKIE]
+    page = _console_page(two, cookie, f"/console/devices/{device_id}")
+    assert page.status_code == 200, page.text[:500]
+    assert device_id in page.text and username in page.text
+    live = _live(two, cookie, device_id)
+    try:
+        # The channel starts with the present state: 4 frames, the connection's among them.
+        frames = {
+            (f["type"], f.get("section")): f for f in (json.loads(live.recv()) for _ in range(4))
+        }
+        assert frames[("connection", None)]["connected"] is False
+        assert frames[("connection", None)]["snapshot"] is True
+        # Sign out on node 3, with the CSRF token of a page node 3 rendered.
+        on_three = _console_page(three, cookie, "/console/devices")
+        assert on_three.status_code == 200, on_three.text[:500]
+        out = httpx.post(
+            three.http_url + "/console/logout",
+            data={"csrf": _csrf(on_three.text)},
+            cookies={CONSOLE_COOKIE: cookie},
+            follow_redirects=False,
+            timeout=30,
+        )
+        assert out.status_code == 303 and out.headers["location"].endswith("/console/login")
+        for node in (one, two):  # at once: nothing is cached on a node
+            refused = _console_page(node, cookie, "/console/devices")
+            assert refused.status_code == 303, refused.text[:500]
+            assert "/console/login" in refused.headers["location"]
+        assert _close_code(live, CHANNEL_ENDS_WITHIN_S) == 4401
+    finally:
+        live.close()
+    with pytest.raises(WebSocketBadStatusException) as anonymous:
+        _live(one, cookie, device_id)
+    assert anonymous.value.status_code == 403
+
+
+# -- ux4iot while NATS is away ----------------------------------------------------------------
+
+# A ux4iot call that needs the session bucket answers within this while NATS is away: the
+# JetStream request's own timeout (5 s) plus slack for a loaded machine.
+UX4IOT_OUTAGE_ANSWER_S = 15.0
+
+
+def test_ux4iot_answers_504_while_nats_is_away_and_works_again_after(cluster: Cluster) -> None:
+    """Sessions live in a NATS bucket: with NATS stopped, a call that reads and writes a
+    session (PUT /grants) answers 504 GatewayTimeout in ux4iot's error shape, in bounded time,
+    never 500 and never hanging, on a node other than the session's; with NATS back, the same
+    call succeeds and the grant is there."""
+    one, two, _ = cluster.nodes
+    key = create_key(one, cluster.admin_token)["key"]
+    with cluster.api(0) as api:
+        device_id = _new_device(api, "ux-outage")["id"]
+    with Ux(one.http_url, key) as ux1, Ux(two.http_url, key) as ux2:
+        session = ux1.session()
+        assert ux2.grant(session, device_id, "telemetry").status_code == 204
+        no_twin = ux1.as_session("GET", f"/deviceTwin/{device_id}", session)
+        assert no_twin.status_code == 403, no_twin.text  # granted only telemetry so far
+        cluster.nats.stop()
+        try:
+            wait_for(lambda: _ready(two).status_code == 503, what="node 2 sees NATS gone")
+            started = time.monotonic()
+            answer = ux2.grant(session, device_id, "deviceTwin")
+            took = time.monotonic() - started
+            assert answer.status_code == 504, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "GatewayTimeout", error
+            assert "session store" in error["message"], error
+            assert took < UX4IOT_OUTAGE_ANSWER_S, took
+            started = time.monotonic()
+            created = ux1.http.post("/session")  # a new session needs the bucket too
+            assert created.status_code == 504, created.text
+            assert created.json()["error"]["code"] == "GatewayTimeout"
+            assert time.monotonic() - started < UX4IOT_OUTAGE_ANSWER_S
+        finally:
+            cluster.nats.start()
+
+        def every_node_ready() -> bool:
+            return all(_ready(node).status_code == 200 for node in cluster.nodes)
+
+        wait_for(every_node_ready, what="every node sees NATS back")
+
+        def granted() -> httpx.Response | None:
+            answer = ux2.grant(session, device_id, "deviceTwin")
+            return None if answer.status_code == 504 else answer
+
+        again = wait_for(granted, what="PUT /grants once NATS is back")
+        assert again.status_code == 204, again.text
+        twin = ux1.as_session("GET", f"/deviceTwin/{device_id}", session)
+        assert twin.status_code == 200, twin.text  # the grant made after the outage holds
+        assert twin.json()["deviceId"] == device_id
+        assert ux1.http.delete(f"/sessions/{session}").status_code == 204
 
 
 async def test_killed_node_loses_its_device_within_the_lease(cluster: Cluster) -> None:

@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browser import DESKTOP, PHONE, Shots, Watched, chromium, watch
 from tests.e2e.server import ServerProcess, running
+from tests.e2e.ux4iot import Ux, create_key
 from thinghub.faces.console.devices import PAGE_SIZE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.backend_agnostic]
@@ -739,6 +740,72 @@ def test_cookie_flags_and_session_fixation(server: ServerProcess, users: dict[st
                             cookies={"thinghub_console": before})  # fmt: skip
         assert planted.status_code == 303 and "/console/login" in planted.headers["location"]
         assert http.get("/console/devices").status_code == 200
+
+
+@pytest.mark.backend_agnostic
+def test_a_session_outlives_a_server_restart(start_server: Callable[..., ServerProcess]) -> None:
+    """Sessions live in the database: a browser signed in before a restart is
+    still signed in after it, with the same cookie; signing out then ends it for good.
+    (SQLite by default; the PostgreSQL pass keeps one database across the restart too.)"""
+    proc = start_server()
+    with proc.client() as admin:
+        made = admin.post("/v1/users", json={"username": "restarter", "password": PASSWORD,
+                                             "role": "viewer"})  # fmt: skip
+        assert made.status_code == 201, made.text
+    with httpx.Client(base_url=proc.http_url, timeout=30, follow_redirects=False) as http:
+        assert _login(http, "restarter").status_code == 303
+        cookie = http.cookies["thinghub_console"]
+    assert proc.stop() == 0
+    again = start_server(data_dir=proc.data_dir, admin_token=proc.admin_token)
+    with httpx.Client(
+        base_url=again.http_url,
+        timeout=30,
+        follow_redirects=False,
+        headers={"cookie": f"thinghub_console={cookie}"},
+    ) as http:
+        page = http.get("/console/devices")
+        assert page.status_code == 200, page.text[:500]
+        assert "restarter" in page.text
+        out = http.post("/console/logout", data={"csrf": _csrf(page.text)})
+        assert out.status_code == 303
+    ended = httpx.get(again.http_url + "/console/devices", cookies={"thinghub_console": cookie})
+    assert ended.status_code == 303 and "/console/login" in ended.headers["location"]
+
+
+def _ux4iot_endpoint(html: str) -> str:
+    match = re.search(r'id="ux4iot-endpoint">([^<]+)<', html)
+    assert match is not None, html[:500]
+    return match.group(1)
+
+
+@pytest.mark.backend_agnostic
+def test_a_console_on_its_own_port_shows_the_ux4iot_endpoint_that_works(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """With `--face-listen console=HOST:PORT` and no public URL, the ux4iot Endpoint the
+    console shows is the shared HTTP port's (which serves /ux4iot), not the console's own
+    port (which serves only the console); a ux4iot backend using it opens a session."""
+    proc = start_server("--face-listen", "console=127.0.0.1:0")
+    console_url = f"http://127.0.0.1:{proc.addresses['faces']['console']['port']}"
+    with proc.client() as admin:
+        made = admin.post("/v1/users", json={"username": "own-port", "password": PASSWORD,
+                                             "role": "admin"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        device_id = admin.post("/v1/devices", json={"name": "shown", "project": "p",
+                                                    "deployment": "d"}).json()["id"]  # fmt: skip
+    key = create_key(proc)["key"]
+    expected = f"{proc.http_url}/ux4iot"
+    for base in (console_url, proc.http_url):  # its own port, and the shared one
+        with httpx.Client(base_url=base, timeout=30, follow_redirects=False) as http:
+            assert _login(http, "own-port").status_code == 303
+            device_page = http.get(f"/console/devices/{device_id}")
+            assert device_page.status_code == 200, device_page.text[:500]
+            assert _ux4iot_endpoint(device_page.text) == expected, base
+            tokens = http.get("/console/tokens")
+            assert f"<code>{expected}</code>" in tokens.text, base
+    assert console_url not in expected
+    with Ux(expected, key, prefix="") as ux:  # the Endpoint as a ux4iot backend uses it
+        assert ux.session()
 
 
 @pytest.mark.backend_agnostic

@@ -294,6 +294,61 @@ def test_upload_data_shows_on_v1_and_in_a_live_feed(hub: ServerProcess, project:
         uploader.close()
 
 
+def test_half_a_millisecond_rounds_up_in_pushes_get_data_and_last_observation(
+    hub: ServerProcess, project: str
+) -> None:
+    """The one rounding: times are kept to the microsecond and printed to the millisecond
+    half up on the integer (not to even): an upload at .0025 s and one at .0035 s both round
+    up, and the live push, getData, getObservationsSummary and LAST_OBSERVATION print the same
+    keys."""
+    with hub.client() as api:
+        device = register(api, project)
+    send_telemetry(hub, device, {"level": 0.5})
+    sensor = sensor_id(device["id"])
+    listener = Ws(ws_url(hub), hub.admin_token)
+    uploader = Ws(ws_url(hub), hub.admin_token)
+    try:
+        sub = bentley_id()
+        listener.send(
+            "subscribeData", {"sensors": [sensor], "metric": "level", "unit": "GENERIC"}, sub
+        )
+        acknowledged = listener.recv()
+        assert acknowledged.get("result") == ACK, acknowledged
+        stamps = ["2031-05-06T07:08:09.0025Z", "2031-05-06T07:08:09.0035Z"]
+        answer = uploader.call(
+            "uploadData",
+            {
+                "data": [
+                    {"sensorId": sensor, "timestamp": stamp, "values": {"level": float(i)}}
+                    for i, stamp in enumerate(stamps)
+                ],
+                "projectIds": [project],
+            },
+            bentley_id(),
+        )
+        assert answer["result"] == {"successfullyProcessedObs": 2}
+        keys = ["2031-05-06T07:08:09.003Z", "2031-05-06T07:08:09.004Z"]
+        pushed = [listener.recv()["result"]["data"] for _ in stamps]
+        assert pushed == [{keys[0]: 0.0}, {keys[1]: 1.0}]
+        chunks, _ = uploader.stream(
+            "getData",
+            {"sensor": sensor, "metric": "level", "unit": "GENERIC",
+             "startDate": "2031-01-01T00:00:00.000Z", "projectIds": [project]},
+        )  # fmt: skip
+        assert [c["data"] for c in chunks] == [{keys[0]: 0.0, keys[1]: 1.0}]
+        summary = uploader.call(
+            "getObservationsSummary", {"sensors": [sensor], "metric": "level",
+                                       "projectIds": [project]}, bentley_id()
+        )["result"][sensor]  # fmt: skip
+        assert summary["last"]["observations"] == {keys[1]: 1.0}
+        [found] = uploader.call("getSensors", {"sensors": [sensor], "projectIds": [project]},
+                                bentley_id())["result"]  # fmt: skip
+        assert found["props"]["LAST_OBSERVATION"]["timestamp"] == keys[1]
+    finally:
+        listener.close()
+        uploader.close()
+
+
 def test_subscribe_devices_and_sensors_push_changes_until_unsubscribed(
     hub: ServerProcess, project: str
 ) -> None:

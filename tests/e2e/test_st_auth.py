@@ -269,6 +269,28 @@ def test_created_token_is_shown_once_works_and_revocation_is_immediate(
     assert_error(admin.delete(f"/v1/tokens/{token['id']}"), 404, field=ANY_FIELD)
 
 
+def test_revoking_a_token_refuses_its_next_device_read_at_once(
+    server: ServerProcess, admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """GET /v1/devices/{id} is answered by the fast path (thinghub.fast_path) from cached
+    credentials and devices: a revoked token, a disabled and a deleted device show on the
+    very next read."""
+    device = create_device(admin, unique("fast"), unique("p"), "d")
+    token = admin.post("/v1/tokens", json={"role": "admin", "label": "fast"}).json()
+    with _bearer(server, token["token"]) as api:
+        for _ in range(3):  # its lookup and the device are cached now
+            read = api.get(f"/v1/devices/{device['id']}")
+            assert read.status_code == 200, read.text
+            assert read.json()["provisioningStatus"] == "enabled"
+        disabled = admin.put(f"/v1/devices/{device['id']}", json={"provisioningStatus": "disabled"})
+        assert disabled.status_code == 200, disabled.text
+        assert api.get(f"/v1/devices/{device['id']}").json()["provisioningStatus"] == "disabled"
+        assert admin.delete(f"/v1/tokens/{token['id']}").status_code == 204
+        _assert_unauthorized(api.get(f"/v1/devices/{device['id']}"))
+    assert admin.delete(f"/v1/devices/{device['id']}").status_code == 204
+    assert_error(admin.get(f"/v1/devices/{device['id']}"), 404, field="deviceId")
+
+
 # -- OAuth2 -------------------------------------------------------------------------------
 
 

@@ -738,3 +738,42 @@ def test_json_bodies_parse_without_a_json_content_type(
     assert_error(method, 404, code="DeviceNotOnline")
     bad = admin.post("/v1/devices", content=MALFORMED, headers=headers)
     assert_error(bad, 400, field="body")
+
+
+def test_the_fast_device_read_answers_what_the_full_stack_answers(
+    start_server: Callable[..., ServerProcess], unique: Callable[[str], str]
+) -> None:
+    """GET /v1/devices/{id} on the shared port takes thinghub.fast_path; the face on its own
+    port (--face-listen) has none: every answer, good or bad, is the same on both."""
+    proc = start_server("--face-listen", "st=127.0.0.1:0")
+    own = proc.addresses["faces"]["st"]["url"]
+    bearer = {"Authorization": f"Bearer {proc.admin_token}"}
+    with httpx.Client(base_url=proc.http_url, headers=bearer, timeout=30) as shared:
+        gateway = create_device(shared, unique("gw"), unique("p"), "d", gateway=True)
+        assert shared.post(
+            f"/v1/devices/{gateway['id']}/modules", json={"moduleId": "m1"}
+        ).status_code in (200, 201)
+        device = create_device(shared, unique("dev"), unique("p"), "d")
+        cases: list[tuple[str, dict[str, str]]] = [
+            (f"/v1/devices/{device['id']}", bearer),
+            (f"/v1/devices/{gateway['id']}", bearer),
+            (f"/v1/devices/%20{device['id']}%20", bearer),  # ids are stripped
+            (f"/v1/devices/{device['id']}?x=1", bearer),
+            ("/v1/devices/no-such-device", bearer),
+            (f"/v1/devices/{device['id']}", {}),
+            (f"/v1/devices/{device['id']}", {"Authorization": "Bearer thk_wrong"}),
+            (f"/v1/devices/{device['id']}", {"Authorization": f"Basic {proc.admin_token}"}),
+        ]
+        with (
+            httpx.Client(base_url=own, timeout=30) as direct,
+            httpx.Client(base_url=proc.http_url, timeout=30) as fast,
+        ):
+            for path, headers in cases:
+                a, b = fast.get(path, headers=headers), direct.get(path, headers=headers)
+                assert (a.status_code, a.content) == (b.status_code, b.content), path
+                assert _without_date(a.headers) == _without_date(b.headers), path
+    assert proc.stop() == 0
+
+
+def _without_date(headers: httpx.Headers) -> list[tuple[str, str]]:
+    return sorted((k, v) for k, v in headers.items() if k != "date")

@@ -26,12 +26,14 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = b""
+        self.writes: list[bytes] = []  # each write, as it came
         self.closed = False
         self.eof = False
         self.protocol: LimitedHttpProtocol | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
+        self.writes.append(bytes(data))
 
     def close(self) -> None:
         if not self.closed:
@@ -66,6 +68,11 @@ class Wait:
         self.release = asyncio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/stream":  # the head at once, the body once released
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await self.release.wait()
+            await send({"type": "http.response.body", "body": b"late"})
+            return
         if scope["path"] == "/wait":
             await self.release.wait()
         status = 413 if scope["path"] == "/early" else 200
@@ -111,6 +118,28 @@ async def test_an_honest_request_is_served_and_the_connection_kept(listener: Any
     protocol.data_received(GET)
     await settle()
     assert transport.written.startswith(b"HTTP/1.1 200 ")
+    assert not transport.closed
+
+
+async def test_an_answer_is_one_write_of_its_head_and_body(listener: Any) -> None:
+    protocol, transport = listener()
+    protocol.data_received(GET + GET)
+    await settle()
+    assert len(transport.writes) == 2  # two answers, one write each
+    for write in transport.writes:
+        assert write.startswith(b"HTTP/1.1 200 ") and write.endswith(b"\r\n\r\nok")
+
+
+async def test_a_head_whose_body_is_not_ready_goes_out_alone(listener: Any, app: Wait) -> None:
+    protocol, transport = listener()
+    protocol.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+    assert transport.writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    app.release.set()
+    await settle()
+    assert transport.written.endswith(b"4\r\nlate\r\n0\r\n\r\n")
     assert not transport.closed
 
 

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 SUBSCRIBER_QUEUE = 10_000  # events one subscriber may fall behind by; then its oldest go
+# Subjects whose matching subscriptions are remembered (then the memo starts afresh): a
+# device's events share one subject, so an upload of 100,000 values matches patterns once.
+ROUTES_MAX = 4096
 
 
 # Pattern tokens and queue; None in the queue ends the subscription (the bus closed).
@@ -42,6 +45,9 @@ _Subscriber = tuple[tuple[str, ...], "asyncio.Queue[LiveEvent | None]"]
 class MemoryBus:
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        # subject -> the queues of the subscriptions it matches, in subscription order;
+        # forgotten whenever a subscription starts or ends.
+        self._routes: dict[str, tuple[asyncio.Queue[LiveEvent | None], ...]] = {}
         self._closed = False
 
     def close(self) -> None:
@@ -53,16 +59,23 @@ class MemoryBus:
                 queue.get_nowait()
             queue.put_nowait(None)
         self._subscribers.clear()
+        self._routes.clear()
 
     async def publish(self, event: LiveEvent) -> None:
         if not self._subscribers:
             return
-        tokens = event.subject.split(".")
-        for pattern, queue in self._subscribers:
-            if tokens_match(pattern, tokens):
-                if queue.full():
-                    queue.get_nowait()
-                queue.put_nowait(event)
+        subject = event.subject
+        queues = self._routes.get(subject)
+        if queues is None:
+            tokens = subject.split(".")
+            queues = tuple(q for pattern, q in self._subscribers if tokens_match(pattern, tokens))
+            if len(self._routes) >= ROUTES_MAX:
+                self._routes.clear()
+            self._routes[subject] = queues
+        for queue in queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
 
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         """Subscribe now (not at the first read): nothing published after this call is missed.
@@ -77,6 +90,7 @@ class MemoryBus:
             queue.put_nowait(None)
         else:
             self._subscribers.append(entry)
+            self._routes.clear()
         stream = self._iterate(entry)
         weakref.finalize(stream, self._unsubscribe, entry)
         return stream
@@ -84,6 +98,7 @@ class MemoryBus:
     def _unsubscribe(self, entry: _Subscriber) -> None:
         if entry in self._subscribers:
             self._subscribers.remove(entry)
+            self._routes.clear()
 
     def wants(self, tokens: list[str]) -> bool:
         """Whether any subscription's pattern matches a subject split into `tokens`."""

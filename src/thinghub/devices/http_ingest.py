@@ -5,23 +5,29 @@ POST /devices/{id}/messages/events?api-version=... (and /devices/{d}/modules/{m}
 `iothub-app-*`, `iothub-messageid`, `iothub-correlationid`, `iothub-contenttype` and
 `iothub-contentencoding` headers. Success is 204. Errors use IoT Hub's shape
 {"Message": "ErrorCode:<code>;<text>", "ExceptionMessage": ""}.
+
+The device route (not the module one) is also a FastEndpoint (thinghub.fast_path): requests
+to it skip the root app's router and middleware; the handler is the same.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from thinghub.devices.errors import codes_for
 from thinghub.domain import errors
+from thinghub.fast_path import FastEndpoint
 from thinghub.services.core import Services
 from thinghub.services.ingest import message_size
 
-__all__ = ["routes"]
+__all__ = ["fast_endpoints", "routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,31 +39,39 @@ def _error(error: errors.Error) -> Response:
     return Response(orjson.dumps(body), status_code=codes.status, media_type="application/json")
 
 
+APP_PREFIX = "iothub-app-"  # headers whose values are the message's application properties
+APP_PREFIX_BYTES = APP_PREFIX.encode()
 # Headers whose values are system properties of the message (their size counts).
 SYSTEM_HEADERS = ("iothub-messageid", "iothub-correlationid", "iothub-contentencoding")
 
 
-async def _read_body(request: Request, budget: int, limit: int) -> bytes:
-    """The body, or TooLarge as soon as it is over `budget` bytes (a declared Content-Length
-    is judged before anything is read; a chunked body after at most one chunk too many)."""
-    too_large = errors.TooLarge(
-        f"the message is over {limit} bytes with its properties",
-        field="body",
-    )
-    declared = request.headers.get("content-length", "")
+def _too_large(limit: int) -> errors.TooLarge:
+    return errors.TooLarge(f"the message is over {limit} bytes with its properties", field="body")
+
+
+async def _read_body(request: Request, declared: str, budget: int, limit: int) -> bytes:
+    """The body, or TooLarge as soon as it is over `budget` bytes (a `declared`
+    Content-Length is judged before anything is read; a chunked body after at most one chunk
+    too many)."""
     if budget < 0 or (declared.isdigit() and int(declared) > budget):
-        raise too_large
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > budget:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def routes(services: Services) -> list[Route]:
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name, the first of repeated ones (as Starlette's
+    `Headers.get` gives them), read once."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+
+
+def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
     auth = services.device_auth
     ingest = services.ingest
 
@@ -65,34 +79,36 @@ def routes(services: Services) -> list[Route]:
         device_id = request.path_params["device_id"]
         module_id = request.path_params.get("module_id")
         try:
-            header = request.headers.get("authorization")
+            headers = _headers(request.scope)
+            header = headers.get("authorization")
             if not header:
                 raise errors.Unauthorized("missing Authorization header", field="Authorization")
             device = await auth.with_sas(device_id, module_id, header)
+            # In order, so a repeated property keeps its last value (as it always did).
             props = {
-                k[len("iothub-app-") :]: v
-                for k, v in request.headers.items()
-                if k.startswith("iothub-app-")
+                k.decode("latin-1")[len(APP_PREFIX) :]: v.decode("latin-1")
+                for k, v in request.scope["headers"]
+                if k.startswith(APP_PREFIX_BYTES)
             }
-            content_type = request.headers.get("iothub-contenttype") or (
-                request.headers.get("content-type")
-            )
+            content_type = headers.get("iothub-contenttype") or headers.get("content-type")
             # The properties count toward the message size (ingest.message_size): the body
             # may use what they leave, and reading stops as soon as it is over.
             budget = ingest.max_payload_bytes - message_size(
                 b"",
                 props,
-                (*(request.headers.get(h) for h in SYSTEM_HEADERS), content_type),
+                (*(headers.get(h) for h in SYSTEM_HEADERS), content_type),
             )
-            raw = await _read_body(request, budget, ingest.max_payload_bytes)
+            raw = await _read_body(
+                request, headers.get("content-length", ""), budget, ingest.max_payload_bytes
+            )
             message = ingest.build(
                 device,
                 raw,
                 properties=props,
-                message_id=request.headers.get("iothub-messageid"),
-                correlation_id=request.headers.get("iothub-correlationid"),
+                message_id=headers.get("iothub-messageid"),
+                correlation_id=headers.get("iothub-correlationid"),
                 content_type=content_type,
-                content_encoding=request.headers.get("iothub-contentencoding"),
+                content_encoding=headers.get("iothub-contentencoding"),
                 component=props.pop("$.sub", None),
                 source="http",
             )
@@ -110,6 +126,36 @@ def routes(services: Services) -> list[Route]:
             return Response(status_code=400)
         return Response(status_code=204)
 
+    return send_event
+
+
+DEVICE_PREFIX = "/devices/"
+EVENTS_SUFFIX = "/messages/events"
+
+
+def _device_events(path: str) -> dict[str, str] | None:
+    """The path parameters of `/devices/{device_id}/messages/events`, as Starlette's router
+    matches that route (an id is one non-empty path segment), or None."""
+    if path.startswith(DEVICE_PREFIX) and path.endswith(EVENTS_SUFFIX):
+        device_id = path[len(DEVICE_PREFIX) : -len(EVENTS_SUFFIX)]
+        if device_id and "/" not in device_id:
+            return {"device_id": device_id}
+    return None
+
+
+def fast_endpoints(services: Services) -> list[FastEndpoint]:
+    """The device route of `routes`, for thinghub.fast_path."""
+    send_event = _send_event(services)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await send_event(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return [FastEndpoint("POST", _device_events, app)]
+
+
+def routes(services: Services) -> list[Route]:
+    send_event = _send_event(services)
     return [
         Route("/devices/{device_id}/messages/events", send_event, methods=["POST"]),
         Route(

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp
 
 from thinghub.config import Settings
 from thinghub.faces._http import ErrorRenderer
+from thinghub.fast_path import FastRoute
 from thinghub.ports import Clock
 from thinghub.services.core import Services
 
@@ -101,6 +102,9 @@ class FaceParts:
     # Open client connections the face counts itself, by kind ({"socketio": 12}), read when
     # /metrics is scraped (thinghub_face_connections); None: it counts none.
     connections: Callable[[], Mapping[str, int]] | None = None
+    # Read routes of `app` answered before the HTTP port's routing when all goes well (see
+    # thinghub.fast_path): only on the shared port, under `prefix`.
+    fast_routes: tuple[FastRoute, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

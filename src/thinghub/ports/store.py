@@ -3,7 +3,8 @@
 Each area is what changes together: an account and its retention; the users and API tokens
 that act for it; the registry (projects, deployments, devices); twins; telemetry with its
 observations; events; commands; cloud-to-device messages; MQTT sessions; named documents;
-Ioto products, device registrations (claims) and the records of device files.
+Ioto products, device registrations (claims) and the records of device files; the web
+console's sign-in sessions and failed sign-ins.
 Every backend (SQL on SQLite or PostgreSQL, in memory) implements every area and passes the
 contract suite in tests/contract.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "C2DStore",
     "ClaimStore",
     "CommandStore",
+    "ConsoleSessionStore",
     "CredentialStore",
     "DeviceStore",
     "DocumentStore",
@@ -48,6 +50,7 @@ __all__ = [
     "Page",
     "ProductStore",
     "SessionStore",
+    "StoredConsoleSession",
     "Stores",
     "TelemetryQuery",
     "TelemetryStore",
@@ -207,8 +210,9 @@ class TelemetryStore(Protocol):
         since: float | None,
         until: float | None,
         batch_rows: int,
-    ) -> AsyncIterator[list[tuple[float, float]]]:
-        """Every `(ts, value)` of one metric in [since, until], oldest first, in batches of
+    ) -> AsyncIterator[list[tuple[int, float]]]:
+        """Every `(ts, value)` of one metric in [since, until], oldest first, the time in
+        integer microseconds as stored (a reader formats it without a float), in batches of
         about `batch_rows` (keyset paging: each batch is a short read that starts after the
         last time of the one before, so nothing holds more than a batch and a slow consumer
         holds no database resource between batches). Observations at one time always come
@@ -272,6 +276,56 @@ class SessionStore(Protocol):
     async def save(self, client_id: str, state: dict[str, Any]) -> None: ...
     async def load(self, client_id: str) -> dict[str, Any] | None: ...
     async def delete(self, client_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConsoleSession:
+    """A console session as every node reads it (faces/console/sessions.py makes and reads it).
+
+    The cookie value is never stored: `key` is its SHA-256, and the session's secrets (its
+    CSRF token and the access token it signed in with) are in `sealed`, encrypted with a key
+    derived from the cookie value, so a copy of the table opens no session and leaks no token.
+    """
+
+    key: str  # SHA-256 (hex) of the cookie value
+    user_id: str | None  # None: anonymous (the sign-in form's session)
+    created_at: float
+    seen_at: float  # the idle clock
+    expires_at: float  # absolute
+    sealed: str  # the secrets, encrypted (text: base64)
+    data: str  # JSON: what is not secret (user name, flash messages)
+
+
+class ConsoleSessionStore(Protocol):
+    """The console's sessions and failed sign-ins, shared by every node on the database.
+
+    Reads are not cached: a session deleted on one node (sign-out, its user deleted) is gone
+    for the next request on every node.
+    """
+
+    async def get(self, key: str) -> StoredConsoleSession | None: ...
+
+    async def put(self, session: StoredConsoleSession) -> None:
+        """Insert, or replace the session with the same key."""
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delete_user(self, user_id: str) -> int:
+        """Delete every session of a user; returns how many."""
+
+    async def sweep(self, now: float, idle_s: float, keep: int, failed_since: float) -> int:
+        """Delete sessions expired at `now` or idle for `idle_s`, then all but the `keep` most
+        recently seen, and failed sign-ins older than `failed_since`; returns the sessions
+        deleted."""
+
+    async def fail(self, key: str, at: float) -> None:
+        """Record a failed sign-in of `key` (a user name, a client address) at `at`."""
+
+    async def failures(self, key: str, since: float) -> int:
+        """Failed sign-ins of `key` after `since`."""
+
+    async def forgive(self, key: str) -> None:
+        """Forget the failed sign-ins of `key`."""
 
 
 class DocumentStore(Protocol):
@@ -367,6 +421,7 @@ class Stores:
     products: ProductStore
     claims: ClaimStore
     files: FileStore
+    console_sessions: ConsoleSessionStore
     resources: tuple[Lifecycle, ...] = ()
 
     async def start(self) -> None:

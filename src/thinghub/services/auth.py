@@ -491,8 +491,9 @@ class AuthService:
         return user
 
     async def delete_user(self, principal: Principal, user_id: str) -> User:
-        """Delete a user of the caller's account (admin); not the caller itself. Access tokens
-        already issued to the user live on until they expire (jwt_ttl_s)."""
+        """Delete a user of the caller's account (admin); not the caller itself. Its console
+        sessions end at once, on every node; access tokens already issued to the user for the
+        API live on until they expire (jwt_ttl_s)."""
         authz.authorize(principal, Permission.USERS_ADMIN)
         if principal.kind == "user" and principal.subject == user_id:
             raise Invalid("you cannot delete yourself", field="userId")
@@ -502,7 +503,11 @@ class AuthService:
             principal.account_id, user_id
         ):
             raise NotFound(f"user {user_id!r} not found", field="userId")
-        logger.info("user %s deleted (account %s)", user.username, principal.account_id)
+        ended = await self.stores.console_sessions.delete_user(user_id)
+        logger.info(
+            "user %s deleted (account %s), %d console sessions ended",
+            user.username, principal.account_id, ended,
+        )  # fmt: skip
         return user
 
     async def _argon2(self, hasher: Callable[..., T], *args: str) -> T:

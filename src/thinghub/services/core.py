@@ -14,6 +14,7 @@ from thinghub.services.c2d import C2DService
 from thinghub.services.certificates import CertificateService
 from thinghub.services.claims import ClaimService
 from thinghub.services.commands import CommandService
+from thinghub.services.console_sessions import ConsoleSessionService
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.device_groups import DeviceGroupService
 from thinghub.services.events import EventService
@@ -62,6 +63,8 @@ class Services:
     # Saved device filters, and jobs that change every device of one.
     device_groups: DeviceGroupService
     jobs: JobService
+    # The web console's sign-in sessions, shared by every node on the database.
+    console_sessions: ConsoleSessionService
 
     async def start(self) -> None:
         """What services need before the first request (the store is started already)."""

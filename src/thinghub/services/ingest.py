@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -48,7 +48,10 @@ from thinghub.services.templates import TemplateService
 __all__ = [
     "BATCH_MAX",
     "MESSAGE_OVERHEAD_BYTES",
+    "NOT_STORED",
     "SYSTEM_PROPERTY_MAX_CHARS",
+    "BatchResult",
+    "BatchTelemetryPolicy",
     "IngestService",
     "Outcome",
     "TelemetryPolicy",
@@ -65,6 +68,19 @@ class Outcome:
     is_new: bool  # False: a duplicate (same message id), or rejected
     rejected: str | None  # the policy's reason, when rejected
 
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What became of the messages of one ingest_batch: how many were stored, and for each
+    one that was not (by its index in the batch) why."""
+
+    stored: int
+    refused: dict[int, str]
+
+
+#: Why a message of a batch was not stored when no policy refused it: a duplicate (same
+#: message id), or its write failed (logged).
+NOT_STORED = "not stored"
 
 _Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
 
@@ -123,6 +139,16 @@ def message_size(
 class TelemetryPolicy(Protocol):
     async def check(self, device: Device, message: TelemetryMessage) -> str | None:
         """None to accept, else the reason the message is rejected."""
+
+
+@runtime_checkable
+class BatchTelemetryPolicy(TelemetryPolicy, Protocol):
+    """A policy that can also check many messages of one device at once (ingest_batch)."""
+
+    async def check_many(
+        self, device: Device, messages: Sequence[TelemetryMessage]
+    ) -> list[str | None]:
+        """check() of each message, in order."""
 
 
 def _message_time(value: Any, field: str) -> float:
@@ -351,6 +377,177 @@ class IngestService:
             except Exception as exc:  # that message failed; the others are still answered
                 results.append(exc)
         return results
+
+    def check_component(self, component: str | None) -> None:
+        """The limits build() puts on a component name (SYSTEM_PROPERTY_MAX_CHARS).
+
+        Raises:
+            Invalid: too long, or holding NUL.
+        """
+        _check_system_property("component", component, SYSTEM_PROPERTY_MAX_CHARS["component"])
+
+    def build_parsed(
+        self,
+        device: Device,
+        raw: bytes,
+        body: Any,
+        *,
+        component: str | None,
+        source: str,
+        enqueued_at: float,
+    ) -> TelemetryMessage:
+        """build() of a body its caller parsed and wrote as JSON itself (`raw`: orjson's
+        text of `body`), with no properties and no ids: what an upload makes per
+        observation, without build()'s per-message checks of the system properties. The
+        caller checks the component once (check_component).
+
+        Raises:
+            TooLarge: over max_payload_bytes.
+        """
+        size = len(raw) + (len(component.encode()) if component else 0)
+        if size > self.max_payload_bytes:
+            raise TooLarge(
+                f"telemetry is {size} bytes with its properties; the limit is "
+                f"{self.max_payload_bytes}",
+                field="body",
+            )
+        return TelemetryMessage(
+            account_id=device.account_id,
+            device_id=device.id,
+            enqueued_at=enqueued_at,
+            body=body,
+            raw=raw,
+            component=component,
+            project=device.project,
+            deployment=device.deployment,
+            source=source,
+            body_json=raw,
+        )
+
+    async def ingest_batch(self, items: Sequence[tuple[Device, TelemetryMessage]]) -> BatchResult:
+        """Store many messages (an upload) as ingest() stores each, checked once as a batch.
+
+        The policies see each device's messages together (BatchTelemetryPolicy.check_many:
+        a device's template is looked up once); the messages are stored in write units of
+        `batch_max` (one database write each, awaited: no future per message), committed
+        before this returns; each device is touched once a unit; every new message is
+        published live (TelemetryReceived), as ingest() does. Like ingest_many, this does not
+        go through the queue: the caller holds the messages already.
+
+        Returns:
+            How many were stored, and why each other one was not (by index in `items`).
+        """
+        refused: dict[int, str] = {}
+        stored = 0
+        for start in range(0, len(items), self.batch_max):
+            unit = list(range(start, min(len(items), start + self.batch_max)))
+            if self.policies:
+                unit = await self._checked_indices(items, unit, refused)
+            if unit:
+                stored += await self._store_indices(items, unit, refused)
+        return BatchResult(stored, refused)
+
+    async def _checked_indices(
+        self,
+        items: Sequence[tuple[Device, TelemetryMessage]],
+        unit: list[int],
+        refused: dict[int, str],
+    ) -> list[int]:
+        """The indices of `unit` every policy accepts; the others get their reason, recorded
+        as rejected-telemetry events (as _check does)."""
+        by_device: dict[str, list[int]] = {}
+        for index in unit:
+            by_device.setdefault(items[index][0].id, []).append(index)
+        accepted: list[int] = []
+        for indices in by_device.values():
+            device = items[indices[0]][0]
+            reasons: list[str | None] = [None] * len(indices)
+            broken: set[int] = set()  # positions whose check failed (our bug)
+            for policy in self.policies:
+                pending = [k for k, reason in enumerate(reasons) if reason is None]
+                if not pending:
+                    break
+                messages = [items[indices[k]][1] for k in pending]
+                try:
+                    if isinstance(policy, BatchTelemetryPolicy):
+                        found = await policy.check_many(device, messages)
+                    else:
+                        found = [await policy.check(device, m) for m in messages]
+                except Exception:  # our bug: these messages alone are not stored
+                    logger.exception("ingest: checking messages of %s failed", device.id)
+                    found = [NOT_STORED] * len(pending)
+                    broken.update(pending)
+                for k, reason in zip(pending, found, strict=True):
+                    reasons[k] = reason
+            if all(reason is None for reason in reasons):  # the common case
+                accepted.extend(indices)
+                continue
+            for k, (index, reason) in enumerate(zip(indices, reasons, strict=True)):
+                if reason is None:
+                    accepted.append(index)
+                    continue
+                refused[index] = reason
+                if k not in broken:
+                    message = items[index][1]
+                    await self.events.record(
+                        device,
+                        EventType.TELEMETRY_REJECTED,
+                        {"reason": reason, "messageId": message.message_id, "body": message.body},
+                    )
+        accepted.sort()
+        return accepted
+
+    async def _store_indices(
+        self,
+        items: Sequence[tuple[Device, TelemetryMessage]],
+        unit: list[int],
+        refused: dict[int, str],
+    ) -> int:
+        """One write unit of ingest_batch: stored, told, touched, published. A unit that
+        fails is written a message at a time, so only the one that fails is left out."""
+        messages = [items[index][1] for index in unit]
+        started = time.perf_counter()
+        try:  # the store derives each message's observations (no object per observation)
+            results = await self.stores.telemetry.append(messages)
+        except Exception as exc:
+            if len(unit) > 1:
+                logger.warning("a batch of %d messages failed (%s); writing each alone",
+                               len(unit), exc)  # fmt: skip
+                stored = 0
+                for index in unit:
+                    stored += await self._store_indices(items, [index], refused)
+                return stored
+            logger.error("storing telemetry of %s failed: %s", items[unit[0]][0].id, exc)
+            refused[unit[0]] = NOT_STORED
+            return 0
+        elapsed = time.perf_counter() - started
+        for observe in self.on_commit:
+            observe(elapsed, messages)
+        devices = {items[index][0].id: items[index][0] for index in unit}
+        for device in devices.values():
+            await self.registry.touch(device)  # once per device per unit
+        stored = 0
+        publish = self.bus.publish
+        for index, message, is_new in zip(unit, messages, results, strict=True):
+            if not is_new:
+                refused[index] = NOT_STORED
+                continue
+            stored += 1
+            device = items[index][0]
+            await publish(
+                TelemetryReceived(
+                    account_id=device.account_id,
+                    project=device.project,
+                    device_id=device.id,
+                    ts=message.enqueued_at,
+                    body=message.body,
+                    properties=message.properties,
+                    component=message.component,
+                    source=message.source,
+                    message_id=message.message_id,
+                )
+            )
+        return stored
 
     def submit(self, device: Device, message: TelemetryMessage) -> asyncio.Future[Outcome]:
         """Queue a message for the next batch; the future resolves after its commit.

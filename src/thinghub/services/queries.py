@@ -203,10 +203,11 @@ class QueryService:
         since: float | None,
         until: float | None,
         batch_rows: int,
-    ) -> AsyncIterator[list[tuple[float, float]]]:
-        """Every `(ts, value)` of one metric in [since, until], oldest first, a batch at a
-        time: the next batch is read only when the caller asks for it, so a slow consumer
-        slows the read and nothing holds more than one batch."""
+    ) -> AsyncIterator[list[tuple[int, float]]]:
+        """Every `(ts, value)` of one metric in [since, until], oldest first (the time in
+        integer microseconds, as stored), a batch at a time: the next batch is read only when
+        the caller asks for it, so a slow consumer slows the read and nothing holds more than
+        one batch."""
         return self.stores.telemetry.stream_observations(
             principal.account_id, entity_id, metric, since, until, batch_rows
         )

@@ -12,6 +12,7 @@ does not match is recorded as rejected whichever adapter it came through.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from thinghub.domain.dtdl import TEMPLATE_ID, DeviceTemplate, Interface, parse_template
@@ -53,18 +54,29 @@ class TemplatePolicy:
 
     async def check(self, device: Device, message: TelemetryMessage) -> str | None:
         template = await self.templates.for_device(device)
+        return None if template is None else _check(template, message)
+
+    async def check_many(
+        self, device: Device, messages: Sequence[TelemetryMessage]
+    ) -> list[str | None]:
+        """check() of each message; the device's template looked up once."""
+        template = await self.templates.for_device(device)
         if template is None:
-            return None
-        if message.depth_limit is not None:  # kept as text, unparsed: it cannot match
-            return (
-                f"telemetry nests deeper than {message.depth_limit} levels of arrays and "
-                "objects (max_json_depth)"
-            )
-        try:
-            template.check_telemetry(message.body, message.component)
-        except Invalid as exc:
-            return exc.message
-        return None
+            return [None] * len(messages)
+        return [_check(template, message) for message in messages]
+
+
+def _check(template: DeviceTemplate, message: TelemetryMessage) -> str | None:
+    if message.depth_limit is not None:  # kept as text, unparsed: it cannot match
+        return (
+            f"telemetry nests deeper than {message.depth_limit} levels of arrays and "
+            "objects (max_json_depth)"
+        )
+    try:
+        template.check_telemetry(message.body, message.component)
+    except Invalid as exc:
+        return exc.message
+    return None
 
 
 class TemplateService:

@@ -225,3 +225,35 @@ async def test_counters_count_from_one_per_name() -> None:
     assert [await counter.next("a") for _ in range(3)] == [1, 2, 3]
     assert await counter.next("b") == 1
     assert await counter.next("a") == 4
+
+
+async def test_subscriptions_made_or_ended_after_a_publish_are_routed_afresh() -> None:
+    """publish remembers which subscriptions a subject matches; a subscription that starts
+    or ends later changes who gets the next event of that same subject."""
+    bus = MemoryBus()
+    first = bus.subscribe(live_pattern("telemetry", A1))
+    await bus.publish(telemetry(0))  # the subject's route is remembered: [first]
+    second = bus.subscribe("telemetry.>")
+    await bus.publish(telemetry(1))
+    assert await take(first, 2) == [telemetry(0), telemetry(1)]
+    assert await take(second, 1) == [telemetry(1)]
+    await first.aclose()
+    await bus.publish(telemetry(2))
+    assert await take(second, 1) == [telemetry(2)]
+    assert bus.subscriptions == 1
+    await second.aclose()
+
+
+async def test_many_subjects_are_routed_past_the_memo_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory_module, "ROUTES_MAX", 2)
+    bus = MemoryBus()
+    mine = bus.subscribe(live_pattern("telemetry", A1))
+    devices = [f"d{i}" for i in range(5)]
+    for i, name in enumerate(devices * 2):
+        await bus.publish(telemetry(i, device=name))
+    await bus.publish(telemetry(99, account=A2))  # matches nothing
+    got = await take(mine, 10)
+    assert [e.device_id for e in got if isinstance(e, TelemetryReceived)] == devices * 2
+    await mine.aclose()

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.unit.services.node import node
-from thinghub.domain.errors import Invalid
+from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
@@ -238,3 +238,109 @@ async def test_an_error_after_storing_never_ends_the_batching_loop(
             outcome = await world.ingest.submit(target, world.ingest.build(target, b'{"t": 1}'))
     assert outcome.is_new is True  # stored and acknowledged before the failure
     assert any("a batch of 1 messages failed" in r.message for r in caplog.records)
+
+
+# -- ingest_batch: an upload's many messages, checked and stored as a batch ---------------------
+
+
+async def test_a_batch_is_stored_committed_and_published(world: World) -> None:
+    """Every message is stored (with its observations) before ingest_batch returns, each
+    device touched, every message published live; a template's refusal is named by index
+    and recorded as an event, and the other messages still land."""
+    principal = Principal(ACCOUNT, Role.ADMIN, "admin")
+    await world.templates.put(principal, "tpl", one_double_template("tpl"))
+    plain, templated = device(device_id="plain"), device("tpl", device_id="typed")
+    live = world.ingest.bus.subscribe("telemetry.>")
+    world.ingest.batch_max = 2  # three write units
+    bodies = [{"x": 1.0}, {"x": 2.0}, {"x": "text"}, {"x": 4.0}, {"y": 5.0}]
+    items = [
+        (templated if i in (2, 3) else plain, world.ingest.build_parsed(
+            templated if i in (2, 3) else plain, orjson.dumps(body), body,
+            component=None, source="itwin", enqueued_at=1_700_000_000.0 + i,
+        ))
+        for i, body in enumerate(bodies)
+    ]  # fmt: skip
+    async with asyncio.timeout(WAIT_S):
+        result = await world.ingest.ingest_batch(items)
+    assert result.stored == 4
+    assert list(result.refused) == [2]
+    assert "x" in result.refused[2]
+    stored = await world.stored()
+    assert [m.body for m in stored] == [{"x": 1.0}, {"x": 2.0}, {"x": 4.0}, {"y": 5.0}]
+    assert [m.source for m in stored] == ["itwin"] * 4
+    values = await world.stores.telemetry.observations(ACCOUNT, "plain", "x", None, None, 10)
+    assert sorted(o.value for o in values) == [1.0, 2.0]
+    [event] = (await world.stores.events.query(EventQuery(ACCOUNT))).items
+    assert event.device_id == "typed" and event.body["body"] == {"x": "text"}
+    async with asyncio.timeout(WAIT_S):
+        pushed = [await anext(live) for _ in range(4)]
+    assert [(e.device_id, e.body) for e in pushed] == [  # type: ignore[union-attr]
+        ("plain", {"x": 1.0}), ("plain", {"x": 2.0}), ("typed", {"x": 4.0}), ("plain", {"y": 5.0}),
+    ]  # fmt: skip
+    await live.aclose()
+
+
+async def test_a_batch_whose_write_fails_leaves_out_only_the_failing_message(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = world.stores.telemetry.append
+
+    async def append(messages: Any, observations: Any = None) -> list[bool]:
+        if any(m.body == {"t": "bad"} for m in messages):
+            raise RuntimeError("the database refused a row")
+        return await original(messages, observations)
+
+    world.stores.telemetry.append = append  # type: ignore[method-assign]
+    target = device()
+    bodies: list[dict[str, Any]] = [{"t": 1}, {"t": "bad"}, {"t": 3}]
+    items = [
+        (target, world.ingest.build_parsed(target, orjson.dumps(b), b, component=None,
+                                           source="itwin", enqueued_at=1_700_000_000.0 + i))
+        for i, b in enumerate(bodies)
+    ]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="thinghub.services.ingest"):
+        async with asyncio.timeout(WAIT_S):
+            result = await world.ingest.ingest_batch(items)
+    assert result.stored == 2
+    assert result.refused == {1: "not stored"}
+    assert [m.body for m in await world.stored()] == [{"t": 1}, {"t": 3}]
+    assert any("writing each alone" in r.message for r in caplog.records)
+
+
+async def test_a_batch_policy_error_fails_that_devices_messages_only(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.ingest.policies.append(Exploding())
+    bad, good = device(device_id="boom"), device(device_id="fine")
+    items = [
+        (d, world.ingest.build_parsed(d, b'{"t":1}', {"t": 1}, component=None, source="itwin",
+                                      enqueued_at=1_700_000_000.0))
+        for d in (bad, good, bad)
+    ]  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="thinghub.services.ingest"):
+        async with asyncio.timeout(WAIT_S):
+            result = await world.ingest.ingest_batch(items)
+    assert result.stored == 1 and result.refused == {0: "not stored", 2: "not stored"}
+    assert [m.device_id for m in await world.stored()] == ["fine"]
+    assert (await world.stores.events.query(EventQuery(ACCOUNT))).items == []  # no rejection
+
+
+def test_build_parsed_bounds_the_size_and_check_component_the_name() -> None:
+    world = World()
+    target = device()
+    big = b'{"x":"' + b"a" * 262_144 + b'"}'
+    with pytest.raises(TooLarge):
+        world.ingest.build_parsed(
+            target, big, {"x": "..."}, component=None, source="itwin", enqueued_at=0.0
+        )
+    message = world.ingest.build_parsed(
+        target, b'{"x":1}', {"x": 1}, component="c", source="itwin", enqueued_at=5.0
+    )
+    assert (message.body, message.body_json, message.component, message.enqueued_at) == (
+        {"x": 1}, b'{"x":1}', "c", 5.0,
+    )  # fmt: skip
+    world.ingest.check_component("c")
+    with pytest.raises(Invalid):
+        world.ingest.check_component("x" * 129)
+    with pytest.raises(Invalid):
+        world.ingest.check_component("a\x00b")

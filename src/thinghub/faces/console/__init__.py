@@ -5,20 +5,24 @@ It is registered like an API face (faces/face.py) and, like one, reaches the cor
 through the services, with the principal of the signed-in user.
 """
 
-from thinghub.faces.console.app import create_app, render_not_found
+from thinghub.faces.console.app import create_app, render_not_found, shared_store
+from thinghub.faces.console.sessions import SessionSweeper
 from thinghub.faces.face import Face, FaceContext, FaceParts
 
 __all__ = ["FACE", "create_app"]
 
 
 def build(context: FaceContext) -> FaceParts:
+    store = shared_store(context.services, context.settings)
     return FaceParts(
         app=create_app(
             context.services,
             context.settings,
+            store=store,
             addresses=context.addresses,
             clock=context.clock.now,
-        )
+        ),
+        workers=(SessionSweeper(store, context.clock.now),),
     )
 
 

@@ -56,7 +56,7 @@ async def _tokens_page(
         "tokens.html",
         {"title": "API tokens", "rows": rows, "keys": keys, "roles": ROLES,
          "form": form or {}, "error": error, "key_error": key_error,
-         "ux4iot_endpoint": ux4iot_endpoint(console.base_url(request))},
+         "ux4iot_endpoint": ux4iot_endpoint(console.api_base_url(request))},
         status=status,
     )  # fmt: skip
 
@@ -132,7 +132,7 @@ async def create_ux4iot_key(request: Request) -> Response:
         raise
     except Error as exc:
         return await _tokens_page(request, caller, key_error=exc.message, status=status_of(exc))
-    endpoint = ux4iot_endpoint(console.base_url(request))
+    endpoint = ux4iot_endpoint(console.api_base_url(request))
     return await console.page(
         request,
         caller,
@@ -208,9 +208,9 @@ async def delete_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
 
     async def act(console: Console, caller: Caller, form: dict[str, str]) -> Flash:
+        # services.auth ends the user's console sessions too, on every node.
         user = await console.services.auth.delete_user(caller.principal, user_id)
-        ended = await console.store.delete_user(user.id)
-        return Flash("ok", f"User {user.username} deleted ({ended} console session(s) ended).")
+        return Flash("ok", f"User {user.username} deleted; its console sessions have ended.")
 
     return await run_change(request, act, back=f"{PREFIX}/users")
 

@@ -26,11 +26,18 @@ from thinghub.config import Settings
 from thinghub.domain.errors import Error, Forbidden
 from thinghub.faces._http import status_of
 from thinghub.faces.console import admin, devices, live, login
-from thinghub.faces.console.sessions import MemorySessionStore, SessionStore
+from thinghub.faces.console.sessions import SessionStore, SharedSessionStore
 from thinghub.faces.console.web import Console, CsrfRefused, LoginRequired, login_redirect
 from thinghub.services.core import Services
 
-__all__ = ["STATIC", "VENDOR_FILES", "create_app", "has_chart_assets", "render_not_found"]
+__all__ = [
+    "STATIC",
+    "VENDOR_FILES",
+    "create_app",
+    "has_chart_assets",
+    "render_not_found",
+    "shared_store",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +152,16 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Any]
     }
 
 
+def shared_store(services: Services, settings: Settings) -> SharedSessionStore:
+    """The console's sessions in the database, as every node sees them."""
+    return SharedSessionStore(
+        services.console_sessions,
+        idle_s=settings.console_session_idle_s,
+        max_sessions=settings.console_max_sessions,
+        failure_window_s=settings.console_login_window_s,
+    )
+
+
 def create_app(
     services: Services,
     settings: Settings,
@@ -153,7 +170,8 @@ def create_app(
     addresses: Callable[[], Mapping[str, Any]] = dict,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The console app (mounted at /console). `store` defaults to one process's memory."""
+    """The console app (mounted at /console). `store` defaults to the database's
+    (`shared_store`)."""
     chart = has_chart_assets()
     if not chart:
         logger.warning(
@@ -164,12 +182,7 @@ def create_app(
     console = Console(
         services,
         settings,
-        store
-        or MemorySessionStore(
-            idle_s=settings.console_session_idle_s,
-            max_sessions=settings.console_max_sessions,
-            failure_window_s=settings.console_login_window_s,
-        ),
+        store or shared_store(services, settings),
         addresses=addresses,
         has_chart=chart,
         clock=clock,

@@ -435,7 +435,7 @@ async def device_page(request: Request) -> Response:
             ),
             "window_s": (window.until or now) - window.since,
             "itwin": itwin_ids(device, _components(recent.items, template)),
-            "ux4iot_endpoint": ux4iot_endpoint(console.base_url(request)),
+            "ux4iot_endpoint": ux4iot_endpoint(console.api_base_url(request)),
             "method_timeout": MAX_METHOD_TIMEOUT_DEFAULT_S,
             "live": device.id,
             "has_chart": console.has_chart,

@@ -57,7 +57,9 @@ __all__ = ["ACTIVITY_EVERY_S", "SESSION_CHECK_S", "routes"]
 
 logger = logging.getLogger(__name__)
 
-SESSION_CHECK_S = 5.0  # a logged-out session's channels close within this
+# A signed-out (or deleted user's) session's channels close within this, on every node: each
+# open channel reads its session from the database this often (one primary-key lookup).
+SESSION_CHECK_S = 1.0
 ACTIVITY_EVERY_S = 1.0  # `activity` messages per device at most this often
 MAX_LIST_DEVICES = 100  # ids a list page may watch (a page shows 25)
 CLOSE_SESSION_ENDED = 4401

@@ -1,9 +1,13 @@
 """Console sessions: the server-side record behind the session cookie, its store port, the
-in-memory store, and the failed-login counter.
+store every node shares, and the failed-login counter.
 
 Theory of operation: the browser holds only a random session id (256 bits, in an HttpOnly,
-SameSite=Strict cookie). The record lives in a `SessionStore`, keyed by the SHA-256 of that
-id, so a copy of the store (a shared one, later, for several nodes) holds no usable cookie.
+SameSite=Strict cookie). The record lives in the database (services.console_sessions), so
+every node behind a load balancer knows it: it is keyed by the SHA-256 of that id, and the
+session's secrets (its CSRF token and the access token it signed in with) are sealed with
+AES-GCM under a key derived from the id, so a copy of the table opens no session and holds no
+usable token. Nothing is cached on a node: every request reads its session, so a session ended
+on one node (sign-out, its user deleted) is refused by the next request on every node.
 
 - An anonymous session is made when the login page is shown: it carries the CSRF token of
   the login form, so a login cannot be forged from another site either.
@@ -13,34 +17,51 @@ id, so a copy of the store (a shared one, later, for several nodes) holds no usa
   of the session presents to services.auth again, so the session has the role, the account
   and the lifetime of that token, and ends with it at the latest.
 - A session ends after `idle_s` without a request, at its token's expiry, at logout, or when
-  its user is deleted; the store also drops its oldest records beyond `max_sessions`.
+  its user is deleted (services.auth deletes the user's sessions); `SessionSweeper` deletes
+  ended records every SWEEP_EVERY_S and the least recently used beyond `max_sessions`.
 
-Failed logins are counted per key (a user name, a client address) in a sliding window; the
-store holds the counts, so several nodes can share them when the store is shared.
+Failed logins are counted per key (a user name, a client address) in a sliding window, in the
+database too, so the limit holds across nodes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import hmac
+import logging
 import secrets
-from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from thinghub.ports import StoredConsoleSession
+from thinghub.services.console_sessions import ConsoleSessionService
 
 __all__ = [
     "ConsoleSession",
     "Flash",
     "LoginFailures",
-    "MemorySessionStore",
     "SessionStore",
+    "SessionSweeper",
+    "SharedSessionStore",
     "new_session",
     "session_key",
 ]
 
+logger = logging.getLogger(__name__)
+
 SESSION_ID_BYTES = 32  # 256 bits of randomness in the cookie
 CSRF_BYTES = 32
-# Failed-login keys remembered at most (a flood of made-up user names drops the oldest).
-MAX_FAILURE_KEYS = 100_000
+NONCE_BYTES = 12  # AES-GCM's
+# What the sealing key is derived for (HMAC-SHA256 of this, keyed by the cookie value).
+SEAL_PURPOSE = b"thinghub console session secrets v1"
+SWEEP_EVERY_S = 60.0  # ended sessions and old failed sign-ins are deleted this often
 # A client address may fail this many times the per-user limit (an office behind one NAT).
 ADDRESS_FACTOR = 4
 
@@ -105,8 +126,7 @@ def new_session(
 
 
 class SessionStore(Protocol):
-    """Where console sessions and failed-login counts live (in memory now; a shared store
-    makes them visible to every node)."""
+    """Where console sessions and failed-login counts live."""
 
     async def get(self, session_id: str, now: float) -> ConsoleSession | None:
         """The live session with this cookie value, else None (an ended one is dropped)."""
@@ -114,9 +134,6 @@ class SessionStore(Protocol):
     async def put(self, session: ConsoleSession) -> None: ...
 
     async def delete(self, session_id: str) -> None: ...
-
-    async def delete_user(self, user_id: str) -> int:
-        """End every session of a user; returns how many."""
 
     async def failures(self, key: str, now: float) -> int:
         """Failed logins of `key` within the window."""
@@ -128,71 +145,154 @@ class SessionStore(Protocol):
         """Forget the failed logins of `key` (after a successful login)."""
 
 
-class MemorySessionStore:
-    """One process's sessions and failure counts, bounded."""
+def _sealer(session_id: str) -> AESGCM:
+    return AESGCM(hmac.new(session_id.encode(), SEAL_PURPOSE, hashlib.sha256).digest())
 
-    def __init__(self, *, idle_s: float, max_sessions: int, failure_window_s: float) -> None:
+
+def seal(session: ConsoleSession) -> str:
+    """The session's secrets, encrypted under a key only its cookie value gives (the record's
+    key, its hash, is bound in as associated data: a sealed blob moved to another row fails)."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    plain = orjson.dumps({"csrf": session.csrf, "token": session.access_token})
+    sealed = _sealer(session.id).encrypt(nonce, plain, session_key(session.id).encode())
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def unseal(session_id: str, sealed: str) -> dict[str, Any] | None:
+    """The secrets sealed by `seal`, or None when they do not open with this cookie value."""
+    try:
+        raw = base64.urlsafe_b64decode(sealed.encode())
+        plain = _sealer(session_id).decrypt(
+            raw[:NONCE_BYTES], raw[NONCE_BYTES:], session_key(session_id).encode()
+        )
+        secrets_ = orjson.loads(plain)
+    except (InvalidTag, ValueError, orjson.JSONDecodeError):
+        return None
+    return secrets_ if isinstance(secrets_, dict) else None
+
+
+def _flash_json(flash: Flash) -> dict[str, Any]:
+    return {"kind": flash.kind, "text": flash.text, "detail": flash.detail, "where": flash.where}
+
+
+def _flash(item: dict[str, Any]) -> Flash:
+    return Flash(str(item["kind"]), str(item["text"]), item.get("detail"), item.get("where"))
+
+
+def to_stored(session: ConsoleSession) -> StoredConsoleSession:
+    data = {"username": session.username, "flashes": [_flash_json(f) for f in session.flashes]}
+    return StoredConsoleSession(
+        key=session_key(session.id),
+        user_id=session.user_id,
+        created_at=session.created_at,
+        seen_at=session.seen_at,
+        expires_at=session.expires_at,
+        sealed=seal(session),
+        data=orjson.dumps(data).decode(),
+    )
+
+
+def from_stored(session_id: str, stored: StoredConsoleSession) -> ConsoleSession | None:
+    """The session a record holds, or None when its secrets do not open with `session_id`."""
+    opened = unseal(session_id, stored.sealed)
+    if opened is None:
+        return None
+    data = orjson.loads(stored.data)
+    token = opened.get("token")
+    return ConsoleSession(
+        id=session_id,
+        csrf=str(opened["csrf"]),
+        created_at=stored.created_at,
+        seen_at=stored.seen_at,
+        expires_at=stored.expires_at,
+        access_token=None if token is None else str(token),
+        user_id=stored.user_id,
+        username=data.get("username"),
+        flashes=tuple(_flash(f) for f in data.get("flashes", ())),
+    )
+
+
+class SharedSessionStore:
+    """Console sessions and failure counts in the database, seen alike by every node."""
+
+    def __init__(
+        self,
+        service: ConsoleSessionService,
+        *,
+        idle_s: float,
+        max_sessions: int,
+        failure_window_s: float,
+    ) -> None:
+        self.service = service
         self.idle_s = idle_s
         self.max_sessions = max_sessions
         self.failure_window_s = failure_window_s
-        self._sessions: OrderedDict[str, ConsoleSession] = OrderedDict()  # oldest use first
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
 
     async def get(self, session_id: str, now: float) -> ConsoleSession | None:
         key = session_key(session_id)
-        session = self._sessions.get(key)
-        if session is None:
+        stored = await self.service.get(key)
+        if stored is None:
             return None
-        if not session.alive(now, self.idle_s):
-            del self._sessions[key]
+        session = from_stored(session_id, stored)
+        if session is None or not session.alive(now, self.idle_s):
+            await self.service.delete(key)
             return None
         return session
 
     async def put(self, session: ConsoleSession) -> None:
-        key = session_key(session.id)
-        self._sessions[key] = session
-        self._sessions.move_to_end(key)
-        while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+        await self.service.put(to_stored(session))
 
     async def delete(self, session_id: str) -> None:
-        self._sessions.pop(session_key(session_id), None)
-
-    async def delete_user(self, user_id: str) -> int:
-        gone = [k for k, s in self._sessions.items() if s.user_id == user_id]
-        for key in gone:
-            del self._sessions[key]
-        return len(gone)
-
-    def _window(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            times = self._failures[key] = deque()
-        while times and times[0] <= now - self.failure_window_s:
-            times.popleft()
-        return times
+        await self.service.delete(session_key(session_id))
 
     async def failures(self, key: str, now: float) -> int:
-        if key not in self._failures:
-            return 0
-        count = len(self._window(key, now))
-        if count == 0:
-            del self._failures[key]
-        return count
+        return await self.service.failures(key, now - self.failure_window_s)
 
     async def fail(self, key: str, now: float) -> int:
-        times = self._window(key, now)
-        times.append(now)
-        self._failures.move_to_end(key)
-        while len(self._failures) > MAX_FAILURE_KEYS:
-            self._failures.popitem(last=False)
-        return len(times)
+        await self.service.fail(key, now)
+        return await self.failures(key, now)
 
     async def forgive(self, key: str) -> None:
-        self._failures.pop(key, None)
+        await self.service.forgive(key)
+
+    async def sweep(self, now: float) -> int:
+        """Delete ended sessions, the least recently used beyond `max_sessions`, and failed
+        sign-ins that left the window; returns the sessions deleted."""
+        return await self.service.sweep(
+            now, self.idle_s, self.max_sessions, now - self.failure_window_s
+        )
+
+
+class SessionSweeper:
+    """The console's worker: sweeps the shared store every SWEEP_EVERY_S (every node does;
+    the deletes are idempotent). A failed sweep (the database away) is logged and retried."""
+
+    name = "sessions.sweep"
+
+    def __init__(
+        self,
+        store: SharedSessionStore,
+        clock: Callable[[], float],
+        *,
+        every_s: float = SWEEP_EVERY_S,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.every_s = every_s
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                gone = await self.store.sweep(self.clock())
+            except Exception:  # the top of the task: the database away, say; try next time
+                logger.exception("console: sweeping ended sessions failed")
+                continue
+            if gone:
+                logger.debug("console: swept %d ended sessions", gone)
+
+    async def stop(self) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ PREFIX = "/console"
 # URL-encoded bodies may take three bytes a character.
 MAX_FORM_BYTES = 262_144
 FORM_TYPE = "application/x-www-form-urlencoded"
+WILDCARDS = ("", "0.0.0.0", "::")  # listener addresses that are every address of the machine
 
 
 class LoginRequired(Exception):
@@ -177,6 +178,23 @@ class Console:
         """This server's base URL as the browser reaches it (the public URL when set)."""
         host = request.headers.get("host", "")
         return self.settings.public_url or f"{request.url.scheme}://{host}"
+
+    def api_base_url(self, request: Request) -> str:
+        """Where the browser's machine reaches the API faces: the public URL when set; else
+        the shared HTTP port (the ready line's `http`), which serves every face under its
+        prefix. A console on a port of its own (`--face-listen console=HOST:PORT`) is not
+        that port: the URL keeps the host name the browser used (or the HTTP listener's
+        address, when it is bound to one) with the HTTP port."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        http = self.addresses().get("http")
+        server = request.scope.get("server")
+        if not http or server is None or int(server[1]) == int(http["port"]):
+            return self.base_url(request).rstrip("/")  # the shared port: as the browser sees it
+        bound = str(http["host"])
+        host = (request.url.hostname or "127.0.0.1") if bound in WILDCARDS else bound
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{int(http['port'])}"
 
     # -- same origin and CSRF --------------------------------------------------------------
 

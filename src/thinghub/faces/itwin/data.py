@@ -5,7 +5,8 @@ Streams (getData, getObservations) read the store a batch at a time
 (QueryService.observation_batches, keyset pages), one batch ahead of the one being sent: the
 socket adapters ask for the next chunk only after the previous one's send has drained. So a
 million-point request holds at most two batches, and a slow reader slows the read instead of
-growing the server.
+growing the server. Rows keep the stored integer microseconds all the way to the chunk's
+JSON (series.chunk_json), which prints them with the face's one rounding (timestamps.py).
 
 Delta metrics (`dT` of `T`, domain/deltas.py) are computed in the raw unit, then converted
 as differences: against one reference reading (ZERO_DATE, START_DATE, the sensor's ZERO_DATE
@@ -25,7 +26,7 @@ import orjson
 
 from thinghub.domain.clock import parse_ts
 from thinghub.domain.deltas import DeltaParams, RollingDelta, reference_time
-from thinghub.domain.errors import Invalid
+from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.metrics import Metric, metrics_with_deltas
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import TelemetryMessage
@@ -34,15 +35,12 @@ from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, c
 from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
-from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, chunk_points
-from thinghub.faces.itwin.timestamps import format_time
+from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
+from thinghub.faces.itwin.timestamps import format_us, us_of
 from thinghub.services.core import Services
-from thinghub.services.ingest import Outcome
 from thinghub.services.units import Conversion, conversion_for
 
-__all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Point", "chunks", "one_point"]
-
-Point = tuple[float, float]
+__all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Row", "chunks", "one_point"]
 
 # Rows one store read of a stream returns: a multiple of MAX_CHUNK_POINTS, so only the last
 # chunk of a stream is short.
@@ -126,9 +124,9 @@ class Observations:
         since: float | None,
         until: float | None,
         limit: Limit | None,
-    ) -> AsyncIterator[list[Point]]:
-        """The points of a choice in [since, until], oldest first, in the raw unit (deltas
-        already taken), a batch at a time."""
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of a choice in [since, until], oldest first, in the raw unit (deltas
+        already taken), a batch at a time; times in integer microseconds."""
         holder, key = sensor.holder.id, choice.key
         if choice.metric.delta_of is None:
             async for batch in self._raw(scope, holder, key, since, until, limit):
@@ -156,14 +154,14 @@ class Observations:
         since: float | None,
         until: float | None,
         limit: Limit | None,
-    ) -> AsyncIterator[list[Point]]:
+    ) -> AsyncIterator[list[Row]]:
         queries = self.services.queries
         if limit is not None and limit.function == "last":
             rows = await queries.recent_observations(
                 scope.principal, holder, key, since, until, limit.size
             )
             if rows:
-                yield [(o.ts, o.value) for o in reversed(rows)]
+                yield [(us_of(o.ts), o.value) for o in reversed(rows)]
             return
         if limit is not None:  # the first `size`: one read
             batches = queries.observation_batches(
@@ -181,7 +179,7 @@ class Observations:
 
     async def _first(
         self, scope: Scope, holder: str, key: str, since: float | None, until: float | None
-    ) -> Point | None:
+    ) -> Row | None:
         batches = self.services.queries.observation_batches(
             scope.principal, holder, key, since, until, 1
         )
@@ -198,7 +196,7 @@ class Observations:
         since: float | None,
         until: float | None,
         limit: Limit | None,
-    ) -> AsyncIterator[list[Point]]:
+    ) -> AsyncIterator[list[Row]]:
         queries = self.services.queries
         if limit is not None and limit.function == "last":
             rows = await queries.recent_observations(
@@ -210,13 +208,14 @@ class Observations:
                     scope.principal, holder, key, None, row.ts - window_s, 1
                 )
                 if before:
-                    out.append((row.ts, row.value - before[0].value))
+                    out.append((us_of(row.ts), row.value - before[0].value))
             if out:
                 yield out
             return
         # Two cursors over one series: the leading one answers, the lagging one (from a
-        # window earlier) provides each point's reference (domain/deltas.RollingDelta).
-        state = RollingDelta(window_s)
+        # window earlier) provides each point's reference (domain/deltas.RollingDelta, here
+        # in the rows' integer microseconds: a window under 1 µs is 1 µs, the earlier row).
+        state = RollingDelta(max(1, us_of(window_s)))
         lagging = _points(
             queries.observation_batches(
                 scope.principal,
@@ -253,7 +252,7 @@ class Observations:
 
     async def first_after(
         self, scope: Scope, sensor: Sensor, choice: MetricChoice, at: float | None
-    ) -> Point | None:
+    ) -> Row | None:
         """The first raw observation of a choice at or after `at` (None: the first of all)."""
         return await self._first(scope, sensor.holder.id, choice.key, at, None)
 
@@ -266,12 +265,12 @@ class Observations:
 
     async def first_and_last(
         self, scope: Scope, sensor: Sensor, choice: MetricChoice
-    ) -> tuple[Point | None, Point | None]:
+    ) -> tuple[Row | None, Row | None]:
         first = await self._first(scope, sensor.holder.id, choice.key, None, None)
         rows = await self.services.queries.recent_observations(
             scope.principal, sensor.holder.id, choice.key, None, None, 1
         )
-        return first, None if not rows else (rows[0].ts, rows[0].value)
+        return first, None if not rows else (us_of(rows[0].ts), rows[0].value)
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -279,8 +278,9 @@ class Observations:
         self, scope: Scope, entries: Sequence[UploadEntry], source: str = "itwin"
     ) -> tuple[int, list[RejectedEntry]]:
         """Store observations, each a telemetry message of its sensor's device (with the
-        sensor's component) or of the created sensor, through ingest: they show on /v1, in
-        every face's live feed and in getData.
+        sensor's component) or of the created sensor, through ingest's batch path
+        (IngestService.ingest_batch): they show on /v1, in every face's live feed and in
+        getData, committed before this returns.
 
         Entries are turned into messages a write unit at a time, and a unit is stored while
         the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
@@ -300,18 +300,12 @@ class Observations:
         ) -> None:
             nonlocal stored
             try:
-                outcomes = await self.services.ingest.ingest_many(items)
+                result = await self.services.ingest.ingest_batch(items)
             finally:
                 gate.release()
-            for entry, outcome in zip(kept, outcomes, strict=True):
-                if isinstance(outcome, Outcome) and outcome.rejected is None and outcome.is_new:
-                    stored += 1
-                    continue
-                reason = (
-                    outcome.rejected
-                    if isinstance(outcome, Outcome) and outcome.rejected is not None
-                    else "not stored"
-                )
+            stored += result.stored
+            for position, reason in result.refused.items():
+                entry = kept[position]
                 rejected.append(
                     RejectedEntry(entry.index, f"data[{entry.index}]", reason, entry.sensor_id)
                 )
@@ -359,6 +353,11 @@ class _Preparer:
             except Invalid:
                 found = None
             sensor = found if isinstance(found, Sensor) else None
+            if sensor is not None:
+                try:
+                    self.owner.services.ingest.check_component(sensor.component)
+                except Invalid:  # a component no message may carry: nothing to store
+                    sensor = None
             self.sensors[sensor_id] = sensor
             if sensor is not None:
                 self.declared[sensor_id] = await self.owner.declared_metrics(
@@ -373,54 +372,63 @@ class _Preparer:
         ingest = self.owner.services.ingest
         items: list[tuple[Device, TelemetryMessage]] = []
         kept: list[UploadEntry] = []
+        sensors = self.sensors
         for entry in entries:
-            sensor = await self.sensor(entry.sensor_id)
-            path = f"data[{entry.index}]"
+            # The sensor's lookup is awaited once a request (then a dict hit per entry).
+            if entry.sensor_id in sensors:
+                sensor = sensors[entry.sensor_id]
+            else:
+                sensor = await self.sensor(entry.sensor_id)
             if sensor is None:
                 self.rejected.append(
                     RejectedEntry(
-                        entry.index, f"{path}.sensorId", "no such sensor", entry.sensor_id
-                    )
-                )
-                continue
-            metrics = self.declared.get(entry.sensor_id)
-            unknown = [k for k in entry.values if metrics is not None and k not in metrics]
-            if unknown:
-                self.rejected.append(
-                    RejectedEntry(
                         entry.index,
-                        f"{path}.values.{unknown[0]}",
-                        f"{unknown[0]!r} is not a metric of this sensor "
-                        f"({', '.join(sorted(metrics or ()))})",
+                        f"data[{entry.index}].sensorId",
+                        "no such sensor",
                         entry.sensor_id,
                     )
                 )
                 continue
+            metrics = self.declared.get(entry.sensor_id)
+            if metrics is not None:
+                unknown = [k for k in entry.values if k not in metrics]
+                if unknown:
+                    self.rejected.append(
+                        RejectedEntry(
+                            entry.index,
+                            f"data[{entry.index}].values.{unknown[0]}",
+                            f"{unknown[0]!r} is not a metric of this sensor "
+                            f"({', '.join(sorted(metrics))})",
+                            entry.sensor_id,
+                        )
+                    )
+                    continue
             try:
                 raw = orjson.dumps(entry.values)
             except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
                 self.rejected.append(
                     RejectedEntry(
                         entry.index,
-                        f"{path}.values",
+                        f"data[{entry.index}].values",
                         "has a metric name that is not text",
                         entry.sensor_id,
                     )
                 )
                 continue
             try:
-                message = ingest.build(
+                message = ingest.build_parsed(
                     sensor.holder,
                     raw,
-                    body=entry.values,
-                    is_raw_json=True,
+                    entry.values,
                     component=sensor.component,
                     source=self.source,
                     enqueued_at=entry.ts,
                 )
-            except Invalid as exc:
+            except (Invalid, TooLarge) as exc:
                 self.rejected.append(
-                    RejectedEntry(entry.index, f"{path}.values", exc.message, entry.sensor_id)
+                    RejectedEntry(
+                        entry.index, f"data[{entry.index}].values", exc.message, entry.sensor_id
+                    )
                 )
                 continue
             items.append((sensor.holder, message))
@@ -447,11 +455,11 @@ def _zero_date(sensor: Sensor) -> float | None:
         return None
 
 
-async def _one_ahead(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[list[Point], None]:
+async def _one_ahead(batches: AsyncIterator[list[Row]]) -> AsyncGenerator[list[Row], None]:
     """The batches of a stream, the next one read while the caller handles this one: the
     database reads (in its reader thread) while this formats and sends. One batch ahead at
     most, so a slow reader still slows the read, one batch later."""
-    ahead: asyncio.Future[list[Point] | None] = asyncio.ensure_future(anext(batches, None))
+    ahead: asyncio.Future[list[Row] | None] = asyncio.ensure_future(anext(batches, None))
     try:
         while (batch := await ahead) is not None:
             ahead = asyncio.ensure_future(anext(batches, None))
@@ -463,20 +471,21 @@ async def _one_ahead(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[list
                 await ahead
 
 
-async def _points(batches: AsyncIterator[list[Point]]) -> AsyncGenerator[Point, None]:
+async def _points(batches: AsyncIterator[list[Row]]) -> AsyncGenerator[Row, None]:
     async for batch in batches:
         for point in batch:
             yield point
 
 
-def chunks(batch: Sequence[Point], conversion: Conversion) -> list[dict[str, float]]:
-    """A batch of points as `{ISO: value}` chunks of at most MAX_CHUNK_POINTS, converted."""
+def chunks(batch: Sequence[Row], conversion: Conversion) -> list[orjson.Fragment]:
+    """A batch of rows as `{ISO: value}` chunks of at most MAX_CHUNK_POINTS, converted, each
+    its JSON text (embedded as it is in the message that carries it)."""
     return [
-        chunk_points(batch[start : start + MAX_CHUNK_POINTS], conversion)
+        chunk_json(batch[start : start + MAX_CHUNK_POINTS], conversion)
         for start in range(0, len(batch), MAX_CHUNK_POINTS)
     ]
 
 
-def one_point(point: Point | None, conversion: Conversion) -> dict[str, float]:
-    """`{ISO: value}` of one point (empty for none), converted."""
-    return {} if point is None else {format_time(point[0]): conversion(point[1])}
+def one_point(point: Row | None, conversion: Conversion) -> dict[str, float]:
+    """`{ISO: value}` of one row (empty for none), converted."""
+    return {} if point is None else {format_us(point[0]): conversion(point[1])}

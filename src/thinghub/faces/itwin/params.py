@@ -365,26 +365,32 @@ def read_upload_entries(data: Sequence[Any]) -> tuple[list[UploadEntry], list[Re
     """
     good: list[UploadEntry] = []
     bad: list[RejectedEntry] = []
+    append = good.append
+    # A path is printed only for an entry that is refused: this loop runs once per value of
+    # an upload (100,000 in one request).
     for index, entry in enumerate(data):
-        path = f"data[{index}]"
-        if not isinstance(entry, dict):
-            bad.append(RejectedEntry(index, path, "must be an object"))
+        if entry.__class__ is not dict:
+            bad.append(RejectedEntry(index, f"data[{index}]", "must be an object"))
             continue
         sensor = entry.get("sensorId")
-        if not isinstance(sensor, str) or not 0 < len(sensor) <= MAX_ENTITY_ID_CHARS:
-            bad.append(RejectedEntry(index, f"{path}.sensorId", "must be a sensor id"))
+        if sensor.__class__ is not str or not 0 < len(sensor) <= MAX_ENTITY_ID_CHARS:
+            bad.append(RejectedEntry(index, f"data[{index}].sensorId", "must be a sensor id"))
             continue
         try:
-            ts = parse_time(entry.get("timestamp"), f"{path}.timestamp")
-        except errors.Invalid as exc:
-            bad.append(RejectedEntry(index, f"{path}.timestamp", exc.message, sensor))
+            ts = parse_time(entry.get("timestamp"), "timestamp")
+        except errors.Invalid:
+            field = f"data[{index}].timestamp"
+            try:
+                parse_time(entry.get("timestamp"), field)
+            except errors.Invalid as exc:  # the same error, naming the entry
+                bad.append(RejectedEntry(index, field, exc.message, sensor))
             continue
         try:
             values = _read_values(entry.get("values"))
         except ValueError as exc:
-            bad.append(RejectedEntry(index, f"{path}.values", str(exc), sensor))
+            bad.append(RejectedEntry(index, f"data[{index}].values", str(exc), sensor))
             continue
-        good.append(UploadEntry(index, sensor, ts, values))
+        append(UploadEntry(index, sensor, ts, values))
     return good, bad
 
 
@@ -397,6 +403,11 @@ def _read_values(values: object) -> dict[str, float]:
     for key, value in values.items():
         if not 0 < len(key) <= 128:
             raise ValueError("metric ids are 1 to 128 characters")
+        if value.__class__ is float:  # the common case: one comparison rules out nan and inf
+            if not -math.inf < value < math.inf:
+                raise ValueError(f"{key} must be a finite number")
+            out[key] = value
+            continue
         if value.__class__ is bool or not isinstance(value, int | float):
             raise ValueError(f"{key} must be a number, got {value!r}")
         try:

@@ -1,11 +1,15 @@
-"""Data series on the wire: (time, value) points into `{"<ISO ms Z>": value}` chunks.
+"""Data series on the wire: (time, value) rows into `{"<ISO ms Z>": value}` chunks.
 
 getData, getObservations and subscribeData send observations as objects keyed by time
-(seed, "Working with Observations"). A stream sends them in chunks of at most
-MAX_CHUNK_POINTS, each converted to the requested unit with a cached Conversion (three
-float operations a value) and its time printed once (format_time, about 1 µs). Points are
-pulled from the source as chunks fill, so a million-point query never holds more than one
-chunk here; backpressure comes from the consumer awaiting each chunk's send.
+(seed, "Working with Observations"). A row's time is the stored integer microseconds
+(timestamps.py: rounded half up to the millisecond on the integer). A stream sends its rows
+in chunks of at most MAX_CHUNK_POINTS, each converted to the requested unit with a cached
+Conversion (three float operations a value), and a chunk's JSON text is made in one pass
+over its rows (time key and value into one dict) and one orjson call (chunk_json): about
+0.25 µs a point, where printing keys, converting values and encoding in separate passes cost
+about twice that. Rows are pulled from the source as chunks fill, so a million-point query
+never holds more than one chunk here; backpressure comes from the consumer awaiting each
+chunk's send.
 
 Two observations in the same millisecond share a key: within one chunk the later one wins,
 as it would in the client's own `series.data[date] = ...` merge.
@@ -13,42 +17,68 @@ as it would in the client's own `series.data[date] = ...` merge.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import Final
 
-from thinghub.faces.itwin.timestamps import format_times
+import orjson
+
+from thinghub.faces.itwin.timestamps import minute_prefix, second_keys
 from thinghub.services.units import IDENTITY, Conversion
 
-__all__ = ["MAX_CHUNK_POINTS", "Point", "chunk_points", "data_chunks", "stream_chunks"]
+__all__ = [
+    "MAX_CHUNK_POINTS",
+    "Row",
+    "chunk_json",
+    "chunk_points",
+    "data_chunks",
+    "stream_chunks",
+]
 
-Point = tuple[float, float]  # (epoch seconds, value)
+Row = tuple[int, float]  # (epoch microseconds, as stored; value)
 
 # About 40 KB of JSON a chunk: large enough to amortise a send, small enough to interleave.
 MAX_CHUNK_POINTS: Final = 1000
+_MS_PER_MINUTE: Final = 60_000
 
 
-def chunk_points(points: Iterable[Point], conversion: Conversion = IDENTITY) -> dict[str, float]:
-    """One `{ISO: value}` object of `points`, converted."""
-    listed = points if isinstance(points, list) else list(points)
-    keys = format_times([ts for ts, _ in listed])
+def chunk_points(rows: Iterable[Row], conversion: Conversion = IDENTITY) -> dict[str, float]:
+    """One `{ISO: value}` object of `rows`, converted (keys as timestamps.format_us)."""
+    table = second_keys()
+    out: dict[str, float] = {}
+    last_minute: int | None = None
+    prefix = ""
     if conversion.is_identity:
-        return dict(zip(keys, [value for _, value in listed], strict=True))
+        for us, value in rows:
+            minute, rest = divmod((us + 500) // 1000, _MS_PER_MINUTE)
+            if minute != last_minute:
+                prefix, last_minute = minute_prefix(minute), minute
+            out[prefix + table[rest]] = value
+        return out
     scale, shift, divisor = conversion.scale, conversion.shift, conversion.divisor
-    values = [(value * scale + shift) / divisor for _, value in listed]
-    return dict(zip(keys, values, strict=True))
+    for us, value in rows:
+        minute, rest = divmod((us + 500) // 1000, _MS_PER_MINUTE)
+        if minute != last_minute:
+            prefix, last_minute = minute_prefix(minute), minute
+        out[prefix + table[rest]] = (value * scale + shift) / divisor
+    return out
+
+
+def chunk_json(rows: Sequence[Row], conversion: Conversion = IDENTITY) -> orjson.Fragment:
+    """chunk_points as its JSON text, ready to be embedded in a message by orjson."""
+    return orjson.Fragment(orjson.dumps(chunk_points(rows, conversion)))
 
 
 def data_chunks(
-    points: Iterable[Point],
+    rows: Iterable[Row],
     conversion: Conversion = IDENTITY,
     max_points: int = MAX_CHUNK_POINTS,
 ) -> Iterator[dict[str, float]]:
-    """Chunks of at most `max_points` points, in order; nothing for an empty series."""
+    """Chunks of at most `max_points` rows, in order; nothing for an empty series."""
     if max_points < 1:
         raise ValueError("max_points must be >= 1")
-    batch: list[Point] = []
-    for point in points:
-        batch.append(point)
+    batch: list[Row] = []
+    for row in rows:
+        batch.append(row)
         if len(batch) >= max_points:
             yield chunk_points(batch, conversion)
             batch = []
@@ -57,16 +87,16 @@ def data_chunks(
 
 
 async def stream_chunks(
-    points: AsyncIterable[Point],
+    rows: AsyncIterable[Row],
     conversion: Conversion = IDENTITY,
     max_points: int = MAX_CHUNK_POINTS,
 ) -> AsyncIterator[dict[str, float]]:
     """data_chunks over an async source (a database cursor)."""
     if max_points < 1:
         raise ValueError("max_points must be >= 1")
-    batch: list[Point] = []
-    async for point in points:
-        batch.append(point)
+    batch: list[Row] = []
+    async for row in rows:
+        batch.append(row)
         if len(batch) >= max_points:
             yield chunk_points(batch, conversion)
             batch = []

@@ -3,7 +3,15 @@
 The socket API and the REST entity lists print `2016-10-18T22:26:24.818Z` (data keys,
 LAST_COMM, LAST_OBSERVATION.timestamp, CREATION_DATE of getNodes); the Sensor Data Service's
 integration answers print `2024-03-05T10:27:22.553+00:00` (CREATION_DATE). Both always carry
-three fraction digits. Inside, times are epoch seconds (domain/clock.py).
+three fraction digits. Inside, times are epoch seconds (domain/clock.py); the store keeps
+them as integer microseconds (round(ts * 1e6)), and observation streams hand those integers
+over as they are.
+
+One rounding everywhere: a time is taken to its stored microseconds, then to milliseconds
+rounding half up on the integer (`ms = (us + 500) // 1000`, so 1.5 ms prints .002 and
+-1.5 ms prints .999 of the second before). getData, getObservations, the summaries,
+subscribeData pushes, the entity times and REST all print through this module, so one
+observation prints the same wherever it shows.
 """
 
 from __future__ import annotations
@@ -11,16 +19,34 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from typing import Final
 
 from thinghub.domain.clock import MAX_EPOCH_S, MIN_EPOCH_S, parse_ts
 from thinghub.domain.errors import Invalid
 
-__all__ = ["format_time", "format_time_offset", "format_times", "parse_time"]
+__all__ = [
+    "format_ms",
+    "format_time",
+    "format_time_offset",
+    "format_times",
+    "format_us",
+    "minute_prefix",
+    "ms_of_us",
+    "parse_time",
+    "second_keys",
+    "us_of",
+]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = date(1970, 1, 1)
-_MS_PER_DAY = 86_400_000
+_MS_PER_MINUTE: Final = 60_000
+
+# A key is its minute's prefix ("2016-06-24T18:01:", cached) and the seconds and
+# milliseconds within the minute from a table ("07.250Z": 60,000 short strings, about 3.5 MB
+# once the face prints its first time): one division and one concatenation a key, which a
+# million-point getData pays a million times.
+_MINUTE_PREFIXES: Final = 4096
 
 
 @functools.lru_cache(maxsize=4096)
@@ -28,57 +54,70 @@ def _day(day: int) -> str:
     return (_EPOCH_DAY + timedelta(days=day)).isoformat()
 
 
+@functools.lru_cache(maxsize=_MINUTE_PREFIXES)
+def minute_prefix(minute: int) -> str:
+    """`2016-06-24T18:01:` of an epoch minute (cached)."""
+    day, of_day = divmod(minute, 1440)
+    return "%sT%02d:%02d:" % (_day(day), of_day // 60, of_day % 60)  # noqa: UP031
+
+
+@functools.cache
+def second_keys() -> tuple[str, ...]:
+    """`07.250Z` for each millisecond of a minute, by index (made once)."""
+    return tuple("%02d.%03dZ" % divmod(ms, 1000) for ms in range(_MS_PER_MINUTE))  # noqa: UP031
+
+
+def us_of(ts: float) -> int:
+    """Epoch seconds as the store keeps them: integer microseconds (the same rounding the
+    SQL and memory stores apply when they write a time, so a live event's float time and the
+    stored row of it print the same key)."""
+    return round(ts * 1_000_000)
+
+
+def ms_of_us(us: int) -> int:
+    """Integer microseconds to milliseconds, rounding half up (the face's one rounding)."""
+    return (us + 500) // 1000
+
+
+def format_ms(ms: int) -> str:
+    """`2016-06-24T18:01:00.000Z` of epoch milliseconds."""
+    minute, rest = divmod(ms, _MS_PER_MINUTE)
+    return minute_prefix(minute) + second_keys()[rest]
+
+
+def format_us(us: int) -> str:
+    """`2016-06-24T18:01:00.000Z` of epoch microseconds (a stored time)."""
+    return format_ms((us + 500) // 1000)
+
+
 def format_time(ts: float) -> str:
     """`2016-06-24T18:01:00.000Z`: the socket API's form (getData keys, LAST_COMM, ...).
 
-    Rounded to the nearest millisecond in integer arithmetic, so a time read from a
-    millisecond ISO string prints back as the same string (even in year 2243, where a float
-    epoch's last bits are worth a microsecond).
+    In integer arithmetic from the stored microseconds, so a time read from a millisecond
+    ISO string prints back as the same string (even in year 2243, where a float epoch's last
+    bits are worth a microsecond).
     """
-    # getData pays this per point: integer arithmetic and one %-format with the day's date
-    # cached is about 0.6 µs, against 1.5 µs for datetime arithmetic and isoformat.
-    day, ms = divmod(round(ts * 1000), _MS_PER_DAY)
-    return "%sT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - the fastest form here
-        _day(day),
-        ms // 3_600_000,
-        ms // 60_000 % 60,
-        ms // 1000 % 60,
-        ms % 1000,
-    )
+    return format_ms((round(ts * 1_000_000) + 500) // 1000)
 
 
-# A stream's keys: the hour's prefix cached ("2016-06-24T18:"), minutes and seconds and the
-# milliseconds from tables (3,600 and 1,000 short strings), so a key is two divisions and a
-# concatenation: about a third of format_time's cost, which a million-point getData pays.
-_MS_PER_HOUR = 3_600_000
-_MM_SS = tuple("%02d:%02d." % divmod(second, 60) for second in range(3600))  # noqa: UP031
-_MS_Z = tuple("%03dZ" % ms for ms in range(1000))  # noqa: UP031
-
-
-@functools.lru_cache(maxsize=4096)
-def _hour(hour: int) -> str:
-    day, hh = divmod(hour, 24)
-    return "%sT%02d:" % (_day(day), hh)  # noqa: UP031
-
-
-def format_times(stamps: Iterable[float]) -> list[str]:
-    """format_time of many times (the keys of a data chunk), the same strings, faster."""
+def format_times(stamps_us: Iterable[int]) -> list[str]:
+    """format_us of many stored times (the keys of a data chunk), the same strings."""
+    table = second_keys()
     out: list[str] = []
     append = out.append
-    last_hour: int | None = None
+    last_minute: int | None = None
     prefix = ""
-    for ts in stamps:
-        hour, rest = divmod(round(ts * 1000), _MS_PER_HOUR)
-        if hour != last_hour:
-            prefix, last_hour = _hour(hour), hour
-        second, ms = divmod(rest, 1000)
-        append(prefix + _MM_SS[second] + _MS_Z[ms])
+    for us in stamps_us:
+        minute, rest = divmod((us + 500) // 1000, _MS_PER_MINUTE)
+        if minute != last_minute:
+            prefix, last_minute = minute_prefix(minute), minute
+        append(prefix + table[rest])
     return out
 
 
 def format_time_offset(ts: float) -> str:
     """`2024-03-05T10:27:22.553+00:00`: the Sensor Data Service's form (CREATION_DATE)."""
-    moment = _EPOCH + timedelta(milliseconds=round(ts * 1000))
+    moment = _EPOCH + timedelta(milliseconds=ms_of_us(us_of(ts)))
     return moment.isoformat(timespec="milliseconds")
 
 

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from thinghub.config import Settings
 from thinghub.domain.clock import format_ts, parse_ts
@@ -25,6 +26,7 @@ from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import exceeds_depth
 from thinghub.domain.model import ApiToken, Device, DeviceKind, Principal, Retention, Role
 from thinghub.faces._http import (
+    REQUEST_NOTE_KEY,
     OrjsonResponse,
     authenticate_before_body,
     document_bearer,
@@ -51,12 +53,13 @@ from thinghub.faces.st.schemas import (
     UserCreate,
     Ux4iotKeyCreate,
 )
+from thinghub.fast_path import FastRoute, header
 from thinghub.ports import EventQuery, MethodResult, TelemetryQuery
 from thinghub.services.core import Services
 from thinghub.services.registry import KEEP
 from thinghub.services.retention import RetentionView
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "fast_routes"]
 
 Caller = Annotated[Principal, Depends(principal_of())]
 # The ST API's documentation prints its method call as `/v1/devices/  c8dc6706-.../method`;
@@ -523,6 +526,23 @@ async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> R
     services = services_of(request)
     device = await services.registry.get_device(caller, device_id)
     return OrjsonResponse(await _device_json(services, caller, device))
+
+
+def fast_routes(context: FaceContext) -> tuple[FastRoute, ...]:
+    """`GET /v1/devices/{id}` (get_device above) without FastAPI when all goes well
+    (thinghub.fast_path): the same authentication, the same lookup, the same body; any
+    error is left to get_device."""
+    services = context.services
+
+    async def device(scope: Scope, device_id: str) -> bytes:
+        caller = await services.auth.authenticate_header(header(scope, b"authorization"))
+        note = scope.get(REQUEST_NOTE_KEY)
+        if isinstance(note, dict):  # as principal_of does
+            note["principal"] = caller.subject
+        found = await services.registry.get_device(caller, device_id.strip())
+        return orjson.dumps(await _device_json(services, caller, found))
+
+    return (FastRoute("GET", "/devices/", device),)
 
 
 def _desired(properties: dict[str, Any] | None) -> dict[str, Any] | None:

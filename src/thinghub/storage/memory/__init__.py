@@ -13,6 +13,7 @@ from thinghub.storage.memory.accounts import MemoryAccountStore, MemoryCredentia
 from thinghub.storage.memory.c2d import MemoryC2DStore
 from thinghub.storage.memory.claims import MemoryClaimStore
 from thinghub.storage.memory.commands import MemoryCommandStore
+from thinghub.storage.memory.console_sessions import MemoryConsoleSessionStore
 from thinghub.storage.memory.devices import MemoryDeviceStore
 from thinghub.storage.memory.documents import MemoryDocumentStore
 from thinghub.storage.memory.events import MemoryEventStore
@@ -27,6 +28,7 @@ __all__ = [
     "MemoryC2DStore",
     "MemoryClaimStore",
     "MemoryCommandStore",
+    "MemoryConsoleSessionStore",
     "MemoryCredentialStore",
     "MemoryDeviceStore",
     "MemoryDocumentStore",
@@ -64,4 +66,5 @@ def memory_stores(
         products=MemoryProductStore(tables),
         claims=MemoryClaimStore(tables),
         files=MemoryFileStore(tables),
+        console_sessions=MemoryConsoleSessionStore(tables),
     )

@@ -56,6 +56,8 @@ class Tables:
     products: dict[str, Row] = field(default_factory=dict)  # id -> PRODUCT_COLUMNS
     registrations: dict[str, Row] = field(default_factory=dict)  # id -> REGISTRATION_COLUMNS
     files: dict[tuple[str, str], Row] = field(default_factory=dict)  # (account, key) -> FILE
+    console_sessions: dict[str, Row] = field(default_factory=dict)  # key -> console session
+    console_failures: dict[str, set[int]] = field(default_factory=dict)  # key -> times (µs)
     # Row ids, increasing per table as SQL's serial columns do.
     telemetry_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     observation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))

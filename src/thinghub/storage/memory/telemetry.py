@@ -146,9 +146,9 @@ class MemoryTelemetryStore(MemoryArea):
         since: float | None,
         until: float | None,
         batch_rows: int,
-    ) -> AsyncIterator[list[tuple[float, float]]]:
-        """As the SQL area: pages in time order, each read afresh after the last time sent;
-        a page never ends inside a run of equal times."""
+    ) -> AsyncIterator[list[tuple[int, float]]]:
+        """As the SQL area: pages in time order (times in integer microseconds), each read
+        afresh after the last time sent; a page never ends inside a run of equal times."""
         check_batch_rows(batch_rows)
         low, high = range_us(since, until)
         key = (account_id, entity_id, metric)
@@ -165,7 +165,7 @@ class MemoryTelemetryStore(MemoryArea):
                 rows = [r for r in found if r[0] < last or r[0] == last]
                 low = last + 1
             if rows:
-                yield [(ts / 1_000_000, value) for ts, value in rows]
+                yield rows
             if not is_full:
                 return
 

@@ -14,6 +14,7 @@ from thinghub.storage.sql.accounts import SqlAccountStore, SqlCredentialStore
 from thinghub.storage.sql.c2d import SqlC2DStore
 from thinghub.storage.sql.claims import SqlClaimStore
 from thinghub.storage.sql.commands import SqlCommandStore
+from thinghub.storage.sql.console_sessions import SqlConsoleSessionStore
 from thinghub.storage.sql.devices import SqlDeviceStore
 from thinghub.storage.sql.documents import SqlDocumentStore
 from thinghub.storage.sql.events import SqlEventStore
@@ -28,6 +29,7 @@ __all__ = [
     "SqlC2DStore",
     "SqlClaimStore",
     "SqlCommandStore",
+    "SqlConsoleSessionStore",
     "SqlCredentialStore",
     "SqlDeviceStore",
     "SqlDocumentStore",
@@ -66,5 +68,6 @@ def sql_stores(db: Database, *, telemetry: TelemetryWriter | None = None) -> Sto
         products=SqlProductStore(db),
         claims=SqlClaimStore(db),
         files=SqlFileStore(db),
+        console_sessions=SqlConsoleSessionStore(db),
         resources=(db,) if telemetry is None else (db, telemetry),
     )

@@ -185,8 +185,9 @@ class SqlTelemetryStore(SqlArea):
         since: float | None,
         until: float | None,
         batch_rows: int,
-    ) -> AsyncIterator[list[tuple[float, float]]]:
-        """Keyset pages on the (entity, metric, ts) index, in its order (no sort).
+    ) -> AsyncIterator[list[tuple[int, float]]]:
+        """Keyset pages on the (entity, metric, ts) index, in its order (no sort), the rows
+        as the driver returns them (times in integer microseconds, as stored).
 
         Observations have no unique key, so a page never ends inside a run of equal times:
         the rows sharing its last time are read whole (one more read by that time) and the
@@ -213,7 +214,7 @@ class SqlTelemetryStore(SqlArea):
                 rows = rows[:cut] + await self.db.fetch_all(at, [*key, last], bulk=True)
                 low = last + 1
             if rows:
-                yield [(ts / 1_000_000, value) for ts, value in rows]
+                yield rows
             if not is_full:
                 return
 

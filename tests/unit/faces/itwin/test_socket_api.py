@@ -91,7 +91,7 @@ async def test_get_data_reads_the_store_only_as_the_client_reads(
     reads: list[int] = []
     original = stores.telemetry.stream_observations
 
-    async def counted(*args: Any) -> AsyncIterator[list[tuple[float, float]]]:
+    async def counted(*args: Any) -> AsyncIterator[list[tuple[int, float]]]:
         async for batch in original(*args):
             reads.append(len(batch))
             yield batch

@@ -11,11 +11,16 @@ from hypothesis import strategies as st
 
 from thinghub.domain.errors import Invalid
 from thinghub.faces.itwin.timestamps import (
+    format_ms,
     format_time,
     format_time_offset,
     format_times,
+    format_us,
+    ms_of_us,
     parse_time,
+    us_of,
 )
+from thinghub.storage.sql._rows import to_us
 
 
 def test_seed_forms() -> None:
@@ -32,6 +37,22 @@ def test_milliseconds_are_rounded() -> None:
     assert format_time(1.0006) == "1970-01-01T00:00:01.001Z"
     assert format_time(1.9999999) == "1970-01-01T00:00:02.000Z"
     assert format_time(-0.25) == "1969-12-31T23:59:59.750Z"
+
+
+def test_half_a_millisecond_rounds_up_on_the_stored_microseconds() -> None:
+    """The face's one rounding: the stored integer microseconds, half up (not banker's, not
+    the float's last bits): 1.5 ms and 2.5 ms both go up, and so do times before 1970."""
+    assert [ms_of_us(us) for us in (1499, 1500, 2500, -1500, -1501, -500, -501)] == [
+        1, 2, 3, -1, -2, 0, -1,
+    ]  # fmt: skip
+    assert format_us(2500) == "1970-01-01T00:00:00.003Z"
+    assert format_us(-1500) == "1969-12-31T23:59:59.999Z"
+    # A float time goes through its stored microseconds first: the same string as the
+    # store's row of it prints.
+    for ts in (0.0025, 1.0005, 1_700_000_000.0005, 1_481_845_087.0015, -0.0015):
+        assert format_time(ts) == format_us(us_of(ts)) == format_ms(ms_of_us(us_of(ts)))
+    assert format_time(0.0025) == "1970-01-01T00:00:00.003Z"
+    assert format_time_offset(0.0025) == "1970-01-01T00:00:00.003+00:00"
 
 
 @settings(max_examples=500, deadline=None)
@@ -51,7 +72,8 @@ def test_bad_times_name_the_field(value: Any) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0))
 def test_fast_formatting_agrees_with_datetime(ts: float) -> None:
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=round(ts * 1000))
+    half_up_ms = (round(ts * 1_000_000) + 500) // 1000
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=half_up_ms)
     assert format_time(ts) == moment.isoformat(timespec="milliseconds")[:-6] + "Z"
     assert format_time_offset(ts) == moment.isoformat(timespec="milliseconds")
 
@@ -63,8 +85,17 @@ def test_fast_formatting_agrees_with_datetime(ts: float) -> None:
     )
 )
 def test_many_times_format_as_each_alone(stamps: list[float]) -> None:
-    """format_times (a chunk's keys, hour prefixes cached) gives format_time's strings, in
-    order, also across hour, day and year boundaries and before 1970."""
-    assert format_times(stamps) == [format_time(ts) for ts in stamps]
-    edges = [3599.9995, 3599.9996, 86_399.9999, -0.0004, -0.0006, 946_684_799.9996]
-    assert format_times(edges) == [format_time(ts) for ts in edges]
+    """format_times (a chunk's keys, minute prefixes cached) gives format_time's strings, in
+    order, also across minute, hour, day and year boundaries and before 1970."""
+    assert format_times([us_of(ts) for ts in stamps]) == [format_time(ts) for ts in stamps]
+    edges = [59.9995, 3599.9995, 3599.9996, 86_399.9999, -0.0004, -0.0006, 946_684_799.9996]
+    assert format_times([us_of(ts) for ts in edges]) == [format_time(ts) for ts in edges]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0))
+def test_a_live_time_prints_as_its_stored_row(ts: float) -> None:
+    """A push prints the event's float time; getData prints the row the store wrote of it
+    (to_us): the same microseconds, so the same key."""
+    assert us_of(ts) == to_us(ts)
+    assert format_time(ts) == format_us(to_us(ts))

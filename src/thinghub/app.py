@@ -105,6 +105,7 @@ from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
 from thinghub.services.retention import RetentionService
+from thinghub.services.scheduled_jobs import ScheduledJobService
 from thinghub.services.sessions import SessionService
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
@@ -241,6 +242,7 @@ def build_services(
         properties=properties,
         device_groups=DeviceGroupService(stores, clock),
         jobs=JobService(stores, clock, registry=registry, properties=properties, commands=commands),
+        scheduled_jobs=ScheduledJobService(stores, clock),
         products=products,
         claims=claims,
         files=files,

@@ -158,6 +158,14 @@ async def test_users(stores: Stores) -> None:
     assert await stores.credentials.list_users(ACC) == [zed, user]
     assert await stores.credentials.list_users("acc-2") == [other]
     assert await stores.credentials.list_users("acc-none") == []
+    # A role changes only in the user's own account.
+    assert not await stores.credentials.set_user_role("acc-2", "u-1", Role.ADMIN)
+    assert not await stores.credentials.set_user_role(ACC, "u-none", Role.ADMIN)
+    assert await stores.credentials.set_user_role(ACC, "u-1", Role.BUILDER)
+    assert await stores.credentials.get_user("alice") == dataclasses.replace(
+        user, role=Role.BUILDER
+    )
+    assert await stores.credentials.list_users("acc-2") == [other]
 
 
 async def test_api_tokens(stores: Stores) -> None:
@@ -826,6 +834,17 @@ async def test_command_history_is_per_device_and_name_newest_first(stores: Store
     assert await stores.commands.history("dev-1", "ping", 10) == [made[2]]
     assert await stores.commands.history("dev-2", "reboot", 10) == [made[3]]
     assert await stores.commands.history("dev-3", "reboot", 10) == []
+    # A page after a command: the older ones; at the same time, the smaller ids.
+    assert await stores.commands.history("dev-1", "reboot", 10, (at(3), "h2")) == [made[0]]
+    assert await stores.commands.history("dev-1", "reboot", 1, (at(5), "h5")) == [done]
+    twin = command("h0", created_at=at(5))
+    await stores.commands.insert(twin)
+    assert await stores.commands.history("dev-1", "reboot", 10, (at(5), "h5")) == [
+        twin,
+        done,
+        made[0],
+    ]
+    assert await stores.commands.history("dev-1", "reboot", 10, (at(1), "h1")) == []
 
 
 # -- cloud-to-device messages ----------------------------------------------------------------

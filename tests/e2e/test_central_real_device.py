@@ -605,3 +605,96 @@ def test_a_job_stops_and_resumes(
         done = _job_done(central, job_id)
     assert done["status"] == "completed"
     assert len(calls.items) == 3
+
+
+def test_query_selects_and_filters_properties(
+    target: Target, central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    """POST /query over properties: reported by the device (firmwareVersion), set from the
+    cloud (targetTemperature, a component's thermostat1.targetTemperature) and cloud
+    properties (site), one row per device when no telemetry is named; beside telemetry, each
+    message carries its device's properties."""
+    prefix = unique("qp")
+    ids = [f"{prefix}-{i}" for i in range(3)]
+    for device_id in ids:
+        made = central.put(f"/devices/{device_id}", json={"template": template_id})
+        assert made.status_code == 200, made.text
+    key = central.get(f"/devices/{ids[0]}/credentials").json()["symmetricKey"]["primaryKey"]
+    client = target.device_client({"id": ids[0]}, key=key)
+    with connected(client):
+        client.patch_twin_reported_properties({"firmwareVersion": "2.0.1"})
+        wait_for(
+            lambda: central.get(f"/devices/{ids[0]}/properties").json().get("firmwareVersion"),
+            what="the reported firmware",
+        )
+    for device_id, target_temperature in zip(ids, (21.5, 18.0, 25.0), strict=True):
+        written = central.patch(
+            f"/devices/{device_id}/properties",
+            json={"targetTemperature": target_temperature, "thermostat1": {"targetTemperature": 5}},
+        )
+        assert written.status_code == 202, written.text
+    group_id = unique("qgroup")
+    group = central.put(
+        f"/deviceGroups/{group_id}",
+        json={"displayName": "q", "filter": f"id eq '{ids[1]}' or id eq '{ids[2]}'"},
+    )
+    assert group.status_code == 200, group.text
+    job = central.put(
+        f"/jobs/{unique('qjob')}",
+        json={
+            "displayName": "site",
+            "group": group_id,
+            "data": [{"type": "cloudProperty", "path": "site", "value": "Plant 7"}],
+        },
+    )
+    assert job.status_code == 200, job.text
+    assert _job_done(central, job.json()["id"])["status"] == "completed"
+    sent = central.post(f"/devices/{ids[0]}/telemetry", json={"temperature": 30.5})
+    assert sent.status_code == 204, sent.text
+    mine = "(" + " OR ".join(f"$id = '{d}'" for d in ids) + ")"
+
+    def query(text: str) -> list[dict[str, Any]]:
+        response = central.post("/query", json={"query": text})
+        assert response.status_code == 200, response.text
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+    rows = query(
+        f"SELECT $id, firmwareVersion, targetTemperature, thermostat1.targetTemperature, site "
+        f"FROM {template_id} WHERE {mine} ORDER BY $id"
+    )
+    assert rows == [
+        {"$id": ids[0], "firmwareVersion": "2.0.1", "targetTemperature": 21.5,
+         "thermostat1.targetTemperature": 5},
+        {"$id": ids[1], "targetTemperature": 18.0, "thermostat1.targetTemperature": 5,
+         "site": "Plant 7"},
+        {"$id": ids[2], "targetTemperature": 25.0, "thermostat1.targetTemperature": 5,
+         "site": "Plant 7"},
+    ]  # fmt: skip
+    # WHERE on properties: reported, set, cloud; $ts is when the newest of them changed.
+    warm = query(
+        f"SELECT $id, $ts, targetTemperature FROM {template_id} "
+        f"WHERE {mine} AND targetTemperature > 20 ORDER BY targetTemperature DESC"
+    )
+    assert [(r["$id"], r["targetTemperature"]) for r in warm] == [(ids[2], 25.0), (ids[0], 21.5)]
+    assert all(TIME_RE.fullmatch(r["$ts"]) for r in warm)
+    assert query(f"SELECT $id FROM {template_id} WHERE {mine} AND firmwareVersion = '2.0.1'") == [
+        {"$id": ids[0]}
+    ]
+    sited = query(f"SELECT $id, site FROM {template_id} WHERE {mine} AND site = 'Plant 7'")
+    assert sorted(r["$id"] for r in sited) == ids[1:]
+    assert query(
+        f"SELECT $id FROM {template_id} WHERE {mine} AND NOT (site = 'Plant 7') "
+        f"AND thermostat1.targetTemperature = 5"
+    ) == [{"$id": ids[0]}]
+    # Aggregates over properties, per device or over all.
+    (total,) = query(
+        f"SELECT AVG(targetTemperature) AS mean, COUNT(site) FROM {template_id} WHERE {mine}"
+    )
+    assert total == {"mean": (21.5 + 18.0 + 25.0) / 3, "count_site": 2}
+    # With telemetry: each message of the device, its properties beside.
+    (message,) = query(
+        f"SELECT $id, temperature, firmwareVersion FROM {template_id} "
+        f"WHERE {mine} AND temperature > 0"
+    )
+    assert message == {"$id": ids[0], "temperature": 30.5, "firmwareVersion": "2.0.1"}

@@ -104,6 +104,8 @@ class World:
     a_ctoken: str  # A's Central API token id
     a_ctoken_secret: str
     a_user: str
+    a_user_id: str  # a_user's id
+    a_cuser: str  # a user made on the Central face (its id; email a_cuser@example.com)
     a_cmd_central: str  # queued command on a_central
     a_cmd_dev: str  # queued command on a_dev
     a_c2d: str
@@ -118,6 +120,7 @@ class World:
     b_ctoken_secret: str
     b_cert: tuple[Path, Path]
     a_dgroup: str = ""  # A's IoT Central device group (a_central only)
+    a_sched: str = ""  # A's IoT Central scheduled job (over a_dgroup, due in 2090)
     a_job: str = ""  # A's job over it (a cloud property)
     headers: dict[str, str] = field(default_factory=dict)  # principal -> Authorization
     markers_b: frozenset[str] = frozenset()  # what B's principals must never see
@@ -295,6 +298,19 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
                 },
             )
         )
+        a_sched = f"a-sched-{h}"
+        _json(
+            a.put(
+                f"{API}/scheduledJobs/{a_sched}",
+                params=central,
+                json={
+                    "displayName": f"a-scheddisplay-{h}",
+                    "group": a_dgroup,
+                    "data": [{"type": "cloudProperty", "path": "site", "value": f"a-site-{h}"}],
+                    "schedule": {"start": "2090-01-01T00:00:00Z", "recurrence": "daily"},
+                },
+            )
+        )
         a_group, a_group2 = f"iso-group-{h}", f"iso-agroup-{h}"
         group_keys = {}
         for gid in (a_group, a_group2):
@@ -320,9 +336,21 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             )
         )["token"]
         a_user = f"a-user-{h}"
-        _json(
+        a_user_id = _json(
             a.post("/v1/users", json={"username": a_user, "password": PASSWORD, "role": "viewer"}),
             201,
+        )["id"]
+        a_cuser = f"a-cuser-{h}"
+        _json(
+            a.put(
+                f"{API}/users/{a_cuser}",
+                params=central,
+                json={
+                    "type": "email",
+                    "email": f"{a_cuser}@example.com",
+                    "roles": [{"role": "App Operator"}],
+                },
+            )
         )
         target = Target.of(server.addresses)
         assert target.id_scope == a_dev["idScope"]
@@ -419,6 +447,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_ctoken=a_ctoken,
             a_ctoken_secret=a_ctoken_secret,
             a_user=a_user,
+            a_user_id=a_user_id,
+            a_cuser=a_cuser,
             a_cmd_central=a_cmd_central,
             a_cmd_dev=a_cmd_dev,
             a_c2d=a_c2d,
@@ -434,6 +464,7 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             b_cert=(certs / "b.pem", certs / "b.key"),
             a_dgroup=a_dgroup,
             a_job=a_job,
+            a_sched=a_sched,
         )
         world.headers = {
             "b-admin": f"Bearer {b_token}",
@@ -474,6 +505,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             a_ctoken,
             a_ctoken_secret,
             a_user,
+            a_user_id,
+            a_cuser,
             a_cmd_central,
             a_cmd_dev,
             f"a-cmdarg-{h}",
@@ -487,6 +520,8 @@ def world(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
             f"a-dgdisplay-{h}",
             a_job,
             f"a-jobdisplay-{h}",
+            a_sched,
+            f"a-scheddisplay-{h}",
             f"a-site-{h}",
         }
         b_things = {
@@ -1395,6 +1430,44 @@ def _(w: World, p: str) -> list[Probe]:
     return [_central_denied(w, p, "404", "PUT", f"/jobs/{w.a_job}", body)]
 
 
+@route("central", "GET", "/scheduledJobs")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "2xx", "GET", "/scheduledJobs", NO_BODY)]
+
+
+@route("central", "GET", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/scheduledJobs/{w.a_sched}", NO_BODY)]
+
+
+@route("central", "GET", "/scheduledJobs/{job_id}/jobs")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "GET", f"/scheduledJobs/{w.a_sched}/jobs", NO_BODY)]
+
+
+@route("central", "PATCH", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"enabled": False, "schedule": {"start": "2089-01-01T00:00:00Z"}}
+    return [_central_denied(w, p, "404", "PATCH", f"/scheduledJobs/{w.a_sched}", body)]
+
+
+@route("central", "DELETE", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [_central_denied(w, p, "404", "DELETE", f"/scheduledJobs/{w.a_sched}", NO_BODY)]
+
+
+@route("central", "PUT", "/scheduledJobs/{job_id}")
+def _(w: World, p: str) -> list[Probe]:
+    # B has no group of A's id: 404; the scheduled job stays A's (checked by its GET probes).
+    body = {
+        "displayName": "x",
+        "group": w.a_dgroup,
+        "data": [{"type": "cloudProperty", "path": "site", "value": "hijacked"}],
+        "schedule": {"start": "2089-01-01T00:00:00Z"},
+    }
+    return [_central_denied(w, p, "404", "PUT", f"/scheduledJobs/{w.a_sched}", body)]
+
+
 @route("central", "POST", "/jobs/{job_id}/stop")
 def _(w: World, p: str) -> list[Probe]:
     return [_central_denied(w, p, "404", "POST", f"/jobs/{w.a_job}/stop", NO_BODY)]
@@ -1413,8 +1486,13 @@ def _(w: World, p: str) -> list[Probe]:
 @route("central", "POST", "/query")
 def _(w: World, p: str) -> list[Probe]:
     # B: no template of that id (404); a scoped token reads templates, but only its devices.
-    body = {"query": f"SELECT $id, $ts, temperature FROM {w.a_template}"}
-    return [_c("POST", "/query", "404" if _is_b(p) else "2xx", body)]
+    # Properties too: A's devices carry a set targetTemperature and a cloud property (site).
+    queries = [
+        f"SELECT $id, $ts, temperature FROM {w.a_template}",
+        f"SELECT $id, $ts, targetTemperature, site FROM {w.a_template}",
+        f"SELECT $id, temperature, site FROM {w.a_template} WHERE site != 'x'",
+    ]
+    return [_c("POST", "/query", "404" if _is_b(p) else "2xx", {"query": q}) for q in queries]
 
 
 @route("central", "GET", "/roles")
@@ -1434,7 +1512,56 @@ def _(w: World, p: str) -> list[Probe]:
 
 @route("central", "GET", "/users/{user_id}")
 def _(w: World, p: str) -> list[Probe]:
-    return [_central_denied(w, p, "404", "GET", f"/users/{w.a_user}", NO_BODY)]
+    return [
+        _central_denied(w, p, "404", "GET", f"/users/{u}", NO_BODY)
+        for u in (w.a_cuser, w.a_user_id, w.a_user)
+    ]
+
+
+@route("central", "PATCH", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    body = {"roles": [{"role": "App Administrator"}]}
+    return [
+        _central_denied(w, p, "404", "PATCH", f"/users/{u}", body) for u in (w.a_cuser, w.a_user_id)
+    ]
+
+
+@route("central", "DELETE", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    return [
+        _central_denied(w, p, "404", "DELETE", f"/users/{u}", NO_BODY)
+        for u in (w.a_cuser, w.a_user_id)
+    ]
+
+
+@route("central", "PUT", "/users/{user_id}")
+def _(w: World, p: str) -> list[Probe]:
+    # User ids are per application (central.md): B makes a user of its own under A's id, and
+    # A's user stays A's; a scoped token gets 403. Sign-in names (emails) are global: A's
+    # email under B's own id is a 409.
+    central = {"api-version": VERSION}
+    body = {
+        "type": "email",
+        "email": f"b-cuser-{w.h}@example.com",
+        "roles": [{"role": "App Administrator"}],
+    }
+
+    def b_own_user(response: httpx.Response) -> None:
+        assert response.json()["id"] == w.a_cuser, response.text
+        with w.api(p, "central") as api:
+            gone = api.delete(f"{API}/users/{w.a_cuser}", params=central)
+            assert gone.status_code == 204, gone.text
+        mine = _json(w.a.get(f"{API}/users/{w.a_cuser}", params=central))
+        assert mine["email"] == f"{w.a_cuser}@example.com"
+        assert mine["roles"] == [{"role": "ae2c9854-393b-4f97-8c42-479d70ce626e"}]
+
+    if _is_b(p):
+        taken = {**body, "email": f"{w.a_cuser}@example.com"}
+        return [
+            _c("PUT", f"/users/{w.a_cuser}", "2xx", body, then=b_own_user),
+            _c("PUT", f"/users/b-{w.h}", "409", taken),
+        ]
+    return [_c("PUT", f"/users/{w.a_cuser}", "403", body)]
 
 
 # -- running probes ------------------------------------------------------------------------

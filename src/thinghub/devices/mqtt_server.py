@@ -1,31 +1,32 @@
 """The device listener: MQTT 3.1.1 over TLS, optionally behind an HTTP CONNECT first line.
 
-Theory of operation: the accept loop hands each socket to `_handle`, which looks at its first
-byte without consuming it. A `C` starts `CONNECT host:port HTTP/1.1` (what PySocks sends for
-MQTT_PROXY; the SDK always dials port 8883): the header is taken up to its blank line and
-answered `200` in one write; then TLS starts on the same socket. Anything else (a TLS record
-starts with 0x16) goes straight to TLS. Waiting for the proxy header is event-driven: what is
-peeked at is consumed before waiting again, so a readable socket always means new bytes. The
-TLS connection is driven by a `Connection`: bytes go into the sans-IO ServerSession, its events
-go to a dialect (the IoT Hub device dialect or DPS, told apart by the CONNECT username; Ioto,
-by a client certificate without a username), and
-every byte the session wants sent is flushed after each round.
+Theory of operation: the accept loop hands each socket to a tls_channel.TlsChannel, driven by
+the event loop's reader and writer callbacks: an optional proxy `CONNECT host:port HTTP/1.1`
+first line (what PySocks sends for MQTT_PROXY) answered `200`, the TLS handshake on a
+non-blocking ssl.SSLSocket, then decrypted bytes. Once TLS is up the channel's bytes go to a
+`Connection`: into the sans-IO ServerSession, whose events go to a dialect (the IoT Hub device
+dialect or DPS, told apart by the CONNECT username; Ioto, by a client certificate without a
+username), and every byte the session wants sent is flushed after each round. A connection
+holds no task while idle: one is started when a read brings events to handle (PINGREQ is
+answered at once, without one), and it ends when they are handled.
 
 QoS 1 from the device is acknowledged in order and only after its work is durable: the
 dialect returns an awaitable per PUBLISH, and the ack pump awaits them first-in first-out
 before each PUBACK. Telemetry work runs concurrently (so one device's messages share group
-commits); twin, method and DPS requests are handled in order on the read loop.
+commits); twin, method and DPS requests are handled in order, reading paused meanwhile.
 
 Limits (ListenerLimits, docs/limits.md). The listener never grows memory to keep up with a
 device; it stops reading from it instead, and the device's own TCP buffers hold the rest:
 - at most `max_connections` open sockets (also kept under the open-file limit) and at most
   `max_handshakes` of them before their CONNECT; a socket over either is closed at once;
 - the proxy line and TLS within `handshake_timeout_s`, the CONNECT `connect_timeout_s` after;
+- a connection silent for 1.5 keep-alive periods is closed (an hour with keep-alive 0);
 - before each PUBLISH is handled, `_admit` waits (1) for a slot in the connection's in-flight
   window (`max_inflight` messages received and not yet stored or acknowledged), (2) for the
   device's message and byte budgets (throttle.ThroughputLimiter: traffic shaping, as IoT Hub
   does it), and (3) for room in the ingest queue (the global memory bound, shared by every
-  connection). Acknowledged messages are never dropped; what is waiting is simply not read.
+  connection). Acknowledged messages are never dropped; what is waiting is simply not read
+  (beyond READ_AHEAD_BYTES already decrypted and waiting in the session's decoder).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ import socket
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from thinghub.devices.deadlines import DeadlineWheel
 from thinghub.devices.throttle import ThroughputLimiter
+from thinghub.devices.tls_channel import CLOSE_ABORT_S, TlsChannel
 from thinghub.domain.errors import DeviceOffline
 from thinghub.mqtt import (
     ConnectRequested,
@@ -60,6 +63,7 @@ from thinghub.mqtt import (
 from thinghub.mqtt.packets import Connect
 
 __all__ = [
+    "Channel",
     "Connection",
     "ConnectionClosed",
     "Dialect",
@@ -71,13 +75,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROXY_HEADER_MAX_BYTES = 8192
-READ_CHUNK_BYTES = 65_536
 IDLE_NO_KEEPALIVE_S = 3600.0  # keep-alive 0 disables the timer; still bound idle sockets
+#: While a connection's task handles its events, reading goes on into the session's decoder
+#: until it holds this many bytes; then it pauses until the task is done (backpressure).
+READ_AHEAD_BYTES = 65_536
 CLOSE_DRAIN_S = 10.0  # how long a closing connection waits for its messages to be stored
-#: A connection we close gets this long to take its last bytes (TLS close_notify); then it is
-#: aborted, so a peer that stopped reading cannot keep its task (and shutdown) waiting.
-CLOSE_ABORT_S = 2.0
 #: Open files kept for everything but device sockets (HTTP, the database, logs): the
 #: connection limit stays this far under the process's open-file limit (at most a quarter).
 FD_RESERVE = 256
@@ -152,24 +154,87 @@ class DialectRouter(Protocol):
         certificate (DER), if any."""
 
 
+class Channel(Protocol):
+    """What a Connection reads from and writes to (tls_channel.TlsChannel)."""
+
+    @property
+    def socket(self) -> Any: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
 class Connection:
-    """One device connection: drives the session, owns the ack pump, flushes bytes."""
+    """One device connection: feeds the session, runs its events, owns the ack pump.
+
+    Driven by its channel's callbacks: `data_received` decodes what arrived and, when it holds
+    more than PINGREQs, starts a task that handles the events (awaiting the dialect) until the
+    session holds no more; what arrives meanwhile joins them, and reading pauses while more
+    than READ_AHEAD_BYTES wait undecoded. An idle connection has no task and no buffer.
+    Deadlines (the CONNECT after TLS, then the keep-alive) sit in the server's DeadlineWheel,
+    moved lazily: the connection is told at the deadline last filed, and only then looks at
+    when the client last sent bytes.
+    """
+
+    __slots__ = (
+        "_acks",
+        "_ended",
+        "_ending",
+        "_gate",
+        "_interrupt",
+        "_is_throttle_logged",
+        "_last_read",
+        "_loop",
+        "_on_connect",
+        "_on_finished",
+        "_spawn",
+        "_task",
+        "_tasks",
+        "_throughput",
+        "_wheel",
+        "_window",
+        "channel",
+        "client_id",
+        "connect_seen",
+        "deadline_key",
+        "dialect",
+        "dialect_name",
+        "is_closed",
+        "is_peer_gone",
+        "limits",
+        "peer",
+        "peer_cert",
+        "router",
+        "session",
+        "session_present",
+        "state",
+        "traffic",
+        "will_discarded",
+    )
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        channel: Channel,
         router: DialectRouter,
         peer: str,
         peer_cert: bytes | None,
         *,
         limits: ListenerLimits,
         gate: IngestGate,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None,
         on_connect: Callable[[], None] | None = None,
+        on_finished: Callable[[Connection], None] | None = None,
         traffic: Counter[tuple[str, str]] | None = None,
+        wheel: DeadlineWheel | None = None,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        self.channel = channel
         self.router = router
         self.peer = peer
         self.peer_cert = peer_cert
@@ -186,29 +251,36 @@ class Connection:
         # DISCONNECT (EOF, keep-alive expiry, protocol error: MQTT 3.1.1 §3.1.2.5); not after
         # DISCONNECT (§3.14.4) nor when we close it (takeover, shutdown, device disabled).
         self.will_discarded = False
-        self._ended = False  # the read loop is over (whoever ended it)
-        self.closed = asyncio.Event()
-        self._acks: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self.is_closed = False  # closing or closed: nothing more is sent or acknowledged
+        self.is_peer_gone = False  # the peer closed its side (EOF) or the socket failed
+        self.connect_seen = False  # the CONNECT arrived
         self.limits = limits
+        self._ended = False  # the client's side ended it (EOF, expiry, violation, error)
+        self._ending = False  # _finish has started
+        # Made when first needed: most connections are idle most of the time.
+        self._acks: deque[tuple[int, asyncio.Future[Any] | None]] | None = None
+        self._tasks: set[asyncio.Future[Any]] | None = None
+        self._window: asyncio.Event | None = None  # set when in-flight work ends (or closing)
+        self._interrupt: asyncio.Event | None = None  # stop waiting in _admit: closing, gone
+        self._throughput: ThroughputLimiter | None = None
+        self._task: asyncio.Task[None] | None = None  # handling events, or finishing
         self._gate = gate
+        self._spawn = spawn or asyncio.ensure_future
         self._on_connect = on_connect  # the server's handshake count: CONNECT has arrived
+        self._on_finished = on_finished
         self._loop = asyncio.get_running_loop()
-        self._throughput = ThroughputLimiter(
-            limits.messages_per_s, limits.bytes_per_s, self._loop.time()
-        )
-        self._window = asyncio.Event()  # set whenever in-flight work finished (or closing)
-        self._interrupt = asyncio.Event()  # stop waiting in _admit: closing, or the peer left
-        self.is_peer_gone = False  # the socket is closed (by the peer, or after our close)
         self._is_throttle_logged = False
-        self._abort: asyncio.TimerHandle | None = None
+        self._last_read = self._loop.time()
+        self.deadline_key: int | None = None  # the deadline wheel's
+        self._wheel = DeadlineWheel(self._loop) if wheel is None else wheel
+        self._wheel.add(self, self._last_read + limits.connect_timeout_s)
 
     # -- bytes out -----------------------------------------------------------------------
 
     def flush(self) -> None:
         data = self.session.data_to_send()
-        if data and not self.writer.is_closing():
-            self.writer.write(data)
+        if data and not self.channel.is_closing():
+            self.channel.write(data)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Send to the device now (from any task on the loop).
@@ -218,9 +290,9 @@ class Connection:
             LocalProtocolError: A topic or QoS the session cannot send, or a publish before
                 the CONNACK: the caller's bug, let through as such.
         """
-        if self.closed.is_set() or self.session.state is ServerState.CLOSED:
-            # CLOSED without `closed` set: the peer's DISCONNECT or violation was just read
-            # and the read loop is on its way out.
+        if self.is_closed or self.session.state is ServerState.CLOSED:
+            # CLOSED while open: the peer's DISCONNECT or violation was just read and the
+            # connection is on its way out.
             raise ConnectionClosed(f"the connection of {self.client_id or self.peer} is closed")
         self.session.publish(topic, payload, qos)
         self.traffic[self.dialect_name, "out"] += 1
@@ -229,33 +301,82 @@ class Connection:
     def close(self) -> None:
         """Close from outside (takeover, device deleted or disabled, shutdown)."""
         if not (self._ended or self.is_peer_gone):  # the client broke it first: its Will
-            self.will_discarded = True  # still stands (even if our read loop lags behind)
+            self.will_discarded = True  # still stands (even if its events lag behind)
         self.session.close()
-        self.closed.set()
+        self.is_closed = True
         self._wake()
-        self._close_transport()
-
-    def peer_gone(self) -> None:
-        """The socket is closed: what is buffered needs no backpressure any more."""
-        self.is_peer_gone = True
-        self._wake()
+        self.channel.close()  # aborted after CLOSE_ABORT_S if the peer stopped reading
+        if self._task is None:
+            self._end()
 
     def _wake(self) -> None:
-        self._interrupt.set()
-        self._window.set()
+        if self._interrupt is not None:
+            self._interrupt.set()
+        if self._window is not None:
+            self._window.set()
 
-    def _close_transport(self) -> None:
-        """Close the socket; abort it if the peer has not taken our last bytes in time."""
-        self.writer.close()
-        if self._abort is None:
-            transport = self.writer.transport
-            self._abort = asyncio.get_running_loop().call_later(CLOSE_ABORT_S, transport.abort)
+    # -- bytes in (the channel's callbacks) ----------------------------------------------
 
-    # -- the read loop -------------------------------------------------------------------
+    def data_received(self, data: memoryview) -> None:
+        now = self._loop.time()
+        self._last_read = now
+        session = self.session
+        session.receive_data(data, now)
+        if self._task is not None:  # its loop takes these packets too
+            if session.buffered_bytes >= READ_AHEAD_BYTES:
+                self.channel.pause_reading()  # until the task is done with them
+            return
+        event = session.next_event()
+        while isinstance(event, PingReceived):  # the keep-alive: answered here, no task
+            event = session.next_event()
+        if event is None:
+            self.flush()
+            return
+        self._task = self._spawn(self._run(event))
 
-    async def run(self) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The peer closed or the socket failed: what is buffered needs no backpressure."""
+        if exc is not None:
+            logger.debug("mqtt %s (%s): %r", self.client_id or "-", self.peer, exc)
+        self.is_peer_gone = True
+        self._wake()
+        if self._task is None:
+            self._ended = True
+            self._end()
+
+    def on_deadline(self) -> None:
+        """The deadline last filed has come: the CONNECT's, or the keep-alive's."""
+        if self._ending:
+            return
+        now = self._loop.time()
+        if self.dialect is None:
+            deadline = (
+                now + self.limits.connect_timeout_s if self._task is not None else now
+            )  # awaiting on_connect: its own time; else no (accepted) CONNECT in time
+        else:
+            keepalive = self.session.keepalive_deadline
+            deadline = self._last_read + IDLE_NO_KEEPALIVE_S if keepalive is None else keepalive
+            if self._task is not None:  # busy with its events (or waiting to read them)
+                deadline = max(deadline, now + 1.0)
+        if deadline > now:
+            self._wheel.add(self, deadline)
+            return
+        logger.info("mqtt %s (%s): keep-alive expired", self.client_id or "-", self.peer)
+        self._ended = True
+        self._end()
+
+    # -- handling events -----------------------------------------------------------------
+
+    def _end(self) -> None:
+        """Finish the connection (once), unless a task is on it (it finishes it)."""
+        if not self._ending and self._task is None:
+            self._ending = True
+            self._task = self._spawn(self._finish())
+
+    async def _run(self, event: Any) -> None:
+        keep = False
         try:
-            await self._read_loop()
+            keep = await self._handle_events(event)
         except DropConnection as exc:
             logger.warning("mqtt %s (%s): %s; closing", self.client_id or "-", self.peer, exc)
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
@@ -265,91 +386,111 @@ class Connection:
         except Exception:
             logger.exception("mqtt %s (%s): connection failed", self.client_id or "-", self.peer)
         finally:
-            self._ended = True
-            self.closed.set()
-            pending = [*self._tasks, *(f for _, f in self._acks if f is not None)]
+            if keep and not self.is_closed and not self.channel.is_closing():
+                self._task = None
+                self.channel.resume_reading()  # if paused; reads to the EOF of a peer gone
+            else:
+                self._ended = self._ended or not self.is_closed
+                self._ending = True
+                await self._finish()
+
+    async def _handle_events(self, event: Any) -> bool:
+        """Handle `event` and every later one the session holds; False ends the connection."""
+        session = self.session
+        while event is not None:
+            if (
+                isinstance(event, PublishReceived)
+                and not self._admit_now(event.publish)
+                and not await self._admit(event.publish)
+            ):
+                return False  # closed while it waited
+            if not await self._dispatch(event):
+                self.flush()
+                return False
+            if self.is_closed:
+                return False
+            event = session.next_event()
+        self.flush()
+        return True
+
+    async def _finish(self) -> None:
+        self._ending = True
+        self.is_closed = True
+        self._wheel.remove(self)
+        self._wake()
+        pending = [*(self._tasks or ()), *(f for _, f in (self._acks or ()) if f is not None)]
+        try:
+            if pending:  # let accepted work (telemetry of any QoS) finish storing
+                await asyncio.wait(pending, timeout=CLOSE_DRAIN_S)
+        finally:  # even when cancelled: the bookkeeping below must run
+            self.session.close()
+            self.channel.close()
             try:
-                if pending:  # let accepted work (telemetry of any QoS) finish storing
-                    await asyncio.wait(pending, timeout=CLOSE_DRAIN_S)
-            finally:  # even when cancelled: the bookkeeping below must run
-                self.session.close()
-                self._close_transport()
                 if self.dialect is not None:
                     try:
                         await self.dialect.on_close(self)
                     except Exception:
                         logger.exception("mqtt %s: closing failed", self.client_id)
+            finally:
+                if self._on_finished is not None:
+                    self._on_finished(self)
 
-    async def _read_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.connect_timeout_s
-        while not self.closed.is_set():
-            try:
-                async with asyncio.timeout_at(deadline):
-                    data = await self.reader.read(READ_CHUNK_BYTES)
-            except TimeoutError:
-                logger.info("mqtt %s (%s): keep-alive expired", self.client_id or "-", self.peer)
-                return
-            if not data:
-                return
-            self.session.receive_data(data, time.monotonic())
-            while (event := self.session.next_event()) is not None:
-                if (
-                    isinstance(event, PublishReceived)
-                    and not self._admit_now(event.publish)
-                    and not await self._admit(event.publish)
-                ):
-                    return  # closed while it waited
-                if not await self._dispatch(event):
-                    self.flush()
-                    return
-            self.flush()
-            await self.writer.drain()
-            keepalive = self.session.keepalive_deadline
-            if self.dialect is None:
-                continue  # still before CONNACK: the connect deadline stands
-            if keepalive is None:
-                deadline = loop.time() + IDLE_NO_KEEPALIVE_S
-            else:
-                deadline = loop.time() + (keepalive - time.monotonic())
+    def _in_flight(self) -> int:
+        return len(self._acks or ()) + len(self._tasks or ())
+
+    def _limiter(self, now: float) -> ThroughputLimiter:
+        limiter = self._throughput
+        if limiter is None:
+            limiter = self._throughput = ThroughputLimiter(
+                self.limits.messages_per_s, self.limits.bytes_per_s, now
+            )
+        return limiter
 
     def _admit_now(self, publish: Publish) -> bool:
         """_admit's common case without a coroutine: open, room in the window, under the
         device's rate, the ingest queue not full. False: let _admit decide (and wait)."""
-        if (
-            self.closed.is_set()
-            or len(self._acks) + len(self._tasks) >= self.limits.max_inflight
-            or self._gate.is_full
-        ):
+        if self.is_closed or self._in_flight() >= self.limits.max_inflight or self._gate.is_full:
             return False
         now = self._loop.time()
-        if self._throughput.delay_s(now) > 0:
+        limiter = self._limiter(now)
+        if limiter.delay_s(now) > 0:
             return False
-        self._throughput.take(len(publish.payload) + len(publish.topic), now)
+        limiter.take(len(publish.payload) + len(publish.topic), now)
         return True
+
+    def _interrupted(self) -> asyncio.Event:
+        event = self._interrupt
+        if event is None:
+            event = self._interrupt = asyncio.Event()
+            if self.is_closed or self.is_peer_gone:
+                event.set()
+        return event
 
     async def _admit(self, publish: Publish) -> bool:
         """Wait until `publish` may be handled; False if the connection closed meanwhile.
 
-        While this waits the socket is not read: the device's further packets stay in its
-        own buffers, and our memory does not grow with its rate.
+        While this waits the socket is read at most READ_AHEAD_BYTES ahead: the device's
+        further packets stay in its own buffers, and our memory does not grow with its rate.
         """
-        loop = asyncio.get_running_loop()
-        while len(self._acks) + len(self._tasks) >= self.limits.max_inflight:
-            if self.closed.is_set() or self.is_peer_gone:
+        loop = self._loop
+        while self._in_flight() >= self.limits.max_inflight:
+            if self.is_closed or self.is_peer_gone:
                 break
+            if self._window is None:
+                self._window = asyncio.Event()
             self._window.clear()  # set again when a message's work ends (or on close)
             await self._window.wait()
-        delay = self._throughput.delay_s(loop.time())
+        limiter = self._limiter(loop.time())
+        delay = limiter.delay_s(loop.time())
         if delay > 0 and not self.is_peer_gone:  # over its rate: wait the debt off (IoT
             self._log_throttled(loop.time())  # Hub's "traffic shaping")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
-                    await self._interrupt.wait()
-        self._throughput.take(len(publish.payload) + len(publish.topic), loop.time())
+                    await self._interrupted().wait()
+        limiter.take(len(publish.payload) + len(publish.topic), loop.time())
         if self._gate.is_full and not self.is_peer_gone:  # all readers wait while it is full
             room = asyncio.ensure_future(self._gate.wait_for_room())
-            interrupted = asyncio.ensure_future(self._interrupt.wait())
+            interrupted = asyncio.ensure_future(self._interrupted().wait())
             try:
                 await asyncio.wait((room, interrupted), return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -357,10 +498,11 @@ class Connection:
                 interrupted.cancel()
         # A peer that left sent all it will send: the rest of its buffer (bounded) is handled
         # at once, so a DISCONNECT in it is seen and the connection ends as it would have.
-        return not self.closed.is_set()
+        return not self.is_closed
 
     def _log_throttled(self, now: float) -> None:
-        over = self._throughput.over(now)
+        limiter = self._throughput
+        over = None if limiter is None else limiter.over(now)
         if over is None or self._is_throttle_logged:
             return
         self._is_throttle_logged = True  # once per connection: a flood would flood the log
@@ -382,6 +524,8 @@ class Connection:
                 future = None if work is None else asyncio.ensure_future(work)
                 if publish.qos and publish.packet_id is not None:
                     # The ack queue holds it (and closing waits for it): no tracking needed.
+                    if self._acks is None:
+                        self._acks = deque()
                     self._acks.append((publish.packet_id, future))
                     if future is None or future.done():
                         self._drain_acks()
@@ -392,13 +536,13 @@ class Connection:
             case SubscribeRequested(subscribe=sub):
                 assert self.dialect is not None
                 codes = await self.dialect.on_subscribe(self, sub.filters)
-                if self.closed.is_set():  # taken over while we awaited
+                if self.is_closed:  # taken over while we awaited
                     return False
                 self.session.suback(sub.packet_id, codes)
             case UnsubscribeRequested(unsubscribe=unsub):
                 assert self.dialect is not None
                 await self.dialect.on_unsubscribe(self, unsub.filters)
-                if self.closed.is_set():
+                if self.is_closed:
                     return False
                 self.session.unsuback(unsub.packet_id)
             case PubackReceived(publish=publish):
@@ -408,13 +552,16 @@ class Connection:
             case PingReceived():
                 pass
             case ConnectRequested(connect=connect):
-                if self._on_connect is not None:
-                    self._on_connect()
+                if not self.connect_seen:
+                    self.connect_seen = True
+                    if self._on_connect is not None:
+                        self._on_connect()
                 return await self._connect(connect)
             case DisconnectRequested():
                 self.will_discarded = True
                 return False
             case ProtocolViolation(error=error):
+                self._ended = True
                 logger.warning(
                     "mqtt %s (%s): protocol violation: %s", self.client_id or "-", self.peer, error
                 )
@@ -426,7 +573,7 @@ class Connection:
         dialect = self.router.dialect_for(connect, self.peer_cert)
         self.dialect_name = type(dialect).__name__.lower()
         code = await dialect.on_connect(self, connect)
-        if self.closed.is_set():
+        if self.is_closed:
             return False
         self.traffic[self.dialect_name, f"connack {code}"] += 1
         if code:
@@ -448,19 +595,23 @@ class Connection:
         (typically the method response right after the request's PUBACK) waits that long.
         TCP_QUICKACK sends the pending ACK now (the kernel clears the flag again by itself).
         """
-        sock = self.writer.get_extra_info("socket")
+        sock = self.channel.socket
         if sock is not None and QUICKACK is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
     def _track(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(future)
         future.add_done_callback(self._untrack)
         return future
 
     def _untrack(self, future: asyncio.Future[Any]) -> None:
-        self._tasks.discard(future)
-        self._window.set()
+        if self._tasks is not None:
+            self._tasks.discard(future)
+        if self._window is not None:
+            self._window.set()
 
     def _drain_acks(self, _: object = None) -> None:
         """PUBACK in arrival order (§4.6), each once its work is done; one write for all.
@@ -469,9 +620,12 @@ class Connection:
         is not durable, so it is not acknowledged: the connection closes and the device
         resends.
         """
+        acks = self._acks
+        if acks is None:
+            return
         sent = False
-        while self._acks:
-            packet_id, future = self._acks[0]
+        while acks:
+            packet_id, future = acks[0]
             if future is not None:
                 if not future.done():
                     break
@@ -479,24 +633,25 @@ class Connection:
                 if future.cancelled() or error is not None:
                     if isinstance(error, DropConnection):
                         logger.warning("mqtt %s: %s; closing", self.client_id, error)
-                    elif not self.closed.is_set():
+                    elif not self.is_closed:
                         logger.error(
                             "mqtt %s: message not stored (%r); closing unacknowledged",
                             self.client_id,
                             error,
                         )
-                    self._acks.clear()
+                    acks.clear()
                     self.close()
                     return
-            self._acks.popleft()
-            if self.closed.is_set():
-                self._acks.clear()
+            acks.popleft()
+            if self.is_closed:
+                acks.clear()
                 return
             self.session.puback(packet_id)
             sent = True
         if sent:
             self.flush()
-            self._window.set()
+            if self._window is not None:
+                self._window.set()
 
 
 class MqttServer:
@@ -522,13 +677,20 @@ class MqttServer:
         self._sock: socket.socket | None = None
         self._connections: set[Connection] = set()
         self._accepting: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._handshaking: set[asyncio.Task[None]] = set()  # before TLS is up: cancel on close
+        self._tasks: set[asyncio.Task[None]] = set()  # connections handling events, closing
+        self._handshaking: set[TlsChannel] = set()  # before TLS is up: aborted on close
         self._open = 0  # sockets accepted and not yet closed
         self.traffic: Counter[tuple[str, str]] = Counter()  # see Connection.traffic
         self._before_connect = 0  # of those, the ones whose CONNECT has not arrived
         self._refused = 0  # refused since the last log line
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
+        self._wheel: DeadlineWheel | None = None  # the connections' deadlines
+        # Bound once: every connection holds these (a bound method is 64 bytes each).
+        self._spawn_bound = self._spawn
+        self._connect_arrived_bound = self._connect_arrived
+        self._finished_bound = self._finished
+        self._tls_ready_bound = self._tls_ready
+        self._channel_failed_bound = self._channel_failed
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         """Start accepting, on `sock` (a listening socket bound already: the server binds
@@ -542,6 +704,7 @@ class MqttServer:
         sock.setblocking(False)
         self._sock = sock
         self.max_connections = _connection_cap(self.limits.max_connections)
+        self._wheel = DeadlineWheel(asyncio.get_running_loop())
         self._accepting = asyncio.create_task(self._accept_loop(), name="mqtt.accept")
         host, port = sock.getsockname()[:2]
         logger.info(
@@ -571,18 +734,22 @@ class MqttServer:
                 await self._accepting
         if self._sock is not None:
             self._sock.close()
-        for task in self._handshaking:  # nothing to keep: no device behind them yet
-            task.cancel()
+        for channel in list(self._handshaking):  # nothing to keep: no device behind them yet
+            channel.close()
         for conn in list(self._connections):
             conn.close()  # aborted after CLOSE_ABORT_S if the peer stopped reading
-        if not self._handlers:
-            return
-        _, late = await asyncio.wait(self._handlers, timeout=CLOSE_DRAIN_S + CLOSE_ABORT_S + 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_DRAIN_S + CLOSE_ABORT_S + 1
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        late = set(self._tasks)
         if late:
             logger.warning("%d device connections did not close in time; cancelling", len(late))
             for task in late:
                 task.cancel()
             await asyncio.wait(late, timeout=CLOSE_ABORT_S)
+        if self._wheel is not None:
+            self._wheel.close()
 
     @property
     def connection_count(self) -> int:
@@ -606,13 +773,24 @@ class MqttServer:
                 continue
             self._open += 1
             self._before_connect += 1
-            client.setblocking(False)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = asyncio.create_task(self._handle(client, address), name=f"mqtt[{address}]")
-            self._handlers.add(task)
-            self._handshaking.add(task)
-            task.add_done_callback(self._handlers.discard)
-            task.add_done_callback(self._handshaking.discard)
+            try:
+                client.setblocking(False)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                client.close()
+                self._channel_failed(None, f"{exc}")
+                continue
+            channel = TlsChannel(
+                loop,
+                client,
+                self.ssl_context,
+                f"{address[0]}:{address[1]}",
+                handshake_timeout_s=self.limits.handshake_timeout_s,
+                on_ready=self._tls_ready_bound,
+                on_failed=self._channel_failed_bound,
+            )
+            if not channel.is_closing():
+                self._handshaking.add(channel)
 
     def _refuse(self, client: socket.socket, why: str) -> None:
         """Close a new socket at once: no TLS, no task, no buffers."""
@@ -624,80 +802,45 @@ class MqttServer:
             self._refused = 0
             self._refusal_logged_at = now
 
-    async def _handle(self, client: socket.socket, address: Any) -> None:
-        peer = f"{address[0]}:{address[1]}"
-        loop = asyncio.get_running_loop()
-        before_connect = True
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-        def connect_arrived() -> None:
-            nonlocal before_connect
-            if before_connect:
-                before_connect = False
-                self._before_connect -= 1
+    def _channel_failed(self, channel: TlsChannel | None, why: str) -> None:
+        if channel is not None:
+            self._handshaking.discard(channel)
+            logger.info("device connection from %s failed before MQTT: %s", channel.peer, why)
+        self._open -= 1
+        self._before_connect -= 1
 
-        try:
-            try:
-                async with asyncio.timeout(self.limits.handshake_timeout_s):
-                    if await _peek(loop, client, 1) == b"C":  # TLS starts with 0x16
-                        await _answer_proxy(loop, client)
-                    reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES * 4)
-                    protocol = _StreamProtocol(reader)
-                    transport, _ = await loop.connect_accepted_socket(
-                        lambda: protocol,
-                        client,
-                        ssl=self.ssl_context,
-                        ssl_handshake_timeout=self.limits.handshake_timeout_s,
-                    )
-            except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
-                logger.info("device connection from %s failed before MQTT: %s", peer, exc)
-                client.close()
-                return
-            except asyncio.CancelledError:
-                client.close()
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                self._handshaking.discard(task)  # a Connection from here: close() ends it
-            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-            ssl_object = transport.get_extra_info("ssl_object")
-            cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            conn = Connection(
-                reader,
-                writer,
-                self.router,
-                peer,
-                cert,
-                limits=self.limits,
-                gate=self.gate,
-                on_connect=connect_arrived,
-                traffic=self.traffic,
-            )
-            protocol.on_lost = conn.peer_gone
-            if protocol.is_lost:
-                conn.peer_gone()
-            self._connections.add(conn)
-            try:
-                await conn.run()
-            finally:
-                self._connections.discard(conn)
-        finally:
-            connect_arrived()
-            self._open -= 1
+    def _tls_ready(self, channel: TlsChannel) -> Connection:
+        self._handshaking.discard(channel)
+        conn = Connection(
+            channel,
+            self.router,
+            channel.peer,
+            channel.peer_certificate(),
+            limits=self.limits,
+            gate=self.gate,
+            spawn=self._spawn_bound,
+            on_connect=self._connect_arrived_bound,
+            on_finished=self._finished_bound,
+            traffic=self.traffic,
+            wheel=self._wheel,
+        )
+        self._connections.add(conn)
+        return conn
 
+    def _connect_arrived(self) -> None:
+        self._before_connect -= 1
 
-class _StreamProtocol(asyncio.StreamReaderProtocol):
-    """A StreamReaderProtocol that says when the socket is gone, even while nobody reads."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        super().__init__(reader)
-        self.is_lost = False
-        self.on_lost: Callable[[], None] | None = None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.is_lost = True
-        if self.on_lost is not None:
-            self.on_lost()
-        super().connection_lost(exc)
+    def _finished(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        if not conn.connect_seen:
+            self._before_connect -= 1
+        self._open -= 1
 
 
 def _connection_cap(configured: int) -> int:
@@ -706,72 +849,3 @@ def _connection_cap(configured: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return configured
     return max(1, min(configured, soft - min(FD_RESERVE, soft // 4)))
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Wait until the socket has bytes (or EOF) to read."""
-    ready: asyncio.Future[None] = loop.create_future()
-    # The reader may fire again before we remove it: settle the future only once.
-    loop.add_reader(sock.fileno(), _settle_once, ready)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(sock.fileno())
-
-
-async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    """Up to `size` bytes the socket holds, left in place; waits for one (b"" at EOF)."""
-    while True:
-        try:
-            return sock.recv(size, socket.MSG_PEEK)
-        except BlockingIOError:
-            await _readable(loop, sock)
-
-
-async def _take(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    """Exactly `size` bytes from the socket."""
-    out = bytearray()
-    while len(out) < size:
-        try:
-            chunk = sock.recv(size - len(out))
-        except BlockingIOError:
-            await _readable(loop, sock)
-            continue
-        if not chunk:
-            raise ConnectionError("closed during proxy CONNECT")
-        out += chunk
-    return bytes(out)
-
-
-def _settle_once(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _answer_proxy(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Consume `CONNECT host:port HTTP/1.1 ...\r\n\r\n` exactly; answer 200 in one write.
-
-    Event-driven: whatever is waiting is taken (never past the blank line, so the TLS bytes
-    that follow stay for TLS), and then it waits for the socket to be readable again, which
-    with nothing left unread means new bytes. A client that stops half-way costs nothing until
-    the handshake timeout closes it.
-    """
-    header = bytearray()
-    while True:
-        if len(header) >= PROXY_HEADER_MAX_BYTES:
-            raise ValueError("proxy CONNECT header too long")
-        waiting = await _peek(loop, sock, PROXY_HEADER_MAX_BYTES - len(header))
-        if not waiting:
-            raise ConnectionError("closed during proxy CONNECT")
-        tail = bytes(header[-3:])  # the blank line may straddle what we took and what waits
-        end = (tail + waiting).find(b"\r\n\r\n")
-        if end >= 0:
-            header += await _take(loop, sock, end + 4 - len(tail))
-            break
-        header += await _take(loop, sock, len(waiting))
-    request_line = bytes(header).split(b"\r\n", 1)[0].decode("latin-1")
-    parts = request_line.split()
-    if len(parts) != 3 or parts[0] != "CONNECT" or not parts[2].startswith("HTTP/1."):
-        await loop.sock_sendall(sock, b"HTTP/1.1 400 Bad Request\r\n\r\n")
-        raise ValueError(f"bad proxy request line {request_line!r}")
-    await loop.sock_sendall(sock, b"HTTP/1.1 200 Connection established\r\n\r\n")

@@ -32,8 +32,7 @@ class Connection:
         "_inflight",
         "_next_packet_id",
         "_outgoing",
-        "_qos2_awaiting_pubrel",
-        "_qos2_unanswered",
+        "_qos2",
     )
 
     def __init__(self, max_packet_bytes: int) -> None:
@@ -42,9 +41,15 @@ class Connection:
         self._next_packet_id = 1
         # Sent QoS 1 publishes awaiting PUBACK, by packet id, in send order.
         self._inflight: dict[int, Publish] = {}
-        # Incoming QoS 2 publishes: reported but not yet answered / PUBREC sent (§4.3.3).
-        self._qos2_unanswered: set[int] = set()
-        self._qos2_awaiting_pubrel: set[int] = set()
+        # Incoming QoS 2 publishes by packet id (§4.3.3): False while reported but not yet
+        # answered, True once PUBREC was sent (awaiting PUBREL). One dict, not two sets: every
+        # connection has it, few ever use it.
+        self._qos2: dict[int, bool] = {}
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet decoded into packets."""
+        return self._decoder.buffered_bytes
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer (b"" when there is none), in order."""
@@ -90,29 +95,29 @@ class Connection:
         """Report an incoming publish once; None for a QoS 2 duplicate (§4.3.3)."""
         packet_id = publish.packet_id
         if publish.qos == 2 and packet_id is not None:
-            if packet_id in self._qos2_unanswered:
+            awaiting_pubrel = self._qos2.get(packet_id)
+            if awaiting_pubrel is False:  # reported, not answered yet
                 return None
-            if packet_id in self._qos2_awaiting_pubrel:
+            if awaiting_pubrel:
                 self._send(Pubrec(packet_id))
                 return None
-            self._qos2_unanswered.add(packet_id)
+            self._qos2[packet_id] = False
         return PublishReceived(publish)
 
     def _answer_publish(self, packet_id: int) -> None:
-        if packet_id in self._qos2_unanswered:
-            self._qos2_unanswered.discard(packet_id)
-            self._qos2_awaiting_pubrel.add(packet_id)
+        if self._qos2.get(packet_id) is False:
+            self._qos2[packet_id] = True
             self._send(Pubrec(packet_id))
         else:
             self._send(Puback(packet_id))
 
     def _incoming_pubrel(self, pubrel: Pubrel) -> RemoteProtocolError | None:
         packet_id = pubrel.packet_id
-        if packet_id in self._qos2_unanswered:
+        if self._qos2.get(packet_id) is False:
             return RemoteProtocolError(
                 f"PUBREL for packet id {packet_id} before our PUBREC (§4.3.3)"
             )
         # §4.3.3: answer PUBCOMP even for an id we do not know (state lost across connections).
-        self._qos2_awaiting_pubrel.discard(packet_id)
+        self._qos2.pop(packet_id, None)
         self._send(Pubcomp(packet_id))
         return None

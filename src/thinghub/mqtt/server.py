@@ -92,9 +92,9 @@ class ServerSession(Connection):
         self._connect: Connect | None = None
         self._last_receive: float | None = None
         self._max_inflight = max_inflight
-        self._queue: deque[Publish] = deque()
+        self._queue: deque[Publish] | None = None  # made when first needed (most never do)
         self._pending_subscribes: dict[int, int] = {}  # packet id -> number of filters
-        self._pending_unsubscribes: set[int] = set()
+        self._pending_unsubscribes: dict[int, None] = {}  # packet ids (a dict is smaller)
 
     # -- inspection --
 
@@ -130,7 +130,7 @@ class ServerSession(Connection):
 
     def queued(self) -> tuple[Publish, ...]:
         """QoS 1 publishes waiting for an in-flight slot, never sent (no packet id yet)."""
-        return tuple(self._queue)
+        return () if self._queue is None else tuple(self._queue)
 
     # -- bytes in, events out --
 
@@ -181,7 +181,7 @@ class ServerSession(Connection):
                 self._pending_subscribes[packet_id] = len(filters)
                 return SubscribeRequested(packet)
             case Unsubscribe(packet_id=packet_id):
-                self._pending_unsubscribes.add(packet_id)
+                self._pending_unsubscribes[packet_id] = None
                 return UnsubscribeRequested(packet)
             case Connect():
                 self._connect = packet
@@ -214,6 +214,9 @@ class ServerSession(Connection):
             raise LocalProtocolError("session_present with a clean-session CONNECT (§3.2.2-1)")
         self._transition("accept")
         self._send(Connack(session_present, ConnackCode.ACCEPTED))
+        if connect is not None and connect.password is not None:
+            # The credentials were checked: they need not live as long as the connection.
+            self._connect = replace(connect, password=None)
 
     def reject(self, return_code: int) -> None:
         """Answer the CONNECT with a non-zero CONNACK code (1-5); the session is CLOSED."""
@@ -241,6 +244,8 @@ class ServerSession(Connection):
             publish = Publish(topic, payload, 1, retain)
             if self._queue or len(self._inflight) >= self._max_inflight:
                 encode(replace(publish, packet_id=1))  # validate now, not when released
+                if self._queue is None:
+                    self._queue = deque()
                 self._queue.append(publish)
             else:
                 self._send_publish(publish)
@@ -308,7 +313,7 @@ class ServerSession(Connection):
             raise LocalProtocolError(
                 f"no UNSUBSCRIBE with packet id {packet_id} awaits an UNSUBACK"
             )
-        self._pending_unsubscribes.discard(packet_id)
+        del self._pending_unsubscribes[packet_id]
         self._send(Unsuback(packet_id))
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from thinghub.domain.model import (
     DeviceKind,
     Project,
     Retention,
+    Role,
     User,
 )
 from thinghub.domain.products import Product
@@ -126,6 +127,9 @@ class CredentialStore(Protocol):
         """The account's users, by username."""
 
     async def delete_user(self, account_id: str, user_id: str) -> bool: ...
+    async def set_user_role(self, account_id: str, user_id: str, role: Role) -> bool:
+        """Give the account's user another role; False when it has no such user."""
+
     async def insert_token(self, token: ApiToken) -> None: ...
     async def get_token(self, account_id: str, token_id: str) -> ApiToken | None: ...
     async def get_token_by_hash(self, secret_hash: str) -> ApiToken | None: ...
@@ -258,8 +262,11 @@ class CommandStore(Protocol):
         """Its outcome: status, completed_at, response_code and result."""
 
     async def pending(self, device_id: str) -> list[Command]: ...
-    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
-        """The device's commands of that name, newest first, at most `limit`."""
+    async def history(
+        self, device_id: str, name: str, limit: int, before: tuple[float, str] | None = None
+    ) -> list[Command]:
+        """The device's commands of that name, newest first, at most `limit`; with `before`
+        (created_at, id), only those older than it (a page after it)."""
 
 
 class C2DStore(Protocol):

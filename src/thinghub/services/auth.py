@@ -441,6 +441,20 @@ class AuthService:
             token.account_id, token.role, token.id, "token", token.face_role, token.project
         )
 
+    async def current(self, principal: Principal) -> Principal | None:
+        """The principal as it stands now, for work done later in its name (a scheduled
+        job): a user with its current role; a token's principal (or that of an access token
+        minted from a token) while the token is neither revoked nor expired. None when its
+        credential is gone."""
+        if principal.kind == "user":
+            for user in await self.stores.credentials.list_users(principal.account_id):
+                if user.id == principal.subject:
+                    return replace(principal, role=user.role)
+        token = await self.stores.credentials.get_token(principal.account_id, principal.subject)
+        if token is None or (token.expires_at is not None and token.expires_at <= self.clock.now()):
+            return None
+        return principal
+
     async def authenticate_header(self, header: str | None) -> Principal:
         if not header:
             raise Unauthorized("missing Authorization header", field="Authorization")
@@ -452,10 +466,22 @@ class AuthService:
     # -- users and OAuth2 grants ---------------------------------------------------------
 
     async def add_user(
-        self, principal: Principal, username: str, password: str, role: Role
+        self,
+        principal: Principal,
+        username: str,
+        password: str | None,
+        role: Role,
+        *,
+        user_id: str | None = None,
     ) -> User:
         """Create a user in the caller's account (Permission.USERS_ADMIN, account-wide: a user
         sees the whole account, so a project-limited caller may not).
+
+        Args:
+            password: None makes a user who cannot sign in with a password (IoT Central's
+                email users and service principals sign in elsewhere).
+            user_id: the id to give it (a face that lets the caller name its users scopes it
+                to the account itself); default a new UUID.
 
         Raises:
             Forbidden: the caller may not create users.
@@ -464,9 +490,36 @@ class AuthService:
         """
         authz.authorize(principal, Permission.USERS_ADMIN)
         try:
-            return await self.create_user(principal.account_id, username, password, role)
+            return await self.create_user(
+                principal.account_id, username, password, role, user_id=user_id
+            )
         except Conflict as exc:
             raise Conflict(exc.message, field="username") from exc
+
+    async def get_user(self, principal: Principal, user_id: str) -> User:
+        """A user of the caller's account (Permission.USERS_ADMIN).
+
+        Raises:
+            NotFound: no such user in the caller's account, naming `userId`.
+        """
+        for user in await self.list_users(principal):
+            if user.id == user_id:
+                return user
+        raise NotFound(f"user {user_id!r} not found", field="userId")
+
+    async def set_user_role(self, principal: Principal, user_id: str, role: Role) -> User:
+        """Give a user of the caller's account another role (admin); not the caller itself
+        (an admin who demotes itself could leave the account without one). Access tokens
+        already issued to the user keep their role until they expire (jwt_ttl_s)."""
+        user = await self.get_user(principal, user_id)
+        if principal.kind == "user" and principal.subject == user_id and role is not user.role:
+            raise Invalid("you cannot change your own role", field="roles")
+        if not await self.stores.credentials.set_user_role(principal.account_id, user_id, role):
+            raise NotFound(f"user {user_id!r} not found", field="userId")
+        logger.info(
+            "user %s is now %s (account %s)", user.username, role.value, principal.account_id
+        )
+        return replace(user, role=role)
 
     async def list_users(self, principal: Principal) -> list[User]:
         """The users of the caller's account, by username (Permission.USERS_ADMIN: who may
@@ -474,16 +527,26 @@ class AuthService:
         authz.authorize(principal, Permission.USERS_ADMIN)
         return await self.stores.credentials.list_users(principal.account_id)
 
-    async def create_user(self, account_id: str, username: str, password: str, role: Role) -> User:
+    async def create_user(
+        self,
+        account_id: str,
+        username: str,
+        password: str | None,
+        role: Role,
+        *,
+        user_id: str | None = None,
+    ) -> User:
         if not username or len(username) > 200:
             raise Invalid("username must be 1 to 200 characters", field="username")
-        if len(password) < 8:
+        if password is not None and len(password) < 8:
             raise Invalid("password must be at least 8 characters", field="password")
+        # No password: an empty hash, which verify_password never accepts.
+        hashed = "" if password is None else await self._argon2(hash_password, password)
         user = User(
-            new_uuid(),
+            new_uuid() if user_id is None else user_id,
             account_id,
             username,
-            await self._argon2(hash_password, password),
+            hashed,
             role,
             self.clock.now(),
         )
@@ -521,8 +584,10 @@ class AuthService:
         if user is None:
             await self._argon2(verify_password, _DUMMY_HASH, password)
             raise Unauthorized("invalid username or password", field="username")
-        # argon2 takes tens of milliseconds: never on the event loop.
-        if not await self._argon2(verify_password, user.password_hash, password):
+        # argon2 takes tens of milliseconds: never on the event loop. A user without a
+        # password (empty hash) is checked against the dummy too: refused, in the same time.
+        stored = user.password_hash or _DUMMY_HASH
+        if not await self._argon2(verify_password, stored, password):
             raise Unauthorized("invalid username or password", field="password")
         return self.jwt.issue(user.id, user.account_id, user.role.value, now=self.clock.now())
 

@@ -63,7 +63,7 @@ MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024
 # How long a waited-for command may wait for its device to connect (IoT Central's bound on
 # connectionTimeout; 0, its default, is "only if it is connected now").
 MAX_CONNECT_TIMEOUT_S = 30.0
-# The most commands a history answers (newest first).
+# The most commands one page of a history answers (newest first).
 MAX_HISTORY = 100
 # How often a waiting caller looks at the store for a command finished on another node.
 _WAIT_POLL_S = 2.0
@@ -360,13 +360,32 @@ class CommandService:
         return stored if stored is not None else command
 
     async def history(
-        self, principal: Principal, device: Device | str, name: str, limit: int = MAX_HISTORY
+        self,
+        principal: Principal,
+        device: Device | str,
+        name: str,
+        limit: int = MAX_HISTORY,
+        before: tuple[float, str] | None = None,
     ) -> list[Command]:
-        """The device's commands of that name, newest first (Permission.READ)."""
+        """The device's commands of that name, newest first (Permission.READ), at most
+        MAX_HISTORY; with `before` (a command's created_at and id), the older ones."""
+        page, _ = await self.history_page(principal, device, name, limit, before)
+        return page
+
+    async def history_page(
+        self,
+        principal: Principal,
+        device: Device | str,
+        name: str,
+        limit: int = MAX_HISTORY,
+        before: tuple[float, str] | None = None,
+    ) -> tuple[list[Command], bool]:
+        """A page of `history` (at most MAX_HISTORY) and whether older commands follow."""
         target = await self.registry.device_for(principal, device, Permission.READ)
         parse_method_name(name, "commandName")
-        commands = await self.stores.commands.history(target.id, name, min(limit, MAX_HISTORY))
-        return [await self._expire_if_due(c) for c in commands]
+        size = max(1, min(limit, MAX_HISTORY))
+        commands = await self.stores.commands.history(target.id, name, size + 1, before)
+        return [await self._expire_if_due(c) for c in commands[:size]], len(commands) > size
 
     async def get(self, principal: Principal, device: Device | str, command_id: str) -> Command:
         """A command sent to the device (Permission.READ); Expired once its TTL passed.

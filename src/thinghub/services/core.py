@@ -28,6 +28,7 @@ from thinghub.services.provisioning import ProvisioningService
 from thinghub.services.queries import QueryService
 from thinghub.services.registry import Registry
 from thinghub.services.retention import RetentionService
+from thinghub.services.scheduled_jobs import ScheduledJobService
 from thinghub.services.sessions import SessionService
 from thinghub.services.templates import TemplateService
 from thinghub.services.twins import TwinService
@@ -63,6 +64,7 @@ class Services:
     # Saved device filters, and jobs that change every device of one.
     device_groups: DeviceGroupService
     jobs: JobService
+    scheduled_jobs: ScheduledJobService  # run by the face that reads their groups
     # The web console's sign-in sessions, shared by every node on the database.
     console_sessions: ConsoleSessionService
 

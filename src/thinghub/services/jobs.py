@@ -2,28 +2,41 @@
 resume and rerun of the failed devices (domain/jobs.py says what a job is).
 
 Theory of operation: a job is stored as a per-account document (kind DOCUMENT_KIND) holding
-every device's outcome, rewritten after each device, so its progress is visible while it
-runs. The face resolves the group to device ids when the job is made (a group is a filter in
-the face's language). Running is this node's: `run` takes jobs from a queue and works through
-their pending devices one at a time, as the principal that started the job, through the same
-services a single request would use (PropertyService, CommandService, Registry), so every
-rule and permission applies per device. Between devices it reads the job again, so a stop
-(from any node) halts it; `resume` continues with the pending devices. A job left running by
-a restart is continued by `resume` too. Jobs belong to the whole account (they name devices of
-every project): a caller limited to one project may not see or make them.
+every device's outcome, rewritten after each batch, so its progress is visible while it runs.
+The face resolves the group to device ids when the job is made (a group is a filter in the
+face's language). Running is this node's: `run` takes jobs from a queue and works through
+their pending devices a batch at a time (one device without `batch`; a batch's devices at
+once, at most MAX_PARALLEL_DEVICES together), as the principal that started the job, through
+the same services a single request would use (PropertyService, CommandService, Registry), so
+every rule and permission applies per device. Between batches it saves the outcomes and reads
+the job again, so a stop (from any node) halts it and the cancellation threshold is checked;
+`resume` continues with the pending devices. A job left running by a restart is continued by
+`resume` too. Jobs belong to the whole account (they name devices of every project): a caller
+limited to one project may not see or make them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from thinghub.domain.commands import CommandStatus
 from thinghub.domain.errors import Conflict, Error, Invalid, NotFound, TooLarge
 from thinghub.domain.ids import parse_id
-from thinghub.domain.jobs import DeviceRun, DeviceRunStatus, Job, JobStatus, JobStep, StepKind
+from thinghub.domain.jobs import (
+    Batch,
+    CancellationThreshold,
+    DeviceRun,
+    DeviceRunStatus,
+    Job,
+    JobStatus,
+    JobStep,
+    Portion,
+    StepKind,
+)
 from thinghub.domain.model import Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
@@ -42,6 +55,8 @@ DOCUMENT_KIND = "job"
 MAX_JOB_DEVICES = 10_000
 # The most steps (changes) one job applies to each device.
 MAX_JOB_STEPS = 10
+# The most devices of a batch worked on at the same moment (each may wait for a command).
+MAX_PARALLEL_DEVICES = 32
 
 
 class JobService:
@@ -77,6 +92,9 @@ class JobService:
         steps: list[JobStep],
         description: str | None = None,
         rerun_of: str | None = None,
+        batch: Batch | None = None,
+        threshold: CancellationThreshold | None = None,
+        scheduled_job: str | None = None,
     ) -> Job:
         """Make a job over `device_ids` and start it (Permission.DEVICES_WRITE).
 
@@ -86,12 +104,7 @@ class JobService:
         """
         authorize(principal, Permission.DEVICES_WRITE, WHOLE_ACCOUNT)
         parse_id(job_id, "jobId")
-        if not steps:
-            raise Invalid("a job needs at least one step in data", field="data")
-        if len(steps) > MAX_JOB_STEPS:
-            raise Invalid(f"a job has at most {MAX_JOB_STEPS} steps", field="data")
-        for index, step in enumerate(steps):
-            _check_step(step, f"data[{index}]")
+        check_steps(steps)
         if len(device_ids) > MAX_JOB_DEVICES:
             raise TooLarge(
                 f"the group has {len(device_ids)} devices; a job changes at most {MAX_JOB_DEVICES}",
@@ -112,6 +125,9 @@ class JobService:
             updated_at=now,
             description=description,
             rerun_of=rerun_of,
+            batch=batch,
+            threshold=threshold,
+            scheduled_job=scheduled_job,
         )
         if not job.devices:
             job = replace(job, status=JobStatus.COMPLETED)
@@ -173,6 +189,8 @@ class JobService:
             steps=list(job.steps),
             description=job.description,
             rerun_of=job.id,
+            batch=job.batch,
+            threshold=job.threshold,
         )
 
     async def wait_ended(self, account_id: str, job_id: str) -> None:
@@ -205,16 +223,15 @@ class JobService:
                 job = await self._load(principal.account_id, job_id)
                 if job is None or job.status is not JobStatus.RUNNING:
                     return
-                pending = next(
-                    (r for r in job.devices if r.status is DeviceRunStatus.PENDING), None
-                )
-                if pending is None:
+                pending = [r for r in job.devices if r.status is DeviceRunStatus.PENDING]
+                if not pending:
                     return
-                outcome = await self._apply(principal, job, pending.device_id)
+                batch = pending[: job.batch_size()]
+                outcomes = await self._apply_batch(principal, job, [r.device_id for r in batch])
                 latest = await self._load(principal.account_id, job_id)
                 if latest is None:
                     return
-                await self._save(latest.with_run(outcome, self.clock.now()))
+                await self._save(latest.with_runs(outcomes, self.clock.now()))
         except Exception:
             logger.exception("job %s (account %s) failed to run", job_id, principal.account_id)
         finally:
@@ -222,6 +239,24 @@ class JobService:
             event = self._ended.pop(key, None)
             if event is not None:
                 event.set()
+
+    async def _apply_batch(
+        self, principal: Principal, job: Job, device_ids: Sequence[str]
+    ) -> tuple[DeviceRun, ...]:
+        """The job on a batch of devices, at most MAX_PARALLEL_DEVICES at the same moment."""
+        if len(device_ids) == 1:
+            return (await self._apply(principal, job, device_ids[0]),)
+        limit = asyncio.Semaphore(MAX_PARALLEL_DEVICES)
+
+        async def one(device_id: str) -> DeviceRun:
+            async with limit:
+                return await self._apply(principal, job, device_id)
+
+        async with asyncio.TaskGroup() as tasks:
+            runs = [
+                tasks.create_task(one(d), name=f"job[{job.id}].device[{d}]") for d in device_ids
+            ]
+        return tuple(run.result() for run in runs)
 
     async def _apply(self, principal: Principal, job: Job, device_id: str) -> DeviceRun:
         """Every step of the job on one device; the first that fails fails the device."""
@@ -239,14 +274,18 @@ class JobService:
                 raise Invalid(
                     f"device {device_id!r} uses template {device.template!r}, not {step.target!r}"
                 )
+        # A component's property or command: `component*name`, or `component.name` as IoT
+        # Central's jobs name it (DTDL names hold no dot, so the two never mean different
+        # things); a cloud property's name is taken as it is.
+        path = step.path
+        if step.kind is not StepKind.CLOUD_PROPERTY and "*" not in path:
+            path = path.replace(".", "*", 1)
         if step.kind is StepKind.PROPERTY:
-            await self.properties.write(principal, device_id, step.path, step.value)
+            await self.properties.write(principal, device_id, path, step.value)
         elif step.kind is StepKind.CLOUD_PROPERTY:
             await self.registry.set_cloud_property(principal, device_id, step.path, step.value)
         else:
-            command = await self.commands.execute(
-                principal, device_id, step.path, step.value, None, 0
-            )
+            command = await self.commands.execute(principal, device_id, path, step.value, None, 0)
             if command.status is not CommandStatus.COMPLETED:
                 code = "" if command.response_code is None else f" ({command.response_code})"
                 raise Invalid(f"command {step.path} ended {command.status}{code}")
@@ -269,6 +308,47 @@ def _check_step(step: JobStep, field: str) -> None:
     check_storable(step.value, f"{field}.value")
 
 
+def steps_json(steps: Sequence[JobStep]) -> list[dict[str, Any]]:
+    """Steps as stored (a scheduled job keeps them too)."""
+    return [
+        {"type": s.kind.value, "path": s.path, "value": s.value, "target": s.target} for s in steps
+    ]
+
+
+def steps_from_json(rows: Sequence[dict[str, Any]]) -> tuple[JobStep, ...]:
+    return tuple(JobStep(StepKind(s["type"]), s["path"], s["value"], s.get("target")) for s in rows)
+
+
+def batch_json(batch: Batch | None) -> dict[str, Any] | None:
+    return None if batch is None else {"type": batch.kind.value, "value": batch.value}
+
+
+def batch_from_json(row: dict[str, Any] | None) -> Batch | None:
+    return None if row is None else Batch(Portion(row["type"]), row["value"])
+
+
+def threshold_json(threshold: CancellationThreshold | None) -> dict[str, Any] | None:
+    if threshold is None:
+        return None
+    return {"type": threshold.kind.value, "value": threshold.value, "batch": threshold.per_batch}
+
+
+def threshold_from_json(row: dict[str, Any] | None) -> CancellationThreshold | None:
+    if row is None:
+        return None
+    return CancellationThreshold(Portion(row["type"]), row["value"], row["batch"])
+
+
+def check_steps(steps: Sequence[JobStep]) -> None:
+    """Raises: Invalid, naming the step."""
+    if not steps:
+        raise Invalid("a job needs at least one step in data", field="data")
+    if len(steps) > MAX_JOB_STEPS:
+        raise Invalid(f"a job has at most {MAX_JOB_STEPS} steps", field="data")
+    for index, step in enumerate(steps):
+        _check_step(step, f"data[{index}]")
+
+
 def _to_document(job: Job) -> dict[str, Any]:
     return {
         "displayName": job.display_name,
@@ -285,6 +365,17 @@ def _to_document(job: Job) -> dict[str, Any]:
         "createdAt": job.created_at,
         "updatedAt": job.updated_at,
         "rerunOf": job.rerun_of,
+        "scheduledJob": job.scheduled_job,
+        "batch": None
+        if job.batch is None
+        else {"type": job.batch.kind.value, "value": job.batch.value},
+        "threshold": None
+        if job.threshold is None
+        else {
+            "type": job.threshold.kind.value,
+            "value": job.threshold.value,
+            "batch": job.threshold.per_batch,
+        },
     }
 
 
@@ -306,4 +397,13 @@ def _from_document(account_id: str, job_id: str, row: dict[str, Any]) -> Job:
         updated_at=row["updatedAt"],
         description=row.get("description"),
         rerun_of=row.get("rerunOf"),
+        scheduled_job=row.get("scheduledJob"),
+        batch=None
+        if row.get("batch") is None
+        else Batch(Portion(row["batch"]["type"]), row["batch"]["value"]),
+        threshold=None
+        if row.get("threshold") is None
+        else CancellationThreshold(
+            Portion(row["threshold"]["type"]), row["threshold"]["value"], row["threshold"]["batch"]
+        ),
     )

@@ -7,7 +7,6 @@ hub reports as DeviceOffline); a bad topic, or a publish before the CONNACK, is 
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,16 +39,16 @@ LIMITS = ListenerLimits(
 )
 
 
-class _Sink(asyncio.Transport):
-    """A transport that keeps what is written (asyncio's own base class, no socket)."""
+class _Sink:
+    """A channel that keeps what is written (no socket)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.data = bytearray()
         self.is_closed = False
-        self.sock: Any = None
+        self.is_paused = False
+        self.socket: Any = None
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes) -> None:
         self.data += data
 
     def is_closing(self) -> bool:
@@ -58,11 +57,11 @@ class _Sink(asyncio.Transport):
     def close(self) -> None:
         self.is_closed = True
 
-    def abort(self) -> None:
-        self.is_closed = True
+    def pause_reading(self) -> None:
+        self.is_paused = True
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.sock if name == "socket" and self.sock is not None else default
+    def resume_reading(self) -> None:
+        self.is_paused = False
 
 
 class _NeverFull:
@@ -88,13 +87,8 @@ async def _close_connections() -> AsyncIterator[None]:
 
 
 def _connection() -> tuple[Connection, _Sink]:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
     sink = _Sink()
-    writer = asyncio.StreamWriter(sink, asyncio.StreamReaderProtocol(reader), reader, loop)
-    conn = Connection(
-        reader, writer, _NoDialects(), "127.0.0.1:1", None, limits=LIMITS, gate=_NeverFull()
-    )
+    conn = Connection(sink, _NoDialects(), "127.0.0.1:1", None, limits=LIMITS, gate=_NeverFull())
     _OPEN.append(conn)
     return conn, sink
 
@@ -142,7 +136,7 @@ async def test_a_session_the_peer_closed_raises_connection_closed() -> None:
     conn, _ = _accepted()
     conn.session.receive_data(encode(Disconnect()), 1.0)
     conn.session.next_event()
-    assert not conn.closed.is_set()
+    assert not conn.is_closed
     with pytest.raises(ConnectionClosed):
         conn.publish("devices/dev-1/messages/devicebound/", b"late", 1)
     assert issubclass(ConnectionClosed, ConnectionError)  # what the read loop logs quietly
@@ -183,7 +177,7 @@ async def test_a_device_puback_is_tcp_acknowledged_at_once() -> None:
     must not leave the ACK to the ~40 ms delayed-ACK timer."""
     conn, sink = _accepted()
     options = _SocketOptions()
-    sink.sock = options
+    sink.socket = options
     dialect = _AcceptsPubacks()
     conn.dialect = dialect  # type: ignore[assignment]
     conn.publish("$iothub/methods/POST/ping/?$rid=1", b"{}", 1)

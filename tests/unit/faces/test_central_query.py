@@ -100,3 +100,31 @@ def test_durations() -> None:
     for bad in ("P", "PT", "1D", "P1Y"):
         with pytest.raises(Invalid):
             parse_duration(bad)
+
+
+def test_fields_are_what_the_query_selects_or_tests() -> None:
+    query = parse_query(
+        f"SELECT $id, $ts, AVG(temperature) AS t FROM {T} "
+        f"WHERE (firmware = '1.0' OR NOT (thermostat1.target > 3)) AND WITHIN_WINDOW(P1D) "
+        f"GROUP BY $id"
+    )
+    assert query.fields() == {"temperature", "firmware", "thermostat1.target"}
+    assert parse_query(f"SELECT $id, $ts FROM {T}").fields() == frozenset()
+
+
+def test_property_rows_without_a_time() -> None:
+    """A device's properties as one row whose `$ts` is unknown (None): never in a window,
+    left out of WINDOW groups, counted by COUNT whatever their type."""
+    rows: list[dict[str, Any]] = [
+        {"$id": "a", "$ts": None, "firmware": "1.0"},
+        {"$id": "b", "$ts": 9_990.0, "firmware": "2.0", "target": 20},
+    ]
+    assert parse_query(f"SELECT $id FROM {T} WHERE WITHIN_WINDOW(PT1M)").run(rows, NOW) == [
+        {"$id": "b"}
+    ]
+    assert parse_query(f"SELECT COUNT(firmware), SUM(target) FROM {T}").run(rows, NOW) == [
+        {"count_firmware": 2, "sum_target": 20}
+    ]
+    assert parse_query(f"SELECT $ts, COUNT(firmware) FROM {T} GROUP BY WINDOW(PT1H)").run(
+        rows, NOW
+    ) == [{"$ts": 7_200.0, "count_firmware": 1}]

@@ -153,3 +153,28 @@ async def test_face_keys_are_managed_by_account_wide_admins_of_their_account(
     ):
         with pytest.raises(Forbidden):
             await services.auth.create_face_key(principal, "ux4iot")
+
+
+async def test_current_is_the_principal_as_it_stands_now(
+    services: Services, clock: TestClock
+) -> None:
+    """What later work in a principal's name (a scheduled job) runs as."""
+    admin = Principal("acc-1", Role.ADMIN, "root")
+    issued = await services.auth.create_token(
+        "acc-1", Role.OPERATOR, token_id="t", expires_at=clock.t + 60
+    )
+    by_token = await services.auth.authenticate_bearer(issued.secret)
+    assert await services.auth.current(by_token) == by_token
+    clock.t += 60
+    assert await services.auth.current(by_token) is None  # expired
+    user = await services.auth.add_user(admin, "u", None, Role.BUILDER, user_id="acc-1/u")
+    as_user = Principal("acc-1", Role.BUILDER, user.id, "user")
+    await services.auth.set_user_role(admin, user.id, Role.OPERATOR)
+    now = await services.auth.current(as_user)
+    assert now is not None and now.role is Role.OPERATOR  # its current role
+    await services.auth.delete_user(admin, user.id)
+    assert await services.auth.current(as_user) is None
+    # A user without a password cannot sign in.
+    await services.auth.add_user(admin, "nopass", None, Role.ADMIN)
+    with pytest.raises(Unauthorized):
+        await services.auth.password_grant("nopass", "")

@@ -20,9 +20,9 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from thinghub.domain.errors import Conflict, Invalid, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
-from thinghub.domain.model import Device, Principal, User
+from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import (
     OrjsonResponse,
     authenticate_before_body,
@@ -48,7 +48,8 @@ from thinghub.faces.central._wire import (
 )
 from thinghub.faces.central.jobs import router as groups_and_jobs
 from thinghub.faces.central.odata import parse_filter, parse_orderby
-from thinghub.faces.central.roles import ROLES, CentralRole, parse_role, role_for
+from thinghub.faces.central.roles import parse_role
+from thinghub.faces.central.scheduled import router as scheduled_jobs
 from thinghub.faces.central.schemas import (
     READ_ONLY_DEVICE_FIELDS,
     TEMPLATE_ID_SCHEMA,
@@ -57,8 +58,9 @@ from thinghub.faces.central.schemas import (
     DevicePatch,
     PropertyPatch,
 )
+from thinghub.faces.central.users import router as roles_and_users
 from thinghub.faces.face import FaceContext
-from thinghub.services.commands import CommandFields
+from thinghub.services.commands import MAX_HISTORY, CommandFields
 from thinghub.services.registry import KEEP
 
 __all__ = ["create_app"]
@@ -126,6 +128,25 @@ IF_MATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"description": "Sent and waited for: the outcome (the real API's form)"}
 }
+# A command history's paging (read from the query by _history; documented here).
+HISTORY_PAGE_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "$maxpagesize",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY},
+            "description": "Commands per page (default and most: 100)",
+        },
+        {
+            "name": "$skiptoken",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "From a nextLink",
+        },
+    ]
+}
 # A `$skiptoken` that is an offset (in an `$orderby` order) starts with this.
 OFFSET_TOKEN = "~"
 # A command body holding only these keys is IoT Central's envelope, not the arguments.
@@ -141,6 +162,14 @@ router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends
 # Device groups and jobs (faces/central/jobs.py), behind the same dependencies.
 jobs_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 jobs_router.include_router(groups_and_jobs)
+# Scheduled jobs (faces/central/scheduled.py), likewise.
+scheduled_router = APIRouter(
+    dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)]
+)
+scheduled_router.include_router(scheduled_jobs)
+# Roles and users (faces/central/users.py), likewise.
+users_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
+users_router.include_router(roles_and_users)
 
 
 # -- application --------------------------------------------------------------------------------
@@ -223,53 +252,6 @@ async def get_token(token_id: str, request: Request, caller: Caller) -> Response
 async def delete_token(token_id: str, request: Request, caller: Caller) -> Response:
     await services_of(request).auth.revoke(caller, token_id, face="central", whole_account=True)
     return Response(status_code=204)
-
-
-# -- roles and users ----------------------------------------------------------------------------
-
-
-def _role_json(role: CentralRole) -> dict[str, Any]:
-    return {"id": role.id, "displayName": role.name}
-
-
-@router.get("/roles", tags=["roles"], summary="List roles")
-async def list_roles(caller: Caller) -> Response:
-    """IoT Central's three built-in roles, as API tokens and users carry them."""
-    return OrjsonResponse({"value": [_role_json(role) for role in ROLES]})
-
-
-@router.get("/roles/{role_id}", tags=["roles"], summary="Get a role")
-async def get_role(role_id: str, caller: Caller) -> Response:
-    for role in ROLES:
-        if role.id == role_id:
-            return OrjsonResponse(_role_json(role))
-    raise NotFound(f"role {role_id!r} not found", field="roleId")
-
-
-def _user_json(user: User) -> dict[str, Any]:
-    # A thinghub user signs in with a user name; IoT Central's users are email users.
-    role = role_for(user.role)
-    return {
-        "id": user.id,
-        "type": "email",
-        "email": user.username,
-        "roles": [] if role is None else [{"role": role.id}],
-    }
-
-
-@router.get("/users", tags=["users"], summary="List users")
-async def list_users(request: Request, caller: Caller) -> Response:
-    """The account's users (made on /v1); a viewer has no IoT Central role (`roles: []`)."""
-    users = await services_of(request).auth.list_users(caller)
-    return OrjsonResponse({"value": [_user_json(u) for u in users]})
-
-
-@router.get("/users/{user_id}", tags=["users"], summary="Get a user")
-async def get_user(user_id: str, request: Request, caller: Caller) -> Response:
-    for user in await services_of(request).auth.list_users(caller):
-        if user.id == user_id:
-            return OrjsonResponse(_user_json(user))
-    raise NotFound(f"user {user_id!r} not found", field="userId")
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -582,6 +564,7 @@ async def run_component_command(
     "/devices/{device_id}/commands/{command_name}",
     tags=["commands"],
     summary="Get a command's history",
+    openapi_extra=HISTORY_PAGE_DOC,
 )
 async def command_history(
     device_id: str, command_name: CommandName, request: Request, caller: Caller
@@ -594,6 +577,7 @@ async def command_history(
     "/devices/{device_id}/components/{component}/commands/{command_name}",
     tags=["commands"],
     summary="Get a component command's history",
+    openapi_extra=HISTORY_PAGE_DOC,
 )
 async def component_command_history(
     device_id: str,
@@ -605,11 +589,41 @@ async def component_command_history(
     return await _history(request, caller, device_id, f"{component}*{command_name}")
 
 
+def _history_token(token: str | None) -> tuple[float, str] | None:
+    """A command history's `$skiptoken`: the created time and id of the last one shown."""
+    if token is None:
+        return None
+    created, _, command_id = token.partition(",")
+    try:
+        value = float(created)
+    except ValueError:
+        value = float("nan")
+    if not command_id or value != value or not 0 <= value < 1e11:
+        raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
+    return value, command_id
+
+
 async def _history(
     request: Request, caller: Principal, device: Device | str, name: str
 ) -> Response:
-    runs = await services_of(request).commands.history(caller, device, name)
-    return OrjsonResponse({"value": [executed_json(c) for c in runs]})
+    """A page of the history, newest first: `$maxpagesize` (at most MAX_HISTORY) and a
+    `nextLink` when there are older ones."""
+    params = request.query_params
+    raw_size = params.get("$maxpagesize")
+    size = MAX_HISTORY
+    if raw_size is not None:
+        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_HISTORY:
+            raise Invalid(f"$maxpagesize must be 1 to {MAX_HISTORY}", field="$maxpagesize")
+        size = int(raw_size)
+    before = _history_token(params.get("$skiptoken"))
+    page, more = await services_of(request).commands.history_page(
+        caller, device, name, size, before
+    )
+    out: dict[str, Any] = {"value": [executed_json(c) for c in page]}
+    if more and page:
+        token = f"{page[-1].created_at!r},{page[-1].id}"
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})
+    return OrjsonResponse(out)
 
 
 @router.get(
@@ -902,6 +916,7 @@ async def run_module_command(
     "/devices/{device_id}/modules/{module_name}/commands/{command_name}",
     tags=["modules"],
     summary="Get a module command's history",
+    openapi_extra=HISTORY_PAGE_DOC,
 )
 async def module_command_history(
     device_id: str, module_name: str, command_name: CommandName, request: Request, caller: Caller
@@ -1019,8 +1034,12 @@ def create_app(context: FaceContext) -> FastAPI:
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
     app.include_router(jobs_router)
+    app.include_router(users_router)
+    app.include_router(scheduled_router)
     # The IoT Central API specification directs requests to
     # https://<app>.azureiotcentral.com/api/v1: answer there too.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     app.include_router(jobs_router, prefix="/v1", include_in_schema=False)
+    app.include_router(users_router, prefix="/v1", include_in_schema=False)
+    app.include_router(scheduled_router, prefix="/v1", include_in_schema=False)
     return app

@@ -132,6 +132,11 @@ class Query:
     def aggregated(self) -> bool:
         return any(i.aggregate for i in self.items) or self.window_s is not None or self.by_device
 
+    def fields(self) -> frozenset[str]:
+        """The fields (neither `$id` nor `$ts`) the query selects or tests."""
+        named = {i.field for i in self.items} | set(_fields(self.where))
+        return frozenset(f for f in named if not f.startswith("$"))
+
     def since(self, now: float) -> float | None:
         """The start of the widest WITHIN_WINDOW the WHERE names (None: unbounded)."""
         widest = max((w.seconds for w in _withins(self.where)), default=None)
@@ -160,6 +165,8 @@ class Query:
         for row in rows:
             key: tuple[Any, ...] = ()
             if self.window_s is not None:
+                if row.get("$ts") is None:
+                    continue  # a property never changed since thinghub knew it: in no window
                 key += (math.floor(row["$ts"] / self.window_s) * self.window_s,)
             if self.by_device:
                 key += (row["$id"],)
@@ -178,11 +185,18 @@ class Query:
                     if item.field not in ("$ts", "$id"):
                         raise _error(f"{item.field} must be aggregated or grouped by")
                     continue
+                # COUNT counts the values there are (a string property's too); the others
+                # take the numbers.
+                keep = _is_present if item.aggregate == "count" else _is_number
                 result[item.name] = _AGG_FUNCS[item.aggregate](
-                    [m[item.field] for m in members if _is_number(m.get(item.field))]
+                    [m[item.field] for m in members if keep(m.get(item.field))]
                 )
             out.append(result)
         return out
+
+
+def _is_present(value: Any) -> bool:
+    return value is not None
 
 
 def _is_number(value: Any) -> bool:
@@ -214,6 +228,14 @@ def _withins(node: Any) -> list[_Within]:
     return []
 
 
+def _fields(node: Any) -> list[str]:
+    if isinstance(node, _Bool):
+        return [f for part in node.parts for f in _fields(part)]
+    if isinstance(node, _Cmp):
+        return [side[1] for side in (node.left, node.right) if side[0] == "field"]
+    return []
+
+
 def _operand(side: Any, row: Mapping[str, Any]) -> Any:
     kind, value = side
     return row.get(value) if kind == "field" else value
@@ -223,7 +245,8 @@ def _test(node: Any, row: Mapping[str, Any], now: float) -> bool:
     if node is None:
         return True
     if isinstance(node, _Within):
-        return bool(row["$ts"] >= now - node.seconds)
+        ts = row.get("$ts")
+        return ts is not None and bool(ts >= now - node.seconds)
     if isinstance(node, _Bool):
         if node.op == "not":
             return not _test(node.parts[0], row, now)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from thinghub.domain.model import Account, ApiToken, Retention, User
+import dataclasses
+
+from thinghub.domain.model import Account, ApiToken, Retention, Role, User
 from thinghub.storage.memory._tables import MemoryArea, unique
 from thinghub.storage.sql._rows import (
     account_params,
@@ -71,6 +73,13 @@ class MemoryCredentialStore(MemoryArea):
         if row is None or row[1] != account_id:
             return False
         del self.tables.users[user_id]
+        return True
+
+    async def set_user_role(self, account_id: str, user_id: str, role: Role) -> bool:
+        row = self.tables.users.get(user_id)
+        if row is None or row[1] != account_id:
+            return False
+        self.tables.users[user_id] = user_params(dataclasses.replace(as_user(row), role=role))
         return True
 
     async def insert_token(self, token: ApiToken) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from thinghub.domain.commands import Command, CommandStatus
 from thinghub.storage.memory._tables import MemoryArea, unique
-from thinghub.storage.sql._rows import as_command, command_params
+from thinghub.storage.sql._rows import as_command, command_params, to_us
 
 __all__ = ["MemoryCommandStore"]
 
@@ -39,9 +39,14 @@ class MemoryCommandStore(MemoryArea):
         ]
         return [as_command(r) for r in sorted(rows, key=lambda r: r[_CREATED])]
 
-    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+    async def history(
+        self, device_id: str, name: str, limit: int, before: tuple[float, str] | None = None
+    ) -> list[Command]:
         rows = [
             r for r in self.tables.commands.values() if r[_DEVICE] == device_id and r[_NAME] == name
         ]
+        if before is not None:
+            key = (to_us(before[0]), before[1])
+            rows = [r for r in rows if (r[_CREATED], r[_ID]) < key]
         rows.sort(key=lambda r: (r[_CREATED], r[_ID]), reverse=True)
         return [as_command(r) for r in rows[:limit]]

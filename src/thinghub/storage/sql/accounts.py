@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thinghub.domain.model import Account, ApiToken, Retention, User
+from thinghub.domain.model import Account, ApiToken, Retention, Role, User
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea
 from thinghub.storage.sql._rows import (
@@ -90,6 +90,16 @@ class SqlCredentialStore(SqlArea):
     async def delete_user(self, account_id: str, user_id: str) -> bool:
         (count,) = await self._write(
             Step("exec", "DELETE FROM users WHERE account_id = ? AND id = ?", (account_id, user_id))
+        )
+        return bool(count)
+
+    async def set_user_role(self, account_id: str, user_id: str, role: Role) -> bool:
+        (count,) = await self._write(
+            Step(
+                "exec",
+                "UPDATE users SET role = ? WHERE account_id = ? AND id = ?",
+                (role.value, account_id, user_id),
+            )
         )
         return bool(count)
 

@@ -52,10 +52,18 @@ class SqlCommandStore(SqlArea):
         )
         return [as_command(r) for r in rows]
 
-    async def history(self, device_id: str, name: str, limit: int) -> list[Command]:
+    async def history(
+        self, device_id: str, name: str, limit: int, before: tuple[float, str] | None = None
+    ) -> list[Command]:
+        after = ""
+        params: tuple[object, ...] = (device_id, name)
+        if before is not None:
+            created = to_us(before[0])
+            after = "AND (created_at < ? OR (created_at = ? AND id < ?)) "
+            params += (created, created, before[1])
         rows = await self.db.fetch_all(
-            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = ? AND name = ? "
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = ? AND name = ? {after}"
             "ORDER BY created_at DESC, id DESC LIMIT ?",
-            (device_id, name, limit),
+            (*params, limit),
         )
         return [as_command(r) for r in rows]

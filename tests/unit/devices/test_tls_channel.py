@@ -1,0 +1,166 @@
+"""TlsChannel: a device socket driven by the loop's reader/writer callbacks.
+
+Real sockets and real TLS (a blocking client in a thread): the proxy first line taken exactly
+(even split across writes), TLS 1.2 and 1.3, bytes both ways, decrypted bytes OpenSSL holds
+while reading is paused delivered on resume, the peer's EOF noticed while paused, and the
+handshake timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Iterator
+
+import pytest
+
+from thinghub.devices.tls_channel import TlsChannel
+from thinghub.security.ca import CertificateAuthority
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost: list[BaseException | None] = []
+        self.arrived = asyncio.Event()
+
+    def data_received(self, data: memoryview) -> None:
+        self.data += data
+        self.arrived.set()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+        self.arrived.set()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.load_or_create(
+        tmp_path_factory.mktemp("ca"), hostnames=["localhost"]
+    )
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    client.settimeout(10)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _client_context(ca: CertificateAuthority, version: ssl.TLSVersion) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca.ca_pem)
+    context.check_hostname = False
+    context.minimum_version = context.maximum_version = version
+    return context
+
+
+class _Channel:
+    """A channel whose handler is recorded; failures too."""
+
+    def __init__(self, sock: socket.socket, ca: CertificateAuthority, timeout_s: float) -> None:
+        self.handler = _Handler()
+        self.failed: list[str] = []
+        self.version: str | None = None
+        self.ready = asyncio.Event()
+        self.channel = TlsChannel(
+            asyncio.get_running_loop(),
+            sock,
+            ca.server_ssl_context(),
+            "test",
+            handshake_timeout_s=timeout_s,
+            on_ready=self._ready,
+            on_failed=self._failed,
+        )
+
+    def _ready(self, channel: TlsChannel) -> _Handler:
+        self.version = channel.tls_version()
+        self.ready.set()
+        return self.handler
+
+    def _failed(self, channel: TlsChannel, why: str) -> None:
+        self.failed.append(why)
+        self.ready.set()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_proxy_line_then_tls_both_ways(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket], version: ssl.TLSVersion
+) -> None:
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10)
+
+    def device() -> tuple[bytes, bytes, str | None]:
+        client.sendall(b"CONNECT hub:8883 HTTP/1.1\r\nHost: hub:8883\r\n")
+        client.sendall(b"\r\n")  # the blank line in a write of its own
+        answer = b""
+        while not answer.endswith(b"\r\n\r\n"):
+            answer += client.recv(1)
+        with _client_context(ca, version).wrap_socket(client, server_hostname="localhost") as tls:
+            tls.sendall(b"hello")
+            echoed = tls.recv(100)
+            return answer, echoed, tls.version()
+
+    task = asyncio.ensure_future(asyncio.to_thread(device))
+    await asyncio.wait_for(side.ready.wait(), 10)
+    assert side.failed == []
+    while len(side.handler.data) < 5:
+        side.handler.arrived.clear()
+        await asyncio.wait_for(side.handler.arrived.wait(), 10)
+    side.channel.write(bytes(side.handler.data))
+    answer, echoed, negotiated = await asyncio.wait_for(task, 10)
+    assert answer == b"HTTP/1.1 200 Connection established\r\n\r\n"
+    assert echoed == b"hello"
+    assert negotiated == ("TLSv1.2" if version is ssl.TLSVersion.TLSv1_2 else "TLSv1.3")
+    assert side.version == negotiated
+    side.channel.close()
+
+
+async def test_a_bad_proxy_line_is_answered_400_and_closed(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10)
+    client.sendall(b"CONNECTX hub:8883 FTP/1\r\n\r\n")
+    await asyncio.wait_for(side.ready.wait(), 10)
+    assert side.failed and "bad proxy request line" in side.failed[0]
+    assert await asyncio.to_thread(client.recv, 100) == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
+async def test_a_client_that_never_completes_tls_is_closed_after_the_timeout(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=0.3)
+    client.sendall(b"\x16\x03\x01")  # the start of a ClientHello, never finished
+    await asyncio.wait_for(side.ready.wait(), 10)
+    assert side.failed == ["no TLS within the handshake timeout"]
+    assert await asyncio.to_thread(client.recv, 100) == b""  # closed
+
+
+async def test_paused_reading_keeps_bytes_for_resume_and_notices_the_eof(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10)
+    context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
+    tls = await asyncio.to_thread(context.wrap_socket, client, server_hostname="localhost")
+    await asyncio.wait_for(side.ready.wait(), 10)
+    side.channel.pause_reading()
+    await asyncio.to_thread(tls.sendall, b"x" * 100_000)  # more than one read batch
+    assert len(side.handler.data) == 0  # paused: nothing was read
+    side.channel.resume_reading()  # now it all arrives, in order
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while len(side.handler.data) < 100_000 and loop.time() < deadline:
+        side.handler.arrived.clear()
+        await asyncio.wait_for(side.handler.arrived.wait(), 10)
+    assert bytes(side.handler.data) == b"x" * 100_000
+    side.channel.pause_reading()
+    tls.close()  # the peer goes while we are not reading
+    while not side.handler.lost and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert side.handler.lost == [None]

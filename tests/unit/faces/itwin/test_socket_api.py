@@ -96,7 +96,7 @@ async def test_get_data_reads_the_store_only_as_the_client_reads(
             reads.append(len(batch))
             yield batch
 
-    stores.telemetry.stream_observations = counted  # type: ignore[method-assign]
+    stores.telemetry.stream_observations = counted  # type: ignore[method-assign,assignment]
     transport = FakeTransport()
     client, served = await open_connection(
         services, backend, transport, await admin_token(services)

@@ -246,7 +246,7 @@ def build_services(
         products=products,
         claims=claims,
         files=files,
-        console_sessions=ConsoleSessionService(stores),
+        console_sessions=ConsoleSessionService(stores, clock),
     )
 
 

@@ -607,6 +607,27 @@ async def test_a_duplicate_message_adds_no_observations(stores: Stores) -> None:
     assert (await stores.telemetry.latest(ACC, "dev-1"))["temp"].value == 30.0
 
 
+async def test_observations_derived_from_the_messages_skip_duplicates(stores: Stores) -> None:
+    """append(messages) without observations stores each message's own numeric fields (what
+    ingest does), under its component's name; a redelivered message id adds none."""
+    first = message(message_id="m1", seconds=1, body={"temp": 20, "on": True, "s": "x"})
+    plain = message(seconds=2, body={"temp": 21.5, "hum": 40}, component="c1")
+    assert await stores.telemetry.append([first, plain]) == [True, True]
+    again = message(message_id="m1", seconds=3, body={"temp": 99})
+    fresh = message(message_id="m2", seconds=4, body={"temp": 25})
+    assert await stores.telemetry.append([again, fresh]) == [False, True]
+    history = await stores.telemetry.observations(ACC, "dev-1", "temp", None, None, 100)
+    assert [(o.ts, o.value) for o in history] == [(at(4), 25.0), (at(1), 20.0)]
+    latest = await stores.telemetry.latest(ACC, "dev-1")
+    assert {k: (o.ts, o.value) for k, o in latest.items()} == {
+        "temp": (at(4), 25.0),
+        "c1.temp": (at(2), 21.5),
+        "c1.hum": (at(2), 40.0),
+    }
+    assert await stores.telemetry.append([message(seconds=5, body="text")]) == [True]
+    assert await stores.telemetry.latest(ACC, "dev-1") == latest
+
+
 async def test_observations_and_latest(stores: Stores) -> None:
     def obs(entity: str, metric: str, seconds: float, value: float) -> Observation:
         return Observation(ACC, entity, metric, at(seconds), value)

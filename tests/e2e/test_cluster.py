@@ -306,7 +306,15 @@ async def test_ux4iot_session_spans_nodes(cluster: Cluster) -> None:
 
 def test_itwin_subscription_on_node_3_gets_data_sent_to_node_1(cluster: Cluster) -> None:
     """subscribeData on node 3's JSON-RPC WebSocket; the device's telemetry arrives at node 1
-    (HTTPS ingest): the push comes, converted to °F."""
+    (HTTPS ingest): the push comes, converted to °F.
+
+    Live events cross nodes asynchronously: node 1 answers 204 once the reading is stored and
+    handed to NATS, and node 3 may take a moment longer to receive it. So the first reading
+    (sent before subscribing, to create the sensor) may still reach node 3 after the
+    subscription is acknowledged, and be pushed too (50 °F): "acknowledged" promises that
+    nothing sent after it is missed, not that nothing sent before it arrives. The test reads
+    pushes until the reading sent after the acknowledgement (68 °F) and allows only that
+    earlier one before it."""
     one, _, three = cluster.nodes
     project = f"p{secrets.token_hex(4)}"
     with cluster.api(1) as api:
@@ -324,9 +332,12 @@ def test_itwin_subscription_on_node_3_gets_data_sent_to_node_1(cluster: Cluster)
         answer = ws.recv()
         assert answer.get("result") == {"requestStatus": "acknowledged"}, answer
         send_telemetry(one, device, {"T": 20.0})
-        push = ws.recv()
-        assert push["id"] == request_id
-        assert list(push["result"]["data"].values()) == [68.0]
+        pushed: list[float] = []
+        while 68.0 not in pushed:  # each recv is bounded (RECV_TIMEOUT_S)
+            push = ws.recv()
+            assert push["id"] == request_id, push
+            pushed += list(push["result"]["data"].values())
+        assert pushed in ([68.0], [50.0, 68.0]), pushed
     finally:
         ws.close()
 

@@ -743,6 +743,34 @@ def test_cookie_flags_and_session_fixation(server: ServerProcess, users: dict[st
 
 
 @pytest.mark.backend_agnostic
+def test_a_sign_in_with_another_cookies_form_token_is_refused(
+    server: ServerProcess, users: dict[str, str]
+) -> None:
+    """The sign-in form stores nothing; its CSRF token is bound to its own cookie: posted
+    with another browser's cookie (or none) it is refused, and nobody is signed in."""
+    name = user(users, "admin")
+    with (
+        httpx.Client(base_url=server.http_url, timeout=30, follow_redirects=False) as mine,
+        httpx.Client(base_url=server.http_url, timeout=30, follow_redirects=False) as theirs,
+    ):
+        their_token = _csrf(theirs.get("/console/login").text)
+        my_token = _csrf(mine.get("/console/login").text)
+        assert my_token != their_token
+        fields = {"username": name, "password": PASSWORD}
+        refused = mine.post("/console/login", data={**fields, "csrf": their_token})
+        assert refused.status_code == 403, refused.text[:500]
+        assert "thinghub_console" not in refused.headers.get("set-cookie", "")
+        no_cookie = httpx.post(
+            server.http_url + "/console/login", data={**fields, "csrf": my_token}
+        )
+        assert no_cookie.status_code == 403
+        assert mine.get("/console/devices").status_code == 303  # not signed in
+        signed_in = mine.post("/console/login", data={**fields, "csrf": my_token})
+        assert signed_in.status_code == 303, signed_in.text[:500]
+        assert mine.get("/console/devices").status_code == 200
+
+
+@pytest.mark.backend_agnostic
 def test_a_session_outlives_a_server_restart(start_server: Callable[..., ServerProcess]) -> None:
     """Sessions live in the database: a browser signed in before a restart is
     still signed in after it, with the same cookie; signing out then ends it for good.

@@ -628,3 +628,33 @@ async def test_face_listen_serves_it_at_the_root_of_its_own_port(
                 await live.wait(telemetry_of(device["id"], t=7))
     finally:
         assert server.stop() == 0
+
+
+def test_a_key_made_on_the_st_faces_own_port_names_an_endpoint_that_works(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """With `--face-listen st=127.0.0.1:0` and no public URL, `POST /v1/ux4iot/keys` on the
+    ST face's own port answers the shared HTTP port's Endpoint (which serves /ux4iot), not
+    the port the request came in on (which serves only /v1); a ux4iot backend using that
+    Endpoint and key opens a session."""
+    server = start_server("--face-listen", "st=127.0.0.1:0")
+    try:
+        own = server.addresses["faces"]["st"]["url"]
+        assert own != server.http_url
+        bearer = {"Authorization": f"Bearer {server.admin_token}"}
+        with httpx.Client(base_url=own, timeout=30, headers=bearer) as api:
+            created = api.post("/v1/ux4iot/keys", json={"label": "own port"})
+            assert created.status_code == 201, created.text
+            listed = api.get("/v1/ux4iot/keys").json()
+        body = created.json()
+        expected = f"{server.http_url}/ux4iot"
+        assert body["endpoint"] == expected
+        assert body["connectionString"] == f"Endpoint={expected};SharedAccessKey={body['key']}"
+        assert {k["endpoint"] for k in listed} == {expected}
+        endpoint, _, key = (
+            body["connectionString"].removeprefix("Endpoint=").partition(";SharedAccessKey=")
+        )
+        with Ux(endpoint, key, prefix="") as ux:  # the Endpoint as a ux4iot backend uses it
+            assert ux.session()
+    finally:
+        assert server.stop() == 0

@@ -14,6 +14,7 @@ __all__ = [
     "Observation",
     "TelemetryMessage",
     "decode_body",
+    "observation_values",
     "observations_of",
 ]
 
@@ -100,29 +101,35 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
 
     A component's fields are named `component.field`, so PnP components stay apart.
     """
+    return [
+        Observation(message.account_id, message.device_id, metric, message.enqueued_at, value)
+        for metric, value in observation_values(message)
+    ]
+
+
+def observation_values(message: TelemetryMessage) -> list[tuple[str, float]]:
+    """observations_of as (metric, value) pairs, without an object per observation (what a
+    store that writes rows needs)."""
     body = message.body
     if not isinstance(body, dict):
         return []
     prefix = f"{message.component}." if message.component else ""
     out = []
     for key, value in body.items():
-        if value.__class__ is bool or not isinstance(value, _NUMBERS):
+        kind = value.__class__
+        if (
+            kind is not int
+            and kind is not float
+            and (kind is bool or not isinstance(value, _NUMBERS))
+        ):
             continue
-        metric = prefix + key
+        metric = prefix + key if prefix else key
         if len(metric) > METRIC_NAME_MAX_CHARS or "\x00" in metric:
             continue
         try:
             number = float(value)
         except OverflowError:  # an integer past the float range: not an observation
             continue
-        if value.__class__ is int or math.isfinite(number):
-            out.append(
-                Observation(
-                    message.account_id,
-                    message.device_id,
-                    metric,
-                    message.enqueued_at,
-                    number,
-                )
-            )
+        if kind is int or math.isfinite(number):
+            out.append((metric, number))
     return out

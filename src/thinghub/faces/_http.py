@@ -7,12 +7,24 @@ Bodies are judged while they are read, before FastAPI parses them: over max_requ
 413 (BodyLimit), JSON nested deeper than max_json_depth is 400 (JsonDepth). Both raise from
 the ASGI `receive`, so the route's error handling answers in the face's shape, after the
 caller is authenticated (authenticate_before_body).
+
+Where clients reach the API faces (`api_base_url`), for URLs a face hands out for other
+programs to use (the ux4iot Endpoint of a key, on /v1 and in the console): the shared HTTP
+port (the ready line's `http`) serves every face under its prefix, while a face on a port of
+its own (`--face-listen NAME=HOST:PORT`) serves only that face, so a URL built from the port a
+request came in on is wrong there. In order: `public_url` when set (TLS or a proxy in front);
+a request on the shared HTTP port: that port, with the host the client used; on another port:
+the shared HTTP port, at the HTTP listener's address when it is bound to one, else with the
+host the client used. "The host the client used" is the Host header when the caller trusts it
+(`trust_host`: a browser's own pages, where it is what the browser's machine knows the server
+by, a port mapped by a container included), else the address of the socket the request
+reached (API answers never echo a value the client sent, as nextLink does not).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 
@@ -45,6 +57,7 @@ __all__ = [
     "REDOC_PATH",
     "REQUEST_NOTE_KEY",
     "STATUS_OF",
+    "WILDCARDS",
     "BodyLimit",
     "BodyRejected",
     "ErrorRenderer",
@@ -52,6 +65,8 @@ __all__ = [
     "JsonDepth",
     "OpenApiPatch",
     "OrjsonResponse",
+    "addresses_of",
+    "api_base_url",
     "authenticate_before_body",
     "docs_assets",
     "document_bearer",
@@ -512,6 +527,7 @@ def face_app(
     )
     app.state.services = context.services
     app.state.settings = context.settings
+    app.state.addresses = context.addresses
     _install_openapi(app, error_schema)
     install_docs(app)
     install_errors(app) if render is None else install_errors(app, render)
@@ -532,6 +548,49 @@ def settings_of(request: Request) -> Settings:
     """The settings of the face app serving `request` (face_app)."""
     settings: Settings = request.app.state.settings
     return settings
+
+
+def addresses_of(request: Request) -> Mapping[str, Any]:
+    """The server's bound addresses (the ready line's JSON) as the face app serving `request`
+    sees them now (FaceContext.addresses)."""
+    addresses: Callable[[], Mapping[str, Any]] = request.app.state.addresses
+    return addresses()
+
+
+WILDCARDS = ("", "0.0.0.0", "::")  # listener addresses that are every address of the machine
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def api_base_url(
+    conn: HTTPConnection,
+    settings: Settings,
+    addresses: Mapping[str, Any],
+    *,
+    trust_host: bool = False,
+) -> str:
+    """This server's base URL for the API faces as `conn`'s client reaches it, without a
+    trailing slash (the module docstring says how)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    http = addresses.get("http")
+    server = conn.scope.get("server")
+    host_header = conn.headers.get("host", "") if trust_host else ""
+    if not http or server is None or int(server[1]) == int(http["port"]):  # the shared port
+        if host_header:
+            return f"{conn.url.scheme}://{host_header}"
+        host, port = server or (settings.host, settings.http_port)
+        return f"http://{_shown(str(host))}:{int(port)}"
+    bound = str(http["host"])
+    if bound not in WILDCARDS:
+        host = bound
+    elif host_header:
+        host = conn.url.hostname or "127.0.0.1"
+    else:
+        host = str(server[0])
+    return f"http://{_shown(host)}:{int(http['port'])}"
 
 
 def principal_of(

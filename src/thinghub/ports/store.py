@@ -186,9 +186,14 @@ class TelemetryStore(Protocol):
     the messages deleted."""
 
     async def append(
-        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
     ) -> list[bool]:
-        """Per message, whether it was new (False: a duplicate message id of its device)."""
+        """Per message, whether it was new (False: a duplicate message id of its device).
+
+        `observations` are stored with them (those of a duplicate are not); None stores each
+        message's own (domain.telemetry.observations_of), what ingest does."""
 
     async def query(self, query: TelemetryQuery) -> Page[TelemetryMessage]: ...
     async def latest(self, account_id: str, entity_id: str) -> dict[str, Observation]: ...

@@ -12,6 +12,10 @@ ingest() waits for room before it queues.
 A payload nested deeper than max_json_depth is never parsed (IoT Hub takes any bytes as a
 message body, so it is not refused either): it is stored as its text, with no observations.
 
+Batches: every message submitted in one pass of the event loop shares a write unit; while
+several devices are sending, a small batch also waits COMMIT_LINGER_S for more, since each
+commit costs about as much as the rows it writes.
+
 What goes wrong with one message fails that message only: the batching task never lets an
 exception out, since that would end the TaskGroup it runs in, and with it the server.
 """
@@ -36,7 +40,7 @@ from thinghub.domain.live import TelemetryReceived, subject_of
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
-from thinghub.domain.telemetry import TelemetryMessage, decode_body, observations_of
+from thinghub.domain.telemetry import TelemetryMessage, decode_body
 from thinghub.ports import Bus, Clock, Stores
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
@@ -81,6 +85,10 @@ NOT_STORED = "not stored"
 
 _Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
 
+# Outcomes of stored messages: shared, not one object per message.
+_NEW = Outcome(True, None)
+_DUPLICATE = Outcome(False, None)
+
 #: The longest value of each system property a message may carry, in characters (what the
 #: store keeps; IoT Hub documents 128 for message ids). A longer one, or one holding NUL
 #: (which PostgreSQL text cannot hold), refuses the message before it is queued: it used to
@@ -98,6 +106,19 @@ SYSTEM_PROPERTY_MAX_CHARS = {
 BATCH_MAX = 2000
 # Write units of one ingest_many in flight at once.
 MANY_IN_FLIGHT = 2
+
+#: How long a small batch waits for more messages before it goes to storage, in seconds,
+#: while several devices are sending (the batch before it, less than LINGER_WINDOW_S ago,
+#: ended with another device's message). At a steady 2,000 msgs/s from 100 devices each
+#: message used to arrive alone and pay a commit of its own: a WAL frame for every index page
+#: it touched, ~9 pages (36 KiB) written and checkpointed per message, ~220 µs of server CPU
+#: per message against ~60 µs flat out. A device sending alone (each message waiting for its
+#: PUBACK) never waits here: its next message is the same device's.
+COMMIT_LINGER_S = 0.002
+#: A batch of this many messages goes at once: it shares its commit already.
+LINGER_BELOW = 64
+#: How recent the previous batch must be for a new one to wait (messages are flowing).
+LINGER_WINDOW_S = 0.01
 
 #: What a queued message costs besides its raw bytes (the message, its future, its parsed
 #: body's objects), so that many tiny messages also count against the queue bound.
@@ -178,6 +199,11 @@ class IngestService:
         self._queued_bytes = 0  # submitted and not yet written (or failed)
         self._room = asyncio.Event()  # set while queued bytes are under the bound
         self._room.set()
+        # The running loop, while run() runs (asyncio.get_running_loop() makes a getpid()
+        # system call on every call: ~7% of the event loop's time per message, profiled).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_batch_at = -LINGER_WINDOW_S  # loop time the previous batch went
+        self._last_batch_device = ""  # the device of the previous batch's last message
 
     def build(
         self,
@@ -489,10 +515,9 @@ class IngestService:
         """One write unit of ingest_batch: stored, told, touched, published. A unit that
         fails is written a message at a time, so only the one that fails is left out."""
         messages = [items[index][1] for index in unit]
-        observations = [o for m in messages for o in observations_of(m)]
         started = time.perf_counter()
-        try:
-            results = await self.stores.telemetry.append(messages, observations)
+        try:  # the store derives each message's observations (no object per observation)
+            results = await self.stores.telemetry.append(messages)
         except Exception as exc:
             if len(unit) > 1:
                 logger.warning("a batch of %d messages failed (%s); writing each alone",
@@ -551,13 +576,11 @@ class IngestService:
         request) goes to storage as one write unit, so concurrent devices share commits.
         The future never raises for a rejected message; it says so in the Outcome.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        cost = len(message.raw) + MESSAGE_OVERHEAD_BYTES
-        self._queued_bytes += cost
+        self._queued_bytes += len(message.raw) + MESSAGE_OVERHEAD_BYTES
         if self._queued_bytes >= self.max_queued_bytes:
             self._room.clear()
-        future.add_done_callback(lambda _: self._release(cost))
         self._pending.append((device, message, future))
         if len(self._pending) == 1:
             self._wake.set()
@@ -585,20 +608,48 @@ class IngestService:
     async def run(self) -> None:
         """The batching loop, until stop(): then it writes what is queued and returns."""
         self._running = True
+        loop = self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.TaskGroup() as tasks:
                 while not (self._stopping and not self._pending):
                     await self._wake.wait()
                     self._wake.clear()
                     await asyncio.sleep(0)  # let this loop pass's other submitters join
+                    if self._should_linger(loop.time()):
+                        await asyncio.sleep(COMMIT_LINGER_S)
                     batch = self._pending[: self.batch_max]
                     del self._pending[: self.batch_max]
                     if self._pending:
                         self._wake.set()
                     if batch:
-                        tasks.create_task(self._write_batch(batch), name="ingest.batch")
+                        self._last_batch_at = loop.time()
+                        self._last_batch_device = batch[-1][0].id
+                        tasks.create_task(self._write_queued(batch), name="ingest.batch")
         finally:
             self._running = False
+            self._loop = None
+
+    def _should_linger(self, now: float) -> bool:
+        """Whether the batch about to go should wait COMMIT_LINGER_S for company: it is
+        small, messages are flowing (a batch went moments ago) and they come from more than
+        one device (this one does not start with the previous one's device)."""
+        pending = self._pending
+        return (
+            0 < len(pending) < LINGER_BELOW
+            and not self._stopping
+            and now - self._last_batch_at < LINGER_WINDOW_S
+            and pending[0][0].id != self._last_batch_device
+        )
+
+    async def _write_queued(self, batch: list[_Pending]) -> None:
+        """A batch of submitted messages: their bytes leave the queue bound when it ends."""
+        try:
+            await self._write_batch(batch)
+        finally:
+            self._release(
+                sum(len(message.raw) for _, message, _ in batch)
+                + MESSAGE_OVERHEAD_BYTES * len(batch)
+            )
 
     def stop(self) -> None:
         """Finish: write what is queued and in flight, then let run() return."""
@@ -644,10 +695,9 @@ class IngestService:
 
     async def _store(self, accepted: list[_Pending]) -> None:
         messages = [message for _, message, _ in accepted]
-        observations = [o for m in messages for o in observations_of(m)]
         started = time.perf_counter()
-        try:
-            results = await self.stores.telemetry.append(messages, observations)
+        try:  # the store derives each message's observations (no object per observation)
+            results = await self.stores.telemetry.append(messages)
         except Exception as exc:  # not stored, so not acknowledged: every caller hears it
             if len(accepted) > 1:  # find the one that failed; the others still land
                 logger.warning("a batch of %d messages failed (%s); writing each alone",
@@ -663,7 +713,7 @@ class IngestService:
         for observe in self.on_commit:
             observe(elapsed, messages)
         for (_, _, future), is_new in zip(accepted, results, strict=True):
-            _resolve(future, Outcome(is_new, None))
+            _resolve(future, _NEW if is_new else _DUPLICATE)
         for device in {item[0].id: item[0] for item in accepted}.values():
             await self.registry.touch(device)  # once per device per batch
         for (device, message, _), is_new in zip(accepted, results, strict=True):

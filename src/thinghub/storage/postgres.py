@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 
 from thinghub.domain.errors import Invalid, TimedOut
-from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage, observations_of
 from thinghub.storage.database import DuplicateKeyError, Step
 from thinghub.storage.sql._rows import body_text, to_us
 from thinghub.storage.sql.telemetry import SqlTelemetryStore
@@ -349,10 +349,14 @@ class PostgresTelemetryStore(SqlTelemetryStore):
             self._batcher = None
 
     async def append(
-        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
     ) -> list[bool]:
         if self._batcher is None or self._closing:
             raise RuntimeError("the telemetry writer is not started, or closing")
+        if observations is None:
+            observations = [o for m in messages for o in observations_of(m)]
         if not messages and not observations:
             return []
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()

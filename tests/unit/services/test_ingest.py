@@ -314,7 +314,7 @@ async def test_a_batch_whose_write_fails_leaves_out_only_the_failing_message(
 ) -> None:
     original = world.stores.telemetry.append
 
-    async def append(messages: Any, observations: Any) -> list[bool]:
+    async def append(messages: Any, observations: Any = None) -> list[bool]:
         if any(m.body == {"t": "bad"} for m in messages):
             raise RuntimeError("the database refused a row")
         return await original(messages, observations)

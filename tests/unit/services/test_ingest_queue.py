@@ -1,5 +1,6 @@
 """Tests for thinghub.services.ingest: the memory bound on queued telemetry (queued bytes are
-counted, and a full queue says so) and a message's size as IoT Hub counts it."""
+counted, and a full queue says so), how small batches wait for other devices' messages, and a
+message's size as IoT Hub counts it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
+import thinghub.services.ingest as ingest_module
 from tests.unit.services.node import node
 from thinghub.domain.model import Device, DeviceKind
 from thinghub.domain.telemetry import Observation, TelemetryMessage
@@ -25,7 +29,9 @@ class GatedTelemetry(MemoryTelemetryStore):
         self.gate = asyncio.Event()
 
     async def append(
-        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
     ) -> list[bool]:
         await self.gate.wait()
         return await super().append(messages, observations)
@@ -82,7 +88,10 @@ async def test_queued_bytes_fill_the_queue_and_writes_empty_it() -> None:
         await asyncio.wait_for(waiter, timeout=5)
         outcomes = await asyncio.gather(*futures)
         assert [o.is_new for o in outcomes] == [True, True, True]
-        await asyncio.sleep(0)  # the futures' done callbacks release their bytes
+        for _ in range(100):  # the batch's end (after its live events) releases its bytes
+            if ingest.queued_bytes == 0:
+                break
+            await asyncio.sleep(0)
         assert ingest.queued_bytes == 0
         assert not ingest.is_full
         ingest.stop()
@@ -103,6 +112,66 @@ async def test_ingest_waits_for_room_before_queueing() -> None:
         assert await asyncio.wait_for(second, timeout=5) is True
         ingest.stop()
     assert await store.stored() == 2
+
+
+class CountingTelemetry(GatedTelemetry):
+    """Records the size of every append (a batch), gate open."""
+
+    def __init__(self, tables: Tables) -> None:
+        super().__init__(tables)
+        self.gate.set()
+        self.batches: list[int] = []
+
+    async def append(
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
+    ) -> list[bool]:
+        self.batches.append(len(messages))
+        return await super().append(messages, observations)
+
+
+def counting_service(monkeypatch: pytest.MonkeyPatch) -> tuple[IngestService, CountingTelemetry]:
+    monkeypatch.setattr(ingest_module, "COMMIT_LINGER_S", 0.5)  # long enough to tell apart
+    tables = Tables()
+    telemetry = CountingTelemetry(tables)
+    ingest, _ = service(max_queued_bytes=10_000_000)
+    ingest.stores = memory_stores(tables, telemetry=telemetry)
+    return ingest, telemetry
+
+
+def other(device_id: str) -> Device:
+    return Device(device_id, "acc-1", DeviceKind.DEVICE, device_id, "k1", "k2", 0.0, 0.0)
+
+
+async def test_a_device_sending_alone_never_waits_for_company(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest, store = counting_service(monkeypatch)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(ingest.run())
+        for _ in range(5):  # each waits for its outcome, as a device waits for its PUBACK
+            outcome = await asyncio.wait_for(ingest.submit(DEVICE, message(ingest, 10)), 0.25)
+            assert outcome.is_new
+        ingest.stop()
+    assert store.batches == [1, 1, 1, 1, 1]
+
+
+async def test_a_small_batch_waits_for_other_devices_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest, store = counting_service(monkeypatch)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(ingest.run())
+        assert (await ingest.submit(DEVICE, message(ingest, 10))).is_new  # alone: at once
+        b = ingest.submit(other("d2"), ingest.build(other("d2"), b"{}"))
+        await asyncio.sleep(0.05)  # d2's batch is waiting (another device went just before)
+        assert not b.done()
+        c = ingest.submit(other("d3"), ingest.build(other("d3"), b"{}"))
+        outcomes = await asyncio.wait_for(asyncio.gather(b, c), 5)
+        assert [o.is_new for o in outcomes] == [True, True]
+        ingest.stop()
+    assert store.batches == [1, 2]  # d2 and d3 shared one write
 
 
 def test_the_size_is_the_body_plus_property_names_and_values_plus_system_values() -> None:

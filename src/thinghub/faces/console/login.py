@@ -2,6 +2,8 @@
 
 The login form posts a user name and password; services.auth's password grant checks them
 and issues the access token the session keeps (see sessions.py for the session's life).
+Showing the form stores nothing: its cookie is a random form id and its CSRF token the HMAC
+of that id (sessions.form_csrf); only a successful sign-in writes a session.
 Failed logins are limited per user name and per client address (LoginFailures): past the
 limit the form answers 429 without checking the password.
 """
@@ -16,8 +18,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from thinghub.domain.errors import Unauthorized
-from thinghub.faces.console.sessions import new_session
+from thinghub.faces.console.sessions import form_id_alive, new_form_id, new_session
 from thinghub.faces.console.web import (
+    COOKIE,
     PREFIX,
     Console,
     CsrfRefused,
@@ -30,9 +33,6 @@ from thinghub.faces.console.web import (
 __all__ = ["routes"]
 
 logger = logging.getLogger(__name__)
-
-# An anonymous session (the login form's) lives this long at most.
-LOGIN_FORM_TTL_S = 3600.0
 
 
 def _console(request: Request) -> Console:
@@ -55,10 +55,9 @@ async def _show_form(
     console: Console, request: Request, *, error: str | None, status: int, username: str = ""
 ) -> Response:
     now = console.now()
-    session = await console.session(request)
-    if session is None or session.is_authenticated:
-        session = new_session(now, now + LOGIN_FORM_TTL_S)
-        await console.store.put(session)
+    form_id = request.cookies.get(COOKIE, "")
+    if not form_id_alive(form_id, now):
+        form_id = new_form_id(now)
     response = console.render(
         request,
         "login.html",
@@ -67,11 +66,11 @@ async def _show_form(
             "error": error,
             "username": username,
             "next": safe_next(request.query_params.get("next")),
+            "csrf": await console.form_csrf(form_id),
         },
         status=status,
-        session=session,
     )
-    console.set_cookie(request, response, session)
+    console.set_cookie(request, response, form_id)
     return response
 
 
@@ -83,10 +82,10 @@ async def login(request: Request) -> Response:
     console = _console(request)
     if not console.same_origin(request):
         raise CsrfRefused("this sign-in came from another site")
-    session = await console.session(request)
     form = await read_form(request)
-    if session is None or not hmac.compare_digest(
-        form.get("csrf", "").encode(), session.csrf.encode()
+    form_id = request.cookies.get(COOKIE, "")
+    if not form_id_alive(form_id, console.now()) or not hmac.compare_digest(
+        form.get("csrf", "").encode(), (await console.form_csrf(form_id)).encode()
     ):
         raise CsrfRefused("the sign-in form expired; reload it and try again")
     username = form_field(form, "username", max_chars=200)
@@ -116,8 +115,7 @@ async def login(request: Request) -> Response:
             console, request, error="Wrong user name or password.", status=200, username=username
         )
     await console.logins.succeeded(username)
-    # A new session id and CSRF token: whatever id the browser had before is worth nothing.
-    await console.store.delete(session.id)
+    # A new session id and CSRF token: the form id the browser had is worth nothing after.
     signed_in = new_session(
         now,
         now + ttl_s,
@@ -128,7 +126,7 @@ async def login(request: Request) -> Response:
     await console.store.put(signed_in)
     logger.info("console: %s signed in (role %s)", username, principal.role.value)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
-    console.set_cookie(request, response, signed_in)
+    console.set_cookie(request, response, signed_in.id)
     return response
 
 

@@ -9,13 +9,16 @@ AES-GCM under a key derived from the id, so a copy of the table opens no session
 usable token. Nothing is cached on a node: every request reads its session, so a session ended
 on one node (sign-out, its user deleted) is refused by the next request on every node.
 
-- An anonymous session is made when the login page is shown: it carries the CSRF token of
-  the login form, so a login cannot be forged from another site either.
-- A successful login deletes it and makes a new session with a new id and a new CSRF token
-  (no session fixation: an id planted before login is worth nothing after it). The new
-  record keeps the access token of the password grant (services.auth), which every request
-  of the session presents to services.auth again, so the session has the role, the account
-  and the lifetime of that token, and ends with it at the latest.
+- The login page stores nothing (an unauthenticated request costs no write): its cookie is
+  a random form id (`new_form_id`: "anon.", the time it was issued, 256 random bits) and
+  its CSRF token the HMAC of that id under a key every node derives from the master key
+  (`form_csrf`); the sign-in post must bring both, within FORM_TTL_S, so a login cannot be
+  forged from another site either, and a token is worth nothing with another cookie.
+- A successful login makes a new session with a new id and a new CSRF token (no session
+  fixation: an id planted before login is worth nothing after it). Its record keeps the
+  access token of the password grant (services.auth), which every request of the session
+  presents to services.auth again, so the session has the role, the account and the
+  lifetime of that token, and ends with it at the latest.
 - A session ends after `idle_s` without a request, at its token's expiry, at logout, or when
   its user is deleted (services.auth deletes the user's sessions); `SessionSweeper` deletes
   ended records every SWEEP_EVERY_S and the least recently used beyond `max_sessions`.
@@ -50,6 +53,10 @@ __all__ = [
     "SessionStore",
     "SessionSweeper",
     "SharedSessionStore",
+    "form_csrf",
+    "form_id_alive",
+    "is_form_id",
+    "new_form_id",
     "new_session",
     "session_key",
 ]
@@ -64,6 +71,36 @@ SEAL_PURPOSE = b"thinghub console session secrets v1"
 SWEEP_EVERY_S = 60.0  # ended sessions and old failed sign-ins are deleted this often
 # A client address may fail this many times the per-user limit (an office behind one NAT).
 ADDRESS_FACTOR = 4
+
+
+FORM_ID_PREFIX = "anon."  # session ids (URL-safe base64) never hold a dot
+FORM_TTL_S = 3600.0  # a login form may be posted this long after it was shown
+
+
+def new_form_id(now: float) -> str:
+    """The login form's cookie value: never stored, so the form page writes nothing."""
+    return f"{FORM_ID_PREFIX}{int(now)}.{secrets.token_urlsafe(SESSION_ID_BYTES)}"
+
+
+def is_form_id(value: str) -> bool:
+    """Whether a cookie value is a login form's id (not a session's)."""
+    return value.startswith(FORM_ID_PREFIX)
+
+
+def form_id_alive(form_id: str, now: float, ttl_s: float = FORM_TTL_S) -> bool:
+    """Whether `form_id` is a login form id issued within `ttl_s` before `now`."""
+    if not is_form_id(form_id) or len(form_id) > 200:
+        return False
+    issued, dot, rest = form_id.removeprefix(FORM_ID_PREFIX).partition(".")
+    if not dot or not rest or not issued.isascii() or not issued.isdigit():
+        return False
+    return 0 <= now - int(issued) < ttl_s
+
+
+def form_csrf(key: bytes, form_id: str) -> str:
+    """The login form's CSRF token: the HMAC-SHA256 of its form id under the form key."""
+    digest = hmac.new(key, form_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def session_key(session_id: str) -> str:

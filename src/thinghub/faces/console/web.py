@@ -25,7 +25,15 @@ from thinghub.config import Settings
 from thinghub.domain.errors import Invalid, TooLarge, Unauthorized
 from thinghub.domain.model import Principal
 from thinghub.domain.roles import Permission
-from thinghub.faces.console.sessions import ConsoleSession, Flash, LoginFailures, SessionStore
+from thinghub.faces._http import api_base_url
+from thinghub.faces.console.sessions import (
+    ConsoleSession,
+    Flash,
+    LoginFailures,
+    SessionStore,
+    form_csrf,
+    is_form_id,
+)
 from thinghub.services.authz import may
 from thinghub.services.core import Services
 
@@ -46,7 +54,6 @@ PREFIX = "/console"
 # URL-encoded bodies may take three bytes a character.
 MAX_FORM_BYTES = 262_144
 FORM_TYPE = "application/x-www-form-urlencoded"
-WILDCARDS = ("", "0.0.0.0", "::")  # listener addresses that are every address of the machine
 
 
 class LoginRequired(Exception):
@@ -120,8 +127,8 @@ class Console:
     async def session(self, conn: HTTPConnection) -> ConsoleSession | None:
         """The request's live session (anonymous or signed in), else None."""
         session_id = conn.cookies.get(COOKIE)
-        if not session_id or len(session_id) > 200:
-            return None
+        if not session_id or len(session_id) > 200 or is_form_id(session_id):
+            return None  # a login form's id is no session (and never stored)
         return await self.store.get(session_id, self.now())
 
     async def caller(self, conn: HTTPConnection) -> Caller:
@@ -151,10 +158,15 @@ class Console:
         await self.store.put(replace(current, flashes=()))
         return current.flashes
 
-    def set_cookie(self, request: Request, response: Response, session: ConsoleSession) -> None:
+    async def form_csrf(self, form_id: str) -> str:
+        """The login form's CSRF token for the form id in its cookie (sessions.form_csrf)."""
+        return form_csrf(await self.services.console_sessions.form_key(), form_id)
+
+    def set_cookie(self, request: Request, response: Response, value: str) -> None:
+        """The console cookie: a session's id, or a login form's id."""
         response.set_cookie(
             COOKIE,
-            session.id,
+            value,
             path=PREFIX,
             httponly=True,
             samesite="strict",
@@ -180,21 +192,10 @@ class Console:
         return self.settings.public_url or f"{request.url.scheme}://{host}"
 
     def api_base_url(self, request: Request) -> str:
-        """Where the browser's machine reaches the API faces: the public URL when set; else
-        the shared HTTP port (the ready line's `http`), which serves every face under its
-        prefix. A console on a port of its own (`--face-listen console=HOST:PORT`) is not
-        that port: the URL keeps the host name the browser used (or the HTTP listener's
-        address, when it is bound to one) with the HTTP port."""
-        if self.settings.public_url:
-            return self.settings.public_url.rstrip("/")
-        http = self.addresses().get("http")
-        server = request.scope.get("server")
-        if not http or server is None or int(server[1]) == int(http["port"]):
-            return self.base_url(request).rstrip("/")  # the shared port: as the browser sees it
-        bound = str(http["host"])
-        host = (request.url.hostname or "127.0.0.1") if bound in WILDCARDS else bound
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{int(http['port'])}"
+        """Where the browser's machine reaches the API faces (faces._http.api_base_url):
+        the public URL when set, else the shared HTTP port (a console on a port of its own
+        is not that port), with the host name the browser used."""
+        return api_base_url(request, self.settings, self.addresses(), trust_host=True)
 
     # -- same origin and CSRF --------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from thinghub.domain.model import ApiToken, Device, DeviceKind, Principal, Reten
 from thinghub.faces._http import (
     REQUEST_NOTE_KEY,
     OrjsonResponse,
+    addresses_of,
+    api_base_url,
     authenticate_before_body,
     document_bearer,
     document_page_size,
@@ -389,14 +391,12 @@ UX4IOT_FACE = "ux4iot"
 UX4IOT_PREFIX = "/ux4iot"  # where the ux4iot face is mounted on this port
 
 
-def _ux4iot_endpoint(settings: Settings, request: Request) -> str:
-    """The ux4iot Endpoint of this server: under `public_url` when set, else the address this
-    request reached (the listening socket's, never the Host header the client sent)."""
-    if settings.public_url:
-        return settings.public_url + UX4IOT_PREFIX
-    host, port = request.scope.get("server") or (settings.host, settings.http_port)
-    shown = f"[{host}]" if ":" in str(host) else host
-    return f"http://{shown}:{port}{UX4IOT_PREFIX}"
+def _ux4iot_endpoint(request: Request) -> str:
+    """The ux4iot Endpoint of this server (faces._http.api_base_url): under `public_url`
+    when set, else on the shared HTTP port, which serves /ux4iot (this face may be on a port
+    of its own), at the address the request reached (never the Host header the client
+    sent)."""
+    return api_base_url(request, settings_of(request), addresses_of(request)) + UX4IOT_PREFIX
 
 
 def _ux4iot_key_json(token: ApiToken, endpoint: str, secret: str | None = None) -> dict[str, Any]:
@@ -422,7 +422,7 @@ async def create_ux4iot_key(
     issued = await services_of(request).auth.create_face_key(
         caller, UX4IOT_FACE, label=body.label if body else ""
     )
-    endpoint = _ux4iot_endpoint(settings_of(request), request)
+    endpoint = _ux4iot_endpoint(request)
     return OrjsonResponse(_ux4iot_key_json(issued.token, endpoint, issued.secret), status_code=201)
 
 
@@ -430,7 +430,7 @@ async def create_ux4iot_key(
 async def list_ux4iot_keys(request: Request, caller: Caller) -> Response:
     """The account's ux4iot keys, without their secrets (admin)."""
     keys = await services_of(request).auth.list_face_keys(caller, UX4IOT_FACE)
-    endpoint = _ux4iot_endpoint(settings_of(request), request)
+    endpoint = _ux4iot_endpoint(request)
     return OrjsonResponse([_ux4iot_key_json(key, endpoint) for key in keys])
 
 
@@ -438,7 +438,7 @@ async def list_ux4iot_keys(request: Request, caller: Caller) -> Response:
 async def rotate_ux4iot_key(key_id: str, request: Request, caller: Caller) -> Response:
     """A new secret for the key (admin); the old one stops working at once."""
     issued = await services_of(request).auth.rotate_face_key(caller, UX4IOT_FACE, key_id)
-    endpoint = _ux4iot_endpoint(settings_of(request), request)
+    endpoint = _ux4iot_endpoint(request)
     return OrjsonResponse(_ux4iot_key_json(issued.token, endpoint, issued.secret))
 
 

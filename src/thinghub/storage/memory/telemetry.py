@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage, observations_of
 from thinghub.ports.store import Page, TelemetryQuery
 from thinghub.storage.memory._tables import (
     MemoryArea,
@@ -28,7 +28,9 @@ _OBSERVED, _VALUE = 3, 4
 
 class MemoryTelemetryStore(MemoryArea):
     async def append(
-        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
     ) -> list[bool]:
         """All or nothing, as one write unit: messages with an id first (a duplicate of its
         device's id is dropped), then those without; observations of new messages only."""
@@ -41,6 +43,8 @@ class MemoryTelemetryStore(MemoryArea):
         for i, row in enumerate(rows):
             if row[_MESSAGE_ID] is None:
                 landed[i] = self._insert(row)
+        if observations is None:
+            observations = [o for m in messages for o in observations_of(m)]
         self._observe(messages, observations)
         return [landed[i] for i in range(len(rows))]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_values
 from thinghub.ports.store import Page, TelemetryQuery
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea, account_term, device_filter
@@ -21,87 +21,117 @@ from thinghub.storage.sql._rows import (
 
 __all__ = ["SqlTelemetryStore"]
 
+_Row = tuple[Any, ...]
+
+_INSERT_TELEMETRY = (
+    f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
+    f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
+)
+_COLUMNS = "(account_id, entity_id, metric, ts, value)"
+_LATEST = (
+    " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
+    "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
+)
+_LANDED = (
+    " WHERE EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND message_id = ? "
+    "AND enqueued_at = ?)"
+)
+_INSERT_PLAIN = f"INSERT INTO observations {_COLUMNS} VALUES (?,?,?,?,?)"
+_UPSERT_PLAIN = f"INSERT INTO latest_observations {_COLUMNS} VALUES (?,?,?,?,?){_LATEST}"
+_INSERT_GUARDED = f"INSERT INTO observations {_COLUMNS} SELECT ?,?,?,?,?{_LANDED}"
+_UPSERT_GUARDED = f"INSERT INTO latest_observations {_COLUMNS} SELECT ?,?,?,?,?{_LANDED}{_LATEST}"
+
+
+def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], list[_Row]]:
+    """Each message's observations as rows: plain for messages without an id, guarded
+    (with the message's device, id and time, to test it landed) for the others."""
+    plain: list[_Row] = []
+    guarded: list[_Row] = []
+    for m in messages:
+        values = observation_values(m)
+        if not values:
+            continue
+        account, device, ts = m.account_id, m.device_id, to_us(m.enqueued_at)
+        if m.message_id is None:
+            plain += [(account, device, metric, ts, value) for metric, value in values]
+        else:
+            guard = (device, m.message_id, ts)
+            guarded += [(account, device, metric, ts, value, *guard) for metric, value in values]
+    return plain, guarded
+
+
+def _given_rows(
+    messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+) -> tuple[list[_Row], list[_Row]]:
+    """Given observations as rows: guarded when a message of the batch with an id has their
+    entity and time (they are its observations), else plain."""
+    ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
+    plain: list[_Row] = []
+    guarded: list[_Row] = []
+    for o in observations:
+        row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
+        message_id = ids.get((o.entity_id, row[3]))
+        if message_id is None:
+            plain.append(row)
+        else:
+            guarded.append((*row, o.entity_id, message_id, row[3]))
+    return plain, guarded
+
+
+def _observation_steps(plain: list[_Row], guarded: list[_Row]) -> list[Step]:
+    """Observations of new messages only: a redelivered duplicate adds none.
+
+    A guarded row is written only if the stored row for its message id is this message's
+    (same enqueued time), i.e. this insert is the one that landed. The latest value per
+    (entity, metric) is upserted once per batch for plain rows.
+    """
+    steps = []
+    if plain:
+        newest: dict[tuple[str, str], _Row] = {}
+        for row in plain:
+            key = (row[1], row[2])
+            prior = newest.get(key)
+            if prior is None or row[3] >= prior[3]:
+                newest[key] = row
+        steps += [
+            Step("many", _INSERT_PLAIN, plain),
+            Step("many", _UPSERT_PLAIN, list(newest.values())),
+        ]
+    if guarded:
+        steps += [Step("many", _INSERT_GUARDED, guarded), Step("many", _UPSERT_GUARDED, guarded)]
+    return steps
+
 
 class SqlTelemetryStore(SqlArea):
     async def append(
-        self, messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
+        self,
+        messages: Sequence[TelemetryMessage],
+        observations: Sequence[Observation] | None = None,
     ) -> list[bool]:
         """One write unit for the whole batch.
 
         Messages without an id are always new: one executemany. Messages with an id may be
         redeliveries: inserted one by one (ON CONFLICT DO NOTHING) to learn which landed.
+        Observations (None: each message's own, as rows straight from its body) of a message
+        with an id are written only if that message landed.
         """
-        insert = (
-            f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
-            f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
-        )
-        with_id = [m for m in messages if m.message_id is not None]
-        without_id = [m for m in messages if m.message_id is None]
+        with_id: list[TelemetryMessage] = []
+        without_id: list[TelemetryMessage] = []
+        for m in messages:
+            (without_id if m.message_id is None else with_id).append(m)
         steps = [
-            Step("each", insert, [telemetry_params(m) for m in with_id]),
-            Step("many", insert, [telemetry_params(m) for m in without_id]),
+            Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in with_id]),
+            Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
         ]
-        if observations:
-            steps += self._observation_steps(messages, observations)
+        if observations is None:
+            plain, guarded = _derived_rows(messages)
+        else:
+            plain, guarded = _given_rows(messages, observations)
+        if plain or guarded:
+            steps += _observation_steps(plain, guarded)
         result = await self._write(*steps)
         landed = iter(bool(n) for n in result[0])
         return [True if m.message_id is None else next(landed) for m in messages]
-
-    @staticmethod
-    def _observation_steps(
-        messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
-    ) -> list[Step]:
-        """Observations of new messages only: a redelivered duplicate adds none.
-
-        An observation of a message with an id is written only if the stored row for that id
-        is this message's (same enqueued time), i.e. this insert is the one that landed. The
-        latest value per (entity, metric) is upserted once per batch for plain rows.
-        """
-        ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
-        plain: list[tuple[Any, ...]] = []
-        guarded: list[tuple[Any, ...]] = []
-        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
-        for o in observations:
-            row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
-            message_id = ids.get((o.entity_id, row[3]))
-            if message_id is None:
-                plain.append(row)
-                prior = newest.get((o.entity_id, o.metric))
-                if prior is None or row[3] >= prior[3]:
-                    newest[(o.entity_id, o.metric)] = row
-            else:
-                guarded.append((*row, o.entity_id, message_id, row[3]))
-        latest = (
-            " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
-            "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
-        )
-        landed = (
-            " WHERE EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND message_id = ? "
-            "AND enqueued_at = ?)"
-        )
-        columns = "(account_id, entity_id, metric, ts, value)"
-        steps = []
-        if plain:
-            steps += [
-                Step("many", f"INSERT INTO observations {columns} VALUES (?,?,?,?,?)", plain),
-                Step(
-                    "many",
-                    f"INSERT INTO latest_observations {columns} VALUES (?,?,?,?,?){latest}",
-                    list(newest.values()),
-                ),
-            ]
-        if guarded:
-            steps += [
-                Step(
-                    "many", f"INSERT INTO observations {columns} SELECT ?,?,?,?,?{landed}", guarded
-                ),
-                Step(
-                    "many",
-                    f"INSERT INTO latest_observations {columns} SELECT ?,?,?,?,?{landed}{latest}",
-                    guarded,
-                ),
-            ]
-        return steps
 
     async def query(self, query: TelemetryQuery) -> Page[TelemetryMessage]:
         account = account_term(query.device_id)

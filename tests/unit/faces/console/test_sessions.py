@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from thinghub.bus.clock import SystemClock
 from thinghub.faces.console.sessions import (
     ADDRESS_FACTOR,
     Flash,
@@ -25,7 +26,7 @@ WINDOW_S = 300.0
 
 def store(max_sessions: int = 10, stores: Stores | None = None) -> SharedSessionStore:
     return SharedSessionStore(
-        ConsoleSessionService(stores or memory_stores()),
+        ConsoleSessionService(stores or memory_stores(), SystemClock()),
         idle_s=IDLE_S,
         max_sessions=max_sessions,
         failure_window_s=WINDOW_S,

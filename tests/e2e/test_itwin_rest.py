@@ -20,60 +20,12 @@ import pytest
 
 from tests.e2e.itwin import Ws, api_token, register, send_telemetry, sensor_id, ws_url
 from tests.e2e.server import ServerProcess
-from tests.itwin_bodies import ADVANCED_INTEGRATION
+from tests.itwin_bodies import ADVANCED_INTEGRATION, SIMPLE_INTEGRATION
 
 pytestmark = pytest.mark.e2e
 
 SCOPES = "sensor-data:modify sensor-data:read users:read itwins:read itwins:modify"
 
-# The seed's "Create Connection, Device(s), and Sensor(s)" body, as printed.
-SIMPLE_INTEGRATION = """{
-    "integration": {
-        "changeState": "new",
-        "devices": [
-            {
-                "changeState": "new",
-                "props": {
-                    "INTEGRATION_ID": "IMPORT_DEVICE_SDE",
-                    "NAME": "Device-1"
-                },
-                "sensors": [
-                    {
-                        "changeState": "new",
-                        "props": {
-                            "INTEGRATION_ID": "GENERIC_SENSOR_SDE",
-                            "NAME": "Sensor-1",
-                            "UNKNOWN_UNITS": {
-                                "0": "millimeter",
-                                "1": "millimeter"
-                            },
-                            "UNKNOWN_METRICS": {
-                                "0": "Alignment_Left_SD",
-                                "1": "Alignment_Right_SD"
-                            }
-                        }
-                    },
-                    {
-                        "changeState": "new",
-                        "props": {
-                            "INTEGRATION_ID": "GENERIC_SENSOR_SDE",
-                            "NAME": "Sensor-2",
-                            "UNKNOWN_UNITS": {
-                                "0": "millimeter",
-                                "1": "millimeter"
-                            },
-                            "UNKNOWN_METRICS": {
-                                "0": "Alignment_Left_SD",
-                                "1": "Alignment_Right_SD"
-                            }
-                        }
-                    }
-                ]
-            }
-        ]
-    }
-} 
- """  # noqa: W291 - the curl sample's body ends so
 
 # The seed's /data/upload curl body, as printed: the array ends with `},`.
 UPLOAD = """{

@@ -64,7 +64,17 @@ class MemoryBus:
     async def publish(self, event: LiveEvent) -> None:
         if not self._subscribers:
             return
-        subject = event.subject
+        for queue in self._route(event.subject):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    def listens(self, subject: str) -> bool:
+        """Whether a subscription on this node matches `subject` (memoized as publish's)."""
+        return bool(self._subscribers) and bool(self._route(subject))
+
+    def _route(self, subject: str) -> tuple[asyncio.Queue[LiveEvent | None], ...]:
+        """The queues of the subscriptions `subject` matches, in subscription order."""
         queues = self._routes.get(subject)
         if queues is None:
             tokens = subject.split(".")
@@ -72,10 +82,7 @@ class MemoryBus:
             if len(self._routes) >= ROUTES_MAX:
                 self._routes.clear()
             self._routes[subject] = queues
-        for queue in queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
+        return queues
 
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         """Subscribe now (not at the first read): nothing published after this call is missed.

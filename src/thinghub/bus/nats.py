@@ -105,6 +105,10 @@ class NatsBus:
             self.dropped += 1
             logger.warning("bus: %s on %s not published: %s", event.kind, event.subject, exc)
 
+    def listens(self, subject: str) -> bool:
+        """True: a subscriber on another node cannot be seen from here."""
+        return True
+
     def subscribe(self, pattern: str) -> AsyncGenerator[LiveEvent, None]:
         return self._local.subscribe(pattern)
 

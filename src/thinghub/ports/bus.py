@@ -23,6 +23,12 @@ class Bus(Protocol):
 
     async def publish(self, event: LiveEvent) -> None: ...
 
+    def listens(self, subject: str) -> bool:
+        """False only when an event published on `subject` now would reach nobody, so a
+        publisher of many events may skip building them (an upload of 100,000 values).
+        A bus shared between nodes answers True: another node may be listening."""
+        ...
+
     def close(self) -> None:
         """End every subscription on this node (at shutdown: live streams to clients end
         before the HTTP servers wait for their requests); later ones end at once."""

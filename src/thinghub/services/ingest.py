@@ -23,11 +23,12 @@ exception out, since that would end the TaskGroup it runs in, and with it the se
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import orjson
 
@@ -35,7 +36,7 @@ from thinghub.domain.clock import parse_ts
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
-from thinghub.domain.live import TelemetryReceived
+from thinghub.domain.live import TelemetryReceived, subject_of
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
@@ -411,17 +412,25 @@ class IngestService:
                 f"{self.max_payload_bytes}",
                 field="body",
             )
+        # Every field given, in order: half the cost of keywords with defaults (an upload
+        # builds one message per value).
         return TelemetryMessage(
-            account_id=device.account_id,
-            device_id=device.id,
-            enqueued_at=enqueued_at,
-            body=body,
-            raw=raw,
-            component=component,
-            project=device.project,
-            deployment=device.deployment,
-            source=source,
-            body_json=raw,
+            device.account_id,
+            device.id,
+            enqueued_at,
+            body,
+            raw,
+            {},  # properties
+            None,  # message_id
+            None,  # correlation_id
+            None,  # content_type
+            None,  # content_encoding
+            component,
+            device.project,
+            device.deployment,
+            source,
+            raw,  # body_json
+            None,  # depth_limit
         )
 
     async def ingest_batch(self, items: Sequence[tuple[Device, TelemetryMessage]]) -> BatchResult:
@@ -469,7 +478,7 @@ class IngestService:
                     break
                 messages = [items[indices[k]][1] for k in pending]
                 try:
-                    if isinstance(policy, BatchTelemetryPolicy):
+                    if _is_batch_policy(policy):
                         found = await policy.check_many(device, messages)
                     else:
                         found = [await policy.check(device, m) for m in messages]
@@ -528,12 +537,23 @@ class IngestService:
             await self.registry.touch(device)  # once per device per unit
         stored = 0
         publish = self.bus.publish
+        # Whether anyone listens to each device's telemetry (asked once a unit): nothing
+        # awaits between the question and the publishes, so no subscriber can start between.
+        listened: dict[str, bool] = {}
         for index, message, is_new in zip(unit, messages, results, strict=True):
             if not is_new:
                 refused[index] = NOT_STORED
                 continue
             stored += 1
             device = items[index][0]
+            listens = listened.get(device.id)
+            if listens is None:
+                subject = subject_of(
+                    TelemetryReceived.kind, device.account_id, device.project, device.id
+                )
+                listens = listened[device.id] = self.bus.listens(subject)
+            if not listens:
+                continue
             await publish(
                 TelemetryReceived(
                     account_id=device.account_id,
@@ -723,6 +743,17 @@ class IngestService:
                 )
                 return reason
         return None
+
+
+@functools.cache
+def _batch_policy_type(kind: type) -> bool:
+    return issubclass(kind, BatchTelemetryPolicy)
+
+
+def _is_batch_policy(policy: TelemetryPolicy) -> TypeGuard[BatchTelemetryPolicy]:
+    """isinstance(policy, BatchTelemetryPolicy), asked once per class (a runtime protocol
+    check inspects every member each time)."""
+    return _batch_policy_type(type(policy))
 
 
 def _check_system_property(name: str, value: str | None, limit: int) -> None:

@@ -37,6 +37,22 @@ async def test_publish_with_no_subscribers_is_fine() -> None:
     await MemoryBus().publish(telemetry(0))
 
 
+async def test_listens_says_whether_a_subscription_matches_a_subject() -> None:
+    """A publisher may skip building events nobody would get; the answer follows
+    subscriptions as they start and end."""
+    bus = MemoryBus()
+    subject = telemetry(0).subject
+    assert bus.listens(subject) is False  # no subscriptions at all
+    twins = bus.subscribe(live_pattern("twin"))
+    assert bus.listens(subject) is False  # one that does not match
+    it = bus.subscribe(live_pattern("telemetry", A1, None, "d1"))
+    assert bus.listens(subject) is True
+    assert bus.listens(telemetry(0, device="d2").subject) is False
+    del it  # never iterated: dropping it ends it
+    assert bus.listens(subject) is False  # ended: forgotten
+    del twins
+
+
 async def test_subscribing_is_eager() -> None:
     """Subscribed when subscribe() returns, before the first read: nothing is missed."""
     bus = MemoryBus()

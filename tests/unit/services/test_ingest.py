@@ -14,6 +14,7 @@ import pytest
 from tests.unit.services.node import node
 from thinghub.domain.errors import Invalid, TooLarge
 from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH
+from thinghub.domain.live import live_pattern
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import EventQuery, TelemetryQuery
@@ -277,6 +278,34 @@ async def test_a_batch_is_stored_committed_and_published(world: World) -> None:
     assert [(e.device_id, e.body) for e in pushed] == [  # type: ignore[union-attr]
         ("plain", {"x": 1.0}), ("plain", {"x": 2.0}), ("typed", {"x": 4.0}), ("plain", {"y": 5.0}),
     ]  # fmt: skip
+    await live.aclose()
+
+
+async def test_a_batch_publishes_only_what_someone_listens_to(world: World) -> None:
+    """Events are built and published for a device someone subscribed to; a device nobody
+    listens to gets none (an upload of 100,000 values builds no events for nobody), and
+    every message is stored either way."""
+    heard, quiet = device(device_id="heard"), device(device_id="quiet")
+    live = world.ingest.bus.subscribe(live_pattern("telemetry", ACCOUNT, None, "heard"))
+    published: list[str] = []
+    publish = world.ingest.bus.publish
+
+    async def counting(event: Any) -> None:
+        published.append(event.device_id)
+        await publish(event)
+
+    world.ingest.bus.publish = counting  # type: ignore[method-assign]
+    items = [
+        (d, world.ingest.build_parsed(d, b'{"t":1}', {"t": 1}, component=None, source="itwin",
+                                      enqueued_at=1_700_000_000.0 + i))
+        for i, d in enumerate((quiet, heard, quiet, heard))
+    ]  # fmt: skip
+    async with asyncio.timeout(WAIT_S):
+        result = await world.ingest.ingest_batch(items)
+        pushed = [await anext(live) for _ in range(2)]
+    assert result.stored == 4 and len(await world.stored()) == 4
+    assert published == ["heard", "heard"]
+    assert [e.ts for e in pushed] == [1_700_000_001.0, 1_700_000_003.0]  # type: ignore[union-attr]
     await live.aclose()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests.itwin_bodies import ADVANCED_INTEGRATION
+from tests.itwin_bodies import ADVANCED_INTEGRATION, SIMPLE_INTEGRATION
 from tests.unit.faces.itwin.seed import SEED_UPLOAD_CURL
 from thinghub.faces.itwin.body import read_json_body
 from thinghub.faces.itwin.schemas import (
@@ -25,56 +25,7 @@ from thinghub.faces.itwin.schemas import (
     validation_errors_body,
 )
 
-# The seed's "Create Connection, Device(s), and Sensor(s)" curl --data, as printed.
-SEED_INTEGRATE_NEW = (
-    b"""{
-    "integration": {
-        "changeState": "new",
-        "devices": [
-            {
-                "changeState": "new",
-                "props": {
-                    "INTEGRATION_ID": "IMPORT_DEVICE_SDE",
-                    "NAME": "Device-1"
-                },
-                "sensors": [
-                    {
-                        "changeState": "new",
-                        "props": {
-                            "INTEGRATION_ID": "GENERIC_SENSOR_SDE",
-                            "NAME": "Sensor-1",
-                            "UNKNOWN_UNITS": {
-                                "0": "millimeter",
-                                "1": "millimeter"
-                            },
-                            "UNKNOWN_METRICS": {
-                                "0": "Alignment_Left_SD",
-                                "1": "Alignment_Right_SD"
-                            }
-                        }
-                    },
-                    {
-                        "changeState": "new",
-                        "props": {
-                            "INTEGRATION_ID": "GENERIC_SENSOR_SDE",
-                            "NAME": "Sensor-2",
-                            "UNKNOWN_UNITS": {
-                                "0": "millimeter",
-                                "1": "millimeter"
-                            },
-                            "UNKNOWN_METRICS": {
-                                "0": "Alignment_Left_SD",
-                                "1": "Alignment_Right_SD"
-                            }
-                        }
-                    }
-                ]
-            }
-        ]
-    }
-}"""
-    + b" \n "
-)  # the curl's --data ends with a space, a newline and a space
+SEED_INTEGRATE_NEW = SIMPLE_INTEGRATION.encode()
 
 SEED_INTEGRATE_EXISTING = ADVANCED_INTEGRATION.encode()
 

@@ -104,8 +104,6 @@ SYSTEM_PROPERTY_MAX_CHARS = {
 
 # Most messages in one write unit.
 BATCH_MAX = 2000
-# Write units of one ingest_many in flight at once.
-MANY_IN_FLIGHT = 2
 
 #: How long a small batch waits for more messages before it goes to storage, in seconds,
 #: while several devices are sending (the batch before it, less than LINGER_WINDOW_S ago,
@@ -339,46 +337,6 @@ class IngestService:
             raise Invalid(outcome.rejected, field="body")
         return outcome.is_new
 
-    async def ingest_many(
-        self, items: Sequence[tuple[Device, TelemetryMessage]]
-    ) -> list[Outcome | Exception]:
-        """Store many messages (an upload), as ingest() stores each: checked by the policies,
-        stored with their observations, published live.
-
-        They go to storage in write units of `batch_max` of their own, not through the queue
-        (the caller holds them all already, so queueing them would bound nothing), at most
-        MANY_IN_FLIGHT units at a time: one is prepared while another is written.
-
-        Returns, per message, its Outcome (a rejected one says why) or the exception that
-        kept it from being stored.
-        """
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in items]
-        gate = asyncio.Semaphore(MANY_IN_FLIGHT)
-
-        async def unit(start: int) -> None:
-            async with gate:
-                end = start + self.batch_max
-                await self._write_batch(
-                    [
-                        (device, message, future)
-                        for (device, message), future in zip(
-                            items[start:end], futures[start:end], strict=True
-                        )
-                    ]
-                )
-
-        async with asyncio.TaskGroup() as tasks:  # _write_batch never raises
-            for start in range(0, len(items), self.batch_max):
-                tasks.create_task(unit(start), name="ingest.many")
-        results: list[Outcome | Exception] = []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:  # that message failed; the others are still answered
-                results.append(exc)
-        return results
-
     def check_component(self, component: str | None) -> None:
         """The limits build() puts on a component name (SYSTEM_PROPERTY_MAX_CHARS).
 
@@ -440,7 +398,7 @@ class IngestService:
         a device's template is looked up once); the messages are stored in write units of
         `batch_max` (one database write each, awaited: no future per message), committed
         before this returns; each device is touched once a unit; every new message is
-        published live (TelemetryReceived), as ingest() does. Like ingest_many, this does not
+        published live (TelemetryReceived), as ingest() does. This does not
         go through the queue: the caller holds the messages already.
 
         Returns:

@@ -8,6 +8,8 @@ every role.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,6 +32,14 @@ MAX_TOKEN_DAYS = 3650
 
 
 # -- API tokens -----------------------------------------------------------------------------
+
+
+def _role(form: Mapping[str, str]) -> str:
+    """The form's `role`, one of ROLES (a 400 naming the field otherwise)."""
+    role = form_field(form, "role", max_chars=20)
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
+    return role
 
 
 async def _tokens_page(
@@ -71,9 +81,7 @@ async def create_token(request: Request) -> Response:
     caller, form = await console.changing(request)
     principal = caller.principal
     try:
-        role = form_field(form, "role", max_chars=20)
-        if role not in ROLES:
-            raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
+        role = _role(form)
         label = form_field(form, "label", max_chars=200)
         days_text = form_field(form, "days", max_chars=10)
         expires_at = None
@@ -183,9 +191,7 @@ async def create_user(request: Request) -> Response:
     caller, form = await console.changing(request)
     principal = caller.principal
     try:
-        role = form_field(form, "role", max_chars=20)
-        if role not in ROLES:
-            raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
+        role = _role(form)
         password = form.get("password", "")
         if len(password) > 1000:
             raise Invalid("the password is longer than 1000 characters", field="password")

@@ -7,6 +7,7 @@ RegistrationOperationStatus the SDK reads, with `assignedHub` = the configured h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ class Dps:
 
     async def on_close(self, conn: Connection) -> None:
         return None
+
+    def publish_now(self, conn: Connection, publish: Publish) -> asyncio.Future[Any] | None:
+        return None  # every PUBLISH goes to on_publish
 
     async def on_publish(self, conn: Connection, publish: Publish) -> None:
         state: _DpsState = conn.state

@@ -476,6 +476,13 @@ class Hub:
 
     # -- publishes from the device -------------------------------------------------------
 
+    def publish_now(self, conn: Connection, publish: Publish) -> asyncio.Future[Any] | None:
+        """Telemetry, queued without awaiting anything (the common PUBLISH); None for the
+        rest (a request on `$iothub/`, QoS 2), which on_publish handles."""
+        if publish.qos == 2 or publish.topic.startswith("$iothub/"):
+            return None
+        return self._telemetry(conn.state, publish)
+
     async def on_publish(self, conn: Connection, publish: Publish) -> Any:
         link: HubLink = conn.state
         topic = publish.topic
@@ -484,6 +491,11 @@ class Hub:
         if topic.startswith("$iothub/"):
             await self._iothub_request(link, publish)
             return None
+        return self._telemetry(link, publish)
+
+    def _telemetry(self, link: HubLink, publish: Publish) -> asyncio.Future[Any]:
+        """Queue a telemetry PUBLISH; the future resolves once it is stored."""
+        topic = publish.topic
         if link.last_topic is not None and link.last_topic[0] == topic:
             telemetry = link.last_topic[1]  # devices repeat their topic: parse it once
         else:

@@ -387,6 +387,9 @@ class Ioto:
 
     # -- publishes from the device -------------------------------------------------------
 
+    def publish_now(self, conn: Connection, publish: Publish) -> asyncio.Future[Any] | None:
+        return None  # every PUBLISH goes to on_publish
+
     async def on_publish(self, conn: Connection, publish: Publish) -> Any:
         link: IotoLink = conn.state
         if publish.qos == 2:

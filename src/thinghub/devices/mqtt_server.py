@@ -134,6 +134,10 @@ class Dialect(Protocol):
 
     async def on_accepted(self, conn: Connection) -> None: ...
 
+    def publish_now(self, conn: Connection, publish: Publish) -> asyncio.Future[Any] | None:
+        """Take a PUBLISH without awaiting anything, when the dialect can (telemetry): its
+        work, which the PUBACK waits for. None: it cannot, on_publish (awaited) takes it."""
+
     async def on_publish(self, conn: Connection, publish: Publish) -> Awaitable[Any] | None:
         """Handle a PUBLISH in order; work it returns runs concurrently, before the PUBACK."""
 
@@ -398,13 +402,18 @@ class Connection:
         """Handle `event` and every later one the session holds; False ends the connection."""
         session = self.session
         while event is not None:
-            if (
-                isinstance(event, PublishReceived)
-                and not self._admit_now(event.publish)
-                and not await self._admit(event.publish)
-            ):
-                return False  # closed while it waited
-            if not await self._dispatch(event):
+            if type(event) is PublishReceived:  # the common event: no coroutine for it
+                publish = event.publish
+                if not self._admit_now(publish) and not await self._admit(publish):
+                    return False  # closed while it waited
+                dialect = self.dialect
+                assert dialect is not None
+                self.traffic[self.dialect_name, "in"] += 1
+                work: Any = dialect.publish_now(self, publish)
+                if work is None:
+                    work = await dialect.on_publish(self, publish)
+                self._queue_ack(publish, work)
+            elif not await self._dispatch(event):
                 self.flush()
                 return False
             if self.is_closed:
@@ -449,14 +458,16 @@ class Connection:
     def _admit_now(self, publish: Publish) -> bool:
         """_admit's common case without a coroutine: open, room in the window, under the
         device's rate, the ingest queue not full. False: let _admit decide (and wait)."""
-        if self.is_closed or self._in_flight() >= self.limits.max_inflight or self._gate.is_full:
+        acks = self._acks
+        tasks = self._tasks
+        in_flight = (len(acks) if acks else 0) + (len(tasks) if tasks else 0)
+        if self.is_closed or in_flight >= self.limits.max_inflight or self._gate.is_full:
             return False
         now = self._loop.time()
-        limiter = self._limiter(now)
-        if limiter.delay_s(now) > 0:
-            return False
-        limiter.take(len(publish.payload) + len(publish.topic), now)
-        return True
+        limiter = self._throughput
+        if limiter is None:
+            limiter = self._limiter(now)
+        return limiter.try_take(len(publish.payload) + len(publish.topic), now)
 
     def _interrupted(self) -> asyncio.Event:
         event = self._interrupt
@@ -517,22 +528,6 @@ class Connection:
     async def _dispatch(self, event: Any) -> bool:
         """Handle one session event; False ends the connection."""
         match event:
-            case PublishReceived(publish=publish):
-                assert self.dialect is not None
-                self.traffic[self.dialect_name, "in"] += 1
-                work = await self.dialect.on_publish(self, publish)
-                future = None if work is None else asyncio.ensure_future(work)
-                if publish.qos and publish.packet_id is not None:
-                    # The ack queue holds it (and closing waits for it): no tracking needed.
-                    if self._acks is None:
-                        self._acks = deque()
-                    self._acks.append((publish.packet_id, future))
-                    if future is None or future.done():
-                        self._drain_acks()
-                    else:
-                        future.add_done_callback(self._drain_acks)
-                elif future is not None:
-                    self._track(future)
             case SubscribeRequested(subscribe=sub):
                 assert self.dialect is not None
                 codes = await self.dialect.on_subscribe(self, sub.filters)
@@ -613,12 +608,37 @@ class Connection:
         if self._window is not None:
             self._window.set()
 
+    def _queue_ack(self, publish: Publish, work: Awaitable[Any] | None) -> None:
+        """A PUBLISH is taken: its PUBACK (QoS 1) waits in the ack queue for `work`."""
+        future = (
+            None
+            if work is None
+            else work
+            if isinstance(work, asyncio.Future)
+            else asyncio.ensure_future(work)
+        )
+        if publish.qos and publish.packet_id is not None:
+            # The ack queue holds it (and closing waits for it): no tracking needed.
+            acks = self._acks
+            if acks is None:
+                acks = self._acks = deque()
+            acks.append((publish.packet_id, future))
+            if len(acks) == 1:  # the new head: acknowledge it now, or when it is done
+                if future is None or future.done():
+                    self._drain_acks()
+                else:
+                    future.add_done_callback(self._drain_acks)
+        elif future is not None:
+            self._track(future)
+
     def _drain_acks(self, _: object = None) -> None:
         """PUBACK in arrival order (§4.6), each once its work is done; one write for all.
 
-        Runs when a message's work completes; the head of the queue decides. Work that failed
-        is not durable, so it is not acknowledged: the connection closes and the device
-        resends.
+        Only the head of the queue has a done callback (this): messages of one connection
+        in one ingest batch are all done by the time it runs, so the whole batch is
+        acknowledged in one call and one write, with no callback per message. Where it stops
+        at work not yet done, that work gets the callback. Work that failed is not durable,
+        so it is not acknowledged: the connection closes and the device resends.
         """
         acks = self._acks
         if acks is None:
@@ -628,6 +648,8 @@ class Connection:
             packet_id, future = acks[0]
             if future is not None:
                 if not future.done():
+                    if not self.is_closed:
+                        future.add_done_callback(self._drain_acks)
                     break
                 error = None if future.cancelled() else future.exception()
                 if future.cancelled() or error is not None:

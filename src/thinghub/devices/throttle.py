@@ -127,6 +127,26 @@ class ThroughputLimiter:
         self.messages.take(1, now)
         self.bytes.take(size, now)
 
+    def try_take(self, size: int, now: float) -> bool:
+        """take() when no budget is in debt (delay_s(now) == 0) and True; else False, with
+        nothing taken. One call per message (the listener's common case), the refills
+        inlined."""
+        messages = self.messages
+        nbytes = self.bytes
+        if now > messages.updated:
+            messages.level = min(
+                messages.capacity, messages.level + (now - messages.updated) * messages.rate
+            )
+            messages.updated = now
+        if now > nbytes.updated:
+            nbytes.level = min(nbytes.capacity, nbytes.level + (now - nbytes.updated) * nbytes.rate)
+            nbytes.updated = now
+        if messages.level < 0 or nbytes.level < 0:
+            return False
+        messages.level -= 1
+        nbytes.level -= size
+        return True
+
 
 class ConnectLimiter:
     """Accepted connects per client id: `burst` at once, then `per_min` a minute.

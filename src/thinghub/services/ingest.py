@@ -88,6 +88,8 @@ _Pending = tuple[Device, TelemetryMessage, "asyncio.Future[Outcome]"]
 # Outcomes of stored messages: shared, not one object per message.
 _NEW = Outcome(True, None)
 _DUPLICATE = Outcome(False, None)
+# A message without system properties (what build() is given for most device messages).
+_NO_SYSTEM = (None, None, None, None, None)
 
 #: The longest value of each system property a message may carry, in characters (what the
 #: store keeps; IoT Hub documents 128 for message ids). A longer one, or one holding NUL
@@ -223,9 +225,12 @@ class IngestService:
         parsed `body`: with `is_raw_json`, `raw` is that body's own JSON text (orjson's, as
         an upload serializes it) and is stored as it is."""
         system = (message_id, correlation_id, content_type, content_encoding, component)
-        for (name, limit), value in zip(SYSTEM_PROPERTY_MAX_CHARS.items(), system, strict=True):
-            _check_system_property(name, value, limit)
-        size = message_size(raw, properties, system)
+        if properties or system != _NO_SYSTEM:
+            for (name, limit), value in zip(SYSTEM_PROPERTY_MAX_CHARS.items(), system, strict=True):
+                _check_system_property(name, value, limit)
+            size = message_size(raw, properties, system)
+        else:  # the common device message: a body alone (no loop, no generator per message)
+            size = len(raw)
         if size > self.max_payload_bytes:
             raise TooLarge(
                 f"telemetry is {size} bytes with its properties; the limit is "
@@ -672,10 +677,18 @@ class IngestService:
             observe(elapsed, messages)
         for (_, _, future), is_new in zip(accepted, results, strict=True):
             _resolve(future, _NEW if is_new else _DUPLICATE)
-        for device in {item[0].id: item[0] for item in accepted}.values():
-            await self.registry.touch(device)  # once per device per batch
+        # Once per device per batch: its activity, and whether anyone listens to its
+        # telemetry now (most of the time nobody does: no event is built for it then).
+        listened: dict[str, bool] = {}
+        for device, _, _ in accepted:
+            if device.id not in listened:
+                await self.registry.touch(device)
+                subject = subject_of(
+                    TelemetryReceived.kind, device.account_id, device.project, device.id
+                )
+                listened[device.id] = self.bus.listens(subject)
         for (device, message, _), is_new in zip(accepted, results, strict=True):
-            if is_new:
+            if is_new and listened[device.id]:
                 await self.bus.publish(
                     TelemetryReceived(
                         account_id=device.account_id,

@@ -643,7 +643,7 @@ class Connection:
         acks = self._acks
         if acks is None:
             return
-        sent = False
+        done: list[int] = []
         while acks:
             packet_id, future = acks[0]
             if future is not None:
@@ -653,6 +653,9 @@ class Connection:
                     break
                 error = None if future.cancelled() else future.exception()
                 if future.cancelled() or error is not None:
+                    if done and not self.is_closed:  # those before it are stored
+                        self.session.pubacks(done)
+                        self.flush()
                     if isinstance(error, DropConnection):
                         logger.warning("mqtt %s: %s; closing", self.client_id, error)
                     elif not self.is_closed:
@@ -668,9 +671,9 @@ class Connection:
             if self.is_closed:
                 acks.clear()
                 return
-            self.session.puback(packet_id)
-            sent = True
-        if sent:
+            done.append(packet_id)
+        if done:
+            self.session.pubacks(done)
             self.flush()
             if self._window is not None:
                 self._window.set()

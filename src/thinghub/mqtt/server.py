@@ -53,6 +53,9 @@ from .packets import (
 )
 from .states import SERVER_TRANSITIONS, ServerState, after_local_call, unexpected_from_client
 
+# A PUBACK's fixed header: type 4, remaining length 2 (§3.4); the packet id follows.
+_PUBACK_HEAD = b"\x40\x02"
+
 __all__ = ["KEEPALIVE_GRACE_FACTOR", "MAX_INFLIGHT", "ServerSession"]
 
 #: Outgoing QoS 1 publishes awaiting PUBACK per connection, in messages. Bounds what one slow
@@ -288,6 +291,18 @@ class ServerSession(Connection):
         """Acknowledge the client's QoS 1 publish (PUBACK), or QoS 2 publish (PUBREC)."""
         self._transition("puback")
         self._answer_publish(packet_id)
+
+    def pubacks(self, packet_ids: Iterable[int]) -> None:
+        """puback() of each id, in order: one state check for all, and each PUBACK's bytes
+        made without a packet object (a listener acknowledges a batch of them at once)."""
+        self._transition("puback")
+        qos2 = self._qos2
+        out = self._outgoing
+        for packet_id in packet_ids:
+            if 0 < packet_id <= MAX_PACKET_ID and not (qos2 and qos2.get(packet_id) is False):
+                out.append(_PUBACK_HEAD + packet_id.to_bytes(2, "big"))
+            else:  # a QoS 2 publish (PUBREC), or a bad id (LocalProtocolError)
+                self._answer_publish(packet_id)
 
     def suback(self, packet_id: int, return_codes: Iterable[int]) -> None:
         """Answer a SUBSCRIBE: per filter, in order, the granted QoS or SUBACK_FAILURE (0x80)."""

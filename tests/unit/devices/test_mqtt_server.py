@@ -7,6 +7,7 @@ hub reports as DeviceOffline); a bad topic, or a publish before the CONNACK, is 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -188,3 +189,66 @@ async def test_a_device_puback_is_tcp_acknowledged_at_once() -> None:
     assert await conn._dispatch(event)
     assert dialect.pubacked == [Publish("$iothub/methods/POST/ping/?$rid=1", b"{}", 1, packet_id=1)]
     assert options.set == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)]
+
+
+class _Telemetry:
+    """A dialect whose telemetry work is a future per PUBLISH, resolved by the test."""
+
+    def __init__(self) -> None:
+        self.work: list[asyncio.Future[Any]] = []
+
+    def publish_now(self, conn: Connection, publish: Publish) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.work.append(future)
+        return future
+
+    async def on_close(self, conn: Connection) -> None:
+        return None
+
+
+async def _settle(conn: Connection) -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def _publishes(*packet_ids: int) -> memoryview:
+    topic = "devices/dev-1/messages/events/"
+    return memoryview(b"".join(encode(Publish(topic, b"{}", 1, packet_id=i)) for i in packet_ids))
+
+
+async def test_pubacks_wait_for_their_work_and_go_in_order_in_one_write() -> None:
+    conn, sink = _accepted()
+    dialect = _Telemetry()
+    conn.dialect = dialect  # type: ignore[assignment]
+    conn.data_received(_publishes(1, 2, 3, 4))
+    await _settle(conn)
+    assert len(dialect.work) == 4
+    sent = len(sink.data)
+    dialect.work[1].set_result(None)  # done before the head: nothing may be acknowledged
+    dialect.work[3].set_result(None)
+    await _settle(conn)
+    assert len(sink.data) == sent
+    dialect.work[0].set_result(None)  # the head: it and 2 go, 3 still waits
+    await _settle(conn)
+    assert _packets(sink.data[sent:]) == [Puback(1), Puback(2)]
+    sent = len(sink.data)
+    writes: list[bytes] = []
+    sink.write = writes.append  # type: ignore[method-assign,assignment]
+    dialect.work[2].set_result(None)
+    await _settle(conn)
+    assert [_packets(w) for w in writes] == [[Puback(3), Puback(4)]]  # one write for both
+
+
+async def test_work_that_failed_closes_the_connection_unacknowledged() -> None:
+    conn, sink = _accepted()
+    dialect = _Telemetry()
+    conn.dialect = dialect  # type: ignore[assignment]
+    conn.data_received(_publishes(1, 2, 3))
+    await _settle(conn)
+    sent = len(sink.data)
+    dialect.work[0].set_result(None)
+    dialect.work[1].set_exception(OSError("disk full"))
+    dialect.work[2].set_result(None)
+    await _settle(conn)
+    assert _packets(sink.data[sent:]) == [Puback(1)]  # stored; 2 failed, 3 after it waits
+    assert conn.is_closed and sink.is_closed

@@ -64,6 +64,25 @@ def test_a_burst_passes_then_the_device_is_shaped_to_its_rate() -> None:
     assert taken == pytest.approx(1000, abs=2)
 
 
+def test_try_take_is_delay_then_take_in_one_call() -> None:
+    fused = ThroughputLimiter(messages_per_s=100, bytes_per_s=2_000, now=0.0)
+    plain = ThroughputLimiter(messages_per_s=100, bytes_per_s=2_000, now=0.0)
+    now = 0.0
+    outcomes = []
+    for step in range(2_000):  # bursts over both budgets, then pauses that repay them
+        now += 0.02 if step % 50 == 49 else 0.0001
+        size = 5 if step % 3 else 300
+        may = plain.delay_s(now) == 0.0
+        if may:
+            plain.take(size, now)
+        assert fused.try_take(size, now) is may
+        outcomes.append(may)
+        assert (fused.messages.level, fused.bytes.level) == pytest.approx(
+            (plain.messages.level, plain.bytes.level)
+        )
+    assert True in outcomes and False in outcomes
+
+
 def test_bytes_are_shaped_too_and_a_message_larger_than_the_budget_gets_through() -> None:
     limiter = ThroughputLimiter(messages_per_s=1e6, bytes_per_s=65_536, now=0.0)
     limiter.take(262_144, 0.0)  # 4 s worth of bytes in one message: taken, into debt

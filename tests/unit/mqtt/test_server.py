@@ -227,6 +227,25 @@ def test_incoming_qos2_is_reported_once() -> None:
     assert server_events(server) == [PublishReceived(qos2)]  # id 9 is free again
 
 
+def test_pubacks_answers_a_batch_in_order_as_puback_would() -> None:
+    _, server = connected_pair()
+    qos2 = Publish("a", b"x", 2, packet_id=9)
+    for packet_id in (1, 65535):
+        server.receive_data(encode(Publish("a", b"x", 1, packet_id=packet_id)), 0.0)
+    server.receive_data(encode(qos2), 0.0)
+    assert len(server_events(server)) == 3
+    server.pubacks([1, 9, 65535])
+    sent = server.data_to_send()
+    assert packets(sent) == [Puback(1), Pubrec(9), Puback(65535)]
+    server.puback(1)
+    server.puback(65535)
+    assert server.data_to_send() == encode(Puback(1)) + encode(Puback(65535))
+    with pytest.raises(LocalProtocolError, match="not in 1..65535"):
+        server.pubacks([0])
+    with pytest.raises(LocalProtocolError, match="not in 1..65535"):
+        server.pubacks([65536])
+
+
 def test_pubrel_before_pubrec_is_aonly_violation() -> None:
     _, server = connected_pair()
     server.receive_data(encode(Publish("a", b"x", 2, packet_id=9)) + encode(Pubrel(9)), 0.0)

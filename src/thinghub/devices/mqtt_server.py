@@ -330,13 +330,32 @@ class Connection:
             if session.buffered_bytes >= READ_AHEAD_BYTES:
                 self.channel.pause_reading()  # until the task is done with them
             return
+        # Telemetry that needs no waiting is taken here, without a task (most reads hold only
+        # that), and so is the keep-alive; the first event that needs more starts the task.
         event = session.next_event()
-        while isinstance(event, PingReceived):  # the keep-alive: answered here, no task
-            event = session.next_event()
+        admitted = False
+        try:
+            while event is not None:
+                if type(event) is PublishReceived:
+                    if not self._admit_now(event.publish):
+                        break
+                    admitted = True
+                    if not self._take_now(event.publish):
+                        break
+                    admitted = False
+                    if self.is_closed:  # its work failed at once: closing already
+                        return
+                elif type(event) is not PingReceived:
+                    break
+                event = session.next_event()
+        except Exception as exc:  # refused (DropConnection) or failed: as the task would
+            if self._task is None and not self._ending:
+                self._task = self._spawn(self._run(None, error=exc))
+            return
         if event is None:
             self.flush()
             return
-        self._task = self._spawn(self._run(event))
+        self._task = self._spawn(self._run(event, admitted=admitted))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The peer closed or the socket failed: what is buffered needs no backpressure."""
@@ -377,10 +396,16 @@ class Connection:
             self._ending = True
             self._task = self._spawn(self._finish())
 
-    async def _run(self, event: Any) -> None:
+    async def _run(
+        self, event: Any, *, admitted: bool = False, error: Exception | None = None
+    ) -> None:
+        """Handle `event` and the rest (see _handle_events), or end with `error` raised
+        from taking a PUBLISH in data_received; finish the connection when it ends."""
         keep = False
         try:
-            keep = await self._handle_events(event)
+            if error is not None:
+                raise error
+            keep = await self._handle_events(event, admitted=admitted)
         except DropConnection as exc:
             logger.warning("mqtt %s (%s): %s; closing", self.client_id or "-", self.peer, exc)
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
@@ -398,18 +423,24 @@ class Connection:
                 self._ending = True
                 await self._finish()
 
-    async def _handle_events(self, event: Any) -> bool:
-        """Handle `event` and every later one the session holds; False ends the connection."""
+    async def _handle_events(self, event: Any, *, admitted: bool = False) -> bool:
+        """Handle `event` and every later one the session holds; False ends the connection.
+
+        `admitted`: `event` is a PUBLISH already admitted and counted (by _take_now)."""
         session = self.session
         while event is not None:
             if type(event) is PublishReceived:  # the common event: no coroutine for it
                 publish = event.publish
-                if not self._admit_now(publish) and not await self._admit(publish):
-                    return False  # closed while it waited
                 dialect = self.dialect
                 assert dialect is not None
-                self.traffic[self.dialect_name, "in"] += 1
-                work: Any = dialect.publish_now(self, publish)
+                if admitted:
+                    admitted = False
+                    work: Any = None
+                else:
+                    if not self._admit_now(publish) and not await self._admit(publish):
+                        return False  # closed while it waited
+                    self.traffic[self.dialect_name, "in"] += 1
+                    work = dialect.publish_now(self, publish)
                 if work is None:
                     work = await dialect.on_publish(self, publish)
                 self._queue_ack(publish, work)
@@ -607,6 +638,18 @@ class Connection:
             self._tasks.discard(future)
         if self._window is not None:
             self._window.set()
+
+    def _take_now(self, publish: Publish) -> bool:
+        """Take an admitted PUBLISH without awaiting (telemetry); False when the dialect
+        must await for it (on_publish does it then)."""
+        dialect = self.dialect
+        assert dialect is not None
+        self.traffic[self.dialect_name, "in"] += 1
+        work = dialect.publish_now(self, publish)
+        if work is None:
+            return False
+        self._queue_ack(publish, work)
+        return True
 
     def _queue_ack(self, publish: Publish, work: Awaitable[Any] | None) -> None:
         """A PUBLISH is taken: its PUBACK (QoS 1) waits in the ack queue for `work`."""

@@ -7,13 +7,16 @@ non-blocking ssl.SSLSocket, then decrypted bytes. Once TLS is up the channel's b
 `Connection`: into the sans-IO ServerSession, whose events go to a dialect (the IoT Hub device
 dialect or DPS, told apart by the CONNECT username; Ioto, by a client certificate without a
 username), and every byte the session wants sent is flushed after each round. A connection
-holds no task while idle: one is started when a read brings events to handle (PINGREQ is
-answered at once, without one), and it ends when they are handled.
+holds no task while idle: one is started when a read brings events that need awaiting
+(PINGREQ is answered at once, and telemetry the dialect takes with `publish_now` is queued at
+once, both without one), and it ends when they are handled.
 
 QoS 1 from the device is acknowledged in order and only after its work is durable: the
-dialect returns an awaitable per PUBLISH, and the ack pump awaits them first-in first-out
-before each PUBACK. Telemetry work runs concurrently (so one device's messages share group
-commits); twin, method and DPS requests are handled in order, reading paused meanwhile.
+dialect returns an awaitable per PUBLISH, and the ack queue holds them first-in first-out;
+only its head has a done callback, which sends every PUBACK whose work is done by then in one
+write (a connection's messages of one ingest batch go together). Telemetry work runs
+concurrently (so one device's messages share group commits); twin, method and DPS requests
+are handled in order, reading paused meanwhile.
 
 Limits (ListenerLimits, docs/limits.md). The listener never grows memory to keep up with a
 device; it stops reading from it instead, and the device's own TCP buffers hold the rest:

@@ -4,6 +4,7 @@ failure fails that message only (never the batching task, and so never the serve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +20,7 @@ from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.ports import EventQuery, TelemetryQuery
 from thinghub.services.events import EventService
-from thinghub.services.ingest import IngestService
+from thinghub.services.ingest import _MESSAGE_FIELDS, IngestService, _new_message
 from thinghub.services.registry import Registry
 from thinghub.services.templates import TemplateService
 from thinghub.storage.memory import memory_stores
@@ -373,3 +374,34 @@ def test_build_parsed_bounds_the_size_and_check_component_the_name() -> None:
         world.ingest.check_component("x" * 129)
     with pytest.raises(Invalid):
         world.ingest.check_component("a\x00b")
+
+
+def test_messages_built_through_the_slots_are_the_dataclass_s_own() -> None:
+    """build() sets TelemetryMessage's slots directly (services.ingest._new_message): every
+    field of the class must be set, and the object must be what the constructor makes."""
+    fields = {f.name for f in dataclasses.fields(TelemetryMessage)}
+    assert set(_MESSAGE_FIELDS) == fields and len(_MESSAGE_FIELDS) == len(fields)
+    values: dict[str, Any] = {
+        "account_id": "acc",
+        "device_id": "dev",
+        "enqueued_at": 1.5,
+        "body": {"t": 1},
+        "raw": b'{"t":1}',
+        "properties": {"k": "v"},
+        "message_id": "m",
+        "correlation_id": "c",
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "component": "thermo",
+        "project": "p",
+        "deployment": "d",
+        "source": "mqtt",
+        "body_json": b'{"t":1}',
+        "depth_limit": 3,
+    }
+    made = _new_message(**values)
+    assert type(made) is TelemetryMessage
+    assert made == TelemetryMessage(**values)
+    assert {name: getattr(made, name) for name in fields} == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.source = "http"  # type: ignore[misc]

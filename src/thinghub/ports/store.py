@@ -40,6 +40,7 @@ __all__ = [
     "C2DStore",
     "ClaimStore",
     "CommandStore",
+    "ConnectionChange",
     "ConsoleSessionStore",
     "CredentialStore",
     "DeviceStore",
@@ -147,6 +148,17 @@ class CredentialStore(Protocol):
     async def delete_token(self, account_id: str, token_id: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionChange:
+    """A device connected or disconnected: its new state ("Connected" or "Disconnected") at
+    `ts`, and the connection_state_event that records it."""
+
+    device_id: str
+    ts: float
+    state: str
+    event: Event
+
+
 class DeviceStore(Protocol):
     """The registry: projects, deployments and devices (a module is a device row with kind
     module and id gateway/module)."""
@@ -178,6 +190,11 @@ class DeviceStore(Protocol):
     async def touch(
         self, device_id: str, last_activity_at: float, connection_state: str | None = None
     ) -> None: ...
+    async def record_connections(self, changes: Sequence[ConnectionChange]) -> None:
+        """Connection transitions of several devices in one write, in order: each sets its
+        device's connection state and lastActivityTime and marks it provisioned (as `touch`
+        with a state does; no such device: no row changes) and appends its event."""
+
     async def delete(self, device_id: str) -> bool:
         """The device, its modules and what waits for them: twins, commands, C2D messages and
         MQTT sessions (client id = device key), so an id used again starts with nothing."""

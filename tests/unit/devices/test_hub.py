@@ -11,7 +11,6 @@ import pytest
 from tests.unit.services.node import node
 from thinghub.app import build_services
 from thinghub.config import Settings
-from thinghub.devices import hub as hub_module
 from thinghub.devices.hub import CONNECT_LOG_INTERVAL_S, Hub, _decode_payload
 from thinghub.storage.memory import memory_stores
 
@@ -57,8 +56,8 @@ def test_each_connect_is_logged_at_debug_and_summed_up_at_info_at_most_every_int
 ) -> None:
     hub = _hub()
     now = [time.monotonic()]
-    monkeypatch.setattr(hub_module.time, "monotonic", lambda: now[0])
-    caplog.set_level(logging.DEBUG, logger=hub_module.__name__)
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="thinghub.devices.hub")
 
     def lines(level: int) -> list[str]:
         return [r.getMessage() for r in caplog.records if r.levelno == level]

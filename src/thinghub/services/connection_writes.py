@@ -18,12 +18,15 @@ a device's changes reach the store in the order they were asked for.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import Final
 
 from thinghub.ports import ConnectionChange, Stores
 
 __all__ = ["MAX_CHANGES_PER_WRITE", "ConnectionWriter"]
+
+logger = logging.getLogger(__name__)
 
 # At most this many transitions in one write (a bounded transaction whatever the storm).
 MAX_CHANGES_PER_WRITE = 500
@@ -42,7 +45,8 @@ class ConnectionWriter:
     async def write(self, change: ConnectionChange) -> None:
         """Store `change` (with whatever else is queued); return once it is stored.
 
-        Raises what storing it raised (every transition of that write hears it).
+        Raises what storing it raised: a write of many that fails is tried again one
+        transition at a time, so each caller hears only what its own transition met.
         """
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((change, future))
@@ -69,27 +73,56 @@ class ConnectionWriter:
             self._lead()
 
     async def _write_queued(self, own: asyncio.Future[int]) -> bool:
-        """Write the oldest queued transitions; whether `own`'s was among them."""
+        """Write the oldest queued transitions; whether `own`'s was among them (raising what
+        storing it raised)."""
         count = min(len(self._queue), MAX_CHANGES_PER_WRITE)
         batch = [self._queue.popleft() for _ in range(count)]
-        error: Exception | None = None
         try:
-            await self.stores.devices.record_connections([change for change, _ in batch])
-        except asyncio.CancelledError:
-            error = RuntimeError("the write of connection transitions was cancelled")
-            raise
-        except Exception as exc:  # every waiter hears it, and so does the leader
-            error = exc
-            raise
-        finally:
+            errors = await self._store([change for change, _ in batch])
+        except asyncio.CancelledError:  # the leader was cancelled: the others must not hang
+            cancelled = RuntimeError("the write of connection transitions was cancelled")
             for _, waiting in batch:
-                if waiting is own or waiting.done():
-                    continue  # the leader's own, or a cancelled caller's (written all the same)
-                if error is None:
-                    waiting.set_result(_STORED)
-                else:
-                    waiting.set_exception(error)
+                if waiting is not own and not waiting.done():
+                    waiting.set_exception(cancelled)
+            raise
+        own_error: Exception | None = None
+        for (_, waiting), error in zip(batch, errors, strict=True):
+            if waiting is own:
+                own_error = error
+            elif waiting.done():
+                continue  # a cancelled caller's (written all the same)
+            elif error is None:
+                waiting.set_result(_STORED)
+            else:
+                waiting.set_exception(error)
+        if own_error is not None:
+            raise own_error
         return any(waiting is own for _, waiting in batch)
+
+    async def _store(self, changes: list[ConnectionChange]) -> list[Exception | None]:
+        """Store the changes together; if that fails, each alone, so one that cannot be
+        stored fails only its own caller. What each raised, in order (None: stored)."""
+        try:
+            await self.stores.devices.record_connections(changes)
+        except Exception as exc:
+            if len(changes) == 1:
+                return [exc]
+            logger.warning(
+                "connection transitions of %d devices failed together (%s); writing each alone",
+                len(changes),
+                exc,
+            )
+        else:
+            return [None] * len(changes)
+        errors: list[Exception | None] = []
+        for change in changes:
+            try:
+                await self.stores.devices.record_connections([change])
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
     def _lead(self) -> None:
         """Hand the lead to the oldest caller still waiting; nobody leads when none is (what

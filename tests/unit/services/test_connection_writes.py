@@ -29,6 +29,7 @@ class RecordingDevices(MemoryDeviceStore):
         self.gate.set()
         self.in_write = asyncio.Event()
         self.fail: Exception | None = None
+        self.poisoned: set[str] = set()  # a write holding one of these devices fails
 
     async def record_connections(self, changes: Sequence[ConnectionChange]) -> None:
         self.writes.append([c.device_id for c in changes])
@@ -36,6 +37,8 @@ class RecordingDevices(MemoryDeviceStore):
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
+        if self.poisoned & {c.device_id for c in changes}:
+            raise ValueError("cannot store that one")
         await super().record_connections(changes)
 
 
@@ -148,6 +151,23 @@ async def test_a_failed_write_fails_each_of_its_callers_and_the_next_write_goes(
     devices.fail = None
     await writer.write(_change("d1"))
     assert await _state(stores, "d1") == "Connected"
+
+
+async def test_a_transition_that_cannot_be_stored_fails_only_its_own_caller(
+    stores: Stores, devices: RecordingDevices
+) -> None:
+    writer = ConnectionWriter(stores)
+    devices.poisoned = {"d1"}
+    results = await asyncio.gather(
+        *(writer.write(_change(f"d{i}")) for i in range(3)), return_exceptions=True
+    )
+    assert [None if r is None else str(r) for r in results] == [None, "cannot store that one", None]
+    assert devices.writes == [["d0", "d1", "d2"], ["d0"], ["d1"], ["d2"]]
+    assert [await _state(stores, f"d{i}") for i in range(3)] == [
+        "Connected",
+        "Disconnected",
+        "Connected",
+    ]
 
 
 async def test_a_cancelled_caller_neither_loses_its_transition_nor_stalls_the_others(

@@ -26,10 +26,10 @@ import orjson
 
 from thinghub.domain.clock import parse_ts
 from thinghub.domain.deltas import DeltaParams, RollingDelta, reference_time
-from thinghub.domain.errors import Invalid, TooLarge
+from thinghub.domain.errors import Invalid
 from thinghub.domain.metrics import Metric, metrics_with_deltas
 from thinghub.domain.model import Device
-from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.domain.telemetry import SeriesPoint, TelemetrySeries
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
 from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
@@ -309,11 +309,12 @@ class Observations:
         self, scope: Scope, entries: Sequence[UploadEntry], source: str = "itwin"
     ) -> tuple[int, list[RejectedEntry]]:
         """Store observations, each a telemetry message of its sensor's device (with the
-        sensor's component) or of the created sensor, through ingest's batch path
-        (IngestService.ingest_batch): they show on /v1, in every face's live feed and in
-        getData, committed before this returns.
+        sensor's component) or of the created sensor, through ingest's series path
+        (IngestService.ingest_series: rows straight from the entries, no message object
+        each): they show on /v1, in every face's live feed and in getData, committed before
+        this returns.
 
-        Entries are turned into messages a write unit at a time, and a unit is stored while
+        Entries are turned into series a write unit at a time, and a unit is stored while
         the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
         reads the request.
 
@@ -327,11 +328,11 @@ class Observations:
         prepare = _Preparer(self, scope, source, rejected)
 
         async def store(
-            items: list[tuple[Device, TelemetryMessage]], kept: list[UploadEntry]
+            items: list[tuple[Device, TelemetrySeries]], kept: list[UploadEntry]
         ) -> None:
             nonlocal stored
             try:
-                result = await self.services.ingest.ingest_batch(items)
+                result = await self.services.ingest.ingest_series(items)
             finally:
                 gate.release()
             stored += result.stored
@@ -343,7 +344,7 @@ class Observations:
 
         async with asyncio.TaskGroup() as tasks:
             for start in range(0, len(entries), batch):
-                items, kept = await prepare.messages(entries[start : start + batch])
+                items, kept = await prepare.series(entries[start : start + batch])
                 if items:
                     await gate.acquire()
                     tasks.create_task(store(items, kept), name="itwin.upload")
@@ -361,8 +362,9 @@ class Observations:
 
 
 class _Preparer:
-    """Turns upload entries into messages, remembering each sensor it looked up (and the
-    metrics a generic one declares) for the rest of the request."""
+    """Turns upload entries into series (one per sensor and write unit), remembering each
+    sensor it looked up (and the metrics a generic one declares) for the rest of the
+    request."""
 
     def __init__(
         self, owner: Observations, scope: Scope, source: str, rejected: list[RejectedEntry]
@@ -374,6 +376,8 @@ class _Preparer:
         self.facts = Facts()
         self.sensors: dict[str, Sensor | None] = {}
         self.declared: dict[str, set[str] | None] = {}
+        # The UTF-8 bytes of each found sensor's component name (counted in a message's size).
+        self.component_bytes: dict[str, int] = {}
 
     async def sensor(self, sensor_id: str) -> Sensor | None:
         if sensor_id not in self.sensors:
@@ -391,80 +395,92 @@ class _Preparer:
                     sensor = None
             self.sensors[sensor_id] = sensor
             if sensor is not None:
+                self.component_bytes[sensor_id] = len((sensor.component or "").encode())
                 self.declared[sensor_id] = await self.owner.declared_metrics(
                     self.scope, self.facts, sensor
                 )
         return self.sensors[sensor_id]
 
-    async def messages(
+    async def series(
         self, entries: Sequence[UploadEntry]
-    ) -> tuple[list[tuple[Device, TelemetryMessage]], list[UploadEntry]]:
-        """The messages of `entries`, and the entries they are of; the others are rejected."""
-        ingest = self.owner.services.ingest
-        items: list[tuple[Device, TelemetryMessage]] = []
-        kept: list[UploadEntry] = []
+    ) -> tuple[list[tuple[Device, TelemetrySeries]], list[UploadEntry]]:
+        """The series of `entries` (one per sensor), and the entries their points are of, in
+        the order of the points; the other entries are rejected."""
+        limit = self.owner.services.ingest.max_payload_bytes
+        points: dict[str, list[SeriesPoint]] = {}
+        kept: dict[str, list[UploadEntry]] = {}
         sensors = self.sensors
+        dumps = orjson.dumps
         for entry in entries:
             # The sensor's lookup is awaited once a request (then a dict hit per entry).
-            if entry.sensor_id in sensors:
-                sensor = sensors[entry.sensor_id]
+            sensor_id = entry.sensor_id
+            if sensor_id in sensors:
+                sensor = sensors[sensor_id]
             else:
-                sensor = await self.sensor(entry.sensor_id)
+                sensor = await self.sensor(sensor_id)
             if sensor is None:
-                self.rejected.append(
-                    RejectedEntry(
-                        entry.index,
-                        f"data[{entry.index}].sensorId",
-                        "no such sensor",
-                        entry.sensor_id,
-                    )
-                )
+                self._reject(entry, f"data[{entry.index}].sensorId", "no such sensor")
                 continue
-            metrics = self.declared.get(entry.sensor_id)
+            values = entry.values
+            metrics = self.declared.get(sensor_id)
             if metrics is not None:
-                unknown = [k for k in entry.values if k not in metrics]
+                unknown = [k for k in values if k not in metrics]
                 if unknown:
-                    self.rejected.append(
-                        RejectedEntry(
-                            entry.index,
-                            f"data[{entry.index}].values.{unknown[0]}",
-                            f"{unknown[0]!r} is not a metric of this sensor "
-                            f"({', '.join(sorted(metrics))})",
-                            entry.sensor_id,
-                        )
+                    self._reject(
+                        entry,
+                        f"data[{entry.index}].values.{unknown[0]}",
+                        f"{unknown[0]!r} is not a metric of this sensor "
+                        f"({', '.join(sorted(metrics))})",
                     )
                     continue
             try:
-                raw = orjson.dumps(entry.values)
+                raw = dumps(values)
             except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
-                self.rejected.append(
-                    RejectedEntry(
-                        entry.index,
-                        f"data[{entry.index}].values",
-                        "has a metric name that is not text",
-                        entry.sensor_id,
-                    )
+                self._reject(
+                    entry, f"data[{entry.index}].values", "has a metric name that is not text"
                 )
                 continue
-            try:
-                message = ingest.build_parsed(
-                    sensor.holder,
-                    raw,
-                    entry.values,
-                    component=sensor.component,
-                    source=self.source,
-                    enqueued_at=entry.ts,
-                )
-            except (Invalid, TooLarge) as exc:
-                self.rejected.append(
-                    RejectedEntry(
-                        entry.index, f"data[{entry.index}].values", exc.message, entry.sensor_id
-                    )
+            # ingest.build_parsed's size rule: the body and the component's name.
+            if len(raw) + self.component_bytes[sensor_id] > limit:
+                self._reject(
+                    entry,
+                    f"data[{entry.index}].values",
+                    f"telemetry is {len(raw) + self.component_bytes[sensor_id]} bytes with its "
+                    f"properties; the limit is {limit}",
                 )
                 continue
-            items.append((sensor.holder, message))
-            kept.append(entry)
-        return items, kept
+            point = (entry.ts, values, raw.decode())
+            if sensor_id in points:
+                points[sensor_id].append(point)
+                kept[sensor_id].append(entry)
+            else:
+                points[sensor_id] = [point]
+                kept[sensor_id] = [entry]
+        items: list[tuple[Device, TelemetrySeries]] = []
+        order: list[UploadEntry] = []
+        for sensor_id, own in points.items():
+            found = sensors[sensor_id]
+            assert found is not None
+            device = found.holder
+            items.append(
+                (
+                    device,
+                    TelemetrySeries(
+                        device.account_id,
+                        device.id,
+                        device.project,
+                        device.deployment,
+                        found.component,
+                        self.source,
+                        own,
+                    ),
+                )
+            )
+            order += kept[sensor_id]
+        return items, order
+
+    def _reject(self, entry: UploadEntry, path: str, message: str) -> None:
+        self.rejected.append(RejectedEntry(entry.index, path, message, entry.sensor_id))
 
 
 def _zero_date(sensor: Sensor) -> float | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from thinghub.domain.model import Device
 from thinghub.domain.telemetry import SeriesPoint, TelemetrySeries
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
-from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
+from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry, read_upload_entries
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
@@ -314,15 +314,39 @@ class Observations:
         each): they show on /v1, in every face's live feed and in getData, committed before
         this returns.
 
-        Entries are turned into series a write unit at a time, and a unit is stored while
-        the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
-        reads the request.
-
         Returns:
             How many were stored, and the entries that were not, each with why.
         """
         batch = self.services.ingest.batch_max
+        units = (entries[start : start + batch] for start in range(0, len(entries), batch))
+        return await self._upload_units(scope, units, source, [])
+
+    async def upload_data(
+        self, scope: Scope, data: Sequence[Any]
+    ) -> tuple[int, list[RejectedEntry]]:
+        """upload() of uploadData's entries as the request holds them: each write unit's
+        entries are checked (read_upload_entries) while the one before is being written."""
+        batch = self.services.ingest.batch_max
         rejected: list[RejectedEntry] = []
+
+        def units() -> Iterator[list[UploadEntry]]:
+            for start in range(0, len(data), batch):
+                good, bad = read_upload_entries(data[start : start + batch], start)
+                rejected.extend(bad)
+                yield good
+
+        return await self._upload_units(scope, units(), "itwin", rejected)
+
+    async def _upload_units(
+        self,
+        scope: Scope,
+        units: Iterable[Sequence[UploadEntry]],
+        source: str,
+        rejected: list[RejectedEntry],
+    ) -> tuple[int, list[RejectedEntry]]:
+        """Entries are turned into series a write unit at a time, and a unit is stored while
+        the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
+        reads the request."""
         stored = 0
         gate = asyncio.Semaphore(UPLOAD_UNITS_IN_FLIGHT)
         prepare = _Preparer(self, scope, source, rejected)
@@ -343,8 +367,8 @@ class Observations:
                 )
 
         async with asyncio.TaskGroup() as tasks:
-            for start in range(0, len(entries), batch):
-                items, kept = await prepare.series(entries[start : start + batch])
+            for unit in units:
+                items, kept = await prepare.series(unit)
                 if items:
                     await gate.acquire()
                     tasks.create_task(store(items, kept), name="itwin.upload")

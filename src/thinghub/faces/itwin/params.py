@@ -356,8 +356,11 @@ class RejectedEntry:
     sensor_id: str | None = None
 
 
-def read_upload_entries(data: Sequence[Any]) -> tuple[list[UploadEntry], list[RejectedEntry]]:
-    """Check uploadData entries one by one: the good ones, and the bad ones named.
+def read_upload_entries(
+    data: Sequence[Any], start: int = 0
+) -> tuple[list[UploadEntry], list[RejectedEntry]]:
+    """Check uploadData entries one by one: the good ones, and the bad ones named (`data`
+    may be a slice of the request's entries that begins at index `start`).
 
     An entry needs `sensorId` (a string), `timestamp` (ISO date) and `values` (a non-empty
     object of metric -> finite number; bools are not numbers). Sensor existence is the
@@ -368,7 +371,7 @@ def read_upload_entries(data: Sequence[Any]) -> tuple[list[UploadEntry], list[Re
     append = good.append
     # A path is printed only for an entry that is refused: this loop runs once per value of
     # an upload (100,000 in one request).
-    for index, entry in enumerate(data):
+    for index, entry in enumerate(data, start):
         if entry.__class__ is not dict:
             bad.append(RejectedEntry(index, f"data[{index}]", "must be an object"))
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,6 +32,7 @@ from pydantic import (
 )
 
 from thinghub.domain import errors
+from thinghub.domain.clock import MAX_EPOCH_S, MIN_EPOCH_S
 from thinghub.faces.itwin.jsonrpc import RpcError, reply_id
 from thinghub.faces.itwin.timestamps import parse_time
 
@@ -356,6 +358,9 @@ class RejectedEntry:
     sensor_id: str | None = None
 
 
+from_iso = datetime.fromisoformat
+
+
 def read_upload_entries(
     data: Sequence[Any], start: int = 0
 ) -> tuple[list[UploadEntry], list[RejectedEntry]]:
@@ -379,8 +384,21 @@ def read_upload_entries(
         if sensor.__class__ is not str or not 0 < len(sensor) <= MAX_ENTITY_ID_CHARS:
             bad.append(RejectedEntry(index, f"data[{index}].sensorId", "must be a sensor id"))
             continue
+        stamp = entry.get("timestamp")
+        ts = None
+        # The common form (2024-02-20T04:35:23.653Z) read here, as parse_time reads it (its
+        # call and checks cost three times the parse itself); anything else goes through it.
+        if stamp.__class__ is str and len(stamp) >= 20 and stamp[4] == "-" and stamp[-1] == "Z":
+            try:
+                ts = from_iso(stamp).timestamp()
+            except ValueError:
+                pass
+            else:
+                if not MIN_EPOCH_S <= ts <= MAX_EPOCH_S:
+                    ts = None
         try:
-            ts = parse_time(entry.get("timestamp"), "timestamp")
+            if ts is None:
+                ts = parse_time(stamp, "timestamp")
         except errors.Invalid:
             field = f"data[{index}].timestamp"
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from thinghub.domain.model import Device
 from thinghub.domain.telemetry import SeriesPoint, TelemetrySeries
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
-from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry, read_upload_entries
+from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry, check_upload_entries
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
@@ -47,6 +47,11 @@ __all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Row", "chunks", "one_p
 BATCH_ROWS: Final = 5 * MAX_CHUNK_POINTS
 # An upload's write units being stored while the next one is prepared.
 UPLOAD_UNITS_IN_FLIGHT: Final = 2
+
+# One write unit of an upload: a series per sensor.
+SeriesUnit = list[tuple[Device, TelemetrySeries]]
+# The entry of a point: its index in the request and its sensorId.
+Kept = tuple[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,42 +323,50 @@ class Observations:
             How many were stored, and the entries that were not, each with why.
         """
         batch = self.services.ingest.batch_max
-        units = (entries[start : start + batch] for start in range(0, len(entries), batch))
-        return await self._upload_units(scope, units, source, [])
+        rejected: list[RejectedEntry] = []
+        prepare = _Preparer(self, scope, source, rejected)
+
+        async def units() -> AsyncIterator[tuple[SeriesUnit, list[Kept]]]:
+            for start in range(0, len(entries), batch):
+                yield await prepare.series(entries[start : start + batch])
+
+        return await self._upload_units(units(), rejected)
 
     async def upload_data(
         self, scope: Scope, data: Sequence[Any]
     ) -> tuple[int, list[RejectedEntry]]:
         """upload() of uploadData's entries as the request holds them: each write unit's
-        entries are checked (read_upload_entries) while the one before is being written."""
+        entries are checked (read_upload_entries) and turned into series in one pass, while
+        the unit before is being written."""
         batch = self.services.ingest.batch_max
         rejected: list[RejectedEntry] = []
+        prepare = _Preparer(self, scope, "itwin", rejected)
 
-        def units() -> Iterator[list[UploadEntry]]:
+        async def units() -> AsyncIterator[tuple[SeriesUnit, list[Kept]]]:
             for start in range(0, len(data), batch):
-                good, bad = read_upload_entries(data[start : start + batch], start)
-                rejected.extend(bad)
-                yield good
+                unit = data[start : start + batch]
+                # (a sensorId that is no string may be no key either: a list)
+                await prepare.resolve(
+                    {
+                        n
+                        for e in unit
+                        if e.__class__ is dict and (n := e.get("sensorId")).__class__ is str
+                    }
+                )
+                rejected.extend(check_upload_entries(unit, start, prepare.accept))
+                yield prepare.take()
 
-        return await self._upload_units(scope, units(), "itwin", rejected)
+        return await self._upload_units(units(), rejected)
 
     async def _upload_units(
-        self,
-        scope: Scope,
-        units: Iterable[Sequence[UploadEntry]],
-        source: str,
-        rejected: list[RejectedEntry],
+        self, units: AsyncIterator[tuple[SeriesUnit, list[Kept]]], rejected: list[RejectedEntry]
     ) -> tuple[int, list[RejectedEntry]]:
-        """Entries are turned into series a write unit at a time, and a unit is stored while
-        the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
-        reads the request."""
+        """Each unit's series stored while the next unit is prepared
+        (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this reads the request."""
         stored = 0
         gate = asyncio.Semaphore(UPLOAD_UNITS_IN_FLIGHT)
-        prepare = _Preparer(self, scope, source, rejected)
 
-        async def store(
-            items: list[tuple[Device, TelemetrySeries]], kept: list[UploadEntry]
-        ) -> None:
+        async def store(items: SeriesUnit, kept: list[Kept]) -> None:
             nonlocal stored
             try:
                 result = await self.services.ingest.ingest_series(items)
@@ -361,14 +374,11 @@ class Observations:
                 gate.release()
             stored += result.stored
             for position, reason in result.refused.items():
-                entry = kept[position]
-                rejected.append(
-                    RejectedEntry(entry.index, f"data[{entry.index}]", reason, entry.sensor_id)
-                )
+                index, sensor_id = kept[position]
+                rejected.append(RejectedEntry(index, f"data[{index}]", reason, sensor_id))
 
         async with asyncio.TaskGroup() as tasks:
-            for unit in units:
-                items, kept = await prepare.series(unit)
+            async for items, kept in units:
                 if items:
                     await gate.acquire()
                     tasks.create_task(store(items, kept), name="itwin.upload")
@@ -402,6 +412,10 @@ class _Preparer:
         self.declared: dict[str, set[str] | None] = {}
         # The UTF-8 bytes of each found sensor's component name (counted in a message's size).
         self.component_bytes: dict[str, int] = {}
+        self.limit = owner.services.ingest.max_payload_bytes
+        # The points accepted since the last take(), and their entries' indices, per sensor.
+        self.points: dict[str, list[SeriesPoint]] = {}
+        self.kept: dict[str, list[int]] = {}
 
     async def sensor(self, sensor_id: str) -> Sensor | None:
         if sensor_id not in self.sensors:
@@ -425,86 +439,90 @@ class _Preparer:
                 )
         return self.sensors[sensor_id]
 
-    async def series(
-        self, entries: Sequence[UploadEntry]
-    ) -> tuple[list[tuple[Device, TelemetrySeries]], list[UploadEntry]]:
-        """The series of `entries` (one per sensor), and the entries their points are of, in
-        the order of the points; the other entries are rejected."""
-        limit = self.owner.services.ingest.max_payload_bytes
-        points: dict[str, list[SeriesPoint]] = {}
-        kept: dict[str, list[UploadEntry]] = {}
-        sensors = self.sensors
-        dumps = orjson.dumps
+    async def resolve(self, sensor_ids: Iterable[str]) -> None:
+        """Look up the sensors named that were not looked up yet."""
+        for sensor_id in sensor_ids:
+            if sensor_id not in self.sensors:
+                await self.sensor(sensor_id)
+
+    async def series(self, entries: Sequence[UploadEntry]) -> tuple[SeriesUnit, list[Kept]]:
+        """The series of `entries` (one per sensor), and (index, sensorId) of the entry of
+        each of their points, in order; the other entries are rejected."""
+        await self.resolve({entry.sensor_id for entry in entries})
+        accept = self.accept
         for entry in entries:
-            # The sensor's lookup is awaited once a request (then a dict hit per entry).
-            sensor_id = entry.sensor_id
-            if sensor_id in sensors:
-                sensor = sensors[sensor_id]
-            else:
-                sensor = await self.sensor(sensor_id)
-            if sensor is None:
-                self._reject(entry, f"data[{entry.index}].sensorId", "no such sensor")
-                continue
-            values = entry.values
-            metrics = self.declared.get(sensor_id)
-            if metrics is not None:
-                unknown = [k for k in values if k not in metrics]
-                if unknown:
-                    self._reject(
-                        entry,
-                        f"data[{entry.index}].values.{unknown[0]}",
-                        f"{unknown[0]!r} is not a metric of this sensor "
-                        f"({', '.join(sorted(metrics))})",
-                    )
-                    continue
-            try:
-                raw = dumps(values)
-            except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
+            accept(entry.index, entry.sensor_id, entry.ts, entry.values)
+        return self.take()
+
+    def accept(self, index: int, sensor_id: str, ts: float, values: dict[str, float]) -> None:
+        """An entry whose fields are checked (read_upload_entries): a point of its sensor's
+        series, or rejected. Its sensor was looked up (resolve)."""
+        sensor = self.sensors[sensor_id]
+        if sensor is None:
+            self._reject(index, sensor_id, f"data[{index}].sensorId", "no such sensor")
+            return
+        metrics = self.declared.get(sensor_id)
+        if metrics is not None:
+            unknown = [k for k in values if k not in metrics]
+            if unknown:
                 self._reject(
-                    entry, f"data[{entry.index}].values", "has a metric name that is not text"
+                    index,
+                    sensor_id,
+                    f"data[{index}].values.{unknown[0]}",
+                    f"{unknown[0]!r} is not a metric of this sensor ({', '.join(sorted(metrics))})",
                 )
-                continue
-            # ingest.build_parsed's size rule: the body and the component's name.
-            if len(raw) + self.component_bytes[sensor_id] > limit:
-                self._reject(
-                    entry,
-                    f"data[{entry.index}].values",
-                    f"telemetry is {len(raw) + self.component_bytes[sensor_id]} bytes with its "
-                    f"properties; the limit is {limit}",
-                )
-                continue
-            point = (entry.ts, values, raw.decode())
-            if sensor_id in points:
-                points[sensor_id].append(point)
-                kept[sensor_id].append(entry)
-            else:
-                points[sensor_id] = [point]
-                kept[sensor_id] = [entry]
-        items: list[tuple[Device, TelemetrySeries]] = []
-        order: list[UploadEntry] = []
-        for sensor_id, own in points.items():
-            found = sensors[sensor_id]
+                return
+        try:
+            raw = orjson.dumps(values)
+        except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
+            self._reject(
+                index, sensor_id, f"data[{index}].values", "has a metric name that is not text"
+            )
+            return
+        # ingest.build_parsed's size rule: the body and the component's name.
+        size = len(raw) + self.component_bytes[sensor_id]
+        if size > self.limit:
+            self._reject(
+                index,
+                sensor_id,
+                f"data[{index}].values",
+                f"telemetry is {size} bytes with its properties; the limit is {self.limit}",
+            )
+            return
+        points = self.points.get(sensor_id)
+        if points is None:
+            self.points[sensor_id] = [(ts, values, raw.decode())]
+            self.kept[sensor_id] = [index]
+        else:
+            points.append((ts, values, raw.decode()))
+            self.kept[sensor_id].append(index)
+
+    def take(self) -> tuple[SeriesUnit, list[Kept]]:
+        """The series of the points accepted since the last take(), one per sensor, and
+        (index, sensorId) of the entry of each point, in order."""
+        items: SeriesUnit = []
+        order: list[Kept] = []
+        for sensor_id, own in self.points.items():
+            found = self.sensors[sensor_id]
             assert found is not None
             device = found.holder
-            items.append(
-                (
-                    device,
-                    TelemetrySeries(
-                        device.account_id,
-                        device.id,
-                        device.project,
-                        device.deployment,
-                        found.component,
-                        self.source,
-                        own,
-                    ),
-                )
+            series = TelemetrySeries(
+                device.account_id,
+                device.id,
+                device.project,
+                device.deployment,
+                found.component,
+                self.source,
+                own,
             )
-            order += kept[sensor_id]
+            items.append((device, series))
+            order += [(index, sensor_id) for index in self.kept[sensor_id]]
+        self.points = {}
+        self.kept = {}
         return items, order
 
-    def _reject(self, entry: UploadEntry, path: str, message: str) -> None:
-        self.rejected.append(RejectedEntry(entry.index, path, message, entry.sensor_id))
+    def _reject(self, index: int, sensor_id: str, path: str, message: str) -> None:
+        self.rejected.append(RejectedEntry(index, path, message, sensor_id))
 
 
 def _zero_date(sensor: Sensor) -> float | None:

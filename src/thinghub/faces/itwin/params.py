@@ -15,7 +15,7 @@ read_upload_entries does that, entry by entry.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -71,6 +71,7 @@ __all__ = [
     "UpdateSensorParams",
     "UploadDataParams",
     "UploadEntry",
+    "check_upload_entries",
     "read_upload_entries",
 ]
 
@@ -365,15 +366,28 @@ def read_upload_entries(
     data: Sequence[Any], start: int = 0
 ) -> tuple[list[UploadEntry], list[RejectedEntry]]:
     """Check uploadData entries one by one: the good ones, and the bad ones named (`data`
-    may be a slice of the request's entries that begins at index `start`).
+    may be a slice of the request's entries that begins at index `start`)."""
+    good: list[UploadEntry] = []
+    append = good.append
+    bad = check_upload_entries(
+        data,
+        start,
+        lambda index, sensor, ts, values: append(UploadEntry(index, sensor, ts, values)),
+    )
+    return good, bad
+
+
+def check_upload_entries(
+    data: Sequence[Any], start: int, accept: Callable[[int, str, float, dict[str, float]], None]
+) -> list[RejectedEntry]:
+    """Check uploadData entries one by one: each good one is given to `accept` (index,
+    sensorId, epoch seconds, values), the bad ones are returned, named.
 
     An entry needs `sensorId` (a string), `timestamp` (ISO date) and `values` (a non-empty
     object of metric -> finite number; bools are not numbers). Sensor existence is the
     caller's check.
     """
-    good: list[UploadEntry] = []
     bad: list[RejectedEntry] = []
-    append = good.append
     # A path is printed only for an entry that is refused: this loop runs once per value of
     # an upload (100,000 in one request).
     for index, entry in enumerate(data, start):
@@ -411,8 +425,8 @@ def read_upload_entries(
         except ValueError as exc:
             bad.append(RejectedEntry(index, f"data[{index}].values", str(exc), sensor))
             continue
-        append(UploadEntry(index, sensor, ts, values))
-    return good, bad
+        accept(index, sensor, ts, values)
+    return bad
 
 
 def _read_values(values: object) -> dict[str, float]:

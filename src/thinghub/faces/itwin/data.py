@@ -416,6 +416,12 @@ class _Preparer:
         # The points accepted since the last take(), and their entries' indices, per sensor.
         self.points: dict[str, list[SeriesPoint]] = {}
         self.kept: dict[str, list[int]] = {}
+        # accept()'s current sensor (None: none yet), and what it needs of it.
+        self._current: str | None = None
+        self._metrics: set[str] | None = None
+        self._component_bytes = 0
+        self._points: list[SeriesPoint] = []
+        self._kept: list[int] = []
 
     async def sensor(self, sensor_id: str) -> Sensor | None:
         if sensor_id not in self.sensors:
@@ -457,11 +463,11 @@ class _Preparer:
     def accept(self, index: int, sensor_id: str, ts: float, values: dict[str, float]) -> None:
         """An entry whose fields are checked (read_upload_entries): a point of its sensor's
         series, or rejected. Its sensor was looked up (resolve)."""
-        sensor = self.sensors[sensor_id]
-        if sensor is None:
+        # Consecutive entries mostly share their sensor: it is switched only on a change.
+        if sensor_id != self._current and not self._switch(sensor_id):
             self._reject(index, sensor_id, f"data[{index}].sensorId", "no such sensor")
             return
-        metrics = self.declared.get(sensor_id)
+        metrics = self._metrics
         if metrics is not None:
             unknown = [k for k in values if k not in metrics]
             if unknown:
@@ -480,7 +486,7 @@ class _Preparer:
             )
             return
         # ingest.build_parsed's size rule: the body and the component's name.
-        size = len(raw) + self.component_bytes[sensor_id]
+        size = len(raw) + self._component_bytes
         if size > self.limit:
             self._reject(
                 index,
@@ -489,13 +495,25 @@ class _Preparer:
                 f"telemetry is {size} bytes with its properties; the limit is {self.limit}",
             )
             return
-        points = self.points.get(sensor_id)
-        if points is None:
-            self.points[sensor_id] = [(ts, values, raw.decode())]
-            self.kept[sensor_id] = [index]
-        else:
-            points.append((ts, values, raw.decode()))
-            self.kept[sensor_id].append(index)
+        self._points.append((ts, values, raw.decode()))
+        self._kept.append(index)
+
+    def _switch(self, sensor_id: str) -> bool:
+        """Make `sensor_id` the current sensor of accept(); False when there is no such
+        sensor (then there is no current one)."""
+        sensor = self.sensors[sensor_id]
+        if sensor is None:
+            self._current = None
+            return False
+        self._current = sensor_id
+        self._metrics = self.declared.get(sensor_id)
+        self._component_bytes = self.component_bytes[sensor_id]
+        if sensor_id not in self.points:
+            self.points[sensor_id] = []
+            self.kept[sensor_id] = []
+        self._points = self.points[sensor_id]
+        self._kept = self.kept[sensor_id]
+        return True
 
     def take(self) -> tuple[SeriesUnit, list[Kept]]:
         """The series of the points accepted since the last take(), one per sensor, and
@@ -503,6 +521,8 @@ class _Preparer:
         items: SeriesUnit = []
         order: list[Kept] = []
         for sensor_id, own in self.points.items():
+            if not own:  # every entry of it was rejected
+                continue
             found = self.sensors[sensor_id]
             assert found is not None
             device = found.holder
@@ -519,6 +539,7 @@ class _Preparer:
             order += [(index, sensor_id) for index in self.kept[sensor_id]]
         self.points = {}
         self.kept = {}
+        self._current = None
         return items, order
 
     def _reject(self, index: int, sensor_id: str, path: str, message: str) -> None:

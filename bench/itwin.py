@@ -10,8 +10,8 @@
    Both count what the clients receive in the same window. Goal: at least 0.5x the bare
    fan-out's delivered messages a second.
 3. **uploadData**: U observations (100,000) in one request; against the store's own
-   batched insert of the same observations (the SQL telemetry area on SQLite, in batches of
-   2,000 as ingest writes them). Goal: at least 0.5x its observations a second.
+   batched insert of the same rows (the SQL telemetry area on SQLite, its series path, in
+   batches of 2,000 as ingest writes them). Goal: at least 0.5x its observations a second.
 
 The load generator (this process) shares the machine's CPUs with the server; beside each
 figure the report gives the CPU each side used during the measured window (in cores), so a
@@ -639,8 +639,9 @@ def _bench_upload(
         note="thinghub: one request over WebSocket, from sending it to its answer, through "
         "ingest (stored, on /v1, live; the request built and the connection authenticated "
         "before the window); "
-        f"reference: SqlTelemetryStore.append in batches of {REFERENCE_BATCH:,} on SQLite, in "
-        "the generator process (its writer thread included)",
+        f"reference: the SQLite store's append_series (the rows uploads write, built before "
+        f"its window) in batches of {REFERENCE_BATCH:,}, in the generator process (its "
+        "writer thread included)",
     )
 
 

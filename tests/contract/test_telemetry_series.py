@@ -24,10 +24,13 @@ def _series(device_id: str, component: str | None) -> TelemetrySeries:
         {"T": 21.25, "P": -3.0e-7},
         {"T": 1e300, "long": 0.1 + 0.2},
         {"x" * 200: 1.0, "ok": 2.0},  # with a component: a name over 256, no observation
+        {'é😀\x01"{}\\': 1.5},  # text the JSON of a SQLite series step escapes
         {"nul\x00": 5.0, "T": 19.0},  # NUL in a name: no observation, the message stored
     ]
+    times = [T0 + i * 0.001 + 1e-7 for i in range(len(bodies) - 2)]
+    times += [-62_135_596_800.0, 253_402_300_799.999]  # years 1 and 9999
     points = [
-        (T0 + i * 0.001 + 1e-7, body, orjson.dumps(body).decode()) for i, body in enumerate(bodies)
+        (ts, body, orjson.dumps(body).decode()) for ts, body in zip(times, bodies, strict=True)
     ]
     return TelemetrySeries(ACC, device_id, "proj", "dep", component, "itwin", points)
 
@@ -65,7 +68,7 @@ async def test_a_series_is_stored_as_its_messages(sql_backend: Backend) -> None:
         for a, b in (("by-series", "by-messages"), ("by-series-2", "by-messages-2")):
             got, expected = await _everything(stores, a), await _everything(stores, b)
             assert got == expected
-            assert len(got[0]) == 5 * (1 if component is None else 2)
+            assert len(got[0]) == 6 * (1 if component is None else 2)
         latest = {m: v for m, _, _, v in (await _everything(stores, "by-series"))[1]}
         assert latest["T"] == 19.0
         assert not any("\x00" in m for m in latest)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from thinghub.domain.claims import Registration
 from thinghub.domain.commands import Command
@@ -31,7 +31,7 @@ from thinghub.domain.model import (
     User,
 )
 from thinghub.domain.products import Product
-from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage, TelemetrySeries
 from thinghub.domain.twin import Twin
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "Lifecycle",
     "Page",
     "ProductStore",
+    "SeriesTelemetryStore",
     "SessionStore",
     "StoredConsoleSession",
     "Stores",
@@ -267,6 +268,16 @@ class TelemetryStore(Protocol):
     ) -> int:
         """A device's messages in [since, until] (with its modules'), and their observations;
         a latest value in the range gives way to the newest one left."""
+
+
+@runtime_checkable
+class SeriesTelemetryStore(Protocol):
+    """A telemetry area that also writes series (an upload's messages) as rows, without an
+    object per message; ingest falls back to append(series.messages()) on one without."""
+
+    async def append_series(self, series: Sequence[TelemetrySeries]) -> None:
+        """Every point of every series as a new message (none has an id), with its
+        observations, in one write unit, as append() would store the series' messages."""
 
 
 class EventStore(Protocol):

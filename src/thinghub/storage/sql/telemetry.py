@@ -19,7 +19,7 @@ from thinghub.storage.sql._rows import (
     to_us,
 )
 
-__all__ = ["SqlTelemetryStore"]
+__all__ = ["SqlTelemetryStore", "append_steps"]
 
 _Row = tuple[Any, ...]
 
@@ -102,6 +102,28 @@ def _observation_steps(plain: list[_Row], guarded: list[_Row]) -> list[Step]:
     return steps
 
 
+def append_steps(
+    messages: Sequence[TelemetryMessage], observations: Sequence[Observation] | None = None
+) -> list[Step]:
+    """The write unit of `SqlTelemetryStore.append` on SQLite: the first step's result is
+    each message with an id's row count (1: it landed), in order."""
+    with_id: list[TelemetryMessage] = []
+    without_id: list[TelemetryMessage] = []
+    for m in messages:
+        (without_id if m.message_id is None else with_id).append(m)
+    steps = [
+        Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in with_id]),
+        Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
+    ]
+    if observations is None:
+        plain, guarded = _derived_rows(messages)
+    else:
+        plain, guarded = _given_rows(messages, observations)
+    if plain or guarded:
+        steps += _observation_steps(plain, guarded)
+    return steps
+
+
 class SqlTelemetryStore(SqlArea):
     async def append(
         self,
@@ -115,21 +137,7 @@ class SqlTelemetryStore(SqlArea):
         Observations (None: each message's own, as rows straight from its body) of a message
         with an id are written only if that message landed.
         """
-        with_id: list[TelemetryMessage] = []
-        without_id: list[TelemetryMessage] = []
-        for m in messages:
-            (without_id if m.message_id is None else with_id).append(m)
-        steps = [
-            Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in with_id]),
-            Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
-        ]
-        if observations is None:
-            plain, guarded = _derived_rows(messages)
-        else:
-            plain, guarded = _given_rows(messages, observations)
-        if plain or guarded:
-            steps += _observation_steps(plain, guarded)
-        result = await self._write(*steps)
+        result = await self._write(*append_steps(messages, observations))
         landed = iter(bool(n) for n in result[0])
         return [True if m.message_id is None else next(landed) for m in messages]
 
@@ -232,14 +240,33 @@ class SqlTelemetryStore(SqlArea):
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """An account's telemetry and observations older than `before`; returns the number
-        of messages deleted. The latest value of each metric stays."""
-        where = "account_id = ? AND {ts} < ?"
+        of messages deleted. The latest value of each metric stays.
+
+        Observations go (entity, metric) by (entity, metric), each on its range of
+        `ix_observations`: the account's keys are those of its latest values (every stored
+        observation upserts one), and only keys with rows to delete are visited. No index
+        orders the account's observations by time (one would cost every observation an
+        entry, for the purge alone).
+        """
+        cut = to_us(before)
         count = await self._delete_batches(
-            "telemetry", "enqueued_at", where, [account_id, to_us(before)], batch_rows
+            "telemetry", "enqueued_at", "account_id = ? AND {ts} < ?", [account_id, cut], batch_rows
         )
-        await self._delete_batches(
-            "observations", "ts", where, [account_id, to_us(before)], batch_rows
+        keys = await self.db.fetch_all(
+            "SELECT entity_id, metric FROM latest_observations l WHERE account_id = ? AND "
+            "EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = l.entity_id AND "
+            "o.metric = l.metric AND o.ts < ? AND o.account_id = ?)",
+            [account_id, cut, account_id],
+            bulk=True,
         )
+        for entity, metric in keys:
+            await self._delete_batches(
+                "observations",
+                "ts",
+                "entity_id = ? AND metric = ? AND account_id = ? AND {ts} < ?",
+                [entity, metric, account_id, cut],
+                batch_rows,
+            )
         return count
 
     async def delete_for_device(

@@ -4,6 +4,7 @@ latest value per metric; newest-first pages; retention and per-device deletes in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_values
@@ -22,6 +23,7 @@ from thinghub.storage.sql._rows import (
 __all__ = ["SqlTelemetryStore", "append_steps"]
 
 _Row = tuple[Any, ...]
+_BY_KEY = itemgetter(1)  # a row's entity_id
 
 _INSERT_TELEMETRY = (
     f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
@@ -78,13 +80,22 @@ def _given_rows(
     return plain, guarded
 
 
-def _observation_steps(plain: list[_Row], guarded: list[_Row]) -> list[Step]:
+def _observation_steps(plain: list[_Row], guarded: list[_Row], *, by_key: bool) -> list[Step]:
     """Observations of new messages only: a redelivered duplicate adds none.
 
     A guarded row is written only if the stored row for its message id is this message's
     (same enqueued time), i.e. this insert is the one that landed. The latest value per
     (entity, metric) is upserted once per batch for plain rows.
+
+    `by_key`: the rows go in entity order (a stable sort: one entity's rows keep their
+    order, so a message's fields stay together and equal times keep their order). Each
+    entity's rows then follow one another into its end of `ix_observations` (entity, time,
+    metric) and its leaf of `latest_observations`, instead of a batch visiting every
+    entity's leaves once per message (`bench/store_rows.py`).
     """
+    if by_key:
+        plain.sort(key=_BY_KEY)
+        guarded.sort(key=_BY_KEY)
     steps = []
     if plain:
         newest: dict[tuple[str, str], _Row] = {}
@@ -103,10 +114,14 @@ def _observation_steps(plain: list[_Row], guarded: list[_Row]) -> list[Step]:
 
 
 def append_steps(
-    messages: Sequence[TelemetryMessage], observations: Sequence[Observation] | None = None
+    messages: Sequence[TelemetryMessage],
+    observations: Sequence[Observation] | None = None,
+    *,
+    by_key: bool = True,
 ) -> list[Step]:
     """The write unit of `SqlTelemetryStore.append` on SQLite: the first step's result is
-    each message with an id's row count (1: it landed), in order."""
+    each message with an id's row count (1: it landed), in order. (`by_key=False`: the
+    observation rows in message order, as before; for bench/store_rows.py's reference.)"""
     with_id: list[TelemetryMessage] = []
     without_id: list[TelemetryMessage] = []
     for m in messages:
@@ -120,7 +135,7 @@ def append_steps(
     else:
         plain, guarded = _given_rows(messages, observations)
     if plain or guarded:
-        steps += _observation_steps(plain, guarded)
+        steps += _observation_steps(plain, guarded, by_key=by_key)
     return steps
 
 
@@ -195,7 +210,7 @@ class SqlTelemetryStore(SqlArea):
         batch_rows: int,
         affine: tuple[float, float, float] | None = None,
     ) -> AsyncIterator[list[tuple[int, float]]]:
-        """Keyset pages on the (entity, metric, ts) index, in its order (no sort), the rows
+        """Keyset pages on the (entity, ts, metric) index, in its order (no sort), the rows
         as the driver returns them (times in integer microseconds, as stored).
 
         With `affine`, SQLite converts the values (IEEE double arithmetic in the
@@ -242,29 +257,29 @@ class SqlTelemetryStore(SqlArea):
         """An account's telemetry and observations older than `before`; returns the number
         of messages deleted. The latest value of each metric stays.
 
-        Observations go (entity, metric) by (entity, metric), each on its range of
-        `ix_observations`: the account's keys are those of its latest values (every stored
-        observation upserts one), and only keys with rows to delete are visited. No index
-        orders the account's observations by time (one would cost every observation an
-        entry, for the purge alone).
+        Observations go entity by entity, each on its range of `ix_observations`: the
+        account's entities are those of its latest values (every stored observation
+        upserts one), and only entities with rows to delete are visited. No index orders
+        the account's observations by time (one would cost every observation an entry, for
+        the purge alone).
         """
         cut = to_us(before)
         count = await self._delete_batches(
             "telemetry", "enqueued_at", "account_id = ? AND {ts} < ?", [account_id, cut], batch_rows
         )
-        keys = await self.db.fetch_all(
-            "SELECT entity_id, metric FROM latest_observations l WHERE account_id = ? AND "
+        entities = await self.db.fetch_all(
+            "SELECT DISTINCT entity_id FROM latest_observations l WHERE account_id = ? AND "
             "EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = l.entity_id AND "
-            "o.metric = l.metric AND o.ts < ? AND o.account_id = ?)",
+            "o.ts < ? AND o.account_id = ?)",
             [account_id, cut, account_id],
             bulk=True,
         )
-        for entity, metric in keys:
+        for (entity,) in entities:
             await self._delete_batches(
                 "observations",
                 "ts",
-                "entity_id = ? AND metric = ? AND account_id = ? AND {ts} < ?",
-                [entity, metric, account_id, cut],
+                "entity_id = ? AND account_id = ? AND {ts} < ?",
+                [entity, account_id, cut],
                 batch_rows,
             )
         return count
@@ -293,15 +308,17 @@ class SqlTelemetryStore(SqlArea):
             "entity_id",
             device_id,
         )
-        for entity, metric, latest_us in await self.db.fetch_all(sql, params):
+        latest = await self.db.fetch_all(sql, params)
+        # Each entity's range of ix_observations (entity, ts, metric) once, every metric.
+        for entity in dict.fromkeys(row[0] for row in latest):
             await self._delete_batches(
                 "observations",
                 "ts",
-                f"{account_term(device_id)} = ? AND entity_id = ? AND metric = ? "
-                "AND {ts} >= ? AND {ts} <= ?",
-                [account_id, entity, metric, low, high],
+                f"{account_term(device_id)} = ? AND entity_id = ? AND {{ts}} >= ? AND {{ts}} <= ?",
+                [account_id, entity, low, high],
                 batch_rows,
             )
+        for entity, metric, latest_us in latest:
             if low <= latest_us <= high:
                 await self._write(
                     Step(

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.storage import migrate
 from thinghub.storage.database import Step
@@ -78,7 +77,9 @@ def _old_steps(messages: Sequence[TelemetryMessage], by_key: bool = False) -> li
     for step in steps:
         if step.sql.startswith("INSERT INTO observations"):
             kind = "guarded" if "EXISTS" in step.sql else "plain"
-            step = Step("many", old[kind], [row[: 5 if kind == "plain" else 8] for row in step.params])
+            step = Step(
+                "many", old[kind], [row[: 5 if kind == "plain" else 8] for row in step.params]
+            )
         out.append(step)
     return out
 
@@ -251,4 +252,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from pathlib import Path
 
 from tests.contract.conftest import _in_thread
 from tests.contract.test_migrations import Database, database
@@ -42,8 +41,7 @@ def _fill(database: Database) -> None:
     marks = "?, ?, ?, ?, ?" if database.marker == "?" else "$1, $2, $3, $4, $5"
     for account, entity, metric, ts, value in OBSERVATIONS:
         database.run(
-            "INSERT INTO observations (account_id, entity_id, metric, ts, value) "
-            f"VALUES ({marks})",
+            f"INSERT INTO observations (account_id, entity_id, metric, ts, value) VALUES ({marks})",
             (account, entity, metric, ts * S, value),
         )
     for (entity, metric), (account, ts, value) in _latest().items():

@@ -46,6 +46,11 @@ _LANDED = (
 # 0007's observation statements (what the store wrote before 0008).
 _OLD_INSERT_PLAIN = f"INSERT INTO observations {_OBS_COLUMNS} VALUES (?,?,?,?,?)"
 _OLD_INSERT_GUARDED = f"INSERT INTO observations {_OBS_COLUMNS} SELECT ?,?,?,?,?{_LANDED}"
+_OLD_UPSERT_GUARDED = (
+    f"INSERT INTO latest_observations {_OBS_COLUMNS} SELECT ?,?,?,?,?{_LANDED} ON CONFLICT "
+    "(entity_id, metric) DO UPDATE SET ts = excluded.ts, value = excluded.value "
+    "WHERE excluded.ts >= latest_observations.ts"
+)
 
 _DROP_ACCOUNT_INDEX = "DROP INDEX ix_observations_account"
 _NOT_COVERING = (
@@ -69,17 +74,19 @@ _Steps = Callable[[Sequence[TelemetryMessage]], list[Step]]
 
 
 def _old_steps(messages: Sequence[TelemetryMessage], by_key: bool = False) -> list[Step]:
-    """0007's statements: the store's, with the observation inserts as they were (and the
-    rows in message order unless `by_key`)."""
-    steps = append_steps(messages, by_key=by_key)
-    old = {"plain": _OLD_INSERT_PLAIN, "guarded": _OLD_INSERT_GUARDED}
+    """0007's statements: the store's, with the rows of messages with an id guarded in SQL
+    as they were (each row tests that its message's stored row is this message's), and the
+    rows in message order unless `by_key`."""
+    with_id = [m for m in messages if m.message_id is not None]
     out = []
-    for step in steps:
-        if step.sql.startswith("INSERT INTO observations"):
-            kind = "guarded" if "EXISTS" in step.sql else "plain"
-            step = Step(
-                "many", old[kind], [row[: 5 if kind == "plain" else 8] for row in step.params]
-            )
+    for step in append_steps(messages, by_key=by_key):
+        if step.kind == "landed":
+            sql = _OLD_UPSERT_GUARDED if "latest" in step.sql else _OLD_INSERT_GUARDED
+            rows = []
+            for row, owner in step.params:
+                m = with_id[owner]
+                rows.append((*row, m.device_id, m.message_id, row[3]))
+            step = Step("many", sql, rows)
         out.append(step)
     return out
 
@@ -132,6 +139,12 @@ def _schemas() -> list[tuple[str, str, tuple[str, ...], _Steps]]:
         ("head", "head", (), append_steps),
         ("head, rows in message order", "head", (), lambda m: append_steps(m, by_key=False)),
         ("head, ix_observations not covering", "head", _NOT_COVERING, append_steps),
+        (
+            "head, rows of messages with ids guarded in SQL",
+            "head",
+            (),
+            lambda m: _old_steps(m, True),
+        ),
         ("0007 - ix_observations_account", "0007", (_DROP_ACCOUNT_INDEX,), _old_steps),
         (
             "  + latest WITHOUT ROWID",
@@ -188,8 +201,9 @@ def _run(path: Path, steps: _Steps, messages: list[TelemetryMessage], batch: int
         cpu = time.thread_time()
         for unit in units:
             conn.execute("BEGIN IMMEDIATE")
+            done: list[object] = []
             for step in unit:
-                SqliteDatabase._run(conn, step)
+                done.append(SqliteDatabase._run(conn, step, done))
             conn.execute("COMMIT")
         cpu = time.thread_time() - cpu
         return cpu * 1e6 / len(messages)

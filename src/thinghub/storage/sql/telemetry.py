@@ -23,7 +23,13 @@ from thinghub.storage.sql._rows import (
 __all__ = ["SqlTelemetryStore", "append_steps"]
 
 _Row = tuple[Any, ...]
+_Owned = tuple[_Row, int]  # a row of a message with an id, and that message's place
 _BY_KEY = itemgetter(1)  # a row's entity_id
+
+
+def _owned_key(item: _Owned) -> Any:
+    return item[0][1]  # the row's entity_id
+
 
 _INSERT_TELEMETRY = (
     f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
@@ -34,22 +40,19 @@ _LATEST = (
     " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
     "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
 )
-_LANDED = (
-    " WHERE EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND message_id = ? "
-    "AND enqueued_at = ?)"
-)
 _INSERT_PLAIN = f"INSERT INTO observations {_COLUMNS} VALUES (?,?,?,?,?)"
 _UPSERT_PLAIN = f"INSERT INTO latest_observations {_COLUMNS} VALUES (?,?,?,?,?){_LATEST}"
-_INSERT_GUARDED = f"INSERT INTO observations {_COLUMNS} SELECT ?,?,?,?,?{_LANDED}"
-_UPSERT_GUARDED = f"INSERT INTO latest_observations {_COLUMNS} SELECT ?,?,?,?,?{_LANDED}{_LATEST}"
 
 
-def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], list[_Row]]:
-    """Each message's observations as rows: plain for messages without an id, guarded
-    (with the message's device, id and time, to test it landed) for the others."""
+def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], list[_Owned]]:
+    """Each message's observations as rows: plain for messages without an id; for the
+    others, each row with its message's place among the batch's messages with an id."""
     plain: list[_Row] = []
-    guarded: list[_Row] = []
+    owned: list[_Owned] = []
+    ordinal = -1
     for m in messages:
+        if m.message_id is not None:
+            ordinal += 1
         values = observation_values(m)
         if not values:
             continue
@@ -57,35 +60,39 @@ def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], lis
         if m.message_id is None:
             plain += [(account, device, metric, ts, value) for metric, value in values]
         else:
-            guard = (device, m.message_id, ts)
-            guarded += [(account, device, metric, ts, value, *guard) for metric, value in values]
-    return plain, guarded
+            owned += [((account, device, metric, ts, value), ordinal) for metric, value in values]
+    return plain, owned
 
 
 def _given_rows(
     messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
-) -> tuple[list[_Row], list[_Row]]:
-    """Given observations as rows: guarded when a message of the batch with an id has their
-    entity and time (they are its observations), else plain."""
-    ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
+) -> tuple[list[_Row], list[_Owned]]:
+    """Given observations as rows: owned by a message of the batch with an id that has
+    their entity and time (they are its observations; the last such message), else plain."""
+    owners: dict[tuple[str, int], int | None] = {}
+    ordinal = -1
+    for m in messages:
+        if m.message_id is not None:
+            ordinal += 1
+        owners[(m.device_id, to_us(m.enqueued_at))] = None if m.message_id is None else ordinal
     plain: list[_Row] = []
-    guarded: list[_Row] = []
+    owned: list[_Owned] = []
     for o in observations:
         row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
-        message_id = ids.get((o.entity_id, row[3]))
-        if message_id is None:
+        owner = owners.get((o.entity_id, row[3]))
+        if owner is None:
             plain.append(row)
         else:
-            guarded.append((*row, o.entity_id, message_id, row[3]))
-    return plain, guarded
+            owned.append((row, owner))
+    return plain, owned
 
 
-def _observation_steps(plain: list[_Row], guarded: list[_Row], *, by_key: bool) -> list[Step]:
+def _observation_steps(plain: list[_Row], owned: list[_Owned], *, by_key: bool) -> list[Step]:
     """Observations of new messages only: a redelivered duplicate adds none.
 
-    A guarded row is written only if the stored row for its message id is this message's
-    (same enqueued time), i.e. this insert is the one that landed. The latest value per
-    (entity, metric) is upserted once per batch for plain rows.
+    Rows of messages with an id go as `landed` steps: the driver writes only those whose
+    message's insert (the unit's first step) stored a row. The latest value per (entity,
+    metric) is upserted once per batch for plain rows, per row for the others.
 
     `by_key`: the rows go in entity order (a stable sort: one entity's rows keep their
     order, so a message's fields stay together and equal times keep their order). Each
@@ -95,7 +102,7 @@ def _observation_steps(plain: list[_Row], guarded: list[_Row], *, by_key: bool) 
     """
     if by_key:
         plain.sort(key=_BY_KEY)
-        guarded.sort(key=_BY_KEY)
+        owned.sort(key=_owned_key)
     steps = []
     if plain:
         newest: dict[tuple[str, str], _Row] = {}
@@ -108,8 +115,8 @@ def _observation_steps(plain: list[_Row], guarded: list[_Row], *, by_key: bool) 
             Step("many", _INSERT_PLAIN, plain),
             Step("many", _UPSERT_PLAIN, list(newest.values())),
         ]
-    if guarded:
-        steps += [Step("many", _INSERT_GUARDED, guarded), Step("many", _UPSERT_GUARDED, guarded)]
+    if owned:
+        steps += [Step("landed", _INSERT_PLAIN, owned), Step("landed", _UPSERT_PLAIN, owned)]
     return steps
 
 
@@ -131,11 +138,11 @@ def append_steps(
         Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
     ]
     if observations is None:
-        plain, guarded = _derived_rows(messages)
+        plain, owned = _derived_rows(messages)
     else:
-        plain, guarded = _given_rows(messages, observations)
-    if plain or guarded:
-        steps += _observation_steps(plain, guarded, by_key=by_key)
+        plain, owned = _given_rows(messages, observations)
+    if plain or owned:
+        steps += _observation_steps(plain, owned, by_key=by_key)
     return steps
 
 

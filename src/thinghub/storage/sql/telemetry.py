@@ -126,7 +126,7 @@ def append_steps(
     *,
     by_key: bool = True,
 ) -> list[Step]:
-    """The write unit of `SqlTelemetryStore.append` on SQLite: the first step's result is
+    """The write unit of `SqlTelemetryStore.append`: the first step's result is
     each message with an id's row count (1: it landed), in order. (`by_key=False`: the
     observation rows in message order, as before; for bench/store_rows.py's reference.)"""
     with_id: list[TelemetryMessage] = []

@@ -10,8 +10,8 @@
    Both count what the clients receive in the same window. Goal: at least 0.5x the bare
    fan-out's delivered messages a second.
 3. **uploadData**: U observations (100,000) in one request; against the store's own
-   batched insert of the same observations (the SQL telemetry area on SQLite, in batches of
-   2,000 as ingest writes them). Goal: at least 0.5x its observations a second.
+   batched insert of the same rows (the SQL telemetry area on SQLite, its series path, in
+   batches of 2,000 as ingest writes them). Goal: at least 0.5x its observations a second.
 
 The load generator (this process) shares the machine's CPUs with the server; beside each
 figure the report gives the CPU each side used during the measured window (in cores), so a
@@ -46,7 +46,8 @@ from websockets.asyncio.client import connect
 from bench._table import text_table
 from bench.http import BenchError, _clean_env, _ServerProcess, thinghub_server
 from bench.mqtt import _own_cpu_s, cpu_s, raise_fd_limit
-from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage, TelemetrySeries
+from thinghub.ports import SeriesTelemetryStore
 from thinghub.security import sas
 from thinghub.simulator import DeviceSpec, SimStats, SimulatedDevice
 from thinghub.storage.migrate import upgrade
@@ -540,25 +541,47 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".000Z"
 
 
-async def _reference_insert(work_dir: Path, count: int) -> tuple[float, tuple[float, float, float]]:
-    path = work_dir / "reference.db"
+async def _reference_insert(
+    work_dir: Path, count: int, *, as_messages: bool = False
+) -> tuple[float, tuple[float, float, float]]:
+    """The store's own batched insert of the rows an upload of `count` values writes (a
+    message and an observation each, the latest value upserted), in batches of
+    REFERENCE_BATCH on a fresh SQLite file: its series path (append_series, what uploads
+    use), or with `as_messages` append() of TelemetryMessage and Observation objects (the
+    reference before uploads had a series path). What each batch holds is built before the
+    window, as the upload's request is built before its own."""
+    path = work_dir / ("reference-messages.db" if as_messages else "reference.db")
     await asyncio.to_thread(upgrade, f"sqlite:///{path}")
     stores = sql_stores(SqliteDatabase(path))
     await stores.start()
     try:
+        store = stores.telemetry
+        if not isinstance(store, SeriesTelemetryStore):
+            raise BenchError("the SQLite telemetry area has no series path")
         batches = []
+        series_batches = []
         for start in range(0, count, REFERENCE_BATCH):
-            messages, observations = [], []
+            messages, observations, points = [], [], []
             for i in range(start, min(count, start + REFERENCE_BATCH)):
                 body = {"T": 20.0 + (i % 100) / 10}
                 raw = orjson.dumps(body)
-                messages.append(TelemetryMessage("acc", "dev", T0 + i, body, raw, body_json=raw,
-                                                 source="itwin"))  # fmt: skip
-                observations.append(Observation("acc", "dev", "T", T0 + i, body["T"]))
+                if as_messages:
+                    messages.append(TelemetryMessage("acc", "dev", T0 + i, body, raw,
+                                                     body_json=raw, source="itwin"))  # fmt: skip
+                    observations.append(Observation("acc", "dev", "T", T0 + i, body["T"]))
+                else:
+                    points.append((T0 + i, body, raw.decode()))
             batches.append((messages, observations))
+            series_batches.append(
+                [TelemetrySeries("acc", "dev", None, None, None, "itwin", points)]
+            )
         window = _Cpu(None)
-        for messages, observations in batches:
-            await stores.telemetry.append(messages, observations)
+        if as_messages:
+            for messages, observations in batches:
+                await store.append(messages, observations)
+        else:
+            for series in series_batches:
+                await store.append_series(series)
         return count, window.cores()
     finally:
         await stores.close()
@@ -616,8 +639,9 @@ def _bench_upload(
         note="thinghub: one request over WebSocket, from sending it to its answer, through "
         "ingest (stored, on /v1, live; the request built and the connection authenticated "
         "before the window); "
-        f"reference: SqlTelemetryStore.append in batches of {REFERENCE_BATCH:,} on SQLite, in "
-        "the generator process (its writer thread included)",
+        f"reference: the SQLite store's append_series (the rows uploads write, built before "
+        f"its window) in batches of {REFERENCE_BATCH:,}, in the generator process (its "
+        "writer thread included)",
     )
 
 

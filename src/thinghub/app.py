@@ -520,6 +520,7 @@ class ThingHub:
             )
         )
         services.ingest.on_commit.append(metrics.observe_commit)
+        services.ingest.on_series_commit.append(metrics.observe_series_commit)
 
         tasks = asyncio.TaskGroup()
         await tasks.__aenter__()

@@ -175,6 +175,13 @@ class Metrics:
         for source, count in by_source.items():
             self.telemetry_stored.labels(source).inc(count)
 
+    def observe_series_commit(self, seconds: float, counts: dict[str, int]) -> None:
+        """IngestService.on_series_commit: one write's commit time and its messages (how
+        many of each source)."""
+        self.commit_seconds.observe(seconds)
+        for source, count in counts.items():
+            self.telemetry_stored.labels(source).inc(count)
+
     def count_response(self, listener: str, face: str, status: int, error: str | None) -> None:
         key = (listener, face, status)
         counter = self._responses.get(key)

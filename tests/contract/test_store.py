@@ -25,7 +25,7 @@ from thinghub.domain.model import (
 )
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.domain.twin import Twin, TwinSection
-from thinghub.ports import C2DMessage, EventQuery, Stores, TelemetryQuery
+from thinghub.ports import C2DMessage, ConnectionChange, EventQuery, Stores, TelemetryQuery
 
 # Timestamps with all six decimals in use: they must come back exactly.
 T0 = 1_700_000_000.123456
@@ -346,6 +346,36 @@ async def test_touch_device(stores: Stores) -> None:
     assert (d.last_activity_at, d.connection_state, d.provisioned) == (at(6.5), "Connected", True)
     await stores.devices.touch("nope", at(7))  # no such device: nothing happens
     assert await stores.devices.get("nope") is None
+
+
+async def test_record_connections_sets_states_and_appends_events_in_order(
+    stores: Stores,
+) -> None:
+    for d in ("dev-1", "dev-2"):
+        await stores.devices.insert(device(d), Twin(d))
+
+    def change(device_id: str, state: str, seconds: float) -> ConnectionChange:
+        body = {"state": state, "n": seconds}
+        event = Event(ACC, device_id, EventType.CONNECTION_STATE, at(seconds), body, "p", "x")
+        return ConnectionChange(device_id, at(seconds), state, event)
+
+    changes = [
+        change("dev-1", "Connected", 1),
+        change("dev-2", "Connected", 2),
+        change("nope", "Connected", 3),  # no such device: no row changes, the event is kept
+        change("dev-1", "Disconnected", 4),  # a device's later transition wins
+    ]
+    await stores.devices.record_connections(changes)
+    await stores.devices.record_connections([])
+    got = {d: await stores.devices.get(d) for d in ("dev-1", "dev-2")}
+    assert {
+        d: (x.connection_state, x.last_activity_at, x.provisioned)
+        for d, x in got.items()
+        if x is not None
+    } == {"dev-1": ("Disconnected", at(4), True), "dev-2": ("Connected", at(2), True)}
+    assert await stores.devices.get("nope") is None
+    page = await stores.events.query(EventQuery(ACC))
+    assert list(reversed(page.items)) == [c.event for c in changes]  # newest first
 
 
 async def test_delete_device_cascades_to_modules_twins_commands_and_c2d(stores: Stores) -> None:

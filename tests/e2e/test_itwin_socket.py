@@ -455,6 +455,56 @@ def test_delta_metrics_against_a_reference_and_over_a_rolling_window(server: Ser
         ws.close()
 
 
+def test_an_upload_of_several_sensors_stores_each_sensors_points_and_names_the_bad(
+    server: ServerProcess,
+) -> None:
+    """Entries of two sensors interleaved, and bad ones between them (a sensorId that is a
+    list or an object, an unknown sensor, a metric a generic sensor does not declare): each
+    sensor's points land in its own series, in time order, and the bad entries are named by
+    their index."""
+    tag = uuid.uuid4().hex[:6]
+    first = f"/api/{tag}/node/dynamic/{tag}/device/a/sensor"
+    second = f"/api/{tag}/node/dynamic/{tag}/device/b/sensor"
+    declared = f"/api/{tag}/node/dynamic/{tag}/device/c/sensor"
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        ws.call("createSensor", {"sensor": first, "type": "TEMP", "props": {}}, 1)
+        ws.call("createSensor", {"sensor": second, "type": "TEMP", "props": {}}, 2)
+        props = {"KNOWN_METRICS": {"0": "T"}, "KNOWN_UNITS": {"0": "C"}}
+        created = ws.call(
+            "createSensor", {"sensor": declared, "type": "GENERIC_SENSOR_SDE", "props": props}, 3
+        )
+        assert "result" in created, created
+        stamp = "2024-03-01T00:00:0{}.000Z".format
+        data: list[Any] = [
+            {"sensorId": first, "timestamp": stamp(0), "values": {"T": 1.0}},
+            {"sensorId": second, "timestamp": stamp(1), "values": {"T": 10.0}},
+            {"sensorId": [first], "timestamp": stamp(2), "values": {"T": 2.0}},
+            {"sensorId": first, "timestamp": stamp(3), "values": {"T": 3}},
+            {"sensorId": {"id": first}, "timestamp": stamp(4), "values": {"T": 4.0}},
+            {"sensorId": f"{first}x", "timestamp": stamp(5), "values": {"T": 5.0}},
+            {"sensorId": second, "timestamp": stamp(6), "values": {"T": 20.0}},
+            {"sensorId": declared, "timestamp": stamp(7), "values": {"P": 1.0}},
+            {"sensorId": declared, "timestamp": stamp(8), "values": {"T": 30.0}},
+        ]
+        answer = ws.call("uploadData", {"data": data}, 4)["result"]
+        assert answer["successfullyProcessedObs"] == 5
+        assert answer["rejectedObs"] == 4
+        assert [e["path"] for e in answer["errors"]] == [
+            "data[2].sensorId", "data[4].sensorId", "data[5].sensorId", "data[7].values.P",
+        ]  # fmt: skip
+
+        def series(sensor: str) -> dict[str, float]:
+            chunks, _ = ws.stream("getData", {"sensor": sensor, "metric": "T", "unit": "C"})
+            return {k: v for c in chunks for k, v in c["data"].items()}
+
+        assert series(first) == {stamp(0): 1.0, stamp(3): 3.0}
+        assert series(second) == {stamp(1): 10.0, stamp(6): 20.0}
+        assert series(declared) == {stamp(8): 30.0}
+    finally:
+        ws.close()
+
+
 # -- TLS and access tokens ----------------------------------------------------------------------
 
 

@@ -83,6 +83,10 @@ METHOD_REQUESTS = "$iothub/methods/POST/"
 # azure-sdk-for-c (and the Arduino and FreeRTOS libraries on it) subscribe C2D with this
 # filter; IoT Hub accepts it and delivers only the device's own messages.
 C2D_ANY_DEVICE = "devices/+/messages/devicebound/#"
+# Each accepted connection is logged at debug; at info, a line says how many were accepted
+# since the previous such line, at most this often (a lone connect is still seen at once; a
+# reconnect storm of thousands a second writes one line, not one per device).
+CONNECT_LOG_INTERVAL_S = 10.0
 
 
 def _filters_for(device: Device) -> tuple[str, ...]:
@@ -213,6 +217,8 @@ class Hub:
         self.connects = connects  # accepted connects per client id; None: unlimited
         self._refused = 0  # connects refused since the last log line
         self._refused_logged_at = -REFUSAL_LOG_INTERVAL_S
+        self._accepted = 0  # connections accepted since the last info line about them
+        self._accepted_logged_at = -CONNECT_LOG_INTERVAL_S
         self._rids = itertools.count(1)
         self._pending: dict[str, dict[str, _PendingMethod]] = {}
         self._inflight: dict[str, tuple[tuple[Publish, ...], tuple[Publish, ...]]] = {}
@@ -337,8 +343,24 @@ class Hub:
             if isinstance(previous, HubLink):
                 self._take_over(previous, link)
         link.device = await self.services.registry.set_connected(link.device, True)
-        logger.info("device %s connected from %s", link.device_id, conn.peer)
+        self._log_connected(link.device_id, conn.peer)
         await self._catch_up(link)
+
+    def _log_connected(self, device_id: str, peer: str) -> None:
+        """Debug: every connection; info: one line per CONNECT_LOG_INTERVAL_S at most."""
+        logger.debug("device %s connected from %s", device_id, peer)
+        self._accepted += 1
+        now = time.monotonic()
+        if now - self._accepted_logged_at >= CONNECT_LOG_INTERVAL_S:
+            logger.info(
+                "device %s connected from %s (%d device connections accepted since the last "
+                "such line)",
+                device_id,
+                peer,
+                self._accepted,
+            )
+            self._accepted = 0
+            self._accepted_logged_at = now
 
     async def _catch_up(self, link: HubLink) -> None:
         """Send what the device missed: desired changes, methods, commands, C2D."""

@@ -12,7 +12,9 @@ from thinghub.domain.json_depth import DEFAULT_MAX_JSON_DEPTH, exceeds_depth
 __all__ = [
     "METRIC_NAME_MAX_CHARS",
     "Observation",
+    "SeriesPoint",
     "TelemetryMessage",
+    "TelemetrySeries",
     "decode_body",
     "observation_values",
     "observations_of",
@@ -52,6 +54,57 @@ class TelemetryMessage:
     # is not serialized a second time (None: serialize `body`).
     body_json: bytes | None = None
     depth_limit: int | None = None
+
+
+#: One message of a TelemetrySeries: its time (epoch seconds), its body (a flat object of
+#: metric to finite float) and that body's JSON text.
+SeriesPoint = tuple[float, dict[str, float], str]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySeries:
+    """Messages of one device (and component) from one source that carry no properties and
+    no ids, each a flat object of finite floats: what an upload stores, one message per
+    entry, without an object per message.
+
+    Stored, a point is the row a TelemetryMessage with the same fields would be (`body_json`
+    the text, `raw` the same bytes), and its observations are observation_values' of it.
+    """
+
+    account_id: str
+    device_id: str
+    project: str | None
+    deployment: str | None
+    component: str | None
+    source: str
+    points: list[SeriesPoint]
+
+    def messages(self) -> list[TelemetryMessage]:
+        """The points as messages (what a store without a series path writes)."""
+        out = []
+        for ts, body, text in self.points:
+            raw = text.encode()
+            out.append(
+                TelemetryMessage(
+                    self.account_id,
+                    self.device_id,
+                    ts,
+                    body,
+                    raw,
+                    {},
+                    None,
+                    None,
+                    None,
+                    None,
+                    self.component,
+                    self.project,
+                    self.deployment,
+                    self.source,
+                    raw,
+                    None,
+                )
+            )
+        return out
 
 
 @dataclass(frozen=True, slots=True)

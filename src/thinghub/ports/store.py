@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from thinghub.domain.claims import Registration
 from thinghub.domain.commands import Command
@@ -31,7 +31,7 @@ from thinghub.domain.model import (
     User,
 )
 from thinghub.domain.products import Product
-from thinghub.domain.telemetry import Observation, TelemetryMessage
+from thinghub.domain.telemetry import Observation, TelemetryMessage, TelemetrySeries
 from thinghub.domain.twin import Twin
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "C2DStore",
     "ClaimStore",
     "CommandStore",
+    "ConnectionChange",
     "ConsoleSessionStore",
     "CredentialStore",
     "DeviceStore",
@@ -50,6 +51,7 @@ __all__ = [
     "Lifecycle",
     "Page",
     "ProductStore",
+    "SeriesTelemetryStore",
     "SessionStore",
     "StoredConsoleSession",
     "Stores",
@@ -147,6 +149,17 @@ class CredentialStore(Protocol):
     async def delete_token(self, account_id: str, token_id: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionChange:
+    """A device connected or disconnected: its new state ("Connected" or "Disconnected") at
+    `ts`, and the connection_state_event that records it."""
+
+    device_id: str
+    ts: float
+    state: str
+    event: Event
+
+
 class DeviceStore(Protocol):
     """The registry: projects, deployments and devices (a module is a device row with kind
     module and id gateway/module)."""
@@ -178,6 +191,11 @@ class DeviceStore(Protocol):
     async def touch(
         self, device_id: str, last_activity_at: float, connection_state: str | None = None
     ) -> None: ...
+    async def record_connections(self, changes: Sequence[ConnectionChange]) -> None:
+        """Connection transitions of several devices in one write, in order: each sets its
+        device's connection state and lastActivityTime and marks it provisioned (as `touch`
+        with a state does; no such device: no row changes) and appends its event."""
+
     async def delete(self, device_id: str) -> bool:
         """The device, its modules and what waits for them: twins, commands, C2D messages and
         MQTT sessions (client id = device key), so an id used again starts with nothing."""
@@ -250,6 +268,16 @@ class TelemetryStore(Protocol):
     ) -> int:
         """A device's messages in [since, until] (with its modules'), and their observations;
         a latest value in the range gives way to the newest one left."""
+
+
+@runtime_checkable
+class SeriesTelemetryStore(Protocol):
+    """A telemetry area that also writes series (an upload's messages) as rows, without an
+    object per message; ingest falls back to append(series.messages()) on one without."""
+
+    async def append_series(self, series: Sequence[TelemetrySeries]) -> None:
+        """Every point of every series as a new message (none has an id), with its
+        observations, in one write unit, as append() would store the series' messages."""
 
 
 class EventStore(Protocol):

@@ -35,17 +35,41 @@ class EventService:
             device.deployment,
         )
         await self.stores.events.append(event)
-        await self.bus.publish(EventRecorded(device.account_id, device.project, device.id, event))
+        await self.announce(event)
         return event
+
+    async def announce(self, event: Event) -> None:
+        """Publish a stored event on the live bus."""
+        await self.bus.publish(
+            EventRecorded(event.account_id, event.project, event.device_id, event)
+        )
 
     async def connection_changed(
         self, device: Device, connected: bool, ts: float | None = None
     ) -> Event:
         """Record a connection_state_event; its sequence number is taken now, so callers
         that serialize a device's transitions (Registry.set_connected) get them in order."""
+        event = await self.connection_event(device, connected, ts)
+        await self.stores.events.append(event)
+        await self.announce(event)
+        return event
+
+    async def connection_event(
+        self, device: Device, connected: bool, ts: float | None = None
+    ) -> Event:
+        """A connection_state_event, not stored yet (Registry.set_connected stores it with the
+        device's state); its sequence number is taken now."""
         now = self.clock.now() if ts is None else ts
         body = {
             "sequenceNumber": sequence_number(now, await self.counter.next(CONNECTION_SEQUENCE)),
             "state": "deviceConnected" if connected else "deviceDisconnected",
         }
-        return await self.record(device, EventType.CONNECTION_STATE, body, now)
+        return Event(
+            device.account_id,
+            device.id,
+            EventType.CONNECTION_STATE,
+            now,
+            body,
+            device.project,
+            device.deployment,
+        )

@@ -40,8 +40,8 @@ from thinghub.domain.live import TelemetryReceived, subject_of
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
-from thinghub.domain.telemetry import TelemetryMessage, decode_body
-from thinghub.ports import Bus, Clock, Stores
+from thinghub.domain.telemetry import TelemetryMessage, TelemetrySeries, decode_body
+from thinghub.ports import Bus, Clock, SeriesTelemetryStore, Stores, TelemetryStore
 from thinghub.services.events import EventService
 from thinghub.services.registry import Registry
 from thinghub.services.templates import TemplateService
@@ -55,6 +55,7 @@ __all__ = [
     "BatchTelemetryPolicy",
     "IngestService",
     "Outcome",
+    "SelectiveTelemetryPolicy",
     "TelemetryPolicy",
     "message_size",
 ]
@@ -150,6 +151,15 @@ class BatchTelemetryPolicy(TelemetryPolicy, Protocol):
         """check() of each message, in order."""
 
 
+@runtime_checkable
+class SelectiveTelemetryPolicy(TelemetryPolicy, Protocol):
+    """A policy that can tell when it checks no message of a device (ingest_series then
+    stores the device's series without a message object per point)."""
+
+    async def may_refuse(self, device: Device) -> bool:
+        """False when check() accepts every message of `device`."""
+
+
 def _message_time(value: Any, field: str) -> float:
     """A message time an application gives: an ISO-8601 string (parse_ts bounds it to years
     1..9999), not before 1970 (a mistake, not data)."""
@@ -188,6 +198,9 @@ class IngestService:
         # Told after each committed batch: its seconds in the store and its messages (the
         # server's metrics; they must not block).
         self.on_commit: list[Callable[[float, list[TelemetryMessage]], None]] = []
+        # Told after each committed write of series (ingest_series): its seconds in the
+        # store and how many messages of each source it stored.
+        self.on_series_commit: list[Callable[[float, dict[str, int]], None]] = []
         self.batch_max = BATCH_MAX
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -413,6 +426,100 @@ class IngestService:
             if unit:
                 stored += await self._store_indices(items, unit, refused)
         return BatchResult(stored, refused)
+
+    async def ingest_series(self, items: Sequence[tuple[Device, TelemetrySeries]]) -> BatchResult:
+        """ingest_batch() of the messages of series (an upload's), given a write unit at a
+        time (at most `batch_max` points): stored as rows straight from the points where no
+        policy checks the device's messages and the store has a series path
+        (SeriesTelemetryStore), else as messages through ingest_batch(). Either way the same
+        rows, touched and published as ingest_batch() does.
+
+        Returns:
+            How many were stored, and why each other one was not (by its position among all
+            the points of `items`, in order).
+        """
+        refused: dict[int, str] = {}
+        stored = 0
+        fast: list[tuple[int, Device, TelemetrySeries]] = []
+        offset = 0
+        for device, series in items:
+            if await self._unchecked(device):
+                fast.append((offset, device, series))
+            else:  # a policy may refuse some: each point a message, checked
+                result = await self.ingest_batch([(device, m) for m in series.messages()])
+                stored += result.stored
+                refused.update({offset + k: reason for k, reason in result.refused.items()})
+            offset += len(series.points)
+        if fast:
+            stored += await self._store_series(fast, refused)
+        return BatchResult(stored, refused)
+
+    async def _unchecked(self, device: Device) -> bool:
+        """True when no policy checks this device's messages (each says so)."""
+        for policy in self.policies:
+            if not _is_selective_policy(policy) or await policy.may_refuse(device):
+                return False
+        return True
+
+    async def _store_series(
+        self, fast: list[tuple[int, Device, TelemetrySeries]], refused: dict[int, str]
+    ) -> int:
+        """Series no policy checks: one write, then touched and published. A store without
+        a series path, or a write that fails, goes a message at a time (_store_indices)."""
+        store = self.stores.telemetry
+        written = False
+        if _is_series_store(store):
+            started = time.perf_counter()
+            try:
+                await store.append_series([series for _, _, series in fast])
+                written = True
+            except Exception as exc:
+                logger.warning("an upload unit of %d series failed (%s); writing each message",
+                               len(fast), exc)  # fmt: skip
+            else:
+                elapsed = time.perf_counter() - started
+                counts: dict[str, int] = {}
+                for _, _, series in fast:
+                    counts[series.source] = counts.get(series.source, 0) + len(series.points)
+                for observe in self.on_series_commit:
+                    observe(elapsed, counts)
+        if not written:
+            stored = 0
+            for offset, device, series in fast:
+                items = [(device, m) for m in series.messages()]
+                part: dict[int, str] = {}
+                stored += await self._store_indices(items, list(range(len(items))), part)
+                refused.update({offset + k: reason for k, reason in part.items()})
+            return stored
+        stored = 0
+        for device in {device.id: device for _, device, _ in fast}.values():
+            await self.registry.touch(device)  # once per device per unit
+        listened: dict[str, bool] = {}
+        for _, device, series in fast:
+            stored += len(series.points)
+            listens = listened.get(device.id)
+            if listens is None:
+                subject = subject_of(
+                    TelemetryReceived.kind, device.account_id, device.project, device.id
+                )
+                listens = listened[device.id] = self.bus.listens(subject)
+            if not listens:  # nobody on this node: no event per point
+                continue
+            for ts, body, _ in series.points:
+                await self.bus.publish(
+                    TelemetryReceived(
+                        account_id=device.account_id,
+                        project=device.project,
+                        device_id=device.id,
+                        ts=ts,
+                        body=body,
+                        properties={},
+                        component=series.component,
+                        source=series.source,
+                        message_id=None,
+                    )
+                )
+        return stored
 
     async def _checked_indices(
         self,
@@ -701,6 +808,26 @@ class IngestService:
                 )
                 return reason
         return None
+
+
+@functools.cache
+def _selective_policy_type(kind: type) -> bool:
+    return issubclass(kind, SelectiveTelemetryPolicy)
+
+
+def _is_selective_policy(policy: TelemetryPolicy) -> TypeGuard[SelectiveTelemetryPolicy]:
+    return _selective_policy_type(type(policy))
+
+
+@functools.cache
+def _series_store_type(kind: type) -> bool:
+    return issubclass(kind, SeriesTelemetryStore)
+
+
+def _is_series_store(store: TelemetryStore) -> TypeGuard[SeriesTelemetryStore]:
+    """isinstance(store, SeriesTelemetryStore), asked once per class."""
+    kind: type = type(store)
+    return _series_store_type(kind)
 
 
 @functools.cache

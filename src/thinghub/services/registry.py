@@ -26,9 +26,10 @@ from thinghub.domain.model import Deployment, Device, DeviceKind, Principal, Pro
 from thinghub.domain.roles import Permission
 from thinghub.domain.storable import check_storable
 from thinghub.domain.twin import Twin, check_patch_size, validate_patch
-from thinghub.ports import Bus, Clock, DeviceChannel, Locks, Presence, Stores
+from thinghub.ports import Bus, Clock, ConnectionChange, DeviceChannel, Locks, Presence, Stores
 from thinghub.security.sas import generate_key
 from thinghub.services.authz import NewIn, authorize, may
+from thinghub.services.connection_writes import ConnectionWriter
 from thinghub.services.events import EventService
 from thinghub.services.ttl_cache import TtlCache
 from thinghub.services.twins import TwinService
@@ -106,6 +107,7 @@ class Registry:
         self.twins = twins or TwinService(
             stores, clock, events, bus, presence=presence, channel=channel
         )
+        self.connection_writes = ConnectionWriter(stores)
         self._activity: dict[str, float] = {}
         self._flushed: dict[str, float] = {}
         self._cache: TtlCache[str, Device | None] = TtlCache(
@@ -650,18 +652,22 @@ class Registry:
         Disconnected, and the stored state could end as Disconnected while the device was
         connected. The adapter asks in the order its links changed (devices/links.py changes
         its table at once), and an asyncio lock is taken first come, first served.
+
+        The state and the event are one write, shared with the transitions of other devices
+        asked for meanwhile (ConnectionWriter): it returns once they are stored.
         """
         async with self.locks.hold(connection_lock(device.id)):
             now = self.clock.now()
             self._activity[device.id] = now
             self._flushed[device.id] = now
             state = "Connected" if connected else "Disconnected"
-            await self.stores.devices.touch(device.id, now, state)
-            self.forget(device.id)
             updated = replace(
                 device, connection_state=state, last_activity_at=now, provisioned=True
             )
-            await self.events.connection_changed(updated, connected, now)
+            event = await self.events.connection_event(updated, connected, now)
+            await self.connection_writes.write(ConnectionChange(device.id, now, state, event))
+            self.forget(device.id)
+            await self.events.announce(event)
             await self.bus.publish(
                 ConnectionChanged(device.account_id, device.project, device.id, connected, now)
             )

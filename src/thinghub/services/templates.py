@@ -56,6 +56,10 @@ class TemplatePolicy:
         template = await self.templates.for_device(device)
         return None if template is None else _check(template, message)
 
+    async def may_refuse(self, device: Device) -> bool:
+        """Only a templated device's messages are checked."""
+        return await self.templates.for_device(device) is not None
+
     async def check_many(
         self, device: Device, messages: Sequence[TelemetryMessage]
     ) -> list[str | None]:

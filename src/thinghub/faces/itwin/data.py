@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,13 +26,13 @@ import orjson
 
 from thinghub.domain.clock import parse_ts
 from thinghub.domain.deltas import DeltaParams, RollingDelta, reference_time
-from thinghub.domain.errors import Invalid, TooLarge
+from thinghub.domain.errors import Invalid
 from thinghub.domain.metrics import Metric, metrics_with_deltas
 from thinghub.domain.model import Device
-from thinghub.domain.telemetry import TelemetryMessage
+from thinghub.domain.telemetry import SeriesPoint, TelemetrySeries
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
-from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry
+from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry, check_upload_entries
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
@@ -47,6 +47,11 @@ __all__ = ["BATCH_ROWS", "MetricChoice", "Observations", "Row", "chunks", "one_p
 BATCH_ROWS: Final = 5 * MAX_CHUNK_POINTS
 # An upload's write units being stored while the next one is prepared.
 UPLOAD_UNITS_IN_FLIGHT: Final = 2
+
+# One write unit of an upload: a series per sensor.
+SeriesUnit = list[tuple[Device, TelemetrySeries]]
+# The entry of a point: its index in the request and its sensorId.
+Kept = tuple[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,41 +314,71 @@ class Observations:
         self, scope: Scope, entries: Sequence[UploadEntry], source: str = "itwin"
     ) -> tuple[int, list[RejectedEntry]]:
         """Store observations, each a telemetry message of its sensor's device (with the
-        sensor's component) or of the created sensor, through ingest's batch path
-        (IngestService.ingest_batch): they show on /v1, in every face's live feed and in
-        getData, committed before this returns.
-
-        Entries are turned into messages a write unit at a time, and a unit is stored while
-        the next is prepared (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this
-        reads the request.
+        sensor's component) or of the created sensor, through ingest's series path
+        (IngestService.ingest_series: rows straight from the entries, no message object
+        each): they show on /v1, in every face's live feed and in getData, committed before
+        this returns.
 
         Returns:
             How many were stored, and the entries that were not, each with why.
         """
         batch = self.services.ingest.batch_max
         rejected: list[RejectedEntry] = []
-        stored = 0
-        gate = asyncio.Semaphore(UPLOAD_UNITS_IN_FLIGHT)
         prepare = _Preparer(self, scope, source, rejected)
 
-        async def store(
-            items: list[tuple[Device, TelemetryMessage]], kept: list[UploadEntry]
-        ) -> None:
+        async def units() -> AsyncIterator[tuple[SeriesUnit, list[Kept]]]:
+            for start in range(0, len(entries), batch):
+                yield await prepare.series(entries[start : start + batch])
+
+        return await self._upload_units(units(), rejected)
+
+    async def upload_data(
+        self, scope: Scope, data: Sequence[Any]
+    ) -> tuple[int, list[RejectedEntry]]:
+        """upload() of uploadData's entries as the request holds them: each write unit's
+        entries are checked (read_upload_entries) and turned into series in one pass, while
+        the unit before is being written."""
+        batch = self.services.ingest.batch_max
+        rejected: list[RejectedEntry] = []
+        prepare = _Preparer(self, scope, "itwin", rejected)
+
+        async def units() -> AsyncIterator[tuple[SeriesUnit, list[Kept]]]:
+            for start in range(0, len(data), batch):
+                unit = data[start : start + batch]
+                # (a sensorId that is no string may be no key either: a list)
+                await prepare.resolve(
+                    {
+                        n
+                        for e in unit
+                        if e.__class__ is dict and (n := e.get("sensorId")).__class__ is str
+                    }
+                )
+                rejected.extend(check_upload_entries(unit, start, prepare.accept))
+                yield prepare.take()
+
+        return await self._upload_units(units(), rejected)
+
+    async def _upload_units(
+        self, units: AsyncIterator[tuple[SeriesUnit, list[Kept]]], rejected: list[RejectedEntry]
+    ) -> tuple[int, list[RejectedEntry]]:
+        """Each unit's series stored while the next unit is prepared
+        (UPLOAD_UNITS_IN_FLIGHT), so the database writes while this reads the request."""
+        stored = 0
+        gate = asyncio.Semaphore(UPLOAD_UNITS_IN_FLIGHT)
+
+        async def store(items: SeriesUnit, kept: list[Kept]) -> None:
             nonlocal stored
             try:
-                result = await self.services.ingest.ingest_batch(items)
+                result = await self.services.ingest.ingest_series(items)
             finally:
                 gate.release()
             stored += result.stored
             for position, reason in result.refused.items():
-                entry = kept[position]
-                rejected.append(
-                    RejectedEntry(entry.index, f"data[{entry.index}]", reason, entry.sensor_id)
-                )
+                index, sensor_id = kept[position]
+                rejected.append(RejectedEntry(index, f"data[{index}]", reason, sensor_id))
 
         async with asyncio.TaskGroup() as tasks:
-            for start in range(0, len(entries), batch):
-                items, kept = await prepare.messages(entries[start : start + batch])
+            async for items, kept in units:
                 if items:
                     await gate.acquire()
                     tasks.create_task(store(items, kept), name="itwin.upload")
@@ -361,8 +396,9 @@ class Observations:
 
 
 class _Preparer:
-    """Turns upload entries into messages, remembering each sensor it looked up (and the
-    metrics a generic one declares) for the rest of the request."""
+    """Turns upload entries into series (one per sensor and write unit), remembering each
+    sensor it looked up (and the metrics a generic one declares) for the rest of the
+    request."""
 
     def __init__(
         self, owner: Observations, scope: Scope, source: str, rejected: list[RejectedEntry]
@@ -374,6 +410,18 @@ class _Preparer:
         self.facts = Facts()
         self.sensors: dict[str, Sensor | None] = {}
         self.declared: dict[str, set[str] | None] = {}
+        # The UTF-8 bytes of each found sensor's component name (counted in a message's size).
+        self.component_bytes: dict[str, int] = {}
+        self.limit = owner.services.ingest.max_payload_bytes
+        # The points accepted since the last take(), and their entries' indices, per sensor.
+        self.points: dict[str, list[SeriesPoint]] = {}
+        self.kept: dict[str, list[int]] = {}
+        # accept()'s current sensor (None: none yet), and what it needs of it.
+        self._current: str | None = None
+        self._metrics: set[str] | None = None
+        self._component_bytes = 0
+        self._points: list[SeriesPoint] = []
+        self._kept: list[int] = []
 
     async def sensor(self, sensor_id: str) -> Sensor | None:
         if sensor_id not in self.sensors:
@@ -391,80 +439,111 @@ class _Preparer:
                     sensor = None
             self.sensors[sensor_id] = sensor
             if sensor is not None:
+                self.component_bytes[sensor_id] = len((sensor.component or "").encode())
                 self.declared[sensor_id] = await self.owner.declared_metrics(
                     self.scope, self.facts, sensor
                 )
         return self.sensors[sensor_id]
 
-    async def messages(
-        self, entries: Sequence[UploadEntry]
-    ) -> tuple[list[tuple[Device, TelemetryMessage]], list[UploadEntry]]:
-        """The messages of `entries`, and the entries they are of; the others are rejected."""
-        ingest = self.owner.services.ingest
-        items: list[tuple[Device, TelemetryMessage]] = []
-        kept: list[UploadEntry] = []
-        sensors = self.sensors
+    async def resolve(self, sensor_ids: Iterable[str]) -> None:
+        """Look up the sensors named that were not looked up yet."""
+        for sensor_id in sensor_ids:
+            if sensor_id not in self.sensors:
+                await self.sensor(sensor_id)
+
+    async def series(self, entries: Sequence[UploadEntry]) -> tuple[SeriesUnit, list[Kept]]:
+        """The series of `entries` (one per sensor), and (index, sensorId) of the entry of
+        each of their points, in order; the other entries are rejected."""
+        await self.resolve({entry.sensor_id for entry in entries})
+        accept = self.accept
         for entry in entries:
-            # The sensor's lookup is awaited once a request (then a dict hit per entry).
-            if entry.sensor_id in sensors:
-                sensor = sensors[entry.sensor_id]
-            else:
-                sensor = await self.sensor(entry.sensor_id)
-            if sensor is None:
-                self.rejected.append(
-                    RejectedEntry(
-                        entry.index,
-                        f"data[{entry.index}].sensorId",
-                        "no such sensor",
-                        entry.sensor_id,
-                    )
+            accept(entry.index, entry.sensor_id, entry.ts, entry.values)
+        return self.take()
+
+    def accept(self, index: int, sensor_id: str, ts: float, values: dict[str, float]) -> None:
+        """An entry whose fields are checked (read_upload_entries): a point of its sensor's
+        series, or rejected. Its sensor was looked up (resolve)."""
+        # Consecutive entries mostly share their sensor: it is switched only on a change.
+        if sensor_id != self._current and not self._switch(sensor_id):
+            self._reject(index, sensor_id, f"data[{index}].sensorId", "no such sensor")
+            return
+        metrics = self._metrics
+        if metrics is not None:
+            unknown = [k for k in values if k not in metrics]
+            if unknown:
+                self._reject(
+                    index,
+                    sensor_id,
+                    f"data[{index}].values.{unknown[0]}",
+                    f"{unknown[0]!r} is not a metric of this sensor ({', '.join(sorted(metrics))})",
                 )
+                return
+        try:
+            raw = orjson.dumps(values)
+        except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
+            self._reject(
+                index, sensor_id, f"data[{index}].values", "has a metric name that is not text"
+            )
+            return
+        # ingest.build_parsed's size rule: the body and the component's name.
+        size = len(raw) + self._component_bytes
+        if size > self.limit:
+            self._reject(
+                index,
+                sensor_id,
+                f"data[{index}].values",
+                f"telemetry is {size} bytes with its properties; the limit is {self.limit}",
+            )
+            return
+        self._points.append((ts, values, raw.decode()))
+        self._kept.append(index)
+
+    def _switch(self, sensor_id: str) -> bool:
+        """Make `sensor_id` the current sensor of accept(); False when there is no such
+        sensor (then there is no current one)."""
+        sensor = self.sensors[sensor_id]
+        if sensor is None:
+            self._current = None
+            return False
+        self._current = sensor_id
+        self._metrics = self.declared.get(sensor_id)
+        self._component_bytes = self.component_bytes[sensor_id]
+        if sensor_id not in self.points:
+            self.points[sensor_id] = []
+            self.kept[sensor_id] = []
+        self._points = self.points[sensor_id]
+        self._kept = self.kept[sensor_id]
+        return True
+
+    def take(self) -> tuple[SeriesUnit, list[Kept]]:
+        """The series of the points accepted since the last take(), one per sensor, and
+        (index, sensorId) of the entry of each point, in order."""
+        items: SeriesUnit = []
+        order: list[Kept] = []
+        for sensor_id, own in self.points.items():
+            if not own:  # every entry of it was rejected
                 continue
-            metrics = self.declared.get(entry.sensor_id)
-            if metrics is not None:
-                unknown = [k for k in entry.values if k not in metrics]
-                if unknown:
-                    self.rejected.append(
-                        RejectedEntry(
-                            entry.index,
-                            f"data[{entry.index}].values.{unknown[0]}",
-                            f"{unknown[0]!r} is not a metric of this sensor "
-                            f"({', '.join(sorted(metrics))})",
-                            entry.sensor_id,
-                        )
-                    )
-                    continue
-            try:
-                raw = orjson.dumps(entry.values)
-            except orjson.JSONEncodeError:  # a metric name orjson cannot write (\ud800)
-                self.rejected.append(
-                    RejectedEntry(
-                        entry.index,
-                        f"data[{entry.index}].values",
-                        "has a metric name that is not text",
-                        entry.sensor_id,
-                    )
-                )
-                continue
-            try:
-                message = ingest.build_parsed(
-                    sensor.holder,
-                    raw,
-                    entry.values,
-                    component=sensor.component,
-                    source=self.source,
-                    enqueued_at=entry.ts,
-                )
-            except (Invalid, TooLarge) as exc:
-                self.rejected.append(
-                    RejectedEntry(
-                        entry.index, f"data[{entry.index}].values", exc.message, entry.sensor_id
-                    )
-                )
-                continue
-            items.append((sensor.holder, message))
-            kept.append(entry)
-        return items, kept
+            found = self.sensors[sensor_id]
+            assert found is not None
+            device = found.holder
+            series = TelemetrySeries(
+                device.account_id,
+                device.id,
+                device.project,
+                device.deployment,
+                found.component,
+                self.source,
+                own,
+            )
+            items.append((device, series))
+            order += [(index, sensor_id) for index in self.kept[sensor_id]]
+        self.points = {}
+        self.kept = {}
+        self._current = None
+        return items, order
+
+    def _reject(self, index: int, sensor_id: str, path: str, message: str) -> None:
+        self.rejected.append(RejectedEntry(index, path, message, sensor_id))
 
 
 def _zero_date(sensor: Sensor) -> float | None:

@@ -68,7 +68,6 @@ from thinghub.faces.itwin.params import (
     UpdateNodeParams,
     UpdateSensorParams,
     UploadDataParams,
-    read_upload_entries,
 )
 from thinghub.faces.itwin.scope import Scope, scope_of
 from thinghub.faces.itwin.utility import add_utility_methods
@@ -392,9 +391,7 @@ def build_table(backend: Backend) -> MethodTable[Call]:
     @table.call("uploadData", UploadDataParams, summary="Store observations of sensors.")
     async def upload_data(call: Call, params: UploadDataParams) -> dict[str, Any]:
         scope = _scope(call, params, WRITE_DATA)
-        good, bad = read_upload_entries(params.data)
-        stored, rejected = await observations.upload(scope, good)
-        rejected = sorted([*bad, *rejected], key=lambda r: r.index)
+        stored, rejected = await observations.upload_data(scope, params.data)
         out: dict[str, Any] = {"successfullyProcessedObs": stored}
         if rejected:
             out["rejectedObs"] = len(rejected)

@@ -6,8 +6,16 @@ from collections.abc import Sequence
 
 from thinghub.domain.model import Deployment, Device, DeviceKind, Project
 from thinghub.domain.twin import Twin
+from thinghub.ports.store import ConnectionChange
 from thinghub.storage.memory._tables import MemoryArea, unique
-from thinghub.storage.sql._rows import as_device, device_params, from_us, to_us, twin_params
+from thinghub.storage.sql._rows import (
+    as_device,
+    device_params,
+    event_params,
+    from_us,
+    to_us,
+    twin_params,
+)
 
 __all__ = ["MemoryDeviceStore"]
 
@@ -107,6 +115,11 @@ class MemoryDeviceStore(MemoryArea):
             changed[_CONNECTION_STATE] = connection_state
             changed[_PROVISIONED] = 1
         self.tables.devices[device_id] = tuple(changed)
+
+    async def record_connections(self, changes: Sequence[ConnectionChange]) -> None:
+        for change in changes:
+            await self.touch(change.device_id, change.ts, change.state)
+            self.tables.events[next(self.tables.event_ids)] = event_params(change.event)
 
     async def delete(self, device_id: str) -> bool:
         """The device, its modules and what waits for them: twins, commands, C2D messages and

@@ -22,9 +22,11 @@ from thinghub.storage.sql.files import SqlFileStore
 from thinghub.storage.sql.products import SqlProductStore
 from thinghub.storage.sql.sessions import SqlSessionStore
 from thinghub.storage.sql.telemetry import SqlTelemetryStore
+from thinghub.storage.sql.telemetry_series import SeriesSqlTelemetryStore
 from thinghub.storage.sql.twins import SqlTwinStore
 
 __all__ = [
+    "SeriesSqlTelemetryStore",
     "SqlAccountStore",
     "SqlC2DStore",
     "SqlClaimStore",
@@ -59,7 +61,7 @@ def sql_stores(db: Database, *, telemetry: TelemetryWriter | None = None) -> Sto
         credentials=SqlCredentialStore(db),
         devices=SqlDeviceStore(db),
         twins=SqlTwinStore(db),
-        telemetry=SqlTelemetryStore(db) if telemetry is None else telemetry,
+        telemetry=SeriesSqlTelemetryStore(db) if telemetry is None else telemetry,
         events=SqlEventStore(db),
         commands=SqlCommandStore(db),
         c2d=SqlC2DStore(db),

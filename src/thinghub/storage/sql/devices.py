@@ -7,12 +7,14 @@ from typing import Any
 
 from thinghub.domain.model import Deployment, Device, DeviceKind, Project
 from thinghub.domain.twin import Twin
+from thinghub.ports.store import ConnectionChange
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea
 from thinghub.storage.sql._rows import (
     DEVICE_COLUMNS,
     as_device,
     device_params,
+    event_params,
     from_us,
     to_us,
     twin_params,
@@ -157,6 +159,27 @@ class SqlDeviceStore(SqlArea):
                 (to_us(last_activity_at), connection_state, device_id),
             )
         await self._write(step)
+
+    async def record_connections(self, changes: Sequence[ConnectionChange]) -> None:
+        """One write unit for every change: the device rows (executemany), then the event
+        rows (a multi-row INSERT). A device appears at most once per call in practice (its
+        transitions are serialized), and executemany keeps the order if it does not."""
+        if not changes:
+            return
+        await self._write(
+            Step(
+                "many",
+                "UPDATE devices SET last_activity_at = ?, connection_state = ?, "
+                "provisioned = 1 WHERE id = ?",
+                [(to_us(c.ts), c.state, c.device_id) for c in changes],
+            ),
+            Step(
+                "many",
+                "INSERT INTO events (account_id, device_id, project, deployment, type, ts, "
+                "body) VALUES (?,?,?,?,?,?,?)",
+                [event_params(c.event) for c in changes],
+            ),
+        )
 
     async def delete(self, device_id: str) -> bool:
         """The device, its modules and what waits for them: twins, commands, C2D messages and

@@ -87,7 +87,9 @@ def _given_rows(
     return plain, owned
 
 
-def _observation_steps(plain: list[_Row], owned: list[_Owned], *, by_key: bool) -> list[Step]:
+def _observation_steps(
+    plain: list[_Row], owned: list[_Owned], *, by_key: bool = True
+) -> list[Step]:
     """Observations of new messages only: a redelivered duplicate adds none.
 
     Rows of messages with an id go as `landed` steps: the driver writes only those whose

@@ -1,0 +1,62 @@
+"""Telemetry series in SQL: an upload's messages written as rows straight from their points,
+with no TelemetryMessage (nor Observation) object per message.
+
+A series point is stored as the row SqlTelemetryStore.append writes for the message
+TelemetrySeries.messages() gives (same columns, same values), and its observations are the
+rows append derives from that message (observation_values), with the latest value per metric
+upserted once per write. The messages of a series have no ids, so every one is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from thinghub.domain.telemetry import METRIC_NAME_MAX_CHARS, TelemetrySeries
+from thinghub.storage.database import Step
+from thinghub.storage.sql.telemetry import (
+    _INSERT_TELEMETRY,
+    SqlTelemetryStore,
+    _observation_steps,
+)
+
+__all__ = ["SeriesSqlTelemetryStore", "series_rows"]
+
+_Row = tuple[Any, ...]
+
+
+def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Row]]:
+    """The telemetry rows (in TELEMETRY_COLUMNS' order, as telemetry_params makes them) and
+    the plain observation rows of every point of `series`."""
+    telemetry: list[_Row] = []
+    observations: list[_Row] = []
+    add_message = telemetry.append
+    add_value = observations.append
+    for s in series:
+        account, device, project, deployment = s.account_id, s.device_id, s.project, s.deployment
+        component, source = s.component, s.source
+        prefix = f"{component}." if component else ""
+        for ts, body, text in s.points:
+            us = round(ts * 1_000_000)  # _rows.to_us
+            add_message((account, device, project, deployment, us, text, None, None, None,
+                         None, None, None, component, source))  # fmt: skip
+            for key, value in body.items():
+                metric = prefix + key if prefix else key
+                # observation_values' rule for names (the values are finite floats)
+                if len(metric) <= METRIC_NAME_MAX_CHARS and "\x00" not in metric:
+                    add_value((account, device, metric, us, value))
+    return telemetry, observations
+
+
+class SeriesSqlTelemetryStore(SqlTelemetryStore):
+    """The SQL telemetry area with a series path (ports.SeriesTelemetryStore)."""
+
+    async def append_series(self, series: Sequence[TelemetrySeries]) -> None:
+        """Every point of `series` as a new message, in one write unit."""
+        telemetry, plain = series_rows(series)
+        if not telemetry:
+            return
+        steps = [Step("many", _INSERT_TELEMETRY, telemetry)]
+        if plain:
+            steps += _observation_steps(plain, [])
+        await self._write(*steps)

@@ -615,6 +615,29 @@ async def test_a_device_filter_includes_its_modules_only(stores: Stores) -> None
     assert [m.device_id for m in one] == ["gw/m2"]
 
 
+async def test_only_stored_messages_with_ids_add_their_own_observations(stores: Stores) -> None:
+    """Observations derived from the bodies: a redelivery that is the newest of its batch
+    adds none and leaves the latest value to the batch's messages that were stored."""
+    first = message(message_id="a", seconds=5, body={"temp": 50.0})
+    assert await stores.telemetry.append([first]) == [True]
+    batch = [
+        message(message_id="b", seconds=6, body={"temp": 60.0, "hum": 1.0}),
+        message(message_id=None, seconds=6.5, body={"hum": 2.0}),
+        message(message_id="c", seconds=6.8, body={"hum": 80.0}),
+        message(message_id="a", seconds=7, body={"temp": 70.0, "hum": 99.0}),  # redelivery
+    ]
+    assert await stores.telemetry.append(batch) == [True, True, True, False]
+    temp = await stores.telemetry.observations(ACC, "dev-1", "temp", None, None, 100)
+    hum = await stores.telemetry.observations(ACC, "dev-1", "hum", None, None, 100)
+    assert [(o.ts, o.value) for o in temp] == [(at(6), 60.0), (at(5), 50.0)]
+    assert [(o.ts, o.value) for o in hum] == [(at(6.8), 80.0), (at(6.5), 2.0), (at(6), 1.0)]
+    latest = await stores.telemetry.latest(ACC, "dev-1")
+    assert {m: (o.ts, o.value) for m, o in latest.items()} == {
+        "temp": (at(6), 60.0),
+        "hum": (at(6.8), 80.0),
+    }
+
+
 async def test_a_duplicate_message_adds_no_observations(stores: Stores) -> None:
     first = message(message_id="dup", seconds=1, body={"temp": 20.0})
     await stores.telemetry.append([first], [Observation(ACC, "dev-1", "temp", at(1), 20.0)])

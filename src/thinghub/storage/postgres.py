@@ -183,11 +183,19 @@ class PostgresDatabase:
 
     async def write(self, steps: Sequence[Step]) -> list[Any]:
         async with self.transaction() as conn:
-            return [await self._run(conn, step) for step in steps]
+            done: list[Any] = []
+            for step in steps:
+                done.append(await self._run(conn, step, done))
+            return done
 
     @staticmethod
-    async def _run(conn: asyncpg.Connection, step: Step) -> Any:
+    async def _run(conn: asyncpg.Connection, step: Step, done: Sequence[Any]) -> Any:
         sql = numbered(step.sql)
+        if step.kind == "landed":
+            rows = [row for row, owner in step.params if done[0][owner]]
+            if rows:
+                await conn.executemany(sql, rows)
+            return None
         if step.kind == "exec":
             return _rowcount(await conn.execute(sql, *step.params))
         if step.kind == "each":

@@ -334,7 +334,9 @@ class SqliteDatabase:
                 if isolate:
                     conn.execute("SAVEPOINT unit")
                 try:
-                    result = [self._run(conn, step) for step in unit[0]]
+                    result: list[Any] = []
+                    for step in unit[0]:
+                        result.append(self._run(conn, step, result))
                 # Not only sqlite3.Error: a value sqlite3 cannot bind (a str holding a lone
                 # surrogate raises UnicodeEncodeError) fails its unit, and must not end this
                 # thread, which would leave every later write waiting for ever.
@@ -368,7 +370,14 @@ class SqliteDatabase:
             loop.call_soon_threadsafe(_settle_all, settled)
 
     @staticmethod
-    def _run(conn: sqlite3.Connection, step: Step) -> Any:
+    def _run(conn: sqlite3.Connection, step: Step, done: Sequence[Any] = ()) -> Any:
+        """One step; `done`: the results of the unit's steps before it."""
+        if step.kind == "landed":
+            stored = done[0]
+            rows = [row for row, owner in step.params if stored[owner]]
+            if rows:
+                _insert_many(conn, step.sql, rows)
+            return None
         if step.kind == "each":
             counts = []
             for row in step.params:

@@ -4,6 +4,7 @@ latest value per metric; newest-first pages; retention and per-device deletes in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_values
@@ -19,9 +20,16 @@ from thinghub.storage.sql._rows import (
     to_us,
 )
 
-__all__ = ["SqlTelemetryStore"]
+__all__ = ["SqlTelemetryStore", "append_steps"]
 
 _Row = tuple[Any, ...]
+_Owned = tuple[_Row, int]  # a row of a message with an id, and that message's place
+_BY_KEY = itemgetter(1)  # a row's entity_id
+
+
+def _owned_key(item: _Owned) -> Any:
+    return item[0][1]  # the row's entity_id
+
 
 _INSERT_TELEMETRY = (
     f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
@@ -32,22 +40,19 @@ _LATEST = (
     " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
     "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
 )
-_LANDED = (
-    " WHERE EXISTS (SELECT 1 FROM telemetry WHERE device_id = ? AND message_id = ? "
-    "AND enqueued_at = ?)"
-)
 _INSERT_PLAIN = f"INSERT INTO observations {_COLUMNS} VALUES (?,?,?,?,?)"
 _UPSERT_PLAIN = f"INSERT INTO latest_observations {_COLUMNS} VALUES (?,?,?,?,?){_LATEST}"
-_INSERT_GUARDED = f"INSERT INTO observations {_COLUMNS} SELECT ?,?,?,?,?{_LANDED}"
-_UPSERT_GUARDED = f"INSERT INTO latest_observations {_COLUMNS} SELECT ?,?,?,?,?{_LANDED}{_LATEST}"
 
 
-def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], list[_Row]]:
-    """Each message's observations as rows: plain for messages without an id, guarded
-    (with the message's device, id and time, to test it landed) for the others."""
+def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], list[_Owned]]:
+    """Each message's observations as rows: plain for messages without an id; for the
+    others, each row with its message's place among the batch's messages with an id."""
     plain: list[_Row] = []
-    guarded: list[_Row] = []
+    owned: list[_Owned] = []
+    ordinal = -1
     for m in messages:
+        if m.message_id is not None:
+            ordinal += 1
         values = observation_values(m)
         if not values:
             continue
@@ -55,36 +60,51 @@ def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], lis
         if m.message_id is None:
             plain += [(account, device, metric, ts, value) for metric, value in values]
         else:
-            guard = (device, m.message_id, ts)
-            guarded += [(account, device, metric, ts, value, *guard) for metric, value in values]
-    return plain, guarded
+            owned += [((account, device, metric, ts, value), ordinal) for metric, value in values]
+    return plain, owned
 
 
 def _given_rows(
     messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
-) -> tuple[list[_Row], list[_Row]]:
-    """Given observations as rows: guarded when a message of the batch with an id has their
-    entity and time (they are its observations), else plain."""
-    ids = {(m.device_id, to_us(m.enqueued_at)): m.message_id for m in messages}
+) -> tuple[list[_Row], list[_Owned]]:
+    """Given observations as rows: owned by a message of the batch with an id that has
+    their entity and time (they are its observations; the last such message), else plain."""
+    owners: dict[tuple[str, int], int | None] = {}
+    ordinal = -1
+    for m in messages:
+        if m.message_id is not None:
+            ordinal += 1
+        owners[(m.device_id, to_us(m.enqueued_at))] = None if m.message_id is None else ordinal
     plain: list[_Row] = []
-    guarded: list[_Row] = []
+    owned: list[_Owned] = []
     for o in observations:
         row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
-        message_id = ids.get((o.entity_id, row[3]))
-        if message_id is None:
+        owner = owners.get((o.entity_id, row[3]))
+        if owner is None:
             plain.append(row)
         else:
-            guarded.append((*row, o.entity_id, message_id, row[3]))
-    return plain, guarded
+            owned.append((row, owner))
+    return plain, owned
 
 
-def _observation_steps(plain: list[_Row], guarded: list[_Row]) -> list[Step]:
+def _observation_steps(
+    plain: list[_Row], owned: list[_Owned], *, by_key: bool = True
+) -> list[Step]:
     """Observations of new messages only: a redelivered duplicate adds none.
 
-    A guarded row is written only if the stored row for its message id is this message's
-    (same enqueued time), i.e. this insert is the one that landed. The latest value per
-    (entity, metric) is upserted once per batch for plain rows.
+    Rows of messages with an id go as `landed` steps: the driver writes only those whose
+    message's insert (the unit's first step) stored a row. The latest value per (entity,
+    metric) is upserted once per batch for plain rows, per row for the others.
+
+    `by_key`: the rows go in entity order (a stable sort: one entity's rows keep their
+    order, so a message's fields stay together and equal times keep their order). Each
+    entity's rows then follow one another into its end of `ix_observations` (entity, time,
+    metric) and its leaf of `latest_observations`, instead of a batch visiting every
+    entity's leaves once per message (`bench/store_rows.py`).
     """
+    if by_key:
+        plain.sort(key=_BY_KEY)
+        owned.sort(key=_owned_key)
     steps = []
     if plain:
         newest: dict[tuple[str, str], _Row] = {}
@@ -97,8 +117,34 @@ def _observation_steps(plain: list[_Row], guarded: list[_Row]) -> list[Step]:
             Step("many", _INSERT_PLAIN, plain),
             Step("many", _UPSERT_PLAIN, list(newest.values())),
         ]
-    if guarded:
-        steps += [Step("many", _INSERT_GUARDED, guarded), Step("many", _UPSERT_GUARDED, guarded)]
+    if owned:
+        steps += [Step("landed", _INSERT_PLAIN, owned), Step("landed", _UPSERT_PLAIN, owned)]
+    return steps
+
+
+def append_steps(
+    messages: Sequence[TelemetryMessage],
+    observations: Sequence[Observation] | None = None,
+    *,
+    by_key: bool = True,
+) -> list[Step]:
+    """The write unit of `SqlTelemetryStore.append`: the first step's result is
+    each message with an id's row count (1: it landed), in order. (`by_key=False`: the
+    observation rows in message order, as before; for bench/store_rows.py's reference.)"""
+    with_id: list[TelemetryMessage] = []
+    without_id: list[TelemetryMessage] = []
+    for m in messages:
+        (without_id if m.message_id is None else with_id).append(m)
+    steps = [
+        Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in with_id]),
+        Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
+    ]
+    if observations is None:
+        plain, owned = _derived_rows(messages)
+    else:
+        plain, owned = _given_rows(messages, observations)
+    if plain or owned:
+        steps += _observation_steps(plain, owned, by_key=by_key)
     return steps
 
 
@@ -115,21 +161,7 @@ class SqlTelemetryStore(SqlArea):
         Observations (None: each message's own, as rows straight from its body) of a message
         with an id are written only if that message landed.
         """
-        with_id: list[TelemetryMessage] = []
-        without_id: list[TelemetryMessage] = []
-        for m in messages:
-            (without_id if m.message_id is None else with_id).append(m)
-        steps = [
-            Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in with_id]),
-            Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
-        ]
-        if observations is None:
-            plain, guarded = _derived_rows(messages)
-        else:
-            plain, guarded = _given_rows(messages, observations)
-        if plain or guarded:
-            steps += _observation_steps(plain, guarded)
-        result = await self._write(*steps)
+        result = await self._write(*append_steps(messages, observations))
         landed = iter(bool(n) for n in result[0])
         return [True if m.message_id is None else next(landed) for m in messages]
 
@@ -187,7 +219,7 @@ class SqlTelemetryStore(SqlArea):
         batch_rows: int,
         affine: tuple[float, float, float] | None = None,
     ) -> AsyncIterator[list[tuple[int, float]]]:
-        """Keyset pages on the (entity, metric, ts) index, in its order (no sort), the rows
+        """Keyset pages on the (entity, ts, metric) index, in its order (no sort), the rows
         as the driver returns them (times in integer microseconds, as stored).
 
         With `affine`, SQLite converts the values (IEEE double arithmetic in the
@@ -232,14 +264,33 @@ class SqlTelemetryStore(SqlArea):
 
     async def purge(self, account_id: str, before: float, batch_rows: int) -> int:
         """An account's telemetry and observations older than `before`; returns the number
-        of messages deleted. The latest value of each metric stays."""
-        where = "account_id = ? AND {ts} < ?"
+        of messages deleted. The latest value of each metric stays.
+
+        Observations go entity by entity, each on its range of `ix_observations`: the
+        account's entities are those of its latest values (every stored observation
+        upserts one), and only entities with rows to delete are visited. No index orders
+        the account's observations by time (one would cost every observation an entry, for
+        the purge alone).
+        """
+        cut = to_us(before)
         count = await self._delete_batches(
-            "telemetry", "enqueued_at", where, [account_id, to_us(before)], batch_rows
+            "telemetry", "enqueued_at", "account_id = ? AND {ts} < ?", [account_id, cut], batch_rows
         )
-        await self._delete_batches(
-            "observations", "ts", where, [account_id, to_us(before)], batch_rows
+        entities = await self.db.fetch_all(
+            "SELECT DISTINCT entity_id FROM latest_observations l WHERE account_id = ? AND "
+            "EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = l.entity_id AND "
+            "o.ts < ? AND o.account_id = ?)",
+            [account_id, cut, account_id],
+            bulk=True,
         )
+        for (entity,) in entities:
+            await self._delete_batches(
+                "observations",
+                "ts",
+                "entity_id = ? AND account_id = ? AND {ts} < ?",
+                [entity, account_id, cut],
+                batch_rows,
+            )
         return count
 
     async def delete_for_device(
@@ -266,15 +317,17 @@ class SqlTelemetryStore(SqlArea):
             "entity_id",
             device_id,
         )
-        for entity, metric, latest_us in await self.db.fetch_all(sql, params):
+        latest = await self.db.fetch_all(sql, params)
+        # Each entity's range of ix_observations (entity, ts, metric) once, every metric.
+        for entity in dict.fromkeys(row[0] for row in latest):
             await self._delete_batches(
                 "observations",
                 "ts",
-                f"{account_term(device_id)} = ? AND entity_id = ? AND metric = ? "
-                "AND {ts} >= ? AND {ts} <= ?",
-                [account_id, entity, metric, low, high],
+                f"{account_term(device_id)} = ? AND entity_id = ? AND {{ts}} >= ? AND {{ts}} <= ?",
+                [account_id, entity, low, high],
                 batch_rows,
             )
+        for entity, metric, latest_us in latest:
             if low <= latest_us <= high:
                 await self._write(
                     Step(

@@ -283,6 +283,10 @@ def test_upload_data_shows_on_v1_and_in_a_live_feed(hub: ServerProcess, project:
         assert result["rejectedObs"] == 2
         assert [e["path"] for e in result["errors"]] == ["data[1].sensorId", "data[2].timestamp"]
         push = listener.recv()
+        if list(push["result"]["data"].values()) == [0.5]:
+            # The message stored before the subscription may still be on its way to the
+            # live feed when the subscription starts: it is the device's own, not the upload's.
+            push = listener.recv()
         assert push["id"] == sub
         assert push["result"]["data"] == {"2024-02-20T04:35:23.653Z": 0.23}
         with hub.client() as api:

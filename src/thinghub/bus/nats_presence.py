@@ -45,6 +45,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from thinghub.bus.memory import MemoryLocks
+from thinghub.bus.nats_kv import next_entry
 
 __all__ = [
     "LOCKS_BUCKET",
@@ -285,7 +286,7 @@ class NatsPresence:
         found: list[tuple[str, _Owner]] = []
         try:
             while True:
-                entry = await watcher.updates(timeout=10.0)  # type: ignore[no-untyped-call]
+                entry = await next_entry(watcher, 10.0)
                 if entry is None:  # the end of what the bucket held
                     break
                 owner = _parse_owner(entry.value, entry.revision)

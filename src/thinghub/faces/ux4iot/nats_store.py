@@ -53,6 +53,7 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from thinghub.bus.nats_kv import next_entry
 from thinghub.domain.errors import Conflict, RateLimited, TimedOut
 from thinghub.domain.ids import new_uuid
 from thinghub.faces.ux4iot.grants import (
@@ -401,7 +402,7 @@ class NatsSessionStore:
             watcher = await kv.watchall(ignore_deletes=True)
             try:
                 while True:
-                    entry = await watcher.updates(timeout=10.0)  # type: ignore[no-untyped-call]
+                    entry = await next_entry(watcher, 10.0)
                     if entry is None:
                         break
                     sid = key_session(entry.key or "")
@@ -540,7 +541,7 @@ class NatsSessionStore:
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=WATCH_POLL_S)  # type: ignore[no-untyped-call]
+                    entry = await next_entry(watcher, WATCH_POLL_S)
                 except TimeoutError:
                     if self._nc.stats["reconnects"] != reconnects:
                         logger.info("ux4iot: NATS reconnected; watching the sessions anew")

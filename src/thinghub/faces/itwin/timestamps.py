@@ -44,11 +44,13 @@ _EPOCH_DAY = date(1970, 1, 1)
 _MS_PER_MINUTE: Final = 60_000
 US_PER_MINUTE: Final = 60_000_000
 
-# A key is its minute's prefix ("2016-06-24T18:01:", cached) and the seconds and
-# milliseconds within the minute from a table ("07.250Z": 60,000 short strings, about 3.5 MB
-# once the face prints its first time): one division and one concatenation a key, which a
-# million-point getData pays a million times.
-_MINUTE_PREFIXES: Final = 4096
+# A key is its minute's prefix ("2016-06-24T18:01:": the hour's part cached, the minute's
+# from a table) and the seconds and milliseconds within the minute from a table ("07.250Z":
+# 60,000 short strings, about 3.5 MB once the face prints its first time). A stream makes a
+# new minute's prefix every 60 rows at 1 Hz (a cache of whole minute prefixes would miss on
+# each of them), so that is one division and one concatenation too.
+_HOUR_PREFIXES: Final = 4096
+_MINUTE_KEYS: Final = tuple(f"{minute:02d}:" for minute in range(60))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -56,11 +58,16 @@ def _day(day: int) -> str:
     return (_EPOCH_DAY + timedelta(days=day)).isoformat()
 
 
-@functools.lru_cache(maxsize=_MINUTE_PREFIXES)
+@functools.lru_cache(maxsize=_HOUR_PREFIXES)
+def _hour_prefix(hour: int) -> str:
+    day, of_day = divmod(hour, 24)
+    return "%sT%02d:" % (_day(day), of_day)  # noqa: UP031
+
+
 def minute_prefix(minute: int) -> str:
-    """`2016-06-24T18:01:` of an epoch minute (cached)."""
-    day, of_day = divmod(minute, 1440)
-    return "%sT%02d:%02d:" % (_day(day), of_day // 60, of_day % 60)  # noqa: UP031
+    """`2016-06-24T18:01:` of an epoch minute."""
+    hour, of_hour = divmod(minute, 60)
+    return _hour_prefix(hour) + _MINUTE_KEYS[of_hour]
 
 
 @functools.cache

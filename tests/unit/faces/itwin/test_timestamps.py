@@ -23,6 +23,7 @@ from thinghub.faces.itwin.timestamps import (
     parse_time,
     us_of,
 )
+from thinghub.services.units import conversion
 from thinghub.storage.sql._rows import to_us
 
 
@@ -172,3 +173,7 @@ def test_chunk_keys_match_the_reference_on_random_series(
         expected[key] = value  # the later of two rows in one millisecond wins
     got = chunk_points(rows)
     assert got == expected and list(got) == list(expected)
+    to_f = conversion("C", "F")  # the converting loop makes its keys the same way
+    converted = chunk_points(rows, to_f)
+    assert list(converted) == list(expected)
+    assert converted == {key: to_f(value) for key, value in expected.items()}

@@ -541,15 +541,36 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".000Z"
 
 
+_Identity = tuple[str, str, str | None, str | None, str | None]
+
+
+def _uploaded_identity(db_path: Path) -> _Identity:
+    """The account, device, project, deployment and component of the rows the server's
+    upload wrote, so the reference writes rows of the same width (ids are most of a row)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        row = conn.execute(
+            "SELECT account_id, device_id, project, deployment, component FROM telemetry "
+            "WHERE source = 'itwin' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise BenchError("the upload's rows are not in the server's database")
+    return row[0], row[1], row[2], row[3], row[4]
+
+
 async def _reference_insert(
-    work_dir: Path, count: int, *, as_messages: bool = False
+    work_dir: Path, count: int, identity: _Identity, *, as_messages: bool = False
 ) -> tuple[float, tuple[float, float, float]]:
     """The store's own batched insert of the rows an upload of `count` values writes (a
     message and an observation each, the latest value upserted), in batches of
     REFERENCE_BATCH on a fresh SQLite file: its series path (append_series, what uploads
     use), or with `as_messages` append() of TelemetryMessage and Observation objects (the
     reference before uploads had a series path). What each batch holds is built before the
-    window, as the upload's request is built before its own."""
+    window, as the upload's request is built before its own. The rows carry the server's
+    own ids for the upload (`identity`)."""
+    account, device, project, deployment, component = identity
     path = work_dir / ("reference-messages.db" if as_messages else "reference.db")
     await asyncio.to_thread(upgrade, f"sqlite:///{path}")
     stores = sql_stores(SqliteDatabase(path))
@@ -566,14 +587,16 @@ async def _reference_insert(
                 body = {"T": 20.0 + (i % 100) / 10}
                 raw = orjson.dumps(body)
                 if as_messages:
-                    messages.append(TelemetryMessage("acc", "dev", T0 + i, body, raw,
-                                                     body_json=raw, source="itwin"))  # fmt: skip
-                    observations.append(Observation("acc", "dev", "T", T0 + i, body["T"]))
+                    messages.append(TelemetryMessage(account, device, T0 + i, body, raw,
+                                                     body_json=raw, project=project,
+                                                     deployment=deployment, component=component,
+                                                     source="itwin"))  # fmt: skip
+                    observations.append(Observation(account, device, "T", T0 + i, body["T"]))
                 else:
                     points.append((T0 + i, body, raw.decode()))
             batches.append((messages, observations))
             series_batches.append(
-                [TelemetrySeries("acc", "dev", None, None, None, "itwin", points)]
+                [TelemetrySeries(account, device, project, deployment, component, "itwin", points)]
             )
         window = _Cpu(None)
         if as_messages:
@@ -620,7 +643,8 @@ def _bench_upload(
         raise BenchError(f"uploadData stored {stored:,} of {count:,}")
     hub_rate = count / wall
     progress(f"uploadData: thinghub {hub_rate:,.0f} observations/s")
-    inserted, ref = asyncio.run(_reference_insert(work_dir, count))
+    identity = _uploaded_identity(Path(hub.ready["data_dir"]) / "thinghub.db")
+    inserted, ref = asyncio.run(_reference_insert(work_dir, count, identity))
     ref_rate = inserted / ref[0]
     progress(f"uploadData: the store's batched insert {ref_rate:,.0f} observations/s")
     ratio = hub_rate / ref_rate
@@ -640,8 +664,8 @@ def _bench_upload(
         "ingest (stored, on /v1, live; the request built and the connection authenticated "
         "before the window); "
         f"reference: the SQLite store's append_series (the rows uploads write, built before "
-        f"its window) in batches of {REFERENCE_BATCH:,}, in the generator process (its "
-        "writer thread included)",
+        f"its window, with the server's ids for them) in batches of {REFERENCE_BATCH:,}, in the "
+        "generator process (its writer thread included)",
     )
 
 

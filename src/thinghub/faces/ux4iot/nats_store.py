@@ -53,7 +53,6 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from thinghub.bus.nats_kv import next_entry
 from thinghub.domain.errors import Conflict, RateLimited, TimedOut
 from thinghub.domain.ids import new_uuid
 from thinghub.faces.ux4iot.grants import (
@@ -73,6 +72,7 @@ from thinghub.faces.ux4iot.sessions import (
     SessionState,
     SessionTable,
 )
+from thinghub.kv_watch import next_entry
 
 __all__ = ["CAS_ATTEMPTS", "SESSIONS_BUCKET", "TOUCH_SLACK_S", "NatsSessionStore"]
 

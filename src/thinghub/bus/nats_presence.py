@@ -45,7 +45,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from thinghub.bus.memory import MemoryLocks
-from thinghub.kv_watch import next_entry
+from thinghub.services.kv_watch import next_entry
 
 __all__ = [
     "LOCKS_BUCKET",

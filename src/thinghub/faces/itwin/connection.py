@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol
 from thinghub.domain.metrics import Metric
 from thinghub.domain.model import Principal
 from thinghub.faces.itwin import jsonrpc
-from thinghub.faces.itwin.framing import FrameError, encode_frame
+from thinghub.faces.itwin.framing import FrameError, encode_frame, encode_message
 from thinghub.faces.itwin.jsonrpc import RequestId, RpcError
 from thinghub.faces.itwin.methods import Invocation, MethodKind, MethodTable
 from thinghub.faces.itwin.utility import MAX_AUTH_FAILURES
@@ -67,6 +67,12 @@ class Transport(Protocol):
 
     @property
     def peer(self) -> str: ...
+
+    @property
+    def delimits_messages(self) -> bool:
+        """True when the transport carries each message in its own frame (WebSocket): then a
+        message is written without framing.encode_frame's brace escaping, which only a
+        reader counting braces in a byte stream (TCP) needs."""
 
     async def send(self, frame: bytes) -> None:
         """Write one encoded message; return once the socket's buffer has room again.
@@ -125,6 +131,7 @@ class RpcConnection:
         self.table = table
         self.transport = transport
         self.session = Session(transport)
+        self._encode = encode_message if transport.delimits_messages else encode_frame
 
     async def serve(self, values: AsyncIterator[Any], *, close_on_frame_error: bool) -> None:
         """Handle `values` (decoded JSON values, or FrameError) in order until they end, a
@@ -152,7 +159,7 @@ class RpcConnection:
                 return
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self.transport.send(encode_frame(message))
+        await self.transport.send(self._encode(message))
 
     async def _handle(self, value: Any, tasks: asyncio.TaskGroup) -> bool:
         """Handle one request; False when the connection must close."""

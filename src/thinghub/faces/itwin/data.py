@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from thinghub.domain.clock import parse_ts
+from thinghub.domain.clock import MAX_EPOCH_S, MIN_EPOCH_S, parse_ts
 from thinghub.domain.deltas import DeltaParams, RollingDelta, reference_time
 from thinghub.domain.errors import Invalid
 from thinghub.domain.metrics import Metric, metrics_with_deltas
@@ -32,7 +33,15 @@ from thinghub.domain.model import Device
 from thinghub.domain.telemetry import SeriesPoint, TelemetrySeries
 from thinghub.faces.itwin.ids import EntityKind
 from thinghub.faces.itwin.network import SENSOR_PROPS, Facts, Network, Sensor, created_info
-from thinghub.faces.itwin.params import Limit, RejectedEntry, UploadEntry, check_upload_entries
+from thinghub.faces.itwin.params import (
+    MAX_METRIC_ID_CHARS,
+    MAX_VALUES_PER_ENTRY,
+    Limit,
+    RejectedEntry,
+    UploadEntry,
+    check_upload_entries,
+    from_iso,
+)
 from thinghub.faces.itwin.scope import Scope
 from thinghub.faces.itwin.sensor_metrics import SensorMetrics
 from thinghub.faces.itwin.series import MAX_CHUNK_POINTS, Row, chunk_json
@@ -50,8 +59,8 @@ UPLOAD_UNITS_IN_FLIGHT: Final = 2
 
 # One write unit of an upload: a series per sensor.
 SeriesUnit = list[tuple[Device, TelemetrySeries]]
-# The entry of a point: its index in the request and its sensorId.
-Kept = tuple[int, str]
+# The entries of a series' points: their sensorId and their indices in the request.
+Kept = tuple[str, list[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,15 +354,11 @@ class Observations:
         async def units() -> AsyncIterator[tuple[SeriesUnit, list[Kept]]]:
             for start in range(0, len(data), batch):
                 unit = data[start : start + batch]
-                # (a sensorId that is no string may be no key either: a list)
-                await prepare.resolve(
-                    {
-                        n
-                        for e in unit
-                        if e.__class__ is dict and (n := e.get("sensorId")).__class__ is str
-                    }
-                )
-                rejected.extend(check_upload_entries(unit, start, prepare.accept))
+                done = 0
+                # check() stops at an entry whose sensor is not looked up yet
+                while (stop := prepare.check(unit, start, done)) is not None:
+                    await prepare.sensor(unit[stop]["sensorId"])
+                    done = stop
                 yield prepare.take()
 
         return await self._upload_units(units(), rejected)
@@ -374,7 +379,7 @@ class Observations:
                 gate.release()
             stored += result.stored
             for position, reason in result.refused.items():
-                index, sensor_id = kept[position]
+                index, sensor_id = _entry_of(kept, position)
                 rejected.append(RejectedEntry(index, f"data[{index}]", reason, sensor_id))
 
         async with asyncio.TaskGroup() as tasks:
@@ -452,13 +457,74 @@ class _Preparer:
                 await self.sensor(sensor_id)
 
     async def series(self, entries: Sequence[UploadEntry]) -> tuple[SeriesUnit, list[Kept]]:
-        """The series of `entries` (one per sensor), and (index, sensorId) of the entry of
-        each of their points, in order; the other entries are rejected."""
+        """The series of `entries` (one per sensor), and the entries of each one's points
+        (take()); the other entries are rejected."""
         await self.resolve({entry.sensor_id for entry in entries})
         accept = self.accept
         for entry in entries:
             accept(entry.index, entry.sensor_id, entry.ts, entry.values)
         return self.take()
+
+    def check(self, unit: Sequence[Any], start: int, done: int = 0) -> int | None:
+        """check_upload_entries(unit[done:], start + done, self.accept), up to the first
+        entry whose sensorId was not looked up yet: its position in `unit` (None: all were
+        checked). The common entry (the current sensor's, one with no declared metrics; a
+        timestamp in the common form; values a dict of finite floats) is checked and
+        accepted here, in one pass with no call per entry; any other goes through
+        check_upload_entries and accept, so its errors are theirs."""
+        rejected = self.rejected
+        dumps = orjson.dumps
+        inf = math.inf
+        limit = self.limit - self._component_bytes
+        current = self._current if self._metrics is None else None
+        add_point = self._points.append
+        add_index = self._kept.append
+        for index in range(start + done, start + len(unit)):
+            entry = unit[index - start]
+            if (
+                current is not None
+                and entry.__class__ is dict
+                and entry.get("sensorId") == current
+                and (stamp := entry.get("timestamp")).__class__ is str
+                and len(stamp) >= 20
+                and stamp[4] == "-"
+                and stamp[-1] == "Z"
+                and (values := entry.get("values")).__class__ is dict
+                and 0 < len(values) <= MAX_VALUES_PER_ENTRY
+            ):
+                # check_upload_entries' reading of the common timestamp form
+                try:
+                    ts = from_iso(stamp).timestamp()
+                except ValueError:
+                    ts = math.nan  # out of the range below: the full check names it
+                if MIN_EPOCH_S <= ts <= MAX_EPOCH_S:
+                    for key, value in values.items():
+                        if value.__class__ is not float or not -inf < value < inf:
+                            break
+                        if not 0 < len(key) <= MAX_METRIC_ID_CHARS:
+                            break
+                    else:
+                        try:
+                            raw = dumps(values)
+                        except orjson.JSONEncodeError:
+                            pass  # (accept names it)
+                        else:
+                            if len(raw) <= limit:
+                                add_point((ts, values, raw.decode()))
+                                add_index(index)
+                                continue
+            if entry.__class__ is dict:
+                # (a sensorId that is no string may be no key either: a list)
+                sensor_id = entry.get("sensorId")
+                if sensor_id.__class__ is str and sensor_id not in self.sensors:
+                    return index - start
+            rejected += check_upload_entries((entry,), index, self.accept)
+            # accept() may have switched sensors
+            limit = self.limit - self._component_bytes
+            current = self._current if self._metrics is None else None
+            add_point = self._points.append
+            add_index = self._kept.append
+        return None
 
     def accept(self, index: int, sensor_id: str, ts: float, values: dict[str, float]) -> None:
         """An entry whose fields are checked (read_upload_entries): a point of its sensor's
@@ -517,7 +583,7 @@ class _Preparer:
 
     def take(self) -> tuple[SeriesUnit, list[Kept]]:
         """The series of the points accepted since the last take(), one per sensor, and
-        (index, sensorId) of the entry of each point, in order."""
+        the entries of each one's points (sensorId, indices), in order."""
         items: SeriesUnit = []
         order: list[Kept] = []
         for sensor_id, own in self.points.items():
@@ -536,7 +602,7 @@ class _Preparer:
                 own,
             )
             items.append((device, series))
-            order += [(index, sensor_id) for index in self.kept[sensor_id]]
+            order.append((sensor_id, self.kept[sensor_id]))
         self.points = {}
         self.kept = {}
         self._current = None
@@ -544,6 +610,15 @@ class _Preparer:
 
     def _reject(self, index: int, sensor_id: str, path: str, message: str) -> None:
         self.rejected.append(RejectedEntry(index, path, message, sensor_id))
+
+
+def _entry_of(kept: list[Kept], position: int) -> tuple[int, str]:
+    """The index and sensorId of the entry of the point at `position` among a unit's."""
+    for sensor_id, indices in kept:
+        if position < len(indices):
+            return indices[position], sensor_id
+        position -= len(indices)
+    raise IndexError(position)
 
 
 def _zero_date(sensor: Sensor) -> float | None:

@@ -41,6 +41,7 @@ __all__ = [
     "MAX_ENTITY_ID_CHARS",
     "MAX_IDS_PER_REQUEST",
     "MAX_LIMIT_SIZE",
+    "MAX_METRIC_ID_CHARS",
     "MAX_PROPS",
     "MAX_UPLOAD_ENTRIES",
     "MAX_VALUES_PER_ENTRY",
@@ -82,6 +83,7 @@ MAX_IDS_PER_REQUEST = 1000  # ids in one getSensors / getMetrics / subscribe
 MAX_PROPS = 256  # props of one entity
 MAX_UPLOAD_ENTRIES = 100_000  # observations in one uploadData (the frame limit bounds bytes)
 MAX_VALUES_PER_ENTRY = 256  # metrics of one observation
+MAX_METRIC_ID_CHARS = 128  # characters of a metric id
 MAX_LIMIT_SIZE = 1_000_000  # limit.params.size
 
 
@@ -437,14 +439,14 @@ def _read_values(values: object) -> dict[str, float]:
     for key, value in values.items():  # the common case: every value a finite float
         if value.__class__ is not float or not -math.inf < value < math.inf:
             break
-        if not 0 < len(key) <= 128:
-            raise ValueError("metric ids are 1 to 128 characters")
+        if not 0 < len(key) <= MAX_METRIC_ID_CHARS:
+            raise ValueError(f"metric ids are 1 to {MAX_METRIC_ID_CHARS} characters")
     else:
         return values  # the request's own object, parsed for this request alone
     out: dict[str, float] = {}
     for key, value in values.items():
-        if not 0 < len(key) <= 128:
-            raise ValueError("metric ids are 1 to 128 characters")
+        if not 0 < len(key) <= MAX_METRIC_ID_CHARS:
+            raise ValueError(f"metric ids are 1 to {MAX_METRIC_ID_CHARS} characters")
         if value.__class__ is float:  # the common case: one comparison rules out nan and inf
             if not -math.inf < value < math.inf:
                 raise ValueError(f"{key} must be a finite number")

@@ -25,6 +25,7 @@ from thinghub.domain.clock import MAX_EPOCH_S, MIN_EPOCH_S, parse_ts
 from thinghub.domain.errors import Invalid
 
 __all__ = [
+    "US_PER_MINUTE",
     "format_ms",
     "format_time",
     "format_time_offset",
@@ -41,12 +42,15 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = date(1970, 1, 1)
 _MS_PER_MINUTE: Final = 60_000
+US_PER_MINUTE: Final = 60_000_000
 
-# A key is its minute's prefix ("2016-06-24T18:01:", cached) and the seconds and
-# milliseconds within the minute from a table ("07.250Z": 60,000 short strings, about 3.5 MB
-# once the face prints its first time): one division and one concatenation a key, which a
-# million-point getData pays a million times.
-_MINUTE_PREFIXES: Final = 4096
+# A key is its minute's prefix ("2016-06-24T18:01:": the hour's part cached, the minute's
+# from a table) and the seconds and milliseconds within the minute from a table ("07.250Z":
+# 60,000 short strings, about 3.5 MB once the face prints its first time). A stream makes a
+# new minute's prefix every 60 rows at 1 Hz (a cache of whole minute prefixes would miss on
+# each of them), so that is one division and one concatenation too.
+_HOUR_PREFIXES: Final = 4096
+_MINUTE_KEYS: Final = tuple(f"{minute:02d}:" for minute in range(60))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -54,11 +58,16 @@ def _day(day: int) -> str:
     return (_EPOCH_DAY + timedelta(days=day)).isoformat()
 
 
-@functools.lru_cache(maxsize=_MINUTE_PREFIXES)
+@functools.lru_cache(maxsize=_HOUR_PREFIXES)
+def _hour_prefix(hour: int) -> str:
+    day, of_day = divmod(hour, 24)
+    return "%sT%02d:" % (_day(day), of_day)  # noqa: UP031
+
+
 def minute_prefix(minute: int) -> str:
-    """`2016-06-24T18:01:` of an epoch minute (cached)."""
-    day, of_day = divmod(minute, 1440)
-    return "%sT%02d:%02d:" % (_day(day), of_day // 60, of_day % 60)  # noqa: UP031
+    """`2016-06-24T18:01:` of an epoch minute."""
+    hour, of_hour = divmod(minute, 60)
+    return _hour_prefix(hour) + _MINUTE_KEYS[of_hour]
 
 
 @functools.cache
@@ -101,17 +110,23 @@ def format_time(ts: float) -> str:
 
 
 def format_times(stamps_us: Iterable[int]) -> list[str]:
-    """format_us of many stored times (the keys of a data chunk), the same strings."""
+    """format_us of many stored times (the keys of a data chunk), the same strings.
+
+    The minute's prefix is kept while the times stay in it (series.chunk_points explains the
+    [lo, hi) test), so a time costs two comparisons, one subtraction and one division.
+    """
     table = second_keys()
     out: list[str] = []
     append = out.append
-    last_minute: int | None = None
+    lo = hi = 0  # an empty minute: the first row sets it
     prefix = ""
     for us in stamps_us:
-        minute, rest = divmod((us + 500) // 1000, _MS_PER_MINUTE)
-        if minute != last_minute:
-            prefix, last_minute = minute_prefix(minute), minute
-        append(prefix + table[rest])
+        if not lo <= us < hi:
+            minute = (us + 500) // US_PER_MINUTE
+            lo = minute * US_PER_MINUTE - 500
+            hi = lo + US_PER_MINUTE
+            prefix = minute_prefix(minute)
+        append(prefix + table[(us - lo) // 1000])
     return out
 
 

@@ -79,6 +79,10 @@ class TcpTransport:
     def peer(self) -> str:
         return self._peer
 
+    @property
+    def delimits_messages(self) -> bool:
+        return False  # a byte stream: readers count braces (framing.encode_frame)
+
     async def send(self, frame: bytes) -> None:
         if self._writer.is_closing():
             raise TransportClosed(self._peer)
@@ -203,6 +207,10 @@ class WebSocketTransport:
     def peer(self) -> str:
         return self._peer
 
+    @property
+    def delimits_messages(self) -> bool:
+        return True  # one message a text frame
+
     async def send(self, frame: bytes) -> None:
         try:
             await self._conn.send(frame, text=True)
@@ -315,6 +323,10 @@ class AsgiWebSocketTransport:
     @property
     def peer(self) -> str:
         return self._peer
+
+    @property
+    def delimits_messages(self) -> bool:
+        return True  # one message a text frame
 
     def _put(self, frame: bytes) -> None:
         self._queue.append(frame)

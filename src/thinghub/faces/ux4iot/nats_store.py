@@ -72,7 +72,7 @@ from thinghub.faces.ux4iot.sessions import (
     SessionState,
     SessionTable,
 )
-from thinghub.kv_watch import next_entry
+from thinghub.services.kv_watch import next_entry
 
 __all__ = ["CAS_ATTEMPTS", "SESSIONS_BUCKET", "TOUCH_SLACK_S", "NatsSessionStore"]
 

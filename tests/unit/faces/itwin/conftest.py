@@ -23,9 +23,10 @@ WAIT_S = 5.0
 
 class FakeTransport:
     """Records sent and pushed frames. `gate`, when cleared, holds every send (a reader that
-    does not read); `push_room` is how many pushes fit before they are dropped."""
+    does not read); `push_room` is how many pushes fit before they are dropped;
+    `delimits_messages` as a WebSocket's (True) or a TCP stream's (False)."""
 
-    def __init__(self, push_room: int = 10_000) -> None:
+    def __init__(self, push_room: int = 10_000, *, delimits_messages: bool = False) -> None:
         self.sent: list[dict[str, Any]] = []
         self.pushed: list[dict[str, Any]] = []
         self.frames: list[bytes] = []
@@ -35,10 +36,15 @@ class FakeTransport:
         self.dropped = 0
         self.is_closed = False
         self.arrived = asyncio.Event()
+        self._delimits_messages = delimits_messages
 
     @property
     def peer(self) -> str:
         return "test:1"
+
+    @property
+    def delimits_messages(self) -> bool:
+        return self._delimits_messages
 
     async def send(self, frame: bytes) -> None:
         if self.is_closed:

@@ -224,3 +224,25 @@ async def test_a_client_gone_mid_stream_ends_the_connection_quietly() -> None:
         feed([req("time", 1), req("count", 2, value=3)]), close_on_frame_error=True
     )
     assert transport.sent == []
+
+
+async def test_braces_in_strings_are_escaped_on_a_byte_stream_only() -> None:
+    """A TCP client counts braces to find a message's end, so its answers escape the braces
+    inside strings (here the id's); a WebSocket frame delimits the message, so there they
+    are written as they are. Both parse to the same message."""
+    frames = {}
+    for delimits in (False, True):
+        transport = FakeTransport(delimits_messages=delimits)
+        connection = RpcConnection(table([], asyncio.Queue()), transport)
+        await connection.serve(
+            feed([req("authenticate", "{a}", code="key"), req("count", "{b}", value=1)]),
+            close_on_frame_error=True,
+        )
+        frames[delimits] = transport.frames
+        assert [(m["id"], m["result"]) for m in transport.sent] == [
+            ("{a}", {"nextId": 1}),
+            ("{b}", {"data": {"0": 0}}),
+            ("{b}", {"requestStatus": "finished"}),
+        ]
+    assert all(f.count(b"{") == f.count(b"}") and b'"{' not in f for f in frames[False])
+    assert all(b'"id":"{b}"' in f for f in frames[True][1:])

@@ -20,6 +20,7 @@ from thinghub.faces.itwin.framing import (
     FrameError,
     decode_message,
     encode_frame,
+    encode_message,
 )
 
 AUTHENTICATE = b'{"jsonrpc":"2.0","method":"authenticate","params":{"code":"k"},"id":0}'
@@ -286,6 +287,17 @@ def test_encoder_escapes_braces_inside_strings_only() -> None:
 
 def test_encoder_writes_nan_as_null() -> None:
     assert encode_frame({"v": float("nan")}) == b'{"v":null}'
+
+
+def test_message_encoder_is_the_same_value_without_escaping() -> None:
+    """encode_message (WebSocket: the frame delimits the message) leaves braces in strings
+    as they are; the value is the one encode_frame writes."""
+    message = {"jsonrpc": "2.0", "id": "{x}", "result": {"data": {"NAME": "a}b{c"}}}
+    out = encode_message(message)
+    assert out == b'{"jsonrpc":"2.0","id":"{x}","result":{"data":{"NAME":"a}b{c"}}}'
+    assert orjson.loads(out) == orjson.loads(encode_frame(message)) == message
+    assert encode_frame(message) != out  # the TCP form escapes them
+    assert encode_message({"v": float("inf")}) == b'{"v":null}'
 
 
 def test_seed_reader_reads_our_frames() -> None:

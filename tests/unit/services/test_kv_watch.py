@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from nats.js.kv import KeyValue
 
-from thinghub.kv_watch import next_entry
+from thinghub.services.kv_watch import next_entry
 
 
 async def _watch_forever(watcher: KeyValue.KeyWatcher, read: list[object], raw: bool) -> None:

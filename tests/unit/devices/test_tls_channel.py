@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from thinghub.devices.tls_channel import TlsChannel
+from thinghub.devices.tls_channel import TlsChannel, enable_read_ahead
 from thinghub.security.ca import CertificateAuthority
 
 
@@ -61,7 +61,13 @@ def _client_context(ca: CertificateAuthority, version: ssl.TLSVersion) -> ssl.SS
 class _Channel:
     """A channel whose handler is recorded; failures too."""
 
-    def __init__(self, sock: socket.socket, ca: CertificateAuthority, timeout_s: float) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        ca: CertificateAuthority,
+        timeout_s: float,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = _Handler()
         self.failed: list[str] = []
         self.version: str | None = None
@@ -69,7 +75,7 @@ class _Channel:
         self.channel = TlsChannel(
             asyncio.get_running_loop(),
             sock,
-            ca.server_ssl_context(),
+            ca.server_ssl_context() if context is None else context,
             "test",
             handshake_timeout_s=timeout_s,
             on_ready=self._ready,
@@ -164,3 +170,50 @@ async def test_paused_reading_keeps_bytes_for_resume_and_notices_the_eof(
     while not side.handler.lost and loop.time() < deadline:
         await asyncio.sleep(0.02)
     assert side.handler.lost == [None]
+
+
+class _PausingHandler(_Handler):
+    """Pauses its channel after the first bytes it gets."""
+
+    channel: TlsChannel | None = None
+
+    def data_received(self, data: memoryview) -> None:
+        super().data_received(data)
+        if self.channel is not None:
+            self.channel.pause_reading()
+            self.channel = None
+
+
+async def test_records_read_ahead_are_delivered_after_a_pause(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """With read-ahead one read takes every record the socket holds: records then wait
+    inside OpenSSL, where the socket does not signal them. A pause after the first record
+    must not strand the others: resuming reads them without a signal."""
+    context = ca.server_ssl_context()
+    assert enable_read_ahead(context) is True  # CPython with its own _ssl: available
+    assert enable_read_ahead(context) is True  # and asking twice is harmless
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10, context=context)
+    pausing = _PausingHandler()
+    side.handler = pausing
+    client_context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
+    tls = await asyncio.to_thread(client_context.wrap_socket, client, server_hostname="localhost")
+    await asyncio.wait_for(side.ready.wait(), 10)
+    pausing.channel = side.channel
+
+    for n in range(50):  # one record per write, all in the socket before the loop reads
+        tls.sendall(b"%04d" % n)  # (small: the socket takes them at once)
+    await asyncio.wait_for(pausing.arrived.wait(), 10)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.2  # a moment for anything (wrongly) read while paused
+    while loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert 0 < len(pausing.data) < 200  # paused after the first read
+    side.channel.resume_reading()
+    deadline = loop.time() + 10
+    while len(pausing.data) < 200 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(pausing.data) == b"".join(b"%04d" % n for n in range(50))
+    tls.close()
+    side.channel.close()

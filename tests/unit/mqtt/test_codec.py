@@ -486,3 +486,22 @@ def test_protocol_error_fields() -> None:
     error = RemoteProtocolError("bad", 2)
     assert (error.reason, error.connack_code, str(error)) == ("bad", 2, "bad")
     assert "connack_code=2" in repr(error)
+
+
+def test_decoded_publish_sets_every_field() -> None:
+    """The decoder builds Publish through its slots (no frozen __init__): every field of the
+    class must be in the list it sets, and the result equals the dataclass's own."""
+    from dataclasses import fields
+
+    from thinghub.mqtt.codec import _PUBLISH_FIELDS
+
+    assert tuple(f.name for f in fields(Publish)) == _PUBLISH_FIELDS
+    for publish in (
+        Publish("a/b", b"{}", 1, True, True, 7),
+        Publish("devices/d/messages/events/", b"x", 0, False, False, None),
+    ):
+        decoded = decode(encode(publish))
+        assert decoded is not None
+        assert decoded[0] == publish
+        assert hash(decoded[0]) == hash(publish)
+        assert repr(decoded[0]) == repr(publish)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -223,6 +223,68 @@ async def test_an_error_checking_one_message_fails_that_message_only(
     async with asyncio.timeout(WAIT_S):
         later = await world.ingest.submit(good, world.ingest.build(good, b'{"t": 3}'))
     assert later.is_new is True  # the batching loop is still there
+
+
+class CountingBatchPolicy:
+    """A batch policy that rejects bodies with "bad", raises for bodies with "boom" (in
+    check_many too, for the whole call), and counts its calls."""
+
+    def __init__(self) -> None:
+        self.many_calls: list[tuple[str, int]] = []
+        self.single_calls = 0
+
+    async def check(self, device: Device, message: TelemetryMessage) -> str | None:
+        self.single_calls += 1
+        if "boom" in message.body:
+            raise RuntimeError("a bug in a policy")
+        return "bad field" if "bad" in message.body else None
+
+    async def check_many(
+        self, device: Device, messages: Sequence[TelemetryMessage]
+    ) -> list[str | None]:
+        self.many_calls.append((device.id, len(messages)))
+        if any("boom" in m.body for m in messages):
+            raise RuntimeError("a bug in a policy")
+        return ["bad field" if "bad" in m.body else None for m in messages]
+
+
+async def test_device_messages_are_checked_together_and_a_failing_one_alone_fails(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue's batch goes to check_many once per device; when that raises, the device's
+    messages are checked one by one, so only the one whose check fails is not stored, and a
+    rejected one is recorded and still resolved (not stored)."""
+    policy = CountingBatchPolicy()
+    world.ingest.policies.append(policy)
+    one, two = device(device_id="one"), device(device_id="two")
+    with caplog.at_level(logging.ERROR, logger="thinghub.services.ingest"):
+        futures = [
+            world.ingest.submit(d, world.ingest.build(d, body))
+            for d, body in (
+                (one, b'{"ok": 1}'),
+                (two, b'{"ok": 2}'),
+                (one, b'{"bad": 3}'),
+                (two, b'{"boom": 4}'),
+                (two, b'{"ok": 5}'),
+                (one, b'{"ok": 6}'),
+            )
+        ]
+        async with asyncio.timeout(WAIT_S):
+            results = await asyncio.gather(*futures, return_exceptions=True)
+    assert sorted(policy.many_calls) == [("one", 3), ("two", 3)]  # once per device
+    assert policy.single_calls == 3  # only two's messages, after its check_many raised
+    assert isinstance(results[3], RuntimeError)
+    outcomes = [r for i, r in enumerate(results) if i != 3]
+    assert [(o.is_new, o.rejected) for o in outcomes] == [  # type: ignore[union-attr]
+        (True, None), (True, None), (False, "bad field"), (True, None), (True, None)
+    ]  # fmt: skip
+    stored = sorted(((m.device_id, m.body) for m in await world.stored()), key=repr)
+    assert stored == [
+        ("one", {"ok": 1}), ("one", {"ok": 6}), ("two", {"ok": 2}), ("two", {"ok": 5})
+    ]  # fmt: skip
+    events = (await world.stores.events.query(EventQuery(ACCOUNT))).items
+    assert len(events) == 1 and events[0].device_id == "one"
+    assert any(r.exc_info and "checking a message of two" in r.message for r in caplog.records)
 
 
 async def test_an_error_after_storing_never_ends_the_batching_loop(

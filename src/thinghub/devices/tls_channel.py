@@ -76,6 +76,10 @@ _READ_VIEW = memoryview(_READ_BUFFER)
 _PROXY_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
 _PROXY_BAD = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
+# CPython versions whose SSLContext object holds its SSL_CTX pointer first after the object
+# header (Modules/_ssl.c, PySSLContext); others are left without read-ahead.
+_SSL_CTX_FIRST = ((3, 11), (3, 12), (3, 13))
+
 # OpenSSL's SSL_CTX_ctrl commands (ssl.h: SSL_CTRL_GET_READ_AHEAD, SSL_CTRL_SET_READ_AHEAD).
 _CTRL_GET_READ_AHEAD = 40
 _CTRL_SET_READ_AHEAD = 41
@@ -91,8 +95,8 @@ def enable_read_ahead(context: ssl.SSLContext) -> bool:
     is shown to be the context's own: OpenSSL's options read through it must equal
     `context.options` (a 64-bit value), and the read-ahead read back must be on.
     """
-    if sys.implementation.name != "cpython":
-        return False
+    if sys.implementation.name != "cpython" or sys.version_info[:2] not in _SSL_CTX_FIRST:
+        return False  # a layout not read here: the address would be a guess
     try:
         ssl_module = importlib.import_module("_ssl")
         lib = ctypes.CDLL(getattr(ssl_module, "__file__", None))

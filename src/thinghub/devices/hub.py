@@ -250,6 +250,7 @@ class Hub:
                     identity.module_id,
                     connect.password.decode("utf-8", "replace"),
                     host=identity.host,
+                    remember=False,  # checked once per connection: no token kept for it
                 )
             elif conn.peer_cert is not None:
                 # CN the device id, OU the account it was issued for: a certificate for an

@@ -130,6 +130,24 @@ async def test_the_real_key_still_signs_in_and_a_disabled_device_is_still_refuse
         await auth.with_sas("dev-3", None, token, HOST)
 
 
+async def test_a_token_checked_without_remembering_is_verified_each_time(
+    hmacs: list[tuple[int, int]],
+) -> None:
+    """MQTT connects check their token once per connection and keep nothing; HTTP ingest
+    (the default) verifies a token once and then takes it from the cache."""
+    good = device("dev-1")
+    auth = DeviceAuth(registry(await seeded(good)), Clock())
+    token = token_for(hub_resource(HOST, "dev-1"), good.primary_key)
+    hmacs.clear()  # signing it was one
+    for _ in range(2):
+        assert await auth.with_sas("dev-1", None, token, HOST, remember=False) == good
+    assert len(hmacs) == 2  # verified both times: nothing was kept
+    hmacs.clear()
+    for _ in range(2):
+        assert await auth.with_sas("dev-1", None, token, HOST) == good
+    assert len(hmacs) == 1  # the second came from the cache
+
+
 # -- DPS -------------------------------------------------------------------------------------
 
 

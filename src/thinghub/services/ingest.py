@@ -504,10 +504,7 @@ class IngestService:
             stored += len(series.points)
             listens = listened.get(device.id)
             if listens is None:
-                subject = subject_of(
-                    TelemetryReceived.kind, device.account_id, device.project, device.id
-                )
-                listens = listened[device.id] = self.bus.listens(subject)
+                listens = listened[device.id] = self._listens(device)
             if not listens:  # nobody on this node: no event per point
                 continue
             for ts, body, _ in series.points:
@@ -525,6 +522,12 @@ class IngestService:
                     )
                 )
         return stored
+
+    def _listens(self, device: Device) -> bool:
+        """Whether anyone on this node listens to the device's telemetry now (most of the
+        time nobody does, and no event is built for it)."""
+        subject = subject_of(TelemetryReceived.kind, device.account_id, device.project, device.id)
+        return self.bus.listens(subject)
 
     async def _checked_indices(
         self,
@@ -618,25 +621,10 @@ class IngestService:
             device = items[index][0]
             listens = listened.get(device.id)
             if listens is None:
-                subject = subject_of(
-                    TelemetryReceived.kind, device.account_id, device.project, device.id
-                )
-                listens = listened[device.id] = self.bus.listens(subject)
+                listens = listened[device.id] = self._listens(device)
             if not listens:
                 continue
-            await publish(
-                TelemetryReceived(
-                    account_id=device.account_id,
-                    project=device.project,
-                    device_id=device.id,
-                    ts=message.enqueued_at,
-                    body=message.body,
-                    properties=message.properties,
-                    component=message.component,
-                    source=message.source,
-                    message_id=message.message_id,
-                )
-            )
+            await publish(_received(device, message))
         return stored
 
     def submit(self, device: Device, message: TelemetryMessage) -> asyncio.Future[Outcome]:
@@ -827,25 +815,10 @@ class IngestService:
         for device, _, _ in accepted:
             if device.id not in listened:
                 await self.registry.touch(device)
-                subject = subject_of(
-                    TelemetryReceived.kind, device.account_id, device.project, device.id
-                )
-                listened[device.id] = self.bus.listens(subject)
+                listened[device.id] = self._listens(device)
         for (device, message, _), is_new in zip(accepted, results, strict=True):
             if is_new and listened[device.id]:
-                await self.bus.publish(
-                    TelemetryReceived(
-                        account_id=device.account_id,
-                        project=device.project,
-                        device_id=device.id,
-                        ts=message.enqueued_at,
-                        body=message.body,
-                        properties=message.properties,
-                        component=message.component,
-                        source=message.source,
-                        message_id=message.message_id,
-                    )
-                )
+                await self.bus.publish(_received(device, message))
 
 
 @functools.cache
@@ -996,6 +969,21 @@ def _new_message(
     _set_body_json(message, body_json)
     _set_depth_limit(message, depth_limit)
     return message
+
+
+def _received(device: Device, message: TelemetryMessage) -> TelemetryReceived:
+    """The live event of a stored message."""
+    return TelemetryReceived(
+        account_id=device.account_id,
+        project=device.project,
+        device_id=device.id,
+        ts=message.enqueued_at,
+        body=message.body,
+        properties=message.properties,
+        component=message.component,
+        source=message.source,
+        message_id=message.message_id,
+    )
 
 
 def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:

@@ -429,6 +429,13 @@ def test_simulate_stops_with_a_summary_when_the_server_goes_away(
                 )
 
             _eventually(both_connected, "the simulated devices did not connect", 30)
+
+            def one_stored() -> bool:  # so the summary has acknowledged messages to count
+                page = api.get("/v1/telemetries", params={"projectID": "gone"}).json()
+                items = page.get("items", page) if isinstance(page, dict) else page
+                return len(items) > 0
+
+            _eventually(one_stored, "no simulated message was stored", 30)
         stopped = time.monotonic()
         assert server.stop() == 0
         out, err = simulation.communicate(timeout=40)

@@ -18,7 +18,7 @@ import pytest
 from tests.nats_server import NatsServer
 from thinghub.bus import nats_presence
 from thinghub.bus.live_codec import decode, encode
-from thinghub.bus.nats import LIVE_PREFIX, NatsCluster
+from thinghub.bus.nats import LIVE_PREFIX, NatsCluster, settled
 from thinghub.bus.nats_presence import kv_key
 from thinghub.bus.subjects import live_pattern
 from thinghub.devices.links import LocalLinks
@@ -131,7 +131,7 @@ async def test_events_reach_subscribers_on_every_node_by_pattern(
     a, b, _ = nodes
     mine = b.bus.subscribe(live_pattern("telemetry", "acc-1"))
     everything = a.bus.subscribe(live_pattern())
-    await b.nc.flush()
+    await settled(b.nc)
     other = TelemetryReceived("acc-2", None, "d2", 1.0, 1, {}, None, "mqtt", None)
     wanted = TelemetryReceived("acc-1", "p", "d1", 1.0, {"t": 1}, {}, None, "mqtt", None)
     await a.bus.publish(other)
@@ -147,7 +147,7 @@ async def test_events_reach_subscribers_on_every_node_by_pattern(
 async def test_raw_subjects_carry_the_escaped_event_subject(nodes: list[NatsCluster]) -> None:
     a, b, _ = nodes
     sub = await b.nc.subscribe(LIVE_PREFIX + "device.>")
-    await b.nc.flush()
+    await settled(b.nc)
     await a.bus.publish(DeviceChanged("acc.1", None, "dev*1", "created"))
     msg = await sub.next_msg(timeout=WITHIN_S)
     assert msg.subject == LIVE_PREFIX + "device.acc%2E1._.dev%2A1"

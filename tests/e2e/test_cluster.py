@@ -63,6 +63,7 @@ from tests.e2e.ux4iot import (
 )
 from tests.nats_server import NatsServer
 from tests.pg import create_database, drop_database
+from thinghub.bus.nats import settled
 
 pytestmark = [
     pytest.mark.backend_agnostic,  # it starts its own PostgreSQL and NATS in either pass
@@ -353,7 +354,7 @@ async def test_subjects_keep_accounts_apart(cluster: Cluster) -> None:
     try:
         seen: list[tuple[str, dict[str, Any]]] = []
         everything = await nc.subscribe(LIVE + "telemetry.>")
-        await nc.flush()  # the server has the subscription before anything is sent
+        await settled(nc)  # the server has the subscription before anything is sent
 
         def send(device: dict[str, Any], body: Any) -> None:
             response = post_telemetry(node.http_url, device["id"], body, device_sas(device))
@@ -378,7 +379,7 @@ async def test_subjects_keep_accounts_apart(cluster: Cluster) -> None:
         await everything.unsubscribe()
 
         only_a = await nc.subscribe(f"{LIVE}*.{account_a}.>")
-        await nc.flush()
+        await settled(nc)
         seen.clear()
         send(device_b, {"n": 1})  # B's first: it would arrive before A's sentinel
         send(device_a, {"sentinel": True})

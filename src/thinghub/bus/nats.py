@@ -81,6 +81,20 @@ HEARTBEATS_PER_LEASE = 3  # the heartbeat is renewed this often per lease
 REAPS_PER_LEASE = 2  # lapsed nodes are looked for this often per lease
 
 
+async def settled(nc: Client, timeout_s: float = PING_TIMEOUT_S) -> None:
+    """Return once the server has processed everything this connection sent before the call
+    (subscriptions included).
+
+    One `flush()` is not that: nats-py writes its PING straight to the socket, ahead of
+    commands still waiting in its buffer for the flusher task, so the PONG can come back
+    before the server has seen a SUB sent just before. By the time that first PONG is back
+    the flusher has written the buffer out, so a second PING follows it on the wire and its
+    PONG means the server read everything before.
+    """
+    await nc.flush(timeout=int(timeout_s))
+    await nc.flush(timeout=int(timeout_s))
+
+
 def node_subject(node_id: str) -> str:
     return NODE_PREFIX + kv_key(node_id)
 
@@ -213,6 +227,7 @@ class NatsCluster:
         await self.presence.heartbeat()
         await self.bus.start()
         self._requests = await self.nc.subscribe(node_subject(self.node_id))
+        await settled(self.nc)  # the node's subscriptions are live before it says ready
 
     def channel(self, links: LocalLinks) -> NatsDeviceChannel:
         return NatsDeviceChannel(self.nc, self.presence, links, self.node_id, node_subject)

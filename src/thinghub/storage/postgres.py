@@ -7,7 +7,7 @@ up to `flush_interval_s` for more (or less, once `batch_max` messages are queued
 the batch in ONE transaction: the messages are COPYed into a per-connection TEMP staging
 table and moved with `INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`, so the unique
 (device_id, message_id) index drops redeliveries and the returned keys say which messages
-were new; observations are COPYed straight into `observations`, and `latest_observations`
+were new; observations are COPYed straight into `observation_sets`, and `latest_observations`
 is upserted (newer timestamps win). Only after COMMIT does each caller's future get its
 per-message `is_new` list, so a QoS 1 PUBACK never precedes durability. One batch is in
 flight at a time; calls arriving meanwhile form the next batch (group commit, as in the
@@ -32,7 +32,7 @@ from thinghub.domain.errors import Invalid, TimedOut
 from thinghub.domain.telemetry import Observation, TelemetryMessage, observations_of
 from thinghub.storage.database import DuplicateKeyError, Step
 from thinghub.storage.sql._rows import body_text, to_us
-from thinghub.storage.sql.telemetry import SqlTelemetryStore
+from thinghub.storage.sql.telemetry import SqlTelemetryStore, sets_of
 
 __all__ = ["PostgresDatabase", "PostgresTelemetryStore"]
 
@@ -278,7 +278,7 @@ _MOVE_STAGED = (
     f"SELECT {', '.join(_STAGED_COLUMNS)} FROM {_STAGING} ORDER BY ord "
     "ON CONFLICT DO NOTHING RETURNING device_id, message_id"
 )
-_OBSERVATION_COLUMNS = ("account_id", "entity_id", "metric", "ts", "value")
+_SET_COLUMNS = ("account_id", "entity_id", "ts", "vals")
 # Sorted keys, so concurrent batches (other nodes) lock latest rows in one order.
 _UPSERT_LATEST = (
     "INSERT INTO latest_observations (account_id, entity_id, metric, ts, value) "
@@ -485,7 +485,7 @@ class PostgresTelemetryStore(SqlTelemetryStore):
                 )
             if observations:
                 await conn.copy_records_to_table(
-                    "observations", records=observations, columns=_OBSERVATION_COLUMNS
+                    "observation_sets", records=sets_of(observations), columns=_SET_COLUMNS
                 )
                 await conn.execute(_UPSERT_LATEST, *zip(*_latest(observations), strict=True))
 

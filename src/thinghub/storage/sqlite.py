@@ -42,6 +42,7 @@ __all__ = ["SqliteDatabase"]
 
 logger = logging.getLogger(__name__)
 
+MIN_SQLITE = (3, 38, 0)  # observation sets are read with `->>` (3.38, 2022)
 READER_THREADS = 4  # point reads: device login, authentication, registry lookups
 QUERY_READERS = 2  # bulk reads (telemetry and event queries), apart from the point readers
 QUERY_TIMEOUT_S = 30.0
@@ -173,6 +174,11 @@ class SqliteDatabase:
         self._lock = threading.Lock()
 
     async def start(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old: thinghub needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer (its JSON ->> operator)"
+            )
         conn = _connect(self.path, read_only=False)
         self._writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True

@@ -3,9 +3,11 @@ latest value per metric; newest-first pages; retention and per-device deletes in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
+
+import orjson
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_values
 from thinghub.ports.store import Page, TelemetryQuery, convert_rows
@@ -20,10 +22,10 @@ from thinghub.storage.sql._rows import (
     to_us,
 )
 
-__all__ = ["SqlTelemetryStore", "append_steps"]
+__all__ = ["SqlTelemetryStore", "append_steps", "set_text", "sets_of", "value_sql"]
 
-_Row = tuple[Any, ...]
-_Owned = tuple[_Row, int]  # a row of a message with an id, and that message's place
+_Row = tuple[Any, ...]  # an observation set: (account_id, entity_id, ts, vals)
+_Owned = tuple[_Row, int]  # a set of a message with an id, and that message's place
 _BY_KEY = itemgetter(1)  # a row's entity_id
 
 
@@ -35,18 +37,47 @@ _INSERT_TELEMETRY = (
     f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
     f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
 )
-_COLUMNS = "(account_id, entity_id, metric, ts, value)"
+_INSERT_SET = "INSERT INTO observation_sets (account_id, entity_id, ts, vals) VALUES (?,?,?,?)"
+# Each of a set's values upserts its latest value (json_each walks the set's object; `WHERE
+# true` tells SQLite's parser the SELECT ends before ON CONFLICT). In a batch's order: on equal
+# times the later set wins.
 _LATEST = (
-    " ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
+    " WHERE true ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
     "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
 )
-_INSERT_PLAIN = f"INSERT INTO observations {_COLUMNS} VALUES (?,?,?,?,?)"
-_UPSERT_PLAIN = f"INSERT INTO latest_observations {_COLUMNS} VALUES (?,?,?,?,?){_LATEST}"
+_UPSERT_LATEST = {
+    "sqlite": "INSERT INTO latest_observations (account_id, entity_id, metric, ts, value) "
+    f"SELECT ?, ?, key, ?, value FROM json_each(?){_LATEST}",
+    "postgresql": "INSERT INTO latest_observations (account_id, entity_id, metric, ts, value) "
+    f"SELECT ?, ?, key, ?, value::float8 FROM jsonb_each_text(CAST(? AS jsonb)){_LATEST}",
+}
+
+
+def set_text(values: list[tuple[str, float]]) -> str:
+    """A set's `vals`: its (metric, float) pairs as a JSON object (the shortest text of each
+    double, which reads back as the same double)."""
+    return orjson.dumps(dict(values)).decode()
+
+
+def value_sql(dialect: str, metric: str) -> tuple[str, str]:
+    """SQL for `metric`'s value in a set's `vals` (NULL when the set has none), and its one
+    parameter.
+
+    SQLite addresses a key with a quoted path label (`$."name"`), which takes a name as
+    stored: without `"` (the label's end), `\\` or control characters (stored escaped); any
+    other name is looked up among the object's keys with json_each. PostgreSQL takes the
+    key itself.
+    """
+    if dialect == "postgresql":
+        return "(vals ->> CAST(? AS text))::float8", metric
+    if '"' in metric or "\\" in metric or any(ch < " " for ch in metric):
+        return "(SELECT value FROM json_each(vals) WHERE key = ?)", metric
+    return "vals ->> ?", f'$."{metric}"'
 
 
 def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], list[_Owned]]:
-    """Each message's observations as rows: plain for messages without an id; for the
-    others, each row with its message's place among the batch's messages with an id."""
+    """Each message's observations as a set: plain for messages without an id; for the
+    others, with its message's place among the batch's messages with an id."""
     plain: list[_Row] = []
     owned: list[_Owned] = []
     ordinal = -1
@@ -56,19 +87,21 @@ def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], lis
         values = observation_values(m)
         if not values:
             continue
-        account, device, ts = m.account_id, m.device_id, to_us(m.enqueued_at)
+        row = (m.account_id, m.device_id, to_us(m.enqueued_at), set_text(values))
         if m.message_id is None:
-            plain += [(account, device, metric, ts, value) for metric, value in values]
+            plain.append(row)
         else:
-            owned += [((account, device, metric, ts, value), ordinal) for metric, value in values]
+            owned.append((row, ordinal))
     return plain, owned
 
 
 def _given_rows(
     messages: Sequence[TelemetryMessage], observations: Sequence[Observation]
 ) -> tuple[list[_Row], list[_Owned]]:
-    """Given observations as rows: owned by a message of the batch with an id that has
-    their entity and time (they are its observations; the last such message), else plain."""
+    """Given observations as sets, one per run of observations with the same account,
+    entity and time (a metric seen again starts another). A set is owned by a message of
+    the batch with an id that has its entity and time (they are its observations; the last
+    such message), else plain."""
     owners: dict[tuple[str, int], int | None] = {}
     ordinal = -1
     for m in messages:
@@ -77,9 +110,9 @@ def _given_rows(
         owners[(m.device_id, to_us(m.enqueued_at))] = None if m.message_id is None else ordinal
     plain: list[_Row] = []
     owned: list[_Owned] = []
-    for o in observations:
-        row = (o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value)
-        owner = owners.get((o.entity_id, row[3]))
+    rows = ((o.account_id, o.entity_id, o.metric, to_us(o.ts), o.value) for o in observations)
+    for row in sets_of(rows):
+        owner = owners.get((row[1], row[2]))
         if owner is None:
             plain.append(row)
         else:
@@ -87,38 +120,47 @@ def _given_rows(
     return plain, owned
 
 
+def sets_of(rows: Iterable[tuple[str, str, str, int, float]]) -> list[_Row]:
+    """Observation rows (account, entity, metric, ts, value) as sets (account, entity, ts,
+    vals): one per run of rows with the same account, entity and time (a metric seen again
+    starts another, so no value is lost)."""
+    sets: list[_Row] = []
+    key: tuple[str, str, int] | None = None
+    values: dict[str, float] = {}
+    for account, entity, metric, ts, value in rows:
+        if (account, entity, ts) != key or metric in values:
+            if key is not None:
+                sets.append((*key, orjson.dumps(values).decode()))
+            key, values = (account, entity, ts), {}
+        values[metric] = float(value)
+    if key is not None:
+        sets.append((*key, orjson.dumps(values).decode()))
+    return sets
+
+
 def _observation_steps(
-    plain: list[_Row], owned: list[_Owned], *, by_key: bool = True
+    plain: list[_Row], owned: list[_Owned], *, by_key: bool = True, dialect: str = "sqlite"
 ) -> list[Step]:
-    """Observations of new messages only: a redelivered duplicate adds none.
+    """Observation sets of new messages only: a redelivered duplicate adds none.
 
-    Rows of messages with an id go as `landed` steps: the driver writes only those whose
-    message's insert (the unit's first step) stored a row. The latest value per (entity,
-    metric) is upserted once per batch for plain rows, per row for the others.
+    Sets of messages with an id go as `landed` steps: the driver writes only those whose
+    message's insert (the unit's first step) stored a row. Each set upserts the latest value
+    of each of its metrics.
 
-    `by_key`: the rows go in entity order (a stable sort: one entity's rows keep their
-    order, so a message's fields stay together and equal times keep their order). Each
-    entity's rows then follow one another into its end of `ix_observations` (entity, time,
-    metric) and its leaf of `latest_observations`, instead of a batch visiting every
-    entity's leaves once per message (`bench/store_rows.py`).
+    `by_key`: the sets go in entity order (a stable sort: one entity's sets keep their order,
+    so equal times keep their order). Each entity's sets then follow one another into its end
+    of `ix_observation_sets` (entity, time) and its leaf of `latest_observations`, instead of
+    a batch visiting every entity's leaves once per message (`bench/store_rows.py`).
     """
     if by_key:
         plain.sort(key=_BY_KEY)
         owned.sort(key=_owned_key)
     steps = []
+    upsert = _UPSERT_LATEST[dialect]
     if plain:
-        newest: dict[tuple[str, str], _Row] = {}
-        for row in plain:
-            key = (row[1], row[2])
-            prior = newest.get(key)
-            if prior is None or row[3] >= prior[3]:
-                newest[key] = row
-        steps += [
-            Step("many", _INSERT_PLAIN, plain),
-            Step("many", _UPSERT_PLAIN, list(newest.values())),
-        ]
+        steps += [Step("many", _INSERT_SET, plain), Step("many", upsert, plain)]
     if owned:
-        steps += [Step("landed", _INSERT_PLAIN, owned), Step("landed", _UPSERT_PLAIN, owned)]
+        steps += [Step("landed", _INSERT_SET, owned), Step("landed", upsert, owned)]
     return steps
 
 
@@ -127,10 +169,11 @@ def append_steps(
     observations: Sequence[Observation] | None = None,
     *,
     by_key: bool = True,
+    dialect: str = "sqlite",
 ) -> list[Step]:
-    """The write unit of `SqlTelemetryStore.append`: the first step's result is
-    each message with an id's row count (1: it landed), in order. (`by_key=False`: the
-    observation rows in message order, as before; for bench/store_rows.py's reference.)"""
+    """The write unit of `SqlTelemetryStore.append`: the first step's result is each message
+    with an id's row count (1: it landed), in order. (`by_key=False`: the sets in message
+    order.)"""
     with_id: list[TelemetryMessage] = []
     without_id: list[TelemetryMessage] = []
     for m in messages:
@@ -144,7 +187,7 @@ def append_steps(
     else:
         plain, owned = _given_rows(messages, observations)
     if plain or owned:
-        steps += _observation_steps(plain, owned, by_key=by_key)
+        steps += _observation_steps(plain, owned, by_key=by_key, dialect=dialect)
     return steps
 
 
@@ -161,7 +204,7 @@ class SqlTelemetryStore(SqlArea):
         Observations (None: each message's own, as rows straight from its body) of a message
         with an id are written only if that message landed.
         """
-        result = await self._write(*append_steps(messages, observations))
+        result = await self._write(*append_steps(messages, observations, dialect=self.db.dialect))
         landed = iter(bool(n) for n in result[0])
         return [True if m.message_id is None else next(landed) for m in messages]
 
@@ -191,11 +234,12 @@ class SqlTelemetryStore(SqlArea):
         until: float | None,
         limit: int,
     ) -> list[Observation]:
+        value, key = value_sql(self.db.dialect, metric)
         sql = (
-            "SELECT ts, value FROM observations WHERE account_id = ? AND entity_id = ? "
-            "AND metric = ?"
+            f"SELECT ts, {value} FROM observation_sets WHERE account_id = ? "
+            f"AND entity_id = ? AND {value} IS NOT NULL"
         )
-        params: list[Any] = [account_id, entity_id, metric]
+        params: list[Any] = [key, account_id, entity_id, key]
         if since is not None:
             sql += " AND ts >= ?"
             params.append(to_us(since))
@@ -219,32 +263,35 @@ class SqlTelemetryStore(SqlArea):
         batch_rows: int,
         affine: tuple[float, float, float] | None = None,
     ) -> AsyncIterator[list[tuple[int, float]]]:
-        """Keyset pages on the (entity, ts, metric) index, in its order (no sort), the rows
-        as the driver returns them (times in integer microseconds, as stored).
+        """Keyset pages on the (entity, ts) index of the sets, in its order (no sort), the
+        sets with the metric, as (time in integer microseconds as stored, value) rows.
 
         With `affine`, SQLite converts the values (IEEE double arithmetic in the
         expression's order, overflowing to infinity as Python does): in the reader thread,
         without the GIL, instead of three Python float operations a row in the event loop.
         PostgreSQL raises on a float overflow, so there the rows are converted here.
 
-        Observations have no unique key, so a page never ends inside a run of equal times:
+        Sets have no unique key, so a page never ends inside a run of equal times:
         the rows sharing its last time are read whole (one more read by that time) and the
         next page starts after it.
         """
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
         low, high = range_us(since, until)
-        value, factors = "value", []
+        value, path = value_sql(self.db.dialect, metric)
+        selected = value
+        factors: list[Any] = [path]
         in_sql = affine is not None and self.db.dialect == "sqlite"
         if in_sql and affine is not None:
-            value, factors = "(value * ? + ?) / ?", [float(f) for f in affine]
+            selected = f"({value} * ? + ?) / ?"
+            factors = [path, *(float(f) for f in affine)]
         head = (
-            f"SELECT ts, {value} FROM observations WHERE account_id = ? AND entity_id = ? "
-            "AND metric = ? AND "
+            f"SELECT ts, {selected} FROM observation_sets WHERE account_id = ? "
+            f"AND entity_id = ? AND {value} IS NOT NULL AND "
         )
         page = head + "ts >= ? AND ts <= ? ORDER BY ts LIMIT ?"
         at = head + "ts = ?"
-        key = [*factors, account_id, entity_id, metric]
+        key = [*factors, account_id, entity_id, path]
         while True:
             rows = await self.db.fetch_all(page, [*key, low, high, batch_rows], bulk=True)
             is_full = len(rows) == batch_rows
@@ -266,11 +313,11 @@ class SqlTelemetryStore(SqlArea):
         """An account's telemetry and observations older than `before`; returns the number
         of messages deleted. The latest value of each metric stays.
 
-        Observations go entity by entity, each on its range of `ix_observations`: the
+        Observations go entity by entity, each on its range of `ix_observation_sets`: the
         account's entities are those of its latest values (every stored observation
         upserts one), and only entities with rows to delete are visited. No index orders
-        the account's observations by time (one would cost every observation an entry, for
-        the purge alone).
+        the account's sets by time (one would cost every message an entry, for the purge
+        alone).
         """
         cut = to_us(before)
         count = await self._delete_batches(
@@ -278,14 +325,14 @@ class SqlTelemetryStore(SqlArea):
         )
         entities = await self.db.fetch_all(
             "SELECT DISTINCT entity_id FROM latest_observations l WHERE account_id = ? AND "
-            "EXISTS (SELECT 1 FROM observations o WHERE o.entity_id = l.entity_id AND "
+            "EXISTS (SELECT 1 FROM observation_sets o WHERE o.entity_id = l.entity_id AND "
             "o.ts < ? AND o.account_id = ?)",
             [account_id, cut, account_id],
             bulk=True,
         )
         for (entity,) in entities:
             await self._delete_batches(
-                "observations",
+                "observation_sets",
                 "ts",
                 "entity_id = ? AND account_id = ? AND {ts} < ?",
                 [entity, account_id, cut],
@@ -318,10 +365,10 @@ class SqlTelemetryStore(SqlArea):
             device_id,
         )
         latest = await self.db.fetch_all(sql, params)
-        # Each entity's range of ix_observations (entity, ts, metric) once, every metric.
+        # Each entity's range of ix_observation_sets (entity, ts) once, every metric.
         for entity in dict.fromkeys(row[0] for row in latest):
             await self._delete_batches(
-                "observations",
+                "observation_sets",
                 "ts",
                 f"{account_term(device_id)} = ? AND entity_id = ? AND {{ts}} >= ? AND {{ts}} <= ?",
                 [account_id, entity, low, high],
@@ -329,6 +376,7 @@ class SqlTelemetryStore(SqlArea):
             )
         for entity, metric, latest_us in latest:
             if low <= latest_us <= high:
+                value, key = value_sql(self.db.dialect, metric)
                 await self._write(
                     Step(
                         "exec",
@@ -339,12 +387,12 @@ class SqlTelemetryStore(SqlArea):
                     Step(
                         "exec",
                         "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
-                        "value) SELECT account_id, entity_id, metric, ts, value FROM "
-                        "observations WHERE account_id = ? AND entity_id = ? AND metric = ? "
-                        "ORDER BY ts DESC LIMIT 1 ON CONFLICT (entity_id, metric) DO UPDATE "
-                        "SET ts = excluded.ts, value = excluded.value "
+                        f"value) SELECT account_id, entity_id, CAST(? AS text), ts, {value} FROM "
+                        f"observation_sets WHERE account_id = ? AND entity_id = ? AND {value} "
+                        "IS NOT NULL ORDER BY ts DESC LIMIT 1 ON CONFLICT (entity_id, metric) "
+                        "DO UPDATE SET ts = excluded.ts, value = excluded.value "
                         "WHERE excluded.ts >= latest_observations.ts",
-                        (account_id, entity, metric),
+                        (metric, key, account_id, entity, key),
                     ),
                 )
         return count

@@ -3,8 +3,8 @@ with no TelemetryMessage (nor Observation) object per message.
 
 A series point is stored as the row SqlTelemetryStore.append writes for the message
 TelemetrySeries.messages() gives (same columns, same values), and its observations are the
-rows append derives from that message (observation_values), with the latest value per metric
-upserted once per write. The messages of a series have no ids, so every one is new.
+set append derives from that message (observation_values). The messages of a series have
+no ids, so every one is new.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from thinghub.storage.sql.telemetry import (
     _INSERT_TELEMETRY,
     SqlTelemetryStore,
     _observation_steps,
+    set_text,
 )
 
 __all__ = ["SeriesSqlTelemetryStore", "series_rows"]
@@ -27,7 +28,7 @@ _Row = tuple[Any, ...]
 
 def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Row]]:
     """The telemetry rows (in TELEMETRY_COLUMNS' order, as telemetry_params makes them) and
-    the plain observation rows of every point of `series`."""
+    the plain observation sets of every point of `series`."""
     telemetry: list[_Row] = []
     observations: list[_Row] = []
     add_message = telemetry.append
@@ -40,11 +41,14 @@ def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Ro
             us = round(ts * 1_000_000)  # _rows.to_us
             add_message((account, device, project, deployment, us, text, None, None, None,
                          None, None, None, component, source))  # fmt: skip
-            for key, value in body.items():
-                metric = prefix + key if prefix else key
+            values = [
+                (metric, value)
+                for key, value in body.items()
                 # observation_values' rule for names (the values are finite floats)
-                if len(metric) <= METRIC_NAME_MAX_CHARS and "\x00" not in metric:
-                    add_value((account, device, metric, us, value))
+                if len(metric := prefix + key) <= METRIC_NAME_MAX_CHARS and "\x00" not in metric
+            ]
+            if values:
+                add_value((account, device, us, set_text(values)))
     return telemetry, observations
 
 
@@ -58,5 +62,5 @@ class SeriesSqlTelemetryStore(SqlTelemetryStore):
             return
         steps = [Step("many", _INSERT_TELEMETRY, telemetry)]
         if plain:
-            steps += _observation_steps(plain, [])
+            steps += _observation_steps(plain, [], dialect=self.db.dialect)
         await self._write(*steps)

@@ -9,11 +9,13 @@ written only for messages that landed). It prints microseconds of the writing th
 per message for each schema, and the ratio to the reference, in the same run.
 
 Schemas: `0008` (the reference) is the schema before migration 0009, written as the store
-did then: one `observations` row per numeric field (and its `ix_observations` entry), the
-latest value of each (entity, metric) of a batch upserted once. `head` is the newest
-migration with the store's statements: one `observation_sets` row per message, each of its
-values upserting its latest value. `head, sets in message order` leaves out the store's
-sort of the sets by entity.
+did then: the messages with a `many` step (a multi-row INSERT ... ON CONFLICT DO NOTHING),
+one `observations` row per numeric field (and its `ix_observations` entry), the latest
+value of each (entity, metric) of a batch upserted once. `head` is the newest
+migration with the store's statements: messages and sets without an id as `append` steps
+(no statement journal, see storage/sqlite.py), one `observation_sets` row per message, the
+latest values upserted from the sets in SQL, 249 sets a statement. `head, sets in message
+order` leaves out the store's sort of the sets by entity.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from pathlib import Path
 from thinghub.domain.telemetry import TelemetryMessage, observation_values
 from thinghub.storage import migrate
 from thinghub.storage.database import Step
-from thinghub.storage.sql._rows import to_us
-from thinghub.storage.sql.telemetry import append_steps
+from thinghub.storage.sql._rows import telemetry_params, to_us
+from thinghub.storage.sql.telemetry import _INSERT_TELEMETRY, append_steps
 from thinghub.storage.sqlite import SqliteDatabase, _connect
 
 __all__ = ["main"]
@@ -51,7 +53,11 @@ def _rows_steps(messages: Sequence[TelemetryMessage]) -> list[Step]:
     """0008's statements: the message rows as now, then a row per numeric field in entity
     order (`landed` rows for messages with an id), the newest of each (entity, metric) of
     the plain rows upserted once, every landed row upserted."""
-    steps = append_steps(messages)[:2]  # the telemetry rows, unchanged by 0009
+    steps = [  # the message rows as 0008 wrote them (a `many` step, with ON CONFLICT)
+        Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in messages if m.message_id]),
+        Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in messages
+                                         if m.message_id is None]),
+    ]  # fmt: skip
     plain: list[tuple[object, ...]] = []
     owned: list[tuple[tuple[object, ...], int]] = []
     ordinal = -1

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = ["Database", "DuplicateKeyError", "Step"]
 
-StepKind = Literal["exec", "each", "many", "landed", "one", "all"]
+StepKind = Literal["exec", "each", "many", "append", "landed", "one", "all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,9 @@ class Step:
 
     kind: exec -> rowcount; each -> the statement once per row of `params`, a rowcount each;
     many -> the same as one executemany (faster, no per-row counts, returns None);
+    append -> `many` for a plain INSERT that no unique key can refuse (rows that only add):
+    every row is stored or the step raises, as `many`; a driver may run it its cheapest way
+    (SQLite: without a statement journal, see sqlite._append_all);
     landed -> `params` are (row, i) pairs: `many` with the rows whose i-th rowcount in the
     unit's first step (an `each`) is not 0, i.e. whose owner was stored (returns None);
     one -> the first row or None; all -> every row.

@@ -200,7 +200,7 @@ class PostgresDatabase:
             return _rowcount(await conn.execute(sql, *step.params))
         if step.kind == "each":
             return [_rowcount(await conn.execute(sql, *row)) for row in step.params]
-        if step.kind == "many":
+        if step.kind in ("many", "append"):
             if step.params:
                 await conn.executemany(sql, step.params)
             return None

@@ -149,6 +149,34 @@ def _insert_many(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> N
         conn.executemany(sql, params[full:])
 
 
+@functools.lru_cache(maxsize=64)
+def _or_ignore(sql: str) -> str:
+    if not sql.startswith("INSERT INTO ") or " ON CONFLICT " in sql.upper():
+        raise ValueError(f"an append step takes a plain INSERT, got {sql[:60]!r}")
+    return "INSERT OR IGNORE INTO " + sql[len("INSERT INTO ") :]
+
+
+def _append_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    """An `append` step: the rows of a plain INSERT that no unique key can refuse.
+
+    Inside the group commit's transaction, a statement that writes several rows and may
+    fail part-way (a NOT NULL column) first copies each page it changes into a statement
+    journal, so it can be undone alone; past 64 KiB that journal is a temporary file: 4 KiB
+    written per page, for every multi-row INSERT (strace: more bytes than the WAL took).
+    `INSERT OR IGNORE` cannot fail part-way, so SQLite keeps no statement journal for it.
+    What it would ignore can only be a row breaking a constraint, which the plain INSERT
+    would have refused: counting the rows stored and raising when one is missing keeps the
+    plain INSERT's outcome (the unit fails and rolls back to its savepoint).
+    """
+    before = conn.total_changes
+    _insert_many(conn, _or_ignore(sql), params)
+    stored = conn.total_changes - before
+    if stored != len(params):
+        raise sqlite3.IntegrityError(
+            f"{len(params) - stored} of {len(params)} rows refused by a constraint: {sql[:60]}"
+        )
+
+
 class SqliteDatabase:
     dialect = "sqlite"
 
@@ -391,6 +419,9 @@ class SqliteDatabase:
             return counts
         if step.kind == "many":
             _insert_many(conn, step.sql, step.params)
+            return None
+        if step.kind == "append":
+            _append_all(conn, step.sql, step.params)
             return None
         cursor = conn.execute(step.sql, tuple(step.params))
         try:

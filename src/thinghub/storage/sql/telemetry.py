@@ -3,6 +3,8 @@ latest value per metric; newest-first pages; retention and per-device deletes in
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
@@ -33,10 +35,10 @@ def _owned_key(item: _Owned) -> Any:
     return item[0][1]  # the row's entity_id
 
 
-_INSERT_TELEMETRY = (
-    f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES "
-    f"({','.join('?' * 14)}) ON CONFLICT DO NOTHING"
-)
+_APPEND_TELEMETRY = f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES ({','.join('?' * 14)})"
+# A message with an id may be a redelivery: its insert does nothing then (row count 0).
+# Messages without one are always new (the unique index covers rows with an id only).
+_INSERT_TELEMETRY = f"{_APPEND_TELEMETRY} ON CONFLICT DO NOTHING"
 _INSERT_SET = "INSERT INTO observation_sets (account_id, entity_id, ts, vals) VALUES (?,?,?,?)"
 # Each of a set's values upserts its latest value (json_each walks the set's object; `WHERE
 # true` tells SQLite's parser the SELECT ends before ON CONFLICT). In a batch's order: on equal
@@ -45,12 +47,36 @@ _LATEST = (
     " WHERE true ON CONFLICT (entity_id, metric) DO UPDATE SET ts = excluded.ts, "
     "value = excluded.value WHERE excluded.ts >= latest_observations.ts"
 )
+_LATEST_INTO = "INSERT INTO latest_observations (account_id, entity_id, metric, ts, value) "
 _UPSERT_LATEST = {
-    "sqlite": "INSERT INTO latest_observations (account_id, entity_id, metric, ts, value) "
-    f"SELECT ?, ?, key, ?, value FROM json_each(?){_LATEST}",
-    "postgresql": "INSERT INTO latest_observations (account_id, entity_id, metric, ts, value) "
-    f"SELECT ?, ?, key, ?, value::float8 FROM jsonb_each_text(CAST(? AS jsonb)){_LATEST}",
+    "sqlite": f"{_LATEST_INTO}SELECT ?, ?, key, ?, value FROM json_each(?){_LATEST}",
+    "postgresql": f"{_LATEST_INTO}SELECT ?, ?, key, ?, value::float8 FROM "
+    f"jsonb_each_text(CAST(? AS jsonb)){_LATEST}",
 }
+# SQLite: the sets of a batch upsert in statements of up to this many sets each (4 parameters a
+# set, within SQLite's historic 999): one statement per 249 sets, not one per set.
+_SETS_PER_UPSERT = 249
+
+
+@functools.lru_cache(maxsize=32)
+def _upsert_sets_sql(sets: int) -> str:
+    """SQLite: the latest values of `sets` sets, in their order, in one statement."""
+    rows = ",".join(["(?,?,?,?)"] * sets)
+    return (
+        f"{_LATEST_INTO}SELECT s.column1, s.column2, j.key, s.column3, j.value "
+        f"FROM (VALUES {rows}) AS s, json_each(s.column4) AS j{_LATEST}"
+    )
+
+
+def _upsert_latest_steps(sets: list[_Row], dialect: str) -> list[Step]:
+    if dialect != "sqlite":
+        return [Step("many", _UPSERT_LATEST[dialect], sets)]
+    steps = []
+    for start in range(0, len(sets), _SETS_PER_UPSERT):
+        chunk = sets[start : start + _SETS_PER_UPSERT]
+        flat = list(itertools.chain.from_iterable(chunk))
+        steps.append(Step("exec", _upsert_sets_sql(len(chunk)), flat))
+    return steps
 
 
 def set_text(values: list[tuple[str, float]]) -> str:
@@ -145,7 +171,8 @@ def _observation_steps(
 
     Sets of messages with an id go as `landed` steps: the driver writes only those whose
     message's insert (the unit's first step) stored a row. Each set upserts the latest value
-    of each of its metrics.
+    of each of its metrics (SQLite: many sets a statement, the sets' objects walked by
+    json_each in SQL).
 
     `by_key`: the sets go in entity order (a stable sort: one entity's sets keep their order,
     so equal times keep their order). Each entity's sets then follow one another into its end
@@ -156,10 +183,10 @@ def _observation_steps(
         plain.sort(key=_BY_KEY)
         owned.sort(key=_owned_key)
     steps = []
-    upsert = _UPSERT_LATEST[dialect]
     if plain:
-        steps += [Step("many", _INSERT_SET, plain), Step("many", upsert, plain)]
+        steps += [Step("append", _INSERT_SET, plain), *_upsert_latest_steps(plain, dialect)]
     if owned:
+        upsert = _UPSERT_LATEST[dialect]
         steps += [Step("landed", _INSERT_SET, owned), Step("landed", upsert, owned)]
     return steps
 
@@ -180,7 +207,7 @@ def append_steps(
         (without_id if m.message_id is None else with_id).append(m)
     steps = [
         Step("each", _INSERT_TELEMETRY, [telemetry_params(m) for m in with_id]),
-        Step("many", _INSERT_TELEMETRY, [telemetry_params(m) for m in without_id]),
+        Step("append", _APPEND_TELEMETRY, [telemetry_params(m) for m in without_id]),
     ]
     if observations is None:
         plain, owned = _derived_rows(messages)

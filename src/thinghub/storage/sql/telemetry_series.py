@@ -15,7 +15,7 @@ from typing import Any
 from thinghub.domain.telemetry import METRIC_NAME_MAX_CHARS, TelemetrySeries
 from thinghub.storage.database import Step
 from thinghub.storage.sql.telemetry import (
-    _INSERT_TELEMETRY,
+    _APPEND_TELEMETRY,
     SqlTelemetryStore,
     _observation_steps,
     set_text,
@@ -60,7 +60,7 @@ class SeriesSqlTelemetryStore(SqlTelemetryStore):
         telemetry, plain = series_rows(series)
         if not telemetry:
             return
-        steps = [Step("many", _INSERT_TELEMETRY, telemetry)]
+        steps = [Step("append", _APPEND_TELEMETRY, telemetry)]
         if plain:
             steps += _observation_steps(plain, [], dialect=self.db.dialect)
         await self._write(*steps)

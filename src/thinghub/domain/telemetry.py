@@ -16,6 +16,7 @@ __all__ = [
     "TelemetryMessage",
     "TelemetrySeries",
     "decode_body",
+    "observation_object",
     "observation_values",
     "observations_of",
 ]
@@ -158,6 +159,34 @@ def observations_of(message: TelemetryMessage) -> list[Observation]:
         Observation(message.account_id, message.device_id, metric, message.enqueued_at, value)
         for metric, value in observation_values(message)
     ]
+
+
+def observation_object(message: TelemetryMessage) -> dict[str, float]:
+    """observation_values as a dict {metric: value} (what an observation set holds).
+
+    The common device message takes a shorter way: its body is a JSON object parsed from its
+    own text (`body_json`), no component, and a text shorter than the longest metric name
+    without an escaped NUL, so no key can break the naming rule; then every int and finite
+    float of the body is an observation. Anything else goes through observation_values.
+    """
+    body = message.body
+    raw = message.body_json
+    if (
+        raw is not None
+        and body.__class__ is dict
+        and message.component is None
+        and len(raw) <= METRIC_NAME_MAX_CHARS
+        and b"\\u0000" not in raw
+    ):
+        try:
+            return {
+                key: float(value)
+                for key, value in body.items()
+                if (kind := value.__class__) is int or (kind is float and value - value == 0.0)
+            }
+        except OverflowError:  # an integer past the float range: the careful way
+            pass
+    return dict(observation_values(message))
 
 
 def observation_values(message: TelemetryMessage) -> list[tuple[str, float]]:

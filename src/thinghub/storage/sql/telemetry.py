@@ -10,8 +10,9 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
+from orjson import dumps
 
-from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_values
+from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_object
 from thinghub.ports.store import Page, TelemetryQuery, convert_rows
 from thinghub.storage.database import Step
 from thinghub.storage.sql._area import SqlArea, account_term, device_filter
@@ -110,10 +111,11 @@ def _derived_rows(messages: Sequence[TelemetryMessage]) -> tuple[list[_Row], lis
     for m in messages:
         if m.message_id is not None:
             ordinal += 1
-        values = observation_values(m)
+        values = observation_object(m)
         if not values:
             continue
-        row = (m.account_id, m.device_id, to_us(m.enqueued_at), set_text(values))
+        us = round(m.enqueued_at * 1_000_000)  # _rows.to_us, inline
+        row = (m.account_id, m.device_id, us, dumps(values).decode())
         if m.message_id is None:
             plain.append(row)
         else:

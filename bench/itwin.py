@@ -212,11 +212,11 @@ async def _get_data(url: str, token: str, sensor: str) -> tuple[int, int]:
 def _db_read(db_path: Path, account: str, device_id: str) -> int:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        value, path = value_sql("sqlite", "T")  # the store's own query
+        value, path = value_sql("sqlite", "T")  # the store's JSON lookup; every set has T
         rows = conn.execute(
             f"SELECT ts, {value} FROM observation_sets WHERE account_id = ? AND entity_id = ? "
-            f"AND {value} IS NOT NULL ORDER BY ts",
-            (path, account, device_id, path),
+            "ORDER BY ts",
+            (path, account, device_id),
         ).fetchall()
         return len(rows)
     finally:

@@ -105,3 +105,30 @@ async def test_an_append_step_stores_every_row_or_fails(sql_backend: Backend) ->
     if sql_backend.name == "sqlite":  # an append step that could be refused is a bug
         with pytest.raises(ValueError, match="plain INSERT"):
             await db.write([Step("append", f"{_APPEND} ON CONFLICT DO NOTHING", [_row("d", 1)])])
+
+
+async def test_latest_values_of_a_batch_with_mixed_sets(stores: Stores) -> None:
+    """One call, one device: sets of different metrics, and a set older than the one before
+    it; the latest value of each metric is its newest, wherever it sits in the batch."""
+    batch = [
+        message("dev-1", 10, {"a": 1.0, "b": 1.0}),
+        message("dev-1", 11, {"b": 2.0}),  # other metrics: a's latest stays at 10
+        message("dev-1", 12, {"a": 3.0, "b": 3.0}),
+        message("dev-2", 20, {"t": 20.0}),
+        message("dev-2", 15, {"t": 15.0}),  # older, same metrics: not the latest
+        message("dev-3", 5, {"t": 5.0}),
+        message("dev-3", 5, {"t": 6.0}),  # the same time: the later one
+    ]
+    assert await stores.telemetry.append(batch) == [True] * len(batch)
+
+    async def latest(device_id: str) -> dict[str, tuple[float, float]]:
+        found = await stores.telemetry.latest(ACC, device_id)
+        return {m: (round(o.ts - T0, 6), o.value) for m, o in found.items()}
+
+    assert await latest("dev-1") == {"a": (12, 3.0), "b": (12, 3.0)}
+    assert await latest("dev-2") == {"t": (20, 20.0)}
+    assert await latest("dev-3") == {"t": (5, 6.0)}
+    await stores.telemetry.append(
+        [message("dev-1", 13, {"c": 4.0}), message("dev-1", 14, {"a": 5.0})]
+    )
+    assert await latest("dev-1") == {"a": (14, 5.0), "b": (12, 3.0), "c": (13, 4.0)}

@@ -16,8 +16,9 @@ from thinghub.domain.telemetry import METRIC_NAME_MAX_CHARS, TelemetrySeries
 from thinghub.storage.database import Step
 from thinghub.storage.sql.telemetry import (
     _APPEND_TELEMETRY,
+    _INSERT_SET,
+    UPSERT_LATEST_ROWS,
     SqlTelemetryStore,
-    _observation_steps,
     set_text,
 )
 
@@ -26,11 +27,15 @@ __all__ = ["SeriesSqlTelemetryStore", "series_rows"]
 _Row = tuple[Any, ...]
 
 
-def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Row]]:
-    """The telemetry rows (in TELEMETRY_COLUMNS' order, as telemetry_params makes them) and
-    the plain observation sets of every point of `series`."""
+def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Row], list[_Row]]:
+    """The telemetry rows (in TELEMETRY_COLUMNS' order, as telemetry_params makes them), the
+    plain observation sets of every point of `series`, and the latest value of each metric
+    they hold as rows (account_id, entity_id, metric, ts, value): the newest point's, the
+    later one on equal times. (A series has many points of few metrics: one upsert per
+    metric, not one per point.)"""
     telemetry: list[_Row] = []
     observations: list[_Row] = []
+    newest: dict[tuple[str, str], _Row] = {}
     add_message = telemetry.append
     add_value = observations.append
     for s in series:
@@ -49,7 +54,11 @@ def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Ro
             ]
             if values:
                 add_value((account, device, us, set_text(values)))
-    return telemetry, observations
+                for metric, value in values:
+                    prior = newest.get((device, metric))
+                    if prior is None or us >= prior[3]:
+                        newest[(device, metric)] = (account, device, metric, us, value)
+    return telemetry, observations, list(newest.values())
 
 
 class SeriesSqlTelemetryStore(SqlTelemetryStore):
@@ -57,10 +66,10 @@ class SeriesSqlTelemetryStore(SqlTelemetryStore):
 
     async def append_series(self, series: Sequence[TelemetrySeries]) -> None:
         """Every point of `series` as a new message, in one write unit."""
-        telemetry, plain = series_rows(series)
+        telemetry, sets, latest = series_rows(series)
         if not telemetry:
             return
         steps = [Step("append", _APPEND_TELEMETRY, telemetry)]
-        if plain:
-            steps += _observation_steps(plain, [], dialect=self.db.dialect)
+        if sets:
+            steps += [Step("append", _INSERT_SET, sets), Step("many", UPSERT_LATEST_ROWS, latest)]
         await self._write(*steps)

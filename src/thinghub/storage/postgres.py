@@ -32,7 +32,7 @@ from thinghub.domain.errors import Invalid, TimedOut
 from thinghub.domain.telemetry import Observation, TelemetryMessage, observations_of
 from thinghub.storage.database import DuplicateKeyError, Step
 from thinghub.storage.sql._rows import body_text, to_us
-from thinghub.storage.sql.telemetry import SqlTelemetryStore, sets_of
+from thinghub.storage.sql.telemetry import SqlTelemetryStore, newest_per_metric, sets_of
 
 __all__ = ["PostgresDatabase", "PostgresTelemetryStore"]
 
@@ -487,7 +487,9 @@ class PostgresTelemetryStore(SqlTelemetryStore):
                 await conn.copy_records_to_table(
                     "observation_sets", records=sets_of(observations), columns=_SET_COLUMNS
                 )
-                await conn.execute(_UPSERT_LATEST, *zip(*_latest(observations), strict=True))
+                await conn.execute(
+                    _UPSERT_LATEST, *zip(*newest_per_metric(observations), strict=True)
+                )
 
         def is_new(m: TelemetryMessage, slot: int | None) -> bool:
             if slot is None:
@@ -498,14 +500,3 @@ class PostgresTelemetryStore(SqlTelemetryStore):
             [is_new(m, slot) for m, slot in zip(call.messages, call_slots, strict=True)]
             for call, call_slots in zip(calls, slots, strict=True)
         ]
-
-
-def _latest(observations: list[_Row]) -> list[_Row]:
-    """One row per (entity_id, metric): the newest, the later one on equal timestamps."""
-    latest: dict[tuple[str, str], _Row] = {}
-    for row in observations:
-        key = (row[1], row[2])
-        prior = latest.get(key)
-        if prior is None or row[3] >= prior[3]:
-            latest[key] = row
-    return [latest[key] for key in sorted(latest)]

@@ -10,7 +10,6 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from orjson import dumps
 
 from thinghub.domain.telemetry import Observation, TelemetryMessage, observation_object
 from thinghub.ports.store import Page, TelemetryQuery, convert_rows
@@ -29,6 +28,7 @@ __all__ = [
     "UPSERT_LATEST_ROWS",
     "SqlTelemetryStore",
     "append_steps",
+    "newest_per_metric",
     "set_text",
     "sets_of",
     "value_sql",
@@ -89,10 +89,23 @@ def _upsert_latest_steps(sets: list[_Row], dialect: str) -> list[Step]:
     return steps
 
 
-def set_text(values: list[tuple[str, float]]) -> str:
-    """A set's `vals`: its (metric, float) pairs as a JSON object (the shortest text of each
+def set_text(values: dict[str, float]) -> str:
+    """A set's `vals`: its metrics' float values as a JSON object (the shortest text of each
     double, which reads back as the same double)."""
-    return orjson.dumps(dict(values)).decode()
+    return orjson.dumps(values).decode()
+
+
+def newest_per_metric(rows: Iterable[_Row]) -> list[_Row]:
+    """Observation rows (account, entity, metric, ts, value): one per (entity, metric), the
+    newest, the later one on equal times; in (entity, metric) order (PostgreSQL upserts them
+    in that order, so concurrent batches lock rows in one order)."""
+    newest: dict[tuple[str, str], _Row] = {}
+    for row in rows:
+        key = (row[1], row[2])
+        prior = newest.get(key)
+        if prior is None or row[3] >= prior[3]:
+            newest[key] = row
+    return [newest[key] for key in sorted(newest)]
 
 
 def value_sql(dialect: str, metric: str) -> tuple[str, str]:
@@ -130,7 +143,7 @@ def _derived_rows(
         if not values:
             continue
         us = round(m.enqueued_at * 1_000_000)  # _rows.to_us, inline
-        row = (m.account_id, m.device_id, us, dumps(values).decode())
+        row = (m.account_id, m.device_id, us, set_text(values))
         if m.message_id is None:
             entity = m.device_id
             keys = values.keys()
@@ -193,11 +206,11 @@ def sets_of(rows: Iterable[tuple[str, str, str, int, float]]) -> list[_Row]:
     for account, entity, metric, ts, value in rows:
         if (account, entity, ts) != key or metric in values:
             if key is not None:
-                sets.append((*key, orjson.dumps(values).decode()))
+                sets.append((*key, set_text(values)))
             key, values = (account, entity, ts), {}
         values[metric] = float(value)
     if key is not None:
-        sets.append((*key, orjson.dumps(values).decode()))
+        sets.append((*key, set_text(values)))
     return sets
 
 

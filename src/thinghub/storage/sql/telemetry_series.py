@@ -19,6 +19,7 @@ from thinghub.storage.sql.telemetry import (
     _INSERT_SET,
     UPSERT_LATEST_ROWS,
     SqlTelemetryStore,
+    newest_per_metric,
     set_text,
 )
 
@@ -35,9 +36,10 @@ def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Ro
     metric, not one per point.)"""
     telemetry: list[_Row] = []
     observations: list[_Row] = []
-    newest: dict[tuple[str, str], _Row] = {}
+    values_of: list[_Row] = []  # (account, device, metric, ts, value) of every point
     add_message = telemetry.append
-    add_value = observations.append
+    add_set = observations.append
+    add_values = values_of.extend
     for s in series:
         account, device, project, deployment = s.account_id, s.device_id, s.project, s.deployment
         component, source = s.component, s.source
@@ -46,19 +48,16 @@ def series_rows(series: Sequence[TelemetrySeries]) -> tuple[list[_Row], list[_Ro
             us = round(ts * 1_000_000)  # _rows.to_us
             add_message((account, device, project, deployment, us, text, None, None, None,
                          None, None, None, component, source))  # fmt: skip
-            values = [
-                (metric, value)
+            values = {
+                metric: value
                 for key, value in body.items()
                 # observation_values' rule for names (the values are finite floats)
                 if len(metric := prefix + key) <= METRIC_NAME_MAX_CHARS and "\x00" not in metric
-            ]
+            }
             if values:
-                add_value((account, device, us, set_text(values)))
-                for metric, value in values:
-                    prior = newest.get((device, metric))
-                    if prior is None or us >= prior[3]:
-                        newest[(device, metric)] = (account, device, metric, us, value)
-    return telemetry, observations, list(newest.values())
+                add_set((account, device, us, set_text(values)))
+                add_values((account, device, metric, us, v) for metric, v in values.items())
+    return telemetry, observations, newest_per_metric(values_of)
 
 
 class SeriesSqlTelemetryStore(SqlTelemetryStore):

@@ -364,23 +364,32 @@ class TlsChannel:
         assert handler is not None
         if self._out:  # a write may wait for what the peer sends (TLS renegotiation)
             self._send_pending()
+        # Every record OpenSSL can give now, then the handler once: a device's records are
+        # small (a PUBLISH each), and one call per read costs the handler less than one per
+        # record.
         total = 0
+        is_lost = False
+        error: BaseException | None = None
         while total < READ_BATCH_BYTES:
             try:
-                size = tls.read(READ_BATCH_BYTES - total, _READ_VIEW)
+                size = tls.read(READ_BATCH_BYTES - total, _READ_VIEW[total:])
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                return
+                break
             except (OSError, ValueError) as exc:  # SSLEOFError: closed without close_notify
-                self._lost(None if isinstance(exc, ssl.SSLEOFError) else exc)
-                return
+                is_lost, error = True, None if isinstance(exc, ssl.SSLEOFError) else exc
+                break
             if not size:
-                self._lost(None)
-                return
+                is_lost = True
+                break
             total += size
-            handler.data_received(_READ_VIEW[:size])
-            if not self._want_read or self._phase != _OPEN:
-                return
-        self._loop.call_soon(self._on_readable)  # bytes in OpenSSL the fd will not signal
+        if total:
+            handler.data_received(_READ_VIEW[:total])
+        if is_lost:
+            if self._phase == _OPEN:
+                self._lost(error)
+            return
+        if total >= READ_BATCH_BYTES and self._want_read and self._phase == _OPEN:
+            self._loop.call_soon(self._on_readable)  # bytes in OpenSSL the fd will not signal
 
     def pause_reading(self) -> None:
         """Stop reading (the handler holds enough); a peer that closes meanwhile is still

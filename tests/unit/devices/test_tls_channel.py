@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from thinghub.devices.tls_channel import TlsChannel, enable_read_ahead
+from thinghub.devices.tls_channel import READ_BATCH_BYTES, TlsChannel, enable_read_ahead
 from thinghub.security.ca import CertificateAuthority
 
 
@@ -188,8 +188,9 @@ async def test_records_read_ahead_are_delivered_after_a_pause(
     ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
 ) -> None:
     """With read-ahead one read takes every record the socket holds: records then wait
-    inside OpenSSL, where the socket does not signal them. A pause after the first record
-    must not strand the others: resuming reads them without a signal."""
+    inside OpenSSL, where the socket does not signal them. A pause after the first delivery
+    (at most READ_BATCH_BYTES) must not strand the others: resuming reads them without a
+    signal."""
     context = ca.server_ssl_context()
     assert enable_read_ahead(context) is True  # CPython with its own _ssl: available
     assert enable_read_ahead(context) is True  # and asking twice is harmless
@@ -202,18 +203,62 @@ async def test_records_read_ahead_are_delivered_after_a_pause(
     await asyncio.wait_for(side.ready.wait(), 10)
     pausing.channel = side.channel
 
-    for n in range(50):  # one record per write, all in the socket before the loop reads
-        tls.sendall(b"%04d" % n)  # (small: the socket takes them at once)
+    records = [b"%04d" % n * 500 for n in range(60)]  # 2,000 bytes each, 120,000 in all
+    expected = b"".join(records)
+    assert len(expected) > READ_BATCH_BYTES
+
+    def send() -> None:
+        for record in records:  # one record per write
+            tls.sendall(record)
+
+    sending = asyncio.create_task(asyncio.to_thread(send))
     await asyncio.wait_for(pausing.arrived.wait(), 10)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 0.2  # a moment for anything (wrongly) read while paused
     while loop.time() < deadline:
         await asyncio.sleep(0.02)
-    assert 0 < len(pausing.data) < 200  # paused after the first read
+    assert 0 < len(pausing.data) <= READ_BATCH_BYTES  # paused after the first delivery
     side.channel.resume_reading()
     deadline = loop.time() + 10
-    while len(pausing.data) < 200 and loop.time() < deadline:
+    while len(pausing.data) < len(expected) and loop.time() < deadline:
         await asyncio.sleep(0.01)
-    assert bytes(pausing.data) == b"".join(b"%04d" % n for n in range(50))
+    await sending
+    assert bytes(pausing.data) == expected
+    tls.close()
+    side.channel.close()
+
+
+class _CountingHandler(_Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def data_received(self, data: memoryview) -> None:
+        self.calls += 1
+        super().data_received(data)
+
+
+async def test_the_records_of_one_read_reach_the_handler_together(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Records waiting together (a device's PUBLISHes, a record each) are one call of the
+    handler, not one each, in order."""
+    context = ca.server_ssl_context()
+    enable_read_ahead(context)
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10, context=context)
+    counting = _CountingHandler()
+    side.handler = counting
+    client_context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
+    tls = await asyncio.to_thread(client_context.wrap_socket, client, server_hostname="localhost")
+    await asyncio.wait_for(side.ready.wait(), 10)
+    for n in range(50):  # in the socket before the loop reads (small: taken at once)
+        tls.sendall(b"%04d" % n)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while len(counting.data) < 200 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(counting.data) == b"".join(b"%04d" % n for n in range(50))
+    assert counting.calls == 1
     tls.close()
     side.channel.close()

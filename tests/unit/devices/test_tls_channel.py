@@ -262,3 +262,31 @@ async def test_the_records_of_one_read_reach_the_handler_together(
     assert counting.calls == 1
     tls.close()
     side.channel.close()
+
+
+async def test_records_before_the_peer_closes_arrive_before_the_loss(
+    ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """The peer's last records and its close in one read: the records reach the handler
+    first, whole, then the loss (a device's last PUBLISHes before it hangs up are kept)."""
+    context = ca.server_ssl_context()
+    enable_read_ahead(context)
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10, context=context)
+    counting = _CountingHandler()
+    side.handler = counting
+    client_context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
+    tls = await asyncio.to_thread(client_context.wrap_socket, client, server_hostname="localhost")
+    await asyncio.wait_for(side.ready.wait(), 10)
+    side.channel.pause_reading()  # so records and close wait together in the socket
+    for n in range(20):
+        tls.sendall(b"%04d" % n)
+    tls.shutdown(socket.SHUT_WR)  # no close_notify: a plain TCP close (a crashed device)
+    side.channel.resume_reading()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not counting.lost and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(counting.data) == b"".join(b"%04d" % n for n in range(20))
+    assert counting.lost == [None]
+    tls.close()

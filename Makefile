@@ -23,6 +23,7 @@ check:
 	$(PY) -m ruff format --check src tests bench
 	$(PY) -m ruff check src tests bench
 	$(PY) -m mypy src
+	$(PY) -m mypy bench  # the benchmarks call the store directly: keep them in step with it
 
 test: deps install check  ## everything: unit, contract (SQLite + PostgreSQL), e2e on both
 	$(PYTEST) -q --durations=20

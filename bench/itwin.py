@@ -169,7 +169,7 @@ def _fill(db_path: Path, device_id: str, points: int) -> str:
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO observation_sets (account_id, entity_id, ts, vals) VALUES (?,?,?,?)",
-                [(a, e, ts, set_text([("T", v)])) for a, e, ts, v in rows],
+                [(a, e, ts, set_text({"T": v})) for a, e, ts, v in rows],
             )
             conn.execute("COMMIT")
         last = rows[-1]

@@ -58,7 +58,9 @@ def _device_client(addresses: dict[str, Any], device: dict[str, Any]) -> Any:
     return IoTHubDeviceClient.create_from_connection_string(
         f"HostName={hub};DeviceId={device['id']};SharedAccessKey={key}",
         server_verification_cert=Path(addresses["ca_file"]).read_text(),
-        proxy_options=ProxyOptions("HTTP", "127.0.0.1", int(addresses["mqtt"]["port"])),
+        proxy_options=ProxyOptions(  # type: ignore[no-untyped-call]
+            "HTTP", "127.0.0.1", int(addresses["mqtt"]["port"])
+        ),
         connection_retry=False,
         keep_alive=60,
     )

@@ -30,7 +30,7 @@ from thinghub.domain.telemetry import TelemetryMessage, observation_values
 from thinghub.storage import migrate
 from thinghub.storage.database import Step
 from thinghub.storage.sql._rows import telemetry_params, to_us
-from thinghub.storage.sql.telemetry import _INSERT_TELEMETRY, append_steps
+from thinghub.storage.sql.telemetry import _INSERT_TELEMETRY, append_steps, newest_per_metric
 from thinghub.storage.sqlite import SqliteDatabase, _connect
 
 __all__ = ["main"]
@@ -74,14 +74,9 @@ def _rows_steps(messages: Sequence[TelemetryMessage]) -> list[Step]:
     plain.sort(key=lambda r: r[1])  # type: ignore[arg-type,return-value]
     owned.sort(key=lambda o: o[0][1])  # type: ignore[arg-type,return-value]
     if plain:
-        newest: dict[tuple[object, object], tuple[object, ...]] = {}
-        for row in plain:
-            prior = newest.get((row[1], row[2]))
-            if prior is None or row[3] >= prior[3]:  # type: ignore[operator]
-                newest[(row[1], row[2])] = row
         steps += [
             Step("many", _INSERT_ROW, plain),
-            Step("many", _UPSERT_ROW, list(newest.values())),
+            Step("many", _UPSERT_ROW, newest_per_metric(plain)),
         ]
     if owned:
         steps += [Step("landed", _INSERT_ROW, owned), Step("landed", _UPSERT_ROW, owned)]

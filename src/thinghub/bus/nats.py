@@ -212,14 +212,15 @@ class NatsCluster:
 
     async def _open(self) -> None:
         try:
-            owners, nodes, locks = await open_buckets(self.nc.jetstream())
+            js = self.nc.jetstream()
+            owners, nodes, locks = await open_buckets(js)
         except nats.errors.Error as exc:
             raise OSError(
                 f"bus: NATS at {self.nc.connected_url} has no JetStream (start nats-server with "
                 f"-js): {exc}"
             ) from exc
         self.presence = NatsPresence(
-            owners, nodes, self.node_id, self.boot, lease_s=self.lease_s, on_takeover=self._drop
+            js, owners, nodes, self.node_id, self.boot, lease_s=self.lease_s, on_takeover=self._drop
         )
         self.locks = NatsLocks(
             locks, self.node_id, self.boot, MemoryLocks(), self.presence.is_alive

@@ -45,7 +45,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from thinghub.bus.memory import MemoryLocks
-from thinghub.services.kv_watch import next_entry
+from thinghub.services.kv_watch import snapshot
 
 __all__ = [
     "LOCKS_BUCKET",
@@ -127,6 +127,7 @@ class NatsPresence:
 
     def __init__(
         self,
+        js: JetStreamContext,
         owners: KeyValue,
         nodes: KeyValue,
         node_id: str,
@@ -135,6 +136,7 @@ class NatsPresence:
         lease_s: float,
         on_takeover: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
+        self.js = js  # scans read the owners bucket with a consumer of their own (snapshot)
         self.owners = owners
         self.nodes = nodes
         self.node_id = node_id
@@ -282,18 +284,11 @@ class NatsPresence:
         return lost
 
     async def _scan(self) -> list[tuple[str, _Owner]]:
-        watcher = await self.owners.watchall(ignore_deletes=True)
         found: list[tuple[str, _Owner]] = []
-        try:
-            while True:
-                entry = await next_entry(watcher, 10.0)
-                if entry is None:  # the end of what the bucket held
-                    break
-                owner = _parse_owner(entry.value, entry.revision)
-                if owner is not None and entry.key is not None:
-                    found.append((entry.key, owner))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for item in await snapshot(self.js, OWNERS_BUCKET):
+            owner = _parse_owner(item.value, item.revision)
+            if owner is not None:
+                found.append((item.key, owner))
         return found
 
 

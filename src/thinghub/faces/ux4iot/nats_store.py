@@ -72,7 +72,7 @@ from thinghub.faces.ux4iot.sessions import (
     SessionState,
     SessionTable,
 )
-from thinghub.services.kv_watch import next_entry
+from thinghub.services.kv_watch import next_entry, snapshot
 
 __all__ = ["CAS_ATTEMPTS", "SESSIONS_BUCKET", "TOUCH_SLACK_S", "NatsSessionStore"]
 
@@ -396,23 +396,16 @@ class NatsSessionStore:
     async def _bound_to(self, account_id: str) -> list[str]:
         """Every session bound to the account, read from the bucket itself (the replica may
         not have heard of one bound a moment ago on another node)."""
-        kv = await self.bucket()
+        await self.bucket()  # created if missing
         found: list[str] = []
         try:
-            watcher = await kv.watchall(ignore_deletes=True)
-            try:
-                while True:
-                    entry = await next_entry(watcher, 10.0)
-                    if entry is None:
-                        break
-                    sid = key_session(entry.key or "")
-                    if sid is None or entry.value is None:
-                        continue
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        if decode(sid, entry.value)[0].account_id == account_id:
-                            found.append(sid)
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            for item in await snapshot(self._js, self._bucket_name):
+                sid = key_session(item.key)
+                if sid is None:
+                    continue
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    if decode(sid, item.value)[0].account_id == account_id:
+                        found.append(sid)
         except (nats.errors.Error, TimeoutError) as exc:
             raise Unavailable(f"the session store is unreachable: {exc}") from exc
         return found

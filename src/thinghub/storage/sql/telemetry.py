@@ -36,11 +36,18 @@ __all__ = [
 
 _Row = tuple[Any, ...]  # an observation set: (account_id, entity_id, ts, vals)
 _Owned = tuple[_Row, int]  # a set of a message with an id, and that message's place
+# The plain sets the latest values need: sets that stand for all of their entity's metrics
+# of a batch, with their metric names (keys_text), and sets whose values each upsert one row.
+_Latest = tuple[list[tuple[_Row, str]], list[_Row]]
 _BY_KEY = itemgetter(1)  # a row's entity_id
 
 
 def _owned_key(item: _Owned) -> Any:
     return item[0][1]  # the row's entity_id
+
+
+def _whole_key(item: tuple[_Row, str]) -> Any:
+    return item[0][1]  # the set's entity_id
 
 
 _APPEND_TELEMETRY = f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) VALUES ({','.join('?' * 14)})"
@@ -66,6 +73,9 @@ UPSERT_LATEST_ROWS = f"{_LATEST_INTO}VALUES (?,?,?,?,?){_LATEST.removeprefix(' W
 # SQLite: the sets of a batch upsert in statements of up to this many sets each (4 parameters a
 # set, within SQLite's historic 999): one statement per 249 sets, not one per set.
 _SETS_PER_UPSERT = 249
+# SQLite, `latest_sets` (migration 0010): sets that stand for all their entity's metrics, this
+# many a statement (5 parameters a set).
+_WHOLE_SETS_PER_STATEMENT = 199
 
 
 @functools.lru_cache(maxsize=32)
@@ -78,14 +88,51 @@ def _upsert_sets_sql(sets: int) -> str:
     )
 
 
-def _upsert_latest_steps(sets: list[_Row], dialect: str) -> list[Step]:
+@functools.lru_cache(maxsize=32)
+def _whole_sets_sql(sets: int) -> tuple[str, str, str]:
+    """SQLite: three statements for `sets` sets (entity_id, account_id, ts, keys, vals), one
+    per entity, each standing for all of its entity's metrics (see `latest_sets`):
+
+    1. the entity's stored set moves its values to `latest_observations` when it holds
+       other metrics than the new one (only then: a device that keeps sending the same
+       metrics never pays it);
+    2. a new set older than the stored one upserts its values there instead, one a metric;
+    3. the new set replaces the stored one when it is as new or newer.
+    """
+    rows = ",".join(["(?,?,?,?,?)"] * sets)
+    given = f"(VALUES {rows}) AS s"
+    spill = (
+        f"{_LATEST_INTO}SELECT l.account_id, l.entity_id, j.key, l.ts, j.value FROM {given} "
+        "JOIN latest_sets l ON l.entity_id = s.column1 AND l.keys <> s.column4, "
+        f"json_each(l.vals) AS j{_LATEST}"
+    )
+    older = (
+        f"{_LATEST_INTO}SELECT s.column2, s.column1, j.key, s.column3, j.value FROM {given} "
+        "JOIN latest_sets l ON l.entity_id = s.column1 AND l.ts > s.column3, "
+        f"json_each(s.column5) AS j{_LATEST}"
+    )
+    replace = (
+        f"INSERT INTO latest_sets (entity_id, account_id, ts, keys, vals) VALUES {rows} "
+        "ON CONFLICT (entity_id) DO UPDATE SET account_id = excluded.account_id, "
+        "ts = excluded.ts, keys = excluded.keys, vals = excluded.vals "
+        "WHERE excluded.ts >= latest_sets.ts"
+    )
+    return spill, older, replace
+
+
+def _upsert_latest_steps(latest: _Latest, dialect: str) -> list[Step]:
+    whole, each = latest
     if dialect != "sqlite":
-        return [Step("many", _UPSERT_LATEST[dialect], sets)]
+        return [Step("many", _UPSERT_LATEST[dialect], [row for row, _ in whole] + each)]
     steps = []
-    for start in range(0, len(sets), _SETS_PER_UPSERT):
-        chunk = sets[start : start + _SETS_PER_UPSERT]
+    for start in range(0, len(each), _SETS_PER_UPSERT):
+        chunk = each[start : start + _SETS_PER_UPSERT]
         flat = list(itertools.chain.from_iterable(chunk))
         steps.append(Step("exec", _upsert_sets_sql(len(chunk)), flat))
+    for start in range(0, len(whole), _WHOLE_SETS_PER_STATEMENT):
+        part = whole[start : start + _WHOLE_SETS_PER_STATEMENT]
+        flat = [x for (a, e, ts, vals), keys in part for x in (e, a, ts, keys, vals)]
+        steps += [Step("exec", sql, flat) for sql in _whole_sets_sql(len(part))]
     return steps
 
 
@@ -126,7 +173,7 @@ def value_sql(dialect: str, metric: str) -> tuple[str, str]:
 
 def _derived_rows(
     messages: Sequence[TelemetryMessage],
-) -> tuple[list[_Row], list[_Owned], list[_Row]]:
+) -> tuple[list[_Row], list[_Owned], _Latest]:
     """Each message's observations as a set: plain for messages without an id; for the
     others, with its message's place among the batch's messages with an id. And the plain
     sets the latest values need (see _newest_sets)."""
@@ -158,17 +205,22 @@ def _derived_rows(
     return plain, owned, _newest_sets(plain, newest)
 
 
-def _newest_sets(plain: list[_Row], newest: dict[str, tuple[int, Any] | None]) -> list[_Row]:
+def _newest_sets(plain: list[_Row], newest: dict[str, tuple[int, Any] | None]) -> _Latest:
     """The plain sets whose values the latest values need: of an entity whose sets in the
-    batch all hold the same metrics, in time order, only the last (it has the newest value of
-    each); of any other entity, every set (each upserts what is newer)."""
-    if len(newest) == len(plain):
-        return plain  # one set per entity
+    batch all hold the same metrics, in time order, only the last, with its metrics' names
+    (it has the newest value of each, so it may stand for all of them: see `latest_sets`);
+    of any other entity, every set (each upserts each of its values that is newer)."""
+    whole = [(plain[last[0]], keys_text(last[1])) for last in newest.values() if last is not None]
+    if len(whole) == len(newest):
+        return whole, []
     mixed = {entity for entity, last in newest.items() if last is None}
-    latest = [plain[last[0]] for last in newest.values() if last is not None]
-    if mixed:
-        latest += [row for row in plain if row[1] in mixed]
-    return latest
+    return whole, [row for row in plain if row[1] in mixed]
+
+
+def keys_text(keys: Iterable[str]) -> str:
+    """Metric names as `latest_sets.keys` holds them: a JSON array, sorted (two sets hold
+    the same metrics when these texts are equal)."""
+    return orjson.dumps(sorted(keys)).decode()
 
 
 def _given_rows(
@@ -218,7 +270,7 @@ def _observation_steps(
     plain: list[_Row],
     owned: list[_Owned],
     *,
-    latest: list[_Row] | None = None,
+    latest: _Latest | None = None,
     by_key: bool = True,
     dialect: str = "sqlite",
 ) -> list[Step]:
@@ -239,8 +291,11 @@ def _observation_steps(
         owned.sort(key=_owned_key)
     steps = []
     if plain:
-        upserted = plain if latest is None else latest
-        steps += [Step("append", _INSERT_SET, plain), *_upsert_latest_steps(upserted, dialect)]
+        if latest is None:
+            latest = ([], plain)
+        elif by_key:
+            latest[0].sort(key=_whole_key)
+        steps += [Step("append", _INSERT_SET, plain), *_upsert_latest_steps(latest, dialect)]
     if owned:
         upsert = _UPSERT_LATEST[dialect]
         steps += [Step("landed", _INSERT_SET, owned), Step("landed", upsert, owned)]
@@ -300,13 +355,28 @@ class SqlTelemetryStore(SqlArea):
         )
 
     async def latest(self, account_id: str, entity_id: str) -> dict[str, Observation]:
+        """The newest value of each metric: its `latest_observations` row or the entity's
+        `latest_sets` row, whichever is newer (on equal times, the set's)."""
         rows = await self.db.fetch_all(
-            "SELECT metric, ts, value FROM latest_observations "
-            "WHERE account_id = ? AND entity_id = ?",
-            (account_id, entity_id),
+            "SELECT metric, ts, value, NULL AS vals FROM latest_observations "
+            "WHERE account_id = ? AND entity_id = ? UNION ALL "
+            "SELECT NULL, ts, NULL, vals FROM latest_sets WHERE account_id = ? AND entity_id = ?",
+            (account_id, entity_id, account_id, entity_id),
         )
+        newest: dict[str, tuple[int, float]] = {}
+        for metric, ts, value, vals in rows:
+            if vals is None:
+                prior = newest.get(metric)
+                if prior is None or ts > prior[0]:
+                    newest[metric] = (ts, value)
+                continue
+            for name, number in orjson.loads(vals).items():
+                prior = newest.get(name)
+                if prior is None or ts >= prior[0]:
+                    newest[name] = (ts, float(number))
         return {
-            r[0]: Observation(account_id, entity_id, r[0], from_us(r[1]) or 0.0, r[2]) for r in rows
+            metric: Observation(account_id, entity_id, metric, from_us(ts) or 0.0, value)
+            for metric, (ts, value) in newest.items()
         }
 
     async def observations(
@@ -405,19 +475,20 @@ class SqlTelemetryStore(SqlArea):
 
         Observations go entity by entity, each on its range of `ix_observation_sets`: the
         account's entities are those of its latest values (every stored observation
-        upserts one), and only entities with rows to delete are visited. No index orders
-        the account's sets by time (one would cost every message an entry, for the purge
-        alone).
+        upserts one, or its set stands for it in `latest_sets`), and only entities with rows
+        to delete are visited. No index orders the account's sets by time (one would cost
+        every message an entry, for the purge alone).
         """
         cut = to_us(before)
         count = await self._delete_batches(
             "telemetry", "enqueued_at", "account_id = ? AND {ts} < ?", [account_id, cut], batch_rows
         )
         entities = await self.db.fetch_all(
-            "SELECT DISTINCT entity_id FROM latest_observations l WHERE account_id = ? AND "
-            "EXISTS (SELECT 1 FROM observation_sets o WHERE o.entity_id = l.entity_id AND "
-            "o.ts < ? AND o.account_id = ?)",
-            [account_id, cut, account_id],
+            "SELECT entity_id FROM (SELECT entity_id FROM latest_observations WHERE "
+            "account_id = ? UNION SELECT entity_id FROM latest_sets WHERE account_id = ?) l "
+            "WHERE EXISTS (SELECT 1 FROM observation_sets o WHERE o.entity_id = l.entity_id "
+            "AND o.ts < ? AND o.account_id = ?)",
+            [account_id, account_id, cut, account_id],
             bulk=True,
         )
         for (entity,) in entities:
@@ -455,8 +526,15 @@ class SqlTelemetryStore(SqlArea):
             device_id,
         )
         latest = await self.db.fetch_all(sql, params)
+        sql, params = device_filter(
+            "SELECT entity_id, ts, keys FROM latest_sets WHERE account_id = ?",
+            [account_id],
+            "entity_id",
+            device_id,
+        )
+        whole = await self.db.fetch_all(sql, params)
         # Each entity's range of ix_observation_sets (entity, ts) once, every metric.
-        for entity in dict.fromkeys(row[0] for row in latest):
+        for entity in dict.fromkeys([*(row[0] for row in latest), *(row[0] for row in whole)]):
             await self._delete_batches(
                 "observation_sets",
                 "ts",
@@ -466,7 +544,6 @@ class SqlTelemetryStore(SqlArea):
             )
         for entity, metric, latest_us in latest:
             if low <= latest_us <= high:
-                value, key = value_sql(self.db.dialect, metric)
                 await self._write(
                     Step(
                         "exec",
@@ -474,15 +551,30 @@ class SqlTelemetryStore(SqlArea):
                         "AND ts >= ? AND ts <= ?",
                         (entity, metric, low, high),
                     ),
+                    self._newest_left(account_id, entity, metric),
+                )
+        for entity, latest_us, keys in whole:
+            if low <= latest_us <= high:
+                await self._write(
                     Step(
                         "exec",
-                        "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
-                        f"value) SELECT account_id, entity_id, CAST(? AS text), ts, {value} FROM "
-                        f"observation_sets WHERE account_id = ? AND entity_id = ? AND {value} "
-                        "IS NOT NULL ORDER BY ts DESC LIMIT 1 ON CONFLICT (entity_id, metric) "
-                        "DO UPDATE SET ts = excluded.ts, value = excluded.value "
-                        "WHERE excluded.ts >= latest_observations.ts",
-                        (metric, key, account_id, entity, key),
+                        "DELETE FROM latest_sets WHERE entity_id = ? AND ts >= ? AND ts <= ?",
+                        (entity, low, high),
                     ),
+                    *(self._newest_left(account_id, entity, m) for m in orjson.loads(keys)),
                 )
         return count
+
+    def _newest_left(self, account_id: str, entity: str, metric: str) -> Step:
+        """Upsert `metric`'s latest value from the newest set left that holds it."""
+        value, key = value_sql(self.db.dialect, metric)
+        return Step(
+            "exec",
+            "INSERT INTO latest_observations (account_id, entity_id, metric, ts, "
+            f"value) SELECT account_id, entity_id, CAST(? AS text), ts, {value} FROM "
+            f"observation_sets WHERE account_id = ? AND entity_id = ? AND {value} "
+            "IS NOT NULL ORDER BY ts DESC LIMIT 1 ON CONFLICT (entity_id, metric) "
+            "DO UPDATE SET ts = excluded.ts, value = excluded.value "
+            "WHERE excluded.ts >= latest_observations.ts",
+            (metric, key, account_id, entity, key),
+        )

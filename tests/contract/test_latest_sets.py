@@ -5,22 +5,8 @@ newest left, retention keeps the latest values; separate batches, as separate co
 
 from __future__ import annotations
 
-from thinghub.domain.telemetry import TelemetryMessage
+from tests.contract.test_observation_sets import ACC, T0, message
 from thinghub.ports import Stores
-
-ACC = "acc-1"
-T0 = 1_790_000_000.0
-
-
-def message(device_id: str, seconds: float, body: dict[str, object]) -> TelemetryMessage:
-    return TelemetryMessage(
-        account_id=ACC,
-        device_id=device_id,
-        enqueued_at=round(T0 + seconds, 6),
-        body=body,
-        raw=b"",
-        project="p1",
-    )
 
 
 async def latest_of(stores: Stores, device_id: str) -> dict[str, tuple[float, float]]:

@@ -238,20 +238,30 @@ class _CountingHandler(_Handler):
         super().data_received(data)
 
 
+async def _read_ahead_pair(
+    ca: CertificateAuthority,
+    pair: tuple[socket.socket, socket.socket],
+    handler: _Handler,
+) -> tuple[_Channel, ssl.SSLSocket]:
+    """A channel with read-ahead on, its handler `handler`, and a TLS 1.3 client of it."""
+    context = ca.server_ssl_context()
+    enable_read_ahead(context)
+    server, client = pair
+    side = _Channel(server, ca, timeout_s=10, context=context)
+    side.handler = handler
+    client_context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
+    tls = await asyncio.to_thread(client_context.wrap_socket, client, server_hostname="localhost")
+    await asyncio.wait_for(side.ready.wait(), 10)
+    return side, tls
+
+
 async def test_the_records_of_one_read_reach_the_handler_together(
     ca: CertificateAuthority, pair: tuple[socket.socket, socket.socket]
 ) -> None:
     """Records waiting together (a device's PUBLISHes, a record each) are one call of the
     handler, not one each, in order."""
-    context = ca.server_ssl_context()
-    enable_read_ahead(context)
-    server, client = pair
-    side = _Channel(server, ca, timeout_s=10, context=context)
     counting = _CountingHandler()
-    side.handler = counting
-    client_context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
-    tls = await asyncio.to_thread(client_context.wrap_socket, client, server_hostname="localhost")
-    await asyncio.wait_for(side.ready.wait(), 10)
+    side, tls = await _read_ahead_pair(ca, pair, counting)
     for n in range(50):  # in the socket before the loop reads (small: taken at once)
         tls.sendall(b"%04d" % n)
     loop = asyncio.get_running_loop()
@@ -269,15 +279,8 @@ async def test_records_before_the_peer_closes_arrive_before_the_loss(
 ) -> None:
     """The peer's last records and its close in one read: the records reach the handler
     first, whole, then the loss (a device's last PUBLISHes before it hangs up are kept)."""
-    context = ca.server_ssl_context()
-    enable_read_ahead(context)
-    server, client = pair
-    side = _Channel(server, ca, timeout_s=10, context=context)
     counting = _CountingHandler()
-    side.handler = counting
-    client_context = _client_context(ca, ssl.TLSVersion.TLSv1_3)
-    tls = await asyncio.to_thread(client_context.wrap_socket, client, server_hostname="localhost")
-    await asyncio.wait_for(side.ready.wait(), 10)
+    side, tls = await _read_ahead_pair(ca, pair, counting)
     side.channel.pause_reading()  # so records and close wait together in the socket
     for n in range(20):
         tls.sendall(b"%04d" % n)

@@ -4,12 +4,8 @@ downgrade, which moves the sets' values into `latest_observations`."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-
 from tests.contract.conftest import _in_thread
 from tests.contract.test_migrations import Database, database
-from tests.pg import fetch
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.storage.migrate import downgrade, upgrade
 
@@ -49,21 +45,12 @@ async def _latest(database: Database) -> dict[str, dict[str, tuple[float, float]
 
 
 def _latest_rows(database: Database) -> dict[tuple[str, str], tuple[float, float]]:
-    sql = "SELECT entity_id, metric, ts, value FROM latest_observations"
-    if database.marker == "?":
-        with contextlib.closing(sqlite3.connect(database.url.removeprefix("sqlite:///"))) as c:
-            rows = [tuple(r) for r in c.execute(sql)]
-    else:
-        rows = [tuple(r.values()) for r in fetch(database.url, sql)]
+    rows = database.rows("SELECT entity_id, metric, ts, value FROM latest_observations")
     return {(e, m): (round(ts / 1_000_000 - T0, 6), v) for e, m, ts, v in rows}
 
 
 def _count(database: Database, table: str) -> int:
-    sql = f"SELECT count(*) AS n FROM {table}"
-    if database.marker == "?":
-        with contextlib.closing(sqlite3.connect(database.url.removeprefix("sqlite:///"))) as c:
-            return int(c.execute(sql).fetchone()[0])
-    return int(fetch(database.url, sql)[0]["n"])
+    return int(database.rows(f"SELECT count(*) FROM {table}")[0][0])
 
 
 async def test_latest_values_read_the_same_across_0010_both_ways(database: Database) -> None:

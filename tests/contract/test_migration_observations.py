@@ -11,7 +11,6 @@ import sqlite3
 
 from tests.contract.conftest import _in_thread
 from tests.contract.test_migrations import Database, database
-from tests.pg import fetch
 from thinghub.domain.telemetry import Observation
 from thinghub.storage.migrate import downgrade, upgrade
 
@@ -96,12 +95,7 @@ async def _purge(database: Database, account: str, before_s: float) -> list[Obse
 
 def _raw(database: Database) -> list[tuple[str, str, str, int, float]]:
     """The observation rows as stored (0007's table), sorted."""
-    sql = "SELECT account_id, entity_id, metric, ts, value FROM observations"
-    if database.marker == "?":
-        with contextlib.closing(sqlite3.connect(database.url.removeprefix("sqlite:///"))) as c:
-            rows = [tuple(r) for r in c.execute(sql)]
-    else:
-        rows = [tuple(r.values()) for r in fetch(database.url, sql)]
+    rows = database.rows("SELECT account_id, entity_id, metric, ts, value FROM observations")
     return sorted(rows)  # type: ignore[arg-type]
 
 

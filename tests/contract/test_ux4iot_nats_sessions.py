@@ -17,14 +17,17 @@ from nats.aio.client import Client
 
 from tests.nats_server import NatsServer
 from thinghub.domain.errors import Forbidden, NotFound, RateLimited, TimedOut
+from thinghub.faces.ux4iot import nats_store
 from thinghub.faces.ux4iot.grants import Grant, GrantType, Subscription, SubscriptionType
 from thinghub.faces.ux4iot.nats_store import NatsSessionStore
+from thinghub.services.kv_watch import next_entry
 
 WITHIN_S = 10.0
 STOP_WITHIN_S = 10.0  # a cancelled store task must end within this
 IDLE_S = 10.0
 T0 = 1_000_000.0
 TEL = SubscriptionType.TELEMETRY
+REWATCHES = 50
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +258,46 @@ async def test_the_replicas_follow_after_nats_restarts(tmp_path: Path) -> None:
                     await asyncio.wait_for(asyncio.shield(task), STOP_WITHIN_S)
             for nc in clients:
                 await nc.close()
+
+
+@pytest.mark.parametrize("early_marker", [False, True], ids=["as-sent", "marker-first"])
+async def test_a_watch_is_ready_with_every_session_and_a_rewatch_removes_none(
+    make_nodes: Make, monkeypatch: pytest.MonkeyPatch, early_marker: bool
+) -> None:
+    """nats-py's end-of-current-values marker can come before values the server already sent
+    (it is put first when the consumer has nothing pending and its callback has not yet run,
+    though the values are on the wire): a replica must hold every session when it says it is
+    ready, and watching anew (as after a NATS reconnect) must not drop a session the bucket
+    still holds, not even for a moment. Each round changes the sessions just before b watches
+    anew; `marker-first` has every watch's marker come before its values, as that race does."""
+    if early_marker:
+        firsts: set[int] = set()
+
+        async def marker_first(watcher: object, timeout_s: float) -> object:
+            if id(watcher) not in firsts:
+                firsts.add(id(watcher))
+                return None
+            return await next_entry(watcher, timeout_s)
+
+        monkeypatch.setattr(nats_store, "next_entry", marker_first)
+    a, b = await make_nodes(2)
+    sids = [(await a.store.create(T0)).id for _ in range(3)]
+    await eventually(lambda: all(b.store.replica.state(sid) for sid in sids), "b's replica")
+    for n in range(REWATCHES):
+        b.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(b.task), STOP_WITHIN_S)
+        for sid in sids:  # the bucket's newest values, just written
+            assert await a.store.touch(sid, T0 + n + 1)
+        b.store.replica_ready.clear()
+        b.task = asyncio.create_task(b.store.run())
+        await asyncio.wait_for(b.store.replica_ready.wait(), WITHIN_S)
+        assert b.removed == [], n
+        assert [sid for sid in sids if b.store.replica.state(sid) is None] == [], n
+    (late,) = await make_nodes(1)  # a node that starts now is ready once it holds them all
+    assert [sid for sid in sids if late.store.replica.state(sid) is None] == []
+    assert await a.store.delete(sids[0], "acc")
+    await eventually(lambda: b.removed == [sids[0]], "the one removal on b")
 
 
 async def test_sockets_of_a_dead_node_do_not_keep_a_session(nats_url: str) -> None:

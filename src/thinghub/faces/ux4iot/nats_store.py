@@ -527,7 +527,6 @@ class NatsSessionStore:
     async def _watch(self) -> None:
         kv = await self.bucket()
         watcher = await kv.watchall()
-        seen: set[str] = set()
         held = dict(self._revisions)  # what the replica held when this watch began
         initial = True
         reconnects = self._nc.stats["reconnects"]
@@ -540,33 +539,49 @@ class NatsSessionStore:
                         logger.info("ux4iot: NATS reconnected; watching the sessions anew")
                         return
                     continue
-                if entry is None:  # the end of what the bucket held when the watch began
+                if entry is None:  # nats-py's end of the current values: may come early
                     if initial:
                         initial = False
-                        for stale, revision in held.items():  # removed while not watching
-                            if stale not in seen and self._revisions.get(stale) == revision:
-                                await self._apply_removal(stale)
+                        await self._catch_up(held)
                         self.replica_ready.set()
                     continue
                 sid = key_session(entry.key or "")
                 if sid is None:
                     continue
-                if initial:
-                    seen.add(sid)
                 if entry.operation in ("DEL", "PURGE") or entry.value is None:
                     await self._apply_removal(sid)
                     continue
-                try:
-                    state, sockets = decode(sid, entry.value)
-                except (ValueError, KeyError, TypeError):
-                    continue
-                await self._apply(state, entry.revision or 0, sockets)
+                await self._apply_value(sid, entry.value, entry.revision or 0)
         finally:
             # Bounded: unsubscribing waits on the connection, which a NATS restart may hold
             # up for good; a watch that cannot say goodbye must still end (and be cancellable).
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(WATCH_STOP_S):
                     await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _catch_up(self, held: dict[str, int]) -> None:
+        """At the watch's end-of-current-values marker: every session the bucket holds now,
+        read exactly (`snapshot`: the marker can come before values still on their way), into
+        the replica; and out of it, what the replica `held` before this watch began and the
+        bucket no longer holds (removed while not watching), unless the watch changed it
+        since. Applying is by revision, so the values the watch then delivers change
+        nothing."""
+        present: set[str] = set()
+        for item in await snapshot(self._js, self._bucket_name):
+            sid = key_session(item.key)
+            if sid is not None:
+                present.add(sid)
+                await self._apply_value(sid, item.value, item.revision)
+        for stale, revision in held.items():
+            if stale not in present and self._revisions.get(stale) == revision:
+                await self._apply_removal(stale)
+
+    async def _apply_value(self, session_id: str, value: bytes, revision: int) -> None:
+        try:
+            state, sockets = decode(session_id, value)
+        except (ValueError, KeyError, TypeError):
+            return
+        await self._apply(state, revision, sockets)
 
     async def _apply(self, state: SessionState, revision: int, sockets: dict[str, int]) -> None:
         if self._revisions.get(state.id, 0) >= revision:

@@ -170,8 +170,12 @@ def test_roles_viewer_reads_operator_claims_and_releases(
 
 
 def test_a_device_that_never_registered_cannot_be_claimed(admin: httpx.Client) -> None:
-    response = admin.post(f"{API}/device/claim", json={"id": new_id()})
+    claim_id = new_id()
+    response = admin.post(f"{API}/device/claim", json={"id": claim_id})
     assert response.status_code == 404, response.text
+    assert claim_id in response.text  # the message names the id asked for
+    released = admin.post(f"{API}/device/release", json={"id": claim_id})
+    assert released.status_code == 404 and claim_id in released.text, released.text
 
 
 def test_an_access_token_from_client_credentials_works_as_a_cloud_user(
@@ -294,6 +298,28 @@ def test_device_calls_with_bad_tokens_or_ids_get_the_agents_texts(
     # the update check: no firmware to offer
     update = agent.call("/provision/update", {"id": agent.device_id, "version": "1.0"})
     assert update.status_code == 200 and update.json() == {}
+
+
+def test_the_update_check_records_the_firmware_version_and_when_it_checked(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any], tmp_path: Path
+) -> None:
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    before = admin.post(f"{API}/device/get", json={"id": agent.device_id}).json()
+    assert "checked" not in before and "version" not in before
+    # what the agent sends: device.json5 + version + iotoVersion
+    body = {"id": agent.device_id, "product": product["token"], "model": "sim",
+            "version": "1.4.2", "iotoVersion": "2.6.0"}  # fmt: skip
+    assert agent.call("/provision/update", body).json() == {}
+    got = admin.post(f"{API}/device/get", json={"id": agent.device_id}).json()
+    assert got["version"] == "1.4.2"
+    assert isinstance(got["checked"], str) and got["checked"] >= got["created"]
+    found = admin.post(f"{API}/device/find", json={"id": agent.device_id}).json()["data"][0]
+    assert found["version"] == "1.4.2" and found["checked"] == got["checked"]
+    # a check without a usable version keeps the one known
+    assert agent.call("/provision/update", {"id": agent.device_id, "version": 7}).json() == {}
+    assert admin.post(f"{API}/device/get", json={"id": agent.device_id}).json()["version"] == (
+        "1.4.2"
+    )
 
 
 def test_the_openapi_document_lists_the_routes(server: ServerProcess) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from thinghub.domain.clock import format_ts_ms
 from thinghub.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from thinghub.domain.ids import ID_PATTERN
 
@@ -67,6 +68,7 @@ __all__ = [
     "register",
     "release",
     "require",
+    "update_checked",
 ]
 
 # At most two certificates per device per minute: the first, and one retry.
@@ -213,9 +215,16 @@ def register(
 
 
 def claim(
-    current: Registration | None, *, account_id: str, now: float, test: bool = False
+    current: Registration | None,
+    *,
+    account_id: str,
+    now: float,
+    test: bool = False,
+    claim_id: str = "",
 ) -> Registration:
     """Claim a device into ``account_id``; claiming one's own device again changes nothing.
+
+    ``claim_id`` is the id the caller asked for, named in the NotFound message.
 
     Raises:
         NotFound: unknown, of another account's product, or claimed by another account.
@@ -224,7 +233,7 @@ def claim(
         current = None  # another account's device looks absent
     if current is not None and current.account_id not in (None, account_id):
         current = None
-    state = _next(current, Event.CLAIM, "" if current is None else current.id)
+    state = _next(current, Event.CLAIM, claim_id if current is None else current.id)
     if current is None:  # pragma: no cover - _next refused already
         raise NotFound("no device", field="id")
     if current.state is not ClaimState.UNCLAIMED:
@@ -247,15 +256,19 @@ class Released:
     account_id: str  # the account it left
 
 
-def release(current: Registration | None, *, account_id: str, now: float) -> Released:
+def release(
+    current: Registration | None, *, account_id: str, now: float, claim_id: str = ""
+) -> Released:
     """Release a device from ``account_id`` back to unclaimed.
+
+    ``claim_id`` is the id the caller asked for, named in the NotFound message.
 
     Raises:
         NotFound: unknown, unclaimed, or claimed by another account.
     """
     if current is not None and current.account_id != account_id:
         current = None
-    device_id = "" if current is None else current.id
+    device_id = claim_id if current is None else current.id
     state = _next(current, Event.RELEASE, device_id)
     if current is None:  # pragma: no cover - _next refused already
         raise NotFound("no device", field="id")
@@ -317,6 +330,17 @@ def provisioned(current: Registration, *, fingerprint: str, now: float) -> Regis
         state=state,
         certificate_fingerprint=fingerprint,
         provisions=(*_recent(current, now), now),
+        accessed_at=now,
+    )
+
+
+def update_checked(current: Registration, *, version: str | None, now: float) -> Registration:
+    """Record the agent's update check: the firmware ``version`` it reports (kept when it
+    reports none) and when it checked (``checked``, ISO 8601)."""
+    return replace(
+        current,
+        version=version or current.version,
+        checked=format_ts_ms(now),
         accessed_at=now,
     )
 

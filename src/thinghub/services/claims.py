@@ -242,6 +242,7 @@ class ClaimService:
                 account_id=principal.account_id,
                 now=self.clock.now(),
                 test=test,
+                claim_id=claim_id,
             )
             if updated is not current and product is not None:
                 await self._create_device(updated, product, created_by=principal.subject)
@@ -266,6 +267,7 @@ class ClaimService:
                 current if product is not None else None,
                 account_id=principal.account_id,
                 now=self.clock.now(),
+                claim_id=claim_id,
             )
             await self.stores.claims.put(released.registration)
         # Outside the lock: deleting the device calls _device_deleting, which takes it.
@@ -451,6 +453,14 @@ class ClaimService:
             current = await self.stores.claims.get(registration.id)
             if current is not None and current.generation == registration.generation:
                 await self.stores.claims.put(_accessed(current, now))
+
+    async def update_checked(self, registration: Registration, version: str | None) -> None:
+        """Record the agent's update check: its firmware `version` and when it checked."""
+        async with self.locks.hold(_lock(registration.id)):
+            current = await self.stores.claims.get(registration.id)
+            if current is not None and current.generation == registration.generation:
+                updated = claims.update_checked(current, version=version, now=self.clock.now())
+                await self.stores.claims.put(updated)
 
     async def provision(
         self, registration: Registration, claim_id: str

@@ -49,6 +49,7 @@ from thinghub.faces.ioto.schemas import (
     RegisterRequest,
     ReleaseRequest,
     SignedUrlRequest,
+    UpdateRequest,
     error_text,
     parse_bearer,
     register_unclaimed,
@@ -318,8 +319,11 @@ async def get_signed_url(request: Request) -> Response:
 
 
 async def update(request: Request) -> Response:
-    """The agent's update check: thinghub serves no firmware, so `{}` (no update)."""
-    await _device(request)
+    """The agent's update check: thinghub serves no firmware, so `{}` (no update). The
+    device's `version` and the time of the check are its record's `version` and `checked`."""
+    device = await _device(request)
+    body = await _body(request, UpdateRequest)
+    await services_of(request).claims.update_checked(device, body.firmware_version())
     return _json({})
 
 
@@ -355,6 +359,7 @@ _BODIES: dict[str, type[BaseModel]] = {
     "find": FindRequest,
     "provision": ProvisionRequest,
     "getSignedUrl": SignedUrlRequest,
+    "update": UpdateRequest,
 }
 
 

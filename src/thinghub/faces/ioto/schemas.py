@@ -56,6 +56,7 @@ __all__ = [
     "Route",
     "SignedUrlRequest",
     "SignedUrlSpec",
+    "UpdateRequest",
     "error_text",
     "parse_bearer",
     "register_unclaimed",
@@ -298,6 +299,20 @@ class FindAnswer(BaseModel):
 
 
 # -- device calls -----------------------------------------------------------------------------
+
+
+class UpdateRequest(BaseModel):
+    """The agent's update check: device.json5 as it is, plus ``version`` (its firmware) and
+    ``iotoVersion``. A ``version`` that is not text of at most 256 characters is not
+    recorded (as on register); the rest is not used."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: Any = None
+
+    def firmware_version(self) -> str | None:
+        version = self.version
+        return version if isinstance(version, str) and 0 < len(version) <= MAX_TEXT_CHARS else None
 
 
 class ProvisionRequest(_Body):

@@ -322,6 +322,23 @@ def test_the_update_check_records_the_firmware_version_and_when_it_checked(
     )
 
 
+def test_the_agents_action_invoke_is_kept_as_telemetry_of_the_device(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any], tmp_path: Path
+) -> None:
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    # ioAutomation(name, context): {api}/tok/action/invoke, any object without `error` is success
+    invoked = agent.call("/action/invoke", {"name": "alarm", "context": {"temp": 99.5}})
+    assert invoked.status_code == 200, invoked.text
+    assert isinstance(invoked.json(), dict) and "error" not in invoked.json()
+    kept = admin.get("/v1/telemetries", params={"deviceID": agent.device_id}).json()
+    assert [t["body"] for t in kept] == [{"action": "alarm", "context": {"temp": 99.5}}]
+    # the documented errors: no name, a bad token
+    missing = agent.call("/action/invoke", {"context": {}})
+    assert missing.status_code == 400 and "name" in missing.text
+    refused = agent.call("/action/invoke", {"name": "alarm"}, token="nope")
+    assert refused.status_code == 401 and refused.text == "Authentication failed"
+
+
 def test_the_openapi_document_lists_the_routes(server: ServerProcess) -> None:
     doc = httpx.get(f"{server.http_url}{API}/openapi.json")
     assert doc.status_code == 200, doc.text

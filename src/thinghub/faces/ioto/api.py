@@ -30,12 +30,14 @@ from thinghub.domain.clock import format_ts_ms
 from thinghub.domain.device_files import FileAction
 from thinghub.domain.errors import Error, Invalid, NotFound, Unauthorized
 from thinghub.domain.model import Principal
+from thinghub.domain.storable import check_storable
 from thinghub.faces._http import OrjsonResponse, face_app, services_of
 from thinghub.faces.face import FaceContext
 from thinghub.faces.ioto.schemas import (
     AUTH_FAILED,
     DEVICE_NOT_FOUND,
     ROUTES,
+    ActionRequest,
     ClaimRequest,
     CredsAnswer,
     DeviceRecord,
@@ -327,6 +329,29 @@ async def update(request: Request) -> Response:
     return _json({})
 
 
+async def invoke(request: Request) -> Response:
+    """The agent's `ioAutomation(name, context)`: thinghub runs no automations, so the call is
+    kept as a telemetry message of the device, `{"action": name, "context": context}` (with
+    the application property `ioto-action`), for applications on any face; `{}` answers it."""
+    services = services_of(request)
+    registration = await _device(request)
+    body = await _body(request, ActionRequest)
+    device = await services.registry.find(registration.id)
+    if device is None or device.account_id != registration.account_id or not device.enabled:
+        raise Unauthorized(AUTH_FAILED, field="Authorization")
+    action = {"action": body.name, "context": body.context}
+    check_storable(action, "context")
+    message = services.ingest.build(
+        device,
+        orjson.dumps(action),
+        properties={"ioto-action": body.name},
+        content_type="application/json",
+        source="ioto",
+    )
+    await services.ingest.ingest(device, message)
+    return _json({})
+
+
 # -- the app -------------------------------------------------------------------------------------
 
 _HANDLERS = {
@@ -339,6 +364,7 @@ _HANDLERS = {
     "getCreds": get_creds,
     "getSignedUrl": get_signed_url,
     "update": update,
+    "invoke": invoke,
 }
 _SUMMARIES = {
     "register": "Register a device (product token)",
@@ -350,6 +376,7 @@ _SUMMARIES = {
     "getCreds": "Temporary credentials for the device's files (device token)",
     "getSignedUrl": "A signed URL for one file of the device (device token)",
     "update": "The agent's update check (device token): {} = no update",
+    "invoke": "The agent's ioAutomation (device token): kept as a telemetry message",
 }
 _BODIES: dict[str, type[BaseModel]] = {
     "register": RegisterRequest,
@@ -360,6 +387,7 @@ _BODIES: dict[str, type[BaseModel]] = {
     "provision": ProvisionRequest,
     "getSignedUrl": SignedUrlRequest,
     "update": UpdateRequest,
+    "invoke": ActionRequest,
 }
 
 
@@ -387,7 +415,8 @@ def create_app(context: FaceContext) -> FastAPI:
                 summary=_SUMMARIES[route],
                 tags=["device"],
                 openapi_extra=extra or None,
-                include_in_schema=spelling == path or path.startswith(("/file", "/provision")),
+                include_in_schema=spelling == path
+                or path.startswith(("/file", "/provision", "/action")),
             )
     _document_errors(app)
     return app

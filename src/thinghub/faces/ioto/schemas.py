@@ -41,6 +41,7 @@ __all__ = [
     "DEVICE_NOT_FOUND",
     "MAX_FIND_LIMIT",
     "ROUTES",
+    "ActionRequest",
     "ClaimRequest",
     "CredsAnswer",
     "DeviceRecord",
@@ -89,7 +90,7 @@ class _Body(BaseModel):
 
 Route = Literal[
     "register", "claim", "release", "get", "find", "provision", "getCreds", "getSignedUrl",
-    "update",
+    "update", "invoke",
 ]  # fmt: skip
 
 # (path below the face prefix, route); each device call also answers under /tok/.
@@ -104,6 +105,7 @@ ROUTES: tuple[tuple[str, Route], ...] = (
     ("/device/getSignedUrl", "getSignedUrl"),
     ("/file/getSignedUrl", "getSignedUrl"),
     ("/provision/update", "update"),
+    ("/action/invoke", "invoke"),
 )
 _BY_PATH = dict(ROUTES)
 
@@ -313,6 +315,13 @@ class UpdateRequest(BaseModel):
     def firmware_version(self) -> str | None:
         version = self.version
         return version if isinstance(version, str) and 0 < len(version) <= MAX_TEXT_CHARS else None
+
+
+class ActionRequest(_Body):
+    """``ioAutomation(name, context)``: the automation to run and its context (JSON)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    context: Any = None
 
 
 class ProvisionRequest(_Body):

@@ -396,3 +396,36 @@ def test_face_listen_serves_the_seed_urls(start_server: Callable[..., ServerProc
     )
     missing = httpx.get(f"{base}/api/nothing-here", headers=headers)
     assert missing.status_code == 404 and "errors" in missing.json()
+
+
+def test_one_entity_by_id_as_bentleys_widget_reads_it(server: ServerProcess) -> None:
+    """Bentley's widget (EntityService.getEntity$) reads one entity at `/api/{kind}s/` + its
+    id; ids start with `/`, so the URL has two slashes. The body is the entity as the lists
+    show it; an id of nothing is 404, an id of another kind 400, in the REST error shape."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    with server.client() as v1:
+        device = register(v1, project)
+    send_telemetry(server, device, {"T": 21.5})
+    sensor = sensor_id(device["id"])
+    with sde(server, server.admin_token) as api:
+        listed = api.get("/sensors/all", params={"projectIds": project}).json()
+        [expected] = [s for s in listed if s["id"] == sensor]
+        response = api.get(f"/sensors/{sensor}", params={"projectIds": project})
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+        assert api.get(f"/sensors/{sensor}").json()["id"] == sensor  # projectIds optional
+        node = api.get(f"/nodes//thinghub/{device['id']}/node").json()
+        assert node["id"] == f"/thinghub/{device['id']}/node"
+        held = api.get(f"/devices/{expected['device']}").json()
+        assert held["id"] == expected["device"] and held["props"]["SIZE"] == 1
+
+        missing = api.get("/sensors//fn/6C4F6D/node/dgsimlogger/032432/device/tilt4/sensor")
+        assert missing.status_code == 404
+        assert missing.json()["errors"][0]["path"] == "id"
+        wrong = api.get(f"/sensors//thinghub/{device['id']}/node")
+        assert wrong.status_code == 400 and wrong.json()["errors"][0]["path"] == "id"
+        elsewhere = api.get(f"/sensors/{sensor}", params={"projectIds": "another-project"})
+        assert elsewhere.status_code == 404
+        assert api.get(f"/sensors/{sensor}", headers={"Authorization": ""}).status_code == 401
+        # The fixed routes keep their meaning.
+        assert "sensorTypes" in api.get("/sensors/types").json()

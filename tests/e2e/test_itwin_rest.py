@@ -429,3 +429,42 @@ def test_one_entity_by_id_as_bentleys_widget_reads_it(server: ServerProcess) -> 
         assert api.get(f"/sensors/{sensor}", headers={"Authorization": ""}).status_code == 401
         # The fixed routes keep their meaning.
         assert "sensorTypes" in api.get("/sensors/types").json()
+
+
+def test_sensor_metrics_in_categories_as_bentleys_widget_asks(server: ServerProcess) -> None:
+    """Bentley's widget (MetricService.getMetrics$) posts `{"ids": [...]}` to
+    /sensors/metrics with `categorized=true` and reads `metricsBySensor[id]` as categories
+    `{metricCategoryId, metricCategory, metrics}`, its default metric being the first
+    category's first; without `categorized` the list stays flat, the deltas first."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    with server.client() as v1:
+        device = register(v1, project)
+    send_telemetry(server, device, {"T": 21.5, "P_raw": 101325.0})
+    sensor = sensor_id(device["id"])
+    with sde(server, server.admin_token) as api:
+        flat = api.post(
+            "/sensors/metrics", params={"projectIds": project}, json={"ids": [sensor]}
+        ).json()["metricsBySensor"][sensor]
+        assert [m["id"] for m in flat] == ["dT", "T", "P_raw"]  # the seed's walk-through
+        by_id = {m["id"]: m for m in flat}
+
+        response = api.post(
+            "/sensors/metrics",
+            params={"projectIds": project, "categorized": "true"},
+            json={"ids": [sensor]},
+        )
+        assert response.status_code == 200, response.text
+        categories = response.json()["metricsBySensor"][sensor]
+        assert [(c["metricCategoryId"], [m["id"] for m in c["metrics"]]) for c in categories] == [
+            ("RAW", ["T", "P_raw"]),
+            ("DELTA", ["dT"]),
+        ]
+        assert all(isinstance(c["metricCategory"], str) for c in categories)
+        assert categories[0]["metrics"][0] == by_id["T"]  # the same metric objects, units too
+
+        raw = api.post(
+            "/sensors/metrics",
+            params={"categorized": "true", "filters": "raw"},
+            json={"ids": [sensor]},
+        ).json()["metricsBySensor"][sensor]
+        assert [c["metricCategoryId"] for c in raw] == ["RAW"]

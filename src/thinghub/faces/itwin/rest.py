@@ -298,6 +298,9 @@ async def sensors_metrics(
     caller: Caller,
     project_ids: ProjectIds = None,
     filters: Annotated[str | None, Query(description="raw: raw metrics only")] = None,
+    categorized: Annotated[
+        bool, Query(description="true: each sensor's metrics in categories (raw, deltas)")
+    ] = False,
 ) -> Response:
     require(caller, READ_DATA)
     body = await _body(request, SensorMetricsRequest)
@@ -316,7 +319,7 @@ async def sensors_metrics(
             if raw_only
             else await observations.all_metrics(scope, facts, sensor)
         )
-    return OrjsonResponse(metrics_by_sensor_body(by_sensor))
+    return OrjsonResponse(metrics_by_sensor_body(by_sensor, categorized=categorized))
 
 
 # -- uploads ----------------------------------------------------------------------------------

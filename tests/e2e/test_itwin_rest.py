@@ -396,3 +396,75 @@ def test_face_listen_serves_the_seed_urls(start_server: Callable[..., ServerProc
     )
     missing = httpx.get(f"{base}/api/nothing-here", headers=headers)
     assert missing.status_code == 404 and "errors" in missing.json()
+
+
+def test_one_entity_by_id_as_bentleys_widget_reads_it(server: ServerProcess) -> None:
+    """Bentley's widget (EntityService.getEntity$) reads one entity at `/api/{kind}s/` + its
+    id; ids start with `/`, so the URL has two slashes. The body is the entity as the lists
+    show it; an id of nothing is 404, an id of another kind 400, in the REST error shape."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    with server.client() as v1:
+        device = register(v1, project)
+    send_telemetry(server, device, {"T": 21.5})
+    sensor = sensor_id(device["id"])
+    with sde(server, server.admin_token) as api:
+        listed = api.get("/sensors/all", params={"projectIds": project}).json()
+        [expected] = [s for s in listed if s["id"] == sensor]
+        response = api.get(f"/sensors/{sensor}", params={"projectIds": project})
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+        assert api.get(f"/sensors/{sensor}").json()["id"] == sensor  # projectIds optional
+        node = api.get(f"/nodes//thinghub/{device['id']}/node").json()
+        assert node["id"] == f"/thinghub/{device['id']}/node"
+        held = api.get(f"/devices/{expected['device']}").json()
+        assert held["id"] == expected["device"] and held["props"]["SIZE"] == 1
+
+        missing = api.get("/sensors//fn/6C4F6D/node/dgsimlogger/032432/device/tilt4/sensor")
+        assert missing.status_code == 404
+        assert missing.json()["errors"][0]["path"] == "id"
+        wrong = api.get(f"/sensors//thinghub/{device['id']}/node")
+        assert wrong.status_code == 400 and wrong.json()["errors"][0]["path"] == "id"
+        elsewhere = api.get(f"/sensors/{sensor}", params={"projectIds": "another-project"})
+        assert elsewhere.status_code == 404
+        assert api.get(f"/sensors/{sensor}", headers={"Authorization": ""}).status_code == 401
+        # The fixed routes keep their meaning.
+        assert "sensorTypes" in api.get("/sensors/types").json()
+
+
+def test_sensor_metrics_in_categories_as_bentleys_widget_asks(server: ServerProcess) -> None:
+    """Bentley's widget (MetricService.getMetrics$) posts `{"ids": [...]}` to
+    /sensors/metrics with `categorized=true` and reads `metricsBySensor[id]` as categories
+    `{metricCategoryId, metricCategory, metrics}`, its default metric being the first
+    category's first; without `categorized` the list stays flat, the deltas first."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    with server.client() as v1:
+        device = register(v1, project)
+    send_telemetry(server, device, {"T": 21.5, "P_raw": 101325.0})
+    sensor = sensor_id(device["id"])
+    with sde(server, server.admin_token) as api:
+        flat = api.post(
+            "/sensors/metrics", params={"projectIds": project}, json={"ids": [sensor]}
+        ).json()["metricsBySensor"][sensor]
+        assert [m["id"] for m in flat] == ["dT", "T", "P_raw"]  # the seed's walk-through
+        by_id = {m["id"]: m for m in flat}
+
+        response = api.post(
+            "/sensors/metrics",
+            params={"projectIds": project, "categorized": "true"},
+            json={"ids": [sensor]},
+        )
+        assert response.status_code == 200, response.text
+        categories = response.json()["metricsBySensor"][sensor]
+        assert [(c["metricCategoryId"], [m["id"] for m in c["metrics"]]) for c in categories] == [
+            ("RAW", ["T", "P_raw"]),
+            ("DELTA", ["dT"]),
+        ]
+        assert all(isinstance(c["metricCategory"], str) for c in categories)
+        assert categories[0]["metrics"][0] == by_id["T"]  # the same metric objects, units too
+
+        raw = api.post(
+            "/sensors/metrics",
+            params={"categorized": "true", "filters": "raw"},
+            json={"ids": [sensor]},
+        ).json()["metricsBySensor"][sensor]
+        assert [c["metricCategoryId"] for c in raw] == ["RAW"]

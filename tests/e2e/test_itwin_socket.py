@@ -601,3 +601,39 @@ def test_update_node_and_device_overwrite_the_props_given(server: ServerProcess)
         assert missing["error"]["code"] == -32004
     finally:
         ws.close()
+
+
+def test_bentley_client_alert_triggers_and_project_less_calls(server: ServerProcess) -> None:
+    """Bentley's widget (SocketService) adds `projectIds: [authState.getProjectId()]` to
+    every call, which is `[null]` without a project, and subscribes to alert triggers once;
+    an error would end its stream. thinghub has no alert rules: the subscription is
+    acknowledged, never pushes, and ends with unsubscribeAlertTriggers."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    with server.client() as api:
+        device = register(api, project)
+    sensor = sensor_id(device["id"])
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        # `[null]`: the caller's whole view, as omitting projectIds.
+        answer = ws.call("getSensors", {"sensors": [sensor], "projectIds": [None]}, bentley_id())
+        assert [found["id"] for found in answer["result"]] == [sensor]
+        answer = ws.call("time", {"projectIds": [None]}, bentley_id())
+        assert answer["result"]["time"].endswith("Z")
+
+        sub = bentley_id()
+        answer = ws.call("subscribeAlertTriggers", {"projectIds": [project]}, sub)
+        assert answer == {"jsonrpc": "2.0", "id": sub, "result": {"requestStatus": "acknowledged"}}
+        also = bentley_id()
+        answer = ws.call("subscribeAlertTriggers", {"projectIds": [None]}, also)
+        assert answer["result"] == {"requestStatus": "acknowledged"}
+        send_telemetry(server, device, {"T": 21.5})
+        fence = bentley_id()
+        ws.send("time", {"projectIds": [project]}, fence)
+        assert ws.recv()["id"] == fence  # nothing pushed before it
+        answer = ws.call("unsubscribeAlertTriggers", {"id": sub}, bentley_id())
+        assert answer["result"] == {"unsubscribed": sub}
+        answer = ws.call("unsubscribeAlertTriggers", {"id": sub}, bentley_id())
+        assert answer["error"]["code"] == -32004
+        assert "subscribeAlertTriggers" in ws.call("help")["result"]
+    finally:
+        ws.close()

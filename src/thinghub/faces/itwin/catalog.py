@@ -103,14 +103,32 @@ def sensor_metric_json(metric: Metric) -> dict[str, Any]:
     }
 
 
-def metrics_by_sensor_body(by_sensor: Mapping[str, Iterable[Metric]]) -> dict[str, Any]:
-    """POST /sensors/metrics: `{"metricsBySensor": {<sensorId>: [metric, ...]}}`."""
-    return {
-        "metricsBySensor": {
-            sensor: [sensor_metric_json(m) for m in metrics]
-            for sensor, metrics in by_sensor.items()
-        }
-    }
+# POST /sensors/metrics?categorized=true: (id, name, holds deltas), in the order shown.
+METRIC_CATEGORIES: Final = (("RAW", "Readings", False), ("DELTA", "Changes", True))
+
+
+def metrics_by_sensor_body(
+    by_sensor: Mapping[str, Iterable[Metric]], *, categorized: bool = False
+) -> dict[str, Any]:
+    """POST /sensors/metrics: `{"metricsBySensor": {<sensorId>: [metric, ...]}}`.
+
+    `categorized` (Bentley's widget asks so): each sensor's metrics in categories,
+    `[{"metricCategoryId", "metricCategory", "metrics": [metric, ...]}]`, the raw readings
+    first (the widget's default metric is the first category's first), then the deltas;
+    a category with no metrics is left out.
+    """
+    out: dict[str, Any] = {}
+    for sensor, metrics in by_sensor.items():
+        shown = [(m.delta_of is not None, sensor_metric_json(m)) for m in metrics]
+        if not categorized:
+            out[sensor] = [body for _, body in shown]
+            continue
+        out[sensor] = [
+            {"metricCategoryId": category_id, "metricCategory": name, "metrics": chosen}
+            for category_id, name, is_delta in METRIC_CATEGORIES
+            if (chosen := [body for delta, body in shown if delta is is_delta])
+        ]
+    return {"metricsBySensor": out}
 
 
 # -- templates --------------------------------------------------------------------------------

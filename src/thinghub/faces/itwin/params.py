@@ -119,6 +119,10 @@ class RpcParams(BaseModel):
     def _one_project(cls, value: object) -> object:
         if isinstance(value, str):
             value = [value]  # a single id where the array was expected: tolerated
+        if isinstance(value, list):
+            # Bentley's client sends `[authState.getProjectId()]` on every call; without a
+            # project that is `[undefined]`, which JSON.stringify writes as `[null]`.
+            value = [item for item in value if item is not None] or None
         if isinstance(value, list) and len(value) > 1:
             raise ValueError("only one projectId per request is supported")
         return value

@@ -4,6 +4,7 @@ port): seed, "iTwin IoT Platform REST API", "Working with Projects" and "Sensor 
 | route | what |
 | --- | --- |
 | GET /nodes/all, /devices/all, /sensors/all | a project's entities (`pageSize`, `page` from 0) |
+| GET /nodes/{id}, /devices/{id}, /sensors/{id} | one entity (ids start with `/`: `//fn/X/node`) |
 | GET, DELETE /projects/{id} | a project; delete an empty one |
 | GET /projects/{id}/dataUsage | what a project holds |
 | POST /integrations/integrate | a new connection with devices and sensors, or changes |
@@ -297,6 +298,9 @@ async def sensors_metrics(
     caller: Caller,
     project_ids: ProjectIds = None,
     filters: Annotated[str | None, Query(description="raw: raw metrics only")] = None,
+    categorized: Annotated[
+        bool, Query(description="true: each sensor's metrics in categories (raw, deltas)")
+    ] = False,
 ) -> Response:
     require(caller, READ_DATA)
     body = await _body(request, SensorMetricsRequest)
@@ -315,7 +319,7 @@ async def sensors_metrics(
             if raw_only
             else await observations.all_metrics(scope, facts, sensor)
         )
-    return OrjsonResponse(metrics_by_sensor_body(by_sensor))
+    return OrjsonResponse(metrics_by_sensor_body(by_sensor, categorized=categorized))
 
 
 # -- uploads ----------------------------------------------------------------------------------
@@ -553,6 +557,44 @@ async def integration_of(
     devices = [d for d in await backend.network.devices(home) if d.node_id == node.id]
     touched = [(d, await backend.network.sensors_of(scope, facts, d)) for d in devices]
     return OrjsonResponse(await _integration_body(backend, scope, node, touched))
+
+
+# -- one entity -------------------------------------------------------------------------------
+
+
+async def _one(
+    request: Request, caller: Principal, project_id: str | None, kind: EntityKind, rest: str
+) -> Response:
+    require(caller, READ_DATA)
+    network = _backend(request).network
+    scope = _scope(caller, project_id)
+    facts = Facts()
+    # iTwin ids start with "/", so the URL has two slashes: /sensors//fn/6C4F6D/node/.../sensor
+    entity = await network.get(scope, "/" + rest, kind, "id", facts)
+    [body] = await network.render_many(scope, facts, [entity])
+    return OrjsonResponse(body)
+
+
+# Registered after /nodes/all, /devices/types, /sensors/types..., which they would shadow.
+@router.get("/nodes//{rest:path}", summary="A node (connection), by its id")
+async def node_by_id(
+    rest: str, request: Request, caller: Caller, project_ids: ProjectIds = None
+) -> Response:
+    return await _one(request, caller, project_ids, EntityKind.NODE, rest)
+
+
+@router.get("/devices//{rest:path}", summary="A device, by its id")
+async def device_by_id(
+    rest: str, request: Request, caller: Caller, project_ids: ProjectIds = None
+) -> Response:
+    return await _one(request, caller, project_ids, EntityKind.DEVICE, rest)
+
+
+@router.get("/sensors//{rest:path}", summary="A sensor, by its id")
+async def sensor_by_id(
+    rest: str, request: Request, caller: Caller, project_ids: ProjectIds = None
+) -> Response:
+    return await _one(request, caller, project_ids, EntityKind.SENSOR, rest)
 
 
 # -- out of scope -----------------------------------------------------------------------------

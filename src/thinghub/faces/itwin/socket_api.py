@@ -19,6 +19,7 @@ real clients use them):
 | getObservationsSummary {sensor or sensors, metric?} | call | `{id: {metric, unit, first, last}}` |
 | subscribeData {sensors, metric, unit, params?} | subscription | `{data: {ISO: v}}` |
 | uploadData {data: [{sensorId, timestamp, values}]} | call | `{"successfullyProcessedObs": n}` |
+| subscribeAlertTriggers {} | subscription | acknowledged; no pushes (no alert rules here) |
 
 A stream sends `{data: {ISO: value, ...}}` chunks, then `{"requestStatus": "finished"}` on
 its own. A subscription first says `{"requestStatus": "acknowledged"}` once it is live, then pushes
@@ -56,6 +57,7 @@ from thinghub.faces.itwin.params import (
     GetRawMetricsParams,
     GetSensorsParams,
     GetUnitsParams,
+    NoParams,
     ObservationsParams,
     RpcParams,
     SubscribeDataParams,
@@ -240,6 +242,18 @@ def build_table(backend: Backend) -> MethodTable[Call]:
         async for item in watched(call, params, EntityKind.SENSOR, params.sensors):
             yield item
 
+    @table.subscription(
+        "subscribeAlertTriggers",
+        NoParams,
+        summary="Alert triggers, pushed (thinghub has no alert rules: none come).",
+    )
+    async def subscribe_alert_triggers(call: Call, params: NoParams) -> AsyncIterator[Any]:
+        # Bentley's client subscribes once per widget and filters the pushes by sensor; with
+        # no alert rules here nothing triggers, so the subscription stays quiet until ended.
+        _scope(call, params)
+        yield ACKNOWLEDGED
+        await _forever()
+
     def unsubscriber(method: str, subscribe: str) -> None:
         @table.call(method, UnsubscribeParams, summary=f"End a {subscribe} subscription.")
         async def unsubscribe(call: Call, params: UnsubscribeParams) -> dict[str, Any]:
@@ -251,7 +265,7 @@ def build_table(backend: Backend) -> MethodTable[Call]:
                 )
             return {"unsubscribed": params.id}
 
-    for kind_name in ("Nodes", "Devices", "Sensors", "Data"):
+    for kind_name in ("Nodes", "Devices", "Sensors", "Data", "AlertTriggers"):
         unsubscriber(f"unsubscribe{kind_name}", f"subscribe{kind_name}")
 
     # -- metrics and units -----------------------------------------------------------------

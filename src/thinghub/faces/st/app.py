@@ -534,10 +534,12 @@ async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> R
 def fast_routes(context: FaceContext) -> tuple[FastRoute, ...]:
     """`GET /v1/devices/{id}` (get_device above) without FastAPI when all goes well
     (thinghub.fast_path): the same authentication, the same lookup, the same body; any
-    error is left to get_device."""
+    error, and a browser's call, is left to get_device."""
     services = context.services
 
-    async def device(scope: Scope, device_id: str) -> bytes:
+    async def device(scope: Scope, device_id: str) -> bytes | None:
+        if header(scope, b"origin") is not None:
+            return None  # a browser's call: the full stack adds the CORS headers (create_app)
         caller = await services.auth.authenticate_header(header(scope, b"authorization"))
         note = scope.get(REQUEST_NOTE_KEY)
         if isinstance(note, dict):  # as principal_of does

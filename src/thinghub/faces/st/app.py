@@ -15,8 +15,10 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Scope
 
 from thinghub.config import Settings
@@ -41,6 +43,7 @@ from thinghub.faces._http import (
 from thinghub.faces.face import FaceContext
 from thinghub.faces.st import stream
 from thinghub.faces.st.ioto import router as ioto_router
+from thinghub.faces.st.request_forms import RequestForms
 from thinghub.faces.st.schemas import (
     C2DSend,
     DeviceCreate,
@@ -531,10 +534,12 @@ async def get_device(device_id: DeviceId, request: Request, caller: Caller) -> R
 def fast_routes(context: FaceContext) -> tuple[FastRoute, ...]:
     """`GET /v1/devices/{id}` (get_device above) without FastAPI when all goes well
     (thinghub.fast_path): the same authentication, the same lookup, the same body; any
-    error is left to get_device."""
+    error, and a browser's call, is left to get_device."""
     services = context.services
 
-    async def device(scope: Scope, device_id: str) -> bytes:
+    async def device(scope: Scope, device_id: str) -> bytes | None:
+        if header(scope, b"origin") is not None:
+            return None  # a browser's call: the full stack adds the CORS headers (create_app)
         caller = await services.auth.authenticate_header(header(scope, b"authorization"))
         note = scope.get(REQUEST_NOTE_KEY)
         if isinstance(note, dict):  # as principal_of does
@@ -1011,4 +1016,29 @@ def create_app(context: FaceContext) -> FastAPI:
     app.include_router(router)
     app.include_router(stream.router)
     app.include_router(ioto_router)
+    # A trailing slash names the same route (RequestForms), never a redirect to the Host.
+    app.router.redirect_slashes = False
+    app.add_middleware(RequestForms, query_names=_query_names(app))
+    # The ST API serves a browser portal on another origin: any origin may call it with a
+    # bearer token (no cookies are used), and read the headers the answers carry.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["*"],
+        expose_headers=["x-continuation-token", "x-method-status"],
+        max_age=600,
+    )
     return app
+
+
+def _query_names(app: FastAPI) -> list[str]:
+    """The query parameter names the routes declare (each name in one case only)."""
+    names: dict[str, str] = {}
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            for param in route.dependant.query_params:
+                other = names.setdefault(param.alias.lower(), param.alias)
+                if other != param.alias:
+                    raise ValueError(f"query names {other!r} and {param.alias!r} differ in case")
+    return list(names.values())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -113,7 +114,7 @@ def test_keys_are_created_listed_rotated_and_revoked_through_v1(server: ServerPr
             == 401
         )
         with Ux(server.http_url, created["key"]) as ux:
-            assert ux.grant(ux.session(), "nope", "telemetry").status_code == 404  # key accepted
+            assert ux.grant(ux.session(), "nope", "telemetry").status_code == 204  # key accepted
         rotated = api.post(f"/v1/ux4iot/keys/{created['id']}/rotate").json()
         assert rotated["id"] == created["id"] and rotated["key"] != created["key"]
         with Ux(server.http_url, created["key"]) as old, Ux(server.http_url, rotated["key"]) as new:
@@ -172,8 +173,12 @@ def test_grants_answer_their_documented_statuses(
         assert ux.revoke(session, dev, kind, **extra).status_code == 204
     bad = ux.grant(session, dev, "telemetri")
     assert bad.status_code == 400 and "telemetri" in bad.json()["error"]["message"]
-    assert ux.grant(session, "no-such-device", "telemetry").status_code == 404
+    # 404 is for an unknown session only (the spec's statuses): a device id is not looked up
+    assert ux.grant(session, "no-such-device", "telemetry").status_code == 204
+    assert ux.revoke(session, "no-such-device", "telemetry").status_code == 204
+    assert ux.revoke(session, "never-granted", "deviceTwin").status_code == 204
     assert ux.grant("no-such-session", dev, "telemetry").status_code == 404
+    assert ux.revoke("no-such-session", dev, "telemetry").status_code == 404
     with Ux(server.http_url, "wrong") as wrong:
         assert wrong.grant(session, dev, "telemetry").status_code == 401
     with Ux(server.http_url, None) as nokey:
@@ -192,6 +197,33 @@ def test_subscriptions_need_a_grant_and_a_known_session(ux: Ux, device: dict[str
     assert ux.subscribe(session, dev, "deviceTwin").status_code == 204
     assert ux.subscribe(session, dev, "deviceTwin", method="DELETE").status_code == 204
     assert ux.subscribe(session, dev, "connectionState", method="DELETE").status_code == 403
+
+
+async def test_a_device_granted_before_it_is_registered_is_covered_once_it_is(
+    server: ServerProcess, ux: Ux
+) -> None:
+    """ux4iot stores a grant by device id (spec: PUT /grants is 404 for no session only), so a
+    security backend may grant a device that is registered later."""
+    dev = f"ux-later-{uuid.uuid4().hex[:10]}"
+    session = ux.session()
+    assert ux.grant(session, dev, "telemetry", telemetryKey=None).status_code == 204
+    assert ux.subscribe(session, dev, "telemetry", telemetryKey=None).status_code == 204
+    unknown = ux.as_session("GET", f"/lastValue/{dev}", session)
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "deviceId"
+    async with live_socket(server.http_url, session) as live:
+        with server.client(verify=False) as api:
+            params = {"api-version": CENTRAL_VERSION}
+            created = api.put(
+                f"/central/api/devices/{dev}", params=params, json={"displayName": dev}
+            )
+            assert created.status_code == 200, created.text
+            sent = api.post(
+                f"/central/api/devices/{dev}/telemetry", params=params, json={"temp": 4}
+            )
+            assert sent.status_code == 204, sent.text
+        await live.wait(telemetry_of(dev, temp=4))
+    last = ux.as_session("GET", f"/lastValue/{dev}/temp", session)
+    assert last.status_code == 200 and last.json()["data"] == {"temp": 4}
 
 
 def test_bulk_calls_take_both_body_forms_all_or_nothing(ux: Ux, device: dict[str, Any]) -> None:
@@ -525,8 +557,6 @@ def test_last_values_of_a_key_of_every_type_and_clearing(
         assert time.monotonic() < deadline, data()
         time.sleep(0.05)
     assert ux.http.get(f"/lastValue/{dev}/s").json()["data"] == {"s": "a"}
-    session = ux.session()
-    assert ux.as_session("DELETE", f"/lastValue/{dev}", session).status_code == 401  # key only
     assert ux.http.delete(f"/lastValue/{dev}").status_code == 204
     assert data() == {}
     assert ux.http.get(f"/lastValue/{dev}/n").status_code == 404
@@ -535,6 +565,31 @@ def test_last_values_of_a_key_of_every_type_and_clearing(
     while data() != {"n": 3}:
         assert time.monotonic() < deadline, data()
         time.sleep(0.05)
+
+
+def test_a_session_with_a_telemetry_grant_clears_the_last_values(
+    server: ServerProcess, ux: Ux, device: dict[str, Any]
+) -> None:
+    """Seed, "Remove all last values for a device": the sessionId header or the key; with a
+    session, a telemetry grant of the device must exist."""
+    dev = device["id"]
+    send_https(server, device, {"n": 1})
+    assert ux.bare.delete(f"/lastValue/{dev}").status_code == 401
+    assert ux.as_session("DELETE", f"/lastValue/{dev}", "no-such-session").status_code == 404
+    session = ux.session()
+    assert ux.as_session("DELETE", f"/lastValue/{dev}", session).status_code == 403  # unbound
+    assert ux.grant(session, dev, "deviceTwin").status_code == 204
+    assert ux.as_session("DELETE", f"/lastValue/{dev}", session).status_code == 403
+    assert ux.grant(session, "another-device", "telemetry").status_code == 204
+    assert ux.as_session("DELETE", f"/lastValue/{dev}", session).status_code == 403
+    assert ux.http.get(f"/lastValue/{dev}/n").json()["data"] == {"n": 1}  # nothing cleared
+    assert ux.grant(session, dev, "telemetry", telemetryKey="n").status_code == 204
+    assert ux.as_session("DELETE", f"/lastValue/{dev}", session).status_code == 204
+    assert ux.http.get(f"/lastValue/{dev}/n").status_code == 404
+    assert ux.as_session("GET", f"/lastValue/{dev}", session).json()["data"] == {}
+    # a granted device id the account does not hold is 404, as with the key
+    gone = ux.as_session("DELETE", "/lastValue/another-device", session)
+    assert gone.status_code == 404 and gone.json()["error"]["field"] == "deviceId"
 
 
 def test_reads_need_a_credential(server: ServerProcess, ux: Ux, device: dict[str, Any]) -> None:

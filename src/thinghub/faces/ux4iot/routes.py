@@ -270,11 +270,15 @@ async def delete_sessions(request: Request) -> Response:
 @router.put("/grants", status_code=204, tags=["grants"], openapi_extra=GRANT_DOC)
 async def put_grant(request: Request) -> Response:
     """Forward a grant (`type`, or v2's `grantType`, which also subscribes and pushes the
-    present value). 404 for an unknown session or a device not of the key's account."""
+    present value). 404 for an unknown session only: the device need not exist (yet)."""
     principal = await _key(request)
     runtime = runtime_of(request)
     session_id, grant, protocol = parse_body(GrantRequest, await _json(request)).to_domain()
-    await services_of(request).registry.get_device(principal, grant.device_id)
+    # Like ux4iot, which stores grants by device id without asking IoT Hub: a backend may
+    # grant a device before it is registered (the grant then covers it once it is). The
+    # grant is within the key's account: a device id of another account stays out of reach
+    # (its reads are 404, its events go to that account's sessions only), and the answer is
+    # the same 204 whether or not such a device exists anywhere.
     implied = await runtime.store.grant(
         session_id, principal.account_id, grant, runtime.now(), protocol
     )
@@ -286,11 +290,11 @@ async def put_grant(request: Request) -> Response:
 
 @router.delete("/grants", status_code=204, tags=["grants"], openapi_extra=GRANT_DOC)
 async def revoke_grant(request: Request) -> Response:
-    """Revoke the grant in the body: the subscriptions no other grant covers end at once."""
+    """Revoke the grant in the body: the subscriptions no other grant covers end at once.
+    204 also when the session does not hold it, or the device does not exist."""
     principal = await _key(request)
     runtime = runtime_of(request)
     session_id, grant, _ = parse_body(GrantRequest, await _json(request)).to_domain()
-    await services_of(request).registry.get_device(principal, grant.device_id)
     await runtime.store.revoke(session_id, principal.account_id, grant, runtime.now())
     return Response(status_code=204)
 
@@ -383,11 +387,19 @@ async def last_values(device_id: str, request: Request) -> Response:
 
 @router.delete("/lastValue/{device_id}", status_code=204, tags=["last values"])
 async def clear_last_values(device_id: str, request: Request) -> Response:
-    """Forget the device's last values (the stored telemetry stays). Key only."""
-    principal = await _key(request)
-    services = services_of(request)
-    device = await services.registry.get_device(principal, device_id)
-    await services.queries.clear_latest(principal, device)
+    """Forget the device's last values (the stored telemetry stays). With the key, or with a
+    session that holds a telemetry grant of the device (any key: the seed asks only that "a
+    grant for the device telemetry exists")."""
+    caller = await _caller(request)
+    if caller.session_id is not None:
+        runtime = runtime_of(request)
+        keys = await runtime.store.granted_telemetry_keys(
+            caller.session_id, device_id, runtime.now()
+        )
+        if keys is not None and not keys:
+            await _require(request, caller, Grant(device_id, GrantType.TELEMETRY))
+    device = await _device(request, caller, device_id)
+    await services_of(request).queries.clear_latest(caller.principal, device)
     return Response(status_code=204)
 
 

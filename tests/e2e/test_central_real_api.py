@@ -320,6 +320,66 @@ def test_last_value_telemetry(
     assert_error(central.get(f"/devices/{unique('nope')}/telemetry/temperature"), 404)
 
 
+def test_components_are_listed(
+    central: httpx.Client, admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """Devices_ListComponents: `{value: [...]}` of the model's components as declared (the
+    first call of the real API's how-to on controlling devices), without their schemas."""
+    tid = f"dtmi:contoso:{unique('ctl').replace('-', '_')};1"
+    body = template_body(tid)
+    contents = body["capabilityModel"]["contents"]
+    contents[-1] |= {"displayName": "Thermostat One", "description": "Thermostat One of Two."}
+    contents.append(
+        {
+            "@type": "Component",
+            "name": "deviceInformation",
+            "schema": "dtmi:azure:DeviceManagement:DeviceInformation;1",
+        }
+    )
+    assert central.put(f"/deviceTemplates/{tid}", json=body).status_code == 200
+    device_id = unique("ctl")
+    make_device(central, device_id, template=tid)
+    listed = central.get(f"/devices/{device_id}/components")
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {
+        "value": [
+            {
+                "@type": "Component",
+                "name": "thermostat1",
+                "displayName": "Thermostat One",
+                "description": "Thermostat One of Two.",
+            },
+            {"@type": "Component", "name": "deviceInformation"},
+        ]
+    }
+    # Through the specification's /v1 base too; a device without a model has none.
+    assert central.get(f"/v1/devices/{device_id}/components").json() == listed.json()
+    bare_id = unique("plain")
+    make_device(central, bare_id)
+    assert central.get(f"/devices/{bare_id}/components").json() == {"value": []}
+    assert_error(central.get(f"/devices/{unique('nope')}/components"), 404)
+
+    # A gateway's module: its model's components (none here), 404 for an unknown module.
+    gateway = admin.post(
+        "/v1/devices",
+        json={
+            "name": "gw",
+            "project": unique("p"),
+            "deployment": unique("d"),
+            "isIoTEdgeCapable": True,
+        },
+    )
+    assert gateway.status_code == 200, gateway.text
+    gateway_id = gateway.json()["id"]
+    module_id = unique("cam")
+    added = admin.post(f"/v1/devices/{gateway_id}/modules", json={"moduleId": module_id})
+    assert added.status_code == 200, added.text
+    module = central.get(f"/devices/{gateway_id}/modules/{module_id}/components")
+    assert module.status_code == 200, module.text
+    assert module.json() == {"value": []}
+    assert_error(central.get(f"/devices/{gateway_id}/modules/nope/components"), 404, "nope")
+
+
 # -- the real API's published examples, replayed --------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from thinghub.faces.central._wire import (
     render_error,
     token_json,
 )
+from thinghub.faces.central.components import router as components
 from thinghub.faces.central.jobs import router as groups_and_jobs
 from thinghub.faces.central.odata import parse_filter, parse_orderby
 from thinghub.faces.central.roles import parse_role
@@ -170,6 +171,8 @@ scheduled_router.include_router(scheduled_jobs)
 # Roles and users (faces/central/users.py), likewise.
 users_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 users_router.include_router(roles_and_users)
+# Components of a device's or module's model (faces/central/components.py), likewise.
+router.include_router(components)
 
 
 # -- application --------------------------------------------------------------------------------

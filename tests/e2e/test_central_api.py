@@ -1007,3 +1007,34 @@ def test_face_listen_serves_central_at_the_root(start_server: Callable[..., Serv
         assert v1.status_code == 200, v1.text
         assert urlsplit(v1.json()["nextLink"]).path == "/api/v1/devices"
     assert proc.stop() == 0
+
+
+def test_last_seen_survives_an_update_and_a_restart(
+    start_server: Callable[..., ServerProcess], tmp_path: Any
+) -> None:
+    """The seed's `lastSeen`: a PATCH of the device after its telemetry must not write an
+    older activity time back (it was lost at the next restart)."""
+    data_dir = tmp_path / "seen"
+    proc = start_server(data_dir=data_dir)
+
+    def client(server: ServerProcess) -> httpx.Client:
+        return httpx.Client(
+            base_url=server.http_url + API,
+            params={"api-version": VERSION},
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+            timeout=30,
+        )
+
+    with client(proc) as central:
+        make_device(central, "seen-1")
+        assert central.post("/devices/seen-1/telemetry", json={"t": 1}).status_code == 204
+        seen = central.get("/devices/seen-1").json()["lastSeen"]
+        patched = central.patch("/devices/seen-1", json={"displayName": "Renamed"})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["lastSeen"] == seen
+    assert proc.stop() == 0
+    again = start_server(data_dir=data_dir, admin_token=proc.admin_token)
+    with client(again) as central:
+        device = central.get("/devices/seen-1").json()
+        assert device["displayName"] == "Renamed"
+        assert device["lastSeen"] == seen

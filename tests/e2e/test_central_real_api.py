@@ -496,6 +496,8 @@ def test_published_examples_of_the_real_api(
     assert answer["request"] == {"tempVal": 30}
     assert answer["responseCode"] == 404
     assert answer["id"] == answer["commandId"]
+    # The timeouts it applied, as the real API's DeviceCommand shows them (defaults 0 and 30).
+    assert (answer["connectionTimeout"], answer["responseTimeout"]) == (0, 30)
     # Devices_GetComponentCommandHistory: {value: [...]} with what was sent.
     history = central.get(f"/devices/{device_id}/components/Thermostat_1o/commands/CoolDown")
     assert history.status_code == 200, history.text

@@ -522,7 +522,11 @@ async def _submit(
         envelope.get("connectionTimeout"),
         fields=COMMAND_FIELDS,
     )
-    return OrjsonResponse(executed_json(done), status_code=201)
+    # The real API answers the timeouts it applied, connectionTimeout too (0 by default).
+    connect = commands.connect_timeout(envelope.get("connectionTimeout"), COMMAND_FIELDS.ttl)
+    shown = executed_json(done)
+    shown["connectionTimeout"] = int(connect) if connect.is_integer() else connect
+    return OrjsonResponse(shown, status_code=201)
 
 
 @router.post(

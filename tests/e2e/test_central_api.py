@@ -115,6 +115,7 @@ def assert_error(response: httpx.Response, status: int, needle: str | None = Non
     assert error["code"]
     uuid.UUID(error["requestId"])
     assert response.headers["x-ms-request-id"] == error["requestId"]
+    assert response.headers["x-ms-error-code"] == error["code"]  # the real API's header
     parsedate_to_datetime(error["time"])
     if needle is not None:
         assert needle in error["message"], error["message"]

@@ -231,6 +231,54 @@ def test_template_etags_and_if_match(central: httpx.Client, unique: Callable[[st
     assert deleted.status_code == 204
 
 
+def test_template_list_filters_orders_and_pages(
+    central: httpx.Client, bare: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """DeviceTemplates_List takes basic OData ($top, $filter, $orderby) and pages with
+    nextLink, as the device list does; the parameters were ignored (every template, one
+    page)."""
+    tag = unique("tl").replace("-", "_")
+    ids = []
+    for name in ("Charlie", "alpha", "Bravo"):
+        tid = f"dtmi:thinghub:{tag}:{name.lower()};1"
+        body = {**template_body(tid), "displayName": f"{tag} {name}"}
+        assert central.put(f"/deviceTemplates/{tid}", json=body).status_code == 200
+        ids.append(tid)
+    mine = f"contains(displayName, '{tag}')"
+
+    def names(**params: Any) -> list[str]:
+        response = central.get("/deviceTemplates", params=params)
+        assert response.status_code == 200, response.text
+        return [t["displayName"].removeprefix(f"{tag} ") for t in response.json()["value"]]
+
+    assert names(**{"$filter": mine}) == ["alpha", "Bravo", "Charlie"]  # by @id
+    assert names(**{"$filter": f"{mine} and startswith(displayName, '{tag} C')"}) == ["Charlie"]
+    assert names(**{"$filter": f"@id eq '{ids[0]}'"}) == ["Charlie"]
+    assert names(**{"$filter": mine, "$orderby": "displayName desc"}) == [
+        "alpha",
+        "Charlie",
+        "Bravo",
+    ]
+    first = central.get("/deviceTemplates", params={"$filter": mine, "$maxpagesize": 2})
+    assert first.status_code == 200, first.text
+    assert len(first.json()["value"]) == 2
+    link = first.json()["nextLink"]
+    assert urlsplit(link).path == f"{API}/deviceTemplates"
+    rest = bare.get(link)
+    assert rest.status_code == 200, rest.text
+    assert [t["@id"] for t in first.json()["value"] + rest.json()["value"]] == sorted(ids)
+    assert "nextLink" not in rest.json()
+    assert names(**{"$filter": mine, "$top": 1}) == ["alpha"]
+    for params, needle in (
+        ({"$filter": "nope eq 'x'"}, "$filter"),
+        ({"$filter": "displayName eq"}, "$filter"),
+        ({"$orderby": "color"}, "$orderby"),
+        ({"$top": 0}, "$top"),
+        ({"$skiptoken": "x"}, "$skiptoken"),
+    ):
+        assert_error(central.get("/deviceTemplates", params=params), 400, needle)
+
+
 def test_unknown_device_fields_are_400_naming_them(
     central: httpx.Client, unique: Callable[[str], str]
 ) -> None:

@@ -10,7 +10,7 @@ and every rule of a use case are the services' (services/authz.py, services/*).
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
@@ -48,7 +48,7 @@ from thinghub.faces.central._wire import (
 )
 from thinghub.faces.central.components import router as components
 from thinghub.faces.central.jobs import router as groups_and_jobs
-from thinghub.faces.central.odata import parse_filter, parse_orderby
+from thinghub.faces.central.odata import FieldType, parse_filter, parse_orderby
 from thinghub.faces.central.roles import parse_role
 from thinghub.faces.central.scheduled import router as scheduled_jobs
 from thinghub.faces.central.schemas import (
@@ -67,6 +67,7 @@ from thinghub.services.registry import KEEP
 __all__ = ["create_app"]
 
 _caller = caller_dependency
+_T = TypeVar("_T")
 Caller = Annotated[Principal, Depends(_caller)]
 
 
@@ -328,18 +329,22 @@ def _page(
     """A page and the token of the next one. By id, the token is the last id shown (stable
     while devices come and go); in another order, `~` and the offset (`~` is in no id)."""
     if by_offset or (token is not None and token.startswith(OFFSET_TOKEN)):
-        start = 0
-        if token is not None:
-            digits = token.removeprefix(OFFSET_TOKEN)
-            if not token.startswith(OFFSET_TOKEN) or not digits.isdigit() or len(digits) > 9:
-                raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
-            start = int(digits)
-        chosen = devices[start : start + size]
-        more = len(devices) > start + size
-        return chosen, f"{OFFSET_TOKEN}{start + size}" if more else None
+        return _offset_page(devices, size, token)
     rest = devices if token is None else [d for d in devices if d.id > token]
     chosen = rest[:size]
     return chosen, chosen[-1].id if len(rest) > size else None
+
+
+def _offset_page(items: list[_T], size: int, token: str | None) -> tuple[list[_T], str | None]:
+    """A page from the offset a `$skiptoken` of `~` and a number names, and the next one's."""
+    start = 0
+    if token is not None:
+        digits = token.removeprefix(OFFSET_TOKEN)
+        if not token.startswith(OFFSET_TOKEN) or not digits.isdigit() or len(digits) > 9:
+            raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
+        start = int(digits)
+    more = len(items) > start + size
+    return items[start : start + size], f"{OFFSET_TOKEN}{start + size}" if more else None
 
 
 def _if_match(request: Request, body_etag: str | None = None) -> str | None:
@@ -986,10 +991,69 @@ async def put_template(
     return _template_response(template)
 
 
+# The template fields `$filter` and `$orderby` see on the template list, with their types.
+TEMPLATE_FIELDS: dict[str, FieldType] = {
+    "@id": "string",
+    "displayName": "string",
+    "description": "string",
+}
+
+
+def _template_record(template: DeviceTemplate) -> dict[str, Any]:
+    description = template.document.get("description")
+    return {
+        "@id": template.id,
+        "displayName": template.display_name,
+        "description": description if isinstance(description, str) else None,
+    }
+
+
 @router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
-async def list_templates(request: Request, caller: Caller) -> Response:
-    templates = await services_of(request).templates.list(caller)
-    return OrjsonResponse({"value": [_template_json(t) for t in templates]})
+async def list_templates(
+    request: Request,
+    caller: Caller,
+    filter_: Annotated[
+        str | None,
+        Query(
+            alias="$filter",
+            description="OData filter on @id, displayName, description, e.g. "
+            "contains(displayName, 'Thermostat')",
+            json_schema_extra={"minLength": 1},
+        ),
+    ] = None,
+    top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
+    maxpagesize: Annotated[
+        int | None, Query(alias="$maxpagesize", description="Page size (the real API's name)")
+    ] = None,
+    orderby: Annotated[
+        str | None,
+        Query(
+            alias="$orderby",
+            description="field [asc|desc], ... (default: by @id)",
+            json_schema_extra={"minLength": 1},
+        ),
+    ] = None,
+    skiptoken: Annotated[
+        str | None, Query(alias="$skiptoken", description="From a nextLink")
+    ] = None,
+) -> Response:
+    """`{value: [...], nextLink?}` by @id (or `$orderby`), `$filter`ed, a page of `$top` or
+    `$maxpagesize` (the smaller when both; at most page_max), as the device list pages."""
+    size = _page_size(settings_of(request).page_max, top=top, maxpagesize=maxpagesize)
+    matcher = None if filter_ is None else parse_filter(filter_, TEMPLATE_FIELDS)
+    order = None if orderby is None else parse_orderby(orderby, TEMPLATE_FIELDS)
+    templates = sorted(await services_of(request).templates.list(caller), key=lambda t: t.id)
+    if matcher is not None:
+        templates = [t for t in templates if matcher.matches(_template_record(t))]
+    if order is not None:
+        by_id = {t.id: t for t in templates}
+        ordered = order.sort([_template_record(t) for t in templates])
+        templates = [by_id[r["@id"]] for r in ordered]
+    chosen, token = _offset_page(templates, size, skiptoken)
+    out: dict[str, Any] = {"value": [_template_json(t) for t in chosen]}
+    if token is not None:
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})
+    return OrjsonResponse(out)
 
 
 @router.get(

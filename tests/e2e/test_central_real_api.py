@@ -671,3 +671,102 @@ def test_query_over_telemetry(
         ({"query": "x", "top": 3}, 400, "top"),
     ]:
         assert_error(central.post("/query", json=body), status, needle)
+
+
+def test_published_template_example_and_geopoint(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """DeviceTemplates_Create's published body (2022-10-31-preview) is taken: it has IoT
+    Central's `geopoint` schema (a command's response), an `extends`, an Edge module
+    relationship and a cloud property; it was a 400 ("unknown schema 'geopoint'"). A geopoint
+    value is {lat, lon, alt?}."""
+    tid = f"dtmi:contoso:{unique('tdt').replace('-', '_')};1"
+    body = {
+        "@type": ["ModelDefinition", "DeviceModel", "EdgeModel"],
+        "displayName": "Test Definition",
+        "capabilityModel": {
+            "@id": "dtmi:contoso:testCapabilityModel;1",
+            "@type": "Interface",
+            "displayName": "Test Capability Model",
+            "extends": [
+                {
+                    "@id": "dtmi:contoso:testInterface;1",
+                    "@type": "Interface",
+                    "displayName": "Test Interface",
+                    "contents": [
+                        {
+                            "@type": "Telemetry",
+                            "displayName": "Test Telemetry",
+                            "name": "testTelemetry",
+                            "schema": "double",
+                        },
+                        {
+                            "@type": ["Telemetry", "Event", "EventValue"],
+                            "displayName": "Test Event",
+                            "name": "testEvent",
+                            "schema": "integer",
+                            "severity": "warning",
+                        },
+                        {
+                            "@type": ["Property", "Initialized"],
+                            "displayName": "Test Property",
+                            "name": "testProperty",
+                            "schema": "string",
+                            "writable": True,
+                            "initialValue": "initialValue1",
+                        },
+                        {
+                            "@type": "Command",
+                            "commandType": "synchronous",
+                            "displayName": "Test Command",
+                            "name": "testCommand",
+                            "request": {
+                                "displayName": "Test Request",
+                                "name": "testRequest",
+                                "schema": "double",
+                            },
+                            "response": {
+                                "displayName": "Test Response",
+                                "name": "testResponse",
+                                "schema": "geopoint",
+                            },
+                        },
+                    ],
+                }
+            ],
+            "contents": [
+                {
+                    "@type": ["Relationship", "EdgeModule"],
+                    "displayName": "Test Module",
+                    "maxMultiplicity": 1,
+                    "name": "testModule",
+                    "target": [
+                        {
+                            "@id": "dtmi:contoso:testModuleCapabilityModel;1",
+                            "@type": "Interface",
+                            "displayName": "Test Module Capability Model",
+                            "contents": [],
+                        }
+                    ],
+                },
+                {
+                    "@type": ["Cloud", "Property"],
+                    "displayName": "Test Cloud Property",
+                    "name": "testCloudProperty",
+                    "schema": "dateTime",
+                },
+                {"@type": "Telemetry", "name": "location", "schema": "geopoint"},
+            ],
+        },
+    }
+    created = central.put(f"/deviceTemplates/{tid}", json=body)
+    assert created.status_code == 200, created.text
+    assert created.json()["capabilityModel"] == body["capabilityModel"]
+    device_id = unique("geo")
+    make_device(central, device_id, template=tid)
+    url = f"/devices/{device_id}/telemetry"
+    where = {"lat": 47.64263, "lon": -122.13035, "alt": 0}
+    assert central.post(url, json={"location": where, "testTelemetry": 1.5}).status_code == 204
+    assert central.get(f"{url}/location").json()["value"] == where
+    for bad in ({"lat": 47.6}, {"lat": 91, "lon": 0}, {"type": "Point", "coordinates": [1, 2]}):
+        assert_error(central.post(url, json={"location": bad}), 400, "location")

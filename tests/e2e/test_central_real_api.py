@@ -770,3 +770,46 @@ def test_published_template_example_and_geopoint(
     assert central.get(f"{url}/location").json()["value"] == where
     for bad in ({"lat": 47.6}, {"lat": 91, "lon": 0}, {"type": "Point", "coordinates": [1, 2]}):
         assert_error(central.post(url, json={"location": bad}), 400, "location")
+
+
+def test_cloud_properties_are_set_with_the_property_routes(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """A template's `["Cloud", "Property"]` is set with the same routes as a writable
+    property (the whole-device PATCH, and the specification's one-property PATCH), kept with
+    the device and shown by GET; it was a 400 ("not writable")."""
+    tid = f"dtmi:contoso:{unique('cp').replace('-', '_')};1"
+    body = template_body(tid)
+    body["capabilityModel"]["contents"].append(
+        {"@type": ["Cloud", "Property"], "name": "customerName", "schema": "string"}
+    )
+    assert central.put(f"/deviceTemplates/{tid}", json=body).status_code == 200
+    device_id = unique("cp")
+    make_device(central, device_id, template=tid)
+    base = f"/devices/{device_id}/properties"
+    assert_error(central.get(f"{base}/customerName"), 404, "customerName")
+
+    both = central.patch(base, json={"customerName": "Contoso", "targetTemperature": 21.5})
+    assert both.status_code == 202, both.text
+    assert both.json() == {
+        "$metadata": {
+            "targetTemperature": {"desiredValue": 21.5},
+            "customerName": {"desiredValue": "Contoso"},
+        }
+    }
+    shown = central.get(base).json()
+    assert shown["customerName"] == "Contoso"
+    assert shown["targetTemperature"] == 21.5
+
+    one = central.patch(f"{base}/customerName", json={"value": "Fabrikam"})
+    assert one.status_code == 200, one.text
+    assert one.json() == {"value": "Fabrikam", "lastReportedTime": None}
+    assert central.get(f"{base}/customerName").json() == one.json()
+    assert central.get(base).json()["customerName"] == "Fabrikam"
+
+    # Checked against the template, and nothing of a refused write is applied.
+    assert_error(central.patch(base, json={"customerName": 5}), 400, "customerName")
+    assert_error(central.patch(f"{base}/customerName", json={"value": None}), 400)
+    refused = central.patch(base, json={"customerName": "X", "targetTemperature": "hot"})
+    assert_error(refused, 400, "targetTemperature")
+    assert central.get(base).json()["customerName"] == "Fabrikam"

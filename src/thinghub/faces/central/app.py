@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Conflict, Invalid, PreconditionFailed
+from thinghub.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import (
@@ -46,6 +46,7 @@ from thinghub.faces.central._wire import (
     render_error,
     token_json,
 )
+from thinghub.faces.central.cloud import check_cloud_value, cloud_names
 from thinghub.faces.central.components import router as components
 from thinghub.faces.central.jobs import router as groups_and_jobs
 from thinghub.faces.central.odata import FieldType, parse_filter, parse_orderby
@@ -62,7 +63,7 @@ from thinghub.faces.central.schemas import (
 from thinghub.faces.central.users import router as roles_and_users
 from thinghub.faces.face import FaceContext
 from thinghub.services.commands import MAX_HISTORY, CommandFields
-from thinghub.services.registry import KEEP
+from thinghub.services.registry import CLOUD_PROPERTIES, KEEP
 
 __all__ = ["create_app"]
 
@@ -669,7 +670,17 @@ async def get_property(
 ) -> Response:
     """{value, lastReportedTime}: the newer of what the device reported and (for a writable
     property) what was last set here; 404 when neither exists."""
-    found = await services_of(request).properties.read(caller, device_id, property_name)
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    if property_name in cloud_names(await services.templates.for_device(device)):
+        cloud = device.attributes.get(CLOUD_PROPERTIES)
+        if not isinstance(cloud, dict) or property_name not in cloud:
+            raise NotFound(
+                f"cloud property {property_name!r} of device {device_id!r} has no value yet",
+                field="propertyName",
+            )
+        return OrjsonResponse(_property_json(cloud[property_name], None))
+    found = await services.properties.read(caller, device, property_name)
     return OrjsonResponse(_property_json(found.value, found.last_updated))
 
 
@@ -683,9 +694,14 @@ async def update_property(
 ) -> Response:
     """Patches the desired twin, which reaches the device (now, or when it reconnects), and
     answers the updated property object, as GET shows it."""
-    written = await services_of(request).properties.write(
-        caller, device_id, property_name, body.value
-    )
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    template = await services.templates.for_device(device)
+    if template is not None and property_name in cloud_names(template):
+        check_cloud_value(template, property_name, body.value)
+        await services.registry.set_cloud_property(caller, device_id, property_name, body.value)
+        return OrjsonResponse(_property_json(body.value, None))
+    written = await services.properties.write(caller, device, property_name, body.value)
     return OrjsonResponse(_property_json(written.value, written.last_updated))
 
 
@@ -732,8 +748,24 @@ async def _write_properties(
     body: Any,
     component: str | None = None,
 ) -> Response:
-    patch = await services_of(request).properties.write_many(caller, device, body, component)
-    shown = _desired_metadata(patch)
+    services = services_of(request)
+    cloud: dict[str, Any] = {}
+    if component is None and isinstance(device, str) and isinstance(body, dict):
+        # The template's cloud properties are kept by the registry, the rest is the patch.
+        target = await services.registry.get_device(caller, device)
+        template = await services.templates.for_device(target)
+        if template is not None:
+            names = cloud_names(template)
+            cloud = {k: v for k, v in body.items() if k in names}
+            for name, value in cloud.items():
+                check_cloud_value(template, name, value)
+            body = {k: v for k, v in body.items() if k not in names}
+    patch = {}
+    if body or not cloud:
+        patch = await services.properties.write_many(caller, device, body, component)
+    for name, value in cloud.items():
+        await services.registry.set_cloud_property(caller, str(device), name, value)
+    shown = _desired_metadata({**patch, **cloud})
     if component is not None:
         shown = shown.get(component, {})
     return OrjsonResponse(shown, status_code=202)

@@ -422,6 +422,11 @@ def test_components_are_listed(
     module_id = unique("cam")
     added = admin.post(f"/v1/devices/{gateway_id}/modules", json={"moduleId": module_id})
     assert added.status_code == 200, added.text
+    # Devices_ListModules: the real API's `name` (and `@type`) besides `id`.
+    modules = central.get(f"/devices/{gateway_id}/modules").json()["value"]
+    assert [(m["name"], m["id"], m["@type"]) for m in modules] == [
+        (module_id, module_id, ["Relationship", "EdgeModule"])
+    ]
     module = central.get(f"/devices/{gateway_id}/modules/{module_id}/components")
     assert module.status_code == 200, module.text
     assert module.json() == {"value": []}

@@ -882,7 +882,14 @@ async def get_component_telemetry(
 
 
 def _module_json(module: Device) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": module.module_id, "displayName": module.name}
+    """The real API's module (`@type`, `name`: the module's id) with thinghub's `id`,
+    `displayName` and `lastSeen`."""
+    out: dict[str, Any] = {
+        "@type": ["Relationship", "EdgeModule"],
+        "name": module.module_id,
+        "id": module.module_id,
+        "displayName": module.name,
+    }
     if module.last_activity_at is not None:
         out["lastSeen"] = format_ts_short(module.last_activity_at)
     return out

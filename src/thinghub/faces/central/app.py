@@ -679,7 +679,9 @@ async def get_property(
                 f"cloud property {property_name!r} of device {device_id!r} has no value yet",
                 field="propertyName",
             )
-        return OrjsonResponse(_property_json(cloud[property_name], None))
+        # Cloud properties keep no time of their own: the record's last change is when the
+        # value (or a later change of the device) was saved.
+        return OrjsonResponse(_property_json(cloud[property_name], device.updated_at))
     found = await services.properties.read(caller, device, property_name)
     return OrjsonResponse(_property_json(found.value, found.last_updated))
 
@@ -699,8 +701,10 @@ async def update_property(
     template = await services.templates.for_device(device)
     if template is not None and property_name in cloud_names(template):
         check_cloud_value(template, property_name, body.value)
-        await services.registry.set_cloud_property(caller, device_id, property_name, body.value)
-        return OrjsonResponse(_property_json(body.value, None))
+        saved = await services.registry.set_cloud_property(
+            caller, device_id, property_name, body.value
+        )
+        return OrjsonResponse(_property_json(body.value, saved.updated_at))
     written = await services.properties.write(caller, device, property_name, body.value)
     return OrjsonResponse(_property_json(written.value, written.last_updated))
 

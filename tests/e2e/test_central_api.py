@@ -541,6 +541,12 @@ def test_credentials_connect_the_same_device(
     v1 = admin.get(f"/v1/devices/{device_id}").json()["credentials"]["symmetricKey"]
     assert creds["symmetricKey"] == v1
     assert_error(central.get(f"/devices/{unique('nope')}/credentials"), 404)
+    # Devices_GetAttestation: the device's own keys, an individual symmetric-key attestation.
+    attestation = central.get(f"/devices/{device_id}/attestation")
+    assert attestation.status_code == 200, attestation.text
+    assert attestation.json() == {"type": "symmetricKey", "symmetricKey": v1}
+    assert_error(central.get(f"/devices/{unique('nope')}/attestation"), 404)
+    assert_error(central.put(f"/devices/{device_id}/attestation", json={}), 405)
 
 
 # -- device templates --------------------------------------------------------------------------

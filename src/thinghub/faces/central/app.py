@@ -476,6 +476,23 @@ async def get_credentials(device_id: str, request: Request, caller: Caller) -> R
     )
 
 
+@router.get(
+    "/devices/{device_id}/attestation",
+    tags=["devices"],
+    summary="Get a device's attestation",
+)
+async def get_attestation(device_id: str, request: Request, caller: Caller) -> Response:
+    """The real API's attestation of a device: thinghub's devices have keys of their own
+    (an individual symmetric-key attestation), the keys `/credentials` shows."""
+    keys = await services_of(request).registry.keys(caller, device_id)
+    return OrjsonResponse(
+        {
+            "type": "symmetricKey",
+            "symmetricKey": {"primaryKey": keys.primary_key, "secondaryKey": keys.secondary_key},
+        }
+    )
+
+
 # -- telemetry ----------------------------------------------------------------------------------
 
 

@@ -819,3 +819,39 @@ def test_cloud_properties_are_set_with_the_property_routes(
     refused = central.patch(base, json={"customerName": "X", "targetTemperature": "hot"})
     assert_error(refused, 400, "targetTemperature")
     assert central.get(base).json()["customerName"] == "Fabrikam"
+
+
+def test_preview_query_options_without_dollar(
+    central: httpx.Client, bare: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """2022-10-31-preview names the options `filter`, `orderby` and `maxpagesize` (no `$`), as
+    its how-tos write them: they are applied like the `$` names (they were silently ignored:
+    every device, one page)."""
+    tag = unique("pv").replace("-", "_")
+    for name in ("b", "a", "c"):
+        make_device(central, f"{tag}-{name}", displayName=f"{tag} {name}")
+    params = {
+        "api-version": "2022-10-31-preview",
+        "filter": f"startswith(displayName, '{tag}')",
+        "orderby": "displayName desc",
+        "maxpagesize": 2,
+    }
+    first = bare.get(f"{API}/devices", params=params)
+    assert first.status_code == 200, first.text
+    assert [d["id"] for d in first.json()["value"]] == [f"{tag}-c", f"{tag}-b"]
+    rest = bare.get(first.json()["nextLink"])
+    assert rest.status_code == 200, rest.text
+    assert [d["id"] for d in rest.json()["value"]] == [f"{tag}-a"]
+    assert "nextLink" not in rest.json()
+    # The `$` name wins when both are sent; a malformed plain filter is the same 400.
+    both = bare.get(
+        f"{API}/devices",
+        params={**params, "$filter": f"id eq '{tag}-a'", "maxpagesize": 5},
+    )
+    assert [d["id"] for d in both.json()["value"]] == [f"{tag}-a"]
+    assert_error(bare.get(f"{API}/devices", params={**params, "filter": "nope eq"}), 400)
+    templates = bare.get(
+        f"{API}/deviceTemplates",
+        params={"api-version": "2022-10-31-preview", "filter": f"@id eq 'dtmi:no:{tag};1'"},
+    )
+    assert templates.json() == {"value": []}

@@ -50,6 +50,7 @@ from thinghub.faces.central.cloud import check_cloud_value, cloud_names
 from thinghub.faces.central.components import router as components
 from thinghub.faces.central.jobs import router as groups_and_jobs
 from thinghub.faces.central.odata import FieldType, parse_filter, parse_orderby
+from thinghub.faces.central.query_options import PlainQueryOptions
 from thinghub.faces.central.roles import parse_role
 from thinghub.faces.central.scheduled import router as scheduled_jobs
 from thinghub.faces.central.schemas import (
@@ -1162,6 +1163,7 @@ def create_app(context: FaceContext) -> FastAPI:
         error_schema=ERROR_SCHEMA,
     )
     authenticate_before_body(app, authenticate)
+    app.add_middleware(PlainQueryOptions)
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
     app.include_router(jobs_router)

@@ -115,6 +115,7 @@ def assert_error(response: httpx.Response, status: int, needle: str | None = Non
     assert error["code"]
     uuid.UUID(error["requestId"])
     assert response.headers["x-ms-request-id"] == error["requestId"]
+    assert response.headers["x-ms-error-code"] == error["code"]  # the real API's header
     parsedate_to_datetime(error["time"])
     if needle is not None:
         assert needle in error["message"], error["message"]
@@ -540,6 +541,12 @@ def test_credentials_connect_the_same_device(
     v1 = admin.get(f"/v1/devices/{device_id}").json()["credentials"]["symmetricKey"]
     assert creds["symmetricKey"] == v1
     assert_error(central.get(f"/devices/{unique('nope')}/credentials"), 404)
+    # Devices_GetAttestation: the device's own keys, an individual symmetric-key attestation.
+    attestation = central.get(f"/devices/{device_id}/attestation")
+    assert attestation.status_code == 200, attestation.text
+    assert attestation.json() == {"type": "symmetricKey", "symmetricKey": v1}
+    assert_error(central.get(f"/devices/{unique('nope')}/attestation"), 404)
+    assert_error(central.put(f"/devices/{device_id}/attestation", json={}), 405)
 
 
 # -- device templates --------------------------------------------------------------------------
@@ -1007,3 +1014,34 @@ def test_face_listen_serves_central_at_the_root(start_server: Callable[..., Serv
         assert v1.status_code == 200, v1.text
         assert urlsplit(v1.json()["nextLink"]).path == "/api/v1/devices"
     assert proc.stop() == 0
+
+
+def test_last_seen_survives_an_update_and_a_restart(
+    start_server: Callable[..., ServerProcess], tmp_path: Any
+) -> None:
+    """The seed's `lastSeen`: a PATCH of the device after its telemetry must not write an
+    older activity time back (it was lost at the next restart)."""
+    data_dir = tmp_path / "seen"
+    proc = start_server(data_dir=data_dir)
+
+    def client(server: ServerProcess) -> httpx.Client:
+        return httpx.Client(
+            base_url=server.http_url + API,
+            params={"api-version": VERSION},
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+            timeout=30,
+        )
+
+    with client(proc) as central:
+        make_device(central, "seen-1")
+        assert central.post("/devices/seen-1/telemetry", json={"t": 1}).status_code == 204
+        seen = central.get("/devices/seen-1").json()["lastSeen"]
+        patched = central.patch("/devices/seen-1", json={"displayName": "Renamed"})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["lastSeen"] == seen
+    assert proc.stop() == 0
+    again = start_server(data_dir=data_dir, admin_token=proc.admin_token)
+    with client(again) as central:
+        device = central.get("/devices/seen-1").json()
+        assert device["displayName"] == "Renamed"
+        assert device["lastSeen"] == seen

@@ -231,6 +231,54 @@ def test_template_etags_and_if_match(central: httpx.Client, unique: Callable[[st
     assert deleted.status_code == 204
 
 
+def test_template_list_filters_orders_and_pages(
+    central: httpx.Client, bare: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """DeviceTemplates_List takes basic OData ($top, $filter, $orderby) and pages with
+    nextLink, as the device list does; the parameters were ignored (every template, one
+    page)."""
+    tag = unique("tl").replace("-", "_")
+    ids = []
+    for name in ("Charlie", "alpha", "Bravo"):
+        tid = f"dtmi:thinghub:{tag}:{name.lower()};1"
+        body = {**template_body(tid), "displayName": f"{tag} {name}"}
+        assert central.put(f"/deviceTemplates/{tid}", json=body).status_code == 200
+        ids.append(tid)
+    mine = f"contains(displayName, '{tag}')"
+
+    def names(**params: Any) -> list[str]:
+        response = central.get("/deviceTemplates", params=params)
+        assert response.status_code == 200, response.text
+        return [t["displayName"].removeprefix(f"{tag} ") for t in response.json()["value"]]
+
+    assert names(**{"$filter": mine}) == ["alpha", "Bravo", "Charlie"]  # by @id
+    assert names(**{"$filter": f"{mine} and startswith(displayName, '{tag} C')"}) == ["Charlie"]
+    assert names(**{"$filter": f"@id eq '{ids[0]}'"}) == ["Charlie"]
+    assert names(**{"$filter": mine, "$orderby": "displayName desc"}) == [
+        "alpha",
+        "Charlie",
+        "Bravo",
+    ]
+    first = central.get("/deviceTemplates", params={"$filter": mine, "$maxpagesize": 2})
+    assert first.status_code == 200, first.text
+    assert len(first.json()["value"]) == 2
+    link = first.json()["nextLink"]
+    assert urlsplit(link).path == f"{API}/deviceTemplates"
+    rest = bare.get(link)
+    assert rest.status_code == 200, rest.text
+    assert [t["@id"] for t in first.json()["value"] + rest.json()["value"]] == sorted(ids)
+    assert "nextLink" not in rest.json()
+    assert names(**{"$filter": mine, "$top": 1}) == ["alpha"]
+    for params, needle in (
+        ({"$filter": "nope eq 'x'"}, "$filter"),
+        ({"$filter": "displayName eq"}, "$filter"),
+        ({"$orderby": "color"}, "$orderby"),
+        ({"$top": 0}, "$top"),
+        ({"$skiptoken": "x"}, "$skiptoken"),
+    ):
+        assert_error(central.get("/deviceTemplates", params=params), 400, needle)
+
+
 def test_unknown_device_fields_are_400_naming_them(
     central: httpx.Client, unique: Callable[[str], str]
 ) -> None:
@@ -318,6 +366,71 @@ def test_last_value_telemetry(
     assert newest["value"] == 22.0
     assert TIME_RE.fullmatch(newest["timestamp"])
     assert_error(central.get(f"/devices/{unique('nope')}/telemetry/temperature"), 404)
+
+
+def test_components_are_listed(
+    central: httpx.Client, admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """Devices_ListComponents: `{value: [...]}` of the model's components as declared (the
+    first call of the real API's how-to on controlling devices), without their schemas."""
+    tid = f"dtmi:contoso:{unique('ctl').replace('-', '_')};1"
+    body = template_body(tid)
+    contents = body["capabilityModel"]["contents"]
+    contents[-1] |= {"displayName": "Thermostat One", "description": "Thermostat One of Two."}
+    contents.append(
+        {
+            "@type": "Component",
+            "name": "deviceInformation",
+            "schema": "dtmi:azure:DeviceManagement:DeviceInformation;1",
+        }
+    )
+    assert central.put(f"/deviceTemplates/{tid}", json=body).status_code == 200
+    device_id = unique("ctl")
+    make_device(central, device_id, template=tid)
+    listed = central.get(f"/devices/{device_id}/components")
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {
+        "value": [
+            {
+                "@type": "Component",
+                "name": "thermostat1",
+                "displayName": "Thermostat One",
+                "description": "Thermostat One of Two.",
+            },
+            {"@type": "Component", "name": "deviceInformation"},
+        ]
+    }
+    # Through the specification's /v1 base too; a device without a model has none.
+    assert central.get(f"/v1/devices/{device_id}/components").json() == listed.json()
+    bare_id = unique("plain")
+    make_device(central, bare_id)
+    assert central.get(f"/devices/{bare_id}/components").json() == {"value": []}
+    assert_error(central.get(f"/devices/{unique('nope')}/components"), 404)
+
+    # A gateway's module: its model's components (none here), 404 for an unknown module.
+    gateway = admin.post(
+        "/v1/devices",
+        json={
+            "name": "gw",
+            "project": unique("p"),
+            "deployment": unique("d"),
+            "isIoTEdgeCapable": True,
+        },
+    )
+    assert gateway.status_code == 200, gateway.text
+    gateway_id = gateway.json()["id"]
+    module_id = unique("cam")
+    added = admin.post(f"/v1/devices/{gateway_id}/modules", json={"moduleId": module_id})
+    assert added.status_code == 200, added.text
+    # Devices_ListModules: the real API's `name` (and `@type`) besides `id`.
+    modules = central.get(f"/devices/{gateway_id}/modules").json()["value"]
+    assert [(m["name"], m["id"], m["@type"]) for m in modules] == [
+        (module_id, module_id, ["Relationship", "EdgeModule"])
+    ]
+    module = central.get(f"/devices/{gateway_id}/modules/{module_id}/components")
+    assert module.status_code == 200, module.text
+    assert module.json() == {"value": []}
+    assert_error(central.get(f"/devices/{gateway_id}/modules/nope/components"), 404, "nope")
 
 
 # -- the real API's published examples, replayed --------------------------------------------------
@@ -436,6 +549,8 @@ def test_published_examples_of_the_real_api(
     assert answer["request"] == {"tempVal": 30}
     assert answer["responseCode"] == 404
     assert answer["id"] == answer["commandId"]
+    # The timeouts it applied, as the real API's DeviceCommand shows them (defaults 0 and 30).
+    assert (answer["connectionTimeout"], answer["responseTimeout"]) == (0, 30)
     # Devices_GetComponentCommandHistory: {value: [...]} with what was sent.
     history = central.get(f"/devices/{device_id}/components/Thermostat_1o/commands/CoolDown")
     assert history.status_code == 200, history.text
@@ -561,3 +676,182 @@ def test_query_over_telemetry(
         ({"query": "x", "top": 3}, 400, "top"),
     ]:
         assert_error(central.post("/query", json=body), status, needle)
+
+
+def test_published_template_example_and_geopoint(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """DeviceTemplates_Create's published body (2022-10-31-preview) is taken: it has IoT
+    Central's `geopoint` schema (a command's response), an `extends`, an Edge module
+    relationship and a cloud property; it was a 400 ("unknown schema 'geopoint'"). A geopoint
+    value is {lat, lon, alt?}."""
+    tid = f"dtmi:contoso:{unique('tdt').replace('-', '_')};1"
+    body = {
+        "@type": ["ModelDefinition", "DeviceModel", "EdgeModel"],
+        "displayName": "Test Definition",
+        "capabilityModel": {
+            "@id": "dtmi:contoso:testCapabilityModel;1",
+            "@type": "Interface",
+            "displayName": "Test Capability Model",
+            "extends": [
+                {
+                    "@id": "dtmi:contoso:testInterface;1",
+                    "@type": "Interface",
+                    "displayName": "Test Interface",
+                    "contents": [
+                        {
+                            "@type": "Telemetry",
+                            "displayName": "Test Telemetry",
+                            "name": "testTelemetry",
+                            "schema": "double",
+                        },
+                        {
+                            "@type": ["Telemetry", "Event", "EventValue"],
+                            "displayName": "Test Event",
+                            "name": "testEvent",
+                            "schema": "integer",
+                            "severity": "warning",
+                        },
+                        {
+                            "@type": ["Property", "Initialized"],
+                            "displayName": "Test Property",
+                            "name": "testProperty",
+                            "schema": "string",
+                            "writable": True,
+                            "initialValue": "initialValue1",
+                        },
+                        {
+                            "@type": "Command",
+                            "commandType": "synchronous",
+                            "displayName": "Test Command",
+                            "name": "testCommand",
+                            "request": {
+                                "displayName": "Test Request",
+                                "name": "testRequest",
+                                "schema": "double",
+                            },
+                            "response": {
+                                "displayName": "Test Response",
+                                "name": "testResponse",
+                                "schema": "geopoint",
+                            },
+                        },
+                    ],
+                }
+            ],
+            "contents": [
+                {
+                    "@type": ["Relationship", "EdgeModule"],
+                    "displayName": "Test Module",
+                    "maxMultiplicity": 1,
+                    "name": "testModule",
+                    "target": [
+                        {
+                            "@id": "dtmi:contoso:testModuleCapabilityModel;1",
+                            "@type": "Interface",
+                            "displayName": "Test Module Capability Model",
+                            "contents": [],
+                        }
+                    ],
+                },
+                {
+                    "@type": ["Cloud", "Property"],
+                    "displayName": "Test Cloud Property",
+                    "name": "testCloudProperty",
+                    "schema": "dateTime",
+                },
+                {"@type": "Telemetry", "name": "location", "schema": "geopoint"},
+            ],
+        },
+    }
+    created = central.put(f"/deviceTemplates/{tid}", json=body)
+    assert created.status_code == 200, created.text
+    assert created.json()["capabilityModel"] == body["capabilityModel"]
+    device_id = unique("geo")
+    make_device(central, device_id, template=tid)
+    url = f"/devices/{device_id}/telemetry"
+    where = {"lat": 47.64263, "lon": -122.13035, "alt": 0}
+    assert central.post(url, json={"location": where, "testTelemetry": 1.5}).status_code == 204
+    assert central.get(f"{url}/location").json()["value"] == where
+    for bad in ({"lat": 47.6}, {"lat": 91, "lon": 0}, {"type": "Point", "coordinates": [1, 2]}):
+        assert_error(central.post(url, json={"location": bad}), 400, "location")
+
+
+def test_cloud_properties_are_set_with_the_property_routes(
+    central: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """A template's `["Cloud", "Property"]` is set with the same routes as a writable
+    property (the whole-device PATCH, and the specification's one-property PATCH), kept with
+    the device and shown by GET; it was a 400 ("not writable")."""
+    tid = f"dtmi:contoso:{unique('cp').replace('-', '_')};1"
+    body = template_body(tid)
+    body["capabilityModel"]["contents"].append(
+        {"@type": ["Cloud", "Property"], "name": "customerName", "schema": "string"}
+    )
+    assert central.put(f"/deviceTemplates/{tid}", json=body).status_code == 200
+    device_id = unique("cp")
+    make_device(central, device_id, template=tid)
+    base = f"/devices/{device_id}/properties"
+    assert_error(central.get(f"{base}/customerName"), 404, "customerName")
+
+    both = central.patch(base, json={"customerName": "Contoso", "targetTemperature": 21.5})
+    assert both.status_code == 202, both.text
+    assert both.json() == {
+        "$metadata": {
+            "targetTemperature": {"desiredValue": 21.5},
+            "customerName": {"desiredValue": "Contoso"},
+        }
+    }
+    shown = central.get(base).json()
+    assert shown["customerName"] == "Contoso"
+    assert shown["targetTemperature"] == 21.5
+
+    one = central.patch(f"{base}/customerName", json={"value": "Fabrikam"})
+    assert one.status_code == 200, one.text
+    assert one.json()["value"] == "Fabrikam"
+    assert TIME_RE.fullmatch(one.json()["lastReportedTime"])
+    assert central.get(f"{base}/customerName").json() == one.json()
+    assert central.get(base).json()["customerName"] == "Fabrikam"
+
+    # Checked against the template, and nothing of a refused write is applied.
+    assert_error(central.patch(base, json={"customerName": 5}), 400, "customerName")
+    assert_error(central.patch(f"{base}/customerName", json={"value": None}), 400)
+    refused = central.patch(base, json={"customerName": "X", "targetTemperature": "hot"})
+    assert_error(refused, 400, "targetTemperature")
+    assert central.get(base).json()["customerName"] == "Fabrikam"
+
+
+def test_preview_query_options_without_dollar(
+    central: httpx.Client, bare: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """2022-10-31-preview names the options `filter`, `orderby` and `maxpagesize` (no `$`), as
+    its how-tos write them: they are applied like the `$` names (they were silently ignored:
+    every device, one page)."""
+    tag = unique("pv").replace("-", "_")
+    for name in ("b", "a", "c"):
+        make_device(central, f"{tag}-{name}", displayName=f"{tag} {name}")
+    params = {
+        "api-version": "2022-10-31-preview",
+        "filter": f"startswith(displayName, '{tag}')",
+        "orderby": "displayName desc",
+        "maxpagesize": 2,
+    }
+    first = bare.get(f"{API}/devices", params=params)
+    assert first.status_code == 200, first.text
+    assert [d["id"] for d in first.json()["value"]] == [f"{tag}-c", f"{tag}-b"]
+    rest = bare.get(first.json()["nextLink"])
+    assert rest.status_code == 200, rest.text
+    assert [d["id"] for d in rest.json()["value"]] == [f"{tag}-a"]
+    assert "nextLink" not in rest.json()
+    # The `$` name wins when both are sent; a malformed plain filter is the same 400.
+    both = bare.get(
+        f"{API}/devices",
+        params={**params, "$filter": f"id eq '{tag}-a'", "maxpagesize": 5},
+    )
+    assert [d["id"] for d in both.json()["value"]] == [f"{tag}-a"]
+    assert_error(bare.get(f"{API}/devices", params={**params, "filter": "nope eq"}), 400)
+    templates = bare.get(
+        f"{API}/deviceTemplates",
+        params={"api-version": "2022-10-31-preview", "filter": f"@id eq 'dtmi:no:{tag};1'"},
+    )
+    assert templates.json() == {"value": []}

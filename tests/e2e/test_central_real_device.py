@@ -107,6 +107,7 @@ def test_commands_answer_with_the_devices_response(
         assert answer["status"] == "Completed"
         assert answer["id"] == answer["commandId"]
         assert answer["responseTimeout"] == 10
+        assert answer["connectionTimeout"] == 0
         assert TIME_RE.fullmatch(answer["completedTime"])
 
         failed = central.post(f"{base}/ping", json={"request": None})
@@ -191,6 +192,7 @@ def test_connection_timeout_waits_for_the_device_to_connect(
     assert response.status_code == 201, response.text
     assert response.json()["response"] == {"done": "reboot", "got": 7}
     assert response.json()["responseCode"] == 200
+    assert response.json()["connectionTimeout"] == 25
     assert calls.items == [("reboot", 7)]
 
 

@@ -147,6 +147,7 @@ ROUTES: list[tuple[str, Prepare, frozenset[str]]] = [
     ),
     ("delete device", lambda w: ("DELETE", f"/devices/{w.new_device()}", None), WRITERS),
     ("get credentials", lambda w: ("GET", f"/devices/{w.device_id}/credentials", None), WRITERS),
+    ("get attestation", lambda w: ("GET", f"/devices/{w.device_id}/attestation", None), WRITERS),
     (
         "send telemetry",
         lambda w: ("POST", f"/devices/{w.device_id}/telemetry", {"temperature": 1.5}),

@@ -499,8 +499,10 @@ class Registry:
     async def save(self, device: Device, **changes: Any) -> Device:
         """Store changed fields of a device (no principal: DPS, the device side). A disabled
         device may not stay connected: it is disconnected here, the one place every change
-        of a device record passes."""
-        updated = replace(device, **changes, updated_at=self.clock.now())
+        of a device record passes. The record is written whole: its activity time is the
+        newest this node saw (a device loaded before its last message must not write an older
+        one back, which lost lastActivityTime / lastSeen at the next restart)."""
+        updated = replace(self._with_activity(device), **changes, updated_at=self.clock.now())
         await self.stores.devices.update(updated)
         self.forget(updated.id)
         await self._changed(updated, "updated")

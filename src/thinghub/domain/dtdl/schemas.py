@@ -55,7 +55,12 @@ _GEO = {
     "polygon": "Polygon",
     "multiPolygon": "MultiPolygon",
 }
-PRIMITIVES = frozenset({"boolean", *_INT_RANGES, *_FLOATS, *_STRINGS, *_GEO})
+# IoT Central's own location schema (its DTDL extension, dtmi:iotcentral:schema:geopoint;1),
+# which its device templates and the REST API's published examples use: {"lat", "lon", "alt"?}
+# in degrees (and metres), not GeoJSON.
+GEOPOINT = "geopoint"
+_GEOPOINT_FIELDS = {"lat": 90.0, "lon": 180.0, "alt": math.inf}
+PRIMITIVES = frozenset({"boolean", *_INT_RANGES, *_FLOATS, *_STRINGS, *_GEO, GEOPOINT})
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
@@ -161,6 +166,8 @@ def _primitive_ok(name: str, value: Any) -> bool:
         return (
             isinstance(value, int | float) and math.isfinite(value) and abs(value) <= _FLOATS[name]
         )
+    if name == GEOPOINT:
+        return _geopoint_ok(value)
     if name in _GEO:
         return (
             isinstance(value, dict)
@@ -170,6 +177,19 @@ def _primitive_ok(name: str, value: Any) -> bool:
     if not isinstance(value, str):
         return False
     return _string_ok(name, value)
+
+
+def _geopoint_ok(value: Any) -> bool:
+    """lat and lon (required) and alt: finite numbers, lat and lon within their ranges."""
+    if not isinstance(value, dict) or not {"lat", "lon"} <= set(value) <= set(_GEOPOINT_FIELDS):
+        return False
+    return all(
+        isinstance(item, int | float)
+        and not isinstance(item, bool)
+        and math.isfinite(item)
+        and abs(item) <= _GEOPOINT_FIELDS[key]
+        for key, item in value.items()
+    )
 
 
 def _string_ok(name: str, value: str) -> bool:

@@ -93,18 +93,20 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 
 def render_error(error: errors.Error, status: int) -> Response:
-    """IoT Central's error body; the request id is also in the x-ms-request-id header."""
+    """IoT Central's error body; the request id is also in the x-ms-request-id header and the
+    code in x-ms-error-code (where the real API's generated clients read it)."""
     request_id = new_uuid()
     message = describe_refusal(error) if isinstance(error, errors.Forbidden) else error.message
+    code = _CODES.get(status, error.code)
     body = {
         "error": {
-            "code": _CODES.get(status, error.code),
+            "code": code,
             "message": message,
             "requestId": request_id,
             "time": formatdate(usegmt=True),
         }
     }
-    headers = {"x-ms-request-id": request_id}
+    headers = {"x-ms-request-id": request_id, "x-ms-error-code": code}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer, SharedAccessSignature"
     return OrjsonResponse(body, status_code=status, headers=headers)

@@ -10,7 +10,7 @@ and every rule of a use case are the services' (services/authz.py, services/*).
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel
 from thinghub.domain.clock import format_ts_short
 from thinghub.domain.commands import METHOD_NAME_PATTERN
 from thinghub.domain.dtdl import DeviceTemplate
-from thinghub.domain.errors import Conflict, Invalid, PreconditionFailed
+from thinghub.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from thinghub.domain.ids import ID_PATTERN, parse_id
 from thinghub.domain.model import Device, Principal
 from thinghub.faces._http import (
@@ -46,8 +46,11 @@ from thinghub.faces.central._wire import (
     render_error,
     token_json,
 )
+from thinghub.faces.central.cloud import check_cloud_value, cloud_names
+from thinghub.faces.central.components import router as components
 from thinghub.faces.central.jobs import router as groups_and_jobs
-from thinghub.faces.central.odata import parse_filter, parse_orderby
+from thinghub.faces.central.odata import FieldType, parse_filter, parse_orderby
+from thinghub.faces.central.query_options import PlainQueryOptions
 from thinghub.faces.central.roles import parse_role
 from thinghub.faces.central.scheduled import router as scheduled_jobs
 from thinghub.faces.central.schemas import (
@@ -61,11 +64,12 @@ from thinghub.faces.central.schemas import (
 from thinghub.faces.central.users import router as roles_and_users
 from thinghub.faces.face import FaceContext
 from thinghub.services.commands import MAX_HISTORY, CommandFields
-from thinghub.services.registry import KEEP
+from thinghub.services.registry import CLOUD_PROPERTIES, KEEP
 
 __all__ = ["create_app"]
 
 _caller = caller_dependency
+_T = TypeVar("_T")
 Caller = Annotated[Principal, Depends(_caller)]
 
 
@@ -170,6 +174,8 @@ scheduled_router.include_router(scheduled_jobs)
 # Roles and users (faces/central/users.py), likewise.
 users_router = APIRouter(dependencies=[Depends(_caller), Depends(api_version), Depends(_bearer)])
 users_router.include_router(roles_and_users)
+# Components of a device's or module's model (faces/central/components.py), likewise.
+router.include_router(components)
 
 
 # -- application --------------------------------------------------------------------------------
@@ -325,18 +331,22 @@ def _page(
     """A page and the token of the next one. By id, the token is the last id shown (stable
     while devices come and go); in another order, `~` and the offset (`~` is in no id)."""
     if by_offset or (token is not None and token.startswith(OFFSET_TOKEN)):
-        start = 0
-        if token is not None:
-            digits = token.removeprefix(OFFSET_TOKEN)
-            if not token.startswith(OFFSET_TOKEN) or not digits.isdigit() or len(digits) > 9:
-                raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
-            start = int(digits)
-        chosen = devices[start : start + size]
-        more = len(devices) > start + size
-        return chosen, f"{OFFSET_TOKEN}{start + size}" if more else None
+        return _offset_page(devices, size, token)
     rest = devices if token is None else [d for d in devices if d.id > token]
     chosen = rest[:size]
     return chosen, chosen[-1].id if len(rest) > size else None
+
+
+def _offset_page(items: list[_T], size: int, token: str | None) -> tuple[list[_T], str | None]:
+    """A page from the offset a `$skiptoken` of `~` and a number names, and the next one's."""
+    start = 0
+    if token is not None:
+        digits = token.removeprefix(OFFSET_TOKEN)
+        if not token.startswith(OFFSET_TOKEN) or not digits.isdigit() or len(digits) > 9:
+            raise Invalid("$skiptoken is not one this server gave", field="$skiptoken")
+        start = int(digits)
+    more = len(items) > start + size
+    return items[start : start + size], f"{OFFSET_TOKEN}{start + size}" if more else None
 
 
 def _if_match(request: Request, body_etag: str | None = None) -> str | None:
@@ -467,6 +477,23 @@ async def get_credentials(device_id: str, request: Request, caller: Caller) -> R
     )
 
 
+@router.get(
+    "/devices/{device_id}/attestation",
+    tags=["devices"],
+    summary="Get a device's attestation",
+)
+async def get_attestation(device_id: str, request: Request, caller: Caller) -> Response:
+    """The real API's attestation of a device: thinghub's devices have keys of their own
+    (an individual symmetric-key attestation), the keys `/credentials` shows."""
+    keys = await services_of(request).registry.keys(caller, device_id)
+    return OrjsonResponse(
+        {
+            "type": "symmetricKey",
+            "symmetricKey": {"primaryKey": keys.primary_key, "secondaryKey": keys.secondary_key},
+        }
+    )
+
+
 # -- telemetry ----------------------------------------------------------------------------------
 
 
@@ -519,7 +546,11 @@ async def _submit(
         envelope.get("connectionTimeout"),
         fields=COMMAND_FIELDS,
     )
-    return OrjsonResponse(executed_json(done), status_code=201)
+    # The real API answers the timeouts it applied, connectionTimeout too (0 by default).
+    connect = commands.connect_timeout(envelope.get("connectionTimeout"), COMMAND_FIELDS.ttl)
+    shown = executed_json(done)
+    shown["connectionTimeout"] = int(connect) if connect.is_integer() else connect
+    return OrjsonResponse(shown, status_code=201)
 
 
 @router.post(
@@ -657,7 +688,19 @@ async def get_property(
 ) -> Response:
     """{value, lastReportedTime}: the newer of what the device reported and (for a writable
     property) what was last set here; 404 when neither exists."""
-    found = await services_of(request).properties.read(caller, device_id, property_name)
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    if property_name in cloud_names(await services.templates.for_device(device)):
+        cloud = device.attributes.get(CLOUD_PROPERTIES)
+        if not isinstance(cloud, dict) or property_name not in cloud:
+            raise NotFound(
+                f"cloud property {property_name!r} of device {device_id!r} has no value yet",
+                field="propertyName",
+            )
+        # Cloud properties keep no time of their own: the record's last change is when the
+        # value (or a later change of the device) was saved.
+        return OrjsonResponse(_property_json(cloud[property_name], device.updated_at))
+    found = await services.properties.read(caller, device, property_name)
     return OrjsonResponse(_property_json(found.value, found.last_updated))
 
 
@@ -671,9 +714,16 @@ async def update_property(
 ) -> Response:
     """Patches the desired twin, which reaches the device (now, or when it reconnects), and
     answers the updated property object, as GET shows it."""
-    written = await services_of(request).properties.write(
-        caller, device_id, property_name, body.value
-    )
+    services = services_of(request)
+    device = await services.registry.get_device(caller, device_id)
+    template = await services.templates.for_device(device)
+    if template is not None and property_name in cloud_names(template):
+        check_cloud_value(template, property_name, body.value)
+        saved = await services.registry.set_cloud_property(
+            caller, device_id, property_name, body.value
+        )
+        return OrjsonResponse(_property_json(body.value, saved.updated_at))
+    written = await services.properties.write(caller, device, property_name, body.value)
     return OrjsonResponse(_property_json(written.value, written.last_updated))
 
 
@@ -720,8 +770,24 @@ async def _write_properties(
     body: Any,
     component: str | None = None,
 ) -> Response:
-    patch = await services_of(request).properties.write_many(caller, device, body, component)
-    shown = _desired_metadata(patch)
+    services = services_of(request)
+    cloud: dict[str, Any] = {}
+    if component is None and isinstance(device, str) and isinstance(body, dict):
+        # The template's cloud properties are kept by the registry, the rest is the patch.
+        target = await services.registry.get_device(caller, device)
+        template = await services.templates.for_device(target)
+        if template is not None:
+            names = cloud_names(template)
+            cloud = {k: v for k, v in body.items() if k in names}
+            for name, value in cloud.items():
+                check_cloud_value(template, name, value)
+            body = {k: v for k, v in body.items() if k not in names}
+    patch = {}
+    if body or not cloud:
+        patch = await services.properties.write_many(caller, device, body, component)
+    for name, value in cloud.items():
+        await services.registry.set_cloud_property(caller, str(device), name, value)
+    shown = _desired_metadata({**patch, **cloud})
     if component is not None:
         shown = shown.get(component, {})
     return OrjsonResponse(shown, status_code=202)
@@ -838,7 +904,14 @@ async def get_component_telemetry(
 
 
 def _module_json(module: Device) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": module.module_id, "displayName": module.name}
+    """The real API's module (`@type`, `name`: the module's id) with thinghub's `id`,
+    `displayName` and `lastSeen`."""
+    out: dict[str, Any] = {
+        "@type": ["Relationship", "EdgeModule"],
+        "name": module.module_id,
+        "id": module.module_id,
+        "displayName": module.name,
+    }
     if module.last_activity_at is not None:
         out["lastSeen"] = format_ts_short(module.last_activity_at)
     return out
@@ -979,10 +1052,69 @@ async def put_template(
     return _template_response(template)
 
 
+# The template fields `$filter` and `$orderby` see on the template list, with their types.
+TEMPLATE_FIELDS: dict[str, FieldType] = {
+    "@id": "string",
+    "displayName": "string",
+    "description": "string",
+}
+
+
+def _template_record(template: DeviceTemplate) -> dict[str, Any]:
+    description = template.document.get("description")
+    return {
+        "@id": template.id,
+        "displayName": template.display_name,
+        "description": description if isinstance(description, str) else None,
+    }
+
+
 @router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
-async def list_templates(request: Request, caller: Caller) -> Response:
-    templates = await services_of(request).templates.list(caller)
-    return OrjsonResponse({"value": [_template_json(t) for t in templates]})
+async def list_templates(
+    request: Request,
+    caller: Caller,
+    filter_: Annotated[
+        str | None,
+        Query(
+            alias="$filter",
+            description="OData filter on @id, displayName, description, e.g. "
+            "contains(displayName, 'Thermostat')",
+            json_schema_extra={"minLength": 1},
+        ),
+    ] = None,
+    top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
+    maxpagesize: Annotated[
+        int | None, Query(alias="$maxpagesize", description="Page size (the real API's name)")
+    ] = None,
+    orderby: Annotated[
+        str | None,
+        Query(
+            alias="$orderby",
+            description="field [asc|desc], ... (default: by @id)",
+            json_schema_extra={"minLength": 1},
+        ),
+    ] = None,
+    skiptoken: Annotated[
+        str | None, Query(alias="$skiptoken", description="From a nextLink")
+    ] = None,
+) -> Response:
+    """`{value: [...], nextLink?}` by @id (or `$orderby`), `$filter`ed, a page of `$top` or
+    `$maxpagesize` (the smaller when both; at most page_max), as the device list pages."""
+    size = _page_size(settings_of(request).page_max, top=top, maxpagesize=maxpagesize)
+    matcher = None if filter_ is None else parse_filter(filter_, TEMPLATE_FIELDS)
+    order = None if orderby is None else parse_orderby(orderby, TEMPLATE_FIELDS)
+    templates = sorted(await services_of(request).templates.list(caller), key=lambda t: t.id)
+    if matcher is not None:
+        templates = [t for t in templates if matcher.matches(_template_record(t))]
+    if order is not None:
+        by_id = {t.id: t for t in templates}
+        ordered = order.sort([_template_record(t) for t in templates])
+        templates = [by_id[r["@id"]] for r in ordered]
+    chosen, token = _offset_page(templates, size, skiptoken)
+    out: dict[str, Any] = {"value": [_template_json(t) for t in chosen]}
+    if token is not None:
+        out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})
+    return OrjsonResponse(out)
 
 
 @router.get(
@@ -1031,6 +1163,7 @@ def create_app(context: FaceContext) -> FastAPI:
         error_schema=ERROR_SCHEMA,
     )
     authenticate_before_body(app, authenticate)
+    app.add_middleware(PlainQueryOptions)
     app.state.openapi_patches.append(document_page_size("$top", context.settings.page_max))
     app.include_router(router)
     app.include_router(jobs_router)

@@ -97,7 +97,7 @@ _TOKEN = re.compile(
     (?P<space>\s+)
   | (?P<string>'(?:[^']|'')*')
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![A-Za-z0-9_])
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<name>@?[A-Za-z_][A-Za-z0-9_]*)
   | (?P<punct>[(),])
     """,
     re.VERBOSE,

@@ -55,6 +55,8 @@ VALID: list[tuple[str, Any]] = [
     ("uuid", "0f8fad5b-d9cb-469f-a165-70867728950e"),
     ("bytes", "aGVsbG8="),
     ("point", {"type": "Point", "coordinates": [1, 2]}),
+    ("geopoint", {"lat": 47.64263, "lon": -122.13035, "alt": 0}),
+    ("geopoint", {"lat": -90, "lon": 180}),
 ]
 INVALID: list[tuple[str, Any]] = [
     ("boolean", 1),
@@ -95,6 +97,11 @@ INVALID: list[tuple[str, Any]] = [
     ("bytes", "not base64!"),
     ("point", {"type": "LineString", "coordinates": []}),
     ("point", [1, 2]),
+    ("geopoint", {"lat": 47.6}),
+    ("geopoint", {"lat": 91, "lon": 0}),
+    ("geopoint", {"lat": 0, "lon": "1"}),
+    ("geopoint", {"lat": 0, "lon": 0, "height": 1}),
+    ("geopoint", {"type": "Point", "coordinates": [1, 2]}),
 ]
 
 

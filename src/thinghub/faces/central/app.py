@@ -10,6 +10,8 @@ and every rule of a use case are the services' (services/authz.py, services/*).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -263,16 +265,50 @@ async def delete_token(token_id: str, request: Request, caller: Caller) -> Respo
 # -- devices ------------------------------------------------------------------------------------
 
 
-@router.get("/devices", tags=["devices"], summary="List devices")
-async def list_devices(
-    request: Request,
-    caller: Caller,
+@dataclass(frozen=True, slots=True)
+class _ListOptions:
+    """A list's OData options: `$filter`, `$orderby` (over the list's records), the page size
+    (`$top` or `$maxpagesize`, the smaller when both; at most page_max) and `$skiptoken`."""
+
+    filter: str | None
+    orderby: str | None
+    top: int | None
+    maxpagesize: int | None
+    skiptoken: str | None
+
+    def page_size(self, page_max: int) -> int:
+        size = page_max
+        for name, value in (("top", self.top), ("maxpagesize", self.maxpagesize)):
+            if value is None:
+                continue
+            if not 1 <= value <= page_max:
+                raise Invalid(f"${name} must be 1 to {page_max}", field=f"${name}")
+            size = min(size, value)
+        return size
+
+    def select(
+        self, items: list[_T], record: Callable[[_T], dict[str, Any]], fields: dict[str, FieldType]
+    ) -> list[_T]:
+        """`items` (in their order) that match `$filter`, in `$orderby`'s order if given."""
+        if self.filter is None and self.orderby is None:
+            return items
+        records = [(record(item), item) for item in items]
+        if self.filter is not None:
+            matcher = parse_filter(self.filter, fields)
+            records = [pair for pair in records if matcher.matches(pair[0])]
+        if self.orderby is not None:
+            order = parse_orderby(self.orderby, fields)
+            by_record = {id(rec): item for rec, item in records}
+            return [by_record[id(rec)] for rec in order.sort([rec for rec, _ in records])]
+        return [item for _, item in records]
+
+
+def _list_options(
     filter_: Annotated[
         str | None,
         Query(
             alias="$filter",
-            description="OData filter, e.g. simulated eq true or contains(tolower(displayName), "
-            "'pump')",
+            description="OData filter, e.g. contains(tolower(displayName), 'pump')",
             json_schema_extra={"minLength": 1},
         ),
     ] = None,
@@ -291,38 +327,28 @@ async def list_devices(
     skiptoken: Annotated[
         str | None, Query(alias="$skiptoken", description="From a nextLink")
     ] = None,
-) -> Response:
+) -> _ListOptions:
+    return _ListOptions(filter_, orderby, top, maxpagesize, skiptoken)
+
+
+ListOptions = Annotated[_ListOptions, Depends(_list_options)]
+
+
+@router.get("/devices", tags=["devices"], summary="List devices")
+async def list_devices(request: Request, caller: Caller, options: ListOptions) -> Response:
     """Devices by id (or `$orderby`), in `value` (the real API's name) and `devices` (the API
     document's); `nextLink` (relative, or under the public_url setting) when the page size
     (`$top` or `$maxpagesize`, the smaller when both) cut."""
     services = services_of(request)
-    size = _page_size(settings_of(request).page_max, top=top, maxpagesize=maxpagesize)
-    matcher = None if filter_ is None else parse_filter(filter_, FILTER_FIELDS)
-    order = None if orderby is None else parse_orderby(orderby, FILTER_FIELDS)
+    size = options.page_size(settings_of(request).page_max)
     devices = sorted(await services.registry.list_devices(caller), key=lambda d: d.id)
-    if matcher is not None:
-        devices = [d for d in devices if matcher.matches(device_record(d))]
-    if order is not None:
-        by_id = {d.id: d for d in devices}
-        ordered = order.sort([device_record(d) for d in devices])
-        devices = [by_id[r["id"]] for r in ordered]
-    chosen, token = _page(devices, size, skiptoken, by_offset=order is not None)
+    devices = options.select(devices, device_record, FILTER_FIELDS)
+    chosen, token = _page(devices, size, options.skiptoken, by_offset=options.orderby is not None)
     items = [await device_json(services, d) for d in chosen]
     out: dict[str, Any] = {"value": items, "devices": items}
     if token is not None:
         out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})
     return OrjsonResponse(out)
-
-
-def _page_size(page_max: int, **sizes: int | None) -> int:
-    size = page_max
-    for name, value in sizes.items():
-        if value is None:
-            continue
-        if not 1 <= value <= page_max:
-            raise Invalid(f"${name} must be 1 to {page_max}", field=f"${name}")
-        size = min(size, value)
-    return size
 
 
 def _page(
@@ -1070,47 +1096,13 @@ def _template_record(template: DeviceTemplate) -> dict[str, Any]:
 
 
 @router.get("/deviceTemplates", tags=["deviceTemplates"], summary="List device templates")
-async def list_templates(
-    request: Request,
-    caller: Caller,
-    filter_: Annotated[
-        str | None,
-        Query(
-            alias="$filter",
-            description="OData filter on @id, displayName, description, e.g. "
-            "contains(displayName, 'Thermostat')",
-            json_schema_extra={"minLength": 1},
-        ),
-    ] = None,
-    top: Annotated[int | None, Query(alias="$top", description="Page size")] = None,
-    maxpagesize: Annotated[
-        int | None, Query(alias="$maxpagesize", description="Page size (the real API's name)")
-    ] = None,
-    orderby: Annotated[
-        str | None,
-        Query(
-            alias="$orderby",
-            description="field [asc|desc], ... (default: by @id)",
-            json_schema_extra={"minLength": 1},
-        ),
-    ] = None,
-    skiptoken: Annotated[
-        str | None, Query(alias="$skiptoken", description="From a nextLink")
-    ] = None,
-) -> Response:
+async def list_templates(request: Request, caller: Caller, options: ListOptions) -> Response:
     """`{value: [...], nextLink?}` by @id (or `$orderby`), `$filter`ed, a page of `$top` or
     `$maxpagesize` (the smaller when both; at most page_max), as the device list pages."""
-    size = _page_size(settings_of(request).page_max, top=top, maxpagesize=maxpagesize)
-    matcher = None if filter_ is None else parse_filter(filter_, TEMPLATE_FIELDS)
-    order = None if orderby is None else parse_orderby(orderby, TEMPLATE_FIELDS)
+    size = options.page_size(settings_of(request).page_max)
     templates = sorted(await services_of(request).templates.list(caller), key=lambda t: t.id)
-    if matcher is not None:
-        templates = [t for t in templates if matcher.matches(_template_record(t))]
-    if order is not None:
-        by_id = {t.id: t for t in templates}
-        ordered = order.sort([_template_record(t) for t in templates])
-        templates = [by_id[r["@id"]] for r in ordered]
-    chosen, token = _offset_page(templates, size, skiptoken)
+    templates = options.select(templates, _template_record, TEMPLATE_FIELDS)
+    chosen, token = _offset_page(templates, size, options.skiptoken)
     out: dict[str, Any] = {"value": [_template_json(t) for t in chosen]}
     if token is not None:
         out["nextLink"] = page_link(settings_of(request), request, **{"$skiptoken": token})

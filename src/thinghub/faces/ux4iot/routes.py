@@ -365,19 +365,25 @@ async def last_value(device_id: str, telemetry_key: str, request: Request) -> Re
     return OrjsonResponse(last_value_response(device.id, telemetry_key, found[0], found[1]))
 
 
+async def _readable_keys(request: Request, caller: Caller, device_id: str) -> frozenset[str] | None:
+    """The telemetry keys of the device a session's grants name (None: every key, as for
+    the key itself or a grant with a null key); 403 when the session holds no telemetry
+    grant of the device."""
+    if caller.session_id is None:
+        return None
+    runtime = runtime_of(request)
+    keys = await runtime.store.granted_telemetry_keys(caller.session_id, device_id, runtime.now())
+    if keys is not None and not keys:
+        await _require(request, caller, Grant(device_id, GrantType.TELEMETRY))
+    return keys
+
+
 @router.get("/lastValue/{device_id}", tags=["last values"])
 async def last_values(device_id: str, request: Request) -> Response:
     """`{deviceId, data: {key: {value, timestamp}}, timestamp: ''}`: every key the caller
     may read (a session: those its telemetry grants name, or all with a null key)."""
     caller = await _caller(request)
-    keys: frozenset[str] | None = None
-    if caller.session_id is not None:
-        runtime = runtime_of(request)
-        keys = await runtime.store.granted_telemetry_keys(
-            caller.session_id, device_id, runtime.now()
-        )
-        if keys is not None and not keys:
-            await _require(request, caller, Grant(device_id, GrantType.TELEMETRY))
+    keys = await _readable_keys(request, caller, device_id)
     device = await _device(request, caller, device_id)
     values = await services_of(request).queries.latest_values(caller.principal, device)
     if keys is not None:
@@ -391,13 +397,7 @@ async def clear_last_values(device_id: str, request: Request) -> Response:
     session that holds a telemetry grant of the device (any key: the seed asks only that "a
     grant for the device telemetry exists")."""
     caller = await _caller(request)
-    if caller.session_id is not None:
-        runtime = runtime_of(request)
-        keys = await runtime.store.granted_telemetry_keys(
-            caller.session_id, device_id, runtime.now()
-        )
-        if keys is not None and not keys:
-            await _require(request, caller, Grant(device_id, GrantType.TELEMETRY))
+    await _readable_keys(request, caller, device_id)
     device = await _device(request, caller, device_id)
     await services_of(request).queries.clear_latest(caller.principal, device)
     return Response(status_code=204)

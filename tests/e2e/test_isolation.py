@@ -1153,6 +1153,16 @@ def _(w: World, p: str) -> list[Probe]:
     return [_c("GET", f"/devices/{d}/credentials") for d in _a_devices(w, p)]
 
 
+@route("central", "GET", "/devices/{device_id}/attestation")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/attestation") for d in _a_devices(w, p)]
+
+
+@route("central", "GET", "/devices/{device_id}/components")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"/devices/{d}/components") for d in _a_devices(w, p)]
+
+
 @route("central", "POST", "/devices/{device_id}/telemetry")
 def _(w: World, p: str) -> list[Probe]:
     return [
@@ -1326,6 +1336,11 @@ def _(w: World, p: str) -> list[Probe]:
 
 def _module_path(w: World) -> str:
     return f"/devices/{w.a_gw['id']}/modules/{w.a_mod['moduleId']}"
+
+
+@route("central", "GET", "/devices/{device_id}/modules/{module_name}/components")
+def _(w: World, p: str) -> list[Probe]:
+    return [_c("GET", f"{_module_path(w)}/components")]
 
 
 @route("central", "GET", "/devices/{device_id}/modules/{module_name}/properties")

@@ -36,6 +36,7 @@ from tests.e2e.ux4iot import (
 )
 
 CENTRAL_VERSION = "2022-07-31"
+CLOSE_WITHIN_S = 5.0  # the poll timeout it must not wait for is 30 s
 
 
 @pytest.fixture(scope="module")
@@ -299,6 +300,20 @@ async def test_use_telemetry_grant_last_value_subscribe_then_data(
         send_https(server, device, {"temp": 22.5})
         await live.wait(lambda p: p.get("message") == {"temp": 22.5})
         assert not any(p.get("telemetry") == {"temp": 22.5} for p in live.payloads)
+
+
+async def test_a_polling_client_disconnects_at_once(server: ServerProcess, ux: Ux) -> None:
+    """A polling client that disconnects sends CLOSE while its last GET still waits; the server
+    answers that GET (as Node's engine.io does), so python-socketio's `disconnect()` returns
+    at once instead of after its 30 s poll timeout, and the session counts no socket."""
+    session = ux.session()
+    live = LiveSocket(UX)
+    await live.client.connect(
+        f"{server.http_url}/?sessionId={session}", namespaces=[UX], transports=["polling"]
+    )
+    await asyncio.sleep(0.2)  # its next long poll is waiting at the server
+    await asyncio.wait_for(live.close(), CLOSE_WITHIN_S)
+    assert live.client.connected is False
 
 
 async def test_use_multi_telemetry_takes_the_bulk_path_in_both_forms(

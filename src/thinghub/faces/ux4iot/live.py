@@ -67,6 +67,25 @@ MAX_INBOUND_BYTES = 64 * 1024
 OnAttach = Callable[[str, str], Awaitable[None]]
 
 
+class _Server(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio is untyped
+    """python-socketio's server, answering a long poll left open by a client that closes.
+
+    A polling client that disconnects sends Engine.IO CLOSE while its last GET still waits;
+    python-engineio then ends the socket without answering that GET, so it hangs until the
+    client's poll timeout (ping interval + ping timeout: 30 s; python-socketio's
+    `disconnect()` waits for it). Node's engine.io answers it, and so does this: a NOOP,
+    after which the client's read loop ends.
+    """
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        if reason != self.eio.reason.CLIENT_DISCONNECT:
+            return
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and not socket.upgraded:
+            socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+
+
 class LiveChannel:
     """The Socket.IO server of the ux4iot face. Holds no session state of its own: rooms are
     session ids, and the store says who exists and who watches what."""
@@ -86,7 +105,7 @@ class LiveChannel:
         self.namespaces = tuple(namespaces)
         # socket id -> session id, per namespace (a session may hold several sockets).
         self._sockets: dict[tuple[str, str], str] = {}
-        self.server = socketio.AsyncServer(
+        self.server = _Server(
             async_mode="asgi",
             always_connect=True,
             namespaces=list(self.namespaces),

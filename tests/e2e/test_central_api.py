@@ -104,6 +104,27 @@ def template_body(template_id: str) -> dict[str, Any]:
     }
 
 
+def make_gateway_module(
+    admin: httpx.Client, unique: Callable[[str], str], module_name: str
+) -> tuple[str, dict[str, Any]]:
+    """An IoT Edge gateway made through /v1 (in a project of its own) and a module of it:
+    the gateway's id and the module as /v1 answers it (with its keys)."""
+    gateway = admin.post(
+        "/v1/devices",
+        json={
+            "name": "gateway",
+            "project": unique("p"),
+            "deployment": unique("d"),
+            "isIoTEdgeCapable": True,
+        },
+    )
+    assert gateway.status_code == 200, gateway.text
+    gateway_id = gateway.json()["id"]
+    module = admin.post(f"/v1/devices/{gateway_id}/modules", json={"moduleId": unique(module_name)})
+    assert module.status_code == 200, module.text
+    return gateway_id, module.json()
+
+
 def assert_error(response: httpx.Response, status: int, needle: str | None = None) -> None:
     """IoT Central's error body: {"error": {code, message, requestId, time}}."""
     assert response.status_code == status, response.text

@@ -28,6 +28,7 @@ from tests.e2e.test_central_api import (
     bare,
     central,
     make_device,
+    make_gateway_module,
     template_body,
     template_id,
 )
@@ -408,20 +409,8 @@ def test_components_are_listed(
     assert_error(central.get(f"/devices/{unique('nope')}/components"), 404)
 
     # A gateway's module: its model's components (none here), 404 for an unknown module.
-    gateway = admin.post(
-        "/v1/devices",
-        json={
-            "name": "gw",
-            "project": unique("p"),
-            "deployment": unique("d"),
-            "isIoTEdgeCapable": True,
-        },
-    )
-    assert gateway.status_code == 200, gateway.text
-    gateway_id = gateway.json()["id"]
-    module_id = unique("cam")
-    added = admin.post(f"/v1/devices/{gateway_id}/modules", json={"moduleId": module_id})
-    assert added.status_code == 200, added.text
+    gateway_id, module = make_gateway_module(admin, unique, "cam")
+    module_id = module["moduleId"]
     # Devices_ListModules: the real API's `name` (and `@type`) besides `id`.
     modules = central.get(f"/devices/{gateway_id}/modules").json()["value"]
     assert [(m["name"], m["id"], m["@type"]) for m in modules] == [

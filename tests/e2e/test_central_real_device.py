@@ -19,7 +19,14 @@ from azure.iot.device import Message, MethodResponse
 
 from tests.e2e.azure import SERVER_ARGS, Inbox, Target, connected, wait_for
 from tests.e2e.server import ServerProcess, running
-from tests.e2e.test_central_api import API, TIME_RE, VERSION, assert_error, template_body
+from tests.e2e.test_central_api import (
+    API,
+    TIME_RE,
+    VERSION,
+    assert_error,
+    make_gateway_module,
+    template_body,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -308,20 +315,8 @@ def test_modules_of_a_gateway(
     admin: httpx.Client,
     unique: Callable[[str], str],
 ) -> None:
-    gateway = admin.post(
-        "/v1/devices",
-        json={
-            "name": "gateway",
-            "project": unique("p"),
-            "deployment": unique("d"),
-            "isIoTEdgeCapable": True,
-        },
-    )
-    assert gateway.status_code == 200, gateway.text
-    gateway_id = gateway.json()["id"]
-    module_id = unique("camera")
-    module = admin.post(f"/v1/devices/{gateway_id}/modules", json={"moduleId": module_id})
-    assert module.status_code == 200, module.text
+    gateway_id, module = make_gateway_module(admin, unique, "camera")
+    module_id = module["moduleId"]
     listed = central.get(f"/devices/{gateway_id}/modules")
     assert listed.status_code == 200, listed.text
     assert [m["id"] for m in listed.json()["value"]] == [module_id]
@@ -329,7 +324,7 @@ def test_modules_of_a_gateway(
     base = f"/devices/{gateway_id}/modules/{module_id}"
     calls = Inbox()
     patches = Inbox()
-    client = target.module_client(gateway_id, module.json())
+    client = target.module_client(gateway_id, module)
     with connected(client):
         client.on_method_request_received = _answering(client, calls)
         client.on_twin_desired_properties_patch_received = patches

@@ -339,6 +339,30 @@ def test_the_agents_action_invoke_is_kept_as_telemetry_of_the_device(
     assert refused.status_code == 401 and refused.text == "Authentication failed"
 
 
+def test_the_agents_json5_action_invoke_body_is_read(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any], tmp_path: Path
+) -> None:
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    # ioAutomation() posts jsonString(data, 0), which is JSON_HUMAN: JSON5 with single-quoted
+    # strings, bare keys (quoted when not letters, digits, _), raw control characters, lines
+    body = (
+        "{\n"
+        "    name: 'alarm',\n"
+        "    context: { temp: 99.5, 'door-1': 'it\\'s \"open\"\nnow', on: true, n: null }\n"
+        "}\n"
+    )
+    invoked = agent.call("/action/invoke", body.encode())
+    assert invoked.status_code == 200, invoked.text
+    assert invoked.json() == {}
+    kept = admin.get("/v1/telemetries", params={"deviceID": agent.device_id}).json()
+    context = {"temp": 99.5, "door-1": 'it\'s "open"\nnow', "on": True, "n": None}
+    assert [t["body"] for t in kept] == [{"action": "alarm", "context": context}]
+    # what is neither JSON nor JSON5 is still the documented 400
+    for bad in (b"{name: 'alarm'", b"{name: NaN}", b"{name 'alarm'}"):
+        refused = agent.call("/action/invoke", bad)
+        assert refused.status_code == 400 and "JSON" in refused.text, (bad, refused.text)
+
+
 def test_the_openapi_document_lists_the_routes(server: ServerProcess) -> None:
     doc = httpx.get(f"{server.http_url}{API}/openapi.json")
     assert doc.status_code == 200, doc.text

@@ -363,6 +363,27 @@ def test_the_agents_json5_action_invoke_body_is_read(
         assert refused.status_code == 400 and "JSON" in refused.text, (bad, refused.text)
 
 
+def test_browser_apps_call_the_device_api_from_another_origin(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any]
+) -> None:
+    agent = registered(server, product)
+    origin = {"Origin": "https://manager.example"}
+    preflight = httpx.options(
+        f"{server.http_url}{API}/device/claim",
+        headers={**origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"},
+    )  # fmt: skip
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    claimed = admin.post(f"{API}/device/claim", json={"id": agent.device_id}, headers=origin)
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.headers["access-control-allow-origin"] == "*"
+    refused = httpx.post(f"{server.http_url}{API}/device/get", json={"id": "X"}, headers=origin)
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"
+
+
 def test_the_openapi_document_lists_the_routes(server: ServerProcess) -> None:
     doc = httpx.get(f"{server.http_url}{API}/openapi.json")
     assert doc.status_code == 200, doc.text

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ValidationError
+from starlette.middleware.cors import CORSMiddleware
 
 from thinghub.domain.clock import format_ts_ms
 from thinghub.domain.device_files import FileAction
@@ -428,6 +429,15 @@ def create_app(context: FaceContext) -> FastAPI:
                 or path.startswith(("/file", "/provision", "/action")),
             )
     _document_errors(app)
+    # Device-management apps run in a browser on another origin and call these routes with a
+    # bearer token and a JSON body (a CORS preflight). No cookies are used: any origin may.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["POST"],
+        allow_headers=["*"],
+        max_age=600,
+    )
     return app
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.ioto import Agent, bearer, claimed_agent, create_product, new_id
 from tests.e2e.server import ServerProcess
+from thinghub.faces.ioto.api import JSON5_MAX_BYTES
 
 pytestmark = pytest.mark.e2e
 
@@ -361,6 +362,15 @@ def test_the_agents_json5_action_invoke_body_is_read(
     for bad in (b"{name: 'alarm'", b"{name: NaN}", b"{name 'alarm'}"):
         refused = agent.call("/action/invoke", bad)
         assert refused.status_code == 400 and "JSON" in refused.text, (bad, refused.text)
+    # JSON5 is read up to JSON5_MAX_BYTES only: a large body that is not JSON is refused
+    # unread (the Python reader would hold the event loop for seconds on a few MiB)
+    values = ",".join(f"k{i}: {i}" for i in range(JSON5_MAX_BYTES // 8))
+    large = f"{{name: 'alarm', context: {{{values}}}}}".encode()
+    assert len(large) > JSON5_MAX_BYTES
+    refused = agent.call("/action/invoke", large)
+    assert refused.status_code == 400 and "JSON" in refused.text, refused.text
+    small = f"{{name: 'alarm', context: {{{values[: JSON5_MAX_BYTES // 2].rpartition(',')[0]}}}}}"
+    assert agent.call("/action/invoke", small.encode()).status_code == 200
 
 
 def test_browser_apps_call_the_device_api_from_another_origin(

@@ -469,6 +469,39 @@ def test_metric_get_answers_each_statistic_in_plain_text(
         assert float(ask("count", metric="never-sent")) == 0
 
 
+def test_store_get_answers_the_newest_store_value_in_plain_text(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """ioGetNum and ioGetBool (and ioGet without sync) ask ioto/service/{id}/store/get/{seq}
+    {"key"} and wait for the value in plain text on ioto/device/{id}/store/get/{seq}."""
+    product = create_product(admin, "store-get-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        link.subscribe_agent(agent.provision["accountId"])
+        seq = iter(range(100, 200))
+
+        def ask(key: str) -> str:
+            n = next(seq)
+            link.publish(f"ioto/service/{did}/store/get/{n}", {"key": key})
+            return link.expect(f"ioto/device/{did}/store/get/{n}").decode()
+
+        link.service("store/set", {"key": "door", "value": "open", "type": "string"})
+        link.service("store/set", {"key": "lux", "value": 12.5, "type": "number"})
+        link.service("store/set", {"key": "armed", "value": 1.0, "type": "boolean"})
+        poll(lambda: ask("armed") == "true", "the device's own value")
+        assert ask("door") == "open" and float(ask("lux")) == 12.5
+        assert ask("never-set") == ""
+        # a value set by the cloud (desired) after the device's own is the newer one
+        put = admin.put(f"/v1/devices/{did}", json={"properties": {"lux": 40}})
+        assert put.status_code == 200, put.text
+        assert link.expect_json(f"ioto/device/{did}/sync/UPSERT")["key"] == "lux"
+        assert ask("lux") == "40"
+        link.service("store/set", {"key": "lux", "value": 7, "type": "number"})
+        poll(lambda: ask("lux") == "7", "the device's newer value")
+
+
 def test_a_second_connection_of_the_same_device_replaces_the_first(
     server: ServerProcess, admin: httpx.Client, tmp_path: Path
 ) -> None:

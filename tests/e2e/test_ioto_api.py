@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.ioto import Agent, bearer, claimed_agent, create_product, new_id
 from tests.e2e.server import ServerProcess
+from thinghub.faces.ioto.api import JSON5_MAX_BYTES
 
 pytestmark = pytest.mark.e2e
 
@@ -337,6 +338,60 @@ def test_the_agents_action_invoke_is_kept_as_telemetry_of_the_device(
     assert missing.status_code == 400 and "name" in missing.text
     refused = agent.call("/action/invoke", {"name": "alarm"}, token="nope")
     assert refused.status_code == 401 and refused.text == "Authentication failed"
+
+
+def test_the_agents_json5_action_invoke_body_is_read(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any], tmp_path: Path
+) -> None:
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    # ioAutomation() posts jsonString(data, 0), which is JSON_HUMAN: JSON5 with single-quoted
+    # strings, bare keys (quoted when not letters, digits, _), raw control characters, lines
+    body = (
+        "{\n"
+        "    name: 'alarm',\n"
+        "    context: { temp: 99.5, 'door-1': 'it\\'s \"open\"\nnow', on: true, n: null }\n"
+        "}\n"
+    )
+    invoked = agent.call("/action/invoke", body.encode())
+    assert invoked.status_code == 200, invoked.text
+    assert invoked.json() == {}
+    kept = admin.get("/v1/telemetries", params={"deviceID": agent.device_id}).json()
+    context = {"temp": 99.5, "door-1": 'it\'s "open"\nnow', "on": True, "n": None}
+    assert [t["body"] for t in kept] == [{"action": "alarm", "context": context}]
+    # what is neither JSON nor JSON5 is still the documented 400
+    for bad in (b"{name: 'alarm'", b"{name: NaN}", b"{name 'alarm'}"):
+        refused = agent.call("/action/invoke", bad)
+        assert refused.status_code == 400 and "JSON" in refused.text, (bad, refused.text)
+    # JSON5 is read up to JSON5_MAX_BYTES only: a large body that is not JSON is refused
+    # unread (the Python reader would hold the event loop for seconds on a few MiB)
+    values = ",".join(f"k{i}: {i}" for i in range(JSON5_MAX_BYTES // 8))
+    large = f"{{name: 'alarm', context: {{{values}}}}}".encode()
+    assert len(large) > JSON5_MAX_BYTES
+    refused = agent.call("/action/invoke", large)
+    assert refused.status_code == 400 and "JSON" in refused.text, refused.text
+    small = f"{{name: 'alarm', context: {{{values[: JSON5_MAX_BYTES // 2].rpartition(',')[0]}}}}}"
+    assert agent.call("/action/invoke", small.encode()).status_code == 200
+
+
+def test_browser_apps_call_the_device_api_from_another_origin(
+    server: ServerProcess, admin: httpx.Client, product: dict[str, Any]
+) -> None:
+    agent = registered(server, product)
+    origin = {"Origin": "https://manager.example"}
+    preflight = httpx.options(
+        f"{server.http_url}{API}/device/claim",
+        headers={**origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"},
+    )  # fmt: skip
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    claimed = admin.post(f"{API}/device/claim", json={"id": agent.device_id}, headers=origin)
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.headers["access-control-allow-origin"] == "*"
+    refused = httpx.post(f"{server.http_url}{API}/device/get", json={"id": "X"}, headers=origin)
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"
 
 
 def test_the_openapi_document_lists_the_routes(server: ServerProcess) -> None:

@@ -19,7 +19,8 @@ to the core:
 - ``metric/set``: a telemetry message ``{metric: value}`` (so an observation of that metric,
   on every face); the dimensions ride along as the property ``ioto-dimensions``.
   ``ioto/service/{id}/metric/get/{seq}``: the statistic over the device's own values,
-  answered on ``ioto/device/{id}/metric/get/{seq}`` in plain text.
+  answered on ``ioto/device/{id}/metric/get/{seq}`` in plain text; ``store/get/{seq}``
+  (``{"key"}``: ioGetNum, ioGetBool, ioGet without sync) the Store key's value, likewise.
 - desired patches from any face reach the device as ``sync/UPSERT`` (``sync/REMOVE`` for a
   deleted property) of Store items; commands (ST methods, IoT Central commands) as
   ``sync/UPSERT`` of a Command row, counted as delivered when the device acknowledges it.
@@ -425,9 +426,24 @@ class Ioto:
             value = await self._statistic(link, query)
             reply = topics.reply_topic(link.device_id, request.service, request.seq)
             link._publish(reply, topics.format_metric_reply(value))
+        elif request.service == "store/get" and request.seq is not None:
+            key = topics.parse_store_get(payload)
+            reply = topics.reply_topic(link.device_id, request.service, request.seq)
+            link._publish(reply, topics.format_store_reply(await self._store_get(link, key)))
         else:
             logger.info("ioto %s: no handler for request %r", link.device_id, request.service)
         return None
+
+    async def _store_get(self, link: IotoLink, key: str) -> Any:
+        """A Store key's value: the newer of its desired (set by the cloud) and reported (set
+        by the device) values, as the vendor's one Store row per key holds the last write."""
+        twin = await self.services.twins.get(link.device)
+        held = [
+            (section.changed_at(key) or 0.0, section.properties[key])
+            for section in (twin.reported, twin.desired)
+            if key in section.properties
+        ]
+        return max(held, key=lambda pair: pair[0])[1] if held else None
 
     async def _reject(self, link: IotoLink, topic: str, error: Error) -> None:
         """A message that cannot be used: recorded as an event, and acknowledged."""

@@ -61,10 +61,12 @@ __all__ = [
     "command_item",
     "format_iso_ms",
     "format_metric_reply",
+    "format_store_reply",
     "parse_json",
     "parse_metric_get",
     "parse_metric_set",
     "parse_publish_topic",
+    "parse_store_get",
     "parse_store_set",
     "parse_sync_down",
     "parse_sync_to_dynamo",
@@ -473,6 +475,28 @@ def format_metric_reply(value: float | None) -> bytes:
     if value is None or not math.isfinite(value):
         return b"nan"
     return repr(float(value)).encode("ascii")
+
+
+def parse_store_get(payload: bytes) -> str:
+    """``{"key"}`` (ioGet without sync, ioGetNum and ioGetBool always): the Store key."""
+    body = _object(parse_json(payload), "payload")
+    return _string(body, "key", limit=MAX_SYNC_KEY_CHARS)
+
+
+def format_store_reply(value: Any) -> bytes:
+    """The plain-text answer to store/get: the value as ioGet, ioGetNum (``strtod``) and
+    ioGetBool (``true``/``false``) read it; nothing for a key the Store does not hold."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, int):
+        return str(value).encode("ascii")
+    if isinstance(value, float):
+        return repr(value).encode("ascii")
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return _dump(value)
 
 
 @dataclass(frozen=True, slots=True)

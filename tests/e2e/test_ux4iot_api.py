@@ -95,6 +95,20 @@ def test_a_session_opens_with_any_body_or_none(server: ServerProcess) -> None:
         assert len(ids) == 4
 
 
+def test_a_session_opens_at_the_root_of_the_port_too(
+    server: ServerProcess, ux: Ux, device: dict[str, Any]
+) -> None:
+    """admin-node's `getSessionIdStatic(endpoint)` posts to `new URL('/session', endpoint)`,
+    which drops the Endpoint's `/ux4iot`: the port's root answers it with the same session."""
+    with httpx.Client(base_url=server.http_url, timeout=30) as root:
+        response = root.post("/session")
+        assert response.status_code == 200, response.text
+        session = response.json()["sessionId"]
+        assert root.get("/session").status_code == 405
+    assert ux.grant(session, device["id"], "deviceTwin").status_code == 204
+    assert ux.as_session("GET", f"/deviceTwin/{device['id']}", session).status_code == 200
+
+
 # -- keys --------------------------------------------------------------------------------------
 
 

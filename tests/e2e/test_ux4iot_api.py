@@ -95,6 +95,20 @@ def test_a_session_opens_with_any_body_or_none(server: ServerProcess) -> None:
         assert len(ids) == 4
 
 
+def test_a_session_opens_at_the_root_of_the_port_too(
+    server: ServerProcess, ux: Ux, device: dict[str, Any]
+) -> None:
+    """admin-node's `getSessionIdStatic(endpoint)` posts to `new URL('/session', endpoint)`,
+    which drops the Endpoint's `/ux4iot`: the port's root answers it with the same session."""
+    with httpx.Client(base_url=server.http_url, timeout=30) as root:
+        response = root.post("/session")
+        assert response.status_code == 200, response.text
+        session = response.json()["sessionId"]
+        assert root.get("/session").status_code == 405
+    assert ux.grant(session, device["id"], "deviceTwin").status_code == 204
+    assert ux.as_session("GET", f"/deviceTwin/{device['id']}", session).status_code == 200
+
+
 # -- keys --------------------------------------------------------------------------------------
 
 
@@ -580,6 +594,38 @@ def test_last_values_of_a_key_of_every_type_and_clearing(
     while data() != {"n": 3}:
         assert time.monotonic() < deadline, data()
         time.sleep(0.05)
+
+
+def test_a_last_value_sent_once_outlives_many_newer_messages(
+    server: ServerProcess, ux: Ux, device: dict[str, Any]
+) -> None:
+    """ux4iot keeps each key's last value until it is cleared: a state a device reports once,
+    then buried under frequent readings, is still what useTelemetry starts from."""
+    dev = device["id"]
+    send_https(server, device, {"state": "running", "door": False, "cfg": {"mode": 2}})
+    for n in range(30):
+        send_https(server, device, {"temp": n})
+    deadline = time.monotonic() + 15
+    while ux.http.get(f"/lastValue/{dev}/temp").json().get("data") != {"temp": 29}:
+        assert time.monotonic() < deadline, "the newest reading never became the last value"
+        time.sleep(0.05)
+    assert ux.http.get(f"/lastValue/{dev}/state").json()["data"] == {"state": "running"}
+    assert ux.http.get(f"/lastValue/{dev}/door").json()["data"] == {"door": False}
+    session = ux.session()
+    for key in ("state", "cfg", "temp"):
+        assert ux.grant(session, dev, "telemetry", telemetryKey=key).status_code == 204
+    got = ux.as_session("GET", f"/lastValue/{dev}", session).json()["data"]
+    assert {k: v["value"] for k, v in got.items()} == {
+        "state": "running",
+        "cfg": {"mode": 2},
+        "temp": 29,
+    }
+    one = ux.as_session("GET", f"/lastValue/{dev}/cfg", session)
+    assert one.status_code == 200 and one.json()["data"] == {"cfg": {"mode": 2}}
+    # cleared is cleared, however far back the value lies
+    assert ux.http.delete(f"/lastValue/{dev}").status_code == 204
+    assert ux.http.get(f"/lastValue/{dev}/state").status_code == 404
+    assert ux.as_session("GET", f"/lastValue/{dev}", session).json()["data"] == {}
 
 
 def test_a_session_with_a_telemetry_grant_clears_the_last_values(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.server import ServerProcess
@@ -87,6 +88,20 @@ def test_another_accounts_key_sees_nothing_of_it(tenants: tuple[Tenant, Tenant])
     assert twin.status_code == 200
     assert "owned" not in twin.json()["data"]["properties"]["desired"]
     assert a.ux.as_session("GET", f"/lastValue/{dev}/temp", a.session).json()["data"] == {"temp": 1}
+
+
+def test_a_session_opened_at_the_port_root_is_as_apart(
+    server: ServerProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """`POST /session` at the port's root (admin-node's getSessionIdStatic) opens the same
+    unbound session as `/ux4iot/session`: a's first grant binds it, and b's key then gets 404."""
+    a, b = tenants
+    with httpx.Client(base_url=server.http_url, timeout=30) as root:
+        session = root.post("/session").json()["sessionId"]
+    assert a.ux.grant(session, a.device["id"], "deviceTwin").status_code == 204
+    assert b.ux.grant(session, b.device["id"], "deviceTwin").status_code == 404
+    assert b.ux.http.delete(f"/sessions/{session}").status_code == 404
+    assert a.ux.as_session("GET", f"/deviceTwin/{b.device['id']}", session).status_code == 403
 
 
 def test_another_accounts_session_gets_no_grant_on_it(tenants: tuple[Tenant, Tenant]) -> None:

@@ -218,3 +218,24 @@ def test_4x_reconnects_with_a_new_session_and_runs_its_hooks_again(
         send_https(server, device, {"k": 2})
         data(ux, lambda p: p.get("telemetry") == {"k": 2})
         assert again["sessionId"] != first
+
+
+def test_an_endpoint_ending_with_a_slash_works_too(server: ServerProcess, key: str) -> None:
+    """`Endpoint=http://host/ux4iot/`: axios still calls `/ux4iot/...`, and socket.io-client
+    joins namespace `/ux4iot/` (the URL's path, slash and all), which is served as well."""
+    device = new_device(server, name="v4-slash")
+    dev = device["id"]
+    scenario = {
+        "connectionString": f"Endpoint={server.http_url}/ux4iot/;SharedAccessKey={key}",
+        "timeoutMs": 60_000,
+        "commands": [{"cmd": "session"}, {"cmd": "connect"}],
+    }
+    with NodeDriver("v4", scenario) as ux:
+        socket = ux.event("socket", type="connect", timeout=EVENT_S)
+        assert socket["type"] == "connect"
+        ux.send({"cmd": "useTelemetry", "deviceId": dev, "telemetryKey": "k"})
+        assert http(ux, "useTelemetry", "/subscription")["status"] == 204
+        send_https(server, device, {"k": 1})
+        got = data(ux, lambda p: "telemetry" in p)
+        assert got["deviceId"] == dev and got["telemetry"] == {"k": 1}
+        assert not [e for e in ux.lines if e["event"] == "socket" and e["type"] == "disconnect"]

@@ -131,14 +131,16 @@ class QueryService:
         )
 
     async def latest_values(
-        self, principal: Principal, device: Device
+        self, principal: Principal, device: Device, wanted: frozenset[str] | None = None
     ) -> dict[str, tuple[Any, float]]:
         """The latest value of each top-level key of the device's telemetry, with its time
         (epoch seconds), newer than the last `clear_latest`.
 
         Numbers are the latest observations (every numeric key the device ever sent); other
         values come from its LATEST_SCAN_MESSAGES newest messages. A key whose newest value
-        is in those messages gets it as sent (an integer stays an integer).
+        is in those messages gets it as sent (an integer stays an integer). A key of `wanted`
+        found in neither is looked for further back, among the LAST_VALUE_SCAN_MESSAGES
+        newest messages (a text or boolean a device sends once, then many other messages).
         """
         authorize(principal, Permission.READ, device, absent=_missing(device))
         account = device.account_id
@@ -148,21 +150,46 @@ class QueryService:
         page = await self.stores.telemetry.query(
             TelemetryQuery(account, device_id=device.id, since=after, limit=LATEST_SCAN_MESSAGES)
         )
-        for message in page.items:  # newest first
-            if message.device_id != device.id or not isinstance(message.body, dict):
-                continue
-            if after is not None and message.enqueued_at <= after:
-                continue
-            for key, value in message.body.items():
-                if key not in values:
-                    values[key] = (value, message.enqueued_at)
+        self._take_newest(values, page.items, device.id, after, None)
         for metric, observation in (await self.stores.telemetry.latest(account, device.id)).items():
             if after is not None and observation.ts <= after:
                 continue
             known = values.get(metric)
             if known is None or observation.ts > known[1]:
                 values[metric] = (observation.value, observation.ts)
+        missing = set(wanted or ()) - values.keys()
+        read, cursor = len(page.items), page.next_cursor
+        while missing and cursor is not None and read < LAST_VALUE_SCAN_MESSAGES:
+            page = await self.stores.telemetry.query(
+                TelemetryQuery(
+                    account, device_id=device.id, since=after, limit=_SCAN_PAGE, cursor=cursor
+                )
+            )
+            read, cursor = read + len(page.items), page.next_cursor
+            missing -= self._take_newest(values, page.items, device.id, after, missing)
         return values
+
+    @staticmethod
+    def _take_newest(
+        values: dict[str, tuple[Any, float]],
+        messages: list[TelemetryMessage],
+        device_id: str,
+        after: float | None,
+        keys: set[str] | None,
+    ) -> set[str]:
+        """Fold newest-first `messages` of the device into `values` (a key already there
+        keeps its value), only `keys` unless None; the keys it added."""
+        added: set[str] = set()
+        for message in messages:
+            if message.device_id != device_id or not isinstance(message.body, dict):
+                continue
+            if after is not None and message.enqueued_at <= after:
+                continue
+            for key, value in message.body.items():
+                if key not in values and (keys is None or key in keys):
+                    values[key] = (value, message.enqueued_at)
+                    added.add(key)
+        return added
 
     async def clear_latest(self, principal: Principal, device: Device) -> None:
         """Forget the device's latest values (its telemetry stays): `latest_values` answers

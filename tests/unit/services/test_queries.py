@@ -13,6 +13,7 @@ from thinghub.domain.model import Principal, Role
 from thinghub.domain.telemetry import Observation, TelemetryMessage
 from thinghub.ports import EventQuery, Stores, TelemetryQuery
 from thinghub.services.core import Services
+from thinghub.services.queries import LATEST_SCAN_MESSAGES
 
 T0 = 1_700_000_000.0
 ADMIN = Principal("acc-1", Role.VIEWER, "viewer")
@@ -90,3 +91,21 @@ async def test_latest_values_hold_every_type_newest_first_and_clear(
     assert await services.queries.latest_values(owner, device) == {"n": (3, T0 + 6)}
     with pytest.raises(Forbidden):
         await services.queries.clear_latest(Principal("acc-1", Role.VIEWER, "v"), device)
+
+
+async def test_wanted_keys_are_looked_for_beyond_the_newest_messages(
+    services: Services, stores: Stores, clock: Any
+) -> None:
+    owner = Principal("acc-1", Role.OPERATOR, "op")
+    device = await services.registry.create_device(owner, name="d", project="p1")
+    old = TelemetryMessage("acc-1", device.id, T0, {"s": "on", "b": True}, b"", project="p1")
+    await stores.telemetry.append([old], [])
+    for i in range(1, LATEST_SCAN_MESSAGES + 50):
+        newer = TelemetryMessage("acc-1", device.id, T0 + i, {"x": "y"}, b"", project="p1")
+        await stores.telemetry.append([newer], [])
+    assert "s" not in await services.queries.latest_values(owner, device)
+    wanted = await services.queries.latest_values(owner, device, frozenset({"s", "never"}))
+    assert wanted == {"x": ("y", T0 + LATEST_SCAN_MESSAGES + 49), "s": ("on", T0)}
+    clock.t = T0 + 1_000
+    await services.queries.clear_latest(owner, device)
+    assert await services.queries.latest_values(owner, device, frozenset({"s"})) == {}

@@ -1,9 +1,10 @@
 """The ux4iot face: sessions, grants and subscriptions, REST at /ux4iot and live data over
-Socket.IO at /socket.io/ (namespaces `/` and `/ux4iot`). See docs/faces/ux4iot.md."""
+Socket.IO at /socket.io/ (namespaces `/`, `/ux4iot` and `/ux4iot/`). See docs/faces/ux4iot.md."""
 
 import secrets
 
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from thinghub.faces.face import Face, FaceContext, FaceParts
 from thinghub.faces.ux4iot.nats_store import NatsSessionStore
@@ -13,6 +14,18 @@ from thinghub.faces.ux4iot.runtime import Ux4iotRuntime
 from thinghub.faces.ux4iot.store import SessionStore
 
 __all__ = ["FACE", "build"]
+
+
+class _AtRoot:
+    """The face app answering a root path as its own (`POST /session` at the port's root:
+    admin-node's `Ux4iotAdminSDK.getSessionIdStatic(endpoint)` resolves `new URL('/session',
+    endpoint)`, which drops the Endpoint's `/ux4iot`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app({**scope, "root_path": ""}, receive, send)
 
 
 def build(context: FaceContext) -> FaceParts:
@@ -33,10 +46,14 @@ def build(context: FaceContext) -> FaceParts:
         runtime = context.shared[FACE_NAME] = Ux4iotRuntime(
             context.services, context.settings, now=context.clock.now, store=store
         )
+    app = create_app(context, runtime)
     return FaceParts(
-        app=create_app(context, runtime),
-        # The client's Engine.IO path is always /socket.io/, whatever the Endpoint's path.
-        root_routes=(Mount("/socket.io", app=runtime.channel.asgi()),),
+        app=app,
+        root_routes=(
+            # The client's Engine.IO path is always /socket.io/, whatever the Endpoint's path.
+            Mount("/socket.io", app=runtime.channel.asgi()),
+            Route("/session", _AtRoot(app), methods=["POST"]),
+        ),
         workers=(runtime,),
         connections=lambda: {"socketio": runtime.channel.socket_count},
     )

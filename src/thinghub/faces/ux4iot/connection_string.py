@@ -4,8 +4,8 @@ the real client parses it (ux4iot-react lib/ux4iot-shared.js parseConnectionStri
 The client uses Endpoint both as its REST base URL and as its Socket.IO URL, and
 socket.io-client takes the URL's path as the *namespace* (the Engine.IO path stays
 `/socket.io/`). So `Endpoint=http://h:8080/ux4iot` sends REST to `/ux4iot/...` and joins
-namespace `/ux4iot`; an Endpoint without a path joins `/`. A trailing slash would join
-`/ux4iot/`, another namespace, so the builder never writes one.
+namespace `/ux4iot`; an Endpoint without a path joins `/`. A trailing slash joins
+`/ux4iot/`, another namespace (served too: live.NAMESPACES); the builder never writes one.
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 The browser opens `/socket.io/?EIO=4&transport=polling|websocket&sessionId=<id>` and joins
-namespace `/` (Endpoint without a path) or `/ux4iot` (Endpoint `http://host/ux4iot`). It
-never emits; it only listens for `data`. So the socket's one job is to be a mailbox for its
-session: on connect it joins the room named by the session id, and the fan-out sends each
-payload to the rooms of the sessions that should get it (fanout.plan).
+namespace `/` (Endpoint without a path) or `/ux4iot` (Endpoint `http://host/ux4iot`, or
+`/ux4iot/` when written with a trailing slash). It never emits; it only listens for `data`.
+So the socket's one job is to be a mailbox for its session: on connect it joins the room
+named by the session id, and the fan-out sends each payload to the rooms of the sessions that
+should get it (fanout.plan).
 
 Unknown or expired sessions: the client must see a *server* disconnect ("io server
 disconnect"), because that is what makes both ux4iot-react 2.0.2 and 4.x open a new session
@@ -54,8 +55,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# `/` for an Endpoint without a path, `/ux4iot` for the face's prefix (connection_string.py).
-NAMESPACES = ("/", "/ux4iot")
+# `/` for an Endpoint without a path, `/ux4iot` for the face's prefix (connection_string.py),
+# and `/ux4iot/` for that Endpoint written with a trailing slash: socket.io-client joins the
+# URL's path as it stands, while axios still reaches the REST routes under `/ux4iot`.
+NAMESPACES = ("/", "/ux4iot", "/ux4iot/")
 # Engine.IO heartbeats: socket.io's own defaults, which both clients expect.
 PING_INTERVAL_S = 25
 PING_TIMEOUT_S = 20

@@ -356,7 +356,9 @@ async def last_value(device_id: str, telemetry_key: str, request: Request) -> Re
     caller = await _caller(request)
     await _require(request, caller, Grant(device_id, GrantType.TELEMETRY, telemetry_key))
     device = await _device(request, caller, device_id)
-    values = await services_of(request).queries.latest_values(caller.principal, device)
+    values = await services_of(request).queries.latest_values(
+        caller.principal, device, frozenset({telemetry_key})
+    )
     found = values.get(telemetry_key)
     if found is None:
         raise NotFound(
@@ -385,7 +387,7 @@ async def last_values(device_id: str, request: Request) -> Response:
     caller = await _caller(request)
     keys = await _readable_keys(request, caller, device_id)
     device = await _device(request, caller, device_id)
-    values = await services_of(request).queries.latest_values(caller.principal, device)
+    values = await services_of(request).queries.latest_values(caller.principal, device, keys)
     if keys is not None:
         values = {key: value for key, value in values.items() if key in keys}
     return OrjsonResponse(last_values_response(device.id, values))

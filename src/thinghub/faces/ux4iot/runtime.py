@@ -188,8 +188,8 @@ class Ux4iotRuntime:
         self, principal: Principal, device: Device, sub: Subscription
     ) -> dict[str, Any] | None:
         if sub.type is SubscriptionType.TELEMETRY:
-            values = await self.services.queries.latest_values(principal, device)
             keys = None if sub.telemetry_key is None else frozenset({sub.telemetry_key})
+            values = await self.services.queries.latest_values(principal, device, keys)
             picked = select_telemetry({k: v for k, (v, _) in values.items()}, keys)
             if picked is None:
                 return None

@@ -68,9 +68,9 @@ def test_the_session_id_comes_from_the_handshake_query() -> None:
     assert session_of({}) is None
 
 
-def test_the_server_serves_both_namespaces_over_both_transports() -> None:
+def test_the_server_serves_every_namespace_over_both_transports() -> None:
     live, _, _ = make()
-    assert NAMESPACES == ("/", "/ux4iot")
+    assert NAMESPACES == ("/", "/ux4iot", "/ux4iot/")
     assert live.server.always_connect is True
     assert live.server.eio.transports == ["polling", "websocket"]
 

@@ -29,6 +29,7 @@ __all__ = [
     "MethodRequest",
     "ModuleCreate",
     "ModuleUpdate",
+    "PageSize",
     "ProductCreate",
     "RetentionUpdate",
     "TokenCreate",
@@ -46,6 +47,14 @@ def _storable(value: Any) -> Any:
         raise ValueError(exc.message) from None
     return value
 
+
+def _empty_as_absent(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# A page size query (`limit`): sent empty (`?limit=`), it is not given, as an empty filter is;
+# the routes check the range (1..page_max) and name `limit`.
+PageSize = Annotated[int | None, BeforeValidator(_empty_as_absent)]
 
 # Any JSON value the server can store and send on.
 JsonValue = Annotated[Any, AfterValidator(_storable)]

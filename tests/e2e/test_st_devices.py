@@ -126,6 +126,32 @@ def test_list_devices_filters_by_project_and_deployment(
     assert listed == [admin.get(f"/v1/devices/{a['id']}").json()]
 
 
+def test_a_null_iot_edge_flag_is_a_plain_device(
+    admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """`"isIoTEdgeCapable": null` (an unset optional boolean, as many clients' models send
+    one) is the default: a device, not a 400. Only a boolean or null is taken."""
+    project = unique("p")
+    made = admin.post(
+        "/v1/devices",
+        json={"name": "n", "project": project, "deployment": "d", "isIoTEdgeCapable": None},
+    )
+    assert made.status_code == 200, made.text
+    assert made.json()["isIoTEdgeCapable"] is False
+    assert made.json()["modules"] is None
+    group = admin.post(
+        "/v1/enrollmentGroups",
+        json={
+            "enrollmentGroupId": unique("g"),
+            "project": project,
+            "deployment": "d",
+            "isIoTEdgeCapable": None,
+        },
+    )
+    assert group.status_code == 201, group.text
+    assert group.json()["isIoTEdgeCapable"] is False
+
+
 def test_projects_and_deployments_are_created_on_first_use(
     admin: httpx.Client, unique: Callable[[str], str]
 ) -> None:

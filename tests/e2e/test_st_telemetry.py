@@ -6,7 +6,7 @@ import base64
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -327,3 +327,66 @@ def test_nul_characters_are_never_a_500(admin: httpx.Client) -> None:
     )
     if made.status_code != 200:
         assert_error(made, 400)
+
+
+def test_a_time_with_an_unencoded_plus_offset_is_that_offset(
+    server: ServerProcess, admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """`?from=...T13:00:00+01:00` written into a URL as it is: the query's `+` arrives as a
+    space, which before a time's offset can only be its sign (was a 400)."""
+    device = create_device(admin, "offset", unique("p"), "d")
+    _send(server, device, [{"n": 1}])
+    url = f"/v1/telemetries?deviceID={device['id']}"
+    sent = admin.get(url).json()[0]["timestamp"]
+    # The message's time in +01:00, to the second (at or a little before the message).
+    local = (_parse(sent) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+
+    def bodies(query: str) -> list[Any]:
+        response = admin.get(f"{url}&{query}")
+        assert response.status_code == 200, response.text
+        return [t["body"] for t in response.json()]
+
+    assert bodies(f"from={local}+01:00") == [{"n": 1}]
+    assert bodies(f"from={local}+00:00") == []  # an hour after the message
+    assert bodies(f"from={local}+0100") == [{"n": 1}]
+    assert bodies(f"from={local[:-3]}+01:00") == [{"n": 1}]  # hh:mm
+    before = (_parse(sent) + timedelta(hours=1, seconds=-1)).strftime("%Y-%m-%dT%H:%M:%S")
+    assert bodies(f"to={before}+01:00") == []
+    assert bodies(f"to={local}+00:00") == [{"n": 1}]
+    assert_error(admin.get(f"{url}&from={local}+1"), 400, field="from")
+
+
+@pytest.mark.parametrize("route", ["/v1/telemetries", "/v1/events", "/v1/devices/{id}/files"])
+def test_an_empty_limit_is_the_default_page(
+    admin: httpx.Client, unique: Callable[[str], str], route: str
+) -> None:
+    """`?limit=` (a client sending an unset page size) is the default page, as an empty
+    filter is a filter not given (was a 400 'Input should be a valid integer')."""
+    device = create_device(admin, "limitless", unique("p"), "d")
+    path = route.format(id=device["id"])
+    response = admin.get(f"{path}?limit=")
+    assert response.status_code == 200, response.text
+    assert response.json() == admin.get(path).json()
+    assert_error(admin.get(f"{path}?limit=%20"), 400, field="limit")
+
+
+def test_a_binary_body_is_listed_as_its_base64_text(
+    server: ServerProcess, admin: httpx.Client, unique: Callable[[str], str]
+) -> None:
+    """A body that is not UTF-8 is listed as its base64 text, as IoT Hub's routing stores
+    it (was `null`, which a JSON null body also is)."""
+    device = create_device(admin, "binary", unique("p"), "d")
+    sas = device_sas(device)
+    payloads = [b"\x01\x02\xff\x00", b"null", "h\u00e9llo".encode()]
+    for payload in payloads:
+        response = httpx.post(
+            f"{server.http_url}/devices/{device['id']}/messages/events",
+            params={"api-version": "2020-09-30"},
+            content=payload,
+            headers={"Authorization": sas, "Content-Type": "application/octet-stream"},
+            timeout=30,
+        )
+        assert response.status_code == 204, response.text
+    listed = admin.get("/v1/telemetries", params={"deviceID": device["id"]}).json()
+    assert [t["body"] for t in listed] == ["h\u00e9llo", None, "AQL/AA=="]
+    assert base64.b64decode(listed[2]["body"]) == payloads[0]

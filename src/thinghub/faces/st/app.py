@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import re
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote
 
@@ -27,6 +28,7 @@ from thinghub.domain.errors import Invalid, Unauthorized
 from thinghub.domain.events import EventType
 from thinghub.domain.json_depth import exceeds_depth
 from thinghub.domain.model import ApiToken, Device, DeviceKind, Principal, Retention, Role
+from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.faces._http import (
     REQUEST_NOTE_KEY,
     OrjsonResponse,
@@ -53,6 +55,7 @@ from thinghub.faces.st.schemas import (
     MethodRequest,
     ModuleCreate,
     ModuleUpdate,
+    PageSize,
     RetentionUpdate,
     TokenCreate,
     UserCreate,
@@ -159,9 +162,19 @@ def _twin_json(services: Services, twin: Any, device: Device) -> dict[str, Any]:
     }
 
 
+# In a query a `+` is a space (form encoding), so `?from=2025-08-13T13:00:00+02:00` sent
+# unencoded, as a time printed into a URL is, arrives as "2025-08-13T13:00:00 02:00". A space
+# before a time's last hh:mm can be nothing but that offset's sign.
+_SPACED_OFFSET = re.compile(r"(T[0-9:.,]+) ([0-9]{2}(?::?[0-9]{2})?)$")
+
+
+def _query_time(value: str, field: str) -> float:
+    return parse_ts(_SPACED_OFFSET.sub(r"\1+\2", value.strip()), field)
+
+
 def _range(since: str | None, until: str | None) -> tuple[float | None, float | None]:
-    start = parse_ts(since, "from") if since else None
-    end = parse_ts(until, "to") if until else None
+    start = _query_time(since, "from") if since else None
+    end = _query_time(until, "to") if until else None
     if start is not None and end is not None and start > end:
         raise Invalid("from must not be after to", field="from")
     return start, end
@@ -834,6 +847,18 @@ def _device_ref(device_id: str) -> dict[str, Any]:
     return {"deviceID": device, "moduleID": module} if module else {"deviceID": device}
 
 
+def _telemetry_body(message: TelemetryMessage) -> Any:
+    """A message's body as listed: its JSON value or text, and a payload that is not UTF-8
+    (binary) as its base64 text, as IoT Hub's routing stores a body it cannot read as JSON.
+    Without this a binary message would list as `null`, which a JSON `null` body also is."""
+    if message.body is None and message.raw:
+        try:
+            message.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(message.raw).decode("ascii")
+    return message.body
+
+
 @router.get("/telemetries", tags=["telemetries"])
 async def list_telemetries(
     request: Request,
@@ -844,7 +869,7 @@ async def list_telemetries(
     moduleID: Filter = None,
     from_: FromTime = None,
     to: ToTime = None,
-    limit: Annotated[int | None, Query()] = None,
+    limit: Annotated[PageSize, Query()] = None,
     continuationToken: Filter = None,
 ) -> Response:
     """Telemetry of the account, newest first; filter by project, deployment, device, time.
@@ -867,7 +892,11 @@ async def list_telemetries(
         ),
     )
     items = [
-        {**_device_ref(m.device_id), "timestamp": format_ts(m.enqueued_at), "body": m.body}
+        {
+            **_device_ref(m.device_id),
+            "timestamp": format_ts(m.enqueued_at),
+            "body": _telemetry_body(m),
+        }
         for m in page.items
     ]
     return _page_response(items, page.next_cursor)
@@ -884,7 +913,7 @@ async def list_events(
     eventType: EventTypeFilter = None,
     from_: FromTime = None,
     to: ToTime = None,
-    limit: Annotated[int | None, Query()] = None,
+    limit: Annotated[PageSize, Query()] = None,
     continuationToken: Filter = None,
 ) -> Response:
     """Events, newest first, paged like telemetry.

@@ -20,7 +20,7 @@ from thinghub.domain.errors import Invalid
 from thinghub.domain.model import Principal
 from thinghub.domain.products import Product
 from thinghub.faces._http import OrjsonResponse, principal_of, services_of, settings_of
-from thinghub.faces.st.schemas import ProductCreate
+from thinghub.faces.st.schemas import PageSize, ProductCreate
 
 __all__ = ["router"]
 
@@ -82,7 +82,7 @@ async def list_files(
     device_id: DeviceId,
     request: Request,
     caller: Caller,
-    limit: Annotated[int | None, Query()] = None,
+    limit: Annotated[PageSize, Query()] = None,
     continuationToken: Annotated[str | None, Query()] = None,
 ) -> Response:
     """A device's files (uploads of the Ioto face), by name; `x-continuation-token` names the

@@ -29,6 +29,7 @@ __all__ = [
     "MethodRequest",
     "ModuleCreate",
     "ModuleUpdate",
+    "PageSize",
     "ProductCreate",
     "RetentionUpdate",
     "TokenCreate",
@@ -46,6 +47,27 @@ def _storable(value: Any) -> Any:
         raise ValueError(exc.message) from None
     return value
 
+
+def _empty_as_absent(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# A page size query (`limit`): sent empty (`?limit=`), it is not given, as an empty filter is;
+# the routes check the range (1..page_max) and name `limit`.
+PageSize = Annotated[int | None, BeforeValidator(_empty_as_absent)]
+
+
+def _null_is_false(value: Any) -> Any:
+    return False if value is None else value
+
+
+# `isIoTEdgeCapable` of a new device or group: `null` (an unset optional boolean, as many
+# clients' models serialize one) is the default, a plain device.
+EdgeCapable = Annotated[
+    StrictBool,
+    BeforeValidator(_null_is_false),
+    Field(json_schema_extra={"description": "true for a gateway; false or null: a device"}),
+]
 
 # Any JSON value the server can store and send on.
 JsonValue = Annotated[Any, AfterValidator(_storable)]
@@ -67,7 +89,7 @@ class DeviceCreate(_Body):
     name: StrictStr = Field(min_length=1, max_length=200)
     project: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
     deployment: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
-    isIoTEdgeCapable: StrictBool = False
+    isIoTEdgeCapable: EdgeCapable = False
 
 
 class _Strict(BaseModel):
@@ -149,7 +171,7 @@ class EnrollmentGroupCreate(_Body):
     enrollmentGroupId: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
     project: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
     deployment: StrictStr = Field(min_length=1, max_length=128, json_schema_extra=ID_SCHEMA)
-    isIoTEdgeCapable: StrictBool = False
+    isIoTEdgeCapable: EdgeCapable = False
 
 
 class TokenCreate(_Body):

@@ -396,8 +396,8 @@ SETTINGS: tuple[Setting, ...] = (
         _optional_url,
         None,
         "The server's public base URL (https://iot.example.com) for absolute links it writes, "
-        "such as IoT Central's nextLink; empty: links are relative. The Host header is never "
-        "used.",
+        "such as IoT Central's nextLink; empty: at the address a request reached when its Host "
+        "header names that address, else relative. A Host naming another address is never used.",
     ),
     Setting(
         "http_max_header_bytes",

@@ -125,6 +125,16 @@ def make_gateway_module(
     return gateway_id, module.json()
 
 
+def property_values(shown: dict[str, Any]) -> dict[str, Any]:
+    """GET /devices/{id}/properties without the real API's `$metadata` (at the top and in
+    components): the values alone."""
+    return {
+        k: property_values(v) if isinstance(v, dict) and "$metadata" in v else v
+        for k, v in shown.items()
+        if k != "$metadata"
+    }
+
+
 def assert_error(response: httpx.Response, status: int, needle: str | None = None) -> None:
     """IoT Central's error body: {"error": {code, message, requestId, time}}."""
     assert response.status_code == status, response.text

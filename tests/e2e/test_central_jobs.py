@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from tests.e2e.azure import wait_for
-from tests.e2e.test_central_api import assert_error, central, template_body, template_id
+from tests.e2e.test_central_api import (
+    TIME_RE,
+    assert_error,
+    central,
+    template_body,
+    template_id,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -294,3 +300,33 @@ def test_published_scheduled_job_examples(
     assert [s for s in listed if s["id"] == scheduled_id] == [shown]
     # ScheduledJobs_ListJobs: nothing ran yet (the next occurrence is ahead).
     assert central.get(f"/scheduledJobs/{scheduled_id}/jobs").json() == {"value": []}
+
+
+def test_a_job_without_a_display_name_and_its_start_and_end(
+    central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    """The real Job requires only `group` and `data` (displayName is optional) and shows its
+    read-only `start` and, once ended, `end` times; a scheduled job's displayName is optional
+    too."""
+    group, _ = _fleet(central, template_id, unique, fails=set())
+    job_id = unique("job")
+    body = _job(template_id, group)
+    body.pop("displayName")
+    made = central.put(f"/jobs/{job_id}", json=body)
+    assert made.status_code == 200, made.text
+    assert made.json()["displayName"] == job_id  # named by its id
+    assert TIME_RE.fullmatch(made.json()["start"])
+    job = _ended(central, job_id)
+    assert job["status"] == "completed"
+    assert TIME_RE.fullmatch(job["end"])
+    assert job["start"] == made.json()["start"] <= job["end"]
+    listed = {j["id"]: j for j in central.get("/jobs").json()["value"]}
+    assert listed[job_id]["end"] == job["end"]
+
+    scheduled_id = unique("sched")
+    scheduled = central.put(
+        f"/scheduledJobs/{scheduled_id}",
+        json={**body, "schedule": {"start": "2999-01-01T00:00:00Z"}},
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    assert scheduled.json()["displayName"] == scheduled_id

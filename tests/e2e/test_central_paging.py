@@ -84,3 +84,46 @@ def test_a_command_history_pages_past_one_hundred(
     for bad in ({"$maxpagesize": 101}, {"$maxpagesize": "x"}, {"$skiptoken": "nonsense"}):
         field = next(iter(bad))
         assert_error(central.get(path, params=bad), 400, field)
+
+
+def test_a_next_link_is_followed_as_given(
+    central: httpx.Client, server: ServerProcess, unique: Callable[[str], str]
+) -> None:
+    """The real API's nextLink is an absolute URL, which its clients request as it is: with
+    the API's base URL (a path included) as an httpx base_url, or with no base at all. A
+    request that reached the server directly gets an absolute link to the address it used;
+    one whose Host names anything else (a proxy, a port mapping, a made-up name) still gets
+    a relative link (tests/e2e/test_abuse_http.py)."""
+    prefix = unique("follow")
+    ids = [f"{prefix}-{i}" for i in range(3)]
+    for device_id in ids:
+        make_device(central, device_id)
+    params = {"$filter": f"startswith(id, '{prefix}')", "$top": 1, "api-version": "2022-07-31"}
+    headers = dict(central.headers)
+    for origin in (server.http_url, server.http_url.replace("127.0.0.1", "localhost")):
+        with httpx.Client(base_url=origin + API, headers=headers, timeout=30) as client:
+            response = client.get("/devices", params=params)
+            seen: list[str] = []
+            while True:
+                assert response.status_code == 200, response.text
+                page = response.json()
+                seen += [d["id"] for d in page["value"]]
+                if "nextLink" not in page:
+                    break
+                assert page["nextLink"].startswith(f"{origin}{API}/devices?"), page
+                response = client.get(page["nextLink"])
+            assert seen == ids
+    # No client base at all: the link alone leads to the next page.
+    first = central.get("/devices", params=params).json()
+    second = httpx.get(first["nextLink"], headers=headers, timeout=30)
+    assert second.status_code == 200, second.text
+    assert [d["id"] for d in second.json()["value"]] == ids[1:2]
+    # A group's devices and a command history link the same way.
+    group_id = unique("group")
+    made = central.put(
+        f"/deviceGroups/{group_id}",
+        json={"displayName": "follow", "filter": f"startswith(id, '{prefix}')"},
+    )
+    assert made.status_code == 200, made.text
+    grouped = central.get(f"/deviceGroups/{group_id}/devices", params={"$maxpagesize": 1})
+    assert grouped.json()["nextLink"].startswith(f"{server.http_url}{API}/deviceGroups/")

@@ -29,6 +29,7 @@ from tests.e2e.test_central_api import (
     central,
     make_device,
     make_gateway_module,
+    property_values,
     template_body,
     template_id,
 )
@@ -316,13 +317,23 @@ def test_properties_routes_check_their_input(
         "$metadata": {"targetTemperature": {"desiredValue": 21}},
         "thermostat1": {"$metadata": {"targetTemperature": {"desiredValue": 18}}},
     }
-    assert central.get(base).json() == {
+    shown = central.get(base).json()
+    assert property_values(shown) == {
         "targetTemperature": 21,
         "thermostat1": {"targetTemperature": 18},
     }
-    assert central.get(f"/devices/{device_id}/components/thermostat1/properties").json() == {
-        "targetTemperature": 18
-    }
+    # The real API's $metadata beside the values, at each level: when each value arrived.
+    assert set(shown["$metadata"]) == {"targetTemperature"}
+    assert TIME_RE.fullmatch(shown["$metadata"]["targetTemperature"]["lastUpdateTime"])
+    assert set(shown["thermostat1"]["$metadata"]) == {"targetTemperature"}
+    component = central.get(f"/devices/{device_id}/components/thermostat1/properties").json()
+    assert component == shown["thermostat1"]
+    # What GET shows may be written back as it is: $metadata is bookkeeping, not a property.
+    again = central.put(base, json=shown)
+    assert again.status_code == 202, again.text
+    assert again.json() == written.json()
+    # Anything else under that name is no property of the template.
+    assert_error(central.patch(base, json={"thermostat1": {"$metadata": 1}}), 404, "$metadata")
     # PUT behaves as PATCH (a property cannot be unset); the one-property route agrees.
     put = central.put(
         f"/devices/{device_id}/components/thermostat1/properties", json={"targetTemperature": 17}

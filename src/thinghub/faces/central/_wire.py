@@ -155,13 +155,43 @@ caller_dependency = principal_of(authenticate)
 
 
 def page_link(settings: Settings, request: Request, **params: str) -> str:
-    """A link to this route with `params` set (a nextLink): relative to the server, or under
-    the `public_url` setting when one is set. Never built from the Host header, which is
-    whatever the client sent."""
+    """A link to this route with `params` set (a nextLink): under the `public_url` setting
+    when one is set; else absolute, as the real API's nextLink is, when the request reached
+    this server directly (its Host names the very address it came in on, see _own_origin);
+    else relative to the server. Never built from a Host the client made up."""
     url = request.url.include_query_params(**params)
     relative = f"{url.path}?{url.query}" if url.query else url.path
-    base = settings.public_url
+    base = settings.public_url or _own_origin(request)
     return f"{base}{relative}" if base else relative
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _own_origin(request: Request) -> str | None:
+    """`scheme://host:port` of the socket a request came in on, written as its Host header
+    writes it, when that header names this very socket: its IP and port, or `localhost` and
+    the port of a loopback socket. A client that follows a link so built reaches the address
+    it already reached. None for any other Host (a reverse proxy, a port mapping, or a name
+    the client made up), where only a relative link is safe."""
+    server = request.scope.get("server")
+    host = request.headers.get("host")
+    if not server or not host or server[1] is None:
+        return None
+    ip, port = str(server[0]), int(server[1])
+    scheme = request.url.scheme
+    name, sep, given_port = host.rpartition(":")
+    if not sep or name.endswith(":"):  # no port, or a bare IPv6 literal
+        name, given_port = host, ""
+    if not given_port.isdigit():
+        return None
+    if int(given_port) != port:
+        return None
+    name = name.lower()
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    if bare == ip.lower() or (bare == "localhost" and ip in _LOOPBACK):
+        return f"{scheme}://{name}:{port}"
+    return None
 
 
 def parse_time(value: Any, field: str) -> float:

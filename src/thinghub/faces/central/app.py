@@ -785,8 +785,39 @@ def _desired_metadata(patch: dict[str, Any]) -> dict[str, Any]:
 async def _read_properties(
     request: Request, caller: Principal, device: Device | str, component: str | None = None
 ) -> Response:
+    """The values, components nested, each level with the real API's `$metadata`:
+    `{name: {"lastUpdateTime"}}` for the values whose time is known (a cloud property keeps
+    none of its own)."""
     found = await services_of(request).properties.read_all(caller, device, component)
-    return OrjsonResponse(_nest({name: value.value for name, value in found.items()}))
+    out = _nest({name: value.value for name, value in found.items()})
+    for name, value in found.items():
+        if value.last_updated is None:
+            continue
+        level, star, short = name.partition("*")
+        where = out[level] if star else out
+        stamp = {"lastUpdateTime": format_ts_short(value.last_updated)}
+        where.setdefault(METADATA, {})[short if star else name] = stamp
+    return OrjsonResponse(out)
+
+
+# The real API's bookkeeping beside property values: shown by GET, and taken back (ignored) in
+# a write of what GET showed.
+METADATA = "$metadata"
+
+
+def _without_metadata(body: Any) -> Any:
+    """A properties write without the `$metadata` objects GET shows (at the top and in
+    components): read-only bookkeeping, which no property may be named (names starting with
+    `$` are 400s). Anything else under that name stays, and is refused as before."""
+
+    def strip(level: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(level.get(METADATA), dict):
+            return {k: v for k, v in level.items() if k != METADATA}
+        return level
+
+    if not isinstance(body, dict):
+        return body
+    return {k: strip(v) if isinstance(v, dict) else v for k, v in strip(body).items()}
 
 
 async def _write_properties(
@@ -797,6 +828,7 @@ async def _write_properties(
     component: str | None = None,
 ) -> Response:
     services = services_of(request)
+    body = _without_metadata(body)
     cloud: dict[str, Any] = {}
     if component is None and isinstance(device, str) and isinstance(body, dict):
         # The template's cloud properties are kept by the registry, the rest is the patch.

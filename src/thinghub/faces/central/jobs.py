@@ -82,7 +82,8 @@ class ThresholdBody(_Strict):
 
 
 class JobBody(_Strict):
-    displayName: StrictStr = Field(min_length=1, max_length=200)
+    # The real API requires only `group` and `data`; a job without a name is named by its id.
+    displayName: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     group: StrictStr = Field(min_length=1, max_length=128)
     data: list[JobStepBody] = Field(min_length=1)
     description: StrictStr | None = Field(default=None, max_length=2000)
@@ -166,6 +167,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "group": job.group,
         "data": steps_out(job.steps),
         "status": job.status.value,
+        # The real Job's read-only start and end times (end once it has ended).
+        "start": format_ts_short(job.created_at),
+        **({"end": format_ts_short(job.updated_at)} if job.status.is_final else {}),
         "progress": {
             "total": len(job.devices),
             **{status.value: job.count(status) for status in DeviceRunStatus},
@@ -328,9 +332,10 @@ async def get_job(job_id: str, request: Request, caller: Caller) -> Response:
 
 @router.put("/jobs/{job_id}", tags=["jobs"], summary="Run a job on a device group")
 async def create_job(job_id: str, body: JobBody, request: Request, caller: Caller) -> Response:
-    """`{displayName, group, data: [{type: property|command|cloudProperty, path, value,
-    target?}]}`: applied to every device of the group the caller may see, one by one;
-    `GET /jobs/{id}` and `/jobs/{id}/devices` show the progress. 409 for a used id."""
+    """`{displayName?, group, data: [{type: property|command|cloudProperty, path, value,
+    target?}]}` (`displayName` defaults to the id): applied to every device of the group the
+    caller may see, one by one; `GET /jobs/{id}` and `/jobs/{id}/devices` show the progress.
+    409 for a used id."""
     _same_id(body.id, job_id)
     services = services_of(request)
     group = await services.device_groups.get(caller, body.group)
@@ -339,7 +344,7 @@ async def create_job(job_id: str, body: JobBody, request: Request, caller: Calle
     job = await services.jobs.create(
         caller,
         job_id,
-        display_name=body.displayName,
+        display_name=job_id if body.displayName is None else body.displayName,
         group=group.id,
         device_ids=[d.id for d in members],
         steps=steps,

@@ -157,12 +157,12 @@ def _read_only(body: ScheduledJobBody, job_id: str, current: ScheduledJob | None
 
 
 def _required(
-    body: ScheduledJobBody,
+    body: ScheduledJobBody, job_id: str
 ) -> tuple[str, str, list[JobStepBody], ScheduleBody]:
-    """displayName, group, data and schedule, which PUT needs."""
-    name, group, data, schedule = body.displayName, body.group, body.data, body.schedule
-    if name is None:
-        raise Invalid("displayName is required", field="displayName")
+    """displayName (the id when not given, as the real API requires only the others),
+    group, data and schedule, which PUT needs."""
+    name = job_id if body.displayName is None else body.displayName
+    group, data, schedule = body.group, body.data, body.schedule
     if group is None:
         raise Invalid("group is required", field="group")
     if data is None:
@@ -192,11 +192,11 @@ async def get_scheduled(job_id: str, request: Request, caller: Caller) -> Respon
 async def put_scheduled(
     job_id: str, body: ScheduledJobBody, request: Request, caller: Caller
 ) -> Response:
-    """`{displayName, group, data, schedule: {start, recurrence?, end?}, description?,
-    batch?, cancellationThreshold?, enabled?}`; runs from its first occurrence not yet past
-    (400 when none is left), as the caller."""
+    """`{displayName?, group, data, schedule: {start, recurrence?, end?}, description?,
+    batch?, cancellationThreshold?, enabled?}` (`displayName` defaults to the id); runs from
+    its first occurrence not yet past (400 when none is left), as the caller."""
     services = services_of(request)
-    name, group_id, data, schedule = _required(body)
+    name, group_id, data, schedule = _required(body, job_id)
     try:
         current: ScheduledJob | None = await services.scheduled_jobs.get(caller, job_id)
     except NotFound:

@@ -221,7 +221,7 @@ def build_services(
         commands=commands,
         c2d=C2DService(stores, clock, channel=channel, locks=locks, registry=registry),
         templates=templates,
-        provisioning=ProvisioningService(stores, clock, registry),
+        provisioning=ProvisioningService(stores, clock, registry, templates),
         device_auth=DeviceAuth(registry, clock),
         retention=RetentionService(
             stores,

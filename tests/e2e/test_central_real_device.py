@@ -697,3 +697,50 @@ def test_query_selects_and_filters_properties(
         f"WHERE {mine} AND temperature > 0"
     )
     assert message == {"$id": ids[0], "temperature": 30.5, "firmwareVersion": "2.0.1"}
+
+
+def test_a_device_announcing_a_templates_model_id_gets_that_template(
+    target: Target, central: httpx.Client, template_id: str, unique: Callable[[str], str]
+) -> None:
+    """IoT Central's automatic association: a device without a template that registers or
+    connects with the model id of one of the application's templates is assigned it."""
+
+    def unassigned() -> dict[str, Any]:
+        device_id = unique("auto")
+        made = central.put(f"/devices/{device_id}", json={"displayName": device_id})
+        assert made.status_code == 200, made.text
+        assert made.json().get("template") is None
+        creds = central.get(f"/devices/{device_id}/credentials").json()
+        return {"id": device_id, "key": creds["symmetricKey"]["primaryKey"]}
+
+    # through DPS: the registration's payload names the model (as the SDK's samples send it)
+    registered = unassigned()
+    dps = target.provisioning_client(registered["id"], registered["key"])
+    dps.provisioning_payload = {"modelId": template_id}
+    assert dps.register().status == "assigned"
+    assert central.get(f"/devices/{registered['id']}").json()["template"] == template_id
+
+    # connecting straight to the hub with the model id (MQTT user name's model-id)
+    connecting = unassigned()
+    client = target.device_client(
+        {"id": connecting["id"]}, key=connecting["key"], product_info=template_id
+    )
+    with connected(client):
+        shown = central.get(f"/devices/{connecting['id']}").json()
+    assert shown["template"] == template_id
+
+    # a model id no template has: no template; a device's own template is kept
+    other = unassigned()
+    client = target.device_client({"id": other["id"]}, key=other["key"], product_info="dtmi:x:y;1")
+    with connected(client):
+        assert central.get(f"/devices/{other['id']}").json().get("template") is None
+    other_template = "dtmi:thinghub:real:other;1"
+    put = central.put(f"/deviceTemplates/{other_template}", json=template_body(other_template))
+    assert put.status_code == 200, put.text
+    kept_id = unique("kept")
+    made = central.put(f"/devices/{kept_id}", json={"template": other_template})
+    assert made.status_code == 200, made.text
+    key = central.get(f"/devices/{kept_id}/credentials").json()["symmetricKey"]["primaryKey"]
+    client = target.device_client({"id": kept_id}, key=key, product_info=template_id)
+    with connected(client):
+        assert central.get(f"/devices/{kept_id}").json()["template"] == other_template

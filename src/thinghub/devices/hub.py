@@ -284,8 +284,10 @@ class Hub:
             session.subscriptions = dict(saved.get("subscriptions", {}))
             session.desired_version = saved.get("desired_version")
             session.inflight = self._inflight.pop(connect.client_id, ((), ()))
-        if identity.model_id and identity.model_id != device.model_id:
-            device = await self.services.registry.save(device, model_id=identity.model_id)
+        if identity.model_id and (
+            announced := await self.services.templates.announced(device, identity.model_id)
+        ):
+            device = await self.services.registry.save(device, **announced)
         conn.state = HubLink(
             self,
             conn,

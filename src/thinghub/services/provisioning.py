@@ -23,6 +23,7 @@ from thinghub.security import sas
 from thinghub.services.authz import Located, NewIn, authorize, visible
 from thinghub.services.device_auth import DUMMY_KEYS
 from thinghub.services.registry import Registry
+from thinghub.services.templates import TemplateService
 
 __all__ = ["Enrollment", "ProvisioningService", "dps_resource"]
 
@@ -49,10 +50,13 @@ class Enrollment:
 
 
 class ProvisioningService:
-    def __init__(self, stores: Stores, clock: Clock, registry: Registry) -> None:
+    def __init__(
+        self, stores: Stores, clock: Clock, registry: Registry, templates: TemplateService
+    ) -> None:
         self.stores = stores
         self.clock = clock
         self.registry = registry
+        self.templates = templates
 
     # -- enrollment groups ---------------------------------------------------------------
 
@@ -227,9 +231,7 @@ class ProvisioningService:
                         "registration id is taken by another device", field="registrationId"
                     ) from None
                 device = found
-        changes: dict[str, Any] = {}
-        if model_id and model_id != device.model_id:
-            changes["model_id"] = model_id
+        changes = await self.templates.announced(device, model_id) if model_id else {}
         if not device.provisioned:
             changes["provisioned"] = True
         if changes:

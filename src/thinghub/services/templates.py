@@ -178,6 +178,22 @@ class TemplateService:
             return None
         return await self.find(device.account_id, device.template)
 
+    async def announced(self, device: Device, model_id: str) -> dict[str, Any]:
+        """What to save of a device that announced `model_id` (connecting or registering):
+        the model id when new, and, for a device without a template, the account's template of
+        that id when there is one (IoT Central's automatic association: a template's id is
+        the model id its devices announce). {} when nothing changes."""
+        changes: dict[str, Any] = {}
+        if model_id != device.model_id:
+            changes["model_id"] = model_id
+        if (
+            device.template is None
+            and TEMPLATE_ID.fullmatch(model_id)
+            and await self.find(device.account_id, model_id) is not None
+        ):
+            changes["template"] = model_id
+        return changes
+
     async def model_for(self, device: Device) -> Interface | None:
         """The capability model a device's data follows: its device template's; else that of
         a template of its account named by the model id it announced; else the well-known

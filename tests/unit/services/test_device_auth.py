@@ -22,6 +22,7 @@ from thinghub.services.device_auth import DeviceAuth, hub_resource
 from thinghub.services.events import EventService
 from thinghub.services.provisioning import GROUPS, ProvisioningService, dps_resource
 from thinghub.services.registry import Registry
+from thinghub.services.templates import TemplateService
 from thinghub.storage.memory import memory_stores
 
 NOW = 1_700_000_000.0
@@ -165,7 +166,8 @@ def group_document(group_id: str) -> dict[str, Any]:
 
 
 def provisioning(stores: Stores) -> ProvisioningService:
-    return ProvisioningService(stores, Clock(), registry(stores))
+    reg = registry(stores)
+    return ProvisioningService(stores, Clock(), reg, TemplateService(stores, Clock(), reg))
 
 
 def group_token(group: dict[str, Any], registration_id: str) -> str:

@@ -464,9 +464,11 @@ def test_observations_summary_takes_the_data_query_params(server: ServerProcess)
     try:
         ws.call("createSensor", {"sensor": sensor, "type": "TEMP", "props": {}}, 1)
         stamps = [f"2024-01-01T00:0{m}:00.000Z" for m in range(4)]
-        uploaded = ws.call("uploadData", {"data": [
+        data = [
             {"sensorId": sensor, "timestamp": stamp, "values": {"T": value, "P": 1000 * value}}
-            for stamp, value in zip(stamps, (0.0, 10.0, 20.0, 100.0), strict=True)]}, 2)  # fmt: skip
+            for stamp, value in zip(stamps, (0.0, 10.0, 20.0, 100.0), strict=True)
+        ]
+        uploaded = ws.call("uploadData", {"data": data}, 2)
         assert uploaded["result"] == {"successfullyProcessedObs": 4}
 
         def summary(**params: Any) -> dict[str, Any]:

@@ -321,7 +321,9 @@ class SummaryParams(_Range):
     sensor: EntityId | None = Field(default=None, description="a sensor id")
     sensors: EntityIds | None = Field(default=None, description="sensor ids")
     metric: Name | None = Field(default=None, description="one metric; raw metrics when omitted")
-    unit: Name | None = Field(default=None, description="the unit; the metric's raw unit when omitted")
+    unit: Name | None = Field(
+        default=None, description="the unit; the metric's raw unit when omitted"
+    )
 
     @model_validator(mode="after")
     def _some(self) -> SummaryParams:

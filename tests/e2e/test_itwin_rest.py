@@ -290,18 +290,22 @@ def test_credentials_and_scopes(server: ServerProcess) -> None:
     token = api_token(server, role="operator")
     assert httpx.get(url, headers={"Authorization": f"ApiKey {token['token']}"}).status_code == 200
 
+    # An access token without the scope needed: 401, as the seed's Sensor Data Service
+    # answers a token that "does not have required scopes" (its 401 body names Authorization).
     reader = access_token(server, scope="sensor-data:read itwins:read")
     with sde(server, reader) as api:
         assert api.get("/sensors/all").status_code == 200
         response = api.post(
             "/data/upload", content=UPLOAD, headers={"Content-Type": "application/json"}
         )
-        assert response.status_code == 403
+        assert response.status_code == 401
         [error] = response.json()["errors"]
-        assert "sensor-data:modify" in error["message"]
+        assert "sensor-data:modify" in error["message"] and error["path"] == "Authorization"
         response = api.post("/integrations/integrate", content=SIMPLE_INTEGRATION,
                             headers={"Content-Type": "application/json"})  # fmt: skip
-        assert response.status_code == 403
+        assert response.status_code == 401
+        assert response.json()["errors"][0]["path"] == "Authorization"
+        assert api.delete("/projects/anything").status_code == 401
     ws = Ws(ws_url(server), reader)  # the socket API takes it too, read-only
     try:
         refused = ws.call("createNode", {"node": "/fn/RO0001/node", "type": "T",
@@ -312,8 +316,9 @@ def test_credentials_and_scopes(server: ServerProcess) -> None:
         ws.close()
     users_only = access_token(server, scope="users:read")
     with sde(server, users_only) as api:
-        assert api.get("/sensors/all").status_code == 403
+        assert api.get("/sensors/all").status_code == 401
 
+    # An API token whose role may not write: authenticated, refused (403).
     viewer = api_token(server, role="viewer")
     with sde(server, viewer["token"]) as api:
         response = api.post(

@@ -455,6 +455,72 @@ def test_delta_metrics_against_a_reference_and_over_a_rolling_window(server: Ser
         ws.close()
 
 
+def test_observations_summary_takes_the_data_query_params(server: ServerProcess) -> None:
+    """The seed: getObservationsSummary "returns the first and last observations that match
+    the data query parameters" (sensor, metric, unit, startDate, endDate)."""
+    tag = uuid.uuid4().hex[:6]
+    sensor = f"/api/{tag}/node/dynamic/{tag}/device/s1/sensor"
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        ws.call("createSensor", {"sensor": sensor, "type": "TEMP", "props": {}}, 1)
+        stamps = [f"2024-01-01T00:0{m}:00.000Z" for m in range(4)]
+        data = [
+            {"sensorId": sensor, "timestamp": stamp, "values": {"T": value, "P": 1000 * value}}
+            for stamp, value in zip(stamps, (0.0, 10.0, 20.0, 100.0), strict=True)
+        ]
+        uploaded = ws.call("uploadData", {"data": data}, 2)
+        assert uploaded["result"] == {"successfullyProcessedObs": 4}
+
+        def summary(**params: Any) -> dict[str, Any]:
+            answer = ws.call("getObservationsSummary", {"sensors": [sensor], **params}, 3)
+            result: dict[str, Any] = answer["result"][sensor]
+            return result
+
+        inside = summary(startDate=stamps[1], endDate=stamps[2])
+        assert inside["first"]["observations"] == {stamps[1]: 10.0}
+        assert inside["last"]["observations"] == {stamps[2]: 20.0}
+        fahrenheit = summary(metric="T", unit="F", startDate=stamps[3])
+        assert fahrenheit["unit"] == "F"
+        assert fahrenheit["first"]["observations"] == {stamps[3]: 212.0}
+        kilopascal = summary(metric="P", unit="kPa")
+        assert kilopascal["metric"] == "P" and kilopascal["unit"] == "kPa"
+        assert kilopascal["first"]["observations"] == {stamps[0]: 0.0}
+        assert kilopascal["last"]["observations"] == {stamps[3]: 100.0}
+        nothing = summary(startDate="2025-01-01T00:00:00.000Z")
+        assert nothing["first"]["observations"] == {} == nothing["last"]["observations"]
+        bad = ws.call("getObservationsSummary", {"sensors": [sensor], "unit": "Pa"}, 4)["error"]
+        assert bad["code"] == -32602 and "unit" in bad["message"]
+    finally:
+        ws.close()
+
+
+def test_unsubscribe_takes_the_seeds_subscription_id_name(server: ServerProcess) -> None:
+    """The seed: unsubscribe* use "the subscriptionId returned by the subscription API
+    request"; `{"subscriptionId": n}` names it as well as `{"id": n}`."""
+    tag = uuid.uuid4().hex[:6]
+    sensor = f"/api/{tag}/node/dynamic/{tag}/device/s1/sensor"
+    ws = Ws(ws_url(server), server.admin_token)
+    try:
+        ws.call("createSensor", {"sensor": sensor, "type": "TEMP", "props": {}}, 1)
+        reading = {"sensorId": sensor, "timestamp": "2024-01-01T00:00:00.000Z", "values": {"T": 1}}
+        ws.call("uploadData", {"data": [reading]}, 2)
+        live = {"sensors": [sensor], "metric": "T", "unit": "C"}
+        assert ws.call("subscribeData", live, 10)["result"] == {"requestStatus": "acknowledged"}
+        assert ws.call("unsubscribeData", {"subscriptionId": 10}, 11)["result"] == {
+            "unsubscribed": 10
+        }
+        assert ws.call("subscribeSensors", {"sensors": [sensor]}, 12)["result"] == {
+            "requestStatus": "acknowledged"
+        }
+        assert ws.call("unsubscribeSensors", {"subscriptionId": "12"}, 13)["result"] == {
+            "unsubscribed": 12
+        }
+        missing = ws.call("unsubscribeNodes", {}, 14)["error"]
+        assert missing["code"] == -32602 and "id" in missing["message"]
+    finally:
+        ws.close()
+
+
 def test_an_upload_of_several_sensors_stores_each_sensors_points_and_names_the_bad(
     server: ServerProcess,
 ) -> None:

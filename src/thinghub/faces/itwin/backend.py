@@ -25,6 +25,7 @@ __all__ = [
     "WRITE_DATA",
     "WRITE_PROJECTS",
     "Backend",
+    "MissingScope",
     "require",
 ]
 
@@ -38,15 +39,22 @@ ITWIN_SCOPES: Final = frozenset(
 )
 
 
+class MissingScope(Forbidden):
+    """An access token without the scope a call needs. The socket answers it as any refusal
+    (-32003); REST answers 401, as the seed's Sensor Data Service says of a token that "does
+    not have required scopes"."""
+
+
 def require(principal: Principal, scopes: Collection[str], *, write: bool = False) -> None:
     """Check that `principal` may do this: with an access token that has scopes, one of
     `scopes`; when `write`, a role that changes devices (services.authz.authorize).
 
     Raises:
-        Forbidden: naming the scope or the role.
+        MissingScope: naming the scope.
+        Forbidden: naming the role.
     """
     if principal.scopes is not None and not principal.scopes & set(scopes):
-        raise Forbidden(
+        raise MissingScope(
             f"the access token needs the scope {' or '.join(sorted(scopes))}", field="scope"
         )
     if write:

@@ -309,11 +309,17 @@ class Observations:
         return rows[0].value if rows else None
 
     async def first_and_last(
-        self, scope: Scope, sensor: Sensor, choice: MetricChoice
+        self,
+        scope: Scope,
+        sensor: Sensor,
+        choice: MetricChoice,
+        since: float | None = None,
+        until: float | None = None,
     ) -> tuple[Row | None, Row | None]:
-        first = await self._first(scope, sensor.holder.id, choice.key, None, None)
+        """The first and the last raw row of a choice in [since, until]."""
+        first = await self._first(scope, sensor.holder.id, choice.key, since, until)
         rows = await self.services.queries.recent_observations(
-            scope.principal, sensor.holder.id, choice.key, None, None, 1
+            scope.principal, sensor.holder.id, choice.key, since, until, 1
         )
         return first, None if not rows else (us_of(rows[0].ts), rows[0].value)
 

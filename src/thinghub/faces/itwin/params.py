@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -168,7 +169,11 @@ class SubscribeSensorsParams(GetSensorsParams):
 
 
 class UnsubscribeParams(RpcParams):
-    id: StrictStr | int | float = Field(description="the id of the subscribe request")
+    # The seed calls it "the subscriptionId returned by the subscription API request".
+    id: StrictStr | int | float = Field(
+        description="the id of the subscribe request (or `subscriptionId`)",
+        validation_alias=AliasChoices("id", "subscriptionId"),
+    )
 
     @field_validator("id", mode="before")
     @classmethod
@@ -316,6 +321,9 @@ class SummaryParams(_Range):
     sensor: EntityId | None = Field(default=None, description="a sensor id")
     sensors: EntityIds | None = Field(default=None, description="sensor ids")
     metric: Name | None = Field(default=None, description="one metric; raw metrics when omitted")
+    unit: Name | None = Field(
+        default=None, description="the unit; the metric's raw unit when omitted"
+    )
 
     @model_validator(mode="after")
     def _some(self) -> SummaryParams:

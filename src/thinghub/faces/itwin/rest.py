@@ -42,6 +42,7 @@ from thinghub.faces.itwin.backend import (
     WRITE_DATA,
     WRITE_PROJECTS,
     Backend,
+    MissingScope,
     require,
 )
 from thinghub.faces.itwin.body import BodyError, read_json_body
@@ -98,8 +99,14 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 
 def render_error(error: errors.Error, status: int) -> Response:
-    """The seed's error body: `{"errors": [{"message", "path"}]}`."""
-    path = error.field or ("Authorization" if status == 401 else "request")
+    """The seed's error body: `{"errors": [{"message", "path"}]}`. An access token without
+    the scope needed is a 401 on `Authorization` (the seed: a 401 "does not have required
+    scopes")."""
+    if isinstance(error, MissingScope):
+        status = 401
+        path = "Authorization"
+    else:
+        path = error.field or ("Authorization" if status == 401 else "request")
     headers = {"WWW-Authenticate": "ApiKey, Bearer"} if status == 401 else None
     return OrjsonResponse(errors_body([(error.message, path)]), status_code=status, headers=headers)
 

@@ -11,12 +11,12 @@ real clients use them):
 | createNode/createDevice/createSensor | call | the created entity, as the seed prints it |
 | updateNode/updateDevice/updateSensor {id, props} | call | the entity |
 | subscribeNodes/Devices/Sensors {ids?} | subscription | `{data: entity}` on each change |
-| unsubscribe* {id} | call | `{"unsubscribed": id}` |
+| unsubscribe* {id or subscriptionId} | call | `{"unsubscribed": id}` |
 | getRawMetrics {sensors or types}, getMetrics {sensors} | call | `{id: [metric, ...]}` |
 | getUnits {metrics} | call | `{metric: [unit, ...]}` |
 | getData {sensor, metric, unit, params?, startDate?, endDate?, limit?} | stream | chunks |
 | getObservations {sensor, metric?} | stream | `{metric, unit, data}` chunks |
-| getObservationsSummary {sensor or sensors, metric?} | call | `{id: {metric, unit, first, last}}` |
+| getObservationsSummary {sensor(s), metric?, unit?, startDate?, endDate?} | call | `{id: ...}` |
 | subscribeData {sensors, metric, unit, params?} | subscription | `{data: {ISO: v}}` |
 | uploadData {data: [{sensorId, timestamp, values}]} | call | `{"successfullyProcessedObs": n}` |
 | subscribeAlertTriggers {} | subscription | acknowledged; no pushes (no alert rules here) |
@@ -376,8 +376,12 @@ def build_table(backend: Backend) -> MethodTable[Call]:
                     out[sensor.id] = {"first": {"observations": {}}, "last": {"observations": {}}}
                     continue
                 metric_id = raw[0].id
-            choice = await observations.choose(scope, facts, sensor, metric_id, None, raw_only=True)
-            first, last = await observations.first_and_last(scope, sensor, choice)
+            choice = await observations.choose(
+                scope, facts, sensor, metric_id, params.unit, raw_only=True
+            )
+            first, last = await observations.first_and_last(
+                scope, sensor, choice, params.startDate, params.endDate
+            )
             out[sensor.id] = {
                 "metric": choice.metric.id,
                 "unit": choice.unit,

@@ -405,6 +405,16 @@ ROUTES: list[tuple[str, str, Any, int, Any]] = [
     ("GET", "/api/nope", None, 404, {"status": 404}),
     ("DELETE", "/api/time", None, 405, {"status": 405}),
     ("POST", "/api/time", "{not json", 400, {"field": "body"}),
+    # A time the clock cannot keep is refused, not set (it was set, then every read was a 500).
+    ("POST", "/api/time", '{"time":"9999-12-31T23:59:59.990Z"}', 400, {"field": "time"}),
+    ("POST", "/api/time", '{"time":"0001-01-01T00:00:00+01:00"}', 400, {"field": "time"}),
+    ("POST", "/api/time", '{"time":1574178090}', 400, {"field": "time"}),  # ISO 8601 only
+    ("POST", "/api/time", '{"time":"19 Nov 2019"}', 400, {"field": "time"}),
+    ("GET", "/api/time", None, 200, lambda b: b["value"].endswith("Z")),
+    ("POST", "/api/deviceVoltage", '{"portNumber": 4, "value": 1}', 400, {"field": "portNumber"}),
+    ("GET", "/api/interfacePriority/cellular", None, 405,
+     {"message": "GET /api/interfacePriority/cellular: use PUT"}),
+    ("OPTIONS", "/api/time", None, 405, {"status": 405}),
 ]  # fmt: skip
 
 
@@ -437,6 +447,48 @@ def test_rest_route_answers_in_the_seed_shape(
         assert answer == expected
     if path == "/api/message":
         assert instrument.read_exactly(11) == b"hello world"
+
+
+def test_head_is_get_without_a_body(rest_edge: tuple[EdgeProcess, Instrument]) -> None:
+    edge, _ = rest_edge
+    with edge.client() as api:
+        head = api.head("/api/serialNumber")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == "application/json"
+        assert api.head("/api/observation").status_code == 405  # never runs the POST
+
+
+def test_device_connection_of_a_port_not_configured_yet(
+    server: ServerProcess, instrument: Instrument, edges: list[EdgeProcess], tmp_path: Path
+) -> None:
+    """The seed's `PUT deviceConnection?port=3` on an edge with only port 1 configured: the
+    setting is kept (it was a 404) and applies when the port is configured."""
+    with server.client() as client:
+        gateway = gateway_with_module(client)
+    edge = _start(edges, EdgeProcess(tmp_path, server, gateway, edge_toml(instrument, gateway)))
+    third = Instrument()
+    try:
+        with edge.client() as api:
+            assert api.get("/api/deviceConnection?port=3").json() == {"value": True}
+            off = api.put("/api/deviceConnection?port=3", content='{ "value": false}')
+            assert off.status_code == 200, off.text
+            assert off.json() == {"value": False}
+            assert api.get("/api/deviceConnection?port=3").json() == {"value": False}
+            assert api.get("/api/deviceConnection?port=2").json() == {"value": True}
+            configured = api.put(
+                "/api/configure?port=3", json={"COMM_TYPE": "RS232", "DEVICE": third.path}
+            )
+            assert configured.status_code == 200, configured.text
+            port3 = edge.status()["ports"]["3"]
+            assert port3["enabled"] is False and port3["open"] is False
+            assert api.put("/api/deviceConnection?port=3", json={"value": True}).json() == {
+                "value": True
+            }
+            edge.wait_status(lambda s: s["ports"]["3"]["open"])
+            bad = api.put("/api/deviceConnection?port=99", json={"value": False})
+            assert bad.status_code == 400 and bad.json()["field"] == "port"
+    finally:
+        third.close()
 
 
 def test_rest_writes_take_effect(rest_edge: tuple[EdgeProcess, Instrument]) -> None:

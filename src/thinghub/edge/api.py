@@ -64,6 +64,9 @@ MAX_BODY_BYTES = 80 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Every route takes every method and answers a wrong one itself: 405 in the API's shape.
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, **extra: Any) -> None:
@@ -143,7 +146,8 @@ class EdgeApi:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise ApiError(400, f"{where}: {first['msg']}", field=where) from None
+            message = first["msg"].removeprefix("Value error, ")
+            raise ApiError(400, f"{where}: {message}", field=where) from None
 
     @staticmethod
     def _port(request: Request, name: str = "port") -> int:
@@ -171,8 +175,7 @@ class EdgeApi:
 
     async def post_time(self, request: Request) -> Response:
         body = await self._body(request, TimeBody)
-        moment = body.time if body.time.tzinfo else body.time.replace(tzinfo=UTC)
-        await self._on_board(self.board.set_time, moment.timestamp())
+        await self._on_board(self.board.set_time, body.time.timestamp())
         return self._value(_iso(await self._on_board(self.board.now)))
 
     async def time_accurate(self, request: Request) -> Response:
@@ -369,14 +372,13 @@ class EdgeApi:
         return self._value(body.value)
 
     async def get_device(self, request: Request) -> Response:
-        number = self._port(request)
-        return self._value(number in self.ports.ports and self.state.device_connection(number))
+        """The port's connection setting (enabled unless set false), configured or not yet."""
+        return self._value(self.state.device_connection(self._port(request)))
 
     async def put_device(self, request: Request) -> Response:
+        """Kept for the port whether or not it is configured yet: it applies when it is."""
         number = self._port(request)
         body = await self._body(request, ValueBody)
-        if number not in self.ports.ports:
-            raise ApiError(404, f"port {number} is not configured", field="port")
         self.ports.set_enabled(number, body.value)
         return self._value(body.value)
 
@@ -498,13 +500,17 @@ def build_app(api: EdgeApi, token: str | None) -> ASGIApp:
             by_path.setdefault(path, {})[method] = _wrap(handler)
 
     def dispatcher(
-        handlers: dict[str, Callable[[Request], Awaitable[Response]]], path: str
+        handlers: dict[str, Callable[[Request], Awaitable[Response]]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            handler = handlers.get(request.method)
+            # HEAD is GET without the body (the server drops it).
+            method = "GET" if request.method == "HEAD" else request.method
+            handler = handlers.get(method)
             if handler is None:
                 allowed = ", ".join(sorted(handlers))
-                response = _error_response(405, f"{request.method} /api{path}: use {allowed}")
+                response = _error_response(
+                    405, f"{request.method} {request.url.path}: use {allowed}"
+                )
                 response.headers["Allow"] = allowed
                 return response
             return await handler(request)
@@ -514,7 +520,7 @@ def build_app(api: EdgeApi, token: str | None) -> ASGIApp:
     routes: list[Any] = []
     for path, handlers in by_path.items():
         if path == "/interfacePriority/{kind:str}":
-            inner = dispatcher(handlers, path)
+            inner = dispatcher(handlers)
 
             async def kinds(
                 request: Request, inner: Callable[[Request], Awaitable[Response]] = inner
@@ -523,15 +529,13 @@ def build_app(api: EdgeApi, token: str | None) -> ASGIApp:
                     return _error_response(404, "use /api/interfacePriority/cellular or /ethernet")
                 return await inner(request)
 
-            routes.append(
-                Route("/api" + path, kinds, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-            )
+            routes.append(Route("/api" + path, kinds, methods=ANY_METHOD))
             continue
         routes.append(
             Route(
                 "/api" + path,
-                dispatcher(handlers, path),
-                methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                dispatcher(handlers),
+                methods=ANY_METHOD,
             )
         )
     routes.append(WebSocketRoute("/ws/port/{number}", port_socket(api.ports)))

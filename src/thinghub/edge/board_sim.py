@@ -86,13 +86,14 @@ class SimulatedBoard(Board):
         self.values = values or SimulatedValues()
         self.state = _State(interface=self.values.interface)
 
-    def _port(self, port: int, reading: str) -> int:
+    def _port(self, port: int, reading: str, field: str = "port") -> int:
+        """`field`: where the request gave the port (`port` in a query, else `portNumber`)."""
         if port not in self.values.ports:
             raise BoardInvalid(
                 f"port {port} is not one of the board's ports {list(self.values.ports)}",
                 board=self.name,
                 reading=reading,
-                field="port",
+                field=field,
             )
         return port
 
@@ -143,7 +144,7 @@ class SimulatedBoard(Board):
         return self.values.port_current if level else 0.0
 
     def set_port_voltage(self, port: int, level: int) -> None:
-        self.state.outputs[self._port(port, "deviceVoltage")] = level
+        self.state.outputs[self._port(port, "deviceVoltage", "portNumber")] = level
 
     def sensor_current(self, port: int) -> float:
         self._port(port, "deviceAdcRead420")

@@ -6,7 +6,7 @@ The seed's own examples send `"portNumber": "1"` and `"value": "false"` as strin
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
@@ -41,6 +41,29 @@ def _int(value: Any) -> Any:
     return value
 
 
+#: The times POST /api/time may set: from the epoch (Linux refuses earlier) to 2200 (the
+#: kernel refuses settimeofday past about 2232; a clock there could no longer be read back).
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _iso_time(value: Any) -> datetime:
+    """An ISO 8601 date-time string (no Unix numbers), UTC when it names no offset."""
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date time string like 2019-11-19T15:41:30.000Z")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{value[:64]!r} is not an ISO 8601 date time like 2019-11-19T15:41:30.000Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError("expected a time from 1970-01-01T00:00:00Z to before 2200-01-01T00:00:00Z")
+    return moment
+
+
 Bool = Annotated[StrictBool, BeforeValidator(_bool)]
 PortNumber = Annotated[int, BeforeValidator(_int), Field(ge=1, le=64, strict=True)]
 
@@ -50,7 +73,7 @@ class _Body(BaseModel):
 
 
 class TimeBody(_Body):
-    time: datetime
+    time: Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 class ValueBody(_Body):

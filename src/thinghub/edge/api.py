@@ -138,6 +138,8 @@ class EdgeApi:
             return json.loads(raw)
         except ValueError as exc:
             raise ApiError(400, f"the body is not JSON: {exc}", field="body") from exc
+        except RecursionError:  # `[[[[…` tens of thousands deep: past the parser's stack
+            raise ApiError(400, "the body is nested too deeply", field="body") from None
 
     async def _body(self, request: Request, model: type[M]) -> M:
         data = await self._json(request)

@@ -639,3 +639,58 @@ def test_an_ioto_metric_is_itwin_data(
         assert values == [41.5]
     finally:
         ws.close()
+
+
+def test_the_agents_named_shadow_is_served(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """With services.shadow on (and cloudType dedicated, which provisioning answers), the agent
+    subscribes to $aws/things/{id}/shadow/name/default/{get,update}/{accepted,rejected} (one
+    SUBSCRIBE each; a refused one makes it close its connection), publishes an empty get and
+    later its whole shadow as {"state":{"reported":...}} with bare keys (JSON_QUOTES)."""
+    product = create_product(admin, "shadow-line")
+    agent = claimed_agent(server, admin, product["token"], tmp_path)
+    did = agent.device_id
+    base = f"$aws/things/{did}/shadow/name/default"
+    with agent.mqtt() as link:
+        assert link.connect() == 0
+        link.subscribe_agent(agent.provision["accountId"])
+        assert link.sync_down()["updated"]
+        for reply in ("get/accepted", "get/rejected", "update/accepted", "update/rejected"):
+            assert link.subscribe(f"{base}/{reply}") == (1,), reply
+        # another device's shadow stays out of reach
+        assert link.subscribe("$aws/things/OTHER/shadow/name/default/get/accepted") == (0x80,)
+        assert not link.disconnected.is_set()
+
+        link.publish(f"{base}/get", b"")
+        missing = link.expect_json(f"{base}/get/rejected")
+        assert missing["code"] == 404 and "default" in missing["message"]
+
+        link.publish(f"{base}/update", b'{"state":{"reported":{temp:"42",mode:"eco"}}}', qos=0)
+        accepted = link.expect_json(f"{base}/update/accepted")
+        assert accepted["state"] == {"reported": {"temp": "42", "mode": "eco"}}
+        assert isinstance(accepted["version"], int) and isinstance(accepted["timestamp"], int)
+
+        link.publish(f"{base}/get", b"")
+        got = link.expect_json(f"{base}/get/accepted")
+        assert got["state"]["reported"] == {"temp": "42", "mode": "eco"}
+        assert got["metadata"]["reported"]["temp"]["timestamp"] > 0
+
+        # the shadow is the device's reported state on the other faces too
+        reported = admin.get(f"/v1/devices/{did}/twin").json()["properties"]["reported"]
+        assert reported["shadow"] == {"default": {"temp": "42", "mode": "eco"}}
+
+        # a merge, as AWS IoT merges: null deletes a key
+        link.publish(f"{base}/update", b'{"state":{"reported":{mode:null,fan:1}}}', qos=0)
+        link.expect_json(f"{base}/update/accepted")
+        link.publish(f"{base}/get", b"")
+        assert link.expect_json(f"{base}/get/accepted")["state"]["reported"] == {
+            "temp": "42",
+            "fan": 1,
+        }
+
+        link.publish(f"{base}/update", b'{"state":{"desired":{"x":1}}}', qos=0)
+        assert link.expect_json(f"{base}/update/rejected")["code"] == 400
+        link.publish(f"{base}/update", b"{not json", qos=0)
+        assert link.expect_json(f"{base}/update/rejected")["code"] == 400
+        assert not link.disconnected.is_set()

@@ -24,6 +24,11 @@ to the core:
 - desired patches from any face reach the device as ``sync/UPSERT`` (``sync/REMOVE`` for a
   deleted property) of Store items; commands (ST methods, IoT Central commands) as
   ``sync/UPSERT`` of a Command row, counted as delivered when the device acknowledges it.
+- AWS IoT named shadows (``$aws/things/{id}/shadow/name/{name}/get|update|delete``, used by
+  the agent when ``services.shadow`` is on): the device's own shadow topics may be
+  subscribed to, and each shadow's reported state is the reported property
+  ``shadow.{name}`` (so every face sees it); get, update and delete are answered on
+  ``.../accepted`` or ``.../rejected`` as AWS IoT answers them.
 - a release (services.claims) publishes ``provision/release`` (a millisecond timestamp),
   waits briefly for its PUBACK, and closes the connection.
 
@@ -45,7 +50,14 @@ from typing import Any
 
 from thinghub.devices import ioto_topics as topics
 from thinghub.devices.errors import codes_for
-from thinghub.devices.ioto_topics import PublishKind, ServicePublish, Statistic, SyncKind
+from thinghub.devices.ioto_topics import (
+    PublishKind,
+    ServicePublish,
+    ShadowOp,
+    ShadowRequest,
+    Statistic,
+    SyncKind,
+)
 from thinghub.devices.links import LocalLinks
 from thinghub.devices.mqtt_server import (
     REFUSAL_LOG_INTERVAL_S,
@@ -61,6 +73,7 @@ from thinghub.domain.errors import (
     Error,
     Forbidden,
     Invalid,
+    NotFound,
     RateLimited,
     TimedOut,
     TooLarge,
@@ -86,6 +99,8 @@ RELEASE_ACK_TIMEOUT_S = 5.0
 # metric/get reads at most this many of the newest values in its period.
 MAX_METRIC_POINTS = 10_000
 SUBACK_REFUSED = 0x80
+# The reported property holding the named shadows' reported states, by shadow name.
+SHADOW_PROPERTY = "shadow"
 
 
 @dataclass
@@ -396,13 +411,18 @@ class Ioto:
         if publish.qos == 2:
             raise DropConnection(f"QoS 2 publish to {publish.topic!r}: QoS 0 and 1 only")
         try:
-            request = topics.parse_publish_topic(publish.topic, device_id=link.device_id)
+            shadow = topics.parse_shadow_topic(publish.topic, device_id=link.device_id)
+            if shadow is None:
+                request = topics.parse_publish_topic(publish.topic, device_id=link.device_id)
         except Forbidden as exc:
             raise DropConnection(exc.message) from exc
         except Invalid as exc:
             await self._reject(link, publish.topic, exc)
             return None
         await self.services.registry.touch(link.device)
+        if shadow is not None:
+            await self._shadow(link, shadow, publish.payload)
+            return None
         try:
             return await self._dispatch(link, request, publish.payload)
         except (Invalid, TooLarge) as exc:
@@ -528,6 +548,58 @@ class Ioto:
                 await self.services.twins.patch_reported(link.device, patch)
             except (Invalid, TooLarge) as exc:  # e.g. the section would be over its cap
                 await self._reject(link, topic, exc)
+
+    # -- shadows -------------------------------------------------------------------------
+
+    async def _shadow(self, link: IotoLink, request: ShadowRequest, payload: bytes) -> None:
+        """A named shadow's get, update or delete, answered on .../accepted or .../rejected."""
+        now = self.now()
+        token: str | None = None
+        twins = self.services.twins
+        try:
+            if request.op is ShadowOp.UPDATE:
+                update = topics.parse_shadow_update(payload)
+                token = update.client_token
+                patch = {SHADOW_PROPERTY: {request.name: update.reported}}
+                twin = await twins.patch_reported(link.device, patch)
+                body = topics.shadow_document(
+                    update.reported or {},
+                    version=twin.reported.version,
+                    updated=now,
+                    now=now,
+                    client_token=token,
+                )
+            else:
+                token = topics.parse_shadow_request(payload)
+                twin = await twins.get(link.device)
+                shadows = twin.reported.properties.get(SHADOW_PROPERTY)
+                state = shadows.get(request.name) if isinstance(shadows, dict) else None
+                if not isinstance(state, dict):
+                    raise NotFound(f"No shadow exists with name: '{request.name}'")
+                if request.op is ShadowOp.GET:
+                    updated = twin.reported.changed_at(SHADOW_PROPERTY, request.name) or now
+                    body = topics.shadow_document(
+                        state,
+                        version=twin.reported.version,
+                        updated=updated,
+                        now=now,
+                        client_token=token,
+                    )
+                else:
+                    patch = {SHADOW_PROPERTY: {request.name: None}}
+                    twin = await twins.patch_reported(link.device, patch)
+                    body = topics.shadow_deleted(
+                        version=twin.reported.version, now=now, client_token=token
+                    )
+        except (Invalid, TooLarge, NotFound) as exc:
+            code = 404 if isinstance(exc, NotFound) else 413 if isinstance(exc, TooLarge) else 400
+            logger.info("ioto %s: shadow %s refused: %s", link.device_id, request, exc.message)
+            reply = topics.shadow_reply_topic(link.device_id, request, accepted=False)
+            body = topics.shadow_error(code, exc.message, now=now, client_token=token)
+        else:
+            reply = topics.shadow_reply_topic(link.device_id, request, accepted=True)
+        if link.covers(reply):
+            link._publish(reply, body)
 
     # -- metrics -------------------------------------------------------------------------
 

@@ -22,6 +22,13 @@ Cloud -> device:
     ioto/device/{id}/provision/release        a millisecond timestamp (ignored if > 10 s old)
     ioto/device/{id}/mqtt/throttle            {"timestamp" (ms), "close"?}
 
+AWS IoT named shadows (``services.shadow: true``; the agent uses them only when provisioning
+said ``cloudType: dedicated``, which thinghub says):
+    $aws/things/{id}/shadow/name/{name}/get      (empty)  -> .../get/accepted|rejected
+    $aws/things/{id}/shadow/name/{name}/update   {"state": {"reported": {...}}}
+                                                          -> .../update/accepted|rejected
+    $aws/things/{id}/shadow/name/{name}/delete   (empty)  -> .../delete/accepted|rejected
+
 Times: the agent compares ``updated`` strings with ``strcmp`` against its own ISO dates
 (``2025-10-09T08:53:20.000Z``, milliseconds), so every ``updated`` sent to it must have that
 exact form (``format_iso_ms``), never the seven-digit form other faces use.
@@ -52,6 +59,9 @@ __all__ = [
     "MetricSet",
     "PublishKind",
     "ServicePublish",
+    "ShadowOp",
+    "ShadowRequest",
+    "ShadowUpdate",
     "Statistic",
     "StoreSet",
     "SyncDown",
@@ -66,6 +76,9 @@ __all__ = [
     "parse_metric_get",
     "parse_metric_set",
     "parse_publish_topic",
+    "parse_shadow_request",
+    "parse_shadow_topic",
+    "parse_shadow_update",
     "parse_store_get",
     "parse_store_set",
     "parse_sync_down",
@@ -73,6 +86,10 @@ __all__ = [
     "release_message",
     "release_topic",
     "reply_topic",
+    "shadow_deleted",
+    "shadow_document",
+    "shadow_error",
+    "shadow_reply_topic",
     "store_item",
     "store_value",
     "subscription_bases",
@@ -101,6 +118,13 @@ MAX_PERIOD_S = 366 * 24 * 3600
 MAX_SEQ = 2**31 - 1
 
 INGEST_PREFIX = "$aws/rules/IotoDevice/"
+SHADOW_PREFIX = "$aws/things/"
+# AWS IoT's shadow limits: a state document of 8 KB, nested 8 deep; names and client tokens
+# of 64 characters.
+MAX_SHADOW_STATE_BYTES = 8 * 1024
+MAX_SHADOW_DEPTH = 8
+MAX_CLIENT_TOKEN_CHARS = 64
+_SHADOW_NAME_RE = re.compile(r"[A-Za-z0-9:_-]{1,64}")
 DEVICE_ID_PLACEHOLDER = "${deviceId}"
 _SEQ_RE = re.compile(r"[0-9]{1,10}")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -148,12 +172,67 @@ def allowed_subscription(topic_filter: str, *, device_id: str, account_id: str |
     Allowed: the agent's three master subscriptions, and any narrower filter under them
     (``ioto/device/{id}/sync/+``), since they see nothing more. Refused: anything that could
     match another device's or account's topics (``ioto/device/+/#``, ``ioto/#``, ``#``),
-    and everything outside ``ioto/`` (including the AWS shadow topics, not served here).
+    and everything else outside ``ioto/``. The device's own shadow topics
+    (``$aws/things/{id}/shadow/...``) are allowed: the agent closes its connection when a
+    subscription is refused, and it subscribes to its shadow's replies when shadows are on.
     """
-    for base in subscription_bases(device_id, account_id):
+    for base in (*subscription_bases(device_id, account_id), shadow_base(device_id)):
         if topic_filter == base or topic_filter.startswith(base + "/"):
             return True
     return False
+
+
+def shadow_base(device_id: str) -> str:
+    return f"{SHADOW_PREFIX}{device_id}/shadow"
+
+
+class ShadowOp(StrEnum):
+    GET = "get"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRequest:
+    """A publish to ``$aws/things/{id}/shadow/name/{name}/{op}``."""
+
+    name: str
+    op: ShadowOp
+
+
+def parse_shadow_topic(topic: str, *, device_id: str) -> ShadowRequest | None:
+    """Read a shadow request topic; None for a topic outside ``$aws/things/``.
+
+    Raises:
+        Forbidden: the topic names another thing (the thing name is the device id).
+        Invalid: not a named shadow's get, update or delete (the classic, unnamed shadow is
+            not served: the agent uses named shadows only).
+    """
+    if not topic.startswith(SHADOW_PREFIX):
+        return None
+    parts = topic.split("/")
+    if len(parts) < 4 or parts[3] != "shadow" or not parts[2]:
+        raise Invalid(f"not a shadow topic: {topic[:200]!r}", field="topic")
+    if parts[2] != device_id:
+        raise Forbidden(
+            f"device {device_id!r} may not use the shadow of {parts[2][:128]!r}", field="topic"
+        )
+    if len(parts) != 7 or parts[4] != "name" or not _SHADOW_NAME_RE.fullmatch(parts[5]):
+        raise Invalid(
+            f"not a named shadow request ($aws/things/{{id}}/shadow/name/{{name}}/get|update|"
+            f"delete): {topic[:200]!r}",
+            field="topic",
+        )
+    try:
+        op = ShadowOp(parts[6])
+    except ValueError:
+        raise Invalid(f"unknown shadow operation {parts[6][:64]!r}", field="topic") from None
+    return ShadowRequest(parts[5], op)
+
+
+def shadow_reply_topic(device_id: str, request: ShadowRequest, *, accepted: bool) -> str:
+    outcome = "accepted" if accepted else "rejected"
+    return f"{shadow_base(device_id)}/name/{request.name}/{request.op.value}/{outcome}"
 
 
 class PublishKind(StrEnum):
@@ -241,8 +320,21 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json(payload: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
+# Outside strings, a run of letters, digits and ``_`` followed by a colon is a bare key.
+_BARE_KEY_RE = re.compile(r'"(?:[^"\\]|\\.)*"|([A-Za-z0-9_$]+)(\s*:)', re.DOTALL)
+
+
+def _quote_bare_keys(text: str) -> str:
+    """The agent's ``JSON_QUOTES`` form as JSON: its JSON library quotes strings with double
+    quotes but leaves keys of letters, digits and ``_`` bare (``{"state":{"reported":{temp:
+    "42"}}}``, publishShadow), and writes control characters in strings as they are."""
+    return _BARE_KEY_RE.sub(lambda m: f'"{m[1]}"{m[2]}' if m[1] else m[0], text)
+
+
+def parse_json(payload: bytes, *, limit: int = MAX_PAYLOAD_BYTES, bare_keys: bool = False) -> Any:
     """Parse a payload after checking its size and nesting (NaN and Infinity refused).
+
+    With ``bare_keys``, the agent's ``JSON_QUOTES`` form is read too (``_quote_bare_keys``).
 
     Raises:
         TooLarge: over ``limit`` bytes.
@@ -256,6 +348,8 @@ def parse_json(payload: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
         raise Invalid("payload is not UTF-8", field="payload") from exc
     _check_depth(text, MAX_DEPTH)
     try:
+        if bare_keys:
+            return json.loads(_quote_bare_keys(text), parse_constant=_no_constants, strict=False)
         return json.loads(text, parse_constant=_no_constants)
     except ValueError as exc:
         raise Invalid(f"payload is not JSON: {exc}", field="payload") from exc
@@ -555,6 +649,102 @@ def store_value(value: Any, kind: Any) -> Any:
     if kind == "object":
         return value
     raise Invalid(f"type must be one of {', '.join(_STORE_TYPES)}", field="type")
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowUpdate:
+    reported: dict[str, Any] | None  # None: ``"reported": null`` deletes the reported state
+    client_token: str | None
+
+
+def _client_token(body: dict[str, Any]) -> str | None:
+    token = body.get("clientToken")
+    if token is None:
+        return None
+    if not isinstance(token, str) or len(token) > MAX_CLIENT_TOKEN_CHARS:
+        raise Invalid(
+            f"clientToken must be a string of at most {MAX_CLIENT_TOKEN_CHARS} characters",
+            field="clientToken",
+        )
+    return token
+
+
+def parse_shadow_request(payload: bytes) -> str | None:
+    """A get or delete: empty (the agent) or ``{"clientToken"}``; answers the client token."""
+    if not payload.strip():
+        return None
+    return _client_token(_object(parse_json(payload, bare_keys=True), "payload"))
+
+
+def parse_shadow_update(payload: bytes) -> ShadowUpdate:
+    """``{"state": {"reported": {...}}, "clientToken"?}`` in JSON or the agent's bare-key form.
+
+    Only ``reported`` is taken: a device reports its state, and ``desired`` (set by apps on
+    AWS) has no use here. A ``version`` is accepted and not checked.
+
+    Raises:
+        Invalid: not an object, no ``state.reported``, a ``desired``, over the depth.
+        TooLarge: the state is over MAX_SHADOW_STATE_BYTES.
+    """
+    body = _object(parse_json(payload, bare_keys=True), "payload")
+    token = _client_token(body)
+    state = _object(body.get("state"), "state")
+    if "desired" in state:
+        raise Invalid("state.desired is not supported: a device reports its state", field="state")
+    if "reported" not in state:
+        raise Invalid("Missing required node: state.reported", field="state.reported")
+    reported = state["reported"]
+    if reported is not None:
+        reported = _object(reported, "state.reported")
+        size = len(_dump(reported))
+        if size > MAX_SHADOW_STATE_BYTES:
+            raise TooLarge(
+                f"the state is {size} bytes, over {MAX_SHADOW_STATE_BYTES}", field="state"
+            )
+        _check_depth(_dump(reported).decode("utf-8"), MAX_SHADOW_DEPTH)
+    return ShadowUpdate(reported, token)
+
+
+def _shadow_metadata(state: Any, stamp: int) -> Any:
+    if isinstance(state, dict):
+        return {key: _shadow_metadata(value, stamp) for key, value in state.items()}
+    return {"timestamp": stamp}
+
+
+def shadow_document(
+    reported: dict[str, Any],
+    *,
+    version: int,
+    updated: float,
+    now: float,
+    client_token: str | None,
+) -> bytes:
+    """get/accepted (the whole state) and update/accepted (the update), as AWS IoT writes
+    them; times are epoch seconds."""
+    body: dict[str, Any] = {
+        "state": {"reported": reported},
+        "metadata": {"reported": _shadow_metadata(reported, int(updated))},
+        "version": version,
+        "timestamp": int(now),
+    }
+    if client_token is not None:
+        body["clientToken"] = client_token
+    return _dump(body)
+
+
+def shadow_deleted(*, version: int, now: float, client_token: str | None) -> bytes:
+    body: dict[str, Any] = {"version": version, "timestamp": int(now)}
+    if client_token is not None:
+        body["clientToken"] = client_token
+    return _dump(body)
+
+
+def shadow_error(code: int, message: str, *, now: float, client_token: str | None) -> bytes:
+    """…/rejected: ``{"code", "message", "timestamp"}`` (the agent logs the message)."""
+    body: dict[str, Any] = {"code": code, "message": message, "timestamp": int(now)}
+    if client_token is not None:
+        body["clientToken"] = client_token
+    return _dump(body)
 
 
 # -- messages to the device -------------------------------------------------------------------

@@ -34,6 +34,8 @@ NOW = 1_760_000_000.0  # 2025-10-09T08:53:20Z
         f"ioto/device/{DEV}/mqtt/throttle",
         f"ioto/device/{DEV}/metric/get/+",
         "ioto/account/all/sync/+",
+        f"$aws/things/{DEV}/shadow/name/default/get/accepted",
+        f"$aws/things/{DEV}/shadow/name/default/update/rejected",
     ],
 )
 def test_the_agents_subscriptions_are_allowed(topic_filter: str) -> None:
@@ -51,7 +53,10 @@ def test_the_agents_subscriptions_are_allowed(topic_filter: str) -> None:
         "ioto/account/+/#",
         "ioto/account/other-account/#",
         "ioto/service/#",
-        f"$aws/things/{DEV}/shadow/name/x/get/accepted",
+        "$aws/things/OTHER/shadow/name/x/get/accepted",
+        "$aws/things/+/shadow/name/x/get/accepted",
+        f"$aws/things/{DEV}x/shadow/#",
+        "$aws/#",
         "devices/x/messages/devicebound/#",
     ],
 )
@@ -405,4 +410,71 @@ def test_release_and_throttle_messages() -> None:
     assert json.loads(t.throttle_message(NOW, close=True)) == {
         "timestamp": 1_760_000_000_000,
         "close": True,
+    }
+
+
+# --- named shadows ----------------------------------------------------------------------------
+
+
+def test_shadow_topics_name_the_shadow_and_the_operation() -> None:
+    request = t.parse_shadow_topic(f"$aws/things/{DEV}/shadow/name/default/get", device_id=DEV)
+    assert request == t.ShadowRequest("default", t.ShadowOp.GET)
+    assert t.shadow_reply_topic(DEV, request, accepted=False) == (
+        f"$aws/things/{DEV}/shadow/name/default/get/rejected"
+    )
+    assert t.parse_shadow_topic(f"ioto/service/{DEV}/db/syncDown", device_id=DEV) is None
+    with pytest.raises(Forbidden):
+        t.parse_shadow_topic("$aws/things/OTHER/shadow/name/default/update", device_id=DEV)
+    for bad in ("shadow/get", "shadow/name/default/list", "shadow/name/a b/get", "x"):
+        with pytest.raises(Invalid):
+            t.parse_shadow_topic(f"$aws/things/{DEV}/{bad}", device_id=DEV)
+
+
+def test_the_agents_shadow_update_with_bare_keys_is_read() -> None:
+    """publishShadow wraps jsonToString(json, JSON_QUOTES) in {"state":{"reported":...}}:
+    strings are quoted, keys of letters, digits and _ are not."""
+    update = t.parse_shadow_update(b'{"state":{"reported":{temp:"4:2",n_1:{"a b":"x\\"y:"}}}}')
+    assert update.reported == {"temp": "4:2", "n_1": {"a b": 'x"y:'}}
+    assert t.parse_shadow_update(b'{"state":{"reported":null},"clientToken":"c1"}') == (
+        t.ShadowUpdate(None, "c1")
+    )
+    assert t.parse_shadow_request(b"") is None
+    assert t.parse_shadow_request(b'{"clientToken":"c2"}') == "c2"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"{not json", b"[]", b'{"state":{}}', b'{"state":{"desired":{"a":1}}}',
+     b'{"state":{"reported":1}}', b'{"state":{"reported":{}},"clientToken":7}',
+     b'{"state":{"reported":' + b'{"a":' * 9 + b"1" + b"}" * 9 + b"}}"],
+)  # fmt: skip
+def test_bad_shadow_updates_are_invalid(payload: bytes) -> None:
+    with pytest.raises(Invalid):
+        t.parse_shadow_update(payload)
+
+
+def test_a_shadow_state_over_8_kib_is_too_large() -> None:
+    with pytest.raises(TooLarge):
+        t.parse_shadow_update(json.dumps({"state": {"reported": {"a": "x" * 9000}}}).encode())
+
+
+def test_shadow_answers_are_as_aws_iot_writes_them() -> None:
+    doc = json.loads(
+        t.shadow_document({"a": {"b": 1}}, version=3, updated=NOW, now=NOW + 1, client_token="c")
+    )
+    assert doc == {
+        "state": {"reported": {"a": {"b": 1}}},
+        "metadata": {"reported": {"a": {"b": {"timestamp": int(NOW)}}}},
+        "version": 3,
+        "timestamp": int(NOW) + 1,
+        "clientToken": "c",
+    }
+    assert json.loads(t.shadow_error(404, "No shadow", now=NOW, client_token=None)) == {
+        "code": 404,
+        "message": "No shadow",
+        "timestamp": int(NOW),
+    }
+    assert json.loads(t.shadow_deleted(version=4, now=NOW, client_token=None)) == {
+        "version": 4,
+        "timestamp": int(NOW),
     }

@@ -320,8 +320,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-# Outside strings, a run of letters, digits and ``_`` followed by a colon is a bare key.
-_BARE_KEY_RE = re.compile(r'"(?:[^"\\]|\\.)*"|([A-Za-z0-9_$]+)(\s*:)', re.DOTALL)
+# Outside strings, a run of letters, digits and ``_`` followed by a colon is a bare key. A
+# run is tried from its start only (the look-behind) and nothing is given back once taken
+# (possessive `*+`, `++`): linear time, where trying every position of a long run that ends
+# without a colon was quadratic (a 32 KB payload held the event loop for seconds).
+_BARE_KEY_RE = re.compile(
+    r'"(?:[^"\\]|\\.)*+"|(?<![A-Za-z0-9_$])([A-Za-z0-9_$]++)(\s*+:)', re.DOTALL
+)
 
 
 def _quote_bare_keys(text: str) -> str:

@@ -8,6 +8,7 @@ ioGetMetric / ioSet / ioSetNum / ioSetBool).
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -478,3 +479,16 @@ def test_shadow_answers_are_as_aws_iot_writes_them() -> None:
         "version": 4,
         "timestamp": int(NOW),
     }
+
+
+def test_bare_key_reading_is_linear_in_the_payload() -> None:
+    """A long run of key characters without a colon (or an unterminated string) is read in
+    one pass: the regex tried every position of the run, quadratic (32 KB took 7.5 s of the
+    event loop, a full 128 KB payload minutes). The bound is generous; quadratic misses it by
+    far, so this is not a timing test of the normal case."""
+    run = "a" * (t.MAX_PAYLOAD_BYTES - 64)
+    for payload in ('{"state": x' + run, '{"state": "' + run):
+        started = time.process_time()
+        with pytest.raises(Invalid):
+            t.parse_shadow_update(payload.encode())
+        assert time.process_time() - started < 2.0

@@ -387,3 +387,34 @@ def test_a_reported_patch_that_would_overfill_the_section_is_400(
         raw.publish("$iothub/twin/GET/?$rid=3", b"")
         twin = raw.wait_publish().publish
         assert set(json.loads(twin.payload)["reported"]) == {"a", "$version"}
+
+
+def test_a_connection_closes_when_its_sas_token_expires(
+    target: Target, admin: httpx.Client, device: dict[str, Any], unique: Callable[[str], str]
+) -> None:
+    """IoT Hub closes an MQTT connection when its SAS token expires (401003, then the
+    connection ends); some device SDKs renew their token only then. A connection with a
+    longer token, or an X.509 one, stays."""
+    other = create_device(admin, "long token", unique("proj"), unique("dep"))
+    expiry = int(time.time()) + 3
+    token = target.hub_sas(device["id"], primary_key(device), expiry)
+    with RawClient(target) as short, hub_client(target, other) as long:
+        assert (
+            short.connect(device["id"], target.hub_username(device["id"]), token).return_code == 0
+        )
+        short.publish(f"devices/{device['id']}/messages/events/", b'{"before": 1}')
+        short.next_event(PubackReceived)
+        assert short.wait_closed(10), "still open after its token expired"
+        assert time.time() >= expiry
+        wait_for(
+            lambda: connection_states(admin, device["id"])[-1:] == ["deviceDisconnected"],
+            what="the expired connection recorded as disconnected",
+        )
+        # The other device's connection goes on.
+        long.publish(f"devices/{other['id']}/messages/events/", b'{"still": 1}')
+        long.next_event(PubackReceived)
+        assert not long.closed.is_set()
+    # A fresh token connects again (the SDK's way back).
+    with hub_client(target, device) as again:
+        again.publish(f"devices/{device['id']}/messages/events/", b'{"after": 1}')
+        again.next_event(PubackReceived)

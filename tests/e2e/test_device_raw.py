@@ -418,3 +418,29 @@ def test_a_connection_closes_when_its_sas_token_expires(
     with hub_client(target, device) as again:
         again.publish(f"devices/{device['id']}/messages/events/", b'{"after": 1}')
         again.next_event(PubackReceived)
+
+
+def test_a_second_dps_registration_on_one_connection_keeps_the_first(
+    target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """A device that registers again on the same DPS connection (a retry after a lost
+    answer) without a payload keeps the model id its first registration announced."""
+    reg = device["id"]
+    token = sign_sas(
+        primary_key(device), f"{target.id_scope}/registrations/{reg}", int(time.time()) + 600
+    )
+    username = f"{target.id_scope}/registrations/{reg}/api-version=2019-03-31"
+    model = "dtmi:com:example:Thermostat;1"
+    with RawClient(target, server_name=target.dps_host) as raw:
+        assert raw.connect(reg, username, token).return_code == 0
+        raw.subscribe("$dps/registrations/res/#")
+        raw.wait_suback()
+        first = {"payload": {"modelId": model}, "registrationId": reg}
+        raw.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", json.dumps(first).encode())
+        [accepted] = raw.publishes(within=3)
+        assert accepted.topic.startswith("$dps/registrations/res/202/?$rid=1")
+        again = {"payload": None, "registrationId": reg}
+        raw.publish("$dps/registrations/PUT/iotdps-register/?$rid=2", json.dumps(again).encode())
+        [accepted] = raw.publishes(within=3)
+        assert accepted.topic.startswith("$dps/registrations/res/202/?$rid=2")
+    assert admin.get(f"/v1/devices/{reg}").json()["modelId"] == model

@@ -8,6 +8,7 @@ RegistrationOperationStatus the SDK reads, with `assignedHub` = the configured h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ class Dps:
         except Error as exc:
             self._error(conn, rid, exc)
             return
+        # The device as registered from now on: a second registration on this connection
+        # starts from it, not from the record read at CONNECT (which would undo this one).
+        state.enrollment = dataclasses.replace(state.enrollment, device=device)
         now = format_ts(self.clock.now())
         op_id = new_operation_id()
         state.operations[op_id] = {

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -444,3 +445,26 @@ def test_a_second_dps_registration_on_one_connection_keeps_the_first(
         [accepted] = raw.publishes(within=3)
         assert accepted.topic.startswith("$dps/registrations/res/202/?$rid=2")
     assert admin.get(f"/v1/devices/{reg}").json()["modelId"] == model
+
+
+def test_x509_with_an_empty_password_uses_the_certificate(
+    target: Target, admin: httpx.Client, device: dict[str, Any], tmp_path: Path
+) -> None:
+    """Some MQTT libraries send an empty password rather than none with a client
+    certificate; IoT Hub (and DPS) then authenticate the certificate."""
+    issued = admin.post(f"/v1/devices/{device['id']}/certificates")
+    assert issued.status_code == 201, issued.text
+    cert, key = tmp_path / "device.pem", tmp_path / "device.key"
+    cert.write_text(issued.json()["certificate"])
+    key.write_text(issued.json()["privateKey"])
+    did = device["id"]
+    with RawClient(target, cert=(cert, key)) as raw:
+        assert raw.connect(did, target.hub_username(did), "").return_code == 0
+        raw.publish(f"devices/{did}/messages/events/", b'{"x509": "empty password"}')
+        raw.next_event(PubackReceived)
+    username = f"{target.id_scope}/registrations/{did}/api-version=2019-03-31"
+    with RawClient(target, server_name=target.dps_host, cert=(cert, key)) as raw:
+        assert raw.connect(did, username, "").return_code == 0
+    # Without a certificate, an empty password is no credential.
+    with RawClient(target) as raw:
+        assert raw.connect(did, target.hub_username(did), "").return_code == 5

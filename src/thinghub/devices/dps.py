@@ -72,7 +72,8 @@ class Dps:
         if connect.client_id != identity.registration_id:
             error = Invalid("the client id is not the registration id", field="clientId")
             return codes_for(error).connack
-        token = None if connect.password is None else connect.password.decode("utf-8", "replace")
+        # An empty password is no token (an X.509 client's library may send one).
+        token = connect.password.decode("utf-8", "replace") if connect.password else None
         cn, ou = device_identity_of(conn.peer_cert) if conn.peer_cert is not None else (None, None)
         try:
             enrollment = await self.provisioning.authenticate(

@@ -259,12 +259,15 @@ class Hub:
         if connect.client_id != expected_client:
             error = Invalid(f"the client id is not {expected_client!r}", field="clientId")
             return codes_for(error).connack
+        # An empty password is no token: with a client certificate, some MQTT libraries send
+        # one instead of none, and IoT Hub takes their certificate.
+        token = connect.password.decode("utf-8", "replace") if connect.password else None
         try:
-            if connect.password is not None:
+            if token is not None:
                 device = await self.auth.with_sas(
                     identity.device_id,
                     identity.module_id,
-                    connect.password.decode("utf-8", "replace"),
+                    token,
                     host=identity.host,
                     remember=False,  # checked once per connection: no token kept for it
                 )
@@ -282,9 +285,7 @@ class Hub:
         except Unauthorized as exc:
             logger.info("mqtt %s: authentication failed: %s", connect.client_id, exc.message)
             return codes_for(exc).connack
-        expires_at = None
-        if connect.password is not None:  # verified above, so it parses
-            expires_at = sas.parse(connect.password.decode("utf-8", "replace")).expiry
+        expires_at = None if token is None else sas.parse(token).expiry  # verified: it parses
         # Counted only once authenticated (nobody else can use up a device's budget), and
         # checked before anything is recorded: a device reconnecting in a loop is refused
         # before it writes connection events or touches its session.

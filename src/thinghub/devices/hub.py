@@ -230,8 +230,10 @@ class Hub:
         self._accepted_logged_at = -CONNECT_LOG_INTERVAL_S
         self._rids = itertools.count(1)
         # (token expiry, tie-breaker, link): the SAS connections to close when their token
-        # expires, with one timer for the earliest. Entries of connections that ended stay
-        # until they come due or the heap is purged (when it doubles): no timer per device.
+        # expires, with one timer for the earliest. Entries of connections that ended (closed
+        # or handed over) stay until they come due or the heap is purged of them, when it
+        # has doubled: no timer per device, and a device reconnecting in a loop with a
+        # far-off expiry does not pile up closed links.
         self._expiries: list[tuple[int, int, HubLink]] = []
         self._expiry_order = itertools.count()
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -381,7 +383,7 @@ class Hub:
         heap = self._expiries
         heapq.heappush(heap, (expiry, next(self._expiry_order), link))
         if len(heap) >= self._purge_expiries_at:
-            heap[:] = [entry for entry in heap if not entry[2].handed_over]
+            heap[:] = [e for e in heap if not (e[2].handed_over or e[2].conn.is_closed)]
             heapq.heapify(heap)
             self._purge_expiries_at = max(EXPIRY_PURGE_MIN, 2 * len(heap))
         if heap[0][2] is link:  # the earliest now: (re)arm the timer for it

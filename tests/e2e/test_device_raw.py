@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -387,3 +388,83 @@ def test_a_reported_patch_that_would_overfill_the_section_is_400(
         raw.publish("$iothub/twin/GET/?$rid=3", b"")
         twin = raw.wait_publish().publish
         assert set(json.loads(twin.payload)["reported"]) == {"a", "$version"}
+
+
+def test_a_connection_closes_when_its_sas_token_expires(
+    target: Target, admin: httpx.Client, device: dict[str, Any], unique: Callable[[str], str]
+) -> None:
+    """IoT Hub closes an MQTT connection when its SAS token expires (401003, then the
+    connection ends); some device SDKs renew their token only then. A connection with a
+    longer token, or an X.509 one, stays."""
+    other = create_device(admin, "long token", unique("proj"), unique("dep"))
+    expiry = int(time.time()) + 3
+    token = target.hub_sas(device["id"], primary_key(device), expiry)
+    with RawClient(target) as short, hub_client(target, other) as long:
+        assert (
+            short.connect(device["id"], target.hub_username(device["id"]), token).return_code == 0
+        )
+        short.publish(f"devices/{device['id']}/messages/events/", b'{"before": 1}')
+        short.next_event(PubackReceived)
+        assert short.wait_closed(10), "still open after its token expired"
+        assert time.time() >= expiry
+        wait_for(
+            lambda: connection_states(admin, device["id"])[-1:] == ["deviceDisconnected"],
+            what="the expired connection recorded as disconnected",
+        )
+        # The other device's connection goes on.
+        long.publish(f"devices/{other['id']}/messages/events/", b'{"still": 1}')
+        long.next_event(PubackReceived)
+        assert not long.closed.is_set()
+    # A fresh token connects again (the SDK's way back).
+    with hub_client(target, device) as again:
+        again.publish(f"devices/{device['id']}/messages/events/", b'{"after": 1}')
+        again.next_event(PubackReceived)
+
+
+def test_a_second_dps_registration_on_one_connection_keeps_the_first(
+    target: Target, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """A device that registers again on the same DPS connection (a retry after a lost
+    answer) without a payload keeps the model id its first registration announced."""
+    reg = device["id"]
+    token = sign_sas(
+        primary_key(device), f"{target.id_scope}/registrations/{reg}", int(time.time()) + 600
+    )
+    username = f"{target.id_scope}/registrations/{reg}/api-version=2019-03-31"
+    model = "dtmi:com:example:Thermostat;1"
+    with RawClient(target, server_name=target.dps_host) as raw:
+        assert raw.connect(reg, username, token).return_code == 0
+        raw.subscribe("$dps/registrations/res/#")
+        raw.wait_suback()
+        first = {"payload": {"modelId": model}, "registrationId": reg}
+        raw.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", json.dumps(first).encode())
+        [accepted] = raw.publishes(within=3)
+        assert accepted.topic.startswith("$dps/registrations/res/202/?$rid=1")
+        again = {"payload": None, "registrationId": reg}
+        raw.publish("$dps/registrations/PUT/iotdps-register/?$rid=2", json.dumps(again).encode())
+        [accepted] = raw.publishes(within=3)
+        assert accepted.topic.startswith("$dps/registrations/res/202/?$rid=2")
+    assert admin.get(f"/v1/devices/{reg}").json()["modelId"] == model
+
+
+def test_x509_with_an_empty_password_uses_the_certificate(
+    target: Target, admin: httpx.Client, device: dict[str, Any], tmp_path: Path
+) -> None:
+    """Some MQTT libraries send an empty password rather than none with a client
+    certificate; IoT Hub (and DPS) then authenticate the certificate."""
+    issued = admin.post(f"/v1/devices/{device['id']}/certificates")
+    assert issued.status_code == 201, issued.text
+    cert, key = tmp_path / "device.pem", tmp_path / "device.key"
+    cert.write_text(issued.json()["certificate"])
+    key.write_text(issued.json()["privateKey"])
+    did = device["id"]
+    with RawClient(target, cert=(cert, key)) as raw:
+        assert raw.connect(did, target.hub_username(did), "").return_code == 0
+        raw.publish(f"devices/{did}/messages/events/", b'{"x509": "empty password"}')
+        raw.next_event(PubackReceived)
+    username = f"{target.id_scope}/registrations/{did}/api-version=2019-03-31"
+    with RawClient(target, server_name=target.dps_host, cert=(cert, key)) as raw:
+        assert raw.connect(did, username, "").return_code == 0
+    # Without a certificate, an empty password is no credential.
+    with RawClient(target) as raw:
+        assert raw.connect(did, target.hub_username(did), "").return_code == 5

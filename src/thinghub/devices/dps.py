@@ -8,6 +8,7 @@ RegistrationOperationStatus the SDK reads, with `assignedHub` = the configured h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -71,7 +72,8 @@ class Dps:
         if connect.client_id != identity.registration_id:
             error = Invalid("the client id is not the registration id", field="clientId")
             return codes_for(error).connack
-        token = None if connect.password is None else connect.password.decode("utf-8", "replace")
+        # An empty password is no token (an X.509 client's library may send one).
+        token = connect.password.decode("utf-8", "replace") if connect.password else None
         cn, ou = device_identity_of(conn.peer_cert) if conn.peer_cert is not None else (None, None)
         try:
             enrollment = await self.provisioning.authenticate(
@@ -149,6 +151,9 @@ class Dps:
         except Error as exc:
             self._error(conn, rid, exc)
             return
+        # The device as registered from now on: a second registration on this connection
+        # starts from it, not from the record read at CONNECT (which would undo this one).
+        state.enrollment = dataclasses.replace(state.enrollment, device=device)
         now = format_ts(self.clock.now())
         op_id = new_operation_id()
         state.operations[op_id] = {

@@ -23,6 +23,7 @@ devicebound/#` (the filter azure-sdk-for-c subscribes) is the device's own C2D f
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import json
 import logging
@@ -65,6 +66,7 @@ from thinghub.domain.twin import check_patch_size
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect, Will
 from thinghub.ports import C2DMessage, DeviceFeed, MethodResult
+from thinghub.security import sas
 from thinghub.security.ca import device_identity_of
 from thinghub.services.core import Services
 
@@ -87,6 +89,10 @@ C2D_ANY_DEVICE = "devices/+/messages/devicebound/#"
 # since the previous such line, at most this often (a lone connect is still seen at once; a
 # reconnect storm of thousands a second writes one line, not one per device).
 CONNECT_LOG_INTERVAL_S = 10.0
+# The heap of SAS expiries is purged of ended connections once it holds this many entries
+# (then twice as many as it kept).
+EXPIRY_PURGE_MIN = 1024
+EXPIRY_TIMER_MAX_S = 86400.0
 
 
 def _filters_for(device: Device) -> tuple[str, ...]:
@@ -159,6 +165,9 @@ class HubLink:
         # speaks for the client id (its unacknowledged messages went to exactly one place).
         self.handed_over = False
         self.last_topic: tuple[str, Telemetry] | None = None
+        # The SAS token's `se` (epoch seconds): IoT Hub closes the connection then; None for
+        # an X.509 connection.
+        self.expires_at: int | None = None
 
     async def call_method(self, name: str, payload: Any, timeout_s: float) -> MethodResult:
         return await self.hub.call_method(self.device, name, payload, timeout_s)
@@ -220,6 +229,15 @@ class Hub:
         self._accepted = 0  # connections accepted since the last info line about them
         self._accepted_logged_at = -CONNECT_LOG_INTERVAL_S
         self._rids = itertools.count(1)
+        # (token expiry, tie-breaker, link): the SAS connections to close when their token
+        # expires, with one timer for the earliest. Entries of connections that ended (closed
+        # or handed over) stay until they come due or the heap is purged of them, when it
+        # has doubled: no timer per device, and a device reconnecting in a loop with a
+        # far-off expiry does not pile up closed links.
+        self._expiries: list[tuple[int, int, HubLink]] = []
+        self._expiry_order = itertools.count()
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._purge_expiries_at = EXPIRY_PURGE_MIN
         self._pending: dict[str, dict[str, _PendingMethod]] = {}
         self._inflight: dict[str, tuple[tuple[Publish, ...], tuple[Publish, ...]]] = {}
         services.registry.on_delete.append(self._forget)
@@ -243,12 +261,15 @@ class Hub:
         if connect.client_id != expected_client:
             error = Invalid(f"the client id is not {expected_client!r}", field="clientId")
             return codes_for(error).connack
+        # An empty password is no token: with a client certificate, some MQTT libraries send
+        # one instead of none, and IoT Hub takes their certificate.
+        token = connect.password.decode("utf-8", "replace") if connect.password else None
         try:
-            if connect.password is not None:
+            if token is not None:
                 device = await self.auth.with_sas(
                     identity.device_id,
                     identity.module_id,
-                    connect.password.decode("utf-8", "replace"),
+                    token,
                     host=identity.host,
                     remember=False,  # checked once per connection: no token kept for it
                 )
@@ -266,6 +287,7 @@ class Hub:
         except Unauthorized as exc:
             logger.info("mqtt %s: authentication failed: %s", connect.client_id, exc.message)
             return codes_for(exc).connack
+        expires_at = None if token is None else sas.parse(token).expiry  # verified: it parses
         # Counted only once authenticated (nobody else can use up a device's budget), and
         # checked before anything is recorded: a device reconnecting in a loop is refused
         # before it writes connection events or touches its session.
@@ -296,6 +318,7 @@ class Hub:
             persistent=not connect.clean_session,
             will=self._own_will(device, connect),
         )
+        conn.state.expires_at = expires_at
         conn.session_present = saved is not None
         return 0
 
@@ -345,9 +368,47 @@ class Hub:
             await previous.close()
             if isinstance(previous, HubLink):
                 self._take_over(previous, link)
+        if link.expires_at is not None:
+            self._close_at_expiry(link, link.expires_at)
         link.device = await self.services.registry.set_connected(link.device, True)
         self._log_connected(link.device_id, conn.peer)
         await self._catch_up(link)
+
+    # -- SAS token expiry ----------------------------------------------------------------
+
+    def _close_at_expiry(self, link: HubLink, expiry: int) -> None:
+        """Close `link` when its SAS token expires, as IoT Hub does (401003
+        IoTHubUnauthorized, then the connection closes): some device SDKs renew their token
+        only when that happens, and an expired token must not keep a connection open."""
+        heap = self._expiries
+        heapq.heappush(heap, (expiry, next(self._expiry_order), link))
+        if len(heap) >= self._purge_expiries_at:
+            heap[:] = [e for e in heap if not (e[2].handed_over or e[2].conn.is_closed)]
+            heapq.heapify(heap)
+            self._purge_expiries_at = max(EXPIRY_PURGE_MIN, 2 * len(heap))
+        if heap[0][2] is link:  # the earliest now: (re)arm the timer for it
+            self._arm_expiry_timer()
+
+    def _arm_expiry_timer(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if self._expiries:
+            # At most a day ahead (then again): a token may name any far-off second.
+            delay = min(max(0.0, self._expiries[0][0] - self.auth.clock.now()), EXPIRY_TIMER_MAX_S)
+            loop = asyncio.get_running_loop()
+            self._expiry_timer = loop.call_later(delay, self._close_expired)
+
+    def _close_expired(self) -> None:
+        self._expiry_timer = None
+        now = self.auth.clock.now()
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            _, _, link = heapq.heappop(heap)
+            if not link.handed_over and not link.conn.is_closed:
+                logger.info("device %s: SAS token expired; connection closed", link.device_id)
+                link.conn.close()
+        self._arm_expiry_timer()
 
     def _log_connected(self, device_id: str, peer: str) -> None:
         """Debug: every connection; info: one line per CONNECT_LOG_INTERVAL_S at most."""

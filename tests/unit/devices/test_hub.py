@@ -11,7 +11,7 @@ import pytest
 from tests.unit.services.node import node
 from thinghub.app import build_services
 from thinghub.config import Settings
-from thinghub.devices.hub import CONNECT_LOG_INTERVAL_S, Hub, _decode_payload
+from thinghub.devices.hub import CONNECT_LOG_INTERVAL_S, EXPIRY_PURGE_MIN, Hub, _decode_payload
 from thinghub.storage.memory import memory_stores
 
 
@@ -76,3 +76,33 @@ def test_each_connect_is_logged_at_debug_and_summed_up_at_info_at_most_every_int
         "device d3 connected from 127.0.0.1:3 (3 device connections accepted since the last "
         "such line)"
     ]
+
+
+async def test_the_expiry_heap_lets_go_of_ended_connections() -> None:
+    """A device reconnecting in a loop with a far-off token expiry: the entries of its closed
+    connections go at the next purge, so the heap (and the links it holds) stays bounded."""
+
+    class Conn:
+        is_closed = False
+
+    class Link:
+        def __init__(self) -> None:
+            self.conn = Conn()
+            self.handed_over = False
+
+    hub = _hub()
+    far = 1_700_000_000 + 365 * 86400
+    for _ in range(10 * EXPIRY_PURGE_MIN):
+        link = Link()
+        hub._close_at_expiry(link, far)  # type: ignore[arg-type]
+        link.conn.is_closed = True  # the device disconnects, then connects again
+    assert len(hub._expiries) <= 2 * EXPIRY_PURGE_MIN
+    live = Link()
+    hub._close_at_expiry(live, far)  # type: ignore[arg-type]
+    for _ in range(2 * EXPIRY_PURGE_MIN):
+        ended = Link()
+        hub._close_at_expiry(ended, far)  # type: ignore[arg-type]
+        ended.conn.is_closed = True
+    assert live in [entry[2] for entry in hub._expiries]  # an open connection stays
+    assert hub._expiry_timer is not None
+    hub._expiry_timer.cancel()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,33 @@ def test_observations_queue_while_the_cloud_is_down_and_all_arrive_after(
     bodies = telemetry_bodies(again, gateway["id"], "port1", count)
     assert [b["temperature"] for b in bodies] == list(range(count))  # all, once, in order
     edge.wait_status(lambda s: s["queue"]["queued"] == 0 and s["queue"]["sent"] == count)
+
+
+def test_the_edge_renews_its_sas_tokens_before_the_cloud_closes_them(
+    server: ServerProcess, instrument: Instrument, edges: list[EdgeProcess], tmp_path: Path
+) -> None:
+    """The cloud closes a connection when its SAS token expires, as IoT Hub does; the edge
+    signs tokens of cloud.sas_ttl_s and reconnects with a new one before that, so none of its
+    connections fails and readings flow across the renewals."""
+    with server.client() as client:
+        gateway = gateway_with_module(client)
+    toml = edge_toml(instrument, gateway).replace(
+        "reconnect_max_s = 1", "reconnect_max_s = 1\nsas_ttl_s = 5"
+    )
+    edge = _start(edges, EdgeProcess(tmp_path, server, gateway, toml))
+    _wait_port_open(edge)
+    edge.wait_status(lambda s: s["cloud"]["connected"].get("port1") is True)
+    count = 7
+    for i in range(count):  # past a token's lifetime
+        instrument.write(f"T={i}\r\n".encode())
+        time.sleep(1.0)
+    bodies = telemetry_bodies(server, gateway["id"], "port1", count)
+    assert [b["temperature"] for b in bodies] == list(range(count))  # all, once, in order
+    log = edge.log_path.read_text()
+    renewed = log.count("SAS token renewed before it expires")
+    assert renewed >= 2, log  # the gateway's and the module's connections
+    assert "; reconnecting" not in log, log  # no connection failed (closed by the cloud)
+    assert edge.status()["cloud"]["errors"] == {}
 
 
 def test_kill_minus_nine_mid_queue_loses_nothing_accepted(

@@ -63,6 +63,15 @@ class _Stopped(Exception):
     """cloudConnection was set to false: close and wait."""
 
 
+class _Renew(Exception):
+    """The connection's SAS token is about to expire: reconnect at once with a new one."""
+
+
+#: A connection renews its token when this share of the token's lifetime has passed (the hub
+#: closes a connection whose token expired, as IoT Hub does; the Azure SDKs renew early too).
+SAS_RENEW_AT = 0.85
+
+
 def _bag(properties: dict[str, str]) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in properties.items())
 
@@ -231,8 +240,12 @@ class CloudLink:
             await self._enabled.wait()
             methods: asyncio.Queue[Publish] = asyncio.Queue()
             state = _Pubacks()
+            ttl_s = self.settings.sas_ttl_s
+            renewing = False
+            # Renewed a share of the token's lifetime after it was signed, not after connecting.
+            renew_at = asyncio.get_running_loop().time() + ttl_s * SAS_RENEW_AT
             try:
-                password = identity.password()
+                password = identity.password(ttl_s=ttl_s)
             except ValueError as exc:  # a key that is not base64 (SasError)
                 self._failed(name, identity, exc)
                 await asyncio.sleep(self.settings.reconnect_max_s)
@@ -262,6 +275,10 @@ class CloudLink:
                         self._methods(link, name, methods), name=f"cloud[{name}].methods"
                     )
                     tasks.create_task(self._until_disabled(), name=f"cloud[{name}].switch")
+                    tasks.create_task(self._until_renewal(renew_at), name=f"cloud[{name}].renew")
+            except* _Renew:
+                logger.info("cloud %s: SAS token renewed before it expires", identity.client_id)
+                renewing = True
             except* _Stopped:
                 logger.info("cloud %s: cloudConnection is false; disconnected", identity.client_id)
             except* ConnectRefusedError as group:
@@ -276,7 +293,7 @@ class CloudLink:
             finally:
                 self.connected[name] = False
                 await link.close()
-            if self.enabled:
+            if self.enabled and not renewing:
                 await asyncio.sleep(backoff.next())
 
     def _failed(self, name: str, identity: HubIdentity, exc: BaseException) -> None:
@@ -288,6 +305,12 @@ class CloudLink:
     async def _until_disabled(self) -> None:
         await self._disabled.wait()
         raise _Stopped
+
+    @staticmethod
+    async def _until_renewal(at: float) -> None:
+        """Raise _Renew at loop time `at`."""
+        await asyncio.sleep(max(0.0, at - asyncio.get_running_loop().time()))
+        raise _Renew
 
     # -- sessions --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ edge.toml (every key optional; docs/edge.md has the full table):
     listen = "127.0.0.1:8090"        # the local API; elsewhere than loopback needs api_token
     data_dir = "/var/lib/thinghub-edge"
     [cloud]   url, ca_file, connection_string | dps_id_scope + dps_registration_id + dps_key,
-              reconnect_max_s, max_inflight, keepalive_s
+              reconnect_max_s, max_inflight, keepalive_s, sas_ttl_s
     [queue]   max_items
     [update]  url_template, install_command, version_command, max_bytes, timeout_s
     [board]   kind ("linux" or "simulated"), serial_number, thermal_zone, led, led_green,
@@ -65,6 +65,9 @@ class CloudSettings:
     reconnect_max_s: float = 30.0
     max_inflight: int = 16
     keepalive_s: int = 60
+    # The lifetime of the SAS tokens the edge signs for its hub connections: the cloud closes
+    # a connection when its token expires, so the edge reconnects with a new one before.
+    sas_ttl_s: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +248,7 @@ def load_edge_settings(
         reconnect_max_s=_positive("cloud.reconnect_max_s", cloud.get("reconnect_max_s", 30.0)),
         max_inflight=_positive("cloud.max_inflight", cloud.get("max_inflight", 16), True),
         keepalive_s=_positive("cloud.keepalive_s", cloud.get("keepalive_s", 60), True),
+        sas_ttl_s=_positive("cloud.sas_ttl_s", cloud.get("sas_ttl_s", 3600), True),
     )
 
     board = flags.get("board", board_table.pop("kind", "linux"))

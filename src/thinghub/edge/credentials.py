@@ -7,6 +7,7 @@ SAS token over `{hub}/devices/{gateway}[/modules/{module}]` signed with that ide
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -73,11 +74,11 @@ class HubIdentity:
     def username(self) -> str:
         return f"{self.host_name}/{self.client_id}/?api-version={API_VERSION}"
 
-    def password(self, now: float | None = None) -> str:
+    def password(self, now: float | None = None, ttl_s: int = SAS_TTL_S) -> str:
         resource = f"{self.host_name}/devices/{self.device_id}"
         if self.module_id is not None:
             resource += f"/modules/{self.module_id}"
-        expiry = int((time.time() if now is None else now) + SAS_TTL_S)
+        expiry = math.ceil((time.time() if now is None else now) + ttl_s)  # at least ttl_s
         return sas.sign(self.key, resource, expiry)
 
     @property

@@ -12,6 +12,9 @@ to it skip the root app's router and middleware; the handler is the same.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -23,9 +26,11 @@ from starlette.types import Receive, Scope, Send
 
 from thinghub.devices.errors import codes_for
 from thinghub.domain import errors
+from thinghub.domain.model import Device
+from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.fast_path import FastEndpoint
 from thinghub.services.core import Services
-from thinghub.services.ingest import message_size
+from thinghub.services.ingest import IngestService, message_size
 
 __all__ = ["fast_endpoints", "routes"]
 
@@ -71,6 +76,76 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
 
 
+BATCH_CONTENT_TYPE = "application/vnd.microsoft.iothub.json"
+
+
+def _batch_messages(ingest: IngestService, device: Device, raw: bytes) -> list[TelemetryMessage]:
+    """The messages of a batch body, as the device SDKs' HTTPS transports write it: a JSON
+    array of `{"body": <text>, "base64Encoded": <bool>, "properties": {<header>: <value>}}`,
+    the body base64 when `base64Encoded` is true, the properties named as the headers of a
+    single message are (`iothub-app-<name>`, `iothub-messageid`, ...).
+
+    Raises:
+        Invalid: not such an array; TooLarge: a message over the size limit.
+    """
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.Invalid("a batch is a JSON array of messages", field="body") from None
+    if not isinstance(items, list) or not items:
+        raise errors.Invalid("a batch is a non-empty JSON array of messages", field="body")
+    messages = []
+    for index, item in enumerate(items):
+        where = f"message {index} of the batch"
+        if not isinstance(item, dict) or "body" not in item:
+            raise errors.Invalid(f"{where} is not an object with a body", field="body")
+        body, encoded, properties = item["body"], item.get("base64Encoded"), item.get("properties")
+        if encoded is True:
+            if not isinstance(body, str):
+                raise errors.Invalid(f"{where}: a base64 body is a string", field="body")
+            try:
+                payload = base64.b64decode(body, validate=True)
+            except binascii.Error:
+                raise errors.Invalid(f"{where}: the body is not base64", field="body") from None
+        elif encoded is None or encoded is False:
+            payload = body.encode() if isinstance(body, str) else orjson.dumps(body)
+        else:
+            raise errors.Invalid(f"{where}: base64Encoded is true or false", field="body")
+        if properties is None:
+            properties = {}
+        if not isinstance(properties, dict) or not all(
+            isinstance(value, str) for value in properties.values()
+        ):
+            raise errors.Invalid(f"{where}: properties map names to strings", field="body")
+        lowered = {name.lower(): value for name, value in properties.items()}
+        app = {  # a property's name keeps its case here (a header's cannot)
+            name[len(APP_PREFIX) :]: value
+            for name, value in properties.items()
+            if name.lower().startswith(APP_PREFIX)
+        }
+        messages.append(
+            ingest.build(
+                device,
+                payload,
+                properties=app,
+                message_id=lowered.get("iothub-messageid"),
+                correlation_id=lowered.get("iothub-correlationid"),
+                content_type=lowered.get("iothub-contenttype"),
+                content_encoding=lowered.get("iothub-contentencoding"),
+                component=app.pop("$.sub", None),
+                source="http",
+            )
+        )
+    return messages
+
+
+async def _send_batch(ingest: IngestService, device: Device, raw: bytes) -> None:
+    """Store every message of a batch (each as a single message is), in order; every one is
+    checked before any is stored."""
+    messages = _batch_messages(ingest, device, raw)
+    await asyncio.gather(*(ingest.ingest(device, message) for message in messages))
+
+
 def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
     auth = services.device_auth
     ingest = services.ingest
@@ -101,18 +176,21 @@ def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
             raw = await _read_body(
                 request, headers.get("content-length", ""), budget, ingest.max_payload_bytes
             )
-            message = ingest.build(
-                device,
-                raw,
-                properties=props,
-                message_id=headers.get("iothub-messageid"),
-                correlation_id=headers.get("iothub-correlationid"),
-                content_type=content_type,
-                content_encoding=headers.get("iothub-contentencoding"),
-                component=props.pop("$.sub", None),
-                source="http",
-            )
-            await ingest.ingest(device, message)
+            if content_type is not None and content_type.startswith(BATCH_CONTENT_TYPE):
+                await _send_batch(ingest, device, raw)
+            else:
+                message = ingest.build(
+                    device,
+                    raw,
+                    properties=props,
+                    message_id=headers.get("iothub-messageid"),
+                    correlation_id=headers.get("iothub-correlationid"),
+                    content_type=content_type,
+                    content_encoding=headers.get("iothub-contentencoding"),
+                    component=props.pop("$.sub", None),
+                    source="http",
+                )
+                await ingest.ingest(device, message)
         except errors.Unauthorized as exc:
             # One answer for an unknown id, a disabled device and a bad or expired token, so
             # nobody can learn which device ids exist (the detail goes to the log only).

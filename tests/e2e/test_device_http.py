@@ -109,3 +109,84 @@ def test_a_malformed_batch_is_400_and_stores_nothing(
         response = hub.post(path, params=API, content=content, headers={"Content-Type": BATCH})
         _hub_error(response, 400, "ArgumentInvalid")
     assert _bodies(admin, device["id"]) == []
+
+
+def _send_c2d(admin: httpx.Client, device_id: str, body: Any, **properties: str) -> str:
+    sent = admin.post(
+        f"/v1/devices/{device_id}/messages", json={"body": body, "properties": properties}
+    )
+    assert sent.status_code == 202, sent.text
+    return str(sent.json()["messageId"])
+
+
+def test_cloud_to_device_messages_are_polled_and_settled(
+    hub: httpx.Client, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """C2D over HTTPS as the SDKs' HTTPS transports poll it: GET deviceBound gives the next
+    message with its lock token as a quoted ETag (204 when none waits); DELETE .../{etag}
+    completes it, POST .../abandon lets it come again, DELETE ...?reject rejects it (all
+    were a 404)."""
+    bound = f"/devices/{device['id']}/messages/deviceBound"
+    assert hub.get(bound, params=API).status_code == 204
+    first = _send_c2d(admin, device["id"], {"led": "on"}, color="red")
+    second = _send_c2d(admin, device["id"], "reboot")
+
+    got = hub.get(bound, params=API)
+    assert got.status_code == 200, got.text
+    assert got.json() == {"led": "on"}
+    assert got.headers["iothub-messageid"] == first
+    assert got.headers["iothub-app-color"] == "red"
+    assert got.headers["iothub-deliverycount"] == "1"
+    etag = got.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+    lock = etag.strip('"')
+
+    # Locked: the next receive gives the second message, and abandoning that puts it back.
+    other = hub.get(bound, params=API)
+    assert other.status_code == 200 and other.content == b"reboot"
+    other_lock = other.headers["etag"].strip('"')
+    abandoned = hub.post(f"{bound}/{other_lock}/abandon", params=API)
+    assert abandoned.status_code == 204, abandoned.text
+
+    # Complete (as the Node SDK writes the path: lower-case, If-Match given).
+    done = hub.delete(
+        f"/devices/{device['id']}/messages/devicebound/{lock}",
+        params=API,
+        headers={"If-Match": etag},
+    )
+    assert done.status_code == 204, done.text
+    # A settled lock is gone: IoT Hub's 412 DeviceMessageLockLost.
+    _hub_error(hub.delete(f"{bound}/{lock}", params=API), 412, "DeviceMessageLockLost")
+
+    again = hub.get(bound, params=API)
+    assert again.status_code == 200 and again.content == b"reboot"
+    assert again.headers["iothub-messageid"] == second
+    assert again.headers["iothub-deliverycount"] == "2"
+    rejected = hub.delete(
+        f"{bound}/{again.headers['etag'].strip(chr(34))}?api-version=2020-09-30&reject"
+    )
+    assert rejected.status_code == 204, rejected.text
+    assert hub.get(bound, params=API).status_code == 204
+
+
+def test_cloud_to_device_polling_needs_the_devices_own_token(
+    server: ServerProcess, admin: httpx.Client, device: dict[str, Any], unique: Callable[[str], str]
+) -> None:
+    """Another device's token, or none, is IoT Hub's 401, and takes nothing off the queue;
+    an unknown lock token is 412."""
+    other = create_device(admin, "other", unique("p"), "d")
+    _send_c2d(admin, device["id"], "for the device")
+    bound = f"{server.http_url}/devices/{device['id']}/messages/deviceBound"
+    for headers in ({}, {"Authorization": device_sas(other)}):
+        _hub_error(httpx.get(bound, params=API, headers=headers), 401, "IotHubUnauthorizedAccess")
+        response = httpx.delete(f"{bound}/x", params=API, headers=headers)
+        _hub_error(response, 401, "IotHubUnauthorizedAccess")
+    mine = {"Authorization": device_sas(device)}
+    _hub_error(
+        httpx.delete(f"{bound}/nope", params=API, headers=mine), 412, "DeviceMessageLockLost"
+    )
+    _hub_error(
+        httpx.post(f"{bound}/nope/abandon", params=API, headers=mine), 412, "DeviceMessageLockLost"
+    )
+    got = httpx.get(bound, params=API, headers=mine)
+    assert got.status_code == 200 and got.content == b"for the device"

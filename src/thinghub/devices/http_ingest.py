@@ -1,9 +1,12 @@
-"""HTTPS device ingest compatible with IoT Hub's device REST API (send device event).
+"""HTTPS device API compatible with IoT Hub's device REST API.
 
 POST /devices/{id}/messages/events?api-version=... (and /devices/{d}/modules/{m}/...) with
 `Authorization: SharedAccessSignature sr=...&sig=...&se=...`; message properties come from
 `iothub-app-*`, `iothub-messageid`, `iothub-correlationid`, `iothub-contenttype` and
-`iothub-contentencoding` headers. Success is 204. Errors use IoT Hub's shape
+`iothub-contentencoding` headers, or, for a batch (application/vnd.microsoft.iothub.json),
+from each element's `properties`. Success is 204. Cloud-to-device messages are polled:
+GET /devices/{id}/messages/deviceBound, settled by DELETE .../{etag} (complete; `?reject`
+rejects) or POST .../{etag}/abandon. Errors use IoT Hub's shape
 {"Message": "ErrorCode:<code>;<text>", "ExceptionMessage": ""}.
 
 The device route (not the module one) is also a FastEndpoint (thinghub.fast_path): requests
@@ -17,6 +20,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -26,10 +30,12 @@ from starlette.types import Receive, Scope, Send
 
 from thinghub.devices.errors import codes_for
 from thinghub.domain import errors
+from thinghub.domain.clock import format_ts
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.fast_path import FastEndpoint
 from thinghub.services.core import Services
+from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.ingest import IngestService, message_size
 
 __all__ = ["fast_endpoints", "routes"]
@@ -192,12 +198,7 @@ def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
                 )
                 await ingest.ingest(device, message)
         except errors.Unauthorized as exc:
-            # One answer for an unknown id, a disabled device and a bad or expired token, so
-            # nobody can learn which device ids exist (the detail goes to the log only).
-            logger.info("https ingest for %r refused: %s", device_id, exc.message)
-            if exc.field != "Authorization":
-                exc = errors.Unauthorized("unknown device or bad credentials", field="deviceId")
-            return _error(exc)
+            return _refused(device_id, exc)
         except errors.Error as exc:
             return _error(exc)
         except ClientDisconnect:  # gone (or timed out) before its body arrived: nobody to answer
@@ -205,6 +206,85 @@ def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
         return Response(status_code=204)
 
     return send_event
+
+
+def _refused(device_id: str, exc: errors.Unauthorized) -> Response:
+    """One answer for an unknown id, a disabled device and a bad or expired token, so nobody
+    can learn which device ids exist (the detail goes to the log only)."""
+    logger.info("https request of %r refused: %s", device_id, exc.message)
+    if exc.field != "Authorization":
+        exc = errors.Unauthorized("unknown device or bad credentials", field="deviceId")
+    return _error(exc)
+
+
+async def _authenticated(auth: DeviceAuth, request: Request) -> Device:
+    """The device the request's SAS token signs for (its path's device).
+
+    Raises:
+        Unauthorized: no, a bad or an expired token; an unknown or disabled device.
+    """
+    header = request.headers.get("authorization")
+    if not header:
+        raise errors.Unauthorized("missing Authorization header", field="Authorization")
+    return await auth.with_sas(request.path_params["device_id"], None, header)
+
+
+def _receive(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """GET /devices/{id}/messages/deviceBound: the next cloud-to-device message, locked to
+    this receiver until settled (200, its lock token the quoted ETag), or 204 when none
+    waits (IoT Hub's HTTPS receive, as the SDKs' HTTPS transports poll it)."""
+    auth, c2d = services.device_auth, services.c2d
+
+    async def receive(request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        try:
+            device = await _authenticated(auth, request)
+            received = await c2d.receive(device.id)
+        except errors.Unauthorized as exc:
+            return _refused(device_id, exc)
+        except errors.Error as exc:
+            return _error(exc)
+        if received is None:
+            return Response(status_code=204)
+        message = received.message
+        headers = {
+            "ETag": f'"{received.lock_token}"',
+            "iothub-messageid": message.id,
+            "iothub-to": f"/devices/{device_id}/messages/deviceBound",
+            "iothub-deliverycount": str(received.delivery_count),
+            "iothub-enqueuedtime": format_ts(message.created_at),
+            "iothub-expiry": format_ts(message.expires_at),
+        }
+        for name, value in message.properties.items():
+            # A header value is latin-1 on the wire; a property that is not stays out.
+            if value.isascii() and name.isascii():
+                headers[f"{APP_PREFIX}{name}"] = value
+        return Response(message.body, status_code=200, headers=headers)
+
+    return receive
+
+
+def _settle(
+    services: Services, outcome: Literal["complete", "reject", "abandon"] | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """DELETE /devices/{id}/messages/deviceBound/{etag} (complete, or reject with `?reject`)
+    and POST .../{etag}/abandon: 204, or 412 DeviceMessageLockLost when the lock is gone."""
+    auth, c2d = services.device_auth, services.c2d
+
+    async def settle(request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        lock_token = request.path_params["etag"].strip('"')
+        action = outcome or ("reject" if "reject" in request.query_params else "complete")
+        try:
+            device = await _authenticated(auth, request)
+            await c2d.settle(device.id, lock_token, action)
+        except errors.Unauthorized as exc:
+            return _refused(device_id, exc)
+        except errors.Error as exc:
+            return _error(exc)
+        return Response(status_code=204)
+
+    return settle
 
 
 DEVICE_PREFIX = "/devices/"
@@ -234,7 +314,26 @@ def fast_endpoints(services: Services) -> list[FastEndpoint]:
 
 def routes(services: Services) -> list[Route]:
     send_event = _send_event(services)
+    receive, complete = _receive(services), _settle(services, None)
+    abandon = _settle(services, "abandon")
+    # IoT Hub takes the C2D path in any case; the SDKs write `deviceBound` or `devicebound`.
+    c2d = [
+        route
+        for bound in ("deviceBound", "devicebound")
+        for route in (
+            Route(f"/devices/{{device_id}}/messages/{bound}", receive, methods=["GET"]),
+            Route(
+                f"/devices/{{device_id}}/messages/{bound}/{{etag}}", complete, methods=["DELETE"]
+            ),
+            Route(
+                f"/devices/{{device_id}}/messages/{bound}/{{etag}}/abandon",
+                abandon,
+                methods=["POST"],
+            ),
+        )
+    ]
     return [
+        *c2d,
         Route("/devices/{device_id}/messages/events", send_event, methods=["POST"]),
         Route(
             "/devices/{device_id}/modules/{module_id}/messages/events", send_event, methods=["POST"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.helpers_st import client, create_device, device_sas
+from tests.e2e.helpers_st import client, create_device, device_sas, sas_token
 from tests.e2e.server import ServerProcess
 
 API = {"api-version": "2020-09-30"}
@@ -190,3 +190,57 @@ def test_cloud_to_device_polling_needs_the_devices_own_token(
     )
     got = httpx.get(bound, params=API, headers=mine)
     assert got.status_code == 200 and got.content == b"for the device"
+
+
+def _dps_sas(device: dict[str, Any], scope: str) -> str:
+    """The SAS token a provisioning client's HTTP transport sends (key name `registration`)."""
+    resource = f"{scope}/registrations/{device['id']}"
+    return sas_token(device["credentials"]["symmetricKey"]["primaryKey"], resource) + (
+        "&skn=registration"
+    )
+
+
+def _dps_error(response: httpx.Response, status: int, error_code: int) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"errorCode", "trackingId", "message", "timestampUtc"}, body
+    assert body["errorCode"] == error_code, body
+
+
+def test_dps_over_https_registers_and_the_operation_is_polled(
+    server: ServerProcess, device: dict[str, Any], unique: Callable[[str], str]
+) -> None:
+    """DPS over HTTPS, as the provisioning clients' HTTP transports call it: PUT
+    .../register answers 202 assigning with an operation id, GET .../operations/{id} the
+    assigned registration (both were a 404)."""
+    scope = device["idScope"]
+    base = f"{server.http_url}/{scope}/registrations/{device['id']}"
+    auth = {"Authorization": _dps_sas(device, scope)}
+    body = {"registrationId": device["id"], "payload": {"modelId": "dtmi:com:example:T;1"}}
+    registered = httpx.put(
+        f"{base}/register", params={"api-version": "2019-03-31"}, json=body, headers=auth
+    )
+    assert registered.status_code == 202, registered.text
+    accepted = registered.json()
+    assert accepted["status"] == "assigning" and accepted["operationId"]
+    polled = httpx.get(
+        f"{base}/operations/{accepted['operationId']}",
+        params={"api-version": "2019-03-31"},
+        headers=auth,
+    )
+    assert polled.status_code == 200, polled.text
+    status = polled.json()
+    assert status["operationId"] == accepted["operationId"]
+    assert status["status"] == "assigned"
+    state = status["registrationState"]
+    assert state["deviceId"] == device["id"] and state["registrationId"] == device["id"]
+    assert state["status"] == "assigned" and state["assignedHub"]
+
+    # Errors in DPS's shape: a bad token 401, an unknown operation 404, another id 400.
+    bad = {"Authorization": _dps_sas(device, scope).replace("sig=", "sig=x")}
+    _dps_error(httpx.put(f"{base}/register", json=body, headers=bad), 401, 401002)
+    _dps_error(httpx.put(f"{base}/register", json=body), 401, 401002)
+    _dps_error(httpx.get(f"{base}/operations/nope", headers=auth), 404, 404202)
+    other = {"registrationId": unique("someone-else")}
+    _dps_error(httpx.put(f"{base}/register", json=other, headers=auth), 400, 400208)
+    _dps_error(httpx.put(f"{base}/register", content=b"[1]", headers=auth), 400, 400004)

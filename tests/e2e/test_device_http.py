@@ -93,6 +93,7 @@ def test_a_batch_is_stored_as_its_messages(
         b'[{"body": "", "base64Encoded": "yes"}]',
         b'[{"body": "", "properties": {"iothub-app-n": 1}}]',
         b'[{"body": "", "properties": []}]',
+        b'[{"body": ' + b"[" * 300 + b"]" * 300 + b"}]",  # past the JSON depth limit: was a 500
     ],
 )
 def test_a_malformed_batch_is_400_and_stores_nothing(

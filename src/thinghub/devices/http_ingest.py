@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from thinghub.devices.errors import codes_for
 from thinghub.domain import errors
 from thinghub.domain.clock import format_ts
+from thinghub.domain.json_depth import check_depth
 from thinghub.domain.model import Device
 from thinghub.domain.telemetry import TelemetryMessage
 from thinghub.fast_path import FastEndpoint
@@ -92,8 +93,11 @@ def _batch_messages(ingest: IngestService, device: Device, raw: bytes) -> list[T
     single message are (`iothub-app-<name>`, `iothub-messageid`, ...).
 
     Raises:
-        Invalid: not such an array; TooLarge: a message over the size limit.
+        Invalid: not such an array, or nested deeper than a message may be; TooLarge: a
+            message over the size limit.
     """
+    # The array and its objects around each body: a body may nest as deep as one sent alone.
+    check_depth(raw, ingest.max_json_depth + 2, "body")
     try:
         items = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -89,7 +89,7 @@ BATCH_CONTENT_TYPE = "application/vnd.microsoft.iothub.json"
 def _batch_messages(ingest: IngestService, device: Device, raw: bytes) -> list[TelemetryMessage]:
     """The messages of a batch body, as the device SDKs' HTTPS transports write it: a JSON
     array of `{"body": <text>, "base64Encoded": <bool>, "properties": {<header>: <value>}}`,
-    the body base64 when `base64Encoded` is true, the properties named as the headers of a
+    the body base64 unless `base64Encoded` is false, the properties named as the headers of a
     single message are (`iothub-app-<name>`, `iothub-messageid`, ...).
 
     Raises:
@@ -110,14 +110,14 @@ def _batch_messages(ingest: IngestService, device: Device, raw: bytes) -> list[T
         if not isinstance(item, dict) or "body" not in item:
             raise errors.Invalid(f"{where} is not an object with a body", field="body")
         body, encoded, properties = item["body"], item.get("base64Encoded"), item.get("properties")
-        if encoded is True:
+        if encoded is None or encoded is True:  # base64 unless it says not (.NET leaves it out)
             if not isinstance(body, str):
                 raise errors.Invalid(f"{where}: a base64 body is a string", field="body")
             try:
                 payload = base64.b64decode(body, validate=True)
             except binascii.Error:
                 raise errors.Invalid(f"{where}: the body is not base64", field="body") from None
-        elif encoded is None or encoded is False:
+        elif encoded is False:
             payload = body.encode() if isinstance(body, str) else orjson.dumps(body)
         else:
             raise errors.Invalid(f"{where}: base64Encoded is true or false", field="body")

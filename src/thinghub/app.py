@@ -50,7 +50,7 @@ from thinghub.bus.clock import SystemClock
 from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
 from thinghub.bus.nats import NatsBus, NatsCluster
 from thinghub.config import Settings
-from thinghub.devices import dps_http, http_ingest
+from thinghub.devices import dps_http, file_upload, http_ingest
 from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
 from thinghub.devices.ioto import Ioto
@@ -668,6 +668,7 @@ class ThingHub:
                 methods=["GET"],
             ),
             *http_ingest.routes(services),
+            *file_upload.routes(services),
         ]
         for face, parts in built:
             routes += parts.root_routes

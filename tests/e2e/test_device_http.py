@@ -4,6 +4,7 @@ HTTPS transports call it: batches of events, and cloud-to-device messages by pol
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -246,3 +247,61 @@ def test_dps_over_https_registers_and_the_operation_is_polled(
     other = {"registrationId": unique("someone-else")}
     _dps_error(httpx.put(f"{base}/register", json=other, headers=auth), 400, 400208)
     _dps_error(httpx.put(f"{base}/register", content=b"[1]", headers=auth), 400, 400004)
+
+
+def test_file_upload_as_the_sdks_upload_to_blob(
+    server: ServerProcess, hub: httpx.Client, admin: httpx.Client, device: dict[str, Any]
+) -> None:
+    """IoT Hub file upload: POST /files gives the blob's SAS URI parts, a Put Blob to
+    `{hostName}/{containerName}/{blobName}{sasToken}` stores it (201, Content-MD5), and the
+    notification is 204; the file is the device's, listed and read at /v1 (all were a 404)."""
+    content = b"line 1\nline 2\n" * 100
+    created = hub.post(
+        f"/devices/{device['id']}/files", params=API, json={"blobName": "logs/a.txt"}
+    )
+    assert created.status_code == 200, created.text
+    info = created.json()
+    assert set(info) == {"correlationId", "hostName", "containerName", "blobName", "sasToken"}
+    assert info["blobName"] == f"{device['id']}/logs/a.txt"
+    assert info["sasToken"].startswith("?")
+    # The SDKs use https://; this server is plain HTTP.
+    url = f"http://{info['hostName']}/{info['containerName']}/{info['blobName']}{info['sasToken']}"
+    put = httpx.put(url, content=content, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201, put.text
+    assert base64.b64decode(put.headers["content-md5"]) == hashlib.md5(content).digest()
+    assert put.headers["etag"] and put.headers["last-modified"]
+    notified = hub.post(
+        f"/devices/{device['id']}/files/notifications",
+        params=API,
+        json={
+            "correlationId": info["correlationId"],
+            "isSuccess": True,
+            "statusCode": 200,
+            "statusDescription": "ok",
+        },
+    )
+    assert notified.status_code == 204, notified.text
+    listed = admin.get(f"/v1/devices/{device['id']}/files").json()
+    assert [f["name"] for f in listed] == ["logs/a.txt"], listed
+    assert admin.get(f"/v1/devices/{device['id']}/files/logs/a.txt").content == content
+
+    # The SAS token is for that one blob, and a forged one opens nothing (Blob Storage's XML).
+    other = url.replace("logs/a.txt", "logs/b.txt")
+    refused = httpx.put(other, content=b"x", headers={"x-ms-blob-type": "BlockBlob"})
+    assert refused.status_code == 403 and b"<Code>" in refused.content
+    forged = url.replace("sig=", "sig=x")
+    refused = httpx.put(forged, content=b"x", headers={"x-ms-blob-type": "BlockBlob"})
+    assert refused.status_code == 403 and b"<Code>AuthenticationFailed</Code>" in refused.content
+    # IoT Hub's errors on the hub calls.
+    bad = hub.post(f"/devices/{device['id']}/files", params=API, json={"blobName": "../x"})
+    _hub_error(bad, 400, "ArgumentInvalid")
+    unknown = {"correlationId": "nope", "isSuccess": True}
+    _hub_error(
+        hub.post(f"/devices/{device['id']}/files/notifications", params=API, json=unknown),
+        400,
+        "ArgumentInvalid",
+    )
+    anonymous = httpx.post(
+        f"{server.http_url}/devices/{device['id']}/files", params=API, json={"blobName": "a"}
+    )
+    _hub_error(anonymous, 401, "IotHubUnauthorizedAccess")

@@ -39,12 +39,12 @@ from thinghub.services.core import Services
 from thinghub.services.device_auth import DeviceAuth
 from thinghub.services.ingest import IngestService, message_size
 
-__all__ = ["fast_endpoints", "routes"]
+__all__ = ["authenticated_device", "fast_endpoints", "hub_error", "refused", "routes"]
 
 logger = logging.getLogger(__name__)
 
 
-def _error(error: errors.Error) -> Response:
+def hub_error(error: errors.Error) -> Response:
     """IoT Hub's error body, with the status and code name the device-side mapper gives."""
     codes = codes_for(error)
     body = {"Message": f"ErrorCode:{codes.hub_code};{error.message}", "ExceptionMessage": ""}
@@ -202,9 +202,9 @@ def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
                 )
                 await ingest.ingest(device, message)
         except errors.Unauthorized as exc:
-            return _refused(device_id, exc)
+            return refused(device_id, exc)
         except errors.Error as exc:
-            return _error(exc)
+            return hub_error(exc)
         except ClientDisconnect:  # gone (or timed out) before its body arrived: nobody to answer
             return Response(status_code=400)
         return Response(status_code=204)
@@ -212,16 +212,16 @@ def _send_event(services: Services) -> Callable[[Request], Awaitable[Response]]:
     return send_event
 
 
-def _refused(device_id: str, exc: errors.Unauthorized) -> Response:
+def refused(device_id: str, exc: errors.Unauthorized) -> Response:
     """One answer for an unknown id, a disabled device and a bad or expired token, so nobody
     can learn which device ids exist (the detail goes to the log only)."""
     logger.info("https request of %r refused: %s", device_id, exc.message)
     if exc.field != "Authorization":
         exc = errors.Unauthorized("unknown device or bad credentials", field="deviceId")
-    return _error(exc)
+    return hub_error(exc)
 
 
-async def _authenticated(auth: DeviceAuth, request: Request) -> Device:
+async def authenticated_device(auth: DeviceAuth, request: Request) -> Device:
     """The device the request's SAS token signs for (its path's device).
 
     Raises:
@@ -242,12 +242,12 @@ def _receive(services: Services) -> Callable[[Request], Awaitable[Response]]:
     async def receive(request: Request) -> Response:
         device_id = request.path_params["device_id"]
         try:
-            device = await _authenticated(auth, request)
+            device = await authenticated_device(auth, request)
             received = await c2d.receive(device.id)
         except errors.Unauthorized as exc:
-            return _refused(device_id, exc)
+            return refused(device_id, exc)
         except errors.Error as exc:
-            return _error(exc)
+            return hub_error(exc)
         if received is None:
             return Response(status_code=204)
         message = received.message
@@ -280,12 +280,12 @@ def _settle(
         lock_token = request.path_params["etag"].strip('"')
         action = outcome or ("reject" if "reject" in request.query_params else "complete")
         try:
-            device = await _authenticated(auth, request)
+            device = await authenticated_device(auth, request)
             await c2d.settle(device.id, lock_token, action)
         except errors.Unauthorized as exc:
-            return _refused(device_id, exc)
+            return refused(device_id, exc)
         except errors.Error as exc:
-            return _error(exc)
+            return hub_error(exc)
         return Response(status_code=204)
 
     return settle

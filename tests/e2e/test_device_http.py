@@ -131,7 +131,10 @@ def test_cloud_to_device_messages_are_polled_and_settled(
     were a 404)."""
     bound = f"/devices/{device['id']}/messages/deviceBound"
     assert hub.get(bound, params=API).status_code == 204
-    first = _send_c2d(admin, device["id"], {"led": "on"}, color="red")
+    # A property no header can carry as it is (CR LF, not ASCII) stays out of the headers.
+    first = _send_c2d(
+        admin, device["id"], {"led": "on"}, color="red", evil="a\r\nx-injected: 1", word="caf\u00e9"
+    )
     second = _send_c2d(admin, device["id"], "reboot")
 
     got = hub.get(bound, params=API)
@@ -139,6 +142,8 @@ def test_cloud_to_device_messages_are_polled_and_settled(
     assert got.json() == {"led": "on"}
     assert got.headers["iothub-messageid"] == first
     assert got.headers["iothub-app-color"] == "red"
+    assert "x-injected" not in got.headers and "iothub-app-evil" not in got.headers
+    assert "iothub-app-word" not in got.headers
     assert got.headers["iothub-deliverycount"] == "1"
     etag = got.headers["etag"]
     assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2

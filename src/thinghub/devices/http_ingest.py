@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
@@ -151,7 +152,7 @@ def _batch_messages(ingest: IngestService, device: Device, raw: bytes) -> list[T
 
 async def _send_batch(ingest: IngestService, device: Device, raw: bytes) -> None:
     """Store every message of a batch (each as a single message is), in order; every one is
-    checked before any is stored."""
+    built and checked (shape, sizes, ids) before any is stored."""
     messages = _batch_messages(ingest, device, raw)
     await asyncio.gather(*(ingest.ingest(device, message) for message in messages))
 
@@ -233,6 +234,10 @@ async def authenticated_device(auth: DeviceAuth, request: Request) -> Device:
     return await auth.with_sas(request.path_params["device_id"], None, header)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # printable ASCII: no CR, LF or NUL
+
+
 def _receive(services: Services) -> Callable[[Request], Awaitable[Response]]:
     """GET /devices/{id}/messages/deviceBound: the next cloud-to-device message, locked to
     this receiver until settled (200, its lock token the quoted ETag), or 204 when none
@@ -260,8 +265,8 @@ def _receive(services: Services) -> Callable[[Request], Awaitable[Response]]:
             "iothub-expiry": format_ts(message.expires_at),
         }
         for name, value in message.properties.items():
-            # A header value is latin-1 on the wire; a property that is not stays out.
-            if value.isascii() and name.isascii():
+            # Only what a header can carry as it is: a property that is not stays out.
+            if _HEADER_NAME.fullmatch(name) and _HEADER_VALUE.fullmatch(value):
                 headers[f"{APP_PREFIX}{name}"] = value
         return Response(message.body, status_code=200, headers=headers)
 

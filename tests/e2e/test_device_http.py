@@ -48,10 +48,24 @@ def _hub_error(response: httpx.Response, status: int, code: str) -> None:
     body = response.json()
     assert set(body) == {"Message", "ExceptionMessage"}, body
     assert body["Message"].startswith(f"ErrorCode:{code};"), body
+    assert response.headers["iothub-errorcode"] == code  # as IoT Hub sends it
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def test_an_error_names_its_code_in_the_iothub_errorcode_header(
+    server: ServerProcess, device: dict[str, Any]
+) -> None:
+    """IoT Hub puts the error's code name in `iothub-errorcode` too (the .NET SDK reads it
+    before the body); it was only in the body."""
+    path = f"{server.http_url}/devices/{device['id']}/messages/events"
+    _hub_error(httpx.post(path, params=API, content=b"{}"), 401, "IotHubUnauthorizedAccess")
+    big = {"Authorization": device_sas(device)}
+    _hub_error(
+        httpx.post(path, params=API, content=b"x" * 300_000, headers=big), 413, "MessageTooLarge"
+    )
 
 
 def test_a_batch_is_stored_as_its_messages(

@@ -46,10 +46,16 @@ logger = logging.getLogger(__name__)
 
 
 def hub_error(error: errors.Error) -> Response:
-    """IoT Hub's error body, with the status and code name the device-side mapper gives."""
+    """IoT Hub's error body, with the status and code name the device-side mapper gives; the
+    code name also in the `iothub-errorcode` header, where the .NET SDK looks first."""
     codes = codes_for(error)
     body = {"Message": f"ErrorCode:{codes.hub_code};{error.message}", "ExceptionMessage": ""}
-    return Response(orjson.dumps(body), status_code=codes.status, media_type="application/json")
+    return Response(
+        orjson.dumps(body),
+        status_code=codes.status,
+        media_type="application/json",
+        headers={"iothub-errorcode": codes.hub_code},
+    )
 
 
 APP_PREFIX = "iothub-app-"  # headers whose values are the message's application properties

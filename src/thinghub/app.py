@@ -50,7 +50,7 @@ from thinghub.bus.clock import SystemClock
 from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
 from thinghub.bus.nats import NatsBus, NatsCluster
 from thinghub.config import Settings
-from thinghub.devices import http_ingest
+from thinghub.devices import dps_http, file_upload, http_ingest
 from thinghub.devices.dps import Dps
 from thinghub.devices.hub import Hub
 from thinghub.devices.ioto import Ioto
@@ -668,11 +668,19 @@ class ThingHub:
                 methods=["GET"],
             ),
             *http_ingest.routes(services),
+            *file_upload.routes(services),
         ]
         for face, parts in built:
             routes += parts.root_routes
             if parts.app is not None:
                 routes.append(Mount(face.prefix, app=parts.app))
+        # DPS over HTTPS: its first segment (the id scope) is any name, so after the faces.
+        routes += dps_http.routes(
+            services.provisioning,
+            s.hub_hostname,
+            services.provisioning.clock,
+            s.max_json_depth,
+        )
         not_found = _not_found_in(_renderer_by_prefix(self.faces))
         app = Starlette(
             routes=routes,

@@ -22,13 +22,14 @@ from thinghub.devices.mqtt_server import Connection, DropConnection
 from thinghub.domain.clock import format_ts
 from thinghub.domain.errors import Error, Invalid, NotFound, Unauthorized
 from thinghub.domain.json_depth import check_depth
+from thinghub.domain.model import Device
 from thinghub.mqtt import Publish
 from thinghub.mqtt.packets import Connect
 from thinghub.ports import Clock
 from thinghub.security.ca import device_identity_of
 from thinghub.services.provisioning import Enrollment, ProvisioningService, new_operation_id
 
-__all__ = ["Dps"]
+__all__ = ["Dps", "assigned"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,25 @@ RETRY_AFTER_S = 1
 # DPS answers that are not errors (errors: devices/errors.py).
 DPS_ASSIGNED = 200  # the operation status, assigned
 DPS_ASSIGNING = 202  # registration accepted: poll its operation
+
+
+def assigned(operation_id: str, device: Device, hub_hostname: str, now: float) -> dict[str, Any]:
+    """The RegistrationOperationStatus of an assigned registration, as DPS answers a status
+    poll (over MQTT and HTTPS alike)."""
+    return {
+        "operationId": operation_id,
+        "status": "assigned",
+        "registrationState": {
+            "registrationId": device.id,
+            "createdDateTimeUtc": format_ts(device.created_at),
+            "assignedHub": hub_hostname,
+            "deviceId": device.id,
+            "status": "assigned",
+            "substatus": "initialAssignment",
+            "lastUpdatedDateTimeUtc": format_ts(now),
+            "etag": operation_id.rsplit(".", 1)[-1][:16],
+        },
+    }
 
 
 @dataclass
@@ -154,22 +174,8 @@ class Dps:
         # The device as registered from now on: a second registration on this connection
         # starts from it, not from the record read at CONNECT (which would undo this one).
         state.enrollment = dataclasses.replace(state.enrollment, device=device)
-        now = format_ts(self.clock.now())
         op_id = new_operation_id()
-        state.operations[op_id] = {
-            "operationId": op_id,
-            "status": "assigned",
-            "registrationState": {
-                "registrationId": reg_id,
-                "createdDateTimeUtc": format_ts(device.created_at),
-                "assignedHub": self.hub_hostname,
-                "deviceId": device.id,
-                "status": "assigned",
-                "substatus": "initialAssignment",
-                "lastUpdatedDateTimeUtc": now,
-                "etag": op_id.rsplit(".", 1)[-1][:16],
-            },
-        }
+        state.operations[op_id] = assigned(op_id, device, self.hub_hostname, self.clock.now())
         logger.info("dps %s: assigned to %s", reg_id, self.hub_hostname)
         self._respond(
             conn,

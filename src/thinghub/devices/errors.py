@@ -96,6 +96,10 @@ DEVICE_ERRORS: dict[tuple[type[Error], str | None], DeviceCodes] = {
     # one today, the row keeps the table whole.
     (PreconditionFailed, None):
         DeviceCodes(_C.SERVER_UNAVAILABLE, 412, 412, 412001, "PreconditionFailed"),
+    # Settling a C2D message received over HTTPS whose lock is gone (a wrong lock token, an
+    # expired lock, a message settled already).
+    (PreconditionFailed, "lockToken"):
+        DeviceCodes(_C.SERVER_UNAVAILABLE, 412, 412, 412002, "DeviceMessageLockLost"),
     # Over a size cap (a CONNECT's password, a message, a twin patch). A twin patch over it
     # is answered 400, as IoT Hub answers a patch it cannot take.
     (TooLarge, None):

@@ -7,11 +7,12 @@ node holds the connection.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 
-from thinghub.domain.errors import Invalid, TooLarge
+from thinghub.domain.errors import Invalid, PreconditionFailed, TooLarge
 from thinghub.domain.ids import new_uuid
 from thinghub.domain.model import Device, Principal
 from thinghub.domain.roles import Permission
@@ -19,11 +20,23 @@ from thinghub.domain.storable import check_storable
 from thinghub.ports import C2DMessage, Clock, DeviceChannel, Locks, Stores
 from thinghub.services.registry import Registry
 
-__all__ = ["DEFAULT_C2D_TTL_S", "MAX_C2D_BYTES", "C2DService"]
+__all__ = ["C2D_LOCK_S", "DEFAULT_C2D_TTL_S", "MAX_C2D_BYTES", "C2DService", "Received"]
 
 DEFAULT_C2D_TTL_S = 3600.0
 # IoT Hub's C2D limit is 64 KiB per message.
 MAX_C2D_BYTES = 65_536
+# How long a message received by polling (IoT Hub's HTTPS receive) stays locked to its
+# receiver before it may be received again: IoT Hub's default C2D lock duration.
+C2D_LOCK_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message received by polling, locked until it is settled or its lock expires."""
+
+    message: C2DMessage
+    lock_token: str
+    delivery_count: int  # how many times it was received, this one included
 
 
 class C2DService:
@@ -41,6 +54,11 @@ class C2DService:
         self.channel = channel
         self.locks = locks
         self.registry = registry
+        # Polling receives (receive/settle): lock token -> (message, locked until), and per
+        # device how often each of its waiting messages was received. Kept by the node that
+        # answered the receive (in memory: a restart unlocks every message).
+        self._locked: dict[str, tuple[C2DMessage, float]] = {}
+        self._deliveries: dict[str, dict[str, int]] = {}
 
     async def send(
         self,
@@ -95,3 +113,51 @@ class C2DService:
                     await self.stores.c2d.delete(message.id)
                     sent += 1
             return sent
+
+    async def receive(self, device_id: str) -> Received | None:
+        """The oldest message waiting for the device that no receiver holds, locked for
+        C2D_LOCK_S (IoT Hub's HTTPS receive), or None. Expired messages are dropped."""
+        async with self.locks.hold(f"c2d/{device_id}"):
+            now = self.clock.now()
+            for token, (held, until) in list(self._locked.items()):
+                if until <= now or held.expires_at <= now:
+                    del self._locked[token]
+            held_ids = {held.id for held, _ in self._locked.values()}
+            pending = await self.stores.c2d.pending(device_id)
+            counts = self._deliveries.pop(device_id, {})
+            counts = {m.id: counts[m.id] for m in pending if m.id in counts}  # only waiting ones
+            received = None
+            for message in pending:
+                if message.expires_at <= now:
+                    await self.stores.c2d.delete(message.id)
+                    counts.pop(message.id, None)
+                elif message.id not in held_ids:
+                    count = counts[message.id] = counts.get(message.id, 0) + 1
+                    token = new_uuid()
+                    self._locked[token] = (message, now + C2D_LOCK_S)
+                    received = Received(message, token, count)
+                    break
+            if counts:
+                self._deliveries[device_id] = counts
+            return received
+
+    async def settle(
+        self, device_id: str, lock_token: str, outcome: Literal["complete", "reject", "abandon"]
+    ) -> None:
+        """Settle a message received by `receive`: complete or reject deletes it, abandon
+        lets it be received again.
+
+        Raises:
+            PreconditionFailed: no message of the device holds this lock (a wrong token, a
+                lock that expired, a message settled already).
+        """
+        async with self.locks.hold(f"c2d/{device_id}"):
+            held = self._locked.get(lock_token)
+            now = self.clock.now()
+            if held is None or held[0].device_id != device_id or held[1] <= now:
+                raise PreconditionFailed(
+                    "no message is locked with this lock token", field="lockToken"
+                )
+            del self._locked[lock_token]
+            if outcome != "abandon":
+                await self.stores.c2d.delete(held[0].id)

@@ -12,10 +12,10 @@ import pytest
 from thinghub.app import build_services
 from thinghub.bus.memory import MemoryBus, MemoryCounter, MemoryLocks, MemoryPresence
 from thinghub.config import Settings
-from thinghub.domain.errors import Invalid
+from thinghub.domain.errors import Invalid, PreconditionFailed
 from thinghub.domain.model import Device, DeviceKind, Principal, Role
 from thinghub.ports import C2DMessage, DeviceFeed, MethodResult, Stores
-from thinghub.services.c2d import C2DService
+from thinghub.services.c2d import C2D_LOCK_S, C2DService
 from thinghub.storage.memory import memory_stores
 from thinghub.storage.migrate import upgrade
 from thinghub.storage.sql import sql_stores
@@ -56,9 +56,24 @@ class Links:
         return True
 
 
-def c2d_service(stores: Stores, links: Links) -> C2DService:
+class Offline(Links):
+    """A device with no MQTT connection: nothing is pushed, it polls over HTTPS."""
+
+    async def push_c2d(self, message: C2DMessage) -> bool:
+        return False
+
+
+class MovingClock(Clock):
+    def __init__(self) -> None:
+        self.at = 1_700_000_000.0
+
+    def now(self) -> float:
+        return self.at
+
+
+def c2d_service(stores: Stores, links: Links, clock: Clock | None = None) -> C2DService:
     """The C2D service as the composition root builds it, over `links` as its channel."""
-    clock = Clock()
+    clock = clock or Clock()
     return build_services(
         Settings.defaults(),
         stores,
@@ -120,3 +135,25 @@ async def test_a_property_with_a_lone_surrogate_is_refused_and_nothing_queued(
     assert "lone surrogate" in refused.value.message
     assert await stores.c2d.pending("d1") == []
     assert links.pushed == []
+
+
+async def test_a_polled_message_is_locked_until_settled_or_its_lock_expires() -> None:
+    """HTTPS receive (IoT Hub's): a received message is skipped by other receives while
+    locked; an expired lock makes it receivable again (its delivery count grows) and its
+    old lock token settles nothing; complete deletes it."""
+    stores, clock = memory_stores(), MovingClock()
+    c2d = c2d_service(stores, Offline(), clock)
+    sent = await c2d.send(ADMIN, device(), "hello", {"k": "v"})
+    first = await c2d.receive("d1")
+    assert first is not None and first.message.id == sent.id and first.delivery_count == 1
+    assert await c2d.receive("d1") is None  # locked
+    clock.at += C2D_LOCK_S + 1
+    second = await c2d.receive("d1")
+    assert second is not None and second.message.id == sent.id and second.delivery_count == 2
+    with pytest.raises(PreconditionFailed):
+        await c2d.settle("d1", first.lock_token, "complete")
+    with pytest.raises(PreconditionFailed):  # another device's path cannot settle it
+        await c2d.settle("d2", second.lock_token, "complete")
+    await c2d.settle("d1", second.lock_token, "complete")
+    assert await stores.c2d.pending("d1") == []
+    assert await c2d.receive("d1") is None

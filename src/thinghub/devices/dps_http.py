@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from thinghub.devices.dps import RETRY_AFTER_S, assigned
 from thinghub.devices.errors import codes_for
+from thinghub.devices.http_ingest import read_small_body
 from thinghub.domain import errors
 from thinghub.domain.clock import format_ts
 from thinghub.domain.json_depth import check_depth
@@ -100,11 +101,7 @@ async def _request_body(request: Request, max_json_depth: int) -> dict[str, Any]
     Raises:
         Invalid: not a JSON object; TooLarge: over MAX_REQUEST_BYTES.
     """
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise errors.TooLarge(f"the request is over {MAX_REQUEST_BYTES} bytes", field="body")
+    raw = await read_small_body(request, MAX_REQUEST_BYTES)
     if not raw.strip():
         return {}
     check_depth(raw, max_json_depth, "the request body")

@@ -33,7 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from thinghub.devices.http_ingest import authenticated_device, hub_error, refused
+from thinghub.devices.http_ingest import (
+    authenticated_device,
+    hub_error,
+    read_small_body,
+    refused,
+)
 from thinghub.domain import errors
 from thinghub.domain.device_files import FileAction, FileGrant, parse_filename
 from thinghub.domain.ids import new_uuid
@@ -56,11 +61,7 @@ async def _json_object(request: Request) -> dict[str, object]:
     Raises:
         Invalid: not a JSON object; TooLarge: over MAX_REQUEST_BYTES.
     """
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise errors.TooLarge(f"the request is over {MAX_REQUEST_BYTES} bytes", field="body")
+    raw = await read_small_body(request, MAX_REQUEST_BYTES)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -68,20 +68,36 @@ def _too_large(limit: int) -> errors.TooLarge:
     return errors.TooLarge(f"the message is over {limit} bytes with its properties", field="body")
 
 
-async def _read_body(request: Request, declared: str, budget: int, limit: int) -> bytes:
-    """The body, or TooLarge as soon as it is over `budget` bytes (a `declared`
-    Content-Length is judged before anything is read; a chunked body after at most one chunk
-    too many)."""
+async def _read_capped(request: Request, declared: str, budget: int) -> bytes | None:
+    """The body, or None as soon as it is over `budget` bytes (a `declared` Content-Length
+    is judged before anything is read; a chunked body after at most one chunk too many)."""
     if budget < 0 or (declared.isdigit() and int(declared) > budget):
-        raise _too_large(limit)
+        return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > budget:
-            raise _too_large(limit)
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _read_body(request: Request, declared: str, budget: int, limit: int) -> bytes:
+    """The message body within `budget` bytes, or TooLarge naming the message `limit`."""
+    body = await _read_capped(request, declared, budget)
+    if body is None:
+        raise _too_large(limit)
+    return body
+
+
+async def read_small_body(request: Request, limit: int) -> bytes:
+    """A small request body (a registration, a blob name, a notification), or TooLarge as
+    soon as it is over `limit` bytes."""
+    body = await _read_capped(request, request.headers.get("content-length", ""), limit)
+    if body is None:
+        raise errors.TooLarge(f"the request is over {limit} bytes", field="body")
+    return body
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -7,7 +7,8 @@
 # scripts/console_assets.py, which needs no npm otherwise);
 # Debian's chromium (and a font) for the console's browser tests, which Playwright drives
 # through its executable path (tests/e2e/browser.py): no browser is downloaded; gcc and
-# libssl-dev for the C MQTT load generator the benchmark guard (tests/bench_guard) builds.
+# libssl-dev for the C MQTT load generator the benchmark guard (tests/bench_guard) builds;
+# curl and jq for the docs' examples (tests/e2e/test_docs_examples.py).
 # Idempotent: does nothing when everything is already there. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -18,6 +19,9 @@ command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || want+=(n
 command -v npm >/dev/null 2>&1 || want+=(npm)
 [ -x /usr/bin/chromium ] || want+=(chromium)
 [ -d /usr/share/fonts/truetype/dejavu ] || want+=(fonts-dejavu-core)
+# curl and jq: the docs' shell examples, which tests/e2e/test_docs_examples.py runs as printed.
+command -v curl >/dev/null 2>&1 || want+=(curl)
+command -v jq >/dev/null 2>&1 || want+=(jq)
 # The MQTT load generator (bench/mqttload/mqttload.c), built by tests/bench_guard and bench/.
 command -v cc >/dev/null 2>&1 || want+=(gcc)
 [ -f /usr/include/openssl/ssl.h ] || want+=(libssl-dev)

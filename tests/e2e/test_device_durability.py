@@ -102,6 +102,11 @@ async def _redeliver(port: int, ca: str, device: dict[str, Any], seqs: list[int]
     await raw.close()
 
 
+# It runs itself on both backends (database_args): the PostgreSQL pass of `make test` would
+# only repeat it.
+pytestmark = [pytest.mark.backend_agnostic]
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_args(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
     """Server arguments choosing the backend: none for SQLite, --database for PostgreSQL."""

@@ -56,6 +56,7 @@ from tests.pg import create_database, drop_database
 from thinghub.mqtt import PubackReceived
 
 pytestmark = [
+    pytest.mark.backend_agnostic,  # it runs itself on both backends (the `server` fixture)
     pytest.mark.e2e,
     pytest.mark.slow,
     paho_socket_leaks,
